@@ -1,0 +1,3 @@
+from maze.sdk.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""How you ask: the Litestar REST + SSE API. Commands append events; queries read projections."""

@@ -1,0 +1,28 @@
+"""The Litestar application."""
+
+from __future__ import annotations
+
+from litestar import Litestar
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+
+from maze.api import admin, runs
+from maze.api.errors import EXCEPTION_HANDLERS
+from maze.api.state import HeadState
+
+
+def create_app(head: HeadState) -> Litestar:
+    async def provide_head() -> HeadState:
+        return head
+
+    return Litestar(
+        route_handlers=[
+            runs.submit_run, runs.list_runs, runs.get_run, runs.get_run_tasks, runs.get_run_task,
+            runs.get_run_events, runs.stream_run_events,
+            admin.health, admin.cluster_nats, admin.cluster_resources, admin.rebuild_projections,
+        ],
+        dependencies={"head": Provide(provide_head)},
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        openapi_config=OpenAPIConfig(title="Maze", version="0.1.0", path="/schema"),
+        request_max_body_size=64 * 1024 * 1024,
+    )

@@ -1,0 +1,42 @@
+"""One error -> one HTTP answer, in one place: `{"error": {"type", "message", "details"}}`."""
+
+from __future__ import annotations
+
+import structlog
+from litestar import Request, Response
+from litestar.exceptions import HTTPException
+from litestar.exceptions import ValidationException as LitestarValidation
+
+from maze.core.errors import MazeError
+
+log = structlog.get_logger(__name__)
+
+
+def _body(error_type: str, message: str, details: object = None) -> dict[str, object]:
+    return {"error": {"type": error_type, "message": message, "details": details or {}}}
+
+
+def maze_error(_: Request, exc: MazeError) -> Response[dict[str, object]]:
+    return Response(_body(exc.error_type, exc.message, exc.details), status_code=exc.status_code)
+
+
+def litestar_validation(_: Request, exc: LitestarValidation) -> Response[dict[str, object]]:
+    return Response(_body("validation_error", str(exc.detail), {"extra": exc.extra}), status_code=400)
+
+
+def http_error(_: Request, exc: HTTPException) -> Response[dict[str, object]]:
+    kind = "not_found" if exc.status_code == 404 else "http_error"
+    return Response(_body(kind, str(exc.detail)), status_code=exc.status_code)
+
+
+def unexpected(_: Request, exc: Exception) -> Response[dict[str, object]]:
+    log.exception("api.unexpected_error", error=str(exc))
+    return Response(_body("internal_error", f"{type(exc).__name__}: {exc}"), status_code=500)
+
+
+EXCEPTION_HANDLERS = {
+    MazeError: maze_error,
+    LitestarValidation: litestar_validation,
+    HTTPException: http_error,
+    Exception: unexpected,
+}

@@ -1,0 +1,51 @@
+"""Reading one run's events straight from its JetStream subject (the log is the record)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+
+from maze.events import subjects
+from maze.events.codec import decode_events, event_to_builtins
+from maze.events.runs import RunFinished
+from maze.events.store import subscribe_ordered
+
+
+async def last_run_seq(js: JetStreamContext, run_id: str) -> int:
+    try:
+        msg = await js.get_last_msg(subjects.RUNS_STREAM, subjects.run_subject(run_id))
+    except NotFoundError:
+        return 0
+    return int(msg.seq or 0)
+
+
+async def run_events(
+    js: JetStreamContext, run_id: str, after: int, follow: bool
+) -> AsyncIterator[tuple[int, list[dict[str, Any]], bool]]:
+    """Yield (seq, events, finished) for messages of the run after `after`. Without `follow`,
+    stop at the message that was last when called; with it, stop after the run's final event."""
+    last = 0 if follow else await last_run_seq(js, run_id)
+    if not follow and last <= after:
+        return
+    sub = await subscribe_ordered(js, subjects.run_subject(run_id), after + 1)
+    try:
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=None if follow else 10)
+            except asyncio.TimeoutError:
+                return
+            seq = msg.metadata.sequence.stream
+            events = decode_events(msg.data)
+            finished = any(isinstance(e, RunFinished) for e in events)
+            yield seq, [event_to_builtins(e, seq) for e in events], finished
+            if (follow and finished) or (not follow and seq >= last):
+                return
+    finally:
+        try:
+            await sub.unsubscribe()
+        except Exception:
+            pass

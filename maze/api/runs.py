@@ -1,0 +1,137 @@
+"""Run routes: submit, list, inspect, events and the live SSE stream."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Request, get, post
+from litestar.params import Parameter
+from litestar.response import ServerSentEvent, ServerSentEventMessage
+from nats.js.errors import APIError
+
+from maze.api.event_reader import run_events
+from maze.api.state import HeadState
+from maze.api.submit import build_run_created, check_placeable, decode_submission
+from maze.core.clock import new_id, now_ms
+from maze.core.errors import Conflict, PayloadTooLarge, Unavailable, ValidationError
+from maze.events import headers, subjects
+from maze.events.catalog import event_key
+from maze.events.codec import encode_events
+from maze.projections import queries
+
+MAX_EVENTS_PAGE = 10_000
+
+
+@post("/runs", status_code=201)
+async def submit_run(request: Request[Any, Any, Any], head: HeadState) -> dict[str, Any]:
+    """Submit a static workflow run (msgpack or JSON body). Returns the run id."""
+    body = await request.body()
+    submission = decode_submission(body, request.headers.get("content-type", ""))
+    run_id = submission.run_id or new_id("run")
+    if not submission.run_id.startswith("run_") and submission.run_id:
+        raise ValidationError("run_id, when given, must start with 'run_'")
+    if not await head.controller_ready():
+        raise Unavailable("the run controller is still replaying history; try again shortly")
+    event = build_run_created(submission, run_id, now_ms())
+    check_placeable(event, head.controller.placer.never_fits)
+    data = encode_events([event])
+    limit = head.max_payload
+    if len(data) > limit:
+        raise PayloadTooLarge(
+            f"the run is {len(data)} bytes encoded, above the event store's message limit of {limit}",
+            size=len(data), limit=limit,
+        )
+    try:
+        ack = await head.js.publish(
+            subjects.run_subject(run_id), data,
+            headers={
+                headers.MSG_ID: event_key(event), headers.EXPECTED_LAST_SUBJECT_SEQ: "0",
+                headers.EVENT_TYPES: "run.created", headers.SCHEMA_VERSION: headers.SCHEMA,
+            },
+        )
+    except APIError as exc:
+        if exc.err_code == 10071:  # wrong last sequence: the subject already has events
+            raise Conflict(f"run {run_id!r} already exists", run_id=run_id) from exc
+        raise Unavailable(f"event store rejected the run: {exc}") from exc
+    head.note_published(int(ack.seq))
+    return {"run_id": run_id, "workflow_id": event.workflow_id, "seq": ack.seq, "tasks": len(event.tasks)}
+
+
+@get("/runs")
+async def list_runs(
+    head: HeadState, limit: int = 50, offset: int = 0,
+    run_state: Annotated[str | None, Parameter(query="state")] = None,
+) -> list[dict[str, Any]]:
+    """Runs, newest first; `state` filters by run state."""
+    await head.read_barrier()
+    return await asyncio.to_thread(queries.list_runs, head.cursor(), limit, offset, run_state)
+
+
+@get("/runs/{run_id:str}")
+async def get_run(run_id: str, head: HeadState) -> dict[str, Any]:
+    await head.read_barrier()
+    run = await asyncio.to_thread(queries.get_run, head.cursor(), run_id)
+    return run
+
+
+@get("/runs/{run_id:str}/tasks")
+async def get_run_tasks(run_id: str, head: HeadState) -> list[dict[str, Any]]:
+    await head.read_barrier()
+    tasks = await asyncio.to_thread(queries.get_tasks, head.cursor(), run_id)
+    for task in tasks:
+        reason = head.controller.pending_reason(run_id, task["task_id"])
+        task["pending_reason"] = reason
+    return tasks
+
+
+@get("/runs/{run_id:str}/tasks/{task_id:str}")
+async def get_run_task(run_id: str, task_id: str, head: HeadState) -> dict[str, Any]:
+    await head.read_barrier()
+    task = await asyncio.to_thread(queries.get_task, head.cursor(), run_id, task_id)
+    task["pending_reason"] = head.controller.pending_reason(run_id, task_id)
+    return task
+
+
+@get("/runs/{run_id:str}/events")
+async def get_run_events(run_id: str, head: HeadState, after: int = 0) -> dict[str, Any]:
+    """The run's events from the log, after stream sequence `after`."""
+    if after < 0:
+        raise ValidationError("after must not be negative")
+    await head.read_barrier()
+    await asyncio.to_thread(queries.get_run, head.cursor(), run_id)
+    events: list[dict[str, Any]] = []
+    last = after
+    async for seq, batch, _ in run_events(head.js, run_id, after, follow=False):
+        events.extend(batch)
+        last = seq
+        if len(events) >= MAX_EVENTS_PAGE:
+            break
+    return {"run_id": run_id, "events": events, "last_seq": last}
+
+
+@get("/runs/{run_id:str}/stream")
+async def stream_run_events(request: Request[Any, Any, Any], run_id: str, head: HeadState,
+                            after: int = 0) -> ServerSentEvent:
+    """Live SSE: one message per stored event batch, `id` = stream sequence, until the run ends.
+    Reconnect with `Last-Event-ID` (or `after`) to resume without gaps."""
+    last_id = request.headers.get("last-event-id")
+    if last_id:
+        try:
+            after = int(last_id)
+        except ValueError as exc:
+            raise ValidationError("Last-Event-ID must be a stream sequence number") from exc
+    await head.read_barrier()
+    await asyncio.to_thread(queries.get_run, head.cursor(), run_id)
+    encoder = msgspec.json.Encoder()
+
+    async def generate() -> AsyncIterator[ServerSentEventMessage]:
+        async for seq, batch, finished in run_events(head.js, run_id, after, follow=True):
+            yield ServerSentEventMessage(data=encoder.encode(batch).decode(), id=seq, event="events")
+            if finished:
+                yield ServerSentEventMessage(data="{}", event="end")
+                return
+
+    return ServerSentEvent(generate())

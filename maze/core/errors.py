@@ -1,0 +1,63 @@
+"""The error hierarchy. Each type maps to one HTTP status in maze.api.errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class MazeError(Exception):
+    """Base of every error Maze raises on purpose."""
+
+    error_type = "maze_error"
+    status_code = 500
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.error_type, "message": self.message, "details": self.details}
+
+
+class ValidationError(MazeError, ValueError):
+    error_type = "validation_error"
+    status_code = 400
+
+
+class SerializationError(ValidationError):
+    error_type = "serialization_error"
+
+
+class NotFound(MazeError, ValueError):
+    error_type = "not_found"
+    status_code = 404
+
+
+class Conflict(MazeError):
+    error_type = "conflict"
+    status_code = 409
+
+
+class ResourceUnavailable(MazeError):
+    error_type = "resource_unavailable"
+    status_code = 422
+
+
+class PayloadTooLarge(MazeError):
+    error_type = "payload_too_large"
+    status_code = 413
+
+
+class Unavailable(MazeError):
+    """The event store or another dependency cannot be reached right now."""
+
+    error_type = "unavailable"
+    status_code = 503
+
+
+ERROR_TYPES: dict[str, type[MazeError]] = {
+    cls.error_type: cls
+    for cls in (ValidationError, SerializationError, NotFound, Conflict, ResourceUnavailable,
+                PayloadTooLarge, Unavailable)
+}

@@ -1,0 +1,54 @@
+"""Configuration in one typed place, built once at start-up from flags and MAZE_* variables."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from msgspec import Struct
+
+
+def default_data_dir() -> Path:
+    """`$MAZE_DATA_DIR`, else `~/.maze`: the embedded JetStream store and the DuckDB read models."""
+    return Path(os.environ.get("MAZE_DATA_DIR") or Path.home() / ".maze")
+
+
+class Settings(Struct, frozen=True):
+    nats_urls: list[str] = []  # empty: start the embedded server
+    data_dir: str = ""
+    host: str = "127.0.0.1"
+    port: int = 8000
+    nats_host: str = "127.0.0.1"
+    nats_port: int = 4222
+    fsync: str = "always"  # "always" | "interval" (explicit, documented opt-in for throughput)
+    local_worker: bool = True
+    worker_cpus: float | None = None
+    worker_memory_mb: int | None = None
+    worker_gpus: str | None = None
+    node_id: str | None = None
+    heartbeat_interval: float = 2.0
+    node_queue_factor: float = 4.0
+    max_payload_mb: int = 8
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir) if self.data_dir else default_data_dir()
+
+
+def env_settings(**overrides: object) -> Settings:
+    """Settings from MAZE_* variables, with explicit (non-None) flag values on top."""
+    values: dict[str, object] = {}
+    env = os.environ
+    if env.get("MAZE_NATS_URL"):
+        values["nats_urls"] = split_urls(env["MAZE_NATS_URL"])
+    if env.get("MAZE_DATA_DIR"):
+        values["data_dir"] = env["MAZE_DATA_DIR"]
+    if env.get("MAZE_FSYNC"):
+        values["fsync"] = env["MAZE_FSYNC"]
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def split_urls(text: str) -> list[str]:
+    """`nats.connect` wants a list: split `a,b,c` ourselves (DESIGN.md §8)."""
+    return [u.strip() for u in text.split(",") if u.strip()]

@@ -1,0 +1,1 @@
+"""What happened: the typed event catalog, its codec and the JetStream layout."""

@@ -1,0 +1,93 @@
+"""Data shapes carried inside events: task specs, resources, errors, node capacity.
+
+These are plain data (frozen msgspec Structs). They never change meaning: a new field always
+has a default so that every event ever stored still decodes.
+"""
+
+from __future__ import annotations
+
+from msgspec import Struct
+
+
+class Resources(Struct, frozen=True):
+    """What one attempt of a task reserves on a node.
+
+    `cpu` and `gpu` may be fractional; `gpu_mem` is MB per card; `cpu_mem` is MB.
+    """
+
+    cpu: float = 1.0
+    cpu_mem: int = 0
+    gpu: float = 0.0
+    gpu_mem: int = 0
+
+
+class InputRef(Struct, frozen=True, tag="ref"):
+    """An input wired to another task's output: `<task_id>.output.<key>`."""
+
+    task_id: str
+    key: str
+
+
+class InputValue(Struct, frozen=True, tag="value"):
+    """A literal input, msgpack-encoded."""
+
+    data: bytes
+
+
+Input = InputRef | InputValue
+
+
+class RetryPolicy(Struct, frozen=True):
+    max_retries: int = 0
+    backoff_seconds: float = 0.0
+    retry_on: list[str] = []
+
+
+class TaskSpec(Struct, frozen=True):
+    """One task of a run, exactly as submitted."""
+
+    task_id: str
+    name: str
+    func_name: str
+    func_hash: str
+    call_style: str  # "kwargs": f(**inputs); "params": f(inputs_dict)
+    inputs: dict[str, Input]
+    outputs: list[str] | None  # None: not declared, checked at run time
+    resources: Resources = Resources()
+    timeout_seconds: float | None = None
+    retry: RetryPolicy = RetryPolicy()
+    task_type: str = "code"
+    after: list[str] = []  # explicit ordering edges (add_edge) without data flow
+
+    def upstream(self) -> set[str]:
+        deps = {i.task_id for i in self.inputs.values() if isinstance(i, InputRef)}
+        deps.update(self.after)
+        return deps
+
+
+class TaskError(Struct, frozen=True):
+    """The structured error envelope every failure carries (DESIGN.md §5)."""
+
+    error_type: str
+    message: str
+    retryable: bool = False
+    origin: str = "task"
+    node_id: str | None = None
+    node_ip: str | None = None
+    attempt: int = 0
+    traceback: str | None = None
+    exception_type: str | None = None
+
+
+class GpuInfo(Struct, frozen=True):
+    index: int
+    name: str
+    total_mem_mb: int
+    free_mem_mb: int
+    uuid: str = ""
+
+
+class NodeCapacity(Struct, frozen=True):
+    cpus: float
+    memory_mb: int
+    gpus: list[GpuInfo] = []

@@ -1,0 +1,26 @@
+"""Stream, subject and bucket names: the JetStream layout in one place."""
+
+RUNS_STREAM = "MAZE_RUNS"
+WORK_STREAM = "MAZE_WORK"
+NODES_STREAM = "MAZE_NODES"
+HEARTBEAT_BUCKET = "maze-heartbeats"
+
+RUN_SUBJECTS = "maze.run.>"
+WORK_SUBJECTS = "maze.work.>"
+NODE_SUBJECTS = "maze.node.>"
+
+
+def run_subject(run_id: str) -> str:
+    return f"maze.run.{run_id}"
+
+
+def work_subject(node_id: str) -> str:
+    return f"maze.work.{node_id}"
+
+
+def node_subject(node_id: str) -> str:
+    return f"maze.node.{node_id}"
+
+
+def run_id_of(subject: str) -> str:
+    return subject.split(".", 2)[2]

@@ -1,0 +1,64 @@
+"""Task attempt events, on subject `maze.run.<run_id>` (ordered with the run's other events).
+
+An attempt is identified by (run_id, task_id, attempt). Consumers accept the first terminal
+event per attempt and ignore later ones (a redelivered ack can race, nats-server #4786).
+"""
+
+from __future__ import annotations
+
+from msgspec import Struct
+
+from maze.events.specs import TaskError
+
+
+class AttemptPlaced(Struct, frozen=True, tag="attempt.placed"):
+    """The placer chose a node (and GPUs) for an attempt, and why."""
+
+    run_id: str
+    task_id: str
+    attempt: int
+    node_id: str
+    at_ms: int
+    gpus: list[int] = []
+    reason: str = ""
+    session: str = ""  # the node session it was placed on; a new session means this one is lost
+
+
+class AttemptStarted(Struct, frozen=True, tag="attempt.started"):
+    run_id: str
+    task_id: str
+    attempt: int
+    node_id: str
+    at_ms: int
+    node_ip: str = ""
+    pid: int = 0
+
+
+class AttemptSucceeded(Struct, frozen=True, tag="attempt.succeeded"):
+    run_id: str
+    task_id: str
+    attempt: int
+    node_id: str
+    at_ms: int
+    result: bytes  # msgpack-encoded dict
+    duration_ms: float = 0.0
+
+
+class AttemptFailed(Struct, frozen=True, tag="attempt.failed"):
+    run_id: str
+    task_id: str
+    attempt: int
+    at_ms: int
+    error: TaskError
+    node_id: str | None = None
+
+
+class RetryScheduled(Struct, frozen=True, tag="retry.scheduled"):
+    """A failed attempt will be followed by attempt `next_attempt` after `delay_ms`."""
+
+    run_id: str
+    task_id: str
+    next_attempt: int
+    at_ms: int
+    delay_ms: int = 0
+    reason: str = ""

@@ -1,0 +1,34 @@
+"""Work items: what the placer sends to one node's work subject (`maze.work.<node_id>`).
+
+Work messages are transport, not history: the run stream records placement, start and result.
+"""
+
+from __future__ import annotations
+
+from msgspec import Struct
+
+from maze.events.specs import Resources
+
+
+class WorkItem(Struct, frozen=True):
+    run_id: str
+    task_id: str
+    attempt: int
+    func_name: str
+    func_hash: str
+    func: bytes
+    call_style: str
+    inputs: bytes  # msgpack-encoded dict of resolved input values
+    outputs: list[str] | None
+    resources: Resources
+    gpus: list[int] = []
+    timeout_seconds: float | None = None
+    session: str = ""  # the node session it was placed on
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return (self.run_id, self.task_id, self.attempt)
+
+
+class WorkBatch(Struct, frozen=True):
+    items: list[WorkItem]

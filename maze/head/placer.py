@@ -1,0 +1,167 @@
+"""Placement: which node runs an attempt, and why. Folded from node and attempt events.
+
+Policy (README, "Placement"):
+- A task with GPU needs goes only to a node whose cards have the GPU memory and share free now
+  (best fit: the fullest card that still holds it), so two tasks never overfill a card.
+- A CPU-only task goes to the least-loaded node (committed CPUs / CPUs) among nodes that could
+  hold it; a node may be committed up to `queue_factor` x its CPUs and memory, and the worker
+  starts queued attempts only when they fit what is running, so a node never runs more than its
+  capacity while short tasks flow without a round trip to the head each.
+- On a tie, the node already holding more of the same run's attempts wins (locality for free).
+- The ready queue is scanned in full at each pass: a task that does not fit anywhere now waits
+  with its reason and never blocks the smaller tasks behind it.
+"""
+
+from __future__ import annotations
+
+from msgspec import Struct, field
+
+from maze.core.resources import EPSILON, Usage, add_usage, could_ever_fit, pick_gpus
+from maze.events.nodes import NodeJoined
+from maze.events.specs import NodeCapacity, Resources
+
+AttemptKey = tuple[str, str, int]
+
+
+class NodeView(Struct):
+    node_id: str
+    session: str
+    hostname: str
+    ip: str
+    capacity: NodeCapacity
+    alive: bool = True
+    committed: Usage = field(default_factory=Usage)
+    joined_at_ms: int = 0
+
+
+class Reservation(Struct, frozen=True):
+    node_id: str
+    session: str
+    resources: Resources
+    gpus: list[int]
+
+
+class Placement(Struct, frozen=True):
+    node_id: str
+    session: str
+    gpus: list[int]
+    reason: str
+
+
+class Placer:
+    def __init__(self, queue_factor: float = 4.0) -> None:
+        self.queue_factor = queue_factor
+        self.nodes: dict[str, NodeView] = {}
+        self.reservations: dict[AttemptKey, Reservation] = {}
+        self.run_load: dict[tuple[str, str], int] = {}  # (node, run) -> attempts reserved
+
+    # ---- folding ------------------------------------------------------------------------------
+    def node_joined(self, event: NodeJoined) -> None:
+        old = self.nodes.get(event.node_id)
+        view = NodeView(
+            node_id=event.node_id, session=event.session, hostname=event.hostname, ip=event.ip,
+            capacity=event.capacity, joined_at_ms=event.at_ms,
+        )
+        if old is not None:
+            view.committed = old.committed  # reservations of the old session are released by loss
+        self.nodes[event.node_id] = view
+
+    def node_left(self, node_id: str, session: str) -> None:
+        node = self.nodes.get(node_id)
+        if node is not None and node.session == session:
+            node.alive = False
+
+    def reserve(
+        self, key: AttemptKey, node_id: str, session: str, req: Resources, gpus: list[int]
+    ) -> None:
+        if key in self.reservations:
+            return
+        self.reservations[key] = Reservation(
+            node_id=node_id, session=session, resources=req, gpus=list(gpus)
+        )
+        node = self.nodes.get(node_id)
+        if node is not None:
+            add_usage(node.committed, req, gpus)
+        load_key = (node_id, key[0])
+        self.run_load[load_key] = self.run_load.get(load_key, 0) + 1
+
+    def release(self, key: AttemptKey) -> None:
+        res = self.reservations.pop(key, None)
+        if res is None:
+            return
+        node = self.nodes.get(res.node_id)
+        if node is not None:
+            add_usage(node.committed, res.resources, res.gpus, sign=-1)
+        load_key = (res.node_id, key[0])
+        left = self.run_load.get(load_key, 0) - 1
+        if left > 0:
+            self.run_load[load_key] = left
+        else:
+            self.run_load.pop(load_key, None)
+
+    def orphaned(self, node_id: str | None = None) -> list[tuple[AttemptKey, Reservation]]:
+        """Reservations whose node session is gone: those attempts can never report back."""
+        out = []
+        for key, res in self.reservations.items():
+            if node_id is not None and res.node_id != node_id:
+                continue
+            node = self.nodes.get(res.node_id)
+            if node is None or not node.alive or node.session != res.session:
+                out.append((key, res))
+        return out
+
+    # ---- deciding -----------------------------------------------------------------------------
+    def alive_nodes(self) -> list[NodeView]:
+        return [n for n in self.nodes.values() if n.alive]
+
+    def never_fits(self, req: Resources) -> str | None:
+        """None if some live node could hold the request when empty, else why none can."""
+        nodes = self.alive_nodes()
+        if not nodes:
+            return "no worker node has joined the cluster"
+        reasons = []
+        for node in nodes:
+            why = could_ever_fit(node.capacity, req)
+            if why is None:
+                return None
+            reasons.append(f"{node.node_id}: {why}")
+        return "no node can ever hold this task (" + "; ".join(reasons) + ")"
+
+    def choose(self, run_id: str, req: Resources) -> Placement | str:
+        """A placement, or the reason nothing fits now."""
+        best: tuple[float, int, str] | None = None
+        best_gpus: list[int] = []
+        for node in self.alive_nodes():
+            cap = node.capacity
+            if could_ever_fit(cap, req) is not None:
+                continue
+            used = node.committed
+            factor = self.queue_factor
+            if used.cpu + req.cpu > cap.cpus * factor + EPSILON:
+                continue
+            if req.cpu_mem and used.cpu_mem + req.cpu_mem > cap.memory_mb * factor:
+                continue
+            gpus = pick_gpus(cap, used, req)
+            if gpus is None:
+                continue
+            load = used.cpu / cap.cpus if cap.cpus else 0.0
+            locality = -self.run_load.get((node.node_id, run_id), 0)
+            score = (round(load, 6), locality, node.node_id)
+            if best is None or score < best:
+                best, best_gpus = score, gpus
+        if best is None:
+            return self._pending_reason(req)
+        node = self.nodes[best[2]]
+        reason = f"least-loaded ({best[0]:.2f} of {node.capacity.cpus:g} CPUs committed)"
+        if req.gpu > 0:
+            reason += f"; GPU best fit {best_gpus}"
+        return Placement(node_id=node.node_id, session=node.session, gpus=best_gpus, reason=reason)
+
+    def _pending_reason(self, req: Resources) -> str:
+        never = self.never_fits(req)
+        if never is not None:
+            return never
+        want = f"cpu={req.cpu:g}, cpu_mem={req.cpu_mem}MB"
+        if req.gpu:
+            want += f", gpu={req.gpu:g}, gpu_mem={req.gpu_mem}MB"
+        return f"waiting for free capacity ({want}); every node that could hold it is busy"

@@ -1,0 +1,113 @@
+"""`maze start --head`: embedded NATS (unless --nats), run controller, projector, API and a local
+worker, in one asyncio process; SIGINT/SIGTERM stop everything it started."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+from collections.abc import Iterator
+
+import duckdb
+import structlog
+import uvicorn
+
+from maze.api.app import create_app
+from maze.api.state import HeadState
+from maze.core.errors import Unavailable
+from maze.core.settings import Settings
+from maze.events.store import EventStore, connect, ensure_streams
+from maze.head.controller import RunController
+from maze.head.nats_server import EmbeddedNats
+from maze.projections.projector import Projector
+from maze.workers.capacity import local_capacity, local_ip
+from maze.workers.worker import Worker
+
+log = structlog.get_logger(__name__)
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:  # the head handles signals itself
+        yield
+
+
+class Head:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.embedded: EmbeddedNats | None = None
+        self.stopping = asyncio.Event()
+
+    async def run(self) -> None:
+        settings = self.settings
+        data = settings.data_path
+        data.mkdir(parents=True, exist_ok=True)
+        urls = list(settings.nats_urls)
+        if not urls:
+            self.embedded = EmbeddedNats(data, settings.nats_host, settings.nats_port, settings.fsync,
+                                         settings.max_payload_mb)
+            await asyncio.to_thread(self.embedded.start)
+            urls = [self.embedded.url]
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.stopping.set)
+        nc = worker_nc = None
+        controller = projector = worker = None
+        server_task = None
+        try:
+            nc = await connect(urls, "maze-head")
+            await ensure_streams(nc.jetstream())
+            controller = RunController(nc, EventStore(nc), settings)
+            controller.start()
+            try:
+                projector = Projector(nc, data / "readmodels.duckdb")
+            except duckdb.IOException as exc:
+                raise Unavailable(f"read models at {data} are in use by another head: {exc}") from exc
+            projector.start()
+            await asyncio.wait_for(controller.caught_up.wait(), 120)
+            if settings.local_worker:
+                worker_nc = await connect(urls, "maze-local-worker")
+                node_id = settings.node_id or f"{socket.gethostname().split('.')[0]}-head"
+                capacity = local_capacity(settings.worker_cpus, settings.worker_memory_mb, settings.worker_gpus)
+                worker = Worker(worker_nc, node_id, capacity, local_ip())
+                await worker.start()
+                while node_id not in controller.placer.nodes or \
+                        controller.placer.nodes[node_id].session != worker.session:
+                    await asyncio.sleep(0.01)
+            state = HeadState(nc.jetstream(), nc, controller, projector, settings, urls)
+            config = uvicorn.Config(create_app(state), host=settings.host, port=settings.port,
+                                    log_level="warning", timeout_graceful_shutdown=2, lifespan="on")
+            server = _Server(config)
+            server_task = asyncio.create_task(server.serve())
+            while not server.started:
+                if server_task.done():
+                    await server_task
+                    raise Unavailable(f"API could not listen on {settings.host}:{settings.port}")
+                await asyncio.sleep(0.01)
+            log.info("head.ready", api=f"http://{settings.host}:{settings.port}", nats=urls,
+                     data_dir=str(data))
+            print(f"Maze head ready: http://{settings.host}:{settings.port}  (NATS {', '.join(urls)}, "
+                  f"data {data})", flush=True)
+            stop_wait = asyncio.create_task(self.stopping.wait())
+            await asyncio.wait({server_task, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+            server.should_exit = True
+            stop_wait.cancel()
+        finally:
+            log.info("head.stopping")
+            if server_task is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(server_task, 5)
+            if worker is not None:
+                await worker.stop()
+            if controller is not None:
+                await controller.stop()
+            if projector is not None:
+                await projector.stop()
+            for conn in (worker_nc, nc):
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        await conn.close()
+            if self.embedded is not None:
+                await asyncio.to_thread(self.embedded.stop)
+            log.info("head.stopped")

@@ -1,0 +1,172 @@
+"""The projector: applies run and node events to the DuckDB read models in batches.
+
+Its position in each stream is stored in the same transaction as the rows, and it resumes from
+there with an ordered consumer, so a crash replays at most the uncommitted batch and never
+double-applies. One writer; queries use their own cursors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import structlog
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+from maze.events import subjects
+from maze.events.catalog import Event
+from maze.events.codec import decode_events
+from maze.events.store import subscribe_ordered
+from maze.events.nodes import NodeJoined, NodeLeft
+from maze.events.runs import RunCreated
+from maze.projections import db
+from maze.projections.fold import Row, RunModel, create_run, fold_node_event, fold_run_event, summarize
+
+log = structlog.get_logger(__name__)
+
+STREAMS = (subjects.RUNS_STREAM, subjects.NODES_STREAM)
+BATCH = 2000
+
+
+class Folder:
+    """Folds decoded events into models, loading a run's rows from DuckDB the first time it is seen.
+    Shared by the live projector and by rebuilds."""
+
+    def __init__(self, conn: duckdb.DuckDBPyConnection) -> None:
+        self.conn = conn
+        self.cache: OrderedDict[str, RunModel] = OrderedDict()
+        self.positions = db.positions(conn)
+
+    def fold(self, batch: list[tuple[str, int, list[Event]]]) -> tuple[list[RunModel], list[Row], dict[str, int]]:
+        touched: dict[str, RunModel] = {}
+        nodes: dict[str, Row | None] = {}
+        new_positions: dict[str, int] = {}
+        for stream, seq, events in batch:
+            if seq <= self.positions.get(stream, 0):
+                continue  # already applied (a replay after a crash)
+            new_positions[stream] = seq
+            for event in events:
+                if isinstance(event, NodeJoined | NodeLeft):
+                    current = nodes[event.node_id] if event.node_id in nodes else db.load_node(
+                        self.conn, event.node_id
+                    )
+                    nodes[event.node_id] = fold_node_event(current, event)
+                    continue
+                run_id: str = event.run_id
+                model = touched.get(run_id) or self.cache.get(run_id) or db.load_run(self.conn, run_id)
+                if isinstance(event, RunCreated):
+                    if model is None:
+                        model = create_run(event)
+                elif model is None:
+                    log.warning("projector.event_for_unknown_run", run_id=run_id, seq=seq)
+                    continue
+                else:
+                    fold_run_event(model, event)
+                touched[run_id] = model
+        for model in touched.values():
+            summarize(model)
+        return list(touched.values()), [n for n in nodes.values() if n is not None], new_positions
+
+    def commit(self, models: list[RunModel], nodes: list[Row], new_positions: dict[str, int]) -> None:
+        db.write_batch(self.conn, models, nodes, new_positions)
+        self.positions.update(new_positions)
+        for model in models:
+            self.cache[model.run["run_id"]] = model
+            self.cache.move_to_end(model.run["run_id"])
+        while len(self.cache) > 256:
+            self.cache.popitem(last=False)
+
+
+class Projector:
+    def __init__(self, nc: NATS, path: Path) -> None:
+        self.nc = nc
+        self.js = nc.jetstream()
+        self.path = path
+        self.conn = db.open_db(path)
+        self.folder = Folder(self.conn)
+        self.lock = threading.Lock()  # held while a batch is written or a rebuild compares
+        self.advanced = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def positions(self) -> dict[str, int]:
+        return dict(self.folder.positions)
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        return self.conn.cursor()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run_forever(), name="projector")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+        self.conn.close()
+
+    async def wait_for(self, targets: dict[str, int], timeout: float = 5.0) -> bool:
+        """Wait until every stream position reaches its target (read-your-writes, no sleeps)."""
+
+        def reached() -> bool:
+            return all(self.folder.positions.get(s, 0) >= q for s, q in targets.items())
+
+        async with self.advanced:
+            try:
+                await asyncio.wait_for(self.advanced.wait_for(reached), timeout)
+            except TimeoutError:
+                return False
+        return True
+
+    async def _run_forever(self) -> None:
+        while True:
+            try:
+                await self._consume()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("projector.crashed_resuming")
+                await asyncio.sleep(0.5)
+
+    async def _consume(self) -> None:
+        queue: asyncio.Queue[Msg] = asyncio.Queue()
+
+        async def enqueue(msg: Msg) -> None:
+            queue.put_nowait(msg)
+
+        subs = []
+        try:
+            for stream, subject in ((subjects.RUNS_STREAM, subjects.RUN_SUBJECTS),
+                                    (subjects.NODES_STREAM, subjects.NODE_SUBJECTS)):
+                start = self.folder.positions.get(stream, 0) + 1
+                subs.append(await subscribe_ordered(self.js, subject, start, cb=enqueue))
+            while True:
+                msgs = [await queue.get()]
+                while not queue.empty() and len(msgs) < BATCH:
+                    msgs.append(queue.get_nowait())
+                batch = [(m.metadata.stream, m.metadata.sequence.stream, decode_events(m.data)) for m in msgs]
+                await asyncio.to_thread(self._apply, batch)
+                async with self.advanced:
+                    self.advanced.notify_all()
+        finally:
+            for sub in subs:
+                try:
+                    await sub.unsubscribe()
+                except Exception:
+                    pass
+
+    def _apply(self, batch: list[tuple[str, int, list[Event]]]) -> None:
+        with self.lock:
+            models, nodes, new_positions = self.folder.fold(batch)
+            if new_positions:
+                self.folder.commit(models, nodes, new_positions)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"positions": self.positions, "path": str(self.path)}

@@ -1,0 +1,1 @@
+"""What users import: the synchronous client SDK and the `maze` CLI."""

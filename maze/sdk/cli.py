@@ -1,0 +1,184 @@
+"""The `maze` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from maze.core.errors import MazeError
+from maze.core.logs import configure_logging
+from maze.core.settings import env_settings, split_urls
+
+app = typer.Typer(
+    help="Maze: a task-level distributed runtime for agent workflows.", no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+runs_app = typer.Typer(help="Inspect runs.", no_args_is_help=True)
+projections_app = typer.Typer(help="Read-model maintenance.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+app.add_typer(projections_app, name="projections")
+console = Console()
+ServerUrl = typer.Option("http://localhost:8000", "--server-url", envvar="MAZE_SERVER_URL", help="Head API URL.")
+
+
+def fail(message: str) -> None:
+    console.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(1)
+
+
+@app.command()
+def start(
+    head: bool = typer.Option(False, "--head", help="Start a head: NATS (embedded unless --nats), controller, API, local worker."),
+    worker: bool = typer.Option(False, "--worker", help="Start a worker that joins a head."),
+    addr: str = typer.Option("", "--addr", help="Head HOST:PORT (for --worker)."),
+    port: int = typer.Option(8000, "--port", help="API port."),
+    host: str = typer.Option("127.0.0.1", "--host", help="API bind address."),
+    data_dir: str = typer.Option("", "--data-dir", help="JetStream store + read models (default: $MAZE_DATA_DIR or ~/.maze)."),
+    nats: str = typer.Option("", "--nats", help="Use an existing NATS cluster: nats://a:4222,nats://b:4222"),
+    nats_port: int = typer.Option(4222, "--nats-port", help="Embedded NATS port."),
+    nats_host: str = typer.Option("127.0.0.1", "--nats-host", help="Embedded NATS bind address (0.0.0.0 for remote workers)."),
+    fsync: str = typer.Option("always", "--fsync", help="always (default, durable) | interval (faster, may lose acked events on power loss)."),
+    cpus: float = typer.Option(None, "--cpus", help="CPUs this node offers (default: all)."),
+    memory_mb: int = typer.Option(None, "--memory-mb", help="Memory MB this node offers (default: all)."),
+    gpus: str = typer.Option(None, "--gpus", help="auto | none | 0,1 | 2x16GB (declared)."),
+    node_id: str = typer.Option(None, "--node-id", help="Stable node id (default: from the host name)."),
+    no_local_worker: bool = typer.Option(False, "--no-local-worker", help="Head without a local worker."),
+    log_level: str = typer.Option("warning", "--log-level"),
+) -> None:
+    """Start a head (`--head`) or a worker (`--worker --addr HOST:PORT`)."""
+    configure_logging(log_level)
+    if head == worker:
+        fail("choose exactly one of --head or --worker")
+    if fsync not in ("always", "interval"):
+        fail("--fsync must be 'always' or 'interval'")
+    try:
+        if head:
+            from maze.head.process import Head
+
+            settings = env_settings(
+                nats_urls=split_urls(nats) if nats else None, data_dir=data_dir or None, host=host, port=port,
+                nats_port=nats_port, nats_host=nats_host, fsync=fsync, local_worker=not no_local_worker,
+                worker_cpus=cpus, worker_memory_mb=memory_mb, worker_gpus=gpus, node_id=node_id,
+            )
+            asyncio.run(Head(settings).run())
+        else:
+            if not addr:
+                fail("--worker needs --addr HEAD_HOST:PORT")
+            from maze.workers.process import run_worker
+
+            asyncio.run(run_worker(addr, node_id, cpus, memory_mb, gpus))
+    except MazeError as exc:
+        fail(exc.message)
+
+
+def _client(server_url: str) -> Any:
+    from maze.sdk.client import MaClient
+
+    return MaClient(server_url)
+
+
+def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return fn(*args, **kwargs)
+    except MazeError as exc:
+        fail(exc.message)
+
+
+def _ms(value: Any) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value / 1000)) if value else "-"
+
+
+@runs_app.command("list")
+def runs_list(server_url: str = ServerUrl, limit: int = 20, state: str = typer.Option(None)) -> None:
+    """Recent runs."""
+    runs = _call(_client(server_url).list_runs, limit=limit, state=state)
+    table = Table("run_id", "state", "tasks", "succeeded", "failed", "created")
+    for r in runs:
+        table.add_row(r["run_id"], r["state"], str(r["task_count"]), str(r["tasks_succeeded"]),
+                      str(r["tasks_failed"]), _ms(r["created_at_ms"]))
+    console.print(table)
+
+
+@runs_app.command("show")
+def runs_show(run_id: str, server_url: str = ServerUrl) -> None:
+    """A run and its tasks."""
+    client = _client(server_url)
+    run = _call(client.get_run, run_id)
+    console.print(f"[bold]{run['run_id']}[/bold]  state={run['state']}  tasks={run['task_count']}  "
+                  f"created={_ms(run['created_at_ms'])}  finished={_ms(run['finished_at_ms'])}")
+    if run.get("error"):
+        console.print(f"[red]error[/red]: [{run['error']['error_type']}] {run['error']['message']}")
+    table = Table("task_id", "name", "state", "attempt", "node", "result / error")
+    for t in _call(client.get_run_tasks, run_id):
+        detail = json.dumps(t["result"]) if t["result"] is not None else (
+            f"[{t['error']['error_type']}] {t['error']['message']}" if t["error"] else (t.get("pending_reason") or ""))
+        table.add_row(t["task_id"], t["name"], t["state"], str(t["attempt"]), t["node_id"] or "-", detail[:80])
+    console.print(table)
+
+
+@runs_app.command("events")
+def runs_events(run_id: str, server_url: str = ServerUrl, after: int = 0) -> None:
+    """A run's events from the log."""
+    for event in _call(_client(server_url).get_run_events, run_id, after=after):
+        console.print_json(json.dumps(event, default=str))
+
+
+@projections_app.command("rebuild")
+def projections_rebuild(server_url: str = ServerUrl) -> None:
+    """Rebuild every read model from the event log and compare with the live one."""
+    report = _call(_client(server_url).http.post, "/projections/rebuild")
+    table = Table("table", "live rows", "rebuilt rows", "equal")
+    for name, t in report["tables"].items():
+        table.add_row(name, str(t["rows"]), str(t["rebuilt_rows"]), "yes" if t["equal"] else "[red]NO[/red]")
+    console.print(table)
+    if not report["equal"]:
+        fail("rebuilt read models differ from the live ones")
+
+
+@app.command()
+def demo(port: int = typer.Option(8765, "--port"), data_dir: str = typer.Option("", "--data-dir"),
+         nats_port: int = typer.Option(14222, "--nats-port")) -> None:
+    """Start a head with embedded NATS, run the greet → uppercase workflow, print it, stop."""
+    from maze.sdk.demo import run_demo
+
+    directory = data_dir or tempfile.mkdtemp(prefix="maze-demo-")
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-m", "maze", "start", "--head", "--port", str(port),
+                             "--nats-port", str(nats_port), "--data-dir", directory],
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                fail(f"the head exited with code {proc.returncode}")
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                fail("the head did not start within 60 s")
+            time.sleep(0.2)
+        summary = run_demo(url)
+        console.print(f"[green]demo finished[/green]: {summary['state']}  (data in {Path(directory)})")
+        if summary["state"] != "succeeded":
+            raise typer.Exit(1)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def main() -> None:
+    app()

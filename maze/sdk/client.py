@@ -1,0 +1,47 @@
+"""MaClient: the entry point of the SDK."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from maze.sdk.http import Http
+from maze.sdk.workflow import MaWorkflow
+
+
+class MaClient:
+    """Connects to a Maze head (`maze start --head`) at `server_url`."""
+
+    def __init__(self, server_url: str = "http://localhost:8000") -> None:
+        self.server_url = server_url.rstrip("/")
+        self.http = Http(self.server_url)
+
+    def create_workflow(self) -> MaWorkflow:
+        """A new, empty static workflow."""
+        return MaWorkflow(f"wf_{uuid.uuid4().hex}", self.server_url, client=self)
+
+    def list_runs(self, limit: int = 20, state: str | None = None, offset: int = 0) -> list[dict[str, Any]]:
+        """Runs, newest first."""
+        result: list[dict[str, Any]] = self.http.get("/runs", limit=limit, state=state, offset=offset)
+        return result
+
+    def get_run(self, run_id: str) -> dict[str, Any]:
+        """A run's snapshot: state, timing, progress, error summary."""
+        result: dict[str, Any] = self.http.get(f"/runs/{run_id}")
+        return result
+
+    def get_run_tasks(self, run_id: str) -> list[dict[str, Any]]:
+        """Every task of a run with state, placement, result or structured error."""
+        result: list[dict[str, Any]] = self.http.get(f"/runs/{run_id}/tasks")
+        return result
+
+    def get_run_task(self, run_id: str, task_id: str) -> dict[str, Any]:
+        """One task with all of its attempts."""
+        result: dict[str, Any] = self.http.get(f"/runs/{run_id}/tasks/{task_id}")
+        return result
+
+    def get_run_events(self, run_id: str, after: int | None = None) -> list[dict[str, Any]]:
+        """The run's events from the log, after stream sequence `after`."""
+        result: dict[str, Any] = self.http.get(f"/runs/{run_id}/events", after=after or 0)
+        events: list[dict[str, Any]] = result["events"]
+        return events

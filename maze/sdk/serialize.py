@@ -1,0 +1,57 @@
+"""Turning task functions and values into bytes the cluster can carry."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import sysconfig
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+import msgspec
+
+from maze.core.errors import SerializationError
+
+_INSTALLED = {Path(p).resolve() for p in {sysconfig.get_path("purelib"), sysconfig.get_path("platlib"),
+                                          sysconfig.get_path("stdlib")} if p}
+
+
+def _is_local_module(module_name: str) -> bool:
+    """A module of the user's own project (not stdlib, not an installed package): ship it by value,
+    since a worker cannot import it."""
+    module = sys.modules.get(module_name)
+    path = getattr(module, "__file__", None)
+    if module is None or path is None or module_name == "__main__":
+        return False
+    resolved = Path(path).resolve()
+    if any(resolved.is_relative_to(root) for root in _INSTALLED):
+        return False
+    return not module_name.startswith("maze.")
+
+
+def pickle_function(fn: Callable[..., Any]) -> tuple[str, bytes]:
+    """(sha256 hex, cloudpickle bytes). Functions of local modules travel by value."""
+    module_name = getattr(fn, "__module__", "") or ""
+    by_value = _is_local_module(module_name)
+    if by_value:
+        cloudpickle.register_pickle_by_value(sys.modules[module_name])
+    try:
+        blob = cloudpickle.dumps(fn)
+    except Exception as exc:
+        raise SerializationError(
+            f"task function {getattr(fn, '__name__', fn)!r} cannot be serialized by cloudpickle: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    finally:
+        if by_value:
+            cloudpickle.unregister_pickle_by_value(sys.modules[module_name])
+    return hashlib.sha256(blob).hexdigest(), blob
+
+
+def check_value(value: Any, where: str) -> None:
+    try:
+        msgspec.msgpack.encode(value)
+    except (TypeError, msgspec.EncodeError) as exc:
+        raise SerializationError(f"{where}: value of type {type(value).__name__} cannot be serialized: {exc}") from exc

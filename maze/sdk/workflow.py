@@ -1,0 +1,286 @@
+"""MaWorkflow, MaTask and output references: a static DAG built locally and submitted as one run."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import msgspec
+from httpx_sse import connect_sse
+
+from maze.core.dag import find_cycle
+from maze.core.errors import MazeError, NotFound, Unavailable, ValidationError
+from maze.sdk import graph
+from maze.sdk.http import Http, raise_for_error
+from maze.sdk.messages import events_to_messages, render, summarize
+from maze.sdk.serialize import check_value, pickle_function
+from maze.sdk.task import TaskMeta, task_meta
+
+if TYPE_CHECKING:
+    from maze.sdk.client import MaClient
+
+
+class TaskOutput:
+    """A reference to one output of a task; pass it as another task's input to wire them."""
+
+    def __init__(self, task_id: str, output_key: str) -> None:
+        self.task_id = task_id
+        self.output_key = output_key
+
+    def to_reference_string(self) -> str:
+        return f"{self.task_id}.output.{self.output_key}"
+
+    def __repr__(self) -> str:
+        return f"TaskOutput({self.to_reference_string()!r})"
+
+
+class TaskOutputs:
+    def __init__(self, task_id: str, output_keys: list[str] | None) -> None:
+        self.task_id = task_id
+        self._keys = output_keys
+
+    def __getitem__(self, key: str) -> TaskOutput:
+        if self._keys is not None and key not in self._keys:
+            raise KeyError(f"task {self.task_id} has no output {key!r}; its outputs are {self._keys}")
+        return TaskOutput(self.task_id, key)
+
+    def keys(self) -> list[str]:
+        return list(self._keys or [])
+
+
+class MaTask:
+    def __init__(self, task_id: str, workflow: MaWorkflow, task_name: str, meta: TaskMeta,
+                 func_hash: str, inputs: dict[str, Any], task_type: str) -> None:
+        self.task_id = task_id
+        self.workflow_id = workflow.workflow_id
+        self.server_url = workflow.server_url
+        self.task_name = task_name
+        self.meta = meta
+        self.func_hash = func_hash
+        self.inputs = inputs
+        self.task_type = task_type
+        self.after: set[str] = set()
+        self.outputs = TaskOutputs(task_id, meta.outputs)
+        self._workflow = workflow
+
+    def upstream(self) -> set[str]:
+        deps = {v.task_id for v in self.inputs.values() if isinstance(v, TaskOutput)}
+        return deps | self.after
+
+    def delete(self) -> None:
+        """Remove this task from its workflow. Fails if another task consumes its outputs."""
+        self._workflow._delete_task(self.task_id)
+
+    def submission(self) -> dict[str, Any]:
+        m = self.meta
+        return {
+            "task_id": self.task_id, "func_hash": self.func_hash, "name": self.task_name,
+            "func_name": m.name, "call_style": m.call_style,
+            "inputs": {k: ({"ref": v.to_reference_string()} if isinstance(v, TaskOutput) else {"value": v})
+                       for k, v in self.inputs.items()},
+            "outputs": m.outputs, "required_inputs": m.required_inputs,
+            "accepted_inputs": m.accepted_inputs, "resources": m.resources,
+            "timeout_seconds": m.timeout_seconds, "max_retries": m.max_retries,
+            "retry_backoff_seconds": m.retry_backoff_seconds, "retry_on": m.retry_on,
+            "task_type": self.task_type, "after": sorted(self.after),
+        }
+
+    def __repr__(self) -> str:
+        return f"MaTask({self.task_name!r}, {self.task_id})"
+
+
+class MaWorkflow:
+    """A static workflow. Build it with add_task (an output passed as an input creates the edge),
+    then `run()` submits it as one durable run; the same workflow can run many times."""
+
+    def __init__(self, workflow_id: str, server_url: str, client: MaClient | None = None) -> None:
+        self.workflow_id = workflow_id
+        self.server_url = server_url.rstrip("/")
+        self.tasks: dict[str, MaTask] = {}
+        self.functions: dict[str, bytes] = {}
+        self._cache: dict[str, list[dict[str, Any]]] = {}
+        self._client = client
+
+    # ---- building -----------------------------------------------------------------------------
+    def add_task(self, task_func: Callable[..., Any] | None = None, inputs: dict[str, Any] | None = None,
+                 task_type: str = "code", task_name: str | None = None, **kwargs: Any) -> MaTask:
+        """Add a task. `inputs` values are literals or `other_task.outputs["key"]` references."""
+        if task_func is None or not callable(task_func):
+            raise ValidationError("add_task needs a function decorated with @task")
+        if kwargs:
+            raise ValidationError(f"add_task got unexpected argument(s) {sorted(kwargs)}")
+        meta = task_meta(task_func)
+        inputs = dict(inputs or {})
+        for name, value in inputs.items():
+            if isinstance(value, TaskOutput):
+                if value.task_id not in self.tasks:
+                    raise ValidationError(f"input {name!r} refers to task {value.task_id}, not in this workflow")
+                upstream = self.tasks[value.task_id]
+                if upstream.meta.outputs is not None and value.output_key not in upstream.meta.outputs:
+                    raise ValidationError(
+                        f"input {name!r}: task {upstream.task_name!r} has no output {value.output_key!r}"
+                    )
+            else:
+                check_value(value, f"input {name!r} of {meta.name}")
+        missing = sorted(set(meta.required_inputs) - set(inputs))
+        if missing:
+            raise ValidationError(f"task {meta.name!r}: missing required input(s) {missing}")
+        if meta.accepted_inputs is not None:
+            extra = sorted(set(inputs) - set(meta.accepted_inputs))
+            if extra:
+                raise ValidationError(f"task {meta.name!r}: unexpected input(s) {extra}")
+        func_hash, blob = pickle_function(task_func)
+        self.functions[func_hash] = blob
+        task_id = f"task_{uuid.uuid4().hex}"
+        ma_task = MaTask(task_id, self, task_name or meta.name, meta, func_hash, inputs, task_type)
+        self.tasks[task_id] = ma_task
+        return ma_task
+
+    def get_tasks(self) -> list[dict[str, str]]:
+        return [{"id": t.task_id, "name": t.task_name} for t in self.tasks.values()]
+
+    def add_edge(self, source_task: MaTask, target_task: MaTask) -> None:
+        """Make `target_task` wait for `source_task`. A cycle raises ValidationError."""
+        for t in (source_task, target_task):
+            if t.task_id not in self.tasks:
+                raise ValidationError(f"task {t.task_id} is not in this workflow")
+        if source_task.task_id == target_task.task_id:
+            raise ValidationError("a task cannot depend on itself")
+        target_task.after.add(source_task.task_id)
+        cycle = find_cycle({t.task_id: t.upstream() for t in self.tasks.values()})
+        if cycle:
+            target_task.after.discard(source_task.task_id)
+            raise ValidationError(f"edge would create a cycle: {' -> '.join(cycle)}")
+
+    def del_edge(self, source_task: MaTask, target_task: MaTask) -> None:
+        if source_task.task_id in target_task.after:
+            target_task.after.discard(source_task.task_id)
+            return
+        if source_task.task_id in target_task.upstream():
+            raise ValidationError(
+                f"edge {source_task.task_name} → {target_task.task_name} carries data (an input "
+                "references its output); change that input instead"
+            )
+        raise ValidationError(f"there is no edge {source_task.task_name} → {target_task.task_name}")
+
+    def _delete_task(self, task_id: str) -> None:
+        if task_id not in self.tasks:
+            raise NotFound(f"task {task_id} is not in this workflow")
+        users = [t.task_name for t in self.tasks.values() if t.task_id != task_id and task_id in
+                 {v.task_id for v in t.inputs.values() if isinstance(v, TaskOutput)}]
+        if users:
+            raise ValidationError(f"task {task_id} feeds {users}; delete or rewire those first")
+        del self.tasks[task_id]
+        for t in self.tasks.values():
+            t.after.discard(task_id)
+
+    # ---- running ------------------------------------------------------------------------------
+    def run(self, workspace_dir: str | None = None, artifact_mode: bool = False,
+            file_context: dict[str, Any] | None = None) -> str:
+        """Submit the workflow; returns the new run's id."""
+        if workspace_dir is not None or artifact_mode or file_context is not None:
+            raise ValidationError("workspaces and artifact mode are not available in this version of Maze")
+        if not self.tasks:
+            raise ValidationError("the workflow has no tasks")
+        used = {t.func_hash for t in self.tasks.values()}
+        body = {
+            "workflow_id": self.workflow_id,
+            "run_id": f"run_{uuid.uuid4().hex}",
+            "tasks": [t.submission() for t in self.tasks.values()],
+            "functions": {h: b for h, b in self.functions.items() if h in used},
+        }
+        try:
+            data = msgspec.msgpack.encode(body)
+        except (TypeError, msgspec.EncodeError) as exc:
+            raise ValidationError(f"workflow cannot be encoded: {exc}") from exc
+        result = self._http().post("/runs", content=data, headers={"content-type": "application/msgpack"})
+        return str(result["run_id"])
+
+    def _http(self) -> Http:
+        if self._client is not None:
+            return self._client.http
+        return Http(self.server_url)
+
+    def _stream_events(self, run_id: str) -> Iterator[dict[str, Any]]:
+        """Follow the run's SSE stream to its end, resuming with Last-Event-ID if cut off."""
+        last_id: str | None = None
+        failures = 0
+        with httpx.Client(base_url=self.server_url, timeout=httpx.Timeout(10.0, read=None)) as client:
+            while True:
+                hdrs = {"Last-Event-ID": last_id} if last_id else {}
+                try:
+                    with connect_sse(client, "GET", f"/runs/{run_id}/stream", headers=hdrs) as source:
+                        if source.response.status_code >= 400:
+                            source.response.read()
+                            raise_for_error(source.response)
+                        for sse in source.iter_sse():
+                            if sse.event == "end":
+                                return
+                            last_id = sse.id or last_id
+                            yield from msgspec.json.decode(sse.data)
+                        return
+                except httpx.TransportError as exc:
+                    failures += 1
+                    if failures > 20:
+                        raise Unavailable(f"lost the event stream of run {run_id}: {exc}") from exc
+
+    def get_results(self, run_id: str, verbose: bool = True) -> list[dict[str, Any]]:
+        """All result messages of a run (start_task, finish_task, task_exception,
+        finish_workflow), waiting for the run to finish. Cached after the first call."""
+        if not run_id:
+            raise ValueError("run_id is required")
+        if run_id not in self._cache:
+            messages = events_to_messages(self.workflow_id, list(self._stream_events(run_id)))
+            self._cache[run_id] = messages
+        messages = self._cache[run_id]
+        if verbose:
+            for message in messages:
+                print(message)
+        return messages
+
+    def show_results(self, run_id: str, output_dir: str = "workflow_results") -> dict[str, Any]:
+        """Wait for the run, print a readable account, and return a summary dict."""
+        print("🔗 Connected to server, starting workflow execution...")
+        messages = self.get_results(run_id, verbose=False)
+        names = {t.task_id: t.task_name for t in self.tasks.values()}
+        for message in messages:
+            for line in render(message, names):
+                print(line)
+        return summarize(messages)
+
+    def get_task_result(self, run_id: str, task_id: str) -> dict[str, Any] | None:
+        if run_id not in self._cache:
+            raise ValueError(f"run {run_id} is not cached: call get_results or show_results first")
+        for message in self._cache[run_id]:
+            if message["type"] == "finish_task" and message["data"]["task_id"] == task_id:
+                result: dict[str, Any] = message["data"]["result"]
+                return result
+        return None
+
+    def list_cached_runs(self) -> list[str]:
+        return list(self._cache)
+
+    def clear_cache(self, run_id: str | None = None) -> None:
+        if run_id is None:
+            self._cache.clear()
+        else:
+            self._cache.pop(run_id, None)
+
+    # ---- graph views --------------------------------------------------------------------------
+    def print_graph(self) -> None:
+        print(graph.ascii_graph(self))
+
+    def get_graph_mermaid(self) -> str:
+        return graph.mermaid(self)
+
+    def get_graph_info(self) -> dict[str, Any]:
+        return graph.info(self)
+
+    def draw_graph(self, output_path: str = "workflow.png", method: str = "auto",
+                   figsize: tuple[float, float] = (12, 8), dpi: int = 300) -> str:
+        return graph.draw(self, output_path, method, figsize, dpi)
+
+
+__all__ = ["MaTask", "MaWorkflow", "MazeError", "TaskOutput", "TaskOutputs"]

@@ -1,0 +1,1 @@
+"""Who does the work: workers pull placed attempts and run each in its own OS process."""

@@ -1,0 +1,126 @@
+"""Warm task processes, forked from a clean forkserver (never from the asyncio process).
+
+Each attempt runs in its own OS process; idle processes are reused for CPU tasks, recycled after
+`recycle_after` attempts, and replaced when they die or are killed for a timeout. GPU attempts get
+a fresh process (CUDA reads CUDA_VISIBLE_DEVICES once per process) that is discarded after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import multiprocessing.connection
+from dataclasses import dataclass, field
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+import msgspec
+import structlog
+
+from maze.workers.child import child_main
+
+log = structlog.get_logger(__name__)
+_encoder = msgspec.msgpack.Encoder()
+
+
+class ProcessExited(Exception):
+    def __init__(self, exitcode: int | None) -> None:
+        super().__init__(f"task process exited with code {exitcode}")
+        self.exitcode = exitcode
+
+
+@dataclass(eq=False)
+class TaskProcess:
+    proc: BaseProcess
+    conn: multiprocessing.connection.Connection
+    uses: int = 0
+    reply: asyncio.Future[dict[str, Any]] | None = field(default=None)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid or 0
+
+
+class ProcessPool:
+    def __init__(self, warm: int = 1, max_idle: int = 8, recycle_after: int = 1000) -> None:
+        self.ctx = multiprocessing.get_context("forkserver")
+        self.ctx.set_forkserver_preload(["maze.workers.child"])
+        self.warm = warm
+        self.max_idle = max_idle
+        self.recycle_after = recycle_after
+        self.idle: list[TaskProcess] = []
+        self.busy: set[TaskProcess] = set()
+
+    def start(self) -> None:
+        for _ in range(self.warm):
+            self.idle.append(self._spawn())
+
+    def _spawn(self) -> TaskProcess:
+        parent, child = self.ctx.Pipe(duplex=True)
+        proc = self.ctx.Process(target=child_main, args=(child,), daemon=True)
+        proc.start()
+        child.close()
+        return TaskProcess(proc=proc, conn=parent)
+
+    def acquire(self, fresh: bool = False) -> TaskProcess:
+        tp = None if fresh else (self.idle.pop() if self.idle else None)
+        if tp is None:
+            tp = self._spawn()
+        self.busy.add(tp)
+        return tp
+
+    async def run(self, tp: TaskProcess, request: dict[str, Any], timeout: float | None) -> dict[str, Any]:
+        """Send one attempt to `tp` and wait for its answer. Raises ProcessExited or TimeoutError
+        (the process is killed then)."""
+        loop = asyncio.get_running_loop()
+        tp.reply = loop.create_future()
+        fd = tp.conn.fileno()
+        loop.add_reader(fd, self._on_readable, tp)
+        try:
+            tp.conn.send_bytes(_encoder.encode(request))
+            return await asyncio.wait_for(asyncio.shield(tp.reply), timeout)
+        except BaseException:
+            self.kill(tp)
+            raise
+        finally:
+            loop.remove_reader(fd)
+            tp.uses += 1
+
+    def _on_readable(self, tp: TaskProcess) -> None:
+        if tp.reply is None or tp.reply.done():
+            return
+        try:
+            data = tp.conn.recv_bytes()
+        except (EOFError, OSError):
+            tp.proc.join(timeout=1)
+            tp.reply.set_exception(ProcessExited(tp.proc.exitcode))
+            return
+        tp.reply.set_result(msgspec.msgpack.decode(data))
+
+    def release(self, tp: TaskProcess, reuse: bool = True) -> None:
+        self.busy.discard(tp)
+        alive = tp.proc.is_alive()
+        if reuse and alive and tp.uses < self.recycle_after and len(self.idle) < self.max_idle:
+            self.idle.append(tp)
+        else:
+            self._close(tp)
+
+    def kill(self, tp: TaskProcess) -> None:
+        if tp.proc.is_alive():
+            tp.proc.kill()
+        tp.proc.join(timeout=5)
+
+    def _close(self, tp: TaskProcess) -> None:
+        try:
+            tp.conn.close()
+        except OSError:
+            pass
+        if tp.proc.is_alive():
+            tp.proc.kill()
+        tp.proc.join(timeout=5)
+
+    def shutdown(self) -> None:
+        for tp in [*self.idle, *self.busy]:
+            self._close(tp)
+        self.idle.clear()
+        self.busy.clear()
