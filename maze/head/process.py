@@ -47,7 +47,9 @@ class Head:
         if not urls:
             self.embedded = EmbeddedNats(data, settings.nats_host, settings.nats_port, settings.fsync,
                                          settings.max_payload_mb)
-            await asyncio.to_thread(self.embedded.start)
+            # In this thread on purpose: the server's die-with-parent signal is tied to the thread
+            # that started it, and a pool thread may exit before the head does.
+            self.embedded.start()
             urls = [self.embedded.url]
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -110,7 +110,11 @@ class Projector:
                 await self._task
             except (asyncio.CancelledError, Exception):
                 pass
-        self.conn.close()
+        await asyncio.to_thread(self._close)
+
+    def _close(self) -> None:
+        with self.lock:  # a batch may still be committing in its thread
+            self.conn.close()
 
     async def wait_for(self, targets: dict[str, int], timeout: float = 5.0) -> bool:
         """Wait until every stream position reaches its target (read-your-writes, no sleeps)."""

@@ -1,0 +1,184 @@
+"""Every bad input gets a clear error and appends nothing."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+
+import cloudpickle
+import httpx
+import msgspec
+import pytest
+
+from maze import MaClient, ResourceUnavailable, SerializationError, ValidationError, task
+from tests.helpers import HeadProcess
+
+
+@task
+def echo(text: str = ""):
+    return {"text": text}
+
+
+@task
+def needs(text: str):
+    return {"text": text}
+
+
+@task
+def not_a_dict(text: str = ""):
+    return [text]
+
+
+def _fn_blob() -> tuple[str, bytes]:
+    blob = cloudpickle.dumps(echo)
+    return hashlib.sha256(blob).hexdigest(), blob
+
+
+def _post(head: HeadProcess, tasks: list[dict], **extra) -> httpx.Response:
+    digest, blob = _fn_blob()
+    for t in tasks:
+        t.setdefault("func_hash", digest)
+        t.setdefault("func_name", "echo")
+    body = {"tasks": tasks, "functions": {digest: blob}, **extra}
+    return httpx.post(f"{head.url}/runs", content=msgspec.msgpack.encode(body),
+                      headers={"content-type": "application/msgpack"})
+
+
+def _stream_last_seq(head: HeadProcess) -> int:
+    return int(httpx.get(f"{head.url}/health").json()["projection_positions"].get("MAZE_RUNS", 0))
+
+
+@pytest.fixture
+def nothing_appended(head: HeadProcess, client: MaClient):
+    runs_before = len(client.list_runs(limit=1000))
+    seq_before = _stream_last_seq(head)
+    yield
+    assert len(client.list_runs(limit=1000)) == runs_before
+    assert _stream_last_seq(head) == seq_before
+
+
+def _error(resp: httpx.Response, status: int) -> dict:
+    assert resp.status_code == status, resp.text
+    error = resp.json()["error"]
+    assert error["type"] and error["message"]
+    return error
+
+
+def test_cycle_rejected_by_sdk_and_api(client: MaClient, head: HeadProcess, nothing_appended) -> None:
+    wf = client.create_workflow()
+    a = wf.add_task(echo, inputs={"text": "a"})
+    b = wf.add_task(echo, inputs={"text": a.outputs["text"]})
+    with pytest.raises(ValidationError, match="cycle"):
+        wf.add_edge(b, a)
+    resp = _post(head, [
+        {"task_id": "a", "inputs": {"text": {"ref": "b.output.text"}}},
+        {"task_id": "b", "inputs": {"text": {"ref": "a.output.text"}}},
+    ])
+    assert "cycle" in _error(resp, 400)["message"]
+
+
+def test_unknown_task_reference(head: HeadProcess, nothing_appended) -> None:
+    resp = _post(head, [{"task_id": "a", "inputs": {"text": {"ref": "ghost.output.text"}}}])
+    assert "unknown task 'ghost'" in _error(resp, 400)["message"]
+
+
+def test_unknown_output_key(client: MaClient, head: HeadProcess, nothing_appended) -> None:
+    wf = client.create_workflow()
+    a = wf.add_task(echo, inputs={"text": "a"})
+    with pytest.raises(KeyError, match="no output 'nope'"):
+        a.outputs["nope"]
+    resp = _post(head, [
+        {"task_id": "a", "inputs": {"text": {"value": "x"}}, "outputs": ["text"]},
+        {"task_id": "b", "inputs": {"text": {"ref": "a.output.nope"}}},
+    ])
+    assert "has no output 'nope'" in _error(resp, 400)["message"]
+
+
+def test_missing_required_input(client: MaClient, head: HeadProcess, nothing_appended) -> None:
+    wf = client.create_workflow()
+    with pytest.raises(ValidationError, match=r"missing required input\(s\) \['text'\]"):
+        wf.add_task(needs, inputs={})
+    resp = _post(head, [{"task_id": "a", "inputs": {}, "required_inputs": ["text"]}])
+    assert "missing required input" in _error(resp, 400)["message"]
+
+
+def test_unserializable_function(client: MaClient, nothing_appended) -> None:
+    lock = threading.Lock()
+
+    @task
+    def holds_lock(x: int = 0):
+        with lock:
+            return {"x": x}
+
+    wf = client.create_workflow()
+    with pytest.raises(SerializationError, match="holds_lock.*cannot be serialized"):
+        wf.add_task(holds_lock, inputs={"x": 1})
+
+
+def test_unserializable_input_value(client: MaClient, nothing_appended) -> None:
+    wf = client.create_workflow()
+    with pytest.raises(SerializationError, match="input 'text'"):
+        wf.add_task(echo, inputs={"text": object()})
+
+
+@pytest.mark.parametrize(
+    ("resources", "message"),
+    [
+        ({"cpu": 1, "tpu": 1}, "unknown resource key"),
+        ({"cpu": -1}, "must not be negative"),
+        ({"gpu_mem": -5}, "must not be negative"),
+        ({"cpu": "lots"}, "must be a finite number"),
+    ],
+)
+def test_bad_resources(head: HeadProcess, resources: dict, message: str, nothing_appended) -> None:
+    with pytest.raises(ValidationError, match=message):
+        task(resources=resources)(lambda text="": {"text": text})
+    resp = _post(head, [{"task_id": "a", "inputs": {"text": {"value": "x"}}, "resources": resources}])
+    assert message in _error(resp, 400)["message"]
+
+
+def test_resources_no_node_can_hold(client: MaClient, nothing_appended) -> None:
+    @task(resources={"cpu": 64})
+    def huge(x: int = 0):
+        return {"x": x}
+
+    wf = client.create_workflow()
+    wf.add_task(huge, inputs={"x": 1})
+    with pytest.raises(ResourceUnavailable, match="needs 64 CPUs, node has 4"):
+        wf.run()
+
+
+def test_malformed_bodies(head: HeadProcess, nothing_appended) -> None:
+    assert _error(httpx.post(f"{head.url}/runs", content=b"{not json",
+                             headers={"content-type": "application/json"}), 400)["type"] == "validation_error"
+    assert "no tasks" in _error(_post(head, []), 400)["message"]
+    resp = _post(head, [{"task_id": "a", "inputs": {}, "surprise": 1}])
+    assert "surprise" in _error(resp, 400)["message"]
+    resp = _post(head, [{"task_id": "a", "inputs": {"text": {"value": 1}}}, {"task_id": "a", "inputs": {}}])
+    assert "duplicate task id" in _error(resp, 400)["message"]
+    resp = _post(head, [{"task_id": "a", "func_hash": "0" * 64, "inputs": {}}])
+    assert "not among the submitted functions" in _error(resp, 400)["message"]
+
+
+def test_non_dict_return_is_a_structured_task_error(client: MaClient) -> None:
+    wf = client.create_workflow()
+    t = wf.add_task(not_a_dict, inputs={"text": "x"})
+    run_id = wf.run()
+    summary = wf.show_results(run_id)
+    assert summary["state"] == "failed" and summary["exception_tasks"] == [t.task_id]
+    task_row = client.get_run_task(run_id, t.task_id)
+    assert task_row["state"] == "failed"
+    assert task_row["error"]["error_type"] == "invalid_result"
+    assert "returned list, expected a dict" in task_row["error"]["message"]
+    assert [a["state"] for a in task_row["attempts"]] == ["failed"]
+
+
+def test_unknown_run_is_404(client: MaClient, head: HeadProcess) -> None:
+    assert _error(httpx.get(f"{head.url}/runs/run_nope"), 404)["type"] == "not_found"
+    assert _error(httpx.get(f"{head.url}/runs/run_nope/tasks"), 404)["type"] == "not_found"
+    assert _error(httpx.get(f"{head.url}/runs/run_nope/events"), 404)["type"] == "not_found"
+    assert _error(httpx.get(f"{head.url}/runs?limit=0"), 400)["type"] == "validation_error"
+    assert _error(httpx.get(f"{head.url}/runs?state=bogus"), 400)["type"] == "validation_error"
+    wf = client.create_workflow()
+    with pytest.raises(ValueError, match="not found"):
+        wf.get_results("run_nope", verbose=False)

@@ -1,0 +1,104 @@
+"""DAG shapes: diamond, 500-task fan-out/fan-in, failure in a chain, real process parallelism."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from maze import MaClient, task
+
+
+@task
+def source(n: int = 0):
+    return {"value": n}
+
+
+@task
+def add(a: int = 0, b: int = 0):
+    return {"value": a + b}
+
+
+@task
+def double(value: int = 0):
+    return {"value": value * 2}
+
+
+@task
+def total(values: list | None = None, **parts):
+    return {"value": sum(parts.values())}
+
+
+@task
+def boom(value: int = 0):
+    raise RuntimeError(f"boom at {value}")
+
+
+@task
+def sleeper(seconds: float = 0.5):
+    started = time.time()
+    time.sleep(seconds)
+    return {"pid": os.getpid(), "start": started, "end": time.time()}
+
+
+def test_diamond(client: MaClient) -> None:
+    wf = client.create_workflow()
+    top = wf.add_task(source, inputs={"n": 3})
+    left = wf.add_task(double, inputs={"value": top.outputs["value"]})
+    right = wf.add_task(double, inputs={"value": top.outputs["value"]})
+    bottom = wf.add_task(add, inputs={"a": left.outputs["value"], "b": right.outputs["value"]})
+    summary = wf.show_results(wf.run())
+    assert summary["state"] == "succeeded"
+    assert summary["task_results"][bottom.task_id] == {"value": 12}
+
+
+def test_fan_out_fan_in_500(client: MaClient) -> None:
+    wf = client.create_workflow()
+    leaves = [wf.add_task(source, inputs={"n": i}) for i in range(500)]
+    join = wf.add_task(total, inputs={f"p{i}": leaf.outputs["value"] for i, leaf in enumerate(leaves)})
+    run_id = wf.run()
+    summary = wf.show_results(run_id)
+    assert summary["state"] == "succeeded"
+    assert summary["task_results"][join.task_id] == {"value": sum(range(500))}
+    run = client.get_run(run_id)
+    assert run["task_count"] == 501 and run["tasks_succeeded"] == 501
+    assert run["progress"] == {"succeeded": 501}
+
+
+def test_exception_in_middle_of_chain(client: MaClient) -> None:
+    wf = client.create_workflow()
+    first = wf.add_task(source, inputs={"n": 1})
+    middle = wf.add_task(boom, inputs={"value": first.outputs["value"]})
+    last = wf.add_task(double, inputs={"value": middle.outputs["value"]})
+    run_id = wf.run()
+    messages = wf.get_results(run_id, verbose=False)
+    assert [m["type"] for m in messages] == ["start_task", "finish_task", "start_task", "task_exception",
+                                             "finish_workflow"]
+    exc = messages[3]["data"]
+    assert exc["task_id"] == middle.task_id
+    assert "Traceback" in exc["result"] and "RuntimeError: boom at 1" in exc["result"]
+    error = exc["error"]
+    assert error["error_type"] == "user_code" and error["exception_type"] == "RuntimeError"
+    assert error["message"] == "RuntimeError: boom at 1"
+    assert error["attempt"] == 1 and error["node_id"] and error["node_ip"] and error["origin"] == "task"
+    assert messages[4]["data"]["state"] == "failed"
+    run = client.get_run(run_id)
+    assert run["state"] == "failed" and run["failed_task_id"] == middle.task_id
+    tasks = {t["task_id"]: t for t in client.get_run_tasks(run_id)}
+    assert tasks[first.task_id]["state"] == "succeeded"
+    assert tasks[middle.task_id]["state"] == "failed"
+    assert tasks[last.task_id]["state"] == "cancelled"
+    assert tasks[last.task_id]["started_at_ms"] is None
+    assert not any(e["type"] == "attempt.placed" and e["task_id"] == last.task_id
+                   for e in client.get_run_events(run_id))
+
+
+def test_independent_tasks_run_at_the_same_time_in_separate_processes(client: MaClient) -> None:
+    wf = client.create_workflow()
+    tasks = [wf.add_task(sleeper, inputs={"seconds": 1.0}) for _ in range(3)]
+    summary = wf.show_results(wf.run())
+    spans = [summary["task_results"][t.task_id] for t in tasks]
+    assert len({s["pid"] for s in spans}) == 3
+    assert os.getpid() not in {s["pid"] for s in spans}
+    latest_start = max(s["start"] for s in spans)
+    earliest_end = min(s["end"] for s in spans)
+    assert latest_start < earliest_end, f"tasks did not overlap: {spans}"
