@@ -1,6 +1,6 @@
 """Maze: a task-level distributed runtime for agent workflows.
 
-    from maze import MaClient, task
+from maze import MaClient, task
 """
 
 from maze.core.errors import (

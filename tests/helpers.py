@@ -25,6 +25,8 @@ def wait_port_free(port: int, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with socket.socket() as sock:
+            # as servers do: TIME_WAIT leftovers of closed client connections do not block a listener
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind(("127.0.0.1", port))
                 return
@@ -47,8 +49,9 @@ class NatsServer:
         self.store.mkdir(parents=True, exist_ok=True)
         conf = self.store / "nats.conf"
         conf.write_text(server_config("127.0.0.1", self.port, self.store / "js", "always", 8))
-        self.proc = subprocess.Popen([nats_server_binary(), "-c", str(conf)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [nats_server_binary(), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             try:
@@ -83,12 +86,25 @@ class HeadProcess:
 
     def start(self, timeout: float = 60.0) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "maze", "start", "--head", "--port", str(self.port),
-               "--data-dir", str(self.data_dir), "--log-level", "info", *self.extra]
+        cmd = [
+            sys.executable,
+            "-m",
+            "maze",
+            "start",
+            "--head",
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(self.data_dir),
+            "--log-level",
+            "info",
+            *self.extra,
+        ]
         cmd += ["--nats", self.nats_url] if self.nats_url else ["--nats-port", str(self.nats_port)]
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            self.proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

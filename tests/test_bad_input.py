@@ -40,8 +40,11 @@ def _post(head: HeadProcess, tasks: list[dict], **extra) -> httpx.Response:
         t.setdefault("func_hash", digest)
         t.setdefault("func_name", "echo")
     body = {"tasks": tasks, "functions": {digest: blob}, **extra}
-    return httpx.post(f"{head.url}/runs", content=msgspec.msgpack.encode(body),
-                      headers={"content-type": "application/msgpack"})
+    return httpx.post(
+        f"{head.url}/runs",
+        content=msgspec.msgpack.encode(body),
+        headers={"content-type": "application/msgpack"},
+    )
 
 
 def _stream_last_seq(head: HeadProcess) -> int:
@@ -70,10 +73,13 @@ def test_cycle_rejected_by_sdk_and_api(client: MaClient, head: HeadProcess, noth
     b = wf.add_task(echo, inputs={"text": a.outputs["text"]})
     with pytest.raises(ValidationError, match="cycle"):
         wf.add_edge(b, a)
-    resp = _post(head, [
-        {"task_id": "a", "inputs": {"text": {"ref": "b.output.text"}}},
-        {"task_id": "b", "inputs": {"text": {"ref": "a.output.text"}}},
-    ])
+    resp = _post(
+        head,
+        [
+            {"task_id": "a", "inputs": {"text": {"ref": "b.output.text"}}},
+            {"task_id": "b", "inputs": {"text": {"ref": "a.output.text"}}},
+        ],
+    )
     assert "cycle" in _error(resp, 400)["message"]
 
 
@@ -87,10 +93,13 @@ def test_unknown_output_key(client: MaClient, head: HeadProcess, nothing_appende
     a = wf.add_task(echo, inputs={"text": "a"})
     with pytest.raises(KeyError, match="no output 'nope'"):
         a.outputs["nope"]
-    resp = _post(head, [
-        {"task_id": "a", "inputs": {"text": {"value": "x"}}, "outputs": ["text"]},
-        {"task_id": "b", "inputs": {"text": {"ref": "a.output.nope"}}},
-    ])
+    resp = _post(
+        head,
+        [
+            {"task_id": "a", "inputs": {"text": {"value": "x"}}, "outputs": ["text"]},
+            {"task_id": "b", "inputs": {"text": {"ref": "a.output.nope"}}},
+        ],
+    )
     assert "has no output 'nope'" in _error(resp, 400)["message"]
 
 
@@ -111,7 +120,7 @@ def test_unserializable_function(client: MaClient, nothing_appended) -> None:
             return {"x": x}
 
     wf = client.create_workflow()
-    with pytest.raises(SerializationError, match="holds_lock.*cannot be serialized"):
+    with pytest.raises(SerializationError, match=r"holds_lock.*cannot be serialized"):
         wf.add_task(holds_lock, inputs={"x": 1})
 
 
@@ -149,8 +158,15 @@ def test_resources_no_node_can_hold(client: MaClient, nothing_appended) -> None:
 
 
 def test_malformed_bodies(head: HeadProcess, nothing_appended) -> None:
-    assert _error(httpx.post(f"{head.url}/runs", content=b"{not json",
-                             headers={"content-type": "application/json"}), 400)["type"] == "validation_error"
+    assert (
+        _error(
+            httpx.post(
+                f"{head.url}/runs", content=b"{not json", headers={"content-type": "application/json"}
+            ),
+            400,
+        )["type"]
+        == "validation_error"
+    )
     assert "no tasks" in _error(_post(head, []), 400)["message"]
     resp = _post(head, [{"task_id": "a", "inputs": {}, "surprise": 1}])
     assert "surprise" in _error(resp, 400)["message"]

@@ -81,6 +81,35 @@ def test_graph_views(client: MaClient, capsys) -> None:
     assert info["edges"] == [[a.task_id, b.task_id]]
     assert info["stats"] == {"total_nodes": 2, "total_edges": 1, "max_depth": 2}
     assert info["nodes"][a.task_id]["resources"] == {"cpu": 1.0, "cpu_mem": 128, "gpu": 0.0, "gpu_mem": 0}
-    assert info["nodes"][b.task_id]["inputs"] == ["result"] and info["nodes"][b.task_id]["outputs"] == ["upper"]
+    assert info["nodes"][b.task_id]["inputs"] == ["result"] and info["nodes"][b.task_id]["outputs"] == [
+        "upper"
+    ]
     workflow.print_graph()
     assert "Workflow Structure Visualization" in capsys.readouterr().out
+
+
+def test_edges_and_delete(client: MaClient) -> None:
+    from maze import ValidationError
+
+    workflow = client.create_workflow()
+    a = workflow.add_task(greet, inputs={"text": "a"})
+    b = workflow.add_task(greet, inputs={"text": "b"})
+    c = workflow.add_task(uppercase, inputs={"result": a.outputs["result"]})
+    workflow.add_edge(b, c)
+    assert workflow.get_graph_info()["stats"]["total_edges"] == 2
+    workflow.del_edge(b, c)
+    assert workflow.get_graph_info()["edges"] == [[a.task_id, c.task_id]]
+    try:
+        workflow.del_edge(a, c)
+        raise AssertionError("a data edge cannot be deleted")
+    except ValidationError as exc:
+        assert "carries data" in str(exc)
+    try:
+        a.delete()
+        raise AssertionError("a task that feeds another cannot be deleted")
+    except ValidationError as exc:
+        assert "feeds" in str(exc)
+    b.delete()
+    assert [t["id"] for t in workflow.get_tasks()] == [a.task_id, c.task_id]
+    summary = workflow.show_results(workflow.run())
+    assert summary["task_results"][c.task_id] == {"upper": "HELLO A"}

@@ -71,8 +71,13 @@ def test_exception_in_middle_of_chain(client: MaClient) -> None:
     last = wf.add_task(double, inputs={"value": middle.outputs["value"]})
     run_id = wf.run()
     messages = wf.get_results(run_id, verbose=False)
-    assert [m["type"] for m in messages] == ["start_task", "finish_task", "start_task", "task_exception",
-                                             "finish_workflow"]
+    assert [m["type"] for m in messages] == [
+        "start_task",
+        "finish_task",
+        "start_task",
+        "task_exception",
+        "finish_workflow",
+    ]
     exc = messages[3]["data"]
     assert exc["task_id"] == middle.task_id
     assert "Traceback" in exc["result"] and "RuntimeError: boom at 1" in exc["result"]
@@ -88,8 +93,9 @@ def test_exception_in_middle_of_chain(client: MaClient) -> None:
     assert tasks[middle.task_id]["state"] == "failed"
     assert tasks[last.task_id]["state"] == "cancelled"
     assert tasks[last.task_id]["started_at_ms"] is None
-    assert not any(e["type"] == "attempt.placed" and e["task_id"] == last.task_id
-                   for e in client.get_run_events(run_id))
+    assert not any(
+        e["type"] == "attempt.placed" and e["task_id"] == last.task_id for e in client.get_run_events(run_id)
+    )
 
 
 def test_independent_tasks_run_at_the_same_time_in_separate_processes(client: MaClient) -> None:

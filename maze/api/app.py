@@ -17,9 +17,17 @@ def create_app(head: HeadState) -> Litestar:
 
     return Litestar(
         route_handlers=[
-            runs.submit_run, runs.list_runs, runs.get_run, runs.get_run_tasks, runs.get_run_task,
-            runs.get_run_events, runs.stream_run_events,
-            admin.health, admin.cluster_nats, admin.cluster_resources, admin.rebuild_projections,
+            runs.submit_run,
+            runs.list_runs,
+            runs.get_run,
+            runs.get_run_tasks,
+            runs.get_run_task,
+            runs.get_run_events,
+            runs.stream_run_events,
+            admin.health,
+            admin.cluster_nats,
+            admin.cluster_resources,
+            admin.rebuild_projections,
         ],
         dependencies={"head": Provide(provide_head)},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]

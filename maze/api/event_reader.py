@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -36,7 +35,7 @@ async def run_events(
         while True:
             try:
                 msg = await sub.next_msg(timeout=None if follow else 10)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return
             seq = msg.metadata.sequence.stream
             events = decode_events(msg.data)

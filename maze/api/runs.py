@@ -42,14 +42,18 @@ async def submit_run(request: Request[Any, Any, Any], head: HeadState) -> dict[s
     if len(data) > limit:
         raise PayloadTooLarge(
             f"the run is {len(data)} bytes encoded, above the event store's message limit of {limit}",
-            size=len(data), limit=limit,
+            size=len(data),
+            limit=limit,
         )
     try:
         ack = await head.js.publish(
-            subjects.run_subject(run_id), data,
+            subjects.run_subject(run_id),
+            data,
             headers={
-                headers.MSG_ID: event_key(event), headers.EXPECTED_LAST_SUBJECT_SEQ: "0",
-                headers.EVENT_TYPES: "run.created", headers.SCHEMA_VERSION: headers.SCHEMA,
+                headers.MSG_ID: event_key(event),
+                headers.EXPECTED_LAST_SUBJECT_SEQ: "0",
+                headers.EVENT_TYPES: "run.created",
+                headers.SCHEMA_VERSION: headers.SCHEMA,
             },
         )
     except APIError as exc:
@@ -62,7 +66,9 @@ async def submit_run(request: Request[Any, Any, Any], head: HeadState) -> dict[s
 
 @get("/runs")
 async def list_runs(
-    head: HeadState, limit: int = 50, offset: int = 0,
+    head: HeadState,
+    limit: int = 50,
+    offset: int = 0,
     run_state: Annotated[str | None, Parameter(query="state")] = None,
 ) -> list[dict[str, Any]]:
     """Runs, newest first; `state` filters by run state."""
@@ -113,8 +119,9 @@ async def get_run_events(run_id: str, head: HeadState, after: int = 0) -> dict[s
 
 
 @get("/runs/{run_id:str}/stream")
-async def stream_run_events(request: Request[Any, Any, Any], run_id: str, head: HeadState,
-                            after: int = 0) -> ServerSentEvent:
+async def stream_run_events(
+    request: Request[Any, Any, Any], run_id: str, head: HeadState, after: int = 0
+) -> ServerSentEvent:
     """Live SSE: one message per stored event batch, `id` = stream sequence, until the run ends.
     Reconnect with `Last-Event-ID` (or `after`) to resume without gaps."""
     last_id = request.headers.get("last-event-id")

@@ -15,8 +15,15 @@ from maze.projections.projector import Projector
 
 
 class HeadState:
-    def __init__(self, js: JetStreamContext, nc: Any, controller: RunController, projector: Projector,
-                 settings: Settings, nats_urls: list[str]) -> None:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        nc: Any,
+        controller: RunController,
+        projector: Projector,
+        settings: Settings,
+        nats_urls: list[str],
+    ) -> None:
         self.js = js
         self.nc = nc
         self.controller = controller

@@ -20,8 +20,18 @@ from maze.events.specs import Input, InputRef, InputValue, RetryPolicy, TaskSpec
 
 ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 KNOWN_ERROR_TYPES = frozenset(
-    {"user_code", "timeout", "timed_out", "node_lost", "resource_unavailable", "artifact_error",
-     "serialization_error", "process_exited", "invalid_result", "invalid_input"}
+    {
+        "user_code",
+        "timeout",
+        "timed_out",
+        "node_lost",
+        "resource_unavailable",
+        "artifact_error",
+        "serialization_error",
+        "process_exited",
+        "invalid_result",
+        "invalid_input",
+    }
 )
 
 
@@ -87,12 +97,16 @@ def _check_task(sub: TaskSubmission, functions: dict[str, bytes]) -> None:
         raise ValidationError(f"{where}: retry_backoff_seconds must not be negative")
     unknown = sorted(set(sub.retry_on) - KNOWN_ERROR_TYPES)
     if unknown:
-        raise ValidationError(f"{where}: unknown retry_on error type(s) {unknown}",
-                              known=sorted(KNOWN_ERROR_TYPES))
+        raise ValidationError(
+            f"{where}: unknown retry_on error type(s) {unknown}", known=sorted(KNOWN_ERROR_TYPES)
+        )
     missing = sorted(set(sub.required_inputs) - set(sub.inputs))
     if missing:
-        raise ValidationError(f"{where} ({sub.func_name}): missing required input(s) {missing}",
-                              task_id=sub.task_id, missing=missing)
+        raise ValidationError(
+            f"{where} ({sub.func_name}): missing required input(s) {missing}",
+            task_id=sub.task_id,
+            missing=missing,
+        )
     if sub.accepted_inputs is not None:
         extra = sorted(set(sub.inputs) - set(sub.accepted_inputs))
         if extra:
@@ -148,13 +162,22 @@ def build_run_created(req: SubmitRun, run_id: str, at_ms: int) -> RunCreated:
             raise ValidationError(f"task {sub.task_id!r}: {exc.message}", **exc.details) from exc
         specs.append(
             TaskSpec(
-                task_id=sub.task_id, name=sub.name or sub.func_name or sub.task_id,
-                func_name=sub.func_name or sub.name, func_hash=sub.func_hash, call_style=sub.call_style,
-                inputs=inputs, outputs=sub.outputs, resources=resources,
+                task_id=sub.task_id,
+                name=sub.name or sub.func_name or sub.task_id,
+                func_name=sub.func_name or sub.name,
+                func_hash=sub.func_hash,
+                call_style=sub.call_style,
+                inputs=inputs,
+                outputs=sub.outputs,
+                resources=resources,
                 timeout_seconds=sub.timeout_seconds,
-                retry=RetryPolicy(max_retries=sub.max_retries, backoff_seconds=sub.retry_backoff_seconds,
-                                  retry_on=list(sub.retry_on)),
-                task_type=sub.task_type, after=sorted(set(sub.after)),
+                retry=RetryPolicy(
+                    max_retries=sub.max_retries,
+                    backoff_seconds=sub.retry_backoff_seconds,
+                    retry_on=list(sub.retry_on),
+                ),
+                task_type=sub.task_type,
+                after=sorted(set(sub.after)),
             )
         )
     cycle = find_cycle({s.task_id: s.upstream() for s in specs})
@@ -162,7 +185,10 @@ def build_run_created(req: SubmitRun, run_id: str, at_ms: int) -> RunCreated:
         raise ValidationError(f"the workflow has a cycle: {' -> '.join(cycle)}", cycle=cycle)
     used = {s.func_hash for s in specs}
     return RunCreated(
-        run_id=run_id, workflow_id=req.workflow_id or run_id, at_ms=at_ms, tasks=specs,
+        run_id=run_id,
+        workflow_id=req.workflow_id or run_id,
+        at_ms=at_ms,
+        tasks=specs,
         functions={h: b for h, b in req.functions.items() if h in used},
     )
 
@@ -172,5 +198,6 @@ def check_placeable(run: RunCreated, never_fits: Any) -> None:
     for spec in run.tasks:
         why = never_fits(spec.resources)
         if why is not None:
-            raise ResourceUnavailable(f"task {spec.task_id!r} ({spec.func_name}): {why}",
-                                      task_id=spec.task_id)
+            raise ResourceUnavailable(
+                f"task {spec.task_id!r} ({spec.func_name}): {why}", task_id=spec.task_id
+            )

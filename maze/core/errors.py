@@ -58,6 +58,13 @@ class Unavailable(MazeError):
 
 ERROR_TYPES: dict[str, type[MazeError]] = {
     cls.error_type: cls
-    for cls in (ValidationError, SerializationError, NotFound, Conflict, ResourceUnavailable,
-                PayloadTooLarge, Unavailable)
+    for cls in (
+        ValidationError,
+        SerializationError,
+        NotFound,
+        Conflict,
+        ResourceUnavailable,
+        PayloadTooLarge,
+        Unavailable,
+    )
 }

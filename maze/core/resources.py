@@ -40,9 +40,7 @@ def normalize_resources(given: dict[str, Any] | None) -> Resources:
     if gpu_mem > 0 and gpu == 0:
         gpu = 1.0
     if gpu > 1 and gpu != int(gpu):
-        raise ValidationError(
-            f"resource 'gpu' above 1 must be a whole number of cards, got {gpu}", key="gpu"
-        )
+        raise ValidationError(f"resource 'gpu' above 1 must be a whole number of cards, got {gpu}", key="gpu")
     return Resources(cpu=cpu, cpu_mem=int(cpu_mem), gpu=gpu, gpu_mem=int(gpu_mem))
 
 
@@ -74,7 +72,7 @@ def pick_gpus(capacity: NodeCapacity, usage: Usage, req: Resources) -> list[int]
     the request, so large cards stay free for large tasks."""
     if req.gpu <= 0:
         return []
-    count = max(1, int(math.ceil(req.gpu))) if req.gpu > 1 else 1
+    count = max(1, math.ceil(req.gpu)) if req.gpu > 1 else 1
     share = req.gpu if req.gpu <= 1 else 1.0
     candidates = []
     for gpu in capacity.gpus:
@@ -104,7 +102,7 @@ def could_ever_fit(capacity: NodeCapacity, req: Resources) -> str | None:
     if req.cpu_mem > capacity.memory_mb:
         return f"needs {req.cpu_mem} MB memory, node has {capacity.memory_mb}"
     if req.gpu > 0:
-        count = int(math.ceil(req.gpu)) if req.gpu > 1 else 1
+        count = math.ceil(req.gpu) if req.gpu > 1 else 1
         big_enough = [g for g in capacity.gpus if g.total_mem_mb >= req.gpu_mem]
         if not capacity.gpus:
             return "needs a GPU, node has none"

@@ -36,8 +36,13 @@ DUPLICATE_WINDOW_S = 120.0
 async def connect(urls: Sequence[str], name: str, **kwargs: object) -> NATS:
     try:
         return await nats.connect(
-            servers=list(urls), name=name, connect_timeout=5, max_reconnect_attempts=-1,
-            reconnect_time_wait=0.5, allow_reconnect=True, **kwargs  # type: ignore[arg-type]
+            servers=list(urls),
+            name=name,
+            connect_timeout=5,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            allow_reconnect=True,
+            **kwargs,  # type: ignore[arg-type]
         )
     except Exception as exc:  # nats raises several unrelated types here
         raise Unavailable(f"cannot connect to NATS at {', '.join(urls)}: {exc}") from exc
@@ -47,16 +52,25 @@ async def ensure_streams(js: JetStreamContext) -> None:
     """Create (or update) the streams Maze needs. Safe to call from every process."""
     configs = [
         StreamConfig(
-            name=subjects.RUNS_STREAM, subjects=[subjects.RUN_SUBJECTS], storage=StorageType.FILE,
-            retention=RetentionPolicy.LIMITS, duplicate_window=DUPLICATE_WINDOW_S,
+            name=subjects.RUNS_STREAM,
+            subjects=[subjects.RUN_SUBJECTS],
+            storage=StorageType.FILE,
+            retention=RetentionPolicy.LIMITS,
+            duplicate_window=DUPLICATE_WINDOW_S,
         ),
         StreamConfig(
-            name=subjects.WORK_STREAM, subjects=[subjects.WORK_SUBJECTS], storage=StorageType.FILE,
-            retention=RetentionPolicy.WORK_QUEUE, duplicate_window=DUPLICATE_WINDOW_S,
+            name=subjects.WORK_STREAM,
+            subjects=[subjects.WORK_SUBJECTS],
+            storage=StorageType.FILE,
+            retention=RetentionPolicy.WORK_QUEUE,
+            duplicate_window=DUPLICATE_WINDOW_S,
         ),
         StreamConfig(
-            name=subjects.NODES_STREAM, subjects=[subjects.NODE_SUBJECTS], storage=StorageType.FILE,
-            retention=RetentionPolicy.LIMITS, duplicate_window=DUPLICATE_WINDOW_S,
+            name=subjects.NODES_STREAM,
+            subjects=[subjects.NODE_SUBJECTS],
+            storage=StorageType.FILE,
+            retention=RetentionPolicy.LIMITS,
+            duplicate_window=DUPLICATE_WINDOW_S,
             discard=DiscardPolicy.OLD,
         ),
     ]

@@ -132,8 +132,12 @@ class RunController:
             self.caught_up.set()
             for run in self.runs.values():
                 self.dirty.add(run.run_id)
-            log.info("controller.caught_up", active_runs=len(self.runs), nodes=len(self.placer.nodes),
-                     positions=self.positions)
+            log.info(
+                "controller.caught_up",
+                active_runs=len(self.runs),
+                nodes=len(self.placer.nodes),
+                positions=self.positions,
+            )
 
     # ---- folding ------------------------------------------------------------------------------
     def _apply_msg(self, msg: Msg) -> None:
@@ -166,7 +170,10 @@ class RunController:
             spec_res = run.tasks[event.task_id].spec.resources if run else None
             if spec_res is not None:
                 self.placer.reserve(
-                    (run_id, event.task_id, event.attempt), event.node_id, event.session, spec_res,
+                    (run_id, event.task_id, event.attempt),
+                    event.node_id,
+                    event.session,
+                    spec_res,
                     event.gpus,
                 )
             self.ready.pop((run_id, event.task_id), None)
@@ -219,11 +226,18 @@ class RunController:
         for (run_id, task_id, attempt), res in self.placer.orphaned():
             lost.append(
                 AttemptFailed(
-                    run_id=run_id, task_id=task_id, attempt=attempt, at_ms=now, node_id=res.node_id,
+                    run_id=run_id,
+                    task_id=task_id,
+                    attempt=attempt,
+                    at_ms=now,
+                    node_id=res.node_id,
                     error=TaskError(
                         error_type="node_lost",
                         message=f"node {res.node_id} (session {res.session}) went away during the attempt",
-                        retryable=True, origin="controller", node_id=res.node_id, attempt=attempt,
+                        retryable=True,
+                        origin="controller",
+                        node_id=res.node_id,
+                        attempt=attempt,
                     ),
                 )
             )
@@ -250,14 +264,21 @@ class RunController:
             if delay is not None:
                 out.append(
                     RetryScheduled(
-                        run_id=run.run_id, task_id=task.spec.task_id, next_attempt=task.attempt + 1,
-                        at_ms=now, delay_ms=delay, reason=task.error.error_type,
+                        run_id=run.run_id,
+                        task_id=task.spec.task_id,
+                        next_attempt=task.attempt + 1,
+                        at_ms=now,
+                        delay_ms=delay,
+                        reason=task.error.error_type,
                     )
                 )
                 continue
             return [
                 RunFinished(
-                    run_id=run.run_id, at_ms=now, state="failed", error=task.error,
+                    run_id=run.run_id,
+                    at_ms=now,
+                    state="failed",
+                    error=task.error,
                     failed_task_id=task.spec.task_id,
                 )
             ]
@@ -302,18 +323,32 @@ class RunController:
                 self.pending_reasons[key] = no_room[req] = choice
                 continue
             placed = AttemptPlaced(
-                run_id=run_id, task_id=task_id, attempt=attempt, node_id=choice.node_id, at_ms=now,
-                gpus=choice.gpus, reason=choice.reason, session=choice.session,
+                run_id=run_id,
+                task_id=task_id,
+                attempt=attempt,
+                node_id=choice.node_id,
+                at_ms=now,
+                gpus=choice.gpus,
+                reason=choice.reason,
+                session=choice.session,
             )
             self.apply(placed)
             events.append(placed)
             spec = task.spec
             work[choice.node_id].append(
                 WorkItem(
-                    run_id=run_id, task_id=task_id, attempt=attempt, func_name=spec.func_name,
-                    func_hash=spec.func_hash, func=run.functions[spec.func_hash],
-                    call_style=spec.call_style, inputs=encode_value(inputs), outputs=spec.outputs,
-                    resources=spec.resources, gpus=choice.gpus, timeout_seconds=spec.timeout_seconds,
+                    run_id=run_id,
+                    task_id=task_id,
+                    attempt=attempt,
+                    func_name=spec.func_name,
+                    func_hash=spec.func_hash,
+                    func=run.functions[spec.func_hash],
+                    call_style=spec.call_style,
+                    inputs=encode_value(inputs),
+                    outputs=spec.outputs,
+                    resources=spec.resources,
+                    gpus=choice.gpus,
+                    timeout_seconds=spec.timeout_seconds,
                     session=choice.session,
                 )
             )

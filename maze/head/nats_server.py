@@ -49,7 +49,11 @@ class EmbeddedNats:
     """A nats-server child process with JetStream on `data_dir/jetstream`."""
 
     def __init__(
-        self, data_dir: Path, host: str = "127.0.0.1", port: int = 4222, fsync: str = "always",
+        self,
+        data_dir: Path,
+        host: str = "127.0.0.1",
+        port: int = 4222,
+        fsync: str = "always",
         max_payload_mb: int = 8,
     ) -> None:
         self.data_dir = data_dir
@@ -86,10 +90,12 @@ class EmbeddedNats:
                     f"see {log_path}"
                 )
             try:
-                with socket.create_connection((self.host if self.host != "0.0.0.0" else "127.0.0.1",
-                                               self.port), timeout=0.2):
-                    log.info("nats.started", url=self.url, store=str(self.data_dir / "jetstream"),
-                             fsync=self.fsync)
+                with socket.create_connection(
+                    (self.host if self.host != "0.0.0.0" else "127.0.0.1", self.port), timeout=0.2
+                ):
+                    log.info(
+                        "nats.started", url=self.url, store=str(self.data_dir / "jetstream"), fsync=self.fsync
+                    )
                     return
             except OSError:
                 time.sleep(0.05)

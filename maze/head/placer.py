@@ -59,8 +59,12 @@ class Placer:
     def node_joined(self, event: NodeJoined) -> None:
         old = self.nodes.get(event.node_id)
         view = NodeView(
-            node_id=event.node_id, session=event.session, hostname=event.hostname, ip=event.ip,
-            capacity=event.capacity, joined_at_ms=event.at_ms,
+            node_id=event.node_id,
+            session=event.session,
+            hostname=event.hostname,
+            ip=event.ip,
+            capacity=event.capacity,
+            joined_at_ms=event.at_ms,
         )
         if old is not None:
             view.committed = old.committed  # reservations of the old session are released by loss
@@ -71,14 +75,10 @@ class Placer:
         if node is not None and node.session == session:
             node.alive = False
 
-    def reserve(
-        self, key: AttemptKey, node_id: str, session: str, req: Resources, gpus: list[int]
-    ) -> None:
+    def reserve(self, key: AttemptKey, node_id: str, session: str, req: Resources, gpus: list[int]) -> None:
         if key in self.reservations:
             return
-        self.reservations[key] = Reservation(
-            node_id=node_id, session=session, resources=req, gpus=list(gpus)
-        )
+        self.reservations[key] = Reservation(node_id=node_id, session=session, resources=req, gpus=list(gpus))
         node = self.nodes.get(node_id)
         if node is not None:
             add_usage(node.committed, req, gpus)

@@ -45,8 +45,9 @@ class Head:
         data.mkdir(parents=True, exist_ok=True)
         urls = list(settings.nats_urls)
         if not urls:
-            self.embedded = EmbeddedNats(data, settings.nats_host, settings.nats_port, settings.fsync,
-                                         settings.max_payload_mb)
+            self.embedded = EmbeddedNats(
+                data, settings.nats_host, settings.nats_port, settings.fsync, settings.max_payload_mb
+            )
             # In this thread on purpose: the server's die-with-parent signal is tied to the thread
             # that started it, and a pool thread may exit before the head does.
             self.embedded.start()
@@ -71,15 +72,25 @@ class Head:
             if settings.local_worker:
                 worker_nc = await connect(urls, "maze-local-worker")
                 node_id = settings.node_id or f"{socket.gethostname().split('.')[0]}-head"
-                capacity = local_capacity(settings.worker_cpus, settings.worker_memory_mb, settings.worker_gpus)
+                capacity = local_capacity(
+                    settings.worker_cpus, settings.worker_memory_mb, settings.worker_gpus
+                )
                 worker = Worker(worker_nc, node_id, capacity, local_ip())
                 await worker.start()
-                while node_id not in controller.placer.nodes or \
-                        controller.placer.nodes[node_id].session != worker.session:
+                while (
+                    node_id not in controller.placer.nodes
+                    or controller.placer.nodes[node_id].session != worker.session
+                ):
                     await asyncio.sleep(0.01)
             state = HeadState(nc.jetstream(), nc, controller, projector, settings, urls)
-            config = uvicorn.Config(create_app(state), host=settings.host, port=settings.port,
-                                    log_level="warning", timeout_graceful_shutdown=2, lifespan="on")
+            config = uvicorn.Config(
+                create_app(state),
+                host=settings.host,
+                port=settings.port,
+                log_level="warning",
+                timeout_graceful_shutdown=2,
+                lifespan="on",
+            )
             server = _Server(config)
             server_task = asyncio.create_task(server.serve())
             while not server.started:
@@ -87,10 +98,14 @@ class Head:
                     await server_task
                     raise Unavailable(f"API could not listen on {settings.host}:{settings.port}")
                 await asyncio.sleep(0.01)
-            log.info("head.ready", api=f"http://{settings.host}:{settings.port}", nats=urls,
-                     data_dir=str(data))
-            print(f"Maze head ready: http://{settings.host}:{settings.port}  (NATS {', '.join(urls)}, "
-                  f"data {data})", flush=True)
+            log.info(
+                "head.ready", api=f"http://{settings.host}:{settings.port}", nats=urls, data_dir=str(data)
+            )
+            print(
+                f"Maze head ready: http://{settings.host}:{settings.port}  (NATS {', '.join(urls)}, "
+                f"data {data})",
+                flush=True,
+            )
             stop_wait = asyncio.create_task(self.stopping.wait())
             await asyncio.wait({server_task, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
             server.should_exit = True

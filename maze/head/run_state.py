@@ -53,7 +53,10 @@ def new_run(event: RunCreated) -> RunRuntime:
         for up in spec.upstream():
             tasks[up].downstream.append(spec.task_id)
     return RunRuntime(
-        run_id=event.run_id, workflow_id=event.workflow_id, functions=event.functions, tasks=tasks,
+        run_id=event.run_id,
+        workflow_id=event.workflow_id,
+        functions=event.functions,
+        tasks=tasks,
         remaining=len(tasks),
     )
 

@@ -47,10 +47,18 @@ def _failure_state(error: TaskError) -> str:
 def create_run(event: RunCreated) -> RunModel:
     model = RunModel(
         run={
-            "run_id": event.run_id, "workflow_id": event.workflow_id, "kind": event.kind,
-            "state": "created", "created_at_ms": event.at_ms, "started_at_ms": None,
-            "finished_at_ms": None, "task_count": len(event.tasks), "tasks_succeeded": 0,
-            "tasks_failed": 0, "error": None, "failed_task_id": None,
+            "run_id": event.run_id,
+            "workflow_id": event.workflow_id,
+            "kind": event.kind,
+            "state": "created",
+            "created_at_ms": event.at_ms,
+            "started_at_ms": None,
+            "finished_at_ms": None,
+            "task_count": len(event.tasks),
+            "tasks_succeeded": 0,
+            "tasks_failed": 0,
+            "error": None,
+            "failed_task_id": None,
         }
     )
     for spec in event.tasks:
@@ -63,12 +71,26 @@ def create_run(event: RunCreated) -> RunModel:
             for name, given in spec.inputs.items()
         }
         model.tasks[spec.task_id] = {
-            "run_id": event.run_id, "task_id": spec.task_id, "name": spec.name,
-            "func_name": spec.func_name, "task_type": spec.task_type, "state": "pending", "attempt": 0,
-            "node_id": None, "node_ip": None, "gpus": "[]", "resources": dumps(spec.resources),
-            "inputs": dumps(inputs), "upstream": dumps(sorted(spec.upstream())),
-            "outputs": dumps(spec.outputs), "result": None, "error": None, "placement_reason": None,
-            "queued_at_ms": None, "started_at_ms": None, "finished_at_ms": None,
+            "run_id": event.run_id,
+            "task_id": spec.task_id,
+            "name": spec.name,
+            "func_name": spec.func_name,
+            "task_type": spec.task_type,
+            "state": "pending",
+            "attempt": 0,
+            "node_id": None,
+            "node_ip": None,
+            "gpus": "[]",
+            "resources": dumps(spec.resources),
+            "inputs": dumps(inputs),
+            "upstream": dumps(sorted(spec.upstream())),
+            "outputs": dumps(spec.outputs),
+            "result": None,
+            "error": None,
+            "placement_reason": None,
+            "queued_at_ms": None,
+            "started_at_ms": None,
+            "finished_at_ms": None,
         }
         model.dirty_tasks.add(spec.task_id)
     return model
@@ -109,9 +131,19 @@ def fold_run_event(model: RunModel, event: Event) -> RunModel:
     attempt = model.attempts.get(akey)
     if attempt is None:
         attempt = {
-            "run_id": run["run_id"], "task_id": task["task_id"], "attempt": attempt_no, "node_id": None,
-            "node_ip": None, "pid": None, "state": "queued", "gpus": "[]", "reason": None,
-            "error": None, "placed_at_ms": None, "started_at_ms": None, "finished_at_ms": None,
+            "run_id": run["run_id"],
+            "task_id": task["task_id"],
+            "attempt": attempt_no,
+            "node_id": None,
+            "node_ip": None,
+            "pid": None,
+            "state": "queued",
+            "gpus": "[]",
+            "reason": None,
+            "error": None,
+            "placed_at_ms": None,
+            "started_at_ms": None,
+            "finished_at_ms": None,
             "duration_ms": None,
         }
         model.attempts[akey] = attempt
@@ -119,30 +151,46 @@ def fold_run_event(model: RunModel, event: Event) -> RunModel:
     model.dirty_tasks.add(task["task_id"])
     current = attempt_no >= task["attempt"] and task["state"] not in ("succeeded", "cancelled")
     if isinstance(event, AttemptPlaced):
-        attempt.update(node_id=event.node_id, gpus=dumps(event.gpus), reason=event.reason,
-                       placed_at_ms=event.at_ms)
+        attempt.update(
+            node_id=event.node_id, gpus=dumps(event.gpus), reason=event.reason, placed_at_ms=event.at_ms
+        )
         if current:
-            task.update(state="queued", attempt=attempt_no, node_id=event.node_id, gpus=dumps(event.gpus),
-                        placement_reason=event.reason, queued_at_ms=event.at_ms, error=None)
+            task.update(
+                state="queued",
+                attempt=attempt_no,
+                node_id=event.node_id,
+                gpus=dumps(event.gpus),
+                placement_reason=event.reason,
+                queued_at_ms=event.at_ms,
+                error=None,
+            )
         if run["state"] == "created":
             run["state"] = "running"
             run["started_at_ms"] = event.at_ms
     elif isinstance(event, AttemptStarted):
         if attempt["state"] == "queued":
             attempt.update(state="running")
-        attempt.update(node_id=event.node_id, node_ip=event.node_ip, pid=event.pid,
-                       started_at_ms=event.at_ms)
+        attempt.update(node_id=event.node_id, node_ip=event.node_ip, pid=event.pid, started_at_ms=event.at_ms)
         if current and task["state"] in ("pending", "queued"):
-            task.update(state="running", node_id=event.node_id, node_ip=event.node_ip,
-                        started_at_ms=event.at_ms)
+            task.update(
+                state="running", node_id=event.node_id, node_ip=event.node_ip, started_at_ms=event.at_ms
+            )
     elif isinstance(event, AttemptSucceeded):
         if attempt["state"] in TERMINAL:
             return model  # first terminal event per attempt wins
-        attempt.update(state="succeeded", finished_at_ms=event.at_ms, duration_ms=event.duration_ms,
-                       node_id=event.node_id)
+        attempt.update(
+            state="succeeded",
+            finished_at_ms=event.at_ms,
+            duration_ms=event.duration_ms,
+            node_id=event.node_id,
+        )
         if current and task["attempt"] == attempt_no:
-            task.update(state="succeeded", result=dumps(decode_value(event.result)),
-                        finished_at_ms=event.at_ms, error=None)
+            task.update(
+                state="succeeded",
+                result=dumps(decode_value(event.result)),
+                finished_at_ms=event.at_ms,
+                error=None,
+            )
     elif isinstance(event, AttemptFailed):
         if attempt["state"] in TERMINAL:
             return model
@@ -151,8 +199,7 @@ def fold_run_event(model: RunModel, event: Event) -> RunModel:
         if event.node_id and attempt["node_id"] is None:
             attempt["node_id"] = event.node_id
         if current and task["state"] not in TERMINAL:
-            task.update(state=state, attempt=attempt_no, error=dumps(event.error),
-                        finished_at_ms=event.at_ms)
+            task.update(state=state, attempt=attempt_no, error=dumps(event.error), finished_at_ms=event.at_ms)
     return model
 
 
@@ -166,10 +213,16 @@ def summarize(model: RunModel) -> None:
 def fold_node_event(node: Row | None, event: NodeJoined | NodeLeft) -> Row | None:
     if isinstance(event, NodeJoined):
         return {
-            "node_id": event.node_id, "session": event.session, "hostname": event.hostname,
-            "ip": event.ip, "state": "alive", "cpus": event.capacity.cpus,
-            "memory_mb": event.capacity.memory_mb, "gpus": dumps(event.capacity.gpus),
-            "joined_at_ms": event.at_ms, "left_at_ms": None,
+            "node_id": event.node_id,
+            "session": event.session,
+            "hostname": event.hostname,
+            "ip": event.ip,
+            "state": "alive",
+            "cpus": event.capacity.cpus,
+            "memory_mb": event.capacity.memory_mb,
+            "gpus": dumps(event.capacity.gpus),
+            "joined_at_ms": event.at_ms,
+            "left_at_ms": None,
         }
     if node is not None and node["session"] == event.session:
         node = dict(node)

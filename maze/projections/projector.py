@@ -21,9 +21,9 @@ from nats.aio.msg import Msg
 from maze.events import subjects
 from maze.events.catalog import Event
 from maze.events.codec import decode_events
-from maze.events.store import subscribe_ordered
 from maze.events.nodes import NodeJoined, NodeLeft
 from maze.events.runs import RunCreated
+from maze.events.store import subscribe_ordered
 from maze.projections import db
 from maze.projections.fold import Row, RunModel, create_run, fold_node_event, fold_run_event, summarize
 
@@ -42,7 +42,9 @@ class Folder:
         self.cache: OrderedDict[str, RunModel] = OrderedDict()
         self.positions = db.positions(conn)
 
-    def fold(self, batch: list[tuple[str, int, list[Event]]]) -> tuple[list[RunModel], list[Row], dict[str, int]]:
+    def fold(
+        self, batch: list[tuple[str, int, list[Event]]]
+    ) -> tuple[list[RunModel], list[Row], dict[str, int]]:
         touched: dict[str, RunModel] = {}
         nodes: dict[str, Row | None] = {}
         new_positions: dict[str, int] = {}
@@ -52,8 +54,10 @@ class Folder:
             new_positions[stream] = seq
             for event in events:
                 if isinstance(event, NodeJoined | NodeLeft):
-                    current = nodes[event.node_id] if event.node_id in nodes else db.load_node(
-                        self.conn, event.node_id
+                    current = (
+                        nodes[event.node_id]
+                        if event.node_id in nodes
+                        else db.load_node(self.conn, event.node_id)
                     )
                     nodes[event.node_id] = fold_node_event(current, event)
                     continue
@@ -147,8 +151,10 @@ class Projector:
 
         subs = []
         try:
-            for stream, subject in ((subjects.RUNS_STREAM, subjects.RUN_SUBJECTS),
-                                    (subjects.NODES_STREAM, subjects.NODE_SUBJECTS)):
+            for stream, subject in (
+                (subjects.RUNS_STREAM, subjects.RUN_SUBJECTS),
+                (subjects.NODES_STREAM, subjects.NODE_SUBJECTS),
+            ):
                 start = self.folder.positions.get(stream, 0) + 1
                 subs.append(await subscribe_ordered(self.js, subject, start, cb=enqueue))
             while True:

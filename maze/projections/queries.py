@@ -18,7 +18,9 @@ def _decode(row: dict[str, Any]) -> dict[str, Any]:
     return {k: (json.loads(v) if k in JSON_COLUMNS and isinstance(v, str) else v) for k, v in row.items()}
 
 
-def list_runs(cur: duckdb.DuckDBPyConnection, limit: int, offset: int, state: str | None) -> list[dict[str, Any]]:
+def list_runs(
+    cur: duckdb.DuckDBPyConnection, limit: int, offset: int, state: str | None
+) -> list[dict[str, Any]]:
     if not 1 <= limit <= 1000:
         raise ValidationError("limit must be between 1 and 1000")
     if offset < 0:
@@ -46,7 +48,9 @@ def get_run(cur: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
 
 def get_tasks(cur: duckdb.DuckDBPyConnection, run_id: str) -> list[dict[str, Any]]:
     get_run(cur, run_id)
-    rows = _rows(cur, "SELECT * FROM tasks WHERE run_id = ? ORDER BY queued_at_ms NULLS LAST, task_id", [run_id])
+    rows = _rows(
+        cur, "SELECT * FROM tasks WHERE run_id = ? ORDER BY queued_at_ms NULLS LAST, task_id", [run_id]
+    )
     return [_decode(r) for r in rows]
 
 
@@ -56,8 +60,9 @@ def get_task(cur: duckdb.DuckDBPyConnection, run_id: str, task_id: str) -> dict[
     if not rows:
         raise NotFound(f"task {task_id!r} not found in run {run_id!r}", run_id=run_id, task_id=task_id)
     task = _decode(rows[0])
-    attempts = _rows(cur, "SELECT * FROM attempts WHERE run_id = ? AND task_id = ? ORDER BY attempt",
-                     [run_id, task_id])
+    attempts = _rows(
+        cur, "SELECT * FROM attempts WHERE run_id = ? AND task_id = ? ORDER BY attempt", [run_id, task_id]
+    )
     task["attempts"] = [_decode(a) for a in attempts]
     return task
 

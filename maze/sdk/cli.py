@@ -22,7 +22,8 @@ from maze.core.logs import configure_logging
 from maze.core.settings import env_settings, split_urls
 
 app = typer.Typer(
-    help="Maze: a task-level distributed runtime for agent workflows.", no_args_is_help=True,
+    help="Maze: a task-level distributed runtime for agent workflows.",
+    no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
 runs_app = typer.Typer(help="Inspect runs.", no_args_is_help=True)
@@ -30,7 +31,9 @@ projections_app = typer.Typer(help="Read-model maintenance.", no_args_is_help=Tr
 app.add_typer(runs_app, name="runs")
 app.add_typer(projections_app, name="projections")
 console = Console()
-ServerUrl = typer.Option("http://localhost:8000", "--server-url", envvar="MAZE_SERVER_URL", help="Head API URL.")
+ServerUrl = typer.Option(
+    "http://localhost:8000", "--server-url", envvar="MAZE_SERVER_URL", help="Head API URL."
+)
 
 
 def fail(message: str) -> None:
@@ -40,16 +43,26 @@ def fail(message: str) -> None:
 
 @app.command()
 def start(
-    head: bool = typer.Option(False, "--head", help="Start a head: NATS (embedded unless --nats), controller, API, local worker."),
+    head: bool = typer.Option(
+        False, "--head", help="Start a head: NATS (embedded unless --nats), controller, API, local worker."
+    ),
     worker: bool = typer.Option(False, "--worker", help="Start a worker that joins a head."),
     addr: str = typer.Option("", "--addr", help="Head HOST:PORT (for --worker)."),
     port: int = typer.Option(8000, "--port", help="API port."),
     host: str = typer.Option("127.0.0.1", "--host", help="API bind address."),
-    data_dir: str = typer.Option("", "--data-dir", help="JetStream store + read models (default: $MAZE_DATA_DIR or ~/.maze)."),
+    data_dir: str = typer.Option(
+        "", "--data-dir", help="JetStream store + read models (default: $MAZE_DATA_DIR or ~/.maze)."
+    ),
     nats: str = typer.Option("", "--nats", help="Use an existing NATS cluster: nats://a:4222,nats://b:4222"),
     nats_port: int = typer.Option(4222, "--nats-port", help="Embedded NATS port."),
-    nats_host: str = typer.Option("127.0.0.1", "--nats-host", help="Embedded NATS bind address (0.0.0.0 for remote workers)."),
-    fsync: str = typer.Option("always", "--fsync", help="always (default, durable) | interval (faster, may lose acked events on power loss)."),
+    nats_host: str = typer.Option(
+        "127.0.0.1", "--nats-host", help="Embedded NATS bind address (0.0.0.0 for remote workers)."
+    ),
+    fsync: str = typer.Option(
+        "always",
+        "--fsync",
+        help="always (default, durable) | interval (faster, may lose acked events on power loss).",
+    ),
     cpus: float = typer.Option(None, "--cpus", help="CPUs this node offers (default: all)."),
     memory_mb: int = typer.Option(None, "--memory-mb", help="Memory MB this node offers (default: all)."),
     gpus: str = typer.Option(None, "--gpus", help="auto | none | 0,1 | 2x16GB (declared)."),
@@ -68,9 +81,18 @@ def start(
             from maze.head.process import Head
 
             settings = env_settings(
-                nats_urls=split_urls(nats) if nats else None, data_dir=data_dir or None, host=host, port=port,
-                nats_port=nats_port, nats_host=nats_host, fsync=fsync, local_worker=not no_local_worker,
-                worker_cpus=cpus, worker_memory_mb=memory_mb, worker_gpus=gpus, node_id=node_id,
+                nats_urls=split_urls(nats) if nats else None,
+                data_dir=data_dir or None,
+                host=host,
+                port=port,
+                nats_port=nats_port,
+                nats_host=nats_host,
+                fsync=fsync,
+                local_worker=not no_local_worker,
+                worker_cpus=cpus,
+                worker_memory_mb=memory_mb,
+                worker_gpus=gpus,
+                node_id=node_id,
             )
             asyncio.run(Head(settings).run())
         else:
@@ -106,8 +128,14 @@ def runs_list(server_url: str = ServerUrl, limit: int = 20, state: str = typer.O
     runs = _call(_client(server_url).list_runs, limit=limit, state=state)
     table = Table("run_id", "state", "tasks", "succeeded", "failed", "created")
     for r in runs:
-        table.add_row(r["run_id"], r["state"], str(r["task_count"]), str(r["tasks_succeeded"]),
-                      str(r["tasks_failed"]), _ms(r["created_at_ms"]))
+        table.add_row(
+            r["run_id"],
+            r["state"],
+            str(r["task_count"]),
+            str(r["tasks_succeeded"]),
+            str(r["tasks_failed"]),
+            _ms(r["created_at_ms"]),
+        )
     console.print(table)
 
 
@@ -116,15 +144,26 @@ def runs_show(run_id: str, server_url: str = ServerUrl) -> None:
     """A run and its tasks."""
     client = _client(server_url)
     run = _call(client.get_run, run_id)
-    console.print(f"[bold]{run['run_id']}[/bold]  state={run['state']}  tasks={run['task_count']}  "
-                  f"created={_ms(run['created_at_ms'])}  finished={_ms(run['finished_at_ms'])}")
+    console.print(
+        f"[bold]{run['run_id']}[/bold]  state={run['state']}  tasks={run['task_count']}  "
+        f"created={_ms(run['created_at_ms'])}  finished={_ms(run['finished_at_ms'])}"
+    )
     if run.get("error"):
         console.print(f"[red]error[/red]: [{run['error']['error_type']}] {run['error']['message']}")
     table = Table("task_id", "name", "state", "attempt", "node", "result / error")
     for t in _call(client.get_run_tasks, run_id):
-        detail = json.dumps(t["result"]) if t["result"] is not None else (
-            f"[{t['error']['error_type']}] {t['error']['message']}" if t["error"] else (t.get("pending_reason") or ""))
-        table.add_row(t["task_id"], t["name"], t["state"], str(t["attempt"]), t["node_id"] or "-", detail[:80])
+        detail = (
+            json.dumps(t["result"])
+            if t["result"] is not None
+            else (
+                f"[{t['error']['error_type']}] {t['error']['message']}"
+                if t["error"]
+                else (t.get("pending_reason") or "")
+            )
+        )
+        table.add_row(
+            t["task_id"], t["name"], t["state"], str(t["attempt"]), t["node_id"] or "-", detail[:80]
+        )
     console.print(table)
 
 
@@ -148,16 +187,32 @@ def projections_rebuild(server_url: str = ServerUrl) -> None:
 
 
 @app.command()
-def demo(port: int = typer.Option(8765, "--port"), data_dir: str = typer.Option("", "--data-dir"),
-         nats_port: int = typer.Option(14222, "--nats-port")) -> None:
+def demo(
+    port: int = typer.Option(8765, "--port"),
+    data_dir: str = typer.Option("", "--data-dir"),
+    nats_port: int = typer.Option(14222, "--nats-port"),
+) -> None:
     """Start a head with embedded NATS, run the greet → uppercase workflow, print it, stop."""
     from maze.sdk.demo import run_demo
 
     directory = data_dir or tempfile.mkdtemp(prefix="maze-demo-")
     url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([sys.executable, "-m", "maze", "start", "--head", "--port", str(port),
-                             "--nats-port", str(nats_port), "--data-dir", directory],
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "maze",
+            "start",
+            "--head",
+            "--port",
+            str(port),
+            "--nats-port",
+            str(nats_port),
+            "--data-dir",
+            directory,
+        ],
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     try:
         deadline = time.monotonic() + 60
         while True:

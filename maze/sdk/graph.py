@@ -44,8 +44,11 @@ def mermaid(wf: MaWorkflow) -> str:
 def info(wf: MaWorkflow) -> dict[str, Any]:
     nodes = {
         t.task_id: {
-            "name": t.task_name, "func_name": t.meta.name, "inputs": list(t.inputs),
-            "outputs": list(t.meta.outputs or []), "resources": dict(t.meta.resources),
+            "name": t.task_name,
+            "func_name": t.meta.name,
+            "inputs": list(t.inputs),
+            "outputs": list(t.meta.outputs or []),
+            "resources": dict(t.meta.resources),
         }
         for t in wf.tasks.values()
     }
@@ -93,8 +96,15 @@ def draw(wf: MaWorkflow, output_path: str, method: str, figsize: tuple[float, fl
     graph.add_edges_from(edges(wf))
     fig = plt.figure(figsize=figsize)
     pos = nx.spring_layout(graph, seed=0)
-    nx.draw(graph, pos, labels={t.task_id: t.task_name for t in wf.tasks.values()}, with_labels=True,
-            node_color="#cde", node_size=1800, arrows=True)
+    nx.draw(
+        graph,
+        pos,
+        labels={t.task_id: t.task_name for t in wf.tasks.values()},
+        with_labels=True,
+        node_color="#cde",
+        node_size=1800,
+        arrows=True,
+    )
     fig.savefig(output_path, dpi=dpi)
     plt.close(fig)
     return output_path

@@ -12,27 +12,64 @@ def events_to_messages(workflow_id: str, events: list[dict[str, Any]]) -> list[d
     for event in events:
         kind = event["type"]
         if kind == "attempt.started":
-            messages.append({"type": "start_task", "data": {
-                "workflow_id": workflow_id, "task_id": event["task_id"], "node_ip": event["node_ip"],
-                "node_id": event["node_id"], "attempt": event["attempt"]}})
+            messages.append(
+                {
+                    "type": "start_task",
+                    "data": {
+                        "workflow_id": workflow_id,
+                        "task_id": event["task_id"],
+                        "node_ip": event["node_ip"],
+                        "node_id": event["node_id"],
+                        "attempt": event["attempt"],
+                    },
+                }
+            )
         elif kind == "attempt.succeeded" and event["task_id"] not in finished:
             finished.add(event["task_id"])
-            messages.append({"type": "finish_task", "data": {
-                "workflow_id": workflow_id, "task_id": event["task_id"], "result": event["result"],
-                "attempt": event["attempt"]}})
+            messages.append(
+                {
+                    "type": "finish_task",
+                    "data": {
+                        "workflow_id": workflow_id,
+                        "task_id": event["task_id"],
+                        "result": event["result"],
+                        "attempt": event["attempt"],
+                    },
+                }
+            )
         elif kind == "retry.scheduled":
-            messages.append({"type": "task_retry", "data": {
-                "workflow_id": workflow_id, "task_id": event["task_id"],
-                "next_attempt": event["next_attempt"], "reason": event["reason"],
-                "delay_ms": event["delay_ms"]}})
+            messages.append(
+                {
+                    "type": "task_retry",
+                    "data": {
+                        "workflow_id": workflow_id,
+                        "task_id": event["task_id"],
+                        "next_attempt": event["next_attempt"],
+                        "reason": event["reason"],
+                        "delay_ms": event["delay_ms"],
+                    },
+                }
+            )
         elif kind == "run.finished":
             error = event.get("error")
             if error is not None and event.get("failed_task_id"):
-                messages.append({"type": "task_exception", "data": {
-                    "workflow_id": workflow_id, "task_id": event["failed_task_id"],
-                    "result": error.get("traceback") or error.get("message"), "error": error}})
-            messages.append({"type": "finish_workflow", "data": {
-                "workflow_id": workflow_id, "run_id": event["run_id"], "state": event["state"]}})
+                messages.append(
+                    {
+                        "type": "task_exception",
+                        "data": {
+                            "workflow_id": workflow_id,
+                            "task_id": event["failed_task_id"],
+                            "result": error.get("traceback") or error.get("message"),
+                            "error": error,
+                        },
+                    }
+                )
+            messages.append(
+                {
+                    "type": "finish_workflow",
+                    "data": {"workflow_id": workflow_id, "run_id": event["run_id"], "state": event["state"]},
+                }
+            )
     return messages
 
 

@@ -14,8 +14,11 @@ import msgspec
 
 from maze.core.errors import SerializationError
 
-_INSTALLED = {Path(p).resolve() for p in {sysconfig.get_path("purelib"), sysconfig.get_path("platlib"),
-                                          sysconfig.get_path("stdlib")} if p}
+_INSTALLED = {
+    Path(p).resolve()
+    for p in {sysconfig.get_path("purelib"), sysconfig.get_path("platlib"), sysconfig.get_path("stdlib")}
+    if p
+}
 
 
 def _is_local_module(module_name: str) -> bool:
@@ -54,4 +57,6 @@ def check_value(value: Any, where: str) -> None:
     try:
         msgspec.msgpack.encode(value)
     except (TypeError, msgspec.EncodeError) as exc:
-        raise SerializationError(f"{where}: value of type {type(value).__name__} cannot be serialized: {exc}") from exc
+        raise SerializationError(
+            f"{where}: value of type {type(value).__name__} cannot be serialized: {exc}"
+        ) from exc

@@ -1,10 +1,10 @@
 """The `@task` decorator, in both of the original Maze's styles.
 
-    @task                                   # keyword style: inputs from the signature
-    def greet(text: str = "") -> dict: ...
+@task                                   # keyword style: inputs from the signature
+def greet(text: str = "") -> dict: ...
 
-    @task(inputs=["text"], outputs=["result"])  # params style: one dict argument
-    def upper(params): ...
+@task(inputs=["text"], outputs=["result"])  # params style: one dict argument
+def upper(params): ...
 """
 
 from __future__ import annotations
@@ -80,7 +80,9 @@ def _signature_inputs(fn: Callable[..., Any]) -> tuple[list[str], list[str], lis
             accepted = None
             continue
         if param.kind in (param.VAR_POSITIONAL, param.POSITIONAL_ONLY):
-            raise ValidationError(f"task {fn.__name__!r}: positional-only and *args parameters are not supported")
+            raise ValidationError(
+                f"task {fn.__name__!r}: positional-only and *args parameters are not supported"
+            )
         names.append(param.name)
         if param.default is param.empty:
             required.append(param.name)
@@ -90,35 +92,60 @@ def _signature_inputs(fn: Callable[..., Any]) -> tuple[list[str], list[str], lis
 
 
 def make_meta(
-    fn: Callable[..., Any], *, inputs: list[str] | None = None, outputs: list[str] | None = None,
-    resources: dict[str, Any] | None = None, data_types: dict[str, str] | None = None,
-    timeout_seconds: float | None = None, max_retries: int = 0, retry_backoff_seconds: float = 0.0,
+    fn: Callable[..., Any],
+    *,
+    inputs: list[str] | None = None,
+    outputs: list[str] | None = None,
+    resources: dict[str, Any] | None = None,
+    data_types: dict[str, str] | None = None,
+    timeout_seconds: float | None = None,
+    max_retries: int = 0,
+    retry_backoff_seconds: float = 0.0,
     retry_on: list[str] | None = None,
 ) -> TaskMeta:
     normalized = normalize_resources(resources)
     for key, kind in (data_types or {}).items():
         if kind not in DATA_TYPES:
-            raise ValidationError(f"task {fn.__name__!r}: data type {kind!r} of {key!r} is not one of {sorted(DATA_TYPES)}")
+            raise ValidationError(
+                f"task {fn.__name__!r}: data type {kind!r} of {key!r} is not one of {sorted(DATA_TYPES)}"
+            )
     if inputs is not None:
         style, names, required, accepted = "params", list(inputs), list(inputs), list(inputs)
     else:
         style = "kwargs"
         names, required, accepted = _signature_inputs(fn)
     return TaskMeta(
-        name=fn.__name__, call_style=style, inputs=names, required_inputs=required,
-        accepted_inputs=accepted, outputs=list(outputs) if outputs is not None else infer_outputs(fn),
-        resources={"cpu": normalized.cpu, "cpu_mem": normalized.cpu_mem, "gpu": normalized.gpu,
-                   "gpu_mem": normalized.gpu_mem},
-        data_types=dict(data_types or {}), timeout_seconds=timeout_seconds, max_retries=max_retries,
-        retry_backoff_seconds=retry_backoff_seconds, retry_on=list(retry_on or []),
+        name=fn.__name__,
+        call_style=style,
+        inputs=names,
+        required_inputs=required,
+        accepted_inputs=accepted,
+        outputs=list(outputs) if outputs is not None else infer_outputs(fn),
+        resources={
+            "cpu": normalized.cpu,
+            "cpu_mem": normalized.cpu_mem,
+            "gpu": normalized.gpu,
+            "gpu_mem": normalized.gpu_mem,
+        },
+        data_types=dict(data_types or {}),
+        timeout_seconds=timeout_seconds,
+        max_retries=max_retries,
+        retry_backoff_seconds=retry_backoff_seconds,
+        retry_on=list(retry_on or []),
     )
 
 
 def task(
-    func: Callable[..., Any] | None = None, *, inputs: list[str] | None = None,
-    outputs: list[str] | None = None, resources: dict[str, Any] | None = None,
-    data_types: dict[str, str] | None = None, timeout_seconds: float | None = None,
-    max_retries: int = 0, retry_backoff_seconds: float = 0.0, retry_on: list[str] | None = None,
+    func: Callable[..., Any] | None = None,
+    *,
+    inputs: list[str] | None = None,
+    outputs: list[str] | None = None,
+    resources: dict[str, Any] | None = None,
+    data_types: dict[str, str] | None = None,
+    timeout_seconds: float | None = None,
+    max_retries: int = 0,
+    retry_backoff_seconds: float = 0.0,
+    retry_on: list[str] | None = None,
 ) -> Any:
     """Mark a function as a Maze task.
 
@@ -130,9 +157,15 @@ def task(
 
     def wrap(fn: F) -> F:
         fn.__maze_task__ = make_meta(  # type: ignore[attr-defined]
-            fn, inputs=inputs, outputs=outputs, resources=resources, data_types=data_types,
-            timeout_seconds=timeout_seconds, max_retries=max_retries,
-            retry_backoff_seconds=retry_backoff_seconds, retry_on=retry_on,
+            fn,
+            inputs=inputs,
+            outputs=outputs,
+            resources=resources,
+            data_types=data_types,
+            timeout_seconds=timeout_seconds,
+            max_retries=max_retries,
+            retry_backoff_seconds=retry_backoff_seconds,
+            retry_on=retry_on,
         )
         return fn
 

@@ -51,8 +51,16 @@ class TaskOutputs:
 
 
 class MaTask:
-    def __init__(self, task_id: str, workflow: MaWorkflow, task_name: str, meta: TaskMeta,
-                 func_hash: str, inputs: dict[str, Any], task_type: str) -> None:
+    def __init__(
+        self,
+        task_id: str,
+        workflow: MaWorkflow,
+        task_name: str,
+        meta: TaskMeta,
+        func_hash: str,
+        inputs: dict[str, Any],
+        task_type: str,
+    ) -> None:
         self.task_id = task_id
         self.workflow_id = workflow.workflow_id
         self.server_url = workflow.server_url
@@ -76,15 +84,25 @@ class MaTask:
     def submission(self) -> dict[str, Any]:
         m = self.meta
         return {
-            "task_id": self.task_id, "func_hash": self.func_hash, "name": self.task_name,
-            "func_name": m.name, "call_style": m.call_style,
-            "inputs": {k: ({"ref": v.to_reference_string()} if isinstance(v, TaskOutput) else {"value": v})
-                       for k, v in self.inputs.items()},
-            "outputs": m.outputs, "required_inputs": m.required_inputs,
-            "accepted_inputs": m.accepted_inputs, "resources": m.resources,
-            "timeout_seconds": m.timeout_seconds, "max_retries": m.max_retries,
-            "retry_backoff_seconds": m.retry_backoff_seconds, "retry_on": m.retry_on,
-            "task_type": self.task_type, "after": sorted(self.after),
+            "task_id": self.task_id,
+            "func_hash": self.func_hash,
+            "name": self.task_name,
+            "func_name": m.name,
+            "call_style": m.call_style,
+            "inputs": {
+                k: ({"ref": v.to_reference_string()} if isinstance(v, TaskOutput) else {"value": v})
+                for k, v in self.inputs.items()
+            },
+            "outputs": m.outputs,
+            "required_inputs": m.required_inputs,
+            "accepted_inputs": m.accepted_inputs,
+            "resources": m.resources,
+            "timeout_seconds": m.timeout_seconds,
+            "max_retries": m.max_retries,
+            "retry_backoff_seconds": m.retry_backoff_seconds,
+            "retry_on": m.retry_on,
+            "task_type": self.task_type,
+            "after": sorted(self.after),
         }
 
     def __repr__(self) -> str:
@@ -104,8 +122,14 @@ class MaWorkflow:
         self._client = client
 
     # ---- building -----------------------------------------------------------------------------
-    def add_task(self, task_func: Callable[..., Any] | None = None, inputs: dict[str, Any] | None = None,
-                 task_type: str = "code", task_name: str | None = None, **kwargs: Any) -> MaTask:
+    def add_task(
+        self,
+        task_func: Callable[..., Any] | None = None,
+        inputs: dict[str, Any] | None = None,
+        task_type: str = "code",
+        task_name: str | None = None,
+        **kwargs: Any,
+    ) -> MaTask:
         """Add a task. `inputs` values are literals or `other_task.outputs["key"]` references."""
         if task_func is None or not callable(task_func):
             raise ValidationError("add_task needs a function decorated with @task")
@@ -116,7 +140,9 @@ class MaWorkflow:
         for name, value in inputs.items():
             if isinstance(value, TaskOutput):
                 if value.task_id not in self.tasks:
-                    raise ValidationError(f"input {name!r} refers to task {value.task_id}, not in this workflow")
+                    raise ValidationError(
+                        f"input {name!r} refers to task {value.task_id}, not in this workflow"
+                    )
                 upstream = self.tasks[value.task_id]
                 if upstream.meta.outputs is not None and value.output_key not in upstream.meta.outputs:
                     raise ValidationError(
@@ -168,8 +194,12 @@ class MaWorkflow:
     def _delete_task(self, task_id: str) -> None:
         if task_id not in self.tasks:
             raise NotFound(f"task {task_id} is not in this workflow")
-        users = [t.task_name for t in self.tasks.values() if t.task_id != task_id and task_id in
-                 {v.task_id for v in t.inputs.values() if isinstance(v, TaskOutput)}]
+        users = [
+            t.task_name
+            for t in self.tasks.values()
+            if t.task_id != task_id
+            and task_id in {v.task_id for v in t.inputs.values() if isinstance(v, TaskOutput)}
+        ]
         if users:
             raise ValidationError(f"task {task_id} feeds {users}; delete or rewire those first")
         del self.tasks[task_id]
@@ -177,8 +207,12 @@ class MaWorkflow:
             t.after.discard(task_id)
 
     # ---- running ------------------------------------------------------------------------------
-    def run(self, workspace_dir: str | None = None, artifact_mode: bool = False,
-            file_context: dict[str, Any] | None = None) -> str:
+    def run(
+        self,
+        workspace_dir: str | None = None,
+        artifact_mode: bool = False,
+        file_context: dict[str, Any] | None = None,
+    ) -> str:
         """Submit the workflow; returns the new run's id."""
         if workspace_dir is not None or artifact_mode or file_context is not None:
             raise ValidationError("workspaces and artifact mode are not available in this version of Maze")
@@ -278,8 +312,13 @@ class MaWorkflow:
     def get_graph_info(self) -> dict[str, Any]:
         return graph.info(self)
 
-    def draw_graph(self, output_path: str = "workflow.png", method: str = "auto",
-                   figsize: tuple[float, float] = (12, 8), dpi: int = 300) -> str:
+    def draw_graph(
+        self,
+        output_path: str = "workflow.png",
+        method: str = "auto",
+        figsize: tuple[float, float] = (12, 8),
+        dpi: int = 300,
+    ) -> str:
         return graph.draw(self, output_path, method, figsize, dpi)
 
 

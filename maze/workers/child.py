@@ -19,7 +19,9 @@ from maze.core.procs import die_with_parent
 _encoder = msgspec.msgpack.Encoder()
 
 
-def _error(error_type: str, message: str, exc: BaseException | None = None, retryable: bool = False) -> dict[str, Any]:
+def _error(
+    error_type: str, message: str, exc: BaseException | None = None, retryable: bool = False
+) -> dict[str, Any]:
     return {
         "error_type": error_type,
         "message": message,

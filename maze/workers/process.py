@@ -32,8 +32,9 @@ def head_nats_urls(addr: str) -> list[str]:
     return [u.replace("127.0.0.1", host).replace("localhost", host) for u in urls]
 
 
-async def run_worker(addr: str, node_id: str | None, cpus: float | None, memory_mb: int | None,
-                     gpus: str | None) -> None:
+async def run_worker(
+    addr: str, node_id: str | None, cpus: float | None, memory_mb: int | None, gpus: str | None
+) -> None:
     urls = await asyncio.to_thread(head_nats_urls, addr)
     capacity = local_capacity(cpus, memory_mb, gpus)
     nc = await connect(urls, "maze-worker")
@@ -44,9 +45,11 @@ async def run_worker(addr: str, node_id: str | None, cpus: float | None, memory_
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
     await worker.start()
-    print(f"Maze worker {node} joined {addr} (NATS {', '.join(urls)}): {capacity.cpus:g} CPUs, "
-          f"{capacity.memory_mb} MB, GPUs {[(g.index, g.name, g.total_mem_mb) for g in capacity.gpus]}",
-          flush=True)
+    print(
+        f"Maze worker {node} joined {addr} (NATS {', '.join(urls)}): {capacity.cpus:g} CPUs, "
+        f"{capacity.memory_mb} MB, GPUs {[(g.index, g.name, g.total_mem_mb) for g in capacity.gpus]}",
+        flush=True,
+    )
     try:
         await stopping.wait()
     finally:

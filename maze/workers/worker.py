@@ -64,7 +64,9 @@ class Worker:
         await self.js.add_consumer(
             subjects.WORK_STREAM,
             ConsumerConfig(
-                durable_name=self.durable, filter_subject=subject, ack_policy=AckPolicy.EXPLICIT,
+                durable_name=self.durable,
+                filter_subject=subject,
+                ack_policy=AckPolicy.EXPLICIT,
                 max_ack_pending=100_000,
             ),
         )
@@ -75,14 +77,22 @@ class Worker:
             subjects.node_subject(self.node_id),
             [
                 NodeJoined(
-                    node_id=self.node_id, session=self.session, at_ms=now_ms(), hostname=self.hostname,
-                    ip=self.ip, capacity=self.capacity,
+                    node_id=self.node_id,
+                    session=self.session,
+                    at_ms=now_ms(),
+                    hostname=self.hostname,
+                    ip=self.ip,
+                    capacity=self.capacity,
                 )
             ],
         )
         self._tasks.append(asyncio.create_task(self._pull_forever(), name=f"worker-{self.node_id}"))
-        self.log.info("worker.joined", cpus=self.capacity.cpus, memory_mb=self.capacity.memory_mb,
-                      gpus=[(g.index, g.name, g.total_mem_mb) for g in self.capacity.gpus])
+        self.log.info(
+            "worker.joined",
+            cpus=self.capacity.cpus,
+            memory_mb=self.capacity.memory_mb,
+            gpus=[(g.index, g.name, g.total_mem_mb) for g in self.capacity.gpus],
+        )
 
     async def stop(self, reason: str = "stopped") -> None:
         for task in self._tasks:
@@ -153,20 +163,30 @@ class Worker:
             tp = self.pool.acquire(fresh=bool(item.gpus))
             self.outbox.emit(
                 AttemptStarted(
-                    run_id=item.run_id, task_id=item.task_id, attempt=item.attempt, node_id=self.node_id,
-                    at_ms=now_ms(), node_ip=self.ip, pid=tp.pid,
+                    run_id=item.run_id,
+                    task_id=item.task_id,
+                    attempt=item.attempt,
+                    node_id=self.node_id,
+                    at_ms=now_ms(),
+                    node_ip=self.ip,
+                    pid=tp.pid,
                 )
             )
             request = {
-                "func_name": item.func_name, "func_hash": item.func_hash, "func": item.func,
-                "call_style": item.call_style, "inputs": item.inputs, "outputs": item.outputs,
+                "func_name": item.func_name,
+                "func_hash": item.func_hash,
+                "func": item.func,
+                "call_style": item.call_style,
+                "inputs": item.inputs,
+                "outputs": item.outputs,
                 "gpus": item.gpus,
             }
             try:
                 reply = await self.pool.run(tp, request, item.timeout_seconds)
             except TimeoutError:
-                self._fail(item, "timed_out", f"attempt exceeded timeout of {item.timeout_seconds}s",
-                           retryable=True)
+                self._fail(
+                    item, "timed_out", f"attempt exceeded timeout of {item.timeout_seconds}s", retryable=True
+                )
                 return
             except ProcessExited as exc:
                 self._fail(item, "process_exited", str(exc), retryable=True)
@@ -175,15 +195,25 @@ class Worker:
             if reply["ok"]:
                 self.outbox.emit(
                     AttemptSucceeded(
-                        run_id=item.run_id, task_id=item.task_id, attempt=item.attempt,
-                        node_id=self.node_id, at_ms=now_ms(), result=reply["payload"],
+                        run_id=item.run_id,
+                        task_id=item.task_id,
+                        attempt=item.attempt,
+                        node_id=self.node_id,
+                        at_ms=now_ms(),
+                        result=reply["payload"],
                         duration_ms=reply["duration_ms"],
                     )
                 )
             else:
                 err = reply["payload"]
-                self._fail(item, err["error_type"], err["message"], retryable=err["retryable"],
-                           traceback=err["traceback"], exception_type=err["exception_type"])
+                self._fail(
+                    item,
+                    err["error_type"],
+                    err["message"],
+                    retryable=err["retryable"],
+                    traceback=err["traceback"],
+                    exception_type=err["exception_type"],
+                )
         except asyncio.CancelledError:
             reuse = False
             raise
@@ -194,15 +224,31 @@ class Worker:
             self.running.pop(item.key, None)
             self._pump()
 
-    def _fail(self, item: WorkItem, error_type: str, message: str, retryable: bool,
-              traceback: str | None = None, exception_type: str | None = None) -> None:
+    def _fail(
+        self,
+        item: WorkItem,
+        error_type: str,
+        message: str,
+        retryable: bool,
+        traceback: str | None = None,
+        exception_type: str | None = None,
+    ) -> None:
         self.outbox.emit(
             AttemptFailed(
-                run_id=item.run_id, task_id=item.task_id, attempt=item.attempt, at_ms=now_ms(),
+                run_id=item.run_id,
+                task_id=item.task_id,
+                attempt=item.attempt,
+                at_ms=now_ms(),
                 node_id=self.node_id,
                 error=TaskError(
-                    error_type=error_type, message=message, retryable=retryable, origin="task",
-                    node_id=self.node_id, node_ip=self.ip, attempt=item.attempt, traceback=traceback,
+                    error_type=error_type,
+                    message=message,
+                    retryable=retryable,
+                    origin="task",
+                    node_id=self.node_id,
+                    node_ip=self.ip,
+                    attempt=item.attempt,
+                    traceback=traceback,
                     exception_type=exception_type,
                 ),
             )

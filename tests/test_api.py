@@ -1,0 +1,141 @@
+"""HTTP surface: events after a sequence, the live SSE stream, OpenAPI, projection rebuild."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import httpx
+
+from maze import MaClient, task
+from tests.helpers import HeadProcess
+
+
+@task
+def inc(x: int = 0):
+    return {"x": x + 1}
+
+
+@task
+def fails(x: int = 0):
+    raise ValueError("nope")
+
+
+def _run_chain(client: MaClient, n: int = 3) -> tuple[str, list]:
+    wf = client.create_workflow()
+    tasks = [wf.add_task(inc, inputs={"x": 0})]
+    for _ in range(n - 1):
+        tasks.append(wf.add_task(inc, inputs={"x": tasks[-1].outputs["x"]}))
+    run_id = wf.run()
+    assert wf.show_results(run_id)["state"] == "succeeded"
+    return run_id, tasks
+
+
+def test_events_after_sequence(client: MaClient) -> None:
+    run_id, tasks = _run_chain(client)
+    events = client.get_run_events(run_id)
+    assert events[0]["type"] == "run.created" and len(events[0]["tasks"]) == 3
+    assert events[-1]["type"] == "run.finished" and events[-1]["state"] == "succeeded"
+    seqs = [e["seq"] for e in events]
+    assert seqs == sorted(seqs)
+    per_task = [e["type"] for e in events if e.get("task_id") == tasks[1].task_id]
+    assert per_task == ["attempt.placed", "attempt.started", "attempt.succeeded"]
+    middle = seqs[len(seqs) // 2]
+    later = client.get_run_events(run_id, after=middle)
+    assert later == [e for e in events if e["seq"] > middle]
+    assert client.get_run_events(run_id, after=seqs[-1]) == []
+
+
+def test_sse_stream_replays_and_resumes(client: MaClient, head: HeadProcess) -> None:
+    run_id, _ = _run_chain(client)
+    all_events = client.get_run_events(run_id)
+    with httpx.stream("GET", f"{head.url}/runs/{run_id}/stream", timeout=10) as resp:
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        text = "".join(resp.iter_text())
+    ids = [int(line[3:].strip()) for line in text.splitlines() if line.startswith("id:")]
+    assert ids == sorted({e["seq"] for e in all_events})
+    resume_from = ids[1]
+    with httpx.stream(
+        "GET", f"{head.url}/runs/{run_id}/stream", headers={"Last-Event-ID": str(resume_from)}, timeout=10
+    ) as resp:
+        text = "".join(resp.iter_text())
+    resumed = [int(line[3:].strip()) for line in text.splitlines() if line.startswith("id:")]
+    assert resumed == [i for i in ids if i > resume_from]
+    assert "event: end" in text
+
+
+def test_task_detail_and_attempts(client: MaClient) -> None:
+    run_id, tasks = _run_chain(client, 2)
+    detail = client.get_run_task(run_id, tasks[1].task_id)
+    assert detail["state"] == "succeeded" and detail["result"] == {"x": 2}
+    assert detail["inputs"] == {"x": {"ref": f"{tasks[0].task_id}.output.x"}}
+    assert detail["upstream"] == [tasks[0].task_id]
+    (attempt,) = detail["attempts"]
+    assert attempt["state"] == "succeeded" and attempt["node_id"] and attempt["pid"] > 0
+    assert attempt["reason"].startswith("least-loaded")
+    run = client.get_run(run_id)
+    assert run["started_at_ms"] <= run["finished_at_ms"]
+
+
+def test_openapi_schema(head: HeadProcess) -> None:
+    schema = httpx.get(f"{head.url}/schema/openapi.json").json()
+    for path in (
+        "/runs",
+        "/runs/{run_id}",
+        "/runs/{run_id}/tasks",
+        "/runs/{run_id}/tasks/{task_id}",
+        "/runs/{run_id}/events",
+        "/runs/{run_id}/stream",
+        "/cluster/resources",
+    ):
+        assert path in schema["paths"], path
+
+
+def test_rebuild_equals_live(client: MaClient, head: HeadProcess) -> None:
+    _run_chain(client)
+    wf = client.create_workflow()
+    wf.add_task(fails, inputs={"x": 1})
+    wf.show_results(wf.run())
+    report = httpx.post(f"{head.url}/projections/rebuild", timeout=60).json()
+    assert report["equal"] is True, report
+    assert report["tables"]["runs"]["rows"] >= 2
+    assert report["tables"]["tasks"]["rows"] == report["tables"]["tasks"]["rebuilt_rows"] >= 4
+    # the live tables now are the rebuilt ones, and queries still answer from them
+    runs_after = client.list_runs(limit=1000)
+    assert {r["state"] for r in runs_after} >= {"succeeded", "failed"}
+    # the CLI command does the same and exits 0 when equal
+    cli = subprocess.run(
+        [sys.executable, "-m", "maze", "projections", "rebuild", "--server-url", head.url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    assert "attempts" in cli.stdout
+
+
+def test_cli_runs_commands(client: MaClient, head: HeadProcess) -> None:
+    run_id, _ = _run_chain(client, 2)
+    out = subprocess.run(
+        [sys.executable, "-m", "maze", "runs", "show", run_id, "--server-url", head.url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0 and "succeeded" in out.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "maze", "runs", "show", "run_missing", "--server-url", head.url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 1 and "not found" in bad.stdout
+    events = subprocess.run(
+        [sys.executable, "-m", "maze", "runs", "events", run_id, "--server-url", head.url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert events.returncode == 0 and "run.finished" in events.stdout
+    assert json.loads(httpx.get(f"{head.url}/health").text)["controller_live"] is True

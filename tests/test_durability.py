@@ -1,0 +1,77 @@
+"""kill -9 of the head in the middle of a run: after a restart the run completes, and every task
+succeeded exactly once in history."""
+
+from __future__ import annotations
+
+import collections
+import time
+
+from maze import MaClient, task
+from tests.helpers import HeadProcess, wait_port_free, wait_until
+
+
+@task
+def slow(i: int = 0):
+    import time as _t
+
+    _t.sleep(1.5)
+    return {"i": i}
+
+
+@task
+def gather(**parts):
+    return {"n": len(parts)}
+
+
+def test_kill_head_mid_run_then_restart(tmp_path) -> None:
+    head = HeadProcess(tmp_path / "head", extra=["--cpus", "2"])  # embedded NATS, fixed ports
+    head.start()
+    try:
+        client = MaClient(head.url)
+        wf = client.create_workflow()
+        leaves = [wf.add_task(slow, inputs={"i": i}) for i in range(4)]
+        join = wf.add_task(gather, inputs={f"p{i}": t.outputs["i"] for i, t in enumerate(leaves)})
+        run_id = wf.run()
+        # wait until some attempts are running, then kill the head (its NATS and task processes die too)
+        wait_until(lambda: any(t["state"] == "running" for t in client.get_run_tasks(run_id)))
+        head.kill9()
+        wait_port_free(head.port)
+        wait_port_free(head.nats_port)
+        head.start()
+        client = MaClient(head.url)
+        wait_until(lambda: client.get_run(run_id)["state"] in ("succeeded", "failed"), timeout=60)
+        run = client.get_run(run_id)
+        assert run["state"] == "succeeded", run
+        summary = client.create_workflow().show_results(run_id)
+        assert summary["task_results"][join.task_id] == {"n": 4}
+
+        events = client.get_run_events(run_id)
+        succeeded = collections.Counter(e["task_id"] for e in events if e["type"] == "attempt.succeeded")
+        assert set(succeeded) == {t.task_id for t in [*leaves, join]}
+        assert all(count == 1 for count in succeeded.values()), succeeded
+        lost = [e for e in events if e["type"] == "attempt.failed"]
+        assert lost, "the kill should have interrupted running attempts"
+        assert all(e["error"]["error_type"] == "node_lost" for e in lost)
+        for e in lost:  # each interrupted attempt was retried by a later attempt that succeeded
+            assert any(
+                s["type"] == "attempt.succeeded"
+                and s["task_id"] == e["task_id"]
+                and s["attempt"] > e["attempt"]
+                for s in events
+            )
+        assert sum(1 for e in events if e["type"] == "run.finished") == 1
+    finally:
+        head.stop()
+
+
+def test_ctrl_c_stops_everything(tmp_path) -> None:
+    import psutil
+
+    head = HeadProcess(tmp_path / "head")
+    head.start()
+    proc = psutil.Process(head.proc.pid)
+    children = proc.children(recursive=True)
+    assert any("nats-server" in c.name() for c in children)
+    assert head.stop() == 0
+    time.sleep(0.2)
+    assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]

@@ -1,0 +1,53 @@
+"""The public surface is locked: renaming or removing any of it must be a deliberate change here."""
+
+from __future__ import annotations
+
+import maze
+from maze import MaClient, MaTask, MaWorkflow, TaskOutput, TaskOutputs
+
+
+def test_exports() -> None:
+    assert sorted(maze.__all__) == sorted(
+        [
+            "Conflict",
+            "MaClient",
+            "MaTask",
+            "MaWorkflow",
+            "MazeError",
+            "NotFound",
+            "ResourceUnavailable",
+            "SerializationError",
+            "TaskOutput",
+            "TaskOutputs",
+            "Unavailable",
+            "ValidationError",
+            "task",
+        ]
+    )
+
+
+def test_sdk_methods() -> None:
+    for cls, names in {
+        MaClient: ["create_workflow", "list_runs", "get_run", "get_run_tasks", "get_run_events"],
+        MaWorkflow: [
+            "add_task",
+            "get_tasks",
+            "add_edge",
+            "del_edge",
+            "run",
+            "get_results",
+            "show_results",
+            "get_task_result",
+            "list_cached_runs",
+            "clear_cache",
+            "print_graph",
+            "get_graph_mermaid",
+            "get_graph_info",
+            "draw_graph",
+        ],
+        MaTask: ["delete"],
+        TaskOutput: ["to_reference_string"],
+        TaskOutputs: ["keys", "__getitem__"],
+    }.items():
+        for name in names:
+            assert callable(getattr(cls, name)), f"{cls.__name__}.{name}"
