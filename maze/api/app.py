@@ -6,7 +6,7 @@ from litestar import Litestar
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
-from maze.api import admin, runs
+from maze.api import admin, cluster, runs
 from maze.api.errors import EXCEPTION_HANDLERS
 from maze.api.state import HeadState
 
@@ -25,9 +25,11 @@ def create_app(head: HeadState) -> Litestar:
             runs.get_run_events,
             runs.stream_run_events,
             admin.health,
-            admin.cluster_nats,
-            admin.cluster_resources,
             admin.rebuild_projections,
+            cluster.cluster_nats,
+            cluster.cluster_resources,
+            cluster.cluster_queues,
+            cluster.reconcile_workers,
         ],
         dependencies={"head": Provide(provide_head)},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from maze.events.nodes import NodeJoined, NodeLeft
+from maze.events.nodes import NodeJoined, NodeLeft, NodeLost
 from maze.events.runs import RunCreated, RunFinished
 from maze.events.tasks import (
     AttemptFailed,
     AttemptPlaced,
+    AttemptRejected,
     AttemptStarted,
     AttemptSucceeded,
     RetryScheduled,
@@ -19,13 +20,15 @@ Event = (
     | AttemptStarted
     | AttemptSucceeded
     | AttemptFailed
+    | AttemptRejected
     | RetryScheduled
     | NodeJoined
     | NodeLeft
+    | NodeLost
 )
 
 TAG_FIELD = "type"
-ATTEMPT_TERMINAL = (AttemptSucceeded, AttemptFailed)
+ATTEMPT_TERMINAL = (AttemptSucceeded, AttemptFailed, AttemptRejected)
 
 
 def event_tag(event: Event) -> str:
@@ -35,7 +38,7 @@ def event_tag(event: Event) -> str:
 def event_key(event: Event) -> str:
     """A deterministic identity for an event: the same decision always gets the same key."""
     tag = event_tag(event)
-    if isinstance(event, NodeJoined | NodeLeft):
+    if isinstance(event, NodeJoined | NodeLeft | NodeLost):
         return f"node/{event.node_id}/{event.session}/{tag}"
     if isinstance(event, RunCreated | RunFinished):
         return f"{event.run_id}/{tag}"

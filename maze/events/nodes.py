@@ -26,3 +26,28 @@ class NodeLeft(Struct, frozen=True, tag="node.left"):
     session: str
     at_ms: int
     reason: str = "stopped"
+
+
+class NodeLost(Struct, frozen=True, tag="node.lost"):
+    """The controller declared a worker session dead (no heartbeat within the liveness timeout,
+    or an operator's reconcile). Its in-flight attempts end `node_lost`."""
+
+    node_id: str
+    session: str
+    at_ms: int
+    reason: str = "heartbeat_timeout"
+
+
+class Heartbeat(Struct, frozen=True):
+    """The value a worker puts under its node id in the heartbeat KV bucket (not an event)."""
+
+    node_id: str
+    session: str
+    at_ms: int
+    running: int = 0
+    waiting: int = 0
+    cpu_used: float = 0.0
+    memory_used_mb: int = 0
+    gpu_free_mb: dict[int, int] = {}
+    ip: str = ""
+    interval_s: float = 2.0

@@ -16,11 +16,13 @@ from nats.js.api import (
     ConsumerConfig,
     DeliverPolicy,
     DiscardPolicy,
+    KeyValueConfig,
     RetentionPolicy,
     StorageType,
     StreamConfig,
 )
 from nats.js.errors import BadRequestError
+from nats.js.kv import KeyValue
 
 from maze.core.errors import Unavailable
 from maze.events import headers, subjects
@@ -31,6 +33,7 @@ from maze.events.work import WorkBatch
 log = structlog.get_logger(__name__)
 
 DUPLICATE_WINDOW_S = 120.0
+HEARTBEAT_TTL_S = 120.0  # stale heartbeat keys vanish; liveness itself is judged by the controller
 
 
 async def connect(urls: Sequence[str], name: str, **kwargs: object) -> NATS:
@@ -79,6 +82,14 @@ async def ensure_streams(js: JetStreamContext) -> None:
             await js.add_stream(config)
         except BadRequestError:
             await js.update_stream(config)
+    await js.create_key_value(
+        KeyValueConfig(bucket=subjects.HEARTBEAT_BUCKET, history=1, ttl=HEARTBEAT_TTL_S,
+                       storage=StorageType.MEMORY)
+    )
+
+
+async def heartbeat_bucket(js: JetStreamContext) -> KeyValue:
+    return await js.key_value(subjects.HEARTBEAT_BUCKET)
 
 
 def batch_msg_id(events: Sequence[Event]) -> str:

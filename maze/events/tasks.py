@@ -62,3 +62,16 @@ class RetryScheduled(Struct, frozen=True, tag="retry.scheduled"):
     at_ms: int
     delay_ms: int = 0
     reason: str = ""
+
+
+class AttemptRejected(Struct, frozen=True, tag="attempt.rejected"):
+    """The node re-checked the fit when the attempt was about to start and it did not fit (e.g. the
+    GPU memory pynvml reports free is less than asked). The task goes back to be placed again; a
+    rejection is not a failure and uses no retry."""
+
+    run_id: str
+    task_id: str
+    attempt: int
+    node_id: str
+    at_ms: int
+    reason: str

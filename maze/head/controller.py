@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections import defaultdict
 from typing import Any
 
+import msgspec
 import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -21,11 +23,11 @@ from maze.core.settings import Settings
 from maze.events import subjects
 from maze.events.catalog import ATTEMPT_TERMINAL, Event
 from maze.events.codec import decode_events, encode_value
-from maze.events.nodes import NodeJoined, NodeLeft
+from maze.events.nodes import Heartbeat, NodeJoined, NodeLeft, NodeLost
 from maze.events.runs import RunCreated, RunFinished
 from maze.events.specs import Resources, TaskError
-from maze.events.store import EventStore, subscribe_ordered
-from maze.events.tasks import AttemptFailed, AttemptPlaced, RetryScheduled
+from maze.events.store import EventStore, heartbeat_bucket, subscribe_ordered
+from maze.events.tasks import AttemptFailed, AttemptPlaced, AttemptRejected, RetryScheduled
 from maze.events.work import WorkBatch, WorkItem
 from maze.head.placer import AttemptKey, Placement, Placer
 from maze.head.retry import next_attempt_delay_ms
@@ -41,6 +43,7 @@ from maze.head.run_state import (
 log = structlog.get_logger(__name__)
 
 _TICK = object()
+_heartbeat_decoder = msgspec.msgpack.Decoder(Heartbeat)
 TaskKey = tuple[str, str]
 
 
@@ -65,7 +68,11 @@ class RunController:
         self.positions: dict[str, int] = {subjects.RUNS_STREAM: 0, subjects.NODES_STREAM: 0}
         self.queue: asyncio.Queue[Any] = asyncio.Queue()
         self.live = False
+        self.live_since = time.monotonic()
         self.caught_up.clear()
+        self.heartbeats: dict[str, Heartbeat] = {}
+        self.last_seen: dict[str, tuple[str, float]] = {}
+        self.join_seen: dict[str, float] = {}
 
     # ---- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -96,6 +103,7 @@ class RunController:
             info = await self.js.stream_info(stream)
             targets[stream] = info.state.last_seq
         subs = []
+        helpers: list[asyncio.Task[None]] = []
         queue = self.queue
 
         async def enqueue(msg: Msg) -> None:
@@ -107,6 +115,10 @@ class RunController:
             self._check_caught_up(targets)
             if self.live:
                 await self._decide()
+            helpers += [
+                asyncio.create_task(self._watch_heartbeats(), name="heartbeat-watch"),
+                asyncio.create_task(self._tick_forever(), name="liveness-tick"),
+            ]
             while True:
                 item = await queue.get()
                 batch = [item]
@@ -120,15 +132,55 @@ class RunController:
                 if self.live:
                     await self._decide()
         finally:
+            for task in helpers:
+                task.cancel()
             for sub in subs:
                 try:
                     await sub.unsubscribe()
                 except Exception:
                     pass
 
+    # ---- liveness -----------------------------------------------------------------------------
+    async def _watch_heartbeats(self) -> None:
+        kv = await heartbeat_bucket(self.js)
+        watcher = await kv.watchall()
+        async for entry in watcher:
+            if entry is None or not entry.value:
+                continue
+            try:
+                beat = _heartbeat_decoder.decode(entry.value)
+            except msgspec.DecodeError:
+                continue
+            self.heartbeats[beat.node_id] = beat
+            self.last_seen[beat.node_id] = (beat.session, time.monotonic())
+
+    async def _tick_forever(self) -> None:
+        while True:
+            await asyncio.sleep(min(1.0, self.settings.liveness_timeout / 4))
+            self.queue.put_nowait(_TICK)
+
+    def _stale_nodes(self, now: int, force_reason: str | None = None) -> list[Event]:
+        """NodeLost for every live node whose current session has not heartbeaten in time: the
+        liveness timeout, or for an operator's reconcile three of the node's own intervals."""
+        lost: list[Event] = []
+        mono = time.monotonic()
+        for node in self.placer.alive_nodes():
+            session, seen = self.last_seen.get(node.node_id, ("", 0.0))
+            if session != node.session:  # no beat of this session yet: count from when we saw it join
+                seen = max(self.live_since, self.join_seen.get(node.node_id, 0.0))
+            limit = self.settings.liveness_timeout
+            beat = self.heartbeats.get(node.node_id)
+            if force_reason and beat is not None and beat.session == node.session:
+                limit = min(limit, 3 * beat.interval_s)
+            if mono - seen > limit:
+                lost.append(NodeLost(node_id=node.node_id, session=node.session, at_ms=now,
+                                     reason=force_reason or "heartbeat_timeout"))
+        return lost
+
     def _check_caught_up(self, targets: dict[str, int]) -> None:
         if all(self.positions[s] >= t for s, t in targets.items()):
             self.live = True
+            self.live_since = time.monotonic()
             self.caught_up.set()
             for run in self.runs.values():
                 self.dirty.add(run.run_id)
@@ -150,9 +202,10 @@ class RunController:
         """Fold one event. Idempotent, so the controller's own events may come back safely."""
         if isinstance(event, NodeJoined):
             self.placer.node_joined(event)
+            self.join_seen[event.node_id] = time.monotonic()
             self.placement_due = True
             return
-        if isinstance(event, NodeLeft):
+        if isinstance(event, NodeLeft | NodeLost):
             self.placer.node_left(event.node_id, event.session)
             return
         if isinstance(event, RunCreated):
@@ -181,6 +234,8 @@ class RunController:
         elif isinstance(event, ATTEMPT_TERMINAL):
             self.placer.release((run_id, event.task_id, event.attempt))
             self.placement_due = True
+            if isinstance(event, AttemptRejected):
+                self.placer.note_reject(run_id, event.task_id, event.node_id, event.at_ms, event.reason)
         if isinstance(event, RunFinished):
             run = self.runs.pop(run_id, None)
             self.done_runs.add(run_id)
@@ -202,6 +257,12 @@ class RunController:
     async def _decide(self) -> None:
         events: list[Event] = []
         now = now_ms()
+        lost_nodes = self._stale_nodes(now)
+        if lost_nodes:
+            for event in lost_nodes:
+                self.apply(event)
+            # recorded before the attempts they orphan, so history reads in cause order
+            await self._publish_node_events(lost_nodes)
         events += self._reconcile_lost_nodes(now)
         for event in events:
             self.apply(event)
@@ -318,7 +379,7 @@ class RunController:
             if req in no_room:
                 self.pending_reasons[key] = no_room[req]
                 continue
-            choice = self.placer.choose(run_id, req)
+            choice = self.placer.choose(run_id, req, task_id)
             if not isinstance(choice, Placement):
                 self.pending_reasons[key] = no_room[req] = choice
                 continue
@@ -353,6 +414,20 @@ class RunController:
                 )
             )
         return events, work
+
+    async def _publish_node_events(self, events: list[Event]) -> None:
+        await self.store.publish_many([(subjects.node_subject(e.node_id), [e]) for e in events])  # type: ignore[union-attr]
+
+    async def reconcile_workers(self) -> dict[str, Any]:
+        """Operator command: declare every node without a recent heartbeat lost now."""
+        now = now_ms()
+        lost = self._stale_nodes(now, force_reason="reconciled")
+        for event in lost:
+            self.apply(event)
+        if lost:
+            await self._publish_node_events(lost)
+        self.queue.put_nowait(_TICK)
+        return {"lost_nodes": [e.node_id for e in lost], "alive_nodes": [n.node_id for n in self.placer.alive_nodes()]}
 
     async def _publish_work(self, work: dict[str, list[WorkItem]]) -> None:
         messages = []

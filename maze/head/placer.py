@@ -14,6 +14,8 @@ Policy (README, "Placement"):
 
 from __future__ import annotations
 
+from collections import deque
+
 from msgspec import Struct, field
 
 from maze.core.resources import EPSILON, Usage, add_usage, could_ever_fit, pick_gpus
@@ -54,6 +56,8 @@ class Placer:
         self.nodes: dict[str, NodeView] = {}
         self.reservations: dict[AttemptKey, Reservation] = {}
         self.run_load: dict[tuple[str, str], int] = {}  # (node, run) -> attempts reserved
+        self.rejects: dict[str, deque[tuple[int, str]]] = {}  # node -> recent (at_ms, reason)
+        self.avoid: dict[tuple[str, str], str] = {}  # (run, task) -> node that just rejected it
 
     # ---- folding ------------------------------------------------------------------------------
     def node_joined(self, event: NodeJoined) -> None:
@@ -74,6 +78,10 @@ class Placer:
         node = self.nodes.get(node_id)
         if node is not None and node.session == session:
             node.alive = False
+
+    def note_reject(self, run_id: str, task_id: str, node_id: str, at_ms: int, reason: str) -> None:
+        self.rejects.setdefault(node_id, deque(maxlen=20)).append((at_ms, reason))
+        self.avoid[(run_id, task_id)] = node_id
 
     def reserve(self, key: AttemptKey, node_id: str, session: str, req: Resources, gpus: list[int]) -> None:
         if key in self.reservations:
@@ -127,11 +135,16 @@ class Placer:
             reasons.append(f"{node.node_id}: {why}")
         return "no node can ever hold this task (" + "; ".join(reasons) + ")"
 
-    def choose(self, run_id: str, req: Resources) -> Placement | str:
-        """A placement, or the reason nothing fits now."""
+    def choose(self, run_id: str, req: Resources, task_id: str = "") -> Placement | str:
+        """A placement, or the reason nothing fits now. A node that just rejected this task is
+        tried last."""
+        avoid = self.avoid.pop((run_id, task_id), None)
+        nodes = sorted(self.alive_nodes(), key=lambda n: n.node_id == avoid)
         best: tuple[float, int, str] | None = None
         best_gpus: list[int] = []
-        for node in self.alive_nodes():
+        for node in nodes:
+            if best is not None and node.node_id == avoid:
+                break
             cap = node.capacity
             if could_ever_fit(cap, req) is not None:
                 continue

@@ -13,6 +13,7 @@ from maze.events.specs import InputRef, TaskError, TaskSpec
 from maze.events.tasks import (
     AttemptFailed,
     AttemptPlaced,
+    AttemptRejected,
     AttemptStarted,
     AttemptSucceeded,
     RetryScheduled,
@@ -101,6 +102,11 @@ def apply_attempt_event(run: RunRuntime, event: Event) -> list[str]:
     if isinstance(event, AttemptStarted):
         if task.state == "queued":
             task.state = "running"
+        return []
+    if isinstance(event, AttemptRejected):
+        if task.state == "queued":
+            task.state = "pending"  # placed again, as the next attempt
+            return [task.spec.task_id]
         return []
     if isinstance(event, AttemptSucceeded):
         task.state = "succeeded"

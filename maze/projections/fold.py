@@ -11,12 +11,13 @@ from msgspec import Struct, field
 
 from maze.events.catalog import Event
 from maze.events.codec import decode_value
-from maze.events.nodes import NodeJoined, NodeLeft
+from maze.events.nodes import NodeJoined, NodeLeft, NodeLost
 from maze.events.runs import RunCreated, RunFinished
 from maze.events.specs import InputRef, TaskError
 from maze.events.tasks import (
     AttemptFailed,
     AttemptPlaced,
+    AttemptRejected,
     AttemptStarted,
     AttemptSucceeded,
     RetryScheduled,
@@ -191,6 +192,12 @@ def fold_run_event(model: RunModel, event: Event) -> RunModel:
                 finished_at_ms=event.at_ms,
                 error=None,
             )
+    elif isinstance(event, AttemptRejected):
+        if attempt["state"] in TERMINAL or attempt["state"] == "rejected":
+            return model
+        attempt.update(state="rejected", reason=event.reason, finished_at_ms=event.at_ms)
+        if current and task["attempt"] == attempt_no and task["state"] == "queued":
+            task.update(state="pending", placement_reason=f"rejected by {event.node_id}: {event.reason}")
     elif isinstance(event, AttemptFailed):
         if attempt["state"] in TERMINAL:
             return model
@@ -210,7 +217,7 @@ def summarize(model: RunModel) -> None:
     model.run["tasks_failed"] = states.count("failed") + states.count("timed_out")
 
 
-def fold_node_event(node: Row | None, event: NodeJoined | NodeLeft) -> Row | None:
+def fold_node_event(node: Row | None, event: NodeJoined | NodeLeft | NodeLost) -> Row | None:
     if isinstance(event, NodeJoined):
         return {
             "node_id": event.node_id,
@@ -226,5 +233,5 @@ def fold_node_event(node: Row | None, event: NodeJoined | NodeLeft) -> Row | Non
         }
     if node is not None and node["session"] == event.session:
         node = dict(node)
-        node.update(state="left" if event.reason == "stopped" else "lost", left_at_ms=event.at_ms)
+        node.update(state="lost" if isinstance(event, NodeLost) else "left", left_at_ms=event.at_ms)
     return node

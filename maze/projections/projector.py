@@ -21,7 +21,7 @@ from nats.aio.msg import Msg
 from maze.events import subjects
 from maze.events.catalog import Event
 from maze.events.codec import decode_events
-from maze.events.nodes import NodeJoined, NodeLeft
+from maze.events.nodes import NodeJoined, NodeLeft, NodeLost
 from maze.events.runs import RunCreated
 from maze.events.store import subscribe_ordered
 from maze.projections import db
@@ -53,7 +53,7 @@ class Folder:
                 continue  # already applied (a replay after a crash)
             new_positions[stream] = seq
             for event in events:
-                if isinstance(event, NodeJoined | NodeLeft):
+                if isinstance(event, NodeJoined | NodeLeft | NodeLost):
                     current = (
                         nodes[event.node_id]
                         if event.node_id in nodes

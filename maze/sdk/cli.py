@@ -68,6 +68,9 @@ def start(
     gpus: str = typer.Option(None, "--gpus", help="auto | none | 0,1 | 2x16GB (declared)."),
     node_id: str = typer.Option(None, "--node-id", help="Stable node id (default: from the host name)."),
     no_local_worker: bool = typer.Option(False, "--no-local-worker", help="Head without a local worker."),
+    agent: bool = typer.Option(False, "--agent", help="Worker re-registers by itself after head/NATS restarts."),
+    heartbeat_interval: float = typer.Option(2.0, "--heartbeat-interval", help="Seconds between heartbeats."),
+    liveness_timeout: float = typer.Option(10.0, "--liveness-timeout", help="Head: a node silent this long is lost."),
     log_level: str = typer.Option("warning", "--log-level"),
 ) -> None:
     """Start a head (`--head`) or a worker (`--worker --addr HOST:PORT`)."""
@@ -76,6 +79,8 @@ def start(
         fail("choose exactly one of --head or --worker")
     if fsync not in ("always", "interval"):
         fail("--fsync must be 'always' or 'interval'")
+    if heartbeat_interval <= 0 or liveness_timeout <= heartbeat_interval:
+        fail("--heartbeat-interval must be > 0 and below --liveness-timeout")
     try:
         if head:
             from maze.head.process import Head
@@ -100,7 +105,7 @@ def start(
                 fail("--worker needs --addr HEAD_HOST:PORT")
             from maze.workers.process import run_worker
 
-            asyncio.run(run_worker(addr, node_id, cpus, memory_mb, gpus))
+            asyncio.run(run_worker(addr, node_id, cpus, memory_mb, gpus, agent, heartbeat_interval))
     except MazeError as exc:
         fail(exc.message)
 

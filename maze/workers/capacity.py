@@ -90,3 +90,24 @@ def local_ip() -> str:
     except OSError:
         return "127.0.0.1"
     return ip
+
+
+def gpu_free_mb(capacity: NodeCapacity) -> dict[int, int]:
+    """Free memory of the real (pynvml-detected) cards of this node now; declared cards are skipped."""
+    real = [g.index for g in capacity.gpus if g.name != "declared"]
+    if not real:
+        return {}
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception:
+        return {}
+    try:
+        out = {}
+        for index in real:
+            mem = pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(index))
+            out[index] = int(mem.free // (1024 * 1024))
+        return out
+    finally:
+        pynvml.nvmlShutdown()

@@ -51,6 +51,12 @@ def run_attempt(request: dict[str, Any], functions: dict[str, Any]) -> tuple[boo
         functions[request["func_hash"]] = fn
     inputs = msgspec.msgpack.decode(request["inputs"])
     os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in request["gpus"])
+    cores = request.get("cores") or []
+    if cores and hasattr(os, "sched_setaffinity"):
+        try:
+            os.sched_setaffinity(0, cores)
+        except OSError:
+            pass  # a container may forbid it; the reservation still holds
     try:
         result = fn(**inputs) if request["call_style"] == "kwargs" else fn(inputs)
     except BaseException as exc:

@@ -18,6 +18,7 @@ class Outbox:
     def __init__(self, store: EventStore) -> None:
         self.store = store
         self.pending: list[Event] = []
+        self.inflight: list[Event] = []
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -43,17 +44,22 @@ class Outbox:
             except asyncio.CancelledError:
                 pass
 
+    def unsent(self) -> list[Event]:
+        """After stop(): what was emitted but not confirmed stored (to hand to a new outbox)."""
+        return [*self.inflight, *self.pending]
+
     async def _flush_forever(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
             await asyncio.sleep(0)  # let the rest of this tick's events join the batch
             batch, self.pending = self.pending, []
+            self.inflight = batch
             delay = 0.05
             while batch:
                 try:
                     await self.store.publish_runs(batch)
-                    batch = []
+                    batch = self.inflight = []
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:

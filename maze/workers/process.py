@@ -1,4 +1,8 @@
-"""`maze start --worker --addr HEAD:PORT`: join a running head as a worker node."""
+"""`maze start --worker --addr HEAD:PORT [--agent]`: join a running head as a worker node.
+
+With `--agent` the worker also watches its own registration: if the head no longer knows its
+session as alive (the head or NATS restarted with other state, or it was declared lost), it asks the
+head again for the NATS URLs, reconnects if they changed, and registers a new session."""
 
 from __future__ import annotations
 
@@ -6,9 +10,11 @@ import asyncio
 import contextlib
 import signal
 import socket
+import uuid
 
 import httpx
 import structlog
+from nats.aio.client import Client as NATS
 
 from maze.core.errors import Unavailable
 from maze.events.store import connect
@@ -18,11 +24,15 @@ from maze.workers.worker import Worker
 log = structlog.get_logger(__name__)
 
 
+def head_url(addr: str) -> str:
+    return (addr if addr.startswith("http") else f"http://{addr}").rstrip("/")
+
+
 def head_nats_urls(addr: str) -> list[str]:
     """Ask the head where its event store is."""
-    url = addr if addr.startswith("http") else f"http://{addr}"
+    url = head_url(addr)
     try:
-        resp = httpx.get(f"{url.rstrip('/')}/cluster/nats", timeout=10)
+        resp = httpx.get(f"{url}/cluster/nats", timeout=10)
         resp.raise_for_status()
     except httpx.HTTPError as exc:
         raise Unavailable(f"cannot reach the head at {url}: {exc}") from exc
@@ -32,27 +42,83 @@ def head_nats_urls(addr: str) -> list[str]:
     return [u.replace("127.0.0.1", host).replace("localhost", host) for u in urls]
 
 
-async def run_worker(
-    addr: str, node_id: str | None, cpus: float | None, memory_mb: int | None, gpus: str | None
-) -> None:
+def registered_alive(addr: str, node_id: str, session: str) -> bool | None:
+    """Whether the head sees this node session alive; None if the head cannot be asked now."""
+    try:
+        resp = httpx.get(f"{head_url(addr)}/cluster/resources", timeout=5)
+        resp.raise_for_status()
+    except httpx.HTTPError:
+        return None
+    for node in resp.json()["nodes"]:
+        if node["node_id"] == node_id:
+            return bool(node["session"] == session and node["state"] == "alive")
+    return False
+
+
+class Agent:
+    def __init__(self, addr: str, worker: Worker, urls: list[str]) -> None:
+        self.addr = addr
+        self.worker = worker
+        self.urls = urls
+        self.lock = asyncio.Lock()
+
+    async def watch(self) -> None:
+        interval = max(0.5, self.worker.heartbeat_interval)
+        while True:
+            await asyncio.sleep(interval * 2)
+            alive = await asyncio.to_thread(registered_alive, self.addr, self.worker.node_id, self.worker.session)
+            if alive is False:
+                await self.recover()
+
+    async def recover(self) -> None:
+        async with self.lock:
+            while True:
+                try:
+                    urls = await asyncio.to_thread(head_nats_urls, self.addr)
+                    nc: NATS | None = None
+                    if urls != self.urls or not self.worker.nc.is_connected:
+                        nc = await connect(urls, "maze-worker")
+                        old = self.worker.nc
+                        self.urls = urls
+                    await self.worker.rejoin(nc)
+                    if nc is not None:
+                        with contextlib.suppress(Exception):
+                            await old.close()
+                    log.info("agent.reregistered", node_id=self.worker.node_id, session=self.worker.session)
+                    print(f"Maze worker {self.worker.node_id} re-registered (session {self.worker.session})",
+                          flush=True)
+                    return
+                except Exception as exc:
+                    log.warning("agent.reregister_failed", error=str(exc))
+                    await asyncio.sleep(max(0.5, self.worker.heartbeat_interval))
+
+
+async def run_worker(addr: str, node_id: str | None, cpus: float | None, memory_mb: int | None,
+                     gpus: str | None, agent: bool = False, heartbeat_interval: float = 2.0) -> None:
     urls = await asyncio.to_thread(head_nats_urls, addr)
     capacity = local_capacity(cpus, memory_mb, gpus)
     nc = await connect(urls, "maze-worker")
-    node = node_id or f"{socket.gethostname().split('.')[0]}-{local_ip().replace('.', '-')}"
-    worker = Worker(nc, node, capacity, local_ip())
+    node = node_id or f"{socket.gethostname().split('.')[0]}-{uuid.uuid4().hex[:6]}"
+    worker = Worker(nc, node, capacity, local_ip(), heartbeat_interval=heartbeat_interval)
+    watcher = None
+    if agent:
+        agent_obj = Agent(addr, worker, urls)
+        worker.on_registration_lost = agent_obj.recover
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
     await worker.start()
-    print(
-        f"Maze worker {node} joined {addr} (NATS {', '.join(urls)}): {capacity.cpus:g} CPUs, "
-        f"{capacity.memory_mb} MB, GPUs {[(g.index, g.name, g.total_mem_mb) for g in capacity.gpus]}",
-        flush=True,
-    )
+    if agent:
+        watcher = asyncio.create_task(agent_obj.watch())
+    print(f"Maze worker {node} joined {addr} (NATS {', '.join(urls)}): {capacity.cpus:g} CPUs, "
+          f"{capacity.memory_mb} MB, GPUs {[(g.index, g.name, g.total_mem_mb) for g in capacity.gpus]}"
+          f"{' [agent]' if agent else ''}", flush=True)
     try:
         await stopping.wait()
     finally:
+        if watcher is not None:
+            watcher.cancel()
         await worker.stop()
         with contextlib.suppress(Exception):
-            await nc.close()
+            await worker.nc.close()

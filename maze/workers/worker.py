@@ -2,8 +2,9 @@
 runs it in its own OS process, and records start and outcome as events.
 
 Work messages are acknowledged on receipt: they are transport, and the run stream is the record.
-If this process dies, its next session (or the heartbeat expiry) makes the controller mark the
-attempts it held as `node_lost` and retry them, so nothing is lost and nothing runs twice.
+If this process dies, its heartbeats stop (or its next session joins) and the controller marks the
+attempts it held `node_lost` and retries them elsewhere; work addressed to an earlier session is
+ignored, so an attempt never runs twice.
 """
 
 from __future__ import annotations
@@ -12,94 +13,118 @@ import asyncio
 import socket
 import uuid
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 
+import msgspec
 import structlog
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from maze.core.clock import now_ms
 from maze.core.resources import Usage, add_usage, fits_assigned
 from maze.events import subjects
-from maze.events.codec import decode_work
-from maze.events.nodes import NodeJoined, NodeLeft
+from maze.events.codec import decode_events, decode_work
+from maze.events.nodes import Heartbeat, NodeJoined, NodeLeft, NodeLost
 from maze.events.specs import NodeCapacity, TaskError
-from maze.events.store import EventStore
-from maze.events.tasks import AttemptFailed, AttemptStarted, AttemptSucceeded
+from maze.events.store import EventStore, heartbeat_bucket
+from maze.events.tasks import AttemptFailed, AttemptRejected, AttemptStarted, AttemptSucceeded
 from maze.events.work import WorkItem
+from maze.workers.affinity import CoreAllocator
+from maze.workers.capacity import gpu_free_mb
 from maze.workers.outbox import Outbox
 from maze.workers.pool import ProcessExited, ProcessPool, TaskProcess
 
 log = structlog.get_logger(__name__)
+_beat = msgspec.msgpack.Encoder()
 
 
 class Worker:
     def __init__(
-        self, nc: NATS, node_id: str, capacity: NodeCapacity, ip: str, hostname: str | None = None
+        self, nc: NATS, node_id: str, capacity: NodeCapacity, ip: str, hostname: str | None = None,
+        heartbeat_interval: float = 2.0,
+        on_registration_lost: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.nc = nc
-        self.js = nc.jetstream(timeout=10)
-        self.store = EventStore(nc)
         self.node_id = node_id
         self.capacity = capacity
         self.ip = ip
         self.hostname = hostname or socket.gethostname()
-        self.session = uuid.uuid4().hex[:12]
-        self.outbox = Outbox(self.store)
+        self.heartbeat_interval = heartbeat_interval
+        self.on_registration_lost = on_registration_lost
+        self.session = ""
         self.pool = ProcessPool(warm=max(1, int(capacity.cpus)), max_idle=max(2, int(capacity.cpus) * 2))
+        self.cores = CoreAllocator()
         self.waiting: list[WorkItem] = []
         self.usage = Usage()
         self.running: dict[tuple[str, str, int], asyncio.Task[None]] = {}
         self.seen: OrderedDict[tuple[str, str, int], None] = OrderedDict()
         self._tasks: list[asyncio.Task[None]] = []
-        self.log = log.bind(node_id=node_id, session=self.session)
+        self._bind(nc)
+        self.log = log.bind(node_id=node_id)
+
+    def _bind(self, nc: NATS) -> None:
+        self.nc = nc
+        self.js = nc.jetstream(timeout=10)
+        self.store = EventStore(nc)
+        self.outbox = Outbox(self.store)
 
     @property
     def durable(self) -> str:
         return f"worker-{self.node_id}"
 
     async def start(self) -> None:
+        self.pool.start()
+        await self.join()
+
+    async def join(self) -> None:
+        """Register a new session of this node and start pulling its work."""
+        self.session = uuid.uuid4().hex[:12]
+        self.log = log.bind(node_id=self.node_id, session=self.session)
         subject = subjects.work_subject(self.node_id)
         # Work placed on an earlier session of this node is void: the controller re-places it.
         await self.js.purge_stream(subjects.WORK_STREAM, subject=subject)
         await self.js.add_consumer(
             subjects.WORK_STREAM,
             ConsumerConfig(
-                durable_name=self.durable,
-                filter_subject=subject,
-                ack_policy=AckPolicy.EXPLICIT,
+                durable_name=self.durable, filter_subject=subject, ack_policy=AckPolicy.EXPLICIT,
                 max_ack_pending=100_000,
             ),
         )
         self.sub = await self.js.pull_subscribe_bind(self.durable, stream=subjects.WORK_STREAM)
-        self.pool.start()
+        self.kv = await heartbeat_bucket(self.js)
         self.outbox.start()
+        await self._beat()
         await self.store.publish(
             subjects.node_subject(self.node_id),
-            [
-                NodeJoined(
-                    node_id=self.node_id,
-                    session=self.session,
-                    at_ms=now_ms(),
-                    hostname=self.hostname,
-                    ip=self.ip,
-                    capacity=self.capacity,
-                )
-            ],
+            [NodeJoined(node_id=self.node_id, session=self.session, at_ms=now_ms(), hostname=self.hostname,
+                        ip=self.ip, capacity=self.capacity)],
         )
-        self._tasks.append(asyncio.create_task(self._pull_forever(), name=f"worker-{self.node_id}"))
-        self.log.info(
-            "worker.joined",
-            cpus=self.capacity.cpus,
-            memory_mb=self.capacity.memory_mb,
-            gpus=[(g.index, g.name, g.total_mem_mb) for g in self.capacity.gpus],
-        )
+        self.node_sub = await self.nc.subscribe(subjects.node_subject(self.node_id), cb=self._on_node_event)
+        self._tasks = [
+            asyncio.create_task(self._pull_forever(), name=f"worker-pull-{self.node_id}"),
+            asyncio.create_task(self._heartbeat_forever(), name=f"worker-beat-{self.node_id}"),
+        ]
+        self.log.info("worker.joined", cpus=self.capacity.cpus, memory_mb=self.capacity.memory_mb,
+                      gpus=[(g.index, g.name, g.total_mem_mb) for g in self.capacity.gpus])
 
-    async def stop(self, reason: str = "stopped") -> None:
+    async def leave(self, kill_running: bool = True) -> None:
+        """End this session: stop pulling, kill running attempts (they will be retried)."""
         for task in self._tasks:
             task.cancel()
-        for task in list(self.running.values()):
-            task.cancel()
+        if kill_running:
+            for task in list(self.running.values()):
+                task.cancel()
         await asyncio.gather(*self._tasks, *self.running.values(), return_exceptions=True)
+        self._tasks = []
+        self.waiting.clear()
+        try:
+            await self.node_sub.unsubscribe()
+        except Exception:
+            pass
+
+    async def stop(self, reason: str = "stopped") -> None:
+        await self.leave()
         self.pool.shutdown()
         try:
             await asyncio.wait_for(self.outbox.drain(), 5)
@@ -110,6 +135,50 @@ class Worker:
         except Exception as exc:
             self.log.warning("worker.leave_not_recorded", error=str(exc))
         await self.outbox.stop()
+
+    async def rejoin(self, nc: NATS | None = None) -> None:
+        """A fresh session: after being declared lost, or (agent) after the head or NATS restarted."""
+        await self.leave()
+        await self.outbox.stop()
+        unsent = self.outbox.unsent()  # re-published by the new outbox (same message ids)
+        if nc is not None:
+            self._bind(nc)
+        else:
+            self.outbox = Outbox(self.store)
+        for event in unsent:
+            self.outbox.emit(event)
+        await self.join()
+
+    # ---- liveness -----------------------------------------------------------------------------
+    async def _beat(self) -> None:
+        beat = Heartbeat(
+            node_id=self.node_id, session=self.session, at_ms=now_ms(), running=len(self.running),
+            waiting=len(self.waiting), cpu_used=self.usage.cpu, memory_used_mb=self.usage.cpu_mem,
+            gpu_free_mb=gpu_free_mb(self.capacity), ip=self.ip, interval_s=self.heartbeat_interval,
+        )
+        await self.kv.put(self.node_id, _beat.encode(beat))
+
+    async def _heartbeat_forever(self) -> None:
+        failures = 0
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            try:
+                await self._beat()
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures += 1
+                self.log.warning("worker.heartbeat_failed", error=str(exc), failures=failures)
+                if failures >= 3 and self.on_registration_lost is not None:
+                    asyncio.get_running_loop().create_task(self.on_registration_lost())
+                    return
+
+    async def _on_node_event(self, msg: Msg) -> None:
+        for event in decode_events(msg.data):
+            if isinstance(event, NodeLost) and event.session == self.session:
+                self.log.warning("worker.declared_lost_rejoining", reason=event.reason)
+                asyncio.get_running_loop().create_task(self.rejoin())
 
     # ---- receiving ----------------------------------------------------------------------------
     async def _pull_forever(self) -> None:
@@ -150,43 +219,47 @@ class Worker:
         still_waiting = []
         for item in self.waiting:
             if fits_assigned(self.capacity, self.usage, item.resources, item.gpus):
+                if item.gpus and not self._gpu_memory_free(item):
+                    continue
                 add_usage(self.usage, item.resources, item.gpus)
                 self.running[item.key] = asyncio.create_task(self._run(item))
             else:
                 still_waiting.append(item)
         self.waiting = still_waiting
 
+    def _gpu_memory_free(self, item: WorkItem) -> bool:
+        """Re-check real cards with pynvml: another process may be using the memory we were given."""
+        free = gpu_free_mb(self.capacity)
+        short = [g for g in item.gpus if g in free and free[g] < item.resources.gpu_mem]
+        if not short:
+            return True
+        reason = ", ".join(f"GPU {g} has {free[g]} MB free, needs {item.resources.gpu_mem} MB" for g in short)
+        self.outbox.emit(AttemptRejected(run_id=item.run_id, task_id=item.task_id, attempt=item.attempt,
+                                         node_id=self.node_id, at_ms=now_ms(), reason=reason))
+        return False
+
     async def _run(self, item: WorkItem) -> None:
         tp: TaskProcess | None = None
         reuse = False
+        cores = self.cores.take(item.resources.cpu)
         try:
             tp = self.pool.acquire(fresh=bool(item.gpus))
             self.outbox.emit(
                 AttemptStarted(
-                    run_id=item.run_id,
-                    task_id=item.task_id,
-                    attempt=item.attempt,
-                    node_id=self.node_id,
-                    at_ms=now_ms(),
-                    node_ip=self.ip,
-                    pid=tp.pid,
+                    run_id=item.run_id, task_id=item.task_id, attempt=item.attempt, node_id=self.node_id,
+                    at_ms=now_ms(), node_ip=self.ip, pid=tp.pid,
                 )
             )
             request = {
-                "func_name": item.func_name,
-                "func_hash": item.func_hash,
-                "func": item.func,
-                "call_style": item.call_style,
-                "inputs": item.inputs,
-                "outputs": item.outputs,
-                "gpus": item.gpus,
+                "func_name": item.func_name, "func_hash": item.func_hash, "func": item.func,
+                "call_style": item.call_style, "inputs": item.inputs, "outputs": item.outputs,
+                "gpus": item.gpus, "cores": cores,
             }
             try:
                 reply = await self.pool.run(tp, request, item.timeout_seconds)
             except TimeoutError:
-                self._fail(
-                    item, "timed_out", f"attempt exceeded timeout of {item.timeout_seconds}s", retryable=True
-                )
+                self._fail(item, "timed_out", f"attempt exceeded timeout of {item.timeout_seconds}s",
+                           retryable=True)
                 return
             except ProcessExited as exc:
                 self._fail(item, "process_exited", str(exc), retryable=True)
@@ -195,60 +268,36 @@ class Worker:
             if reply["ok"]:
                 self.outbox.emit(
                     AttemptSucceeded(
-                        run_id=item.run_id,
-                        task_id=item.task_id,
-                        attempt=item.attempt,
-                        node_id=self.node_id,
-                        at_ms=now_ms(),
-                        result=reply["payload"],
+                        run_id=item.run_id, task_id=item.task_id, attempt=item.attempt,
+                        node_id=self.node_id, at_ms=now_ms(), result=reply["payload"],
                         duration_ms=reply["duration_ms"],
                     )
                 )
             else:
                 err = reply["payload"]
-                self._fail(
-                    item,
-                    err["error_type"],
-                    err["message"],
-                    retryable=err["retryable"],
-                    traceback=err["traceback"],
-                    exception_type=err["exception_type"],
-                )
+                self._fail(item, err["error_type"], err["message"], retryable=err["retryable"],
+                           traceback=err["traceback"], exception_type=err["exception_type"])
         except asyncio.CancelledError:
             reuse = False
             raise
         finally:
             if tp is not None:
                 self.pool.release(tp, reuse=reuse)
+            self.cores.give_back(cores, item.resources.cpu)
             add_usage(self.usage, item.resources, item.gpus, sign=-1)
             self.running.pop(item.key, None)
-            self._pump()
+            if self._tasks:
+                self._pump()
 
-    def _fail(
-        self,
-        item: WorkItem,
-        error_type: str,
-        message: str,
-        retryable: bool,
-        traceback: str | None = None,
-        exception_type: str | None = None,
-    ) -> None:
+    def _fail(self, item: WorkItem, error_type: str, message: str, retryable: bool,
+              traceback: str | None = None, exception_type: str | None = None) -> None:
         self.outbox.emit(
             AttemptFailed(
-                run_id=item.run_id,
-                task_id=item.task_id,
-                attempt=item.attempt,
-                at_ms=now_ms(),
+                run_id=item.run_id, task_id=item.task_id, attempt=item.attempt, at_ms=now_ms(),
                 node_id=self.node_id,
                 error=TaskError(
-                    error_type=error_type,
-                    message=message,
-                    retryable=retryable,
-                    origin="task",
-                    node_id=self.node_id,
-                    node_ip=self.ip,
-                    attempt=item.attempt,
-                    traceback=traceback,
+                    error_type=error_type, message=message, retryable=retryable, origin="task",
+                    node_id=self.node_id, node_ip=self.ip, attempt=item.attempt, traceback=traceback,
                     exception_type=exception_type,
                 ),
             )

@@ -1,0 +1,62 @@
+"""Cluster routes: nodes and their capacity, queues, the NATS address for joining, reconcile."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from litestar import get, post
+
+from maze.api.state import HeadState
+from maze.head import views
+from maze.projections import queries
+
+
+@get("/cluster/nats")
+async def cluster_nats(head: HeadState) -> dict[str, Any]:
+    """Where workers connect: the NATS URLs of this head's event store."""
+    return {"nats_urls": head.nats_urls}
+
+
+@get("/cluster/resources")
+async def cluster_resources(head: HeadState) -> dict[str, Any]:
+    """Every node with total / committed / free CPU and memory and each GPU's memory; and workers
+    seen heartbeating on NATS that are not registered nodes of this head."""
+    await head.read_barrier()
+    rows = await asyncio.to_thread(queries.list_nodes, head.cursor())
+    ctl = head.controller
+    nodes = []
+    for row in rows:
+        live = views.node_live_view(ctl, row["node_id"])
+        committed = live.get("committed", {"cpu": 0.0, "cpu_mem": 0, "gpu_mem": {}, "gpu_share": {}})
+        gpus = []
+        for gpu in row["gpus"] or []:
+            used = committed["gpu_mem"].get(gpu["index"], 0)
+            gpus.append({**gpu, "reserved_mem_mb": used, "free_mem_mb": gpu["total_mem_mb"] - used,
+                         "reserved_share": committed["gpu_share"].get(gpu["index"], 0.0),
+                         "nvml_free_mb": live.get("nvml_free_mb", {}).get(gpu["index"])})
+        nodes.append({
+            "node_id": row["node_id"], "session": row["session"], "hostname": row["hostname"], "ip": row["ip"],
+            "state": row["state"], "joined_at_ms": row["joined_at_ms"], "left_at_ms": row["left_at_ms"],
+            "heartbeat_age_s": live["heartbeat_age_s"], "running": live["running"], "waiting": live["waiting"],
+            "cpu": {"total": row["cpus"], "committed": committed["cpu"],
+                    "free": round(max(0.0, row["cpus"] - committed["cpu"]), 6),
+                    "in_use": live.get("in_use", {}).get("cpu", 0.0)},
+            "memory_mb": {"total": row["memory_mb"], "committed": committed["cpu_mem"],
+                          "free": max(0, row["memory_mb"] - committed["cpu_mem"])},
+            "gpus": gpus,
+        })
+    return {"nodes": nodes, "unregistered_nodes": views.unregistered(ctl)}
+
+
+@get("/cluster/queues")
+async def cluster_queues(head: HeadState) -> dict[str, Any]:
+    """Attempts waiting for placement (with reasons) and placed per resource class, retry waits,
+    attempts with timeouts, per-node queues and recent reject reasons."""
+    return views.queues(head.controller)
+
+
+@post("/cluster/reconcile", status_code=200)
+async def reconcile_workers(head: HeadState) -> dict[str, Any]:
+    """Declare every node that stopped heartbeating lost now; their attempts are retried."""
+    return await head.controller.reconcile_workers()
