@@ -145,3 +145,65 @@ def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05):  # typ
             return value
         time.sleep(interval)
     raise TimeoutError("condition not reached")
+
+
+class WorkerProcess:
+    """`maze start --worker --addr ...` as a real process."""
+
+    def __init__(self, head: HeadProcess, node_id: str, args: list[str], log_dir: Path) -> None:
+        self.head = head
+        self.node_id = node_id
+        self.args = args
+        self.log_path = log_dir / f"worker-{node_id}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, wait: bool = True) -> None:
+        cmd = [
+            sys.executable,
+            "-m",
+            "maze",
+            "start",
+            "--worker",
+            "--addr",
+            f"127.0.0.1:{self.head.port}",
+            "--node-id",
+            self.node_id,
+            "--log-level",
+            "info",
+            *self.args,
+        ]
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+            )
+        if wait:
+            wait_until(lambda: self.alive_session() is not None, timeout=30)
+
+    def alive_session(self) -> str | None:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"worker {self.node_id} exited:\n{self.log()}")
+        try:
+            nodes = httpx.get(f"{self.head.url}/cluster/resources", timeout=5).json()["nodes"]
+        except httpx.HTTPError:
+            return None
+        for node in nodes:
+            if node["node_id"] == self.node_id and node["state"] == "alive":
+                return str(node["session"])
+        return None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-5000:] if self.log_path.exists() else ""
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()

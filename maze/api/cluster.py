@@ -32,20 +32,41 @@ async def cluster_resources(head: HeadState) -> dict[str, Any]:
         gpus = []
         for gpu in row["gpus"] or []:
             used = committed["gpu_mem"].get(gpu["index"], 0)
-            gpus.append({**gpu, "reserved_mem_mb": used, "free_mem_mb": gpu["total_mem_mb"] - used,
-                         "reserved_share": committed["gpu_share"].get(gpu["index"], 0.0),
-                         "nvml_free_mb": live.get("nvml_free_mb", {}).get(gpu["index"])})
-        nodes.append({
-            "node_id": row["node_id"], "session": row["session"], "hostname": row["hostname"], "ip": row["ip"],
-            "state": row["state"], "joined_at_ms": row["joined_at_ms"], "left_at_ms": row["left_at_ms"],
-            "heartbeat_age_s": live["heartbeat_age_s"], "running": live["running"], "waiting": live["waiting"],
-            "cpu": {"total": row["cpus"], "committed": committed["cpu"],
+            gpus.append(
+                {
+                    **gpu,
+                    "reserved_mem_mb": used,
+                    "free_mem_mb": gpu["total_mem_mb"] - used,
+                    "reserved_share": committed["gpu_share"].get(gpu["index"], 0.0),
+                    "nvml_free_mb": live.get("nvml_free_mb", {}).get(gpu["index"]),
+                }
+            )
+        nodes.append(
+            {
+                "node_id": row["node_id"],
+                "session": row["session"],
+                "hostname": row["hostname"],
+                "ip": row["ip"],
+                "state": row["state"],
+                "joined_at_ms": row["joined_at_ms"],
+                "left_at_ms": row["left_at_ms"],
+                "heartbeat_age_s": live["heartbeat_age_s"],
+                "running": live["running"],
+                "waiting": live["waiting"],
+                "cpu": {
+                    "total": row["cpus"],
+                    "committed": committed["cpu"],
                     "free": round(max(0.0, row["cpus"] - committed["cpu"]), 6),
-                    "in_use": live.get("in_use", {}).get("cpu", 0.0)},
-            "memory_mb": {"total": row["memory_mb"], "committed": committed["cpu_mem"],
-                          "free": max(0, row["memory_mb"] - committed["cpu_mem"])},
-            "gpus": gpus,
-        })
+                    "in_use": live.get("in_use", {}).get("cpu", 0.0),
+                },
+                "memory_mb": {
+                    "total": row["memory_mb"],
+                    "committed": committed["cpu_mem"],
+                    "free": max(0, row["memory_mb"] - committed["cpu_mem"]),
+                },
+                "gpus": gpus,
+            }
+        )
     return {"nodes": nodes, "unregistered_nodes": views.unregistered(ctl)}
 
 

@@ -83,8 +83,9 @@ async def ensure_streams(js: JetStreamContext) -> None:
         except BadRequestError:
             await js.update_stream(config)
     await js.create_key_value(
-        KeyValueConfig(bucket=subjects.HEARTBEAT_BUCKET, history=1, ttl=HEARTBEAT_TTL_S,
-                       storage=StorageType.MEMORY)
+        KeyValueConfig(
+            bucket=subjects.HEARTBEAT_BUCKET, history=1, ttl=HEARTBEAT_TTL_S, storage=StorageType.MEMORY
+        )
     )
 
 

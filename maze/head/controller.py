@@ -173,8 +173,14 @@ class RunController:
             if force_reason and beat is not None and beat.session == node.session:
                 limit = min(limit, 3 * beat.interval_s)
             if mono - seen > limit:
-                lost.append(NodeLost(node_id=node.node_id, session=node.session, at_ms=now,
-                                     reason=force_reason or "heartbeat_timeout"))
+                lost.append(
+                    NodeLost(
+                        node_id=node.node_id,
+                        session=node.session,
+                        at_ms=now,
+                        reason=force_reason or "heartbeat_timeout",
+                    )
+                )
         return lost
 
     def _check_caught_up(self, targets: dict[str, int]) -> None:
@@ -427,7 +433,10 @@ class RunController:
         if lost:
             await self._publish_node_events(lost)
         self.queue.put_nowait(_TICK)
-        return {"lost_nodes": [e.node_id for e in lost], "alive_nodes": [n.node_id for n in self.placer.alive_nodes()]}
+        return {
+            "lost_nodes": [e.node_id for e in lost],
+            "alive_nodes": [n.node_id for n in self.placer.alive_nodes()],
+        }
 
     async def _publish_work(self, work: dict[str, list[WorkItem]]) -> None:
         messages = []

@@ -75,8 +75,9 @@ class Head:
                 capacity = local_capacity(
                     settings.worker_cpus, settings.worker_memory_mb, settings.worker_gpus
                 )
-                worker = Worker(worker_nc, node_id, capacity, local_ip(),
-                                heartbeat_interval=settings.heartbeat_interval)
+                worker = Worker(
+                    worker_nc, node_id, capacity, local_ip(), heartbeat_interval=settings.heartbeat_interval
+                )
                 await worker.start()
                 while (
                     node_id not in controller.placer.nodes

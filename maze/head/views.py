@@ -27,26 +27,48 @@ def queues(ctl: RunController) -> dict[str, Any]:
         spec = run.tasks[task_id].spec
         cls = resource_class(spec.resources)
         classes.setdefault(cls, {"pending": 0, "placed": 0})["pending"] += 1
-        pending.append({"run_id": run_id, "task_id": task_id, "name": spec.name, "resource_class": cls,
-                        "reason": ctl.pending_reasons.get((run_id, task_id), "about to be placed")})
+        pending.append(
+            {
+                "run_id": run_id,
+                "task_id": task_id,
+                "name": spec.name,
+                "resource_class": cls,
+                "reason": ctl.pending_reasons.get((run_id, task_id), "about to be placed"),
+            }
+        )
     placed = []
     for (run_id, task_id, attempt), res in ctl.placer.reservations.items():
         cls = resource_class(res.resources)
         classes.setdefault(cls, {"pending": 0, "placed": 0})["placed"] += 1
         run = ctl.runs.get(run_id)
         task = run.tasks.get(task_id) if run else None
-        placed.append({"run_id": run_id, "task_id": task_id, "attempt": attempt, "node_id": res.node_id,
-                       "gpus": res.gpus, "state": task.state if task else "unknown",
-                       "timeout_seconds": task.spec.timeout_seconds if task else None})
+        placed.append(
+            {
+                "run_id": run_id,
+                "task_id": task_id,
+                "attempt": attempt,
+                "node_id": res.node_id,
+                "gpus": res.gpus,
+                "state": task.state if task else "unknown",
+                "timeout_seconds": task.spec.timeout_seconds if task else None,
+            }
+        )
     retry_waits = [
-        {"run_id": run.run_id, "task_id": t.spec.task_id, "next_attempt": t.next_attempt,
-         "retry_in_s": max(0.0, (t.retry_at_ms - now) / 1000),
-         "reason": t.error.error_type if t.error else None}
-        for run in ctl.runs.values() for t in run.tasks.values() if t.state == "retry_wait"
+        {
+            "run_id": run.run_id,
+            "task_id": t.spec.task_id,
+            "next_attempt": t.next_attempt,
+            "retry_in_s": max(0.0, (t.retry_at_ms - now) / 1000),
+            "reason": t.error.error_type if t.error else None,
+        }
+        for run in ctl.runs.values()
+        for t in run.tasks.values()
+        if t.state == "retry_wait"
     ]
     node_queues = {
         node_id: {"running": beat.running, "waiting": beat.waiting}
-        for node_id, beat in ctl.heartbeats.items() if node_id in ctl.placer.nodes
+        for node_id, beat in ctl.heartbeats.items()
+        if node_id in ctl.placer.nodes
     }
     return {
         "by_resource_class": classes,
@@ -55,7 +77,9 @@ def queues(ctl: RunController) -> dict[str, Any]:
         "timeouts": [p for p in placed if p["timeout_seconds"]],
         "retry_waits": retry_waits,
         "node_queues": node_queues,
-        "recent_rejects": {n: [{"at_ms": at, "reason": r} for at, r in d] for n, d in ctl.placer.rejects.items()},
+        "recent_rejects": {
+            n: [{"at_ms": at, "reason": r} for at, r in d] for n, d in ctl.placer.rejects.items()
+        },
     }
 
 
@@ -71,8 +95,12 @@ def node_live_view(ctl: RunController, node_id: str) -> dict[str, Any]:
         "waiting": beat.waiting if beat else 0,
     }
     if view is not None:
-        out["committed"] = {"cpu": round(view.committed.cpu, 6), "cpu_mem": view.committed.cpu_mem,
-                            "gpu_mem": dict(view.committed.gpu_mem), "gpu_share": dict(view.committed.gpu_share)}
+        out["committed"] = {
+            "cpu": round(view.committed.cpu, 6),
+            "cpu_mem": view.committed.cpu_mem,
+            "gpu_mem": dict(view.committed.gpu_mem),
+            "gpu_share": dict(view.committed.gpu_share),
+        }
     if beat is not None and beat.session == (view.session if view else ""):
         out["in_use"] = {"cpu": beat.cpu_used, "cpu_mem": beat.memory_used_mb}
         out["nvml_free_mb"] = beat.gpu_free_mb
@@ -86,6 +114,12 @@ def unregistered(ctl: RunController) -> list[dict[str, Any]]:
         view = ctl.placer.nodes.get(node_id)
         if view is None or view.session != beat.session or not view.alive:
             seen = ctl.last_seen.get(node_id)
-            out.append({"node_id": node_id, "session": beat.session, "ip": beat.ip,
-                        "heartbeat_age_s": round(time.monotonic() - seen[1], 3) if seen else None})
+            out.append(
+                {
+                    "node_id": node_id,
+                    "session": beat.session,
+                    "ip": beat.ip,
+                    "heartbeat_age_s": round(time.monotonic() - seen[1], 3) if seen else None,
+                }
+            )
     return out

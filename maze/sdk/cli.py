@@ -68,9 +68,13 @@ def start(
     gpus: str = typer.Option(None, "--gpus", help="auto | none | 0,1 | 2x16GB (declared)."),
     node_id: str = typer.Option(None, "--node-id", help="Stable node id (default: from the host name)."),
     no_local_worker: bool = typer.Option(False, "--no-local-worker", help="Head without a local worker."),
-    agent: bool = typer.Option(False, "--agent", help="Worker re-registers by itself after head/NATS restarts."),
+    agent: bool = typer.Option(
+        False, "--agent", help="Worker re-registers by itself after head/NATS restarts."
+    ),
     heartbeat_interval: float = typer.Option(2.0, "--heartbeat-interval", help="Seconds between heartbeats."),
-    liveness_timeout: float = typer.Option(10.0, "--liveness-timeout", help="Head: a node silent this long is lost."),
+    liveness_timeout: float = typer.Option(
+        10.0, "--liveness-timeout", help="Head: a node silent this long is lost."
+    ),
     log_level: str = typer.Option("warning", "--log-level"),
 ) -> None:
     """Start a head (`--head`) or a worker (`--worker --addr HOST:PORT`)."""
@@ -242,3 +246,110 @@ def demo(
 
 def main() -> None:
     app()
+
+
+cluster_app = typer.Typer(help="Cluster nodes, queues and joining.", no_args_is_help=True)
+app.add_typer(cluster_app, name="cluster")
+
+
+def _gb(mb: float) -> str:
+    return f"{mb / 1024:.1f}G"
+
+
+@cluster_app.command("resources")
+def cluster_resources(server_url: str = ServerUrl) -> None:
+    """Every node: state, CPU / memory / GPU memory total, committed and free."""
+    data = _call(_client(server_url).http.get, "/cluster/resources")
+    table = Table(
+        "node",
+        "ip",
+        "state",
+        "CPU free/total",
+        "mem free/total",
+        "GPUs (free/total)",
+        "run/wait",
+        "heartbeat",
+    )
+    for n in data["nodes"]:
+        gpus = (
+            ", ".join(
+                f"{g['index']}:{g['name']} {_gb(g['free_mem_mb'])}/{_gb(g['total_mem_mb'])}"
+                for g in n["gpus"]
+            )
+            or "-"
+        )
+        age = "-" if n["heartbeat_age_s"] is None else f"{n['heartbeat_age_s']:.1f}s ago"
+        table.add_row(
+            n["node_id"],
+            n["ip"],
+            n["state"],
+            f"{n['cpu']['free']:g}/{n['cpu']['total']:g}",
+            f"{_gb(n['memory_mb']['free'])}/{_gb(n['memory_mb']['total'])}",
+            gpus,
+            f"{n['running']}/{n['waiting']}",
+            age,
+        )
+    console.print(table)
+    if data["unregistered_nodes"]:
+        console.print(
+            "[yellow]seen on NATS but not registered:[/yellow] "
+            + ", ".join(u["node_id"] for u in data["unregistered_nodes"])
+        )
+
+
+@cluster_app.command("queues")
+def cluster_queues(server_url: str = ServerUrl) -> None:
+    """Waiting and placed attempts per resource class, pending reasons, retries, rejects."""
+    data = _call(_client(server_url).http.get, "/cluster/queues")
+    table = Table("resource class", "pending", "placed")
+    for cls, counts in sorted(data["by_resource_class"].items()):
+        table.add_row(cls, str(counts["pending"]), str(counts["placed"]))
+    console.print(table)
+    for item in data["pending"][:20]:
+        console.print(f"  pending {item['task_id']} ({item['name']}): {item['reason']}", highlight=False)
+    for item in data["retry_waits"]:
+        console.print(
+            f"  retry {item['task_id']} attempt {item['next_attempt']} in {item['retry_in_s']:.1f}s "
+            f"({item['reason']})",
+            highlight=False,
+        )
+    for item in data["timeouts"]:
+        console.print(
+            f"  timeout {item['task_id']} on {item['node_id']}: {item['timeout_seconds']}s", highlight=False
+        )
+    for node, rejects in data["recent_rejects"].items():
+        for r in rejects[-5:]:
+            console.print(f"  rejected on {node}: {r['reason']}", highlight=False)
+
+
+@cluster_app.command("join-command")
+def cluster_join_command(server_url: str = ServerUrl) -> None:
+    """The command another machine runs to join this head as a worker."""
+    data = _call(_client(server_url).http.get, "/cluster/nats")
+    head = httpx.URL(server_url)
+    host = head.host
+    if host in ("localhost", "127.0.0.1"):
+        from maze.workers.capacity import local_ip
+
+        host = local_ip()
+        console.print(
+            "[yellow]note:[/yellow] the head listens on loopback; start it with "
+            "--host 0.0.0.0 --nats-host 0.0.0.0 for other machines to reach it",
+            highlight=False,
+        )
+    console.print(
+        f"maze start --worker --addr {host}:{head.port or 80} --agent --heartbeat-interval 2",
+        highlight=False,
+        soft_wrap=True,
+    )
+    console.print(f"# event store: {', '.join(data['nats_urls'])}", highlight=False)
+
+
+@cluster_app.command("reconcile-workers")
+def cluster_reconcile(server_url: str = ServerUrl) -> None:
+    """Declare nodes that stopped heartbeating lost now, so their attempts are retried elsewhere."""
+    data = _call(_client(server_url).http.post, "/cluster/reconcile")
+    console.print(
+        f"lost: {', '.join(data['lost_nodes']) or 'none'}; alive: {', '.join(data['alive_nodes'])}",
+        highlight=False,
+    )

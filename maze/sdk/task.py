@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import inspect
 import textwrap
+import types
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -156,7 +157,7 @@ def task(
     """
 
     def wrap(fn: F) -> F:
-        fn.__maze_task__ = make_meta(  # type: ignore[attr-defined]
+        meta = make_meta(
             fn,
             inputs=inputs,
             outputs=outputs,
@@ -167,13 +168,28 @@ def task(
             retry_backoff_seconds=retry_backoff_seconds,
             retry_on=retry_on,
         )
-        return fn
+        marked = _copy_function(fn) if hasattr(fn, "__maze_task__") else fn
+        marked.__maze_task__ = meta  # type: ignore[attr-defined]
+        return marked
 
     if func is not None:
         if not callable(func):
             raise ValidationError("@task takes keyword arguments only, e.g. @task(resources={...})")
         return wrap(func)
     return wrap
+
+
+def _copy_function(fn: F) -> F:
+    """`task(...)(already_a_task)` configures a copy, leaving the original task as it was."""
+    if not isinstance(fn, types.FunctionType):
+        return fn
+    copy = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+    copy.__kwdefaults__ = fn.__kwdefaults__
+    copy.__qualname__ = fn.__qualname__
+    copy.__module__ = fn.__module__
+    copy.__doc__ = fn.__doc__
+    copy.__dict__.update({k: v for k, v in fn.__dict__.items() if k != "__maze_task__"})
+    return copy  # type: ignore[return-value]
 
 
 def task_meta(fn: Callable[..., Any]) -> TaskMeta:

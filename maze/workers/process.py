@@ -66,7 +66,9 @@ class Agent:
         interval = max(0.5, self.worker.heartbeat_interval)
         while True:
             await asyncio.sleep(interval * 2)
-            alive = await asyncio.to_thread(registered_alive, self.addr, self.worker.node_id, self.worker.session)
+            alive = await asyncio.to_thread(
+                registered_alive, self.addr, self.worker.node_id, self.worker.session
+            )
             if alive is False:
                 await self.recover()
 
@@ -85,16 +87,25 @@ class Agent:
                         with contextlib.suppress(Exception):
                             await old.close()
                     log.info("agent.reregistered", node_id=self.worker.node_id, session=self.worker.session)
-                    print(f"Maze worker {self.worker.node_id} re-registered (session {self.worker.session})",
-                          flush=True)
+                    print(
+                        f"Maze worker {self.worker.node_id} re-registered (session {self.worker.session})",
+                        flush=True,
+                    )
                     return
                 except Exception as exc:
                     log.warning("agent.reregister_failed", error=str(exc))
                     await asyncio.sleep(max(0.5, self.worker.heartbeat_interval))
 
 
-async def run_worker(addr: str, node_id: str | None, cpus: float | None, memory_mb: int | None,
-                     gpus: str | None, agent: bool = False, heartbeat_interval: float = 2.0) -> None:
+async def run_worker(
+    addr: str,
+    node_id: str | None,
+    cpus: float | None,
+    memory_mb: int | None,
+    gpus: str | None,
+    agent: bool = False,
+    heartbeat_interval: float = 2.0,
+) -> None:
     urls = await asyncio.to_thread(head_nats_urls, addr)
     capacity = local_capacity(cpus, memory_mb, gpus)
     nc = await connect(urls, "maze-worker")
@@ -111,9 +122,12 @@ async def run_worker(addr: str, node_id: str | None, cpus: float | None, memory_
     await worker.start()
     if agent:
         watcher = asyncio.create_task(agent_obj.watch())
-    print(f"Maze worker {node} joined {addr} (NATS {', '.join(urls)}): {capacity.cpus:g} CPUs, "
-          f"{capacity.memory_mb} MB, GPUs {[(g.index, g.name, g.total_mem_mb) for g in capacity.gpus]}"
-          f"{' [agent]' if agent else ''}", flush=True)
+    print(
+        f"Maze worker {node} joined {addr} (NATS {', '.join(urls)}): {capacity.cpus:g} CPUs, "
+        f"{capacity.memory_mb} MB, GPUs {[(g.index, g.name, g.total_mem_mb) for g in capacity.gpus]}"
+        f"{' [agent]' if agent else ''}",
+        flush=True,
+    )
     try:
         await stopping.wait()
     finally:

@@ -41,7 +41,12 @@ _beat = msgspec.msgpack.Encoder()
 
 class Worker:
     def __init__(
-        self, nc: NATS, node_id: str, capacity: NodeCapacity, ip: str, hostname: str | None = None,
+        self,
+        nc: NATS,
+        node_id: str,
+        capacity: NodeCapacity,
+        ip: str,
+        hostname: str | None = None,
         heartbeat_interval: float = 2.0,
         on_registration_lost: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
@@ -87,7 +92,9 @@ class Worker:
         await self.js.add_consumer(
             subjects.WORK_STREAM,
             ConsumerConfig(
-                durable_name=self.durable, filter_subject=subject, ack_policy=AckPolicy.EXPLICIT,
+                durable_name=self.durable,
+                filter_subject=subject,
+                ack_policy=AckPolicy.EXPLICIT,
                 max_ack_pending=100_000,
             ),
         )
@@ -97,16 +104,28 @@ class Worker:
         await self._beat()
         await self.store.publish(
             subjects.node_subject(self.node_id),
-            [NodeJoined(node_id=self.node_id, session=self.session, at_ms=now_ms(), hostname=self.hostname,
-                        ip=self.ip, capacity=self.capacity)],
+            [
+                NodeJoined(
+                    node_id=self.node_id,
+                    session=self.session,
+                    at_ms=now_ms(),
+                    hostname=self.hostname,
+                    ip=self.ip,
+                    capacity=self.capacity,
+                )
+            ],
         )
         self.node_sub = await self.nc.subscribe(subjects.node_subject(self.node_id), cb=self._on_node_event)
         self._tasks = [
             asyncio.create_task(self._pull_forever(), name=f"worker-pull-{self.node_id}"),
             asyncio.create_task(self._heartbeat_forever(), name=f"worker-beat-{self.node_id}"),
         ]
-        self.log.info("worker.joined", cpus=self.capacity.cpus, memory_mb=self.capacity.memory_mb,
-                      gpus=[(g.index, g.name, g.total_mem_mb) for g in self.capacity.gpus])
+        self.log.info(
+            "worker.joined",
+            cpus=self.capacity.cpus,
+            memory_mb=self.capacity.memory_mb,
+            gpus=[(g.index, g.name, g.total_mem_mb) for g in self.capacity.gpus],
+        )
 
     async def leave(self, kill_running: bool = True) -> None:
         """End this session: stop pulling, kill running attempts (they will be retried)."""
@@ -152,9 +171,16 @@ class Worker:
     # ---- liveness -----------------------------------------------------------------------------
     async def _beat(self) -> None:
         beat = Heartbeat(
-            node_id=self.node_id, session=self.session, at_ms=now_ms(), running=len(self.running),
-            waiting=len(self.waiting), cpu_used=self.usage.cpu, memory_used_mb=self.usage.cpu_mem,
-            gpu_free_mb=gpu_free_mb(self.capacity), ip=self.ip, interval_s=self.heartbeat_interval,
+            node_id=self.node_id,
+            session=self.session,
+            at_ms=now_ms(),
+            running=len(self.running),
+            waiting=len(self.waiting),
+            cpu_used=self.usage.cpu,
+            memory_used_mb=self.usage.cpu_mem,
+            gpu_free_mb=gpu_free_mb(self.capacity),
+            ip=self.ip,
+            interval_s=self.heartbeat_interval,
         )
         await self.kv.put(self.node_id, _beat.encode(beat))
 
@@ -234,8 +260,16 @@ class Worker:
         if not short:
             return True
         reason = ", ".join(f"GPU {g} has {free[g]} MB free, needs {item.resources.gpu_mem} MB" for g in short)
-        self.outbox.emit(AttemptRejected(run_id=item.run_id, task_id=item.task_id, attempt=item.attempt,
-                                         node_id=self.node_id, at_ms=now_ms(), reason=reason))
+        self.outbox.emit(
+            AttemptRejected(
+                run_id=item.run_id,
+                task_id=item.task_id,
+                attempt=item.attempt,
+                node_id=self.node_id,
+                at_ms=now_ms(),
+                reason=reason,
+            )
+        )
         return False
 
     async def _run(self, item: WorkItem) -> None:
@@ -246,20 +280,31 @@ class Worker:
             tp = self.pool.acquire(fresh=bool(item.gpus))
             self.outbox.emit(
                 AttemptStarted(
-                    run_id=item.run_id, task_id=item.task_id, attempt=item.attempt, node_id=self.node_id,
-                    at_ms=now_ms(), node_ip=self.ip, pid=tp.pid,
+                    run_id=item.run_id,
+                    task_id=item.task_id,
+                    attempt=item.attempt,
+                    node_id=self.node_id,
+                    at_ms=now_ms(),
+                    node_ip=self.ip,
+                    pid=tp.pid,
                 )
             )
             request = {
-                "func_name": item.func_name, "func_hash": item.func_hash, "func": item.func,
-                "call_style": item.call_style, "inputs": item.inputs, "outputs": item.outputs,
-                "gpus": item.gpus, "cores": cores,
+                "func_name": item.func_name,
+                "func_hash": item.func_hash,
+                "func": item.func,
+                "call_style": item.call_style,
+                "inputs": item.inputs,
+                "outputs": item.outputs,
+                "gpus": item.gpus,
+                "cores": cores,
             }
             try:
                 reply = await self.pool.run(tp, request, item.timeout_seconds)
             except TimeoutError:
-                self._fail(item, "timed_out", f"attempt exceeded timeout of {item.timeout_seconds}s",
-                           retryable=True)
+                self._fail(
+                    item, "timed_out", f"attempt exceeded timeout of {item.timeout_seconds}s", retryable=True
+                )
                 return
             except ProcessExited as exc:
                 self._fail(item, "process_exited", str(exc), retryable=True)
@@ -268,15 +313,25 @@ class Worker:
             if reply["ok"]:
                 self.outbox.emit(
                     AttemptSucceeded(
-                        run_id=item.run_id, task_id=item.task_id, attempt=item.attempt,
-                        node_id=self.node_id, at_ms=now_ms(), result=reply["payload"],
+                        run_id=item.run_id,
+                        task_id=item.task_id,
+                        attempt=item.attempt,
+                        node_id=self.node_id,
+                        at_ms=now_ms(),
+                        result=reply["payload"],
                         duration_ms=reply["duration_ms"],
                     )
                 )
             else:
                 err = reply["payload"]
-                self._fail(item, err["error_type"], err["message"], retryable=err["retryable"],
-                           traceback=err["traceback"], exception_type=err["exception_type"])
+                self._fail(
+                    item,
+                    err["error_type"],
+                    err["message"],
+                    retryable=err["retryable"],
+                    traceback=err["traceback"],
+                    exception_type=err["exception_type"],
+                )
         except asyncio.CancelledError:
             reuse = False
             raise
@@ -289,15 +344,31 @@ class Worker:
             if self._tasks:
                 self._pump()
 
-    def _fail(self, item: WorkItem, error_type: str, message: str, retryable: bool,
-              traceback: str | None = None, exception_type: str | None = None) -> None:
+    def _fail(
+        self,
+        item: WorkItem,
+        error_type: str,
+        message: str,
+        retryable: bool,
+        traceback: str | None = None,
+        exception_type: str | None = None,
+    ) -> None:
         self.outbox.emit(
             AttemptFailed(
-                run_id=item.run_id, task_id=item.task_id, attempt=item.attempt, at_ms=now_ms(),
+                run_id=item.run_id,
+                task_id=item.task_id,
+                attempt=item.attempt,
+                at_ms=now_ms(),
                 node_id=self.node_id,
                 error=TaskError(
-                    error_type=error_type, message=message, retryable=retryable, origin="task",
-                    node_id=self.node_id, node_ip=self.ip, attempt=item.attempt, traceback=traceback,
+                    error_type=error_type,
+                    message=message,
+                    retryable=retryable,
+                    origin="task",
+                    node_id=self.node_id,
+                    node_ip=self.ip,
+                    attempt=item.attempt,
+                    traceback=traceback,
                     exception_type=exception_type,
                 ),
             )
