@@ -12,17 +12,24 @@ from litestar.params import Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from nats.js.errors import APIError
 
-from maze.api.event_reader import run_events
+from maze.api.event_reader import last_run_seq, run_events
 from maze.api.state import HeadState
 from maze.api.submit import build_run_created, check_placeable, decode_submission
 from maze.core.clock import new_id, now_ms
-from maze.core.errors import Conflict, PayloadTooLarge, Unavailable, ValidationError
+from maze.core.errors import Conflict, NotFound, PayloadTooLarge, Unavailable, ValidationError
 from maze.events import headers, subjects
 from maze.events.catalog import event_key
 from maze.events.codec import encode_events
 from maze.projections import queries
 
 MAX_EVENTS_PAGE = 10_000
+
+
+async def require_run(head: HeadState, run_id: str) -> None:
+    """404 unless the run has events. Asks the log itself, so a stream opened right after the
+    submit does not wait for the projections."""
+    if await last_run_seq(head.js, run_id) == 0:
+        raise NotFound(f"run {run_id!r} not found", run_id=run_id)
 
 
 @post("/runs", status_code=201)
@@ -106,8 +113,7 @@ async def get_run_events(run_id: str, head: HeadState, after: int = 0) -> dict[s
     """The run's events from the log, after stream sequence `after`."""
     if after < 0:
         raise ValidationError("after must not be negative")
-    await head.read_barrier()
-    await asyncio.to_thread(queries.get_run, head.cursor(), run_id)
+    await require_run(head, run_id)
     events: list[dict[str, Any]] = []
     last = after
     async for seq, batch, _ in run_events(head.js, run_id, after, follow=False):
@@ -130,8 +136,7 @@ async def stream_run_events(
             after = int(last_id)
         except ValueError as exc:
             raise ValidationError("Last-Event-ID must be a stream sequence number") from exc
-    await head.read_barrier()
-    await asyncio.to_thread(queries.get_run, head.cursor(), run_id)
+    await require_run(head, run_id)
     encoder = msgspec.json.Encoder()
 
     async def generate() -> AsyncIterator[ServerSentEventMessage]:

@@ -34,6 +34,7 @@ from maze.workers.affinity import CoreAllocator
 from maze.workers.capacity import gpu_free_mb
 from maze.workers.outbox import Outbox
 from maze.workers.pool import ProcessExited, ProcessPool, TaskProcess
+from maze.workers.pull import ContinuousPull
 
 log = structlog.get_logger(__name__)
 _beat = msgspec.msgpack.Encoder()
@@ -98,7 +99,8 @@ class Worker:
                 max_ack_pending=100_000,
             ),
         )
-        self.sub = await self.js.pull_subscribe_bind(self.durable, stream=subjects.WORK_STREAM)
+        self.puller = ContinuousPull(self.nc, subjects.WORK_STREAM, self.durable, self._on_work)
+        await self.puller.start()
         self.kv = await heartbeat_bucket(self.js)
         self.outbox.start()
         await self._beat()
@@ -116,10 +118,7 @@ class Worker:
             ],
         )
         self.node_sub = await self.nc.subscribe(subjects.node_subject(self.node_id), cb=self._on_node_event)
-        self._tasks = [
-            asyncio.create_task(self._pull_forever(), name=f"worker-pull-{self.node_id}"),
-            asyncio.create_task(self._heartbeat_forever(), name=f"worker-beat-{self.node_id}"),
-        ]
+        self._tasks = [asyncio.create_task(self._heartbeat_forever(), name=f"worker-beat-{self.node_id}")]
         self.log.info(
             "worker.joined",
             cpus=self.capacity.cpus,
@@ -129,6 +128,7 @@ class Worker:
 
     async def leave(self, kill_running: bool = True) -> None:
         """End this session: stop pulling, kill running attempts (they will be retried)."""
+        await self.puller.stop()
         for task in self._tasks:
             task.cancel()
         if kill_running:
@@ -207,27 +207,10 @@ class Worker:
                 asyncio.get_running_loop().create_task(self.rejoin())
 
     # ---- receiving ----------------------------------------------------------------------------
-    async def _pull_forever(self) -> None:
-        while True:
-            try:
-                msgs = await self.sub.fetch(1, timeout=5)
-            except TimeoutError:
-                continue
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.log.warning("worker.fetch_failed", error=str(exc))
-                await asyncio.sleep(0.5)
-                continue
-            try:
-                msgs += await self.sub.fetch(255, timeout=0.01)
-            except TimeoutError:
-                pass
-            for msg in msgs:
-                await msg.ack()
-                for item in decode_work(msg.data).items:
-                    self._accept(item)
-            self._pump()
+    def _on_work(self, msg: Msg) -> None:
+        for item in decode_work(msg.data).items:
+            self._accept(item)
+        self._pump()
 
     def _accept(self, item: WorkItem) -> None:
         if item.session != self.session:

@@ -1,0 +1,152 @@
+"""Issue 3 benchmark: placement throughput over 3 workers of mixed shapes, and the parallel
+speed-up of N CPU-bound tasks against running them one after another.
+
+    python bench/placement.py [--tasks 1500] [--cpu-tasks N] [--work-s 1.0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from maze import MaClient, task
+
+SHAPES = {
+    "small": ["--cpus", "2", "--memory-mb", "4000", "--gpus", "none"],
+    "gpu": ["--cpus", "1", "--memory-mb", "4000", "--gpus", "16GB"],
+    "big": ["--cpus", "4", "--memory-mb", "8000", "--gpus", "none"],
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "maze", "start", *args], stdout=out,
+                                stderr=subprocess.STDOUT)
+
+
+def wait_healthy(url: str, nodes: int) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            resp = httpx.get(f"{url}/cluster/resources", timeout=2)
+            if resp.status_code == 200 and sum(n["state"] == "alive" for n in resp.json()["nodes"]) >= nodes:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"cluster at {url} did not come up")
+
+
+@task
+def noop(x: int = 0):
+    return {"x": x}
+
+
+@task
+def burn(seconds: float = 1.0):
+    end = time.process_time() + seconds
+    n = 0
+    while time.process_time() < end:
+        n += 1
+    return {"n": n}
+
+
+def run_and_wait(wf) -> float:
+    start = time.perf_counter()
+    run_id = wf.run()
+    messages = wf.get_results(run_id, verbose=False)
+    elapsed = time.perf_counter() - start
+    final = messages[-1]
+    assert final["type"] == "finish_workflow" and final["data"]["state"] == "succeeded", final
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tasks", type=int, default=1500)
+    parser.add_argument("--cpu-tasks", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--work-s", type=float, default=1.0)
+    parser.add_argument("--fsync", default="always", choices=["always", "interval"])
+    args = parser.parse_args()
+    console = Console()
+    data = Path(tempfile.mkdtemp(prefix="maze-bench-"))
+    procs: list[subprocess.Popen[bytes]] = []
+    rows = []
+    try:
+        # --- placement throughput over 3 worker shapes ---------------------------------------
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        procs.append(spawn(["--head", "--port", str(port), "--nats-port", str(free_port()), "--data-dir",
+                            str(data / "cluster"), "--no-local-worker", "--fsync", args.fsync], data / "head.log"))
+        wait_healthy(url, 0)
+        for name, shape in SHAPES.items():
+            procs.append(spawn(["--worker", "--addr", f"127.0.0.1:{port}", "--node-id", name, *shape],
+                               data / f"{name}.log"))
+        wait_healthy(url, 3)
+        client = MaClient(url)
+        shapes = [{"cpu": 0.5}, {"cpu": 1}, {"cpu": 2}, {"cpu": 1, "gpu_mem": 2000}]
+        variants = [task(resources=r)(noop) for r in shapes]
+        warm = client.create_workflow()
+        for v in variants:
+            warm.add_task(v, inputs={"x": 0})
+        run_and_wait(warm)
+        wf = client.create_workflow()
+        for i in range(args.tasks):
+            wf.add_task(variants[i % len(variants)], inputs={"x": i})
+        elapsed = run_and_wait(wf)
+        rows.append(("placement, 3 workers, mixed shapes", f"{args.tasks} tasks", f"{args.tasks / elapsed:,.0f} tasks/s"))
+        for proc in procs:
+            proc.send_signal(signal.SIGINT)
+        for proc in procs:
+            proc.wait(timeout=60)
+        procs.clear()
+
+        # --- parallel speed-up of CPU-bound tasks --------------------------------------------
+        start = time.perf_counter()
+        for _ in range(args.cpu_tasks):
+            burn(args.work_s)
+        sequential = time.perf_counter() - start
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        procs.append(spawn(["--head", "--port", str(port), "--nats-port", str(free_port()), "--data-dir",
+                            str(data / "speedup"), "--fsync", args.fsync], data / "head2.log"))
+        wait_healthy(url, 1)
+        client = MaClient(url)
+        wf = client.create_workflow()
+        for _ in range(args.cpu_tasks):
+            wf.add_task(burn, inputs={"seconds": args.work_s})
+        parallel = run_and_wait(wf)
+        rows.append((f"{args.cpu_tasks} CPU-bound tasks of {args.work_s:g}s", f"sequential {sequential:.2f}s",
+                     f"Maze {parallel:.2f}s = {sequential / parallel:.2f}x"))
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=60)
+    table = Table("benchmark", "size", "result",
+                  title=f"{platform.node()} · {os.cpu_count()} cores · Python {platform.python_version()} · "
+                        f"fsync={args.fsync} · {time.strftime('%Y-%m-%d')}")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()
