@@ -139,3 +139,18 @@ def test_cli_runs_commands(client: MaClient, head: HeadProcess) -> None:
     )
     assert events.returncode == 0 and "run.finished" in events.stdout
     assert json.loads(httpx.get(f"{head.url}/health").text)["controller_live"] is True
+
+
+def test_cli_start_rejects_bad_flags() -> None:
+    for args, needle in (
+        (["--head", "--worker"], "exactly one of --head or --worker"),
+        (["--head", "--node-queue-factor", "0.5"], "--node-queue-factor must be at least 1"),
+        (["--head", "--heartbeat-interval", "5", "--liveness-timeout", "2"], "below --liveness-timeout"),
+        (["--head", "--fsync", "sometimes"], "--fsync must be"),
+        (["--worker"], "--worker needs --addr"),
+    ):
+        out = subprocess.run(
+            [sys.executable, "-m", "maze", "start", *args], capture_output=True, text=True, timeout=60
+        )
+        assert out.returncode == 1, (args, out.stdout, out.stderr)
+        assert needle in out.stdout, (args, out.stdout)

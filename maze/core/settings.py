@@ -28,7 +28,7 @@ class Settings(Struct, frozen=True):
     node_id: str | None = None
     heartbeat_interval: float = 2.0
     liveness_timeout: float = 10.0  # a node with no heartbeat for this long is lost
-    node_queue_factor: float = 4.0
+    node_queue_factor: float = 16.0
     max_payload_mb: int = 8
 
     @property

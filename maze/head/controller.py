@@ -371,6 +371,14 @@ class RunController:
                 self.ready.pop(key, None)
                 continue
             attempt = task.next_attempt if task.state == "retry_wait" else task.attempt + 1
+            req = task.spec.resources
+            if req in no_room:  # a task of this shape found no node already in this pass
+                self.pending_reasons[key] = no_room[req]
+                continue
+            choice = self.placer.choose(run_id, req, task_id)
+            if not isinstance(choice, Placement):
+                self.pending_reasons[key] = no_room[req] = choice
+                continue
             inputs = resolve_inputs(run, task.spec)
             if isinstance(inputs, TaskError):
                 # Decided on the next pass, when this event comes back from the stream.
@@ -380,14 +388,6 @@ class RunController:
                 self.ready.pop(key, None)
                 self.apply(failed)
                 events.append(failed)
-                continue
-            req = task.spec.resources
-            if req in no_room:
-                self.pending_reasons[key] = no_room[req]
-                continue
-            choice = self.placer.choose(run_id, req, task_id)
-            if not isinstance(choice, Placement):
-                self.pending_reasons[key] = no_room[req] = choice
                 continue
             placed = AttemptPlaced(
                 run_id=run_id,

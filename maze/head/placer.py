@@ -3,10 +3,11 @@
 Policy (README, "Placement"):
 - A task with GPU needs goes only to a node whose cards have the GPU memory and share free now
   (best fit: the fullest card that still holds it), so two tasks never overfill a card.
-- A CPU-only task goes to the least-loaded node (committed CPUs / CPUs) among nodes that could
-  hold it; a node may be committed up to `queue_factor` x its CPUs and memory, and the worker
-  starts queued attempts only when they fit what is running, so a node never runs more than its
-  capacity while short tasks flow without a round trip to the head each.
+- A task goes first to a node where it can start now, least-loaded first (committed CPUs / CPUs).
+  Only when no node can start it now may it queue on one, up to `queue_factor` x the node's CPUs
+  and memory committed; the worker starts queued attempts only when they fit what is running, so
+  a node never runs more than its capacity while short tasks flow without a round trip to the
+  head each (this pipelining is what takes a 2-core node past 1,000 tasks/s).
 - On a tie, the node already holding more of the same run's attempts wins (locality for free).
 - The ready queue is scanned in full at each pass: a task that does not fit anywhere now waits
   with its reason and never blocks the smaller tasks behind it.
@@ -140,7 +141,7 @@ class Placer:
         tried last."""
         avoid = self.avoid.pop((run_id, task_id), None)
         nodes = sorted(self.alive_nodes(), key=lambda n: n.node_id == avoid)
-        best: tuple[float, int, str] | None = None
+        best: tuple[int, float, int, str] | None = None
         best_gpus: list[int] = []
         for node in nodes:
             if best is not None and node.node_id == avoid:
@@ -158,14 +159,20 @@ class Placer:
             if gpus is None:
                 continue
             load = used.cpu / cap.cpus if cap.cpus else 0.0
+            starts_now = (
+                used.cpu + req.cpu <= cap.cpus + EPSILON and used.cpu_mem + req.cpu_mem <= cap.memory_mb
+            )
             locality = -self.run_load.get((node.node_id, run_id), 0)
-            score = (round(load, 6), locality, node.node_id)
+            score = (0 if starts_now else 1, round(load, 6), locality, node.node_id)
             if best is None or score < best:
                 best, best_gpus = score, gpus
         if best is None:
             return self._pending_reason(req)
-        node = self.nodes[best[2]]
-        reason = f"least-loaded ({best[0]:.2f} of {node.capacity.cpus:g} CPUs committed)"
+        node = self.nodes[best[3]]
+        committed = best[1] * node.capacity.cpus
+        reason = f"least-loaded ({committed:g} of {node.capacity.cpus:g} CPUs committed)"
+        if best[0]:
+            reason += "; queued on the node until it fits (no node could start it now)"
         if req.gpu > 0:
             reason += f"; GPU best fit {best_gpus}"
         return Placement(node_id=node.node_id, session=node.session, gpus=best_gpus, reason=reason)

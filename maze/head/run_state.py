@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from msgspec import Struct
 
 from maze.events.catalog import Event
@@ -144,7 +145,7 @@ def resolve_inputs(run: RunRuntime, spec: TaskSpec) -> dict[str, Any] | TaskErro
                 )
             values[name] = result[given.key]
         else:
-            values[name] = decode_value(given.data)
+            values[name] = msgspec.Raw(given.data)  # already msgpack: embedded as is
     return values
 
 

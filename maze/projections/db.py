@@ -23,21 +23,15 @@ def positions(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
     return {s: int(q) for s, q in conn.execute("SELECT stream, seq FROM projection_position").fetchall()}
 
 
-def _key_expr(table: str) -> str:
-    return " || chr(31) || ".join(f"CAST({k} AS VARCHAR)" for k in KEYS[table])
-
-
 def upsert(conn: duckdb.DuckDBPyConnection, table: str, rows: list[Row]) -> None:
-    """Replace rows by key. Bulk through list parameters + unnest: ~10 ms for 2,000 rows, where
-    executemany takes seconds."""
+    """Replace rows by primary key, in bulk: list parameters + unnest take ~3 ms for a few hundred
+    rows on a 100k-row table, where executemany takes seconds."""
     if not rows:
         return
     cols = list(TABLES[table])
-    keys = [chr(31).join(str(r[k]) for k in KEYS[table]) for r in rows]
-    conn.execute(f"DELETE FROM {table} WHERE {_key_expr(table)} IN (SELECT unnest(?::VARCHAR[]))", [keys])
     selects = ", ".join(f"unnest(?::{TABLES[table][c]}[]) AS {c}" for c in cols)
     conn.execute(
-        f"INSERT INTO {table} ({', '.join(cols)}) SELECT {selects}",
+        f"INSERT OR REPLACE INTO {table} ({', '.join(cols)}) SELECT {selects}",
         [[r[c] for r in rows] for c in cols],
     )
 

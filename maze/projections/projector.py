@@ -31,6 +31,7 @@ log = structlog.get_logger(__name__)
 
 STREAMS = (subjects.RUNS_STREAM, subjects.NODES_STREAM)
 BATCH = 2000
+BATCH_WINDOW_S = 0.05
 
 
 class Folder:
@@ -157,10 +158,22 @@ class Projector:
             ):
                 start = self.folder.positions.get(stream, 0) + 1
                 subs.append(await subscribe_ordered(self.js, subject, start, cb=enqueue))
+            loop = asyncio.get_running_loop()
             while True:
                 msgs = [await queue.get()]
-                while not queue.empty() and len(msgs) < BATCH:
-                    msgs.append(queue.get_nowait())
+                # DuckDB wants few, large transactions: gather what arrives within a short window
+                deadline = loop.time() + BATCH_WINDOW_S
+                while len(msgs) < BATCH:
+                    if queue.empty():
+                        remaining = deadline - loop.time()
+                        if remaining <= 0:
+                            break
+                        try:
+                            msgs.append(await asyncio.wait_for(queue.get(), remaining))
+                        except TimeoutError:
+                            break
+                    else:
+                        msgs.append(queue.get_nowait())
                 batch = [(m.metadata.stream, m.metadata.sequence.stream, decode_events(m.data)) for m in msgs]
                 await asyncio.to_thread(self._apply, batch)
                 async with self.advanced:

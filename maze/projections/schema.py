@@ -83,5 +83,5 @@ def ddl() -> list[str]:
     out = [POSITION_DDL]
     for name, cols in TABLES.items():
         body = ", ".join(f"{col} {typ}" for col, typ in cols.items())
-        out.append(f"CREATE TABLE IF NOT EXISTS {name} ({body})")
+        out.append(f"CREATE TABLE IF NOT EXISTS {name} ({body}, PRIMARY KEY ({', '.join(KEYS[name])}))")
     return out

@@ -75,6 +75,9 @@ def start(
     liveness_timeout: float = typer.Option(
         10.0, "--liveness-timeout", help="Head: a node silent this long is lost."
     ),
+    queue_factor: float = typer.Option(
+        16.0, "--node-queue-factor", help="Head: how far past its CPUs a node may be queued (>= 1)."
+    ),
     log_level: str = typer.Option("warning", "--log-level"),
 ) -> None:
     """Start a head (`--head`) or a worker (`--worker --addr HOST:PORT`)."""
@@ -83,6 +86,8 @@ def start(
         fail("choose exactly one of --head or --worker")
     if fsync not in ("always", "interval"):
         fail("--fsync must be 'always' or 'interval'")
+    if queue_factor < 1:
+        fail("--node-queue-factor must be at least 1")
     if heartbeat_interval <= 0 or liveness_timeout <= heartbeat_interval:
         fail("--heartbeat-interval must be > 0 and below --liveness-timeout")
     try:
@@ -102,6 +107,9 @@ def start(
                 worker_memory_mb=memory_mb,
                 worker_gpus=gpus,
                 node_id=node_id,
+                heartbeat_interval=heartbeat_interval,
+                liveness_timeout=liveness_timeout,
+                node_queue_factor=queue_factor,
             )
             asyncio.run(Head(settings).run())
         else:
