@@ -38,8 +38,9 @@ def free_port() -> int:
 
 def spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "maze", "start", *args], stdout=out,
-                                stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "-m", "maze", "start", *args], stdout=out, stderr=subprocess.STDOUT
+        )
 
 
 def wait_healthy(url: str, nodes: int) -> None:
@@ -94,12 +95,31 @@ def main() -> None:
         # --- placement throughput over 3 worker shapes ---------------------------------------
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        procs.append(spawn(["--head", "--port", str(port), "--nats-port", str(free_port()), "--data-dir",
-                            str(data / "cluster"), "--no-local-worker", "--fsync", args.fsync], data / "head.log"))
+        procs.append(
+            spawn(
+                [
+                    "--head",
+                    "--port",
+                    str(port),
+                    "--nats-port",
+                    str(free_port()),
+                    "--data-dir",
+                    str(data / "cluster"),
+                    "--no-local-worker",
+                    "--fsync",
+                    args.fsync,
+                ],
+                data / "head.log",
+            )
+        )
         wait_healthy(url, 0)
         for name, shape in SHAPES.items():
-            procs.append(spawn(["--worker", "--addr", f"127.0.0.1:{port}", "--node-id", name, *shape],
-                               data / f"{name}.log"))
+            procs.append(
+                spawn(
+                    ["--worker", "--addr", f"127.0.0.1:{port}", "--node-id", name, *shape],
+                    data / f"{name}.log",
+                )
+            )
         wait_healthy(url, 3)
         client = MaClient(url)
         shapes = [{"cpu": 0.5}, {"cpu": 1}, {"cpu": 2}, {"cpu": 1, "gpu_mem": 2000}]
@@ -112,7 +132,13 @@ def main() -> None:
         for i in range(args.tasks):
             wf.add_task(variants[i % len(variants)], inputs={"x": i})
         elapsed = run_and_wait(wf)
-        rows.append(("placement, 3 workers, mixed shapes", f"{args.tasks} tasks", f"{args.tasks / elapsed:,.0f} tasks/s"))
+        rows.append(
+            (
+                "placement, 3 workers, mixed shapes",
+                f"{args.tasks} tasks",
+                f"{args.tasks / elapsed:,.0f} tasks/s",
+            )
+        )
         for proc in procs:
             proc.send_signal(signal.SIGINT)
         for proc in procs:
@@ -126,23 +152,46 @@ def main() -> None:
         sequential = time.perf_counter() - start
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        procs.append(spawn(["--head", "--port", str(port), "--nats-port", str(free_port()), "--data-dir",
-                            str(data / "speedup"), "--fsync", args.fsync], data / "head2.log"))
+        procs.append(
+            spawn(
+                [
+                    "--head",
+                    "--port",
+                    str(port),
+                    "--nats-port",
+                    str(free_port()),
+                    "--data-dir",
+                    str(data / "speedup"),
+                    "--fsync",
+                    args.fsync,
+                ],
+                data / "head2.log",
+            )
+        )
         wait_healthy(url, 1)
         client = MaClient(url)
         wf = client.create_workflow()
         for _ in range(args.cpu_tasks):
             wf.add_task(burn, inputs={"seconds": args.work_s})
         parallel = run_and_wait(wf)
-        rows.append((f"{args.cpu_tasks} CPU-bound tasks of {args.work_s:g}s", f"sequential {sequential:.2f}s",
-                     f"Maze {parallel:.2f}s = {sequential / parallel:.2f}x"))
+        rows.append(
+            (
+                f"{args.cpu_tasks} CPU-bound tasks of {args.work_s:g}s",
+                f"sequential {sequential:.2f}s",
+                f"Maze {parallel:.2f}s = {sequential / parallel:.2f}x",
+            )
+        )
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGINT)
             proc.wait(timeout=60)
-    table = Table("benchmark", "size", "result",
-                  title=f"{platform.node()} · {os.cpu_count()} cores · Python {platform.python_version()} · "
-                        f"fsync={args.fsync} · {time.strftime('%Y-%m-%d')}")
+    table = Table(
+        "benchmark",
+        "size",
+        "result",
+        title=f"{platform.node()} · {os.cpu_count()} cores · Python {platform.python_version()} · "
+        f"fsync={args.fsync} · {time.strftime('%Y-%m-%d')}",
+    )
     for row in rows:
         table.add_row(*row)
     console.print(table)

@@ -1,0 +1,198 @@
+"""Maze vs Ray on the same machine, in one invocation (issue 2's benchmark).
+
+    pip install -r bench/requirements.txt
+    python bench/compare_ray.py [--runs 200] [--fanout 2000] [--fsync always|interval] [--skip-ray]
+
+(a) one no-op task, submit -> result: median and p99 over --runs
+(b) a 2-task chain a -> b: median and p99 over --runs
+(c) a --fanout no-op task fan-out: tasks/s from submit to the last result
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from maze import MaClient, task
+
+
+@task
+def noop(x: int = 0):
+    return {"x": x}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    return statistics.median(ordered) * 1000, ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000
+
+
+def time_runs(fn: Callable[[], None], runs: int, warmup: int = 10) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return samples
+
+
+def bench_maze(runs: int, fanout: int, fsync: str) -> dict[str, float]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    data = tempfile.mkdtemp(prefix="maze-bench-")
+    log = open(Path(data) / "head.log", "ab")  # noqa: SIM115
+    head = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "maze",
+            "start",
+            "--head",
+            "--port",
+            str(port),
+            "--nats-port",
+            str(free_port()),
+            "--data-dir",
+            data,
+            "--fsync",
+            fsync,
+        ],
+        stdout=log,
+        stderr=log,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if head.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"Maze head did not start; see {data}/head.log")
+            time.sleep(0.2)
+        client = MaClient(url)
+
+        def run(wf, expect: int) -> None:
+            messages = wf.get_results(wf.run(), verbose=False)
+            assert messages[-1]["data"]["state"] == "succeeded", messages[-1]
+            assert sum(m["type"] == "finish_task" for m in messages) == expect
+            wf.clear_cache()
+
+        single = client.create_workflow()
+        single.add_task(noop, inputs={"x": 1})
+        chain = client.create_workflow()
+        first = chain.add_task(noop, inputs={"x": 1})
+        chain.add_task(noop, inputs={"x": first.outputs["x"]})
+        wide = client.create_workflow()
+        for i in range(fanout):
+            wide.add_task(noop, inputs={"x": i})
+        out = {}
+        out["single_median_ms"], out["single_p99_ms"] = percentiles(time_runs(lambda: run(single, 1), runs))
+        out["chain_median_ms"], out["chain_p99_ms"] = percentiles(time_runs(lambda: run(chain, 2), runs))
+        run(wide, fanout)  # warm-up
+        start = time.perf_counter()
+        run(wide, fanout)
+        out["fanout_tasks_per_s"] = fanout / (time.perf_counter() - start)
+        return out
+    finally:
+        head.send_signal(signal.SIGINT)
+        head.wait(timeout=60)
+        log.close()
+
+
+def bench_ray(runs: int, fanout: int) -> dict[str, float]:
+    import ray
+
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    try:
+
+        @ray.remote
+        def ray_noop(x: int) -> int:
+            return x
+
+        out = {}
+        out["single_median_ms"], out["single_p99_ms"] = percentiles(
+            time_runs(lambda: ray.get(ray_noop.remote(1)), runs)
+        )
+        out["chain_median_ms"], out["chain_p99_ms"] = percentiles(
+            time_runs(lambda: ray.get(ray_noop.remote(ray_noop.remote(1))), runs)
+        )
+        ray.get([ray_noop.remote(i) for i in range(fanout)])  # warm-up
+        start = time.perf_counter()
+        assert ray.get([ray_noop.remote(i) for i in range(fanout)]) == list(range(fanout))
+        out["fanout_tasks_per_s"] = fanout / (time.perf_counter() - start)
+        return out
+    finally:
+        ray.shutdown()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--fanout", type=int, default=2000)
+    parser.add_argument("--fsync", choices=["always", "interval"], default="always")
+    parser.add_argument("--skip-ray", action="store_true")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    if not args.skip_ray:
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            print("Ray is not installed: pip install -r bench/requirements.txt (or pass --skip-ray)")
+            sys.exit(2)
+    results = {"maze": bench_maze(args.runs, args.fanout, args.fsync)}
+    if not args.skip_ray:
+        results["ray"] = bench_ray(args.runs, args.fanout)
+    title = (
+        f"{platform.node()} · {os.cpu_count()} cores · Python {platform.python_version()} · "
+        f"{time.strftime('%Y-%m-%d')} · Maze fsync={args.fsync} · runs={args.runs}"
+    )
+    table = Table("metric", "Maze", "Ray", "Maze/Ray", title=title)
+    labels = {
+        "single_median_ms": "(a) 1 task submit→result, median ms",
+        "single_p99_ms": "(a) 1 task submit→result, p99 ms",
+        "chain_median_ms": "(b) 2-task chain, median ms",
+        "chain_p99_ms": "(b) 2-task chain, p99 ms",
+        "fanout_tasks_per_s": f"(c) {args.fanout}-task fan-out, tasks/s",
+    }
+    for key, label in labels.items():
+        maze_value = results["maze"][key]
+        ray_value = results.get("ray", {}).get(key)
+        table.add_row(
+            label,
+            f"{maze_value:,.1f}",
+            "-" if ray_value is None else f"{ray_value:,.1f}",
+            "-" if not ray_value else f"{maze_value / ray_value:.2f}",
+        )
+    Console().print(table)
+    if args.json:
+        args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)}, **results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
