@@ -80,6 +80,9 @@ def test_tasks_land_on_the_node_that_can_hold_them(cluster: HeadProcess) -> None
     assert summary["task_results"][gpu_task.task_id]["cuda"] == "0"
     assert _attempt_node(client, run_id, big_task.task_id) == "big"
     assert summary["task_results"][big_task.task_id]["cuda"] == ""
+    # CPU affinity follows the share: one core for cpu=1, every core of this machine for cpu=4
+    assert len(summary["task_results"][gpu_task.task_id]["cores"]) == 1
+    assert summary["task_results"][big_task.task_id]["cores"] == sorted(os.sched_getaffinity(0))
     assert _attempt_node(client, run_id, cpu3.task_id) == "big"
     placed = [e for e in client.get_run_events(run_id) if e["type"] == "attempt.placed"]
     gpu_placed = next(e for e in placed if e["task_id"] == gpu_task.task_id)
@@ -213,3 +216,27 @@ def test_agent_reregisters_after_head_restart(tmp_path) -> None:
     finally:
         agent.stop()
         head.stop()
+
+
+def test_cluster_cli_commands(cluster: HeadProcess) -> None:
+    import subprocess
+    import sys
+
+    def cli(*args: str) -> str:
+        out = subprocess.run(
+            [sys.executable, "-m", "maze", "cluster", *args, "--server-url", cluster.url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 0, out.stdout + out.stderr
+        return out.stdout
+
+    resources = cli("resources")
+    for node in SHAPES:
+        assert node in resources
+    assert "16.0G" in resources  # the declared card
+    assert "resource class" in cli("queues")
+    join = cli("join-command")
+    assert "maze start --worker --addr" in join and f":{cluster.port} --agent" in join
+    assert "lost: none" in cli("reconcile-workers")
