@@ -14,32 +14,23 @@ import argparse
 import json
 import os
 import platform
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 from rich.console import Console
 from rich.table import Table
 
 from maze import MaClient, task
+from maze.sdk.local_head import LocalHead
 
 
 @task
 def noop(x: int = 0):
     return {"x": x}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def percentiles(samples: list[float]) -> tuple[float, float]:
@@ -59,40 +50,11 @@ def time_runs(fn: Callable[[], None], runs: int, warmup: int = 10) -> list[float
 
 
 def bench_maze(runs: int, fanout: int, fsync: str) -> dict[str, float]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    data = tempfile.mkdtemp(prefix="maze-bench-")
-    log = open(Path(data) / "head.log", "ab")  # noqa: SIM115
-    head = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "maze",
-            "start",
-            "--head",
-            "--port",
-            str(port),
-            "--nats-port",
-            str(free_port()),
-            "--data-dir",
-            data,
-            "--fsync",
-            fsync,
-        ],
-        stdout=log,
-        stderr=log,
+    head = LocalHead(Path(tempfile.mkdtemp(prefix="maze-bench-")), extra=["--fsync", fsync]).start(
+        min_nodes=1
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if head.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"Maze head did not start; see {data}/head.log")
-            time.sleep(0.2)
+        url = head.url
         client = MaClient(url)
 
         def run(wf, expect: int) -> None:
@@ -118,9 +80,7 @@ def bench_maze(runs: int, fanout: int, fsync: str) -> dict[str, float]:
         out["fanout_tasks_per_s"] = fanout / (time.perf_counter() - start)
         return out
     finally:
-        head.send_signal(signal.SIGINT)
-        head.wait(timeout=60)
-        log.close()
+        head.stop()
 
 
 def bench_ray(runs: int, fanout: int) -> dict[str, float]:

@@ -10,18 +10,17 @@ import argparse
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import httpx
 from rich.console import Console
 from rich.table import Table
 
 from maze import MaClient, task
+from maze.sdk.local_head import LocalHead, wait_for_nodes
 
 SHAPES = {
     "small": ["--cpus", "2", "--memory-mb", "4000", "--gpus", "none"],
@@ -30,30 +29,24 @@ SHAPES = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+def spawn_worker(url: str, name: str, shape: list[str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "maze", "start", *args], stdout=out, stderr=subprocess.STDOUT
+            [
+                sys.executable,
+                "-m",
+                "maze",
+                "start",
+                "--worker",
+                "--addr",
+                url.removeprefix("http://"),
+                "--node-id",
+                name,
+                *shape,
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
-
-
-def wait_healthy(url: str, nodes: int) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            resp = httpx.get(f"{url}/cluster/resources", timeout=2)
-            if resp.status_code == 200 and sum(n["state"] == "alive" for n in resp.json()["nodes"]) >= nodes:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"cluster at {url} did not come up")
 
 
 @task
@@ -89,39 +82,16 @@ def main() -> None:
     args = parser.parse_args()
     console = Console()
     data = Path(tempfile.mkdtemp(prefix="maze-bench-"))
-    procs: list[subprocess.Popen[bytes]] = []
+    workers: list[subprocess.Popen[bytes]] = []
     rows = []
+    head = LocalHead(data / "cluster", extra=["--no-local-worker", "--fsync", args.fsync]).start()
     try:
         # --- placement throughput over 3 worker shapes ---------------------------------------
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        procs.append(
-            spawn(
-                [
-                    "--head",
-                    "--port",
-                    str(port),
-                    "--nats-port",
-                    str(free_port()),
-                    "--data-dir",
-                    str(data / "cluster"),
-                    "--no-local-worker",
-                    "--fsync",
-                    args.fsync,
-                ],
-                data / "head.log",
-            )
-        )
-        wait_healthy(url, 0)
-        for name, shape in SHAPES.items():
-            procs.append(
-                spawn(
-                    ["--worker", "--addr", f"127.0.0.1:{port}", "--node-id", name, *shape],
-                    data / f"{name}.log",
-                )
-            )
-        wait_healthy(url, 3)
-        client = MaClient(url)
+        workers = [
+            spawn_worker(head.url, name, shape, data / f"{name}.log") for name, shape in SHAPES.items()
+        ]
+        wait_for_nodes(head.url, 3, 60)
+        client = MaClient(head.url)
         shapes = [{"cpu": 0.5}, {"cpu": 1}, {"cpu": 2}, {"cpu": 1, "gpu_mem": 2000}]
         variants = [task(resources=r)(noop) for r in shapes]
         warm = client.create_workflow()
@@ -139,52 +109,32 @@ def main() -> None:
                 f"{args.tasks / elapsed:,.0f} tasks/s",
             )
         )
-        for proc in procs:
+    finally:
+        for proc in workers:
             proc.send_signal(signal.SIGINT)
-        for proc in procs:
             proc.wait(timeout=60)
-        procs.clear()
+        head.stop()
 
-        # --- parallel speed-up of CPU-bound tasks --------------------------------------------
-        start = time.perf_counter()
-        for _ in range(args.cpu_tasks):
-            burn(args.work_s)
-        sequential = time.perf_counter() - start
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        procs.append(
-            spawn(
-                [
-                    "--head",
-                    "--port",
-                    str(port),
-                    "--nats-port",
-                    str(free_port()),
-                    "--data-dir",
-                    str(data / "speedup"),
-                    "--fsync",
-                    args.fsync,
-                ],
-                data / "head2.log",
-            )
-        )
-        wait_healthy(url, 1)
-        client = MaClient(url)
-        wf = client.create_workflow()
+    # --- parallel speed-up of CPU-bound tasks ------------------------------------------------
+    start = time.perf_counter()
+    for _ in range(args.cpu_tasks):
+        burn(args.work_s)
+    sequential = time.perf_counter() - start
+    head = LocalHead(data / "speedup", extra=["--fsync", args.fsync]).start(min_nodes=1)
+    try:
+        wf = MaClient(head.url).create_workflow()
         for _ in range(args.cpu_tasks):
             wf.add_task(burn, inputs={"seconds": args.work_s})
         parallel = run_and_wait(wf)
-        rows.append(
-            (
-                f"{args.cpu_tasks} CPU-bound tasks of {args.work_s:g}s",
-                f"sequential {sequential:.2f}s",
-                f"Maze {parallel:.2f}s = {sequential / parallel:.2f}x",
-            )
-        )
     finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGINT)
-            proc.wait(timeout=60)
+        head.stop()
+    rows.append(
+        (
+            f"{args.cpu_tasks} CPU-bound tasks of {args.work_s:g}s",
+            f"sequential {sequential:.2f}s",
+            f"Maze {parallel:.2f}s = {sequential / parallel:.2f}x",
+        )
+    )
     table = Table(
         "benchmark",
         "size",

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import time
 from collections import defaultdict
 from typing import Any
 
-import msgspec
 import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -23,13 +21,14 @@ from maze.core.settings import Settings
 from maze.events import subjects
 from maze.events.catalog import ATTEMPT_TERMINAL, Event
 from maze.events.codec import decode_events, encode_value
-from maze.events.nodes import Heartbeat, NodeJoined, NodeLeft, NodeLost
+from maze.events.nodes import NodeJoined, NodeLeft, NodeLost
 from maze.events.runs import RunCreated, RunFinished
 from maze.events.specs import Resources, TaskError
-from maze.events.store import EventStore, heartbeat_bucket, subscribe_ordered
+from maze.events.store import EventStore, subscribe_ordered
 from maze.events.tasks import AttemptFailed, AttemptPlaced, AttemptRejected, RetryScheduled
 from maze.events.work import WorkBatch, WorkItem
-from maze.head.placer import AttemptKey, Placement, Placer
+from maze.head.liveness import Liveness
+from maze.head.placer import Placement, Placer
 from maze.head.retry import next_attempt_delay_ms
 from maze.head.run_state import (
     RunRuntime,
@@ -43,7 +42,6 @@ from maze.head.run_state import (
 log = structlog.get_logger(__name__)
 
 _TICK = object()
-_heartbeat_decoder = msgspec.msgpack.Decoder(Heartbeat)
 TaskKey = tuple[str, str]
 
 
@@ -68,11 +66,8 @@ class RunController:
         self.positions: dict[str, int] = {subjects.RUNS_STREAM: 0, subjects.NODES_STREAM: 0}
         self.queue: asyncio.Queue[Any] = asyncio.Queue()
         self.live = False
-        self.live_since = time.monotonic()
         self.caught_up.clear()
-        self.heartbeats: dict[str, Heartbeat] = {}
-        self.last_seen: dict[str, tuple[str, float]] = {}
-        self.join_seen: dict[str, float] = {}
+        self.liveness = Liveness(self.settings.liveness_timeout)
 
     # ---- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -116,7 +111,7 @@ class RunController:
             if self.live:
                 await self._decide()
             helpers += [
-                asyncio.create_task(self._watch_heartbeats(), name="heartbeat-watch"),
+                asyncio.create_task(self.liveness.watch(self.js), name="heartbeat-watch"),
                 asyncio.create_task(self._tick_forever(), name="liveness-tick"),
             ]
             while True:
@@ -140,53 +135,15 @@ class RunController:
                 except Exception:
                     pass
 
-    # ---- liveness -----------------------------------------------------------------------------
-    async def _watch_heartbeats(self) -> None:
-        kv = await heartbeat_bucket(self.js)
-        watcher = await kv.watchall()
-        async for entry in watcher:
-            if entry is None or not entry.value:
-                continue
-            try:
-                beat = _heartbeat_decoder.decode(entry.value)
-            except msgspec.DecodeError:
-                continue
-            self.heartbeats[beat.node_id] = beat
-            self.last_seen[beat.node_id] = (beat.session, time.monotonic())
-
     async def _tick_forever(self) -> None:
         while True:
             await asyncio.sleep(min(1.0, self.settings.liveness_timeout / 4))
             self.queue.put_nowait(_TICK)
 
-    def _stale_nodes(self, now: int, force_reason: str | None = None) -> list[Event]:
-        """NodeLost for every live node whose current session has not heartbeaten in time: the
-        liveness timeout, or for an operator's reconcile three of the node's own intervals."""
-        lost: list[Event] = []
-        mono = time.monotonic()
-        for node in self.placer.alive_nodes():
-            session, seen = self.last_seen.get(node.node_id, ("", 0.0))
-            if session != node.session:  # no beat of this session yet: count from when we saw it join
-                seen = max(self.live_since, self.join_seen.get(node.node_id, 0.0))
-            limit = self.settings.liveness_timeout
-            beat = self.heartbeats.get(node.node_id)
-            if force_reason and beat is not None and beat.session == node.session:
-                limit = min(limit, 3 * beat.interval_s)
-            if mono - seen > limit:
-                lost.append(
-                    NodeLost(
-                        node_id=node.node_id,
-                        session=node.session,
-                        at_ms=now,
-                        reason=force_reason or "heartbeat_timeout",
-                    )
-                )
-        return lost
-
     def _check_caught_up(self, targets: dict[str, int]) -> None:
         if all(self.positions[s] >= t for s, t in targets.items()):
             self.live = True
-            self.live_since = time.monotonic()
+            self.liveness.went_live()
             self.caught_up.set()
             for run in self.runs.values():
                 self.dirty.add(run.run_id)
@@ -208,7 +165,7 @@ class RunController:
         """Fold one event. Idempotent, so the controller's own events may come back safely."""
         if isinstance(event, NodeJoined):
             self.placer.node_joined(event)
-            self.join_seen[event.node_id] = time.monotonic()
+            self.liveness.joined(event.node_id)
             self.placement_due = True
             return
         if isinstance(event, NodeLeft | NodeLost):
@@ -263,7 +220,7 @@ class RunController:
     async def _decide(self) -> None:
         events: list[Event] = []
         now = now_ms()
-        lost_nodes = self._stale_nodes(now)
+        lost_nodes = self.liveness.stale(self.placer.alive_nodes(), now)
         if lost_nodes:
             for event in lost_nodes:
                 self.apply(event)
@@ -427,7 +384,7 @@ class RunController:
     async def reconcile_workers(self) -> dict[str, Any]:
         """Operator command: declare every node without a recent heartbeat lost now."""
         now = now_ms()
-        lost = self._stale_nodes(now, force_reason="reconciled")
+        lost = self.liveness.stale(self.placer.alive_nodes(), now, force_reason="reconciled")
         for event in lost:
             self.apply(event)
         if lost:
@@ -452,6 +409,3 @@ class RunController:
     # ---- queries (for the API) ----------------------------------------------------------------
     def pending_reason(self, run_id: str, task_id: str) -> str | None:
         return self.pending_reasons.get((run_id, task_id))
-
-    def queued_attempts(self) -> dict[AttemptKey, str]:
-        return {k: r.node_id for k, r in self.placer.reservations.items()}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
 from maze.core.clock import now_ms
@@ -67,7 +66,7 @@ def queues(ctl: RunController) -> dict[str, Any]:
     ]
     node_queues = {
         node_id: {"running": beat.running, "waiting": beat.waiting}
-        for node_id, beat in ctl.heartbeats.items()
+        for node_id, beat in ctl.liveness.heartbeats.items()
         if node_id in ctl.placer.nodes
     }
     return {
@@ -86,11 +85,10 @@ def queues(ctl: RunController) -> dict[str, Any]:
 def node_live_view(ctl: RunController, node_id: str) -> dict[str, Any]:
     """Committed (placed) resources and the last heartbeat of one node."""
     view = ctl.placer.nodes.get(node_id)
-    beat = ctl.heartbeats.get(node_id)
-    seen = ctl.last_seen.get(node_id)
+    beat = ctl.liveness.heartbeats.get(node_id)
     out: dict[str, Any] = {
         "alive_in_controller": bool(view and view.alive),
-        "heartbeat_age_s": round(time.monotonic() - seen[1], 3) if seen else None,
+        "heartbeat_age_s": ctl.liveness.age_s(node_id),
         "running": beat.running if beat else 0,
         "waiting": beat.waiting if beat else 0,
     }
@@ -110,16 +108,15 @@ def node_live_view(ctl: RunController, node_id: str) -> dict[str, Any]:
 def unregistered(ctl: RunController) -> list[dict[str, Any]]:
     """Workers heartbeating on NATS whose session is not a registered, live node of this head."""
     out = []
-    for node_id, beat in ctl.heartbeats.items():
+    for node_id, beat in ctl.liveness.heartbeats.items():
         view = ctl.placer.nodes.get(node_id)
         if view is None or view.session != beat.session or not view.alive:
-            seen = ctl.last_seen.get(node_id)
             out.append(
                 {
                     "node_id": node_id,
                     "session": beat.session,
                     "ip": beat.ip,
-                    "heartbeat_age_s": round(time.monotonic() - seen[1], 3) if seen else None,
+                    "heartbeat_age_s": ctl.liveness.age_s(node_id),
                 }
             )
     return out

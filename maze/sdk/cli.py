@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -211,45 +208,20 @@ def demo(
 ) -> None:
     """Start a head with embedded NATS, run the greet → uppercase workflow, print it, stop."""
     from maze.sdk.demo import run_demo
+    from maze.sdk.local_head import LocalHead
 
-    directory = data_dir or tempfile.mkdtemp(prefix="maze-demo-")
-    url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "maze",
-            "start",
-            "--head",
-            "--port",
-            str(port),
-            "--nats-port",
-            str(nats_port),
-            "--data-dir",
-            directory,
-        ],
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    directory = Path(data_dir or tempfile.mkdtemp(prefix="maze-demo-"))
+    head = LocalHead(directory, port=port, nats_port=nats_port, quiet=False)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                fail(f"the head exited with code {proc.returncode}")
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                fail("the head did not start within 60 s")
-            time.sleep(0.2)
-        summary = run_demo(url)
-        console.print(f"[green]demo finished[/green]: {summary['state']}  (data in {Path(directory)})")
-        if summary["state"] != "succeeded":
-            raise typer.Exit(1)
+        head.start(min_nodes=1)
+        summary = run_demo(head.url)
+    except MazeError as exc:
+        fail(exc.message)
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        head.stop()
+    console.print(f"[green]demo finished[/green]: {summary['state']}  (history in {directory})")
+    if summary["state"] != "succeeded":
+        raise typer.Exit(1)
 
 
 def main() -> None:
