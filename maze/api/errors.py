@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
@@ -16,20 +18,20 @@ def _body(error_type: str, message: str, details: object = None) -> dict[str, ob
     return {"error": {"type": error_type, "message": message, "details": details or {}}}
 
 
-def maze_error(_: Request, exc: MazeError) -> Response[dict[str, object]]:
+def maze_error(_: Request[Any, Any, Any], exc: MazeError) -> Response[dict[str, object]]:
     return Response(_body(exc.error_type, exc.message, exc.details), status_code=exc.status_code)
 
 
-def litestar_validation(_: Request, exc: LitestarValidation) -> Response[dict[str, object]]:
+def litestar_validation(_: Request[Any, Any, Any], exc: LitestarValidation) -> Response[dict[str, object]]:
     return Response(_body("validation_error", str(exc.detail), {"extra": exc.extra}), status_code=400)
 
 
-def http_error(_: Request, exc: HTTPException) -> Response[dict[str, object]]:
+def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, object]]:
     kind = "not_found" if exc.status_code == 404 else "http_error"
     return Response(_body(kind, str(exc.detail)), status_code=exc.status_code)
 
 
-def unexpected(_: Request, exc: Exception) -> Response[dict[str, object]]:
+def unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, object]]:
     log.exception("api.unexpected_error", error=str(exc))
     return Response(_body("internal_error", f"{type(exc).__name__}: {exc}"), status_code=500)
 

@@ -45,7 +45,7 @@ async def connect(urls: Sequence[str], name: str, **kwargs: object) -> NATS:
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,
             allow_reconnect=True,
-            **kwargs,  # type: ignore[arg-type]
+            **kwargs,
         )
     except Exception as exc:  # nats raises several unrelated types here
         raise Unavailable(f"cannot connect to NATS at {', '.join(urls)}: {exc}") from exc

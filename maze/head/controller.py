@@ -173,17 +173,17 @@ class RunController:
             return
         if isinstance(event, RunCreated):
             if event.run_id not in self.runs and event.run_id not in self.done_runs:
-                run = new_run(event)
-                self.runs[run.run_id] = run
-                for task_id in ready_tasks(run):
-                    self.ready[(run.run_id, task_id)] = None
+                created = new_run(event)
+                self.runs[created.run_id] = created
+                for task_id in ready_tasks(created):
+                    self.ready[(created.run_id, task_id)] = None
                 self.placement_due = True
-                self.dirty.add(run.run_id)
+                self.dirty.add(created.run_id)
             return
         run_id: str = event.run_id
         if isinstance(event, AttemptPlaced):
-            run = self.runs.get(run_id)
-            spec_res = run.tasks[event.task_id].spec.resources if run else None
+            placed_run = self.runs.get(run_id)
+            spec_res = placed_run.tasks[event.task_id].spec.resources if placed_run else None
             if spec_res is not None:
                 self.placer.reserve(
                     (run_id, event.task_id, event.attempt),
@@ -200,11 +200,11 @@ class RunController:
             if isinstance(event, AttemptRejected):
                 self.placer.note_reject(run_id, event.task_id, event.node_id, event.at_ms, event.reason)
         if isinstance(event, RunFinished):
-            run = self.runs.pop(run_id, None)
+            ended = self.runs.pop(run_id, None)
             self.done_runs.add(run_id)
-            if run is not None:
-                finish(run, event)
-                for task_id in run.tasks:
+            if ended is not None:
+                finish(ended, event)
+                for task_id in ended.tasks:
                     self.ready.pop((run_id, task_id), None)
                     self.pending_reasons.pop((run_id, task_id), None)
             return
@@ -222,8 +222,8 @@ class RunController:
         now = now_ms()
         lost_nodes = self.liveness.stale(self.placer.alive_nodes(), now)
         if lost_nodes:
-            for event in lost_nodes:
-                self.apply(event)
+            for lost in lost_nodes:
+                self.apply(lost)
             # recorded before the attempts they orphan, so history reads in cause order
             await self._publish_node_events(lost_nodes)
         events += self._reconcile_lost_nodes(now)
@@ -378,8 +378,8 @@ class RunController:
             )
         return events, work
 
-    async def _publish_node_events(self, events: list[Event]) -> None:
-        await self.store.publish_many([(subjects.node_subject(e.node_id), [e]) for e in events])  # type: ignore[union-attr]
+    async def _publish_node_events(self, events: list[NodeLost]) -> None:
+        await self.store.publish_many([(subjects.node_subject(e.node_id), [e]) for e in events])
 
     async def reconcile_workers(self) -> dict[str, Any]:
         """Operator command: declare every node without a recent heartbeat lost now."""

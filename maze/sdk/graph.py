@@ -67,7 +67,7 @@ def draw(wf: MaWorkflow, output_path: str, method: str, figsize: tuple[float, fl
     fmt = output_path.rsplit(".", 1)[-1].lower() if "." in output_path else "png"
     if method in ("auto", "graphviz"):
         try:
-            import graphviz  # type: ignore[import-not-found]
+            import graphviz
 
             dot = graphviz.Digraph(format=fmt, graph_attr={"dpi": str(dpi)})
             for t in wf.tasks.values():
@@ -80,11 +80,11 @@ def draw(wf: MaWorkflow, output_path: str, method: str, figsize: tuple[float, fl
             if method == "graphviz":
                 raise ImportError("draw_graph(method='graphviz') needs `pip install graphviz`") from None
     try:
-        import matplotlib  # type: ignore[import-not-found]
+        import matplotlib
 
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt  # type: ignore[import-not-found]
-        import networkx as nx  # type: ignore[import-untyped]
+        import matplotlib.pyplot as plt
+        import networkx as nx
     except ImportError:
         raise ImportError(
             "draw_graph needs graphviz (`pip install graphviz`) or matplotlib and networkx "

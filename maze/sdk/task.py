@@ -14,7 +14,7 @@ import inspect
 import textwrap
 import types
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from msgspec import Struct
 
@@ -110,6 +110,7 @@ def make_meta(
             raise ValidationError(
                 f"task {fn.__name__!r}: data type {kind!r} of {key!r} is not one of {sorted(DATA_TYPES)}"
             )
+    accepted: list[str] | None
     if inputs is not None:
         style, names, required, accepted = "params", list(inputs), list(inputs), list(inputs)
     else:
@@ -134,6 +135,25 @@ def make_meta(
         retry_backoff_seconds=retry_backoff_seconds,
         retry_on=list(retry_on or []),
     )
+
+
+@overload
+def task(func: F, /) -> F: ...
+
+
+@overload
+def task(
+    func: None = None,
+    *,
+    inputs: list[str] | None = ...,
+    outputs: list[str] | None = ...,
+    resources: dict[str, Any] | None = ...,
+    data_types: dict[str, str] | None = ...,
+    timeout_seconds: float | None = ...,
+    max_retries: int = ...,
+    retry_backoff_seconds: float = ...,
+    retry_on: list[str] | None = ...,
+) -> Callable[[F], F]: ...
 
 
 def task(

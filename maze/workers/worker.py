@@ -13,7 +13,8 @@ import asyncio
 import socket
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import msgspec
 import structlog
@@ -49,7 +50,7 @@ class Worker:
         ip: str,
         hostname: str | None = None,
         heartbeat_interval: float = 2.0,
-        on_registration_lost: Callable[[], Awaitable[None]] | None = None,
+        on_registration_lost: Callable[[], Coroutine[Any, Any, None]] | None = None,
     ) -> None:
         self.nc = nc
         self.node_id = node_id
