@@ -53,3 +53,11 @@ def env_settings(**overrides: object) -> Settings:
 def split_urls(text: str) -> list[str]:
     """`nats.connect` wants a list: split `a,b,c` ourselves (DESIGN.md §8)."""
     return [u.strip() for u in text.split(",") if u.strip()]
+
+
+def redact(url: str) -> str:
+    """A NATS URL with its credentials hidden, for logs and banners."""
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest:
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url

@@ -25,6 +25,7 @@ from nats.js.errors import BadRequestError
 from nats.js.kv import KeyValue
 
 from maze.core.errors import Unavailable
+from maze.core.settings import redact
 from maze.events import headers, subjects
 from maze.events.catalog import Event, event_key, event_tag
 from maze.events.codec import encode_events, encode_work
@@ -48,7 +49,7 @@ async def connect(urls: Sequence[str], name: str, **kwargs: object) -> NATS:
             **kwargs,
         )
     except Exception as exc:  # nats raises several unrelated types here
-        raise Unavailable(f"cannot connect to NATS at {', '.join(urls)}: {exc}") from exc
+        raise Unavailable(f"cannot connect to NATS at {', '.join(redact(u) for u in urls)}: {exc}") from exc
 
 
 async def ensure_streams(js: JetStreamContext) -> None:

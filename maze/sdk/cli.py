@@ -16,7 +16,7 @@ from rich.table import Table
 
 from maze.core.errors import MazeError
 from maze.core.logs import configure_logging
-from maze.core.settings import env_settings, split_urls
+from maze.core.settings import env_settings, redact, split_urls
 
 app = typer.Typer(
     help="Maze: a task-level distributed runtime for agent workflows.",
@@ -322,7 +322,7 @@ def cluster_join_command(server_url: str = ServerUrl) -> None:
         highlight=False,
         soft_wrap=True,
     )
-    console.print(f"# event store: {', '.join(data['nats_urls'])}", highlight=False)
+    console.print(f"# event store: {', '.join(redact(u) for u in data['nats_urls'])}", highlight=False)
 
 
 @cluster_app.command("reconcile-workers")

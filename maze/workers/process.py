@@ -17,6 +17,7 @@ import structlog
 from nats.aio.client import Client as NATS
 
 from maze.core.errors import Unavailable
+from maze.core.settings import redact
 from maze.events.store import connect
 from maze.workers.capacity import local_capacity, local_ip
 from maze.workers.worker import Worker
@@ -123,7 +124,7 @@ async def run_worker(
     if agent:
         watcher = asyncio.create_task(agent_obj.watch())
     print(
-        f"Maze worker {node} joined {addr} (NATS {', '.join(urls)}): {capacity.cpus:g} CPUs, "
+        f"Maze worker {node} joined {addr} (NATS {', '.join(redact(u) for u in urls)}): {capacity.cpus:g} CPUs, "
         f"{capacity.memory_mb} MB, GPUs {[(g.index, g.name, g.total_mem_mb) for g in capacity.gpus]}"
         f"{' [agent]' if agent else ''}",
         flush=True,
