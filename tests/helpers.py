@@ -207,3 +207,56 @@ class WorkerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+class NatsCluster:
+    """A 3-node JetStream cluster on loopback (routes between the nodes), fsync always."""
+
+    def __init__(self, root: Path, size: int = 3) -> None:
+        self.root = root
+        self.ports = [free_port() for _ in range(size)]
+        self.cluster_ports = [free_port() for _ in range(size)]
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def urls(self) -> list[str]:
+        return [f"nats://127.0.0.1:{p}" for p in self.ports]
+
+    def start(self) -> None:
+        routes = ", ".join(f"nats://127.0.0.1:{p}" for p in self.cluster_ports)
+        for i, (port, cport) in enumerate(zip(self.ports, self.cluster_ports, strict=True)):
+            store = self.root / f"n{i}"
+            store.mkdir(parents=True, exist_ok=True)
+            conf = store / "nats.conf"
+            conf.write_text(
+                f'server_name: n{i}\nlisten: "127.0.0.1:{port}"\nmax_payload: 8MB\n'
+                f'jetstream {{\n  store_dir: "{store}/js"\n  sync_interval: always\n}}\n'
+                f'cluster {{\n  name: maze\n  listen: "127.0.0.1:{cport}"\n  routes: [{routes}]\n}}\n'
+            )
+            self.procs.append(
+                subprocess.Popen(
+                    [nats_server_binary(), "-c", str(conf)],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        for port in self.ports:
+            wait_until(lambda p=port: _accepts(p), timeout=15)  # type: ignore[misc]
+
+    def kill(self, index: int) -> None:
+        self.procs[index].send_signal(signal.SIGKILL)
+        self.procs[index].wait(timeout=10)
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(timeout=10)
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False

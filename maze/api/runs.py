@@ -20,6 +20,7 @@ from maze.core.errors import Conflict, NotFound, PayloadTooLarge, Unavailable, V
 from maze.events import headers, subjects
 from maze.events.catalog import event_key
 from maze.events.codec import encode_events
+from maze.events.store import publish_durably
 from maze.projections import queries
 
 MAX_EVENTS_PAGE = 10_000
@@ -53,10 +54,11 @@ async def submit_run(request: Request[Any, Any, Any], head: HeadState) -> dict[s
             limit=limit,
         )
     try:
-        ack = await head.js.publish(
+        ack = await publish_durably(
+            head.js,
             subjects.run_subject(run_id),
             data,
-            headers={
+            {
                 headers.MSG_ID: event_key(event),
                 headers.EXPECTED_LAST_SUBJECT_SEQ: "0",
                 headers.EVENT_TYPES: "run.created",

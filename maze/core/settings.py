@@ -30,6 +30,7 @@ class Settings(Struct, frozen=True):
     liveness_timeout: float = 10.0  # a node with no heartbeat for this long is lost
     node_queue_factor: float = 16.0
     max_payload_mb: int = 8
+    stream_replicas: int = 1  # JetStream replicas of Maze's streams (3 on a 3-node NATS cluster)
 
     @property
     def data_path(self) -> Path:

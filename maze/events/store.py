@@ -8,20 +8,23 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 
 import nats
+import nats.errors
 import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.errors import NoRespondersError
 from nats.js import JetStreamContext
 from nats.js.api import (
     ConsumerConfig,
     DeliverPolicy,
     DiscardPolicy,
     KeyValueConfig,
+    PubAck,
     RetentionPolicy,
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError
+from nats.js.errors import BadRequestError, NoStreamResponseError, ServiceUnavailableError
 from nats.js.kv import KeyValue
 
 from maze.core.errors import Unavailable
@@ -52,7 +55,7 @@ async def connect(urls: Sequence[str], name: str, **kwargs: object) -> NATS:
         raise Unavailable(f"cannot connect to NATS at {', '.join(redact(u) for u in urls)}: {exc}") from exc
 
 
-async def ensure_streams(js: JetStreamContext) -> None:
+async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
     """Create (or update) the streams Maze needs. Safe to call from every process."""
     configs = [
         StreamConfig(
@@ -61,6 +64,7 @@ async def ensure_streams(js: JetStreamContext) -> None:
             storage=StorageType.FILE,
             retention=RetentionPolicy.LIMITS,
             duplicate_window=DUPLICATE_WINDOW_S,
+            num_replicas=replicas,
         ),
         StreamConfig(
             name=subjects.WORK_STREAM,
@@ -68,6 +72,7 @@ async def ensure_streams(js: JetStreamContext) -> None:
             storage=StorageType.FILE,
             retention=RetentionPolicy.WORK_QUEUE,
             duplicate_window=DUPLICATE_WINDOW_S,
+            num_replicas=replicas,
         ),
         StreamConfig(
             name=subjects.NODES_STREAM,
@@ -75,6 +80,7 @@ async def ensure_streams(js: JetStreamContext) -> None:
             storage=StorageType.FILE,
             retention=RetentionPolicy.LIMITS,
             duplicate_window=DUPLICATE_WINDOW_S,
+            num_replicas=replicas,
             discard=DiscardPolicy.OLD,
         ),
     ]
@@ -85,7 +91,11 @@ async def ensure_streams(js: JetStreamContext) -> None:
             await js.update_stream(config)
     await js.create_key_value(
         KeyValueConfig(
-            bucket=subjects.HEARTBEAT_BUCKET, history=1, ttl=HEARTBEAT_TTL_S, storage=StorageType.MEMORY
+            bucket=subjects.HEARTBEAT_BUCKET,
+            history=1,
+            ttl=HEARTBEAT_TTL_S,
+            storage=StorageType.MEMORY,
+            replicas=replicas,
         )
     )
 
@@ -103,6 +113,31 @@ def batch_msg_id(events: Sequence[Event]) -> str:
     return f"batch/{digest}"
 
 
+# Raised while a stream's leader is being (re-)elected or the connection is moving to another
+# server: the same publish, with the same Nats-Msg-Id, is safe to repeat.
+TRANSIENT = (NoStreamResponseError, NoRespondersError, nats.errors.TimeoutError, ServiceUnavailableError)
+
+
+async def publish_durably(
+    js: JetStreamContext, subject: str, data: bytes, hdrs: dict[str, str], within_s: float = 20.0
+) -> PubAck:
+    """Publish and wait for the stream's ack, retrying through leader elections and reconnects.
+    Raises Unavailable when the store does not acknowledge within `within_s`."""
+    deadline = asyncio.get_running_loop().time() + within_s
+    delay = 0.05
+    while True:
+        try:
+            return await js.publish(subject, data, headers=hdrs)
+        except TRANSIENT as exc:
+            if asyncio.get_running_loop().time() + delay > deadline:
+                raise Unavailable(
+                    f"the event store did not acknowledge a write to {subject}: {exc!r}"
+                ) from exc
+            log.warning("publish.retrying", subject=subject, error=repr(exc))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+
 class EventStore:
     """Publishes events. Every publish carries a deterministic Nats-Msg-Id; callers that publish
     many messages use `publish_many`, which pipelines them and waits for all acks together."""
@@ -118,7 +153,7 @@ class EventStore:
             headers.EVENT_TYPES: ",".join(sorted({event_tag(e) for e in events})),
             headers.SCHEMA_VERSION: headers.SCHEMA,
         }
-        ack = await self.js.publish(subject, encode_events(list(events)), headers=hdrs)
+        ack = await publish_durably(self.js, subject, encode_events(list(events)), hdrs)
         return int(ack.seq)
 
     async def publish_many(self, messages: Sequence[tuple[str, Sequence[Event]]]) -> list[int]:
@@ -131,8 +166,8 @@ class EventStore:
         return await self.publish_many([(subjects.run_subject(r), evs) for r, evs in grouped.items()])
 
     async def publish_work(self, node_id: str, batch: WorkBatch, msg_id: str) -> int:
-        ack = await self.js.publish(
-            subjects.work_subject(node_id), encode_work(batch), headers={headers.MSG_ID: msg_id}
+        ack = await publish_durably(
+            self.js, subjects.work_subject(node_id), encode_work(batch), {headers.MSG_ID: msg_id}
         )
         return int(ack.seq)
 

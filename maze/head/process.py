@@ -60,7 +60,7 @@ class Head:
         server_task = None
         try:
             nc = await connect(urls, "maze-head")
-            await ensure_streams(nc.jetstream())
+            await ensure_streams(nc.jetstream(), settings.stream_replicas)
             controller = RunController(nc, EventStore(nc), settings)
             controller.start()
             try:

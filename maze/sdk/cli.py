@@ -72,6 +72,9 @@ def start(
     liveness_timeout: float = typer.Option(
         10.0, "--liveness-timeout", help="Head: a node silent this long is lost."
     ),
+    replicas: int = typer.Option(
+        1, "--replicas", help="Head: JetStream replicas of the streams (e.g. 3 with --nats)."
+    ),
     queue_factor: float = typer.Option(
         16.0, "--node-queue-factor", help="Head: how far past its CPUs a node may be queued (>= 1)."
     ),
@@ -83,6 +86,8 @@ def start(
         fail("choose exactly one of --head or --worker")
     if fsync not in ("always", "interval"):
         fail("--fsync must be 'always' or 'interval'")
+    if replicas not in (1, 3, 5):
+        fail("--replicas must be 1, 3 or 5")
     if queue_factor < 1:
         fail("--node-queue-factor must be at least 1")
     if heartbeat_interval <= 0 or liveness_timeout <= heartbeat_interval:
@@ -107,6 +112,7 @@ def start(
                 heartbeat_interval=heartbeat_interval,
                 liveness_timeout=liveness_timeout,
                 node_queue_factor=queue_factor,
+                stream_replicas=replicas,
             )
             asyncio.run(Head(settings).run())
         else:

@@ -1,0 +1,49 @@
+"""Maze on a 3-node JetStream cluster (the compose.yaml topology, on loopback): streams replicated
+3x keep every run going when one NATS node is killed."""
+
+from __future__ import annotations
+
+import time
+
+from maze import MaClient, task
+from tests.helpers import HeadProcess, NatsCluster
+
+
+@task
+def add_one(x: int = 0):
+    return {"x": x + 1}
+
+
+def _chain(client: MaClient, length: int) -> str:
+    wf = client.create_workflow()
+    t = wf.add_task(add_one, inputs={"x": 0})
+    for _ in range(length - 1):
+        t = wf.add_task(add_one, inputs={"x": t.outputs["x"]})
+    run_id = wf.run()
+    summary = wf.show_results(run_id)
+    assert summary["state"] == "succeeded" and summary["task_results"][t.task_id] == {"x": length}
+    return run_id
+
+
+def test_replicated_streams_survive_losing_a_nats_node(tmp_path) -> None:
+    cluster = NatsCluster(tmp_path / "nats")
+    cluster.start()
+    head = HeadProcess(tmp_path / "head", nats_url=",".join(cluster.urls), extra=["--replicas", "3"])
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # the JetStream meta leader takes a moment to be elected
+            try:
+                head.start(timeout=30)
+                break
+            except (RuntimeError, TimeoutError):
+                if time.monotonic() > deadline:
+                    raise
+        client = MaClient(head.url)
+        before = _chain(client, 3)
+        cluster.kill(2)
+        after = _chain(client, 3)
+        assert {r["run_id"] for r in client.list_runs(limit=10)} >= {before, after}
+        assert len(client.get_run_events(before)) == len(client.get_run_events(after))
+    finally:
+        head.stop()
+        cluster.stop()
