@@ -154,3 +154,34 @@ def test_cli_start_rejects_bad_flags() -> None:
         )
         assert out.returncode == 1, (args, out.stdout, out.stderr)
         assert needle in out.stdout, (args, out.stdout)
+
+
+def test_cli_start_on_a_taken_port_fails_with_one_line(tmp_path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "maze",
+                "start",
+                "--head",
+                "--port",
+                str(port),
+                "--data-dir",
+                str(tmp_path),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert out.returncode == 1
+    assert (
+        out.stdout.strip()
+        == f"error: cannot listen on 127.0.0.1:{port} (Address already in use); choose another --port"
+    )
+    assert out.stderr == ""

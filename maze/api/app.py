@@ -35,4 +35,5 @@ def create_app(head: HeadState) -> Litestar:
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         openapi_config=OpenAPIConfig(title="Maze", version="0.1.0", path="/schema"),
         request_max_body_size=64 * 1024 * 1024,
+        logging_config=None,  # structlog is configured by the CLI; Litestar's queue logger broke at exit
     )

@@ -33,6 +33,18 @@ class _Server(uvicorn.Server):
         yield
 
 
+def ensure_port_free(host: str, port: int, flag: str) -> None:
+    """Fail before starting anything if the API port is taken (uvicorn would exit mid-start)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise Unavailable(
+                f"cannot listen on {host}:{port} ({exc.strerror}); choose another {flag}"
+            ) from exc
+
+
 class Head:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -43,6 +55,7 @@ class Head:
         settings = self.settings
         data = settings.data_path
         data.mkdir(parents=True, exist_ok=True)
+        ensure_port_free(settings.host, settings.port, "--port")
         urls = list(settings.nats_urls)
         if not urls:
             self.embedded = EmbeddedNats(

@@ -16,6 +16,16 @@ class MaClient:
         self.server_url = server_url.rstrip("/")
         self.http = Http(self.server_url)
 
+    def close(self) -> None:
+        """Close the HTTP connections (also done when the client is garbage-collected)."""
+        self.http.close()
+
+    def __enter__(self) -> MaClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def create_workflow(self) -> MaWorkflow:
         """A new, empty static workflow."""
         return MaWorkflow(f"wf_{uuid.uuid4().hex}", self.server_url, client=self)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import httpx
@@ -26,6 +27,11 @@ class Http:
     def __init__(self, server_url: str, timeout: float = 30.0) -> None:
         self.server_url = server_url.rstrip("/")
         self.client = httpx.Client(base_url=self.server_url, timeout=timeout)
+        # close the pooled connections when the SDK object goes away, even if nobody calls close()
+        self._finalizer = weakref.finalize(self, self.client.close)
+
+    def close(self) -> None:
+        self._finalizer()
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
