@@ -174,6 +174,9 @@ def test_malformed_bodies(head: HeadProcess, nothing_appended) -> None:
     assert "duplicate task id" in _error(resp, 400)["message"]
     resp = _post(head, [{"task_id": "a", "func_hash": "0" * 64, "inputs": {}}])
     assert "not among the submitted functions" in _error(resp, 400)["message"]
+    for bad_run_id in ("run_a.b", "run_*", "run_>", "nope", "run_ x"):
+        resp = _post(head, [{"task_id": "a", "inputs": {"text": {"value": "x"}}}], run_id=bad_run_id)
+        assert "run_id" in _error(resp, 400)["message"], bad_run_id
 
 
 def test_non_dict_return_is_a_structured_task_error(client: MaClient) -> None:
@@ -198,3 +201,17 @@ def test_unknown_run_is_404(client: MaClient, head: HeadProcess) -> None:
     wf = client.create_workflow()
     with pytest.raises(ValueError, match="not found"):
         wf.get_results("run_nope", verbose=False)
+
+
+def test_resubmitting_a_run_id_is_idempotent_and_another_dag_under_it_conflicts(head: HeadProcess) -> None:
+    body = [{"task_id": "a", "inputs": {"text": {"value": "once"}}}]
+    first = _post(head, [dict(t) for t in body], run_id="run_idempotent_1")
+    again = _post(head, [dict(t) for t in body], run_id="run_idempotent_1")
+    assert first.status_code == again.status_code == 201, (first.text, again.text)
+    assert first.json()["duplicate"] is False and again.json()["duplicate"] is True
+    assert first.json()["seq"] == again.json()["seq"]
+    other = _post(head, [{"task_id": "b", "inputs": {"text": {"value": "other"}}}], run_id="run_idempotent_1")
+    assert "already exists" in _error(other, 409)["message"]
+    events = httpx.get(f"{head.url}/runs/run_idempotent_1/events").json()["events"]
+    assert sum(e["type"] == "run.created" for e in events) == 1
+    assert [t["task_id"] for t in events[0]["tasks"]] == ["a"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -14,7 +15,7 @@ from nats.js.errors import APIError
 
 from maze.api.event_reader import last_run_seq, run_events
 from maze.api.state import HeadState
-from maze.api.submit import build_run_created, check_placeable, decode_submission
+from maze.api.submit import ID_RE, build_run_created, check_placeable, decode_submission
 from maze.core.clock import new_id, now_ms
 from maze.core.errors import Conflict, NotFound, PayloadTooLarge, Unavailable, ValidationError
 from maze.events import headers, subjects
@@ -39,8 +40,11 @@ async def submit_run(request: Request[Any, Any, Any], head: HeadState) -> dict[s
     body = await request.body()
     submission = decode_submission(body, request.headers.get("content-type", ""))
     run_id = submission.run_id or new_id("run")
-    if not submission.run_id.startswith("run_") and submission.run_id:
-        raise ValidationError("run_id, when given, must start with 'run_'")
+    if not (run_id.startswith("run_") and ID_RE.match(run_id)):
+        # it becomes a NATS subject token: no '.', '*', '>' or spaces
+        raise ValidationError("run_id, when given, is 'run_' then letters, digits, '_' or '-' (128 at most)")
+    if len(submission.workflow_id) > 128:
+        raise ValidationError("workflow_id is 128 characters at most")
     if not await head.controller_ready():
         raise Unavailable("the run controller is still replaying history; try again shortly")
     event = build_run_created(submission, run_id, now_ms())
@@ -53,13 +57,16 @@ async def submit_run(request: Request[Any, Any, Any], head: HeadState) -> dict[s
             size=len(data),
             limit=limit,
         )
+    # A client retrying the same body must get the same run back; another body under the same
+    # run id must get a 409. The message id carries the body's hash to tell the two apart.
+    msg_id = f"{event_key(event)}/{hashlib.sha256(body).hexdigest()[:32]}"
     try:
         ack = await publish_durably(
             head.js,
             subjects.run_subject(run_id),
             data,
             {
-                headers.MSG_ID: event_key(event),
+                headers.MSG_ID: msg_id,
                 headers.EXPECTED_LAST_SUBJECT_SEQ: "0",
                 headers.EVENT_TYPES: "run.created",
                 headers.SCHEMA_VERSION: headers.SCHEMA,
@@ -67,10 +74,27 @@ async def submit_run(request: Request[Any, Any, Any], head: HeadState) -> dict[s
         )
     except APIError as exc:
         if exc.err_code == 10071:  # wrong last sequence: the subject already has events
+            stored = await head.js.get_msg(
+                subjects.RUNS_STREAM, seq=1, subject=subjects.run_subject(run_id), next=True
+            )
+            if (stored.headers or {}).get(headers.MSG_ID) == msg_id:
+                return {
+                    "duplicate": True,
+                    "run_id": run_id,
+                    "workflow_id": event.workflow_id,
+                    "seq": stored.seq,
+                    "tasks": len(event.tasks),
+                }
             raise Conflict(f"run {run_id!r} already exists", run_id=run_id) from exc
         raise Unavailable(f"event store rejected the run: {exc}") from exc
     head.note_published(int(ack.seq))
-    return {"run_id": run_id, "workflow_id": event.workflow_id, "seq": ack.seq, "tasks": len(event.tasks)}
+    return {
+        "duplicate": bool(ack.duplicate),
+        "run_id": run_id,
+        "workflow_id": event.workflow_id,
+        "seq": ack.seq,
+        "tasks": len(event.tasks),
+    }
 
 
 @get("/runs")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -229,8 +230,18 @@ class MaWorkflow:
             data = msgspec.msgpack.encode(body)
         except (TypeError, msgspec.EncodeError) as exc:
             raise ValidationError(f"workflow cannot be encoded: {exc}") from exc
-        result = self._http().post("/runs", content=data, headers={"content-type": "application/msgpack"})
-        return str(result["run_id"])
+        # Safe to repeat: the same run id and body come back as the same run (never a second one).
+        for attempt in range(4):
+            try:
+                result = self._http().post(
+                    "/runs", content=data, headers={"content-type": "application/msgpack"}
+                )
+                return str(result["run_id"])
+            except Unavailable:
+                if attempt == 3:
+                    raise
+                time.sleep(0.5 * 2**attempt)
+        raise AssertionError("unreachable")
 
     def _http(self) -> Http:
         if self._client is not None:
