@@ -108,3 +108,46 @@ def test_independent_tasks_run_at_the_same_time_in_separate_processes(client: Ma
     latest_start = max(s["start"] for s in spans)
     earliest_end = min(s["end"] for s in spans)
     assert latest_start < earliest_end, f"tasks did not overlap: {spans}"
+
+
+@task(timeout_seconds=1)
+def too_slow(seconds: float = 30):
+    time.sleep(seconds)
+    return {"done": True}
+
+
+def test_timeout_kills_the_attempt(client: MaClient) -> None:
+    wf = client.create_workflow()
+    t = wf.add_task(too_slow, inputs={"seconds": 30})
+    started = time.monotonic()
+    run_id = wf.run()
+    summary = wf.show_results(run_id)
+    assert time.monotonic() - started < 20, "the attempt should be killed at its timeout"
+    assert summary["state"] == "failed" and summary["exception_tasks"] == [t.task_id]
+    detail = client.get_run_task(run_id, t.task_id)
+    assert detail["state"] == "timed_out"
+    assert detail["error"]["error_type"] == "timed_out" and "timeout of 1" in detail["error"]["message"]
+
+
+@task(max_retries=2, retry_backoff_seconds=0.05)
+def fails_twice(marker: str = ""):
+    from pathlib import Path
+
+    path = Path(marker)
+    count = int(path.read_text()) if path.exists() else 0
+    path.write_text(str(count + 1))
+    if count < 2:
+        raise OSError(f"transient failure {count + 1}")
+    return {"attempts": count + 1}
+
+
+def test_retries_until_success(client: MaClient, tmp_path) -> None:
+    wf = client.create_workflow()
+    t = wf.add_task(fails_twice, inputs={"marker": str(tmp_path / "count")})
+    run_id = wf.run()
+    messages = wf.get_results(run_id, verbose=False)
+    assert [m["type"] for m in messages].count("task_retry") == 2
+    assert messages[-2]["type"] == "finish_task" and messages[-2]["data"]["result"] == {"attempts": 3}
+    attempts = client.get_run_task(run_id, t.task_id)["attempts"]
+    assert [a["state"] for a in attempts] == ["failed", "failed", "succeeded"]
+    assert attempts[0]["error"]["error_type"] == "user_code"

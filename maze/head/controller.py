@@ -60,6 +60,7 @@ class RunController:
         self.done_runs: set[str] = set()
         self.placer = Placer(self.settings.node_queue_factor)
         self.ready: dict[TaskKey, None] = {}
+        self.retry_due: dict[TaskKey, int] = {}  # task waiting out a retry backoff -> when (ms)
         self.placement_due = True  # new ready tasks or freed capacity since the last pass
         self.pending_reasons: dict[TaskKey, str] = {}
         self.dirty: set[str] = set()
@@ -214,6 +215,12 @@ class RunController:
         for task_id in apply_attempt_event(run, event):
             self.ready[(run_id, task_id)] = None
             self.placement_due = True
+        if isinstance(event, RetryScheduled):
+            task = run.tasks[event.task_id]
+            if task.state == "retry_wait":
+                self.retry_due[(run_id, event.task_id)] = task.retry_at_ms
+                if self.live and event.delay_ms > 0:
+                    asyncio.get_running_loop().call_later(event.delay_ms / 1000, self.queue.put_nowait, _TICK)
         self.dirty.add(run_id)
 
     # ---- deciding -----------------------------------------------------------------------------
@@ -229,6 +236,12 @@ class RunController:
         events += self._reconcile_lost_nodes(now)
         for event in events:
             self.apply(event)
+        for key, due_ms in list(self.retry_due.items()):
+            if due_ms <= now:  # backoff over (the liveness tick bounds the lateness to a second)
+                del self.retry_due[key]
+                if key[0] in self.runs:
+                    self.ready[key] = None
+                    self.placement_due = True
         decided: list[Event] = []
         for run_id in list(self.dirty):
             run = self.runs.get(run_id)
@@ -271,17 +284,7 @@ class RunController:
         if run.finished:
             return []
         out: list[Event] = []
-        loop = asyncio.get_running_loop()
         for task in run.tasks.values():
-            if task.state == "retry_wait":
-                wait_ms = task.retry_at_ms - now
-                key = (run.run_id, task.spec.task_id)
-                if wait_ms <= 0:
-                    self.ready[key] = None
-                    self.placement_due = True
-                else:
-                    loop.call_later(wait_ms / 1000, self.queue.put_nowait, _TICK)
-                    self.dirty.add(run.run_id)
             if not task.undecided_failure or task.error is None:
                 continue
             delay = next_attempt_delay_ms(task.spec.retry, task.error, task.attempt)
