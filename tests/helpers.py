@@ -12,7 +12,9 @@ from pathlib import Path
 
 import httpx
 
+from maze.core.errors import Unavailable
 from maze.head.nats_server import nats_server_binary, server_config
+from maze.sdk.local_head import wait_for_nodes
 
 
 def free_port() -> int:
@@ -105,17 +107,10 @@ class HeadProcess:
             self.proc = subprocess.Popen(
                 cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"head exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError(f"head did not become healthy:\n{self.log()}")
+        try:
+            wait_for_nodes(self.url, 0, timeout, self.proc)
+        except Unavailable as exc:
+            raise RuntimeError(f"{exc.message}:\n{self.log()}") from exc
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-5000:] if self.log_path.exists() else ""
