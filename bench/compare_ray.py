@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -50,12 +51,11 @@ def time_runs(fn: Callable[[], None], runs: int, warmup: int = 10) -> list[float
 
 
 def bench_maze(runs: int, fanout: int, fsync: str) -> dict[str, float]:
-    head = LocalHead(Path(tempfile.mkdtemp(prefix="maze-bench-")), extra=["--fsync", fsync]).start(
-        min_nodes=1
-    )
+    data_dir = Path(tempfile.mkdtemp(prefix="maze-bench-"))
+    head = LocalHead(data_dir, extra=["--fsync", fsync])
     try:
-        url = head.url
-        client = MaClient(url)
+        head.start(min_nodes=1)  # inside the try: a head that never gets ready is still stopped
+        client = MaClient(head.url)
 
         def run(wf, expect: int) -> None:
             messages = wf.get_results(wf.run(), verbose=False)
@@ -81,6 +81,7 @@ def bench_maze(runs: int, fanout: int, fsync: str) -> dict[str, float]:
         return out
     finally:
         head.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def bench_ray(runs: int, fanout: int) -> dict[str, float]:

@@ -185,3 +185,31 @@ def test_cli_start_on_a_taken_port_fails_with_one_line(tmp_path) -> None:
         == f"error: cannot listen on 127.0.0.1:{port} (Address already in use); choose another --port"
     )
     assert out.stderr == ""
+
+
+def test_cli_runs_watch_follows_a_run_to_its_end(client: MaClient, head: HeadProcess) -> None:
+    wf = client.create_workflow()
+    t = wf.add_task(inc, inputs={"x": 0})
+    for _ in range(3):
+        t = wf.add_task(inc, inputs={"x": t.outputs["x"]})
+    run_id = wf.run()
+    out = subprocess.run(
+        [sys.executable, "-m", "maze", "runs", "watch", run_id, "--server-url", head.url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "4/4" in out.stdout and f"run {run_id} succeeded" in out.stdout
+    failing = client.create_workflow()
+    failing.add_task(fails, inputs={"x": 1})
+    bad_run = failing.run()
+    out = subprocess.run(
+        [sys.executable, "-m", "maze", "runs", "watch", bad_run, "--server-url", head.url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 1 and f"run {bad_run} failed" in out.stdout
+    events = list(client.follow_run_events(run_id))
+    assert events[-1]["type"] == "run.finished" and events == client.get_run_events(run_id)

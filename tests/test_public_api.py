@@ -28,7 +28,15 @@ def test_exports() -> None:
 
 def test_sdk_methods() -> None:
     for cls, names in {
-        MaClient: ["create_workflow", "list_runs", "get_run", "get_run_tasks", "get_run_events"],
+        MaClient: [
+            "create_workflow",
+            "list_runs",
+            "get_run",
+            "get_run_tasks",
+            "get_run_events",
+            "follow_run_events",
+            "close",
+        ],
         MaWorkflow: [
             "add_task",
             "get_tasks",

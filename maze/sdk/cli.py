@@ -187,6 +187,39 @@ def runs_show(run_id: str, server_url: str = ServerUrl) -> None:
     console.print(table)
 
 
+@runs_app.command("watch")
+def runs_watch(run_id: str, server_url: str = ServerUrl) -> None:
+    """Follow a run live (its SSE stream) with a progress bar until it ends; exit 1 unless it succeeded."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    client = _client(server_url)
+    run = _call(client.get_run, run_id)
+    state = run["state"]
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        bar = progress.add_task(f"{run_id} running", total=run["task_count"])
+        done: set[str] = set()
+        try:
+            for event in client.follow_run_events(run_id):
+                if event["type"] in ("attempt.succeeded", "attempt.failed") and event["task_id"] not in done:
+                    if event["type"] == "attempt.succeeded":
+                        done.add(event["task_id"])
+                    progress.update(bar, completed=len(done))
+                elif event["type"] == "run.finished":
+                    state = event["state"]
+                    progress.update(bar, description=f"{run_id} {state}")
+        except MazeError as exc:
+            fail(exc.message)
+    console.print(f"run {run_id} {state}", highlight=False)
+    if state != "succeeded":
+        raise typer.Exit(1)
+
+
 @runs_app.command("events")
 def runs_events(run_id: str, server_url: str = ServerUrl, after: int = 0) -> None:
     """A run's events from the log."""

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 from maze.sdk.http import Http
+from maze.sdk.stream import follow_events
 from maze.sdk.workflow import MaWorkflow
 
 
@@ -49,6 +51,10 @@ class MaClient:
         """One task with all of its attempts."""
         result: dict[str, Any] = self.http.get(f"/runs/{run_id}/tasks/{task_id}")
         return result
+
+    def follow_run_events(self, run_id: str) -> Iterator[dict[str, Any]]:
+        """The run's events live, from its start until it ends (SSE; resumes if the connection drops)."""
+        return follow_events(self.http, run_id)
 
     def get_run_events(self, run_id: str, after: int | None = None) -> list[dict[str, Any]]:
         """The run's events from the log, after stream sequence `after`."""

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import httpx
 import msgspec
-from httpx_sse import connect_sse
 
 from maze.core.dag import find_cycle
 from maze.core.errors import MazeError, NotFound, Unavailable, ValidationError
 from maze.sdk import graph
-from maze.sdk.http import Http, raise_for_error
+from maze.sdk.http import Http
 from maze.sdk.messages import events_to_messages, render, summarize
 from maze.sdk.serialize import check_value, pickle_function
+from maze.sdk.stream import follow_events
 from maze.sdk.task import TaskMeta, task_meta
 
 if TYPE_CHECKING:
@@ -248,39 +247,13 @@ class MaWorkflow:
             return self._client.http
         return Http(self.server_url)
 
-    def _stream_events(self, run_id: str) -> Iterator[dict[str, Any]]:
-        """Follow the run's SSE stream to its end, resuming with Last-Event-ID if cut off."""
-        last_id: str | None = None
-        failures = 0
-        client = self._http().client  # reuse its connection pool (a new client costs ~20 ms of TLS set-up)
-        timeout = httpx.Timeout(10.0, read=None)
-        while True:
-            hdrs = {"Last-Event-ID": last_id} if last_id else {}
-            try:
-                with connect_sse(
-                    client, "GET", f"/runs/{run_id}/stream", headers=hdrs, timeout=timeout
-                ) as source:
-                    if source.response.status_code >= 400:
-                        source.response.read()
-                        raise_for_error(source.response)
-                    for sse in source.iter_sse():
-                        if sse.event == "end":
-                            return
-                        last_id = sse.id or last_id
-                        yield from msgspec.json.decode(sse.data)
-                    return
-            except httpx.TransportError as exc:
-                failures += 1
-                if failures > 20:
-                    raise Unavailable(f"lost the event stream of run {run_id}: {exc}") from exc
-
     def get_results(self, run_id: str, verbose: bool = True) -> list[dict[str, Any]]:
         """All result messages of a run (start_task, finish_task, task_exception,
         finish_workflow), waiting for the run to finish. Cached after the first call."""
         if not run_id:
             raise ValueError("run_id is required")
         if run_id not in self._cache:
-            messages = events_to_messages(self.workflow_id, list(self._stream_events(run_id)))
+            messages = events_to_messages(self.workflow_id, list(follow_events(self._http(), run_id)))
             self._cache[run_id] = messages
         messages = self._cache[run_id]
         if verbose:
