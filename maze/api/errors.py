@@ -10,6 +10,7 @@ from litestar.exceptions import HTTPException
 from litestar.exceptions import ValidationException as LitestarValidation
 
 from maze.core.errors import MazeError
+from maze.events.store import TRANSIENT
 
 log = structlog.get_logger(__name__)
 
@@ -31,6 +32,15 @@ def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[s
     return Response(_body(kind, str(exc.detail)), status_code=exc.status_code)
 
 
+def event_store_busy(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, object]]:
+    """NATS timeouts and stream leader elections pass: 503 tells the client to retry."""
+    log.warning("api.event_store_busy", error=repr(exc))
+    return Response(
+        _body("unavailable", f"the event store did not answer in time ({exc!r}); retry shortly"),
+        status_code=503,
+    )
+
+
 def unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, object]]:
     log.exception("api.unexpected_error", error=str(exc))
     return Response(_body("internal_error", f"{type(exc).__name__}: {exc}"), status_code=500)
@@ -40,5 +50,6 @@ EXCEPTION_HANDLERS = {
     MazeError: maze_error,
     LitestarValidation: litestar_validation,
     HTTPException: http_error,
+    **dict.fromkeys(TRANSIENT, event_store_busy),
     Exception: unexpected,
 }

@@ -8,10 +8,13 @@ from typing import Any
 import duckdb
 from nats.js import JetStreamContext
 
+from maze.core.errors import Unavailable
 from maze.core.settings import Settings
 from maze.events import subjects
 from maze.head.controller import RunController
 from maze.projections.projector import Projector
+
+READ_BARRIER_S = 10.0
 
 
 class HeadState:
@@ -47,7 +50,14 @@ class HeadState:
         """Read-your-writes: wait (bounded) until the projections include everything this head has
         published or seen, so a GET right after a POST finds what the POST created."""
         target = max(self.last_published, self.controller.positions.get(subjects.RUNS_STREAM, 0))
-        await self.projector.wait_for({subjects.RUNS_STREAM: target})
+        if not await self.projector.wait_for({subjects.RUNS_STREAM: target}, timeout=READ_BARRIER_S):
+            at = self.projector.positions.get(subjects.RUNS_STREAM, 0)
+            # never answer from read models that miss what was already accepted
+            raise Unavailable(
+                f"read models are catching up with the event log (at event {at} of {target}); retry shortly",
+                at=at,
+                target=target,
+            )
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         return self.projector.cursor()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import weakref
 from typing import Any
 
@@ -41,8 +42,17 @@ class Http:
         raise_for_error(resp)
         return resp.json()
 
-    def get(self, path: str, **params: Any) -> Any:
-        return self.request("GET", path, params={k: v for k, v in params.items() if v is not None})
+    def get(self, path: str, retries: int = 5, **params: Any) -> Any:
+        """GETs are safe to repeat: a head that is unreachable or catching up (503) is asked again."""
+        query = {k: v for k, v in params.items() if v is not None}
+        for attempt in range(retries + 1):
+            try:
+                return self.request("GET", path, params=query)
+            except Unavailable:
+                if attempt == retries:
+                    raise
+                time.sleep(min(0.25 * 2**attempt, 4.0))
+        raise AssertionError("unreachable")
 
     def post(self, path: str, **kwargs: Any) -> Any:
         return self.request("POST", path, **kwargs)

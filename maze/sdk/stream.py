@@ -36,7 +36,7 @@ def follow_events(http: Http, run_id: str) -> Iterator[dict[str, Any]]:
                     last_id = sse.id or last_id
                     yield from msgspec.json.decode(sse.data)
                 return
-        except httpx.TransportError as exc:
+        except (httpx.TransportError, Unavailable) as exc:  # dropped connection, or a 503 from the head
             failures += 1
             if failures > 20:
                 raise Unavailable(f"lost the event stream of run {run_id}: {exc}") from exc
