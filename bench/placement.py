@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -84,8 +85,9 @@ def main() -> None:
     data = Path(tempfile.mkdtemp(prefix="maze-bench-"))
     workers: list[subprocess.Popen[bytes]] = []
     rows = []
-    head = LocalHead(data / "cluster", extra=["--no-local-worker", "--fsync", args.fsync]).start()
+    head = LocalHead(data / "cluster", extra=["--no-local-worker", "--fsync", args.fsync])
     try:
+        head.start()  # inside the try: a head that never gets ready is still stopped
         # --- placement throughput over 3 worker shapes ---------------------------------------
         workers = [
             spawn_worker(head.url, name, shape, data / f"{name}.log") for name, shape in SHAPES.items()
@@ -120,14 +122,16 @@ def main() -> None:
     for _ in range(args.cpu_tasks):
         burn(args.work_s)
     sequential = time.perf_counter() - start
-    head = LocalHead(data / "speedup", extra=["--fsync", args.fsync]).start(min_nodes=1)
+    head = LocalHead(data / "speedup", extra=["--fsync", args.fsync])
     try:
+        head.start(min_nodes=1)
         wf = MaClient(head.url).create_workflow()
         for _ in range(args.cpu_tasks):
             wf.add_task(burn, inputs={"seconds": args.work_s})
         parallel = run_and_wait(wf)
     finally:
         head.stop()
+        shutil.rmtree(data, ignore_errors=True)
     rows.append(
         (
             f"{args.cpu_tasks} CPU-bound tasks of {args.work_s:g}s",
