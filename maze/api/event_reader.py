@@ -23,12 +23,12 @@ async def last_run_seq(js: JetStreamContext, run_id: str) -> int:
 
 
 async def run_events(
-    js: JetStreamContext, run_id: str, after: int, follow: bool
+    js: JetStreamContext, run_id: str, after: int, until: int | None
 ) -> AsyncIterator[tuple[int, list[dict[str, Any]], bool]]:
-    """Yield (seq, events, finished) for messages of the run after `after`. Without `follow`,
-    stop at the message that was last when called; with it, stop after the run's final event."""
-    last = 0 if follow else await last_run_seq(js, run_id)
-    if not follow and last <= after:
+    """Yield (seq, events, finished) for messages of the run after `after`: up to stream sequence
+    `until`, or, with `until=None`, following the run live until its final event."""
+    follow = until is None
+    if until is not None and until <= after:
         return
     sub = await subscribe_ordered(js, subjects.run_subject(run_id), after + 1)
     try:
@@ -41,7 +41,7 @@ async def run_events(
             events = decode_events(msg.data)
             finished = any(isinstance(e, RunFinished) for e in events)
             yield seq, [event_to_builtins(e, seq) for e in events], finished
-            if (follow and finished) or (not follow and seq >= last):
+            if (follow and finished) or (until is not None and seq >= until):
                 return
     finally:
         try:

@@ -27,11 +27,13 @@ from maze.projections import queries
 MAX_EVENTS_PAGE = 10_000
 
 
-async def require_run(head: HeadState, run_id: str) -> None:
-    """404 unless the run has events. Asks the log itself, so a stream opened right after the
-    submit does not wait for the projections."""
-    if await last_run_seq(head.js, run_id) == 0:
+async def require_run(head: HeadState, run_id: str) -> int:
+    """The stream sequence of the run's last event; 404 unless it has one. Asks the log itself,
+    so a stream opened right after the submit does not wait for the projections."""
+    last = await last_run_seq(head.js, run_id)
+    if last == 0:
         raise NotFound(f"run {run_id!r} not found", run_id=run_id)
+    return last
 
 
 @post("/runs", status_code=201)
@@ -139,10 +141,10 @@ async def get_run_events(run_id: str, head: HeadState, after: int = 0) -> dict[s
     """The run's events from the log, after stream sequence `after`."""
     if after < 0:
         raise ValidationError("after must not be negative")
-    await require_run(head, run_id)
+    until = await require_run(head, run_id)
     events: list[dict[str, Any]] = []
     last = after
-    async for seq, batch, _ in run_events(head.js, run_id, after, follow=False):
+    async for seq, batch, _ in run_events(head.js, run_id, after, until=until):
         events.extend(batch)
         last = seq
         if len(events) >= MAX_EVENTS_PAGE:
@@ -166,7 +168,7 @@ async def stream_run_events(
     encoder = msgspec.json.Encoder()
 
     async def generate() -> AsyncIterator[ServerSentEventMessage]:
-        async for seq, batch, finished in run_events(head.js, run_id, after, follow=True):
+        async for seq, batch, finished in run_events(head.js, run_id, after, until=None):
             yield ServerSentEventMessage(data=encoder.encode(batch).decode(), id=seq, event="events")
             if finished:
                 yield ServerSentEventMessage(data="{}", event="end")

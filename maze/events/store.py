@@ -17,7 +17,6 @@ from nats.js import JetStreamContext
 from nats.js.api import (
     ConsumerConfig,
     DeliverPolicy,
-    DiscardPolicy,
     KeyValueConfig,
     PubAck,
     RetentionPolicy,
@@ -57,32 +56,21 @@ async def connect(urls: Sequence[str], name: str, **kwargs: object) -> NATS:
 
 async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
     """Create (or update) the streams Maze needs. Safe to call from every process."""
+    layout = [
+        (subjects.RUNS_STREAM, subjects.RUN_SUBJECTS, RetentionPolicy.LIMITS),
+        (subjects.WORK_STREAM, subjects.WORK_SUBJECTS, RetentionPolicy.WORK_QUEUE),
+        (subjects.NODES_STREAM, subjects.NODE_SUBJECTS, RetentionPolicy.LIMITS),
+    ]
     configs = [
         StreamConfig(
-            name=subjects.RUNS_STREAM,
-            subjects=[subjects.RUN_SUBJECTS],
+            name=name,
+            subjects=[subject],
             storage=StorageType.FILE,
-            retention=RetentionPolicy.LIMITS,
+            retention=retention,
             duplicate_window=DUPLICATE_WINDOW_S,
             num_replicas=replicas,
-        ),
-        StreamConfig(
-            name=subjects.WORK_STREAM,
-            subjects=[subjects.WORK_SUBJECTS],
-            storage=StorageType.FILE,
-            retention=RetentionPolicy.WORK_QUEUE,
-            duplicate_window=DUPLICATE_WINDOW_S,
-            num_replicas=replicas,
-        ),
-        StreamConfig(
-            name=subjects.NODES_STREAM,
-            subjects=[subjects.NODE_SUBJECTS],
-            storage=StorageType.FILE,
-            retention=RetentionPolicy.LIMITS,
-            duplicate_window=DUPLICATE_WINDOW_S,
-            num_replicas=replicas,
-            discard=DiscardPolicy.OLD,
-        ),
+        )
+        for name, subject, retention in layout
     ]
     for config in configs:
         try:
