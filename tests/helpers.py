@@ -54,14 +54,7 @@ class NatsServer:
         self.proc = subprocess.Popen(
             [nats_server_binary(), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise TimeoutError("nats-server did not start")
+        wait_until(lambda: _accepts(self.port), timeout=15)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -69,7 +62,40 @@ class NatsServer:
             self.proc.wait(timeout=10)
 
 
-class HeadProcess:
+class _MazeProcess:
+    """A `maze start ...` process writing to `log_path`: spawn, read its log, kill -9, Ctrl-C."""
+
+    proc: subprocess.Popen[bytes] | None
+    log_path: Path
+
+    def _spawn(self, cmd: list[str]) -> None:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+            )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-5000:] if self.log_path.exists() else ""
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> int:
+        """Ctrl-C and wait; a process that does not stop within 30 s is killed and fails the test."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            return self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+
+class HeadProcess(_MazeProcess):
     """`maze start --head` as a real process. With `nats_url` it uses that server; without, it
     starts its embedded one (on `nats_port`)."""
 
@@ -103,33 +129,11 @@ class HeadProcess:
             *self.extra,
         ]
         cmd += ["--nats", self.nats_url] if self.nats_url else ["--nats-port", str(self.nats_port)]
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
-            )
+        self._spawn(cmd)
         try:
             wait_for_nodes(self.url, 0, timeout, self.proc)
         except Unavailable as exc:
             raise RuntimeError(f"{exc.message}:\n{self.log()}") from exc
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-5000:] if self.log_path.exists() else ""
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def stop(self) -> int:
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else 0
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            return self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise
 
 
 def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05):  # type: ignore[no-untyped-def]
@@ -142,7 +146,7 @@ def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05):  # typ
     raise TimeoutError("condition not reached")
 
 
-class WorkerProcess:
+class WorkerProcess(_MazeProcess):
     """`maze start --worker --addr ...` as a real process."""
 
     def __init__(self, head: HeadProcess, node_id: str, args: list[str], log_dir: Path) -> None:
@@ -167,10 +171,7 @@ class WorkerProcess:
             "info",
             *self.args,
         ]
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
-            )
+        self._spawn(cmd)
         if wait:
             wait_until(lambda: self.alive_session() is not None, timeout=30)
 
@@ -185,23 +186,6 @@ class WorkerProcess:
             if node["node_id"] == self.node_id and node["state"] == "alive":
                 return str(node["session"])
         return None
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-5000:] if self.log_path.exists() else ""
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 class NatsCluster:
