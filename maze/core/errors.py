@@ -49,6 +49,20 @@ class PayloadTooLarge(MazeError):
     status_code = 413
 
 
+class BlobMissing(ValidationError):
+    """A referenced blob (function code or a value) is not in the blob store: upload it first."""
+
+    error_type = "blob_missing"
+
+
+class ArtifactError(MazeError):
+    """A stored blob cannot be used: missing where it must exist, or its content does not hash to
+    its name (corrupt). Never used when this is raised."""
+
+    error_type = "artifact_error"
+    status_code = 500
+
+
 class Unavailable(MazeError):
     """The event store or another dependency cannot be reached right now."""
 
@@ -65,6 +79,8 @@ ERROR_TYPES: dict[str, type[MazeError]] = {
         Conflict,
         ResourceUnavailable,
         PayloadTooLarge,
+        BlobMissing,
+        ArtifactError,
         Unavailable,
     )
 }

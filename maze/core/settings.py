@@ -13,6 +13,14 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("MAZE_DATA_DIR") or Path.home() / ".maze")
 
 
+class ValueLimits(Struct, frozen=True):
+    """How values travel: inline in events up to `inline_bytes`, as blobs up to `blob_max_bytes`.
+    Workers learn these from the head when they join."""
+
+    inline_bytes: int = 256 * 1024
+    blob_max_bytes: int = 512 * 1024 * 1024
+
+
 class Settings(Struct, frozen=True):
     nats_urls: list[str] = []  # empty: start the embedded server
     data_dir: str = ""
@@ -31,6 +39,16 @@ class Settings(Struct, frozen=True):
     node_queue_factor: float = 16.0
     max_payload_mb: int = 8
     stream_replicas: int = 1  # JetStream replicas of Maze's streams (3 on a 3-node NATS cluster)
+    # A task input or output larger than this (encoded) goes to the blob store, the event keeps a
+    # `maze://artifacts/sha256/<hex>` reference.
+    inline_value_kb: int = 256
+    blob_max_mb: int = 512  # the largest value or function the blob store takes
+
+    @property
+    def limits(self) -> ValueLimits:
+        return ValueLimits(
+            inline_bytes=self.inline_value_kb * 1024, blob_max_bytes=self.blob_max_mb * 1024 * 1024
+        )
 
     @property
     def data_path(self) -> Path:

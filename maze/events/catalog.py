@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from maze.events.nodes import NodeJoined, NodeLeft, NodeLost
-from maze.events.runs import RunCreated, RunFinished
+from maze.events.runs import RunCreated, RunFinished, TasksAdded
 from maze.events.tasks import (
     AttemptFailed,
     AttemptPlaced,
@@ -15,6 +15,7 @@ from maze.events.tasks import (
 
 Event = (
     RunCreated
+    | TasksAdded
     | RunFinished
     | AttemptPlaced
     | AttemptStarted
@@ -42,6 +43,8 @@ def event_key(event: Event) -> str:
         return f"node/{event.node_id}/{event.session}/{tag}"
     if isinstance(event, RunCreated | RunFinished):
         return f"{event.run_id}/{tag}"
+    if isinstance(event, TasksAdded):
+        return f"{event.run_id}/{tag}/{event.chunk}"
     if isinstance(event, RetryScheduled):
         return f"{event.run_id}/{event.task_id}/{event.next_attempt}/{tag}"
     return f"{event.run_id}/{event.task_id}/{event.attempt}/{tag}"

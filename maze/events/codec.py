@@ -12,8 +12,10 @@ import msgspec
 import structlog
 
 from maze.events.catalog import Event, event_tag
-from maze.events.runs import RunCreated
+from maze.events.runs import RunCreated, TasksAdded
 from maze.events.specs import InputValue
+from maze.events.tasks import AttemptSucceeded
+from maze.events.values import decode_opaque, describe, describe_map
 from maze.events.work import WorkBatch
 
 log = structlog.get_logger(__name__)
@@ -49,28 +51,37 @@ def decode_work(data: bytes) -> WorkBatch:
 
 
 def encode_value(value: Any) -> bytes:
-    """A task input or result, msgpack-encoded. Raises msgspec.EncodeError / TypeError if it can't be."""
+    """A plain value, msgpack-encoded. Raises msgspec.EncodeError / TypeError if it can't be.
+    (Values of any kind go through maze.events.values.)"""
     return _encoder.encode(value)
 
 
 def decode_value(data: bytes) -> Any:
-    return msgspec.msgpack.decode(data)
+    """A wire value decoded for the head: plain data as is, pickles and blob references left as
+    opaque msgpack `Ext` objects (the head never unpickles)."""
+    return decode_opaque(data)
 
 
 def event_to_builtins(event: Event, seq: int) -> dict[str, Any]:
-    """An event as JSON-ready data for the API: results are decoded, code blobs are left out."""
+    """An event as JSON-ready data for the API. A result value or input that is not plain data is a
+    descriptor (`{"__maze_value__": "pickle"|"blob", ...}`; an inline pickle carries its bytes in
+    base64), and `encoded` lists which keys hold one. Code blobs are left out."""
     data: dict[str, Any] = msgspec.to_builtins(event)
     data["type"] = event_tag(event)
     data["seq"] = seq
-    if "result" in data and isinstance(getattr(event, "result", None), bytes):
-        data["result"] = decode_value(event.result)  # type: ignore[union-attr]
+    if isinstance(event, AttemptSucceeded):
+        data["result"], data["encoded"] = describe_map(event.result, with_data=True)
     if "functions" in data:
         data["functions"] = sorted(data["functions"])
-    if isinstance(event, RunCreated):
+    if isinstance(event, RunCreated | TasksAdded):
         for task_data, spec in zip(data["tasks"], event.tasks, strict=True):
             for name, given in spec.inputs.items():
                 if isinstance(given, InputValue):
-                    task_data["inputs"][name] = {"type": "value", "value": decode_value(given.data)}
+                    value = decode_opaque(given.data)
+                    entry = {"type": "value", "value": describe(value, with_data=True)}
+                    if isinstance(value, msgspec.msgpack.Ext):
+                        entry["encoded"] = True
+                    task_data["inputs"][name] = entry
     return data
 
 

@@ -8,14 +8,34 @@ from maze.events.specs import TaskError, TaskSpec
 
 
 class RunCreated(Struct, frozen=True, tag="run.created"):
-    """A whole static DAG, accepted in one event: tasks plus their code, once per distinct function."""
+    """A static DAG was accepted. A wide run's tasks are recorded across several events: this one
+    carries the first chunk and says how many follow as `tasks.added`; the run starts only when all
+    `task_count` tasks are recorded. Task code is referenced by `TaskSpec.func_hash` and lives in
+    the blob store."""
 
     run_id: str
     workflow_id: str
     at_ms: int
     tasks: list[TaskSpec]
-    functions: dict[str, bytes]  # func_hash -> cloudpickle bytes
+    # Older versions embedded each function's cloudpickle bytes here (func_hash -> bytes). Still
+    # read when replaying their runs; never written now.
+    functions: dict[str, bytes] = {}
     kind: str = "static"
+    task_count: int = 0  # tasks in the whole run; 0 (older events): exactly `tasks`
+    chunks: int = 1  # events carrying the run's tasks: this one and `chunks - 1` tasks.added
+
+    @property
+    def total_tasks(self) -> int:
+        return self.task_count or len(self.tasks)
+
+
+class TasksAdded(Struct, frozen=True, tag="tasks.added"):
+    """Chunk `chunk` (1 .. chunks-1) of a wide run's tasks, recorded after its run.created."""
+
+    run_id: str
+    chunk: int
+    at_ms: int
+    tasks: list[TaskSpec]
 
 
 class RunFinished(Struct, frozen=True, tag="run.finished"):

@@ -7,6 +7,7 @@ import hashlib
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 
+import msgspec
 import nats
 import nats.errors
 import structlog
@@ -17,6 +18,7 @@ from nats.js import JetStreamContext
 from nats.js.api import (
     ConsumerConfig,
     DeliverPolicy,
+    DiscardPolicy,
     KeyValueConfig,
     PubAck,
     RetentionPolicy,
@@ -26,7 +28,7 @@ from nats.js.api import (
 from nats.js.errors import BadRequestError, NoStreamResponseError, ServiceUnavailableError
 from nats.js.kv import KeyValue
 
-from maze.core.errors import Unavailable
+from maze.core.errors import PayloadTooLarge, Unavailable
 from maze.core.settings import redact
 from maze.events import headers, subjects
 from maze.events.catalog import Event, event_key, event_tag
@@ -37,6 +39,36 @@ log = structlog.get_logger(__name__)
 
 DUPLICATE_WINDOW_S = 120.0
 HEARTBEAT_TTL_S = 120.0  # stale heartbeat keys vanish; liveness itself is judged by the controller
+# Room left in every message for headers and the envelope: no publish may reach `max_payload`.
+HEADROOM_BYTES = 16 * 1024
+_encoder = msgspec.msgpack.Encoder()
+
+
+def payload_budget(nc: NATS) -> int:
+    """The most bytes of payload one message may carry on this server (its `max_payload`, which is
+    1 MB on a default nats-server, less room for headers)."""
+    return max(64 * 1024, int(nc.max_payload) - HEADROOM_BYTES)
+
+
+def pack_by_bytes(sizes: Sequence[int], budget: int, overhead: int = 8) -> list[range]:
+    """Split items with the given encoded sizes into consecutive runs whose total stays within
+    `budget`. An item larger than the budget on its own raises PayloadTooLarge."""
+    out: list[range] = []
+    start = total = 0
+    for i, size in enumerate(sizes):
+        if size + overhead > budget:
+            raise PayloadTooLarge(
+                f"one item is {size} bytes encoded, above the message limit of {budget} bytes",
+                size=size,
+                limit=budget,
+            )
+        if i > start and total + size + overhead > budget:
+            out.append(range(start, i))
+            start, total = i, 0
+        total += size + overhead
+    if start < len(sizes):
+        out.append(range(start, len(sizes)))
+    return out
 
 
 async def connect(urls: Sequence[str], name: str, **kwargs: object) -> NATS:
@@ -72,6 +104,20 @@ async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
         )
         for name, subject, retention in layout
     ]
+    configs.append(
+        # the Object Store's own stream layout (nats-py's create_object_store), made here so that
+        # it is replicated like the rest and updated in place
+        StreamConfig(
+            name=subjects.BLOB_STREAM,
+            subjects=[f"$O.{subjects.BLOB_BUCKET}.C.>", f"$O.{subjects.BLOB_BUCKET}.M.>"],
+            storage=StorageType.FILE,
+            num_replicas=replicas,
+            discard=DiscardPolicy.NEW,
+            allow_rollup_hdrs=True,
+            allow_direct=True,
+            max_bytes=-1,
+        )
+    )
     for config in configs:
         try:
             await js.add_stream(config)
@@ -133,23 +179,46 @@ class EventStore:
     def __init__(self, nc: NATS) -> None:
         self.nc = nc
         self.js = nc.jetstream(timeout=10)
+        self.budget = payload_budget(nc)
 
-    async def publish(self, subject: str, events: Sequence[Event]) -> int:
+    async def publish(self, subject: str, events: Sequence[Event], data: bytes | None = None) -> int:
         """Publish events of one run (or node) as one message; returns its stream sequence."""
         hdrs = {
             headers.MSG_ID: batch_msg_id(events),
             headers.EVENT_TYPES: ",".join(sorted({event_tag(e) for e in events})),
             headers.SCHEMA_VERSION: headers.SCHEMA,
         }
-        ack = await publish_durably(self.js, subject, encode_events(list(events)), hdrs)
+        payload = encode_events(list(events)) if data is None else data
+        if len(payload) > self.budget:
+            raise PayloadTooLarge(
+                f"{len(events)} event(s) are {len(payload)} bytes encoded, above the message limit "
+                f"of {self.budget} bytes",
+                size=len(payload),
+                limit=self.budget,
+            )
+        ack = await publish_durably(self.js, subject, payload, hdrs)
         return int(ack.seq)
 
     async def publish_many(self, messages: Sequence[tuple[str, Sequence[Event]]]) -> list[int]:
-        """Pipelined: all publishes in flight at once, then every ack awaited."""
-        return list(await asyncio.gather(*(self.publish(s, e) for s, e in messages)))
+        """Pipelined: all publishes in flight at once, then every ack awaited. Each entry's events
+        go out as one or more messages of at most `budget` bytes, in order."""
+        prepared = [(s, chunk, data) for s, events in messages for chunk, data in self.split(events)]
+        return list(await asyncio.gather(*(self.publish(s, c, d) for s, c, d in prepared)))
+
+    def split(self, events: Sequence[Event]) -> list[tuple[list[Event], bytes]]:
+        """Consecutive groups of events, each with its encoded message, within the byte budget.
+        One event larger than the budget raises PayloadTooLarge (a permanent error)."""
+        encoded = [_encoder.encode(e) for e in events]
+        if sum(len(b) for b in encoded) + 8 <= self.budget:
+            return [(list(events), encode_events(list(events)))]
+        out = []
+        for part in pack_by_bytes([len(b) for b in encoded], self.budget):
+            out.append(([events[i] for i in part], _encoder.encode([msgspec.Raw(encoded[i]) for i in part])))
+        return out
 
     async def publish_runs(self, events: Sequence[Event]) -> list[int]:
-        """Publish events grouped into one message per run, pipelined."""
+        """Publish events grouped into one message per run (more when they exceed the byte
+        budget), pipelined."""
         grouped = group_by_run(events)
         return await self.publish_many([(subjects.run_subject(r), evs) for r, evs in grouped.items()])
 

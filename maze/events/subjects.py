@@ -4,6 +4,8 @@ RUNS_STREAM = "MAZE_RUNS"
 WORK_STREAM = "MAZE_WORK"
 NODES_STREAM = "MAZE_NODES"
 HEARTBEAT_BUCKET = "maze-heartbeats"
+BLOB_BUCKET = "maze-artifacts"  # JetStream Object Store: code and large values by sha256
+BLOB_STREAM = f"OBJ_{BLOB_BUCKET}"
 
 RUN_SUBJECTS = "maze.run.>"
 WORK_SUBJECTS = "maze.work.>"

@@ -15,15 +15,15 @@ class WorkItem(Struct, frozen=True):
     task_id: str
     attempt: int
     func_name: str
-    func_hash: str
-    func: bytes
+    func_hash: str  # the code, in the blob store under this sha256
     call_style: str
-    inputs: bytes  # msgpack-encoded dict of resolved input values
+    inputs: bytes  # {name: wire value} (maze.events.values), blob references included
     outputs: list[str] | None
     resources: Resources
     gpus: list[int] = []
     timeout_seconds: float | None = None
     session: str = ""  # the node session it was placed on
+    func: bytes = b""  # older controllers sent the code inline; fetched by func_hash when empty
 
     @property
     def key(self) -> tuple[str, str, int]:

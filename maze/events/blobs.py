@@ -1,0 +1,321 @@
+"""The content-addressed blob store: function code and large values, stored once by sha256 in the
+JetStream Object Store bucket `maze-artifacts` (replicated like the streams).
+
+It writes the Object Store's own layout (chunks on `$O.<bucket>.C.<nuid>`, the object's JSON info
+on `$O.<bucket>.M.<name>` with a rollup), so `nats object` tools can read it, but differs from
+nats-py's client where that one does not fit content addressing:
+- a put of content already stored is a no-op (no second copy, no purge of chunks a reader may be
+  reading); two writers racing on the same content at worst leave one orphaned chunk set;
+- chunks are pipelined (a window of acks in flight), sized to the server's `max_payload`;
+- every read checks the content against its sha256 name: a corrupt blob is reported, never used.
+
+Object names are `sha256/<hex>`; values refer to them as `maze://artifacts/sha256/<hex>`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import json
+import re
+from collections import OrderedDict
+from collections.abc import AsyncIterable, AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+
+from maze.core.errors import ArtifactError, BlobMissing, PayloadTooLarge, Unavailable, ValidationError
+from maze.events import subjects
+from maze.events.store import payload_budget, subscribe_ordered
+
+log = structlog.get_logger(__name__)
+
+HEX_RE = re.compile(r"^[0-9a-f]{64}$")
+MAX_CHUNK = 1024 * 1024
+WINDOW = 16  # chunk publishes awaiting their ack at once
+ACK_TIMEOUT_S = 30.0
+
+
+def object_name(sha: str) -> str:
+    return f"sha256/{sha}"
+
+
+def _b64(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode()
+
+
+def meta_subject(sha: str) -> str:
+    return f"$O.{subjects.BLOB_BUCKET}.M.{_b64(object_name(sha))}"
+
+
+def chunk_subject(nuid: str) -> str:
+    return f"$O.{subjects.BLOB_BUCKET}.C.{nuid}"
+
+
+def check_hex(sha: str) -> str:
+    if not HEX_RE.match(sha):
+        raise ValidationError(f"{sha!r} is not a sha256 hex digest (64 lowercase hex characters)")
+    return sha
+
+
+class _ChunkWriter:
+    """Publishes chunks in order on one subject with up to WINDOW acks outstanding."""
+
+    def __init__(self, nc: NATS, subject: str) -> None:
+        self.nc = nc
+        self.subject = subject
+        self.window = asyncio.Semaphore(WINDOW)
+        self.pending: set[asyncio.Future[None]] = set()
+        self.count = 0
+
+    async def start(self) -> None:
+        self.inbox = self.nc.new_inbox()
+        self.futures: dict[str, asyncio.Future[None]] = {}
+        self.sub = await self.nc.subscribe(self.inbox + ".*", cb=self._on_ack)
+
+    async def _on_ack(self, msg: Msg) -> None:
+        future = self.futures.pop(msg.subject, None)
+        if future is None or future.done():
+            return
+        try:
+            reply = json.loads(msg.data)
+        except ValueError:
+            reply = {"error": {"description": msg.data[:200].decode(errors="replace")}}
+        if "error" in reply:
+            future.set_exception(Unavailable(f"blob chunk not stored: {reply['error'].get('description')}"))
+        else:
+            future.set_result(None)
+
+    async def write(self, chunk: bytes | memoryview) -> None:
+        await self.window.acquire()
+        reply = f"{self.inbox}.{self.count}"
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(lambda _: self.window.release())
+        self.futures[reply] = future
+        self.pending.add(future)
+        self.count += 1
+        await self.nc.publish(self.subject, bytes(chunk), reply=reply)
+        # surface a failed ack early instead of after the whole blob was sent
+        for done in [f for f in self.pending if f.done()]:
+            self.pending.discard(done)
+            done.result()
+
+    async def finish(self) -> None:
+        try:
+            if self.pending:
+                await asyncio.wait_for(asyncio.gather(*self.pending), ACK_TIMEOUT_S)
+        except TimeoutError as exc:
+            raise Unavailable("the blob store did not acknowledge a chunk in time") from exc
+        finally:
+            with contextlib.suppress(Exception):
+                await self.sub.unsubscribe()
+
+
+class BlobStore:
+    def __init__(self, nc: NATS, max_blob_bytes: int) -> None:
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream(timeout=10)
+        self.max_blob_bytes = max_blob_bytes
+        self.chunk_bytes = max(64 * 1024, min(MAX_CHUNK, payload_budget(nc)))
+        self._present: OrderedDict[str, int] = OrderedDict()  # sha -> size, known stored
+        self._writing: dict[str, asyncio.Future[int]] = {}
+
+    # ---- asking -------------------------------------------------------------------------------
+    async def info(self, sha: str) -> dict[str, Any] | None:
+        """The stored object's info (size, chunks, nuid), or None when it is not stored."""
+        try:
+            msg = await self.js.get_last_msg(subjects.BLOB_STREAM, meta_subject(check_hex(sha)))
+        except NotFoundError:
+            return None
+        info: dict[str, Any] = json.loads(msg.data or b"{}")
+        if info.get("deleted") or not info.get("nuid"):
+            return None
+        return info
+
+    async def size_of(self, sha: str) -> int | None:
+        if sha in self._present:
+            self._present.move_to_end(sha)
+            return self._present[sha]
+        info = await self.info(sha)
+        if info is None:
+            return None
+        self._remember(sha, int(info.get("size") or 0))
+        return int(info.get("size") or 0)
+
+    async def missing(self, shas: list[str]) -> list[str]:
+        sizes = await asyncio.gather(*(self.size_of(s) for s in shas))
+        return [s for s, size in zip(shas, sizes, strict=True) if size is None]
+
+    def _remember(self, sha: str, size: int) -> None:
+        self._present[sha] = size
+        self._present.move_to_end(sha)
+        while len(self._present) > 100_000:
+            self._present.popitem(last=False)
+
+    # ---- writing ------------------------------------------------------------------------------
+    def check_size(self, size: int, what: str = "the blob") -> None:
+        if size > self.max_blob_bytes:
+            raise PayloadTooLarge(
+                f"{what} is {size} bytes, above the blob store's limit of {self.max_blob_bytes} bytes "
+                "(--blob-max-mb)",
+                size=size,
+                limit=self.max_blob_bytes,
+            )
+
+    async def put(self, content: bytes | memoryview, sha: str | None = None) -> tuple[str, int]:
+        """Store `content` unless it is already stored; returns (sha256 hex, size)."""
+        data = memoryview(content)
+        self.check_size(len(data))
+        digest = sha or hashlib.sha256(data).hexdigest()
+        if await self.size_of(digest) is not None:
+            return digest, len(data)
+        running = self._writing.get(digest)
+        if running is not None:  # the same content is being written by this process already
+            return digest, await asyncio.shield(running)
+
+        async def chunks() -> AsyncIterator[bytes | memoryview]:
+            for start in range(0, len(data), self.chunk_bytes):
+                yield data[start : start + self.chunk_bytes]
+
+        return digest, await self._write_once(digest, chunks(), verify=sha is not None)
+
+    async def put_stream(self, body: AsyncIterable[bytes], sha: str) -> tuple[int, bool]:
+        """Store a streamed upload (HTTP PUT) that must hash to `sha`. Returns (size, created).
+        A body whose content does not hash to `sha` is rejected with nothing stored."""
+        check_hex(sha)
+        if await self.size_of(sha) is not None:
+            size = 0
+            async for part in body:  # the client sent it anyway: read it, keep nothing
+                size += len(part)
+            return size, False
+
+        async def rechunk() -> AsyncIterator[bytes]:
+            buf = bytearray()
+            async for part in body:
+                buf += part
+                while len(buf) >= self.chunk_bytes:
+                    yield bytes(buf[: self.chunk_bytes])
+                    del buf[: self.chunk_bytes]
+            if buf:
+                yield bytes(buf)
+
+        return await self._write_once(sha, rechunk(), verify=True), True
+
+    async def _write_once(self, sha: str, chunks: AsyncIterable[bytes | memoryview], verify: bool) -> int:
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._writing[sha] = future
+        try:
+            size = await self._write(sha, chunks, verify)
+            future.set_result(size)
+            return size
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: other waiters re-raise it themselves
+            raise
+        finally:
+            self._writing.pop(sha, None)
+
+    async def _write(self, sha: str, chunks: AsyncIterable[bytes | memoryview], verify: bool) -> int:
+        nuid = self.nc._nuid.next().decode()
+        subject = chunk_subject(nuid)
+        writer = _ChunkWriter(self.nc, subject)
+        await writer.start()
+        hasher = hashlib.sha256()
+        size = 0
+        stored = False
+        try:
+            async for chunk in chunks:
+                size += len(chunk)
+                self.check_size(size)
+                hasher.update(chunk)
+                await writer.write(chunk)
+            await writer.finish()
+            got = hasher.hexdigest()
+            if verify and got != sha:
+                raise ValidationError(
+                    f"the uploaded content hashes to sha256 {got}, not {sha}; nothing was stored",
+                    expected=sha,
+                    actual=got,
+                )
+            info = {
+                "name": object_name(sha),
+                "bucket": subjects.BLOB_BUCKET,
+                "nuid": nuid,
+                "size": size,
+                "chunks": writer.count,
+                "mtime": datetime.now(UTC).isoformat(),
+                "digest": "SHA-256=" + base64.urlsafe_b64encode(hasher.digest()).decode(),
+                "options": {"max_chunk_size": self.chunk_bytes},
+            }
+            await self.js.publish(
+                meta_subject(sha), json.dumps(info).encode(), headers={"Nats-Rollup": "sub"}
+            )
+            stored = True
+        finally:
+            if not stored:
+                with contextlib.suppress(Exception):
+                    await self.js.purge_stream(subjects.BLOB_STREAM, subject=subject)
+        self._remember(sha, size)
+        return size
+
+    # ---- reading ------------------------------------------------------------------------------
+    async def get(self, sha: str) -> bytes:
+        """The blob's content, checked against its hash. Raises BlobMissing or ArtifactError."""
+        parts = [part async for part in self.stream(sha)]
+        return b"".join(parts)
+
+    async def stream(self, sha: str) -> AsyncIterator[bytes]:
+        """The blob's chunks in order. The hash is checked as they pass: the last chunk is held
+        back until it matches, so a reader never receives all of a corrupt blob."""
+        info = await self.info(sha)
+        if info is None:
+            raise BlobMissing(f"blob maze://artifacts/sha256/{sha} is not in the blob store", missing=[sha])
+        expected_size = int(info.get("size") or 0)
+        chunks = int(info.get("chunks") or 0)
+        hasher = hashlib.sha256()
+        size = 0
+        held: bytes | None = None
+        async for data in self._chunks(info["nuid"], chunks):
+            if held is not None:
+                yield held
+            hasher.update(data)
+            size += len(data)
+            held = data
+        got = hasher.hexdigest()
+        if got != sha or size != expected_size:
+            log.error("blob.corrupt", sha256=sha, actual=got, size=size, expected_size=expected_size)
+            raise ArtifactError(
+                f"blob maze://artifacts/sha256/{sha} is corrupt: its {size} stored bytes hash to "
+                f"{got}; it was not used",
+                sha256=sha,
+                actual=got,
+            )
+        if held is not None:
+            yield held
+
+    async def _chunks(self, nuid: str, count: int) -> AsyncIterator[bytes]:
+        if count == 0:
+            return
+        subject = chunk_subject(nuid)
+        if count == 1:
+            first = await self.js.get_msg(subjects.BLOB_STREAM, seq=1, subject=subject, next=True)
+            yield first.data or b""
+            return
+        sub = await subscribe_ordered(self.js, subject, 1)
+        try:
+            for _ in range(count):
+                try:
+                    msg = await sub.next_msg(timeout=ACK_TIMEOUT_S)
+                except TimeoutError as exc:
+                    raise ArtifactError(f"blob chunks on {subject} stopped arriving") from exc
+                yield msg.data or b""
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()

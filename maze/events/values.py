@@ -1,0 +1,271 @@
+"""Task values on the wire: plain data as msgpack, anything else as cloudpickle, and anything
+larger than the inline limit as a reference into the blob store.
+
+A *wire value* is the msgpack encoding of one task input or output. It is one of:
+- plain msgpack: None, bool, int in msgpack's range, float, str, bytes, and lists and str/int-keyed
+  dicts of those, which decode back to exactly the same types (the fast path);
+- extension `EXT_PICKLE` holding a `Pickled` (the type's name and its cloudpickle bytes): numpy
+  arrays, DataFrames, sets, tuples, ints above 2**64, a user's own classes;
+- extension `EXT_BLOB` holding a `BlobRef` to content stored by sha256 in the blob store
+  (`maze://artifacts/sha256/<hex>`), whose bytes decode by `codec` ("msgpack" or "pickle").
+
+An extension only ever appears at the top of a wire value, never nested, so a result map or an
+inputs map is `{key: wire value}` and readers can find every blob reference one level down.
+
+The head never unpickles: it carries extensions as opaque `Ext` objects (`decode_opaque`) and
+describes them for people (`describe`). Only task processes and the SDK turn wire values back
+into Python objects (`ValueDecoder`).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+
+import cloudpickle
+import msgspec
+from msgspec import Struct
+from msgspec.msgpack import Ext
+
+from maze.core.errors import SerializationError, ValidationError
+
+EXT_PICKLE = 1
+EXT_BLOB = 2
+URI_PREFIX = "maze://artifacts/sha256/"
+MARKER = "__maze_value__"  # key of the JSON descriptor of a non-plain value
+INT_MIN, INT_MAX = -(2**63), 2**64 - 1
+
+_encoder = msgspec.msgpack.Encoder()
+
+
+class Pickled(Struct, array_like=True, frozen=True):
+    type_name: str
+    data: bytes
+
+
+class BlobRef(Struct, array_like=True, frozen=True):
+    sha256: str
+    size: int
+    codec: str  # "msgpack" | "pickle": how the stored bytes decode
+    type_name: str = ""
+
+    @property
+    def uri(self) -> str:
+        return URI_PREFIX + self.sha256
+
+
+_pickled = msgspec.msgpack.Decoder(Pickled)
+_blobref = msgspec.msgpack.Decoder(BlobRef)
+
+
+def sha256_hex(data: bytes | memoryview) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def type_name(value: Any) -> str:
+    cls = type(value)
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+
+
+def is_plain(value: Any, depth: int = 0) -> bool:
+    """True if msgpack carries `value` and gives back exactly the same types (no tuple -> list,
+    set -> list, subclass -> base class, datetime -> str, out-of-range int)."""
+    kind = type(value)
+    if kind is str or kind is float or kind is bool or value is None or kind is bytes:
+        return True
+    if kind is int:
+        return bool(INT_MIN <= value <= INT_MAX)
+    if depth > 64:
+        return False
+    if kind is list:
+        return all(is_plain(v, depth + 1) for v in value)
+    if kind is dict:
+        return all(
+            (type(k) is str or (type(k) is int and INT_MIN <= k <= INT_MAX)) and is_plain(v, depth + 1)
+            for k, v in value.items()
+        )
+    return False
+
+
+def encode_content(value: Any, where: str) -> tuple[str, bytes]:
+    """(codec, bytes) for one value: msgpack when plain, else cloudpickle. Raises
+    SerializationError (naming `where` and the type) when neither can carry it."""
+    if is_plain(value):
+        return "msgpack", _encoder.encode(value)
+    try:
+        return "pickle", cloudpickle.dumps(value)
+    except Exception as exc:
+        raise SerializationError(
+            f"{where}: a value of type {type_name(value)} cannot be serialized "
+            f"(cloudpickle: {type(exc).__name__}: {exc})",
+            type=type_name(value),
+        ) from exc
+
+
+def wire_from_content(codec: str, content: bytes, type_name_: str) -> bytes:
+    """The inline wire form of encoded content."""
+    if codec == "msgpack":
+        return content
+    return _encoder.encode(Ext(EXT_PICKLE, _encoder.encode(Pickled(type_name_, content))))
+
+
+def wire_blob(ref: BlobRef) -> bytes:
+    return _encoder.encode(Ext(EXT_BLOB, _encoder.encode(ref)))
+
+
+def blob_ref_for(codec: str, content: bytes, type_name_: str) -> BlobRef:
+    return BlobRef(sha256=sha256_hex(content), size=len(content), codec=codec, type_name=type_name_)
+
+
+def content_of(wire: bytes) -> tuple[str, bytes, str]:
+    """(codec, content, type name) of an inline wire value: what a blob would store for it."""
+    value = decode_opaque(wire)
+    if isinstance(value, Ext):
+        if value.code == EXT_PICKLE:
+            pickled = _pickled.decode(value.data)
+            return "pickle", pickled.data, pickled.type_name
+        raise ValueError("a blob reference has no inline content")
+    return "msgpack", bytes(wire), type_name(value)
+
+
+def _opaque_hook(code: int, data: memoryview) -> Ext:
+    return Ext(code, bytes(data))
+
+
+_opaque = msgspec.msgpack.Decoder(ext_hook=_opaque_hook)
+_raw_map = msgspec.msgpack.Decoder(dict[str, msgspec.Raw])
+
+
+def decode_opaque(wire: bytes | memoryview) -> Any:
+    """Decode without unpickling: extensions stay `Ext` objects (for the head)."""
+    return _opaque.decode(wire)
+
+
+def decode_map_raw(wire: bytes) -> dict[str, msgspec.Raw]:
+    """A result or inputs map as {key: raw wire value}, without decoding the values."""
+    return _raw_map.decode(wire)
+
+
+def blob_ref(ext: Ext) -> BlobRef | None:
+    return _blobref.decode(ext.data) if ext.code == EXT_BLOB else None
+
+
+def blob_refs(wire_map: bytes) -> list[BlobRef]:
+    """Every blob a `{key: wire value}` map refers to (extensions sit at the top of each value)."""
+    refs = []
+    for value in decode_opaque(wire_map).values():
+        if isinstance(value, Ext) and value.code == EXT_BLOB:
+            refs.append(_blobref.decode(value.data))
+    return refs
+
+
+def check_wire(wire: bytes, where: str) -> Any:
+    """Validate a wire value from outside (the API): well-formed msgpack, and any extension a
+    well-formed pickle or blob reference at the top. Returns the opaque value."""
+    try:
+        value = decode_opaque(wire)
+    except msgspec.DecodeError as exc:
+        raise ValidationError(f"{where}: not a valid encoded value: {exc}") from exc
+    if isinstance(value, Ext):
+        try:
+            if value.code == EXT_PICKLE:
+                _pickled.decode(value.data)
+            elif value.code == EXT_BLOB:
+                ref = _blobref.decode(value.data)
+                if len(ref.sha256) != 64 or ref.codec not in ("msgpack", "pickle"):
+                    raise msgspec.ValidationError("bad blob reference")
+            else:
+                raise msgspec.ValidationError(f"unknown extension {value.code}")
+        except msgspec.DecodeError as exc:
+            raise ValidationError(f"{where}: malformed encoded value: {exc}") from exc
+    elif _contains_ext(value):
+        raise ValidationError(f"{where}: extensions may only appear at the top of a value")
+    return value
+
+
+def _contains_ext(value: Any) -> bool:
+    if isinstance(value, Ext):
+        return True
+    if isinstance(value, list):
+        return any(_contains_ext(v) for v in value)
+    if isinstance(value, dict):
+        return any(_contains_ext(v) for v in value.values())
+    return False
+
+
+def describe(value: Any, with_data: bool = False) -> Any:
+    """A JSON-ready view of an opaque value: plain values as they are, extensions as a descriptor
+    `{"__maze_value__": "pickle"|"blob", "type", "size", ...}`. With `with_data`, an inline pickle
+    carries its bytes (base64) so the SDK can rebuild it without another request."""
+    if not isinstance(value, Ext):
+        return value
+    if value.code == EXT_PICKLE:
+        pickled = _pickled.decode(value.data)
+        out: dict[str, Any] = {MARKER: "pickle", "type": pickled.type_name, "size": len(pickled.data)}
+        if with_data:
+            out["data"] = base64.b64encode(pickled.data).decode()
+        return out
+    if value.code == EXT_BLOB:
+        ref = _blobref.decode(value.data)
+        return {
+            MARKER: "blob",
+            "type": ref.type_name,
+            "size": ref.size,
+            "codec": ref.codec,
+            "sha256": ref.sha256,
+            "uri": ref.uri,
+        }
+    return {MARKER: "unknown", "code": value.code, "size": len(memoryview(value.data))}
+
+
+def describe_map(wire_map: bytes, with_data: bool = False) -> tuple[dict[str, Any], list[str]]:
+    """A result/inputs map described for JSON, and the keys whose values are descriptors."""
+    described: dict[str, Any] = {}
+    encoded: list[str] = []
+    for key, value in decode_opaque(wire_map).items():
+        if isinstance(value, Ext):
+            encoded.append(key)
+        described[key] = describe(value, with_data)
+    return described, encoded
+
+
+class ValueDecoder:
+    """Turns wire values back into Python objects, given the blobs they refer to (already fetched
+    and verified by the caller). Used in task processes and in the SDK, never in the head."""
+
+    def __init__(self, blobs: Mapping[str, bytes] | None = None) -> None:
+        self.blobs = blobs or {}
+        self._decoder = msgspec.msgpack.Decoder(ext_hook=self._hook)
+
+    def _hook(self, code: int, data: memoryview) -> Any:
+        if code == EXT_PICKLE:
+            return cloudpickle.loads(_pickled.decode(data).data)
+        if code == EXT_BLOB:
+            ref = _blobref.decode(data)
+            content = self.blobs.get(ref.sha256)
+            if content is None:
+                raise KeyError(f"blob {ref.uri} was not fetched")
+            return decode_content(ref.codec, content)
+        raise ValueError(f"unknown value extension {code}")
+
+    def decode(self, wire: bytes | memoryview) -> Any:
+        return self._decoder.decode(wire)
+
+
+def decode_content(codec: str, content: bytes) -> Any:
+    if codec == "pickle":
+        return cloudpickle.loads(content)
+    return msgspec.msgpack.decode(content)
+
+
+def from_descriptor(descriptor: dict[str, Any], fetch: Any) -> Any:
+    """Rebuild a value from its JSON descriptor (SDK side). `fetch(sha256) -> bytes` returns a
+    blob's verified content."""
+    kind = descriptor.get(MARKER)
+    if kind == "pickle":
+        return cloudpickle.loads(base64.b64decode(descriptor["data"]))
+    if kind == "blob":
+        return decode_content(descriptor["codec"], fetch(descriptor["sha256"]))
+    raise ValueError(f"cannot rebuild a value of kind {kind!r}")
