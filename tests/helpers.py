@@ -50,7 +50,8 @@ class NatsServer:
     def start(self) -> None:
         self.store.mkdir(parents=True, exist_ok=True)
         conf = self.store / "nats.conf"
-        conf.write_text(server_config("127.0.0.1", self.port, self.store / "js", "always", 8))
+        # nats-server's default 1 MB max_payload, as an operator's own cluster has it
+        conf.write_text(server_config("127.0.0.1", self.port, self.store / "js", "always", 1))
         self.proc = subprocess.Popen(
             [nats_server_binary(), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
@@ -208,7 +209,7 @@ class NatsCluster:
             store.mkdir(parents=True, exist_ok=True)
             conf = store / "nats.conf"
             conf.write_text(
-                f'server_name: n{i}\nlisten: "127.0.0.1:{port}"\nmax_payload: 8MB\n'
+                f'server_name: n{i}\nlisten: "127.0.0.1:{port}"\nmax_payload: 1MB\n'
                 f'jetstream {{\n  store_dir: "{store}/js"\n  sync_interval: always\n}}\n'
                 f'cluster {{\n  name: maze\n  listen: "127.0.0.1:{cport}"\n  routes: [{routes}]\n}}\n'
             )

@@ -126,8 +126,8 @@ def test_unserializable_function(client: MaClient, nothing_appended) -> None:
 
 def test_unserializable_input_value(client: MaClient, nothing_appended) -> None:
     wf = client.create_workflow()
-    with pytest.raises(SerializationError, match="input 'text'"):
-        wf.add_task(echo, inputs={"text": object()})
+    with pytest.raises(SerializationError, match=r"input 'text' of echo: a value of type _thread\.lock"):
+        wf.add_task(echo, inputs={"text": threading.Lock()})  # object() travels now: cloudpickle
 
 
 @pytest.mark.parametrize(
@@ -173,7 +173,13 @@ def test_malformed_bodies(head: HeadProcess, nothing_appended) -> None:
     resp = _post(head, [{"task_id": "a", "inputs": {"text": {"value": 1}}}, {"task_id": "a", "inputs": {}}])
     assert "duplicate task id" in _error(resp, 400)["message"]
     resp = _post(head, [{"task_id": "a", "func_hash": "0" * 64, "inputs": {}}])
-    assert "not among the submitted functions" in _error(resp, 400)["message"]
+    error = _error(resp, 400)
+    assert error["type"] == "blob_missing" and "not in the blob store" in error["message"]
+    assert error["details"]["missing"] == ["0" * 64]
+    resp = _post(head, [{"task_id": "a", "func_hash": "not-a-hash", "inputs": {}}])
+    assert "sha256 hex digest" in _error(resp, 400)["message"]
+    resp = _post(head, [{"task_id": "a", "inputs": {"text": {"encoded": b"\xc1"}}}])
+    assert "not a valid encoded value" in _error(resp, 400)["message"]
     for bad_run_id in ("run_a.b", "run_*", "run_>", "nope", "run_ x"):
         resp = _post(head, [{"task_id": "a", "inputs": {"text": {"value": "x"}}}], run_id=bad_run_id)
         assert "run_id" in _error(resp, 400)["message"], bad_run_id

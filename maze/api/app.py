@@ -6,7 +6,7 @@ from litestar import Litestar
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
-from maze.api import admin, cluster, runs
+from maze.api import admin, artifacts, cluster, runs
 from maze.api.errors import EXCEPTION_HANDLERS
 from maze.api.state import HeadState
 
@@ -30,6 +30,11 @@ def create_app(head: HeadState) -> Litestar:
             cluster.cluster_resources,
             cluster.cluster_queues,
             cluster.reconcile_workers,
+            artifacts.put_blob,
+            artifacts.blob_exists,
+            artifacts.get_blob,
+            artifacts.missing_blobs,
+            artifacts.limits,
         ],
         dependencies={"head": Provide(provide_head)},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]

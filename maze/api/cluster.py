@@ -14,8 +14,16 @@ from maze.projections import queries
 
 @get("/cluster/nats")
 async def cluster_nats(head: HeadState) -> dict[str, Any]:
-    """Where workers connect: the NATS URLs of this head's event store."""
-    return {"nats_urls": head.nats_urls}
+    """Where workers connect: the NATS URLs of this head's event store, and the value limits
+    workers apply to results."""
+    value_limits = head.settings.limits
+    return {
+        "nats_urls": head.nats_urls,
+        "limits": {
+            "inline_bytes": value_limits.inline_bytes,
+            "blob_max_bytes": value_limits.blob_max_bytes,
+        },
+    }
 
 
 @get("/cluster/resources")

@@ -11,20 +11,18 @@ import msgspec
 from litestar import Request, get, post
 from litestar.params import Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
-from nats.js.errors import APIError
 
 from maze.api.event_reader import last_run_seq, run_events
+from maze.api.run_writer import chunk_events, fit_specs, record_run, store_blobs
 from maze.api.state import HeadState
-from maze.api.submit import ID_RE, build_run_created, check_placeable, decode_submission
+from maze.api.submit import ID_RE, accept_submission, check_placeable, decode_submission
 from maze.core.clock import new_id, now_ms
-from maze.core.errors import Conflict, NotFound, PayloadTooLarge, Unavailable, ValidationError
-from maze.events import headers, subjects
-from maze.events.catalog import event_key
-from maze.events.codec import encode_events
-from maze.events.store import publish_durably
+from maze.core.errors import NotFound, Unavailable, ValidationError
 from maze.projections import queries
 
 MAX_EVENTS_PAGE = 10_000
+MAX_SUBMISSION_BYTES = 512 * 1024 * 1024  # a 100,000-task run is ~40 MB; big values go as blobs
+BIG_SUBMISSION = 2_000
 
 
 async def require_run(head: HeadState, run_id: str) -> int:
@@ -36,9 +34,10 @@ async def require_run(head: HeadState, run_id: str) -> int:
     return last
 
 
-@post("/runs", status_code=201)
+@post("/runs", status_code=201, request_max_body_size=MAX_SUBMISSION_BYTES)
 async def submit_run(request: Request[Any, Any, Any], head: HeadState) -> dict[str, Any]:
-    """Submit a static workflow run (msgpack or JSON body). Returns the run id."""
+    """Submit a static workflow run (msgpack or JSON body). Returns the run id and the stream
+    sequence of its last event (`seq`: pass it as `min_seq` to read your own write)."""
     body = await request.body()
     submission = decode_submission(body, request.headers.get("content-type", ""))
     run_id = submission.run_id or new_id("run")
@@ -49,53 +48,25 @@ async def submit_run(request: Request[Any, Any, Any], head: HeadState) -> dict[s
         raise ValidationError("workflow_id is 128 characters at most")
     if not await head.controller_ready():
         raise Unavailable("the run controller is still replaying history; try again shortly")
-    event = build_run_created(submission, run_id, now_ms())
-    check_placeable(event, head.controller.placer.never_fits)
-    data = encode_events([event])
-    limit = head.max_payload
-    if len(data) > limit:
-        raise PayloadTooLarge(
-            f"the run is {len(data)} bytes encoded, above the event store's message limit of {limit}",
-            size=len(data),
-            limit=limit,
-        )
-    # A client retrying the same body must get the same run back; another body under the same
-    # run id must get a 409. The message id carries the body's hash to tell the two apart.
-    msg_id = f"{event_key(event)}/{hashlib.sha256(body).hexdigest()[:32]}"
-    try:
-        ack = await publish_durably(
-            head.js,
-            subjects.run_subject(run_id),
-            data,
-            {
-                headers.MSG_ID: msg_id,
-                headers.EXPECTED_LAST_SUBJECT_SEQ: "0",
-                headers.EVENT_TYPES: "run.created",
-                headers.SCHEMA_VERSION: headers.SCHEMA,
-            },
-        )
-    except APIError as exc:
-        if exc.err_code == 10071:  # wrong last sequence: the subject already has events
-            stored = await head.js.get_msg(
-                subjects.RUNS_STREAM, seq=1, subject=subjects.run_subject(run_id), next=True
-            )
-            if (stored.headers or {}).get(headers.MSG_ID) == msg_id:
-                return {
-                    "duplicate": True,
-                    "run_id": run_id,
-                    "workflow_id": event.workflow_id,
-                    "seq": stored.seq,
-                    "tasks": len(event.tasks),
-                }
-            raise Conflict(f"run {run_id!r} already exists", run_id=run_id) from exc
-        raise Unavailable(f"event store rejected the run: {exc}") from exc
-    head.note_published(int(ack.seq))
+    limits = head.settings.limits
+    if len(submission.tasks) > BIG_SUBMISSION:  # validation is CPU work: let the loop breathe
+        accepted = await asyncio.to_thread(accept_submission, submission, limits)
+    else:
+        accepted = accept_submission(submission, limits)
+    check_placeable(accepted.specs, head.controller.placer.never_fits)
+    await store_blobs(head.blobs, accepted.to_store, accepted.must_exist)
+    specs = await fit_specs(accepted.specs, head.budget, head.blobs)
+    workflow_id = submission.workflow_id or run_id
+    events = chunk_events(run_id, workflow_id, specs, now_ms(), head.budget)
+    seq, duplicate = await record_run(head.js, events, hashlib.sha256(body).hexdigest()[:32])
+    head.note_published(seq)
     return {
-        "duplicate": bool(ack.duplicate),
+        "duplicate": duplicate,
         "run_id": run_id,
-        "workflow_id": event.workflow_id,
-        "seq": ack.seq,
-        "tasks": len(event.tasks),
+        "workflow_id": workflow_id,
+        "seq": seq,
+        "tasks": len(specs),
+        "events": len(events),
     }
 
 

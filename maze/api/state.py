@@ -11,6 +11,8 @@ from nats.js import JetStreamContext
 from maze.core.errors import Unavailable
 from maze.core.settings import Settings
 from maze.events import subjects
+from maze.events.blobs import BlobStore
+from maze.events.store import payload_budget
 from maze.head.controller import RunController
 from maze.projections.projector import Projector
 
@@ -34,6 +36,8 @@ class HeadState:
         self.settings = settings
         self.nats_urls = nats_urls
         self.max_payload = int(nc.max_payload)
+        self.budget = payload_budget(nc)
+        self.blobs = BlobStore(nc, settings.limits.blob_max_bytes)
         self.last_published = 0
 
     def note_published(self, seq: int) -> None:

@@ -1,21 +1,34 @@
-"""POST /runs: the command boundary for static workflows. Validates everything once and produces
-exactly one RunCreated event, or a typed error with nothing appended."""
+"""POST /runs, the command boundary for static workflows: decode and validate a submission once,
+with no I/O, into task specs plus the blobs they need. `maze.api.run_writer` then stores the blobs
+and records the run.
+
+Task inputs arrive in one of three forms:
+- `{"ref": "<task_id>.output.<key>"}`: another task's output (creates the edge);
+- `{"value": v}`: plain data (JSON or msgpack);
+- `{"encoded": <bytes>}` (base64 in JSON): a wire value from the SDK (maze.events.values): a pickle
+  or a `maze://artifacts/sha256/<hex>` blob reference.
+Any literal larger than the inline limit is moved to the blob store here, so every event stays
+small whatever a client sends.
+"""
 
 from __future__ import annotations
 
-import hashlib
+import base64
+import binascii
 import math
 import re
 from typing import Any
 
 import msgspec
 from msgspec import Struct
+from msgspec.msgpack import Ext
 
 from maze.core.dag import find_cycle
 from maze.core.errors import ResourceUnavailable, SerializationError, ValidationError
 from maze.core.resources import normalize_resources
-from maze.events.codec import encode_value
-from maze.events.runs import RunCreated
+from maze.core.settings import ValueLimits
+from maze.events import values
+from maze.events.blobs import HEX_RE
 from maze.events.specs import Input, InputRef, InputValue, RetryPolicy, TaskSpec
 
 ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
@@ -31,6 +44,7 @@ KNOWN_ERROR_TYPES = frozenset(
         "process_exited",
         "invalid_result",
         "invalid_input",
+        "payload_too_large",
     }
 )
 
@@ -56,9 +70,19 @@ class TaskSubmission(Struct, forbid_unknown_fields=True):
 
 class SubmitRun(Struct, forbid_unknown_fields=True):
     tasks: list[TaskSubmission]
-    functions: dict[str, bytes]
+    # Code sent along (sha256 -> cloudpickle bytes); any func_hash not here must already be in
+    # the blob store (PUT /artifacts/sha256/<hex>).
+    functions: dict[str, bytes] = {}
     workflow_id: str = ""
     run_id: str = ""
+
+
+class Accepted(Struct):
+    """A validated submission: the specs to record and the blobs they need."""
+
+    specs: list[TaskSpec]
+    to_store: dict[str, bytes]  # sha -> content to put in the blob store (code sent inline, spills)
+    must_exist: set[str]  # shas referenced but not sent: they must already be stored
 
 
 def decode_submission(body: bytes, content_type: str) -> SubmitRun:
@@ -79,12 +103,12 @@ def _parse_ref(ref: Any, where: str) -> InputRef:
     return InputRef(task_id=task_id, key=key)
 
 
-def _check_task(sub: TaskSubmission, functions: dict[str, bytes]) -> None:
+def _check_task(sub: TaskSubmission) -> None:
     where = f"task {sub.task_id!r}"
     if not ID_RE.match(sub.task_id):
         raise ValidationError(f"{where}: task ids are 1-128 letters, digits, '_' or '-'")
-    if sub.func_hash not in functions:
-        raise ValidationError(f"{where}: function {sub.func_hash} is not among the submitted functions")
+    if not HEX_RE.match(sub.func_hash):
+        raise ValidationError(f"{where}: func_hash must be the sha256 hex digest of the function's code")
     if sub.call_style not in ("kwargs", "params"):
         raise ValidationError(f"{where}: call_style must be 'kwargs' or 'params'")
     if sub.timeout_seconds is not None and not (
@@ -116,24 +140,74 @@ def _check_task(sub: TaskSubmission, functions: dict[str, bytes]) -> None:
             )
 
 
-def build_run_created(req: SubmitRun, run_id: str, at_ms: int) -> RunCreated:
+class _Literals:
+    """Turns literal inputs into wire values, moving large ones to the blob store."""
+
+    def __init__(self, limits: ValueLimits) -> None:
+        self.limits = limits
+        self.to_store: dict[str, bytes] = {}
+        self.must_exist: set[str] = set()
+
+    def plain(self, value: Any, where: str) -> bytes:
+        try:
+            wire = values.encode_plain(value)
+        except (TypeError, OverflowError, msgspec.EncodeError) as exc:
+            raise SerializationError(f"{where}: value cannot be serialized: {exc}") from exc
+        return self._fit(wire, where)
+
+    def encoded(self, given: Any, where: str) -> bytes:
+        if isinstance(given, str):  # JSON clients send bytes as base64
+            try:
+                given = base64.b64decode(given, validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise ValidationError(f"{where}: 'encoded' must be base64 in JSON: {exc}") from exc
+        if not isinstance(given, bytes):
+            raise ValidationError(f"{where}: 'encoded' must be bytes (msgpack bin) or base64 text")
+        opaque = values.check_wire(given, where)
+        if isinstance(opaque, Ext) and opaque.code == values.EXT_BLOB:
+            ref = values.blob_ref(opaque)
+            assert ref is not None
+            if ref.size > self.limits.blob_max_bytes:
+                raise values.too_large(where, ref.size, self.limits.blob_max_bytes)
+            self.must_exist.add(ref.sha256)
+            return given
+        return self._fit(given, where)
+
+    def _fit(self, wire: bytes, where: str) -> bytes:
+        if len(wire) <= self.limits.inline_bytes:
+            return wire
+        codec, content, kind = values.content_of(wire)
+        if len(content) > self.limits.blob_max_bytes:
+            raise values.too_large(where, len(content), self.limits.blob_max_bytes)
+        ref = values.blob_ref_for(codec, content, kind)
+        self.to_store[ref.sha256] = content
+        return values.wire_blob(ref)
+
+
+def accept_submission(req: SubmitRun, limits: ValueLimits) -> Accepted:
+    """Validate everything and build the run's task specs. No I/O: the returned blobs still have to
+    be stored (or found) before the run may be recorded."""
     if not req.tasks:
         raise ValidationError("the workflow has no tasks")
     for digest, blob in req.functions.items():
-        if hashlib.sha256(blob).hexdigest() != digest:
+        if values.sha256_hex(blob) != digest:
             raise SerializationError(f"function blob {digest[:12]}… does not match its sha256")
+        if len(blob) > limits.blob_max_bytes:
+            raise values.too_large(f"function {digest[:12]}…", len(blob), limits.blob_max_bytes)
     by_id: dict[str, TaskSubmission] = {}
     for sub in req.tasks:
         if sub.task_id in by_id:
             raise ValidationError(f"duplicate task id {sub.task_id!r}")
         by_id[sub.task_id] = sub
+    literals = _Literals(limits)
     specs: list[TaskSpec] = []
     for sub in req.tasks:
-        _check_task(sub, req.functions)
+        _check_task(sub)
         inputs: dict[str, Input] = {}
         for name, given in sub.inputs.items():
             where = f"task {sub.task_id!r} input {name!r}"
-            if set(given) == {"ref"}:
+            keys = set(given)
+            if keys == {"ref"}:
                 ref = _parse_ref(given["ref"], where)
                 upstream = by_id.get(ref.task_id)
                 if upstream is None:
@@ -146,13 +220,14 @@ def build_run_created(req: SubmitRun, run_id: str, at_ms: int) -> RunCreated:
                         f"{ref.key!r}; its outputs are {upstream.outputs}"
                     )
                 inputs[name] = ref
-            elif set(given) == {"value"}:
-                try:
-                    inputs[name] = InputValue(data=encode_value(given["value"]))
-                except (TypeError, msgspec.EncodeError) as exc:
-                    raise SerializationError(f"{where}: value cannot be serialized: {exc}") from exc
+            elif keys == {"value"}:
+                inputs[name] = InputValue(data=literals.plain(given["value"], where))
+            elif keys == {"encoded"}:
+                inputs[name] = InputValue(data=literals.encoded(given["encoded"], where))
             else:
-                raise ValidationError(f"{where}: expected {{'ref': ...}} or {{'value': ...}}")
+                raise ValidationError(
+                    f"{where}: expected {{'ref': ...}}, {{'value': ...}} or {{'encoded': ...}}"
+                )
         for up in sub.after:
             if up not in by_id:
                 raise ValidationError(f"task {sub.task_id!r}: edge from unknown task {up!r}")
@@ -184,18 +259,19 @@ def build_run_created(req: SubmitRun, run_id: str, at_ms: int) -> RunCreated:
     if cycle:
         raise ValidationError(f"the workflow has a cycle: {' -> '.join(cycle)}", cycle=cycle)
     used = {s.func_hash for s in specs}
-    return RunCreated(
-        run_id=run_id,
-        workflow_id=req.workflow_id or run_id,
-        at_ms=at_ms,
-        tasks=specs,
-        functions={h: b for h, b in req.functions.items() if h in used},
-    )
+    to_store = {h: b for h, b in req.functions.items() if h in used}
+    to_store.update(literals.to_store)
+    must_exist = (used | literals.must_exist) - set(to_store)
+    return Accepted(specs=specs, to_store=to_store, must_exist=must_exist)
 
 
-def check_placeable(run: RunCreated, never_fits: Any) -> None:
+def check_placeable(specs: list[TaskSpec], never_fits: Any) -> None:
     """Reject a run with any task no registered node could ever hold (nothing is appended)."""
-    for spec in run.tasks:
+    seen: set[Any] = set()
+    for spec in specs:
+        if spec.resources in seen:
+            continue
+        seen.add(spec.resources)
         why = never_fits(spec.resources)
         if why is not None:
             raise ResourceUnavailable(

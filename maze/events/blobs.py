@@ -170,7 +170,8 @@ class BlobStore:
             )
 
     async def put(self, content: bytes | memoryview, sha: str | None = None) -> tuple[str, int]:
-        """Store `content` unless it is already stored; returns (sha256 hex, size)."""
+        """Store `content` unless it is already stored; returns (sha256 hex, size). A caller that
+        passes `sha` vouches for it (it just hashed the content); reads check it regardless."""
         data = memoryview(content)
         self.check_size(len(data))
         digest = sha or hashlib.sha256(data).hexdigest()
@@ -184,7 +185,7 @@ class BlobStore:
             for start in range(0, len(data), self.chunk_bytes):
                 yield data[start : start + self.chunk_bytes]
 
-        return digest, await self._write_once(digest, chunks(), verify=sha is not None)
+        return digest, await self._write_once(digest, chunks(), verify=False)
 
     async def put_stream(self, body: AsyncIterable[bytes], sha: str) -> tuple[int, bool]:
         """Store a streamed upload (HTTP PUT) that must hash to `sha`. Returns (size, created).

@@ -29,7 +29,7 @@ import msgspec
 from msgspec import Struct
 from msgspec.msgpack import Ext
 
-from maze.core.errors import SerializationError, ValidationError
+from maze.core.errors import PayloadTooLarge, SerializationError, ValidationError
 
 EXT_PICKLE = 1
 EXT_BLOB = 2
@@ -87,6 +87,39 @@ def is_plain(value: Any, depth: int = 0) -> bool:
             for k, v in value.items()
         )
     return False
+
+
+def encode_plain(value: Any) -> bytes:
+    """A client's plain literal (JSON or msgpack data) as a wire value. An extension inside it is
+    refused: encoded values come as `{"encoded": ...}`, checked by `check_wire`."""
+    if _contains_ext(value):
+        raise ValidationError("a plain value may not contain msgpack extensions; send it as 'encoded'")
+    return _encoder.encode(value)
+
+
+def too_large(where: str, size: int, limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"{where}: the value is {size} bytes, above the blob store's limit of {limit} bytes",
+        size=size,
+        limit=limit,
+    )
+
+
+BLOB_WIRE_BYTES = 120  # about what a blob reference costs in place of a value
+
+
+def keys_to_spill(sizes: Mapping[str, int], over_by: int) -> list[str]:
+    """Which values to move to the blob store, largest first, so that a message `over_by` bytes
+    too large fits. Empty when nothing is over; all of them when even that is not enough."""
+    out: list[str] = []
+    for key in sorted(sizes, key=lambda k: sizes[k], reverse=True):
+        if over_by <= 0:
+            break
+        if sizes[key] <= BLOB_WIRE_BYTES:
+            break
+        out.append(key)
+        over_by -= sizes[key] - BLOB_WIRE_BYTES
+    return out
 
 
 def encode_content(value: Any, where: str) -> tuple[str, bytes]:

@@ -369,7 +369,6 @@ class RunController:
                     attempt=attempt,
                     func_name=spec.func_name,
                     func_hash=spec.func_hash,
-                    func=run.functions[spec.func_hash],
                     call_style=spec.call_style,
                     inputs=encode_value(inputs),
                     outputs=spec.outputs,

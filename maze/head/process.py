@@ -89,7 +89,12 @@ class Head:
                     settings.worker_cpus, settings.worker_memory_mb, settings.worker_gpus
                 )
                 worker = Worker(
-                    worker_nc, node_id, capacity, local_ip(), heartbeat_interval=settings.heartbeat_interval
+                    worker_nc,
+                    node_id,
+                    capacity,
+                    local_ip(),
+                    heartbeat_interval=settings.heartbeat_interval,
+                    limits=settings.limits,
                 )
                 await worker.start()
                 while (

@@ -22,6 +22,7 @@ from maze.events.tasks import (
     AttemptSucceeded,
     RetryScheduled,
 )
+from maze.events.values import describe, describe_map
 
 Row = dict[str, Any]
 TERMINAL = frozenset({"succeeded", "failed", "cancelled", "timed_out"})
@@ -67,7 +68,7 @@ def create_run(event: RunCreated) -> RunModel:
             name: (
                 {"ref": f"{given.task_id}.output.{given.key}"}
                 if isinstance(given, InputRef)
-                else {"value": decode_value(given.data)}
+                else {"value": describe(decode_value(given.data))}
             )
             for name, given in spec.inputs.items()
         }
@@ -188,7 +189,7 @@ def fold_run_event(model: RunModel, event: Event) -> RunModel:
         if current and task["attempt"] == attempt_no:
             task.update(
                 state="succeeded",
-                result=dumps(decode_value(event.result)),
+                result=dumps(describe_map(event.result)[0]),
                 finished_at_ms=event.at_ms,
                 error=None,
             )

@@ -78,6 +78,12 @@ def start(
     queue_factor: float = typer.Option(
         16.0, "--node-queue-factor", help="Head: how far past its CPUs a node may be queued (>= 1)."
     ),
+    inline_value_kb: int = typer.Option(
+        256, "--inline-value-kb", help="Head: task values larger than this travel as blobs (KB)."
+    ),
+    blob_max_mb: int = typer.Option(
+        512, "--blob-max-mb", help="Head: the largest value or function the blob store takes (MB)."
+    ),
     log_level: str = typer.Option("warning", "--log-level"),
 ) -> None:
     """Start a head (`--head`) or a worker (`--worker --addr HOST:PORT`)."""
@@ -92,6 +98,10 @@ def start(
         fail("--node-queue-factor must be at least 1")
     if heartbeat_interval <= 0 or liveness_timeout <= heartbeat_interval:
         fail("--heartbeat-interval must be > 0 and below --liveness-timeout")
+    if not 1 <= inline_value_kb <= 512:
+        fail("--inline-value-kb must be between 1 and 512")
+    if blob_max_mb < 1:
+        fail("--blob-max-mb must be at least 1")
     try:
         if head:
             from maze.head.process import Head
@@ -113,6 +123,8 @@ def start(
                 liveness_timeout=liveness_timeout,
                 node_queue_factor=queue_factor,
                 stream_replicas=replicas,
+                inline_value_kb=inline_value_kb,
+                blob_max_mb=blob_max_mb,
             )
             asyncio.run(Head(settings).run())
         else:

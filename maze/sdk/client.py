@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+from maze.sdk.blobs import BlobClient
 from maze.sdk.http import Http
 from maze.sdk.stream import follow_events
 from maze.sdk.workflow import MaWorkflow
@@ -17,6 +18,7 @@ class MaClient:
     def __init__(self, server_url: str = "http://localhost:8000") -> None:
         self.server_url = server_url.rstrip("/")
         self.http = Http(self.server_url)
+        self.blobs = BlobClient(self.http)
 
     def close(self) -> None:
         """Close the HTTP connections (also done when the client is garbage-collected)."""
@@ -57,7 +59,18 @@ class MaClient:
         return follow_events(self.http, run_id)
 
     def get_run_events(self, run_id: str, after: int | None = None) -> list[dict[str, Any]]:
-        """The run's events from the log, after stream sequence `after`."""
+        """The run's events from the log, after stream sequence `after`. A result value or input
+        that is not plain data appears as a descriptor (`{"__maze_value__": ...}`): pass it to
+        `load_value` for the value itself."""
         result: dict[str, Any] = self.http.get(f"/runs/{run_id}/events", after=after or 0)
         events: list[dict[str, Any]] = result["events"]
         return events
+
+    def load_value(self, descriptor: dict[str, Any]) -> Any:
+        """The value behind a descriptor from an event or a task row: an inline pickle is
+        unpickled, a `maze://artifacts/sha256/...` blob is fetched and checked against its hash."""
+        return self.blobs.load(descriptor)
+
+    def fetch_blob(self, sha256: str) -> bytes:
+        """The bytes stored under `maze://artifacts/sha256/<sha256>`, checked against the hash."""
+        return self.blobs.fetch(sha256)

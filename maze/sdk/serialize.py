@@ -1,16 +1,17 @@
-"""Turning task functions and values into bytes the cluster can carry."""
+"""Turning task functions into bytes the cluster can carry (values: maze.sdk.blobs)."""
 
 from __future__ import annotations
 
 import hashlib
 import sys
 import sysconfig
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import cloudpickle
-import msgspec
 
 from maze.core.errors import SerializationError
 
@@ -53,10 +54,26 @@ def pickle_function(fn: Callable[..., Any]) -> tuple[str, bytes]:
     return hashlib.sha256(blob).hexdigest(), blob
 
 
-def check_value(value: Any, where: str) -> None:
+_local_modules: tuple[int, list[ModuleType]] = (-1, [])
+
+
+@contextmanager
+def local_modules_by_value() -> Iterator[None]:
+    """While pickling a value: objects of the user's own modules (not installed on workers) travel
+    by value, as task functions do. Classes defined in `__main__` do so anyway."""
+    global _local_modules
+    if _local_modules[0] != len(sys.modules):
+        found = [m for name, m in list(sys.modules.items()) if _is_local_module(name)]
+        _local_modules = (len(sys.modules), found)
+    registered = []
+    for module in _local_modules[1]:
+        try:
+            cloudpickle.register_pickle_by_value(module)
+            registered.append(module)
+        except ValueError:
+            pass  # already registered by the caller
     try:
-        msgspec.msgpack.encode(value)
-    except (TypeError, msgspec.EncodeError) as exc:
-        raise SerializationError(
-            f"{where}: value of type {type(value).__name__} cannot be serialized: {exc}"
-        ) from exc
+        yield
+    finally:
+        for module in registered:
+            cloudpickle.unregister_pickle_by_value(module)

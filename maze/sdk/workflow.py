@@ -10,11 +10,12 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from maze.core.dag import find_cycle
-from maze.core.errors import MazeError, NotFound, Unavailable, ValidationError
+from maze.core.errors import BlobMissing, MazeError, NotFound, Unavailable, ValidationError
 from maze.sdk import graph
+from maze.sdk.blobs import BlobClient
 from maze.sdk.http import Http
 from maze.sdk.messages import events_to_messages, render, summarize
-from maze.sdk.serialize import check_value, pickle_function
+from maze.sdk.serialize import pickle_function
 from maze.sdk.stream import follow_events
 from maze.sdk.task import TaskMeta, task_meta
 
@@ -60,6 +61,8 @@ class MaTask:
         func_hash: str,
         inputs: dict[str, Any],
         task_type: str,
+        input_forms: dict[str, dict[str, Any]] | None = None,
+        blobs: dict[str, bytes] | None = None,
     ) -> None:
         self.task_id = task_id
         self.workflow_id = workflow.workflow_id
@@ -72,6 +75,9 @@ class MaTask:
         self.after: set[str] = set()
         self.outputs = TaskOutputs(task_id, meta.outputs)
         self._workflow = workflow
+        # literal inputs as POST /runs takes them, encoded once at add_task; blobs they need
+        self._input_forms = input_forms or {}
+        self._blobs = blobs or {}
 
     def upstream(self) -> set[str]:
         deps = {v.task_id for v in self.inputs.values() if isinstance(v, TaskOutput)}
@@ -90,7 +96,7 @@ class MaTask:
             "func_name": m.name,
             "call_style": m.call_style,
             "inputs": {
-                k: ({"ref": v.to_reference_string()} if isinstance(v, TaskOutput) else {"value": v})
+                k: ({"ref": v.to_reference_string()} if isinstance(v, TaskOutput) else self._input_forms[k])
                 for k, v in self.inputs.items()
             },
             "outputs": m.outputs,
@@ -120,6 +126,11 @@ class MaWorkflow:
         self.functions: dict[str, bytes] = {}
         self._cache: dict[str, list[dict[str, Any]]] = {}
         self._client = client
+        self._http_obj = client.http if client is not None else Http(self.server_url)
+        self._blob_client = client.blobs if client is not None else BlobClient(self._http_obj)
+        # each function is pickled once per workflow (a 100,000-task fan-out calls add_task
+        # 100,000 times with the same function); the function is kept so its id stays its own
+        self._pickled: dict[int, tuple[Callable[..., Any], str, bytes]] = {}
 
     # ---- building -----------------------------------------------------------------------------
     def add_task(
@@ -137,6 +148,8 @@ class MaWorkflow:
             raise ValidationError(f"add_task got unexpected argument(s) {sorted(kwargs)}")
         meta = task_meta(task_func)
         inputs = dict(inputs or {})
+        forms: dict[str, dict[str, Any]] = {}
+        blobs: dict[str, bytes] = {}
         for name, value in inputs.items():
             if isinstance(value, TaskOutput):
                 if value.task_id not in self.tasks:
@@ -149,7 +162,8 @@ class MaWorkflow:
                         f"input {name!r}: task {upstream.task_name!r} has no output {value.output_key!r}"
                     )
             else:
-                check_value(value, f"input {name!r} of {meta.name}")
+                forms[name], needed = self._blob_client.encode_input(value, f"input {name!r} of {meta.name}")
+                blobs.update(needed)
         missing = sorted(set(meta.required_inputs) - set(inputs))
         if missing:
             raise ValidationError(f"task {meta.name!r}: missing required input(s) {missing}")
@@ -157,10 +171,17 @@ class MaWorkflow:
             extra = sorted(set(inputs) - set(meta.accepted_inputs))
             if extra:
                 raise ValidationError(f"task {meta.name!r}: unexpected input(s) {extra}")
-        func_hash, blob = pickle_function(task_func)
+        cached = self._pickled.get(id(task_func))
+        if cached is None:
+            func_hash, blob = pickle_function(task_func)
+            self._pickled[id(task_func)] = (task_func, func_hash, blob)
+        else:
+            _, func_hash, blob = cached
         self.functions[func_hash] = blob
         task_id = f"task_{uuid.uuid4().hex}"
-        ma_task = MaTask(task_id, self, task_name or meta.name, meta, func_hash, inputs, task_type)
+        ma_task = MaTask(
+            task_id, self, task_name or meta.name, meta, func_hash, inputs, task_type, forms, blobs
+        )
         self.tasks[task_id] = ma_task
         return ma_task
 
@@ -219,12 +240,28 @@ class MaWorkflow:
         if not self.tasks:
             raise ValidationError("the workflow has no tasks")
         used = {t.func_hash for t in self.tasks.values()}
-        body = {
-            "workflow_id": self.workflow_id,
-            "run_id": f"run_{uuid.uuid4().hex}",
-            "tasks": [t.submission() for t in self.tasks.values()],
-            "functions": {h: b for h, b in self.functions.items() if h in used},
-        }
+        functions = {h: b for h, b in self.functions.items() if h in used}
+        value_blobs = {sha: c for t in self.tasks.values() for sha, c in t._blobs.items()}
+        run_id = f"run_{uuid.uuid4().hex}"
+        tasks = [t.submission() for t in self.tasks.values()]
+        blobs = self._blob_client
+        for attempt in range(2):
+            inline, upload = blobs.split_code(functions)
+            blobs.upload({**upload, **value_blobs})
+            try:
+                result = self._submit(
+                    {"workflow_id": self.workflow_id, "run_id": run_id, "tasks": tasks, "functions": inline}
+                )
+            except BlobMissing:
+                if attempt == 1:
+                    raise
+                blobs.known.clear()  # the head lost what we thought it had (e.g. a new data dir)
+                continue
+            blobs.known.update(inline)
+            return str(result["run_id"])
+        raise AssertionError("unreachable")
+
+    def _submit(self, body: dict[str, Any]) -> dict[str, Any]:
         try:
             data = msgspec.msgpack.encode(body)
         except (TypeError, msgspec.EncodeError) as exc:
@@ -232,10 +269,10 @@ class MaWorkflow:
         # Safe to repeat: the same run id and body come back as the same run (never a second one).
         for attempt in range(4):
             try:
-                result = self._http().post(
+                result: dict[str, Any] = self._http().post(
                     "/runs", content=data, headers={"content-type": "application/msgpack"}
                 )
-                return str(result["run_id"])
+                return result
             except Unavailable:
                 if attempt == 3:
                     raise
@@ -243,9 +280,7 @@ class MaWorkflow:
         raise AssertionError("unreachable")
 
     def _http(self) -> Http:
-        if self._client is not None:
-            return self._client.http
-        return Http(self.server_url)
+        return self._http_obj
 
     def get_results(self, run_id: str, verbose: bool = True) -> list[dict[str, Any]]:
         """All result messages of a run (start_task, finish_task, task_exception,
@@ -253,8 +288,8 @@ class MaWorkflow:
         if not run_id:
             raise ValueError("run_id is required")
         if run_id not in self._cache:
-            messages = events_to_messages(self.workflow_id, list(follow_events(self._http(), run_id)))
-            self._cache[run_id] = messages
+            events = [self._blob_client.materialize(e) for e in follow_events(self._http(), run_id)]
+            self._cache[run_id] = events_to_messages(self.workflow_id, events)
         messages = self._cache[run_id]
         if verbose:
             for message in messages:

@@ -1,5 +1,9 @@
 """Runs inside a task process: receives attempts over a pipe, runs the user's function, answers.
 
+Inputs arrive as wire values (maze.events.values) with the blobs they refer to already fetched and
+verified by the worker; outputs go back as (key, codec, type, content) for the worker to store
+inline or as blobs. Task code is sent once per process and kept by hash.
+
 Kept import-light: it is preloaded into the forkserver so a new task process starts in ~2 ms.
 """
 
@@ -14,9 +18,20 @@ from typing import Any
 import cloudpickle
 import msgspec
 
+from maze.core.errors import SerializationError
 from maze.core.procs import die_with_parent
+from maze.events.values import ValueDecoder, decode_map_raw, encode_content, type_name
 
 _encoder = msgspec.msgpack.Encoder()
+MAX_MESSAGE_CHARS = 16_000
+MAX_TRACEBACK_CHARS = 64_000
+
+
+def clip(text: str, limit: int) -> str:
+    """Keep error texts bounded: an exception carrying megabytes must not make its event too big."""
+    if len(text) <= limit:
+        return text
+    return text[:limit] + f"… ({len(text) - limit} more characters)"
 
 
 def _error(
@@ -24,32 +39,84 @@ def _error(
 ) -> dict[str, Any]:
     return {
         "error_type": error_type,
-        "message": message,
+        "message": clip(message, MAX_MESSAGE_CHARS),
         "retryable": retryable,
-        "traceback": traceback.format_exc() if exc is not None else None,
+        "traceback": clip(traceback.format_exc(), MAX_TRACEBACK_CHARS) if exc is not None else None,
         "exception_type": type(exc).__name__ if exc is not None else None,
     }
 
 
-def run_attempt(request: dict[str, Any], functions: dict[str, Any]) -> tuple[bool, Any]:
-    """(True, result msgpack bytes) or (False, error dict)."""
+def _missing_module(what: str, exc: ModuleNotFoundError) -> dict[str, Any]:
+    return _error(
+        "serialization_error",
+        f"{what} needs module {exc.name!r}, which this worker cannot import; install it on the "
+        f"worker or call cloudpickle.register_pickle_by_value(<module>) before submitting",
+        exc,
+    )
+
+
+def _load_function(request: dict[str, Any], functions: dict[str, Any]) -> Any:
+    """The task's function, or an error dict."""
     name = request["func_name"]
     fn = functions.get(request["func_hash"])
-    if fn is None:
+    if fn is not None:
+        return fn
+    code = request.get("func")
+    if code is None:
+        return _error("serialization_error", f"the code of task function {name!r} was not sent")
+    try:
+        fn = cloudpickle.loads(code)
+    except ModuleNotFoundError as exc:
+        return _missing_module(f"task function {name!r}", exc)
+    except Exception as exc:
+        return _error("serialization_error", f"cannot load task function {name!r}: {exc}", exc)
+    functions[request["func_hash"]] = fn
+    return fn
+
+
+def _decode_inputs(request: dict[str, Any]) -> dict[str, Any] | tuple[dict[str, Any]]:
+    """The input values by name, or a 1-tuple holding an error dict."""
+    decoder = ValueDecoder(request.get("blobs") or {})
+    inputs = {}
+    for key, raw in decode_map_raw(request["inputs"]).items():
         try:
-            fn = cloudpickle.loads(request["func"])
+            inputs[key] = decoder.decode(raw)
         except ModuleNotFoundError as exc:
-            return False, _error(
-                "serialization_error",
-                f"task function {name!r} needs module {exc.name!r}, which this worker cannot import; "
-                f"install it on the worker or call cloudpickle.register_pickle_by_value(<module>) "
-                f"before submitting",
-                exc,
-            )
+            return (_missing_module(f"input {key!r}", exc),)
         except Exception as exc:
-            return False, _error("serialization_error", f"cannot load task function {name!r}: {exc}", exc)
-        functions[request["func_hash"]] = fn
-    inputs = msgspec.msgpack.decode(request["inputs"])
+            return (_error("serialization_error", f"input {key!r} cannot be decoded: {exc}", exc),)
+    return inputs
+
+
+def _encode_outputs(name: str, result: dict[Any, Any], blob_max: int) -> tuple[bool, Any]:
+    outputs = []
+    for key, value in result.items():
+        if type(key) is not str:
+            return False, _error("invalid_result", f"task {name!r} returned a non-string output key {key!r}")
+        where = f"output {key!r} of task {name!r}"
+        try:
+            codec, content = encode_content(value, where)
+        except SerializationError as exc:
+            return False, _error("serialization_error", exc.message, exc.__cause__ or exc)
+        if len(content) > blob_max:
+            return False, _error(
+                "payload_too_large",
+                f"{where} is {len(content)} bytes encoded ({type_name(value)}), above the blob "
+                f"store's limit of {blob_max} bytes",
+            )
+        outputs.append([key, codec, type_name(value), content])
+    return True, outputs
+
+
+def run_attempt(request: dict[str, Any], functions: dict[str, Any]) -> tuple[bool, Any]:
+    """(True, [[key, codec, type, content], ...]) or (False, error dict)."""
+    name = request["func_name"]
+    fn = _load_function(request, functions)
+    if isinstance(fn, dict):
+        return False, fn
+    inputs = _decode_inputs(request)
+    if isinstance(inputs, tuple):
+        return False, inputs[0]
     os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in request["gpus"])
     cores = request.get("cores") or []
     if cores and hasattr(os, "sched_setaffinity"):
@@ -73,12 +140,7 @@ def run_attempt(request: dict[str, Any], functions: dict[str, Any]) -> tuple[boo
             return False, _error(
                 "invalid_result", f"task {name!r} did not return declared output(s) {missing}"
             )
-    try:
-        return True, _encoder.encode(result)
-    except (TypeError, msgspec.EncodeError) as exc:
-        return False, _error(
-            "serialization_error", f"result of task {name!r} cannot be serialized: {exc}", exc
-        )
+    return _encode_outputs(name, result, request["blob_max_bytes"])
 
 
 def child_main(conn: Connection) -> None:
@@ -93,4 +155,10 @@ def child_main(conn: Connection) -> None:
         started = time.perf_counter()
         ok, payload = run_attempt(request, functions)
         duration_ms = (time.perf_counter() - started) * 1000
-        conn.send_bytes(_encoder.encode({"ok": ok, "payload": payload, "duration_ms": duration_ms}))
+        reply = {
+            "ok": ok,
+            "payload": payload,
+            "duration_ms": duration_ms,
+            "has_func": request["func_hash"] in functions,
+        }
+        conn.send_bytes(_encoder.encode(reply))

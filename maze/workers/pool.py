@@ -35,6 +35,7 @@ class TaskProcess:
     conn: multiprocessing.connection.Connection
     uses: int = 0
     reply: asyncio.Future[dict[str, Any]] | None = field(default=None)
+    loaded: set[str] = field(default_factory=set)  # task code this process holds, by hash
 
     @property
     def pid(self) -> int:

@@ -13,11 +13,12 @@ import socket
 import uuid
 
 import httpx
+import msgspec
 import structlog
 from nats.aio.client import Client as NATS
 
 from maze.core.errors import Unavailable
-from maze.core.settings import redact
+from maze.core.settings import ValueLimits, redact
 from maze.events.store import connect
 from maze.workers.capacity import local_capacity, local_ip
 from maze.workers.worker import Worker
@@ -29,18 +30,20 @@ def head_url(addr: str) -> str:
     return (addr if addr.startswith("http") else f"http://{addr}").rstrip("/")
 
 
-def head_nats_urls(addr: str) -> list[str]:
-    """Ask the head where its event store is."""
+def head_join_info(addr: str) -> tuple[list[str], ValueLimits]:
+    """Ask the head where its event store is, and the value limits results must respect."""
     url = head_url(addr)
     try:
         resp = httpx.get(f"{url}/cluster/nats", timeout=10)
         resp.raise_for_status()
     except httpx.HTTPError as exc:
         raise Unavailable(f"cannot reach the head at {url}: {exc}") from exc
-    urls: list[str] = resp.json()["nats_urls"]
+    body = resp.json()
+    urls: list[str] = body["nats_urls"]
+    limits = msgspec.convert(body.get("limits") or {}, ValueLimits)
     host = httpx.URL(url).host
     # A head on loopback advertises 127.0.0.1; from another machine use the address we reached it at.
-    return [u.replace("127.0.0.1", host).replace("localhost", host) for u in urls]
+    return [u.replace("127.0.0.1", host).replace("localhost", host) for u in urls], limits
 
 
 def registered_alive(addr: str, node_id: str, session: str) -> bool | None:
@@ -77,7 +80,8 @@ class Agent:
         async with self.lock:
             while True:
                 try:
-                    urls = await asyncio.to_thread(head_nats_urls, self.addr)
+                    urls, limits = await asyncio.to_thread(head_join_info, self.addr)
+                    self.worker.limits = limits
                     nc: NATS | None = None
                     if urls != self.urls or not self.worker.nc.is_connected:
                         nc = await connect(urls, "maze-worker")
@@ -107,11 +111,11 @@ async def run_worker(
     agent: bool = False,
     heartbeat_interval: float = 2.0,
 ) -> None:
-    urls = await asyncio.to_thread(head_nats_urls, addr)
+    urls, limits = await asyncio.to_thread(head_join_info, addr)
     capacity = local_capacity(cpus, memory_mb, gpus)
     nc = await connect(urls, "maze-worker")
     node = node_id or f"{socket.gethostname().split('.')[0]}-{uuid.uuid4().hex[:6]}"
-    worker = Worker(nc, node, capacity, local_ip(), heartbeat_interval=heartbeat_interval)
+    worker = Worker(nc, node, capacity, local_ip(), heartbeat_interval=heartbeat_interval, limits=limits)
     watcher = None
     if agent:
         agent_obj = Agent(addr, worker, urls)

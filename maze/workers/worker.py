@@ -23,19 +23,26 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from maze.core.clock import now_ms
+from maze.core.errors import ArtifactError, BlobMissing, MazeError, PayloadTooLarge
 from maze.core.resources import Usage, add_usage, fits_assigned
+from maze.core.settings import ValueLimits
 from maze.events import subjects
+from maze.events.blobs import BlobStore
 from maze.events.codec import decode_events, decode_work
 from maze.events.nodes import Heartbeat, NodeJoined, NodeLeft, NodeLost
 from maze.events.specs import NodeCapacity, TaskError
-from maze.events.store import EventStore, heartbeat_bucket
+from maze.events.store import EventStore, heartbeat_bucket, payload_budget
 from maze.events.tasks import AttemptFailed, AttemptRejected, AttemptStarted, AttemptSucceeded
+from maze.events.values import blob_refs
 from maze.events.work import WorkItem
 from maze.workers.affinity import CoreAllocator
+from maze.workers.blob_cache import BlobCache
 from maze.workers.capacity import gpu_free_mb
+from maze.workers.child import MAX_MESSAGE_CHARS, MAX_TRACEBACK_CHARS, clip
 from maze.workers.outbox import Outbox
 from maze.workers.pool import ProcessExited, ProcessPool, TaskProcess
 from maze.workers.pull import ContinuousPull
+from maze.workers.results import store_result
 
 log = structlog.get_logger(__name__)
 _beat = msgspec.msgpack.Encoder()
@@ -51,7 +58,9 @@ class Worker:
         hostname: str | None = None,
         heartbeat_interval: float = 2.0,
         on_registration_lost: Callable[[], Coroutine[Any, Any, None]] | None = None,
+        limits: ValueLimits | None = None,
     ) -> None:
+        self.limits = limits or ValueLimits()
         self.nc = nc
         self.node_id = node_id
         self.capacity = capacity
@@ -75,6 +84,9 @@ class Worker:
         self.js = nc.jetstream(timeout=10)
         self.store = EventStore(nc)
         self.outbox = Outbox(self.store)
+        self.blobs = BlobStore(nc, self.limits.blob_max_bytes)
+        self.cache = BlobCache(self.blobs)
+        self.budget = payload_budget(nc)
 
     @property
     def durable(self) -> str:
@@ -273,16 +285,16 @@ class Worker:
                     pid=tp.pid,
                 )
             )
-            request = {
-                "func_name": item.func_name,
-                "func_hash": item.func_hash,
-                "func": item.func,
-                "call_style": item.call_style,
-                "inputs": item.inputs,
-                "outputs": item.outputs,
-                "gpus": item.gpus,
-                "cores": cores,
-            }
+            try:
+                request = await self._request(item, tp, cores)
+            except (ArtifactError, BlobMissing) as exc:  # missing or corrupt: never used
+                self._fail(item, "artifact_error", exc.message, retryable=False)
+                return
+            except Exception as exc:  # the store did not answer: another attempt may succeed
+                self._fail(
+                    item, "artifact_error", f"could not fetch the task's blobs: {exc!r}", retryable=True
+                )
+                return
             try:
                 reply = await self.pool.run(tp, request, item.timeout_seconds)
             except TimeoutError:
@@ -294,18 +306,10 @@ class Worker:
                 self._fail(item, "process_exited", str(exc), retryable=True)
                 return
             reuse = not item.gpus
+            if reply.get("has_func"):
+                tp.loaded.add(item.func_hash)
             if reply["ok"]:
-                self.outbox.emit(
-                    AttemptSucceeded(
-                        run_id=item.run_id,
-                        task_id=item.task_id,
-                        attempt=item.attempt,
-                        node_id=self.node_id,
-                        at_ms=now_ms(),
-                        result=reply["payload"],
-                        duration_ms=reply["duration_ms"],
-                    )
-                )
+                await self._succeed(item, reply)
             else:
                 err = reply["payload"]
                 self._fail(
@@ -328,6 +332,52 @@ class Worker:
             if self._tasks:
                 self._pump()
 
+    async def _request(self, item: WorkItem, tp: TaskProcess, cores: list[int]) -> dict[str, Any]:
+        """What the task process needs: its code unless it holds it already, its inputs, and every
+        blob those inputs refer to (fetched once per worker and checked against its hash)."""
+        refs = blob_refs(item.inputs)
+        blobs = await self.cache.get_many(sorted({r.sha256 for r in refs}))
+        func: bytes | None = None
+        if item.func_hash not in tp.loaded:
+            func = item.func or await self.cache.get(item.func_hash)
+        return {
+            "func_name": item.func_name,
+            "func_hash": item.func_hash,
+            "func": func,
+            "call_style": item.call_style,
+            "inputs": item.inputs,
+            "blobs": blobs,
+            "outputs": item.outputs,
+            "gpus": item.gpus,
+            "cores": cores,
+            "blob_max_bytes": self.limits.blob_max_bytes,
+        }
+
+    async def _succeed(self, item: WorkItem, reply: dict[str, Any]) -> None:
+        try:
+            result = await store_result(
+                [tuple(o) for o in reply["payload"]], self.limits, self.budget, self.blobs
+            )
+        except PayloadTooLarge as exc:
+            self._fail(item, "payload_too_large", exc.message, retryable=False)
+            return
+        except MazeError as exc:
+            self._fail(
+                item, "artifact_error", f"the result could not be stored: {exc.message}", retryable=True
+            )
+            return
+        self.outbox.emit(
+            AttemptSucceeded(
+                run_id=item.run_id,
+                task_id=item.task_id,
+                attempt=item.attempt,
+                node_id=self.node_id,
+                at_ms=now_ms(),
+                result=result,
+                duration_ms=reply["duration_ms"],
+            )
+        )
+
     def _fail(
         self,
         item: WorkItem,
@@ -346,13 +396,13 @@ class Worker:
                 node_id=self.node_id,
                 error=TaskError(
                     error_type=error_type,
-                    message=message,
+                    message=clip(message, MAX_MESSAGE_CHARS),
                     retryable=retryable,
                     origin="task",
                     node_id=self.node_id,
                     node_ip=self.ip,
                     attempt=item.attempt,
-                    traceback=traceback,
+                    traceback=clip(traceback, MAX_TRACEBACK_CHARS) if traceback else None,
                     exception_type=exception_type,
                 ),
             )

@@ -1,0 +1,168 @@
+"""Recording an accepted run: its blobs first, then `run.created` and as many `tasks.added` chunks
+as the run needs, each within the event store's message limit.
+
+A run is one client request however many events it takes. `run.created` is written with
+`Nats-Expected-Last-Subject-Sequence: 0` and a message id that carries the body's hash, so the
+same request retried gets the same run back (missing chunks are written then, e.g. after a head
+crash mid-submit) and another body under the same run id gets a 409. The controller starts a run
+only when its last chunk is in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import msgspec
+import structlog
+from nats.js import JetStreamContext
+from nats.js.errors import APIError, NotFoundError
+
+from maze.core.errors import BlobMissing, Conflict, Unavailable
+from maze.events import headers, subjects, values
+from maze.events.blobs import BlobStore
+from maze.events.catalog import Event, event_key, event_tag
+from maze.events.runs import RunCreated, TasksAdded
+from maze.events.specs import InputValue, TaskSpec
+from maze.events.store import pack_by_bytes, publish_durably
+
+log = structlog.get_logger(__name__)
+_encoder = msgspec.msgpack.Encoder()
+ENVELOPE_BYTES = 2048  # run.created / tasks.added fields around the task list
+WRONG_LAST_SEQUENCE = 10071
+
+
+async def store_blobs(blobs: BlobStore, to_store: dict[str, bytes], must_exist: set[str]) -> None:
+    """Put what the submission carried; refuse (400 blob_missing) what it only referenced and the
+    store does not have. Nothing of the run is recorded before this succeeds."""
+    missing = await blobs.missing(sorted(must_exist))
+    if missing:
+        raise BlobMissing(
+            f"{len(missing)} referenced blob(s) are not in the blob store (upload them with "
+            f"PUT /artifacts/sha256/<hex>): {', '.join(m[:12] + '…' for m in missing[:5])}",
+            missing=missing,
+        )
+    limit = asyncio.Semaphore(8)
+
+    async def put(sha: str, content: bytes) -> None:
+        async with limit:
+            await blobs.put(content, sha)
+
+    await asyncio.gather(*(put(sha, content) for sha, content in to_store.items()))
+
+
+async def fit_specs(specs: list[TaskSpec], budget: int, blobs: BlobStore) -> list[TaskSpec]:
+    """Each spec within one message: a task whose inline inputs together are too large for one
+    event gets its largest ones moved to the blob store."""
+    out = []
+    for spec in specs:
+        size = len(_encoder.encode(spec)) + ENVELOPE_BYTES
+        if size <= budget:
+            out.append(spec)
+            continue
+        sizes = {k: len(v.data) for k, v in spec.inputs.items() if isinstance(v, InputValue)}
+        inputs = dict(spec.inputs)
+        for key in values.keys_to_spill(sizes, size - budget):
+            given = inputs[key]
+            assert isinstance(given, InputValue)
+            codec, content, kind = values.content_of(given.data)
+            ref = values.blob_ref_for(codec, content, kind)
+            await blobs.put(content, ref.sha256)
+            inputs[key] = InputValue(data=values.wire_blob(ref))
+        out.append(msgspec.structs.replace(spec, inputs=inputs))
+    return out
+
+
+RunEvents = list[RunCreated | TasksAdded]
+
+
+def chunk_events(run_id: str, workflow_id: str, specs: list[TaskSpec], at_ms: int, budget: int) -> RunEvents:
+    """run.created with the first chunk of tasks, then tasks.added chunks, each within `budget`."""
+    sizes = [len(_encoder.encode(s)) for s in specs]
+    parts = pack_by_bytes(sizes, budget - ENVELOPE_BYTES)
+    first = RunCreated(
+        run_id=run_id,
+        workflow_id=workflow_id,
+        at_ms=at_ms,
+        tasks=[specs[i] for i in parts[0]],
+        task_count=len(specs),
+        chunks=len(parts),
+    )
+    rest: RunEvents = [
+        TasksAdded(run_id=run_id, chunk=n, at_ms=at_ms, tasks=[specs[i] for i in part])
+        for n, part in enumerate(parts[1:], start=1)
+    ]
+    return [first, *rest]
+
+
+def _headers(event: Event, body_hash: str, first: bool) -> dict[str, str]:
+    hdrs = {
+        headers.MSG_ID: f"{event_key(event)}/{body_hash}",
+        headers.EVENT_TYPES: event_tag(event),
+        headers.SCHEMA_VERSION: headers.SCHEMA,
+    }
+    if first:
+        hdrs[headers.EXPECTED_LAST_SUBJECT_SEQ] = "0"
+    return hdrs
+
+
+async def record_run(js: JetStreamContext, events: RunEvents, body_hash: str) -> tuple[int, bool]:
+    """Write the run's events; returns (stream sequence of its last chunk, duplicate)."""
+    first = events[0]
+    assert isinstance(first, RunCreated)
+    subject = subjects.run_subject(first.run_id)
+    encoded = [_encoder.encode([e]) for e in events]
+    try:
+        ack = await publish_durably(js, subject, encoded[0], _headers(first, body_hash, first=True))
+    except APIError as exc:
+        if exc.err_code != WRONG_LAST_SEQUENCE:
+            raise Unavailable(f"event store rejected the run: {exc}") from exc
+        return await _resume(js, events, encoded, body_hash), True
+    last = int(ack.seq)
+    if len(events) > 1:
+        acks = await asyncio.gather(
+            *(
+                publish_durably(js, subject, data, _headers(e, body_hash, first=False))
+                for e, data in zip(events[1:], encoded[1:], strict=True)
+            )
+        )
+        last = max(int(a.seq) for a in acks)
+    return last, bool(ack.duplicate)
+
+
+async def _resume(js: JetStreamContext, events: RunEvents, encoded: list[bytes], body_hash: str) -> int:
+    """The run id is taken. The same request again (same body hash) gets its run, with any chunk
+    a crash left out written now; another request under that id is a conflict."""
+    first = events[0]
+    subject = subjects.run_subject(first.run_id)
+    ids = [_headers(e, body_hash, first=False)[headers.MSG_ID] for e in events]
+    wanted = set(ids)
+    present: dict[str, int] = {}  # message id -> sequence
+    finished = False
+    seq = 1
+    while not wanted.issubset(present):
+        try:
+            msg = await js.get_msg(subjects.RUNS_STREAM, seq=seq, subject=subject, next=True)
+        except NotFoundError:
+            break
+        hdrs: dict[str, Any] = msg.headers or {}
+        present[str(hdrs.get(headers.MSG_ID, ""))] = int(msg.seq or 0)
+        finished = finished or "run.finished" in str(hdrs.get(headers.EVENT_TYPES, ""))
+        seq = int(msg.seq or 0) + 1
+    if ids[0] not in present:
+        raise Conflict(f"run {first.run_id!r} already exists", run_id=first.run_id)
+    todo = [i for i, msg_id in enumerate(ids) if msg_id not in present]
+    if todo and finished:
+        raise Conflict(
+            f"run {first.run_id!r} ended before all of its tasks were recorded; submit it again "
+            "under a new run id",
+            run_id=first.run_id,
+        )
+    last = max(present[i] for i in ids if i in present)
+    if todo:
+        log.warning("submit.resuming_chunks", run_id=first.run_id, missing=len(todo), chunks=len(events))
+        acks = await asyncio.gather(
+            *(publish_durably(js, subject, encoded[i], _headers(events[i], body_hash, False)) for i in todo)
+        )
+        last = max([last, *(int(a.seq) for a in acks)])
+    return last

@@ -1,0 +1,264 @@
+"""Values of any size and kind: code stored once by hash, big results as blobs, anything cloudpickle
+can carry passed between tasks, clear errors for what cannot travel, corrupt blobs never used.
+
+The module's NATS server has nats-server's default 1 MB max_payload (tests/helpers.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import threading
+from collections.abc import Iterator
+
+import httpx
+import msgspec
+import nats
+import pytest
+
+from maze import MaClient, task
+from maze.core.errors import ArtifactError, PayloadTooLarge
+from maze.events import subjects
+from tests.helpers import HeadProcess, NatsServer
+
+MB = 1024 * 1024
+
+
+class Point:
+    """A user's own class, defined in the test module."""
+
+    def __init__(self, x: int, y: int) -> None:
+        self.x, self.y = x, y
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Point) and (other.x, other.y) == (self.x, self.y)
+
+
+@task
+def make_values(n: int = 0):
+    return {"point": Point(n, n + 1), "tags": {"a", "b"}, "huge": 2**70 + n, "pair": (n, "x")}
+
+
+@task
+def check_values(point=None, tags=None, huge=None, pair=None):
+    return {
+        "types": [type(point).__name__, type(tags).__name__, type(huge).__name__, type(pair).__name__],
+        "point": point,
+        "tags": tags,
+        "huge": huge,
+        "pair": pair,
+    }
+
+
+@task
+def random_bytes(mb: int = 1):
+    return {"data": os.urandom(mb * MB)}
+
+
+@task
+def digest(data=None):
+    return {"size": len(data), "sha": hashlib.sha256(data).hexdigest()}
+
+
+@task
+def unserializable(x: int = 0):
+    return {"ok": x, "lock": threading.Lock()}
+
+
+@task
+def must_never_run(data=None):
+    raise AssertionError("a task was given a corrupt blob")
+
+
+def _states(client: MaClient, run_id: str) -> dict[str, str]:
+    return {t["task_id"]: t["state"] for t in client.get_run_tasks(run_id)}
+
+
+def test_a_closure_over_3_mb_runs_200_times_with_its_code_stored_once(
+    client: MaClient, head: HeadProcess, nats_server: NatsServer
+) -> None:
+    data = os.urandom(3 * MB)
+
+    @task
+    def closure(i: int = 0):
+        return {"n": len(data) + i}
+
+    wf = client.create_workflow()
+    tasks = [wf.add_task(closure, inputs={"i": i}) for i in range(200)]
+    run_id = wf.run()
+    summary = wf.show_results(run_id)
+    assert summary["state"] == "succeeded", summary
+    assert [summary["task_results"][t.task_id]["n"] for t in tasks] == [3 * MB + i for i in range(200)]
+    created = client.get_run_events(run_id)[0]
+    assert created["type"] == "run.created" and created["functions"] == []
+    (func_hash,) = {t["func_hash"] for t in created["tasks"]}
+    head_resp = httpx.head(f"{head.url}/artifacts/sha256/{func_hash}")
+    assert head_resp.status_code == 200 and int(head_resp.headers["content-length"]) > 3 * MB
+    sizes = asyncio.run(_largest_messages(nats_server.url))
+    assert max(sizes.values()) < 1024 * 1024, sizes  # nothing near max_payload, code included
+
+
+async def _largest_messages(url: str) -> dict[str, int]:
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        out = {}
+        for stream in (subjects.RUNS_STREAM, subjects.WORK_STREAM):
+            info = await js.stream_info(stream)
+            largest = 0
+            for seq in range(max(1, info.state.first_seq), info.state.last_seq + 1):
+                try:
+                    msg = await js.get_msg(stream, seq)
+                except nats.js.errors.NotFoundError:
+                    continue  # work messages are removed once pulled
+                largest = max(largest, len(msg.data or b""))
+            out[stream] = largest
+        return out
+    finally:
+        await nc.close()
+
+
+def test_a_20_mb_result_is_passed_downstream(client: MaClient) -> None:
+    wf = client.create_workflow()
+    up = wf.add_task(random_bytes, inputs={"mb": 20})
+    down = wf.add_task(digest, inputs={"data": up.outputs["data"]})
+    run_id = wf.run()
+    summary = wf.show_results(run_id)
+    assert summary["state"] == "succeeded", summary
+    produced = summary["task_results"][up.task_id]["data"]  # the SDK fetched and checked the blob
+    assert isinstance(produced, bytes) and len(produced) == 20 * MB
+    assert summary["task_results"][down.task_id] == {
+        "size": 20 * MB,
+        "sha": hashlib.sha256(produced).hexdigest(),
+    }
+    row = client.get_run_task(run_id, up.task_id)["result"]["data"]
+    assert row["__maze_value__"] == "blob" and row["size"] == 20 * MB + 5  # msgpack bin32 header
+    assert row["uri"] == "maze://artifacts/sha256/" + row["sha256"]
+    assert client.load_value(row) == produced
+
+
+def test_values_of_any_kind_pass_between_tasks(client: MaClient) -> None:
+    @task
+    def local_class_value(point=None):
+        class Local:  # defined inside the task: only by value can it travel
+            def __init__(self, v: object) -> None:
+                self.v = v
+
+        return {"local": Local(point)}
+
+    wf = client.create_workflow()
+    made = wf.add_task(make_values, inputs={"n": 7})
+    checked = wf.add_task(
+        check_values, inputs={k: made.outputs[k] for k in ("point", "tags", "huge", "pair")}
+    )
+    wf.add_task(local_class_value, inputs={"point": made.outputs["point"]})
+    given = wf.add_task(
+        check_values, inputs={"point": Point(1, 2), "tags": {3}, "huge": -(2**80), "pair": (1,)}
+    )
+    summary = wf.show_results(wf.run())
+    assert summary["state"] == "succeeded", summary
+    out = summary["task_results"][checked.task_id]
+    assert out["types"] == ["Point", "set", "int", "tuple"]
+    assert out["point"] == Point(7, 8) and out["tags"] == {"a", "b"}
+    assert out["huge"] == 2**70 + 7 and out["pair"] == (7, "x")
+    assert summary["task_results"][given.task_id]["huge"] == -(2**80)
+    assert summary["task_results"][given.task_id]["tags"] == {3}
+
+
+def test_an_unserializable_output_fails_naming_its_key_and_type(client: MaClient) -> None:
+    wf = client.create_workflow()
+    t = wf.add_task(unserializable, inputs={"x": 1})
+    summary = wf.show_results(wf.run())
+    assert summary["state"] == "failed" and summary["exception_tasks"] == [t.task_id]
+    run_id = wf.list_cached_runs()[0]
+    error = client.get_run_task(run_id, t.task_id)["error"]
+    assert error["error_type"] == "serialization_error"
+    assert "output 'lock'" in error["message"] and "_thread.lock" in error["message"]
+    assert error["traceback"], "the cause is in the error itself, not only in the head's log"
+
+
+def test_artifacts_api_checks_hashes_and_streams(head: HeadProcess, client: MaClient) -> None:
+    content = os.urandom(12 * MB)  # above the head's whole-blob size: streamed
+    sha = hashlib.sha256(content).hexdigest()
+    wrong = httpx.put(f"{head.url}/artifacts/sha256/{'0' * 64}", content=content[:1000])
+    assert wrong.status_code == 400 and "hashes to sha256" in wrong.json()["error"]["message"]
+    assert httpx.head(f"{head.url}/artifacts/sha256/{'0' * 64}").status_code == 404
+    put = httpx.put(f"{head.url}/artifacts/sha256/{sha}", content=content, timeout=60)
+    assert put.status_code == 201 and put.json()["size"] == len(content)
+    again = httpx.put(f"{head.url}/artifacts/sha256/{sha}", content=content, timeout=60)
+    assert again.status_code == 200 and again.json()["created"] is False
+    assert client.fetch_blob(sha) == content
+    missing = httpx.post(f"{head.url}/artifacts/missing", json={"sha256": [sha, "1" * 64]}).json()
+    assert missing == {"missing": ["1" * 64]}
+    assert httpx.get(f"{head.url}/artifacts/sha256/nothex").status_code == 400
+    assert httpx.get(f"{head.url}/artifacts/sha256/{'2' * 64}").status_code == 404
+
+
+def test_a_corrupt_blob_is_detected_by_its_hash_and_never_used(
+    client: MaClient, head: HeadProcess, nats_server: NatsServer
+) -> None:
+    value = os.urandom(300 * 1024)  # above the inline limit: the SDK refers to it as a blob
+    sha = hashlib.sha256(msgspec.msgpack.encode(value)).hexdigest()
+    asyncio.run(_plant(nats_server.url, f"sha256/{sha}", b"not the bytes that hash to the name"))
+    wf = client.create_workflow()
+    victim = wf.add_task(must_never_run, inputs={"data": value})
+    summary = wf.show_results(wf.run())
+    assert summary["state"] == "failed"
+    run_id = wf.list_cached_runs()[0]
+    error = client.get_run_task(run_id, victim.task_id)["error"]
+    assert error["error_type"] == "artifact_error", error  # user_code would mean the task ran
+    assert "corrupt" in error["message"] and sha in error["message"]
+    with pytest.raises(ArtifactError, match="corrupt"):
+        client.fetch_blob(sha)
+
+
+async def _plant(url: str, name: str, content: bytes) -> None:
+    nc = await nats.connect(url)
+    try:
+        store = await nc.jetstream().object_store(subjects.BLOB_BUCKET)
+        await store.put(name, content)
+    finally:
+        await nc.close()
+
+
+@pytest.fixture(scope="module")
+def small_cap_head(
+    nats_server: NatsServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[HeadProcess]:
+    """A head whose blob store takes 2 MB at most, on its own NATS server."""
+    server = NatsServer(tmp_path_factory.mktemp("nats-cap"))
+    server.start()
+    proc = HeadProcess(
+        tmp_path_factory.mktemp("head-cap"),
+        nats_url=server.url,
+        extra=["--cpus", "2", "--blob-max-mb", "2", "--inline-value-kb", "64"],
+    )
+    proc.start()
+    yield proc
+    code = proc.stop()
+    server.stop()
+    assert code == 0, proc.log()
+
+
+def test_a_value_above_the_blob_cap_fails_with_payload_too_large(small_cap_head: HeadProcess) -> None:
+    client = MaClient(small_cap_head.url)
+    wf = client.create_workflow()
+    big = wf.add_task(random_bytes, inputs={"mb": 3})
+    summary = wf.show_results(wf.run())
+    assert summary["state"] == "failed"
+    run_id = wf.list_cached_runs()[0]
+    error = client.get_run_task(run_id, big.task_id)["error"]
+    assert error["error_type"] == "payload_too_large", error
+    assert f"is {3 * MB + 5} bytes" in error["message"]  # msgpack's bin32 header: 5 bytes
+    assert f"limit of {2 * MB} bytes" in error["message"]
+    assert [a["state"] for a in client.get_run_task(run_id, big.task_id)["attempts"]] == ["failed"]
+    # an input above the cap is refused by the SDK, naming the input
+    with pytest.raises(PayloadTooLarge, match="input 'data'"):
+        client.create_workflow().add_task(digest, inputs={"data": b"x" * (3 * MB)})
+    # and the head keeps serving: a value between the inline limit and the cap goes through
+    wf = client.create_workflow()
+    up = wf.add_task(random_bytes, inputs={"mb": 1})
+    down = wf.add_task(digest, inputs={"data": up.outputs["data"]})
+    summary = wf.show_results(wf.run())
+    assert summary["state"] == "succeeded", summary
+    assert summary["task_results"][down.task_id]["size"] == MB
