@@ -29,7 +29,7 @@ from maze.core.resources import normalize_resources
 from maze.core.settings import ValueLimits
 from maze.events import values
 from maze.events.blobs import HEX_RE
-from maze.events.specs import Input, InputRef, InputValue, RetryPolicy, TaskSpec
+from maze.events.specs import Input, InputRef, InputValue, Resources, RetryPolicy, TaskSpec
 
 ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 KNOWN_ERROR_TYPES = frozenset(
@@ -184,6 +184,18 @@ class _Literals:
         return values.wire_blob(ref)
 
 
+def _resources(given: dict[str, Any], shapes: dict[Any, Resources]) -> Resources:
+    try:
+        key = tuple(sorted((k, type(v), v) for k, v in given.items()))
+        hash(key)
+    except TypeError:
+        return normalize_resources(given)
+    found = shapes.get(key)
+    if found is None:
+        found = shapes[key] = normalize_resources(given)
+    return found
+
+
 def accept_submission(req: SubmitRun, limits: ValueLimits) -> Accepted:
     """Validate everything and build the run's task specs. No I/O: the returned blobs still have to
     be stored (or found) before the run may be recorded."""
@@ -200,6 +212,7 @@ def accept_submission(req: SubmitRun, limits: ValueLimits) -> Accepted:
             raise ValidationError(f"duplicate task id {sub.task_id!r}")
         by_id[sub.task_id] = sub
     literals = _Literals(limits)
+    shapes: dict[Any, Resources] = {}  # most tasks of a wide run ask for the same resources
     specs: list[TaskSpec] = []
     for sub in req.tasks:
         _check_task(sub)
@@ -232,7 +245,7 @@ def accept_submission(req: SubmitRun, limits: ValueLimits) -> Accepted:
             if up not in by_id:
                 raise ValidationError(f"task {sub.task_id!r}: edge from unknown task {up!r}")
         try:
-            resources = normalize_resources(sub.resources)
+            resources = _resources(sub.resources, shapes)
         except ValidationError as exc:
             raise ValidationError(f"task {sub.task_id!r}: {exc.message}", **exc.details) from exc
         specs.append(

@@ -29,11 +29,12 @@ import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.errors import NotFoundError
 
 from maze.core.errors import ArtifactError, BlobMissing, PayloadTooLarge, Unavailable, ValidationError
 from maze.events import subjects
-from maze.events.store import payload_budget, subscribe_ordered
+from maze.events.store import payload_budget
 
 log = structlog.get_logger(__name__)
 
@@ -309,14 +310,26 @@ class BlobStore:
             first = await self.js.get_msg(subjects.BLOB_STREAM, seq=1, subject=subject, next=True)
             yield first.data or b""
             return
-        sub = await subscribe_ordered(self.js, subject, 1)
+        # a short-lived pull consumer fetching the chunks in batches: about twice as fast as an
+        # ordered push consumer (flow control) or a direct get per chunk
+        sub = await self.js.pull_subscribe(
+            subject,
+            durable=None,
+            stream=subjects.BLOB_STREAM,
+            config=ConsumerConfig(ack_policy=AckPolicy.NONE, inactive_threshold=60.0),
+        )
         try:
-            for _ in range(count):
+            left = count
+            while left > 0:
                 try:
-                    msg = await sub.next_msg(timeout=ACK_TIMEOUT_S)
+                    msgs = await sub.fetch(min(left, 16), timeout=ACK_TIMEOUT_S)
                 except TimeoutError as exc:
                     raise ArtifactError(f"blob chunks on {subject} stopped arriving") from exc
-                yield msg.data or b""
+                for msg in msgs:
+                    yield msg.data or b""
+                left -= len(msgs)
         finally:
+            with contextlib.suppress(Exception):
+                await self.js.delete_consumer(subjects.BLOB_STREAM, sub._consumer)
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
