@@ -165,6 +165,39 @@ def test_values_of_any_kind_pass_between_tasks(client: MaClient) -> None:
     assert summary["task_results"][given.task_id]["tags"] == {3}
 
 
+@task
+def numpy_arrays(n: int = 0):
+    import numpy as np
+
+    return {"small": np.arange(n), "large": np.ones((512, 512))}  # 2 MB: pickled, then a blob
+
+
+@task
+def numpy_sum(small=None, large=None):
+    import numpy as np
+
+    assert isinstance(small, np.ndarray) and isinstance(large, np.ndarray)
+    return {"total": float(small.sum() + large.sum()), "dtype": str(large.dtype)}
+
+
+def test_numpy_arrays_travel_inline_and_as_blobs(client: MaClient) -> None:
+    np = pytest.importorskip("numpy")  # in the test extra; a worker without numpy could not run these
+    wf = client.create_workflow()
+    made = wf.add_task(numpy_arrays, inputs={"n": 10})
+    summed = wf.add_task(numpy_sum, inputs={"small": made.outputs["small"], "large": made.outputs["large"]})
+    given = wf.add_task(numpy_sum, inputs={"small": np.arange(3), "large": np.zeros((600, 600))})
+    run_id = wf.run()
+    summary = wf.show_results(run_id)
+    assert summary["state"] == "succeeded", summary
+    assert summary["task_results"][summed.task_id] == {"total": 45.0 + 512 * 512, "dtype": "float64"}
+    assert summary["task_results"][given.task_id]["total"] == 3.0
+    produced = summary["task_results"][made.task_id]
+    assert isinstance(produced["large"], np.ndarray) and produced["large"].shape == (512, 512)
+    row = client.get_run_task(run_id, made.task_id)["result"]
+    assert row["small"]["__maze_value__"] == "pickle" and row["small"]["type"] == "numpy.ndarray"
+    assert row["large"]["__maze_value__"] == "blob" and row["large"]["codec"] == "pickle"
+
+
 def test_an_unserializable_output_fails_naming_its_key_and_type(client: MaClient) -> None:
     wf = client.create_workflow()
     t = wf.add_task(unserializable, inputs={"x": 1})
