@@ -221,3 +221,10 @@ def test_resubmitting_a_run_id_is_idempotent_and_another_dag_under_it_conflicts(
     events = httpx.get(f"{head.url}/runs/run_idempotent_1/events").json()["events"]
     assert sum(e["type"] == "run.created" for e in events) == 1
     assert [t["task_id"] for t in events[0]["tasks"]] == ["a"]
+
+
+def test_a_reference_inside_a_container_is_refused(client: MaClient, nothing_appended) -> None:
+    wf = client.create_workflow()
+    first = wf.add_task(echo, inputs={"text": "a"})
+    with pytest.raises(ValidationError, match="must be the input's whole value"):
+        wf.add_task(echo, inputs={"text": [first.outputs["text"]]})

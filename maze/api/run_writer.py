@@ -18,7 +18,7 @@ import structlog
 from nats.js import JetStreamContext
 from nats.js.errors import APIError, NotFoundError
 
-from maze.core.errors import BlobMissing, Conflict, Unavailable
+from maze.core.errors import BlobMissing, Conflict, PayloadTooLarge, Unavailable
 from maze.events import headers, subjects, values
 from maze.events.blobs import BlobStore
 from maze.events.catalog import Event, event_key, event_tag
@@ -29,6 +29,7 @@ from maze.events.store import pack_by_bytes, publish_durably
 log = structlog.get_logger(__name__)
 _encoder = msgspec.msgpack.Encoder()
 ENVELOPE_BYTES = 2048  # run.created / tasks.added fields around the task list
+SPEC_MARGIN = 64
 WRONG_LAST_SEQUENCE = 10071
 
 
@@ -55,21 +56,32 @@ async def fit_specs(specs: list[TaskSpec], budget: int, blobs: BlobStore) -> lis
     """Each spec within one message: a task whose inline inputs together are too large for one
     event gets its largest ones moved to the blob store."""
     out = []
+    limit = budget - ENVELOPE_BYTES - SPEC_MARGIN
     for spec in specs:
-        size = len(_encoder.encode(spec)) + ENVELOPE_BYTES
-        if size <= budget:
+        size = len(_encoder.encode(spec))
+        if size <= limit:
             out.append(spec)
             continue
         sizes = {k: len(v.data) for k, v in spec.inputs.items() if isinstance(v, InputValue)}
         inputs = dict(spec.inputs)
-        for key in values.keys_to_spill(sizes, size - budget):
+        for key in values.keys_to_spill(sizes, size - limit):
             given = inputs[key]
             assert isinstance(given, InputValue)
             codec, content, kind = values.content_of(given.data)
             ref = values.blob_ref_for(codec, content, kind)
             await blobs.put(content, ref.sha256)
             inputs[key] = InputValue(data=values.wire_blob(ref))
-        out.append(msgspec.structs.replace(spec, inputs=inputs))
+        fitted = msgspec.structs.replace(spec, inputs=inputs)
+        size = len(_encoder.encode(fitted))
+        if size > limit:
+            raise PayloadTooLarge(
+                f"task {spec.task_id!r} is {size} bytes encoded even with its values in the blob "
+                f"store (too many inputs or edges), above the event limit of {limit} bytes",
+                task_id=spec.task_id,
+                size=size,
+                limit=limit,
+            )
+        out.append(fitted)
     return out
 
 

@@ -34,7 +34,7 @@ from nats.js.errors import NotFoundError
 
 from maze.core.errors import ArtifactError, BlobMissing, PayloadTooLarge, Unavailable, ValidationError
 from maze.events import subjects
-from maze.events.store import payload_budget
+from maze.events.store import payload_budget, publish_durably
 
 log = structlog.get_logger(__name__)
 
@@ -256,8 +256,10 @@ class BlobStore:
                 "digest": "SHA-256=" + base64.urlsafe_b64encode(hasher.digest()).decode(),
                 "options": {"max_chunk_size": self.chunk_bytes},
             }
-            await self.js.publish(
-                meta_subject(sha), json.dumps(info).encode(), headers={"Nats-Rollup": "sub"}
+            # a repeated meta message is harmless (it rolls up the subject), so transient errors
+            # (a leader election) are retried
+            await publish_durably(
+                self.js, meta_subject(sha), json.dumps(info).encode(), {"Nats-Rollup": "sub"}
             )
             stored = True
         finally:

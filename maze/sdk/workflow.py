@@ -11,6 +11,7 @@ import msgspec
 
 from maze.core.dag import find_cycle
 from maze.core.errors import BlobMissing, MazeError, NotFound, Unavailable, ValidationError
+from maze.events.values import is_plain
 from maze.sdk import graph
 from maze.sdk.blobs import BlobClient
 from maze.sdk.http import Http
@@ -115,6 +116,19 @@ class MaTask:
         return f"MaTask({self.task_name!r}, {self.task_id})"
 
 
+def _holds_reference(value: Any, depth: int = 0) -> bool:
+    """Whether a TaskOutput hides inside a container (it would travel as a literal object)."""
+    if isinstance(value, TaskOutput):
+        return True
+    if depth > 32 or is_plain(value):
+        return False
+    if isinstance(value, list | tuple | set | frozenset):
+        return any(_holds_reference(v, depth + 1) for v in value)
+    if isinstance(value, dict):
+        return any(_holds_reference(v, depth + 1) for v in value.values())
+    return False
+
+
 class MaWorkflow:
     """A static workflow. Build it with add_task (an output passed as an input creates the edge),
     then `run()` submits it as one durable run; the same workflow can run many times."""
@@ -162,6 +176,11 @@ class MaWorkflow:
                         f"input {name!r}: task {upstream.task_name!r} has no output {value.output_key!r}"
                     )
             else:
+                if _holds_reference(value):
+                    raise ValidationError(
+                        f"input {name!r} of {meta.name}: a task output reference must be the input's "
+                        "whole value, not inside a list or dict (add one input per reference)"
+                    )
                 forms[name], needed = self._blob_client.encode_input(value, f"input {name!r} of {meta.name}")
                 blobs.update(needed)
         missing = sorted(set(meta.required_inputs) - set(inputs))
