@@ -87,8 +87,11 @@ def test_controller_fold_readiness() -> None:
     became_ready = []
     for event in events[1:-1]:
         became_ready += apply_attempt_event(run, event)
+        if event is events[7]:  # a succeeded: its result is kept, raw, for its reader b
+            assert run.tasks["a"].result == {"y": encode_value(2)}
     assert became_ready == ["b"]
-    assert run.remaining == 0 and run.tasks["a"].result == {"y": 2}
+    # b, a's only reader, succeeded: a's result is freed
+    assert run.remaining == 0 and run.tasks["a"].result is None
 
 
 def test_unknown_event_tag_is_skipped() -> None:

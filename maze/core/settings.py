@@ -37,6 +37,10 @@ class Settings(Struct, frozen=True):
     heartbeat_interval: float = 2.0
     liveness_timeout: float = 10.0  # a node with no heartbeat for this long is lost
     node_queue_factor: float = 16.0
+    # A run recorded in several chunks (run.created + tasks.added) whose chunks are not all in this
+    # long after its run.created (the head died mid-submit and the client never retried) is failed
+    # with `incomplete_submission` instead of waiting for ever.
+    submission_grace_s: float = 600.0
     max_payload_mb: int = 8
     stream_replicas: int = 1  # JetStream replicas of Maze's streams (3 on a 3-node NATS cluster)
     # A task input or output larger than this (encoded) goes to the blob store, the event keeps a

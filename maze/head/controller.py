@@ -3,13 +3,16 @@ it, and records each decision as an event before acting on it.
 
 It rebuilds its whole state from the streams when it starts (or after any error) and only begins
 deciding once it has caught up, so a head restart neither loses nor duplicates work.
+
+This is the asyncio/NATS shell around the pure core (`maze/head/scheduler.py`): it feeds the core
+events from the streams, asks it for a decision after each batch, records the decided events and
+sends the work (`maze/head/dispatch.py`). It still folds its own decisions before they come back
+from the stream (they are idempotent to fold twice).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-from collections import defaultdict
 from typing import Any
 
 import structlog
@@ -18,57 +21,69 @@ from nats.aio.msg import Msg
 
 from maze.core.clock import now_ms
 from maze.core.settings import Settings
-from maze.events import subjects
-from maze.events.catalog import ATTEMPT_TERMINAL, Event
-from maze.events.codec import decode_events, encode_value
-from maze.events.nodes import NodeJoined, NodeLeft, NodeLost
-from maze.events.runs import RunCreated, RunFinished
-from maze.events.specs import Resources, TaskError
-from maze.events.store import EventStore, subscribe_ordered
-from maze.events.tasks import AttemptFailed, AttemptPlaced, AttemptRejected, RetryScheduled
-from maze.events.work import WorkBatch, WorkItem
-from maze.head.liveness import Liveness
-from maze.head.placer import Placement, Placer
-from maze.head.retry import next_attempt_delay_ms
-from maze.head.run_state import (
-    RunRuntime,
-    apply_attempt_event,
-    finish,
-    new_run,
-    ready_tasks,
-    resolve_inputs,
+from maze.events import headers, subjects
+from maze.events.blobs import BlobStore
+from maze.events.catalog import Event
+from maze.events.codec import decode_events
+from maze.events.nodes import NodeJoined, NodeLost
+from maze.events.specs import TaskError
+from maze.events.store import EventStore, payload_budget, publish_durably, subscribe_ordered
+from maze.head.dispatch import (
+    CodeUploader,
+    batch_msg_id,
+    batch_payload,
+    encode_item,
+    fit_item,
+    item_limit,
+    pack_batches,
 )
+from maze.head.liveness import Liveness
+from maze.head.placer import Placer
+from maze.head.run_state import RunRuntime
+from maze.head.scheduler import Decision, Scheduler
 
 log = structlog.get_logger(__name__)
 
 _TICK = object()
-TaskKey = tuple[str, str]
+WorkMessage = tuple[str, bytes, str]  # node id, WorkBatch payload, message id
 
 
 class RunController:
-    def __init__(self, nc: NATS, store: EventStore, settings: Settings) -> None:
+    def __init__(
+        self, nc: NATS, store: EventStore, settings: Settings, blobs: BlobStore | None = None
+    ) -> None:
         self.nc = nc
         self.js = nc.jetstream()
         self.store = store
         self.settings = settings
+        self.blobs = blobs or BlobStore(nc, settings.limits.blob_max_bytes)
+        self.code = CodeUploader(self.blobs)  # what is stored stays stored across rebuilds
+        self.budget = payload_budget(nc)
         self.caught_up = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._reset()
 
     def _reset(self) -> None:
-        self.runs: dict[str, RunRuntime] = {}
-        self.done_runs: set[str] = set()
-        self.placer = Placer(self.settings.node_queue_factor)
-        self.ready: dict[TaskKey, None] = {}
-        self.retry_due: dict[TaskKey, int] = {}  # task waiting out a retry backoff -> when (ms)
-        self.placement_due = True  # new ready tasks or freed capacity since the last pass
-        self.pending_reasons: dict[TaskKey, str] = {}
-        self.dirty: set[str] = set()
+        self.core = Scheduler(self.settings.node_queue_factor, int(self.settings.submission_grace_s * 1000))
         self.positions: dict[str, int] = {subjects.RUNS_STREAM: 0, subjects.NODES_STREAM: 0}
         self.queue: asyncio.Queue[Any] = asyncio.Queue()
         self.live = False
         self.caught_up.clear()
         self.liveness = Liveness(self.settings.liveness_timeout)
+        self._wakeup_at: int | None = None
+
+    # the folded state, as the API, the head process and the golden test read it
+    @property
+    def runs(self) -> dict[str, RunRuntime]:
+        return self.core.runs
+
+    @property
+    def done_runs(self) -> set[str]:
+        return self.core.done_runs
+
+    @property
+    def placer(self) -> Placer:
+        return self.core.placer
 
     # ---- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -137,6 +152,7 @@ class RunController:
                     pass
 
     async def _tick_forever(self) -> None:
+        # also bounds how late an incomplete submission is noticed
         while True:
             await asyncio.sleep(min(1.0, self.settings.liveness_timeout / 4))
             self.queue.put_nowait(_TICK)
@@ -145,12 +161,11 @@ class RunController:
         if all(self.positions[s] >= t for s, t in targets.items()):
             self.live = True
             self.liveness.went_live()
+            self.core.went_live()
             self.caught_up.set()
-            for run in self.runs.values():
-                self.dirty.add(run.run_id)
             log.info(
                 "controller.caught_up",
-                active_runs=len(self.runs),
+                active_runs=len(self.core.runs),
                 nodes=len(self.placer.nodes),
                 positions=self.positions,
             )
@@ -164,68 +179,12 @@ class RunController:
 
     def apply(self, event: Event) -> None:
         """Fold one event. Idempotent, so the controller's own events may come back safely."""
+        self.core.apply(event)
         if isinstance(event, NodeJoined):
-            self.placer.node_joined(event)
             self.liveness.joined(event.node_id)
-            self.placement_due = True
-            return
-        if isinstance(event, NodeLeft | NodeLost):
-            self.placer.node_left(event.node_id, event.session)
-            return
-        if isinstance(event, RunCreated):
-            if event.run_id not in self.runs and event.run_id not in self.done_runs:
-                created = new_run(event)
-                self.runs[created.run_id] = created
-                for task_id in ready_tasks(created):
-                    self.ready[(created.run_id, task_id)] = None
-                self.placement_due = True
-                self.dirty.add(created.run_id)
-            return
-        run_id: str = event.run_id
-        if isinstance(event, AttemptPlaced):
-            placed_run = self.runs.get(run_id)
-            spec_res = placed_run.tasks[event.task_id].spec.resources if placed_run else None
-            if spec_res is not None:
-                self.placer.reserve(
-                    (run_id, event.task_id, event.attempt),
-                    event.node_id,
-                    event.session,
-                    spec_res,
-                    event.gpus,
-                )
-            self.ready.pop((run_id, event.task_id), None)
-            self.pending_reasons.pop((run_id, event.task_id), None)
-        elif isinstance(event, ATTEMPT_TERMINAL):
-            self.placer.release((run_id, event.task_id, event.attempt))
-            self.placement_due = True
-            if isinstance(event, AttemptRejected):
-                self.placer.note_reject(run_id, event.task_id, event.node_id, event.at_ms, event.reason)
-        if isinstance(event, RunFinished):
-            ended = self.runs.pop(run_id, None)
-            self.done_runs.add(run_id)
-            if ended is not None:
-                finish(ended, event)
-                for task_id in ended.tasks:
-                    self.ready.pop((run_id, task_id), None)
-                    self.pending_reasons.pop((run_id, task_id), None)
-            return
-        run = self.runs.get(run_id)
-        if run is None:
-            return
-        for task_id in apply_attempt_event(run, event):
-            self.ready[(run_id, task_id)] = None
-            self.placement_due = True
-        if isinstance(event, RetryScheduled):
-            task = run.tasks[event.task_id]
-            if task.state == "retry_wait":
-                self.retry_due[(run_id, event.task_id)] = task.retry_at_ms
-                if self.live and event.delay_ms > 0:
-                    asyncio.get_running_loop().call_later(event.delay_ms / 1000, self.queue.put_nowait, _TICK)
-        self.dirty.add(run_id)
 
     # ---- deciding -----------------------------------------------------------------------------
     async def _decide(self) -> None:
-        events: list[Event] = []
         now = now_ms()
         lost_nodes = self.liveness.stale(self.placer.alive_nodes(), now)
         if lost_nodes:
@@ -233,152 +192,62 @@ class RunController:
                 self.apply(lost)
             # recorded before the attempts they orphan, so history reads in cause order
             await self._publish_node_events(lost_nodes)
-        events += self._reconcile_lost_nodes(now)
-        for event in events:
-            self.apply(event)
-        for key, due_ms in list(self.retry_due.items()):
-            if due_ms <= now:  # backoff over (the liveness tick bounds the lateness to a second)
-                del self.retry_due[key]
-                if key[0] in self.runs:
-                    self.ready[key] = None
-                    self.placement_due = True
-        decided: list[Event] = []
-        for run_id in list(self.dirty):
-            run = self.runs.get(run_id)
-            if run is not None:
-                decided += self._decide_run(run, now)
-        self.dirty.clear()
-        for event in decided:
-            self.apply(event)
-        events += decided
-        placed, work = self._place(now)
-        events += placed
-        if events:
-            await self.store.publish_runs(events)
-        if work:
-            await self._publish_work(work)
-
-    def _reconcile_lost_nodes(self, now: int) -> list[Event]:
-        lost: list[Event] = []
-        for (run_id, task_id, attempt), res in self.placer.orphaned():
-            lost.append(
-                AttemptFailed(
-                    run_id=run_id,
-                    task_id=task_id,
-                    attempt=attempt,
-                    at_ms=now,
-                    node_id=res.node_id,
-                    error=TaskError(
-                        error_type="node_lost",
-                        message=f"node {res.node_id} (session {res.session}) went away during the attempt",
-                        retryable=True,
-                        origin="controller",
-                        node_id=res.node_id,
-                        attempt=attempt,
-                    ),
-                )
-            )
-        return lost
-
-    def _decide_run(self, run: RunRuntime, now: int) -> list[Event]:
-        if run.finished:
-            return []
-        out: list[Event] = []
-        for task in run.tasks.values():
-            if not task.undecided_failure or task.error is None:
-                continue
-            delay = next_attempt_delay_ms(task.spec.retry, task.error, task.attempt)
-            if delay is not None:
-                out.append(
-                    RetryScheduled(
-                        run_id=run.run_id,
-                        task_id=task.spec.task_id,
-                        next_attempt=task.attempt + 1,
-                        at_ms=now,
-                        delay_ms=delay,
-                        reason=task.error.error_type,
+        decision = self.core.decide(now)
+        messages = await self._prepare_work(decision, now) if decision.work else []
+        if decision.events:
+            await self.store.publish_runs(decision.events)
+        if messages:
+            await asyncio.gather(
+                *(
+                    publish_durably(
+                        self.store.js, subjects.work_subject(node), data, {headers.MSG_ID: msg_id}
                     )
+                    for node, data, msg_id in messages
                 )
-                continue
-            return [
-                RunFinished(
-                    run_id=run.run_id,
-                    at_ms=now,
-                    state="failed",
-                    error=task.error,
-                    failed_task_id=task.spec.task_id,
-                )
-            ]
-        if run.remaining == 0:
-            out.append(RunFinished(run_id=run.run_id, at_ms=now, state="succeeded"))
-        return out
+            )
+        self._arm_wakeup(now)
 
-    def _place(self, now: int) -> tuple[list[Event], dict[str, list[WorkItem]]]:
-        events: list[Event] = []
-        work: dict[str, list[WorkItem]] = defaultdict(list)
-        if not self.placement_due:
-            return events, work
-        self.placement_due = False
-        no_room: dict[Resources, str] = {}  # shapes that found no node in this pass
-        for key in list(self.ready):
-            run_id, task_id = key
-            run = self.runs.get(run_id)
-            if run is None or run.finished:
-                self.ready.pop(key, None)
-                continue
-            task = run.tasks[task_id]
-            if task.state not in ("pending", "retry_wait"):
-                self.ready.pop(key, None)
-                continue
-            attempt = task.next_attempt if task.state == "retry_wait" else task.attempt + 1
-            req = task.spec.resources
-            if req in no_room:  # a task of this shape found no node already in this pass
-                self.pending_reasons[key] = no_room[req]
-                continue
-            choice = self.placer.choose(run_id, req, task_id)
-            if not isinstance(choice, Placement):
-                self.pending_reasons[key] = no_room[req] = choice
-                continue
-            inputs = resolve_inputs(run, task.spec)
-            if isinstance(inputs, TaskError):
-                # Decided on the next pass, when this event comes back from the stream.
-                failed = AttemptFailed(
-                    run_id=run_id, task_id=task_id, attempt=attempt, at_ms=now, error=inputs
-                )
-                self.ready.pop(key, None)
-                self.apply(failed)
-                events.append(failed)
-                continue
-            placed = AttemptPlaced(
-                run_id=run_id,
-                task_id=task_id,
-                attempt=attempt,
-                node_id=choice.node_id,
-                at_ms=now,
-                gpus=choice.gpus,
-                reason=choice.reason,
-                session=choice.session,
-            )
-            self.apply(placed)
-            events.append(placed)
-            spec = task.spec
-            work[choice.node_id].append(
-                WorkItem(
-                    run_id=run_id,
-                    task_id=task_id,
-                    attempt=attempt,
-                    func_name=spec.func_name,
-                    func_hash=spec.func_hash,
-                    call_style=spec.call_style,
-                    inputs=encode_value(inputs),
-                    outputs=spec.outputs,
-                    resources=spec.resources,
-                    gpus=choice.gpus,
-                    timeout_seconds=spec.timeout_seconds,
-                    session=choice.session,
-                )
-            )
-        return events, work
+    async def _prepare_work(self, decision: Decision, now: int) -> list[WorkMessage]:
+        """Each node's work as messages within the byte budget. An attempt whose work cannot be
+        sent is recorded failed (its event joins `decision.events`) instead."""
+        code_failed = await self.code.ensure(decision.code) if decision.code else {}
+        limit = item_limit(self.budget)
+        messages: list[WorkMessage] = []
+        for node_id, items in decision.work.items():
+            kept, encoded = [], []
+            for item in items:
+                error: TaskError | None = code_failed.get(item.func_hash)
+                data = b""
+                if error is None:
+                    data = encode_item(item)
+                    if len(data) > limit:
+                        fitted = await fit_item(item, data, limit, self.blobs)
+                        if isinstance(fitted, TaskError):
+                            error = fitted
+                        else:
+                            item, data = fitted
+                if error is not None:
+                    log.warning(
+                        "work.not_sent", run_id=item.run_id, task_id=item.task_id, error=error.message
+                    )
+                    decision.events.append(self.core.fail_work(item, error, now))
+                    continue
+                kept.append(item)
+                encoded.append(data)
+            for part in pack_batches([len(e) for e in encoded], self.budget):
+                batch = [encoded[i] for i in part]
+                messages.append((node_id, batch_payload(batch), batch_msg_id([kept[i] for i in part])))
+        return messages
+
+    def _arm_wakeup(self, now: int) -> None:
+        """Wake the loop when the earliest retry backoff ends (the tick bounds it to a second)."""
+        due = self.core.next_wakeup()
+        if due is None or due <= now:
+            return
+        if self._wakeup_at is not None and now < self._wakeup_at <= due:
+            return  # an earlier wake-up is armed already
+        self._wakeup_at = due
+        asyncio.get_running_loop().call_later((due - now) / 1000, self.queue.put_nowait, _TICK)
 
     async def _publish_node_events(self, events: list[NodeLost]) -> None:
         await self.store.publish_many([(subjects.node_subject(e.node_id), [e]) for e in events])
@@ -397,17 +266,6 @@ class RunController:
             "alive_nodes": [n.node_id for n in self.placer.alive_nodes()],
         }
 
-    async def _publish_work(self, work: dict[str, list[WorkItem]]) -> None:
-        messages = []
-        for node_id, items in work.items():
-            for start in range(0, len(items), 256):
-                chunk = items[start : start + 256]
-                digest = hashlib.sha256(
-                    "|".join(f"{i.run_id}/{i.task_id}/{i.attempt}" for i in chunk).encode()
-                ).hexdigest()[:40]
-                messages.append(self.store.publish_work(node_id, WorkBatch(items=chunk), f"work/{digest}"))
-        await asyncio.gather(*messages)
-
     # ---- queries (for the API) ----------------------------------------------------------------
     def pending_reason(self, run_id: str, task_id: str) -> str | None:
-        return self.pending_reasons.get((run_id, task_id))
+        return self.core.pending_reason(run_id, task_id)

@@ -9,8 +9,12 @@ Policy (README, "Placement"):
   a node never runs more than its capacity while short tasks flow without a round trip to the
   head each (this pipelining is what takes a 2-core node past 1,000 tasks/s).
 - On a tie, the node already holding more of the same run's attempts wins (locality for free).
-- The ready queue is scanned in full at each pass: a task that does not fit anywhere now waits
-  with its reason and never blocks the smaller tasks behind it.
+- Ready tasks wait in one queue per shape (maze/head/ready.py): a task that does not fit anywhere
+  now waits with its shape's reason and never blocks the smaller tasks behind it.
+
+Reservations are indexed by node, and a node whose membership changed (a new session joined, it
+left or was lost) is remembered, so finding the attempts a lost session orphaned costs what that
+node held, once, not a scan of every reservation at every pass.
 """
 
 from __future__ import annotations
@@ -59,6 +63,8 @@ class Placer:
         self.run_load: dict[tuple[str, str], int] = {}  # (node, run) -> attempts reserved
         self.rejects: dict[str, deque[tuple[int, str]]] = {}  # node -> recent (at_ms, reason)
         self.avoid: dict[tuple[str, str], str] = {}  # (run, task) -> node that just rejected it
+        self.by_node: dict[str, dict[AttemptKey, None]] = {}  # node -> its reservations
+        self.changed: set[str] = set()  # nodes whose session or liveness changed since last asked
 
     # ---- folding ------------------------------------------------------------------------------
     def node_joined(self, event: NodeJoined) -> None:
@@ -73,12 +79,15 @@ class Placer:
         )
         if old is not None:
             view.committed = old.committed  # reservations of the old session are released by loss
+        if old is None or old.session != event.session or not old.alive:
+            self.changed.add(event.node_id)
         self.nodes[event.node_id] = view
 
     def node_left(self, node_id: str, session: str) -> None:
         node = self.nodes.get(node_id)
-        if node is not None and node.session == session:
+        if node is not None and node.session == session and node.alive:
             node.alive = False
+            self.changed.add(node_id)
 
     def note_reject(self, run_id: str, task_id: str, node_id: str, at_ms: int, reason: str) -> None:
         self.rejects.setdefault(node_id, deque(maxlen=20)).append((at_ms, reason))
@@ -88,9 +97,12 @@ class Placer:
         if key in self.reservations:
             return
         self.reservations[key] = Reservation(node_id=node_id, session=session, resources=req, gpus=list(gpus))
+        self.by_node.setdefault(node_id, {})[key] = None
         node = self.nodes.get(node_id)
         if node is not None:
             add_usage(node.committed, req, gpus)
+        if node is None or not node.alive or node.session != session:
+            self.changed.add(node_id)  # placed on a session already gone (seen in replay)
         load_key = (node_id, key[0])
         self.run_load[load_key] = self.run_load.get(load_key, 0) + 1
 
@@ -98,6 +110,11 @@ class Placer:
         res = self.reservations.pop(key, None)
         if res is None:
             return
+        held = self.by_node.get(res.node_id)
+        if held is not None:
+            held.pop(key, None)
+            if not held:
+                del self.by_node[res.node_id]
         node = self.nodes.get(res.node_id)
         if node is not None:
             add_usage(node.committed, res.resources, res.gpus, sign=-1)
@@ -108,16 +125,34 @@ class Placer:
         else:
             self.run_load.pop(load_key, None)
 
+    def _is_orphan(self, res: Reservation) -> bool:
+        node = self.nodes.get(res.node_id)
+        return node is None or not node.alive or node.session != res.session
+
     def orphaned(self, node_id: str | None = None) -> list[tuple[AttemptKey, Reservation]]:
         """Reservations whose node session is gone: those attempts can never report back."""
+        node_ids = sorted(self.by_node) if node_id is None else [node_id]
         out = []
-        for key, res in self.reservations.items():
-            if node_id is not None and res.node_id != node_id:
-                continue
-            node = self.nodes.get(res.node_id)
-            if node is None or not node.alive or node.session != res.session:
-                out.append((key, res))
+        for nid in node_ids:
+            for key in self.by_node.get(nid, {}):
+                res = self.reservations[key]
+                if self._is_orphan(res):
+                    out.append((key, res))
         return out
+
+    def take_orphaned(self) -> list[tuple[AttemptKey, Reservation]]:
+        """Orphaned reservations of the nodes whose membership changed since the last call."""
+        if not self.changed:
+            return []
+        changed, self.changed = sorted(self.changed), set()
+        out = []
+        for nid in changed:
+            out += self.orphaned(nid)
+        return out
+
+    def mark_all_changed(self) -> None:
+        """Have the next `take_orphaned` look at every node (after replaying history)."""
+        self.changed.update(self.by_node)
 
     # ---- deciding -----------------------------------------------------------------------------
     def alive_nodes(self) -> list[NodeView]:

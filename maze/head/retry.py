@@ -1,12 +1,17 @@
-"""When a failed attempt is tried again. Pure, unit-tested."""
+"""When a failed attempt is tried again, and the backoffs waiting to end. Pure, unit-tested."""
 
 from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterator
 
 from maze.events.specs import RetryPolicy, TaskError
 
 NODE_LOST = "node_lost"
 # Errors no retry can fix: the same code and inputs fail the same way.
-NEVER_RETRY = frozenset({"invalid_result", "serialization_error", "invalid_input", "resource_unavailable"})
+NEVER_RETRY = frozenset(
+    {"invalid_result", "serialization_error", "invalid_input", "resource_unavailable", "payload_too_large"}
+)
 
 
 def retry_budget(policy: RetryPolicy, error_type: str) -> int:
@@ -30,3 +35,43 @@ def next_attempt_delay_ms(policy: RetryPolicy, error: TaskError, attempt: int) -
     if error.error_type == NODE_LOST:
         return 0
     return int(policy.backoff_seconds * 1000 * (2 ** (attempt - 1)))
+
+
+TaskKey = tuple[str, str]
+
+
+class RetryTimers:
+    """Tasks waiting out a retry backoff, in a heap by due time: a pass pops only what is due.
+
+    Entries are never removed early; one whose task has moved on (its run ended, or a later
+    attempt was scheduled) is dropped when it comes up, as the caller's `still_waiting` says."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[int, int, str, str, int]] = []  # (due, seq, run, task, attempt)
+        self._seq = 0
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def schedule(self, key: TaskKey, due_ms: int, next_attempt: int) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (due_ms, self._seq, key[0], key[1], next_attempt))
+
+    def next_due(self) -> int | None:
+        return self._heap[0][0] if self._heap else None
+
+    def pop_due(self, now_ms: int, still_waiting: Callable[[TaskKey, int], bool]) -> list[TaskKey]:
+        """Tasks whose backoff is over at `now_ms`, in due order."""
+        out: list[TaskKey] = []
+        heap = self._heap
+        while heap and heap[0][0] <= now_ms:
+            _, _, run_id, task_id, attempt = heapq.heappop(heap)
+            if still_waiting((run_id, task_id), attempt):
+                out.append((run_id, task_id))
+        return out
+
+    def sample(self, limit: int) -> Iterator[tuple[int, TaskKey, int]]:
+        """Up to `limit` entries (due, key, attempt), the soonest among them: the top of the heap,
+        not a sort of all of it."""
+        for due, _, run_id, task_id, attempt in self._heap[:limit]:
+            yield due, (run_id, task_id), attempt

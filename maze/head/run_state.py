@@ -1,14 +1,17 @@
-"""The run controller's view of active runs, folded from events. No I/O, no clock."""
+"""The run controller's view of active runs, folded from events. No I/O, no clock.
+
+Every fold step touches only the task the event names and its direct neighbours, so the cost of an
+event does not grow with the run: failures waiting for a decision are kept in a per-run set,
+completion is a counter, and an upstream result is kept only while a downstream task may still
+need it (as raw wire bytes: the head never decodes values).
+"""
 
 from __future__ import annotations
-
-from typing import Any
 
 import msgspec
 from msgspec import Struct
 
 from maze.events.catalog import Event
-from maze.events.codec import decode_value
 from maze.events.runs import RunCreated, RunFinished
 from maze.events.specs import InputRef, TaskError, TaskSpec
 from maze.events.tasks import (
@@ -19,8 +22,10 @@ from maze.events.tasks import (
     AttemptSucceeded,
     RetryScheduled,
 )
+from maze.events.values import decode_map_raw
 
 TERMINAL_TASK = frozenset({"succeeded", "failed", "cancelled", "timed_out"})
+PLACEABLE = frozenset({"pending", "retry_wait"})
 
 
 class TaskRuntime(Struct):
@@ -32,9 +37,11 @@ class TaskRuntime(Struct):
     gpus: list[int] = []
     waiting_on: set[str] = set()
     downstream: list[str] = []
-    result: dict[str, Any] | None = None
+    # Downstream tasks that read this task's outputs and have not succeeded yet: the result is
+    # kept while this is above zero (a reader's retry needs its inputs again), then freed.
+    readers: int = 0
+    result: dict[str, bytes] | None = None  # output key -> wire value, while `readers` > 0
     error: TaskError | None = None
-    undecided_failure: bool = False  # failed, and neither a retry nor the run's end recorded yet
     retry_at_ms: int = 0
     next_attempt: int = 0
 
@@ -42,18 +49,29 @@ class TaskRuntime(Struct):
 class RunRuntime(Struct):
     run_id: str
     workflow_id: str
-    functions: dict[str, bytes]
+    functions: dict[str, bytes]  # code carried inline by runs recorded before the blob store
     tasks: dict[str, TaskRuntime]
     remaining: int
     state: str = "running"
     finished: bool = False
+    # failed tasks with neither a retry nor the run's end recorded yet, in failure order
+    undecided: dict[str, None] = {}
 
 
-def new_run(event: RunCreated) -> RunRuntime:
-    tasks = {spec.task_id: TaskRuntime(spec=spec, waiting_on=spec.upstream()) for spec in event.tasks}
-    for spec in event.tasks:
+def data_upstream(spec: TaskSpec) -> set[str]:
+    """The tasks whose outputs this task reads (ordering-only `after` edges excluded)."""
+    return {given.task_id for given in spec.inputs.values() if isinstance(given, InputRef)}
+
+
+def new_run(event: RunCreated, specs: list[TaskSpec] | None = None) -> RunRuntime:
+    """The run of a RunCreated, with all of its tasks (`specs`, when they came in several chunks)."""
+    all_specs = event.tasks if specs is None else specs
+    tasks = {spec.task_id: TaskRuntime(spec=spec, waiting_on=spec.upstream()) for spec in all_specs}
+    for spec in all_specs:
         for up in spec.upstream():
             tasks[up].downstream.append(spec.task_id)
+        for up in data_upstream(spec):
+            tasks[up].readers += 1
     return RunRuntime(
         run_id=event.run_id,
         workflow_id=event.workflow_id,
@@ -64,7 +82,17 @@ def new_run(event: RunCreated) -> RunRuntime:
 
 
 def ready_tasks(run: RunRuntime) -> list[str]:
+    """Tasks ready when the run starts (O(run), once per run)."""
     return [t.spec.task_id for t in run.tasks.values() if t.state == "pending" and not t.waiting_on]
+
+
+def raw_result(wire: bytes) -> dict[str, bytes]:
+    """A result map as {key: wire value}, each copied out of the message buffer. A malformed map
+    (never written by a worker) reads as empty, so its readers fail with `invalid_input`."""
+    try:
+        return {key: bytes(value) for key, value in decode_map_raw(wire).items()}
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return {}
 
 
 def apply_attempt_event(run: RunRuntime, event: Event) -> list[str]:
@@ -76,7 +104,7 @@ def apply_attempt_event(run: RunRuntime, event: Event) -> list[str]:
         task = run.tasks[event.task_id]
         if event.next_attempt > task.attempt and task.state in ("failed", "retry_wait"):
             task.state = "retry_wait"
-            task.undecided_failure = False
+            run.undecided.pop(event.task_id, None)
             task.next_attempt = event.next_attempt
             task.retry_at_ms = event.at_ms + event.delay_ms
         return []
@@ -89,13 +117,13 @@ def apply_attempt_event(run: RunRuntime, event: Event) -> list[str]:
             task.node_id = event.node_id
             task.session = event.session
             task.gpus = list(event.gpus)
-            task.undecided_failure = False
+            run.undecided.pop(event.task_id, None)
         return []
     if (
         isinstance(event, AttemptFailed)
         and event.error.origin == "controller"
         and attempt == task.attempt + 1
-        and task.state in ("pending", "retry_wait")
+        and task.state in PLACEABLE
     ):
         task.attempt = attempt  # failed before it could be placed (its inputs could not be resolved)
     if attempt != task.attempt or task.state in TERMINAL_TASK:
@@ -110,31 +138,44 @@ def apply_attempt_event(run: RunRuntime, event: Event) -> list[str]:
             return [task.spec.task_id]
         return []
     if isinstance(event, AttemptSucceeded):
-        task.state = "succeeded"
-        task.result = decode_value(event.result)
-        run.remaining -= 1
-        became_ready = []
-        for down in task.downstream:
-            child = run.tasks[down]
-            child.waiting_on.discard(task.spec.task_id)
-            if not child.waiting_on and child.state == "pending":
-                became_ready.append(down)
-        return became_ready
+        return _succeeded(run, task, event)
     if isinstance(event, AttemptFailed):
         task.state = "failed"
         task.error = event.error
-        task.undecided_failure = not run.finished
+        if not run.finished:
+            run.undecided[task.spec.task_id] = None
         return []
     return []
 
 
-def resolve_inputs(run: RunRuntime, spec: TaskSpec) -> dict[str, Any] | TaskError:
-    """The literal values of a task's inputs, from the submitted values and upstream results."""
-    values: dict[str, Any] = {}
+def _succeeded(run: RunRuntime, task: TaskRuntime, event: AttemptSucceeded) -> list[str]:
+    task.state = "succeeded"
+    run.remaining -= 1
+    if task.readers > 0:
+        task.result = raw_result(event.result)
+    for up in data_upstream(task.spec):  # this reader needs its inputs no more
+        upstream = run.tasks[up]
+        upstream.readers -= 1
+        if upstream.readers <= 0:
+            upstream.result = None
+    became_ready = []
+    for down in task.downstream:
+        child = run.tasks[down]
+        child.waiting_on.discard(task.spec.task_id)
+        if not child.waiting_on and child.state == "pending":
+            became_ready.append(down)
+    return became_ready
+
+
+def resolve_inputs(run: RunRuntime, spec: TaskSpec) -> dict[str, msgspec.Raw] | TaskError:
+    """A task's inputs as wire values, from the submitted values and upstream results (never
+    decoded: each is embedded as is)."""
+    values: dict[str, msgspec.Raw] = {}
     for name, given in spec.inputs.items():
         if isinstance(given, InputRef):
             result = run.tasks[given.task_id].result or {}
-            if given.key not in result:
+            wire = result.get(given.key)
+            if wire is None:
                 return TaskError(
                     error_type="invalid_input",
                     message=(
@@ -143,7 +184,7 @@ def resolve_inputs(run: RunRuntime, spec: TaskSpec) -> dict[str, Any] | TaskErro
                     ),
                     origin="controller",
                 )
-            values[name] = result[given.key]
+            values[name] = msgspec.Raw(wire)
         else:
             values[name] = msgspec.Raw(given.data)  # already msgpack: embedded as is
     return values
@@ -152,5 +193,4 @@ def resolve_inputs(run: RunRuntime, spec: TaskSpec) -> dict[str, Any] | TaskErro
 def finish(run: RunRuntime, event: RunFinished) -> None:
     run.finished = True
     run.state = event.state
-    for task in run.tasks.values():
-        task.undecided_failure = False
+    run.undecided.clear()

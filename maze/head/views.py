@@ -11,59 +11,74 @@ if TYPE_CHECKING:
     from maze.head.controller import RunController
 
 
+SAMPLE = 100  # task keys listed per section; the counts cover everything
+
+
 def resource_class(req: Resources) -> str:
     return f"cpu={req.cpu:g},cpu_mem={req.cpu_mem},gpu={req.gpu:g},gpu_mem={req.gpu_mem}"
 
 
 def queues(ctl: RunController) -> dict[str, Any]:
+    """Counts per resource class (with the reason its queue waits), and bounded samples of the
+    waiting, placed and retrying attempts: cheap however many tasks are ready."""
     now = now_ms()
-    classes: dict[str, dict[str, int]] = {}
+    core = ctl.core
+    ready = core.ready
+    classes: dict[str, dict[str, Any]] = {}
+    for shape, count in ready.counts.items():
+        classes[resource_class(shape)] = {"pending": count, "placed": 0, "reason": ready.reasons.get(shape)}
+    reservations = ctl.placer.reservations
+    for res in reservations.values():  # bounded by the cluster's capacity, not by the runs
+        cls = resource_class(res.resources)
+        classes.setdefault(cls, {"pending": 0, "placed": 0, "reason": None})["placed"] += 1
     pending = []
-    for run_id, task_id in ctl.ready:
-        run = ctl.runs.get(run_id)
-        if run is None:
-            continue
-        spec = run.tasks[task_id].spec
-        cls = resource_class(spec.resources)
-        classes.setdefault(cls, {"pending": 0, "placed": 0})["pending"] += 1
+    for shape, (run_id, task_id) in ready.sample(SAMPLE):
+        run = core.runs.get(run_id)
         pending.append(
             {
                 "run_id": run_id,
                 "task_id": task_id,
-                "name": spec.name,
-                "resource_class": cls,
-                "reason": ctl.pending_reasons.get((run_id, task_id), "about to be placed"),
+                "name": run.tasks[task_id].spec.name if run else "",
+                "resource_class": resource_class(shape),
+                "reason": ready.reasons.get(shape) or "about to be placed",
             }
         )
-    placed = []
-    for (run_id, task_id, attempt), res in ctl.placer.reservations.items():
-        cls = resource_class(res.resources)
-        classes.setdefault(cls, {"pending": 0, "placed": 0})["placed"] += 1
-        run = ctl.runs.get(run_id)
+    placed: list[dict[str, Any]] = []
+    timeouts: list[dict[str, Any]] = []
+    for (run_id, task_id, attempt), res in reservations.items():
+        if len(placed) >= SAMPLE and len(timeouts) >= SAMPLE:
+            break
+        run = core.runs.get(run_id)
         task = run.tasks.get(task_id) if run else None
-        placed.append(
+        entry = {
+            "run_id": run_id,
+            "task_id": task_id,
+            "attempt": attempt,
+            "node_id": res.node_id,
+            "gpus": res.gpus,
+            "state": task.state if task else "unknown",
+            "timeout_seconds": task.spec.timeout_seconds if task else None,
+        }
+        if len(placed) < SAMPLE:
+            placed.append(entry)
+        if entry["timeout_seconds"] and len(timeouts) < SAMPLE:
+            timeouts.append(entry)
+    retry_waits: list[dict[str, Any]] = []
+    for due, (run_id, task_id), attempt in core.retries.sample(SAMPLE):
+        run = core.runs.get(run_id)
+        task = run.tasks[task_id] if run else None
+        if task is None or task.state != "retry_wait" or task.next_attempt != attempt:
+            continue  # an entry whose task moved on
+        retry_waits.append(
             {
                 "run_id": run_id,
                 "task_id": task_id,
-                "attempt": attempt,
-                "node_id": res.node_id,
-                "gpus": res.gpus,
-                "state": task.state if task else "unknown",
-                "timeout_seconds": task.spec.timeout_seconds if task else None,
+                "next_attempt": attempt,
+                "retry_in_s": max(0.0, (due - now) / 1000),
+                "reason": task.error.error_type if task.error else None,
             }
         )
-    retry_waits = [
-        {
-            "run_id": run.run_id,
-            "task_id": t.spec.task_id,
-            "next_attempt": t.next_attempt,
-            "retry_in_s": max(0.0, (t.retry_at_ms - now) / 1000),
-            "reason": t.error.error_type if t.error else None,
-        }
-        for run in ctl.runs.values()
-        for t in run.tasks.values()
-        if t.state == "retry_wait"
-    ]
+    retry_waits.sort(key=lambda r: r["retry_in_s"])
     node_queues = {
         node_id: {"running": beat.running, "waiting": beat.waiting}
         for node_id, beat in ctl.liveness.heartbeats.items()
@@ -71,9 +86,15 @@ def queues(ctl: RunController) -> dict[str, Any]:
     }
     return {
         "by_resource_class": classes,
+        "totals": {
+            "pending": len(ready),
+            "placed": len(reservations),
+            "retry_waits": len(core.retries),  # upper bound: entries are dropped lazily
+            "incomplete_runs": len(core.intake.partial),
+        },
         "pending": pending,
         "placed": placed,
-        "timeouts": [p for p in placed if p["timeout_seconds"]],
+        "timeouts": timeouts,
         "retry_waits": retry_waits,
         "node_queues": node_queues,
         "recent_rejects": {
