@@ -119,13 +119,17 @@ class ReadyQueues:
                     heapq.heappush(heads, (nxt[0], shape))
 
     def sample(self, limit: int) -> Iterator[tuple[Resources, TaskKey]]:
-        """Up to `limit` queued tasks, the oldest of each shape first."""
-        taken = 0
-        for shape, queue in self.queues.items():
-            for seq, key in queue:
-                if taken >= limit:
-                    return
+        """Up to `limit` queued tasks, the oldest of each shape, shared fairly between shapes (the
+        shortest queues first, what they leave goes to the longer ones)."""
+        shapes = sorted(self.queues, key=lambda shape: self.counts.get(shape, 0))
+        left = limit
+        for index, shape in enumerate(shapes):
+            share = max(1, left // (len(shapes) - index))
+            for seq, key in self.queues[shape]:
+                if share <= 0 or left <= 0:
+                    break
                 member = self.members.get(key)
                 if member is not None and member[1] == seq:
-                    taken += 1
+                    share -= 1
+                    left -= 1
                     yield shape, key

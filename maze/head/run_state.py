@@ -28,15 +28,18 @@ TERMINAL_TASK = frozenset({"succeeded", "failed", "cancelled", "timed_out"})
 PLACEABLE = frozenset({"pending", "retry_wait"})
 
 
-class TaskRuntime(Struct):
+class TaskRuntime(Struct, gc=False):
+    """One task of an active run. Made to be cheap by the hundred thousand: no container of its
+    own until it needs one, and not tracked by the cyclic GC (it is never part of a cycle)."""
+
     spec: TaskSpec
     state: str = "pending"  # pending | queued | running | retry_wait | succeeded | failed
     attempt: int = 0  # current attempt number, 0 before the first placement
     node_id: str | None = None
     session: str = ""
-    gpus: list[int] = []
-    waiting_on: set[str] = set()
-    downstream: list[str] = []
+    gpus: tuple[int, ...] = ()
+    waiting: int = 0  # upstream tasks (data or ordering) that have not succeeded yet
+    downstream: tuple[str, ...] = ()
     # Downstream tasks that read this task's outputs and have not succeeded yet: the result is
     # kept while this is above zero (a reader's retry needs its inputs again), then freed.
     readers: int = 0
@@ -66,10 +69,16 @@ def data_upstream(spec: TaskSpec) -> set[str]:
 def new_run(event: RunCreated, specs: list[TaskSpec] | None = None) -> RunRuntime:
     """The run of a RunCreated, with all of its tasks (`specs`, when they came in several chunks)."""
     all_specs = event.tasks if specs is None else specs
-    tasks = {spec.task_id: TaskRuntime(spec=spec, waiting_on=spec.upstream()) for spec in all_specs}
+    tasks: dict[str, TaskRuntime] = {}
+    downstream: dict[str, list[str]] = {}
     for spec in all_specs:
-        for up in spec.upstream():
-            tasks[up].downstream.append(spec.task_id)
+        ups = spec.upstream()
+        tasks[spec.task_id] = TaskRuntime(spec=spec, waiting=len(ups))
+        for up in ups:
+            downstream.setdefault(up, []).append(spec.task_id)
+    for up, downs in downstream.items():
+        tasks[up].downstream = tuple(downs)
+    for spec in all_specs:
         for up in data_upstream(spec):
             tasks[up].readers += 1
     return RunRuntime(
@@ -83,7 +92,7 @@ def new_run(event: RunCreated, specs: list[TaskSpec] | None = None) -> RunRuntim
 
 def ready_tasks(run: RunRuntime) -> list[str]:
     """Tasks ready when the run starts (O(run), once per run)."""
-    return [t.spec.task_id for t in run.tasks.values() if t.state == "pending" and not t.waiting_on]
+    return [t.spec.task_id for t in run.tasks.values() if t.state == "pending" and not t.waiting]
 
 
 def raw_result(wire: bytes) -> dict[str, bytes]:
@@ -116,7 +125,7 @@ def apply_attempt_event(run: RunRuntime, event: Event) -> list[str]:
             task.state = "queued"
             task.node_id = event.node_id
             task.session = event.session
-            task.gpus = list(event.gpus)
+            task.gpus = tuple(event.gpus)
             run.undecided.pop(event.task_id, None)
         return []
     if (
@@ -161,8 +170,8 @@ def _succeeded(run: RunRuntime, task: TaskRuntime, event: AttemptSucceeded) -> l
     became_ready = []
     for down in task.downstream:
         child = run.tasks[down]
-        child.waiting_on.discard(task.spec.task_id)
-        if not child.waiting_on and child.state == "pending":
+        child.waiting -= 1  # once per edge: a task succeeds once (first terminal event wins)
+        if child.waiting == 0 and child.state == "pending":
             became_ready.append(down)
     return became_ready
 

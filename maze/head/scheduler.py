@@ -12,15 +12,24 @@ O(run) happens once per run: building it when its last chunk is in, and dropping
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
 
 from msgspec import Struct
 
-from maze.events.catalog import ATTEMPT_TERMINAL, Event
+from maze.events.catalog import Event
 from maze.events.codec import encode_value
 from maze.events.nodes import NodeJoined, NodeLeft, NodeLost
 from maze.events.runs import RunCreated, RunFinished, TasksAdded
 from maze.events.specs import Resources, TaskError, TaskSpec
-from maze.events.tasks import AttemptFailed, AttemptPlaced, AttemptRejected, RetryScheduled
+from maze.events.tasks import (
+    AttemptFailed,
+    AttemptPlaced,
+    AttemptRejected,
+    AttemptStarted,
+    AttemptSucceeded,
+    RetryScheduled,
+)
 from maze.events.work import WorkItem
 from maze.head.intake import PartialRun, RunIntake, count_mismatch_error
 from maze.head.placer import Placement, Placer
@@ -34,6 +43,10 @@ from maze.head.run_state import (
     new_run,
     ready_tasks,
     resolve_inputs,
+)
+
+AttemptEvent = (
+    AttemptPlaced | AttemptStarted | AttemptSucceeded | AttemptFailed | AttemptRejected | RetryScheduled
 )
 
 
@@ -58,34 +71,49 @@ class Scheduler:
         self.refused: dict[str, TaskError] = {}  # complete runs that cannot start (bad chunks)
         self.dirty: dict[str, None] = {}  # runs touched since the last pass, in order
         self.placement_due = True  # new ready tasks or freed capacity since the last pass
+        self._fold = self._fold_steps()
 
     # ---- folding ------------------------------------------------------------------------------
     def apply(self, event: Event) -> None:
         """Fold one event. Idempotent, so the controller's own events may come back safely."""
-        if isinstance(event, NodeJoined):
-            self.placer.node_joined(event)
-            self.placement_due = True
+        self._fold[type(event)](event)
+
+    def _fold_steps(self) -> dict[type, Callable[[Any], None]]:
+        """Each event type's fold step (a lookup by type: the hot path has no isinstance chain)."""
+        return {
+            NodeJoined: self._node_joined,
+            NodeLeft: self._node_left,
+            NodeLost: self._node_left,
+            RunCreated: self._created,
+            TasksAdded: self._added,
+            RunFinished: self._finished,
+            AttemptPlaced: self._placed,
+            AttemptStarted: self._attempt,
+            AttemptSucceeded: self._terminal,
+            AttemptFailed: self._terminal,
+            AttemptRejected: self._terminal,
+            RetryScheduled: self._attempt,
+        }
+
+    def _node_joined(self, event: NodeJoined) -> None:
+        self.placer.node_joined(event)
+        self.placement_due = True
+
+    def _node_left(self, event: NodeLeft | NodeLost) -> None:
+        self.placer.node_left(event.node_id, event.session)
+
+    def _created(self, event: RunCreated) -> None:
+        if self._known(event.run_id):
             return
-        if isinstance(event, NodeLeft | NodeLost):
-            self.placer.node_left(event.node_id, event.session)
-            return
-        if isinstance(event, RunCreated):
-            if self._known(event.run_id):
-                return
-            complete = self.intake.created(event)
+        complete = self.intake.created(event)
+        if complete is not None:
+            self._start(complete)
+
+    def _added(self, event: TasksAdded) -> None:
+        if event.run_id in self.intake:
+            complete = self.intake.added(event)
             if complete is not None:
                 self._start(complete)
-            return
-        if isinstance(event, TasksAdded):
-            if event.run_id in self.intake:
-                complete = self.intake.added(event)
-                if complete is not None:
-                    self._start(complete)
-            return
-        if isinstance(event, RunFinished):
-            self._finished(event)
-            return
-        self._apply_attempt(event)
 
     def _known(self, run_id: str) -> bool:
         return (
@@ -117,35 +145,38 @@ class Scheduler:
             for task_id in ended.tasks:  # O(run), once per run
                 self.ready.discard((run_id, task_id))
 
-    def _apply_attempt(self, event: Event) -> None:
-        run_id: str = event.run_id  # type: ignore[union-attr]
-        task_id: str = event.task_id  # type: ignore[union-attr]
-        if isinstance(event, AttemptPlaced):
-            placed_run = self.runs.get(run_id)
-            if placed_run is not None:
-                self.placer.reserve(
-                    (run_id, task_id, event.attempt),
-                    event.node_id,
-                    event.session,
-                    placed_run.tasks[task_id].spec.resources,
-                    event.gpus,
-                )
-        elif isinstance(event, ATTEMPT_TERMINAL):
-            self.placer.release((run_id, task_id, event.attempt))
-            self.placement_due = True
-            if isinstance(event, AttemptRejected):
-                self.placer.note_reject(run_id, task_id, event.node_id, event.at_ms, event.reason)
+    def _placed(self, event: AttemptPlaced) -> None:
+        run = self.runs.get(event.run_id)
+        if run is not None:
+            self.placer.reserve(
+                (event.run_id, event.task_id, event.attempt),
+                event.node_id,
+                event.session,
+                run.tasks[event.task_id].spec.resources,
+                event.gpus,
+            )
+        self._attempt(event)
+
+    def _terminal(self, event: AttemptSucceeded | AttemptFailed | AttemptRejected) -> None:
+        self.placer.release((event.run_id, event.task_id, event.attempt))
+        self.placement_due = True
+        if isinstance(event, AttemptRejected):
+            self.placer.note_reject(event.run_id, event.task_id, event.node_id, event.at_ms, event.reason)
+        self._attempt(event)
+
+    def _attempt(self, event: AttemptEvent) -> None:
+        run_id = event.run_id
         run = self.runs.get(run_id)
         if run is None:
             return
         for ready_id in apply_attempt_event(run, event):
             self.ready.add((run_id, ready_id), run.tasks[ready_id].spec.resources)
             self.placement_due = True
-        task = run.tasks[task_id]
+        task = run.tasks[event.task_id]
         if task.state not in PLACEABLE:
-            self.ready.discard((run_id, task_id))
+            self.ready.discard((run_id, event.task_id))
         if isinstance(event, RetryScheduled) and task.state == "retry_wait":
-            self.retries.schedule((run_id, task_id), task.retry_at_ms, task.next_attempt)
+            self.retries.schedule((run_id, event.task_id), task.retry_at_ms, task.next_attempt)
         self.dirty[run_id] = None
 
     # ---- deciding -----------------------------------------------------------------------------
