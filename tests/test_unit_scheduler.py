@@ -1,0 +1,288 @@
+"""The controller's pure core (maze/head/scheduler.py) driven by events, without NATS: placement by
+shape, chunked runs, retries, failures, freeing results, lost nodes."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import msgspec
+
+from maze.events import values
+from maze.events.nodes import NodeJoined, NodeLost
+from maze.events.runs import RunCreated, RunFinished, TasksAdded
+from maze.events.specs import InputRef, InputValue, NodeCapacity, Resources, RetryPolicy, TaskError, TaskSpec
+from maze.events.tasks import AttemptFailed, AttemptPlaced, AttemptStarted, AttemptSucceeded, RetryScheduled
+from maze.events.work import WorkItem
+from maze.head import views
+from maze.head.liveness import Liveness
+from maze.head.scheduler import Decision, Scheduler
+
+ONE = msgspec.msgpack.encode(1)
+
+
+def spec(
+    task_id: str,
+    reads: tuple[str, ...] = (),
+    after: tuple[str, ...] = (),
+    res: Resources | None = None,
+    retry: RetryPolicy | None = None,
+) -> TaskSpec:
+    inputs: dict[str, InputRef | InputValue] = {f"in_{up}": InputRef(task_id=up, key="x") for up in reads}
+    if not inputs:
+        inputs["x"] = InputValue(data=ONE)
+    return TaskSpec(
+        task_id=task_id,
+        name=task_id,
+        func_name="f",
+        func_hash="c" * 64,
+        call_style="kwargs",
+        inputs=inputs,
+        outputs=None,
+        resources=res or Resources(),
+        retry=retry or RetryPolicy(),
+        after=list(after),
+    )
+
+
+def joined(node_id: str = "n", cpus: float = 4, session: str = "s1") -> NodeJoined:
+    return NodeJoined(
+        node_id=node_id,
+        session=session,
+        at_ms=0,
+        hostname="h",
+        ip="127.0.0.1",
+        capacity=NodeCapacity(cpus=cpus, memory_mb=16_000),
+    )
+
+
+def core_with(*specs: TaskSpec, cpus: float = 4, queue_factor: float = 1.0, run_id: str = "r") -> Scheduler:
+    core = Scheduler(queue_factor=queue_factor, grace_ms=60_000)
+    core.apply(joined(cpus=cpus))
+    core.apply(RunCreated(run_id=run_id, workflow_id="w", at_ms=0, tasks=list(specs)))
+    return core
+
+
+def items(decision: Decision) -> list[WorkItem]:
+    return [item for node_items in decision.work.values() for item in node_items]
+
+
+def placed_ids(decision: Decision) -> list[str]:
+    return [item.task_id for item in items(decision)]
+
+
+def succeed(core: Scheduler, item: WorkItem, result: dict[str, bytes] | None = None) -> None:
+    wire = {"x": ONE} if result is None else result
+    core.apply(
+        AttemptStarted(run_id=item.run_id, task_id=item.task_id, attempt=item.attempt, node_id="n", at_ms=1)
+    )
+    core.apply(
+        AttemptSucceeded(
+            run_id=item.run_id,
+            task_id=item.task_id,
+            attempt=item.attempt,
+            node_id="n",
+            at_ms=2,
+            result=msgspec.msgpack.encode({k: msgspec.Raw(v) for k, v in wire.items()}),
+        )
+    )
+
+
+def fail(core: Scheduler, item: WorkItem, error_type: str = "user_code") -> None:
+    error = TaskError(error_type=error_type, message="boom", retryable=True)
+    core.apply(
+        AttemptFailed(run_id=item.run_id, task_id=item.task_id, attempt=item.attempt, at_ms=3, error=error)
+    )
+
+
+def finished(decision: Decision) -> list[RunFinished]:
+    return [e for e in decision.events if isinstance(e, RunFinished)]
+
+
+# ---- placement by shape ---------------------------------------------------------------------------
+def test_a_task_no_node_can_hold_now_does_not_block_smaller_ones() -> None:
+    hog = spec("hog", res=Resources(cpu=2))
+    big = spec("big", res=Resources(cpu=4))
+    smalls = [spec(f"s{i}") for i in range(4)]
+    core = core_with(hog, big, *smalls)
+    first = core.decide(10)
+    # hog (readied first) takes 2 of 4 CPUs; big cannot start, the small ones take the rest in order
+    assert placed_ids(first) == ["hog", "s0", "s1"]
+    assert [e.task_id for e in first.events if isinstance(e, AttemptPlaced)] == ["hog", "s0", "s1"]
+    assert all(not i.func and i.func_hash == "c" * 64 for i in items(first)), "code travels by hash only"
+    big_reason = core.pending_reason("r", "big") or ""
+    assert "waiting for free capacity" in big_reason and "cpu=4" in big_reason
+    assert "cpu=1" in (core.pending_reason("r", "s2") or "")
+    assert core.pending_reason("r", "s3") == core.pending_reason("r", "s2"), "one reason per shape"
+    assert core.pending_reason("r", "hog") is None
+    # s0 ends: one CPU frees up, the next small task (FIFO) takes it, big still waits
+    succeed(core, items(first)[1])
+    assert placed_ids(core.decide(11)) == ["s2"]
+    assert core.pending_reason("r", "big") == big_reason
+
+
+def test_queues_view_is_counts_and_a_bounded_sample() -> None:
+    core = core_with(spec("hog", res=Resources(cpu=4)), *[spec(f"t{i}") for i in range(20_000)])
+    core.decide(10)
+    ctl = SimpleNamespace(core=core, placer=core.placer, liveness=Liveness(10))
+    view = views.queues(ctl)  # type: ignore[arg-type]
+    cls = views.resource_class(Resources(cpu=1))
+    assert view["by_resource_class"][cls]["pending"] == 20_000
+    assert "waiting for free capacity" in view["by_resource_class"][cls]["reason"]
+    assert view["by_resource_class"][views.resource_class(Resources(cpu=4))]["placed"] == 1
+    assert view["totals"]["pending"] == 20_000 and view["totals"]["placed"] == 1
+    assert 0 < len(view["pending"]) <= views.SAMPLE
+    assert view["pending"][0]["task_id"] == "t0" and "waiting" in view["pending"][0]["reason"]
+
+
+# ---- chunked runs -----------------------------------------------------------------------------------
+def _chunked(run_id: str = "wide", at_ms: int = 1_000) -> tuple[RunCreated, list[TasksAdded]]:
+    specs = [spec(f"t{i}") for i in range(5)]
+    created = RunCreated(run_id=run_id, workflow_id="w", at_ms=at_ms, tasks=specs[:2], task_count=5, chunks=3)
+    added = [
+        TasksAdded(run_id=run_id, chunk=1, at_ms=at_ms, tasks=specs[2:4]),
+        TasksAdded(run_id=run_id, chunk=2, at_ms=at_ms, tasks=specs[4:]),
+    ]
+    return created, added
+
+
+def test_a_chunked_run_starts_when_every_chunk_is_in_whatever_their_order() -> None:
+    core = Scheduler(queue_factor=4)
+    core.apply(joined())
+    created, (one, two) = _chunked()
+    core.apply(created)
+    core.apply(two)
+    core.apply(two)  # a redelivered chunk changes nothing
+    assert core.decide(2_000).events == [] and "wide" not in core.runs
+    core.apply(one)
+    assert list(core.runs["wide"].tasks) == [f"t{i}" for i in range(5)], "tasks in chunk order"
+    assert placed_ids(core.decide(2_001)) == [f"t{i}" for i in range(5)]
+    core.apply(one)  # a late duplicate of a chunk of a started run
+    core.apply(created)  # and of its run.created
+    assert len(core.runs["wide"].tasks) == 5 and core.decide(2_002).work == {}
+
+
+def test_a_run_whose_chunks_never_all_arrive_fails_after_the_grace_period() -> None:
+    core = Scheduler(grace_ms=60_000)
+    core.apply(joined())
+    created, (one, two) = _chunked(at_ms=1_000)
+    core.apply(created)
+    core.apply(two)
+    assert core.decide(61_000).events == [], "not before the grace period is over"
+    decision = core.decide(61_001)
+    [ended] = finished(decision)
+    assert decision.events == [ended]
+    assert ended.state == "failed" and ended.error is not None
+    assert ended.error.error_type == "incomplete_submission" and ended.error.origin == "controller"
+    assert "only 3 of 5 tasks were recorded" in ended.error.message
+    assert "wide" in core.done_runs and "wide" not in core.intake
+    core.apply(one)  # the missing chunk, too late: the run stays ended
+    assert "wide" not in core.runs and core.decide(61_002).events == []
+
+
+def test_a_run_whose_chunks_hold_the_wrong_number_of_tasks_fails() -> None:
+    core = Scheduler()
+    core.apply(RunCreated(run_id="odd", workflow_id="w", at_ms=0, tasks=[spec("a")], task_count=2))
+    [ended] = finished(core.decide(1))
+    assert ended.error is not None and ended.error.error_type == "incomplete_submission"
+    assert "odd" in core.done_runs
+
+
+# ---- failures, retries, completion -------------------------------------------------------------
+def test_a_retry_waits_out_its_backoff_in_the_heap() -> None:
+    core = core_with(spec("a", retry=RetryPolicy(max_retries=1, backoff_seconds=2.0)))
+    [first] = items(core.decide(1_000))
+    fail(core, first)
+    decision = core.decide(1_000)
+    [retry] = [e for e in decision.events if isinstance(e, RetryScheduled)]
+    assert (retry.next_attempt, retry.delay_ms) == (2, 2_000) and decision.work == {}
+    assert core.next_wakeup() == 3_000
+    assert core.decide(2_999).work == {}
+    [second] = items(core.decide(3_000))
+    assert second.attempt == 2
+    fail(core, second)  # the budget is spent: the run fails with this task's error
+    [ended] = finished(core.decide(3_001))
+    assert ended.state == "failed" and ended.failed_task_id == "a"
+    assert ended.error is not None and ended.error.error_type == "user_code"
+
+
+def test_a_lost_node_retries_its_attempts_at_once() -> None:
+    core = core_with(spec("a"), spec("b"))
+    assert sorted(placed_ids(core.decide(1))) == ["a", "b"]
+    assert core.placer.take_orphaned() == [], "nothing to look at while membership is unchanged"
+    core.apply(NodeLost(node_id="n", session="s1", at_ms=2, reason="heartbeat_timeout"))
+    core.apply(joined(session="s2"))
+    decision = core.decide(3)
+    lost = [e for e in decision.events if isinstance(e, AttemptFailed)]
+    assert sorted(e.task_id for e in lost) == ["a", "b"]
+    assert all(e.error.error_type == "node_lost" for e in lost)
+    again = items(decision)
+    assert sorted((i.task_id, i.attempt, i.session) for i in again) == [("a", 2, "s2"), ("b", 2, "s2")]
+    assert core.placer.changed == set()
+
+
+def test_completion_by_counter() -> None:
+    core = core_with(spec("a"), spec("b", reads=("a",)))
+    [a] = items(core.decide(1))
+    succeed(core, a)
+    decision = core.decide(2)
+    assert finished(decision) == []
+    [b] = items(decision)
+    succeed(core, b)
+    [ended] = finished(core.decide(3))
+    assert ended.state == "succeeded" and "r" in core.done_runs and core.runs == {}
+
+
+# ---- values -----------------------------------------------------------------------------------------
+def test_results_travel_raw_and_are_freed_once_every_reader_succeeded() -> None:
+    core = core_with(
+        spec("a"), spec("b", reads=("a",)), spec("c", reads=("a",)), spec("d", after=("a",)), queue_factor=4
+    )
+    run = core.runs["r"]
+    # a value the head must not decode: a pickle extension whose bytes are no valid pickle
+    opaque = values.wire_from_content("pickle", b"\x00 not a pickle", "mod.Thing")
+    [a] = items(core.decide(1))
+    succeed(core, a, {"x": opaque, "unused": ONE})
+    assert run.tasks["a"].result == {"x": opaque, "unused": ONE}
+    downstream = {i.task_id: i for i in items(core.decide(2))}
+    assert sorted(downstream) == ["b", "c", "d"]
+    assert bytes(values.decode_map_raw(downstream["b"].inputs)["in_a"]) == opaque, "embedded as is"
+    succeed(core, downstream["d"])  # an ordering-only edge does not read a's result
+    succeed(core, downstream["b"])
+    assert run.tasks["a"].result is not None, "c may still need it (for a retry, too)"
+    succeed(core, downstream["c"])
+    assert run.tasks["a"].result is None
+    assert run.tasks["b"].result is None and run.tasks["d"].result is None, "no readers: never kept"
+
+
+def test_a_missing_output_key_fails_the_attempt_with_invalid_input() -> None:
+    core = core_with(spec("a"), spec("b", reads=("a",)))
+    [a] = items(core.decide(1))
+    succeed(core, a, {"y": ONE})
+    decision = core.decide(2)
+    assert decision.work == {}
+    [failed] = [e for e in decision.events if isinstance(e, AttemptFailed)]
+    assert failed.task_id == "b" and failed.error.error_type == "invalid_input"
+    assert "returned only ['y']" in failed.error.message
+    [ended] = finished(core.decide(3))
+    assert ended.state == "failed" and ended.failed_task_id == "b"
+
+
+def test_a_run_with_inline_code_asks_for_it_in_the_blob_store() -> None:
+    core = Scheduler()
+    core.apply(joined())
+    core.apply(
+        RunCreated(run_id="old", workflow_id="w", at_ms=0, tasks=[spec("a")], functions={"c" * 64: b"code"})
+    )
+    decision = core.decide(1)
+    assert decision.code == {"c" * 64: b"code"}
+    assert [i.func for i in items(decision)] == [b""]
+
+
+def test_an_unsendable_attempt_fails_for_good() -> None:
+    core = core_with(spec("a", retry=RetryPolicy(max_retries=3)))
+    [a] = items(core.decide(1))
+    error = TaskError(error_type="payload_too_large", message="too big", origin="controller")
+    failed = core.fail_work(a, error, 1)
+    assert failed.attempt == a.attempt and core.placer.reservations == {}
+    [ended] = finished(core.decide(2))
+    assert ended.error is not None and ended.error.error_type == "payload_too_large", "never retried"
