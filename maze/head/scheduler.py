@@ -71,29 +71,11 @@ class Scheduler:
         self.refused: dict[str, TaskError] = {}  # complete runs that cannot start (bad chunks)
         self.dirty: dict[str, None] = {}  # runs touched since the last pass, in order
         self.placement_due = True  # new ready tasks or freed capacity since the last pass
-        self._fold = self._fold_steps()
 
     # ---- folding ------------------------------------------------------------------------------
     def apply(self, event: Event) -> None:
         """Fold one event. Idempotent, so the controller's own events may come back safely."""
-        self._fold[type(event)](event)
-
-    def _fold_steps(self) -> dict[type, Callable[[Any], None]]:
-        """Each event type's fold step (a lookup by type: the hot path has no isinstance chain)."""
-        return {
-            NodeJoined: self._node_joined,
-            NodeLeft: self._node_left,
-            NodeLost: self._node_left,
-            RunCreated: self._created,
-            TasksAdded: self._added,
-            RunFinished: self._finished,
-            AttemptPlaced: self._placed,
-            AttemptStarted: self._attempt,
-            AttemptSucceeded: self._terminal,
-            AttemptFailed: self._terminal,
-            AttemptRejected: self._terminal,
-            RetryScheduled: self._attempt,
-        }
+        FOLD[type(event)](self, event)
 
     def _node_joined(self, event: NodeJoined) -> None:
         self.placer.node_joined(event)
@@ -140,6 +122,7 @@ class Scheduler:
         self.done_runs.add(run_id)
         self.intake.drop(run_id)
         self.refused.pop(run_id, None)
+        self.dirty.pop(run_id, None)  # nothing left to decide (and replay keeps no ended run here)
         if ended is not None:
             finish(ended, event)
             for task_id in ended.tasks:  # O(run), once per run
@@ -333,6 +316,23 @@ class Scheduler:
     def next_wakeup(self) -> int | None:
         """When the earliest retry backoff ends (ms), if any."""
         return self.retries.next_due()
+
+
+# Each event type's fold step: a lookup by type, so the hot path has no chain of isinstance checks.
+FOLD: dict[type, Callable[[Scheduler, Any], None]] = {
+    NodeJoined: Scheduler._node_joined,
+    NodeLeft: Scheduler._node_left,
+    NodeLost: Scheduler._node_left,
+    RunCreated: Scheduler._created,
+    TasksAdded: Scheduler._added,
+    RunFinished: Scheduler._finished,
+    AttemptPlaced: Scheduler._placed,
+    AttemptStarted: Scheduler._attempt,
+    AttemptSucceeded: Scheduler._terminal,
+    AttemptFailed: Scheduler._terminal,
+    AttemptRejected: Scheduler._terminal,
+    RetryScheduled: Scheduler._attempt,
+}
 
 
 def work_item(spec: TaskSpec, placed: AttemptPlaced, inputs: bytes) -> WorkItem:
