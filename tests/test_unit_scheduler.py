@@ -3,11 +3,13 @@ shape, chunked runs, retries, failures, freeing results, lost nodes."""
 
 from __future__ import annotations
 
+import typing
 from types import SimpleNamespace
 
 import msgspec
 
 from maze.events import values
+from maze.events.catalog import Event
 from maze.events.nodes import NodeJoined, NodeLost
 from maze.events.runs import RunCreated, RunFinished, TasksAdded
 from maze.events.specs import InputRef, InputValue, NodeCapacity, Resources, RetryPolicy, TaskError, TaskSpec
@@ -15,7 +17,7 @@ from maze.events.tasks import AttemptFailed, AttemptPlaced, AttemptStarted, Atte
 from maze.events.work import WorkItem
 from maze.head import views
 from maze.head.liveness import Liveness
-from maze.head.scheduler import Decision, Scheduler
+from maze.head.scheduler import FOLD, Decision, Scheduler
 
 ONE = msgspec.msgpack.encode(1)
 
@@ -96,6 +98,10 @@ def fail(core: Scheduler, item: WorkItem, error_type: str = "user_code") -> None
 
 def finished(decision: Decision) -> list[RunFinished]:
     return [e for e in decision.events if isinstance(e, RunFinished)]
+
+
+def test_every_event_kind_has_a_fold_step() -> None:
+    assert set(FOLD) == set(typing.get_args(Event))
 
 
 # ---- placement by shape ---------------------------------------------------------------------------

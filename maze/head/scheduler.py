@@ -75,7 +75,9 @@ class Scheduler:
     # ---- folding ------------------------------------------------------------------------------
     def apply(self, event: Event) -> None:
         """Fold one event. Idempotent, so the controller's own events may come back safely."""
-        FOLD[type(event)](self, event)
+        step = FOLD.get(type(event))
+        if step is not None:  # an event kind the controller has no use for
+            step(self, event)
 
     def _node_joined(self, event: NodeJoined) -> None:
         self.placer.node_joined(event)
