@@ -123,7 +123,7 @@ def test_dag_cycle_and_depth() -> None:
 
 def test_retry_budget() -> None:
     lost = TaskError(error_type="node_lost", message="")
-    user = TaskError(error_type="user_code", message="")
+    user = TaskError(error_type="user_code", message="", retryable=True)
     assert retry_budget(RetryPolicy(), "node_lost") == 1
     assert retry_budget(RetryPolicy(), "user_code") == 0
     assert retry_budget(RetryPolicy(max_retries=2), "user_code") == 2
@@ -133,3 +133,8 @@ def test_retry_budget() -> None:
     assert next_attempt_delay_ms(RetryPolicy(), lost, 2) is None
     policy = RetryPolicy(max_retries=3, backoff_seconds=0.5)
     assert [next_attempt_delay_ms(policy, user, a) for a in (1, 2, 3, 4)] == [500, 1000, 2000, None]
+    asked = RetryPolicy(max_retries=2, retry_on=["artifact_error"])
+    corrupt = TaskError(error_type="artifact_error", message="corrupt", retryable=False)
+    unreachable = TaskError(error_type="artifact_error", message="store did not answer", retryable=True)
+    assert next_attempt_delay_ms(asked, corrupt, 1) is None  # the same blob would fail the same way
+    assert next_attempt_delay_ms(asked, unreachable, 1) == 0

@@ -29,8 +29,12 @@ def retry_budget(policy: RetryPolicy, error_type: str) -> int:
 
 
 def next_attempt_delay_ms(policy: RetryPolicy, error: TaskError, attempt: int) -> int | None:
-    """Delay before attempt `attempt + 1`, or None if `attempt` was the last one."""
+    """Delay before attempt `attempt + 1`, or None if `attempt` was the last one. An error its
+    origin marked not retryable (a corrupt blob, say) is not retried, even if `retry_on` names its
+    type: the same attempt would fail the same way."""
     if attempt > retry_budget(policy, error.error_type):
+        return None
+    if not error.retryable and error.error_type != NODE_LOST:
         return None
     if error.error_type == NODE_LOST:
         return 0
