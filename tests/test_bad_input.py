@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 
 import cloudpickle
 import httpx
@@ -11,7 +12,7 @@ import msgspec
 import pytest
 
 from maze import MaClient, ResourceUnavailable, SerializationError, ValidationError, task
-from tests.helpers import HeadProcess
+from tests.helpers import HeadProcess, wait_until
 
 
 @task
@@ -47,17 +48,31 @@ def _post(head: HeadProcess, tasks: list[dict], **extra) -> httpx.Response:
     )
 
 
-def _stream_last_seq(head: HeadProcess) -> int:
-    return int(httpx.get(f"{head.url}/health").json()["projection_positions"].get("MAZE_RUNS", 0))
+FINAL = {"succeeded", "failed", "cancelled", "timed_out"}
+
+
+def _settled_last_seq(head: HeadProcess, client: MaClient) -> int:
+    """The runs stream's position once every earlier run has ended and the projection is still
+    (an earlier test may have left a run finishing in the background)."""
+
+    def quiet() -> tuple[int] | None:
+        first = httpx.get(f"{head.url}/health").json()["projection_positions"].get("MAZE_RUNS", 0)
+        if any(r["state"] not in FINAL for r in client.list_runs(limit=1000)):
+            return None
+        time.sleep(0.3)
+        second = httpx.get(f"{head.url}/health").json()["projection_positions"].get("MAZE_RUNS", 0)
+        return (int(second),) if second == first else None
+
+    return int(wait_until(quiet, timeout=30)[0])
 
 
 @pytest.fixture
 def nothing_appended(head: HeadProcess, client: MaClient):
+    seq_before = _settled_last_seq(head, client)
     runs_before = len(client.list_runs(limit=1000))
-    seq_before = _stream_last_seq(head)
     yield
+    assert _settled_last_seq(head, client) == seq_before
     assert len(client.list_runs(limit=1000)) == runs_before
-    assert _stream_last_seq(head) == seq_before
 
 
 def _error(resp: httpx.Response, status: int) -> dict:

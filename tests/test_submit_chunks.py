@@ -41,6 +41,7 @@ def test_a_wide_run_is_cut_into_chunks_within_the_budget() -> None:
     assert all(isinstance(e, TasksAdded) for e in rest)
     assert [e.chunk for e in rest] == list(range(1, len(events)))  # type: ignore[union-attr]
     assert [t for e in events for t in e.tasks] == specs  # every task once, in order
+    assert all(specs[e.offset] == e.tasks[0] for e in rest)  # type: ignore[union-attr]
     assert all(len(encode_events([e])) <= budget for e in events)
     small = chunk_events("run_small", "wf", specs[:3], 1, budget)
     assert len(small) == 1 and small[0].chunks == 1 and small[0].total_tasks == 3  # type: ignore[union-attr]

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import json
+
 import msgspec
 
 from maze.events.codec import decode_events, encode_events, encode_value
 from maze.events.runs import RunCreated, RunFinished
 from maze.events.specs import InputRef, InputValue, TaskError, TaskSpec
-from maze.events.tasks import AttemptFailed, AttemptPlaced, AttemptStarted, AttemptSucceeded, RetryScheduled
+from maze.events.tasks import (
+    AttemptFailed,
+    AttemptPlaced,
+    AttemptRejected,
+    AttemptStarted,
+    AttemptSucceeded,
+    RetryScheduled,
+)
 from maze.head.run_state import apply_attempt_event, new_run, ready_tasks
 from maze.projections.fold import create_run, fold_run_event, summarize
 
@@ -55,7 +64,7 @@ def _history() -> list:
 
 
 def _project(events: list) -> dict:
-    model = create_run(events[0])
+    model = create_run(events[0], 1)
     for event in events[1:]:
         fold_run_event(model, event)
     summarize(model)
@@ -98,3 +107,106 @@ def test_unknown_event_tag_is_skipped() -> None:
     known = RunFinished(run_id="r", at_ms=1, state="succeeded")
     data = msgspec.msgpack.encode([{"type": "from.the.future", "x": 1}, known])
     assert decode_events(data) == [known]
+
+
+def test_row_structs_match_the_tables() -> None:
+    from maze.projections.rows import ROW_TYPES
+    from maze.projections.schema import TABLES
+
+    for table, row_type in ROW_TYPES.items():
+        assert row_type.__struct_fields__ == tuple(TABLES[table]), table
+
+
+def _spec(task_id: str, after: list[str] | None = None) -> TaskSpec:
+    return TaskSpec(
+        task_id=task_id,
+        name=task_id,
+        func_name="f",
+        func_hash="h",
+        call_style="kwargs",
+        inputs={},
+        outputs=None,
+        after=after or [],
+    )
+
+
+def test_chunks_fold_in_any_order_once_each() -> None:
+    from maze.events.runs import TasksAdded
+
+    specs = [_spec(f"t{i}") for i in range(9)]
+    created = RunCreated(run_id="r", workflow_id="w", at_ms=1, tasks=specs[:3], task_count=9, chunks=3)
+    second = TasksAdded(run_id="r", chunk=1, at_ms=1, tasks=specs[3:6], offset=3)
+    third = TasksAdded(run_id="r", chunk=2, at_ms=1, tasks=specs[6:], offset=6)
+    in_order = create_run(created, 7)
+    for event in (second, third):
+        fold_run_event(in_order, event)
+    shuffled = create_run(created, 7)
+    for event in (third, second, third):  # out of order, and a chunk stored twice
+        fold_run_event(shuffled, event)
+    summarize(in_order)
+    summarize(shuffled)
+    assert msgspec.to_builtins(in_order) == msgspec.to_builtins(shuffled)
+    assert [t.task_index for t in sorted(in_order.tasks.values(), key=lambda t: t.task_id)] == list(range(9))
+    assert in_order.run.task_count == 9 and in_order.counts == {"pending": 9}
+    assert {t.run_seq for t in in_order.tasks.values()} == {7}
+
+
+def _random_event(kind: str, task_id: str, attempt: int, at: int, error: TaskError) -> object:
+    common = {"run_id": "r", "task_id": task_id, "at_ms": at}
+    if kind == "placed":
+        return AttemptPlaced(**common, attempt=attempt, node_id="n")
+    if kind == "started":
+        return AttemptStarted(**common, attempt=attempt, node_id="n")
+    if kind == "ok":
+        return AttemptSucceeded(**common, attempt=attempt, node_id="n", result=encode_value({}))
+    if kind == "fail":
+        return AttemptFailed(**common, attempt=attempt, error=error)
+    if kind == "retry":
+        return RetryScheduled(**common, next_attempt=attempt + 1)
+    return AttemptRejected(**common, attempt=attempt, node_id="n", reason="full")
+
+
+def test_counters_always_equal_a_recount() -> None:
+    """Random histories (including duplicates, stale attempts and a final RunFinished): the
+    incrementally kept counts equal counting the task rows."""
+    import random
+
+    from maze.projections.fold import count_states
+
+    error = TaskError(error_type="user_code", message="x", retryable=True)
+    for seed in range(200):
+        rng = random.Random(seed)
+        n = rng.randint(1, 12)
+        model = create_run(
+            RunCreated(run_id="r", workflow_id="w", at_ms=0, tasks=[_spec(f"t{i}") for i in range(n)]), 1
+        )
+        for step in range(rng.randint(0, 60)):
+            task_id = f"t{rng.randrange(n)}"
+            attempt = rng.randint(1, 3)
+            kind = rng.choice(["placed", "started", "ok", "fail", "retry", "reject"])
+            event = _random_event(kind, task_id, attempt, step, error)
+            fold_run_event(model, event)
+        if rng.random() < 0.5:
+            fold_run_event(model, RunFinished(run_id="r", at_ms=99, state="failed"))
+        assert {s: c for s, c in model.counts.items() if c} == count_states(model.tasks), seed
+        summarize(model)
+        assert json.loads(model.run.progress) == count_states(model.tasks)
+
+
+def test_read_models_of_another_schema_are_dropped_to_be_rebuilt(tmp_path) -> None:
+    import duckdb
+
+    from maze.projections import db
+
+    path = tmp_path / "old.duckdb"
+    old = duckdb.connect(str(path))  # a file written by an earlier version: no schema_version
+    old.execute("CREATE TABLE runs (run_id VARCHAR PRIMARY KEY, state VARCHAR)")
+    old.execute("CREATE TABLE projection_position (stream VARCHAR PRIMARY KEY, seq BIGINT)")
+    old.execute("INSERT INTO projection_position VALUES ('MAZE_RUNS', 42)")
+    old.close()
+    conn = db.open_db(path)
+    assert db.positions(conn) == {}, "replayed from the start of the log"
+    assert "run_seq" in {r[0] for r in conn.execute("DESCRIBE runs").fetchall()}
+    conn.execute("INSERT INTO projection_position VALUES ('MAZE_RUNS', 7)")
+    conn.close()
+    assert db.positions(db.open_db(path)) == {"MAZE_RUNS": 7}, "the current schema is kept"

@@ -7,7 +7,7 @@ from typing import Any
 
 from litestar import get, post
 
-from maze.api.state import HeadState
+from maze.api.state import HeadState, MinSeq
 from maze.head import views
 from maze.projections import queries
 
@@ -27,10 +27,10 @@ async def cluster_nats(head: HeadState) -> dict[str, Any]:
 
 
 @get("/cluster/resources")
-async def cluster_resources(head: HeadState) -> dict[str, Any]:
+async def cluster_resources(head: HeadState, min_seq: MinSeq = None) -> dict[str, Any]:
     """Every node with total / committed / free CPU and memory and each GPU's memory; and workers
     seen heartbeating on NATS that are not registered nodes of this head."""
-    await head.read_barrier()
+    await head.read_barrier(min_seq)
     rows = await asyncio.to_thread(queries.list_nodes, head.cursor())
     ctl = head.controller
     nodes = []

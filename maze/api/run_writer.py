@@ -101,7 +101,7 @@ def chunk_events(run_id: str, workflow_id: str, specs: list[TaskSpec], at_ms: in
         chunks=len(parts),
     )
     rest: RunEvents = [
-        TasksAdded(run_id=run_id, chunk=n, at_ms=at_ms, tasks=[specs[i] for i in part])
+        TasksAdded(run_id=run_id, chunk=n, at_ms=at_ms, tasks=[specs[i] for i in part], offset=part.start)
         for n, part in enumerate(parts[1:], start=1)
     ]
     return [first, *rest]

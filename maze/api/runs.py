@@ -8,13 +8,13 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Request, get, post
+from litestar import Request, Response, get, post
 from litestar.params import Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from maze.api.event_reader import last_run_seq, run_events
 from maze.api.run_writer import chunk_events, fit_specs, record_run, store_blobs
-from maze.api.state import HeadState
+from maze.api.state import HeadState, MinSeq
 from maze.api.submit import ID_RE, accept_submission, check_placeable, decode_submission
 from maze.core.clock import new_id, now_ms
 from maze.core.errors import NotFound, Unavailable, ValidationError
@@ -59,7 +59,6 @@ async def submit_run(request: Request[Any, Any, Any], head: HeadState) -> dict[s
     workflow_id = submission.workflow_id or run_id
     events = chunk_events(run_id, workflow_id, specs, now_ms(), head.budget)
     seq, duplicate = await record_run(head.js, events, hashlib.sha256(body).hexdigest()[:32])
-    head.note_published(seq)
     return {
         "duplicate": duplicate,
         "run_id": run_id,
@@ -76,33 +75,47 @@ async def list_runs(
     limit: int = 50,
     offset: int = 0,
     run_state: Annotated[str | None, Parameter(query="state")] = None,
+    min_seq: MinSeq = None,
 ) -> list[dict[str, Any]]:
     """Runs, newest first; `state` filters by run state."""
-    await head.read_barrier()
+    await head.read_barrier(min_seq)
     return await asyncio.to_thread(queries.list_runs, head.cursor(), limit, offset, run_state)
 
 
 @get("/runs/{run_id:str}")
-async def get_run(run_id: str, head: HeadState) -> dict[str, Any]:
-    await head.read_barrier()
-    run = await asyncio.to_thread(queries.get_run, head.cursor(), run_id)
-    return run
+async def get_run(run_id: str, head: HeadState, min_seq: MinSeq = None) -> dict[str, Any]:
+    """A run's snapshot: state, timing, counters and `progress` (tasks per state)."""
+    await head.read_barrier(min_seq)
+    return await head.query_run(queries.get_run, run_id)
 
 
 @get("/runs/{run_id:str}/tasks")
-async def get_run_tasks(run_id: str, head: HeadState) -> list[dict[str, Any]]:
-    await head.read_barrier()
-    tasks = await asyncio.to_thread(queries.get_tasks, head.cursor(), run_id)
+async def get_run_tasks(
+    request: Request[Any, Any, Any],
+    run_id: str,
+    head: HeadState,
+    limit: int = 1000,
+    offset: int = 0,
+    min_seq: MinSeq = None,
+) -> Response[list[dict[str, Any]]]:
+    """A page of the run's tasks in submission order: `limit` (at most 10,000) from task index
+    `offset`. `X-Total-Count` says how many tasks the run has, and a `Link: <…>; rel="next"` header
+    gives the next page while there is one."""
+    await head.read_barrier(min_seq)
+    tasks, total = await head.query_run(queries.get_tasks, run_id, limit, offset)
     for task in tasks:
-        reason = head.controller.pending_reason(run_id, task["task_id"])
-        task["pending_reason"] = reason
-    return tasks
+        task["pending_reason"] = head.controller.pending_reason(run_id, task["task_id"])
+    headers = {"x-total-count": str(total)}
+    if tasks and tasks[-1]["task_index"] + 1 < total:
+        nxt = request.url.with_replacements(query=f"limit={limit}&offset={tasks[-1]['task_index'] + 1}")
+        headers["link"] = f'<{nxt}>; rel="next"'
+    return Response(tasks, headers=headers)
 
 
 @get("/runs/{run_id:str}/tasks/{task_id:str}")
-async def get_run_task(run_id: str, task_id: str, head: HeadState) -> dict[str, Any]:
-    await head.read_barrier()
-    task = await asyncio.to_thread(queries.get_task, head.cursor(), run_id, task_id)
+async def get_run_task(run_id: str, task_id: str, head: HeadState, min_seq: MinSeq = None) -> dict[str, Any]:
+    await head.read_barrier(min_seq)
+    task = await head.query_run(queries.get_task, run_id, task_id)
     task["pending_reason"] = head.controller.pending_reason(run_id, task_id)
     return task
 

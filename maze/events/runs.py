@@ -36,6 +36,7 @@ class TasksAdded(Struct, frozen=True, tag="tasks.added"):
     chunk: int
     at_ms: int
     tasks: list[TaskSpec]
+    offset: int = 0  # submission-order index of its first task (chunks may be stored out of order)
 
 
 class RunFinished(Struct, frozen=True, tag="run.finished"):

@@ -3,19 +3,40 @@ positions), and loading one run's rows back into a fold model."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import msgspec
+import structlog
 
-from maze.projections.fold import Row, RunModel
-from maze.projections.schema import KEYS, TABLES, ddl
+from maze.projections.fold import Row, RunModel, count_states
+from maze.projections.rows import AttemptRow, RunRow, TaskRow
+from maze.projections.schema import KEYS, SCHEMA_VERSION, TABLES, ddl
+
+log = structlog.get_logger(__name__)
 
 
 def open_db(path: Path | str) -> duckdb.DuckDBPyConnection:
+    """Open (or create) the read models. A file written with another schema version is emptied:
+    its tables are derived data, rebuilt from the event log from position 0."""
     conn = duckdb.connect(str(path))
+    tables = {r[0] for r in conn.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    version = None
+    if "schema_version" in tables:
+        found = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+        version = found[0] if found else None
+    if tables and version != SCHEMA_VERSION:
+        log.warning(
+            "projections.schema_changed_rebuilding", path=str(path), found=version, want=SCHEMA_VERSION
+        )
+        for table in [*TABLES, "projection_position", "schema_version"]:
+            conn.execute(f"DROP TABLE IF EXISTS {table}")
     for stmt in ddl():
         conn.execute(stmt)
+    if conn.execute("SELECT count(*) FROM schema_version").fetchone() == (0,):
+        conn.execute("INSERT INTO schema_version VALUES (?)", [SCHEMA_VERSION])
     return conn
 
 
@@ -23,17 +44,19 @@ def positions(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
     return {s: int(q) for s, q in conn.execute("SELECT stream, seq FROM projection_position").fetchall()}
 
 
-def upsert(conn: duckdb.DuckDBPyConnection, table: str, rows: list[Row]) -> None:
+def upsert(conn: duckdb.DuckDBPyConnection, table: str, rows: Sequence[Any]) -> None:
     """Replace rows by primary key, in bulk: list parameters + unnest take ~3 ms for a few hundred
-    rows on a 100k-row table, where executemany takes seconds."""
+    rows on a 100k-row table, where executemany takes seconds. Rows are structs (rows.py) or, for
+    nodes, dicts."""
     if not rows:
         return
     cols = list(TABLES[table])
+    if isinstance(rows[0], dict):
+        columns = [[r[c] for r in rows] for c in cols]
+    else:
+        columns = [list(c) for c in zip(*(msgspec.structs.astuple(r) for r in rows), strict=True)]
     selects = ", ".join(f"unnest(?::{TABLES[table][c]}[]) AS {c}" for c in cols)
-    conn.execute(
-        f"INSERT OR REPLACE INTO {table} ({', '.join(cols)}) SELECT {selects}",
-        [[r[c] for r in rows] for c in cols],
-    )
+    conn.execute(f"INSERT OR REPLACE INTO {table} ({', '.join(cols)}) SELECT {selects}", columns)
 
 
 def write_batch(
@@ -57,27 +80,39 @@ def write_batch(
         m.dirty_attempts.clear()
 
 
-def _rows(cur: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> list[Row]:
+def rows(cur: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> list[Row]:
     result = cur.execute(sql, params)
     names = [d[0] for d in result.description]
     return [dict(zip(names, row, strict=True)) for row in result.fetchall()]
 
 
+_rows = rows  # the old name, for callers outside this package
+
+
+def run_row(cur: duckdb.DuckDBPyConnection, run_id: str) -> Row | None:
+    found = rows(cur, "SELECT * FROM runs WHERE run_id = ?", [run_id])
+    return found[0] if found else None
+
+
 def load_run(conn: duckdb.DuckDBPyConnection, run_id: str) -> RunModel | None:
-    runs = _rows(conn, "SELECT * FROM runs WHERE run_id = ?", [run_id])
-    if not runs:
+    """A run's rows back from DuckDB (a run the cache let go of). Reads only its row groups."""
+    run = run_row(conn, run_id)
+    if run is None:
         return None
-    model = RunModel(run=runs[0])
-    for row in _rows(conn, "SELECT * FROM tasks WHERE run_id = ?", [run_id]):
-        model.tasks[row["task_id"]] = row
-    for row in _rows(conn, "SELECT * FROM attempts WHERE run_id = ?", [run_id]):
-        model.attempts[(row["task_id"], row["attempt"])] = row
+    model = RunModel(run=msgspec.convert(run, RunRow))
+    where = "WHERE run_seq = ? AND run_id = ?"
+    params = [run["run_seq"], run_id]
+    for row in rows(conn, f"SELECT * FROM tasks {where}", params):
+        model.tasks[row["task_id"]] = msgspec.convert(row, TaskRow)
+    for row in rows(conn, f"SELECT * FROM attempts {where}", params):
+        model.attempts[(row["task_id"], row["attempt"])] = msgspec.convert(row, AttemptRow)
+    model.counts = count_states(model.tasks)
     return model
 
 
 def load_node(conn: duckdb.DuckDBPyConnection, node_id: str) -> Row | None:
-    rows = _rows(conn, "SELECT * FROM nodes WHERE node_id = ?", [node_id])
-    return rows[0] if rows else None
+    found = rows(conn, "SELECT * FROM nodes WHERE node_id = ?", [node_id])
+    return found[0] if found else None
 
 
 def table_rows(conn: duckdb.DuckDBPyConnection, table: str) -> list[tuple[Any, ...]]:

@@ -1,5 +1,8 @@
 """Pure folds: (model, event) -> model. No clock, no I/O, no random ids: replaying the same
-events always gives the same rows."""
+events always gives the same rows.
+
+A run's counters (tasks per state) move with each task's state change, so folding an event costs
+what the event changes, never a recount of the run."""
 
 from __future__ import annotations
 
@@ -12,8 +15,8 @@ from msgspec import Struct, field
 from maze.events.catalog import Event
 from maze.events.codec import decode_value
 from maze.events.nodes import NodeJoined, NodeLeft, NodeLost
-from maze.events.runs import RunCreated, RunFinished
-from maze.events.specs import InputRef, TaskError
+from maze.events.runs import RunCreated, RunFinished, TasksAdded
+from maze.events.specs import InputRef, TaskError, TaskSpec
 from maze.events.tasks import (
     AttemptFailed,
     AttemptPlaced,
@@ -23,9 +26,11 @@ from maze.events.tasks import (
     RetryScheduled,
 )
 from maze.events.values import describe, describe_map
+from maze.projections.rows import AttemptRow, RunRow, TaskRow
 
 Row = dict[str, Any]
 TERMINAL = frozenset({"succeeded", "failed", "cancelled", "timed_out"})
+_EMPTY_LIST = "[]"
 
 
 def dumps(value: Any) -> str | None:
@@ -33,37 +38,74 @@ def dumps(value: Any) -> str | None:
 
 
 class RunModel(Struct):
-    """One run's rows: the run, its tasks and its attempts."""
+    """One run's rows (the run, its tasks, its attempts) and its tasks counted per state."""
 
-    run: Row
-    tasks: dict[str, Row] = field(default_factory=dict)
-    attempts: dict[tuple[str, int], Row] = field(default_factory=dict)
+    run: RunRow
+    tasks: dict[str, TaskRow] = field(default_factory=dict)
+    attempts: dict[tuple[str, int], AttemptRow] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
     dirty_tasks: set[str] = field(default_factory=set)
     dirty_attempts: set[tuple[str, int]] = field(default_factory=set)
+
+    @property
+    def finished(self) -> bool:
+        return self.run.state in TERMINAL
+
+    @property
+    def size(self) -> int:
+        return len(self.tasks) + len(self.attempts)
 
 
 def _failure_state(error: TaskError) -> str:
     return "timed_out" if error.error_type == "timed_out" else "failed"
 
 
-def create_run(event: RunCreated) -> RunModel:
+def _set_state(model: RunModel, task: TaskRow, state: str) -> None:
+    if task.state == state:
+        return
+    counts = model.counts
+    counts[task.state] -= 1
+    counts[state] = counts.get(state, 0) + 1
+    task.state = state
+
+
+def count_states(tasks: dict[str, TaskRow]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for task in tasks.values():
+        counts[task.state] = counts.get(task.state, 0) + 1
+    return counts
+
+
+def create_run(event: RunCreated, run_seq: int) -> RunModel:
+    """A new run's rows; `run_seq` is the stream sequence of its run.created."""
     model = RunModel(
-        run={
-            "run_id": event.run_id,
-            "workflow_id": event.workflow_id,
-            "kind": event.kind,
-            "state": "created",
-            "created_at_ms": event.at_ms,
-            "started_at_ms": None,
-            "finished_at_ms": None,
-            "task_count": len(event.tasks),
-            "tasks_succeeded": 0,
-            "tasks_failed": 0,
-            "error": None,
-            "failed_task_id": None,
-        }
+        run=RunRow(
+            run_id=event.run_id,
+            workflow_id=event.workflow_id,
+            kind=event.kind,
+            state="created",
+            created_at_ms=event.at_ms,
+            started_at_ms=None,
+            finished_at_ms=None,
+            task_count=event.total_tasks,
+            tasks_succeeded=0,
+            tasks_failed=0,
+            error=None,
+            failed_task_id=None,
+            run_seq=run_seq,
+            progress="{}",
+        )
     )
-    for spec in event.tasks:
+    add_tasks(model, event.tasks, 0)
+    return model
+
+
+def add_tasks(model: RunModel, specs: list[TaskSpec], offset: int) -> None:
+    """Task rows for one chunk of the run's tasks (a chunk seen before changes nothing)."""
+    run = model.run
+    for i, spec in enumerate(specs):
+        if spec.task_id in model.tasks:
+            continue
         inputs = {
             name: (
                 {"ref": f"{given.task_id}.output.{given.key}"}
@@ -72,150 +114,162 @@ def create_run(event: RunCreated) -> RunModel:
             )
             for name, given in spec.inputs.items()
         }
-        model.tasks[spec.task_id] = {
-            "run_id": event.run_id,
-            "task_id": spec.task_id,
-            "name": spec.name,
-            "func_name": spec.func_name,
-            "task_type": spec.task_type,
-            "state": "pending",
-            "attempt": 0,
-            "node_id": None,
-            "node_ip": None,
-            "gpus": "[]",
-            "resources": dumps(spec.resources),
-            "inputs": dumps(inputs),
-            "upstream": dumps(sorted(spec.upstream())),
-            "outputs": dumps(spec.outputs),
-            "result": None,
-            "error": None,
-            "placement_reason": None,
-            "queued_at_ms": None,
-            "started_at_ms": None,
-            "finished_at_ms": None,
-        }
+        model.tasks[spec.task_id] = TaskRow(
+            run_id=run.run_id,
+            task_id=spec.task_id,
+            name=spec.name,
+            func_name=spec.func_name,
+            task_type=spec.task_type,
+            state="pending",
+            attempt=0,
+            node_id=None,
+            node_ip=None,
+            gpus=_EMPTY_LIST,
+            resources=dumps(spec.resources) or "{}",
+            inputs=dumps(inputs) or "{}",
+            upstream=dumps(sorted(spec.upstream())) or _EMPTY_LIST,
+            outputs=dumps(spec.outputs),
+            result=None,
+            error=None,
+            placement_reason=None,
+            queued_at_ms=None,
+            started_at_ms=None,
+            finished_at_ms=None,
+            run_seq=run.run_seq,
+            task_index=offset + i,
+        )
+        model.counts["pending"] = model.counts.get("pending", 0) + 1
         model.dirty_tasks.add(spec.task_id)
-    return model
+
+
+def _finish(model: RunModel, event: RunFinished) -> None:
+    run = model.run
+    if run.state in TERMINAL:
+        return
+    run.state = event.state
+    run.finished_at_ms = event.at_ms
+    run.error = dumps(event.error)
+    run.failed_task_id = event.failed_task_id
+    reason = dumps(
+        TaskError(
+            error_type="cancelled",
+            message=f"not run: the run ended {event.state}"
+            + (f" (task {event.failed_task_id} failed)" if event.failed_task_id else ""),
+            origin="controller",
+        )
+    )
+    for task in model.tasks.values():  # once per run
+        if task.state in ("pending", "retry_wait"):
+            _set_state(model, task, "cancelled")
+            task.error = reason
+            model.dirty_tasks.add(task.task_id)
+
+
+def _attempt_row(model: RunModel, task: TaskRow, attempt_no: int) -> AttemptRow:
+    key = (task.task_id, attempt_no)
+    attempt = model.attempts.get(key)
+    if attempt is None:
+        attempt = AttemptRow(
+            run_id=task.run_id,
+            task_id=task.task_id,
+            attempt=attempt_no,
+            node_id=None,
+            node_ip=None,
+            pid=None,
+            state="queued",
+            gpus=_EMPTY_LIST,
+            reason=None,
+            error=None,
+            placed_at_ms=None,
+            started_at_ms=None,
+            finished_at_ms=None,
+            duration_ms=None,
+            run_seq=task.run_seq,
+        )
+        model.attempts[key] = attempt
+    model.dirty_attempts.add(key)
+    model.dirty_tasks.add(task.task_id)
+    return attempt
 
 
 def fold_run_event(model: RunModel, event: Event) -> RunModel:
     """Apply one run-stream event (other than RunCreated) to a run's rows."""
-    run = model.run
     if isinstance(event, RunFinished):
-        if run["state"] in TERMINAL:
-            return model
-        run["state"] = event.state
-        run["finished_at_ms"] = event.at_ms
-        run["error"] = dumps(event.error)
-        run["failed_task_id"] = event.failed_task_id
-        for task in model.tasks.values():
-            if task["state"] in ("pending", "retry_wait"):
-                task["state"] = "cancelled"
-                task["error"] = dumps(
-                    TaskError(
-                        error_type="cancelled",
-                        message=f"not run: the run ended {event.state}"
-                        + (f" (task {event.failed_task_id} failed)" if event.failed_task_id else ""),
-                        origin="controller",
-                    )
-                )
-                model.dirty_tasks.add(task["task_id"])
+        _finish(model, event)
         return model
+    if isinstance(event, TasksAdded):
+        add_tasks(model, event.tasks, event.offset)
+        return model
+    task = model.tasks.get(event.task_id)  # type: ignore[union-attr]
+    if task is None:
+        return model  # a task this run never recorded: nothing to show it on
     if isinstance(event, RetryScheduled):
-        task = model.tasks[event.task_id]
-        if task["state"] in ("failed", "timed_out") and event.next_attempt > task["attempt"]:
-            task["state"] = "retry_wait"
+        if task.state in ("failed", "timed_out") and event.next_attempt > task.attempt:
+            _set_state(model, task, "retry_wait")
             model.dirty_tasks.add(event.task_id)
         return model
-    task = model.tasks[event.task_id]  # type: ignore[union-attr]
     attempt_no: int = event.attempt  # type: ignore[union-attr]
-    akey = (event.task_id, attempt_no)  # type: ignore[union-attr]
-    attempt = model.attempts.get(akey)
-    if attempt is None:
-        attempt = {
-            "run_id": run["run_id"],
-            "task_id": task["task_id"],
-            "attempt": attempt_no,
-            "node_id": None,
-            "node_ip": None,
-            "pid": None,
-            "state": "queued",
-            "gpus": "[]",
-            "reason": None,
-            "error": None,
-            "placed_at_ms": None,
-            "started_at_ms": None,
-            "finished_at_ms": None,
-            "duration_ms": None,
-        }
-        model.attempts[akey] = attempt
-    model.dirty_attempts.add(akey)
-    model.dirty_tasks.add(task["task_id"])
-    current = attempt_no >= task["attempt"] and task["state"] not in ("succeeded", "cancelled")
+    attempt = _attempt_row(model, task, attempt_no)
+    current = attempt_no >= task.attempt and task.state not in ("succeeded", "cancelled")
     if isinstance(event, AttemptPlaced):
-        attempt.update(
-            node_id=event.node_id, gpus=dumps(event.gpus), reason=event.reason, placed_at_ms=event.at_ms
-        )
-        if current:
-            task.update(
-                state="queued",
-                attempt=attempt_no,
-                node_id=event.node_id,
-                gpus=dumps(event.gpus),
-                placement_reason=event.reason,
-                queued_at_ms=event.at_ms,
-                error=None,
-            )
-        if run["state"] == "created":
-            run["state"] = "running"
-            run["started_at_ms"] = event.at_ms
+        _placed(model, task, attempt, event, current)
     elif isinstance(event, AttemptStarted):
-        if attempt["state"] == "queued":
-            attempt.update(state="running")
-        attempt.update(node_id=event.node_id, node_ip=event.node_ip, pid=event.pid, started_at_ms=event.at_ms)
-        if current and task["state"] in ("pending", "queued"):
-            task.update(
-                state="running", node_id=event.node_id, node_ip=event.node_ip, started_at_ms=event.at_ms
-            )
+        if attempt.state == "queued":
+            attempt.state = "running"
+        attempt.node_id, attempt.node_ip, attempt.pid = event.node_id, event.node_ip, event.pid
+        attempt.started_at_ms = event.at_ms
+        if current and task.state in ("pending", "queued"):
+            _set_state(model, task, "running")
+            task.node_id, task.node_ip, task.started_at_ms = event.node_id, event.node_ip, event.at_ms
     elif isinstance(event, AttemptSucceeded):
-        if attempt["state"] in TERMINAL:
+        if attempt.state in TERMINAL:
             return model  # first terminal event per attempt wins
-        attempt.update(
-            state="succeeded",
-            finished_at_ms=event.at_ms,
-            duration_ms=event.duration_ms,
-            node_id=event.node_id,
-        )
-        if current and task["attempt"] == attempt_no:
-            task.update(
-                state="succeeded",
-                result=dumps(describe_map(event.result)[0]),
-                finished_at_ms=event.at_ms,
-                error=None,
-            )
+        attempt.state, attempt.finished_at_ms = "succeeded", event.at_ms
+        attempt.duration_ms, attempt.node_id = event.duration_ms, event.node_id
+        if current and task.attempt == attempt_no:
+            _set_state(model, task, "succeeded")
+            task.result = dumps(describe_map(event.result)[0])
+            task.finished_at_ms, task.error = event.at_ms, None
     elif isinstance(event, AttemptRejected):
-        if attempt["state"] in TERMINAL or attempt["state"] == "rejected":
+        if attempt.state in TERMINAL or attempt.state == "rejected":
             return model
-        attempt.update(state="rejected", reason=event.reason, finished_at_ms=event.at_ms)
-        if current and task["attempt"] == attempt_no and task["state"] == "queued":
-            task.update(state="pending", placement_reason=f"rejected by {event.node_id}: {event.reason}")
+        attempt.state, attempt.reason, attempt.finished_at_ms = "rejected", event.reason, event.at_ms
+        if current and task.attempt == attempt_no and task.state == "queued":
+            _set_state(model, task, "pending")
+            task.placement_reason = f"rejected by {event.node_id}: {event.reason}"
     elif isinstance(event, AttemptFailed):
-        if attempt["state"] in TERMINAL:
+        if attempt.state in TERMINAL:
             return model
         state = _failure_state(event.error)
-        attempt.update(state=state, finished_at_ms=event.at_ms, error=dumps(event.error))
-        if event.node_id and attempt["node_id"] is None:
-            attempt["node_id"] = event.node_id
-        if current and task["state"] not in TERMINAL:
-            task.update(state=state, attempt=attempt_no, error=dumps(event.error), finished_at_ms=event.at_ms)
+        error = dumps(event.error)
+        attempt.state, attempt.finished_at_ms, attempt.error = state, event.at_ms, error
+        if event.node_id and attempt.node_id is None:
+            attempt.node_id = event.node_id
+        if current and task.state not in TERMINAL:
+            _set_state(model, task, state)
+            task.attempt, task.error, task.finished_at_ms = attempt_no, error, event.at_ms
     return model
 
 
+def _placed(model: RunModel, task: TaskRow, attempt: AttemptRow, event: AttemptPlaced, current: bool) -> None:
+    gpus = dumps(event.gpus) or _EMPTY_LIST
+    attempt.node_id, attempt.gpus, attempt.reason = event.node_id, gpus, event.reason
+    attempt.placed_at_ms = event.at_ms
+    if current:
+        _set_state(model, task, "queued")
+        task.attempt, task.node_id, task.gpus = event.attempt, event.node_id, gpus
+        task.placement_reason, task.queued_at_ms, task.error = event.reason, event.at_ms, None
+    run = model.run
+    if run.state == "created":
+        run.state, run.started_at_ms = "running", event.at_ms
+
+
 def summarize(model: RunModel) -> None:
-    """Derived run counters; applied once per batch before the rows are written."""
-    states = [t["state"] for t in model.tasks.values()]
-    model.run["tasks_succeeded"] = states.count("succeeded")
-    model.run["tasks_failed"] = states.count("failed") + states.count("timed_out")
+    """The run row's counters from the per-state counts; once per batch, O(states)."""
+    counts = model.counts
+    model.run.tasks_succeeded = counts.get("succeeded", 0)
+    model.run.tasks_failed = counts.get("failed", 0) + counts.get("timed_out", 0)
+    model.run.progress = json.dumps({s: n for s, n in sorted(counts.items()) if n})
 
 
 def fold_node_event(node: Row | None, event: NodeJoined | NodeLeft | NodeLost) -> Row | None:

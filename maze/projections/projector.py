@@ -32,15 +32,20 @@ log = structlog.get_logger(__name__)
 STREAMS = (subjects.RUNS_STREAM, subjects.NODES_STREAM)
 BATCH = 2000
 BATCH_WINDOW_S = 0.05
+FINISHED_ROWS = 200_000  # task + attempt rows of finished runs kept in memory
 
 
 class Folder:
-    """Folds decoded events into models, loading a run's rows from DuckDB the first time it is seen.
-    Shared by the live projector and by rebuilds."""
+    """Folds decoded events into models, loading a run's rows from DuckDB when the cache has let
+    it go. Shared by the live projector and by rebuilds.
 
-    def __init__(self, conn: duckdb.DuckDBPyConnection) -> None:
+    Active runs stay cached whatever their size (each event of theirs would otherwise reload the
+    run); finished runs are kept, most recent first, only up to `finished_rows` rows."""
+
+    def __init__(self, conn: duckdb.DuckDBPyConnection, finished_rows: int = FINISHED_ROWS) -> None:
         self.conn = conn
         self.cache: OrderedDict[str, RunModel] = OrderedDict()
+        self.finished_rows = finished_rows
         self.positions = db.positions(conn)
 
     def fold(
@@ -66,7 +71,7 @@ class Folder:
                 model = touched.get(run_id) or self.cache.get(run_id) or db.load_run(self.conn, run_id)
                 if isinstance(event, RunCreated):
                     if model is None:
-                        model = create_run(event)
+                        model = create_run(event, seq)
                 elif model is None:
                     log.warning("projector.event_for_unknown_run", run_id=run_id, seq=seq)
                     continue
@@ -81,10 +86,19 @@ class Folder:
         db.write_batch(self.conn, models, nodes, new_positions)
         self.positions.update(new_positions)
         for model in models:
-            self.cache[model.run["run_id"]] = model
-            self.cache.move_to_end(model.run["run_id"])
-        while len(self.cache) > 256:
-            self.cache.popitem(last=False)
+            self.cache[model.run.run_id] = model
+            self.cache.move_to_end(model.run.run_id)
+        self._trim()
+
+    def _trim(self) -> None:
+        kept = 0
+        for run_id in reversed(list(self.cache)):  # newest first
+            model = self.cache[run_id]
+            if not model.finished:
+                continue
+            kept += model.size
+            if kept > self.finished_rows:
+                del self.cache[run_id]
 
 
 class Projector:

@@ -1,4 +1,7 @@
-"""Read-model queries used by the API. Each takes its own DuckDB cursor."""
+"""Read-model queries used by the API. Each takes its own DuckDB cursor.
+
+Per-run reads find the run row by its primary key, then filter its tasks and attempts on
+`run_seq` (zone maps skip other runs' row groups: schema.py) and page tasks by `task_index`."""
 
 from __future__ import annotations
 
@@ -8,10 +11,12 @@ from typing import Any
 import duckdb
 
 from maze.core.errors import NotFound, ValidationError
-from maze.projections.db import _rows
+from maze.projections.db import rows, run_row
 
-JSON_COLUMNS = {"error", "gpus", "resources", "inputs", "upstream", "outputs", "result"}
+JSON_COLUMNS = {"error", "gpus", "resources", "inputs", "upstream", "outputs", "result", "progress"}
 RUN_STATES = ("created", "running", "succeeded", "failed", "cancelled", "timed_out")
+MAX_TASKS_PAGE = 10_000
+RUN_SCOPE = "run_seq = ? AND run_id = ?"
 
 
 def _decode(row: dict[str, Any]) -> dict[str, Any]:
@@ -33,39 +38,51 @@ def list_runs(
         sql += " WHERE state = ?"
         params.append(state)
     sql += " ORDER BY created_at_ms DESC, run_id LIMIT ? OFFSET ?"
-    return [_decode(r) for r in _rows(cur, sql, [*params, limit, offset])]
+    return [_decode(r) for r in rows(cur, sql, [*params, limit, offset])]
+
+
+def find_run(cur: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any] | None:
+    """The run's snapshot (state, timing, counters, progress per task state), or None."""
+    row = run_row(cur, run_id)
+    return _decode(row) if row is not None else None
 
 
 def get_run(cur: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
-    rows = _rows(cur, "SELECT * FROM runs WHERE run_id = ?", [run_id])
-    if not rows:
+    run = find_run(cur, run_id)
+    if run is None:
         raise NotFound(f"run {run_id!r} not found", run_id=run_id)
-    run = _decode(rows[0])
-    counts = _rows(cur, "SELECT state, count(*) AS n FROM tasks WHERE run_id = ? GROUP BY state", [run_id])
-    run["progress"] = {r["state"]: r["n"] for r in counts}
     return run
 
 
-def get_tasks(cur: duckdb.DuckDBPyConnection, run_id: str) -> list[dict[str, Any]]:
-    get_run(cur, run_id)
-    rows = _rows(
-        cur, "SELECT * FROM tasks WHERE run_id = ? ORDER BY queued_at_ms NULLS LAST, task_id", [run_id]
+def get_tasks(
+    cur: duckdb.DuckDBPyConnection, run_id: str, limit: int = 1000, offset: int = 0
+) -> tuple[list[dict[str, Any]], int]:
+    """One page of a run's tasks in submission order (`task_index` from `offset`), and how many
+    tasks the run has recorded."""
+    if not 1 <= limit <= MAX_TASKS_PAGE:
+        raise ValidationError(f"limit must be between 1 and {MAX_TASKS_PAGE}")
+    if offset < 0:
+        raise ValidationError("offset must not be negative")
+    run = get_run(cur, run_id)
+    page = rows(
+        cur,
+        f"SELECT * FROM tasks WHERE {RUN_SCOPE} AND task_index >= ? ORDER BY task_index LIMIT ?",
+        [run["run_seq"], run_id, offset, limit],
     )
-    return [_decode(r) for r in rows]
+    return [_decode(r) for r in page], sum(run["progress"].values())
 
 
 def get_task(cur: duckdb.DuckDBPyConnection, run_id: str, task_id: str) -> dict[str, Any]:
-    get_run(cur, run_id)
-    rows = _rows(cur, "SELECT * FROM tasks WHERE run_id = ? AND task_id = ?", [run_id, task_id])
-    if not rows:
+    run = get_run(cur, run_id)
+    scope = [run["run_seq"], run_id, task_id]
+    found = rows(cur, f"SELECT * FROM tasks WHERE {RUN_SCOPE} AND task_id = ?", scope)
+    if not found:
         raise NotFound(f"task {task_id!r} not found in run {run_id!r}", run_id=run_id, task_id=task_id)
-    task = _decode(rows[0])
-    attempts = _rows(
-        cur, "SELECT * FROM attempts WHERE run_id = ? AND task_id = ? ORDER BY attempt", [run_id, task_id]
-    )
+    task = _decode(found[0])
+    attempts = rows(cur, f"SELECT * FROM attempts WHERE {RUN_SCOPE} AND task_id = ? ORDER BY attempt", scope)
     task["attempts"] = [_decode(a) for a in attempts]
     return task
 
 
 def list_nodes(cur: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
-    return [_decode(r) for r in _rows(cur, "SELECT * FROM nodes ORDER BY node_id", [])]
+    return [_decode(r) for r in rows(cur, "SELECT * FROM nodes ORDER BY node_id", [])]

@@ -1,6 +1,19 @@
-"""Read-model tables. JSON-valued columns are VARCHAR holding JSON text."""
+"""Read-model tables. JSON-valued columns are VARCHAR holding JSON text.
+
+Layout (measured, bench/projector.py and README "Projections"): DuckDB does not use a composite
+primary key for `WHERE run_id = ?`, and an extra index on `run_id` only serves small runs (a 100,000-
+task run is above DuckDB's index-scan threshold and is scanned). So every task and attempt row
+carries `run_seq`, the stream sequence of its run's `run.created`: a run's task rows are inserted
+together and updated in place, so they sit in one or two row groups, and DuckDB's min/max zone maps
+on `run_seq` skip every other row group. Per-run reads filter on `run_seq` (and `run_id`); run-level
+counters live in the run row, so `GET /runs/{id}` reads one row.
+"""
 
 from __future__ import annotations
+
+# Bump when a table changes: read models are derived data, so an older file is dropped and rebuilt
+# from the event log at start instead of migrated.
+SCHEMA_VERSION = 2
 
 TABLES: dict[str, dict[str, str]] = {
     "runs": {
@@ -16,6 +29,8 @@ TABLES: dict[str, dict[str, str]] = {
         "tasks_failed": "BIGINT",
         "error": "VARCHAR",
         "failed_task_id": "VARCHAR",
+        "run_seq": "BIGINT",
+        "progress": "VARCHAR",  # {task state: number of tasks in it}, kept by the fold
     },
     "tasks": {
         "run_id": "VARCHAR",
@@ -38,6 +53,8 @@ TABLES: dict[str, dict[str, str]] = {
         "queued_at_ms": "BIGINT",
         "started_at_ms": "BIGINT",
         "finished_at_ms": "BIGINT",
+        "run_seq": "BIGINT",
+        "task_index": "BIGINT",  # submission order, 0 .. task_count - 1
     },
     "attempts": {
         "run_id": "VARCHAR",
@@ -54,6 +71,7 @@ TABLES: dict[str, dict[str, str]] = {
         "started_at_ms": "BIGINT",
         "finished_at_ms": "BIGINT",
         "duration_ms": "DOUBLE",
+        "run_seq": "BIGINT",
     },
     "nodes": {
         "node_id": "VARCHAR",
@@ -77,10 +95,11 @@ KEYS: dict[str, tuple[str, ...]] = {
 }
 
 POSITION_DDL = "CREATE TABLE IF NOT EXISTS projection_position (stream VARCHAR PRIMARY KEY, seq BIGINT)"
+VERSION_DDL = "CREATE TABLE IF NOT EXISTS schema_version (version BIGINT)"
 
 
 def ddl() -> list[str]:
-    out = [POSITION_DDL]
+    out = [POSITION_DDL, VERSION_DDL]
     for name, cols in TABLES.items():
         body = ", ".join(f"{col} {typ}" for col, typ in cols.items())
         out.append(f"CREATE TABLE IF NOT EXISTS {name} ({body}, PRIMARY KEY ({', '.join(KEYS[name])}))")

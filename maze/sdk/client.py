@@ -11,6 +11,8 @@ from maze.sdk.http import Http
 from maze.sdk.stream import follow_events
 from maze.sdk.workflow import MaWorkflow
 
+TASKS_PAGE = 10_000
+
 
 class MaClient:
     """Connects to a Maze head (`maze start --head`) at `server_url`."""
@@ -44,10 +46,18 @@ class MaClient:
         result: dict[str, Any] = self.http.get(f"/runs/{run_id}")
         return result
 
-    def get_run_tasks(self, run_id: str) -> list[dict[str, Any]]:
-        """Every task of a run with state, placement, result or structured error."""
-        result: list[dict[str, Any]] = self.http.get(f"/runs/{run_id}/tasks")
-        return result
+    def get_run_tasks(self, run_id: str, limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
+        """The run's tasks in submission order, with state, placement, result or structured error:
+        all of them (fetched a page at a time), or `limit` from task index `offset`."""
+        tasks: list[dict[str, Any]] = []
+        while True:
+            page_size = min(limit - len(tasks), TASKS_PAGE) if limit is not None else TASKS_PAGE
+            resp = self.http.get_response(f"/runs/{run_id}/tasks", limit=page_size, offset=offset)
+            page: list[dict[str, Any]] = resp.json()
+            tasks += page
+            if not page or "link" not in resp.headers or (limit is not None and len(tasks) >= limit):
+                return tasks
+            offset = page[-1]["task_index"] + 1
 
     def get_run_task(self, run_id: str, task_id: str) -> dict[str, Any]:
         """One task with all of its attempts."""
@@ -64,6 +74,7 @@ class MaClient:
         `load_value` for the value itself."""
         result: dict[str, Any] = self.http.get(f"/runs/{run_id}/events", after=after or 0)
         events: list[dict[str, Any]] = result["events"]
+        self.http.note_seen(int(result["last_seq"]))
         return events
 
     def load_value(self, descriptor: dict[str, Any]) -> Any:

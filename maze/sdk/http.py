@@ -24,10 +24,28 @@ def raise_for_error(resp: httpx.Response) -> None:
     raise exc
 
 
+class _Session:
+    """What this process knows of one head's runs stream: the highest sequence it wrote (a
+    submit's `seq`) or saw (an event it read). Reads pass it as `min_seq`, so they reflect what
+    the process already knows about, without waiting for anyone else's writes (read-your-writes
+    and monotonic reads, shared by every client of that head in the process)."""
+
+    def __init__(self) -> None:
+        self.seen_seq = 0
+
+
+_sessions: dict[str, _Session] = {}
+
+
+def _session(server_url: str) -> _Session:
+    return _sessions.setdefault(server_url, _Session())
+
+
 class Http:
     def __init__(self, server_url: str, timeout: float = 30.0) -> None:
         self.server_url = server_url.rstrip("/")
         self.client = httpx.Client(base_url=self.server_url, timeout=timeout)
+        self.session = _session(self.server_url)
         # close the pooled connections when the SDK object goes away, even if nobody calls close()
         self._finalizer = weakref.finalize(self, self.client.close)
 
@@ -35,19 +53,30 @@ class Http:
         self._finalizer()
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self.send(method, path, **kwargs).json()
+
+    def send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             resp = self.client.request(method, path, **kwargs)
         except httpx.TransportError as exc:
             raise Unavailable(f"cannot reach the Maze server at {self.server_url}: {exc}") from exc
         raise_for_error(resp)
-        return resp.json()
+        return resp
+
+    def note_seen(self, seq: int) -> None:
+        self.session.seen_seq = max(self.session.seen_seq, seq)
 
     def get(self, path: str, retries: int = 5, **params: Any) -> Any:
         """GETs are safe to repeat: a head that is unreachable or catching up (503) is asked again."""
+        return self.get_response(path, retries, **params).json()
+
+    def get_response(self, path: str, retries: int = 5, **params: Any) -> httpx.Response:
         query = {k: v for k, v in params.items() if v is not None}
+        if self.session.seen_seq:
+            query.setdefault("min_seq", self.session.seen_seq)
         for attempt in range(retries + 1):
             try:
-                return self.request("GET", path, params=query)
+                return self.send("GET", path, params=query)
             except Unavailable:
                 if attempt == retries:
                     raise

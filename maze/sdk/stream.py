@@ -34,6 +34,8 @@ def follow_events(http: Http, run_id: str) -> Iterator[dict[str, Any]]:
                     if sse.event == "end":
                         return
                     last_id = sse.id or last_id
+                    if sse.id:
+                        http.note_seen(int(sse.id))
                     yield from msgspec.json.decode(sse.data)
                 return
         except (httpx.TransportError, Unavailable) as exc:  # dropped connection, or a 503 from the head

@@ -291,6 +291,7 @@ class MaWorkflow:
                 result: dict[str, Any] = self._http().post(
                     "/runs", content=data, headers={"content-type": "application/msgpack"}
                 )
+                self._http().note_seen(int(result["seq"]))
                 return result
             except Unavailable:
                 if attempt == 3:
