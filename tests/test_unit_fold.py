@@ -117,7 +117,7 @@ def test_row_structs_match_the_tables() -> None:
         assert row_type.__struct_fields__ == tuple(TABLES[table]), table
 
 
-def _spec(task_id: str, after: list[str] | None = None) -> TaskSpec:
+def _spec(task_id: str, after: tuple[str, ...] = ()) -> TaskSpec:
     return TaskSpec(
         task_id=task_id,
         name=task_id,
@@ -126,7 +126,7 @@ def _spec(task_id: str, after: list[str] | None = None) -> TaskSpec:
         call_style="kwargs",
         inputs={},
         outputs=None,
-        after=after or [],
+        after=after,
     )
 
 
@@ -212,3 +212,37 @@ def test_read_models_of_another_schema_are_dropped_to_be_rebuilt(tmp_path) -> No
     conn.execute("INSERT INTO projection_position VALUES ('MAZE_RUNS', 7)")
     conn.close()
     assert db.positions(db.open_db(path)) == {"MAZE_RUNS": 7}, "the current schema is kept"
+
+
+def test_run_rows_in_memory_equal_the_committed_rows(tmp_path) -> None:
+    """GET /runs/{id} answers from the projector's in-memory copy of a run's row: after every
+    committed batch it equals what DuckDB holds, and it goes when the cache lets the run go."""
+    from maze.projections import db, queries
+    from maze.projections.projector import Folder
+
+    conn = db.open_db(tmp_path / "rm.duckdb")
+    folder = Folder(conn, finished_rows=0)
+    events = _history()
+    for seq, event in enumerate(events, start=1):
+        folder.commit(*folder.fold([("MAZE_RUNS", seq, [event])]))
+        if event is events[-1]:
+            break  # the run has finished: with no room for finished runs, its row left memory
+        assert queries.run_from_row(folder.run_rows["r"]) == queries.get_run(conn.cursor(), "r"), seq
+    assert "r" not in folder.run_rows and "r" not in folder.cache
+    assert queries.get_run(conn.cursor(), "r")["state"] == "succeeded"
+
+
+def test_decoded_specs_leave_nothing_for_the_cyclic_gc() -> None:
+    """A 100,000-task run's specs must not keep a container per task tracked: each full collection
+    would walk them all, stalling the head's event loop for ~100 ms (tuples of strings are
+    untracked by the collector; lists never are)."""
+    import gc
+
+    spec = _spec("a", after=("b",))
+    spec = msgspec.structs.replace(spec, outputs=("y",))
+    (decoded,) = decode_events(
+        encode_events([RunCreated(run_id="r", workflow_id="w", at_ms=1, tasks=[spec])])
+    )[0].tasks
+    gc.collect()
+    tracked = [f for f in ("after", "outputs") if gc.is_tracked(getattr(decoded, f))]
+    assert not tracked and not gc.is_tracked(decoded.retry.retry_on) and not gc.is_tracked(decoded)

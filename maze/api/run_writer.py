@@ -52,46 +52,56 @@ async def store_blobs(blobs: BlobStore, to_store: dict[str, bytes], must_exist: 
     await asyncio.gather(*(put(sha, content) for sha, content in to_store.items()))
 
 
-async def fit_specs(specs: list[TaskSpec], budget: int, blobs: BlobStore) -> list[TaskSpec]:
+def spec_sizes(specs: list[TaskSpec]) -> list[int]:
+    """Each spec's encoded size (CPU work: done off the event loop for a wide run)."""
+    return [len(_encoder.encode(s)) for s in specs]
+
+
+def spec_limit(budget: int) -> int:
+    return budget - ENVELOPE_BYTES - SPEC_MARGIN
+
+
+async def fit_specs(specs: list[TaskSpec], sizes: list[int], budget: int, blobs: BlobStore) -> None:
     """Each spec within one message: a task whose inline inputs together are too large for one
-    event gets its largest ones moved to the blob store."""
-    out = []
-    limit = budget - ENVELOPE_BYTES - SPEC_MARGIN
-    for spec in specs:
-        size = len(_encoder.encode(spec))
-        if size <= limit:
-            out.append(spec)
+    event gets its largest ones moved to the blob store (`specs` and `sizes` are updated)."""
+    limit = spec_limit(budget)
+    for i, spec in enumerate(specs):
+        if sizes[i] <= limit:
             continue
-        sizes = {k: len(v.data) for k, v in spec.inputs.items() if isinstance(v, InputValue)}
+        inline = {k: len(v.data) for k, v in spec.inputs.items() if isinstance(v, InputValue)}
         inputs = dict(spec.inputs)
-        for key in values.keys_to_spill(sizes, size - limit):
+        for key in values.keys_to_spill(inline, sizes[i] - limit):
             given = inputs[key]
             assert isinstance(given, InputValue)
             codec, content, kind = values.content_of(given.data)
             ref = values.blob_ref_for(codec, content, kind)
             await blobs.put(content, ref.sha256)
             inputs[key] = InputValue(data=values.wire_blob(ref))
-        fitted = msgspec.structs.replace(spec, inputs=inputs)
-        size = len(_encoder.encode(fitted))
-        if size > limit:
+        specs[i] = msgspec.structs.replace(spec, inputs=inputs)
+        sizes[i] = len(_encoder.encode(specs[i]))
+        if sizes[i] > limit:
             raise PayloadTooLarge(
-                f"task {spec.task_id!r} is {size} bytes encoded even with its values in the blob "
+                f"task {spec.task_id!r} is {sizes[i]} bytes encoded even with its values in the blob "
                 f"store (too many inputs or edges), above the event limit of {limit} bytes",
                 task_id=spec.task_id,
-                size=size,
+                size=sizes[i],
                 limit=limit,
             )
-        out.append(fitted)
-    return out
 
 
 RunEvents = list[RunCreated | TasksAdded]
 
 
-def chunk_events(run_id: str, workflow_id: str, specs: list[TaskSpec], at_ms: int, budget: int) -> RunEvents:
+def chunk_events(
+    run_id: str,
+    workflow_id: str,
+    specs: list[TaskSpec],
+    at_ms: int,
+    budget: int,
+    sizes: list[int] | None = None,
+) -> RunEvents:
     """run.created with the first chunk of tasks, then tasks.added chunks, each within `budget`."""
-    sizes = [len(_encoder.encode(s)) for s in specs]
-    parts = pack_by_bytes(sizes, budget - ENVELOPE_BYTES)
+    parts = pack_by_bytes(spec_sizes(specs) if sizes is None else sizes, budget - ENVELOPE_BYTES)
     first = RunCreated(
         run_id=run_id,
         workflow_id=workflow_id,
@@ -107,6 +117,11 @@ def chunk_events(run_id: str, workflow_id: str, specs: list[TaskSpec], at_ms: in
     return [first, *rest]
 
 
+def encode_chunks(events: RunEvents) -> list[bytes]:
+    """Each event as its own message."""
+    return [_encoder.encode([e]) for e in events]
+
+
 def _headers(event: Event, body_hash: str, first: bool) -> dict[str, str]:
     hdrs = {
         headers.MSG_ID: f"{event_key(event)}/{body_hash}",
@@ -118,12 +133,15 @@ def _headers(event: Event, body_hash: str, first: bool) -> dict[str, str]:
     return hdrs
 
 
-async def record_run(js: JetStreamContext, events: RunEvents, body_hash: str) -> tuple[int, bool]:
-    """Write the run's events; returns (stream sequence of its last chunk, duplicate)."""
+async def record_run(
+    js: JetStreamContext, events: RunEvents, body_hash: str, encoded: list[bytes] | None = None
+) -> tuple[int, bool]:
+    """Write the run's events (`encoded`: their messages, if already made); returns (stream
+    sequence of its last chunk, duplicate)."""
     first = events[0]
     assert isinstance(first, RunCreated)
     subject = subjects.run_subject(first.run_id)
-    encoded = [_encoder.encode([e]) for e in events]
+    encoded = encode_chunks(events) if encoded is None else encoded
     try:
         ack = await publish_durably(js, subject, encoded[0], _headers(first, body_hash, first=True))
     except APIError as exc:

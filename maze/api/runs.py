@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 from litestar import Request, Response, get, post
@@ -13,7 +13,14 @@ from litestar.params import Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from maze.api.event_reader import last_run_seq, run_events
-from maze.api.run_writer import chunk_events, fit_specs, record_run, store_blobs
+from maze.api.run_writer import (
+    chunk_events,
+    encode_chunks,
+    fit_specs,
+    record_run,
+    spec_sizes,
+    store_blobs,
+)
 from maze.api.state import HeadState, MinSeq
 from maze.api.submit import ID_RE, accept_submission, check_placeable, decode_submission
 from maze.core.clock import new_id, now_ms
@@ -22,7 +29,8 @@ from maze.projections import queries
 
 MAX_EVENTS_PAGE = 10_000
 MAX_SUBMISSION_BYTES = 512 * 1024 * 1024  # a 100,000-task run is ~40 MB; big values go as blobs
-BIG_SUBMISSION = 2_000
+BIG_BODY_BYTES = 1024 * 1024
+T = TypeVar("T")
 
 
 async def require_run(head: HeadState, run_id: str) -> int:
@@ -39,7 +47,14 @@ async def submit_run(request: Request[Any, Any, Any], head: HeadState) -> dict[s
     """Submit a static workflow run (msgpack or JSON body). Returns the run id and the stream
     sequence of its last event (`seq`: pass it as `min_seq` to read your own write)."""
     body = await request.body()
-    submission = decode_submission(body, request.headers.get("content-type", ""))
+    # decoding, validating and encoding a wide run is seconds of CPU: off the event loop, which
+    # the controller, the local worker and every other request share
+    big = len(body) > BIG_BODY_BYTES
+
+    async def work(fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.to_thread(fn, *args) if big else fn(*args)
+
+    submission = await work(decode_submission, body, request.headers.get("content-type", ""))
     run_id = submission.run_id or new_id("run")
     if not (run_id.startswith("run_") and ID_RE.match(run_id)):
         # it becomes a NATS subject token: no '.', '*', '>' or spaces
@@ -48,17 +63,16 @@ async def submit_run(request: Request[Any, Any, Any], head: HeadState) -> dict[s
         raise ValidationError("workflow_id is 128 characters at most")
     if not await head.controller_ready():
         raise Unavailable("the run controller is still replaying history; try again shortly")
-    limits = head.settings.limits
-    if len(submission.tasks) > BIG_SUBMISSION:  # validation is CPU work: let the loop breathe
-        accepted = await asyncio.to_thread(accept_submission, submission, limits)
-    else:
-        accepted = accept_submission(submission, limits)
+    accepted = await work(accept_submission, submission, head.settings.limits)
     check_placeable(accepted.specs, head.controller.placer.never_fits)
     await store_blobs(head.blobs, accepted.to_store, accepted.must_exist)
-    specs = await fit_specs(accepted.specs, head.budget, head.blobs)
+    specs = accepted.specs
+    sizes = await work(spec_sizes, specs)
+    await fit_specs(specs, sizes, head.budget, head.blobs)
     workflow_id = submission.workflow_id or run_id
-    events = chunk_events(run_id, workflow_id, specs, now_ms(), head.budget)
-    seq, duplicate = await record_run(head.js, events, hashlib.sha256(body).hexdigest()[:32])
+    events = await work(chunk_events, run_id, workflow_id, specs, now_ms(), head.budget, sizes)
+    encoded = await work(encode_chunks, events)
+    seq, duplicate = await record_run(head.js, events, hashlib.sha256(body).hexdigest()[:32], encoded)
     return {
         "duplicate": duplicate,
         "run_id": run_id,
@@ -86,6 +100,9 @@ async def list_runs(
 async def get_run(run_id: str, head: HeadState, min_seq: MinSeq = None) -> dict[str, Any]:
     """A run's snapshot: state, timing, counters and `progress` (tasks per state)."""
     await head.read_barrier(min_seq)
+    row = head.projector.run_row(run_id)
+    if row is not None:  # an active or recent run: from memory, no DuckDB read
+        return queries.run_from_row(row)
     return await head.query_run(queries.get_run, run_id)
 
 

@@ -256,16 +256,16 @@ def accept_submission(req: SubmitRun, limits: ValueLimits) -> Accepted:
                 func_hash=sub.func_hash,
                 call_style=sub.call_style,
                 inputs=inputs,
-                outputs=sub.outputs,
+                outputs=tuple(sub.outputs) if sub.outputs is not None else None,
                 resources=resources,
                 timeout_seconds=sub.timeout_seconds,
                 retry=RetryPolicy(
                     max_retries=sub.max_retries,
                     backoff_seconds=sub.retry_backoff_seconds,
-                    retry_on=list(sub.retry_on),
+                    retry_on=tuple(sub.retry_on),
                 ),
                 task_type=sub.task_type,
-                after=sorted(set(sub.after)),
+                after=tuple(sorted(set(sub.after))),
             )
         )
     cycle = find_cycle({s.task_id: s.upstream() for s in specs})

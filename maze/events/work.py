@@ -18,7 +18,7 @@ class WorkItem(Struct, frozen=True):
     func_hash: str  # the code, in the blob store under this sha256
     call_style: str
     inputs: bytes  # {name: wire value} (maze.events.values), blob references included
-    outputs: list[str] | None
+    outputs: tuple[str, ...] | None
     resources: Resources
     gpus: list[int] = []
     timeout_seconds: float | None = None

@@ -13,6 +13,7 @@ from the stream (they are idempotent to fold twice).
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import structlog
@@ -45,6 +46,7 @@ from maze.head.scheduler import Decision, Scheduler
 log = structlog.get_logger(__name__)
 
 _TICK = object()
+YIELD_AFTER_S = 0.01
 WorkMessage = tuple[str, bytes, str]  # node id, WorkBatch payload, message id
 
 
@@ -135,9 +137,15 @@ class RunController:
                 batch = [item]
                 while not queue.empty() and len(batch) < 10_000:
                     batch.append(queue.get_nowait())
+                began = time.monotonic()
                 for entry in batch:
                     if entry is not _TICK:
                         self._apply_msg(entry)
+                    if time.monotonic() - began > YIELD_AFTER_S:
+                        # a burst (a wide run's chunks, a replay) must not hold the event loop
+                        # that the API and the local worker share
+                        await asyncio.sleep(0)
+                        began = time.monotonic()
                 if not self.live:
                     self._check_caught_up(targets)
                 if self.live:

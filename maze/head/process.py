@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import socket
 from collections.abc import Iterator
@@ -103,6 +104,9 @@ class Head:
                 ):
                     await asyncio.sleep(0.01)
             state = HeadState(nc.jetstream(), nc, controller, projector, settings, urls)
+            # what start-up made (modules, the app, replayed state) stays; leave it out of the
+            # cyclic GC's full collections, whose cost stalls the event loop everyone shares
+            gc.freeze()
             config = uvicorn.Config(
                 create_app(state),
                 host=settings.host,

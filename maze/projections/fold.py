@@ -142,7 +142,9 @@ def add_tasks(model: RunModel, specs: list[TaskSpec], offset: int) -> None:
             gpus=_EMPTY_LIST,
             resources=dumps_shared(spec.resources, spec.resources) or "{}",
             inputs=dumps(inputs) or "{}",
-            upstream=(dumps(sorted(spec.upstream())) or _EMPTY_LIST) if spec.after or spec.inputs else _EMPTY_LIST,
+            upstream=(dumps(sorted(spec.upstream())) or _EMPTY_LIST)
+            if spec.after or spec.inputs
+            else _EMPTY_LIST,
             outputs=dumps_shared(spec.outputs, ("outputs", *(spec.outputs or ())))
             if spec.outputs is not None
             else None,

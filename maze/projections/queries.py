@@ -9,9 +9,11 @@ import json
 from typing import Any
 
 import duckdb
+import msgspec
 
 from maze.core.errors import NotFound, ValidationError
 from maze.projections.db import rows, run_row
+from maze.projections.rows import RunRow
 
 JSON_COLUMNS = {"error", "gpus", "resources", "inputs", "upstream", "outputs", "result", "progress"}
 RUN_STATES = ("created", "running", "succeeded", "failed", "cancelled", "timed_out")
@@ -45,6 +47,11 @@ def find_run(cur: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any] | No
     """The run's snapshot (state, timing, counters, progress per task state), or None."""
     row = run_row(cur, run_id)
     return _decode(row) if row is not None else None
+
+
+def run_from_row(row: RunRow) -> dict[str, Any]:
+    """The same answer as `find_run`, from a row held in memory."""
+    return _decode(msgspec.structs.asdict(row))
 
 
 def get_run(cur: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
