@@ -24,13 +24,13 @@ from maze.events.runs import RunCreated, RunFinished
 from maze.events.specs import InputRef, InputValue, NodeCapacity, Resources, TaskError, TaskSpec
 from maze.events.store import EventStore, ensure_streams, payload_budget
 from maze.events.tasks import AttemptSucceeded
+from maze.events.values import ext_code
 from maze.events.work import WorkBatch, WorkItem
 from maze.head.controller import RunController
 from maze.head.dispatch import (
     CodeUploader,
     batch_payload,
     encode_item,
-    ext_code,
     fit_item,
     item_limit,
     pack_batches,

@@ -102,3 +102,22 @@ async def test_a_run_that_ended_incomplete_cannot_be_resumed(nats_server: NatsSe
             await record_run(js, events, "b")
     finally:
         await nc.close()
+
+
+async def test_a_task_of_only_blob_references_too_large_for_one_event_is_a_413() -> None:
+    """Inputs that are blob references already cannot be spilled again: a task with too many of
+    them is refused with payload_too_large naming it (it once crashed the handler with a 500)."""
+    import pytest
+
+    from maze.api.run_writer import fit_specs, spec_sizes
+    from maze.core.errors import PayloadTooLarge
+    from maze.events import values
+
+    ref = values.wire_blob(values.BlobRef(sha256="b" * 64, size=10, codec="msgpack", type_name="bytes"))
+    spec = msgspec.structs.replace(
+        _specs(1)[0], inputs={f"in{i}": InputValue(data=ref) for i in range(15_000)}
+    )
+    specs = [spec]
+    with pytest.raises(PayloadTooLarge) as caught:
+        await fit_specs(specs, spec_sizes(specs), 1024 * 1024 - 16 * 1024, None)  # type: ignore[arg-type]
+    assert caught.value.details["task_id"] == spec.task_id and "t000000" in caught.value.message

@@ -292,3 +292,20 @@ def test_an_unsendable_attempt_fails_for_good() -> None:
     assert failed.attempt == a.attempt and core.placer.reservations == {}
     [ended] = finished(core.decide(2))
     assert ended.error is not None and ended.error.error_type == "payload_too_large", "never retried"
+
+
+def test_an_upstream_with_100000_output_keys_gives_a_short_invalid_input_error() -> None:
+    """The error names a few of the keys, not all: listing them all made the controller's own
+    event too large to store, and every pass after it failed the same way."""
+    from maze.events.fit import make_fit
+
+    core = core_with(spec("a"), spec("b", reads=("a",)))
+    [a] = items(core.decide(1))
+    succeed(core, a, {f"k{i:06d}": ONE for i in range(100_000)})
+    [failed] = [e for e in core.decide(2).events if isinstance(e, AttemptFailed)]
+    assert "'k000000'" in failed.error.message and "(99980 more)" in failed.error.message
+    assert len(failed.error.message) < 1000
+    [ended] = finished(core.decide(3))
+    huge = msgspec.structs.replace(ended, error=TaskError(error_type="x", message="m" * 2_000_000))
+    [fitted] = make_fit([huge], budget=64 * 1024)
+    assert isinstance(fitted, RunFinished) and len(fitted.error.message) < 5000  # type: ignore[union-attr]

@@ -15,10 +15,13 @@ import httpx
 import msgspec
 import nats
 import pytest
+from nats.aio.msg import Msg
 
 from maze import MaClient, task
-from maze.core.errors import ArtifactError, PayloadTooLarge
+from maze.core.errors import ArtifactError, BlobMissing, PayloadTooLarge
 from maze.events import subjects
+from maze.events.codec import decode_work
+from maze.events.work import WorkBatch
 from tests.helpers import HeadProcess, NatsServer
 
 MB = 1024 * 1024
@@ -70,6 +73,11 @@ def must_never_run(data=None):
     raise AssertionError("a task was given a corrupt blob")
 
 
+@task
+def byte_count(data=None):
+    return {"n": len(data)}
+
+
 def _states(client: MaClient, run_id: str) -> dict[str, str]:
     return {t["task_id"]: t["state"] for t in client.get_run_tasks(run_id)}
 
@@ -85,8 +93,9 @@ def test_a_closure_over_3_mb_runs_200_times_with_its_code_stored_once(
 
     wf = client.create_workflow()
     tasks = [wf.add_task(closure, inputs={"i": i}) for i in range(200)]
-    run_id = wf.run()
-    summary = wf.show_results(run_id)
+    with WorkTap(nats_server.url) as work:
+        run_id = wf.run()
+        summary = wf.show_results(run_id)
     assert summary["state"] == "succeeded", summary
     assert [summary["task_results"][t.task_id]["n"] for t in tasks] == [3 * MB + i for i in range(200)]
     created = client.get_run_events(run_id)[0]
@@ -95,7 +104,44 @@ def test_a_closure_over_3_mb_runs_200_times_with_its_code_stored_once(
     head_resp = httpx.head(f"{head.url}/artifacts/sha256/{func_hash}")
     assert head_resp.status_code == 200 and int(head_resp.headers["content-length"]) > 3 * MB
     sizes = asyncio.run(_largest_messages(nats_server.url))
-    assert max(sizes.values()) < 1024 * 1024, sizes  # nothing near max_payload, code included
+    assert sizes[subjects.RUNS_STREAM] < 256 * 1024, sizes  # the run's events: code by hash only
+    items = [item for _, batch in work.batches for item in batch.items if item.run_id == run_id]
+    assert len(items) == 200 and {i.func_hash for i in items} == {func_hash}
+    assert all(i.func == b"" for i in items), "work items carry the code's hash, never the code"
+    assert max(size for size, _ in work.batches) < 256 * 1024
+
+
+class WorkTap:
+    """Sees every work message as it is published (a plain NATS subscription beside the stream)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.batches: list[tuple[int, WorkBatch]] = []
+        self.ready = threading.Event()
+        self.stop = threading.Event()
+
+    def __enter__(self) -> WorkTap:
+        self.thread = threading.Thread(target=lambda: asyncio.run(self._listen()), daemon=True)
+        self.thread.start()
+        assert self.ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(10)
+
+    async def _listen(self) -> None:
+        nc = await nats.connect(self.url)
+
+        async def seen(msg: Msg) -> None:
+            self.batches.append((len(msg.data), decode_work(msg.data)))
+
+        await nc.subscribe("maze.work.>", cb=seen)
+        await nc.flush()
+        self.ready.set()
+        while not self.stop.is_set():
+            await asyncio.sleep(0.05)
+        await nc.close()
 
 
 async def _largest_messages(url: str) -> dict[str, int]:
@@ -241,8 +287,14 @@ def test_a_corrupt_blob_is_detected_by_its_hash_and_never_used(
     error = client.get_run_task(run_id, victim.task_id)["error"]
     assert error["error_type"] == "artifact_error", error  # user_code would mean the task ran
     assert "corrupt" in error["message"] and sha in error["message"]
-    with pytest.raises(ArtifactError, match="corrupt"):
+    # found corrupt, it was removed: a client that stores the value again repairs it
+    with pytest.raises(BlobMissing):
         client.fetch_blob(sha)
+    again = MaClient(head.url).create_workflow()
+    size = again.add_task(byte_count, inputs={"data": value})
+    assert again.show_results(again.run())["state"] == "succeeded"
+    assert again.get_task_result(again.list_cached_runs()[0], size.task_id)["n"] == len(value)
+    assert client.fetch_blob(sha) == msgspec.msgpack.encode(value)
 
 
 async def _plant(url: str, name: str, content: bytes) -> None:
@@ -295,3 +347,32 @@ def test_a_value_above_the_blob_cap_fails_with_payload_too_large(small_cap_head:
     summary = wf.show_results(wf.run())
     assert summary["state"] == "succeeded", summary
     assert summary["task_results"][down.task_id]["size"] == MB
+
+
+def test_the_sdk_checks_a_fetched_blob_against_its_hash() -> None:
+    """The SDK's own check, against an HTTP server that answers with the wrong bytes (the head
+    refuses a corrupt blob itself, so this check is what catches corruption on the way)."""
+    import http.server
+
+    good = b"the bytes the name promises"
+    sha = hashlib.sha256(good).hexdigest()
+
+    class WrongBytes(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"other bytes"
+            self.send_response(200)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), WrongBytes)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = MaClient(f"http://127.0.0.1:{server.server_address[1]}")
+        with pytest.raises(ArtifactError, match="arrived corrupt"):
+            client.fetch_blob(sha)
+    finally:
+        server.shutdown()

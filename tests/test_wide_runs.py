@@ -88,3 +88,34 @@ def test_a_read_sees_the_callers_own_write_and_never_misses_an_accepted_run(
     assert httpx.get(f"{head.url}/runs/run_never_submitted").status_code == 404
     bad = httpx.get(f"{head.url}/runs/{run_id}", params={"min_seq": -1})
     assert bad.status_code == 400
+
+
+async def test_a_read_waits_only_for_the_position_its_caller_names(nats_server, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The read barrier against a real (not started, so never advancing) projector: without
+    `min_seq` a read never waits; with one past what is projected it waits, bounded, then 503s."""
+    import nats
+    import pytest
+
+    from maze.api import state as api_state
+    from maze.api.state import HeadState
+    from maze.core.errors import Unavailable
+    from maze.core.settings import Settings
+    from maze.events.store import EventStore, ensure_streams
+    from maze.head.controller import RunController
+    from maze.projections.projector import Projector
+
+    monkeypatch.setattr(api_state, "READ_BARRIER_S", 0.3)
+    nc = await nats.connect(nats_server.url)
+    try:
+        await ensure_streams(nc.jetstream())
+        projector = Projector(nc, tmp_path / "rm.duckdb")
+        controller = RunController(nc, EventStore(nc), Settings())
+        head = HeadState(nc.jetstream(), nc, controller, projector, Settings(), [nats_server.url])
+        # the projector never moves: a barrier that waited would end in Unavailable
+        await head.read_barrier(None)
+        await head.read_barrier(0)
+        with pytest.raises(Unavailable, match="catching up"):
+            await head.read_barrier(10**9)
+        await projector.stop()
+    finally:
+        await nc.close()

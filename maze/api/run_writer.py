@@ -68,7 +68,11 @@ async def fit_specs(specs: list[TaskSpec], sizes: list[int], budget: int, blobs:
     for i, spec in enumerate(specs):
         if sizes[i] <= limit:
             continue
-        inline = {k: len(v.data) for k, v in spec.inputs.items() if isinstance(v, InputValue)}
+        inline = {
+            k: len(v.data)
+            for k, v in spec.inputs.items()
+            if isinstance(v, InputValue) and values.ext_code(v.data) != values.EXT_BLOB
+        }
         inputs = dict(spec.inputs)
         for key in values.keys_to_spill(inline, sizes[i] - limit):
             given = inputs[key]

@@ -45,6 +45,7 @@ KNOWN_ERROR_TYPES = frozenset(
         "invalid_result",
         "invalid_input",
         "payload_too_large",
+        "event_store_refused",
     }
 )
 

@@ -140,8 +140,10 @@ class BlobStore:
             return None
         return info
 
-    async def size_of(self, sha: str) -> int | None:
-        if sha in self._present:
+    async def size_of(self, sha: str, fresh: bool = False) -> int | None:
+        """The stored size, or None. `fresh`: ask the server, not this process's memory of what
+        it saw stored (another process may have found the blob corrupt and removed it)."""
+        if sha in self._present and not fresh:
             self._present.move_to_end(sha)
             return self._present[sha]
         info = await self.info(sha)
@@ -151,7 +153,7 @@ class BlobStore:
         return int(info.get("size") or 0)
 
     async def missing(self, shas: list[str]) -> list[str]:
-        sizes = await asyncio.gather(*(self.size_of(s) for s in shas))
+        sizes = await asyncio.gather(*(self.size_of(s, fresh=True) for s in shas))
         return [s for s, size in zip(shas, sizes, strict=True) if size is None]
 
     def _remember(self, sha: str, size: int) -> None:
@@ -192,7 +194,7 @@ class BlobStore:
         """Store a streamed upload (HTTP PUT) that must hash to `sha`. Returns (size, created).
         A body whose content does not hash to `sha` is rejected with nothing stored."""
         check_hex(sha)
-        if await self.size_of(sha) is not None:
+        if await self.size_of(sha, fresh=True) is not None:
             size = 0
             async for part in body:  # the client sent it anyway: read it, keep nothing
                 size += len(part)
@@ -295,14 +297,32 @@ class BlobStore:
         got = hasher.hexdigest()
         if got != sha or size != expected_size:
             log.error("blob.corrupt", sha256=sha, actual=got, size=size, expected_size=expected_size)
+            removed = await self._remove_corrupt(sha, info)
             raise ArtifactError(
                 f"blob maze://artifacts/sha256/{sha} is corrupt: its {size} stored bytes hash to "
-                f"{got}; it was not used",
+                f"{got}; it was not used"
+                + ("; it was removed, so storing the value again repairs it" if removed else ""),
                 sha256=sha,
                 actual=got,
             )
         if held is not None:
             yield held
+
+    async def _remove_corrupt(self, sha: str, info: dict[str, Any]) -> bool:
+        """Mark a blob that fails its hash deleted (a tombstone on its meta subject, as the Object
+        Store does), so that it reads as missing and the next upload of the right bytes stores it:
+        without this, a blob corrupted once could never be repaired, every put finding it
+        "present". Best effort: the read fails either way."""
+        self._present.pop(sha, None)
+        tombstone = {**info, "deleted": True, "size": 0, "chunks": 0, "mtime": datetime.now(UTC).isoformat()}
+        try:
+            await publish_durably(
+                self.js, meta_subject(sha), json.dumps(tombstone).encode(), {"Nats-Rollup": "sub"}, within_s=5
+            )
+        except Exception as exc:
+            log.warning("blob.corrupt_not_removed", sha256=sha, error=repr(exc))
+            return False
+        return True
 
     async def _chunks(self, nuid: str, count: int) -> AsyncIterator[bytes]:
         if count == 0:

@@ -44,10 +44,21 @@ HEADROOM_BYTES = 16 * 1024
 _encoder = msgspec.msgpack.Encoder()
 
 
+MIN_MAX_PAYLOAD = 128 * 1024
+
+
 def payload_budget(nc: NATS) -> int:
     """The most bytes of payload one message may carry on this server (its `max_payload`, which is
-    1 MB on a default nats-server, less room for headers)."""
-    return max(64 * 1024, int(nc.max_payload) - HEADROOM_BYTES)
+    1 MB on a default nats-server, less room for headers). A server that allows less than 128 KB
+    per message is refused: a task's spec or error must fit one event."""
+    max_payload = int(nc.max_payload)
+    if max_payload < MIN_MAX_PAYLOAD:
+        raise Unavailable(
+            f"the NATS server allows {max_payload} bytes per message (max_payload); Maze needs at "
+            f"least {MIN_MAX_PAYLOAD} (the default is 1 MB)",
+            max_payload=max_payload,
+        )
+    return max_payload - HEADROOM_BYTES
 
 
 def pack_by_bytes(sizes: Sequence[int], budget: int, overhead: int = 8) -> list[range]:
@@ -150,6 +161,32 @@ def batch_msg_id(events: Sequence[Event]) -> str:
 # Raised while a stream's leader is being (re-)elected or the connection is moving to another
 # server: the same publish, with the same Nats-Msg-Id, is safe to repeat.
 TRANSIENT = (NoStreamResponseError, NoRespondersError, nats.errors.TimeoutError, ServiceUnavailableError)
+# What a publish can raise while the connection is down or moving: wait for it, then repeat.
+_WAITABLE = (
+    *TRANSIENT,
+    Unavailable,
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.OutboundBufferLimitError,
+    nats.errors.StaleConnectionError,
+    asyncio.TimeoutError,
+    ConnectionError,
+)
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for a publish error: nats-py's JetStream API errors print empty by themselves."""
+    description = getattr(exc, "description", None)
+    if description:
+        return f"{type(exc).__name__}: {description} (err_code {getattr(exc, 'err_code', None)})"
+    return repr(exc)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether the same publish may succeed later unchanged (a leader election, a reconnect, a
+    timeout). Everything else (a payload above `max_payload`, a stream refusing the message for its
+    limits or its permissions) is permanent: repeating it can only fail the same way."""
+    return isinstance(exc, _WAITABLE)
 
 
 async def publish_durably(
@@ -200,10 +237,16 @@ class EventStore:
         return int(ack.seq)
 
     async def publish_many(self, messages: Sequence[tuple[str, Sequence[Event]]]) -> list[int]:
-        """Pipelined: all publishes in flight at once, then every ack awaited. Each entry's events
-        go out as one or more messages of at most `budget` bytes, in order."""
-        prepared = [(s, chunk, data) for s, events in messages for chunk, data in self.split(events)]
-        return list(await asyncio.gather(*(self.publish(s, c, d) for s, c, d in prepared)))
+        """Pipelined across entries: every entry's first message in flight at once, then every ack
+        awaited. An entry whose events need several messages (each at most `budget` bytes) sends
+        them one after another, so that a publish retried through a leader election cannot store
+        them out of order. Returns the stream sequence of each message, entry by entry."""
+
+        async def in_order(subject: str, events: Sequence[Event]) -> list[int]:
+            return [await self.publish(subject, chunk, data) for chunk, data in self.split(events)]
+
+        done = await asyncio.gather(*(in_order(s, events) for s, events in messages))
+        return [seq for seqs in done for seq in seqs]
 
     def split(self, events: Sequence[Event]) -> list[tuple[list[Event], bytes]]:
         """Consecutive groups of events, each with its encoded message, within the byte budget.

@@ -152,6 +152,20 @@ def blob_ref_for(codec: str, content: bytes, type_name_: str) -> BlobRef:
     return BlobRef(sha256=sha256_hex(content), size=len(content), codec=codec, type_name=type_name_)
 
 
+def ext_code(wire: bytes) -> int | None:
+    """The extension type of a wire value that is a msgpack extension at the top, else None."""
+    if not wire:
+        return None
+    head = wire[0]
+    if 0xD4 <= head <= 0xD8:  # fixext 1..16
+        index = 1
+    elif head in (0xC7, 0xC8, 0xC9):  # ext 8/16/32: then 1, 2 or 4 length bytes
+        index = {0xC7: 2, 0xC8: 3, 0xC9: 5}[head]
+    else:
+        return None
+    return wire[index] if len(wire) > index else None
+
+
 def content_of(wire: bytes) -> tuple[str, bytes, str]:
     """(codec, content, type name) of an inline wire value: what a blob would store for it."""
     value = decode_opaque(wire)
@@ -298,6 +312,12 @@ def from_descriptor(descriptor: dict[str, Any], fetch: Any) -> Any:
     blob's verified content."""
     kind = descriptor.get(MARKER)
     if kind == "pickle":
+        if "data" not in descriptor:
+            # read models describe an inline pickle (type, size) without carrying its bytes
+            raise ValidationError(
+                f"this descriptor of a {descriptor.get('type', 'value')} carries no value (task rows "
+                "only describe one): load it from the run's events (get_run_events) or get_results"
+            )
         return cloudpickle.loads(base64.b64decode(descriptor["data"]))
     if kind == "blob":
         return decode_content(descriptor["codec"], fetch(descriptor["sha256"]))

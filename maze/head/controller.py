@@ -26,6 +26,7 @@ from maze.events import headers, subjects
 from maze.events.blobs import BlobStore
 from maze.events.catalog import Event
 from maze.events.codec import decode_events
+from maze.events.fit import make_fit
 from maze.events.nodes import NodeJoined, NodeLost
 from maze.events.specs import TaskError
 from maze.events.store import EventStore, payload_budget, publish_durably, subscribe_ordered
@@ -203,7 +204,9 @@ class RunController:
         decision = self.core.decide(now)
         messages = await self._prepare_work(decision, now) if decision.work else []
         if decision.events:
-            await self.store.publish_runs(decision.events)
+            # an error text of the controller's own (an upstream's 100,000 output keys, say) must
+            # not make an event too large to store: that would fail every pass, for ever
+            await self.store.publish_runs(make_fit(decision.events, self.budget))
         if messages:
             await asyncio.gather(
                 *(

@@ -60,20 +60,6 @@ def batch_msg_id(items: Sequence[WorkItem]) -> str:
     return f"work/{digest.hexdigest()[:40]}"
 
 
-def ext_code(wire: bytes) -> int | None:
-    """The extension type of a wire value that is a msgpack extension at the top, else None."""
-    if not wire:
-        return None
-    head = wire[0]
-    if 0xD4 <= head <= 0xD8:  # fixext 1..16
-        index = 1
-    elif head in (0xC7, 0xC8, 0xC9):  # ext 8/16/32: then 1, 2 or 4 length bytes
-        index = {0xC7: 2, 0xC8: 3, 0xC9: 5}[head]
-    else:
-        return None
-    return wire[index] if len(wire) > index else None
-
-
 def too_large(item: WorkItem, message: str) -> TaskError:
     return TaskError(
         error_type="payload_too_large",
@@ -92,7 +78,7 @@ async def fit_item(
     if len(encoded) <= limit:
         return item, encoded
     wires = {key: bytes(raw) for key, raw in values.decode_map_raw(item.inputs).items()}
-    sizes = {key: len(w) for key, w in wires.items() if ext_code(w) != values.EXT_BLOB}
+    sizes = {key: len(w) for key, w in wires.items() if values.ext_code(w) != values.EXT_BLOB}
     for key in values.keys_to_spill(sizes, len(encoded) - limit):
         codec, content, kind = values.content_of(wires[key])
         if len(content) > blobs.max_blob_bytes:

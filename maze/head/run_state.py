@@ -189,7 +189,7 @@ def resolve_inputs(run: RunRuntime, spec: TaskSpec) -> dict[str, msgspec.Raw] | 
                     error_type="invalid_input",
                     message=(
                         f"input {name!r} refers to output {given.key!r} of task {given.task_id}, "
-                        f"which returned only {sorted(result)}"
+                        f"which returned only {_some(sorted(result))}"
                     ),
                     origin="controller",
                 )
@@ -197,6 +197,11 @@ def resolve_inputs(run: RunRuntime, spec: TaskSpec) -> dict[str, msgspec.Raw] | 
         else:
             values[name] = msgspec.Raw(given.data)  # already msgpack: embedded as is
     return values
+
+
+def _some(keys: list[str], limit: int = 20) -> str:
+    shown = ", ".join(repr(k) for k in keys[:limit])
+    return f"[{shown}{f', … ({len(keys) - limit} more)' if len(keys) > limit else ''}]"
 
 
 def finish(run: RunRuntime, event: RunFinished) -> None:

@@ -78,8 +78,10 @@ class MaClient:
         return events
 
     def load_value(self, descriptor: dict[str, Any]) -> Any:
-        """The value behind a descriptor from an event or a task row: an inline pickle is
-        unpickled, a `maze://artifacts/sha256/...` blob is fetched and checked against its hash."""
+        """The value behind a descriptor from an event (or a blob descriptor from a task row): an
+        inline pickle is unpickled, a `maze://artifacts/sha256/...` blob is fetched and checked
+        against its hash. A task row's descriptor of an inline pickle carries only its type and
+        size, and raises ValidationError saying to load it from the events."""
         return self.blobs.load(descriptor)
 
     def fetch_blob(self, sha256: str) -> bytes:

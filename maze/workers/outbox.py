@@ -1,30 +1,45 @@
 """Coalesces a worker's events: everything emitted in one loop tick leaves as one message per run
-(more when they exceed the message limit), all messages pipelined. A failed publish is retried (same
-message id) until it is stored, so nothing emitted is lost while NATS reconnects. An event too large
-for any message can never be stored: it is replaced by one that can (a success whose result does not
-fit becomes a `payload_too_large` failure), never retried without end."""
+(more when they exceed the message limit), all messages pipelined.
+
+Every failed publish is classified (STYLE.md habit 18):
+- transient (a reconnect, a leader election, a timeout): retried with the same message ids, backing
+  off, until stored, so nothing emitted is lost while NATS recovers;
+- too large for any message: the event is replaced by one that can fit (a success whose result does
+  not fit becomes a `payload_too_large` failure);
+- refused by the store for good (its limits or permissions): each result is replaced by a small
+  `event_store_refused` failure, tried a few times; if the store still refuses, the batch is dropped
+  with an error log and `on_unrecordable` is called (the worker then starts a new session, so the
+  controller records its attempts lost and retries them elsewhere). Nothing is retried without end.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
-import msgspec
 import structlog
+from nats.errors import MaxPayloadError
 
 from maze.core.errors import PayloadTooLarge
 from maze.events.catalog import Event
+from maze.events.fit import make_fit
 from maze.events.specs import TaskError
-from maze.events.store import EventStore
+from maze.events.store import EventStore, describe_error, is_transient
 from maze.events.tasks import AttemptFailed, AttemptSucceeded
-
-_encoder = msgspec.msgpack.Encoder()
 
 log = structlog.get_logger(__name__)
 
 
+PERMANENT_TRIES = 4
+
+
 class Outbox:
-    def __init__(self, store: EventStore) -> None:
+    def __init__(
+        self, store: EventStore, on_unrecordable: Callable[[list[Event], BaseException], None] | None = None
+    ) -> None:
         self.store = store
+        self.on_unrecordable = on_unrecordable
+        self.dropped = 0  # events the store refused for good
         self.pending: list[Event] = []
         self.inflight: list[Event] = []
         self._wake = asyncio.Event()
@@ -64,31 +79,53 @@ class Outbox:
             batch, self.pending = self.pending, []
             self.inflight = batch
             delay = 0.05
+            refusals = 0
             while batch:
                 try:
                     await self.store.publish_runs(batch)
                     batch = self.inflight = []
                 except asyncio.CancelledError:
                     raise
-                except PayloadTooLarge:  # permanent: nothing of the batch was sent yet
+                except (PayloadTooLarge, MaxPayloadError):  # permanent: nothing of it was stored
                     batch = self.inflight = make_fit(batch, self.store.budget)
                 except Exception as exc:
-                    log.warning("outbox.publish_failed_retrying", error=str(exc), events=len(batch))
+                    if is_transient(exc):
+                        log.warning(
+                            "outbox.store_unavailable_retrying", error=describe_error(exc), events=len(batch)
+                        )
+                    else:
+                        refusals += 1
+                        log.error(
+                            "outbox.store_refused",
+                            error=describe_error(exc),
+                            events=len(batch),
+                            tries=refusals,
+                        )
+                        if refusals >= PERMANENT_TRIES:
+                            self._give_up(batch, exc)
+                            batch = self.inflight = []
+                            break
+                        batch = self.inflight = as_refused(batch, exc)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 2.0)
             if not self.pending:
                 self._idle.set()
 
+    def _give_up(self, batch: list[Event], exc: BaseException) -> None:
+        self.dropped += len(batch)
+        log.error(
+            "outbox.events_dropped", error=describe_error(exc), events=len(batch), dropped_total=self.dropped
+        )
+        if self.on_unrecordable is not None:
+            self.on_unrecordable(batch, exc)
 
-def make_fit(events: list[Event], budget: int) -> list[Event]:
-    """The batch with every event that cannot fit one message replaced by one that can."""
+
+def as_refused(events: list[Event], exc: BaseException) -> list[Event]:
+    """The batch with each success replaced by a small failure saying the store refused it (its
+    result may be what the store's limits refuse); other events as they are."""
     out: list[Event] = []
     for event in events:
-        size = len(_encoder.encode(event))
-        if size <= budget - 1024:
-            out.append(event)
-        elif isinstance(event, AttemptSucceeded):
-            log.error("outbox.result_too_large", run_id=event.run_id, task_id=event.task_id, size=size)
+        if isinstance(event, AttemptSucceeded):
             out.append(
                 AttemptFailed(
                     run_id=event.run_id,
@@ -97,20 +134,17 @@ def make_fit(events: list[Event], budget: int) -> list[Event]:
                     at_ms=event.at_ms,
                     node_id=event.node_id,
                     error=TaskError(
-                        error_type="payload_too_large",
-                        message=f"the result event is {size} bytes, above the message limit of {budget} bytes",
+                        error_type="event_store_refused",
+                        message=f"the event store refused this attempt's result: {describe_error(exc)}"[
+                            :2000
+                        ],
+                        retryable=True,
                         origin="worker",
                         node_id=event.node_id,
                         attempt=event.attempt,
                     ),
                 )
             )
-        elif isinstance(event, AttemptFailed):
-            error = event.error
-            clipped = msgspec.structs.replace(
-                error, message=error.message[:4000], traceback=(error.traceback or "")[-8000:] or None
-            )
-            out.append(msgspec.structs.replace(event, error=clipped))
         else:
-            log.error("outbox.event_dropped_too_large", event=type(event).__name__, size=size, limit=budget)
+            out.append(event)
     return out

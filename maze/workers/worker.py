@@ -28,6 +28,7 @@ from maze.core.resources import Usage, add_usage, fits_assigned
 from maze.core.settings import ValueLimits
 from maze.events import subjects
 from maze.events.blobs import BlobStore
+from maze.events.catalog import Event
 from maze.events.codec import decode_events, decode_work
 from maze.events.nodes import Heartbeat, NodeJoined, NodeLeft, NodeLost
 from maze.events.specs import NodeCapacity, TaskError
@@ -83,7 +84,7 @@ class Worker:
         self.nc = nc
         self.js = nc.jetstream(timeout=10)
         self.store = EventStore(nc)
-        self.outbox = Outbox(self.store)
+        self.outbox = Outbox(self.store, self._on_unrecordable)
         self.blobs = BlobStore(nc, self.limits.blob_max_bytes)
         self.cache = BlobCache(self.blobs)
         self.budget = payload_budget(nc)
@@ -173,13 +174,18 @@ class Worker:
         await self.leave()
         await self.outbox.stop()
         unsent = self.outbox.unsent()  # re-published by the new outbox (same message ids)
-        if nc is not None:
-            self._bind(nc)
-        else:
-            self.outbox = Outbox(self.store)
+        # bound again even on the same connection: the head may have sent new value limits
+        self._bind(nc or self.nc)
         for event in unsent:
             self.outbox.emit(event)
         await self.join()
+
+    def _on_unrecordable(self, events: list[Event], exc: BaseException) -> None:
+        """The store refused these events for good: a new session, so that the controller records
+        every attempt of this one lost and retries it (an attempt whose outcome cannot be recorded
+        must not hang its run)."""
+        self.log.error("worker.events_unrecordable_rejoining", events=len(events), error=repr(exc))
+        asyncio.get_running_loop().create_task(self.rejoin())
 
     # ---- liveness -----------------------------------------------------------------------------
     async def _beat(self) -> None:
