@@ -6,7 +6,8 @@ Drives the controller's pure core (maze/head/scheduler.py) without NATS: a run i
 run.created, or as run.created + tasks.added chunks cut as the API cuts them), then a simulated
 worker answers every placed attempt with attempt.started + attempt.succeeded until the run ends.
 What is timed (`time.process_time`) is what the controller does per event: decoding the event
-messages, folding them, deciding, and encoding the work into byte-bounded batches. Building the
+messages, folding them, deciding, encoding its decisions and folding them when they come back from
+the log, and encoding the work into byte-bounded batches. Building the
 simulated worker's events is not timed.
 
 Reports CPU µs per event (every event the controller folds: the run's, its own decisions and the
@@ -130,6 +131,10 @@ def measure(specs: list[TaskSpec], chunked: bool, nodes: int) -> Cost:
             encoded = [encode_item(i) for i in items]
             for part in pack_batches([len(e) for e in encoded], BUDGET):
                 batch_payload([encoded[i] for i in part])
+        # the decision takes effect when it comes back from the log: published, then folded
+        for data in [encode_events(evs) for evs in group_by_run(decision.events).values()]:
+            for event in decode_events(data):
+                core.apply(event)
         cpu += time.process_time() - start
         events += len(decision.events)
         # the simulated worker: every placed attempt starts and succeeds; one message per run

@@ -69,10 +69,15 @@ class _MazeProcess:
     proc: subprocess.Popen[bytes] | None
     log_path: Path
 
+    env: dict[str, str] = {}  # extra environment for the next start
+
     def _spawn(self, cmd: list[str]) -> None:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
             )
 
     def log(self) -> str:

@@ -215,6 +215,11 @@ async def test_controller_fails_an_incomplete_submission_after_the_grace_period(
         assert isinstance(ended, RunFinished) and ended.state == "failed"
         assert ended.error is not None and ended.error.error_type == "incomplete_submission"
         assert "only 0 of 3 tasks were recorded" in ended.error.message
+        # the controller's own decision takes effect when it comes back from the log
+        for _ in range(500):
+            if run_id in controller.done_runs:
+                break
+            await asyncio.sleep(0.01)
         assert run_id in controller.done_runs
 
 

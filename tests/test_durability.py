@@ -49,9 +49,20 @@ def test_kill_head_mid_run_then_restart(tmp_path) -> None:
         succeeded = collections.Counter(e["task_id"] for e in events if e["type"] == "attempt.succeeded")
         assert set(succeeded) == {t.task_id for t in [*leaves, join]}
         assert all(count == 1 for count in succeeded.values()), succeeded
-        lost = [e for e in events if e["type"] == "attempt.failed"]
+        lost = [e for e in events if e["type"] == "attempt.lost"]
         assert lost, "the kill should have interrupted running attempts"
-        assert all(e["error"]["error_type"] == "node_lost" for e in lost)
+        assert not [e for e in events if e["type"] == "attempt.failed"]
+        for e in lost:  # an attempt that had started is a node_lost failure; one that had not, none
+            attempt = client.get_run_task(run_id, e["task_id"])["attempts"][e["attempt"] - 1]
+            started = any(  # before the loss, in the log: what decides what the loss means
+                s["type"] == "attempt.started"
+                and (s["task_id"], s["attempt"]) == (e["task_id"], e["attempt"])
+                and s["seq"] < e["seq"]
+                for s in events
+            )
+            assert attempt["state"] == ("failed" if started else "lost"), attempt
+            if started:
+                assert attempt["error"]["error_type"] == "node_lost"
         for e in lost:  # each interrupted attempt was retried by a later attempt that succeeded
             assert any(
                 s["type"] == "attempt.succeeded"
@@ -104,4 +115,54 @@ async def test_embedded_nats_requires_the_token_the_head_hands_out(tmp_path) -> 
         except (NoServersError, nats.errors.Error):
             pass
     finally:
+        head.stop()
+
+
+@task
+def once(i: int = 0):
+    return {"i": i}
+
+
+def test_head_killed_between_placement_and_work_the_agent_still_runs_everything_once(tmp_path) -> None:
+    """The fault the log must absorb: the head records attempt.placed and dies before it publishes
+    the work (a test-only switch kills it right there). An agent worker's session survives the
+    head's restart, so nothing marks its attempts lost: only the controller's delivery check, which
+    sends again the work of every attempt placed and not started when it starts, gets the run
+    going. It completes, every task succeeds exactly once, and nothing counts as a failure."""
+    from tests.helpers import WorkerProcess
+
+    beat = ["--heartbeat-interval", "0.5"]
+    head = HeadProcess(tmp_path / "head", extra=["--no-local-worker", "--liveness-timeout", "30", *beat])
+    head.start()
+    agent = WorkerProcess(head, "agent", ["--cpus", "2", "--gpus", "none", "--agent", *beat], tmp_path)
+    agent.start()
+    session = agent.alive_session()
+    try:
+        head.stop()  # the next start of the head has the switch on
+        head.env = {"MAZE_FAULT_INJECTION": "kill-after-placed"}
+        head.start()
+        assert wait_until(agent.alive_session, timeout=30) == session
+        wf = MaClient(head.url).create_workflow()
+        tasks = [wf.add_task(once, inputs={"i": i}) for i in range(4)]
+        run_id = wf.run()
+        assert head.proc is not None
+        head.proc.wait(timeout=30)  # it killed itself right after recording the placements
+        assert "fault_injection_kill" in head.log()
+        wait_port_free(head.port)
+        wait_port_free(head.nats_port)
+        head.env = {}
+        head.start()
+        client = MaClient(head.url)
+        wait_until(lambda: client.get_run(run_id)["state"] in ("succeeded", "failed"), timeout=60)
+        assert client.get_run(run_id)["state"] == "succeeded"
+        events = client.get_run_events(run_id)
+        succeeded = collections.Counter(e["task_id"] for e in events if e["type"] == "attempt.succeeded")
+        assert succeeded == {t.task_id: 1 for t in tasks}
+        kinds = collections.Counter(e["type"] for e in events)
+        assert kinds["attempt.placed"] == 4, "placed once each, before the kill; never again"
+        assert not {"attempt.lost", "attempt.failed", "retry.scheduled"} & set(kinds), kinds
+        assert agent.alive_session() == session, "the same worker session ran them"
+        assert "work.resent" in head.log()
+    finally:
+        agent.stop()
         head.stop()

@@ -105,11 +105,28 @@ def test_placer_orphans_attempts_of_a_replaced_session() -> None:
     placer = Placer()
     _join(placer, "n", NodeCapacity(cpus=2, memory_mb=100))
     placer.reserve(("r", "t", 1), "n", "s1", Resources(cpu=1), [])
-    assert placer.orphaned() == []
+    assert placer.orphans == {}
     _join(placer, "n", NodeCapacity(cpus=2, memory_mb=100), session="s2")
-    assert [k for k, _ in placer.orphaned()] == [("r", "t", 1)]
+    assert list(placer.orphans) == [("r", "t", 1)]
+    placer.reserve(("r", "late", 1), "n", "s1", Resources(cpu=1), [])  # replayed after the new session
+    assert list(placer.orphans) == [("r", "t", 1), ("r", "late", 1)]
     placer.release(("r", "t", 1))
-    assert placer.nodes["n"].committed.cpu == 0
+    placer.release(("r", "late", 1))
+    assert placer.nodes["n"].committed.cpu == 0 and placer.orphans == {}
+
+
+def test_intended_placements_hold_capacity_until_folded() -> None:
+    placer = Placer(queue_factor=1.0)
+    _join(placer, "n", NodeCapacity(cpus=2, memory_mb=100))
+    for task_id in ("a", "b"):
+        choice = placer.choose("r", Resources(cpu=1))
+        assert isinstance(choice, Placement)
+        placer.intend(("r", task_id, 1), choice, Resources(cpu=1))
+    assert isinstance(placer.choose("r", Resources(cpu=1)), str), "two intents fill the node"
+    placer.reserve(("r", "a", 1), "n", "s1", Resources(cpu=1), [])  # a's placement comes back
+    assert placer.nodes["n"].committed.cpu == 1 and placer.nodes["n"].intended.cpu == 1
+    placer.forget_intent(("r", "b", 1))  # b's publish failed
+    assert isinstance(placer.choose("r", Resources(cpu=1)), Placement)
 
 
 def test_dag_cycle_and_depth() -> None:

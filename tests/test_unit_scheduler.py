@@ -13,7 +13,14 @@ from maze.events.catalog import Event
 from maze.events.nodes import NodeJoined, NodeLost
 from maze.events.runs import RunCreated, RunFinished, TasksAdded
 from maze.events.specs import InputRef, InputValue, NodeCapacity, Resources, RetryPolicy, TaskError, TaskSpec
-from maze.events.tasks import AttemptFailed, AttemptPlaced, AttemptStarted, AttemptSucceeded, RetryScheduled
+from maze.events.tasks import (
+    AttemptFailed,
+    AttemptLost,
+    AttemptPlaced,
+    AttemptStarted,
+    AttemptSucceeded,
+    RetryScheduled,
+)
 from maze.events.work import WorkItem
 from maze.head import views
 from maze.head.liveness import Liveness
@@ -42,7 +49,7 @@ def spec(
         outputs=None,
         resources=res or Resources(),
         retry=retry or RetryPolicy(),
-        after=list(after),
+        after=tuple(after),
     )
 
 
@@ -62,6 +69,14 @@ def core_with(*specs: TaskSpec, cpus: float = 4, queue_factor: float = 1.0, run_
     core.apply(joined(cpus=cpus))
     core.apply(RunCreated(run_id=run_id, workflow_id="w", at_ms=0, tasks=list(specs)))
     return core
+
+
+def decide(core: Scheduler, now: int) -> Decision:
+    """A pass, and its decisions folded back as if stored and delivered by the log at once."""
+    decision = core.decide(now)
+    for event in decision.events:
+        core.apply(event)
+    return decision
 
 
 def items(decision: Decision) -> list[WorkItem]:
@@ -110,7 +125,7 @@ def test_a_task_no_node_can_hold_now_does_not_block_smaller_ones() -> None:
     big = spec("big", res=Resources(cpu=4))
     smalls = [spec(f"s{i}") for i in range(4)]
     core = core_with(hog, big, *smalls)
-    first = core.decide(10)
+    first = decide(core, 10)
     # hog (readied first) takes 2 of 4 CPUs; big cannot start, the small ones take the rest in order
     assert placed_ids(first) == ["hog", "s0", "s1"]
     assert [e.task_id for e in first.events if isinstance(e, AttemptPlaced)] == ["hog", "s0", "s1"]
@@ -122,13 +137,13 @@ def test_a_task_no_node_can_hold_now_does_not_block_smaller_ones() -> None:
     assert core.pending_reason("r", "hog") is None
     # s0 ends: one CPU frees up, the next small task (FIFO) takes it, big still waits
     succeed(core, items(first)[1])
-    assert placed_ids(core.decide(11)) == ["s2"]
+    assert placed_ids(decide(core, 11)) == ["s2"]
     assert core.pending_reason("r", "big") == big_reason
 
 
 def test_queues_view_is_counts_and_a_bounded_sample() -> None:
     core = core_with(spec("hog", res=Resources(cpu=4)), *[spec(f"t{i}") for i in range(20_000)])
-    core.decide(10)
+    decide(core, 10)
     ctl = SimpleNamespace(core=core, placer=core.placer, liveness=Liveness(10))
     view = views.queues(ctl)  # type: ignore[arg-type]
     cls = views.resource_class(Resources(cpu=1))
@@ -158,13 +173,13 @@ def test_a_chunked_run_starts_when_every_chunk_is_in_whatever_their_order() -> N
     core.apply(created)
     core.apply(two)
     core.apply(two)  # a redelivered chunk changes nothing
-    assert core.decide(2_000).events == [] and "wide" not in core.runs
+    assert decide(core, 2_000).events == [] and "wide" not in core.runs
     core.apply(one)
     assert list(core.runs["wide"].tasks) == [f"t{i}" for i in range(5)], "tasks in chunk order"
-    assert placed_ids(core.decide(2_001)) == [f"t{i}" for i in range(5)]
+    assert placed_ids(decide(core, 2_001)) == [f"t{i}" for i in range(5)]
     core.apply(one)  # a late duplicate of a chunk of a started run
     core.apply(created)  # and of its run.created
-    assert len(core.runs["wide"].tasks) == 5 and core.decide(2_002).work == {}
+    assert len(core.runs["wide"].tasks) == 5 and decide(core, 2_002).work == {}
 
 
 def test_a_run_whose_chunks_never_all_arrive_fails_after_the_grace_period() -> None:
@@ -173,8 +188,8 @@ def test_a_run_whose_chunks_never_all_arrive_fails_after_the_grace_period() -> N
     created, (one, two) = _chunked(at_ms=1_000)
     core.apply(created)
     core.apply(two)
-    assert core.decide(61_000).events == [], "not before the grace period is over"
-    decision = core.decide(61_001)
+    assert decide(core, 61_000).events == [], "not before the grace period is over"
+    decision = decide(core, 61_001)
     [ended] = finished(decision)
     assert decision.events == [ended]
     assert ended.state == "failed" and ended.error is not None
@@ -182,13 +197,13 @@ def test_a_run_whose_chunks_never_all_arrive_fails_after_the_grace_period() -> N
     assert "only 3 of 5 tasks were recorded" in ended.error.message
     assert "wide" in core.done_runs and "wide" not in core.intake
     core.apply(one)  # the missing chunk, too late: the run stays ended
-    assert "wide" not in core.runs and core.decide(61_002).events == []
+    assert "wide" not in core.runs and decide(core, 61_002).events == []
 
 
 def test_a_run_whose_chunks_hold_the_wrong_number_of_tasks_fails() -> None:
     core = Scheduler()
     core.apply(RunCreated(run_id="odd", workflow_id="w", at_ms=0, tasks=[spec("a")], task_count=2))
-    [ended] = finished(core.decide(1))
+    [ended] = finished(decide(core, 1))
     assert ended.error is not None and ended.error.error_type == "incomplete_submission"
     assert "odd" in core.done_runs
 
@@ -196,45 +211,54 @@ def test_a_run_whose_chunks_hold_the_wrong_number_of_tasks_fails() -> None:
 # ---- failures, retries, completion -------------------------------------------------------------
 def test_a_retry_waits_out_its_backoff_in_the_heap() -> None:
     core = core_with(spec("a", retry=RetryPolicy(max_retries=1, backoff_seconds=2.0)))
-    [first] = items(core.decide(1_000))
+    [first] = items(decide(core, 1_000))
     fail(core, first)
-    decision = core.decide(1_000)
+    decision = decide(core, 1_000)
     [retry] = [e for e in decision.events if isinstance(e, RetryScheduled)]
     assert (retry.next_attempt, retry.delay_ms) == (2, 2_000) and decision.work == {}
     assert core.next_wakeup() == 3_000
-    assert core.decide(2_999).work == {}
-    [second] = items(core.decide(3_000))
+    assert decide(core, 2_999).work == {}
+    [second] = items(decide(core, 3_000))
     assert second.attempt == 2
     fail(core, second)  # the budget is spent: the run fails with this task's error
-    [ended] = finished(core.decide(3_001))
+    [ended] = finished(decide(core, 3_001))
     assert ended.state == "failed" and ended.failed_task_id == "a"
     assert ended.error is not None and ended.error.error_type == "user_code"
 
 
-def test_a_lost_node_retries_its_attempts_at_once() -> None:
+def test_a_lost_node_gives_up_its_attempts_started_ones_as_failures() -> None:
     core = core_with(spec("a"), spec("b"))
-    assert sorted(placed_ids(core.decide(1))) == ["a", "b"]
-    assert core.placer.take_orphaned() == [], "nothing to look at while membership is unchanged"
+    first = {i.task_id: i for i in items(decide(core, 1))}
+    assert core.placer.orphans == {}, "nothing to look at while membership is unchanged"
+    core.apply(AttemptStarted(run_id="r", task_id="a", attempt=1, node_id="n", at_ms=2))  # b never starts
     core.apply(NodeLost(node_id="n", session="s1", at_ms=2, reason="heartbeat_timeout"))
     core.apply(joined(session="s2"))
-    decision = core.decide(3)
-    lost = [e for e in decision.events if isinstance(e, AttemptFailed)]
-    assert sorted(e.task_id for e in lost) == ["a", "b"]
-    assert all(e.error.error_type == "node_lost" for e in lost)
-    again = items(decision)
-    assert sorted((i.task_id, i.attempt, i.session) for i in again) == [("a", 2, "s2"), ("b", 2, "s2")]
-    assert core.placer.changed == set()
+    decision = decide(core, 3)
+    lost = [e for e in decision.events if isinstance(e, AttemptLost)]
+    assert sorted((e.task_id, e.attempt, e.session) for e in lost) == [("a", 1, "s1"), ("b", 1, "s1")]
+    assert items(decision) == [], "nothing is placed again before the losses are in the log"
+    run = core.runs["r"]
+    # b had not started: back to pending, no failure counted; a had: a node_lost failure
+    assert (run.tasks["b"].state, run.tasks["b"].failures) == ("pending", 0)
+    assert (run.tasks["a"].state, run.tasks["a"].failures) == ("failed", 1)
+    assert run.tasks["a"].error is not None and run.tasks["a"].error.error_type == "node_lost"
+    after = decide(core, 4)
+    assert [(i.task_id, i.attempt, i.session) for i in items(after)] == [("b", 2, "s2")]
+    [retry] = [e for e in after.events if isinstance(e, RetryScheduled)]
+    assert retry.task_id == "a" and retry.delay_ms == 0
+    assert [(i.task_id, i.attempt) for i in items(decide(core, 5))] == [("a", 2)]
+    assert core.placer.orphans == {} and first["a"].attempt == 1
 
 
 def test_completion_by_counter() -> None:
     core = core_with(spec("a"), spec("b", reads=("a",)))
-    [a] = items(core.decide(1))
+    [a] = items(decide(core, 1))
     succeed(core, a)
-    decision = core.decide(2)
+    decision = decide(core, 2)
     assert finished(decision) == []
     [b] = items(decision)
     succeed(core, b)
-    [ended] = finished(core.decide(3))
+    [ended] = finished(decide(core, 3))
     assert ended.state == "succeeded" and "r" in core.done_runs and core.runs == {}
 
 
@@ -246,10 +270,10 @@ def test_results_travel_raw_and_are_freed_once_every_reader_succeeded() -> None:
     run = core.runs["r"]
     # a value the head must not decode: a pickle extension whose bytes are no valid pickle
     opaque = values.wire_from_content("pickle", b"\x00 not a pickle", "mod.Thing")
-    [a] = items(core.decide(1))
+    [a] = items(decide(core, 1))
     succeed(core, a, {"x": opaque, "unused": ONE})
     assert run.tasks["a"].result == {"x": opaque, "unused": ONE}
-    downstream = {i.task_id: i for i in items(core.decide(2))}
+    downstream = {i.task_id: i for i in items(decide(core, 2))}
     assert sorted(downstream) == ["b", "c", "d"]
     assert bytes(values.decode_map_raw(downstream["b"].inputs)["in_a"]) == opaque, "embedded as is"
     succeed(core, downstream["d"])  # an ordering-only edge does not read a's result
@@ -262,14 +286,14 @@ def test_results_travel_raw_and_are_freed_once_every_reader_succeeded() -> None:
 
 def test_a_missing_output_key_fails_the_attempt_with_invalid_input() -> None:
     core = core_with(spec("a"), spec("b", reads=("a",)))
-    [a] = items(core.decide(1))
+    [a] = items(decide(core, 1))
     succeed(core, a, {"y": ONE})
-    decision = core.decide(2)
+    decision = decide(core, 2)
     assert decision.work == {}
     [failed] = [e for e in decision.events if isinstance(e, AttemptFailed)]
     assert failed.task_id == "b" and failed.error.error_type == "invalid_input"
     assert "returned only ['y']" in failed.error.message
-    [ended] = finished(core.decide(3))
+    [ended] = finished(decide(core, 3))
     assert ended.state == "failed" and ended.failed_task_id == "b"
 
 
@@ -279,18 +303,19 @@ def test_a_run_with_inline_code_asks_for_it_in_the_blob_store() -> None:
     core.apply(
         RunCreated(run_id="old", workflow_id="w", at_ms=0, tasks=[spec("a")], functions={"c" * 64: b"code"})
     )
-    decision = core.decide(1)
+    decision = decide(core, 1)
     assert decision.code == {"c" * 64: b"code"}
     assert [i.func for i in items(decision)] == [b""]
 
 
 def test_an_unsendable_attempt_fails_for_good() -> None:
     core = core_with(spec("a", retry=RetryPolicy(max_retries=3)))
-    [a] = items(core.decide(1))
+    [a] = items(decide(core, 1))
     error = TaskError(error_type="payload_too_large", message="too big", origin="controller")
     failed = core.fail_work(a, error, 1)
+    core.apply(failed)
     assert failed.attempt == a.attempt and core.placer.reservations == {}
-    [ended] = finished(core.decide(2))
+    [ended] = finished(decide(core, 2))
     assert ended.error is not None and ended.error.error_type == "payload_too_large", "never retried"
 
 
@@ -300,12 +325,12 @@ def test_an_upstream_with_100000_output_keys_gives_a_short_invalid_input_error()
     from maze.events.fit import make_fit
 
     core = core_with(spec("a"), spec("b", reads=("a",)))
-    [a] = items(core.decide(1))
+    [a] = items(decide(core, 1))
     succeed(core, a, {f"k{i:06d}": ONE for i in range(100_000)})
-    [failed] = [e for e in core.decide(2).events if isinstance(e, AttemptFailed)]
+    [failed] = [e for e in decide(core, 2).events if isinstance(e, AttemptFailed)]
     assert "'k000000'" in failed.error.message and "(99980 more)" in failed.error.message
     assert len(failed.error.message) < 1000
-    [ended] = finished(core.decide(3))
+    [ended] = finished(decide(core, 3))
     huge = msgspec.structs.replace(ended, error=TaskError(error_type="x", message="m" * 2_000_000))
     [fitted] = make_fit([huge], budget=64 * 1024)
     assert isinstance(fitted, RunFinished) and len(fitted.error.message) < 5000  # type: ignore[union-attr]

@@ -30,6 +30,7 @@ def create_app(head: HeadState) -> Litestar:
             cluster.cluster_resources,
             cluster.cluster_queues,
             cluster.reconcile_workers,
+            cluster.cluster_diagnostics,
             artifacts.put_blob,
             artifacts.blob_exists,
             artifacts.get_blob,

@@ -89,3 +89,12 @@ async def cluster_queues(head: HeadState) -> dict[str, Any]:
 async def reconcile_workers(head: HeadState) -> dict[str, Any]:
     """Declare every node that stopped heartbeating lost now; their attempts are retried."""
     return await head.controller.reconcile_workers()
+
+
+@get("/cluster/diagnostics")
+async def cluster_diagnostics(head: HeadState) -> dict[str, Any]:
+    """The run controller's health: whether it is deciding, where it started from (its snapshot)
+    and how far it has folded, restarts and the last error, runs it had to end because their
+    events could not be folded, and the events readers skipped (unknown types from a newer
+    version, counted; malformed events of known types, each named with its stream and sequence)."""
+    return {"controller": head.controller.diagnostics(), "projector": head.projector.snapshot()}

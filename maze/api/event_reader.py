@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import msgspec
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from maze.events import subjects
-from maze.events.codec import decode_events, event_to_builtins
+from maze.events.codec import Decoded, Malformed, decode_message, event_to_builtins
 from maze.events.runs import RunFinished
 from maze.events.store import subscribe_ordered
 
@@ -38,9 +39,17 @@ async def run_events(
             except TimeoutError:
                 return
             seq = msg.metadata.sequence.stream
-            events = decode_events(msg.data)
+            try:
+                decoded = decode_message(msg.data)
+            except msgspec.DecodeError as exc:
+                decoded = Decoded([], [], [Malformed("?", f"the message is not a list of events: {exc}")])
+            events = decoded.events
             finished = any(isinstance(e, RunFinished) for e in events)
-            yield seq, [event_to_builtins(e, seq) for e in events], finished
+            shown = [event_to_builtins(e, seq) for e in events]
+            # what this version cannot read is shown as such, never left out in silence
+            shown += [{"type": tag, "seq": seq, "unknown_type": True} for tag in decoded.unknown]
+            shown += [{"type": m.tag, "seq": seq, "malformed": m.error} for m in decoded.malformed]
+            yield seq, shown, finished
             if (follow and finished) or (until is not None and seq >= until):
                 return
     finally:

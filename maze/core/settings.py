@@ -47,6 +47,14 @@ class Settings(Struct, frozen=True):
     # `maze://artifacts/sha256/<hex>` reference.
     inline_value_kb: int = 256
     blob_max_mb: int = 512  # the largest value or function the blob store takes
+    # The run controller's snapshot of its folded state: at most this often (and at least as long
+    # apart as 100 x the last one took to make), and at shutdown.
+    snapshot_interval_s: float = 30.0
+    # Work for an attempt placed and not started is sent again after this, then twice as long...
+    work_resend_s: float = 5.0
+    # Tests only (MAZE_FAULT_INJECTION): "kill-after-placed" kills the head right after it
+    # recorded an attempt.placed and before it published the work.
+    fault_injection: str = ""
 
     @property
     def limits(self) -> ValueLimits:
@@ -69,6 +77,8 @@ def env_settings(**overrides: object) -> Settings:
         values["data_dir"] = env["MAZE_DATA_DIR"]
     if env.get("MAZE_FSYNC"):
         values["fsync"] = env["MAZE_FSYNC"]
+    if env.get("MAZE_FAULT_INJECTION"):
+        values["fault_injection"] = env["MAZE_FAULT_INJECTION"]
     values.update({k: v for k, v in overrides.items() if v is not None})
     return Settings(**values)  # type: ignore[arg-type]
 

@@ -308,6 +308,20 @@ class BlobStore:
         if held is not None:
             yield held
 
+    async def delete(self, sha: str) -> None:
+        """Remove a blob: its meta becomes a tombstone (it reads as missing), its chunks are
+        purged. For blobs only their writer refers to (controller snapshots); values and code are
+        kept (no garbage collection yet)."""
+        info = await self.info(sha)
+        self._present.pop(sha, None)
+        if info is None:
+            return
+        tombstone = {**info, "deleted": True, "size": 0, "chunks": 0, "mtime": datetime.now(UTC).isoformat()}
+        await publish_durably(
+            self.js, meta_subject(sha), json.dumps(tombstone).encode(), {"Nats-Rollup": "sub"}
+        )
+        await self.js.purge_stream(subjects.BLOB_STREAM, subject=chunk_subject(info["nuid"]))
+
     async def _remove_corrupt(self, sha: str, info: dict[str, Any]) -> bool:
         """Mark a blob that fails its hash deleted (a tombstone on its meta subject, as the Object
         Store does), so that it reads as missing and the next upload of the right bytes stores it:

@@ -6,6 +6,7 @@ from maze.events.nodes import NodeJoined, NodeLeft, NodeLost
 from maze.events.runs import RunCreated, RunFinished, TasksAdded
 from maze.events.tasks import (
     AttemptFailed,
+    AttemptLost,
     AttemptPlaced,
     AttemptRejected,
     AttemptStarted,
@@ -22,6 +23,7 @@ Event = (
     | AttemptSucceeded
     | AttemptFailed
     | AttemptRejected
+    | AttemptLost
     | RetryScheduled
     | NodeJoined
     | NodeLeft
@@ -29,7 +31,7 @@ Event = (
 )
 
 TAG_FIELD = "type"
-ATTEMPT_TERMINAL = (AttemptSucceeded, AttemptFailed, AttemptRejected)
+ATTEMPT_TERMINAL = (AttemptSucceeded, AttemptFailed, AttemptRejected, AttemptLost)
 
 
 def event_tag(event: Event) -> str:

@@ -6,7 +6,9 @@ fixed; each is decoded on its own so that an unknown tag from a newer writer is 
 
 from __future__ import annotations
 
-from typing import Any
+import typing
+from collections import OrderedDict, deque
+from typing import Any, NamedTuple
 
 import msgspec
 import structlog
@@ -31,15 +33,103 @@ def encode_events(events: list[Event]) -> bytes:
     return _encoder.encode(events)
 
 
-def decode_events(data: bytes) -> list[Event]:
-    out: list[Event] = []
+class _Tagged(msgspec.Struct):
+    type: str = ""
+
+
+_tag_only = msgspec.msgpack.Decoder(_Tagged)
+KNOWN_TAGS = frozenset(t.__struct_config__.tag for t in typing.get_args(Event))
+
+
+class Malformed(NamedTuple):
+    """An event of a type this version knows whose body does not decode as that type."""
+
+    tag: str
+    error: str
+
+
+class Decoded(NamedTuple):
+    events: list[Event]
+    unknown: list[str]  # tags of a newer version's event types, skipped
+    malformed: list[Malformed]
+
+
+class DecodeStats:
+    """What readers skipped, for `/cluster/diagnostics`: unknown event types by tag (a newer
+    writer's, expected during an upgrade) and malformed events of known types (never expected:
+    each is also logged as an error)."""
+
+    def __init__(self) -> None:
+        self.unknown: dict[str, int] = {}
+        self.malformed = 0
+        self.recent_malformed: deque[dict[str, Any]] = deque(maxlen=50)
+        self._seen: OrderedDict[tuple[str, int], None] = OrderedDict()
+
+    def note(self, decoded: Decoded, where: dict[str, Any]) -> None:
+        """Count what one message held that could not be read; a message that several readers
+        (the controller, the projector) report is counted once."""
+        if "stream" in where and "seq" in where:
+            key = (where["stream"], where["seq"])
+            if key in self._seen:
+                return
+            self._seen[key] = None
+            if len(self._seen) > 10_000:
+                self._seen.popitem(last=False)
+        for tag in decoded.unknown:
+            if tag not in self.unknown:
+                log.warning("event.skipped_unknown_type", type=tag, **where)
+            self.unknown[tag] = self.unknown.get(tag, 0) + 1
+        for bad in decoded.malformed:
+            self.malformed += 1
+            self.recent_malformed.append({"type": bad.tag, "error": bad.error, **where})
+            log.error("event.malformed", type=bad.tag, error=bad.error, **where)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "unknown_event_types": dict(self.unknown),
+            "malformed_events": self.malformed,
+            "recent_malformed": list(self.recent_malformed),
+        }
+
+
+decode_stats = DecodeStats()
+
+
+def decode_message(data: bytes) -> Decoded:
+    """A message's events. An event whose type this version does not know (a newer writer's) is
+    skipped and named in `unknown`; one of a known type that does not decode is named in
+    `malformed`. A message that is not a list of events at all raises msgspec.DecodeError."""
+    events: list[Event] = []
+    unknown: list[str] = []
+    malformed: list[Malformed] = []
     for raw in _raw_list.decode(data):
         try:
-            out.append(_event.decode(raw))
-        except msgspec.ValidationError as exc:
-            # A newer writer's event type: skip it rather than stop the reader.
-            log.warning("event.skipped_unknown", error=str(exc))
-    return out
+            events.append(_event.decode(raw))
+            continue
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            error = str(exc)
+        try:
+            tag = _tag_only.decode(raw).type
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            tag = ""
+        if tag and tag not in KNOWN_TAGS:
+            unknown.append(tag)
+        else:
+            malformed.append(Malformed(tag or "?", error))
+    return Decoded(events, unknown, malformed)
+
+
+def decode_events(data: bytes, **where: Any) -> list[Event]:
+    """A message's events, for readers that only show or count them: what was skipped is noted in
+    `decode_stats` (and a malformed event logged as an error). `where` (stream, seq, subject)
+    says where the message was, for that note."""
+    try:
+        decoded = decode_message(data)
+    except msgspec.DecodeError as exc:
+        decoded = Decoded([], [], [Malformed("?", f"not a list of events: {exc}")])
+    if decoded.unknown or decoded.malformed:
+        decode_stats.note(decoded, where)
+    return decoded.events
 
 
 def encode_work(batch: WorkBatch) -> bytes:

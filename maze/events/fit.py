@@ -28,7 +28,9 @@ def clip_error(error: TaskError) -> TaskError:
     traceback, where the exception is, is kept)."""
     message = error.message
     if len(message) > CLIPPED_MESSAGE_CHARS:
-        message = message[:CLIPPED_MESSAGE_CHARS] + f"… ({len(message) - CLIPPED_MESSAGE_CHARS} more characters)"
+        message = (
+            message[:CLIPPED_MESSAGE_CHARS] + f"… ({len(message) - CLIPPED_MESSAGE_CHARS} more characters)"
+        )
     traceback = error.traceback
     if traceback is not None and len(traceback) > CLIPPED_TRACEBACK_CHARS:
         traceback = "… " + traceback[-CLIPPED_TRACEBACK_CHARS:]

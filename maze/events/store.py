@@ -32,12 +32,18 @@ from maze.core.errors import PayloadTooLarge, Unavailable
 from maze.core.settings import redact
 from maze.events import headers, subjects
 from maze.events.catalog import Event, event_key, event_tag
-from maze.events.codec import encode_events, encode_work
-from maze.events.work import WorkBatch
+from maze.events.codec import encode_events
 
 log = structlog.get_logger(__name__)
 
 DUPLICATE_WINDOW_S = 120.0
+# The work stream is transport, not the record: the run controller sends again, from the log, the
+# work of every attempt placed and not started (maze/head/delivery.py). So its limits may drop
+# work: a message older than an hour, or beyond 1 GiB or 1,000,000 messages, is discarded (oldest
+# first) rather than refusing new work.
+WORK_MAX_AGE_S = 3600.0
+WORK_MAX_BYTES = 1024**3
+WORK_MAX_MSGS = 1_000_000
 HEARTBEAT_TTL_S = 120.0  # stale heartbeat keys vanish; liveness itself is judged by the controller
 # Room left in every message for headers and the envelope: no publish may reach `max_payload`.
 HEADROOM_BYTES = 16 * 1024
@@ -115,6 +121,9 @@ async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
         )
         for name, subject, retention in layout
     ]
+    work = configs[1]
+    work.max_age, work.max_bytes, work.max_msgs = WORK_MAX_AGE_S, WORK_MAX_BYTES, WORK_MAX_MSGS
+    work.discard = DiscardPolicy.OLD
     configs.append(
         # the Object Store's own stream layout (nats-py's create_object_store), made here so that
         # it is replicated like the rest and updated in place
@@ -134,6 +143,14 @@ async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
             await js.add_stream(config)
         except BadRequestError:
             await js.update_stream(config)
+    await js.create_key_value(
+        KeyValueConfig(
+            bucket=subjects.CONTROLLER_BUCKET,
+            history=1,
+            storage=StorageType.FILE,
+            replicas=replicas,
+        )
+    )
     await js.create_key_value(
         KeyValueConfig(
             bucket=subjects.HEARTBEAT_BUCKET,
@@ -218,8 +235,9 @@ class EventStore:
         self.js = nc.jetstream(timeout=10)
         self.budget = payload_budget(nc)
 
-    async def publish(self, subject: str, events: Sequence[Event], data: bytes | None = None) -> int:
-        """Publish events of one run (or node) as one message; returns its stream sequence."""
+    async def publish(self, subject: str, events: Sequence[Event], data: bytes | None = None) -> PubAck:
+        """Publish events of one run (or node) as one message; returns the store's ack (its stream
+        sequence, and whether it was a duplicate of a message stored before)."""
         hdrs = {
             headers.MSG_ID: batch_msg_id(events),
             headers.EVENT_TYPES: ",".join(sorted({event_tag(e) for e in events})),
@@ -233,20 +251,19 @@ class EventStore:
                 size=len(payload),
                 limit=self.budget,
             )
-        ack = await publish_durably(self.js, subject, payload, hdrs)
-        return int(ack.seq)
+        return await publish_durably(self.js, subject, payload, hdrs)
 
-    async def publish_many(self, messages: Sequence[tuple[str, Sequence[Event]]]) -> list[int]:
+    async def publish_many(self, messages: Sequence[tuple[str, Sequence[Event]]]) -> list[PubAck]:
         """Pipelined across entries: every entry's first message in flight at once, then every ack
         awaited. An entry whose events need several messages (each at most `budget` bytes) sends
         them one after another, so that a publish retried through a leader election cannot store
         them out of order. Returns the stream sequence of each message, entry by entry."""
 
-        async def in_order(subject: str, events: Sequence[Event]) -> list[int]:
+        async def in_order(subject: str, events: Sequence[Event]) -> list[PubAck]:
             return [await self.publish(subject, chunk, data) for chunk, data in self.split(events)]
 
         done = await asyncio.gather(*(in_order(s, events) for s, events in messages))
-        return [seq for seqs in done for seq in seqs]
+        return [ack for acks in done for ack in acks]
 
     def split(self, events: Sequence[Event]) -> list[tuple[list[Event], bytes]]:
         """Consecutive groups of events, each with its encoded message, within the byte budget.
@@ -259,17 +276,18 @@ class EventStore:
             out.append(([events[i] for i in part], _encoder.encode([msgspec.Raw(encoded[i]) for i in part])))
         return out
 
-    async def publish_runs(self, events: Sequence[Event]) -> list[int]:
+    async def publish_runs(self, events: Sequence[Event]) -> dict[str, list[PubAck]]:
         """Publish events grouped into one message per run (more when they exceed the byte
-        budget), pipelined."""
+        budget), pipelined. Returns each run's acks."""
         grouped = group_by_run(events)
-        return await self.publish_many([(subjects.run_subject(r), evs) for r, evs in grouped.items()])
 
-    async def publish_work(self, node_id: str, batch: WorkBatch, msg_id: str) -> int:
-        ack = await publish_durably(
-            self.js, subjects.work_subject(node_id), encode_work(batch), {headers.MSG_ID: msg_id}
-        )
-        return int(ack.seq)
+        async def one_run(run_id: str, run_events: list[Event]) -> tuple[str, list[PubAck]]:
+            subject = subjects.run_subject(run_id)
+            return run_id, [
+                await self.publish(subject, chunk, data) for chunk, data in self.split(run_events)
+            ]
+
+        return dict(await asyncio.gather(*(one_run(r, evs) for r, evs in grouped.items())))
 
 
 def group_by_run(events: Sequence[Event]) -> dict[str, list[Event]]:

@@ -4,6 +4,7 @@ RUNS_STREAM = "MAZE_RUNS"
 WORK_STREAM = "MAZE_WORK"
 NODES_STREAM = "MAZE_NODES"
 HEARTBEAT_BUCKET = "maze-heartbeats"
+CONTROLLER_BUCKET = "maze-controller"  # KV: which blob holds the controller's latest snapshot
 BLOB_BUCKET = "maze-artifacts"  # JetStream Object Store: code and large values by sha256
 BLOB_STREAM = f"OBJ_{BLOB_BUCKET}"
 

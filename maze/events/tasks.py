@@ -75,3 +75,21 @@ class AttemptRejected(Struct, frozen=True, tag="attempt.rejected"):
     node_id: str
     at_ms: int
     reason: str
+
+
+class AttemptLost(Struct, frozen=True, tag="attempt.lost"):
+    """The controller gave up on an attempt because the node session it was placed on went away
+    (it was lost, it left, or a new session of the node joined).
+
+    What it means is fixed by where it falls in the log, so that every fold agrees however it
+    raced the worker's own reports: an attempt that had not started by then goes back to be placed
+    elsewhere and counts as no failure; one that had started fails with `node_lost`; one that had
+    already ended is left as it was (first terminal event wins)."""
+
+    run_id: str
+    task_id: str
+    attempt: int
+    node_id: str
+    at_ms: int
+    session: str = ""
+    reason: str = ""

@@ -1,21 +1,30 @@
 """The run controller: folds every run and node event into state, decides what is ready, places
 it, and records each decision as an event before acting on it.
 
-It rebuilds its whole state from the streams when it starts (or after any error) and only begins
-deciding once it has caught up, so a head restart neither loses nor duplicates work.
+This is the asyncio/NATS shell around the pure core (`maze/head/scheduler.py`):
+- it starts from the latest snapshot (maze/head/snapshot.py) and replays only the events after it,
+  deciding once it has caught up with the streams;
+- it feeds the core every stored event, in stream order, and asks it for a decision after each
+  batch; it never applies a decision itself: decisions take effect when they come back from the log
+  (DESIGN.md §6.6), so the core's state is always the fold of what is stored;
+- it publishes the decided events, then the work of placements that were stored, and re-sends work
+  the log says was placed and never started (maze/head/delivery.py);
+- it declares nodes lost from the heartbeat bucket (recorded as `node.lost`, folded on return);
+- it snapshots the folded state every `snapshot_interval_s` and when it stops.
 
-This is the asyncio/NATS shell around the pure core (`maze/head/scheduler.py`): it feeds the core
-events from the streams, asks it for a decision after each batch, records the decided events and
-sends the work (`maze/head/dispatch.py`). It still folds its own decisions before they come back
-from the stream (they are idempotent to fold twice).
+An error in one run's events or decisions ends that run (`controller_error`); only an error outside
+any run (the streams themselves) restarts the controller, from its latest snapshot.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from typing import Any
 
+import msgspec
 import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -25,11 +34,14 @@ from maze.core.settings import Settings
 from maze.events import headers, subjects
 from maze.events.blobs import BlobStore
 from maze.events.catalog import Event
-from maze.events.codec import decode_events
+from maze.events.codec import Decoded, Malformed, decode_message, decode_stats
 from maze.events.fit import make_fit
 from maze.events.nodes import NodeJoined, NodeLost
 from maze.events.specs import TaskError
-from maze.events.store import EventStore, payload_budget, publish_durably, subscribe_ordered
+from maze.events.store import EventStore, describe_error, payload_budget, publish_durably, subscribe_ordered
+from maze.events.tasks import AttemptPlaced
+from maze.events.work import WorkItem
+from maze.head import snapshot
 from maze.head.dispatch import (
     CodeUploader,
     batch_msg_id,
@@ -48,7 +60,10 @@ log = structlog.get_logger(__name__)
 
 _TICK = object()
 YIELD_AFTER_S = 0.01
+SNAPSHOT_COST_FACTOR = 100  # a snapshot waits at least 100x as long as the last one took to make
+SNAPSHOT_MAX_BYTES = 1 << 40  # the blob store's per-value cap is for users' values, not this
 WorkMessage = tuple[str, bytes, str]  # node id, WorkBatch payload, message id
+STREAMS = (subjects.RUNS_STREAM, subjects.NODES_STREAM)
 
 
 class RunController:
@@ -61,19 +76,37 @@ class RunController:
         self.settings = settings
         self.blobs = blobs or BlobStore(nc, settings.limits.blob_max_bytes)
         self.code = CodeUploader(self.blobs)  # what is stored stays stored across rebuilds
+        self.snapshots = snapshot.SnapshotStore(self.js, BlobStore(nc, SNAPSHOT_MAX_BYTES))
         self.budget = payload_budget(nc)
         self.caught_up = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._reset()
+        self.restarts = 0
+        self.last_error: str | None = None
+        self._losing: set[tuple[str, str]] = set()  # node sessions declared lost, not yet folded
+        self._reset(None)
 
-    def _reset(self) -> None:
-        self.core = Scheduler(self.settings.node_queue_factor, int(self.settings.submission_grace_s * 1000))
-        self.positions: dict[str, int] = {subjects.RUNS_STREAM: 0, subjects.NODES_STREAM: 0}
+    def _reset(self, state: snapshot.SchedulerState | None) -> None:
+        settings = self.settings
+        args = (
+            settings.node_queue_factor,
+            int(settings.submission_grace_s * 1000),
+            int(settings.work_resend_s * 1000),
+        )
+        self.core = snapshot.restore(state, *args) if state is not None else Scheduler(*args)
+        self.positions: dict[str, int] = dict.fromkeys(STREAMS, 0)
+        if state is not None:
+            self.positions.update(state.positions)
+        self.started_from = dict(self.positions)
         self.queue: asyncio.Queue[Any] = asyncio.Queue()
         self.live = False
         self.caught_up.clear()
         self.liveness = Liveness(self.settings.liveness_timeout)
+        for node_id in self.core.placer.nodes:
+            self.liveness.joined(node_id)
+        self._losing.clear()
         self._wakeup_at: int | None = None
+        self._snapshot_positions = dict(self.positions)
+        self._snapshot_not_before = 0.0
 
     # the folded state, as the API, the head process and the golden test read it
     @property
@@ -81,7 +114,7 @@ class RunController:
         return self.core.runs
 
     @property
-    def done_runs(self) -> set[str]:
+    def done_runs(self) -> dict[str, None]:
         return self.core.done_runs
 
     @property
@@ -93,6 +126,12 @@ class RunController:
         self._task = asyncio.create_task(self._run_forever(), name="run-controller")
 
     async def stop(self) -> None:
+        """Snapshot the folded state (so the next start replays nothing), then stop."""
+        if self.live and self.positions != self._snapshot_positions:
+            try:
+                await self.save_snapshot()
+            except Exception as exc:
+                log.warning("controller.snapshot_at_stop_failed", error=describe_error(exc))
         if self._task:
             self._task.cancel()
             try:
@@ -106,16 +145,27 @@ class RunController:
                 await self._run_once()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("controller.crashed_rebuilding")
+            except Exception as exc:
+                self.restarts += 1
+                self.last_error = describe_error(exc)
+                log.exception("controller.crashed_restarting_from_snapshot", restarts=self.restarts)
                 await asyncio.sleep(0.5)
 
     async def _run_once(self) -> None:
-        self._reset()
+        began = time.monotonic()
+        state = await self.snapshots.load()
+        self._reset(state)
         targets = {}
-        for stream in self.positions:
+        for stream in STREAMS:
             info = await self.js.stream_info(stream)
             targets[stream] = info.state.last_seq
+        log.info(
+            "controller.starting",
+            from_snapshot=state is not None,
+            positions=self.positions,
+            targets=targets,
+            active_runs=len(self.core.runs),
+        )
         subs = []
         helpers: list[asyncio.Task[None]] = []
         queue = self.queue
@@ -124,31 +174,35 @@ class RunController:
             queue.put_nowait(msg)
 
         try:
-            for subject in (subjects.RUN_SUBJECTS, subjects.NODE_SUBJECTS):
-                subs.append(await subscribe_ordered(self.js, subject, 1, cb=enqueue))
-            self._check_caught_up(targets)
+            for stream, subject in (
+                (subjects.RUNS_STREAM, subjects.RUN_SUBJECTS),
+                (subjects.NODES_STREAM, subjects.NODE_SUBJECTS),
+            ):
+                subs.append(await subscribe_ordered(self.js, subject, self.positions[stream] + 1, cb=enqueue))
+            self._check_caught_up(targets, began)
             if self.live:
                 await self._decide()
             helpers += [
                 asyncio.create_task(self.liveness.watch(self.js), name="heartbeat-watch"),
                 asyncio.create_task(self._tick_forever(), name="liveness-tick"),
+                asyncio.create_task(self._snapshot_forever(), name="controller-snapshots"),
             ]
             while True:
                 item = await queue.get()
                 batch = [item]
                 while not queue.empty() and len(batch) < 10_000:
                     batch.append(queue.get_nowait())
-                began = time.monotonic()
+                slice_began = time.monotonic()
                 for entry in batch:
                     if entry is not _TICK:
                         self._apply_msg(entry)
-                    if time.monotonic() - began > YIELD_AFTER_S:
+                    if time.monotonic() - slice_began > YIELD_AFTER_S:
                         # a burst (a wide run's chunks, a replay) must not hold the event loop
                         # that the API and the local worker share
                         await asyncio.sleep(0)
-                        began = time.monotonic()
+                        slice_began = time.monotonic()
                 if not self.live:
-                    self._check_caught_up(targets)
+                    self._check_caught_up(targets, began)
                 if self.live:
                     await self._decide()
         finally:
@@ -161,33 +215,46 @@ class RunController:
                     pass
 
     async def _tick_forever(self) -> None:
-        # also bounds how late an incomplete submission is noticed
+        # also bounds how late an incomplete submission or a due delivery is noticed
         while True:
             await asyncio.sleep(min(1.0, self.settings.liveness_timeout / 4))
             self.queue.put_nowait(_TICK)
 
-    def _check_caught_up(self, targets: dict[str, int]) -> None:
+    def _check_caught_up(self, targets: dict[str, int], began: float) -> None:
         if all(self.positions[s] >= t for s, t in targets.items()):
             self.live = True
             self.liveness.went_live()
-            self.core.went_live()
+            self.core.went_live(now_ms())
             self.caught_up.set()
             log.info(
                 "controller.caught_up",
                 active_runs=len(self.core.runs),
                 nodes=len(self.placer.nodes),
                 positions=self.positions,
+                replayed={s: self.positions[s] - self.started_from[s] for s in STREAMS},
+                took_ms=round((time.monotonic() - began) * 1000, 1),
             )
 
     # ---- folding ------------------------------------------------------------------------------
     def _apply_msg(self, msg: Msg) -> None:
         meta = msg.metadata
-        self.positions[meta.stream] = max(self.positions.get(meta.stream, 0), meta.sequence.stream)
-        for event in decode_events(msg.data):
+        stream, seq = meta.stream, meta.sequence.stream
+        self.positions[stream] = max(self.positions.get(stream, 0), seq)
+        try:
+            decoded = decode_message(msg.data)
+        except msgspec.DecodeError as exc:
+            decoded = Decoded([], [], [Malformed("?", f"the message is not a list of events: {exc}")])
+        if decoded.unknown or decoded.malformed:
+            decode_stats.note(decoded, {"stream": stream, "seq": seq, "subject": msg.subject})
+        if decoded.malformed and stream == subjects.RUNS_STREAM:
+            # the run cannot be folded faithfully any more: end it rather than let it hang
+            error = "; ".join(f"a malformed {m.tag} event ({m.error})" for m in decoded.malformed)
+            self.core.break_run(subjects.run_id_of(msg.subject), f"{error} at {stream} sequence {seq}")
+        for event in decoded.events:
             self.apply(event)
 
     def apply(self, event: Event) -> None:
-        """Fold one event. Idempotent, so the controller's own events may come back safely."""
+        """Fold one event. Idempotent: the log may deliver an event twice."""
         self.core.apply(event)
         if isinstance(event, NodeJoined):
             self.liveness.joined(event.node_id)
@@ -195,36 +262,95 @@ class RunController:
     # ---- deciding -----------------------------------------------------------------------------
     async def _decide(self) -> None:
         now = now_ms()
-        lost_nodes = self.liveness.stale(self.placer.alive_nodes(), now)
-        if lost_nodes:
-            for lost in lost_nodes:
-                self.apply(lost)
-            # recorded before the attempts they orphan, so history reads in cause order
-            await self._publish_node_events(lost_nodes)
+        await self._declare_lost(self.liveness.stale(self._alive_not_losing(), now))
         decision = self.core.decide(now)
-        messages = await self._prepare_work(decision, now) if decision.work else []
         if decision.events:
-            # an error text of the controller's own (an upstream's 100,000 output keys, say) must
-            # not make an event too large to store: that would fail every pass, for ever
-            await self.store.publish_runs(make_fit(decision.events, self.budget))
-        if messages:
-            await asyncio.gather(
-                *(
-                    publish_durably(
-                        self.store.js, subjects.work_subject(node), data, {headers.MSG_ID: msg_id}
-                    )
-                    for node, data, msg_id in messages
+            try:
+                acks = await self.store.publish_runs(make_fit(decision.events, self.budget))
+            except Exception as exc:
+                log.warning(
+                    "controller.decisions_not_recorded",
+                    error=describe_error(exc),
+                    events=len(decision.events),
                 )
-            )
+                self.core.forget(decision)
+                return
+            stored_again = {run_id for run_id, run_acks in acks.items() if any(a.duplicate for a in run_acks)}
+            if stored_again:
+                # the same decisions were stored before (an ack lost): what the log holds is sent
+                # from the log, by the delivery check, not what was decided now
+                decision.work = {
+                    node: [i for i in items if i.run_id not in stored_again]
+                    for node, items in decision.work.items()
+                }
+            if self.settings.fault_injection == "kill-after-placed" and any(
+                isinstance(e, AttemptPlaced) for e in decision.events
+            ):
+                log.warning("controller.fault_injection_kill", fault=self.settings.fault_injection)
+                os.kill(os.getpid(), signal.SIGKILL)
+        await self._send(decision, now)
         self._arm_wakeup(now)
 
-    async def _prepare_work(self, decision: Decision, now: int) -> list[WorkMessage]:
+    def _alive_not_losing(self) -> list[Any]:
+        alive = self.placer.alive_nodes()
+        sessions = {(n.node_id, n.session) for n in alive}
+        self._losing &= sessions  # a loss folded back: that session is no longer alive
+        return [n for n in alive if (n.node_id, n.session) not in self._losing]
+
+    async def _declare_lost(self, lost: list[NodeLost]) -> None:
+        """Record nodes lost; they take effect (their attempts orphaned) when folded back."""
+        if not lost:
+            return
+        keys = {(e.node_id, e.session) for e in lost}
+        self._losing |= keys
+        try:
+            await self.store.publish_many([(subjects.node_subject(e.node_id), [e]) for e in lost])
+        except Exception as exc:
+            log.warning("controller.node_loss_not_recorded", error=describe_error(exc))
+            self._losing -= keys
+
+    async def _send(self, decision: Decision, now: int) -> None:
+        """The decision's work (and the work re-sent from the log), within the byte budget. Work
+        that cannot be sent at all is recorded failed instead (folded when it comes back)."""
+        if not decision.work and not decision.resend:
+            return
+        failed: list[Event] = []
+        messages = await self._pack(decision.work, decision.code, now, failed, "")
+        if decision.resend:
+            messages += await self._pack(decision.resend, decision.code, now, failed, f"/resend/{now}")
+        if failed:
+            try:
+                await self.store.publish_runs(make_fit(failed, self.budget))
+            except Exception as exc:  # the delivery check will meet them again
+                log.warning("controller.work_failures_not_recorded", error=describe_error(exc))
+        if not messages:
+            return
+        results = await asyncio.gather(
+            *(
+                publish_durably(self.store.js, subjects.work_subject(node), data, {headers.MSG_ID: msg_id})
+                for node, data, msg_id in messages
+            ),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                # recorded as placed: the delivery check sends it again from the log
+                log.warning("controller.work_not_sent", error=describe_error(result))
+
+    async def _pack(
+        self,
+        work: dict[str, list[WorkItem]],
+        code: dict[str, bytes],
+        now: int,
+        failed: list[Event],
+        msg_suffix: str,
+    ) -> list[WorkMessage]:
         """Each node's work as messages within the byte budget. An attempt whose work cannot be
-        sent is recorded failed (its event joins `decision.events`) instead."""
-        code_failed = await self.code.ensure(decision.code) if decision.code else {}
+        sent is recorded failed (its event joins `failed`) instead."""
+        code_failed = await self.code.ensure(code) if code else {}
         limit = item_limit(self.budget)
         messages: list[WorkMessage] = []
-        for node_id, items in decision.work.items():
+        for node_id, items in work.items():
             kept, encoded = [], []
             for item in items:
                 error: TaskError | None = code_failed.get(item.func_hash)
@@ -241,17 +367,19 @@ class RunController:
                     log.warning(
                         "work.not_sent", run_id=item.run_id, task_id=item.task_id, error=error.message
                     )
-                    decision.events.append(self.core.fail_work(item, error, now))
+                    failed.append(self.core.fail_work(item, error, now))
                     continue
                 kept.append(item)
                 encoded.append(data)
             for part in pack_batches([len(e) for e in encoded], self.budget):
                 batch = [encoded[i] for i in part]
-                messages.append((node_id, batch_payload(batch), batch_msg_id([kept[i] for i in part])))
+                msg_id = batch_msg_id([kept[i] for i in part]) + msg_suffix
+                messages.append((node_id, batch_payload(batch), msg_id))
         return messages
 
     def _arm_wakeup(self, now: int) -> None:
-        """Wake the loop when the earliest retry backoff ends (the tick bounds it to a second)."""
+        """Wake the loop when the earliest retry backoff or delivery check is due (the tick bounds
+        it to a second)."""
         due = self.core.next_wakeup()
         if due is None or due <= now:
             return
@@ -260,23 +388,60 @@ class RunController:
         self._wakeup_at = due
         asyncio.get_running_loop().call_later((due - now) / 1000, self.queue.put_nowait, _TICK)
 
-    async def _publish_node_events(self, events: list[NodeLost]) -> None:
-        await self.store.publish_many([(subjects.node_subject(e.node_id), [e]) for e in events])
-
     async def reconcile_workers(self) -> dict[str, Any]:
         """Operator command: declare every node without a recent heartbeat lost now."""
         now = now_ms()
-        lost = self.liveness.stale(self.placer.alive_nodes(), now, force_reason="reconciled")
-        for event in lost:
-            self.apply(event)
-        if lost:
-            await self._publish_node_events(lost)
+        lost = self.liveness.stale(self._alive_not_losing(), now, force_reason="reconciled")
+        await self._declare_lost(lost)
         self.queue.put_nowait(_TICK)
+        lost_ids = {e.node_id for e in lost}
         return {
-            "lost_nodes": [e.node_id for e in lost],
-            "alive_nodes": [n.node_id for n in self.placer.alive_nodes()],
+            "lost_nodes": sorted(lost_ids),
+            "alive_nodes": [n.node_id for n in self.placer.alive_nodes() if n.node_id not in lost_ids],
         }
+
+    # ---- snapshots ----------------------------------------------------------------------------
+    async def _snapshot_forever(self) -> None:
+        while True:
+            await asyncio.sleep(min(5.0, self.settings.snapshot_interval_s))
+            if time.monotonic() < self._snapshot_not_before or self.positions == self._snapshot_positions:
+                continue
+            try:
+                await self.save_snapshot()
+            except Exception as exc:
+                log.warning("controller.snapshot_failed", error=describe_error(exc))
+                self._snapshot_not_before = time.monotonic() + self.settings.snapshot_interval_s
+
+    async def save_snapshot(self) -> snapshot.Pointer:
+        """Capture the folded state now (synchronously: nothing folds in between), then store it."""
+        began = time.monotonic()
+        state = snapshot.capture(self.core, self.positions)
+        data = snapshot.encode(state)
+        took = time.monotonic() - began
+        self._snapshot_positions = dict(state.positions)
+        self._snapshot_not_before = time.monotonic() + max(
+            self.settings.snapshot_interval_s, SNAPSHOT_COST_FACTOR * took
+        )
+        return await self.snapshots.save(state, data)
 
     # ---- queries (for the API) ----------------------------------------------------------------
     def pending_reason(self, run_id: str, task_id: str) -> str | None:
         return self.core.pending_reason(run_id, task_id)
+
+    def diagnostics(self) -> dict[str, Any]:
+        last = self.snapshots.last
+        return {
+            "live": self.live,
+            "positions": dict(self.positions),
+            "started_from": dict(self.started_from),
+            "restarts": self.restarts,
+            "last_error": self.last_error,
+            "active_runs": len(self.core.runs),
+            "decisions_in_flight": len(self.core.inflight),
+            "awaiting_start": len(self.core.delivery.awaiting),
+            "broken_runs": sorted(self.core.broken),
+            "snapshot": None
+            if last is None
+            else {"positions": last.positions, "bytes": last.size, "at_ms": last.at_ms},
+            "decoding": decode_stats.snapshot(),
+        }

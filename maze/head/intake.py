@@ -40,6 +40,14 @@ class RunIntake:
     def __contains__(self, run_id: str) -> bool:
         return run_id in self.partial
 
+    def expiry(self) -> list[tuple[int, str]]:
+        return list(self._expiry)
+
+    def restore(self, partial: dict[str, PartialRun], expiry: list[tuple[int, str]]) -> None:
+        self.partial = partial
+        self._expiry = list(expiry)
+        heapq.heapify(self._expiry)
+
     def created(self, event: RunCreated) -> PartialRun | None:
         """A run.created. Returns the run, complete, when it needs no more chunks."""
         if event.run_id in self.partial:
@@ -62,6 +70,11 @@ class RunIntake:
             return None
         del self.partial[event.run_id]
         return run
+
+    def expire_again(self, run_id: str, at_ms: int) -> None:
+        """Its end could not be recorded: look at it again from `at_ms`."""
+        if run_id in self.partial:
+            heapq.heappush(self._expiry, (at_ms, run_id))
 
     def drop(self, run_id: str) -> None:
         """The run ended (e.g. failed as incomplete): forget its chunks."""

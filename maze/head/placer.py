@@ -12,9 +12,13 @@ Policy (README, "Placement"):
 - Ready tasks wait in one queue per shape (maze/head/ready.py): a task that does not fit anywhere
   now waits with its shape's reason and never blocks the smaller tasks behind it.
 
-Reservations are indexed by node, and a node whose membership changed (a new session joined, it
-left or was lost) is remembered, so finding the attempts a lost session orphaned costs what that
-node held, once, not a scan of every reservation at every pass.
+Reservations are indexed by node. When a node's membership changes (a new session joined, it left
+or was lost), the attempts its old session held become `orphans`, a set the fold keeps (what that
+node held, once, not a scan of every reservation at every pass) until each ends.
+
+Reservations are folded from `attempt.placed`. A placement the controller decided but has not seen
+come back from the log yet holds its capacity as `intended` (maze/head/inflight.py), so two passes
+never give the same room away twice.
 """
 
 from __future__ import annotations
@@ -37,8 +41,9 @@ class NodeView(Struct):
     ip: str
     capacity: NodeCapacity
     alive: bool = True
-    committed: Usage = field(default_factory=Usage)
+    committed: Usage = field(default_factory=Usage)  # folded reservations
     joined_at_ms: int = 0
+    intended: Usage = field(default_factory=Usage)  # placements decided, not yet in the log
 
 
 class Reservation(Struct, frozen=True):
@@ -64,7 +69,8 @@ class Placer:
         self.rejects: dict[str, deque[tuple[int, str]]] = {}  # node -> recent (at_ms, reason)
         self.avoid: dict[tuple[str, str], str] = {}  # (run, task) -> node that just rejected it
         self.by_node: dict[str, dict[AttemptKey, None]] = {}  # node -> its reservations
-        self.changed: set[str] = set()  # nodes whose session or liveness changed since last asked
+        self.orphans: dict[AttemptKey, None] = {}  # reservations whose node session is gone
+        self.intents: dict[AttemptKey, Reservation] = {}  # decided placements, not yet folded
 
     # ---- folding ------------------------------------------------------------------------------
     def node_joined(self, event: NodeJoined) -> None:
@@ -79,34 +85,70 @@ class Placer:
         )
         if old is not None:
             view.committed = old.committed  # reservations of the old session are released by loss
-        if old is None or old.session != event.session or not old.alive:
-            self.changed.add(event.node_id)
+            view.intended = old.intended
+        else:
+            # placements folded before the node's first join: a replay reads the run and node
+            # streams side by side, in no fixed order between them, and must fold to one state
+            for key in self.by_node.get(event.node_id, {}):
+                res = self.reservations[key]
+                add_usage(view.committed, res.resources, res.gpus)
         self.nodes[event.node_id] = view
+        self._orphan_gone(event.node_id)
 
     def node_left(self, node_id: str, session: str) -> None:
         node = self.nodes.get(node_id)
         if node is not None and node.session == session and node.alive:
             node.alive = False
-            self.changed.add(node_id)
+            self._orphan_gone(node_id)
+
+    def _orphan_gone(self, node_id: str) -> None:
+        """Orphans are what the node's membership says now (a replay that reads the node stream
+        late may see a session's join after its placements: they are orphans only meanwhile)."""
+        for key in self.by_node.get(node_id, {}):
+            if self._is_orphan(self.reservations[key]):
+                self.orphans[key] = None
+            else:
+                self.orphans.pop(key, None)
 
     def note_reject(self, run_id: str, task_id: str, node_id: str, at_ms: int, reason: str) -> None:
         self.rejects.setdefault(node_id, deque(maxlen=20)).append((at_ms, reason))
         self.avoid[(run_id, task_id)] = node_id
 
     def reserve(self, key: AttemptKey, node_id: str, session: str, req: Resources, gpus: list[int]) -> None:
+        self.forget_intent(key)
+        self.avoid.pop((key[0], key[1]), None)
         if key in self.reservations:
             return
-        self.reservations[key] = Reservation(node_id=node_id, session=session, resources=req, gpus=list(gpus))
+        res = Reservation(node_id=node_id, session=session, resources=req, gpus=list(gpus))
+        self.reservations[key] = res
         self.by_node.setdefault(node_id, {})[key] = None
         node = self.nodes.get(node_id)
         if node is not None:
             add_usage(node.committed, req, gpus)
-        if node is None or not node.alive or node.session != session:
-            self.changed.add(node_id)  # placed on a session already gone (seen in replay)
+        if self._is_orphan(res):
+            self.orphans[key] = None  # placed on a session already gone (seen in replay)
         load_key = (node_id, key[0])
         self.run_load[load_key] = self.run_load.get(load_key, 0) + 1
 
+    def intend(self, key: AttemptKey, placement: Placement, req: Resources) -> None:
+        """A placement decided now: its capacity is held until its `attempt.placed` is folded."""
+        res = Reservation(
+            node_id=placement.node_id, session=placement.session, resources=req, gpus=placement.gpus
+        )
+        self.intents[key] = res
+        node = self.nodes.get(res.node_id)
+        if node is not None:
+            add_usage(node.intended, req, res.gpus)
+
+    def forget_intent(self, key: AttemptKey) -> None:
+        res = self.intents.pop(key, None)
+        if res is not None:
+            node = self.nodes.get(res.node_id)
+            if node is not None:
+                add_usage(node.intended, res.resources, res.gpus, sign=-1)
+
     def release(self, key: AttemptKey) -> None:
+        self.orphans.pop(key, None)
         res = self.reservations.pop(key, None)
         if res is None:
             return
@@ -127,32 +169,9 @@ class Placer:
 
     def _is_orphan(self, res: Reservation) -> bool:
         node = self.nodes.get(res.node_id)
-        return node is None or not node.alive or node.session != res.session
-
-    def orphaned(self, node_id: str | None = None) -> list[tuple[AttemptKey, Reservation]]:
-        """Reservations whose node session is gone: those attempts can never report back."""
-        node_ids = sorted(self.by_node) if node_id is None else [node_id]
-        out = []
-        for nid in node_ids:
-            for key in self.by_node.get(nid, {}):
-                res = self.reservations[key]
-                if self._is_orphan(res):
-                    out.append((key, res))
-        return out
-
-    def take_orphaned(self) -> list[tuple[AttemptKey, Reservation]]:
-        """Orphaned reservations of the nodes whose membership changed since the last call."""
-        if not self.changed:
-            return []
-        changed, self.changed = sorted(self.changed), set()
-        out = []
-        for nid in changed:
-            out += self.orphaned(nid)
-        return out
-
-    def mark_all_changed(self) -> None:
-        """Have the next `take_orphaned` look at every node (after replaying history)."""
-        self.changed.update(self.by_node)
+        if node is None:
+            return False  # its node's join is still to be folded (see node_joined)
+        return not node.alive or node.session != res.session
 
     # ---- deciding -----------------------------------------------------------------------------
     def alive_nodes(self) -> list[NodeView]:
@@ -174,7 +193,7 @@ class Placer:
     def choose(self, run_id: str, req: Resources, task_id: str = "") -> Placement | str:
         """A placement, or the reason nothing fits now. A node that just rejected this task is
         tried last."""
-        avoid = self.avoid.pop((run_id, task_id), None)
+        avoid = self.avoid.get((run_id, task_id))  # forgotten when the next placement is folded
         nodes = sorted(self.alive_nodes(), key=lambda n: n.node_id == avoid)
         best: tuple[int, float, int, str] | None = None
         best_gpus: list[int] = []
@@ -184,7 +203,7 @@ class Placer:
             cap = node.capacity
             if could_ever_fit(cap, req) is not None:
                 continue
-            used = node.committed
+            used = _combined(node)
             factor = self.queue_factor
             if used.cpu + req.cpu > cap.cpus * factor + EPSILON:
                 continue
@@ -220,3 +239,26 @@ class Placer:
         if req.gpu:
             want += f", gpu={req.gpu:g}, gpu_mem={req.gpu_mem}MB"
         return f"waiting for free capacity ({want}); every node that could hold it is busy"
+
+
+def _combined(node: NodeView) -> Usage:
+    """What the node has committed, placements decided but not yet folded included."""
+    intended = node.intended
+    if (
+        abs(intended.cpu) < EPSILON
+        and not intended.cpu_mem
+        and not intended.gpu_mem
+        and not intended.gpu_share
+    ):
+        return node.committed
+    used = Usage(
+        cpu=node.committed.cpu + intended.cpu,
+        cpu_mem=node.committed.cpu_mem + intended.cpu_mem,
+        gpu_share=dict(node.committed.gpu_share),
+        gpu_mem=dict(node.committed.gpu_mem),
+    )
+    for idx, share in intended.gpu_share.items():
+        used.gpu_share[idx] = used.gpu_share.get(idx, 0.0) + share
+    for idx, mem in intended.gpu_mem.items():
+        used.gpu_mem[idx] = used.gpu_mem.get(idx, 0) + mem
+    return used

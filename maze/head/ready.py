@@ -35,6 +35,27 @@ class ReadyQueues:
     def __len__(self) -> int:
         return len(self.members)
 
+    # ---- snapshots ----------------------------------------------------------------------------
+    def live(self) -> list[tuple[TaskKey, Resources, int]]:
+        """Every queued task with its shape and readiness sequence (stale entries left out)."""
+        return [(key, shape, seq) for key, (shape, seq) in self.members.items()]
+
+    def next_seq(self) -> int:
+        nxt = next(self._seq)
+        self._seq = itertools.count(nxt)
+        return nxt
+
+    def restore(
+        self, live: list[tuple[TaskKey, Resources, int]], next_seq: int, reasons: dict[Resources, str]
+    ) -> None:
+        """The queues `live` and `next_seq` describe, in readiness order."""
+        for key, shape, seq in sorted(live, key=lambda entry: entry[2]):
+            self.members[key] = (shape, seq)
+            self.counts[shape] = self.counts.get(shape, 0) + 1
+            self.queues.setdefault(shape, deque()).append((seq, key))
+        self._seq = itertools.count(next_seq)
+        self.reasons = {shape: why for shape, why in reasons.items() if shape in self.queues}
+
     def __contains__(self, key: TaskKey) -> bool:
         return key in self.members
 

@@ -28,17 +28,19 @@ def retry_budget(policy: RetryPolicy, error_type: str) -> int:
     return budget
 
 
-def next_attempt_delay_ms(policy: RetryPolicy, error: TaskError, attempt: int) -> int | None:
-    """Delay before attempt `attempt + 1`, or None if `attempt` was the last one. An error its
-    origin marked not retryable (a corrupt blob, say) is not retried, even if `retry_on` names its
-    type: the same attempt would fail the same way."""
-    if attempt > retry_budget(policy, error.error_type):
+def next_attempt_delay_ms(policy: RetryPolicy, error: TaskError, failures: int) -> int | None:
+    """Delay before the next attempt of a task that has failed `failures` times (this one
+    included), or None if that was its last allowed failure. Only failures count: a rejection, or
+    an attempt lost before it started, uses no retry. An error its origin marked not retryable (a
+    corrupt blob, say) is not retried, even if `retry_on` names its type: the same attempt would
+    fail the same way."""
+    if failures > retry_budget(policy, error.error_type):
         return None
     if not error.retryable and error.error_type != NODE_LOST:
         return None
     if error.error_type == NODE_LOST:
         return 0
-    return int(policy.backoff_seconds * 1000 * (2 ** (attempt - 1)))
+    return int(policy.backoff_seconds * 1000 * (2 ** (failures - 1)))
 
 
 TaskKey = tuple[str, str]
@@ -56,6 +58,14 @@ class RetryTimers:
 
     def __len__(self) -> int:
         return len(self._heap)
+
+    def state(self) -> tuple[list[tuple[int, int, str, str, int]], int]:
+        return list(self._heap), self._seq
+
+    def restore(self, heap: list[tuple[int, int, str, str, int]], seq: int) -> None:
+        self._heap = list(heap)
+        heapq.heapify(self._heap)
+        self._seq = seq
 
     def schedule(self, key: TaskKey, due_ms: int, next_attempt: int) -> None:
         self._seq += 1

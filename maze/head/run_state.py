@@ -11,21 +11,23 @@ from __future__ import annotations
 import msgspec
 from msgspec import Struct
 
+from maze.core.task_machine import (
+    FAILED_NOW,
+    PLACED,
+    REQUEUED,
+    RETRY,
+    SUCCEEDED,
+    TERMINAL,
+    lost_error,
+    transition,
+)
 from maze.events.catalog import Event
 from maze.events.runs import RunCreated, RunFinished
 from maze.events.specs import InputRef, TaskError, TaskSpec
-from maze.events.tasks import (
-    AttemptFailed,
-    AttemptPlaced,
-    AttemptRejected,
-    AttemptStarted,
-    AttemptSucceeded,
-    RetryScheduled,
-)
+from maze.events.tasks import AttemptLost, AttemptPlaced, AttemptSucceeded, RetryScheduled
 from maze.events.values import decode_map_raw
 
-TERMINAL_TASK = frozenset({"succeeded", "failed", "cancelled", "timed_out"})
-PLACEABLE = frozenset({"pending", "retry_wait"})
+TERMINAL_TASK = TERMINAL
 
 
 class TaskRuntime(Struct, gc=False):
@@ -33,8 +35,9 @@ class TaskRuntime(Struct, gc=False):
     own until it needs one, and not tracked by the cyclic GC (it is never part of a cycle)."""
 
     spec: TaskSpec
-    state: str = "pending"  # pending | queued | running | retry_wait | succeeded | failed
+    state: str = "pending"  # the task state machine's (maze/core/task_machine.py)
     attempt: int = 0  # current attempt number, 0 before the first placement
+    failures: int = 0  # attempts that failed (what retry budgets count)
     node_id: str | None = None
     session: str = ""
     gpus: tuple[int, ...] = ()
@@ -105,60 +108,43 @@ def raw_result(wire: bytes) -> dict[str, bytes]:
 
 
 def apply_attempt_event(run: RunRuntime, event: Event) -> list[str]:
-    """Fold one attempt event into the run. Returns task ids that became ready.
+    """Fold one attempt event into the run through the task state machine. Returns task ids that
+    became ready (placeable again, or whose last upstream succeeded).
 
     Idempotent: an event for an older attempt, or a second terminal event for the same attempt,
     changes nothing (first terminal event wins)."""
-    if isinstance(event, RetryScheduled):
-        task = run.tasks[event.task_id]
-        if event.next_attempt > task.attempt and task.state in ("failed", "retry_wait"):
-            task.state = "retry_wait"
-            run.undecided.pop(event.task_id, None)
-            task.next_attempt = event.next_attempt
-            task.retry_at_ms = event.at_ms + event.delay_ms
+    task = run.tasks.get(event.task_id)  # type: ignore[union-attr]
+    if task is None:
+        return []  # a task this run never recorded
+    step = transition(task.state, task.attempt, task.failures, event)
+    if step is None:
         return []
-    task = run.tasks[event.task_id]  # type: ignore[union-attr]
-    attempt = event.attempt  # type: ignore[union-attr]
-    if isinstance(event, AttemptPlaced):
-        if attempt > task.attempt:
-            task.attempt = attempt
-            task.state = "queued"
-            task.node_id = event.node_id
-            task.session = event.session
-            task.gpus = tuple(event.gpus)
-            run.undecided.pop(event.task_id, None)
-        return []
-    if (
-        isinstance(event, AttemptFailed)
-        and event.error.origin == "controller"
-        and attempt == task.attempt + 1
-        and task.state in PLACEABLE
-    ):
-        task.attempt = attempt  # failed before it could be placed (its inputs could not be resolved)
-    if attempt != task.attempt or task.state in TERMINAL_TASK:
-        return []
-    if isinstance(event, AttemptStarted):
-        if task.state == "queued":
-            task.state = "running"
-        return []
-    if isinstance(event, AttemptRejected):
-        if task.state == "queued":
-            task.state = "pending"  # placed again, as the next attempt
-            return [task.spec.task_id]
-        return []
-    if isinstance(event, AttemptSucceeded):
+    task.state, task.attempt, task.failures = step.state, step.attempt, step.failures
+    effect = step.effect
+    if effect == RETRY:
+        assert isinstance(event, RetryScheduled)
+        run.undecided.pop(event.task_id, None)
+        task.next_attempt = event.next_attempt
+        task.retry_at_ms = event.at_ms + event.delay_ms
+    elif effect == PLACED:
+        assert isinstance(event, AttemptPlaced)
+        task.node_id = event.node_id
+        task.session = event.session
+        task.gpus = tuple(event.gpus)
+        run.undecided.pop(event.task_id, None)
+    elif effect == REQUEUED:
+        return [task.spec.task_id]
+    elif effect == SUCCEEDED:
+        assert isinstance(event, AttemptSucceeded)
         return _succeeded(run, task, event)
-    if isinstance(event, AttemptFailed):
-        task.state = "failed"
-        task.error = event.error
+    elif effect == FAILED_NOW:
+        task.error = lost_error(event) if isinstance(event, AttemptLost) else event.error  # type: ignore[union-attr]
         if not run.finished:
             run.undecided[task.spec.task_id] = None
-        return []
     return []
 
 
 def _succeeded(run: RunRuntime, task: TaskRuntime, event: AttemptSucceeded) -> list[str]:
-    task.state = "succeeded"
     run.remaining -= 1
     if task.readers > 0:
         task.result = raw_result(event.result)

@@ -2,21 +2,33 @@
 and what work to send. Synchronous, no I/O and no clock (the caller passes `now`), so it can be
 driven without NATS, in tests and in `bench/controller_cost.py`.
 
+It is a fold of the log (DESIGN.md §6.6): `apply` is the only way its state changes, and `decide`
+changes none of it. A decision takes effect when the caller has published it and its event comes
+back through `apply`, in log order with every worker's report, so a restarted core that folds the
+same log decides the same. Until then the decision waits in the overlay (maze/head/inflight.py),
+which keeps it from being decided twice and holds the capacity it will take.
+
 Cost per event is proportional to what changed (DESIGN.md §6.8): folding an event touches the task
 it names and its direct neighbours; a decision pass looks only at runs touched since the last one
-(and there only at their undecided failures), at retry backoffs that are due (a heap), at the
-attempts of nodes whose membership changed, and at the heads of the per-shape ready queues. What is
-O(run) happens once per run: building it when its last chunk is in, and dropping it when it ends.
+(and there only at their undecided failures), at retry backoffs that are due (a heap), at attempts
+orphaned by a membership change, at deliveries that are due, and at the heads of the per-shape
+ready queues. What is O(run) happens once per run: building it when its last chunk is in, and
+dropping it when it ends.
+
+An exception while folding or deciding one run ends that run (`controller_error`, with a log line)
+instead of stopping the controller.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable
 from typing import Any
 
+import structlog
 from msgspec import Struct
 
+from maze.core.task_machine import PLACEABLE, transition
 from maze.events.catalog import Event
 from maze.events.codec import encode_value
 from maze.events.nodes import NodeJoined, NodeLeft, NodeLost
@@ -24,6 +36,7 @@ from maze.events.runs import RunCreated, RunFinished, TasksAdded
 from maze.events.specs import Resources, TaskError, TaskSpec
 from maze.events.tasks import (
     AttemptFailed,
+    AttemptLost,
     AttemptPlaced,
     AttemptRejected,
     AttemptStarted,
@@ -31,53 +44,84 @@ from maze.events.tasks import (
     RetryScheduled,
 )
 from maze.events.work import WorkItem
+from maze.head.delivery import Delivery
+from maze.head.inflight import Inflight
 from maze.head.intake import PartialRun, RunIntake, count_mismatch_error
 from maze.head.placer import Placement, Placer
 from maze.head.ready import SKIPPED, ReadyQueues, TaskKey
 from maze.head.retry import RetryTimers, next_attempt_delay_ms
-from maze.head.run_state import (
-    PLACEABLE,
-    RunRuntime,
-    apply_attempt_event,
-    finish,
-    new_run,
-    ready_tasks,
-    resolve_inputs,
-)
+from maze.head.run_state import RunRuntime, apply_attempt_event, finish, new_run, ready_tasks, resolve_inputs
+
+log = structlog.get_logger(__name__)
 
 AttemptEvent = (
-    AttemptPlaced | AttemptStarted | AttemptSucceeded | AttemptFailed | AttemptRejected | RetryScheduled
+    AttemptPlaced
+    | AttemptStarted
+    | AttemptSucceeded
+    | AttemptFailed
+    | AttemptRejected
+    | AttemptLost
+    | RetryScheduled
 )
+DONE_RUNS_KEPT = 10_000  # ended run ids remembered (late events of older ones are ignored anyway)
 
 
 class Decision(Struct):
-    """What one pass decided: run events to record (already folded in), then work to send."""
+    """What one pass decided: run events to record, then work to send once they are stored.
+    Nothing of it is in the core's state until its events come back through `apply`."""
 
     events: list[Event]
     work: dict[str, list[WorkItem]]  # node id -> its new work items, in placement order
     # Code that older runs carried inline (func_hash -> cloudpickle bytes), which the work above
     # needs in the blob store before it is sent.
     code: dict[str, bytes]
+    # Work sent again from the log (placed, never started): node id -> items
+    resend: dict[str, list[WorkItem]]
 
 
 class Scheduler:
-    def __init__(self, queue_factor: float = 16.0, grace_ms: int = 600_000) -> None:
+    def __init__(
+        self, queue_factor: float = 16.0, grace_ms: int = 600_000, resend_after_ms: int = 5_000
+    ) -> None:
+        # folded state: a function of the log alone
         self.runs: dict[str, RunRuntime] = {}
-        self.done_runs: set[str] = set()
+        self.done_runs: OrderedDict[str, None] = OrderedDict()
         self.placer = Placer(queue_factor)
         self.ready = ReadyQueues()
         self.retries = RetryTimers()
         self.intake = RunIntake(grace_ms)
         self.refused: dict[str, TaskError] = {}  # complete runs that cannot start (bad chunks)
+        self.broken: dict[str, TaskError] = {}  # runs an event could not be folded into
+        self.delivery = Delivery(resend_after_ms)
+        # what the next pass looks at
         self.dirty: dict[str, None] = {}  # runs touched since the last pass, in order
         self.placement_due = True  # new ready tasks or freed capacity since the last pass
+        # decided, not yet folded back
+        self.inflight = Inflight()
 
     # ---- folding ------------------------------------------------------------------------------
     def apply(self, event: Event) -> None:
-        """Fold one event. Idempotent, so the controller's own events may come back safely."""
+        """Fold one event. Idempotent, so the log may deliver it twice."""
         step = FOLD.get(type(event))
-        if step is not None:  # an event kind the controller has no use for
+        if step is None:  # an event kind the controller has no use for
+            return
+        try:
             step(self, event)
+        except Exception as exc:  # a bug, or an event no fold foresaw: that run ends, nothing else
+            run_id = getattr(event, "run_id", None)
+            if run_id is None:
+                raise
+            self.break_run(run_id, f"the run controller could not fold a {type(event).__name__}: {exc!r}")
+        self.inflight.settle(event)
+
+    def break_run(self, run_id: str, message: str) -> None:
+        """This run can no longer be folded (or decided) faithfully: end it with a clear error."""
+        log.error("controller.run_broken", run_id=run_id, error=message)
+        if run_id not in self.broken:
+            self.broken[run_id] = TaskError(
+                error_type="controller_error", message=message, origin="controller"
+            )
+        self.dirty[run_id] = None
 
     def _node_joined(self, event: NodeJoined) -> None:
         self.placer.node_joined(event)
@@ -121,29 +165,42 @@ class Scheduler:
     def _finished(self, event: RunFinished) -> None:
         run_id = event.run_id
         ended = self.runs.pop(run_id, None)
-        self.done_runs.add(run_id)
+        self.done_runs[run_id] = None
+        if len(self.done_runs) > DONE_RUNS_KEPT:
+            self.done_runs.popitem(last=False)
         self.intake.drop(run_id)
         self.refused.pop(run_id, None)
+        self.broken.pop(run_id, None)
         self.dirty.pop(run_id, None)  # nothing left to decide (and replay keeps no ended run here)
         if ended is not None:
             finish(ended, event)
-            for task_id in ended.tasks:  # O(run), once per run
+            for task_id, task in ended.tasks.items():  # O(run), once per run
                 self.ready.discard((run_id, task_id))
+                if task.attempt:
+                    self.delivery.settled((run_id, task_id, task.attempt))
 
     def _placed(self, event: AttemptPlaced) -> None:
+        key = (event.run_id, event.task_id, event.attempt)
         run = self.runs.get(event.run_id)
-        if run is not None:
-            self.placer.reserve(
-                (event.run_id, event.task_id, event.attempt),
-                event.node_id,
-                event.session,
-                run.tasks[event.task_id].spec.resources,
-                event.gpus,
-            )
+        if run is None:
+            self.placer.forget_intent(key)
+            return
+        task = run.tasks.get(event.task_id)
+        if task is None or transition(task.state, task.attempt, task.failures, event) is None:
+            self.placer.forget_intent(key)  # a placement the log had already overtaken
+            return
+        self.placer.reserve(key, event.node_id, event.session, task.spec.resources, event.gpus)
+        self.delivery.placed(key, event.at_ms)
         self._attempt(event)
 
-    def _terminal(self, event: AttemptSucceeded | AttemptFailed | AttemptRejected) -> None:
-        self.placer.release((event.run_id, event.task_id, event.attempt))
+    def _started(self, event: AttemptStarted) -> None:
+        self.delivery.settled((event.run_id, event.task_id, event.attempt))
+        self._attempt(event)
+
+    def _terminal(self, event: AttemptSucceeded | AttemptFailed | AttemptRejected | AttemptLost) -> None:
+        key = (event.run_id, event.task_id, event.attempt)
+        self.placer.release(key)
+        self.delivery.settled(key)
         self.placement_due = True
         if isinstance(event, AttemptRejected):
             self.placer.note_reject(event.run_id, event.task_id, event.node_id, event.at_ms, event.reason)
@@ -157,7 +214,9 @@ class Scheduler:
         for ready_id in apply_attempt_event(run, event):
             self.ready.add((run_id, ready_id), run.tasks[ready_id].spec.resources)
             self.placement_due = True
-        task = run.tasks[event.task_id]
+        task = run.tasks.get(event.task_id)
+        if task is None:
+            return
         if task.state not in PLACEABLE:
             self.ready.discard((run_id, event.task_id))
         if isinstance(event, RetryScheduled) and task.state == "retry_wait":
@@ -165,77 +224,121 @@ class Scheduler:
         self.dirty[run_id] = None
 
     # ---- deciding -----------------------------------------------------------------------------
-    def went_live(self) -> None:
-        """After replaying history: look at every run and node once before the first pass."""
+    def went_live(self, now: int) -> None:
+        """After replaying history: look at every run, orphan and delivery once before the first
+        pass (work for attempts placed and never started may never have been sent)."""
         for run_id in self.runs:
             self.dirty[run_id] = None
-        for run_id in self.refused:
+        for run_id in [*self.refused, *self.broken]:
             self.dirty[run_id] = None
-        self.placer.mark_all_changed()
+        self.delivery.all_due_now(now)
         self.placement_due = True
 
     def decide(self, now: int) -> Decision:
-        decision = Decision(events=[], work=defaultdict(list), code={})
+        """What to record and send now. Changes nothing but the overlay of decisions in flight."""
+        decision = Decision(events=[], work=defaultdict(list), code={}, resend=defaultdict(list))
         events = decision.events
-        for event in self._orphaned(now) + self._expired(now):
-            self.apply(event)
-            events.append(event)
+        events += self._orphaned(now) + self._expired(now)
+        for event in events:
+            self.inflight.record(event)
         while self.dirty:
             dirty, self.dirty = self.dirty, {}
             for run_id in dirty:
-                for event in self._decide_run(run_id, now):
-                    self.apply(event)
-                    events.append(event)
+                try:
+                    decided = self._decide_run(run_id, now)
+                except Exception as exc:
+                    self.break_run(run_id, f"the run controller failed deciding this run: {exc!r}")
+                    continue
+                for event in decided:
+                    self.inflight.record(event)
+                events += decided
         for key in self.retries.pop_due(now, self._still_waiting):
             self.ready.add(key, self.runs[key[0]].tasks[key[1]].spec.resources)
             self.placement_due = True
         if self.placement_due and len(self.ready):
             self.placement_due = False
-            self.ready.place(lambda key, shape: self._try_place(key, shape, now, decision))
+            self.ready.place(lambda key, shape: self._try_place_safely(key, shape, now, decision))
+        self._resend(now, decision)
         decision.work = dict(decision.work)
+        decision.resend = dict(decision.resend)
         return decision
 
+    def forget(self, decision: Decision) -> None:
+        """The decision's events could not be published: decide again on the next pass."""
+        self.inflight.forget(decision.events)
+        for event in decision.events:
+            if isinstance(event, AttemptPlaced):
+                self.placer.forget_intent((event.run_id, event.task_id, event.attempt))
+                run = self.runs.get(event.run_id)
+                task = run.tasks.get(event.task_id) if run else None
+                if run is not None and task is not None and task.state in PLACEABLE:
+                    self.ready.add((event.run_id, event.task_id), task.spec.resources)
+                    self.placement_due = True
+            run_id = getattr(event, "run_id", None)
+            if run_id is not None:
+                self.dirty[run_id] = None
+            if isinstance(event, RunFinished):
+                self.intake.expire_again(event.run_id, event.at_ms)
+                run = self.runs.get(event.run_id)
+                # its ready tasks were dropped from the queues while its end was in flight
+                for task_id, task in run.tasks.items() if run is not None else ():
+                    if task.state == "pending" and not task.waiting:
+                        self.ready.add((event.run_id, task_id), task.spec.resources)
+                        self.placement_due = True
+                    elif task.state == "retry_wait":
+                        self.retries.schedule((event.run_id, task_id), task.retry_at_ms, task.next_attempt)
+
     def _orphaned(self, now: int) -> list[Event]:
+        """Attempts whose node session went away: each is given up on, once (what that means for
+        the task depends on where the decision lands in the log: task_machine, AttemptLost)."""
         lost: list[Event] = []
-        for (run_id, task_id, attempt), res in self.placer.take_orphaned():
+        for key in self.placer.orphans:
+            if key in self.inflight.lost:
+                continue
+            res = self.placer.reservations[key]
             lost.append(
-                AttemptFailed(
-                    run_id=run_id,
-                    task_id=task_id,
-                    attempt=attempt,
-                    at_ms=now,
+                AttemptLost(
+                    run_id=key[0],
+                    task_id=key[1],
+                    attempt=key[2],
                     node_id=res.node_id,
-                    error=TaskError(
-                        error_type="node_lost",
-                        message=f"node {res.node_id} (session {res.session}) went away during the attempt",
-                        retryable=True,
-                        origin="controller",
-                        node_id=res.node_id,
-                        attempt=attempt,
-                    ),
+                    session=res.session,
+                    at_ms=now,
+                    reason=self._why_gone(res.node_id),
                 )
             )
         return lost
+
+    def _why_gone(self, node_id: str) -> str:
+        node = self.placer.nodes.get(node_id)
+        if node is None:
+            return "unknown node"
+        return "a new session of the node joined" if node.alive else "the node left or was lost"
 
     def _expired(self, now: int) -> list[Event]:
         return [
             RunFinished(run_id=partial.created.run_id, at_ms=now, state="failed", error=error)
             for partial, error in self.intake.expired(now)
+            if partial.created.run_id not in self.inflight.runs
         ]
 
     def _decide_run(self, run_id: str, now: int) -> list[Event]:
-        refused = self.refused.get(run_id)
-        if refused is not None:
-            return [RunFinished(run_id=run_id, at_ms=now, state="failed", error=refused)]
+        if run_id in self.inflight.runs:
+            return []
+        ended = self.refused.get(run_id) or self.broken.get(run_id)
+        if ended is not None:
+            return [RunFinished(run_id=run_id, at_ms=now, state="failed", error=ended)]
         run = self.runs.get(run_id)
         if run is None or run.finished:
             return []
         out: list[Event] = []
         for task_id in run.undecided:
+            if (run_id, task_id) in self.inflight.decided:
+                continue
             task = run.tasks[task_id]
             if task.error is None:
                 continue
-            delay = next_attempt_delay_ms(task.spec.retry, task.error, task.attempt)
+            delay = next_attempt_delay_ms(task.spec.retry, task.error, task.failures)
             if delay is not None:
                 out.append(
                     RetryScheduled(
@@ -264,25 +367,32 @@ class Scheduler:
         task = run.tasks[key[1]]
         return task.state == "retry_wait" and task.next_attempt == attempt
 
+    def _try_place_safely(self, key: TaskKey, req: Resources, now: int, decision: Decision) -> str | None:
+        try:
+            return self._try_place(key, req, now, decision)
+        except Exception as exc:
+            self.break_run(key[0], f"the run controller failed placing task {key[1]!r}: {exc!r}")
+            return SKIPPED
+
     def _try_place(self, key: TaskKey, req: Resources, now: int, decision: Decision) -> str | None:
         run_id, task_id = key
         run = self.runs.get(run_id)
-        if run is None or run.finished:
+        if run is None or run.finished or run_id in self.broken or run_id in self.inflight.runs:
             return SKIPPED
         task = run.tasks[task_id]
-        if task.state not in PLACEABLE:
+        if task.state not in PLACEABLE or key in self.inflight.tasks:
             return SKIPPED
         choice = self.placer.choose(run_id, req, task_id)
         if not isinstance(choice, Placement):
             return choice
-        attempt = task.next_attempt if task.state == "retry_wait" else task.attempt + 1
+        attempt = task.attempt + 1
         spec = task.spec
         inputs = resolve_inputs(run, spec)
         if isinstance(inputs, TaskError):
-            # Decided on the next pass, with the failures of that run.
+            # Decided on the pass after it is folded, with the failures of that run.
             failed = AttemptFailed(run_id=run_id, task_id=task_id, attempt=attempt, at_ms=now, error=inputs)
-            self.apply(failed)
             decision.events.append(failed)
+            self.inflight.record(failed)
             return SKIPPED
         placed = AttemptPlaced(
             run_id=run_id,
@@ -294,7 +404,8 @@ class Scheduler:
             reason=choice.reason,
             session=choice.session,
         )
-        self.apply(placed)
+        self.placer.intend((run_id, task_id, attempt), choice, req)
+        self.inflight.record(placed)
         decision.events.append(placed)
         decision.work[choice.node_id].append(work_item(spec, placed, encode_value(inputs)))
         code = run.functions.get(spec.func_hash)
@@ -302,22 +413,60 @@ class Scheduler:
             decision.code[spec.func_hash] = code
         return None
 
+    def _resend(self, now: int, decision: Decision) -> None:
+        """Work for attempts placed and not started after their delivery bound, built from what the
+        log says about them (never from the overlay)."""
+        for key in self.delivery.due(now):
+            item = self.work_from_log(key)
+            if item is None:
+                continue  # not deliverable (its session is gone): the fold settles it when it ends
+            decision.resend[self.placer.reservations[key].node_id].append(item)
+            count = self.delivery.sent(key, now)
+            log.info("work.resent", run_id=key[0], task_id=key[1], attempt=key[2], sends=count)
+            code = self.runs[key[0]].functions.get(item.func_hash)
+            if code is not None:
+                decision.code[item.func_hash] = code
+
+    def work_from_log(self, key: tuple[str, str, int]) -> WorkItem | None:
+        """The work item of a placed attempt, from the folded state (None when it is no longer
+        deliverable: its run or attempt moved on, or its node session is gone)."""
+        run = self.runs.get(key[0])
+        res = self.placer.reservations.get(key)
+        if run is None or res is None or key in self.placer.orphans:
+            return None
+        task = run.tasks.get(key[1])
+        if task is None or task.attempt != key[2] or task.state != "queued":
+            return None
+        inputs = resolve_inputs(run, task.spec)
+        if isinstance(inputs, TaskError):
+            return None
+        placed = AttemptPlaced(
+            run_id=key[0],
+            task_id=key[1],
+            attempt=key[2],
+            node_id=res.node_id,
+            at_ms=0,
+            gpus=res.gpus,
+            session=res.session,
+        )
+        return work_item(task.spec, placed, encode_value(inputs))
+
     def fail_work(self, item: WorkItem, error: TaskError, now: int) -> AttemptFailed:
         """An attempt placed in this pass whose work cannot be sent (e.g. too large even with its
-        values in the blob store): recorded failed, folded in, decided on the next pass."""
-        failed = AttemptFailed(
+        values in the blob store): recorded failed right after its placement, in the same
+        message, and decided on the pass after both are folded."""
+        return AttemptFailed(
             run_id=item.run_id, task_id=item.task_id, attempt=item.attempt, at_ms=now, error=error
         )
-        self.apply(failed)
-        return failed
 
     # ---- queries ------------------------------------------------------------------------------
     def pending_reason(self, run_id: str, task_id: str) -> str | None:
         return self.ready.reason((run_id, task_id))
 
     def next_wakeup(self) -> int | None:
-        """When the earliest retry backoff ends (ms), if any."""
-        return self.retries.next_due()
+        """When the earliest retry backoff or delivery check is due (ms), if any."""
+        due = [t for t in (self.retries.next_due(), self.delivery.next_due()) if t is not None]
+        return min(due) if due else None
 
 
 # Each event type's fold step: a lookup by type, so the hot path has no chain of isinstance checks.
@@ -329,10 +478,11 @@ FOLD: dict[type, Callable[[Scheduler, Any], None]] = {
     TasksAdded: Scheduler._added,
     RunFinished: Scheduler._finished,
     AttemptPlaced: Scheduler._placed,
-    AttemptStarted: Scheduler._attempt,
+    AttemptStarted: Scheduler._started,
     AttemptSucceeded: Scheduler._terminal,
     AttemptFailed: Scheduler._terminal,
     AttemptRejected: Scheduler._terminal,
+    AttemptLost: Scheduler._terminal,
     RetryScheduled: Scheduler._attempt,
 }
 

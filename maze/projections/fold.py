@@ -12,6 +12,17 @@ from typing import Any
 import msgspec
 from msgspec import Struct, field
 
+from maze.core.task_machine import (
+    FAILED_NOW,
+    PLACED,
+    REQUEUED,
+    STARTED,
+    SUCCEEDED,
+    TERMINAL,
+    failure_state,
+    lost_error,
+    transition,
+)
 from maze.events.catalog import Event
 from maze.events.codec import decode_value
 from maze.events.nodes import NodeJoined, NodeLeft, NodeLost
@@ -19,6 +30,7 @@ from maze.events.runs import RunCreated, RunFinished, TasksAdded
 from maze.events.specs import InputRef, TaskError, TaskSpec
 from maze.events.tasks import (
     AttemptFailed,
+    AttemptLost,
     AttemptPlaced,
     AttemptRejected,
     AttemptStarted,
@@ -29,7 +41,7 @@ from maze.events.values import describe, describe_map
 from maze.projections.rows import AttemptRow, RunRow, TaskRow
 
 Row = dict[str, Any]
-TERMINAL = frozenset({"succeeded", "failed", "cancelled", "timed_out"})
+ATTEMPT_ENDED = frozenset({"succeeded", "failed", "timed_out", "rejected", "lost", "cancelled"})
 _EMPTY_LIST = "[]"
 
 
@@ -69,10 +81,6 @@ class RunModel(Struct):
     @property
     def size(self) -> int:
         return len(self.tasks) + len(self.attempts)
-
-
-def _failure_state(error: TaskError) -> str:
-    return "timed_out" if error.error_type == "timed_out" else "failed"
 
 
 def _set_state(model: RunModel, task: TaskRow, state: str) -> None:
@@ -137,6 +145,7 @@ def add_tasks(model: RunModel, specs: list[TaskSpec], offset: int) -> None:
             task_type=spec.task_type,
             state="pending",
             attempt=0,
+            failures=0,
             node_id=None,
             node_ip=None,
             gpus=_EMPTY_LIST,
@@ -212,7 +221,9 @@ def _attempt_row(model: RunModel, task: TaskRow, attempt_no: int) -> AttemptRow:
 
 
 def fold_run_event(model: RunModel, event: Event) -> RunModel:
-    """Apply one run-stream event (other than RunCreated) to a run's rows."""
+    """Apply one run-stream event (other than RunCreated) to a run's rows. The task's state moves
+    through the one task state machine (maze/core/task_machine.py), as in the run controller; the
+    attempt's own row records what happened to that attempt whatever the task's state."""
     if isinstance(event, RunFinished):
         _finish(model, event)
         return model
@@ -222,65 +233,75 @@ def fold_run_event(model: RunModel, event: Event) -> RunModel:
     task = model.tasks.get(event.task_id)  # type: ignore[union-attr]
     if task is None:
         return model  # a task this run never recorded: nothing to show it on
+    step = transition(task.state, task.attempt, task.failures, event)
     if isinstance(event, RetryScheduled):
-        if task.state in ("failed", "timed_out") and event.next_attempt > task.attempt:
-            _set_state(model, task, "retry_wait")
+        if step is not None:
+            _set_state(model, task, step.state)
             model.dirty_tasks.add(event.task_id)
         return model
-    attempt_no: int = event.attempt  # type: ignore[union-attr]
-    attempt = _attempt_row(model, task, attempt_no)
-    current = attempt_no >= task.attempt and task.state not in ("succeeded", "cancelled")
+    attempt = _attempt_row(model, task, event.attempt)  # type: ignore[union-attr]
+    _fold_attempt_row(attempt, event)
+    if step is None:
+        return model
+    _set_state(model, task, step.state)
+    task.attempt, task.failures = step.attempt, step.failures
+    effect = step.effect
+    if effect == PLACED:
+        assert isinstance(event, AttemptPlaced)
+        task.node_id, task.gpus = event.node_id, attempt.gpus
+        task.placement_reason, task.queued_at_ms, task.error = event.reason, event.at_ms, None
+        task.node_ip = task.started_at_ms = task.finished_at_ms = None
+        run = model.run
+        if run.state == "created":
+            run.state, run.started_at_ms = "running", event.at_ms
+    elif effect == STARTED:
+        assert isinstance(event, AttemptStarted)
+        task.node_id, task.node_ip, task.started_at_ms = event.node_id, event.node_ip, event.at_ms
+    elif effect == SUCCEEDED:
+        assert isinstance(event, AttemptSucceeded)
+        task.result = dumps(describe_map(event.result)[0])
+        task.finished_at_ms, task.error = event.at_ms, None
+    elif effect == FAILED_NOW:
+        task.error, task.finished_at_ms = attempt.error, event.at_ms
+    elif effect == REQUEUED:
+        assert isinstance(event, AttemptRejected | AttemptLost)
+        how = "rejected by" if isinstance(event, AttemptRejected) else "lost with"
+        task.placement_reason = f"{how} {event.node_id}: {event.reason}"
+    return model
+
+
+def _fold_attempt_row(attempt: AttemptRow, event: Event) -> None:
+    """One attempt's own row: where it was placed, when it started and how it ended (its first
+    terminal event wins)."""
     if isinstance(event, AttemptPlaced):
-        _placed(model, task, attempt, event, current)
-    elif isinstance(event, AttemptStarted):
+        gpus = dumps_shared(event.gpus, ("gpus", *event.gpus)) or _EMPTY_LIST
+        attempt.node_id, attempt.gpus, attempt.reason = event.node_id, gpus, event.reason
+        attempt.placed_at_ms = event.at_ms
+        return
+    if isinstance(event, AttemptStarted):
         if attempt.state == "queued":
             attempt.state = "running"
         attempt.node_id, attempt.node_ip, attempt.pid = event.node_id, event.node_ip, event.pid
         attempt.started_at_ms = event.at_ms
-        if current and task.state in ("pending", "queued"):
-            _set_state(model, task, "running")
-            task.node_id, task.node_ip, task.started_at_ms = event.node_id, event.node_ip, event.at_ms
-    elif isinstance(event, AttemptSucceeded):
-        if attempt.state in TERMINAL:
-            return model  # first terminal event per attempt wins
+        return
+    if attempt.state in ATTEMPT_ENDED:
+        return
+    if isinstance(event, AttemptSucceeded):
         attempt.state, attempt.finished_at_ms = "succeeded", event.at_ms
         attempt.duration_ms, attempt.node_id = event.duration_ms, event.node_id
-        if current and task.attempt == attempt_no:
-            _set_state(model, task, "succeeded")
-            task.result = dumps(describe_map(event.result)[0])
-            task.finished_at_ms, task.error = event.at_ms, None
     elif isinstance(event, AttemptRejected):
-        if attempt.state in TERMINAL or attempt.state == "rejected":
-            return model
         attempt.state, attempt.reason, attempt.finished_at_ms = "rejected", event.reason, event.at_ms
-        if current and task.attempt == attempt_no and task.state == "queued":
-            _set_state(model, task, "pending")
-            task.placement_reason = f"rejected by {event.node_id}: {event.reason}"
+    elif isinstance(event, AttemptLost):
+        if attempt.state == "running":  # it had started: a failure, like the task's
+            attempt.state, attempt.error = "failed", dumps(lost_error(event))
+        else:
+            attempt.state, attempt.reason = "lost", f"node {event.node_id} went away before it started"
+        attempt.finished_at_ms = event.at_ms
     elif isinstance(event, AttemptFailed):
-        if attempt.state in TERMINAL:
-            return model
-        state = _failure_state(event.error)
-        error = dumps(event.error)
-        attempt.state, attempt.finished_at_ms, attempt.error = state, event.at_ms, error
+        attempt.state, attempt.finished_at_ms = failure_state(event.error), event.at_ms
+        attempt.error = dumps(event.error)
         if event.node_id and attempt.node_id is None:
             attempt.node_id = event.node_id
-        if current and task.state not in TERMINAL:
-            _set_state(model, task, state)
-            task.attempt, task.error, task.finished_at_ms = attempt_no, error, event.at_ms
-    return model
-
-
-def _placed(model: RunModel, task: TaskRow, attempt: AttemptRow, event: AttemptPlaced, current: bool) -> None:
-    gpus = dumps_shared(event.gpus, ("gpus", *event.gpus)) or _EMPTY_LIST
-    attempt.node_id, attempt.gpus, attempt.reason = event.node_id, gpus, event.reason
-    attempt.placed_at_ms = event.at_ms
-    if current:
-        _set_state(model, task, "queued")
-        task.attempt, task.node_id, task.gpus = event.attempt, event.node_id, gpus
-        task.placement_reason, task.queued_at_ms, task.error = event.reason, event.at_ms, None
-    run = model.run
-    if run.state == "created":
-        run.state, run.started_at_ms = "running", event.at_ms
 
 
 def summarize(model: RunModel) -> None:

@@ -210,7 +210,19 @@ class Projector:
                             break
                     else:
                         msgs.append(queue.get_nowait())
-                batch = [(m.metadata.stream, m.metadata.sequence.stream, decode_events(m.data)) for m in msgs]
+                batch = [
+                    (
+                        m.metadata.stream,
+                        m.metadata.sequence.stream,
+                        decode_events(
+                            m.data,
+                            stream=m.metadata.stream,
+                            seq=m.metadata.sequence.stream,
+                            subject=m.subject,
+                        ),
+                    )
+                    for m in msgs
+                ]
                 await asyncio.to_thread(self._apply, batch)
                 async with self.advanced:
                     self.advanced.notify_all()

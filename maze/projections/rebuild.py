@@ -33,7 +33,9 @@ async def fold_streams_into(nc: NATS, conn: duckdb.DuckDBPyConnection, upto: dic
                 seq = msg.metadata.sequence.stream
                 if seq > last:
                     break
-                batch.append((stream, seq, decode_events(msg.data)))
+                batch.append(
+                    (stream, seq, decode_events(msg.data, stream=stream, seq=seq, subject=msg.subject))
+                )
                 if len(batch) >= 2000 or seq == last:
                     folder.commit(*folder.fold(batch))
                     batch = []

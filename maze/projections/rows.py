@@ -34,6 +34,7 @@ class TaskRow(Struct, gc=False):
     task_type: str
     state: str
     attempt: int
+    failures: int
     node_id: str | None
     node_ip: str | None
     gpus: str

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 # Bump when a table changes: read models are derived data, so an older file is dropped and rebuilt
 # from the event log at start instead of migrated.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: tasks.failures
 
 TABLES: dict[str, dict[str, str]] = {
     "runs": {
@@ -40,6 +40,7 @@ TABLES: dict[str, dict[str, str]] = {
         "task_type": "VARCHAR",
         "state": "VARCHAR",
         "attempt": "BIGINT",
+        "failures": "BIGINT",  # attempts that failed (rejected and lost-before-start ones are not)
         "node_id": "VARCHAR",
         "node_ip": "VARCHAR",
         "gpus": "VARCHAR",

@@ -5,12 +5,20 @@ from __future__ import annotations
 
 from typing import Any
 
+ATTEMPT_ENDS = frozenset({"attempt.succeeded", "attempt.failed", "attempt.rejected", "attempt.lost"})
+
 
 def events_to_messages(workflow_id: str, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = []
     finished: set[str] = set()
+    ended: set[tuple[str, int]] = set()  # attempts whose first terminal event was seen (it wins)
     for event in events:
         kind = event["type"]
+        if kind in ATTEMPT_ENDS:
+            attempt = (event["task_id"], event["attempt"])
+            if attempt in ended:
+                continue  # a later report of an attempt already ended (e.g. lost, then a late success)
+            ended.add(attempt)
         if kind == "attempt.started":
             messages.append(
                 {
