@@ -52,3 +52,55 @@ async def test_golden_history_replays_through_the_controller(nats_server: NatsSe
         assert streams == {subjects.RUNS_STREAM, subjects.NODES_STREAM}
     finally:
         await nc.close()
+
+
+# ---- the second history: a rejection, retries, a node lost under a started and a queued attempt --
+def _lifecycle() -> list[dict]:
+    return msgspec.msgpack.decode((GOLDEN / "lifecycle.msgpack").read_bytes())
+
+
+def test_lifecycle_history_folds_into_the_recorded_read_models(tmp_path) -> None:
+    conn = db.open_db(tmp_path / "lifecycle.duckdb")
+    folder = Folder(conn)
+    folder.commit(*folder.fold([(m["stream"], m["seq"], decode_events(m["data"])) for m in _lifecycle()]))
+    expected = json.loads((GOLDEN / "lifecycle_readmodels.json").read_text())
+    for table in TABLES:
+        rows = [list(r) for r in conn.execute(f"SELECT * FROM {table} ORDER BY ALL").fetchall()]
+        assert json.loads(json.dumps(rows, default=str)) == expected[table], table
+    from maze.projections import queries
+
+    cur = conn.cursor()
+    assert queries.get_run(cur, "run_lifecycle")["state"] == "succeeded"
+    attempts = {
+        t: [
+            (a["state"], (a["error"] or {}).get("error_type"))
+            for a in queries.get_task(cur, "run_lifecycle", t)["attempts"]
+        ]
+        for t in "abc"
+    }
+    assert attempts == {
+        "a": [("rejected", None), ("failed", "user_code"), ("succeeded", None)],
+        "b": [("lost", None), ("succeeded", None)],
+        "c": [("failed", "node_lost"), ("succeeded", None)],
+    }
+    failures = {t: queries.get_task(cur, "run_lifecycle", t)["failures"] for t in "abc"}
+    assert failures == {"a": 1, "b": 0, "c": 1}, "a rejection, or a loss before the start, is no failure"
+
+
+def test_lifecycle_history_replays_through_the_controller_in_either_stream_order() -> None:
+    from maze.head.scheduler import Scheduler
+    from maze.head.snapshot import fingerprint
+
+    messages = _lifecycle()
+    cores = []
+    for order in (messages, sorted(messages, key=lambda m: m["stream"] != subjects.NODES_STREAM)):
+        core = Scheduler()
+        for message in order:
+            for event in decode_events(message["data"]):
+                core.apply(event)
+        assert core.runs == {} and "run_lifecycle" in core.done_runs
+        assert core.placer.reservations == {} and core.placer.orphans == {}
+        assert core.delivery.awaiting == {}
+        assert {n: v.session for n, v in core.placer.nodes.items()} == {"n1": "s1-new", "n2": "s2-2"}
+        cores.append(core)
+    assert fingerprint(cores[0]) == fingerprint(cores[1])
