@@ -1,8 +1,11 @@
 """The controller is a fold of the log (DESIGN.md §6.6), tried with random interleavings: a live
-controller core whose decisions reach the log late (or not at all), racing a worker whose reports
-come late, twice, or from a session the controller has declared lost. Whenever nothing is in
-flight, the live core's state equals a fresh fold of the stored log, and the projection (the read
-models' fold) agrees with it on every task; at the end every run has ended exactly once."""
+controller core whose decisions reach the log late, not at all, or are stored while the publish
+reports an error; work messages that are lost; results missing the key a downstream task reads;
+a worker whose reports come late, twice, or from a session the controller has declared lost; and
+the controller crashing mid-flight, restarted from a snapshot of that moment. Whenever nothing is
+in flight, the live core's state equals a fresh fold of the stored log (in either order of the
+node and run streams), a snapshot restores it, and the projection agrees with it on every task;
+at the end every run has ended, exactly once."""
 
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ from maze.head.snapshot import capture, decode, encode, fingerprint, restore
 from maze.projections.fold import RunModel, create_run, fold_run_event
 
 RESULT = msgspec.msgpack.encode({"x": 1})
+OTHER = msgspec.msgpack.encode({"y": 1})  # lacks the key a downstream task reads
 
 
 def _specs(rng: random.Random, n: int) -> list[TaskSpec]:
@@ -73,6 +77,7 @@ class World:
         self.core = Scheduler(queue_factor=2.0, grace_ms=10**9, resend_after_ms=50)
         self.read = 0  # log events the live core has folded
         self.unpublished: list[Decision] = []
+        self.uncertain: list[tuple[int, Decision]] = []  # stored, but the publish said it failed
         self.held: list[WorkItem] = []  # work the workers hold (any session)
         self.running: list[WorkItem] = []
         self.sessions = {"a": "a1", "b": "b1"}
@@ -93,13 +98,30 @@ class World:
         for event in self.log[self.read : self.read + k]:
             self.core.apply(event)
         self.read = min(len(self.log), self.read + k)
+        # a failed publish is forgotten once the log is folded as far as it reached then
+        for entry in [e for e in self.uncertain if e[0] <= self.read]:
+            self.uncertain.remove(entry)
+            self.core.forget(entry[1])
         if not self.live and self.read == len(self.log):
             self.live = True
             self.core.went_live(self.now)
 
+    def holds(self, node: str, session: str, key: tuple[str, str, int]) -> bool:
+        return any(i.key == key and i.session == session for i in self.running)
+
+    def crash(self) -> None:
+        """The controller dies: what it was publishing is stored or not, its overlay is gone; it
+        starts again from a snapshot of its state as it was (mid-flight)."""
+        for decision in self.unpublished:
+            if self.rng.random() < 0.5:
+                self.log += decision.events
+        self.unpublished, self.uncertain = [], []
+        self.core = restore(decode(encode(capture(self.core, {}))), 2.0, 10**9, 50)
+        self.live = False
+
     def decide(self) -> None:
         if self.live:
-            decision = self.core.decide(self.now)
+            decision = self.core.decide(self.now, self.holds)
             if decision.events or decision.work or decision.resend:
                 self.unpublished.append(decision)
 
@@ -108,11 +130,13 @@ class World:
             return
         decision = self.unpublished.pop(self.rng.randrange(len(self.unpublished)))
         if fail:
-            self.core.forget(decision)
+            if self.rng.random() < 0.5:  # stored all the same: the ack was lost
+                self.log += decision.events
+            self.uncertain.append((len(self.log), decision))
             return
         self.log += decision.events
         for items in [*decision.work.values(), *decision.resend.values()]:
-            self.held += items
+            self.held += [i for i in items if self.rng.random() > 0.15]  # a work message lost
 
     # ---- the workers ----------------------------------------------------------------------
     def work_some(self) -> None:
@@ -133,7 +157,7 @@ class World:
                 error = TaskError(error_type="user_code", message="boom", retryable=True)
                 self._report(AttemptFailed, item, error=error)
             else:
-                self._report(AttemptSucceeded, item, result=RESULT)
+                self._report(AttemptSucceeded, item, result=RESULT if rng.random() > 0.05 else OTHER)
             if rng.random() < 0.1:  # a redelivered ack: the same report twice
                 self.log.append(self.log[-1])
 
@@ -159,7 +183,7 @@ class World:
 
     # ---- checks ---------------------------------------------------------------------------
     def quiet(self) -> bool:
-        return not self.unpublished and self.read == len(self.log)
+        return not self.unpublished and not self.uncertain and self.read == len(self.log)
 
     def check(self) -> None:
         assert len(self.core.inflight) == 0, "every decision came back from the log"
@@ -208,17 +232,19 @@ def run_world(seed: int) -> World:
             world.decide()
         elif roll < 0.7:
             world.publish_one(fail=rng.random() < 0.1)
-        elif roll < 0.97:
+        elif roll < 0.96:
             world.work_some()
-        elif world.live:
+        elif roll < 0.985 and world.live:
             world.lose_node()
+        elif roll >= 0.985:
+            world.crash()
         if world.quiet() and world.live:
             world.check()
     # drain: everything lands, every worker finishes, until every run has ended
     for _ in range(2_000):
         world.now += 10
         while world.unpublished:
-            world.publish_one(fail=False)
+            world.publish_one(fail=rng.random() < 0.05)
         world.fold_some(len(world.log))
         if world.quiet():
             world.check()

@@ -51,3 +51,9 @@ class Heartbeat(Struct, frozen=True):
     gpu_free_mb: dict[int, int] = {}
     ip: str = ""
     interval_s: float = 2.0
+    # The attempts (run, task, attempt) this session holds, waiting or running (at most
+    # HOLDING_LISTED): the controller does not send their work again.
+    holding: list[tuple[str, str, int]] = []
+
+
+HOLDING_LISTED = 4096

@@ -278,16 +278,27 @@ class EventStore:
 
     async def publish_runs(self, events: Sequence[Event]) -> dict[str, list[PubAck]]:
         """Publish events grouped into one message per run (more when they exceed the byte
-        budget), pipelined. Returns each run's acks."""
+        budget), pipelined. Returns each run's acks; raises the first error."""
+        acks: dict[str, list[PubAck]] = {}
+        for run_id, result in (await self.publish_runs_settled(events)).items():
+            if isinstance(result, BaseException):
+                raise result
+            acks[run_id] = result
+        return acks
+
+    async def publish_runs_settled(self, events: Sequence[Event]) -> dict[str, list[PubAck] | BaseException]:
+        """As `publish_runs`, but every run's publish runs to its end: each run's acks, or the
+        error its publish ended with (some of that run's messages may be stored even then)."""
         grouped = group_by_run(events)
 
-        async def one_run(run_id: str, run_events: list[Event]) -> tuple[str, list[PubAck]]:
+        async def one_run(run_id: str, run_events: list[Event]) -> list[PubAck]:
             subject = subjects.run_subject(run_id)
-            return run_id, [
-                await self.publish(subject, chunk, data) for chunk, data in self.split(run_events)
-            ]
+            return [await self.publish(subject, chunk, data) for chunk, data in self.split(run_events)]
 
-        return dict(await asyncio.gather(*(one_run(r, evs) for r, evs in grouped.items())))
+        results = await asyncio.gather(
+            *(one_run(r, evs) for r, evs in grouped.items()), return_exceptions=True
+        )
+        return dict(zip(grouped, results, strict=True))
 
 
 def group_by_run(events: Sequence[Event]) -> dict[str, list[Event]]:

@@ -38,7 +38,14 @@ from maze.events.codec import Decoded, Malformed, decode_message, decode_stats
 from maze.events.fit import make_fit
 from maze.events.nodes import NodeJoined, NodeLost
 from maze.events.specs import TaskError
-from maze.events.store import EventStore, describe_error, payload_budget, publish_durably, subscribe_ordered
+from maze.events.store import (
+    EventStore,
+    describe_error,
+    is_transient,
+    payload_budget,
+    publish_durably,
+    subscribe_ordered,
+)
 from maze.events.tasks import AttemptPlaced
 from maze.events.work import WorkItem
 from maze.head import snapshot
@@ -104,9 +111,10 @@ class RunController:
         for node_id in self.core.placer.nodes:
             self.liveness.joined(node_id)
         self._losing.clear()
+        self._uncertain: list[tuple[int | None, list[Event]]] = []  # unpublished decisions
         self._wakeup_at: int | None = None
         self._snapshot_positions = dict(self.positions)
-        self._snapshot_not_before = 0.0
+        self._snapshot_not_before = time.monotonic() + self.settings.snapshot_interval_s
 
     # the folded state, as the API, the head process and the golden test read it
     @property
@@ -263,19 +271,16 @@ class RunController:
     async def _decide(self) -> None:
         now = now_ms()
         await self._declare_lost(self.liveness.stale(self._alive_not_losing(), now))
-        decision = self.core.decide(now)
+        await self._settle_uncertain()
+        decision = self.core.decide(now, self.liveness.holds)
         if decision.events:
-            try:
-                acks = await self.store.publish_runs(make_fit(decision.events, self.budget))
-            except Exception as exc:
-                log.warning(
-                    "controller.decisions_not_recorded",
-                    error=describe_error(exc),
-                    events=len(decision.events),
-                )
-                self.core.forget(decision)
-                return
+            results = await self.store.publish_runs_settled(make_fit(decision.events, self.budget))
+            failed = {run_id: r for run_id, r in results.items() if isinstance(r, BaseException)}
+            if failed:
+                await self._not_recorded(decision, failed)
+            acks = {run_id: r for run_id, r in results.items() if not isinstance(r, BaseException)}
             stored_again = {run_id for run_id, run_acks in acks.items() if any(a.duplicate for a in run_acks)}
+            stored_again |= set(failed)
             if stored_again:
                 # the same decisions were stored before (an ack lost): what the log holds is sent
                 # from the log, by the delivery check, not what was decided now
@@ -290,6 +295,40 @@ class RunController:
                 os.kill(os.getpid(), signal.SIGKILL)
         await self._send(decision, now)
         self._arm_wakeup(now)
+
+    async def _not_recorded(self, decision: Decision, failed: dict[str, BaseException]) -> None:
+        """Some runs' decisions ended in an error. Some of their messages may be stored anyway
+        (an ack lost): forget them only once the log is folded up to where it stood after the
+        error, so that what was stored is settled by its echo first and nothing is decided twice.
+        A run whose publish the store refuses for good is ended (it would fail every pass)."""
+        events = [e for e in decision.events if getattr(e, "run_id", None) in failed]
+        for run_id, exc in failed.items():
+            log.warning("controller.decisions_not_recorded", run_id=run_id, error=describe_error(exc))
+            if not is_transient(exc):
+                self.core.break_run(
+                    run_id, f"the event store refused this run's events: {describe_error(exc)}"
+                )
+        self._uncertain.append((None, events))
+        await self._settle_uncertain()
+
+    async def _settle_uncertain(self) -> None:
+        if not self._uncertain:
+            return
+        position = self.positions[subjects.RUNS_STREAM]
+        still: list[tuple[int | None, list[Event]]] = []
+        for target, events in self._uncertain:
+            if target is None:
+                try:
+                    target = (await self.js.stream_info(subjects.RUNS_STREAM)).state.last_seq
+                except Exception as exc:  # the store is down: ask again on the next pass
+                    log.warning("controller.log_position_unknown", error=describe_error(exc))
+                    still.append((None, events))
+                    continue
+            if position >= target:
+                self.core.forget(Decision(events=events, work={}, code={}, resend={}))
+            else:
+                still.append((target, events))
+        self._uncertain = still
 
     def _alive_not_losing(self) -> list[Any]:
         alive = self.placer.alive_nodes()

@@ -71,6 +71,12 @@ class RunIntake:
         del self.partial[event.run_id]
         return run
 
+    def rearm(self) -> None:
+        """Every partial run's expiry, again (a pass pops entries it has looked at; a snapshot may
+        have been taken meanwhile). Entries seen twice are harmless."""
+        for run_id, run in self.partial.items():
+            heapq.heappush(self._expiry, (run.created.at_ms + self.grace_ms, run_id))
+
     def expire_again(self, run_id: str, at_ms: int) -> None:
         """Its end could not be recorded: look at it again from `at_ms`."""
         if run_id in self.partial:
@@ -83,10 +89,12 @@ class RunIntake:
     def expired(self, now_ms: int) -> list[tuple[PartialRun, TaskError]]:
         """Partial runs older than the grace period, with the error that ends each."""
         out = []
+        seen = set()
         while self._expiry and self._expiry[0][0] < now_ms:
             _, run_id = heapq.heappop(self._expiry)
             run = self.partial.get(run_id)
-            if run is not None:
+            if run is not None and run_id not in seen:
+                seen.add(run_id)
                 out.append((run, incomplete_error(run, self.grace_ms)))
         return out
 

@@ -22,6 +22,7 @@ class Liveness:
         self.last_seen: dict[str, tuple[str, float]] = {}  # node -> (session, monotonic time)
         self.join_seen: dict[str, float] = {}
         self.live_since = time.monotonic()
+        self._held: dict[str, tuple[Heartbeat, set[tuple[str, str, int]]]] = {}
 
     def went_live(self) -> None:
         """Sessions known from history get a full timeout from now to show a heartbeat."""
@@ -45,6 +46,16 @@ class Liveness:
                 continue
             self.heartbeats[beat.node_id] = beat
             self.last_seen[beat.node_id] = (beat.session, time.monotonic())
+
+    def holds(self, node_id: str, session: str, key: tuple[str, str, int]) -> bool:
+        """Whether the node session's latest heartbeat lists the attempt as waiting or running."""
+        beat = self.heartbeats.get(node_id)
+        if beat is None or beat.session != session:
+            return False
+        held = self._held.get(node_id)
+        if held is None or held[0] is not beat:
+            held = self._held[node_id] = (beat, set(beat.holding))
+        return key in held[1]
 
     def stale(self, nodes: list[NodeView], now_ms: int, force_reason: str | None = None) -> list[NodeLost]:
         """NodeLost for every live node whose current session has not heartbeaten in time: the

@@ -9,6 +9,7 @@ need it (as raw wire bytes: the head never decodes values).
 from __future__ import annotations
 
 import msgspec
+import structlog
 from msgspec import Struct
 
 from maze.core.task_machine import (
@@ -28,6 +29,7 @@ from maze.events.tasks import AttemptLost, AttemptPlaced, AttemptSucceeded, Retr
 from maze.events.values import decode_map_raw
 
 TERMINAL_TASK = TERMINAL
+log = structlog.get_logger(__name__)
 
 
 class TaskRuntime(Struct, gc=False):
@@ -103,7 +105,8 @@ def raw_result(wire: bytes) -> dict[str, bytes]:
     (never written by a worker) reads as empty, so its readers fail with `invalid_input`."""
     try:
         return {key: bytes(value) for key, value in decode_map_raw(wire).items()}
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        log.error("controller.malformed_result", error=str(exc), size=len(wire))
         return {}
 
 

@@ -63,6 +63,7 @@ AttemptEvent = (
     | AttemptLost
     | RetryScheduled
 )
+Holds = Callable[[str, str, tuple[str, str, int]], bool]
 DONE_RUNS_KEPT = 10_000  # ended run ids remembered (late events of older ones are ignored anyway)
 
 
@@ -98,6 +99,7 @@ class Scheduler:
         self.placement_due = True  # new ready tasks or freed capacity since the last pass
         # decided, not yet folded back
         self.inflight = Inflight()
+        self.fold_errors = 0  # node events that could not be folded (skipped, logged)
 
     # ---- folding ------------------------------------------------------------------------------
     def apply(self, event: Event) -> None:
@@ -109,14 +111,18 @@ class Scheduler:
             step(self, event)
         except Exception as exc:  # a bug, or an event no fold foresaw: that run ends, nothing else
             run_id = getattr(event, "run_id", None)
-            if run_id is None:
-                raise
-            self.break_run(run_id, f"the run controller could not fold a {type(event).__name__}: {exc!r}")
+            if run_id is None:  # a node event: skipped, loudly (a restart would meet it again)
+                self.fold_errors += 1
+                log.exception("controller.node_event_not_folded", event=type(event).__name__)
+            else:
+                self.break_run(run_id, f"the run controller could not fold a {type(event).__name__}: {exc!r}")
         self.inflight.settle(event)
 
     def break_run(self, run_id: str, message: str) -> None:
         """This run can no longer be folded (or decided) faithfully: end it with a clear error."""
         log.error("controller.run_broken", run_id=run_id, error=message)
+        if run_id in self.done_runs:
+            return  # it has ended already
         if run_id not in self.broken:
             self.broken[run_id] = TaskError(
                 error_type="controller_error", message=message, origin="controller"
@@ -176,8 +182,13 @@ class Scheduler:
             finish(ended, event)
             for task_id, task in ended.tasks.items():  # O(run), once per run
                 self.ready.discard((run_id, task_id))
+                self.placer.avoid.pop((run_id, task_id), None)
                 if task.attempt:
-                    self.delivery.settled((run_id, task_id, task.attempt))
+                    key = (run_id, task_id, task.attempt)
+                    self.delivery.settled(key)
+                    if task.state == "queued":
+                        # never started: nothing of it will report, so nothing else frees it
+                        self.placer.release(key)
 
     def _placed(self, event: AttemptPlaced) -> None:
         key = (event.run_id, event.task_id, event.attempt)
@@ -229,13 +240,18 @@ class Scheduler:
         pass (work for attempts placed and never started may never have been sent)."""
         for run_id in self.runs:
             self.dirty[run_id] = None
+            # a snapshot may have been taken while a pass had taken tasks out of the queues
+            self._requeue(run_id)
         for run_id in [*self.refused, *self.broken]:
             self.dirty[run_id] = None
+        self.intake.rearm()
         self.delivery.all_due_now(now)
         self.placement_due = True
 
-    def decide(self, now: int) -> Decision:
-        """What to record and send now. Changes nothing but the overlay of decisions in flight."""
+    def decide(self, now: int, holds: Holds | None = None) -> Decision:
+        """What to record and send now. Besides the overlay of decisions in flight it changes only
+        indexes it can rebuild (`_requeue`): the ready queues, the retry heap, the expiry heap.
+        `holds(node, session, attempt)`: whether that node session reports holding the attempt."""
         decision = Decision(events=[], work=defaultdict(list), code={}, resend=defaultdict(list))
         events = decision.events
         events += self._orphaned(now) + self._expired(now)
@@ -258,35 +274,42 @@ class Scheduler:
         if self.placement_due and len(self.ready):
             self.placement_due = False
             self.ready.place(lambda key, shape: self._try_place_safely(key, shape, now, decision))
-        self._resend(now, decision)
+        self._resend(now, decision, holds)
         decision.work = dict(decision.work)
         decision.resend = dict(decision.resend)
         return decision
 
     def forget(self, decision: Decision) -> None:
-        """The decision's events could not be published: decide again on the next pass."""
+        """The decision's events are not in the log (the caller has folded far enough to know):
+        decide again on the next pass. A decision that did reach the log was settled when folded,
+        and forgetting it changes nothing."""
         self.inflight.forget(decision.events)
         for event in decision.events:
             if isinstance(event, AttemptPlaced):
                 self.placer.forget_intent((event.run_id, event.task_id, event.attempt))
-                run = self.runs.get(event.run_id)
-                task = run.tasks.get(event.task_id) if run else None
-                if run is not None and task is not None and task.state in PLACEABLE:
-                    self.ready.add((event.run_id, event.task_id), task.spec.resources)
-                    self.placement_due = True
             run_id = getattr(event, "run_id", None)
             if run_id is not None:
                 self.dirty[run_id] = None
+                self._requeue(run_id)
             if isinstance(event, RunFinished):
                 self.intake.expire_again(event.run_id, event.at_ms)
-                run = self.runs.get(event.run_id)
-                # its ready tasks were dropped from the queues while its end was in flight
-                for task_id, task in run.tasks.items() if run is not None else ():
-                    if task.state == "pending" and not task.waiting:
-                        self.ready.add((event.run_id, task_id), task.spec.resources)
-                        self.placement_due = True
-                    elif task.state == "retry_wait":
-                        self.retries.schedule((event.run_id, task_id), task.retry_at_ms, task.next_attempt)
+
+    def _requeue(self, run_id: str) -> None:
+        """Put back what a pass took out of the queues of this run (what decide changed besides
+        the overlay: tasks dropped from the ready queues, backoffs popped from the heap): O(run),
+        on a failed publish or a start only."""
+        run = self.runs.get(run_id)
+        if run is None:
+            return
+        for task_id, task in run.tasks.items():
+            key = (run_id, task_id)
+            if key in self.inflight.tasks:
+                continue
+            if task.state == "pending" and not task.waiting:
+                self.ready.add(key, task.spec.resources)
+                self.placement_due = True
+            elif task.state == "retry_wait":
+                self.retries.schedule(key, task.retry_at_ms, task.next_attempt)
 
     def _orphaned(self, now: int) -> list[Event]:
         """Attempts whose node session went away: each is given up on, once (what that means for
@@ -326,6 +349,9 @@ class Scheduler:
         if run_id in self.inflight.runs:
             return []
         ended = self.refused.get(run_id) or self.broken.get(run_id)
+        if ended is not None and run_id in self.done_runs:
+            self.broken.pop(run_id, None)
+            return []
         if ended is not None:
             return [RunFinished(run_id=run_id, at_ms=now, state="failed", error=ended)]
         run = self.runs.get(run_id)
@@ -413,14 +439,20 @@ class Scheduler:
             decision.code[spec.func_hash] = code
         return None
 
-    def _resend(self, now: int, decision: Decision) -> None:
+    def _resend(self, now: int, decision: Decision, holds: Holds | None) -> None:
         """Work for attempts placed and not started after their delivery bound, built from what the
-        log says about them (never from the overlay)."""
+        log says about them (never from the overlay). One its node says it holds (its heartbeat
+        lists the attempts waiting there) is looked at again later, not sent."""
         for key in self.delivery.due(now):
             item = self.work_from_log(key)
             if item is None:
-                continue  # not deliverable (its session is gone): the fold settles it when it ends
-            decision.resend[self.placer.reservations[key].node_id].append(item)
+                self.delivery.sent(key, now)  # not deliverable now (its session is gone): look again
+                continue
+            node_id = self.placer.reservations[key].node_id
+            if holds is not None and holds(node_id, item.session, key):
+                self.delivery.sent(key, now)
+                continue
+            decision.resend[node_id].append(item)
             count = self.delivery.sent(key, now)
             log.info("work.resent", run_id=key[0], task_id=key[1], attempt=key[2], sends=count)
             code = self.runs[key[0]].functions.get(item.func_hash)

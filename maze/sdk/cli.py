@@ -84,6 +84,12 @@ def start(
     blob_max_mb: int = typer.Option(
         512, "--blob-max-mb", help="Head: the largest value or function the blob store takes (MB)."
     ),
+    snapshot_interval: float = typer.Option(
+        30.0, "--snapshot-interval", help="Head: seconds between the controller's snapshots (and at stop)."
+    ),
+    work_resend: float = typer.Option(
+        5.0, "--work-resend", help="Head: seconds before work placed and not started is sent again."
+    ),
     log_level: str = typer.Option("warning", "--log-level"),
 ) -> None:
     """Start a head (`--head`) or a worker (`--worker --addr HOST:PORT`)."""
@@ -102,6 +108,8 @@ def start(
         fail("--inline-value-kb must be between 1 and 512")
     if blob_max_mb < 1:
         fail("--blob-max-mb must be at least 1")
+    if snapshot_interval < 1 or work_resend < 0.1:
+        fail("--snapshot-interval must be at least 1 s and --work-resend at least 0.1 s")
     try:
         if head:
             from maze.head.process import Head
@@ -125,6 +133,8 @@ def start(
                 stream_replicas=replicas,
                 inline_value_kb=inline_value_kb,
                 blob_max_mb=blob_max_mb,
+                snapshot_interval_s=snapshot_interval,
+                work_resend_s=work_resend,
             )
             asyncio.run(Head(settings).run())
         else:

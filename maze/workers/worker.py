@@ -30,7 +30,7 @@ from maze.events import subjects
 from maze.events.blobs import BlobStore
 from maze.events.catalog import Event
 from maze.events.codec import decode_events, decode_work
-from maze.events.nodes import Heartbeat, NodeJoined, NodeLeft, NodeLost
+from maze.events.nodes import HOLDING_LISTED, Heartbeat, NodeJoined, NodeLeft, NodeLost
 from maze.events.specs import NodeCapacity, TaskError
 from maze.events.store import EventStore, heartbeat_bucket, payload_budget
 from maze.events.tasks import AttemptFailed, AttemptRejected, AttemptStarted, AttemptSucceeded
@@ -200,6 +200,7 @@ class Worker:
             gpu_free_mb=gpu_free_mb(self.capacity),
             ip=self.ip,
             interval_s=self.heartbeat_interval,
+            holding=[*self.running, *(w.key for w in self.waiting)][:HOLDING_LISTED],
         )
         await self.kv.put(self.node_id, _beat.encode(beat))
 
@@ -234,8 +235,8 @@ class Worker:
     def _accept(self, item: WorkItem) -> None:
         if item.session != self.session:
             return  # placed on an earlier session of this node; already re-placed
-        if item.key in self.seen:
-            return  # a re-sent work message (controller restart inside the dedupe window)
+        if item.key in self.seen or item.key in self.running or any(w.key == item.key for w in self.waiting):
+            return  # work sent again (the controller's delivery check, or a restarted controller)
         self.seen[item.key] = None
         if len(self.seen) > 100_000:
             self.seen.popitem(last=False)
