@@ -13,11 +13,8 @@ API's per-run queries (the run, a 1,000-task page, one task with its attempts) d
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import random
 import shutil
-import sys
 import tempfile
 import threading
 import time
@@ -25,8 +22,7 @@ from pathlib import Path
 
 import msgspec
 import psutil
-from rich.console import Console
-from rich.table import Table
+from report import print_rows
 
 from maze.events.catalog import Event
 from maze.events.runs import RunCreated, RunFinished, TasksAdded
@@ -231,16 +227,7 @@ def main() -> None:
         scenario(f"(b) one {args.wide:,}-task run", *one_wide_run(args.wide), 20, tmp / "b.duckdb", rows)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    table = Table(title="projector: fold + DuckDB commit, reads from another thread")
-    table.add_column("measure")
-    table.add_column("value", justify="right")
-    for name, value in rows:
-        table.add_row(name, value)
-    console = Console()
-    console.print(table)
-    console.print(
-        f"{time.strftime('%Y-%m-%d')}, {platform.node()}, {os.cpu_count()} cores, Python {sys.version.split()[0]}"
-    )
+    print_rows("projector: fold + DuckDB commit, reads from another thread", rows)
 
 
 if __name__ == "__main__":

@@ -19,11 +19,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import platform
 import shutil
 import signal
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,9 +28,8 @@ from pathlib import Path
 import httpx
 import msgspec
 import nats
-from rich.console import Console
+from report import print_rows
 from rich.progress import Progress
-from rich.table import Table
 
 from maze.events import subjects
 from maze.events.codec import decode_events, encode_events
@@ -208,17 +204,8 @@ def main() -> None:
     finally:
         head.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
-    table = Table(
-        title=f"head restart with {args.events:,} events in the log (history written with fsync {args.fsync})"
-    )
-    table.add_column("measure")
-    table.add_column("value", justify="right")
-    for name, value in rows:
-        table.add_row(name, value)
-    console = Console()
-    console.print(table)
-    console.print(
-        f"{time.strftime('%Y-%m-%d')}, {platform.node()}, {os.cpu_count()} cores, Python {sys.version.split()[0]}"
+    print_rows(
+        f"head restart with {args.events:,} events in the log (history written with fsync {args.fsync})", rows
     )
 
 

@@ -11,19 +11,15 @@ and then checks that `get_results` returns a finish_task message for every task.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import shutil
 import statistics
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 import httpx
-from rich.console import Console
-from rich.table import Table
+from report import print_rows
 
 from maze import MaClient, task
 from maze.sdk.local_head import LocalHead
@@ -105,17 +101,7 @@ def main() -> None:
     finally:
         head.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
-    table = Table(title=f"one {args.tasks:,}-task static run (fsync {args.fsync})")
-    table.add_column("measure")
-    table.add_column("value", justify="right")
-    for name, value in rows:
-        table.add_row(name, value)
-    console = Console()
-    console.print(table)
-    console.print(
-        f"{time.strftime('%Y-%m-%d')}, {platform.node()}, {os.cpu_count()} cores, "
-        f"Python {sys.version.split()[0]}"
-    )
+    print_rows(f"one {args.tasks:,}-task static run (fsync {args.fsync})", rows)
 
 
 if __name__ == "__main__":

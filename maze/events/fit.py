@@ -37,6 +37,25 @@ def clip_error(error: TaskError) -> TaskError:
     return msgspec.structs.replace(error, message=message, traceback=traceback)
 
 
+def failed_instead(event: AttemptSucceeded, error_type: str, message: str, retryable: bool) -> AttemptFailed:
+    """The failure recorded in place of a success that cannot be stored."""
+    return AttemptFailed(
+        run_id=event.run_id,
+        task_id=event.task_id,
+        attempt=event.attempt,
+        at_ms=event.at_ms,
+        node_id=event.node_id,
+        error=TaskError(
+            error_type=error_type,
+            message=message,
+            retryable=retryable,
+            origin="worker",
+            node_id=event.node_id,
+            attempt=event.attempt,
+        ),
+    )
+
+
 def make_fit(events: list[Event], budget: int) -> list[Event]:
     """The events with every one that cannot fit one message replaced by one that can."""
     out: list[Event] = []
@@ -46,22 +65,8 @@ def make_fit(events: list[Event], budget: int) -> list[Event]:
             out.append(event)
         elif isinstance(event, AttemptSucceeded):
             log.error("event.result_too_large", run_id=event.run_id, task_id=event.task_id, size=size)
-            out.append(
-                AttemptFailed(
-                    run_id=event.run_id,
-                    task_id=event.task_id,
-                    attempt=event.attempt,
-                    at_ms=event.at_ms,
-                    node_id=event.node_id,
-                    error=TaskError(
-                        error_type="payload_too_large",
-                        message=f"the result event is {size} bytes, above the message limit of {budget} bytes",
-                        origin="worker",
-                        node_id=event.node_id,
-                        attempt=event.attempt,
-                    ),
-                )
-            )
+            message = f"the result event is {size} bytes, above the message limit of {budget} bytes"
+            out.append(failed_instead(event, "payload_too_large", message, retryable=False))
         elif isinstance(event, AttemptFailed | RunFinished) and event.error is not None:
             out.append(msgspec.structs.replace(event, error=clip_error(event.error)))
         else:

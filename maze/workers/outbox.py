@@ -22,10 +22,9 @@ from nats.errors import MaxPayloadError
 
 from maze.core.errors import PayloadTooLarge
 from maze.events.catalog import Event
-from maze.events.fit import make_fit
-from maze.events.specs import TaskError
+from maze.events.fit import failed_instead, make_fit
 from maze.events.store import EventStore, describe_error, is_transient
-from maze.events.tasks import AttemptFailed, AttemptSucceeded
+from maze.events.tasks import AttemptSucceeded
 
 log = structlog.get_logger(__name__)
 
@@ -123,28 +122,11 @@ class Outbox:
 def as_refused(events: list[Event], exc: BaseException) -> list[Event]:
     """The batch with each success replaced by a small failure saying the store refused it (its
     result may be what the store's limits refuse); other events as they are."""
+    message = f"the event store refused this attempt's result: {describe_error(exc)}"[:2000]
     out: list[Event] = []
     for event in events:
         if isinstance(event, AttemptSucceeded):
-            out.append(
-                AttemptFailed(
-                    run_id=event.run_id,
-                    task_id=event.task_id,
-                    attempt=event.attempt,
-                    at_ms=event.at_ms,
-                    node_id=event.node_id,
-                    error=TaskError(
-                        error_type="event_store_refused",
-                        message=f"the event store refused this attempt's result: {describe_error(exc)}"[
-                            :2000
-                        ],
-                        retryable=True,
-                        origin="worker",
-                        node_id=event.node_id,
-                        attempt=event.attempt,
-                    ),
-                )
-            )
+            out.append(failed_instead(event, "event_store_refused", message, retryable=True))
         else:
             out.append(event)
     return out
