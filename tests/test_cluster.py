@@ -157,10 +157,10 @@ def test_kill_worker_mid_task_retries_elsewhere(cluster: HeadProcess, tmp_path) 
     long_task = wf.add_task(task(resources={"cpu": 6})(span), inputs={"seconds": 2.0})
     run_id = wf.run()
     wait_until(lambda: client.get_run_task(run_id, long_task.task_id)["state"] == "running")
+    doomed.kill9()  # mid-task (a rescue started first might only join once the task is over)
     rescue = WorkerProcess(cluster, "rescue", ["--cpus", "8", "--gpus", "none", *HB], tmp_path)
     rescue.start()
     try:
-        doomed.kill9()
         summary = MaClient(cluster.url).create_workflow().show_results(run_id)
         assert summary["state"] == "succeeded"
         detail = client.get_run_task(run_id, long_task.task_id)
