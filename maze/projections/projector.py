@@ -63,6 +63,14 @@ class Folder:
         touched: dict[str, RunModel] = {}
         nodes: dict[str, Row | None] = {}
         new_positions: dict[str, int] = {}
+        created = [
+            e.run_id
+            for stream, seq, events in batch
+            if seq > self.positions.get(stream, 0)
+            for e in events
+            if isinstance(e, RunCreated) and e.run_id not in self.cache
+        ]
+        stored = db.existing_runs(self.conn, created)  # usually none: a run.created is a run's first
         for stream, seq, events in batch:
             if seq <= self.positions.get(stream, 0):
                 continue  # already applied (a replay after a crash)
@@ -77,7 +85,9 @@ class Folder:
                     nodes[event.node_id] = fold_node_event(current, event)
                     continue
                 run_id: str = event.run_id
-                model = touched.get(run_id) or self.cache.get(run_id) or db.load_run(self.conn, run_id)
+                model = touched.get(run_id) or self.cache.get(run_id)
+                if model is None and (run_id in stored or not isinstance(event, RunCreated)):
+                    model = db.load_run(self.conn, run_id)
                 if isinstance(event, RunCreated):
                     if model is None:
                         model = create_run(event, seq)
