@@ -23,6 +23,7 @@ from maze.api.run_writer import (
 )
 from maze.api.state import HeadState, MinSeq
 from maze.api.submit import ID_RE, accept_submission, check_placeable, decode_submission
+from maze.core import hops
 from maze.core.clock import new_id, now_ms
 from maze.core.errors import NotFound, Unavailable, ValidationError
 from maze.projections import queries
@@ -73,6 +74,7 @@ async def submit_run(request: Request[Any, Any, Any], head: HeadState) -> dict[s
     events = await work(chunk_events, run_id, workflow_id, specs, now_ms(), head.budget, sizes)
     encoded = await work(encode_chunks, events)
     seq, duplicate = await record_run(head.js, events, hashlib.sha256(body).hexdigest()[:32], encoded)
+    hops.mark("appended", run_id)
     return {
         "duplicate": duplicate,
         "run_id": run_id,
@@ -172,6 +174,7 @@ async def stream_run_events(
         async for seq, batch, finished in run_events(head.js, run_id, after, until=None):
             yield ServerSentEventMessage(data=encoder.encode(batch).decode(), id=seq, event="events")
             if finished:
+                hops.mark("sse_sent", run_id)
                 yield ServerSentEventMessage(data="{}", event="end")
                 return
 

@@ -55,6 +55,8 @@ class Settings(Struct, frozen=True):
     # Tests only (MAZE_FAULT_INJECTION): "kill-after-placed" kills the head right after it
     # recorded an attempt.placed and before it published the work.
     fault_injection: str = ""
+    # bench/latency_hops.py only (MAZE_TRACE_HOPS): a directory to write per-hop timestamps to.
+    trace_hops: str = ""
 
     @property
     def limits(self) -> ValueLimits:
@@ -77,6 +79,8 @@ def env_settings(**overrides: object) -> Settings:
         values["data_dir"] = env["MAZE_DATA_DIR"]
     if env.get("MAZE_FSYNC"):
         values["fsync"] = env["MAZE_FSYNC"]
+    if env.get("MAZE_TRACE_HOPS"):
+        values["trace_hops"] = env["MAZE_TRACE_HOPS"]
     if env.get("MAZE_FAULT_INJECTION"):
         values["fault_injection"] = env["MAZE_FAULT_INJECTION"]
     values.update({k: v for k, v in overrides.items() if v is not None})

@@ -29,11 +29,12 @@ import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from maze.core import hops
 from maze.core.clock import now_ms
 from maze.core.settings import Settings
 from maze.events import headers, subjects
 from maze.events.blobs import BlobStore
-from maze.events.catalog import Event
+from maze.events.catalog import Event, event_tag
 from maze.events.codec import Decoded, Malformed, decode_message, decode_stats
 from maze.events.fit import make_fit
 from maze.events.nodes import NodeJoined, NodeLost
@@ -260,6 +261,8 @@ class RunController:
             self.core.break_run(subjects.run_id_of(msg.subject), f"{error} at {stream} sequence {seq}")
         for event in decoded.events:
             self.apply(event)
+            if hops.enabled():
+                hops.mark(f"folded_{event_tag(event)}", getattr(event, "run_id", ""))
 
     def apply(self, event: Event) -> None:
         """Fold one event. Idempotent: the log may deliver an event twice."""
@@ -281,6 +284,9 @@ class RunController:
             acks = {run_id: r for run_id, r in results.items() if not isinstance(r, BaseException)}
             stored_again = {run_id for run_id, run_acks in acks.items() if any(a.duplicate for a in run_acks)}
             stored_again |= set(failed)
+            if hops.enabled():
+                for event in decision.events:
+                    hops.mark(f"published_{event_tag(event)}", getattr(event, "run_id", ""))
             if stored_again:
                 # the same decisions were stored before (an ack lost): what the log holds is sent
                 # from the log, by the delivery check, not what was decided now
@@ -371,6 +377,10 @@ class RunController:
             ),
             return_exceptions=True,
         )
+        if hops.enabled():
+            for items in [*decision.work.values(), *decision.resend.values()]:
+                for item in items:
+                    hops.mark("work_sent", item.run_id)
         for result in results:
             if isinstance(result, BaseException):
                 # recorded as placed: the delivery check sends it again from the log

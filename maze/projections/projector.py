@@ -19,6 +19,7 @@ import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from maze.core import hops
 from maze.events import subjects
 from maze.events.catalog import Event
 from maze.events.codec import decode_events
@@ -248,6 +249,10 @@ class Projector:
             models, nodes, new_positions = self.folder.fold(batch)
             if new_positions:
                 self.folder.commit(models, nodes, new_positions)
+        if hops.enabled():
+            for model in models:
+                if model.finished:
+                    hops.mark("projected_finished", model.run.run_id)
 
     def snapshot(self) -> dict[str, Any]:
         return {"positions": self.positions, "path": str(self.path)}

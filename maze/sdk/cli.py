@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from maze.core import hops
 from maze.core.errors import MazeError
 from maze.core.logs import configure_logging
 from maze.core.settings import env_settings, redact, split_urls
@@ -94,6 +95,7 @@ def start(
 ) -> None:
     """Start a head (`--head`) or a worker (`--worker --addr HOST:PORT`)."""
     configure_logging(log_level)
+    hops.configure(env_settings().trace_hops)
     if head == worker:
         fail("choose exactly one of --head or --worker")
     if fsync not in ("always", "interval"):

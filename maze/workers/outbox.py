@@ -20,8 +20,9 @@ from collections.abc import Callable
 import structlog
 from nats.errors import MaxPayloadError
 
+from maze.core import hops
 from maze.core.errors import PayloadTooLarge
-from maze.events.catalog import Event
+from maze.events.catalog import Event, event_tag
 from maze.events.fit import failed_instead, make_fit
 from maze.events.store import EventStore, describe_error, is_transient
 from maze.events.tasks import AttemptSucceeded
@@ -82,6 +83,9 @@ class Outbox:
             while batch:
                 try:
                     await self.store.publish_runs(batch)
+                    if hops.enabled():
+                        for event in batch:
+                            hops.mark(f"worker_published_{event_tag(event)}", getattr(event, "run_id", ""))
                     batch = self.inflight = []
                 except asyncio.CancelledError:
                     raise

@@ -22,6 +22,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig
 
+from maze.core import hops
 from maze.core.clock import now_ms
 from maze.core.errors import ArtifactError, BlobMissing, MazeError, PayloadTooLarge
 from maze.core.resources import Usage, add_usage, fits_assigned
@@ -229,6 +230,7 @@ class Worker:
     # ---- receiving ----------------------------------------------------------------------------
     def _on_work(self, msg: Msg) -> None:
         for item in decode_work(msg.data).items:
+            hops.mark("work_received", item.run_id)
             self._accept(item)
         self._pump()
 
@@ -303,7 +305,9 @@ class Worker:
                 )
                 return
             try:
+                hops.mark("process_start", item.run_id)
                 reply = await self.pool.run(tp, request, item.timeout_seconds)
+                hops.mark("process_returned", item.run_id)
             except TimeoutError:
                 self._fail(
                     item, "timed_out", f"attempt exceeded timeout of {item.timeout_seconds}s", retryable=True
