@@ -16,7 +16,8 @@ whatever a worker sent twice.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from maze.events.catalog import Event
 from maze.events.specs import TaskError
@@ -72,38 +73,66 @@ def lost_error(event: AttemptLost) -> TaskError:
 
 def transition(state: str, attempt: int, failures: int, event: Event) -> Transition | None:
     """The task after `event`, or None when the event changes nothing about it."""
-    if isinstance(event, RetryScheduled):
-        if (state in FAILED or state == "retry_wait") and event.next_attempt > attempt:
-            return Transition("retry_wait", attempt, failures, RETRY)
-        return None
-    if isinstance(event, AttemptPlaced):
-        if state in PLACEABLE and event.attempt > attempt:
-            return Transition("queued", event.attempt, failures, PLACED)
-        return None
-    if not isinstance(
-        event, AttemptStarted | AttemptSucceeded | AttemptFailed | AttemptRejected | AttemptLost
-    ):
-        return None
+    step = _STEPS.get(type(event))
+    return step(state, attempt, failures, event) if step is not None else None
+
+
+def _retry(state: str, attempt: int, failures: int, event: RetryScheduled) -> Transition | None:
+    if (state in FAILED or state == "retry_wait") and event.next_attempt > attempt:
+        return Transition("retry_wait", attempt, failures, RETRY)
+    return None
+
+
+def _placed(state: str, attempt: int, failures: int, event: AttemptPlaced) -> Transition | None:
+    if state in PLACEABLE and event.attempt > attempt:
+        return Transition("queued", event.attempt, failures, PLACED)
+    return None
+
+
+def _started(state: str, attempt: int, failures: int, event: AttemptStarted) -> Transition | None:
+    if event.attempt == attempt and state == "queued":
+        return Transition("running", attempt, failures, STARTED)
+    return None
+
+
+def _succeeded(state: str, attempt: int, failures: int, event: AttemptSucceeded) -> Transition | None:
+    if event.attempt == attempt and state in ACTIVE:
+        return Transition("succeeded", attempt, failures, SUCCEEDED)
+    return None
+
+
+def _failed(state: str, attempt: int, failures: int, event: AttemptFailed) -> Transition | None:
     number = event.attempt
-    if (
-        isinstance(event, AttemptFailed)
-        and event.error.origin == "controller"
-        and number == attempt + 1
-        and state in PLACEABLE
-    ):
+    if event.error.origin == "controller" and number == attempt + 1 and state in PLACEABLE:
         # failed before it could be placed (its inputs could not be resolved)
         return Transition(failure_state(event.error), number, failures + 1, FAILED_NOW)
-    if number != attempt or state not in ACTIVE:
-        return None
-    if isinstance(event, AttemptStarted):
-        return Transition("running", attempt, failures, STARTED) if state == "queued" else None
-    if isinstance(event, AttemptSucceeded):
-        return Transition("succeeded", attempt, failures, SUCCEEDED)
-    if isinstance(event, AttemptFailed):
+    if number == attempt and state in ACTIVE:
         return Transition(failure_state(event.error), attempt, failures + 1, FAILED_NOW)
-    if isinstance(event, AttemptRejected):
-        return Transition("pending", attempt, failures, REQUEUED) if state == "queued" else None
-    # AttemptLost: where it falls in the log says what it means
+    return None
+
+
+def _rejected(state: str, attempt: int, failures: int, event: AttemptRejected) -> Transition | None:
+    if event.attempt == attempt and state == "queued":
+        return Transition("pending", attempt, failures, REQUEUED)
+    return None
+
+
+def _lost(state: str, attempt: int, failures: int, event: AttemptLost) -> Transition | None:
+    """Where it falls in the log says what it means: before the start, back to be placed (no
+    failure); after it, a node_lost failure; after the end, nothing."""
+    if event.attempt != attempt or state not in ACTIVE:
+        return None
     if state == "queued":
         return Transition("pending", attempt, failures, REQUEUED)
     return Transition("failed", attempt, failures + 1, FAILED_NOW)
+
+
+_STEPS: dict[type, Callable[[str, int, int, Any], Transition | None]] = {
+    RetryScheduled: _retry,
+    AttemptPlaced: _placed,
+    AttemptStarted: _started,
+    AttemptSucceeded: _succeeded,
+    AttemptFailed: _failed,
+    AttemptRejected: _rejected,
+    AttemptLost: _lost,
+}

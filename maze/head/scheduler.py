@@ -28,7 +28,7 @@ from typing import Any
 import structlog
 from msgspec import Struct
 
-from maze.core.task_machine import PLACEABLE, transition
+from maze.core.task_machine import PLACEABLE
 from maze.events.catalog import Event
 from maze.events.codec import encode_value
 from maze.events.nodes import NodeJoined, NodeLeft, NodeLost
@@ -197,12 +197,15 @@ class Scheduler:
             self.placer.forget_intent(key)
             return
         task = run.tasks.get(event.task_id)
-        if task is None or transition(task.state, task.attempt, task.failures, event) is None:
-            self.placer.forget_intent(key)  # a placement the log had already overtaken
+        if task is None:
             return
-        self.placer.reserve(key, event.node_id, event.session, task.spec.resources, event.gpus)
-        self.delivery.placed(key, event.at_ms)
+        before = task.attempt
         self._attempt(event)
+        if task.attempt == event.attempt > before:  # the placement took effect
+            self.placer.reserve(key, event.node_id, event.session, task.spec.resources, event.gpus)
+            self.delivery.placed(key, event.at_ms)
+        else:
+            self.placer.forget_intent(key)  # a placement the log had already overtaken
 
     def _started(self, event: AttemptStarted) -> None:
         self.delivery.settled((event.run_id, event.task_id, event.attempt))
