@@ -157,7 +157,16 @@ def main() -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="maze-bench-restart-"))
     # no periodic snapshot within the run: (b) then starts from the one the clean stop left
     head = LocalHead(
-        data_dir, extra=["--fsync", args.fsync, "--no-local-worker", "--snapshot-interval", "3600"]
+        data_dir,
+        extra=[
+            "--fsync",
+            args.fsync,
+            "--no-local-worker",
+            "--snapshot-interval",
+            "3600",
+            "--log-level",
+            "info",
+        ],
     )
     rows: list[tuple[str, str]] = []
     try:
@@ -203,6 +212,10 @@ def main() -> None:
         rows.append(("the snapshot it started from", f"{(ctl['snapshot'] or {}).get('bytes', 0):,} bytes"))
     finally:
         head.stop()
+        log = (data_dir / "head.log").read_text(errors="replace") if (data_dir / "head.log").exists() else ""
+        for line in log.splitlines():
+            if "head.ready" in line or "controller.caught_up" in line:
+                print(line[-400:])
         shutil.rmtree(data_dir, ignore_errors=True)
     print_rows(
         f"head restart with {args.events:,} events in the log (history written with fsync {args.fsync})", rows

@@ -8,6 +8,7 @@ import contextlib
 import gc
 import signal
 import socket
+import time
 from collections.abc import Iterator
 
 import duckdb
@@ -53,6 +54,12 @@ class Head:
         self.stopping = asyncio.Event()
 
     async def run(self) -> None:
+        began = time.monotonic()
+        phases: dict[str, float] = {}
+
+        def phase(name: str) -> None:
+            phases[name] = round(time.monotonic() - began, 3)
+
         settings = self.settings
         data = settings.data_path
         data.mkdir(parents=True, exist_ok=True)
@@ -66,6 +73,7 @@ class Head:
             # that started it, and a pool thread may exit before the head does.
             self.embedded.start()
             urls = [self.embedded.url]
+            phase("nats_s")
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stopping.set)
@@ -81,8 +89,10 @@ class Head:
                 projector = Projector(nc, data / "readmodels.duckdb")
             except duckdb.IOException as exc:
                 raise Unavailable(f"read models at {data} are in use by another head: {exc}") from exc
+            phase("read_models_s")
             projector.start()
             await asyncio.wait_for(controller.caught_up.wait(), 120)
+            phase("controller_s")
             if settings.local_worker:
                 worker_nc = await connect(urls, "maze-local-worker")
                 node_id = settings.node_id or f"{socket.gethostname().split('.')[0]}-head"
@@ -122,8 +132,10 @@ class Head:
                     await server_task
                     raise Unavailable(f"API could not listen on {settings.host}:{settings.port}")
                 await asyncio.sleep(0.01)
+            phase("api_s")
             log.info(
                 "head.ready",
+                **phases,
                 api=f"http://{settings.host}:{settings.port}",
                 nats=[redact(u) for u in urls],
                 data_dir=str(data),
