@@ -198,3 +198,41 @@ async def wait_until_async(predicate, timeout: float = 20.0) -> None:  # type: i
         if loop.time() > deadline:
             raise TimeoutError("condition not reached")
         await asyncio.sleep(0.02)
+
+
+async def test_a_lagging_heartbeat_watch_does_not_declare_a_beating_node_lost(nats_server: NatsServer) -> None:
+    """Liveness judges by the beats its watch delivered; a session that looks stale is confirmed
+    against the bucket first. A beat stored after the last one seen (the watch lagged, as it does
+    while a NATS node fails over) clears it; a session with no newer beat is declared lost."""
+    from maze.events.nodes import Heartbeat
+    from maze.events.store import heartbeat_bucket
+    from maze.head.liveness import Liveness
+    from maze.head.placer import NodeView
+
+    nc = await nats.connect(nats_server.url)
+    try:
+        js = nc.jetstream()
+        await ensure_streams(js)
+        kv = await heartbeat_bucket(js)
+        beat = Heartbeat(node_id="lag-node", session="s1", at_ms=now_ms())
+        revision = await kv.put("lag-node", msgspec.msgpack.encode(beat))
+        liveness = Liveness(timeout_s=0.01)  # every session looks stale at once
+        liveness._saw(msgspec.msgpack.encode(beat), revision)  # what the watch delivered
+        node = NodeView("lag-node", "s1", "h", "127.0.0.1", NodeCapacity(cpus=1, memory_mb=100))
+        await asyncio.sleep(0.05)
+        stale = liveness.stale([node], now_ms())
+        assert [e.node_id for e in stale] == ["lag-node"]
+        # the node beat again, but the watch has not delivered it: alive
+        await kv.put("lag-node", msgspec.msgpack.encode(beat))
+        assert await liveness.confirm(js, stale) == []
+        assert liveness.unconfirmed == 1
+        # nothing newer since: lost
+        await asyncio.sleep(0.05)
+        stale = liveness.stale([node], now_ms())
+        assert [e.node_id for e in await liveness.confirm(js, stale)] == ["lag-node"]
+        # a node the bucket never heard of is lost too
+        other = NodeView("never-beat", "s9", "h", "127.0.0.1", NodeCapacity(cpus=1, memory_mb=100))
+        stale = liveness.stale([other], now_ms())
+        assert [e.node_id for e in await liveness.confirm(js, stale)] == ["never-beat"]
+    finally:
+        await nc.close()

@@ -273,7 +273,8 @@ class RunController:
     # ---- deciding -----------------------------------------------------------------------------
     async def _decide(self) -> None:
         now = now_ms()
-        await self._declare_lost(self.liveness.stale(self._alive_not_losing(), now))
+        stale = self.liveness.stale(self._alive_not_losing(), now)
+        await self._declare_lost(await self.liveness.confirm(self.js, stale))
         await self._settle_uncertain()
         decision = self.core.decide(now, self.liveness.holds)
         if decision.events:
@@ -440,7 +441,8 @@ class RunController:
     async def reconcile_workers(self) -> dict[str, Any]:
         """Operator command: declare every node without a recent heartbeat lost now."""
         now = now_ms()
-        lost = self.liveness.stale(self._alive_not_losing(), now, force_reason="reconciled")
+        stale = self.liveness.stale(self._alive_not_losing(), now, force_reason="reconciled")
+        lost = await self.liveness.confirm(self.js, stale)
         await self._declare_lost(lost)
         self.queue.put_nowait(_TICK)
         lost_ids = {e.node_id for e in lost}
@@ -493,4 +495,5 @@ class RunController:
             if last is None
             else {"positions": last.positions, "bytes": last.size, "at_ms": last.at_ms},
             "decoding": decode_stats.snapshot(),
+            "liveness_watch_lagged": self.liveness.unconfirmed,
         }

@@ -1,17 +1,28 @@
 """Which worker sessions are alive: heartbeats watched in the KV bucket, judged against a timeout.
-The controller turns a stale session into a `node.lost` event."""
+The controller turns a stale session into a `node.lost` event.
+
+The watch is how beats arrive, but a watch can stall while the node it is served from fails over
+(a NATS node killed: the watch's ordered consumer is re-created) while workers go on beating. So a
+session that looks stale is confirmed against the bucket itself before it is declared lost: a beat
+stored after the last one the watch delivered means the watch lagged, not the node; a bucket that
+cannot be read says nothing either way, and nobody is declared lost on it."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import msgspec
+import structlog
 from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
 
 from maze.events.nodes import Heartbeat, NodeLost
-from maze.events.store import heartbeat_bucket
+from maze.events.store import describe_error, heartbeat_bucket
 from maze.head.placer import NodeView
 
+log = structlog.get_logger(__name__)
 _decoder = msgspec.msgpack.Decoder(Heartbeat)
 
 
@@ -20,6 +31,8 @@ class Liveness:
         self.timeout_s = timeout_s
         self.heartbeats: dict[str, Heartbeat] = {}
         self.last_seen: dict[str, tuple[str, float]] = {}  # node -> (session, monotonic time)
+        self.revisions: dict[str, int] = {}  # node -> the bucket revision of its latest beat seen
+        self.unconfirmed = 0  # stale-looking sessions the bucket showed alive (the watch lagged)
         self.join_seen: dict[str, float] = {}
         self.live_since = time.monotonic()
         self._held: dict[str, tuple[Heartbeat, set[tuple[str, str, int]]]] = {}
@@ -40,12 +53,47 @@ class Liveness:
         async for entry in watcher:
             if entry is None or not entry.value:
                 continue
-            try:
-                beat = _decoder.decode(entry.value)
-            except msgspec.DecodeError:
+            self._saw(entry.value, entry.revision or 0)
+
+    def _saw(self, value: bytes, revision: int) -> Heartbeat | None:
+        try:
+            beat = _decoder.decode(value)
+        except msgspec.DecodeError:
+            return None
+        if revision < self.revisions.get(beat.node_id, 0):
+            return beat  # older than what was seen already (a confirmation raced the watch)
+        self.revisions[beat.node_id] = revision
+        self.heartbeats[beat.node_id] = beat
+        self.last_seen[beat.node_id] = (beat.session, time.monotonic())
+        return beat
+
+    async def confirm(self, js: JetStreamContext, lost: list[NodeLost]) -> list[NodeLost]:
+        """Of the sessions `stale` named, those the bucket itself shows silent: a beat stored after
+        the latest one the watch delivered clears its session; an unreadable bucket clears all."""
+        if not lost:
+            return lost
+        try:
+            kv: KeyValue = await heartbeat_bucket(js)
+        except Exception as exc:
+            log.warning("liveness.unverifiable", nodes=[e.node_id for e in lost], error=describe_error(exc))
+            return []
+        entries = await asyncio.gather(*(kv.get(e.node_id) for e in lost), return_exceptions=True)
+        confirmed = []
+        for event, entry in zip(lost, entries, strict=True):
+            if isinstance(entry, KeyNotFoundError):
+                confirmed.append(event)
                 continue
-            self.heartbeats[beat.node_id] = beat
-            self.last_seen[beat.node_id] = (beat.session, time.monotonic())
+            if isinstance(entry, BaseException):  # the store cannot say: judge again on a later pass
+                log.warning("liveness.unverifiable", node_id=event.node_id, error=describe_error(entry))
+                continue
+            known = self.revisions.get(event.node_id, 0)
+            beat = self._saw(entry.value, entry.revision or 0) if entry.value else None
+            if beat is not None and beat.session == event.session and (entry.revision or 0) > known:
+                self.unconfirmed += 1
+                log.info("liveness.watch_lagged", node_id=event.node_id, session=event.session)
+                continue
+            confirmed.append(event)
+        return confirmed
 
     def holds(self, node_id: str, session: str, key: tuple[str, str, int]) -> bool:
         """Whether the node session's latest heartbeat lists the attempt as waiting or running."""
