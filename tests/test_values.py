@@ -18,7 +18,7 @@ import pytest
 from nats.aio.msg import Msg
 
 from maze import MaClient, task
-from maze.core.errors import ArtifactError, BlobMissing, PayloadTooLarge
+from maze.core.errors import ArtifactError, NotFound, PayloadTooLarge
 from maze.events import subjects
 from maze.events.codec import decode_work
 from maze.events.work import WorkBatch
@@ -287,8 +287,9 @@ def test_a_corrupt_blob_is_detected_by_its_hash_and_never_used(
     error = client.get_run_task(run_id, victim.task_id)["error"]
     assert error["error_type"] == "artifact_error", error  # user_code would mean the task ran
     assert "corrupt" in error["message"] and sha in error["message"]
-    # found corrupt, it was removed: a client that stores the value again repairs it
-    with pytest.raises(BlobMissing):
+    # found corrupt, it was removed (the head knows at once: 404 like any blob not stored); a
+    # client that stores the value again repairs it
+    with pytest.raises(NotFound):
         client.fetch_blob(sha)
     again = MaClient(head.url).create_workflow()
     size = again.add_task(byte_count, inputs={"data": value})
@@ -376,3 +377,30 @@ def test_the_sdk_checks_a_fetched_blob_against_its_hash() -> None:
             client.fetch_blob(sha)
     finally:
         server.shutdown()
+
+
+async def test_a_process_following_removals_knows_a_blob_is_gone(nats_server: NatsServer) -> None:
+    """The head answers "is this code stored?" from memory; a removal by any other process (the
+    tombstone of a blob found corrupt) reaches that memory as it is published."""
+    from maze.events.blobs import BlobStore
+    from maze.events.store import ensure_streams
+
+    follower_nc, other_nc = await nats.connect(nats_server.url), await nats.connect(nats_server.url)
+    try:
+        await ensure_streams(follower_nc.jetstream())
+        follower, other = BlobStore(follower_nc, 64 * MB), BlobStore(other_nc, 64 * MB)
+        await follower.follow_removals()
+        content = os.urandom(1000)
+        sha, _ = await other.put(content)
+        assert await follower.missing([sha, "3" * 64]) == ["3" * 64]
+        await other.delete(sha)
+        for _ in range(100):  # the tombstone is a message like any other: seen within moments
+            if await follower.missing([sha]) == [sha]:
+                break
+            await asyncio.sleep(0.01)
+        assert await follower.missing([sha]) == [sha]
+        await other.put(content)  # stored again: found again (asked, then remembered)
+        assert await follower.missing([sha]) == []
+    finally:
+        await follower_nc.close()
+        await other_nc.close()

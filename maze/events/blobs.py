@@ -127,6 +127,37 @@ class BlobStore:
         self.chunk_bytes = max(64 * 1024, min(MAX_CHUNK, payload_budget(nc)))
         self._present: OrderedDict[str, int] = OrderedDict()  # sha -> size, known stored
         self._writing: dict[str, asyncio.Future[int]] = {}
+        self._removals_followed = False
+        self._reconnects = 0
+
+    async def follow_removals(self) -> None:
+        """Keep this process's memory of what is stored true without asking the server each time:
+        every removal (a corrupt blob's tombstone, written by any process) is a message on the
+        blob's meta subject, seen here as it is published. A reconnect may have missed one, so
+        the memory is dropped then. After this, `missing` answers from memory what it has seen."""
+
+        async def on_meta(msg: Msg) -> None:
+            try:
+                info = json.loads(msg.data or b"{}")
+            except ValueError:
+                return
+            name = str(info.get("name", ""))
+            if info.get("deleted") and name.startswith("sha256/"):
+                self._present.pop(name.removeprefix("sha256/"), None)
+
+        await self.nc.subscribe(f"$O.{subjects.BLOB_BUCKET}.M.>", cb=on_meta)
+        await self.nc.flush()
+        self._reconnects = int(self.nc.stats["reconnects"])
+        self._removals_followed = True
+
+    def _memory_is_current(self) -> bool:
+        if not self._removals_followed:
+            return False
+        reconnects = int(self.nc.stats["reconnects"])
+        if reconnects != self._reconnects:  # a removal may have passed while disconnected
+            self._reconnects = reconnects
+            self._present.clear()
+        return True
 
     # ---- asking -------------------------------------------------------------------------------
     async def info(self, sha: str) -> dict[str, Any] | None:
@@ -153,7 +184,10 @@ class BlobStore:
         return int(info.get("size") or 0)
 
     async def missing(self, shas: list[str]) -> list[str]:
-        sizes = await asyncio.gather(*(self.size_of(s, fresh=True) for s in shas))
+        """Which of `shas` are not stored: asked of the server, unless this process follows
+        removals (`follow_removals`) and has seen them stored."""
+        fresh = not self._memory_is_current()
+        sizes = await asyncio.gather(*(self.size_of(s, fresh=fresh) for s in shas))
         return [s for s, size in zip(shas, sizes, strict=True) if size is None]
 
     def _remember(self, sha: str, size: int) -> None:

@@ -114,6 +114,7 @@ class Head:
                 ):
                     await asyncio.sleep(0.01)
             state = HeadState(nc.jetstream(), nc, controller, projector, settings, urls)
+            await state.blobs.follow_removals()  # submits check the code they name from memory
             # what start-up made (modules, the app, replayed state) stays; leave it out of the
             # cyclic GC's full collections, whose cost stalls the event loop everyone shares
             gc.freeze()
@@ -122,6 +123,7 @@ class Head:
                 host=settings.host,
                 port=settings.port,
                 log_level="warning",
+                http="auto",  # httptools (a dependency) when installed
                 timeout_graceful_shutdown=2,
                 lifespan="on",
             )
