@@ -25,7 +25,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError, NoStreamResponseError, ServiceUnavailableError
+from nats.js.errors import BadRequestError, NoStreamResponseError, NotFoundError, ServiceUnavailableError
 from nats.js.kv import KeyValue
 
 from maze.core.errors import PayloadTooLarge, Unavailable
@@ -39,10 +39,12 @@ log = structlog.get_logger(__name__)
 DUPLICATE_WINDOW_S = 120.0
 # The work stream is transport, not the record: the run controller sends again, from the log, the
 # work of every attempt placed and not started (maze/head/delivery.py). So its limits may drop
-# work: a message older than an hour, or beyond 1 GiB or 1,000,000 messages, is discarded (oldest
-# first) rather than refusing new work.
+# work: a message older than an hour, or beyond 256 MiB or 1,000,000 messages, is discarded (oldest
+# first) rather than refusing new work. For the same reason it is kept in memory: a work message
+# costs no fsync on the task's path, and what a NATS restart drops is sent again from the log. 256 MiB
+# of it at most (work carries code by hash and big values as blob references).
 WORK_MAX_AGE_S = 3600.0
-WORK_MAX_BYTES = 1024**3
+WORK_MAX_BYTES = 256 * 1024**2
 WORK_MAX_MSGS = 1_000_000
 HEARTBEAT_TTL_S = 120.0  # stale heartbeat keys vanish; liveness itself is judged by the controller
 # Room left in every message for headers and the envelope: no publish may reach `max_payload`.
@@ -124,6 +126,8 @@ async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
     work = configs[1]
     work.max_age, work.max_bytes, work.max_msgs = WORK_MAX_AGE_S, WORK_MAX_BYTES, WORK_MAX_MSGS
     work.discard = DiscardPolicy.OLD
+    work.storage = StorageType.MEMORY
+    await _recreate_if_storage_changed(js, work)
     configs.append(
         # the Object Store's own stream layout (nats-py's create_object_store), made here so that
         # it is replicated like the rest and updated in place
@@ -160,6 +164,23 @@ async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
             replicas=replicas,
         )
     )
+
+
+async def _recreate_if_storage_changed(js: JetStreamContext, config: StreamConfig) -> None:
+    """A stream's storage type cannot be updated in place. The work stream is transport (its
+    content is sent again from the log), so one made by an older version on file is recreated."""
+    try:
+        info = await js.stream_info(str(config.name))
+    except NotFoundError:
+        return
+    if info.config.storage != config.storage:
+        log.warning(
+            "streams.recreated_for_storage",
+            stream=config.name,
+            was=str(info.config.storage),
+            now=str(config.storage),
+        )
+        await js.delete_stream(str(config.name))
 
 
 async def heartbeat_bucket(js: JetStreamContext) -> KeyValue:

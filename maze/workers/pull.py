@@ -3,7 +3,9 @@ each message over the moment it arrives (what nats.go calls Consume).
 
 nats-py's `fetch(n)` waits for all n messages or its timeout once the first one arrived, which put
 ~10 ms into every attempt's start; here the next request goes out when the current one is used up
-or ends, and a watchdog re-issues it if the server goes quiet (e.g. after a reconnect).
+or ends, and a watchdog re-issues it if the server goes quiet (e.g. after a reconnect). A quiet
+server may also mean the consumer is gone (its stream was recreated, say): the watchdog then has it
+made again (`ensure_consumer`) before asking, so a worker never waits for work in silence.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import structlog
 from nats.aio.client import Client as NATS
@@ -32,6 +34,7 @@ class ContinuousPull:
         batch: int = 256,
         expires_s: float = 30.0,
         heartbeat_s: float = 5.0,
+        ensure_consumer: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.nc = nc
         self.api_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
@@ -39,6 +42,7 @@ class ContinuousPull:
         self.batch = batch
         self.expires_s = expires_s
         self.heartbeat_s = heartbeat_s
+        self.ensure_consumer = ensure_consumer
         self.left = 0  # messages the outstanding request may still deliver
         self.last_activity = time.monotonic()
         self.sub: Subscription | None = None
@@ -88,6 +92,8 @@ class ContinuousPull:
             if time.monotonic() - self.last_activity > 2 * self.heartbeat_s and self.nc.is_connected:
                 log.info("pull.reissue_request", subject=self.api_subject)
                 try:
+                    if self.ensure_consumer is not None:
+                        await self.ensure_consumer()
                     await self._request()
                 except Exception as exc:
                     log.warning("pull.request_failed", error=str(exc))
