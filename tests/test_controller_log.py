@@ -200,7 +200,9 @@ async def wait_until_async(predicate, timeout: float = 20.0) -> None:  # type: i
         await asyncio.sleep(0.02)
 
 
-async def test_a_lagging_heartbeat_watch_does_not_declare_a_beating_node_lost(nats_server: NatsServer) -> None:
+async def test_a_lagging_heartbeat_watch_does_not_declare_a_beating_node_lost(
+    nats_server: NatsServer,
+) -> None:
     """Liveness judges by the beats its watch delivered; a session that looks stale is confirmed
     against the bucket first. A beat stored after the last one seen (the watch lagged, as it does
     while a NATS node fails over) clears it; a session with no newer beat is declared lost."""

@@ -43,7 +43,10 @@ def test_replicated_streams_survive_losing_a_nats_node(tmp_path) -> None:
         cluster.kill(2)
         after = _chain(client, 3)
         assert {r["run_id"] for r in client.list_runs(limit=10)} >= {before, after}
-        kinds = {r: [(e["type"], e.get("attempt"), e.get("error")) for e in client.get_run_events(r)] for r in (before, after)}
+        kinds = {
+            r: [(e["type"], e.get("attempt"), e.get("error")) for e in client.get_run_events(r)]
+            for r in (before, after)
+        }
         assert len(kinds[before]) == len(kinds[after]), kinds
     finally:
         head.stop()

@@ -90,7 +90,9 @@ def test_a_read_sees_the_callers_own_write_and_never_misses_an_accepted_run(
     assert bad.status_code == 400
 
 
-async def test_a_read_waits_only_for_the_position_its_caller_names(nats_server, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+async def test_a_read_waits_only_for_the_position_its_caller_names(
+    nats_server, tmp_path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
     """The read barrier against a real (not started, so never advancing) projector: without
     `min_seq` a read never waits; with one past what is projected it waits, bounded, then 503s."""
     import nats

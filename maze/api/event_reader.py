@@ -5,12 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import msgspec
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from maze.events import subjects
-from maze.events.codec import Decoded, Malformed, decode_message, event_to_builtins
+from maze.events.codec import decode_leniently, shown_events
 from maze.events.runs import RunFinished
 from maze.events.store import subscribe_ordered
 
@@ -21,6 +20,18 @@ async def last_run_seq(js: JetStreamContext, run_id: str) -> int:
     except NotFoundError:
         return 0
     return int(msg.seq or 0)
+
+
+async def ended_by(js: JetStreamContext, run_id: str, seq: int) -> bool:
+    """Whether the run's last message is at or before `seq` and ends it: a stream resumed after
+    its end has nothing more to wait for."""
+    try:
+        msg = await js.get_last_msg(subjects.RUNS_STREAM, subjects.run_subject(run_id))
+    except NotFoundError:
+        return False
+    if int(msg.seq or 0) > seq:
+        return False
+    return any(isinstance(e, RunFinished) for e in decode_leniently(msg.data or b"").events)
 
 
 async def run_events(
@@ -39,17 +50,9 @@ async def run_events(
             except TimeoutError:
                 return
             seq = msg.metadata.sequence.stream
-            try:
-                decoded = decode_message(msg.data)
-            except msgspec.DecodeError as exc:
-                decoded = Decoded([], [], [Malformed("?", f"the message is not a list of events: {exc}")])
-            events = decoded.events
-            finished = any(isinstance(e, RunFinished) for e in events)
-            shown = [event_to_builtins(e, seq) for e in events]
-            # what this version cannot read is shown as such, never left out in silence
-            shown += [{"type": tag, "seq": seq, "unknown_type": True} for tag in decoded.unknown]
-            shown += [{"type": m.tag, "seq": seq, "malformed": m.error} for m in decoded.malformed]
-            yield seq, shown, finished
+            decoded = decode_leniently(msg.data)
+            finished = any(isinstance(e, RunFinished) for e in decoded.events)
+            yield seq, shown_events(decoded, seq), finished
             if (follow and finished) or (until is not None and seq >= until):
                 return
     finally:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, TypeVar
 
 import msgspec
 from litestar import Request, Response, get, post
 from litestar.params import Parameter
-from litestar.response import ServerSentEvent, ServerSentEventMessage
+from litestar.response import Stream
 
 from maze.api.event_reader import last_run_seq, run_events
 from maze.api.run_writer import (
@@ -21,6 +22,7 @@ from maze.api.run_writer import (
     spec_sizes,
     store_blobs,
 )
+from maze.api.sse import FEED_WAIT_S, frame, run_frames, sse_response
 from maze.api.state import HeadState, MinSeq
 from maze.api.submit import ID_RE, accept_submission, check_placeable, decode_submission
 from maze.core import hops
@@ -44,10 +46,15 @@ async def require_run(head: HeadState, run_id: str) -> int:
 
 
 @post("/runs", status_code=201, request_max_body_size=MAX_SUBMISSION_BYTES)
-async def submit_run(request: Request[Any, Any, Any], head: HeadState) -> dict[str, Any]:
+async def submit_run(request: Request[Any, Any, Any], head: HeadState, follow: bool = False) -> Response[Any]:
     """Submit a static workflow run (msgpack or JSON body). Returns the run id and the stream
-    sequence of its last event (`seq`: pass it as `min_seq` to read your own write)."""
+    sequence of its last event (`seq`: pass it as `min_seq` to read your own write).
+
+    With `follow=true` the answer is the run's live SSE stream instead (as
+    `GET /runs/{id}/stream`), opened by an `accepted` event carrying that same JSON: submit and
+    follow in one request."""
     body = await request.body()
+    received_us = time.time_ns() // 1000
     # decoding, validating and encoding a wide run is seconds of CPU: off the event loop, which
     # the controller, the local worker and every other request share
     big = len(body) > BIG_BODY_BYTES
@@ -57,6 +64,7 @@ async def submit_run(request: Request[Any, Any, Any], head: HeadState) -> dict[s
 
     submission = await work(decode_submission, body, request.headers.get("content-type", ""))
     run_id = submission.run_id or new_id("run")
+    hops.mark("request_received", run_id, received_us)
     if not (run_id.startswith("run_") and ID_RE.match(run_id)):
         # it becomes a NATS subject token: no '.', '*', '>' or spaces
         raise ValidationError("run_id, when given, is 'run_' then letters, digits, '_' or '-' (128 at most)")
@@ -73,9 +81,10 @@ async def submit_run(request: Request[Any, Any, Any], head: HeadState) -> dict[s
     workflow_id = submission.workflow_id or run_id
     events = await work(chunk_events, run_id, workflow_id, specs, now_ms(), head.budget, sizes)
     encoded = await work(encode_chunks, events)
+    hops.mark("validated", run_id)
     seq, duplicate = await record_run(head.js, events, hashlib.sha256(body).hexdigest()[:32], encoded)
     hops.mark("appended", run_id)
-    return {
+    answer = {
         "duplicate": duplicate,
         "run_id": run_id,
         "workflow_id": workflow_id,
@@ -83,6 +92,15 @@ async def submit_run(request: Request[Any, Any, Any], head: HeadState) -> dict[s
         "tasks": len(specs),
         "events": len(events),
     }
+    if not follow:
+        return Response(answer, status_code=201)
+
+    async def frames() -> AsyncIterator[bytes]:
+        yield frame("accepted", msgspec.json.encode(answer))
+        async for chunk in run_frames(head, run_id, 0, wait_for=seq):
+            yield chunk
+
+    return sse_response(frames(), status_code=201)
 
 
 @get("/runs")
@@ -157,25 +175,21 @@ async def get_run_events(run_id: str, head: HeadState, after: int = 0) -> dict[s
 
 @get("/runs/{run_id:str}/stream")
 async def stream_run_events(
-    request: Request[Any, Any, Any], run_id: str, head: HeadState, after: int = 0
-) -> ServerSentEvent:
+    request: Request[Any, Any, Any], run_id: str, head: HeadState, after: int = 0, min_seq: MinSeq = None
+) -> Stream:
     """Live SSE: one message per stored event batch, `id` = stream sequence, until the run ends.
-    Reconnect with `Last-Event-ID` (or `after`) to resume without gaps."""
+    Reconnect with `Last-Event-ID` (or `after`) to resume without gaps. `min_seq` (the `seq` your
+    submit returned) lets the head serve a run it is following from memory at once."""
     last_id = request.headers.get("last-event-id")
     if last_id:
         try:
             after = int(last_id)
         except ValueError as exc:
             raise ValidationError("Last-Event-ID must be a stream sequence number") from exc
-    await require_run(head, run_id)
-    encoder = msgspec.json.Encoder()
-
-    async def generate() -> AsyncIterator[ServerSentEventMessage]:
-        async for seq, batch, finished in run_events(head.js, run_id, after, until=None):
-            yield ServerSentEventMessage(data=encoder.encode(batch).decode(), id=seq, event="events")
-            if finished:
-                hops.mark("sse_sent", run_id)
-                yield ServerSentEventMessage(data="{}", event="end")
-                return
-
-    return ServerSentEvent(generate())
+    if after < 0:
+        raise ValidationError("after must not be negative")
+    if min_seq:
+        await head.controller.feeds.reach(min_seq, FEED_WAIT_S)
+    if not head.controller.feeds.knows(run_id):
+        await require_run(head, run_id)
+    return sse_response(run_frames(head, run_id, after))

@@ -177,3 +177,20 @@ def event_to_builtins(event: Event, seq: int) -> dict[str, Any]:
 
 def to_json(value: Any) -> bytes:
     return _json_encoder.encode(value)
+
+
+def shown_events(decoded: Decoded, seq: int) -> list[dict[str, Any]]:
+    """A message's events as the API shows them. What this version cannot read is shown as such
+    (unknown type, malformed), never left out in silence."""
+    shown = [event_to_builtins(e, seq) for e in decoded.events]
+    shown += [{"type": tag, "seq": seq, "unknown_type": True} for tag in decoded.unknown]
+    shown += [{"type": m.tag, "seq": seq, "malformed": m.error} for m in decoded.malformed]
+    return shown
+
+
+def decode_leniently(data: bytes) -> Decoded:
+    """decode_message, with a message that is not a list of events at all shown as malformed."""
+    try:
+        return decode_message(data)
+    except msgspec.DecodeError as exc:
+        return Decoded([], [], [Malformed("?", f"the message is not a list of events: {exc}")])

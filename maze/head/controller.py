@@ -24,7 +24,6 @@ import signal
 import time
 from typing import Any
 
-import msgspec
 import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -35,7 +34,7 @@ from maze.core.settings import Settings
 from maze.events import headers, subjects
 from maze.events.blobs import BlobStore
 from maze.events.catalog import Event, event_tag
-from maze.events.codec import Decoded, Malformed, decode_message, decode_stats
+from maze.events.codec import decode_leniently, decode_stats
 from maze.events.fit import make_fit
 from maze.events.nodes import NodeJoined, NodeLost
 from maze.events.specs import TaskError
@@ -59,6 +58,7 @@ from maze.head.dispatch import (
     item_limit,
     pack_batches,
 )
+from maze.head.feeds import RunFeeds
 from maze.head.liveness import Liveness
 from maze.head.placer import Placer
 from maze.head.run_state import RunRuntime
@@ -91,6 +91,7 @@ class RunController:
         self.restarts = 0
         self.last_error: str | None = None
         self._losing: set[tuple[str, str]] = set()  # node sessions declared lost, not yet folded
+        self.feeds = RunFeeds()  # what it folds of the runs stream, for the API's live streams
         self._reset(None)
 
     def _reset(self, state: snapshot.SchedulerState | None) -> None:
@@ -249,16 +250,15 @@ class RunController:
         meta = msg.metadata
         stream, seq = meta.stream, meta.sequence.stream
         self.positions[stream] = max(self.positions.get(stream, 0), seq)
-        try:
-            decoded = decode_message(msg.data)
-        except msgspec.DecodeError as exc:
-            decoded = Decoded([], [], [Malformed("?", f"the message is not a list of events: {exc}")])
+        decoded = decode_leniently(msg.data)
         if decoded.unknown or decoded.malformed:
             decode_stats.note(decoded, {"stream": stream, "seq": seq, "subject": msg.subject})
         if decoded.malformed and stream == subjects.RUNS_STREAM:
             # the run cannot be folded faithfully any more: end it rather than let it hang
             error = "; ".join(f"a malformed {m.tag} event ({m.error})" for m in decoded.malformed)
             self.core.break_run(subjects.run_id_of(msg.subject), f"{error} at {stream} sequence {seq}")
+        if stream == subjects.RUNS_STREAM:
+            self.feeds.note(msg.subject, seq, decoded, len(msg.data))
         for event in decoded.events:
             self.apply(event)
             if hops.enabled():
@@ -496,4 +496,5 @@ class RunController:
             else {"positions": last.positions, "bytes": last.size, "at_ms": last.at_ms},
             "decoding": decode_stats.snapshot(),
             "liveness_watch_lagged": self.liveness.unconfirmed,
+            "run_feeds": self.feeds.stats(),
         }

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import tempfile
 import time
@@ -17,6 +16,7 @@ from rich.table import Table
 from maze.core import hops
 from maze.core.errors import MazeError
 from maze.core.logs import configure_logging
+from maze.core.loop import run_loop
 from maze.core.settings import env_settings, redact, split_urls
 
 app = typer.Typer(
@@ -138,13 +138,13 @@ def start(
                 snapshot_interval_s=snapshot_interval,
                 work_resend_s=work_resend,
             )
-            asyncio.run(Head(settings).run())
+            run_loop(Head(settings).run())
         else:
             if not addr:
                 fail("--worker needs --addr HEAD_HOST:PORT")
             from maze.workers.process import run_worker
 
-            asyncio.run(run_worker(addr, node_id, cpus, memory_mb, gpus, agent, heartbeat_interval))
+            run_loop(run_worker(addr, node_id, cpus, memory_mb, gpus, agent, heartbeat_interval))
     except MazeError as exc:
         fail(exc.message)
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 import weakref
-from typing import Any
+from collections import OrderedDict
+from typing import Any, Protocol
 
 import httpx
 
@@ -35,10 +36,31 @@ class _Session:
 
 
 _sessions: dict[str, _Session] = {}
+OPEN_STREAMS_KEPT = 4
 
 
 def _session(server_url: str) -> _Session:
     return _sessions.setdefault(server_url, _Session())
+
+
+class Closable(Protocol):
+    def close(self) -> None: ...
+
+
+class OpenedRuns:
+    """Run streams a submit opened that nobody has read yet (maze/sdk/stream.py), newest last:
+    at most OPEN_STREAMS_KEPT, the oldest closed first (a reader then opens a new one)."""
+
+    def __init__(self) -> None:
+        self._runs: OrderedDict[str, Closable] = OrderedDict()
+
+    def keep(self, run_id: str, opened: Closable) -> None:
+        self._runs[run_id] = opened
+        while len(self._runs) > OPEN_STREAMS_KEPT:
+            self._runs.popitem(last=False)[1].close()
+
+    def take(self, run_id: str) -> Closable | None:
+        return self._runs.pop(run_id, None)
 
 
 class Http:
@@ -46,6 +68,7 @@ class Http:
         self.server_url = server_url.rstrip("/")
         self.client = httpx.Client(base_url=self.server_url, timeout=timeout)
         self.session = _session(self.server_url)
+        self.opened = OpenedRuns()
         # close the pooled connections when the SDK object goes away, even if nobody calls close()
         self._finalizer = weakref.finalize(self, self.client.close)
 

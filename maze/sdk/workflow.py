@@ -17,7 +17,7 @@ from maze.sdk.blobs import BlobClient
 from maze.sdk.http import Http
 from maze.sdk.messages import events_to_messages, render, summarize
 from maze.sdk.serialize import pickle_function
-from maze.sdk.stream import follow_events
+from maze.sdk.stream import follow_events, submit_and_follow
 from maze.sdk.task import TaskMeta, task_meta
 
 if TYPE_CHECKING:
@@ -288,11 +288,10 @@ class MaWorkflow:
         # Safe to repeat: the same run id and body come back as the same run (never a second one).
         for attempt in range(4):
             try:
-                result: dict[str, Any] = self._http().post(
-                    "/runs", content=data, headers={"content-type": "application/msgpack"}
-                )
-                self._http().note_seen(int(result["seq"]))
-                return result
+                # one request submits and follows: get_results() reads the stream it opened
+                opened = submit_and_follow(self._http(), data)
+                self._http().opened.keep(str(opened.accepted["run_id"]), opened)
+                return opened.accepted
             except Unavailable:
                 if attempt == 3:
                     raise

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import multiprocessing.connection
+import os
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -78,6 +79,10 @@ class ProcessPool:
         fd = tp.conn.fileno()
         loop.add_reader(fd, self._on_readable, tp)
         try:
+            # uvloop makes a watched fd non-blocking, and a message larger than the pipe's buffer
+            # (task code, big inputs) would then fail half-written: send it whole (the task
+            # process is waiting to read it)
+            os.set_blocking(fd, True)
             tp.conn.send_bytes(_encoder.encode(request))
             return await asyncio.wait_for(asyncio.shield(tp.reply), timeout)
         except BaseException:
@@ -91,6 +96,7 @@ class ProcessPool:
         if tp.reply is None or tp.reply.done():
             return
         try:
+            os.set_blocking(tp.conn.fileno(), True)  # a reply larger than the pipe's buffer: read it whole
             data = tp.conn.recv_bytes()
         except (EOFError, OSError):
             tp.proc.join(timeout=1)

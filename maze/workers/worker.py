@@ -14,6 +14,7 @@ import socket
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
+from traceback import format_exc
 from typing import Any
 
 import msgspec
@@ -48,6 +49,9 @@ from maze.workers.results import store_result
 
 log = structlog.get_logger(__name__)
 _beat = msgspec.msgpack.Encoder()
+# An attempt's start is recorded this long after it began, or with its end if that comes first
+# (a no-op's start and end are one message, not two; DESIGN.md §1's budget of messages per task).
+START_REPORT_AFTER_S = 0.005
 
 
 class Worker:
@@ -77,6 +81,7 @@ class Worker:
         self.usage = Usage()
         self.running: dict[tuple[str, str, int], asyncio.Task[None]] = {}
         self.seen: OrderedDict[tuple[str, str, int], None] = OrderedDict()
+        self._unreported: dict[tuple[str, str, int], tuple[AttemptStarted, asyncio.TimerHandle]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._bind(nc)
         self.log = log.bind(node_id=node_id)
@@ -105,16 +110,10 @@ class Worker:
         subject = subjects.work_subject(self.node_id)
         # Work placed on an earlier session of this node is void: the controller re-places it.
         await self.js.purge_stream(subjects.WORK_STREAM, subject=subject)
-        await self.js.add_consumer(
-            subjects.WORK_STREAM,
-            ConsumerConfig(
-                durable_name=self.durable,
-                filter_subject=subject,
-                ack_policy=AckPolicy.EXPLICIT,
-                max_ack_pending=100_000,
-            ),
+        await self._ensure_consumer()
+        self.puller = ContinuousPull(
+            self.nc, subjects.WORK_STREAM, self.durable, self._on_work, ensure_consumer=self._ensure_consumer
         )
-        self.puller = ContinuousPull(self.nc, subjects.WORK_STREAM, self.durable, self._on_work)
         await self.puller.start()
         self.kv = await heartbeat_bucket(self.js)
         self.outbox.start()
@@ -139,6 +138,18 @@ class Worker:
             cpus=self.capacity.cpus,
             memory_mb=self.capacity.memory_mb,
             gpus=[(g.index, g.name, g.total_mem_mb) for g in self.capacity.gpus],
+        )
+
+    async def _ensure_consumer(self) -> None:
+        """This node's durable consumer on its work subject (the same config again is a no-op)."""
+        await self.js.add_consumer(
+            subjects.WORK_STREAM,
+            ConsumerConfig(
+                durable_name=self.durable,
+                filter_subject=subjects.work_subject(self.node_id),
+                ack_policy=AckPolicy.EXPLICIT,
+                max_ack_pending=100_000,
+            ),
         )
 
     async def leave(self, kill_running: bool = True) -> None:
@@ -280,10 +291,11 @@ class Worker:
     async def _run(self, item: WorkItem) -> None:
         tp: TaskProcess | None = None
         reuse = False
+        handed = False  # the task process has the attempt: user code may have run
         cores = self.cores.take(item.resources.cpu)
         try:
             tp = self.pool.acquire(fresh=bool(item.gpus))
-            self.outbox.emit(
+            self._will_report_start(
                 AttemptStarted(
                     run_id=item.run_id,
                     task_id=item.task_id,
@@ -306,6 +318,7 @@ class Worker:
                 return
             try:
                 hops.mark("process_start", item.run_id)
+                handed = True
                 reply = await self.pool.run(tp, request, item.timeout_seconds)
                 hops.mark("process_returned", item.run_id)
             except TimeoutError:
@@ -334,7 +347,21 @@ class Worker:
         except asyncio.CancelledError:
             reuse = False
             raise
+        except Exception as exc:  # a fault of the worker's own: the attempt must still end
+            reuse = False
+            self.log.exception("worker.attempt_crashed", run_id=item.run_id, task_id=item.task_id)
+            self._fail(
+                item,
+                "worker_error",
+                f"the worker failed while running this attempt: {exc!r}",
+                retryable=True,
+                traceback=format_exc(),
+            )
         finally:
+            if handed:  # cancelled while its code ran: the start is recorded all the same
+                self._report_start(item.key)
+            else:  # cancelled before its code ran: it never started
+                self._forget_start(item.key)
             if tp is not None:
                 self.pool.release(tp, reuse=reuse)
             self.cores.give_back(cores, item.resources.cpu)
@@ -342,6 +369,25 @@ class Worker:
             self.running.pop(item.key, None)
             if self._tasks:
                 self._pump()
+
+    # ---- reporting starts ---------------------------------------------------------------------
+    def _will_report_start(self, started: AttemptStarted) -> None:
+        """An attempt's start is recorded START_REPORT_AFTER_S after it began, or just before its
+        end if that comes first: a short attempt's start and end then travel in one message."""
+        key = (started.run_id, started.task_id, started.attempt)
+        handle = asyncio.get_running_loop().call_later(START_REPORT_AFTER_S, self._report_start, key)
+        self._unreported[key] = (started, handle)
+
+    def _report_start(self, key: tuple[str, str, int]) -> None:
+        entry = self._unreported.pop(key, None)
+        if entry is not None:
+            entry[1].cancel()
+            self.outbox.emit(entry[0])
+
+    def _forget_start(self, key: tuple[str, str, int]) -> None:
+        entry = self._unreported.pop(key, None)
+        if entry is not None:
+            entry[1].cancel()
 
     async def _request(self, item: WorkItem, tp: TaskProcess, cores: list[int]) -> dict[str, Any]:
         """What the task process needs: its code unless it holds it already, its inputs, and every
@@ -377,6 +423,7 @@ class Worker:
                 item, "artifact_error", f"the result could not be stored: {exc.message}", retryable=True
             )
             return
+        self._report_start(item.key)
         self.outbox.emit(
             AttemptSucceeded(
                 run_id=item.run_id,
@@ -398,6 +445,7 @@ class Worker:
         traceback: str | None = None,
         exception_type: str | None = None,
     ) -> None:
+        self._report_start(item.key)
         self.outbox.emit(
             AttemptFailed(
                 run_id=item.run_id,
