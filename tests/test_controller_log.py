@@ -238,3 +238,60 @@ async def test_a_lagging_heartbeat_watch_does_not_declare_a_beating_node_lost(
         assert [e.node_id for e in await liveness.confirm(js, stale)] == ["never-beat"]
     finally:
         await nc.close()
+
+
+async def test_a_session_that_missed_its_loss_is_told_again(
+    head: HeadProcess, nats_server: NatsServer
+) -> None:
+    """A worker declared lost while it was cut off never hears its `node.lost` (workers hear it as
+    it is published) and goes on beating with its dead session, waiting for work that never comes.
+    The controller sees beats of a session the log says is over and tells it again."""
+    from maze.events.nodes import Heartbeat, NodeLost
+    from maze.events.store import heartbeat_bucket
+
+    nc = await nats.connect(nats_server.url)
+    try:
+        js = nc.jetstream()
+        store = EventStore(nc)
+        told: asyncio.Queue[NodeLost] = asyncio.Queue()
+
+        async def on_node(msg: nats.aio.msg.Msg) -> None:
+            for event in decode_events(msg.data):
+                if isinstance(event, NodeLost) and event.reason == "session_already_ended":
+                    told.put_nowait(event)
+
+        await nc.subscribe(subjects.node_subject("zombie"), cb=on_node)
+        capacity = NodeCapacity(cpus=1, memory_mb=100)
+        await store.publish(
+            subjects.node_subject("zombie"),
+            [
+                NodeJoined(
+                    node_id="zombie",
+                    session="z1",
+                    at_ms=now_ms(),
+                    hostname="h",
+                    ip="127.0.0.1",
+                    capacity=capacity,
+                )
+            ],
+        )
+        await store.publish(
+            subjects.node_subject("zombie"),
+            [NodeLost(node_id="zombie", session="z1", at_ms=now_ms(), reason="heartbeat_timeout")],
+        )
+        kv = await heartbeat_bucket(js)
+        for _ in range(100):  # the session beats on, as a worker that never heard would
+            await kv.put(
+                "zombie", msgspec.msgpack.encode(Heartbeat(node_id="zombie", session="z1", at_ms=now_ms()))
+            )
+            try:
+                event = await asyncio.wait_for(told.get(), 0.2)
+                break
+            except TimeoutError:
+                continue
+        else:
+            raise AssertionError("the ended session was never told again")
+        assert (event.node_id, event.session) == ("zombie", "z1")
+        assert told.empty(), "told once, not on every beat"
+    finally:
+        await nc.close()

@@ -250,6 +250,100 @@ def test_a_lost_node_gives_up_its_attempts_started_ones_as_failures() -> None:
     assert core.placer.orphans == {} and first["a"].attempt == 1
 
 
+def test_a_task_no_node_will_start_backs_off_then_fails_instead_of_looping() -> None:
+    """A rejection uses no retry, but placements that keep coming back unstarted are bounded: the
+    first is placed again at once, then each waits a doubling backoff (recorded, with why), and
+    after MAX_REQUEUES in a row the task fails with resource_unavailable."""
+    from maze.events.tasks import AttemptRejected
+    from maze.head.scheduler import MAX_REQUEUES, requeue_delay_ms
+
+    core = core_with(spec("g"))
+    now = 1_000
+    [item] = items(decide(core, now))
+    delays = []
+    for n in range(1, MAX_REQUEUES + 2):
+        core.apply(
+            AttemptRejected(
+                run_id="r", task_id="g", attempt=item.attempt, node_id="n", at_ms=now, reason="no gpu"
+            )
+        )
+        assert core.runs["r"].tasks["g"].failures == 0, "a rejection is no failure"
+        decision = decide(core, now)
+        if n == 1:
+            [item] = items(decision)  # placed again at once
+            continue
+        if n > MAX_REQUEUES:
+            [failed] = [e for e in decision.events if isinstance(e, AttemptFailed)]
+            assert failed.error.error_type == "resource_unavailable"
+            assert f"placed {n} times in a row" in failed.error.message and "no gpu" in failed.error.message
+            [ended] = finished(decide(core, now))
+            assert ended.state == "failed" and ended.failed_task_id == "g"
+            break
+        [retry] = [e for e in decision.events if isinstance(e, RetryScheduled)]
+        assert items(decision) == [] and retry.reason.startswith("requeued: attempt")
+        assert retry.delay_ms == requeue_delay_ms(n)
+        assert core.runs["r"].tasks["g"].state == "retry_wait"
+        delays.append(retry.delay_ms)
+        assert items(decide(core, now + retry.delay_ms - 1)) == [], "not before its backoff"
+        now += retry.delay_ms
+        [item] = items(decide(core, now))
+    assert delays[:3] == [250, 500, 1_000] and max(delays) == 10_000
+
+
+def test_a_start_resets_the_count_of_unstarted_placements() -> None:
+    from maze.events.tasks import AttemptRejected
+
+    core = core_with(spec("g", retry=RetryPolicy(max_retries=1)))
+    [item] = items(decide(core, 1))
+    core.apply(AttemptRejected(run_id="r", task_id="g", attempt=1, node_id="n", at_ms=1, reason="x"))
+    [item] = items(decide(core, 2))
+    core.apply(AttemptStarted(run_id="r", task_id="g", attempt=item.attempt, node_id="n", at_ms=3))
+    assert core.runs["r"].tasks["g"].requeues == 0
+    fail(core, item)  # a failure and its retry: nothing to do with requeues
+    decide(core, 4)
+    [item] = items(decide(core, 5))
+    core.apply(
+        AttemptRejected(run_id="r", task_id="g", attempt=item.attempt, node_id="n", at_ms=6, reason="x")
+    )
+    assert [i.attempt for i in items(decide(core, 7))] == [item.attempt + 1], "the first in a row: at once"
+
+
+def test_forgetting_many_decisions_walks_each_run_once(monkeypatch: typing.Any) -> None:
+    core = core_with(*[spec(f"t{i}") for i in range(200)], cpus=400)
+    decision = core.decide(1)
+    assert len(items(decision)) == 200
+    walks: list[str] = []
+    original = Scheduler._requeue
+    monkeypatch.setattr(
+        Scheduler, "_requeue", lambda self, run_id: (walks.append(run_id), original(self, run_id))
+    )
+    core.forget(decision)
+    assert walks == ["r"]
+    assert sorted(placed_ids(core.decide(2))) == sorted(f"t{i}" for i in range(200)), "decided again"
+
+
+def test_a_run_broken_while_deciding_stays_out_of_the_folded_state_until_its_end_is_folded() -> None:
+    from maze.head.snapshot import fingerprint
+
+    core = core_with(spec("a"))
+    replica = core_with(spec("a"))  # the same log, folded by a restarted controller
+    core.break_run("r", "boom while deciding", decided=True)
+    assert fingerprint(core) == fingerprint(replica), "a decision is not state"
+    [ended] = finished(core.decide(1))
+    assert ended.error is not None and "boom while deciding" in ended.error.message
+    core.apply(ended)
+    replica.apply(ended)
+    assert fingerprint(core) == fingerprint(replica)
+    assert core.inflight.broken == {}
+
+
+def test_a_stray_event_of_a_run_never_seen_ends_nothing() -> None:
+    core = core_with(spec("a"))
+    core.break_run("run_long_gone", "a malformed event")  # e.g. a run older than the ids remembered
+    assert finished(core.decide(1)) == []
+    assert "run_long_gone" not in core.broken
+
+
 def test_completion_by_counter() -> None:
     core = core_with(spec("a"), spec("b", reads=("a",)))
     [a] = items(decide(core, 1))

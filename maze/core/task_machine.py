@@ -8,6 +8,9 @@ A task is (state, attempt, failures):
   placement for ever.
 - `failures` counts the attempts that failed. Retry budgets and backoffs count failures only: a
   rejection (the node found it did not fit) or an attempt lost before it started is no failure.
+  Such a placement that never started is *requeued*; the controller bounds those too (a backoff,
+  recorded as `retry.scheduled`, from the second in a row, and a `resource_unavailable` failure
+  after MAX_REQUEUES: maze/head/scheduler.py), so a task no node will start cannot loop for ever.
 
 An event about another attempt than the current one, or one that arrives after the attempt ended,
 changes nothing (first terminal event per attempt wins, nats-server #4786): history stays exact
@@ -78,7 +81,9 @@ def transition(state: str, attempt: int, failures: int, event: Event) -> Transit
 
 
 def _retry(state: str, attempt: int, failures: int, event: RetryScheduled) -> Transition | None:
-    if (state in FAILED or state == "retry_wait") and event.next_attempt > attempt:
+    # after a failure; or, with no failure counted, after placements that never started
+    # (rejected, or lost before the start) came back too often in a row: a backoff either way
+    if (state in FAILED or state in PLACEABLE) and event.next_attempt > attempt:
         return Transition("retry_wait", attempt, failures, RETRY)
     return None
 

@@ -22,6 +22,7 @@ import asyncio
 import os
 import signal
 import time
+from collections import OrderedDict
 from typing import Any
 
 import structlog
@@ -36,7 +37,7 @@ from maze.events.blobs import BlobStore
 from maze.events.catalog import Event, event_tag
 from maze.events.codec import decode_leniently, decode_stats
 from maze.events.fit import make_fit
-from maze.events.nodes import NodeJoined, NodeLost
+from maze.events.nodes import Heartbeat, NodeJoined, NodeLeft, NodeLost
 from maze.events.specs import TaskError
 from maze.events.store import (
     EventStore,
@@ -68,6 +69,7 @@ log = structlog.get_logger(__name__)
 
 _TICK = object()
 YIELD_AFTER_S = 0.01
+ENDED_SESSIONS_KEPT = 10_000
 SNAPSHOT_COST_FACTOR = 100  # a snapshot waits at least 100x as long as the last one took to make
 SNAPSHOT_MAX_BYTES = 1 << 40  # the blob store's per-value cap is for users' values, not this
 WorkMessage = tuple[str, bytes, str]  # node id, WorkBatch payload, message id
@@ -92,6 +94,7 @@ class RunController:
         self.last_error: str | None = None
         self._losing: set[tuple[str, str]] = set()  # node sessions declared lost, not yet folded
         self.feeds = RunFeeds()  # what it folds of the runs stream, for the API's live streams
+        self._snapshot_lock = asyncio.Lock()
         self._reset(None)
 
     def _reset(self, state: snapshot.SchedulerState | None) -> None:
@@ -110,9 +113,13 @@ class RunController:
         self.live = False
         self.caught_up.clear()
         self.liveness = Liveness(self.settings.liveness_timeout)
+        self.liveness.on_beat = self._check_beat
         for node_id in self.core.placer.nodes:
             self.liveness.joined(node_id)
         self._losing.clear()
+        self._ended_sessions: OrderedDict[tuple[str, str], None] = OrderedDict()  # folded lost or left
+        self._nudged: dict[tuple[str, str], float] = {}  # ended sessions still beating: told when
+        self._zombies: list[NodeLost] = []
         self._uncertain: list[tuple[int | None, list[Event]]] = []  # unpublished decisions
         self._wakeup_at: int | None = None
         self._snapshot_positions = dict(self.positions)
@@ -269,10 +276,47 @@ class RunController:
         self.core.apply(event)
         if isinstance(event, NodeJoined):
             self.liveness.joined(event.node_id)
+        elif isinstance(event, NodeLost | NodeLeft):
+            self._ended_sessions[(event.node_id, event.session)] = None
+            if len(self._ended_sessions) > ENDED_SESSIONS_KEPT:
+                self._ended_sessions.popitem(last=False)
+
+    def _check_beat(self, beat: Heartbeat) -> None:
+        """A session the log says is over, still beating: its worker never heard (the loss was
+        published while it was cut off or frozen). Tell it again, at most once per liveness
+        timeout, so it rejoins with a new session instead of waiting for work that never comes."""
+        key = (beat.node_id, beat.session)
+        node = self.placer.nodes.get(beat.node_id)
+        ended = key in self._ended_sessions or (
+            node is not None and node.session == beat.session and not node.alive
+        )
+        if not ended or not self.live:
+            return
+        mono = time.monotonic()
+        if mono - self._nudged.get(key, -1e9) < self.settings.liveness_timeout:
+            return
+        self._nudged[key] = mono
+        if len(self._nudged) > ENDED_SESSIONS_KEPT:
+            self._nudged.pop(next(iter(self._nudged)))
+        log.warning("controller.ended_session_still_beating", node_id=beat.node_id, session=beat.session)
+        self._zombies.append(
+            NodeLost(
+                node_id=beat.node_id, session=beat.session, at_ms=now_ms(), reason="session_already_ended"
+            )
+        )
+        self.queue.put_nowait(_TICK)
 
     # ---- deciding -----------------------------------------------------------------------------
     async def _decide(self) -> None:
         now = now_ms()
+        if self._zombies:
+            zombies, self._zombies = self._zombies, []
+            try:
+                await self.store.publish_many([(subjects.node_subject(e.node_id), [e]) for e in zombies])
+            except Exception as exc:  # told again on a later beat
+                log.warning("controller.ended_session_not_told", error=describe_error(exc))
+                for zombie in zombies:
+                    self._nudged.pop((zombie.node_id, zombie.session), None)
         stale = self.liveness.stale(self._alive_not_losing(), now)
         await self._declare_lost(await self.liveness.confirm(self.js, stale))
         await self._settle_uncertain()
@@ -313,7 +357,7 @@ class RunController:
             log.warning("controller.decisions_not_recorded", run_id=run_id, error=describe_error(exc))
             if not is_transient(exc):
                 self.core.break_run(
-                    run_id, f"the event store refused this run's events: {describe_error(exc)}"
+                    run_id, f"the event store refused this run's events: {describe_error(exc)}", decided=True
                 )
         self._uncertain.append((None, events))
         await self._settle_uncertain()
@@ -464,7 +508,12 @@ class RunController:
                 self._snapshot_not_before = time.monotonic() + self.settings.snapshot_interval_s
 
     async def save_snapshot(self) -> snapshot.Pointer:
-        """Capture the folded state now (synchronously: nothing folds in between), then store it."""
+        """Capture the folded state now (synchronously: nothing folds in between), then store it.
+        One save at a time (the periodic one and the one at stop may meet), newest last."""
+        async with self._snapshot_lock:
+            return await self._save_snapshot()
+
+    async def _save_snapshot(self) -> snapshot.Pointer:
         began = time.monotonic()
         state = snapshot.capture(self.core, self.positions)
         data = snapshot.encode(state)
@@ -490,11 +539,12 @@ class RunController:
             "active_runs": len(self.core.runs),
             "decisions_in_flight": len(self.core.inflight),
             "awaiting_start": len(self.core.delivery.awaiting),
-            "broken_runs": sorted(self.core.broken),
+            "broken_runs": sorted({*self.core.broken, *self.core.inflight.broken}),
             "snapshot": None
             if last is None
             else {"positions": last.positions, "bytes": last.size, "at_ms": last.at_ms},
             "decoding": decode_stats.snapshot(),
             "liveness_watch_lagged": self.liveness.unconfirmed,
+            "heartbeats_undecodable": self.liveness.undecodable,
             "run_feeds": self.feeds.stats(),
         }

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from maze.events.catalog import Event
 from maze.events.runs import RunFinished
+from maze.events.specs import TaskError
 from maze.events.tasks import AttemptFailed, AttemptLost, AttemptPlaced, RetryScheduled
 
 TaskKey = tuple[str, str]
@@ -23,9 +24,12 @@ class Inflight:
         self.lost: dict[AttemptKey, None] = {}  # attempts given up on (their node went away)
         self.decided: dict[TaskKey, None] = {}  # failures whose retry is decided
         self.runs: dict[str, None] = {}  # runs whose end is decided
+        # runs a decision found it cannot go on with (the error their end will carry); folded
+        # state only once that end comes back from the log
+        self.broken: dict[str, TaskError] = {}
 
     def __len__(self) -> int:
-        return len(self.tasks) + len(self.lost) + len(self.decided) + len(self.runs)
+        return len(self.tasks) + len(self.lost) + len(self.decided) + len(self.runs) + len(self.broken)
 
     def record(self, event: Event) -> None:
         """A decision about to be published."""
@@ -51,6 +55,7 @@ class Inflight:
             self.decided.pop((event.run_id, event.task_id), None)
         elif isinstance(event, RunFinished):
             self.runs.pop(event.run_id, None)
+            self.broken.pop(event.run_id, None)
             # the run is over: nothing of it is still to come (bounded by what is in flight)
             for key in [k for k in self.tasks if k[0] == event.run_id]:
                 del self.tasks[key]

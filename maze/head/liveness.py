@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import msgspec
 import structlog
@@ -32,6 +33,9 @@ class Liveness:
         self.heartbeats: dict[str, Heartbeat] = {}
         self.last_seen: dict[str, tuple[str, float]] = {}  # node -> (session, monotonic time)
         self.revisions: dict[str, int] = {}  # node -> the bucket revision of its latest beat seen
+        self.undecodable = 0  # heartbeat values that could not be read (counted and logged)
+        # called with every beat seen (the controller looks for sessions it has folded as ended)
+        self.on_beat: Callable[[Heartbeat], None] | None = None
         self.unconfirmed = 0  # stale-looking sessions the bucket showed alive (the watch lagged)
         self.join_seen: dict[str, float] = {}
         self.live_since = time.monotonic()
@@ -58,13 +62,17 @@ class Liveness:
     def _saw(self, value: bytes, revision: int) -> Heartbeat | None:
         try:
             beat = _decoder.decode(value)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            self.undecodable += 1
+            log.error("liveness.heartbeat_undecodable", revision=revision, error=str(exc))
             return None
         if revision < self.revisions.get(beat.node_id, 0):
             return beat  # older than what was seen already (a confirmation raced the watch)
         self.revisions[beat.node_id] = revision
         self.heartbeats[beat.node_id] = beat
         self.last_seen[beat.node_id] = (beat.session, time.monotonic())
+        if self.on_beat is not None:
+            self.on_beat(beat)
         return beat
 
     async def confirm(self, js: JetStreamContext, lost: list[NodeLost]) -> list[NodeLost]:

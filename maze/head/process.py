@@ -27,6 +27,7 @@ from maze.workers.capacity import local_capacity, local_ip
 from maze.workers.worker import Worker
 
 log = structlog.get_logger(__name__)
+CATCH_UP_STALL_S = 60.0  # a controller replay that moves no further for this long fails the start
 
 
 class _Server(uvicorn.Server):
@@ -91,7 +92,7 @@ class Head:
                 raise Unavailable(f"read models at {data} are in use by another head: {exc}") from exc
             phase("read_models_s")
             projector.start()
-            await asyncio.wait_for(controller.caught_up.wait(), 120)
+            await wait_caught_up(controller)
             phase("controller_s")
             if settings.local_worker:
                 worker_nc = await connect(urls, "maze-local-worker")
@@ -169,3 +170,25 @@ class Head:
             if self.embedded is not None:
                 await asyncio.to_thread(self.embedded.stop)
             log.info("head.stopped")
+
+
+async def wait_caught_up(controller: RunController, stall_s: float = CATCH_UP_STALL_S) -> None:
+    """Until the controller has replayed the log up to where it stood at start. However long
+    history is, that takes what it takes (with a progress line every few seconds); a replay that
+    stops moving for `stall_s` is an error, with the controller's last one."""
+    best, moved_at = -1, time.monotonic()
+    while True:
+        try:
+            await asyncio.wait_for(controller.caught_up.wait(), 5)
+            return
+        except TimeoutError:
+            pass
+        reached = sum(controller.positions.values())
+        if reached > best:
+            best, moved_at = reached, time.monotonic()
+            log.info("head.controller_catching_up", positions=dict(controller.positions))
+        elif time.monotonic() - moved_at > stall_s:
+            raise Unavailable(
+                f"the run controller made no progress replaying the log for {stall_s:.0f} s "
+                f"(at {dict(controller.positions)}; last error: {controller.last_error})"
+            )

@@ -17,18 +17,17 @@ from maze.core.task_machine import (
     PLACED,
     REQUEUED,
     RETRY,
+    STARTED,
     SUCCEEDED,
-    TERMINAL,
     lost_error,
     transition,
 )
 from maze.events.catalog import Event
 from maze.events.runs import RunCreated, RunFinished
 from maze.events.specs import InputRef, TaskError, TaskSpec
-from maze.events.tasks import AttemptLost, AttemptPlaced, AttemptSucceeded, RetryScheduled
+from maze.events.tasks import AttemptLost, AttemptPlaced, AttemptRejected, AttemptSucceeded, RetryScheduled
 from maze.events.values import decode_map_raw
 
-TERMINAL_TASK = TERMINAL
 log = structlog.get_logger(__name__)
 
 
@@ -52,6 +51,10 @@ class TaskRuntime(Struct, gc=False):
     error: TaskError | None = None
     retry_at_ms: int = 0
     next_attempt: int = 0
+    # placements in a row that never started (rejected, or lost before the start), and why the
+    # last one came back: what bounds a task that no node will start (maze/head/scheduler.py)
+    requeues: int = 0
+    requeue_reason: str = ""
 
 
 class RunRuntime(Struct):
@@ -62,7 +65,8 @@ class RunRuntime(Struct):
     remaining: int
     state: str = "running"
     finished: bool = False
-    # failed tasks with neither a retry nor the run's end recorded yet, in failure order
+    # failed (or requeued too often) tasks with neither a retry nor the run's end recorded yet,
+    # in that order
     undecided: dict[str, None] = {}
 
 
@@ -136,7 +140,15 @@ def apply_attempt_event(run: RunRuntime, event: Event) -> list[str]:
         task.gpus = tuple(event.gpus)
         run.undecided.pop(event.task_id, None)
     elif effect == REQUEUED:
-        return [task.spec.task_id]
+        assert isinstance(event, AttemptRejected | AttemptLost)
+        task.requeues += 1
+        how = "rejected by" if isinstance(event, AttemptRejected) else "lost with"
+        task.requeue_reason = f"attempt {event.attempt} {how} {event.node_id}: {event.reason}"
+        if task.requeues == 1:
+            return [task.spec.task_id]  # placed again at once (elsewhere, as a rule)
+        run.undecided[task.spec.task_id] = None  # the controller decides: a backoff, or give up
+    elif effect == STARTED:
+        task.requeues = 0
     elif effect == SUCCEEDED:
         assert isinstance(event, AttemptSucceeded)
         return _succeeded(run, task, event)

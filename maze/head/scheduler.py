@@ -50,7 +50,15 @@ from maze.head.intake import PartialRun, RunIntake, count_mismatch_error
 from maze.head.placer import Placement, Placer
 from maze.head.ready import SKIPPED, ReadyQueues, TaskKey
 from maze.head.retry import RetryTimers, next_attempt_delay_ms
-from maze.head.run_state import RunRuntime, apply_attempt_event, finish, new_run, ready_tasks, resolve_inputs
+from maze.head.run_state import (
+    RunRuntime,
+    TaskRuntime,
+    apply_attempt_event,
+    finish,
+    new_run,
+    ready_tasks,
+    resolve_inputs,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -65,6 +73,16 @@ AttemptEvent = (
 )
 Holds = Callable[[str, str, tuple[str, str, int]], bool]
 DONE_RUNS_KEPT = 10_000  # ended run ids remembered (late events of older ones are ignored anyway)
+# A task's placements that never start (the node rejects it, or goes away first) come back at once
+# the first time, then after a backoff (REQUEUE_BACKOFF_MS, doubling, at most REQUEUE_MAX_BACKOFF_MS),
+# and after MAX_REQUEUES in a row the task fails with resource_unavailable.
+MAX_REQUEUES = 20
+REQUEUE_BACKOFF_MS = 250
+REQUEUE_MAX_BACKOFF_MS = 10_000
+
+
+def requeue_delay_ms(requeues: int) -> int:
+    return int(min(REQUEUE_MAX_BACKOFF_MS, REQUEUE_BACKOFF_MS * 2 ** max(0, requeues - 2)))
 
 
 class Decision(Struct):
@@ -118,15 +136,18 @@ class Scheduler:
                 self.break_run(run_id, f"the run controller could not fold a {type(event).__name__}: {exc!r}")
         self.inflight.settle(event)
 
-    def break_run(self, run_id: str, message: str) -> None:
-        """This run can no longer be folded (or decided) faithfully: end it with a clear error."""
+    def break_run(self, run_id: str, message: str, decided: bool = False) -> None:
+        """This run can no longer be folded (or decided) faithfully: end it with a clear error.
+
+        A break found folding an event is folded state (a restart folds it again). One found
+        deciding (`decided`: an exception in a decision, a store that refuses the run's events)
+        lives in the overlay until the run's end comes back from the log, like any decision."""
         log.error("controller.run_broken", run_id=run_id, error=message)
         if run_id in self.done_runs:
             return  # it has ended already
-        if run_id not in self.broken:
-            self.broken[run_id] = TaskError(
-                error_type="controller_error", message=message, origin="controller"
-            )
+        broken = self.inflight.broken if decided else self.broken
+        if run_id not in broken:
+            broken[run_id] = TaskError(error_type="controller_error", message=message, origin="controller")
         self.dirty[run_id] = None
 
     def _node_joined(self, event: NodeJoined) -> None:
@@ -266,7 +287,9 @@ class Scheduler:
                 try:
                     decided = self._decide_run(run_id, now)
                 except Exception as exc:
-                    self.break_run(run_id, f"the run controller failed deciding this run: {exc!r}")
+                    self.break_run(
+                        run_id, f"the run controller failed deciding this run: {exc!r}", decided=True
+                    )
                     continue
                 for event in decided:
                     self.inflight.record(event)
@@ -287,15 +310,18 @@ class Scheduler:
         decide again on the next pass. A decision that did reach the log was settled when folded,
         and forgetting it changes nothing."""
         self.inflight.forget(decision.events)
+        runs: dict[str, None] = {}
         for event in decision.events:
             if isinstance(event, AttemptPlaced):
                 self.placer.forget_intent((event.run_id, event.task_id, event.attempt))
             run_id = getattr(event, "run_id", None)
             if run_id is not None:
-                self.dirty[run_id] = None
-                self._requeue(run_id)
+                runs[run_id] = None
             if isinstance(event, RunFinished):
                 self.intake.expire_again(event.run_id, event.at_ms)
+        for run_id in runs:  # O(run) once per run, not once per forgotten event
+            self.dirty[run_id] = None
+            self._requeue(run_id)
 
     def _requeue(self, run_id: str) -> None:
         """Put back what a pass took out of the queues of this run (what decide changed besides
@@ -306,7 +332,7 @@ class Scheduler:
             return
         for task_id, task in run.tasks.items():
             key = (run_id, task_id)
-            if key in self.inflight.tasks:
+            if key in self.inflight.tasks or task_id in run.undecided:
                 continue
             if task.state == "pending" and not task.waiting:
                 self.ready.add(key, task.spec.resources)
@@ -351,9 +377,15 @@ class Scheduler:
     def _decide_run(self, run_id: str, now: int) -> list[Event]:
         if run_id in self.inflight.runs:
             return []
-        ended = self.refused.get(run_id) or self.broken.get(run_id)
-        if ended is not None and run_id in self.done_runs:
+        ended = self.refused.get(run_id) or self.broken.get(run_id) or self.inflight.broken.get(run_id)
+        if ended is not None and (
+            run_id in self.done_runs
+            or not (run_id in self.runs or run_id in self.intake or run_id in self.refused)
+        ):
+            # ended already, or never seen created (a stray event of a run that ended before the
+            # remembered ones): nothing to end, and never a second end
             self.broken.pop(run_id, None)
+            self.inflight.broken.pop(run_id, None)
             return []
         if ended is not None:
             return [RunFinished(run_id=run_id, at_ms=now, state="failed", error=ended)]
@@ -362,9 +394,12 @@ class Scheduler:
             return []
         out: list[Event] = []
         for task_id in run.undecided:
-            if (run_id, task_id) in self.inflight.decided:
+            if (run_id, task_id) in self.inflight.decided or (run_id, task_id) in self.inflight.tasks:
                 continue
             task = run.tasks[task_id]
+            if task.state in PLACEABLE and task.requeues > 1:
+                out.append(self._after_requeues(run_id, task, now))
+                continue
             if task.error is None:
                 continue
             delay = next_attempt_delay_ms(task.spec.retry, task.error, task.failures)
@@ -389,6 +424,35 @@ class Scheduler:
             out.append(RunFinished(run_id=run_id, at_ms=now, state="succeeded"))
         return out
 
+    def _after_requeues(self, run_id: str, task: TaskRuntime, now: int) -> Event:
+        """A task whose placements keep coming back unstarted (rejected, or lost before the
+        start): back off before the next one, and after MAX_REQUEUES give up with
+        `resource_unavailable` (a failure: its run fails unless retries allow otherwise)."""
+        task_id = task.spec.task_id
+        if task.requeues > MAX_REQUEUES:
+            return AttemptFailed(
+                run_id=run_id,
+                task_id=task_id,
+                attempt=task.attempt + 1,
+                at_ms=now,
+                error=TaskError(
+                    error_type="resource_unavailable",
+                    message=f"placed {task.requeues} times in a row and never started; the last: "
+                    f"{task.requeue_reason}",
+                    retryable=False,
+                    origin="controller",
+                    attempt=task.attempt + 1,
+                ),
+            )
+        return RetryScheduled(
+            run_id=run_id,
+            task_id=task_id,
+            next_attempt=task.attempt + 1,
+            at_ms=now,
+            delay_ms=requeue_delay_ms(task.requeues),
+            reason=f"requeued: {task.requeue_reason}",
+        )
+
     def _still_waiting(self, key: TaskKey, attempt: int) -> bool:
         run = self.runs.get(key[0])
         if run is None:
@@ -400,13 +464,21 @@ class Scheduler:
         try:
             return self._try_place(key, req, now, decision)
         except Exception as exc:
-            self.break_run(key[0], f"the run controller failed placing task {key[1]!r}: {exc!r}")
+            self.break_run(
+                key[0], f"the run controller failed placing task {key[1]!r}: {exc!r}", decided=True
+            )
             return SKIPPED
 
     def _try_place(self, key: TaskKey, req: Resources, now: int, decision: Decision) -> str | None:
         run_id, task_id = key
         run = self.runs.get(run_id)
-        if run is None or run.finished or run_id in self.broken or run_id in self.inflight.runs:
+        if (
+            run is None
+            or run.finished
+            or run_id in self.broken
+            or run_id in self.inflight.broken
+            or run_id in self.inflight.runs
+        ):
             return SKIPPED
         task = run.tasks[task_id]
         if task.state not in PLACEABLE or key in self.inflight.tasks:

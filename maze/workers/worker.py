@@ -78,6 +78,8 @@ class Worker:
         self.pool = ProcessPool(warm=max(1, int(capacity.cpus)), max_idle=max(2, int(capacity.cpus) * 2))
         self.cores = CoreAllocator()
         self.waiting: list[WorkItem] = []
+        self.waiting_keys: set[tuple[str, str, int]] = set()
+        self._rejoining = False
         self.usage = Usage()
         self.running: dict[tuple[str, str, int], asyncio.Task[None]] = {}
         self.seen: OrderedDict[tuple[str, str, int], None] = OrderedDict()
@@ -163,6 +165,7 @@ class Worker:
         await asyncio.gather(*self._tasks, *self.running.values(), return_exceptions=True)
         self._tasks = []
         self.waiting.clear()
+        self.waiting_keys.clear()
         try:
             await self.node_sub.unsubscribe()
         except Exception:
@@ -212,7 +215,9 @@ class Worker:
             gpu_free_mb=gpu_free_mb(self.capacity),
             ip=self.ip,
             interval_s=self.heartbeat_interval,
-            holding=[*self.running, *(w.key for w in self.waiting)][:HOLDING_LISTED],
+            # what waits here unstarted (a running attempt's start is in the log already, or
+            # within START_REPORT_AFTER_S): the controller sends none of it again
+            holding=[w.key for w in self.waiting[:HOLDING_LISTED]],
         )
         await self.kv.put(self.node_id, _beat.encode(beat))
 
@@ -234,9 +239,16 @@ class Worker:
 
     async def _on_node_event(self, msg: Msg) -> None:
         for event in decode_events(msg.data):
-            if isinstance(event, NodeLost) and event.session == self.session:
+            if isinstance(event, NodeLost) and event.session == self.session and not self._rejoining:
                 self.log.warning("worker.declared_lost_rejoining", reason=event.reason)
-                asyncio.get_running_loop().create_task(self.rejoin())
+                self._rejoining = True
+                asyncio.get_running_loop().create_task(self._rejoin_once())
+
+    async def _rejoin_once(self) -> None:
+        try:
+            await self.rejoin()
+        finally:
+            self._rejoining = False
 
     # ---- receiving ----------------------------------------------------------------------------
     def _on_work(self, msg: Msg) -> None:
@@ -248,12 +260,13 @@ class Worker:
     def _accept(self, item: WorkItem) -> None:
         if item.session != self.session:
             return  # placed on an earlier session of this node; already re-placed
-        if item.key in self.seen or item.key in self.running or any(w.key == item.key for w in self.waiting):
+        if item.key in self.seen or item.key in self.running or item.key in self.waiting_keys:
             return  # work sent again (the controller's delivery check, or a restarted controller)
         self.seen[item.key] = None
         if len(self.seen) > 100_000:
             self.seen.popitem(last=False)
         self.waiting.append(item)
+        self.waiting_keys.add(item.key)
 
     # ---- running ------------------------------------------------------------------------------
     def _pump(self) -> None:
@@ -262,8 +275,10 @@ class Worker:
         for item in self.waiting:
             if fits_assigned(self.capacity, self.usage, item.resources, item.gpus):
                 if item.gpus and not self._gpu_memory_free(item):
+                    self.waiting_keys.discard(item.key)  # rejected: the controller places it again
                     continue
                 add_usage(self.usage, item.resources, item.gpus)
+                self.waiting_keys.discard(item.key)
                 self.running[item.key] = asyncio.create_task(self._run(item))
             else:
                 still_waiting.append(item)
