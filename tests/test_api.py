@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 
 import httpx
 
 from maze import MaClient, task
+from maze.sdk.http import OPEN_STREAMS_KEPT
+from maze.sdk.messages import events_to_messages
+from maze.sdk.stream import OpenedRun
 from tests.helpers import HeadProcess
 
 
@@ -265,3 +269,60 @@ def test_an_attempts_start_is_recorded_before_or_with_its_end(client: MaClient) 
     assert all(e["pid"] > 0 for e in events if e["type"] == "attempt.started")
     assert seq[(quick.task_id, "attempt.started")] <= seq[(quick.task_id, "attempt.succeeded")]
     assert seq[(slow.task_id, "attempt.started")] < seq[(slow.task_id, "attempt.succeeded")]
+
+
+def test_results_come_over_one_kept_alive_connection_as_the_log_has_them(head: HeadProcess) -> None:
+    client = MaClient(head.url)  # its own pool: the connections counted are this test's
+    wf = client.create_workflow()
+    wf.add_task(inc, inputs={"x": 0})
+    run_id = wf.run()
+    from_stream = wf.get_results(run_id, verbose=False)
+    from_log = [client.blobs.materialize(e) for e in client.get_run_events(run_id)]
+    assert from_stream == events_to_messages(wf.workflow_id, from_log)
+    # the stream run() opened, read as events: the log's, each once, in order
+    run_id = wf.run()
+    assert list(client.follow_run_events(run_id)) == client.get_run_events(run_id)
+    for _ in range(50):
+        wf.get_results(wf.run(), verbose=False)
+    assert client.http.streams.created == 1
+    # a kept connection the head closed while idle is left for a new one, the run unharmed
+    (idle,) = client.http.streams._idle
+    idle.sock.shutdown(socket.SHUT_RDWR)
+    messages = wf.get_results(wf.run(), verbose=False)
+    assert messages[-1]["data"]["state"] == "succeeded"
+    assert client.http.streams.created == 2
+    client.close()
+
+
+def test_a_dropped_stream_resumes_without_gaps_or_repeats(head: HeadProcess) -> None:
+    client = MaClient(head.url)
+    wf = client.create_workflow()
+    quick = wf.add_task(inc, inputs={"x": 0})
+    wf.add_task(naps, inputs={"x": quick.outputs["x"]})  # the rest comes 0.3 s after the first frame
+    run_id = wf.run()
+    opened = client.http.opened.take(run_id)
+    assert isinstance(opened, OpenedRun)
+    client.http.opened.keep(run_id, opened)
+    events = client.follow_run_events(run_id)
+    first = next(events)
+    assert first["type"] == "run.created"
+    assert opened.stream.connection is not None
+    opened.stream.connection.sock.shutdown(socket.SHUT_RDWR)  # the connection drops mid-run
+    followed = [first, *events]
+    assert followed == client.get_run_events(run_id)
+    assert followed[-1]["type"] == "run.finished" and followed[-1]["state"] == "succeeded"
+    assert client.http.streams.created == 2  # resumed on a new connection (Last-Event-ID)
+    client.close()
+
+
+def test_streams_nobody_reads_are_closed_past_the_few_kept(head: HeadProcess) -> None:
+    client = MaClient(head.url)
+    wf = client.create_workflow()
+    wf.add_task(inc, inputs={"x": 0})
+    run_ids = [wf.run() for _ in range(OPEN_STREAMS_KEPT + 2)]
+    assert list(client.http.opened._runs) == run_ids[2:]  # the two oldest were closed unread
+    for run_id in run_ids:
+        assert wf.get_results(run_id, verbose=False)[-1]["data"]["state"] == "succeeded"
+    # one connection per submit, and one more for the two closed ones' GET /runs/{id}/stream
+    assert client.http.streams.created == OPEN_STREAMS_KEPT + 3
+    client.close()

@@ -97,7 +97,7 @@ class BlobClient:
             raise Unavailable(f"cannot fetch blob {sha[:12]}… from {self.http.server_url}: {exc}") from exc
         if resp.status_code == 404:
             raise NotFound(f"blob {values.URI_PREFIX}{sha} is not in the blob store", sha256=sha)
-        raise_for_error(resp)
+        raise_for_error(resp.status_code, resp.content)
         got = hashlib.sha256(resp.content).hexdigest()
         if got != sha:
             raise ArtifactError(

@@ -8,20 +8,27 @@ from collections import OrderedDict
 from typing import Any, Protocol
 
 import httpx
+import msgspec
 
 from maze.core.errors import ERROR_TYPES, MazeError, Unavailable
+from maze.sdk.sse_client import StreamPool
 
 
-def raise_for_error(resp: httpx.Response) -> None:
-    if resp.status_code < 400:
+def raise_for_error(status: int, body: bytes) -> None:
+    """The head's answer as the Maze exception it stands for (`{"error": {type, message,
+    details}}`), from httpx and from the event streams' own connections (maze/sdk/sse_client.py)."""
+    if status < 400:
         return
+    text = body.decode(errors="replace")
     try:
-        err = resp.json()["error"]
+        err = msgspec.json.decode(body)["error"]
+        if not isinstance(err, dict):
+            raise TypeError(err)
     except Exception:
-        raise MazeError(f"HTTP {resp.status_code}: {resp.text[:500]}") from None
+        raise MazeError(f"HTTP {status}: {text[:500]}") from None
     cls = ERROR_TYPES.get(err.get("type", ""), MazeError)
-    exc = cls(err.get("message", resp.text), **(err.get("details") or {}))
-    exc.status_code = resp.status_code
+    exc = cls(err.get("message", text), **(err.get("details") or {}))
+    exc.status_code = status
     raise exc
 
 
@@ -62,15 +69,27 @@ class OpenedRuns:
     def take(self, run_id: str) -> Closable | None:
         return self._runs.pop(run_id, None)
 
+    def close(self) -> None:
+        while self._runs:
+            self._runs.popitem()[1].close()
+
+
+def _close(client: httpx.Client, opened: OpenedRuns, streams: StreamPool) -> None:
+    opened.close()
+    streams.close()
+    client.close()
+
 
 class Http:
     def __init__(self, server_url: str, timeout: float = 30.0) -> None:
         self.server_url = server_url.rstrip("/")
         self.client = httpx.Client(base_url=self.server_url, timeout=timeout)
+        # a run's submit-and-follow and its event stream: the hot path, on http.client
+        self.streams = StreamPool(self.server_url)
         self.session = _session(self.server_url)
         self.opened = OpenedRuns()
-        # close the pooled connections when the SDK object goes away, even if nobody calls close()
-        self._finalizer = weakref.finalize(self, self.client.close)
+        # close the connections when the SDK object goes away, even if nobody calls close()
+        self._finalizer = weakref.finalize(self, _close, self.client, self.opened, self.streams)
 
     def close(self) -> None:
         self._finalizer()
@@ -83,7 +102,7 @@ class Http:
             resp = self.client.request(method, path, **kwargs)
         except httpx.TransportError as exc:
             raise Unavailable(f"cannot reach the Maze server at {self.server_url}: {exc}") from exc
-        raise_for_error(resp)
+        raise_for_error(resp.status_code, resp.content)
         return resp
 
     def note_seen(self, seq: int) -> None:

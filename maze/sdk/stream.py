@@ -5,7 +5,8 @@ opened by an `accepted` event (the run id and its `seq`). `run()` reads only tha
 the stream (`OpenedRun`) for `get_results()`, so a submit and its results are one request and no
 second lookup. A stream nobody reads is closed after a few newer ones (`Http.opened`), and
 `follow_events` then opens `GET /runs/{id}/stream` instead, as it does after a dropped connection
-(resuming with Last-Event-ID, so nothing is missed or repeated)."""
+(resuming with Last-Event-ID, so nothing is missed or repeated). Both requests go over the SDK's
+own keep-alive connections (maze/sdk/sse_client.py)."""
 
 from __future__ import annotations
 
@@ -13,60 +14,61 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import msgspec
-from httpx_sse import EventSource, ServerSentEvent, connect_sse
 
 from maze.core.errors import MazeError, Unavailable
 from maze.sdk.http import Http, raise_for_error
-
-_STREAM_TIMEOUT = httpx.Timeout(30.0, read=None)
+from maze.sdk.sse_client import TRANSPORT_ERRORS, EventStream, Frame
 
 
 class OpenedRun:
     """A submit's answer and the run's stream that follows it on the same response."""
 
-    def __init__(self, response: httpx.Response, events: Iterator[ServerSentEvent], accepted: dict[str, Any]):
-        self.response = response
-        self.events = events
+    def __init__(self, stream: EventStream, frames: Iterator[Frame], accepted: dict[str, Any]):
+        self.stream = stream
+        self.frames = frames
         self.accepted = accepted
 
     def close(self) -> None:
-        self.response.close()
+        self.stream.close()
 
 
 def submit_and_follow(http: Http, body: bytes) -> OpenedRun:
     """POST /runs?follow=true: raises the head's structured error, or returns the accepted run
     with its stream open. Raises Unavailable when the head cannot be reached or answers 503."""
-    request = http.client.build_request(
-        "POST",
-        "/runs",
-        params={"follow": "true"},
-        content=body,
-        headers={"content-type": "application/msgpack"},
-        timeout=_STREAM_TIMEOUT,
-    )
     try:
-        response = http.client.send(request, stream=True)
-    except httpx.TransportError as exc:
+        stream = http.streams.open(
+            "POST",
+            "/runs?follow=true",
+            headers={"Content-Type": "application/msgpack"},
+            body=body,
+        )
+    except TRANSPORT_ERRORS as exc:
         raise Unavailable(f"cannot reach the Maze server at {http.server_url}: {exc}") from exc
     try:
-        if response.status_code >= 400:
-            response.read()
-            raise_for_error(response)
-        events = EventSource(response).iter_sse()
-        first = next(events, None)
+        if stream.status >= 400:
+            raise_for_error(stream.status, stream.read_body())
+        frames = iter(stream)
+        first = next(frames, None)
         if first is None or first.event != "accepted":
             raise MazeError(f"the head answered the submit without accepting it: {first!r}")
         accepted: dict[str, Any] = msgspec.json.decode(first.data)
-    except httpx.TransportError as exc:
-        response.close()
+    except TRANSPORT_ERRORS as exc:
+        stream.close()
         raise Unavailable(f"lost the connection to {http.server_url} during the submit: {exc}") from exc
     except BaseException:
-        response.close()
+        stream.close()
         raise
     http.note_seen(int(accepted["seq"]))
-    return OpenedRun(response, events, accepted)
+    return OpenedRun(stream, frames, accepted)
+
+
+class _CutShort(Exception):
+    """A stream that closed without its `end` (a head stopping, say): resumed like a drop."""
+
+
+# what a follow resumes after: a dropped connection, a stream cut short, or a 503 from the head
+_RESUMED: tuple[type[Exception], ...] = (*TRANSPORT_ERRORS, Unavailable, _CutShort)
 
 
 def follow_events(http: Http, run_id: str) -> Iterator[dict[str, Any]]:
@@ -78,46 +80,35 @@ def follow_events(http: Http, run_id: str) -> Iterator[dict[str, Any]]:
     opened = http.opened.take(run_id)
     if isinstance(opened, OpenedRun):
         try:
-            for sse in opened.events:
-                if sse.event == "end":
-                    _finish(opened.events)
+            for frame in opened.frames:
+                if frame.event == "end":
+                    opened.stream.finish()
                     return
-                last_id = _note(http, sse, last_id)
-                yield from msgspec.json.decode(sse.data)
-        except httpx.TransportError:
+                last_id = _note(http, frame, last_id)
+                yield from msgspec.json.decode(frame.data)
+        except TRANSPORT_ERRORS:
             failures += 1  # go on from where it broke off (a stream closed early does too)
         finally:
             opened.close()
     while True:
-        hdrs = {"Last-Event-ID": last_id} if last_id else {}
+        headers = {"Last-Event-ID": last_id} if last_id else {}
         # what this process wrote or saw: the head can serve a run it follows from memory at once
         params = {"min_seq": http.session.seen_seq} if http.session.seen_seq else {}
         try:
-            # the SDK's own pool: a new client costs ~20 ms of TLS set-up
-            with connect_sse(
-                http.client,
-                "GET",
-                f"/runs/{run_id}/stream",
-                headers=hdrs,
-                params=params,
-                timeout=_STREAM_TIMEOUT,
-            ) as source:
-                if source.response.status_code >= 400:
-                    source.response.read()
-                    raise_for_error(source.response)
-                events = source.iter_sse()
-                for sse in events:
-                    if sse.event == "end":
-                        _finish(events)
+            stream = http.streams.open("GET", f"/runs/{run_id}/stream", params=params, headers=headers)
+            try:
+                if stream.status >= 400:
+                    raise_for_error(stream.status, stream.read_body())
+                for frame in stream:
+                    if frame.event == "end":
+                        stream.finish()
                         return
-                    last_id = _note(http, sse, last_id)
-                    yield from msgspec.json.decode(sse.data)
+                    last_id = _note(http, frame, last_id)
+                    yield from msgspec.json.decode(frame.data)
                 raise _CutShort("the stream closed before the run ended")
-        except (
-            httpx.TransportError,
-            Unavailable,
-            _CutShort,
-        ) as exc:  # dropped connection, or a 503 from the head
+            finally:
+                stream.close()
+        except _RESUMED as exc:
             failures += 1
             if failures > 20:
                 raise Unavailable(f"lost the event stream of run {run_id}: {exc}") from exc
@@ -125,22 +116,8 @@ def follow_events(http: Http, run_id: str) -> Iterator[dict[str, Any]]:
         raise AssertionError("unreachable")
 
 
-def _finish(events: Iterator[ServerSentEvent]) -> None:
-    """Read the response to its end (the server closes the body right after `end`), so that its
-    connection goes back to the pool: closing it unread would cost a new connection per run."""
-    try:
-        for _ in events:
-            pass
-    except httpx.HTTPError:
-        pass  # the events are all in; the connection is dropped instead of reused
-
-
-class _CutShort(Exception):
-    """A stream that closed without its `end` (a head stopping, say): resumed like a drop."""
-
-
-def _note(http: Http, sse: ServerSentEvent, last_id: str | None) -> str | None:
-    if sse.id:
-        http.note_seen(int(sse.id))
-        return sse.id
+def _note(http: Http, frame: Frame, last_id: str | None) -> str | None:
+    if frame.id:
+        http.note_seen(int(frame.id))
+        return frame.id
     return last_id
