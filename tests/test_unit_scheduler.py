@@ -428,3 +428,34 @@ def test_an_upstream_with_100000_output_keys_gives_a_short_invalid_input_error()
     huge = msgspec.structs.replace(ended, error=TaskError(error_type="x", message="m" * 2_000_000))
     [fitted] = make_fit([huge], budget=64 * 1024)
     assert isinstance(fitted, RunFinished) and len(fitted.error.message) < 5000  # type: ignore[union-attr]
+
+
+# ---- placements made at submit ---------------------------------------------------------------------
+def test_placements_made_at_submit_fold_as_the_first_pass_would_have_made_them() -> None:
+    from maze.head.snapshot import fingerprint
+
+    early, usual = Scheduler(queue_factor=1.0), Scheduler(queue_factor=1.0)
+    for core in (early, usual):
+        core.apply(joined(cpus=2))
+    created = RunCreated(
+        run_id="r", workflow_id="w", at_ms=0, tasks=[spec("x"), spec("y"), spec("z", reads=("x",))]
+    )
+    decision = early.place_new_run(created, 5)
+    assert decision is not None and [e.task_id for e in decision.events] == ["x", "y"]
+    assert "r" not in early.runs, "nothing of the run is state before its message is folded"
+    for event in [created, *decision.events]:  # one message: run.created and its placements
+        early.apply(event)
+    usual.apply(created)
+    for event in usual.decide(5).events:
+        usual.apply(event)
+    assert fingerprint(early) == fingerprint(usual)
+    assert early.decide(6).events == [] and len(early.inflight) == 0, "nothing is placed twice"
+
+
+def test_no_placement_at_submit_ahead_of_tasks_already_waiting() -> None:
+    core = core_with(spec("hog", res=Resources(cpu=4)), spec("waits", res=Resources(cpu=4)), cpus=4)
+    decide(core, 1)  # hog runs, waits waits
+    created = RunCreated(run_id="r2", workflow_id="w", at_ms=2, tasks=[spec("small")])
+    assert core.place_new_run(created, 2) is None, "what waits goes first"
+    again = RunCreated(run_id="r", workflow_id="w", at_ms=2, tasks=[spec("small")])
+    assert Scheduler().place_new_run(again, 2) is None, "no node: nothing to place"

@@ -7,15 +7,19 @@ from typing import Any
 from litestar import get, post
 
 from maze.api.state import HeadState
-from maze.projections.rebuild import rebuild
+from maze.core.errors import MazeError
 
 
 @get("/health")
 async def health(head: HeadState) -> dict[str, Any]:
+    try:
+        positions = (await head.read("status"))["positions"]
+    except MazeError:  # the read models' process is down: say so, the head still answers
+        positions = None
     return {
-        "status": "ok",
+        "status": "ok" if positions is not None else "degraded",
         "controller_live": head.controller.caught_up.is_set(),
-        "projection_positions": head.projector.positions,
+        "projection_positions": positions,
         "nodes": len(head.controller.placer.alive_nodes()),
     }
 
@@ -23,4 +27,5 @@ async def health(head: HeadState) -> dict[str, Any]:
 @post("/projections/rebuild", status_code=200)
 async def rebuild_projections(head: HeadState) -> dict[str, Any]:
     """Drop and rebuild every read model from the event log; report whether it equals the live one."""
-    return await rebuild(head.nc, head.projector)
+    result: dict[str, Any] = await head.read("rebuild")
+    return result

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from litestar import get, post
 
 from maze.api.state import HeadState, MinSeq
 from maze.head import views
-from maze.projections import queries
 
 
 @get("/cluster/nats")
@@ -30,8 +28,7 @@ async def cluster_nats(head: HeadState) -> dict[str, Any]:
 async def cluster_resources(head: HeadState, min_seq: MinSeq = None) -> dict[str, Any]:
     """Every node with total / committed / free CPU and memory and each GPU's memory; and workers
     seen heartbeating on NATS that are not registered nodes of this head."""
-    await head.read_barrier(min_seq)
-    rows = await asyncio.to_thread(queries.list_nodes, head.cursor())
+    rows = await head.read("list_nodes", min_seq=min_seq)
     ctl = head.controller
     nodes = []
     for row in rows:
@@ -97,4 +94,4 @@ async def cluster_diagnostics(head: HeadState) -> dict[str, Any]:
     and how far it has folded, restarts and the last error, runs it had to end because their
     events could not be folded, and the events readers skipped (unknown types from a newer
     version, counted; malformed events of known types, each named with its stream and sequence)."""
-    return {"controller": head.controller.diagnostics(), "projector": head.projector.snapshot()}
+    return {"controller": head.controller.diagnostics(), "projector": await head.read("status")}

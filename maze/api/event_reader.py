@@ -14,14 +14,6 @@ from maze.events.runs import RunFinished
 from maze.events.store import subscribe_ordered
 
 
-async def last_run_seq(js: JetStreamContext, run_id: str) -> int:
-    try:
-        msg = await js.get_last_msg(subjects.RUNS_STREAM, subjects.run_subject(run_id))
-    except NotFoundError:
-        return 0
-    return int(msg.seq or 0)
-
-
 async def ended_by(js: JetStreamContext, run_id: str, seq: int) -> bool:
     """Whether the run's last message is at or before `seq` and ends it: a stream resumed after
     its end has nothing more to wait for."""

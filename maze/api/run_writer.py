@@ -126,10 +126,10 @@ def encode_chunks(events: RunEvents) -> list[bytes]:
     return [_encoder.encode([e]) for e in events]
 
 
-def _headers(event: Event, body_hash: str, first: bool) -> dict[str, str]:
+def _headers(event: Event, body_hash: str, first: bool, tags: str | None = None) -> dict[str, str]:
     hdrs = {
         headers.MSG_ID: f"{event_key(event)}/{body_hash}",
-        headers.EVENT_TYPES: event_tag(event),
+        headers.EVENT_TYPES: tags or event_tag(event),
         headers.SCHEMA_VERSION: headers.SCHEMA,
     }
     if first:
@@ -137,17 +137,32 @@ def _headers(event: Event, body_hash: str, first: bool) -> dict[str, str]:
     return hdrs
 
 
+def with_placements(events: RunEvents, encoded: list[bytes], placed: list[Event], budget: int) -> str | None:
+    """Put the placements decided at submit in the message of `run.created` (`encoded[0]` is
+    replaced), if it still fits `budget`; returns that message's event types, or None (no room)."""
+    data = _encoder.encode([events[0], *placed])
+    if len(data) > budget:
+        return None
+    encoded[0] = data
+    return ",".join(sorted({event_tag(e) for e in [events[0], *placed]}))
+
+
 async def record_run(
-    js: JetStreamContext, events: RunEvents, body_hash: str, encoded: list[bytes] | None = None
+    js: JetStreamContext,
+    events: RunEvents,
+    body_hash: str,
+    encoded: list[bytes] | None = None,
+    first_tags: str | None = None,
 ) -> tuple[int, bool]:
-    """Write the run's events (`encoded`: their messages, if already made); returns (stream
-    sequence of its last chunk, duplicate)."""
+    """Write the run's events (`encoded`: their messages, if already made; `first_tags`: the event
+    types of the first when it carries more than `run.created`); returns (stream sequence of its
+    last chunk, duplicate)."""
     first = events[0]
     assert isinstance(first, RunCreated)
     subject = subjects.run_subject(first.run_id)
     encoded = encode_chunks(events) if encoded is None else encoded
     try:
-        ack = await publish_durably(js, subject, encoded[0], _headers(first, body_hash, first=True))
+        ack = await publish_durably(js, subject, encoded[0], _headers(first, body_hash, True, first_tags))
     except APIError as exc:
         if exc.err_code != WRONG_LAST_SEQUENCE:
             raise Unavailable(f"event store rejected the run: {exc}") from exc

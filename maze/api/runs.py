@@ -13,7 +13,7 @@ from litestar import Request, Response, get, post
 from litestar.params import Parameter
 from litestar.response import Stream
 
-from maze.api.event_reader import last_run_seq, run_events
+from maze.api.event_reader import run_events
 from maze.api.run_writer import (
     chunk_events,
     encode_chunks,
@@ -21,6 +21,7 @@ from maze.api.run_writer import (
     record_run,
     spec_sizes,
     store_blobs,
+    with_placements,
 )
 from maze.api.sse import FEED_WAIT_S, frame, run_frames, sse_response
 from maze.api.state import HeadState, MinSeq
@@ -28,7 +29,8 @@ from maze.api.submit import ID_RE, accept_submission, check_placeable, decode_su
 from maze.core import hops
 from maze.core.clock import new_id, now_ms
 from maze.core.errors import NotFound, Unavailable, ValidationError
-from maze.projections import queries
+from maze.events.runs import RunCreated
+from maze.events.store import last_run_seq
 
 MAX_EVENTS_PAGE = 10_000
 MAX_SUBMISSION_BYTES = 512 * 1024 * 1024  # a 100,000-task run is ~40 MB; big values go as blobs
@@ -81,9 +83,26 @@ async def submit_run(request: Request[Any, Any, Any], head: HeadState, follow: b
     workflow_id = submission.workflow_id or run_id
     events = await work(chunk_events, run_id, workflow_id, specs, now_ms(), head.budget, sizes)
     encoded = await work(encode_chunks, events)
+    # the first tasks' placements travel with run.created when the controller can make them now
+    created = events[0]
+    assert isinstance(created, RunCreated)
+    placing = head.controller.place_new_run(created) if len(events) == 1 else None
+    tags = with_placements(events, encoded, placing[0].events, head.budget) if placing else None
+    if placing and tags is None:  # no room in the message: the controller places it as usual
+        head.controller.core.forget(placing[0])
+        placing = None
     hops.mark("validated", run_id)
-    seq, duplicate = await record_run(head.js, events, hashlib.sha256(body).hexdigest()[:32], encoded)
+    try:
+        seq, duplicate = await record_run(
+            head.js, events, hashlib.sha256(body).hexdigest()[:32], encoded, first_tags=tags
+        )
+    except BaseException:
+        if placing:
+            head.controller.core.forget(placing[0])
+        raise
     hops.mark("appended", run_id)
+    if placing:
+        await head.controller.submitted(*placing, stored=not duplicate)
     answer = {
         "duplicate": duplicate,
         "run_id": run_id,
@@ -112,18 +131,15 @@ async def list_runs(
     min_seq: MinSeq = None,
 ) -> list[dict[str, Any]]:
     """Runs, newest first; `state` filters by run state."""
-    await head.read_barrier(min_seq)
-    return await asyncio.to_thread(queries.list_runs, head.cursor(), limit, offset, run_state)
+    runs: list[dict[str, Any]] = await head.read("list_runs", limit, offset, run_state, min_seq=min_seq)
+    return runs
 
 
 @get("/runs/{run_id:str}")
 async def get_run(run_id: str, head: HeadState, min_seq: MinSeq = None) -> dict[str, Any]:
     """A run's snapshot: state, timing, counters and `progress` (tasks per state)."""
-    await head.read_barrier(min_seq)
-    row = head.projector.run_row(run_id)
-    if row is not None:  # an active or recent run: from memory, no DuckDB read
-        return queries.run_from_row(row)
-    return await head.query_run(queries.get_run, run_id)
+    run: dict[str, Any] = await head.read("get_run", run_id, min_seq=min_seq)
+    return run
 
 
 @get("/runs/{run_id:str}/tasks")
@@ -138,8 +154,7 @@ async def get_run_tasks(
     """A page of the run's tasks in submission order: `limit` (at most 10,000) from task index
     `offset`. `X-Total-Count` says how many tasks the run has, and a `Link: <…>; rel="next"` header
     gives the next page while there is one."""
-    await head.read_barrier(min_seq)
-    tasks, total = await head.query_run(queries.get_tasks, run_id, limit, offset)
+    tasks, total = await head.read("get_tasks", run_id, limit, offset, min_seq=min_seq)
     for task in tasks:
         task["pending_reason"] = head.controller.pending_reason(run_id, task["task_id"])
     headers = {"x-total-count": str(total)}
@@ -151,8 +166,7 @@ async def get_run_tasks(
 
 @get("/runs/{run_id:str}/tasks/{task_id:str}")
 async def get_run_task(run_id: str, task_id: str, head: HeadState, min_seq: MinSeq = None) -> dict[str, Any]:
-    await head.read_barrier(min_seq)
-    task = await head.query_run(queries.get_task, run_id, task_id)
+    task: dict[str, Any] = await head.read("get_task", run_id, task_id, min_seq=min_seq)
     task["pending_reason"] = head.controller.pending_reason(run_id, task_id)
     return task
 

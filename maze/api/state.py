@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
-import duckdb
 from litestar.params import Parameter
 from nats.js import JetStreamContext
 
-from maze.api.event_reader import last_run_seq
-from maze.core.errors import NotFound, Unavailable
 from maze.core.settings import Settings
-from maze.events import subjects
 from maze.events.blobs import BlobStore
 from maze.events.store import payload_budget
 from maze.head.controller import RunController
-from maze.projections.projector import Projector
+from maze.projections.client import ReadModels
 
 MinSeq = Annotated[
     int | None,
@@ -29,9 +24,6 @@ MinSeq = Annotated[
     ),
 ]
 
-READ_BARRIER_S = 10.0
-T = TypeVar("T")
-
 
 class HeadState:
     def __init__(
@@ -39,14 +31,14 @@ class HeadState:
         js: JetStreamContext,
         nc: Any,
         controller: RunController,
-        projector: Projector,
+        readmodels: ReadModels,
         settings: Settings,
         nats_urls: list[str],
     ) -> None:
         self.js = js
         self.nc = nc
         self.controller = controller
-        self.projector = projector
+        self.readmodels = readmodels  # in their own process (maze/projections/service.py)
         self.settings = settings
         self.nats_urls = nats_urls
         self.max_payload = int(nc.max_payload)
@@ -60,37 +52,9 @@ class HeadState:
             return False
         return True
 
-    async def read_barrier(self, min_seq: int | None) -> None:
-        """Read-your-writes for one caller: with `min_seq` (the seq its own POST returned), wait
-        (bounded) until the read models include the runs stream up to it, else 503. Without it,
-        answer from what is projected now: a reader never waits for other clients' writes."""
-        if min_seq:
-            await self._reach(min_seq)
-
-    async def query_run(self, query: Callable[..., T], run_id: str, *args: Any) -> T:
-        """Run a per-run read-model query. A run the log has must not read as missing: if the read
-        models do not know it yet, wait for them to reach its last event and ask again (a 404
-        follows only when the log has no such run)."""
-        try:
-            return await asyncio.to_thread(query, self.cursor(), run_id, *args)
-        except NotFound as exc:
-            if "task_id" in exc.details:
-                raise  # the run is there, the task is not
-            last = await last_run_seq(self.js, run_id)
-            if not last:
-                raise
-            await self._reach(last)
-            return await asyncio.to_thread(query, self.cursor(), run_id, *args)
-
-    async def _reach(self, target: int) -> None:
-        if not await self.projector.wait_for({subjects.RUNS_STREAM: target}, timeout=READ_BARRIER_S):
-            at = self.projector.positions.get(subjects.RUNS_STREAM, 0)
-            # never answer from read models that miss what was already accepted
-            raise Unavailable(
-                f"read models are catching up with the event log (at event {at} of {target}); retry shortly",
-                at=at,
-                target=target,
-            )
-
-    def cursor(self) -> duckdb.DuckDBPyConnection:
-        return self.projector.cursor()
+    async def read(self, op: str, *args: Any, min_seq: int | None = None) -> Any:
+        """A read-model query. With `min_seq` (the seq the caller's own POST returned, or any it
+        has seen) it answers only once the read models include the runs stream up to it, waiting
+        a bounded time, else 503: read your own writes. Without it, no wait for anyone's writes. A
+        per-run query of a run the log has never answers 404 (it waits for the read models)."""
+        return await self.readmodels.call(op, *args, min_seq=min_seq)

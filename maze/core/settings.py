@@ -57,6 +57,7 @@ class Settings(Struct, frozen=True):
     fault_injection: str = ""
     # bench/latency_hops.py only (MAZE_TRACE_HOPS): a directory to write per-hop timestamps to.
     trace_hops: str = ""
+    log_level: str = "warning"  # the head's, and its read models' process's
 
     @property
     def limits(self) -> ValueLimits:

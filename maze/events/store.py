@@ -329,6 +329,15 @@ def group_by_run(events: Sequence[Event]) -> dict[str, list[Event]]:
     return grouped
 
 
+async def last_run_seq(js: JetStreamContext, run_id: str) -> int:
+    """The stream sequence of the run's last message (0: the log has no such run)."""
+    try:
+        msg = await js.get_last_msg(subjects.RUNS_STREAM, subjects.run_subject(run_id))
+    except NotFoundError:
+        return 0
+    return int(msg.seq or 0)
+
+
 async def subscribe_ordered(
     js: JetStreamContext, subject: str, start_seq: int = 1, cb: Callable[[Msg], Awaitable[None]] | None = None
 ) -> JetStreamContext.PushSubscription:

@@ -38,6 +38,7 @@ from maze.events.catalog import Event, event_tag
 from maze.events.codec import decode_leniently, decode_stats
 from maze.events.fit import make_fit
 from maze.events.nodes import Heartbeat, NodeJoined, NodeLeft, NodeLost
+from maze.events.runs import RunCreated
 from maze.events.specs import TaskError
 from maze.events.store import (
     EventStore,
@@ -339,13 +340,44 @@ class RunController:
                     node: [i for i in items if i.run_id not in stored_again]
                     for node, items in decision.work.items()
                 }
-            if self.settings.fault_injection == "kill-after-placed" and any(
-                isinstance(e, AttemptPlaced) for e in decision.events
-            ):
-                log.warning("controller.fault_injection_kill", fault=self.settings.fault_injection)
-                os.kill(os.getpid(), signal.SIGKILL)
+            self._fault_after_placed(decision)
         await self._send(decision, now)
         self._arm_wakeup(now)
+
+    # ---- placements made at submit (maze/api/runs.py) ------------------------------------------
+    def place_new_run(self, created: RunCreated) -> tuple[Decision, int] | None:
+        """The placements of a run about to be recorded, to go in the message of its `run.created`
+        (Scheduler.place_new_run). None unless this controller is live and can place some now."""
+        if not self.live:
+            return None
+        now = now_ms()
+        try:
+            decision = self.core.place_new_run(created, now)
+        except Exception:  # the ordinary passes place the run once it is folded
+            log.exception("controller.place_at_submit_failed", run_id=created.run_id)
+            return None
+        return None if decision is None else (decision, now)
+
+    async def submitted(self, decision: Decision, now: int, stored: bool) -> None:
+        """The run's message is in the log (`stored`: with these placements, not an earlier copy):
+        send their work. Otherwise the placements are forgotten (decided again, or already in the
+        log from the first copy, whose work the delivery check sends)."""
+        if not stored:
+            self.core.forget(decision)
+            return
+        if hops.enabled():
+            for event in decision.events:
+                hops.mark(f"published_{event_tag(event)}", getattr(event, "run_id", ""))
+        self._fault_after_placed(decision)
+        await self._send(decision, now)
+
+    def _fault_after_placed(self, decision: Decision) -> None:
+        """Tests only: die between recording placements and sending their work."""
+        if self.settings.fault_injection == "kill-after-placed" and any(
+            isinstance(e, AttemptPlaced) for e in decision.events
+        ):
+            log.warning("controller.fault_injection_kill", fault=self.settings.fault_injection)
+            os.kill(os.getpid(), signal.SIGKILL)
 
     async def _not_recorded(self, decision: Decision, failed: dict[str, BaseException]) -> None:
         """Some runs' decisions ended in an error. Some of their messages may be stored anyway

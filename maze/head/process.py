@@ -11,7 +11,6 @@ import socket
 import time
 from collections.abc import Iterator
 
-import duckdb
 import structlog
 import uvicorn
 
@@ -22,7 +21,7 @@ from maze.core.settings import Settings, redact
 from maze.events.store import EventStore, connect, ensure_streams
 from maze.head.controller import RunController
 from maze.head.nats_server import EmbeddedNats
-from maze.projections.projector import Projector
+from maze.projections.client import ReadModelProcess
 from maze.workers.capacity import local_capacity, local_ip
 from maze.workers.worker import Worker
 
@@ -56,6 +55,11 @@ class Head:
 
     async def run(self) -> None:
         began = time.monotonic()
+        import os
+        import sys
+
+        if os.environ.get("MAZE_SWITCH"):
+            sys.setswitchinterval(float(os.environ["MAZE_SWITCH"]))
         phases: dict[str, float] = {}
 
         def phase(name: str) -> None:
@@ -79,19 +83,19 @@ class Head:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stopping.set)
         nc = worker_nc = None
-        controller = projector = worker = None
+        controller = worker = None
+        readmodels: ReadModelProcess | None = None
         server_task = None
         try:
             nc = await connect(urls, "maze-head")
             await ensure_streams(nc.jetstream(), settings.stream_replicas)
             controller = RunController(nc, EventStore(nc), settings)
             controller.start()
-            try:
-                projector = Projector(nc, data / "readmodels.duckdb")
-            except duckdb.IOException as exc:
-                raise Unavailable(f"read models at {data} are in use by another head: {exc}") from exc
+            # the projector and its queries in a process of their own: no thread of theirs takes
+            # the GIL from the loop the controller, the API and the local worker share
+            readmodels = ReadModelProcess(data, urls, settings.log_level)
+            models = await readmodels.start()
             phase("read_models_s")
-            projector.start()
             await wait_caught_up(controller)
             phase("controller_s")
             if settings.local_worker:
@@ -114,7 +118,7 @@ class Head:
                     or controller.placer.nodes[node_id].session != worker.session
                 ):
                     await asyncio.sleep(0.01)
-            state = HeadState(nc.jetstream(), nc, controller, projector, settings, urls)
+            state = HeadState(nc.jetstream(), nc, controller, models, settings, urls)
             await state.blobs.follow_removals()  # submits check the code they name from memory
             # what start-up made (modules, the app, replayed state) stays; leave it out of the
             # cyclic GC's full collections, whose cost stalls the event loop everyone shares
@@ -161,8 +165,8 @@ class Head:
                 await worker.stop()
             if controller is not None:
                 await controller.stop()
-            if projector is not None:
-                await projector.stop()
+            if readmodels is not None:
+                await readmodels.stop()
             for conn in (worker_nc, nc):
                 if conn is not None:
                     with contextlib.suppress(Exception):

@@ -305,6 +305,28 @@ class Scheduler:
         decision.resend = dict(decision.resend)
         return decision
 
+    def place_new_run(self, created: RunCreated, now: int) -> Decision | None:
+        """Placements for a run that is about to be recorded, to travel in the same message as its
+        `run.created` (one write and no controller round trip before its first tasks start).
+
+        The same decision the first pass after folding `run.created` would make, made before:
+        the message folds to the state it would have reached (the run, then its placements),
+        whatever else lands in the log before it. Only for a run recorded in one message and only
+        while nothing else waits to be placed (tasks already waiting go first). None when there
+        is nothing to place now; what it does not place waits for the ordinary passes."""
+        if created.chunks > 1 or len(self.ready) or self._known(created.run_id):
+            return None
+        run = new_run(created)
+        decision = Decision(events=[], work=defaultdict(list), code={}, resend={})
+        for task_id in ready_tasks(run):
+            task = run.tasks[task_id]
+            if isinstance(self._place(run, task, task.spec.resources, now, decision), str):
+                break  # the first that must wait: the rest wait with it, in order
+        if not decision.events:
+            return None
+        decision.work = dict(decision.work)
+        return decision
+
     def forget(self, decision: Decision) -> None:
         """The decision's events are not in the log (the caller has folded far enough to know):
         decide again on the next pass. A decision that did reach the log was settled when folded,
@@ -483,6 +505,15 @@ class Scheduler:
         task = run.tasks[task_id]
         if task.state not in PLACEABLE or key in self.inflight.tasks:
             return SKIPPED
+        return self._place(run, task, req, now, decision)
+
+    def _place(
+        self, run: RunRuntime, task: TaskRuntime, req: Resources, now: int, decision: Decision
+    ) -> str | None:
+        """Place one placeable task now if a node can take it (its AttemptPlaced and work join the
+        decision; the overlay holds them until the placement comes back from the log), else the
+        reason it waits."""
+        run_id, task_id = run.run_id, task.spec.task_id
         choice = self.placer.choose(run_id, req, task_id)
         if not isinstance(choice, Placement):
             return choice

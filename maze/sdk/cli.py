@@ -137,6 +137,7 @@ def start(
                 blob_max_mb=blob_max_mb,
                 snapshot_interval_s=snapshot_interval,
                 work_resend_s=work_resend,
+                log_level=log_level,
             )
             run_loop(Head(settings).run())
         else:

@@ -80,6 +80,9 @@ class Outbox:
             self.inflight = batch
             delay = 0.05
             refusals = 0
+            if hops.enabled():
+                for event in batch:
+                    hops.mark(f"worker_publishing_{event_tag(event)}", getattr(event, "run_id", ""))
             while batch:
                 try:
                     await self.store.publish_runs(batch)
