@@ -5,7 +5,11 @@
 
 (a) one no-op task, submit -> result: median and p99 over --runs
 (b) a 2-task chain a -> b: median and p99 over --runs
-(c) a --fanout no-op task fan-out: tasks/s from submit to the last result
+(c) a 100-task chain: milliseconds per edge (submit -> last result, over 99 edges), median of 5
+(d) a --fanout no-op task fan-out: tasks/s from submit to the last result
+(e) 2 CPU-bound 1-second tasks at once: the speed-up over running them one after the other
+(f) Maze only: messages published to the event and work streams per one-task run, and per task
+    of the fan-out
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 from rich.console import Console
 from rich.table import Table
 
@@ -32,6 +37,47 @@ from maze.sdk.local_head import LocalHead
 @task
 def noop(x: int = 0):
     return {"x": x}
+
+
+def burn(seconds: float) -> int:
+    """CPU-bound: spin for `seconds` of CPU time."""
+    count = 0
+    deadline = time.process_time() + seconds
+    while time.process_time() < deadline:
+        count += 1
+    return count
+
+
+@task
+def cpu_bound(seconds: float = 1.0):
+    return {"n": burn(seconds)}
+
+
+def stream_messages(url: str) -> dict[str, int]:
+    """Messages stored so far in the event (runs) and work streams."""
+    import asyncio
+
+    import nats
+
+    async def ask() -> dict[str, int]:
+        nc = await nats.connect(url)
+        try:
+            js = nc.jetstream()
+            out = {}
+            for stream in ("MAZE_RUNS", "MAZE_WORK"):
+                out[stream] = (await js.stream_info(stream)).state.last_seq
+            return out
+        finally:
+            await nc.close()
+
+    return asyncio.run(ask())
+
+
+def sequential_cpu_s() -> float:
+    start = time.perf_counter()
+    burn(1.0)
+    burn(1.0)
+    return time.perf_counter() - start
 
 
 def percentiles(samples: list[float]) -> tuple[float, float]:
@@ -63,21 +109,46 @@ def bench_maze(runs: int, fanout: int, fsync: str) -> dict[str, float]:
             assert sum(m["type"] == "finish_task" for m in messages) == expect
             wf.clear_cache()
 
+        (url,) = httpx.get(f"{head.url}/cluster/nats").json()["nats_urls"]
         single = client.create_workflow()
         single.add_task(noop, inputs={"x": 1})
         chain = client.create_workflow()
         first = chain.add_task(noop, inputs={"x": 1})
         chain.add_task(noop, inputs={"x": first.outputs["x"]})
+        long_chain = client.create_workflow()
+        link = long_chain.add_task(noop, inputs={"x": 0})
+        for _ in range(99):
+            link = long_chain.add_task(noop, inputs={"x": link.outputs["x"]})
         wide = client.create_workflow()
         for i in range(fanout):
             wide.add_task(noop, inputs={"x": i})
+        burners = client.create_workflow()
+        for _ in range(2):
+            burners.add_task(cpu_bound, inputs={"seconds": 1.0})
         out = {}
-        out["single_median_ms"], out["single_p99_ms"] = percentiles(time_runs(lambda: run(single, 1), runs))
+        for _ in range(10):
+            run(single, 1)  # warm-up, then count what one run publishes
+        before = stream_messages(url)
+        out["single_median_ms"], out["single_p99_ms"] = percentiles(
+            time_runs(lambda: run(single, 1), runs, warmup=0)
+        )
+        after = stream_messages(url)
+        out["run_messages_per_single_run"] = (after["MAZE_RUNS"] - before["MAZE_RUNS"]) / runs
+        out["work_messages_per_single_run"] = (after["MAZE_WORK"] - before["MAZE_WORK"]) / runs
         out["chain_median_ms"], out["chain_p99_ms"] = percentiles(time_runs(lambda: run(chain, 2), runs))
+        chain_s = time_runs(lambda: run(long_chain, 100), 5, warmup=1)
+        out["chain100_ms_per_edge"] = statistics.median(chain_s) * 1000 / 99
         run(wide, fanout)  # warm-up
+        before = stream_messages(url)
         start = time.perf_counter()
         run(wide, fanout)
         out["fanout_tasks_per_s"] = fanout / (time.perf_counter() - start)
+        after = stream_messages(url)
+        out["messages_per_fanout_task"] = sum(after[s] - before[s] for s in after) / fanout
+        run(burners, 2)  # warm-up
+        start = time.perf_counter()
+        run(burners, 2)
+        out["cpu_speedup"] = sequential_cpu_s() / (time.perf_counter() - start)
         return out
     finally:
         head.stop()
@@ -105,10 +176,27 @@ def bench_ray(runs: int, fanout: int) -> dict[str, float]:
         out["chain_median_ms"], out["chain_p99_ms"] = percentiles(
             time_runs(lambda: ray.get(ray_noop.remote(ray_noop.remote(1))), runs)
         )
+
+        def long_chain() -> None:
+            ref = ray_noop.remote(0)
+            for _ in range(99):
+                ref = ray_noop.remote(ref)
+            ray.get(ref)
+
+        out["chain100_ms_per_edge"] = statistics.median(time_runs(long_chain, 5, warmup=1)) * 1000 / 99
         ray.get([ray_noop.remote(i) for i in range(fanout)])  # warm-up
         start = time.perf_counter()
         assert ray.get([ray_noop.remote(i) for i in range(fanout)]) == list(range(fanout))
         out["fanout_tasks_per_s"] = fanout / (time.perf_counter() - start)
+
+        @ray.remote
+        def ray_burn(seconds: float) -> int:
+            return burn(seconds)
+
+        ray.get([ray_burn.remote(0.1) for _ in range(2)])  # warm-up
+        start = time.perf_counter()
+        ray.get([ray_burn.remote(1.0) for _ in range(2)])
+        out["cpu_speedup"] = sequential_cpu_s() / (time.perf_counter() - start)
         return out
     finally:
         ray.shutdown()
@@ -150,10 +238,18 @@ def main() -> None:
         "single_p99_ms": "(a) 1 task submit→result, p99 ms",
         "chain_median_ms": "(b) 2-task chain, median ms",
         "chain_p99_ms": "(b) 2-task chain, p99 ms",
-        "fanout_tasks_per_s": f"(c) {args.fanout}-task fan-out, tasks/s",
+        "chain100_ms_per_edge": "(c) 100-task chain, ms per edge",
+        "fanout_tasks_per_s": f"(d) {args.fanout}-task fan-out, tasks/s",
+        "cpu_speedup": "(e) 2 CPU-bound 1 s tasks, speed-up",
+        "run_messages_per_single_run": "(f) event-stream messages per 1-task run",
+        "work_messages_per_single_run": "(f) work-stream messages per 1-task run",
+        "messages_per_fanout_task": "(f) messages per task in the fan-out (both streams)",
     }
     for key, label in labels.items():
         maze_value = results["maze"][key]
+        if key.startswith(("run_messages", "work_messages", "messages")):
+            table.add_row(label, f"{maze_value:,.2f}", "-", "-")
+            continue
         ray_value = results.get("ray", {}).get(key)
         table.add_row(
             label,

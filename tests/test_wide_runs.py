@@ -93,31 +93,35 @@ def test_a_read_sees_the_callers_own_write_and_never_misses_an_accepted_run(
 async def test_a_read_waits_only_for_the_position_its_caller_names(
     nats_server, tmp_path, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
-    """The read barrier against a real (not started, so never advancing) projector: without
-    `min_seq` a read never waits; with one past what is projected it waits, bounded, then 503s."""
+    """The read barrier against a real (not started, so never advancing) projector, asked over
+    the read models' socket as the head asks: without `min_seq` a read never waits; with one past
+    what is projected it waits, bounded, then the head gets the same 503 Unavailable."""
+    import asyncio
+
     import nats
     import pytest
 
-    from maze.api import state as api_state
-    from maze.api.state import HeadState
     from maze.core.errors import Unavailable
-    from maze.core.settings import Settings
-    from maze.events.store import EventStore, ensure_streams
-    from maze.head.controller import RunController
+    from maze.events.store import ensure_streams
+    from maze.projections import service
+    from maze.projections.client import ReadModels
     from maze.projections.projector import Projector
 
-    monkeypatch.setattr(api_state, "READ_BARRIER_S", 0.3)
+    monkeypatch.setattr(service, "READ_BARRIER_S", 0.3)
     nc = await nats.connect(nats_server.url)
     try:
         await ensure_streams(nc.jetstream())
         projector = Projector(nc, tmp_path / "rm.duckdb")
-        controller = RunController(nc, EventStore(nc), Settings())
-        head = HeadState(nc.jetstream(), nc, controller, projector, Settings(), [nats_server.url])
+        sock = tmp_path / "rm.sock"
+        listener = await asyncio.start_unix_server(service.ReadModelServer(projector).serve, path=str(sock))
+        models = ReadModels(sock)
         # the projector never moves: a barrier that waited would end in Unavailable
-        await head.read_barrier(None)
-        await head.read_barrier(0)
+        assert await models.call("list_runs", 10, 0, None) == []
+        assert await models.call("list_runs", 10, 0, None, min_seq=0) == []
         with pytest.raises(Unavailable, match="catching up"):
-            await head.read_barrier(10**9)
+            await models.call("list_runs", 10, 0, None, min_seq=10**9)
+        models.close()
+        listener.close()
         await projector.stop()
     finally:
         await nc.close()
