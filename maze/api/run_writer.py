@@ -43,6 +43,8 @@ async def store_blobs(blobs: BlobStore, to_store: dict[str, bytes], must_exist: 
             f"PUT /artifacts/sha256/<hex>): {', '.join(m[:12] + '…' for m in missing[:5])}",
             missing=missing,
         )
+    if not to_store:
+        return
     limit = asyncio.Semaphore(8)
 
     async def put(sha: str, content: bytes) -> None:

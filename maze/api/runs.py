@@ -23,7 +23,7 @@ from maze.api.run_writer import (
     store_blobs,
     with_placements,
 )
-from maze.api.sse import FEED_WAIT_S, frame, run_frames, sse_response
+from maze.api.sse import FEED_WAIT_S, Last, frame, run_frames, sse_response
 from maze.api.state import HeadState, MinSeq
 from maze.api.submit import ID_RE, accept_submission, check_placeable, decode_submission
 from maze.core import hops
@@ -115,8 +115,14 @@ async def submit_run(request: Request[Any, Any, Any], head: HeadState, follow: b
         return Response(answer, status_code=201)
 
     async def frames() -> AsyncIterator[bytes]:
-        yield frame("accepted", msgspec.json.encode(answer))
+        accepted = frame("accepted", msgspec.json.encode(answer))
+        if head.controller.feeds.position < seq:  # not folded yet: the caller is not kept waiting
+            yield accepted
+            accepted = b""
         async for chunk in run_frames(head, run_id, 0, wait_for=seq):
+            if accepted:  # with the run's first events, in one write
+                chunk = Last(accepted + chunk) if isinstance(chunk, Last) else accepted + chunk
+                accepted = b""
             yield chunk
 
     return sse_response(frames(), status_code=201)

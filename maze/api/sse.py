@@ -12,9 +12,13 @@ Frame: `id: <stream seq>` / `event: events` / `data: <JSON list of events>`; the
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import msgspec
 from litestar.response import Stream
+from litestar.response.base import ASGIResponse
+from litestar.response.streaming import ASGIStreamingResponse
+from litestar.types import Send
 
 from maze.api.event_reader import ended_by, run_events
 from maze.api.state import HeadState
@@ -32,11 +36,38 @@ def frame(event: str, data: str | bytes, event_id: int | None = None) -> bytes:
     return f"{head}event: {event}\ndata: {text}\n\n".encode()
 
 
-END = frame("end", "{}")
+class Last(bytes):
+    """A stream's last chunk: it leaves with the end of the body, in one write."""
+
+
+END = Last(frame("end", "{}"))
+
+
+class _LastAwareStreaming(ASGIStreamingResponse):
+    __slots__ = ()
+
+    async def _stream(self, send: Send) -> None:
+        async for chunk in self.iterator:
+            last = isinstance(chunk, Last)
+            body = chunk if isinstance(chunk, bytes) else chunk.encode(self.encoding)
+            await send({"type": "http.response.body", "body": bytes(body), "more_body": not last})
+            if last:
+                return
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+class SSEStream(Stream):
+    """Litestar's Stream, but a `Last` chunk ends the body in the same write (the server's
+    chunked-encoding terminator otherwise costs a write of its own, and the client a read)."""
+
+    def to_asgi_response(self, *args: Any, **kwargs: Any) -> ASGIResponse:
+        response = super().to_asgi_response(*args, **kwargs)
+        response.__class__ = _LastAwareStreaming
+        return response
 
 
 def sse_response(frames: AsyncIterator[bytes], status_code: int = 200) -> Stream:
-    return Stream(
+    return SSEStream(
         frames,
         status_code=status_code,
         media_type="text/event-stream",
@@ -63,7 +94,7 @@ async def run_frames(head: HeadState, run_id: str, after: int, wait_for: int = 0
                 sent = batch[-1].seq
                 if batch[-1].finished:
                     hops.mark("sse_sent", run_id)
-                    yield _frames(batch) + END
+                    yield Last(_frames(batch) + END)
                     return
                 yield _frames(batch)
             yield END  # the run had ended at or before `after`
@@ -77,6 +108,6 @@ async def run_frames(head: HeadState, run_id: str, after: int, wait_for: int = 0
         chunk = frame("events", _json.encode(events), seq)
         if finished:
             hops.mark("sse_sent", run_id)
-            yield chunk + END
+            yield Last(chunk + END)
             return
         yield chunk

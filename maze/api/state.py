@@ -46,6 +46,8 @@ class HeadState:
         self.blobs = BlobStore(nc, settings.limits.blob_max_bytes)
 
     async def controller_ready(self, timeout: float = 30.0) -> bool:
+        if self.controller.caught_up.is_set():
+            return True
         try:
             await asyncio.wait_for(self.controller.caught_up.wait(), timeout)
         except TimeoutError:

@@ -34,7 +34,8 @@ log = structlog.get_logger(__name__)
 
 STREAMS = (subjects.RUNS_STREAM, subjects.NODES_STREAM)
 BATCH = 2000
-BATCH_WINDOW_S = 0.25
+BATCH_WINDOW_S = 1.0
+HURRY_CHECK_S = 0.02  # how often a gathering batch looks for waiting readers
 QUIET_S = 0.01
 QUICK_MSGS = 20
 FINISHED_ROWS = 200_000  # task + attempt rows of finished runs kept in memory
@@ -134,6 +135,7 @@ class Projector:
         self.folder = Folder(self.conn)
         self.lock = threading.Lock()  # held while a batch is written or a rebuild compares
         self.advanced = asyncio.Condition()
+        self.readers_waiting = 0
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -169,12 +171,18 @@ class Projector:
         def reached() -> bool:
             return all(self.folder.positions.get(s, 0) >= q for s, q in targets.items())
 
-        async with self.advanced:
-            try:
-                await asyncio.wait_for(self.advanced.wait_for(reached), timeout)
-            except TimeoutError:
-                return False
-        return True
+        if reached():
+            return True
+        self.readers_waiting += 1  # the batch being gathered is written as soon as it can be
+        try:
+            async with self.advanced:
+                try:
+                    await asyncio.wait_for(self.advanced.wait_for(reached), timeout)
+                except TimeoutError:
+                    return False
+            return True
+        finally:
+            self.readers_waiting -= 1
 
     async def _run_forever(self) -> None:
         while True:
@@ -204,21 +212,25 @@ class Projector:
             while True:
                 msgs = [await queue.get()]
                 # DuckDB wants few, large transactions: a write costs ~10-20 ms of CPU whatever its
-                # size (bench/projector.py). A small batch ends when the stream has been quiet for
-                # QUIET_S (a lone run is visible within ~20 ms); a batch that has grown past
-                # QUICK_MSGS (steady load) gathers for up to BATCH_WINDOW_S, so the fixed cost is
-                # paid a few times a second, not per event.
+                # size (bench/projector.py), CPU taken from the tasks' path on a small machine. A
+                # small batch ends when the stream has been quiet for QUIET_S (a lone run is visible
+                # within ~20 ms); a batch that has grown past QUICK_MSGS (steady load) gathers for
+                # up to BATCH_WINDOW_S, so the fixed cost is paid about once a second, not per
+                # event; but a reader waiting for a position (read-your-writes) has what is there
+                # written at once.
                 deadline = loop.time() + BATCH_WINDOW_S
                 while len(msgs) < BATCH:
                     if queue.empty():
                         remaining = deadline - loop.time()
-                        if remaining <= 0:
+                        if remaining <= 0 or self.readers_waiting:
                             break
-                        wait = min(QUIET_S, remaining) if len(msgs) < QUICK_MSGS else remaining
+                        wait = min(QUIET_S if len(msgs) < QUICK_MSGS else HURRY_CHECK_S, remaining)
                         try:
                             msgs.append(await asyncio.wait_for(queue.get(), wait))
                         except TimeoutError:
-                            break
+                            if len(msgs) < QUICK_MSGS:
+                                break  # quiet: a small batch is done
+                            # a big one gathers on until its window ends or a reader waits
                     else:
                         msgs.append(queue.get_nowait())
                 batch = [
