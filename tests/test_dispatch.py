@@ -312,3 +312,34 @@ async def test_controller_fails_work_that_cannot_fit_with_payload_too_large(nats
             await controller.stop()
     finally:
         await nc.close()
+
+
+async def test_a_work_stream_on_file_from_an_older_version_is_recreated_in_memory(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Work is transport (sent again from the log), kept in memory; a stream's storage cannot be
+    changed in place, so a work stream made on file by an older version is made again."""
+    from nats.js.api import RetentionPolicy, StorageType, StreamConfig
+
+    from maze.events import subjects
+    from tests.helpers import NatsServer
+
+    server = NatsServer(tmp_path / "nats")
+    server.start()
+    nc = await nats.connect(server.url)
+    try:
+        js = nc.jetstream()
+        await js.add_stream(
+            StreamConfig(
+                name=subjects.WORK_STREAM,
+                subjects=[subjects.WORK_SUBJECTS],
+                storage=StorageType.FILE,
+                retention=RetentionPolicy.WORK_QUEUE,
+            )
+        )
+        await ensure_streams(js)
+        info = await js.stream_info(subjects.WORK_STREAM)
+        assert info.config.storage == StorageType.MEMORY
+        await ensure_streams(js)  # and again: nothing to change, nothing recreated
+        assert (await js.stream_info(subjects.WORK_STREAM)).config.storage == StorageType.MEMORY
+    finally:
+        await nc.close()
+        server.stop()

@@ -126,9 +126,12 @@ def once(i: int = 0):
     return {"i": i}
 
 
-def test_head_killed_between_placement_and_work_the_agent_still_runs_everything_once(tmp_path) -> None:
+@pytest.mark.parametrize("fault", ["kill-after-placed", "kill-after-placed-in-pass"])
+def test_head_killed_between_placement_and_work_the_agent_still_runs_everything_once(tmp_path, fault) -> None:
     """The fault the log must absorb: the head records attempt.placed and dies before it publishes
-    the work (a test-only switch kills it right there). An agent worker's session survives the
+    the work (a test-only switch kills it right there): in the submit, whose message carries the
+    first placements (`kill-after-placed`), or in a pass of the controller, which places the rest
+    (`kill-after-placed-in-pass`: the chain's second task). An agent worker's session survives the
     head's restart, so nothing marks its attempts lost: only the controller's delivery check, which
     sends again the work of every attempt placed and not started when it starts, gets the run
     going. It completes, every task succeeds exactly once, and nothing counts as a failure."""
@@ -142,15 +145,20 @@ def test_head_killed_between_placement_and_work_the_agent_still_runs_everything_
     session = agent.alive_session()
     try:
         head.stop()  # the next start of the head has the switch on
-        head.env = {"MAZE_FAULT_INJECTION": "kill-after-placed"}
+        head.env = {"MAZE_FAULT_INJECTION": fault}
         head.start()
         assert wait_until(agent.alive_session, timeout=30) == session
         wf = MaClient(head.url).create_workflow()
-        tasks = [wf.add_task(once, inputs={"i": i}) for i in range(4)]
-        # the placements travel with run.created: the head dies inside the submit, after both
-        # are stored and before any work is sent, so the client never hears back
-        with pytest.raises(Unavailable):
-            wf.run()
+        if fault == "kill-after-placed":
+            tasks = [wf.add_task(once, inputs={"i": i}) for i in range(4)]
+            # the placements travel with run.created: the head dies inside the submit, after both
+            # are stored and before any work is sent, so the client never hears back
+            with pytest.raises(Unavailable):
+                wf.run()
+        else:
+            first = wf.add_task(once, inputs={"i": 1})
+            tasks = [first, wf.add_task(once, inputs={"i": first.outputs["i"]})]
+            wf.run()  # placed at submit and run; the controller then places the second and dies
         assert head.proc is not None
         head.proc.wait(timeout=30)
         assert "fault_injection_kill" in head.log()
@@ -167,7 +175,7 @@ def test_head_killed_between_placement_and_work_the_agent_still_runs_everything_
         succeeded = collections.Counter(e["task_id"] for e in events if e["type"] == "attempt.succeeded")
         assert succeeded == {t.task_id: 1 for t in tasks}
         kinds = collections.Counter(e["type"] for e in events)
-        assert kinds["attempt.placed"] == 4, "placed once each, before the kill; never again"
+        assert kinds["attempt.placed"] == len(tasks), "placed once each; never again"
         assert not {"attempt.lost", "attempt.failed", "retry.scheduled"} & set(kinds), kinds
         assert agent.alive_session() == session, "the same worker session ran them"
         assert "work.resent" in head.log()

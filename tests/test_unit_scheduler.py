@@ -459,3 +459,39 @@ def test_no_placement_at_submit_ahead_of_tasks_already_waiting() -> None:
     assert core.place_new_run(created, 2) is None, "what waits goes first"
     again = RunCreated(run_id="r", workflow_id="w", at_ms=2, tasks=[spec("small")])
     assert Scheduler().place_new_run(again, 2) is None, "no node: nothing to place"
+
+
+def test_one_submit_decision_per_run_and_nothing_held_once_it_settles() -> None:
+    """Two submits of one run (a client's retry) racing before the first is folded: only the first
+    places; whatever the outcome (stored and folded, or forgotten), no capacity stays held."""
+    core = Scheduler(queue_factor=1.0)
+    core.apply(joined(cpus=2))
+    created = RunCreated(run_id="r", workflow_id="w", at_ms=0, tasks=[spec("x")])
+    first = core.place_new_run(created, 1)
+    assert first is not None
+    assert core.place_new_run(created, 1) is None, "the same run is being submitted already"
+    node = core.placer.nodes["n"]
+    assert node.intended.cpu == 1.0
+    for event in [created, *first.events]:  # stored and folded
+        core.apply(event)
+    assert node.intended.cpu == 0.0 and core.submitting == {}
+    # a run whose message was never stored: forgotten, then decided again by a later submit
+    other = RunCreated(run_id="r2", workflow_id="w", at_ms=0, tasks=[spec("y")])
+    decision = core.place_new_run(other, 2)
+    assert decision is not None
+    core.forget(decision)
+    assert node.intended.cpu == 0.0 and core.submitting == {}
+    assert core.place_new_run(other, 3) is not None
+
+
+def test_an_intent_decided_again_replaces_the_old_one() -> None:
+    from maze.head.placer import Placement
+
+    core = Scheduler()
+    core.apply(joined(cpus=4))
+    choice = Placement(node_id="n", session="s1", gpus=[], reason="test")
+    core.placer.intend(("r", "t", 1), choice, Resources(cpu=1))
+    core.placer.intend(("r", "t", 1), choice, Resources(cpu=1))
+    assert core.placer.nodes["n"].intended.cpu == 1.0
+    core.placer.forget_intent(("r", "t", 1))
+    assert core.placer.nodes["n"].intended.cpu == 0.0

@@ -87,9 +87,9 @@ async def submit_run(request: Request[Any, Any, Any], head: HeadState, follow: b
     created = events[0]
     assert isinstance(created, RunCreated)
     placing = head.controller.place_new_run(created) if len(events) == 1 else None
-    tags = with_placements(events, encoded, placing[0].events, head.budget) if placing else None
+    tags = await work(with_placements, events, encoded, placing[0].events, head.budget) if placing else None
     if placing and tags is None:  # no room in the message: the controller places it as usual
-        head.controller.core.forget(placing[0])
+        head.controller.submit_abandoned(placing[0])
         placing = None
     hops.mark("validated", run_id)
     try:
@@ -98,7 +98,7 @@ async def submit_run(request: Request[Any, Any, Any], head: HeadState, follow: b
         )
     except BaseException:
         if placing:
-            head.controller.core.forget(placing[0])
+            head.controller.submit_failed(placing[0])
         raise
     hops.mark("appended", run_id)
     if placing:

@@ -52,6 +52,9 @@ class _LastAwareStreaming(ASGIStreamingResponse):
             body = chunk if isinstance(chunk, bytes) else chunk.encode(self.encoding)
             await send({"type": "http.response.body", "body": bytes(body), "more_body": not last})
             if last:
+                aclose = getattr(self.iterator, "aclose", None)
+                if aclose is not None:  # its feed listener goes now, not when collected
+                    await aclose()
                 return
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 

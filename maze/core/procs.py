@@ -4,6 +4,7 @@ head or a worker leaves nothing running behind it."""
 from __future__ import annotations
 
 import ctypes
+import os
 import signal
 import sys
 
@@ -19,3 +20,11 @@ def die_with_parent() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     except OSError:
         return
+
+
+def die_with(parent_pid: int | None) -> None:
+    """`die_with_parent`, for a child told its parent's pid: a parent that died before the request
+    took effect left it orphaned already (it would hold the parent's files for ever), so it exits."""
+    die_with_parent()
+    if parent_pid and os.getppid() != parent_pid:
+        os._exit(1)

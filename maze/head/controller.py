@@ -368,14 +368,27 @@ class RunController:
         if hops.enabled():
             for event in decision.events:
                 hops.mark(f"published_{event_tag(event)}", getattr(event, "run_id", ""))
-        self._fault_after_placed(decision)
-        await self._send(decision, now)
+        self._fault_after_placed(decision, in_pass=False)
+        try:
+            await self._send(decision, now)
+        except Exception as exc:  # the run is accepted all the same: the delivery check sends it
+            log.warning("controller.submitted_work_not_sent", error=describe_error(exc))
 
-    def _fault_after_placed(self, decision: Decision) -> None:
-        """Tests only: die between recording placements and sending their work."""
-        if self.settings.fault_injection == "kill-after-placed" and any(
-            isinstance(e, AttemptPlaced) for e in decision.events
-        ):
+    def submit_failed(self, decision: Decision) -> None:
+        """The run's message may or may not be stored (an ack lost, a timeout): its placements are
+        forgotten only once the log is folded past where it stood, like any unsettled decision."""
+        self._uncertain.append((None, list(decision.events)))
+
+    def submit_abandoned(self, decision: Decision) -> None:
+        """The placements were not sent with the run (no room in its message): decided again."""
+        self.core.forget(decision)
+
+    def _fault_after_placed(self, decision: Decision, in_pass: bool = True) -> None:
+        """Tests only: die between recording placements and sending their work, in any path
+        (`kill-after-placed`) or only in the controller's passes (`kill-after-placed-in-pass`)."""
+        fault = self.settings.fault_injection
+        wanted = fault == "kill-after-placed" or (fault == "kill-after-placed-in-pass" and in_pass)
+        if wanted and any(isinstance(e, AttemptPlaced) for e in decision.events):
             log.warning("controller.fault_injection_kill", fault=self.settings.fault_injection)
             os.kill(os.getpid(), signal.SIGKILL)
 

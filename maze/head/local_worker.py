@@ -16,7 +16,7 @@ import structlog
 from maze.core.errors import Unavailable
 from maze.core.settings import Settings
 from maze.head.controller import RunController
-from maze.workers.local import NATS_ENV
+from maze.workers.local import NATS_ENV, PARENT_ENV
 
 log = structlog.get_logger(__name__)
 JOIN_TIMEOUT_S = 60.0
@@ -63,7 +63,7 @@ class LocalWorkerProcess:
             "-m",
             "maze.workers.local",
             *args,
-            env={**os.environ, NATS_ENV: ",".join(self.urls)},
+            env={**os.environ, NATS_ENV: ",".join(self.urls), PARENT_ENV: str(os.getpid())},
         )
         deadline = asyncio.get_running_loop().time() + JOIN_TIMEOUT_S
         while not self._joined():
@@ -97,8 +97,8 @@ class LocalWorkerProcess:
             await asyncio.sleep(delay)
             try:
                 await self._spawn()
-            except Unavailable as exc:
-                log.error("head.local_worker_restart_failed", error=exc.message)
+            except Exception as exc:  # tried again after the next backoff
+                log.error("head.local_worker_restart_failed", error=str(exc))
 
     async def stop(self) -> None:
         self._stopping = True

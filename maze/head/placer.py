@@ -135,6 +135,7 @@ class Placer:
         res = Reservation(
             node_id=placement.node_id, session=placement.session, resources=req, gpus=placement.gpus
         )
+        self.forget_intent(key)  # an intent decided again replaces the old one, never adds to it
         self.intents[key] = res
         node = self.nodes.get(res.node_id)
         if node is not None:

@@ -117,6 +117,7 @@ class Scheduler:
         self.placement_due = True  # new ready tasks or freed capacity since the last pass
         # decided, not yet folded back
         self.inflight = Inflight()
+        self.submitting: dict[str, None] = {}  # runs placed at submit whose submit is not over
         self.fold_errors = 0  # node events that could not be folded (skipped, logged)
 
     # ---- folding ------------------------------------------------------------------------------
@@ -158,6 +159,7 @@ class Scheduler:
         self.placer.node_left(event.node_id, event.session)
 
     def _created(self, event: RunCreated) -> None:
+        self.submitting.pop(event.run_id, None)  # what its submit decided comes with it
         if self._known(event.run_id):
             return
         complete = self.intake.created(event)
@@ -314,8 +316,9 @@ class Scheduler:
         whatever else lands in the log before it. Only for a run recorded in one message and only
         while nothing else waits to be placed (tasks already waiting go first). None when there
         is nothing to place now; what it does not place waits for the ordinary passes."""
-        if created.chunks > 1 or len(self.ready) or self._known(created.run_id):
-            return None
+        run_id = created.run_id
+        if created.chunks > 1 or len(self.ready) or self._known(run_id) or run_id in self.submitting:
+            return None  # one decision per run in flight: a second submit of it waits for the log
         run = new_run(created)
         decision = Decision(events=[], work=defaultdict(list), code={}, resend={})
         for task_id in ready_tasks(run):
@@ -325,6 +328,7 @@ class Scheduler:
         if not decision.events:
             return None
         decision.work = dict(decision.work)
+        self.submitting[run_id] = None  # until its message is folded, or the decision forgotten
         return decision
 
     def forget(self, decision: Decision) -> None:
@@ -342,6 +346,7 @@ class Scheduler:
             if isinstance(event, RunFinished):
                 self.intake.expire_again(event.run_id, event.at_ms)
         for run_id in runs:  # O(run) once per run, not once per forgotten event
+            self.submitting.pop(run_id, None)
             self.dirty[run_id] = None
             self._requeue(run_id)
 

@@ -219,10 +219,10 @@ class Projector:
                 # event; but a reader waiting for a position (read-your-writes) has what is there
                 # written at once.
                 deadline = loop.time() + BATCH_WINDOW_S
-                while len(msgs) < BATCH:
+                while len(msgs) < BATCH and not self.readers_waiting:
                     if queue.empty():
                         remaining = deadline - loop.time()
-                        if remaining <= 0 or self.readers_waiting:
+                        if remaining <= 0:
                             break
                         wait = min(QUIET_S if len(msgs) < QUICK_MSGS else HURRY_CHECK_S, remaining)
                         try:

@@ -34,7 +34,7 @@ import structlog
 from maze.core import hops
 from maze.core.errors import MazeError, NotFound, Unavailable
 from maze.core.logs import configure_logging
-from maze.core.procs import die_with_parent
+from maze.core.procs import die_with
 from maze.core.settings import env_settings
 from maze.events import subjects
 from maze.events.store import connect, last_run_seq
@@ -48,6 +48,7 @@ FRAME = struct.Struct(">I")
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder()
 NATS_ENV = "MAZE_READMODELS_NATS"
+PARENT_ENV = "MAZE_PARENT_PID"  # the head's pid: this process dies with it
 
 
 async def read_frame(reader: asyncio.StreamReader) -> Any:
@@ -191,7 +192,7 @@ def cli() -> None:
     parser.add_argument("--socket", type=Path, required=True)
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args()
-    die_with_parent()
+    die_with(int(os.environ.get(PARENT_ENV) or 0) or None)
     configure_logging(args.log_level)
     hops.configure(env_settings().trace_hops)
     urls = [u for u in os.environ.get(NATS_ENV, "").split(",") if u]

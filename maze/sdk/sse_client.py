@@ -24,6 +24,7 @@ from urllib.parse import urlencode, urlsplit
 import httpx
 
 CONNECT_TIMEOUT_S = 30.0  # to connect and to send; a followed stream has no read timeout
+HEADERS_TIMEOUT_S = 300.0  # for the answer's headers (a 100,000-task submit is recorded in ~5 s)
 IDLE_KEPT = 4
 _READ_SIZE = 64 * 1024
 _SEND_SLICE = 1024 * 1024  # a big body goes in slices, each with its own send timeout
@@ -193,6 +194,7 @@ class StreamPool:
             conn = http.client.HTTPConnection(host, port, timeout=CONNECT_TIMEOUT_S)
         conn.connect()
         conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        _keepalive(conn.sock)
         self.created += 1
         return conn
 
@@ -220,8 +222,21 @@ class StreamPool:
                 view = memoryview(body)
                 for at in range(0, len(body), _SEND_SLICE):
                     conn.send(view[at : at + _SEND_SLICE])
-        conn.sock.settimeout(None)  # a run may take hours: its stream waits as long
-        return EventStream(self, conn, conn.getresponse())
+        conn.sock.settimeout(HEADERS_TIMEOUT_S)  # a wide run's submit takes seconds to record
+        response = conn.getresponse()
+        # a run may take hours: its stream waits as long, and TCP keepalive finds a head that is gone
+        conn.sock.settimeout(None)
+        return EventStream(self, conn, response)
+
+
+def _keepalive(sock: socket.socket) -> None:
+    """Probe an idle connection after 30 s, every 10 s, 3 times: a stream whose head vanished
+    (a network partition, a machine gone) errors after about a minute and is resumed or reported,
+    instead of waiting for ever."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in (("TCP_KEEPIDLE", 30), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3)):
+        if hasattr(socket, option):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
 
 
 def _readable(sock: socket.socket) -> bool:

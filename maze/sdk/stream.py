@@ -104,6 +104,7 @@ def follow_events(http: Http, run_id: str) -> Iterator[dict[str, Any]]:
                         stream.finish()
                         return
                     last_id = _note(http, frame, last_id)
+                    failures = 0  # it moves again: a long run may lose its connection many times
                     yield from msgspec.json.decode(frame.data)
                 raise _CutShort("the stream closed before the run ended")
             finally:

@@ -20,13 +20,14 @@ import sys
 from maze.core import hops
 from maze.core.errors import MazeError
 from maze.core.logs import configure_logging
-from maze.core.procs import die_with_parent
+from maze.core.procs import die_with
 from maze.core.settings import ValueLimits, env_settings
 from maze.events.store import connect
 from maze.workers.capacity import local_capacity, local_ip
 from maze.workers.worker import Worker
 
 NATS_ENV = "MAZE_LOCAL_WORKER_NATS"
+PARENT_ENV = "MAZE_PARENT_PID"  # the head's pid: this process dies with it
 
 
 async def main(args: argparse.Namespace, urls: list[str]) -> None:
@@ -66,7 +67,7 @@ def cli() -> None:
     parser.add_argument("--blob-max-bytes", type=int, default=ValueLimits().blob_max_bytes)
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args()
-    die_with_parent()
+    die_with(int(os.environ.get(PARENT_ENV) or 0) or None)
     configure_logging(args.log_level)
     hops.configure(env_settings().trace_hops)
     urls = [u for u in os.environ.get(NATS_ENV, "").split(",") if u]
