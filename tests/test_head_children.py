@@ -1,5 +1,5 @@
-"""The head's child processes: the read models (projector and queries) and the local worker. Each
-is supervised: killed, it is started again while the head goes on, and nothing accepted is lost."""
+"""The head's child process for the read models (projector and queries) is supervised: killed, it
+is started again while the head goes on, and nothing accepted is lost."""
 
 from __future__ import annotations
 
@@ -25,11 +25,6 @@ def _child(head: HeadProcess, module: str) -> psutil.Process:
         if module in " ".join(child.cmdline()):
             return child
     raise AssertionError(f"no {module} child of the head")
-
-
-def _nodes(head: HeadProcess) -> list[dict[str, object]]:
-    nodes: list[dict[str, object]] = httpx.get(f"{head.url}/cluster/resources", timeout=10).json()["nodes"]
-    return nodes
 
 
 def _chain(client: MaClient) -> dict[str, object]:
@@ -68,18 +63,3 @@ def test_a_killed_read_models_process_is_started_again_and_reads_recover(head: H
     assert "readmodels.exited_restarting" in head.log()
     health = httpx.get(f"{head.url}/health").json()
     assert health["status"] == "ok", health
-
-
-def test_a_killed_local_worker_is_started_again_with_a_new_session(head: HeadProcess) -> None:
-    client = MaClient(head.url)
-    victim = _child(head, "maze.workers.local")
-    sessions = {n["session"] for n in _nodes(head) if n["state"] == "alive"}
-    os.kill(victim.pid, signal.SIGKILL)
-
-    def rejoined() -> bool:
-        alive = {n["session"] for n in _nodes(head) if n["state"] == "alive"}
-        return bool(alive) and not alive & sessions
-
-    wait_until(rejoined, timeout=60)
-    assert _chain(client)["state"] == "succeeded"
-    assert "head.local_worker_exited_restarting" in head.log()

@@ -1,6 +1,6 @@
-"""`maze start --head`: embedded NATS (unless --nats), the run controller and the API in this
-asyncio process; the read models (projector and queries) and the local worker each in a child
-process of their own. SIGINT/SIGTERM stop everything it started; a kill -9 takes the children with
+"""`maze start --head`: embedded NATS (unless --nats), the run controller, the API and the local
+worker in this asyncio process; the read models (projector and queries) in a child process of
+their own. SIGINT/SIGTERM stop everything it started; a kill -9 takes the children with
 it (PR_SET_PDEATHSIG)."""
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ from maze.core.errors import Unavailable
 from maze.core.settings import Settings, redact
 from maze.events.store import EventStore, connect, ensure_streams
 from maze.head.controller import RunController
-from maze.head.local_worker import LocalWorkerProcess
 from maze.head.nats_server import EmbeddedNats
 from maze.projections.client import ReadModelProcess
+from maze.workers.capacity import local_capacity, local_ip
+from maze.workers.worker import Worker
 
 log = structlog.get_logger(__name__)
 CATCH_UP_STALL_S = 60.0  # a controller replay that moves no further for this long fails the start
@@ -83,9 +84,9 @@ class Head:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stopping.set)
-        nc = None
+        nc = worker_nc = None
         controller = None
-        worker: LocalWorkerProcess | None = None
+        worker: Worker | None = None
         readmodels: ReadModelProcess | None = None
         server_task = None
         try:
@@ -101,10 +102,27 @@ class Head:
             await wait_caught_up(controller)
             phase("controller_s")
             if settings.local_worker:
-                # in a process of its own: its attempts' traffic does not take turns with the
-                # controller's loop (maze/workers/local.py)
-                worker = LocalWorkerProcess(settings, urls, controller)
+                # on this process's loop: measured against a child process of its own (one more
+                # process on the task's path, on 2 cores), it gave the lower latency and throughput
+                worker_nc = await connect(urls, "maze-local-worker")
+                node_id = settings.node_id or f"{socket.gethostname().split('.')[0]}-head"
+                capacity = local_capacity(
+                    settings.worker_cpus, settings.worker_memory_mb, settings.worker_gpus
+                )
+                worker = Worker(
+                    worker_nc,
+                    node_id,
+                    capacity,
+                    local_ip(),
+                    heartbeat_interval=settings.heartbeat_interval,
+                    limits=settings.limits,
+                )
                 await worker.start()
+                while (
+                    node_id not in controller.placer.nodes
+                    or controller.placer.nodes[node_id].session != worker.session
+                ):
+                    await asyncio.sleep(0.01)
             state = HeadState(nc.jetstream(), nc, controller, models, settings, urls)
             await state.blobs.follow_removals()  # submits check the code they name from memory
             # what start-up made (modules, the app, replayed state) stays; leave it out of the
@@ -154,9 +172,10 @@ class Head:
                 await controller.stop()
             if readmodels is not None:
                 await readmodels.stop()
-            if nc is not None:
-                with contextlib.suppress(Exception):
-                    await nc.close()
+            for conn in (worker_nc, nc):
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        await conn.close()
             if self.embedded is not None:
                 await asyncio.to_thread(self.embedded.stop)
             log.info("head.stopped")

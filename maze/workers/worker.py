@@ -75,7 +75,6 @@ class Worker:
         self.heartbeat_interval = heartbeat_interval
         self.on_registration_lost = on_registration_lost
         self.session = ""
-        self.first_session = ""  # the session id of the first join, when the starter chose it
         self.pool = ProcessPool(warm=max(1, int(capacity.cpus)), max_idle=max(2, int(capacity.cpus) * 2))
         self.cores = CoreAllocator()
         self.waiting: list[WorkItem] = []
@@ -108,7 +107,7 @@ class Worker:
 
     async def join(self) -> None:
         """Register a new session of this node and start pulling its work."""
-        self.session, self.first_session = self.first_session or uuid.uuid4().hex[:12], ""
+        self.session = uuid.uuid4().hex[:12]
         self.log = log.bind(node_id=self.node_id, session=self.session)
         subject = subjects.work_subject(self.node_id)
         # Work placed on an earlier session of this node is void: the controller re-places it.
