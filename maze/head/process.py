@@ -57,11 +57,6 @@ class Head:
 
     async def run(self) -> None:
         began = time.monotonic()
-        import os
-        import sys
-
-        if os.environ.get("MAZE_SWITCH"):
-            sys.setswitchinterval(float(os.environ["MAZE_SWITCH"]))
         phases: dict[str, float] = {}
 
         def phase(name: str) -> None:
