@@ -38,8 +38,9 @@ def wait_port_free(port: int, timeout: float = 15.0) -> None:
 
 
 class NatsServer:
-    def __init__(self, store: Path) -> None:
+    def __init__(self, store: Path, token: str | None = None) -> None:
         self.store = store
+        self.token = token
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -51,7 +52,7 @@ class NatsServer:
         self.store.mkdir(parents=True, exist_ok=True)
         conf = self.store / "nats.conf"
         # nats-server's default 1 MB max_payload, as an operator's own cluster has it
-        conf.write_text(server_config("127.0.0.1", self.port, self.store / "js", "always", 1))
+        conf.write_text(server_config("127.0.0.1", self.port, self.store / "js", "always", 1, self.token))
         self.proc = subprocess.Popen(
             [nats_server_binary(), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )

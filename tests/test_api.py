@@ -184,9 +184,9 @@ def test_cli_start_on_a_taken_port_fails_with_one_line(tmp_path) -> None:
             timeout=60,
         )
     assert out.returncode == 1
-    assert (
-        out.stdout.strip()
-        == f"error: cannot listen on 127.0.0.1:{port} (Address already in use); choose another --port"
+    assert out.stdout.strip() == (
+        f"error: the API cannot listen on 127.0.0.1:{port} (Address already in use: another head or "
+        "server holds it); choose another --port"
     )
     assert out.stderr == ""
 

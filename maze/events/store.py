@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import msgspec
 import nats
@@ -90,19 +92,64 @@ def pack_by_bytes(sizes: Sequence[int], budget: int, overhead: int = 8) -> list[
     return out
 
 
+# What no retry can fix: the server says this process's credentials are wrong.
+_REFUSED = ("authorization violation", "authentication", "user authentication expired")
+
+
 async def connect(urls: Sequence[str], name: str, **kwargs: object) -> NATS:
-    try:
-        return await nats.connect(
+    """Connect, waiting (and saying so every few seconds) while no server answers: a cluster that is
+    starting heals by itself. Credentials a server refuses end it at once with one clear error, not
+    a reconnect loop (a second head whose embedded server could not bind met the first head's
+    server this way)."""
+    where = ", ".join(redact(u) for u in urls)
+    refused: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    said = 0.0
+
+    async def on_error(exc: Exception) -> None:
+        nonlocal said
+        text = str(exc)
+        if any(word in text.lower() for word in _REFUSED) or isinstance(exc, nats.errors.AuthorizationError):
+            if not refused.done():
+                refused.set_result(text)
+            elif attempt.done():  # connected once, refused since (credentials changed on the server)
+                log.error("nats.credentials_refused", servers=where, error=text)
+            return
+        now = asyncio.get_running_loop().time()
+        if now - said > 5:
+            said = now
+            log.warning("nats.waiting_for_server", servers=where, error=describe_error(exc))
+
+    attempt = asyncio.ensure_future(
+        nats.connect(
             servers=list(urls),
             name=name,
             connect_timeout=5,
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,
             allow_reconnect=True,
+            error_cb=on_error,
             **kwargs,
         )
+    )
+    try:
+        waits: set[asyncio.Future[Any]] = {attempt, refused}
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        attempt.cancel()
+        raise
+    if refused.done():
+        attempt.cancel()
+        with contextlib.suppress(BaseException):
+            nc = await attempt
+            await nc.close()
+        raise Unavailable(
+            f"the NATS server at {where} refused this process's credentials ({refused.result()}): it is not "
+            "the server meant (another head's on that port?), or the token or user is wrong"
+        )
+    try:
+        return attempt.result()
     except Exception as exc:  # nats raises several unrelated types here
-        raise Unavailable(f"cannot connect to NATS at {', '.join(redact(u) for u in urls)}: {exc}") from exc
+        raise Unavailable(f"cannot connect to NATS at {where}: {exc}") from exc
 
 
 async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import shutil
 import socket
@@ -85,6 +86,50 @@ class EmbeddedNats:
         return f"nats://{self.token}@{host}:{self.port}"
 
     def start(self, wait_s: float = 15.0) -> None:
+        """Spawn and wait (blocking) until it accepts connections."""
+        self.spawn()
+        deadline = time.monotonic() + wait_s
+        while not self._accepting():
+            if time.monotonic() > deadline:
+                self.stop()
+                raise Unavailable(
+                    f"nats-server did not accept connections on {redact(self.url)} within {wait_s}s"
+                )
+            time.sleep(0.05)
+
+    async def wait_ready(self, wait_s: float = 15.0) -> None:
+        """Wait (without blocking the loop: a signal may stop the head meanwhile) until the spawned
+        server accepts connections."""
+        deadline = time.monotonic() + wait_s
+        while not self._accepting():
+            if time.monotonic() > deadline:
+                self.stop()
+                raise Unavailable(
+                    f"nats-server did not accept connections on {redact(self.url)} within {wait_s}s"
+                )
+            await asyncio.sleep(0.05)
+
+    def _accepting(self) -> bool:
+        """Whether our server (not one that held the port first) is up. Raises if it exited."""
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise Unavailable(
+                f"nats-server exited with code {self.proc.returncode} (port {self.host}:{self.port} in "
+                f"use? choose another --nats-port); see {self.data_dir / 'nats-server.log'}"
+            )
+        try:
+            with socket.create_connection(
+                (self.host if self.host != "0.0.0.0" else "127.0.0.1", self.port), timeout=0.2
+            ):
+                pass
+        except OSError:
+            return False
+        log.info(
+            "nats.started", url=redact(self.url), store=str(self.data_dir / "jetstream"), fsync=self.fsync
+        )
+        return True
+
+    def spawn(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         conf = self.data_dir / "nats-server.conf"
         conf.touch(mode=0o600)  # it holds the token
@@ -101,28 +146,6 @@ class EmbeddedNats:
                 stderr=subprocess.STDOUT,
                 preexec_fn=die_with_parent,
             )
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise Unavailable(
-                    f"nats-server exited with code {self.proc.returncode} (port {self.port} in use?); "
-                    f"see {log_path}"
-                )
-            try:
-                with socket.create_connection(
-                    (self.host if self.host != "0.0.0.0" else "127.0.0.1", self.port), timeout=0.2
-                ):
-                    log.info(
-                        "nats.started",
-                        url=redact(self.url),
-                        store=str(self.data_dir / "jetstream"),
-                        fsync=self.fsync,
-                    )
-                    return
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise Unavailable(f"nats-server did not accept connections on {self.url} within {wait_s}s")
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

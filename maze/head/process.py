@@ -7,20 +7,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import gc
+import os
 import signal
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 
 import structlog
 import uvicorn
+from nats.js.errors import ServiceUnavailableError
 
 from maze.api.app import create_app
 from maze.api.state import HeadState
 from maze.core.errors import Unavailable
 from maze.core.settings import Settings, redact
-from maze.events.store import EventStore, connect, ensure_streams
+from maze.events.store import EventStore, connect, describe_error, ensure_streams, is_transient
 from maze.head.controller import RunController
 from maze.head.nats_server import EmbeddedNats
 from maze.projections.client import ReadModelProcess
@@ -37,16 +41,55 @@ class _Server(uvicorn.Server):
         yield
 
 
-def ensure_port_free(host: str, port: int, flag: str) -> None:
-    """Fail before starting anything if the API port is taken (uvicorn would exit mid-start)."""
+def ensure_port_free(host: str, port: int, flag: str, what: str = "the API") -> None:
+    """Fail before starting anything if a port this head must listen on is taken: uvicorn would
+    exit mid-start, and an embedded nats-server that cannot bind would leave the head talking to
+    whatever server holds the port (another head's: `Authorization Violation`)."""
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError as exc:
             raise Unavailable(
-                f"cannot listen on {host}:{port} ({exc.strerror}); choose another {flag}"
+                f"{what} cannot listen on {host}:{port} ({exc.strerror}: another head or server holds "
+                f"it); choose another {flag}"
             ) from exc
+
+
+def hold_data_dir(data: Path) -> int:
+    """An exclusive lock on the data dir for this head's life (released by the kernel when the
+    process ends, kill -9 included), so two heads never share one JetStream store or read models."""
+    path = data / "head.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise Unavailable(
+            f"the data dir {data} is in use by another head (pid {holder}); choose another --data-dir"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd
+
+
+async def until_jetstream_ready(step: Callable[[], Awaitable[None]]) -> None:
+    """Run `step` (the streams' set-up) until JetStream answers: a cluster still electing its meta
+    leader (as `compose up` starts one) times out for a while; say what we wait for, and wait."""
+    said = 0.0
+    while True:
+        try:
+            await step()
+            return
+        except Exception as exc:
+            if not is_transient(exc) and not isinstance(exc, ServiceUnavailableError | TimeoutError):
+                raise
+            now = time.monotonic()
+            if now - said > 5:
+                log.warning("head.waiting_for_jetstream", error=describe_error(exc))
+                said = now
+            await asyncio.sleep(0.5)
 
 
 class Head:
@@ -54,6 +97,8 @@ class Head:
         self.settings = settings
         self.embedded: EmbeddedNats | None = None
         self.stopping = asyncio.Event()
+        self.serving = False
+        self.lock: int | None = None
 
     async def run(self) -> None:
         began = time.monotonic()
@@ -64,29 +109,46 @@ class Head:
 
         settings = self.settings
         data = settings.data_path
-        data.mkdir(parents=True, exist_ok=True)
-        ensure_port_free(settings.host, settings.port, "--port")
-        urls = list(settings.nats_urls)
-        if not urls:
-            self.embedded = EmbeddedNats(
-                data, settings.nats_host, settings.nats_port, settings.fsync, settings.max_payload_mb
-            )
-            # In this thread on purpose: the server's die-with-parent signal is tied to the thread
-            # that started it, and a pool thread may exit before the head does.
-            self.embedded.start()
-            urls = [self.embedded.url]
-            phase("nats_s")
+        # Ctrl-C / SIGTERM stop the head in every state: during start-up by cancelling it (each
+        # step below is cleaned up by the `finally`), once it serves by a graceful stop
         loop = asyncio.get_running_loop()
+        main_task = asyncio.current_task()
+        signalled = False
+
+        def on_signal() -> None:
+            nonlocal signalled
+            signalled = True
+            if self.serving:
+                self.stopping.set()
+            elif main_task is not None:
+                main_task.cancel()
+
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self.stopping.set)
+            loop.add_signal_handler(sig, on_signal)
         nc = worker_nc = None
         controller = None
         worker: Worker | None = None
         readmodels: ReadModelProcess | None = None
         server_task = None
+        server: _Server | None = None
         try:
+            data.mkdir(parents=True, exist_ok=True)
+            self.lock = hold_data_dir(data)
+            ensure_port_free(settings.host, settings.port, "--port")
+            urls = list(settings.nats_urls)
+            if not urls:
+                ensure_port_free(settings.nats_host, settings.nats_port, "--nats-port", what="NATS")
+                self.embedded = EmbeddedNats(
+                    data, settings.nats_host, settings.nats_port, settings.fsync, settings.max_payload_mb
+                )
+                # In this thread on purpose: the server's die-with-parent signal is tied to the
+                # thread that started it, and a pool thread may exit before the head does.
+                self.embedded.spawn()
+                await self.embedded.wait_ready()
+                urls = [self.embedded.url]
+                phase("nats_s")
             nc = await connect(urls, "maze-head")
-            await ensure_streams(nc.jetstream(), settings.stream_replicas)
+            await until_jetstream_ready(lambda: ensure_streams(nc.jetstream(), settings.stream_replicas))
             controller = RunController(nc, EventStore(nc), settings)
             controller.start()
             # the projector and its queries in a process of their own: no thread of theirs takes
@@ -152,12 +214,20 @@ class Head:
                 f"data {data})",
                 flush=True,
             )
+            self.serving = True
+            if signalled:  # a signal came as it got ready
+                self.stopping.set()
             stop_wait = asyncio.create_task(self.stopping.wait())
             await asyncio.wait({server_task, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
-            server.should_exit = True
             stop_wait.cancel()
+        except asyncio.CancelledError:
+            if not signalled:
+                raise
+            log.info("head.stopped_during_start")
         finally:
             log.info("head.stopping")
+            if server is not None:
+                server.should_exit = True
             if server_task is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(server_task, 5)

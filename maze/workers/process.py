@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import signal
 import socket
+import time
 import uuid
 
 import httpx
@@ -35,15 +36,37 @@ def head_join_info(addr: str) -> tuple[list[str], ValueLimits]:
     url = head_url(addr)
     try:
         resp = httpx.get(f"{url}/cluster/nats", timeout=10)
-        resp.raise_for_status()
     except httpx.HTTPError as exc:
         raise Unavailable(f"cannot reach the head at {url}: {exc}") from exc
+    if resp.status_code >= 400:
+        raise Unavailable(
+            f"the head at {url} refused to say where to join (HTTP {resp.status_code}): {resp.text[:300]}",
+            status=resp.status_code,
+        )
     body = resp.json()
     urls: list[str] = body["nats_urls"]
     limits = msgspec.convert(body.get("limits") or {}, ValueLimits)
     host = httpx.URL(url).host
     # A head on loopback advertises 127.0.0.1; from another machine use the address we reached it at.
     return [u.replace("127.0.0.1", host).replace("localhost", host) for u in urls], limits
+
+
+async def until_head_answers(addr: str) -> tuple[list[str], ValueLimits]:
+    """`head_join_info`, waiting (and saying so every few seconds) while the head cannot be reached
+    (it may be starting): a failure that heals by itself does not end the worker. An answer that
+    refuses it (a 4xx) does."""
+    said = 0.0
+    while True:
+        try:
+            return await asyncio.to_thread(head_join_info, addr)
+        except Unavailable as exc:
+            if "status" in exc.details and int(exc.details["status"]) < 500:
+                raise
+            now = time.monotonic()
+            if now - said > 5:
+                said = now
+                log.warning("worker.waiting_for_head", head=head_url(addr), error=exc.message)
+            await asyncio.sleep(1.0)
 
 
 def registered_alive(addr: str, node_id: str, session: str) -> bool | None:
@@ -111,20 +134,43 @@ async def run_worker(
     agent: bool = False,
     heartbeat_interval: float = 2.0,
 ) -> None:
-    urls, limits = await asyncio.to_thread(head_join_info, addr)
+    # Ctrl-C / SIGTERM stop the worker in every state: while it starts, by cancelling the start
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    main_task = asyncio.current_task()
+    started = False
+
+    def on_signal() -> None:
+        if started:
+            stopping.set()
+        elif main_task is not None:
+            main_task.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    try:
+        urls, limits = await until_head_answers(addr)
+    except asyncio.CancelledError:
+        return
     capacity = local_capacity(cpus, memory_mb, gpus)
-    nc = await connect(urls, "maze-worker")
+    try:
+        nc = await connect(urls, "maze-worker")
+    except asyncio.CancelledError:
+        return
     node = node_id or f"{socket.gethostname().split('.')[0]}-{uuid.uuid4().hex[:6]}"
     worker = Worker(nc, node, capacity, local_ip(), heartbeat_interval=heartbeat_interval, limits=limits)
     watcher = None
     if agent:
         agent_obj = Agent(addr, worker, urls)
         worker.on_registration_lost = agent_obj.recover
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stopping.set)
-    await worker.start()
+    try:
+        await worker.start()
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await worker.stop("stopped while starting")
+            await nc.close()
+        return
+    started = True
     if agent:
         watcher = asyncio.create_task(agent_obj.watch())
     print(
