@@ -138,7 +138,7 @@ class HeadProcess(_MazeProcess):
         cmd += ["--nats", self.nats_url] if self.nats_url else ["--nats-port", str(self.nats_port)]
         self._spawn(cmd)
         try:
-            wait_for_nodes(self.url, 0, timeout, self.proc)
+            wait_for_nodes(self.url, 0, timeout, self.proc, self.data_dir)
         except Unavailable as exc:
             raise RuntimeError(f"{exc.message}:\n{self.log()}") from exc
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -18,6 +19,7 @@ def test_compose_file_is_valid() -> None:
         capture_output=True,
         text=True,
         timeout=60,
+        env={**os.environ, "MAZE_TOKEN": "a-test-secret"},
     )
     assert out.returncode == 0, out.stderr
     assert set(out.stdout.split()) == {"nats-1", "nats-2", "nats-3", "head", "worker-1", "worker-2"}

@@ -7,6 +7,7 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
 from maze.api import admin, artifacts, cluster, runs
+from maze.api.auth import BearerToken
 from maze.api.errors import EXCEPTION_HANDLERS
 from maze.api.state import HeadState
 
@@ -14,6 +15,9 @@ from maze.api.state import HeadState
 def create_app(head: HeadState) -> Litestar:
     async def provide_head() -> HeadState:
         return head
+
+    # every call of a head others can reach carries its token (maze/api/auth.py)
+    middleware = [BearerToken(head.api_token)] if head.api_token else []
 
     return Litestar(
         route_handlers=[
@@ -38,6 +42,7 @@ def create_app(head: HeadState) -> Litestar:
             artifacts.limits,
         ],
         dependencies={"head": Provide(provide_head)},
+        middleware=middleware,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         openapi_config=OpenAPIConfig(title="Maze", version="0.1.0", path="/schema"),
         request_max_body_size=64 * 1024 * 1024,

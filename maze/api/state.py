@@ -34,6 +34,7 @@ class HeadState:
         readmodels: ReadModels,
         settings: Settings,
         nats_urls: list[str],
+        api_token: str | None = None,
     ) -> None:
         self.js = js
         self.nc = nc
@@ -41,6 +42,7 @@ class HeadState:
         self.readmodels = readmodels  # in their own process (maze/projections/service.py)
         self.settings = settings
         self.nats_urls = nats_urls
+        self.api_token = api_token  # None: an open (loopback-only, or --insecure) head
         self.max_payload = int(nc.max_payload)
         self.budget = payload_budget(nc)
         self.blobs = BlobStore(nc, settings.limits.blob_max_bytes)

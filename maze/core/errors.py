@@ -70,6 +70,13 @@ class Unavailable(MazeError):
     status_code = 503
 
 
+class Unauthorized(MazeError):
+    """The call carries no API token, or a wrong one."""
+
+    error_type = "unauthorized"
+    status_code = 401
+
+
 ERROR_TYPES: dict[str, type[MazeError]] = {
     cls.error_type: cls
     for cls in (
@@ -82,5 +89,6 @@ ERROR_TYPES: dict[str, type[MazeError]] = {
         BlobMissing,
         ArtifactError,
         Unavailable,
+        Unauthorized,
     )
 }

@@ -58,6 +58,10 @@ class Settings(Struct, frozen=True):
     # bench/latency_hops.py only (MAZE_TRACE_HOPS): a directory to write per-hop timestamps to.
     trace_hops: str = ""
     log_level: str = "warning"  # the head's, and its read models' process's
+    # The API's bearer token (--token / MAZE_TOKEN; else made once in the data dir): required on
+    # every call of a head that binds anything but loopback, unless `insecure`.
+    api_token: str = ""
+    insecure: bool = False
 
     @property
     def limits(self) -> ValueLimits:
@@ -82,6 +86,8 @@ def env_settings(**overrides: object) -> Settings:
         values["fsync"] = env["MAZE_FSYNC"]
     if env.get("MAZE_TRACE_HOPS"):
         values["trace_hops"] = env["MAZE_TRACE_HOPS"]
+    if env.get("MAZE_TOKEN"):
+        values["api_token"] = env["MAZE_TOKEN"]
     if env.get("MAZE_FAULT_INJECTION"):
         values["fault_injection"] = env["MAZE_FAULT_INJECTION"]
     values.update({k: v for k, v in overrides.items() if v is not None})

@@ -21,7 +21,9 @@ import uvicorn
 from nats.js.errors import ServiceUnavailableError
 
 from maze.api.app import create_app
+from maze.api.auth import head_token
 from maze.api.state import HeadState
+from maze.core.auth import TOKEN_FILE, is_loopback
 from maze.core.errors import Unavailable
 from maze.core.settings import Settings, redact
 from maze.events.store import EventStore, connect, describe_error, ensure_streams, is_transient
@@ -180,7 +182,8 @@ class Head:
                     or controller.placer.nodes[node_id].session != worker.session
                 ):
                     await asyncio.sleep(0.01)
-            state = HeadState(nc.jetstream(), nc, controller, models, settings, urls)
+            token, made = head_token(data, settings.api_token, settings.host, settings.insecure)
+            state = HeadState(nc.jetstream(), nc, controller, models, settings, urls, token)
             await state.blobs.follow_removals()  # submits check the code they name from memory
             # what start-up made (modules, the app, replayed state) stays; leave it out of the
             # cyclic GC's full collections, whose cost stalls the event loop everyone shares
@@ -214,6 +217,7 @@ class Head:
                 f"data {data})",
                 flush=True,
             )
+            announce_token(settings, data, token, made)
             self.serving = True
             if signalled:  # a signal came as it got ready
                 self.stopping.set()
@@ -266,3 +270,22 @@ async def wait_caught_up(controller: RunController, stall_s: float = CATCH_UP_ST
                 f"the run controller made no progress replaying the log for {stall_s:.0f} s "
                 f"(at {dict(controller.positions)}; last error: {controller.last_error})"
             )
+
+
+def announce_token(settings: Settings, data: Path, token: str | None, made: bool) -> None:
+    """Say once how callers authenticate: the token made at this first start (and the join command
+    that carries it), or that this head is open, and why."""
+    if token is None and settings.insecure and not is_loopback(settings.host):
+        log.warning("head.insecure_api", host=settings.host)
+        print(
+            f"WARNING: --insecure: the API on {settings.host}:{settings.port} takes calls without a token; "
+            "anyone who reaches it can run code on every worker",
+            flush=True,
+        )
+    elif made:
+        print(
+            f"API token (made now, kept in {data / TOKEN_FILE}, mode 0600; callers pass it as --token or "
+            f"MAZE_TOKEN):\n  {token}\nJoin a worker: maze start --worker --addr <this-host>:{settings.port} "
+            f"--token {token} --agent",
+            flush=True,
+        )

@@ -32,6 +32,12 @@ console = Console()
 ServerUrl = typer.Option(
     "http://localhost:8000", "--server-url", envvar="MAZE_SERVER_URL", help="Head API URL."
 )
+Token = typer.Option(
+    None,
+    "--token",
+    envvar="MAZE_TOKEN",
+    help="The head's API token (a head on this machine: read from its data dir when not given).",
+)
 
 
 def fail(message: str) -> None:
@@ -92,6 +98,16 @@ def start(
         5.0, "--work-resend", help="Head: seconds before work placed and not started is sent again."
     ),
     log_level: str = typer.Option("warning", "--log-level"),
+    token: str | None = typer.Option(
+        None,
+        "--token",
+        envvar="MAZE_TOKEN",
+        help="Head: the API token callers must send (default: made once in the data dir when the head "
+        "binds more than loopback). Worker: the head's token.",
+    ),
+    insecure: bool = typer.Option(
+        False, "--insecure", help="Head: take API calls without a token even on a public address (unsafe)."
+    ),
 ) -> None:
     """Start a head (`--head`) or a worker (`--worker --addr HOST:PORT`)."""
     configure_logging(log_level)
@@ -138,6 +154,8 @@ def start(
                 snapshot_interval_s=snapshot_interval,
                 work_resend_s=work_resend,
                 log_level=log_level,
+                api_token=token or None,
+                insecure=insecure,
             )
             run_loop(Head(settings).run())
         else:
@@ -145,15 +163,15 @@ def start(
                 fail("--worker needs --addr HEAD_HOST:PORT")
             from maze.workers.process import run_worker
 
-            run_loop(run_worker(addr, node_id, cpus, memory_mb, gpus, agent, heartbeat_interval))
+            run_loop(run_worker(addr, node_id, cpus, memory_mb, gpus, agent, heartbeat_interval, token))
     except MazeError as exc:
         fail(exc.message)
 
 
-def _client(server_url: str) -> Any:
+def _client(server_url: str, token: str | None = None) -> Any:
     from maze.sdk.client import MaClient
 
-    return MaClient(server_url)
+    return MaClient(server_url, token=token)
 
 
 def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -168,9 +186,11 @@ def _ms(value: Any) -> str:
 
 
 @runs_app.command("list")
-def runs_list(server_url: str = ServerUrl, limit: int = 20, state: str = typer.Option(None)) -> None:
+def runs_list(
+    server_url: str = ServerUrl, token: str | None = Token, limit: int = 20, state: str = typer.Option(None)
+) -> None:
     """Recent runs."""
-    runs = _call(_client(server_url).list_runs, limit=limit, state=state)
+    runs = _call(_client(server_url, token).list_runs, limit=limit, state=state)
     table = Table("run_id", "state", "tasks", "succeeded", "failed", "created")
     for r in runs:
         table.add_row(
@@ -185,9 +205,9 @@ def runs_list(server_url: str = ServerUrl, limit: int = 20, state: str = typer.O
 
 
 @runs_app.command("show")
-def runs_show(run_id: str, server_url: str = ServerUrl) -> None:
+def runs_show(run_id: str, server_url: str = ServerUrl, token: str | None = Token) -> None:
     """A run and its tasks."""
-    client = _client(server_url)
+    client = _client(server_url, token)
     run = _call(client.get_run, run_id)
     console.print(
         f"[bold]{run['run_id']}[/bold]  state={run['state']}  tasks={run['task_count']}  "
@@ -213,11 +233,11 @@ def runs_show(run_id: str, server_url: str = ServerUrl) -> None:
 
 
 @runs_app.command("watch")
-def runs_watch(run_id: str, server_url: str = ServerUrl) -> None:
+def runs_watch(run_id: str, server_url: str = ServerUrl, token: str | None = Token) -> None:
     """Follow a run live (its SSE stream) with a progress bar until it ends; exit 1 unless it succeeded."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    client = _client(server_url)
+    client = _client(server_url, token)
     run = _call(client.get_run, run_id)
     state = run["state"]
     with Progress(
@@ -246,16 +266,16 @@ def runs_watch(run_id: str, server_url: str = ServerUrl) -> None:
 
 
 @runs_app.command("events")
-def runs_events(run_id: str, server_url: str = ServerUrl, after: int = 0) -> None:
+def runs_events(run_id: str, server_url: str = ServerUrl, token: str | None = Token, after: int = 0) -> None:
     """A run's events from the log."""
-    for event in _call(_client(server_url).get_run_events, run_id, after=after):
+    for event in _call(_client(server_url, token).get_run_events, run_id, after=after):
         console.print_json(json.dumps(event, default=str))
 
 
 @projections_app.command("rebuild")
-def projections_rebuild(server_url: str = ServerUrl) -> None:
+def projections_rebuild(server_url: str = ServerUrl, token: str | None = Token) -> None:
     """Rebuild every read model from the event log and compare with the live one."""
-    report = _call(_client(server_url).http.post, "/projections/rebuild")
+    report = _call(_client(server_url, token).http.post, "/projections/rebuild")
     table = Table("table", "live rows", "rebuilt rows", "equal")
     for name, t in report["tables"].items():
         table.add_row(name, str(t["rows"]), str(t["rebuilt_rows"]), "yes" if t["equal"] else "[red]NO[/red]")
@@ -301,9 +321,9 @@ def _gb(mb: float) -> str:
 
 
 @cluster_app.command("resources")
-def cluster_resources(server_url: str = ServerUrl) -> None:
+def cluster_resources(server_url: str = ServerUrl, token: str | None = Token) -> None:
     """Every node: state, CPU / memory / GPU memory total, committed and free."""
-    data = _call(_client(server_url).http.get, "/cluster/resources")
+    data = _call(_client(server_url, token).http.get, "/cluster/resources")
     table = Table(
         "node",
         "ip",
@@ -342,9 +362,9 @@ def cluster_resources(server_url: str = ServerUrl) -> None:
 
 
 @cluster_app.command("queues")
-def cluster_queues(server_url: str = ServerUrl) -> None:
+def cluster_queues(server_url: str = ServerUrl, token: str | None = Token) -> None:
     """Waiting and placed attempts per resource class, pending reasons, retries, rejects."""
-    data = _call(_client(server_url).http.get, "/cluster/queues")
+    data = _call(_client(server_url, token).http.get, "/cluster/queues")
     table = Table("resource class", "pending", "placed")
     for cls, counts in sorted(data["by_resource_class"].items()):
         table.add_row(cls, str(counts["pending"]), str(counts["placed"]))
@@ -367,9 +387,9 @@ def cluster_queues(server_url: str = ServerUrl) -> None:
 
 
 @cluster_app.command("join-command")
-def cluster_join_command(server_url: str = ServerUrl) -> None:
+def cluster_join_command(server_url: str = ServerUrl, token: str | None = Token) -> None:
     """The command another machine runs to join this head as a worker."""
-    data = _call(_client(server_url).http.get, "/cluster/nats")
+    data = _call(_client(server_url, token).http.get, "/cluster/nats")
     head = httpx.URL(server_url)
     host = head.host
     if host in ("localhost", "127.0.0.1"):
@@ -381,8 +401,10 @@ def cluster_join_command(server_url: str = ServerUrl) -> None:
             "--host 0.0.0.0 --nats-host 0.0.0.0 for other machines to reach it",
             highlight=False,
         )
+    client = _client(server_url, token)
+    flag = f" --token {client.http.token}" if client.http.token else ""
     console.print(
-        f"maze start --worker --addr {host}:{head.port or 80} --agent --heartbeat-interval 2",
+        f"maze start --worker --addr {host}:{head.port or 80}{flag} --agent --heartbeat-interval 2",
         highlight=False,
         soft_wrap=True,
     )
@@ -390,9 +412,9 @@ def cluster_join_command(server_url: str = ServerUrl) -> None:
 
 
 @cluster_app.command("reconcile-workers")
-def cluster_reconcile(server_url: str = ServerUrl) -> None:
+def cluster_reconcile(server_url: str = ServerUrl, token: str | None = Token) -> None:
     """Declare nodes that stopped heartbeating lost now, so their attempts are retried elsewhere."""
-    data = _call(_client(server_url).http.post, "/cluster/reconcile")
+    data = _call(_client(server_url, token).http.post, "/cluster/reconcile")
     console.print(
         f"lost: {', '.join(data['lost_nodes']) or 'none'}; alive: {', '.join(data['alive_nodes'])}",
         highlight=False,

@@ -17,9 +17,11 @@ TASKS_PAGE = 10_000
 class MaClient:
     """Connects to a Maze head (`maze start --head`) at `server_url`."""
 
-    def __init__(self, server_url: str = "http://localhost:8000") -> None:
+    def __init__(self, server_url: str = "http://localhost:8000", token: str | None = None) -> None:
+        """`token`: the head's API token (else $MAZE_TOKEN, else, for a head on this machine, the
+        one in the local data dir). A head that binds only loopback needs none."""
         self.server_url = server_url.rstrip("/")
-        self.http = Http(self.server_url)
+        self.http = Http(self.server_url, token=token)
         self.blobs = BlobClient(self.http)
 
     def close(self) -> None:

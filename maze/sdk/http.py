@@ -10,6 +10,7 @@ from typing import Any, Protocol
 import httpx
 import msgspec
 
+from maze.core.auth import resolve_token
 from maze.core.errors import ERROR_TYPES, MazeError, Unavailable
 from maze.sdk.sse_client import StreamPool
 
@@ -81,11 +82,13 @@ def _close(client: httpx.Client, opened: OpenedRuns, streams: StreamPool) -> Non
 
 
 class Http:
-    def __init__(self, server_url: str, timeout: float = 30.0) -> None:
+    def __init__(self, server_url: str, timeout: float = 30.0, token: str | None = None) -> None:
         self.server_url = server_url.rstrip("/")
-        self.client = httpx.Client(base_url=self.server_url, timeout=timeout)
+        self.token = resolve_token(self.server_url, token)
+        auth = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        self.client = httpx.Client(base_url=self.server_url, timeout=timeout, headers=auth)
         # a run's submit-and-follow and its event stream: the hot path, on http.client
-        self.streams = StreamPool(self.server_url)
+        self.streams = StreamPool(self.server_url, auth)
         self.session = _session(self.server_url)
         self.opened = OpenedRuns()
         # close the connections when the SDK object goes away, even if nobody calls close()

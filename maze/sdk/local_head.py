@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 
+from maze.core.auth import local_token
 from maze.core.errors import Unavailable
 
 
@@ -62,7 +63,7 @@ class LocalHead:
             stderr=out,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-        wait_for_nodes(self.url, min_nodes, timeout, self.proc)
+        wait_for_nodes(self.url, min_nodes, timeout, self.proc, self.data_dir)
         return self
 
     def stop(self) -> None:
@@ -72,15 +73,22 @@ class LocalHead:
 
 
 def wait_for_nodes(
-    url: str, min_nodes: int, timeout: float, proc: subprocess.Popen[bytes] | None = None
+    url: str,
+    min_nodes: int,
+    timeout: float,
+    proc: subprocess.Popen[bytes] | None = None,
+    data_dir: Path | None = None,
 ) -> None:
-    """Wait until the head answers and at least `min_nodes` nodes are alive."""
+    """Wait until the head answers and at least `min_nodes` nodes are alive. With `data_dir`, the
+    token a head made there at start (a head bound beyond loopback) is sent."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise Unavailable(f"the head exited with code {proc.returncode}")
+        token = (local_token(data_dir) if data_dir is not None else None) or os.environ.get("MAZE_TOKEN")
         try:
-            resp = httpx.get(f"{url}/cluster/resources", timeout=2)
+            auth = {"Authorization": f"Bearer {token}"} if token else {}
+            resp = httpx.get(f"{url}/cluster/resources", timeout=2, headers=auth)
             if (
                 resp.status_code == 200
                 and sum(n["state"] == "alive" for n in resp.json()["nodes"]) >= min_nodes

@@ -118,8 +118,9 @@ class EventStream:
 class StreamPool:
     """Keep-alive connections to one head for its event streams (`http://` or `https://`)."""
 
-    def __init__(self, server_url: str) -> None:
+    def __init__(self, server_url: str, headers: dict[str, str] | None = None) -> None:
         self._url = server_url
+        self._headers = dict(headers or {})  # on every request (the API token)
         url = urlsplit(server_url)
         self._https = url.scheme == "https"
         self._prefix = url.path.rstrip("/")
@@ -209,7 +210,7 @@ class StreamPool:
         conn.sock.settimeout(CONNECT_TIMEOUT_S)
         conn.putrequest(method, target, skip_accept_encoding=True)
         conn.putheader("Accept", "text/event-stream")
-        for name, value in headers.items():
+        for name, value in {**self._headers, **headers}.items():
             conn.putheader(name, value)
         if body is None:
             conn.endheaders()

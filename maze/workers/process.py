@@ -18,6 +18,7 @@ import msgspec
 import structlog
 from nats.aio.client import Client as NATS
 
+from maze.core.auth import resolve_token
 from maze.core.errors import Unavailable
 from maze.core.settings import ValueLimits, redact
 from maze.events.store import connect
@@ -31,11 +32,15 @@ def head_url(addr: str) -> str:
     return (addr if addr.startswith("http") else f"http://{addr}").rstrip("/")
 
 
-def head_join_info(addr: str) -> tuple[list[str], ValueLimits]:
+def _auth(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def head_join_info(addr: str, token: str | None = None) -> tuple[list[str], ValueLimits]:
     """Ask the head where its event store is, and the value limits results must respect."""
     url = head_url(addr)
     try:
-        resp = httpx.get(f"{url}/cluster/nats", timeout=10)
+        resp = httpx.get(f"{url}/cluster/nats", timeout=10, headers=_auth(token))
     except httpx.HTTPError as exc:
         raise Unavailable(f"cannot reach the head at {url}: {exc}") from exc
     if resp.status_code >= 400:
@@ -51,14 +56,14 @@ def head_join_info(addr: str) -> tuple[list[str], ValueLimits]:
     return [u.replace("127.0.0.1", host).replace("localhost", host) for u in urls], limits
 
 
-async def until_head_answers(addr: str) -> tuple[list[str], ValueLimits]:
+async def until_head_answers(addr: str, token: str | None) -> tuple[list[str], ValueLimits]:
     """`head_join_info`, waiting (and saying so every few seconds) while the head cannot be reached
     (it may be starting): a failure that heals by itself does not end the worker. An answer that
     refuses it (a 4xx) does."""
     said = 0.0
     while True:
         try:
-            return await asyncio.to_thread(head_join_info, addr)
+            return await asyncio.to_thread(head_join_info, addr, token)
         except Unavailable as exc:
             if "status" in exc.details and int(exc.details["status"]) < 500:
                 raise
@@ -69,10 +74,10 @@ async def until_head_answers(addr: str) -> tuple[list[str], ValueLimits]:
             await asyncio.sleep(1.0)
 
 
-def registered_alive(addr: str, node_id: str, session: str) -> bool | None:
+def registered_alive(addr: str, node_id: str, session: str, token: str | None = None) -> bool | None:
     """Whether the head sees this node session alive; None if the head cannot be asked now."""
     try:
-        resp = httpx.get(f"{head_url(addr)}/cluster/resources", timeout=5)
+        resp = httpx.get(f"{head_url(addr)}/cluster/resources", timeout=5, headers=_auth(token))
         resp.raise_for_status()
     except httpx.HTTPError:
         return None
@@ -83,7 +88,8 @@ def registered_alive(addr: str, node_id: str, session: str) -> bool | None:
 
 
 class Agent:
-    def __init__(self, addr: str, worker: Worker, urls: list[str]) -> None:
+    def __init__(self, addr: str, worker: Worker, urls: list[str], token: str | None = None) -> None:
+        self.token = token
         self.addr = addr
         self.worker = worker
         self.urls = urls
@@ -94,7 +100,7 @@ class Agent:
         while True:
             await asyncio.sleep(interval * 2)
             alive = await asyncio.to_thread(
-                registered_alive, self.addr, self.worker.node_id, self.worker.session
+                registered_alive, self.addr, self.worker.node_id, self.worker.session, self.token
             )
             if alive is False:
                 await self.recover()
@@ -103,7 +109,7 @@ class Agent:
         async with self.lock:
             while True:
                 try:
-                    urls, limits = await asyncio.to_thread(head_join_info, self.addr)
+                    urls, limits = await asyncio.to_thread(head_join_info, self.addr, self.token)
                     self.worker.limits = limits
                     nc: NATS | None = None
                     if urls != self.urls or not self.worker.nc.is_connected:
@@ -133,7 +139,10 @@ async def run_worker(
     gpus: str | None,
     agent: bool = False,
     heartbeat_interval: float = 2.0,
+    token: str | None = None,
 ) -> None:
+    # the head's API token: given, or $MAZE_TOKEN, or (a head on this machine) its data dir's
+    token = resolve_token(head_url(addr), token)
     # Ctrl-C / SIGTERM stop the worker in every state: while it starts, by cancelling the start
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -149,7 +158,7 @@ async def run_worker(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
     try:
-        urls, limits = await until_head_answers(addr)
+        urls, limits = await until_head_answers(addr, token)
     except asyncio.CancelledError:
         return
     capacity = local_capacity(cpus, memory_mb, gpus)
@@ -161,7 +170,7 @@ async def run_worker(
     worker = Worker(nc, node, capacity, local_ip(), heartbeat_interval=heartbeat_interval, limits=limits)
     watcher = None
     if agent:
-        agent_obj = Agent(addr, worker, urls)
+        agent_obj = Agent(addr, worker, urls, token)
         worker.on_registration_lost = agent_obj.recover
     try:
         await worker.start()
