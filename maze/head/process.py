@@ -20,7 +20,7 @@ from maze.api.app import create_app
 from maze.api.state import HeadState
 from maze.core.errors import Unavailable
 from maze.core.settings import Settings, redact
-from maze.events.store import EventStore, connect, ensure_streams
+from maze.events.store import EventStore, connect, ensure_streams, observe_publishes
 from maze.head.controller import RunController
 from maze.head.nats_server import EmbeddedNats
 from maze.projections.client import ReadModelProcess
@@ -81,6 +81,7 @@ class Head:
             loop.add_signal_handler(sig, self.stopping.set)
         nc = worker_nc = None
         controller = None
+        stop_timing_publishes = None
         worker: Worker | None = None
         readmodels: ReadModelProcess | None = None
         server_task = None
@@ -88,6 +89,7 @@ class Head:
             nc = await connect(urls, "maze-head")
             await ensure_streams(nc.jetstream(), settings.stream_replicas)
             controller = RunController(nc, EventStore(nc), settings)
+            stop_timing_publishes = observe_publishes(controller.metrics.observe_publish)
             controller.start()
             # the projector and its queries in a process of their own: no thread of theirs takes
             # the GIL from the loop the controller and the API share
@@ -165,6 +167,8 @@ class Head:
                 await worker.stop()
             if controller is not None:
                 await controller.stop()
+            if stop_timing_publishes is not None:
+                stop_timing_publishes()
             if readmodels is not None:
                 await readmodels.stop()
             for conn in (worker_nc, nc):
