@@ -6,7 +6,7 @@ from litestar import Litestar
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
-from maze.api import admin, artifacts, cluster, runs
+from maze.api import admin, artifacts, cluster, health, runs
 from maze.api.auth import BearerToken
 from maze.api.errors import EXCEPTION_HANDLERS
 from maze.api.state import HeadState
@@ -29,6 +29,9 @@ def create_app(head: HeadState) -> Litestar:
             runs.get_run_events,
             runs.stream_run_events,
             admin.health,
+            health.healthz,
+            health.readyz,
+            health.metrics,
             admin.rebuild_projections,
             cluster.cluster_nats,
             cluster.cluster_resources,

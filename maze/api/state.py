@@ -56,9 +56,12 @@ class HeadState:
             return False
         return True
 
-    async def read(self, op: str, *args: Any, min_seq: int | None = None) -> Any:
+    async def read(
+        self, op: str, *args: Any, min_seq: int | None = None, timeout: float | None = None
+    ) -> Any:
         """A read-model query. With `min_seq` (the seq the caller's own POST returned, or any it
         has seen) it answers only once the read models include the runs stream up to it, waiting
         a bounded time, else 503: read your own writes. Without it, no wait for anyone's writes. A
-        per-run query of a run the log has never answers 404 (it waits for the read models)."""
-        return await self.readmodels.call(op, *args, min_seq=min_seq)
+        per-run query of a run the log has never answers 404 (it waits for the read models).
+        `timeout`: answer 503 sooner than the usual bound."""
+        return await self.readmodels.call(op, *args, min_seq=min_seq, timeout=timeout)

@@ -274,24 +274,43 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, _WAITABLE)
 
 
+# Told (subject, seconds) of every acknowledged `publish_durably` in this process, retries
+# included: the head's metrics (maze/head/metrics.py). Set by the process that wants it, so that this
+# layer depends on no metrics library.
+PublishObserver = Callable[[str, float], None]
+_publish_observers: list[PublishObserver] = []
+
+
+def observe_publishes(observer: PublishObserver) -> Callable[[], None]:
+    """Tell `observer` how long each acknowledged publish took; returns what stops it."""
+    _publish_observers.append(observer)
+    return lambda: _publish_observers.remove(observer)
+
+
 async def publish_durably(
     js: JetStreamContext, subject: str, data: bytes, hdrs: dict[str, str], within_s: float = 20.0
 ) -> PubAck:
     """Publish and wait for the stream's ack, retrying through leader elections and reconnects.
     Raises Unavailable when the store does not acknowledge within `within_s`."""
-    deadline = asyncio.get_running_loop().time() + within_s
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    deadline = began + within_s
     delay = 0.05
     while True:
         try:
-            return await js.publish(subject, data, headers=hdrs)
+            ack = await js.publish(subject, data, headers=hdrs)
         except TRANSIENT as exc:
-            if asyncio.get_running_loop().time() + delay > deadline:
+            if loop.time() + delay > deadline:
                 raise Unavailable(
                     f"the event store did not acknowledge a write to {subject}: {exc!r}"
                 ) from exc
             log.warning("publish.retrying", subject=subject, error=repr(exc))
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
+            continue
+        for observer in _publish_observers:
+            observer(subject, loop.time() - began)
+        return ack
 
 
 class EventStore:

@@ -25,5 +25,18 @@ def node_subject(node_id: str) -> str:
     return f"maze.node.{node_id}"
 
 
+def stream_of(subject: str) -> str:
+    """The stream a subject is stored in (the subject itself when it is none of Maze's)."""
+    if subject.startswith("maze.run."):
+        return RUNS_STREAM
+    if subject.startswith("maze.work."):
+        return WORK_STREAM
+    if subject.startswith("maze.node."):
+        return NODES_STREAM
+    if subject.startswith(f"$O.{BLOB_BUCKET}."):
+        return BLOB_STREAM
+    return subject
+
+
 def run_id_of(subject: str) -> str:
     return subject.split(".", 2)[2]

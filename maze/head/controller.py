@@ -62,6 +62,7 @@ from maze.head.dispatch import (
 )
 from maze.head.feeds import RunFeeds
 from maze.head.liveness import Liveness
+from maze.head.metrics import HeadMetrics
 from maze.head.placer import Placer
 from maze.head.run_state import RunRuntime
 from maze.head.scheduler import Decision, Scheduler
@@ -95,6 +96,7 @@ class RunController:
         self.last_error: str | None = None
         self._losing: set[tuple[str, str]] = set()  # node sessions declared lost, not yet folded
         self.feeds = RunFeeds()  # what it folds of the runs stream, for the API's live streams
+        self.metrics = HeadMetrics(self)  # kept across restarts: what it counted stays counted
         self._snapshot_lock = asyncio.Lock()
         self._reset(None)
 
@@ -138,6 +140,13 @@ class RunController:
     @property
     def placer(self) -> Placer:
         return self.core.placer
+
+    @property
+    def leading(self) -> bool:
+        """Whether this head's controller decides now (`maze_controller_leader`). With one head,
+        while it is live. The hook for head failover: once heads elect a leader, this is also
+        where holding the leadership goes."""
+        return self.live
 
     # ---- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -243,6 +252,7 @@ class RunController:
             self.live = True
             self.liveness.went_live()
             self.core.went_live(now_ms())
+            self.metrics.fold.went_live(self.core, self.positions)
             self.caught_up.set()
             log.info(
                 "controller.caught_up",
@@ -267,14 +277,19 @@ class RunController:
             self.core.break_run(subjects.run_id_of(msg.subject), f"{error} at {stream} sequence {seq}")
         if stream == subjects.RUNS_STREAM:
             self.feeds.note(msg.subject, seq, decoded, len(msg.data))
+        counted = self.metrics.fold.observes(stream, seq)
         for event in decoded.events:
-            self.apply(event)
+            self.apply(event, counted)
             if hops.enabled():
                 hops.mark(f"folded_{event_tag(event)}", getattr(event, "run_id", ""))
 
-    def apply(self, event: Event) -> None:
-        """Fold one event. Idempotent: the log may deliver an event twice."""
-        self.core.apply(event)
+    def apply(self, event: Event, counted: bool = False) -> None:
+        """Fold one event. Idempotent: the log may deliver an event twice. `counted`: count what it
+        changes in the metrics (the same fold, observed: maze/head/metrics.py)."""
+        if counted:
+            self.metrics.fold.fold(self.core, event)
+        else:
+            self.core.apply(event)
         if isinstance(event, NodeJoined):
             self.liveness.joined(event.node_id)
         elif isinstance(event, NodeLost | NodeLeft):

@@ -26,7 +26,14 @@ from maze.api.state import HeadState
 from maze.core.auth import TOKEN_FILE, is_loopback
 from maze.core.errors import Unavailable
 from maze.core.settings import Settings, redact
-from maze.events.store import EventStore, connect, describe_error, ensure_streams, is_transient
+from maze.events.store import (
+    EventStore,
+    connect,
+    describe_error,
+    ensure_streams,
+    is_transient,
+    observe_publishes,
+)
 from maze.head.controller import RunController
 from maze.head.nats_server import EmbeddedNats
 from maze.projections.client import ReadModelProcess
@@ -129,6 +136,7 @@ class Head:
             loop.add_signal_handler(sig, on_signal)
         nc = worker_nc = None
         controller = None
+        stop_timing_publishes = None
         worker: Worker | None = None
         readmodels: ReadModelProcess | None = None
         server_task = None
@@ -152,6 +160,7 @@ class Head:
             nc = await connect(urls, "maze-head")
             await until_jetstream_ready(lambda: ensure_streams(nc.jetstream(), settings.stream_replicas))
             controller = RunController(nc, EventStore(nc), settings)
+            stop_timing_publishes = observe_publishes(controller.metrics.observe_publish)
             controller.start()
             # the projector and its queries in a process of their own: no thread of theirs takes
             # the GIL from the loop the controller and the API share
@@ -239,6 +248,8 @@ class Head:
                 await worker.stop()
             if controller is not None:
                 await controller.stop()
+            if stop_timing_publishes is not None:
+                stop_timing_publishes()
             if readmodels is not None:
                 await readmodels.stop()
             for conn in (worker_nc, nc):
