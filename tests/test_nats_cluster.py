@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from maze import MaClient, task
@@ -25,10 +26,24 @@ def _chain(client: MaClient, length: int) -> str:
     return run_id
 
 
+async def _replicas(url: str) -> set[int]:
+    import nats
+
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        names = [s.config.name for s in await js.streams_info()]
+        assert {"MAZE_RUNS", "MAZE_WORK", "MAZE_NODES", "KV_maze-heartbeats"} <= set(names), names
+        return {(await js.stream_info(name)).config.num_replicas or 1 for name in names}
+    finally:
+        await nc.close()
+
+
 def test_replicated_streams_survive_losing_a_nats_node(tmp_path) -> None:
+    """No --replicas: on a 3-server cluster every stream and bucket gets 3 copies by default."""
     cluster = NatsCluster(tmp_path / "nats")
     cluster.start()
-    head = HeadProcess(tmp_path / "head", nats_url=",".join(cluster.urls), extra=["--replicas", "3"])
+    head = HeadProcess(tmp_path / "head", nats_url=",".join(cluster.urls))
     try:
         deadline = time.monotonic() + 60
         while True:  # the JetStream meta leader takes a moment to be elected
@@ -39,6 +54,8 @@ def test_replicated_streams_survive_losing_a_nats_node(tmp_path) -> None:
                 if time.monotonic() > deadline:
                     raise
         client = MaClient(head.url)
+        assert asyncio.run(_replicas(cluster.urls[0])) == {3}
+        assert "min(3, servers in the NATS cluster)" in head.log()
         before = _chain(client, 3)
         cluster.kill(2)
         after = _chain(client, 3)

@@ -42,7 +42,8 @@ class Settings(Struct, frozen=True):
     # with `incomplete_submission` instead of waiting for ever.
     submission_grace_s: float = 600.0
     max_payload_mb: int = 8
-    stream_replicas: int = 1  # JetStream replicas of Maze's streams (3 on a 3-node NATS cluster)
+    # JetStream replicas of Maze's streams; None: min(3, servers in the NATS cluster)
+    stream_replicas: int | None = None
     # A task input or output larger than this (encoded) goes to the blob store, the event keeps a
     # `maze://artifacts/sha256/<hex>` reference.
     inline_value_kb: int = 256

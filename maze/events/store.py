@@ -194,23 +194,33 @@ async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
             await js.add_stream(config)
         except BadRequestError:
             await js.update_stream(config)
-    await js.create_key_value(
+    for bucket in (
         KeyValueConfig(
-            bucket=subjects.CONTROLLER_BUCKET,
-            history=1,
-            storage=StorageType.FILE,
-            replicas=replicas,
-        )
-    )
-    await js.create_key_value(
+            bucket=subjects.CONTROLLER_BUCKET, history=1, storage=StorageType.FILE, replicas=replicas
+        ),
         KeyValueConfig(
             bucket=subjects.HEARTBEAT_BUCKET,
             history=1,
             ttl=HEARTBEAT_TTL_S,
             storage=StorageType.MEMORY,
             replicas=replicas,
-        )
-    )
+        ),
+    ):
+        try:
+            await js.create_key_value(bucket)
+        except BadRequestError:  # made before with other replicas: its stream is updated in place
+            info = await js.stream_info(f"KV_{bucket.bucket}")
+            info.config.num_replicas = replicas
+            await js.update_stream(info.config)
+
+
+def default_replicas(nc: NATS) -> int:
+    """Replicas for Maze's streams when `--replicas` is not given: min(3, servers in the cluster)
+    (one copy on a lone server; three on a cluster, so that losing a server loses nothing)."""
+    info = nc._server_info or {}
+    if not info.get("cluster"):
+        return 1
+    return max(1, min(3, len(info.get("connect_urls") or [])))
 
 
 async def _recreate_if_storage_changed(js: JetStreamContext, config: StreamConfig) -> None:

@@ -29,6 +29,7 @@ from maze.core.settings import Settings, redact
 from maze.events.store import (
     EventStore,
     connect,
+    default_replicas,
     describe_error,
     ensure_streams,
     is_transient,
@@ -83,7 +84,7 @@ def hold_data_dir(data: Path) -> int:
     return fd
 
 
-async def until_jetstream_ready(step: Callable[[], Awaitable[None]]) -> None:
+async def until_jetstream_ready(step: Callable[[], Awaitable[object]]) -> None:
     """Run `step` (the streams' set-up) until JetStream answers: a cluster still electing its meta
     leader (as `compose up` starts one) times out for a while; say what we wait for, and wait."""
     said = 0.0
@@ -158,7 +159,16 @@ class Head:
                 urls = [self.embedded.url]
                 phase("nats_s")
             nc = await connect(urls, "maze-head")
-            await until_jetstream_ready(lambda: ensure_streams(nc.jetstream(), settings.stream_replicas))
+            # JetStream answering means a cluster has formed (its meta leader is elected): only
+            # then does the server know its peers, and so how many copies the streams can have
+            await until_jetstream_ready(lambda: nc.jetstream().account_info())
+            replicas = settings.stream_replicas or default_replicas(nc)
+            log.info(
+                "head.stream_replicas",
+                replicas=replicas,
+                source="--replicas" if settings.stream_replicas else "min(3, servers in the NATS cluster)",
+            )
+            await until_jetstream_ready(lambda: ensure_streams(nc.jetstream(), replicas))
             controller = RunController(nc, EventStore(nc), settings)
             stop_timing_publishes = observe_publishes(controller.metrics.observe_publish)
             controller.start()

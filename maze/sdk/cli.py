@@ -80,7 +80,9 @@ def start(
         10.0, "--liveness-timeout", help="Head: a node silent this long is lost."
     ),
     replicas: int = typer.Option(
-        1, "--replicas", help="Head: JetStream replicas of the streams (e.g. 3 with --nats)."
+        None,
+        "--replicas",
+        help="Head: JetStream replicas of the streams (default: min(3, servers in the NATS cluster)).",
     ),
     queue_factor: float = typer.Option(
         16.0, "--node-queue-factor", help="Head: how far past its CPUs a node may be queued (>= 1)."
@@ -116,7 +118,7 @@ def start(
         fail("choose exactly one of --head or --worker")
     if fsync not in ("always", "interval"):
         fail("--fsync must be 'always' or 'interval'")
-    if replicas not in (1, 3, 5):
+    if replicas is not None and replicas not in (1, 3, 5):
         fail("--replicas must be 1, 3 or 5")
     if queue_factor < 1:
         fail("--node-queue-factor must be at least 1")
