@@ -23,7 +23,7 @@ from maze.api.run_writer import (
     store_blobs,
     with_placements,
 )
-from maze.api.sse import FEED_WAIT_S, Last, frame, run_frames, sse_response
+from maze.api.sse import FEED_WAIT_S, Last, counted, frame, run_frames, sse_response
 from maze.api.state import HeadState, MinSeq
 from maze.api.submit import ID_RE, accept_submission, check_placeable, decode_submission
 from maze.core import hops
@@ -54,7 +54,21 @@ async def submit_run(request: Request[Any, Any, Any], head: HeadState, follow: b
 
     With `follow=true` the answer is the run's live SSE stream instead (as
     `GET /runs/{id}/stream`), opened by an `accepted` event carrying that same JSON: submit and
-    follow in one request."""
+    follow in one request (it counts as one of the client's live streams from the start: a
+    stream refused for that records nothing)."""
+    if not follow:
+        return await _submit(request, head, None)
+    client = request.client.host if request.client else "?"
+    head.streams.take(client)
+    try:
+        return await _submit(request, head, client)
+    except BaseException:
+        head.streams.give_back(client)
+        raise
+
+
+async def _submit(request: Request[Any, Any, Any], head: HeadState, client: str | None) -> Response[Any]:
+    follow = client is not None
     body = await request.body()
     received_us = time.time_ns() // 1000
     # decoding, validating and encoding a wide run is seconds of CPU: off the event loop, which
@@ -125,7 +139,8 @@ async def submit_run(request: Request[Any, Any, Any], head: HeadState, follow: b
                 accepted = b""
             yield chunk
 
-    return sse_response(frames(), status_code=201)
+    assert client is not None
+    return sse_response(counted(head.streams, client, frames()), status_code=201)
 
 
 @get("/runs")
@@ -212,4 +227,6 @@ async def stream_run_events(
         await head.controller.feeds.reach(min_seq, FEED_WAIT_S)
     if not head.controller.feeds.knows(run_id):
         await require_run(head, run_id)
-    return sse_response(run_frames(head, run_id, after))
+    client = request.client.host if request.client else "?"
+    head.streams.take(client)
+    return sse_response(counted(head.streams, client, run_frames(head, run_id, after)))

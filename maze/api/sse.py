@@ -11,22 +11,27 @@ Frame: `id: <stream seq>` / `event: events` / `data: <JSON list of events>`; the
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
+import structlog
 from litestar.response import Stream
 from litestar.response.base import ASGIResponse
 from litestar.response.streaming import ASGIStreamingResponse
-from litestar.types import Send
+from litestar.types import HTTPResponseBodyEvent, Send
 
 from maze.api.event_reader import ended_by, run_events
+from maze.api.limits import StreamSlots
 from maze.api.state import HeadState
 from maze.core import hops
 from maze.head.feeds import Entry, FeedDropped
 
 FEED_WAIT_S = 1.0  # how long a stream waits for the controller to reach a sequence its caller knows
+SLOW_CLIENT_S = 60.0  # a stream whose client has not taken a write for this long is closed
 _json = msgspec.json.Encoder()
+log = structlog.get_logger(__name__)
 
 
 def frame(event: str, data: str | bytes, event_id: int | None = None) -> bytes:
@@ -47,16 +52,40 @@ class _LastAwareStreaming(ASGIStreamingResponse):
     __slots__ = ()
 
     async def _stream(self, send: Send) -> None:
-        async for chunk in self.iterator:
-            last = isinstance(chunk, Last)
-            body = chunk if isinstance(chunk, bytes) else chunk.encode(self.encoding)
-            await send({"type": "http.response.body", "body": bytes(body), "more_body": not last})
-            if last:
-                aclose = getattr(self.iterator, "aclose", None)
-                if aclose is not None:  # its feed listener goes now, not when collected
-                    await aclose()
-                return
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        try:
+            async for chunk in self.iterator:
+                last = isinstance(chunk, Last)
+                body = chunk if isinstance(chunk, bytes) else chunk.encode(self.encoding)
+                message: HTTPResponseBodyEvent = {
+                    "type": "http.response.body",
+                    "body": bytes(body),
+                    "more_body": not last,
+                }
+                try:
+                    # a client that stops reading holds its stream, not the head: it is let go
+                    await asyncio.wait_for(send(message), SLOW_CLIENT_S)
+                except TimeoutError:
+                    log.warning("sse.slow_client_dropped", after_s=SLOW_CLIENT_S)
+                    return
+                if last:
+                    return
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            aclose = getattr(self.iterator, "aclose", None)
+            if aclose is not None:  # its feed listener and its slot go now, not when collected
+                await aclose()
+
+
+async def counted(slots: StreamSlots, client: str, frames: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """`frames`, holding one of `slots` (taken already) until the stream ends however it ends."""
+    try:
+        async for chunk in frames:
+            yield chunk
+    finally:
+        slots.give_back(client)
+        aclose = getattr(frames, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 class SSEStream(Stream):

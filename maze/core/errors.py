@@ -70,6 +70,13 @@ class Unavailable(MazeError):
     status_code = 503
 
 
+class TooManyRequests(MazeError):
+    """A bound on what one client (or all) may hold at once was reached: retry later."""
+
+    error_type = "too_many_requests"
+    status_code = 429
+
+
 class Unauthorized(MazeError):
     """The call carries no API token, or a wrong one."""
 
@@ -90,5 +97,6 @@ ERROR_TYPES: dict[str, type[MazeError]] = {
         ArtifactError,
         Unavailable,
         Unauthorized,
+        TooManyRequests,
     )
 }

@@ -63,6 +63,9 @@ class Settings(Struct, frozen=True):
     # every call of a head that binds anything but loopback, unless `insecure`.
     api_token: str = ""
     insecure: bool = False
+    # Live streams (SSE) a head serves at once, in all and per client address (429 past either)
+    max_streams: int = 1_000
+    max_streams_per_client: int = 100
 
     @property
     def limits(self) -> ValueLimits:
@@ -89,6 +92,9 @@ def env_settings(**overrides: object) -> Settings:
         values["trace_hops"] = env["MAZE_TRACE_HOPS"]
     if env.get("MAZE_TOKEN"):
         values["api_token"] = env["MAZE_TOKEN"]
+    for name in ("max_streams", "max_streams_per_client"):
+        if env.get(f"MAZE_{name.upper()}"):
+            values[name] = int(env[f"MAZE_{name.upper()}"])
     if env.get("MAZE_FAULT_INJECTION"):
         values["fault_injection"] = env["MAZE_FAULT_INJECTION"]
     values.update({k: v for k, v in overrides.items() if v is not None})

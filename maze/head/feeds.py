@@ -8,7 +8,9 @@ served from memory (its backlog, then live). Any other run (created before this 
 feed dropped for its size or age) is read from the log as before (maze/api/event_reader.py): the
 feed is a cache of the log, never a second record.
 
-Bounds: a feed is dropped (readers fall back to the log) when its messages pass FEED_MAX_BYTES; all
+Bounds: a reader more than LISTENER_MAX messages behind goes on from the log (a slow client holds
+no memory of the head's); a feed is dropped (readers fall back to the log) when its messages pass
+FEED_MAX_BYTES; all
 feeds together stay within TOTAL_MAX_BYTES (ended and unfollowed feeds are dropped first); an ended
 run's feed is kept ENDED_KEPT_S and at most ENDED_KEPT of them; at most MAX_FEEDS in all.
 """
@@ -32,6 +34,7 @@ TOTAL_MAX_BYTES = 256 * 1024 * 1024  # all feeds' messages together (ended and u
 ENDED_KEPT_S = 60.0
 ENDED_KEPT = 2_000
 MAX_FEEDS = 200_000
+LISTENER_MAX = 10_000  # entries waiting for one reader; past that it goes on from the log
 _json = msgspec.json.Encoder()
 
 
@@ -92,8 +95,13 @@ class RunFeeds:
             feed.entries.append(entry)
             feed.bytes += size
             self.bytes += size
-            for queue in feed.listeners:
-                queue.put_nowait(entry)
+            for queue in list(feed.listeners):
+                if queue.qsize() >= LISTENER_MAX:  # a reader that does not keep up: off to the log
+                    feed.listeners.discard(queue)
+                    queue.put_nowait(None)
+                    self.fell_back += 1
+                else:
+                    queue.put_nowait(entry)
             if entry.finished and not feed.finished:
                 feed.finished = True
                 self.ended[run_id] = time.monotonic()

@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from maze.core.errors import MazeError, Unavailable
+from maze.core.errors import MazeError, TooManyRequests, Unavailable
 from maze.sdk.http import Http, raise_for_error
 from maze.sdk.sse_client import TRANSPORT_ERRORS, EventStream, Frame
 
@@ -68,7 +68,8 @@ class _CutShort(Exception):
 
 
 # what a follow resumes after: a dropped connection, a stream cut short, or a 503 from the head
-_RESUMED: tuple[type[Exception], ...] = (*TRANSPORT_ERRORS, Unavailable, _CutShort)
+# (a 429: the head serves as many streams to this client as it allows; a turn comes when one ends)
+_RESUMED: tuple[type[Exception], ...] = (*TRANSPORT_ERRORS, Unavailable, TooManyRequests, _CutShort)
 
 
 def follow_events(http: Http, run_id: str) -> Iterator[dict[str, Any]]:
