@@ -115,7 +115,6 @@ def follow_events(http: Http, run_id: str) -> Iterator[dict[str, Any]]:
             if failures > 20:
                 raise Unavailable(f"lost the event stream of run {run_id}: {exc}") from exc
             time.sleep(min(0.05 * 2**failures, 2.0))
-        raise AssertionError("unreachable")
 
 
 def _note(http: Http, frame: Frame, last_id: str | None) -> str | None:
