@@ -246,3 +246,28 @@ def test_decoded_specs_leave_nothing_for_the_cyclic_gc() -> None:
     gc.collect()
     tracked = [f for f in ("after", "outputs") if gc.is_tracked(getattr(decoded, f))]
     assert not tracked and not gc.is_tracked(decoded.retry.retry_on) and not gc.is_tracked(decoded)
+
+
+def test_the_read_models_refuse_a_deposed_leaders_late_decision_as_the_controller_does(tmp_path) -> None:
+    """After `leader.elected` with epoch 2, a decision stamped 1 changes nothing; the epoch is kept
+    with the stream positions, so a projector that restarts refuses it too."""
+    from maze.events.runs import LeaderElected
+    from maze.projections import db, queries
+    from maze.projections.projector import EPOCH_KEY, Folder
+
+    conn = db.open_db(tmp_path / "rm.duckdb")
+    folder = Folder(conn)
+    created, *_ = _history()
+    batch = [
+        ("MAZE_RUNS", 1, [created]),
+        ("MAZE_RUNS", 2, [LeaderElected(head_id="h2", epoch=2, at_ms=2)]),
+    ]
+    folder.commit(*folder.fold(batch))
+    assert db.positions(conn)[EPOCH_KEY] == 2
+    late = RunFinished(run_id="r", at_ms=3, state="failed", epoch=1)
+    restarted = Folder(conn)  # the epoch comes back with the positions
+    restarted.commit(*restarted.fold([("MAZE_RUNS", 3, [late])]))
+    assert queries.get_run(conn.cursor(), "r")["state"] != "failed"
+    current = RunFinished(run_id="r", at_ms=4, state="failed", epoch=2)
+    restarted.commit(*restarted.fold([("MAZE_RUNS", 4, [current])]))
+    assert queries.get_run(conn.cursor(), "r")["state"] == "failed"

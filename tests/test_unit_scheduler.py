@@ -495,3 +495,35 @@ def test_an_intent_decided_again_replaces_the_old_one() -> None:
     assert core.placer.nodes["n"].intended.cpu == 1.0
     core.placer.forget_intent(("r", "t", 1))
     assert core.placer.nodes["n"].intended.cpu == 0.0
+
+
+# ---- leadership --------------------------------------------------------------------------------
+def test_a_decision_of_an_older_leadership_is_refused_and_counted() -> None:
+    from maze.events.runs import LeaderElected
+
+    core = core_with(spec("a"), spec("b"))
+    core.apply(LeaderElected(head_id="h1", epoch=1, at_ms=0))
+    [a, b] = items(decide(core, 1))
+    core.apply(LeaderElected(head_id="h2", epoch=2, at_ms=2))
+    # the deposed leader (epoch 1) ends the run late: refused, the run goes on
+    core.apply(RunFinished(run_id="r", at_ms=3, state="failed", epoch=1))
+    assert core.fenced == 1 and "r" in core.runs
+    # a decision of the current leadership, and one made before leases (epoch 0), are folded
+    succeed(core, a)
+    succeed(core, b)
+    core.apply(RunFinished(run_id="r", at_ms=4, state="succeeded", epoch=2))
+    assert "r" not in core.runs and core.fenced == 1
+    assert (core.epoch, core.leader) == (2, "h2")
+    core.apply(LeaderElected(head_id="h1", epoch=1, at_ms=5))  # an old election read late
+    assert (core.epoch, core.leader) == (2, "h2")
+
+
+def test_a_node_event_that_cannot_be_folded_is_skipped_loudly(monkeypatch: typing.Any) -> None:
+    core = Scheduler()
+
+    def broken(*_: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(core.placer, "node_joined", broken)
+    core.apply(joined())
+    assert core.fold_errors == 1

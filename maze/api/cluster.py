@@ -72,7 +72,7 @@ async def cluster_resources(head: HeadState, min_seq: MinSeq = None) -> dict[str
                 "gpus": gpus,
             }
         )
-    return {"nodes": nodes, "unregistered_nodes": views.unregistered(ctl)}
+    return {"nodes": nodes, "unregistered_nodes": views.unregistered(ctl), "leader": ctl.lease.view()}
 
 
 @get("/cluster/queues")

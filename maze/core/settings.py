@@ -64,6 +64,10 @@ class Settings(Struct, frozen=True):
     api_token: str = ""
     insecure: bool = False
     # Live streams (SSE) a head serves at once, in all and per client address (429 past either)
+    # This head's identity for the controller's lease (made once per data dir by the head) and the
+    # lease's period: a dead leader is replaced within about 1.3 of it
+    head_id: str = ""
+    lease_s: float = 5.0
     max_streams: int = 1_000
     max_streams_per_client: int = 100
 

@@ -70,5 +70,5 @@ def make_fit(events: list[Event], budget: int) -> list[Event]:
         elif isinstance(event, AttemptFailed | RunFinished) and event.error is not None:
             out.append(msgspec.structs.replace(event, error=clip_error(event.error)))
         else:
-            log.error("event.dropped_too_large", event=type(event).__name__, size=size, limit=budget)
+            log.error("event.dropped_too_large", kind=type(event).__name__, size=size, limit=budget)
     return out

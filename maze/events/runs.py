@@ -47,3 +47,14 @@ class RunFinished(Struct, frozen=True, tag="run.finished"):
     state: str
     error: TaskError | None = None
     failed_task_id: str | None = None
+    epoch: int = 0  # the deciding controller's leadership epoch
+
+
+class LeaderElected(Struct, frozen=True, tag="leader.elected"):
+    """A head's run controller took the lease (maze/head/lease.py) with `epoch`: from here on in the
+    runs stream, a decision carrying an older epoch (a deposed leader's late write) is refused by
+    every fold. On subject `maze.run._leader`, so that it is ordered with every run's events."""
+
+    head_id: str
+    epoch: int
+    at_ms: int

@@ -198,6 +198,7 @@ async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
         KeyValueConfig(
             bucket=subjects.CONTROLLER_BUCKET, history=1, storage=StorageType.FILE, replicas=replicas
         ),
+        KeyValueConfig(bucket=subjects.LEADER_BUCKET, history=1, storage=StorageType.FILE, replicas=replicas),
         KeyValueConfig(
             bucket=subjects.HEARTBEAT_BUCKET,
             history=1,

@@ -5,6 +5,8 @@ WORK_STREAM = "MAZE_WORK"
 NODES_STREAM = "MAZE_NODES"
 HEARTBEAT_BUCKET = "maze-heartbeats"
 CONTROLLER_BUCKET = "maze-controller"  # KV: which blob holds the controller's latest snapshot
+LEADER_BUCKET = "maze-leader"  # KV: the run controller's lease (which head decides, and its epoch)
+LEADER_RUN_ID = "_leader"  # never a run's id (those start with "run_"): leadership in the runs stream
 BLOB_BUCKET = "maze-artifacts"  # JetStream Object Store: code and large values by sha256
 BLOB_STREAM = f"OBJ_{BLOB_BUCKET}"
 
@@ -15,6 +17,9 @@ NODE_SUBJECTS = "maze.node.>"
 
 def run_subject(run_id: str) -> str:
     return f"maze.run.{run_id}"
+
+
+LEADER_SUBJECT = f"maze.run.{LEADER_RUN_ID}"  # `leader.elected`, ordered with every run's events
 
 
 def work_subject(node_id: str) -> str:

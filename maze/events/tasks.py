@@ -22,6 +22,7 @@ class AttemptPlaced(Struct, frozen=True, tag="attempt.placed"):
     gpus: list[int] = []
     reason: str = ""
     session: str = ""  # the node session it was placed on; a new session means this one is lost
+    epoch: int = 0  # the deciding controller's leadership epoch (maze/head/lease.py); 0: before leases
 
 
 class AttemptStarted(Struct, frozen=True, tag="attempt.started"):
@@ -51,6 +52,7 @@ class AttemptFailed(Struct, frozen=True, tag="attempt.failed"):
     at_ms: int
     error: TaskError
     node_id: str | None = None
+    epoch: int = 0  # set when the controller decided it (a failure before placement); 0 from workers
 
 
 class RetryScheduled(Struct, frozen=True, tag="retry.scheduled"):
@@ -62,6 +64,7 @@ class RetryScheduled(Struct, frozen=True, tag="retry.scheduled"):
     at_ms: int
     delay_ms: int = 0
     reason: str = ""
+    epoch: int = 0  # the deciding controller's leadership epoch
 
 
 class AttemptRejected(Struct, frozen=True, tag="attempt.rejected"):
@@ -93,3 +96,4 @@ class AttemptLost(Struct, frozen=True, tag="attempt.lost"):
     at_ms: int
     session: str = ""
     reason: str = ""
+    epoch: int = 0  # the deciding controller's leadership epoch

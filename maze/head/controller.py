@@ -19,6 +19,7 @@ any run (the streams themselves) restarts the controller, from its latest snapsh
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -31,14 +32,15 @@ from nats.aio.msg import Msg
 
 from maze.core import hops
 from maze.core.clock import now_ms
+from maze.core.errors import Conflict
 from maze.core.settings import Settings
 from maze.events import headers, subjects
 from maze.events.blobs import BlobStore
-from maze.events.catalog import Event, event_tag
+from maze.events.catalog import Event, event_tag, stamp
 from maze.events.codec import decode_leniently, decode_stats
 from maze.events.fit import make_fit
 from maze.events.nodes import Heartbeat, NodeJoined, NodeLeft, NodeLost
-from maze.events.runs import RunCreated
+from maze.events.runs import LeaderElected, RunCreated
 from maze.events.specs import TaskError
 from maze.events.store import (
     EventStore,
@@ -61,6 +63,7 @@ from maze.head.dispatch import (
     pack_batches,
 )
 from maze.head.feeds import RunFeeds
+from maze.head.lease import Lease
 from maze.head.liveness import Liveness
 from maze.head.metrics import HeadMetrics
 from maze.head.placer import Placer
@@ -98,6 +101,12 @@ class RunController:
         self.feeds = RunFeeds()  # what it folds of the runs stream, for the API's live streams
         self.metrics = HeadMetrics(self)  # kept across restarts: what it counted stays counted
         self._snapshot_lock = asyncio.Lock()
+        # which head decides (maze/head/lease.py): kept across restarts of this controller's fold
+        self.lease = Lease(
+            self.js, settings.head_id, settings.lease_s, self._lease_changed, self._epoch_floor
+        )
+        self._lease_task: asyncio.Task[None] | None = None
+        self._electing = 0  # an epoch this head took and has not yet recorded in the log
         self._reset(None)
 
     def _reset(self, state: snapshot.SchedulerState | None) -> None:
@@ -142,23 +151,70 @@ class RunController:
         return self.core.placer
 
     @property
+    def deciding(self) -> bool:
+        """Whether this head's controller decides now: it has folded the log up to where it stood
+        at start, holds the lease, and has folded the `leader.elected` of its epoch (so everything a
+        former leader wrote before it is folded, and anything that one writes later is refused)."""
+        return self.live and self.lease.leading and self.core.epoch == self.lease.epoch
+
+    @property
     def leading(self) -> bool:
-        """Whether this head's controller decides now (`maze_controller_leader`). With one head,
-        while it is live. The hook for head failover: once heads elect a leader, this is also
-        where holding the leadership goes."""
-        return self.live
+        """`maze_controller_leader`: whether this head decides."""
+        return self.deciding
+
+    # ---- leadership ---------------------------------------------------------------------------
+    def _epoch_floor(self) -> int:
+        """The latest epoch this head has folded: a new one must be above it, whatever the lease
+        bucket says (it may have been lost or recreated)."""
+        return self.core.epoch
+
+    def _lease_changed(self, leading: bool, epoch: int) -> None:
+        if leading:
+            self._electing = epoch  # recorded by the loop (a publish), decided on once folded
+        else:
+            self._electing = 0
+            log.warning("controller.deposed", epoch=epoch)
+        self.queue.put_nowait(_TICK)
+
+    async def _record_election(self) -> None:
+        """Write `leader.elected` for the epoch this head took. It decides once that is folded."""
+        epoch = self._electing
+        event = LeaderElected(head_id=self.settings.head_id, epoch=epoch, at_ms=now_ms())
+        try:
+            await self.store.publish(subjects.LEADER_SUBJECT, [event])
+        except Exception as exc:  # tried again on the next pass
+            log.warning("controller.election_not_recorded", epoch=epoch, error=describe_error(exc))
+            return
+        if self._electing == epoch:
+            self._electing = 0
+
+    def _elected(self, event: LeaderElected) -> None:
+        """A `leader.elected` folded: this head's own starts its decisions (everything it must look
+        at is due again, as after a start); another's ends them."""
+        if event.epoch == self.lease.epoch and event.head_id == self.settings.head_id and self.live:
+            self.liveness.went_live()
+            self.core.went_live(now_ms())
+            log.warning("controller.leading", epoch=event.epoch, head_id=event.head_id)
 
     # ---- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
         self._task = asyncio.create_task(self._run_forever(), name="run-controller")
+        self._lease_task = asyncio.create_task(self.lease.run(), name="controller-lease")
 
     async def stop(self) -> None:
-        """Snapshot the folded state (so the next start replays nothing), then stop."""
-        if self.live and self.positions != self._snapshot_positions:
+        """Snapshot the folded state (so the next start replays nothing), hand the lease over
+        (another head takes it at once), then stop."""
+        if self.deciding and self.positions != self._snapshot_positions:
             try:
                 await self.save_snapshot()
             except Exception as exc:
                 log.warning("controller.snapshot_at_stop_failed", error=describe_error(exc))
+        if self._lease_task:
+            self._lease_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._lease_task
+        with contextlib.suppress(Exception):
+            await self.lease.release()
         if self._task:
             self._task.cancel()
             try:
@@ -207,8 +263,7 @@ class RunController:
             ):
                 subs.append(await subscribe_ordered(self.js, subject, self.positions[stream] + 1, cb=enqueue))
             self._check_caught_up(targets, began)
-            if self.live:
-                await self._decide()
+            await self._lead()
             helpers += [
                 asyncio.create_task(self.liveness.watch(self.js), name="heartbeat-watch"),
                 asyncio.create_task(self._tick_forever(), name="liveness-tick"),
@@ -230,8 +285,7 @@ class RunController:
                         slice_began = time.monotonic()
                 if not self.live:
                     self._check_caught_up(targets, began)
-                if self.live:
-                    await self._decide()
+                await self._lead()
         finally:
             for task in helpers:
                 task.cancel()
@@ -240,6 +294,13 @@ class RunController:
                     await sub.unsubscribe()
                 except Exception:
                     pass
+
+    async def _lead(self) -> None:
+        """A pass of a leader: record a fresh election first, then decide."""
+        if self._electing and self.live:
+            await self._record_election()
+        if self.deciding:
+            await self._decide()
 
     async def _tick_forever(self) -> None:
         # also bounds how late an incomplete submission or a due delivery is noticed
@@ -290,7 +351,9 @@ class RunController:
             self.metrics.fold.fold(self.core, event)
         else:
             self.core.apply(event)
-        if isinstance(event, NodeJoined):
+        if isinstance(event, LeaderElected):
+            self._elected(event)
+        elif isinstance(event, NodeJoined):
             self.liveness.joined(event.node_id)
         elif isinstance(event, NodeLost | NodeLeft):
             self._ended_sessions[(event.node_id, event.session)] = None
@@ -306,7 +369,7 @@ class RunController:
         ended = key in self._ended_sessions or (
             node is not None and node.session == beat.session and not node.alive
         )
-        if not ended or not self.live:
+        if not ended or not self.deciding:
             return
         mono = time.monotonic()
         if mono - self._nudged.get(key, -1e9) < self.settings.liveness_timeout:
@@ -337,6 +400,7 @@ class RunController:
         await self._declare_lost(await self.liveness.confirm(self.js, stale))
         await self._settle_uncertain()
         decision = self.core.decide(now, self.liveness.holds)
+        decision.events = stamp(decision.events, self.lease.epoch)
         if decision.events:
             results = await self.store.publish_runs_settled(make_fit(decision.events, self.budget))
             failed = {run_id: r for run_id, r in results.items() if isinstance(r, BaseException)}
@@ -363,7 +427,7 @@ class RunController:
     def place_new_run(self, created: RunCreated) -> tuple[Decision, int] | None:
         """The placements of a run about to be recorded, to go in the message of its `run.created`
         (Scheduler.place_new_run). None unless this controller is live and can place some now."""
-        if not self.live:
+        if not self.deciding:  # another head decides: it places the run once it is folded
             return None
         now = now_ms()
         try:
@@ -371,7 +435,10 @@ class RunController:
         except Exception:  # the ordinary passes place the run once it is folded
             log.exception("controller.place_at_submit_failed", run_id=created.run_id)
             return None
-        return None if decision is None else (decision, now)
+        if decision is None:
+            return None
+        decision.events = stamp(decision.events, self.lease.epoch)
+        return decision, now
 
     async def submitted(self, decision: Decision, now: int, stored: bool) -> None:
         """The run's message is in the log (`stored`: with these placements, not an earlier copy):
@@ -470,7 +537,7 @@ class RunController:
             messages += await self._pack(decision.resend, decision.code, now, failed, f"/resend/{now}")
         if failed:
             try:
-                await self.store.publish_runs(make_fit(failed, self.budget))
+                await self.store.publish_runs(make_fit(stamp(failed, self.lease.epoch), self.budget))
             except Exception as exc:  # the delivery check will meet them again
                 log.warning("controller.work_failures_not_recorded", error=describe_error(exc))
         if not messages:
@@ -544,6 +611,12 @@ class RunController:
 
     async def reconcile_workers(self) -> dict[str, Any]:
         """Operator command: declare every node without a recent heartbeat lost now."""
+        if not self.deciding:
+            holder = self.lease.view()
+            raise Conflict(
+                f"this head does not decide now; ask the head that does ({holder['head_id']})",
+                leader=holder,
+            )
         now = now_ms()
         stale = self.liveness.stale(self._alive_not_losing(), now, force_reason="reconciled")
         lost = await self.liveness.confirm(self.js, stale)
@@ -559,7 +632,11 @@ class RunController:
     async def _snapshot_forever(self) -> None:
         while True:
             await asyncio.sleep(min(5.0, self.settings.snapshot_interval_s))
-            if time.monotonic() < self._snapshot_not_before or self.positions == self._snapshot_positions:
+            if (
+                not self.deciding  # one head writes snapshots: the one that decides
+                or time.monotonic() < self._snapshot_not_before
+                or self.positions == self._snapshot_positions
+            ):
                 continue
             try:
                 await self.save_snapshot()
@@ -604,6 +681,7 @@ class RunController:
             if last is None
             else {"positions": last.positions, "bytes": last.size, "at_ms": last.at_ms},
             "decoding": decode_stats.snapshot(),
+            "leadership": {**self.lease.view(), "folded_epoch": self.core.epoch, "fenced": self.core.fenced},
             "liveness_watch_lagged": self.liveness.unconfirmed,
             "heartbeats_undecodable": self.liveness.undecodable,
             "run_feeds": self.feeds.stats(),

@@ -13,9 +13,11 @@ import os
 import signal
 import socket
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
+import msgspec
 import structlog
 import uvicorn
 from nats.js.errors import ServiceUnavailableError
@@ -84,6 +86,18 @@ def hold_data_dir(data: Path) -> int:
     return fd
 
 
+def head_id(data: Path) -> str:
+    """This head's identity for the controller's lease: made once per data dir (which one head
+    holds at a time), so a restarted head is known as the same one."""
+    path = data / "head-id"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        made = f"{socket.gethostname().split('.')[0]}-{uuid.uuid4().hex[:8]}"
+        path.write_text(made)
+        return made
+
+
 async def until_jetstream_ready(step: Callable[[], Awaitable[object]]) -> None:
     """Run `step` (the streams' set-up) until JetStream answers: a cluster still electing its meta
     leader (as `compose up` starts one) times out for a while; say what we wait for, and wait."""
@@ -145,6 +159,9 @@ class Head:
         try:
             data.mkdir(parents=True, exist_ok=True)
             self.lock = hold_data_dir(data)
+            settings = self.settings = msgspec.structs.replace(
+                settings, head_id=settings.head_id or head_id(data)
+            )
             ensure_port_free(settings.host, settings.port, "--port")
             urls = list(settings.nats_urls)
             if not urls:
@@ -183,7 +200,8 @@ class Head:
                 # on this process's loop: measured against a child process of its own (one more
                 # process on the task's path, on 2 cores), it gave the lower latency and throughput
                 worker_nc = await connect(urls, "maze-local-worker")
-                node_id = settings.node_id or f"{socket.gethostname().split('.')[0]}-head"
+                # the port tells two heads on one machine apart
+                node_id = settings.node_id or f"{socket.gethostname().split('.')[0]}-head-{settings.port}"
                 capacity = local_capacity(
                     settings.worker_cpus, settings.worker_memory_mb, settings.worker_gpus
                 )

@@ -29,10 +29,10 @@ import structlog
 from msgspec import Struct
 
 from maze.core.task_machine import PLACEABLE
-from maze.events.catalog import Event
+from maze.events.catalog import Event, fenced
 from maze.events.codec import encode_value
 from maze.events.nodes import NodeJoined, NodeLeft, NodeLost
-from maze.events.runs import RunCreated, RunFinished, TasksAdded
+from maze.events.runs import LeaderElected, RunCreated, RunFinished, TasksAdded
 from maze.events.specs import Resources, TaskError, TaskSpec
 from maze.events.tasks import (
     AttemptFailed,
@@ -119,10 +119,20 @@ class Scheduler:
         self.inflight = Inflight()
         self.submitting: dict[str, None] = {}  # runs placed at submit whose submit is not over
         self.fold_errors = 0  # node events that could not be folded (skipped, logged)
+        self.epoch = 0  # the latest leadership folded (`leader.elected`): older decisions are refused
+        self.leader = ""  # the head that holds it
+        self.fenced = 0  # decisions refused for their epoch
 
     # ---- folding ------------------------------------------------------------------------------
     def apply(self, event: Event) -> None:
-        """Fold one event. Idempotent, so the log may deliver it twice."""
+        """Fold one event. Idempotent, so the log may deliver it twice. A decision of an older
+        leadership than the latest `leader.elected` folded (a deposed leader's late write) is
+        refused: counted, and nothing else."""
+        if fenced(event, self.epoch):
+            self.fenced += 1
+            log.warning("controller.decision_fenced", kind=type(event).__name__, epoch=self.epoch)
+            self.inflight.forget([event])
+            return
         step = FOLD.get(type(event))
         if step is None:  # an event kind the controller has no use for
             return
@@ -132,7 +142,7 @@ class Scheduler:
             run_id = getattr(event, "run_id", None)
             if run_id is None:  # a node event: skipped, loudly (a restart would meet it again)
                 self.fold_errors += 1
-                log.exception("controller.node_event_not_folded", event=type(event).__name__)
+                log.exception("controller.node_event_not_folded", kind=type(event).__name__)
             else:
                 self.break_run(run_id, f"the run controller could not fold a {type(event).__name__}: {exc!r}")
         self.inflight.settle(event)
@@ -150,6 +160,10 @@ class Scheduler:
         if run_id not in broken:
             broken[run_id] = TaskError(error_type="controller_error", message=message, origin="controller")
         self.dirty[run_id] = None
+
+    def _elected(self, event: LeaderElected) -> None:
+        if event.epoch > self.epoch:
+            self.epoch, self.leader = event.epoch, event.head_id
 
     def _node_joined(self, event: NodeJoined) -> None:
         self.placer.node_joined(event)
@@ -627,6 +641,7 @@ FOLD: dict[type, Callable[[Scheduler, Any], None]] = {
     AttemptRejected: Scheduler._terminal,
     AttemptLost: Scheduler._terminal,
     RetryScheduled: Scheduler._attempt,
+    LeaderElected: Scheduler._elected,
 }
 
 

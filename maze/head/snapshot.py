@@ -62,6 +62,8 @@ class SchedulerState(Struct):
     retries: list[tuple[int, int, str, str, int]]
     retries_seq: int
     awaiting: list[AttemptKey]
+    epoch: int = 0  # the latest leadership folded, and its head
+    leader: str = ""
 
 
 class Pointer(Struct):
@@ -109,6 +111,8 @@ def capture(core: Scheduler, positions: dict[str, int]) -> SchedulerState:
         retries=retries,
         retries_seq=retries_seq,
         awaiting=list(core.delivery.awaiting),
+        epoch=core.epoch,
+        leader=core.leader,
     )
 
 
@@ -140,6 +144,7 @@ def restore(state: SchedulerState, queue_factor: float, grace_ms: int, resend_af
     core.ready.restore(state.ready, state.ready_seq, state.reasons)
     core.retries.restore(state.retries, state.retries_seq)
     core.delivery.awaiting = dict.fromkeys(state.awaiting)
+    core.epoch, core.leader = state.epoch, state.leader
     return core
 
 

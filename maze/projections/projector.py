@@ -21,10 +21,10 @@ from nats.aio.msg import Msg
 
 from maze.core import hops
 from maze.events import subjects
-from maze.events.catalog import Event
+from maze.events.catalog import Event, fenced
 from maze.events.codec import decode_events
 from maze.events.nodes import NodeJoined, NodeLeft, NodeLost
-from maze.events.runs import RunCreated
+from maze.events.runs import LeaderElected, RunCreated
 from maze.events.store import subscribe_ordered
 from maze.projections import db
 from maze.projections.fold import Row, RunModel, create_run, fold_node_event, fold_run_event, summarize
@@ -33,6 +33,7 @@ from maze.projections.rows import RunRow
 log = structlog.get_logger(__name__)
 
 STREAMS = (subjects.RUNS_STREAM, subjects.NODES_STREAM)
+EPOCH_KEY = "_leader_epoch"  # kept beside the stream positions: the latest leadership folded
 BATCH = 2000
 BATCH_WINDOW_S = 1.0
 HURRY_CHECK_S = 0.02  # how often a gathering batch looks for waiting readers
@@ -73,11 +74,18 @@ class Folder:
             if isinstance(e, RunCreated) and e.run_id not in self.cache
         ]
         stored = db.existing_runs(self.conn, created)  # usually none: a run.created is a run's first
+        epoch = self.positions.get(EPOCH_KEY, 0)
         for stream, seq, events in batch:
             if seq <= self.positions.get(stream, 0):
                 continue  # already applied (a replay after a crash)
             new_positions[stream] = seq
             for event in events:
+                if isinstance(event, LeaderElected):
+                    if event.epoch > epoch:  # kept with the positions, in the same transaction
+                        epoch = new_positions[EPOCH_KEY] = event.epoch
+                    continue
+                if fenced(event, epoch):  # a deposed leader's late decision: as the controller does
+                    continue
                 if isinstance(event, NodeJoined | NodeLeft | NodeLost):
                     current = (
                         nodes[event.node_id]

@@ -1,0 +1,137 @@
+"""Several heads on one NATS: exactly one run controller decides (a lease with an epoch). Killed,
+the leader is replaced within about two lease periods; the new one carries on from the log, and a
+deposed leader's late writes are refused by every fold."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import nats
+import pytest
+
+from maze import MaClient, task
+from maze.core.clock import now_ms
+from maze.events import subjects
+from maze.events.runs import RunFinished
+from maze.events.store import EventStore
+from tests.helpers import HeadProcess, NatsServer, WorkerProcess, wait_until
+
+LEASE = ["--lease-seconds", "1", "--heartbeat-interval", "0.5", "--liveness-timeout", "5"]
+
+
+@task
+def step(i: int = 0, wait: float = 0.0):
+    import time as _t
+
+    _t.sleep(wait)
+    return {"i": i}
+
+
+def _leader(head: HeadProcess) -> dict[str, object]:
+    view: dict[str, object] = httpx.get(f"{head.url}/cluster/resources", timeout=10).json()["leader"]
+    return view
+
+
+def _deciding(head: HeadProcess) -> bool:
+    try:
+        return bool(_leader(head)["this_head"])
+    except (httpx.HTTPError, KeyError):
+        return False
+
+
+@pytest.fixture
+def two_heads(
+    nats_server: NatsServer, tmp_path: Path
+) -> Iterator[tuple[HeadProcess, HeadProcess, WorkerProcess]]:
+    first = HeadProcess(tmp_path / "a", nats_url=nats_server.url, extra=["--no-local-worker", *LEASE])
+    second = HeadProcess(tmp_path / "b", nats_url=nats_server.url, extra=["--no-local-worker", *LEASE])
+    first.start()
+    wait_until(lambda: _deciding(first), timeout=30)
+    second.start()
+    worker = WorkerProcess(
+        first,
+        "fo-worker",
+        ["--cpus", "2", "--gpus", "none", "--agent", "--heartbeat-interval", "0.5"],
+        tmp_path,
+    )
+    worker.start()
+    yield first, second, worker
+    worker.stop()
+    for head in (first, second):
+        if head.proc is not None and head.proc.poll() is None:
+            head.stop()
+
+
+def _chain_run(client: MaClient, n: int, wait: float) -> tuple[str, list[str]]:
+    wf = client.create_workflow()
+    t = wf.add_task(step, inputs={"i": 0, "wait": wait})
+    ids = [t.task_id]
+    for _ in range(1, n):
+        t = wf.add_task(step, inputs={"i": t.outputs["i"], "wait": wait})
+        ids.append(t.task_id)
+    return wf.run(), ids
+
+
+def _each_succeeded_once(client: MaClient, run_id: str, task_ids: list[str]) -> None:
+    wait_until(lambda: client.get_run(run_id)["state"] in ("succeeded", "failed"), timeout=90)
+    assert client.get_run(run_id)["state"] == "succeeded"
+    events = client.get_run_events(run_id)
+    succeeded = collections.Counter(e["task_id"] for e in events if e["type"] == "attempt.succeeded")
+    assert succeeded == dict.fromkeys(task_ids, 1), succeeded
+
+
+def test_the_standby_takes_over_when_the_leader_is_killed_and_back_again(
+    two_heads: tuple[HeadProcess, HeadProcess, WorkerProcess],
+) -> None:
+    first, second, _ = two_heads
+    assert _deciding(first) and not _deciding(second)
+    assert _leader(second)["head_id"] == _leader(first)["head_id"], "both see who leads"
+    epoch = int(_leader(first)["epoch"])  # type: ignore[call-overload]
+    # a chain: each next task is placed by the controller, so the run needs one that decides
+    run_id, ids = _chain_run(MaClient(second.url), 6, 0.4)  # submitted to the standby: commands are events
+    time.sleep(1.0)
+    first.kill9()
+    killed = time.monotonic()
+    wait_until(lambda: _deciding(second), timeout=10)
+    took = time.monotonic() - killed
+    assert took < 2 * 1.0 + 1.0, f"took over in {took:.1f} s"  # two lease periods, and a poll
+    assert int(_leader(second)["epoch"]) > epoch  # type: ignore[call-overload]
+    _each_succeeded_once(MaClient(second.url), run_id, ids)
+    # and the other way round: the first head back (a standby now), the second killed
+    first.start()
+    assert not _deciding(first)
+    run_id, ids = _chain_run(MaClient(first.url), 6, 0.4)
+    time.sleep(1.0)
+    second.kill9()
+    wait_until(lambda: _deciding(first), timeout=10)
+    _each_succeeded_once(MaClient(first.url), run_id, ids)
+
+
+def test_a_deposed_leaders_late_write_is_refused(
+    two_heads: tuple[HeadProcess, HeadProcess, WorkerProcess], nats_server: NatsServer
+) -> None:
+    first, second, _ = two_heads
+    old_epoch = int(_leader(first)["epoch"])  # type: ignore[call-overload]
+    client = MaClient(second.url)
+    run_id, ids = _chain_run(client, 3, 1.0)
+    first.kill9()
+    wait_until(lambda: _deciding(second), timeout=10)
+
+    async def late_write() -> None:
+        nc = await nats.connect(nats_server.url)
+        try:  # what the deposed leader could still have had in flight: ending the run
+            late = RunFinished(run_id=run_id, at_ms=now_ms(), state="failed", epoch=old_epoch)
+            await EventStore(nc).publish(subjects.run_subject(run_id), [late])
+        finally:
+            await nc.close()
+
+    asyncio.run(late_write())
+    _each_succeeded_once(client, run_id, ids)  # it did not end the run: it went on, and succeeded
+    diagnostics = httpx.get(f"{second.url}/cluster/diagnostics", timeout=10).json()
+    assert diagnostics["controller"]["leadership"]["fenced"] >= 1
+    assert any(e["type"] == "run.finished" and e["state"] == "failed" for e in client.get_run_events(run_id))
