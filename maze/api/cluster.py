@@ -7,16 +7,26 @@ from typing import Any
 from litestar import get, post
 
 from maze.api.state import HeadState, MinSeq
+from maze.core.errors import ValidationError
+from maze.core.settings import without_credentials
 from maze.head import views
+from maze.head.nats_auth import check_node_id
 
 
 @get("/cluster/nats")
-async def cluster_nats(head: HeadState) -> dict[str, Any]:
-    """Where workers connect: the NATS URLs of this head's event store, and the value limits
-    workers apply to results."""
+async def cluster_nats(head: HeadState, node_id: str | None = None) -> dict[str, Any]:
+    """Where a worker of node `node_id` connects: NATS URLs with credentials of its own (on the
+    embedded server, a user that may do only what a worker does: maze/head/nats_auth.py), never the
+    head's; and the value limits workers apply to results."""
     value_limits = head.settings.limits
+    if head.worker_nats is not None:
+        if not node_id:
+            raise ValidationError("node_id is required: each worker node gets credentials of its own")
+        urls = await head.worker_nats(check_node_id(node_id))
+    else:
+        urls = head.settings.worker_nats_urls or [without_credentials(u) for u in head.nats_urls]
     return {
-        "nats_urls": head.nats_urls,
+        "nats_urls": urls,
         "limits": {
             "inline_bytes": value_limits.inline_bytes,
             "blob_max_bytes": value_limits.blob_max_bytes,

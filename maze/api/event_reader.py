@@ -34,7 +34,9 @@ async def run_events(
     follow = until is None
     if until is not None and until <= after:
         return
-    sub = await subscribe_ordered(js, subjects.run_subject(run_id), after + 1)
+    sub = await subscribe_ordered(
+        js, subjects.run_subject(run_id), after + 1, filters=subjects.run_filters(run_id)
+    )
     try:
         while True:
             try:
@@ -42,7 +44,7 @@ async def run_events(
             except TimeoutError:
                 return
             seq = msg.metadata.sequence.stream
-            decoded = decode_leniently(msg.data)
+            decoded = decode_leniently(msg.data, msg.subject)
             finished = any(isinstance(e, RunFinished) for e in decoded.events)
             yield seq, shown_events(decoded, seq), finished
             if (follow and finished) or (until is not None and seq >= until):

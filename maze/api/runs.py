@@ -197,7 +197,8 @@ async def get_run_events(run_id: str, head: HeadState, after: int = 0) -> dict[s
     """The run's events from the log, after stream sequence `after`."""
     if after < 0:
         raise ValidationError("after must not be negative")
-    until = await require_run(head, run_id)
+    await require_run(head, run_id)
+    until = await last_run_seq(head.js, run_id, reports=True)
     events: list[dict[str, Any]] = []
     last = after
     async for seq, batch, _ in run_events(head.js, run_id, after, until=until):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from litestar.params import Parameter
@@ -36,6 +37,7 @@ class HeadState:
         settings: Settings,
         nats_urls: list[str],
         api_token: str | None = None,
+        worker_nats: Callable[[str], Awaitable[list[str]]] | None = None,
     ) -> None:
         self.js = js
         self.nc = nc
@@ -44,6 +46,8 @@ class HeadState:
         self.settings = settings
         self.nats_urls = nats_urls
         self.api_token = api_token  # None: an open (loopback-only, or --insecure) head
+        # node id -> the NATS URLs (with credentials of its own) a worker of that node connects with
+        self.worker_nats = worker_nats
         self.max_payload = int(nc.max_payload)
         self.budget = payload_budget(nc)
         self.blobs = BlobStore(nc, settings.limits.blob_max_bytes)

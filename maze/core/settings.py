@@ -67,6 +67,10 @@ class Settings(Struct, frozen=True):
     # This head's identity for the controller's lease (made once per data dir by the head) and the
     # lease's period: a dead leader is replaced within about 1.3 of it
     head_id: str = ""
+    # With your own NATS (--nats): the URLs (their credentials included) handed to workers that
+    # join; without, the head's own URLs without their credentials. The embedded server hands each
+    # worker node a user of its own instead (maze/head/nats_auth.py).
+    worker_nats_urls: list[str] = []
     lease_s: float = 5.0
     max_streams: int = 1_000
     max_streams_per_client: int = 100
@@ -116,3 +120,11 @@ def redact(url: str) -> str:
     if sep and "@" in rest:
         return f"{scheme}://***@{rest.split('@', 1)[1]}"
     return url
+
+
+def without_credentials(url: str) -> str:
+    """A NATS URL with its user, password or token taken out."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url.rpartition("@")[2]
+    return f"{scheme}://{rest.rpartition('@')[2]}"

@@ -13,6 +13,8 @@ from typing import Any, NamedTuple
 import msgspec
 import structlog
 
+from maze.events import subjects
+from maze.events.authority import split_admissible
 from maze.events.catalog import Event, event_tag
 from maze.events.runs import RunCreated, TasksAdded
 from maze.events.specs import InputValue
@@ -52,6 +54,8 @@ class Decoded(NamedTuple):
     events: list[Event]
     unknown: list[str]  # tags of a newer version's event types, skipped
     malformed: list[Malformed]
+    # events a worker wrote where it may not (maze/events/authority.py): refused, never folded
+    refused: list[Malformed] = []
 
 
 class DecodeStats:
@@ -62,6 +66,7 @@ class DecodeStats:
     def __init__(self) -> None:
         self.unknown: dict[str, int] = {}
         self.malformed = 0
+        self.refused = 0  # events written where their writer may not write them
         self.recent_malformed: deque[dict[str, Any]] = deque(maxlen=50)
         self._seen: OrderedDict[tuple[str, int], None] = OrderedDict()
 
@@ -83,11 +88,16 @@ class DecodeStats:
             self.malformed += 1
             self.recent_malformed.append({"type": bad.tag, "error": bad.error, **where})
             log.error("event.malformed", type=bad.tag, error=bad.error, **where)
+        for bad in decoded.refused:
+            self.refused += 1
+            self.recent_malformed.append({"type": bad.tag, "refused": bad.error, **where})
+            log.error("event.refused", type=bad.tag, reason=bad.error, **where)
 
     def snapshot(self) -> dict[str, Any]:
         return {
             "unknown_event_types": dict(self.unknown),
             "malformed_events": self.malformed,
+            "refused_events": self.refused,
             "recent_malformed": list(self.recent_malformed),
         }
 
@@ -119,15 +129,26 @@ def decode_message(data: bytes) -> Decoded:
     return Decoded(events, unknown, malformed)
 
 
+def with_authority(decoded: Decoded, subject: str | None) -> Decoded:
+    """`decoded`, less the events its subject's writer may not write (moved to `refused`)."""
+    reporter = subjects.reporter_of(subject) if subject else None
+    kept, refused = split_admissible(decoded.events, reporter)
+    if not refused:
+        return decoded
+    why = f"written on worker {reporter}'s subject, where only that node's attempt reports stand"
+    return Decoded(kept, decoded.unknown, decoded.malformed, [Malformed(event_tag(e), why) for e in refused])
+
+
 def decode_events(data: bytes, **where: Any) -> list[Event]:
     """A message's events, for readers that only show or count them: what was skipped is noted in
-    `decode_stats` (and a malformed event logged as an error). `where` (stream, seq, subject)
-    says where the message was, for that note."""
+    `decode_stats` (and a malformed or refused event logged as an error). `where` (stream, seq,
+    subject) says where the message was: the subject also says who wrote it (authority)."""
     try:
         decoded = decode_message(data)
     except msgspec.DecodeError as exc:
         decoded = Decoded([], [], [Malformed("?", f"not a list of events: {exc}")])
-    if decoded.unknown or decoded.malformed:
+    decoded = with_authority(decoded, where.get("subject"))
+    if decoded.unknown or decoded.malformed or decoded.refused:
         decode_stats.note(decoded, where)
     return decoded.events
 
@@ -185,12 +206,15 @@ def shown_events(decoded: Decoded, seq: int) -> list[dict[str, Any]]:
     shown = [event_to_builtins(e, seq) for e in decoded.events]
     shown += [{"type": tag, "seq": seq, "unknown_type": True} for tag in decoded.unknown]
     shown += [{"type": m.tag, "seq": seq, "malformed": m.error} for m in decoded.malformed]
+    shown += [{"type": m.tag, "seq": seq, "refused": m.error} for m in decoded.refused]
     return shown
 
 
-def decode_leniently(data: bytes) -> Decoded:
-    """decode_message, with a message that is not a list of events at all shown as malformed."""
+def decode_leniently(data: bytes, subject: str | None = None) -> Decoded:
+    """decode_message, with a message that is not a list of events at all shown as malformed, and
+    (with its `subject`) what its writer may not write refused (maze/events/authority.py)."""
     try:
-        return decode_message(data)
+        decoded = decode_message(data)
     except msgspec.DecodeError as exc:
         return Decoded([], [], [Malformed("?", f"the message is not a list of events: {exc}")])
+    return with_authority(decoded, subject)

@@ -328,8 +328,10 @@ class EventStore:
     """Publishes events. Every publish carries a deterministic Nats-Msg-Id; callers that publish
     many messages use `publish_many`, which pipelines them and waits for all acks together."""
 
-    def __init__(self, nc: NATS) -> None:
+    def __init__(self, nc: NATS, reporter: str | None = None) -> None:
         self.nc = nc
+        # a worker's node id: its reports go on its own subject of each run (maze/events/authority.py)
+        self.reporter = reporter
         self.js = nc.jetstream(timeout=10)
         self.budget = payload_budget(nc)
 
@@ -390,7 +392,11 @@ class EventStore:
         grouped = group_by_run(events)
 
         async def one_run(run_id: str, run_events: list[Event]) -> list[PubAck]:
-            subject = subjects.run_subject(run_id)
+            subject = (
+                subjects.report_subject(run_id, self.reporter)
+                if self.reporter
+                else subjects.run_subject(run_id)
+            )
             return [await self.publish(subject, chunk, data) for chunk, data in self.split(run_events)]
 
         results = await asyncio.gather(
@@ -406,18 +412,31 @@ def group_by_run(events: Sequence[Event]) -> dict[str, list[Event]]:
     return grouped
 
 
-async def last_run_seq(js: JetStreamContext, run_id: str) -> int:
-    """The stream sequence of the run's last message (0: the log has no such run)."""
-    try:
-        msg = await js.get_last_msg(subjects.RUNS_STREAM, subjects.run_subject(run_id))
-    except NotFoundError:
-        return 0
-    return int(msg.seq or 0)
+async def last_run_seq(js: JetStreamContext, run_id: str, reports: bool = False) -> int:
+    """The stream sequence of the run's last message on the head's subject (0: the log has no such
+    run), or (`reports`) on any of its subjects, its workers' reports included."""
+    last = 0
+    for subject in subjects.run_filters(run_id) if reports else [subjects.run_subject(run_id)]:
+        try:
+            msg = await js.get_last_msg(subjects.RUNS_STREAM, subject)
+        except NotFoundError:
+            continue
+        last = max(last, int(msg.seq or 0))
+    return last
 
 
 async def subscribe_ordered(
-    js: JetStreamContext, subject: str, start_seq: int = 1, cb: Callable[[Msg], Awaitable[None]] | None = None
+    js: JetStreamContext,
+    subject: str,
+    start_seq: int = 1,
+    cb: Callable[[Msg], Awaitable[None]] | None = None,
+    filters: list[str] | None = None,
 ) -> JetStreamContext.PushSubscription:
-    """An ordered (gap-free, auto-recovering) push consumer from stream sequence `start_seq`."""
-    config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(1, start_seq))
+    """An ordered (gap-free, auto-recovering) push consumer from stream sequence `start_seq`, on
+    `subject` or (`filters`) on several subjects of its stream."""
+    config = ConsumerConfig(
+        deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+        opt_start_seq=max(1, start_seq),
+        filter_subjects=filters,
+    )
     return await js.subscribe(subject, ordered_consumer=True, config=config, cb=cb)

@@ -16,7 +16,26 @@ NODE_SUBJECTS = "maze.node.>"
 
 
 def run_subject(run_id: str) -> str:
+    """Where the head writes a run's events (its commands and its controller's decisions)."""
     return f"maze.run.{run_id}"
+
+
+def report_subject(run_id: str, node_id: str) -> str:
+    """Where the worker of node `node_id` writes its reports on a run's attempts: beside the head's
+    subject, in the same stream (so in order with it), but its own, so that NATS permissions let
+    a worker write there and nowhere else (it cannot create runs or decide for the controller)."""
+    return f"maze.run.{run_id}.{node_id}"
+
+
+def run_filters(run_id: str) -> list[str]:
+    """Every subject a run's events are on: the head's and its workers'."""
+    return [run_subject(run_id), f"{run_subject(run_id)}.*"]
+
+
+def reporter_of(subject: str) -> str | None:
+    """The node whose worker wrote on this runs-stream subject; None for the head's own."""
+    parts = subject.split(".", 3)
+    return parts[3] if len(parts) > 3 else None
 
 
 LEADER_SUBJECT = f"maze.run.{LEADER_RUN_ID}"  # `leader.elected`, ordered with every run's events
@@ -44,4 +63,4 @@ def stream_of(subject: str) -> str:
 
 
 def run_id_of(subject: str) -> str:
-    return subject.split(".", 2)[2]
+    return subject.split(".", 3)[2]

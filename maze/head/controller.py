@@ -329,8 +329,8 @@ class RunController:
         meta = msg.metadata
         stream, seq = meta.stream, meta.sequence.stream
         self.positions[stream] = max(self.positions.get(stream, 0), seq)
-        decoded = decode_leniently(msg.data)
-        if decoded.unknown or decoded.malformed:
+        decoded = decode_leniently(msg.data, msg.subject)
+        if decoded.unknown or decoded.malformed or decoded.refused:
             decode_stats.note(decoded, {"stream": stream, "seq": seq, "subject": msg.subject})
         if decoded.malformed and stream == subjects.RUNS_STREAM:
             # the run cannot be folded faithfully any more: end it rather than let it hang

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +17,7 @@ import structlog
 from maze.core.errors import Unavailable
 from maze.core.procs import die_with_parent
 from maze.core.settings import redact
+from maze.head.nats_auth import HEAD_USER, NatsUsers, worker_user
 
 log = structlog.get_logger(__name__)
 
@@ -37,10 +38,18 @@ def nats_server_binary() -> str:
 
 
 def server_config(
-    host: str, port: int, store_dir: Path, fsync: str, max_payload_mb: int, token: str | None = None
+    host: str,
+    port: int,
+    store_dir: Path,
+    fsync: str,
+    max_payload_mb: int,
+    token: str | None = None,
+    authorization: str | None = None,
 ) -> str:
+    """A nats-server configuration: `authorization` (a whole block: users and their permissions,
+    maze/head/nats_auth.py) or a single `token`, or none."""
     sync = "always" if fsync == "always" else "2m"
-    auth = f'authorization {{\n  token: "{token}"\n}}\n' if token else ""
+    auth = authorization or (f'authorization {{\n  token: "{token}"\n}}\n' if token else "")
     return (
         f'listen: "{host}:{port}"\n'
         f"max_payload: {max_payload_mb}MB\n"
@@ -69,21 +78,44 @@ class EmbeddedNats:
         self.fsync = fsync
         self.max_payload_mb = max_payload_mb
         self.proc: subprocess.Popen[bytes] | None = None
+        self.users = NatsUsers(data_dir)  # the head's user and one per worker node
 
     @property
-    def token(self) -> str:
-        """The server's auth token, made once per data dir (mode 0600) and kept across restarts."""
-        path = self.data_dir / "nats-token"
-        if not path.exists():
-            path.write_text(secrets.token_urlsafe(24))
-            path.chmod(0o600)
-        return path.read_text().strip()
+    def _where(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        return f"{host}:{self.port}"
 
     @property
     def url(self) -> str:
-        """The URL clients use, token included (`nats://TOKEN@host:port`)."""
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
-        return f"nats://{self.token}@{host}:{self.port}"
+        """The head's URL, its user's credentials included."""
+        return f"nats://{HEAD_USER}:{self.users.head_password}@{self._where}"
+
+    async def worker_url(self, node_id: str) -> str:
+        """The URL node `node_id`'s worker connects with: its own user, made (and the server's
+        configuration reloaded) the first time, and usable when this returns."""
+        password, made = self.users.worker(node_id)
+        url = f"nats://{worker_user(node_id)}:{password}@{self._where}"
+        if made:
+            self._write_config()
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGHUP)  # a reload: no client is disconnected
+            await _until_accepted(url)
+        return url
+
+    def _write_config(self) -> Path:
+        conf = self.data_dir / "nats-server.conf"
+        conf.touch(mode=0o600)  # it holds the users' passwords
+        conf.write_text(
+            server_config(
+                self.host,
+                self.port,
+                self.data_dir / "jetstream",
+                self.fsync,
+                self.max_payload_mb,
+                authorization=self.users.authorization(),
+            )
+        )
+        return conf
 
     def start(self, wait_s: float = 15.0) -> None:
         """Spawn and wait (blocking) until it accepts connections."""
@@ -131,13 +163,7 @@ class EmbeddedNats:
 
     def spawn(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        conf = self.data_dir / "nats-server.conf"
-        conf.touch(mode=0o600)  # it holds the token
-        conf.write_text(
-            server_config(
-                self.host, self.port, self.data_dir / "jetstream", self.fsync, self.max_payload_mb, self.token
-            )
-        )
+        conf = self._write_config()
         log_path = self.data_dir / "nats-server.log"
         with log_path.open("ab") as out:
             self.proc = subprocess.Popen(
@@ -156,3 +182,28 @@ class EmbeddedNats:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+
+
+async def _quiet(_: Exception) -> None:
+    return None
+
+
+async def _until_accepted(url: str, within_s: float = 10.0) -> None:
+    """Until the server takes these credentials (a configuration reload takes a moment)."""
+    import nats
+
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            nc = await nats.connect(
+                url, connect_timeout=2, allow_reconnect=False, max_reconnect_attempts=0, error_cb=_quiet
+            )
+        except Exception as exc:
+            if time.monotonic() > deadline:
+                raise Unavailable(
+                    f"the embedded NATS server did not take a new worker's credentials: {exc}"
+                ) from exc
+            await asyncio.sleep(0.05)
+            continue
+        await nc.close()
+        return

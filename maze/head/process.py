@@ -199,9 +199,11 @@ class Head:
             if settings.local_worker:
                 # on this process's loop: measured against a child process of its own (one more
                 # process on the task's path, on 2 cores), it gave the lower latency and throughput
-                worker_nc = await connect(urls, "maze-local-worker")
                 # the port tells two heads on one machine apart
                 node_id = settings.node_id or f"{socket.gethostname().split('.')[0]}-head-{settings.port}"
+                # a worker's credentials, as any worker's: it may do only what a worker does
+                worker_urls = [await self.embedded.worker_url(node_id)] if self.embedded is not None else urls
+                worker_nc = await connect(worker_urls, "maze-local-worker")
                 capacity = local_capacity(
                     settings.worker_cpus, settings.worker_memory_mb, settings.worker_gpus
                 )
@@ -220,7 +222,22 @@ class Head:
                 ):
                     await asyncio.sleep(0.01)
             token, made = head_token(data, settings.api_token, settings.host, settings.insecure)
-            state = HeadState(nc.jetstream(), nc, controller, models, settings, urls, token)
+            embedded = self.embedded
+
+            async def worker_nats(node: str) -> list[str]:
+                assert embedded is not None
+                return [await embedded.worker_url(node)]
+
+            state = HeadState(
+                nc.jetstream(),
+                nc,
+                controller,
+                models,
+                settings,
+                urls,
+                token,
+                worker_nats if embedded is not None else None,
+            )
             await state.blobs.follow_removals()  # submits check the code they name from memory
             # what start-up made (modules, the app, replayed state) stays; leave it out of the
             # cyclic GC's full collections, whose cost stalls the event loop everyone shares

@@ -17,7 +17,7 @@ from maze.core import hops
 from maze.core.errors import MazeError
 from maze.core.logs import configure_logging
 from maze.core.loop import run_loop
-from maze.core.settings import env_settings, redact, split_urls
+from maze.core.settings import env_settings, split_urls
 
 app = typer.Typer(
     help="Maze: a task-level distributed runtime for agent workflows.",
@@ -399,8 +399,11 @@ def cluster_queues(server_url: str = ServerUrl, token: str | None = Token) -> No
 
 @cluster_app.command("join-command")
 def cluster_join_command(server_url: str = ServerUrl, token: str | None = Token) -> None:
-    """The command another machine runs to join this head as a worker."""
-    data = _call(_client(server_url, token).http.get, "/cluster/nats")
+    """The command another machine runs to join this head as a worker. It carries the head's API
+    token (when the head requires one), never NATS credentials: a joining worker asks the head for
+    credentials of its own."""
+    client = _client(server_url, token)
+    _call(client.http.get, "/cluster/resources")  # the head answers, and takes this token
     head = httpx.URL(server_url)
     host = head.host
     if host in ("localhost", "127.0.0.1"):
@@ -412,14 +415,12 @@ def cluster_join_command(server_url: str = ServerUrl, token: str | None = Token)
             "--host 0.0.0.0 --nats-host 0.0.0.0 for other machines to reach it",
             highlight=False,
         )
-    client = _client(server_url, token)
     flag = f" --token {client.http.token}" if client.http.token else ""
     console.print(
         f"maze start --worker --addr {host}:{head.port or 80}{flag} --agent --heartbeat-interval 2",
         highlight=False,
         soft_wrap=True,
     )
-    console.print(f"# event store: {', '.join(redact(u) for u in data['nats_urls'])}", highlight=False)
 
 
 @cluster_app.command("reconcile-workers")

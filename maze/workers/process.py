@@ -36,11 +36,11 @@ def _auth(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
-def head_join_info(addr: str, token: str | None = None) -> tuple[list[str], ValueLimits]:
+def head_join_info(addr: str, token: str | None = None, node_id: str = "") -> tuple[list[str], ValueLimits]:
     """Ask the head where its event store is, and the value limits results must respect."""
     url = head_url(addr)
     try:
-        resp = httpx.get(f"{url}/cluster/nats", timeout=10, headers=_auth(token))
+        resp = httpx.get(f"{url}/cluster/nats", params={"node_id": node_id}, timeout=10, headers=_auth(token))
     except httpx.HTTPError as exc:
         raise Unavailable(f"cannot reach the head at {url}: {exc}") from exc
     if resp.status_code >= 400:
@@ -56,14 +56,14 @@ def head_join_info(addr: str, token: str | None = None) -> tuple[list[str], Valu
     return [u.replace("127.0.0.1", host).replace("localhost", host) for u in urls], limits
 
 
-async def until_head_answers(addr: str, token: str | None) -> tuple[list[str], ValueLimits]:
+async def until_head_answers(addr: str, token: str | None, node_id: str) -> tuple[list[str], ValueLimits]:
     """`head_join_info`, waiting (and saying so every few seconds) while the head cannot be reached
     (it may be starting): a failure that heals by itself does not end the worker. An answer that
     refuses it (a 4xx) does."""
     said = 0.0
     while True:
         try:
-            return await asyncio.to_thread(head_join_info, addr, token)
+            return await asyncio.to_thread(head_join_info, addr, token, node_id)
         except Unavailable as exc:
             if "status" in exc.details and int(exc.details["status"]) < 500:
                 raise
@@ -109,7 +109,9 @@ class Agent:
         async with self.lock:
             while True:
                 try:
-                    urls, limits = await asyncio.to_thread(head_join_info, self.addr, self.token)
+                    urls, limits = await asyncio.to_thread(
+                        head_join_info, self.addr, self.token, self.worker.node_id
+                    )
                     self.worker.limits = limits
                     nc: NATS | None = None
                     if urls != self.urls or not self.worker.nc.is_connected:
@@ -143,6 +145,7 @@ async def run_worker(
 ) -> None:
     # the head's API token: given, or $MAZE_TOKEN, or (a head on this machine) its data dir's
     token = resolve_token(head_url(addr), token)
+    node = node_id or f"{socket.gethostname().split('.')[0]}-{uuid.uuid4().hex[:6]}"
     # Ctrl-C / SIGTERM stop the worker in every state: while it starts, by cancelling the start
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -158,7 +161,7 @@ async def run_worker(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
     try:
-        urls, limits = await until_head_answers(addr, token)
+        urls, limits = await until_head_answers(addr, token, node)
     except asyncio.CancelledError:
         return
     capacity = local_capacity(cpus, memory_mb, gpus)
@@ -166,7 +169,6 @@ async def run_worker(
         nc = await connect(urls, "maze-worker")
     except asyncio.CancelledError:
         return
-    node = node_id or f"{socket.gethostname().split('.')[0]}-{uuid.uuid4().hex[:6]}"
     worker = Worker(nc, node, capacity, local_ip(), heartbeat_interval=heartbeat_interval, limits=limits)
     watcher = None
     if agent:

@@ -91,7 +91,7 @@ class Worker:
     def _bind(self, nc: NATS) -> None:
         self.nc = nc
         self.js = nc.jetstream(timeout=10)
-        self.store = EventStore(nc)
+        self.store = EventStore(nc, reporter=self.node_id)
         self.outbox = Outbox(self.store, self._on_unrecordable)
         self.blobs = BlobStore(nc, self.limits.blob_max_bytes)
         self.cache = BlobCache(self.blobs)
@@ -109,9 +109,8 @@ class Worker:
         """Register a new session of this node and start pulling its work."""
         self.session = uuid.uuid4().hex[:12]
         self.log = log.bind(node_id=self.node_id, session=self.session)
-        subject = subjects.work_subject(self.node_id)
-        # Work placed on an earlier session of this node is void: the controller re-places it.
-        await self.js.purge_stream(subjects.WORK_STREAM, subject=subject)
+        # Work placed on an earlier session of this node is void (the controller re-places it): it
+        # is taken and dropped when it comes (a worker may not purge streams)
         await self._ensure_consumer()
         self.puller = ContinuousPull(
             self.nc, subjects.WORK_STREAM, self.durable, self._on_work, ensure_consumer=self._ensure_consumer

@@ -1,0 +1,161 @@
+"""NATS roles on the embedded server: the head has a user that may do everything; each worker node a
+user of its own that may do only what a worker does. What a worker's credentials cannot do is
+refused by NATS, and what they may write but not mean (a run created on a worker's subject) is
+refused by every fold."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import msgspec
+import nats
+import pytest
+from nats.js.api import ConsumerConfig
+
+from maze import MaClient, task
+from maze.core.clock import now_ms
+from maze.events import subjects
+from maze.events.codec import encode_events
+from maze.events.runs import RunCreated
+from maze.events.tasks import AttemptStarted
+from tests.helpers import HeadProcess
+
+
+@task
+def ping(x: int = 0):
+    return {"x": x}
+
+
+@pytest.fixture(scope="module")
+def head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HeadProcess]:
+    proc = HeadProcess(tmp_path_factory.mktemp("roles") / "head")  # the embedded server
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+def _worker_url(head: HeadProcess, node_id: str) -> str:
+    resp = httpx.get(f"{head.url}/cluster/nats", params={"node_id": node_id}, timeout=10)
+    assert resp.status_code == 200, resp.text
+    (url,) = resp.json()["nats_urls"]
+    return str(url)
+
+
+def test_each_worker_gets_credentials_of_its_own_never_the_heads(head: HeadProcess) -> None:
+    one, two = _worker_url(head, "node-one"), _worker_url(head, "node-two")
+    assert "worker-node-one:" in one and "worker-node-two:" in two and one != two
+    head_password = msgspec.json.decode((head.data_dir / "nats-users.json").read_bytes())["head"]
+    assert head_password not in one and head_password not in two and "maze-head" not in one
+    assert _worker_url(head, "node-one") == one, "the same node gets the same credentials again"
+    missing = httpx.get(f"{head.url}/cluster/nats", timeout=10)
+    assert missing.status_code == 400 and "node_id is required" in missing.text
+    bad = httpx.get(f"{head.url}/cluster/nats", params={"node_id": "a.b"}, timeout=10)
+    assert bad.status_code == 400
+    out = subprocess.run(
+        [sys.executable, "-m", "maze", "cluster", "join-command", "--server-url", head.url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0 and head_password not in out.stdout and "maze start --worker" in out.stdout
+
+
+async def _refused(url: str, attempt) -> str:  # type: ignore[no-untyped-def]
+    """Run `attempt(nc)` and return the permissions error NATS reported for it."""
+    errors: list[str] = []
+
+    async def on_error(exc: Exception) -> None:
+        errors.append(str(exc))
+
+    nc = await nats.connect(url, error_cb=on_error)
+    try:
+        with pytest.raises(Exception):  # noqa: B017 (a timeout, no responders or a permissions error)
+            await attempt(nc)
+        for _ in range(50):
+            if errors:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        await nc.close()
+    assert any("permissions violation" in e.lower() for e in errors), errors
+    return errors[0]
+
+
+def test_a_workers_credentials_cannot_create_runs_purge_or_read_other_work(head: HeadProcess) -> None:
+    url = _worker_url(head, "node-one")
+    created = RunCreated(run_id="run_forged", workflow_id="w", at_ms=now_ms(), tasks=[])
+
+    async def create_run(nc: nats.NATS) -> None:
+        await nc.jetstream(timeout=1).publish(subjects.run_subject("run_forged"), encode_events([created]))
+
+    async def purge(nc: nats.NATS) -> None:
+        await nc.jetstream(timeout=1).purge_stream(subjects.RUNS_STREAM)
+
+    async def delete(nc: nats.NATS) -> None:
+        await nc.jetstream(timeout=1).delete_stream(subjects.WORK_STREAM)
+
+    async def others_work(nc: nats.NATS) -> None:
+        config = ConsumerConfig(
+            durable_name="worker-node-two", filter_subject=subjects.work_subject("node-two")
+        )
+        await nc.jetstream(timeout=1).add_consumer(subjects.WORK_STREAM, config)
+
+    async def listen_to_others_work(nc: nats.NATS) -> None:
+        await nc.subscribe(subjects.work_subject("node-two"))
+        await nc.flush(timeout=1)
+        await asyncio.sleep(0.3)
+        raise RuntimeError("the subscription itself is refused asynchronously")
+
+    for attempt in (create_run, purge, delete, others_work, listen_to_others_work):
+        asyncio.run(_refused(url, attempt))
+
+
+def test_what_a_worker_writes_on_its_own_subject_but_may_not_mean_is_refused(head: HeadProcess) -> None:
+    """NATS lets a worker write on its own report subject of any run; what it writes there counts
+    only if it is that node's report on an attempt. A run it tries to create there is no run."""
+    url = _worker_url(head, "node-one")
+    forged = RunCreated(run_id="run_forged2", workflow_id="w", at_ms=now_ms(), tasks=[])
+    client = MaClient(head.url)
+    wf = client.create_workflow()
+    wf.add_task(ping, inputs={"x": 1})
+    real = wf.run()
+    assert wf.show_results(real)["state"] == "succeeded"
+    someone_else = AttemptStarted(run_id=real, task_id="t", attempt=1, node_id="node-two", at_ms=now_ms())
+
+    async def write() -> None:
+        nc = await nats.connect(url)
+        try:
+            js = nc.jetstream()
+            await js.publish(subjects.report_subject("run_forged2", "node-one"), encode_events([forged]))
+            await js.publish(subjects.report_subject(real, "node-one"), encode_events([someone_else]))
+        finally:
+            await nc.close()
+
+    asyncio.run(write())
+
+    def refused() -> int:
+        decoding = httpx.get(f"{head.url}/cluster/diagnostics", timeout=10).json()["controller"]["decoding"]
+        return int(decoding["refused_events"])
+
+    from tests.helpers import wait_until
+
+    wait_until(lambda: refused() >= 2, timeout=30)
+    assert httpx.get(f"{head.url}/runs/run_forged2", timeout=10).status_code == 404
+    shown = client.get_run_events(real)
+    assert any(e.get("refused") for e in shown), "the history shows what was refused, as such"
+    assert client.get_run(real)["state"] == "succeeded"
+
+
+def test_the_heads_local_worker_runs_with_a_workers_credentials(head: HeadProcess, tmp_path: Path) -> None:
+    users = msgspec.json.decode((head.data_dir / "nats-users.json").read_bytes())
+    assert any(node.endswith(f"-head-{head.port}") for node in users["workers"]), users["workers"].keys()
+    client = MaClient(head.url)
+    wf = client.create_workflow()
+    first = wf.add_task(ping, inputs={"x": 2})
+    wf.add_task(ping, inputs={"x": first.outputs["x"]})
+    assert wf.show_results(wf.run())["state"] == "succeeded"
