@@ -91,21 +91,23 @@ def test_ctrl_c_stops_everything(tmp_path) -> None:
     assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
 
 
-async def test_embedded_nats_requires_the_token_the_head_hands_out(tmp_path) -> None:
+async def test_embedded_nats_requires_the_credentials_the_head_hands_out(tmp_path) -> None:
     import httpx
+    import msgspec
     import nats
     from nats.errors import NoServersError
 
     head = HeadProcess(tmp_path / "head")
     head.start()
     try:
-        (url,) = httpx.get(f"{head.url}/cluster/nats").json()["nats_urls"]
-        assert "@" in url and url.endswith(f":{head.nats_port}")
-        token = (tmp_path / "head" / "nats-token").read_text().strip()
-        assert url == f"nats://{token}@127.0.0.1:{head.nats_port}"
-        assert token not in head.log()  # never logged
+        (url,) = httpx.get(f"{head.url}/cluster/nats", params={"node_id": "n1"}).json()["nats_urls"]
+        assert url.endswith(f"@127.0.0.1:{head.nats_port}")
+        users = msgspec.json.decode((tmp_path / "head" / "nats-users.json").read_bytes())
+        assert url == f"nats://worker-n1:{users['workers']['n1']}@127.0.0.1:{head.nats_port}"
+        for secret in (users["head"], users["workers"]["n1"]):
+            assert secret not in head.log()  # never logged
         nc = await nats.connect(url)
-        assert (await nc.jetstream().stream_info("MAZE_RUNS")).config.name == "MAZE_RUNS"
+        await nc.flush()
         await nc.close()
         try:
             await nats.connect(
@@ -114,7 +116,7 @@ async def test_embedded_nats_requires_the_token_the_head_hands_out(tmp_path) -> 
                 connect_timeout=2,
                 allow_reconnect=False,
             )
-            raise AssertionError("a client without the token must be refused")
+            raise AssertionError("a client without credentials must be refused")
         except (NoServersError, nats.errors.Error):
             pass
     finally:

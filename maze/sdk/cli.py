@@ -58,6 +58,11 @@ def start(
         "", "--data-dir", help="JetStream store + read models (default: $MAZE_DATA_DIR or ~/.maze)."
     ),
     nats: str = typer.Option("", "--nats", help="Use an existing NATS cluster: nats://a:4222,nats://b:4222"),
+    worker_nats: str = typer.Option(
+        "",
+        "--worker-nats",
+        help="Head with --nats: the NATS URLs (a worker account's credentials in them) handed to workers.",
+    ),
     nats_port: int = typer.Option(4222, "--nats-port", help="Embedded NATS port."),
     nats_host: str = typer.Option(
         "127.0.0.1", "--nats-host", help="Embedded NATS bind address (0.0.0.0 for remote workers)."
@@ -144,6 +149,7 @@ def start(
 
             settings = env_settings(
                 nats_urls=split_urls(nats) if nats else None,
+                worker_nats_urls=split_urls(worker_nats) if worker_nats else None,
                 data_dir=data_dir or None,
                 host=host,
                 port=port,
