@@ -326,3 +326,18 @@ def test_streams_nobody_reads_are_closed_past_the_few_kept(head: HeadProcess) ->
     # one connection per submit, and one more for the two closed ones' GET /runs/{id}/stream
     assert client.http.streams.created == OPEN_STREAMS_KEPT + 3
     client.close()
+
+
+def test_get_run_events_returns_every_event_of_a_run_past_one_page(client: MaClient) -> None:
+    """The head answers ~10,000 events a page; the SDK reads every page."""
+    wf = client.create_workflow()
+    for i in range(4000):
+        wf.add_task(inc, inputs={"x": i})
+    run_id = wf.run()
+    assert wf.show_results(run_id)["state"] == "succeeded"
+    events = client.get_run_events(run_id)
+    assert len(events) > 10_000
+    assert sum(e["type"] == "attempt.succeeded" for e in events) == 4000
+    seqs = [e["seq"] for e in events]
+    assert seqs == sorted(seqs), "in log order, no page read twice"
+    assert events[-1]["type"] == "run.finished"

@@ -194,7 +194,9 @@ async def get_run_task(run_id: str, task_id: str, head: HeadState, min_seq: MinS
 
 @get("/runs/{run_id:str}/events")
 async def get_run_events(run_id: str, head: HeadState, after: int = 0) -> dict[str, Any]:
-    """The run's events from the log, after stream sequence `after`."""
+    """The run's events from the log, after stream sequence `after`: a page of about 10,000 events
+    (whole messages). `more` says whether the log held more when it was read: ask again with
+    `after` = `last_seq`."""
     if after < 0:
         raise ValidationError("after must not be negative")
     await require_run(head, run_id)
@@ -206,7 +208,7 @@ async def get_run_events(run_id: str, head: HeadState, after: int = 0) -> dict[s
         last = seq
         if len(events) >= MAX_EVENTS_PAGE:
             break
-    return {"run_id": run_id, "events": events, "last_seq": last}
+    return {"run_id": run_id, "events": events, "last_seq": last, "more": last < until}
 
 
 @get("/runs/{run_id:str}/stream")

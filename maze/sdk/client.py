@@ -71,13 +71,17 @@ class MaClient:
         return follow_events(self.http, run_id)
 
     def get_run_events(self, run_id: str, after: int | None = None) -> list[dict[str, Any]]:
-        """The run's events from the log, after stream sequence `after`. A result value or input
+        """All of the run's events in the log (after stream sequence `after`). A result value or input
         that is not plain data appears as a descriptor (`{"__maze_value__": ...}`): pass it to
         `load_value` for the value itself."""
-        result: dict[str, Any] = self.http.get(f"/runs/{run_id}/events", after=after or 0)
-        events: list[dict[str, Any]] = result["events"]
-        self.http.note_seen(int(result["last_seq"]))
-        return events
+        events: list[dict[str, Any]] = []
+        while True:  # page by page (the head answers ~10,000 events at a time)
+            result: dict[str, Any] = self.http.get(f"/runs/{run_id}/events", after=after or 0)
+            events += result["events"]
+            self.http.note_seen(int(result["last_seq"]))
+            if not result.get("more") or int(result["last_seq"]) <= (after or 0):
+                return events
+            after = int(result["last_seq"])
 
     def load_value(self, descriptor: dict[str, Any]) -> Any:
         """The value behind a descriptor from an event (or a blob descriptor from a task row): an
