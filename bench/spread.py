@@ -25,7 +25,7 @@ from maze.head.nats_server import nats_server_binary, server_config
 from maze.sdk.local_head import LocalHead, free_port, wait_for_nodes
 
 
-@task
+@task(resources={"cpu": 0.5, "cpu_mem": 16, "gpu": 0, "gpu_mem": 0})
 def tiny(i: int = 0):
     return {"i": i}
 
