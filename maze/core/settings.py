@@ -71,6 +71,11 @@ class Settings(Struct, frozen=True):
     # join; without, the head's own URLs without their credentials. The embedded server hands each
     # worker node a user of its own instead (maze/head/nats_auth.py).
     worker_nats_urls: list[str] = []
+    # TLS (maze/core/tls.py): the head's certificate and key for HTTPS and its embedded NATS, and
+    # the CA its clients trust
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_ca: str = ""
     lease_s: float = 5.0
     max_streams: int = 1_000
     max_streams_per_client: int = 100

@@ -32,6 +32,7 @@ from nats.js.kv import KeyValue
 
 from maze.core.errors import PayloadTooLarge, Unavailable
 from maze.core.settings import redact
+from maze.core.tls import client_context, needs_tls
 from maze.events import headers, subjects
 from maze.events.catalog import Event, event_key, event_tag
 from maze.events.codec import encode_events
@@ -119,6 +120,8 @@ async def connect(urls: Sequence[str], name: str, **kwargs: object) -> NATS:
             said = now
             log.warning("nats.waiting_for_server", servers=where, error=describe_error(exc))
 
+    if "tls" not in kwargs and needs_tls(list(urls)):
+        kwargs["tls"] = client_context()  # verified against $MAZE_TLS_CA or the system's CAs
     attempt = asyncio.ensure_future(
         nats.connect(
             servers=list(urls),

@@ -17,6 +17,7 @@ import structlog
 from maze.core.errors import Unavailable
 from maze.core.procs import die_with_parent
 from maze.core.settings import redact
+from maze.core.tls import client_context
 from maze.head.nats_auth import HEAD_USER, NatsUsers, worker_user
 
 log = structlog.get_logger(__name__)
@@ -45,15 +46,23 @@ def server_config(
     max_payload_mb: int,
     token: str | None = None,
     authorization: str | None = None,
+    tls: tuple[str, str, str] | None = None,
 ) -> str:
     """A nats-server configuration: `authorization` (a whole block: users and their permissions,
     maze/head/nats_auth.py) or a single `token`, or none."""
     sync = "always" if fsync == "always" else "2m"
     auth = authorization or (f'authorization {{\n  token: "{token}"\n}}\n' if token else "")
+    tls_block = ""
+    if tls is not None:  # (certificate, key, CA): clients must speak TLS
+        cert, key, ca = tls
+        tls_block = f'tls {{\n  cert_file: "{cert}"\n  key_file: "{key}"\n'
+        tls_block += f'  ca_file: "{ca}"\n' if ca else ""
+        tls_block += "}\n"
     return (
         f'listen: "{host}:{port}"\n'
         f"max_payload: {max_payload_mb}MB\n"
         f"{auth}"
+        f"{tls_block}"
         "jetstream {\n"
         f'  store_dir: "{store_dir}"\n'
         f"  sync_interval: {sync}\n"
@@ -71,7 +80,9 @@ class EmbeddedNats:
         port: int = 4222,
         fsync: str = "always",
         max_payload_mb: int = 8,
+        tls: tuple[str, str, str] | None = None,
     ) -> None:
+        self.tls = tls  # (certificate, key, CA): the server speaks TLS, its URLs are tls://
         self.data_dir = data_dir
         self.host = host
         self.port = port
@@ -86,15 +97,19 @@ class EmbeddedNats:
         return f"{host}:{self.port}"
 
     @property
+    def _scheme(self) -> str:
+        return "tls" if self.tls else "nats"
+
+    @property
     def url(self) -> str:
         """The head's URL, its user's credentials included."""
-        return f"nats://{HEAD_USER}:{self.users.head_password}@{self._where}"
+        return f"{self._scheme}://{HEAD_USER}:{self.users.head_password}@{self._where}"
 
     async def worker_url(self, node_id: str) -> str:
         """The URL node `node_id`'s worker connects with: its own user, made (and the server's
         configuration reloaded) the first time, and usable when this returns."""
         password, made = self.users.worker(node_id)
-        url = f"nats://{worker_user(node_id)}:{password}@{self._where}"
+        url = f"{self._scheme}://{worker_user(node_id)}:{password}@{self._where}"
         if made:
             self._write_config()
             assert self.proc is not None
@@ -113,6 +128,7 @@ class EmbeddedNats:
                 self.fsync,
                 self.max_payload_mb,
                 authorization=self.users.authorization(),
+                tls=self.tls,
             )
         )
         return conf
@@ -196,7 +212,12 @@ async def _until_accepted(url: str, within_s: float = 10.0) -> None:
     while True:
         try:
             nc = await nats.connect(
-                url, connect_timeout=2, allow_reconnect=False, max_reconnect_attempts=0, error_cb=_quiet
+                url,
+                connect_timeout=2,
+                allow_reconnect=False,
+                max_reconnect_attempts=0,
+                error_cb=_quiet,
+                tls=client_context() if url.startswith("tls://") else None,
             )
         except Exception as exc:
             if time.monotonic() > deadline:

@@ -28,6 +28,7 @@ from maze.api.state import HeadState
 from maze.core.auth import TOKEN_FILE, is_loopback
 from maze.core.errors import Unavailable
 from maze.core.settings import Settings, redact
+from maze.core.tls import TLS_CA_ENV
 from maze.events.store import (
     EventStore,
     connect,
@@ -159,6 +160,8 @@ class Head:
         try:
             data.mkdir(parents=True, exist_ok=True)
             self.lock = hold_data_dir(data)
+            if settings.tls_ca:  # what this process and its children trust (maze/core/tls.py)
+                os.environ[TLS_CA_ENV] = settings.tls_ca
             settings = self.settings = msgspec.structs.replace(
                 settings, head_id=settings.head_id or head_id(data)
             )
@@ -167,7 +170,12 @@ class Head:
             if not urls:
                 ensure_port_free(settings.nats_host, settings.nats_port, "--nats-port", what="NATS")
                 self.embedded = EmbeddedNats(
-                    data, settings.nats_host, settings.nats_port, settings.fsync, settings.max_payload_mb
+                    data,
+                    settings.nats_host,
+                    settings.nats_port,
+                    settings.fsync,
+                    settings.max_payload_mb,
+                    tls=(settings.tls_cert, settings.tls_key, settings.tls_ca) if settings.tls_cert else None,
                 )
                 # In this thread on purpose: the server's die-with-parent signal is tied to the
                 # thread that started it, and a pool thread may exit before the head does.
@@ -250,7 +258,11 @@ class Head:
                 http="auto",  # httptools (a dependency) when installed
                 timeout_graceful_shutdown=2,
                 lifespan="on",
+                ssl_certfile=settings.tls_cert or None,
+                ssl_keyfile=settings.tls_key or None,
+                ssl_ca_certs=settings.tls_ca or None,
             )
+            scheme = "https" if settings.tls_cert else "http"
             server = _Server(config)
             server_task = asyncio.create_task(server.serve())
             while not server.started:
@@ -262,12 +274,12 @@ class Head:
             log.info(
                 "head.ready",
                 **phases,
-                api=f"http://{settings.host}:{settings.port}",
+                api=f"{scheme}://{settings.host}:{settings.port}",
                 nats=[redact(u) for u in urls],
                 data_dir=str(data),
             )
             print(
-                f"Maze head ready: http://{settings.host}:{settings.port}  (NATS {', '.join(redact(u) for u in urls)}, "
+                f"Maze head ready: {scheme}://{settings.host}:{settings.port}  (NATS {', '.join(redact(u) for u in urls)}, "
                 f"data {data})",
                 flush=True,
             )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -18,6 +19,7 @@ from maze.core.errors import MazeError
 from maze.core.logs import configure_logging
 from maze.core.loop import run_loop
 from maze.core.settings import env_settings, split_urls
+from maze.core.tls import TLS_CA_ENV
 
 app = typer.Typer(
     help="Maze: a task-level distributed runtime for agent workflows.",
@@ -121,6 +123,14 @@ def start(
     insecure: bool = typer.Option(
         False, "--insecure", help="Head: take API calls without a token even on a public address (unsafe)."
     ),
+    tls_cert: str = typer.Option("", "--tls-cert", help="Head: certificate for HTTPS and its embedded NATS."),
+    tls_key: str = typer.Option("", "--tls-key", help="Head: the certificate's private key."),
+    tls_ca: str = typer.Option(
+        "",
+        "--tls-ca",
+        envvar="MAZE_TLS_CA",
+        help="The CA to trust for the head's HTTPS and NATS (default: the system's).",
+    ),
 ) -> None:
     """Start a head (`--head`) or a worker (`--worker --addr HOST:PORT`)."""
     configure_logging(log_level)
@@ -139,6 +149,11 @@ def start(
         fail("--inline-value-kb must be between 1 and 512")
     if blob_max_mb < 1:
         fail("--blob-max-mb must be at least 1")
+    if bool(tls_cert) != bool(tls_key):
+        fail("--tls-cert and --tls-key go together")
+    for flag, path in (("--tls-cert", tls_cert), ("--tls-key", tls_key), ("--tls-ca", tls_ca)):
+        if path and not Path(path).is_file():
+            fail(f"{flag} {path}: no such file")
     if lease_seconds < 0.5:
         fail("--lease-seconds must be at least 0.5")
     if snapshot_interval < 1 or work_resend < 0.1:
@@ -172,6 +187,9 @@ def start(
                 log_level=log_level,
                 api_token=token or None,
                 lease_s=lease_seconds,
+                tls_cert=str(Path(tls_cert).resolve()) if tls_cert else "",
+                tls_key=str(Path(tls_key).resolve()) if tls_key else "",
+                tls_ca=str(Path(tls_ca).resolve()) if tls_ca else "",
                 insecure=insecure,
             )
             run_loop(Head(settings).run())
@@ -180,6 +198,8 @@ def start(
                 fail("--worker needs --addr HEAD_HOST:PORT")
             from maze.workers.process import run_worker
 
+            if tls_ca:  # what the worker trusts for the head's HTTPS and NATS (maze/core/tls.py)
+                os.environ[TLS_CA_ENV] = str(Path(tls_ca).resolve())
             run_loop(run_worker(addr, node_id, cpus, memory_mb, gpus, agent, heartbeat_interval, token))
     except MazeError as exc:
         fail(exc.message)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import ssl
 import time
 import weakref
 from collections import OrderedDict
@@ -12,6 +14,7 @@ import msgspec
 
 from maze.core.auth import resolve_token
 from maze.core.errors import ERROR_TYPES, MazeError, Unavailable
+from maze.core.tls import TLS_CA_ENV, client_context
 from maze.sdk.sse_client import StreamPool
 
 
@@ -86,7 +89,9 @@ class Http:
         self.server_url = server_url.rstrip("/")
         self.token = resolve_token(self.server_url, token)
         auth = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        self.client = httpx.Client(base_url=self.server_url, timeout=timeout, headers=auth)
+        # https: verified against $MAZE_TLS_CA when set (a private CA), else the usual trust store
+        verify: ssl.SSLContext | bool = client_context() if os.environ.get(TLS_CA_ENV) else True
+        self.client = httpx.Client(base_url=self.server_url, timeout=timeout, headers=auth, verify=verify)
         # a run's submit-and-follow and its event stream: the hot path, on http.client
         self.streams = StreamPool(self.server_url, auth)
         self.session = _session(self.server_url)

@@ -14,6 +14,7 @@ or whose stream was left unread, is closed and dropped."""
 from __future__ import annotations
 
 import http.client
+import os
 import select
 import socket
 import ssl
@@ -22,6 +23,8 @@ from typing import NamedTuple
 from urllib.parse import urlencode, urlsplit
 
 import httpx
+
+from maze.core.tls import TLS_CA_ENV, client_context
 
 CONNECT_TIMEOUT_S = 30.0  # to connect and to send; a followed stream has no read timeout
 HEADERS_TIMEOUT_S = 300.0  # for the answer's headers (a 100,000-task submit is recorded in ~5 s)
@@ -188,8 +191,8 @@ class StreamPool:
             )
         conn: http.client.HTTPConnection
         if self._https:
-            if self._tls is None:  # httpx's own verification (certifi...), as the rest of the SDK has it
-                self._tls = httpx.create_ssl_context()
+            if self._tls is None:  # $MAZE_TLS_CA (a private CA), else httpx's verification (certifi...)
+                self._tls = client_context() if os.environ.get(TLS_CA_ENV) else httpx.create_ssl_context()
             conn = http.client.HTTPSConnection(host, port, timeout=CONNECT_TIMEOUT_S, context=self._tls)
         else:
             conn = http.client.HTTPConnection(host, port, timeout=CONNECT_TIMEOUT_S)

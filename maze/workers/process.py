@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import socket
+import ssl
 import time
 import uuid
 
@@ -21,6 +23,7 @@ from nats.aio.client import Client as NATS
 from maze.core.auth import resolve_token
 from maze.core.errors import Unavailable
 from maze.core.settings import ValueLimits, redact
+from maze.core.tls import TLS_CA_ENV, client_context
 from maze.events.store import connect
 from maze.workers.capacity import local_capacity, local_ip
 from maze.workers.worker import Worker
@@ -29,7 +32,17 @@ log = structlog.get_logger(__name__)
 
 
 def head_url(addr: str) -> str:
-    return (addr if addr.startswith("http") else f"http://{addr}").rstrip("/")
+    """`--addr` as a URL: as given with a scheme; else https when a CA to trust the head with is
+    set (--tls-ca, MAZE_TLS_CA), http otherwise."""
+    if addr.startswith(("http://", "https://")):
+        return addr.rstrip("/")
+    scheme = "https" if os.environ.get(TLS_CA_ENV) else "http"
+    return f"{scheme}://{addr}".rstrip("/")
+
+
+def _verify() -> ssl.SSLContext | bool:
+    """A head on https: verified against $MAZE_TLS_CA when set, else the usual trust store."""
+    return client_context() if os.environ.get(TLS_CA_ENV) else True
 
 
 def _auth(token: str | None) -> dict[str, str]:
@@ -40,7 +53,13 @@ def head_join_info(addr: str, token: str | None = None, node_id: str = "") -> tu
     """Ask the head where its event store is, and the value limits results must respect."""
     url = head_url(addr)
     try:
-        resp = httpx.get(f"{url}/cluster/nats", params={"node_id": node_id}, timeout=10, headers=_auth(token))
+        resp = httpx.get(
+            f"{url}/cluster/nats",
+            params={"node_id": node_id},
+            timeout=10,
+            headers=_auth(token),
+            verify=_verify(),
+        )
     except httpx.HTTPError as exc:
         raise Unavailable(f"cannot reach the head at {url}: {exc}") from exc
     if resp.status_code >= 400:
@@ -77,7 +96,9 @@ async def until_head_answers(addr: str, token: str | None, node_id: str) -> tupl
 def registered_alive(addr: str, node_id: str, session: str, token: str | None = None) -> bool | None:
     """Whether the head sees this node session alive; None if the head cannot be asked now."""
     try:
-        resp = httpx.get(f"{head_url(addr)}/cluster/resources", timeout=5, headers=_auth(token))
+        resp = httpx.get(
+            f"{head_url(addr)}/cluster/resources", timeout=5, headers=_auth(token), verify=_verify()
+        )
         resp.raise_for_status()
     except httpx.HTTPError:
         return None
