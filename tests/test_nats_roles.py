@@ -65,14 +65,15 @@ def test_each_worker_gets_credentials_of_its_own_never_the_heads(head: HeadProce
     assert out.returncode == 0 and head_password not in out.stdout and "maze start --worker" in out.stdout
 
 
-async def _refused(url: str, attempt) -> str:  # type: ignore[no-untyped-def]
-    """Run `attempt(nc)` and return the permissions error NATS reported for it."""
+async def _refused(url: str, attempt, node: str = "node-one") -> str:  # type: ignore[no-untyped-def]
+    """Run `attempt(nc)`, connected as node `node`'s worker is (its own inbox prefix, so that
+    replies to what it may ask do reach it), and return the permissions error NATS reported."""
     errors: list[str] = []
 
     async def on_error(exc: Exception) -> None:
         errors.append(str(exc))
 
-    nc = await nats.connect(url, error_cb=on_error)
+    nc = await nats.connect(url, error_cb=on_error, inbox_prefix=subjects.worker_inbox(node))
     try:
         with pytest.raises(Exception):  # noqa: B017 (a timeout, no responders or a permissions error)
             await attempt(nc)
@@ -111,8 +112,58 @@ def test_a_workers_credentials_cannot_create_runs_purge_or_read_other_work(head:
         await asyncio.sleep(0.3)
         raise RuntimeError("the subscription itself is refused asynchronously")
 
-    for attempt in (create_run, purge, delete, others_work, listen_to_others_work):
+    async def own_name_others_filter(nc: nats.NATS) -> None:
+        # its own consumer's name, on another node's work subject
+        config = ConsumerConfig(
+            name="worker-node-one",
+            durable_name="worker-node-one",
+            filter_subject=subjects.work_subject("node-two"),
+        )
+        await nc.jetstream(timeout=1).add_consumer(subjects.WORK_STREAM, config)
+
+    async def own_durable_unfiltered(nc: nats.NATS) -> None:
+        # the legacy create, whose subject names no filter: the request's could be anything
+        config = ConsumerConfig(
+            durable_name="worker-node-one", filter_subject=subjects.work_subject("node-two")
+        )
+        await nc.jetstream(timeout=1).add_consumer(subjects.WORK_STREAM, config)
+
+    async def read_others_replies(nc: nats.NATS) -> None:
+        await nc.subscribe("_INBOX.>")
+        await nc.flush(timeout=1)
+        await asyncio.sleep(0.3)
+        raise RuntimeError("the subscription itself is refused asynchronously")
+
+    for attempt in (
+        create_run,
+        purge,
+        delete,
+        others_work,
+        listen_to_others_work,
+        own_name_others_filter,
+        own_durable_unfiltered,
+        read_others_replies,
+    ):
         asyncio.run(_refused(url, attempt))
+
+    async def what_it_may_do() -> None:
+        # the control: the same connection does what a worker does, so the refusals above are
+        # the actions' own, not a connection that can do nothing
+        nc = await nats.connect(url, inbox_prefix=subjects.worker_inbox("node-one"))
+        try:
+            js = nc.jetstream(timeout=5)
+            config = ConsumerConfig(
+                name="worker-node-one",
+                durable_name="worker-node-one",
+                filter_subject=subjects.work_subject("node-one"),
+            )
+            info = await js.add_consumer(subjects.WORK_STREAM, config)
+            assert info.config.filter_subject == subjects.work_subject("node-one")
+            await js.stream_info(subjects.BLOB_STREAM)
+        finally:
+            await nc.close()
+
+    asyncio.run(what_it_may_do())
 
 
 def test_what_a_worker_writes_on_its_own_subject_but_may_not_mean_is_refused(head: HeadProcess) -> None:
@@ -128,7 +179,7 @@ def test_what_a_worker_writes_on_its_own_subject_but_may_not_mean_is_refused(hea
     someone_else = AttemptStarted(run_id=real, task_id="t", attempt=1, node_id="node-two", at_ms=now_ms())
 
     async def write() -> None:
-        nc = await nats.connect(url)
+        nc = await nats.connect(url, inbox_prefix=subjects.worker_inbox("node-one"))
         try:
             js = nc.jetstream()
             await js.publish(subjects.report_subject("run_forged2", "node-one"), encode_events([forged]))

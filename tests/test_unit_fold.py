@@ -271,3 +271,42 @@ def test_the_read_models_refuse_a_deposed_leaders_late_decision_as_the_controlle
     current = RunFinished(run_id="r", at_ms=4, state="failed", epoch=2)
     restarted.commit(*restarted.fold([("MAZE_RUNS", 4, [current])]))
     assert queries.get_run(conn.cursor(), "r")["state"] == "failed"
+
+
+def test_a_nodes_report_on_an_attempt_placed_elsewhere_changes_nothing_in_either_fold() -> None:
+    """Node m's credentials let it write reports on its own subject; its word on an attempt placed
+    on n is no report at all, for the controller and the read models alike."""
+    events = _history()
+    placed, started, failed = events[1], events[2], events[3]
+    forged = [
+        AttemptStarted(run_id="r", task_id="a", attempt=1, node_id="m", at_ms=3),
+        AttemptSucceeded(
+            run_id="r", task_id="a", attempt=1, node_id="m", at_ms=3, result=encode_value({"y": 9})
+        ),
+        AttemptRejected(run_id="r", task_id="a", attempt=1, node_id="m", at_ms=3, reason="x"),
+    ]
+    honest = _project([events[0], placed])
+    assert _project([events[0], placed, *forged]) == honest
+    run = new_run(events[0])
+    apply_attempt_event(run, placed)
+    for event in forged:
+        assert apply_attempt_event(run, event) == []
+    assert run.tasks["a"].state == "queued" and run.tasks["a"].result is None
+    # the node it was placed on is heard; then m's late word on that ended attempt is not
+    for event in (started, failed):
+        apply_attempt_event(run, event)
+    assert run.tasks["a"].state == "failed"
+    after = _project([events[0], placed, started, failed])
+    assert after["attempts"]["a/1"]["node_id"] == "n"
+    assert _project([events[0], placed, started, failed, *forged]) == after
+
+
+def test_a_worker_cannot_claim_the_controller_decided_a_failure() -> None:
+    from maze.events.authority import admissible
+
+    decided = TaskError(error_type="invalid_input", message="x", origin="controller")
+    own = TaskError(error_type="user_code", message="x")
+    claim = AttemptFailed(run_id="r", task_id="a", attempt=1, at_ms=1, error=decided, node_id="m")
+    assert not admissible(claim, "m")
+    assert admissible(AttemptFailed(run_id="r", task_id="a", attempt=1, at_ms=1, error=own, node_id="m"), "m")
+    assert admissible(claim, None)  # the head's own subject

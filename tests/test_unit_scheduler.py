@@ -107,7 +107,9 @@ def succeed(core: Scheduler, item: WorkItem, result: dict[str, bytes] | None = N
 def fail(core: Scheduler, item: WorkItem, error_type: str = "user_code") -> None:
     error = TaskError(error_type=error_type, message="boom", retryable=True)
     core.apply(
-        AttemptFailed(run_id=item.run_id, task_id=item.task_id, attempt=item.attempt, at_ms=3, error=error)
+        AttemptFailed(
+            run_id=item.run_id, task_id=item.task_id, attempt=item.attempt, at_ms=3, error=error, node_id="n"
+        )
     )
 
 

@@ -14,7 +14,9 @@ A task is (state, attempt, failures):
 
 An event about another attempt than the current one, or one that arrives after the attempt ended,
 changes nothing (first terminal event per attempt wins, nats-server #4786): history stays exact
-whatever a worker sent twice.
+whatever a worker sent twice. Nor does a worker's report on an attempt placed on another node
+(`foreign`): a node speaks for the attempts placed on it only, whatever its credentials let it
+write.
 """
 
 from __future__ import annotations
@@ -74,8 +76,25 @@ def lost_error(event: AttemptLost) -> TaskError:
     )
 
 
-def transition(state: str, attempt: int, failures: int, event: Event) -> Transition | None:
-    """The task after `event`, or None when the event changes nothing about it."""
+def foreign(event: Event, placed_on: str | None) -> bool:
+    """Whether `event` is a worker's report on an attempt that was not placed on its node (the
+    controller's own events, a failure it decided included, are never foreign)."""
+    if isinstance(event, AttemptFailed):
+        if event.error.origin == "controller":
+            return False
+        return event.node_id != placed_on
+    if isinstance(event, AttemptStarted | AttemptSucceeded | AttemptRejected):
+        return event.node_id != placed_on
+    return False
+
+
+def transition(
+    state: str, attempt: int, failures: int, event: Event, placed_on: str | None = None
+) -> Transition | None:
+    """The task after `event`, or None when the event changes nothing about it. `placed_on` is
+    the node the current attempt was placed on (None before a placement)."""
+    if foreign(event, placed_on):
+        return None
     step = _STEPS.get(type(event))
     return step(state, attempt, failures, event) if step is not None else None
 

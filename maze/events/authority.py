@@ -20,8 +20,9 @@ def admissible(event: Event, reporter: str | None) -> bool:
         return True
     if not isinstance(event, REPORTS) or event.node_id != reporter:
         return False
-    # a failure a worker reports is its own (epoch 0): one stamped with an epoch is a decision
-    return not (isinstance(event, AttemptFailed) and event.epoch)
+    # a failure a worker reports is its own (epoch 0, origin not the controller's): one stamped with
+    # an epoch, or claiming the controller decided it, is a decision
+    return not (isinstance(event, AttemptFailed) and (event.epoch or event.error.origin == "controller"))
 
 
 def split_admissible(events: list[Event], reporter: str | None) -> tuple[list[Event], list[Event]]:

@@ -49,6 +49,12 @@ def node_subject(node_id: str) -> str:
     return f"maze.node.{node_id}"
 
 
+def worker_inbox(node_id: str) -> str:
+    """The inbox prefix of node `node_id`'s worker connections: replies to it land on subjects only
+    it may read (a worker may not subscribe to `_INBOX.>`, where other clients' replies go)."""
+    return f"_INBOX_{node_id}"
+
+
 def stream_of(subject: str) -> str:
     """The stream a subject is stored in (the subject itself when it is none of Maze's)."""
     if subject.startswith("maze.run."):

@@ -5,7 +5,7 @@ it may use. Kept in `<data-dir>/nats-users.json` (mode 0600) so that credentials
 - A worker of node N may: pull its own work (its durable consumer on `maze.work.N`, and ack it),
   write its reports on runs (`maze.run.*.N`, maze/events/authority.py), its node events
   (`maze.node.N`) and heartbeat (`$KV.maze-heartbeats.N`), read the blob store and store results
-  in it, and receive on its inboxes and its node subject. Nothing else: it cannot create runs
+  in it, and receive on its own inboxes (`_INBOX_N.>`) and its node subject. Nothing else: it cannot create runs
   (those are the head's subjects), purge or delete streams, read another node's work, or read
   the head's credentials (it never has them: `GET /cluster/nats` hands out its own).
 """
@@ -47,10 +47,9 @@ def worker_permissions(node_id: str) -> dict[str, object]:
         f"maze.run.*.{node_id}",
         subjects.node_subject(node_id),
         f"$KV.{subjects.HEARTBEAT_BUCKET}.{node_id}",
-        # its own work: its durable consumer on its own subject, pulled and acked
-        f"{api}.CONSUMER.CREATE.{work}.{durable}",
+        # its own work: its durable consumer, filtered on its own subject (the server holds the
+        # request's filter to the one this subject names), pulled and acked
         f"{api}.CONSUMER.CREATE.{work}.{durable}.{subjects.work_subject(node_id)}",
-        f"{api}.CONSUMER.DURABLE.CREATE.{work}.{durable}",
         f"{api}.CONSUMER.INFO.{work}.{durable}",
         f"{api}.CONSUMER.MSG.NEXT.{work}.{durable}",
         f"$JS.ACK.{work}.{durable}.>",
@@ -71,7 +70,8 @@ def worker_permissions(node_id: str) -> dict[str, object]:
     ]
     return {
         "publish": {"allow": publish},
-        "subscribe": {"allow": ["_INBOX.>", subjects.node_subject(node_id)]},
+        # replies on its own inbox prefix only (maze/events/subjects.py worker_inbox)
+        "subscribe": {"allow": [f"{subjects.worker_inbox(node_id)}.>", subjects.node_subject(node_id)]},
     }
 
 

@@ -29,6 +29,7 @@ from maze.core.auth import TOKEN_FILE, is_loopback
 from maze.core.errors import Unavailable
 from maze.core.settings import Settings, redact
 from maze.core.tls import TLS_CA_ENV
+from maze.events import subjects
 from maze.events.store import (
     EventStore,
     connect,
@@ -211,7 +212,9 @@ class Head:
                 node_id = settings.node_id or f"{socket.gethostname().split('.')[0]}-head-{settings.port}"
                 # a worker's credentials, as any worker's: it may do only what a worker does
                 worker_urls = [await self.embedded.worker_url(node_id)] if self.embedded is not None else urls
-                worker_nc = await connect(worker_urls, "maze-local-worker")
+                worker_nc = await connect(
+                    worker_urls, "maze-local-worker", inbox_prefix=subjects.worker_inbox(node_id)
+                )
                 capacity = local_capacity(
                     settings.worker_cpus, settings.worker_memory_mb, settings.worker_gpus
                 )

@@ -123,7 +123,7 @@ def apply_attempt_event(run: RunRuntime, event: Event) -> list[str]:
     task = run.tasks.get(event.task_id)  # type: ignore[union-attr]
     if task is None:
         return []  # a task this run never recorded
-    step = transition(task.state, task.attempt, task.failures, event)
+    step = transition(task.state, task.attempt, task.failures, event, task.node_id)
     if step is None:
         return []
     task.state, task.attempt, task.failures = step.state, step.attempt, step.failures

@@ -20,6 +20,7 @@ from maze.core.task_machine import (
     SUCCEEDED,
     TERMINAL,
     failure_state,
+    foreign,
     lost_error,
     transition,
 )
@@ -233,7 +234,11 @@ def fold_run_event(model: RunModel, event: Event) -> RunModel:
     task = model.tasks.get(event.task_id)  # type: ignore[union-attr]
     if task is None:
         return model  # a task this run never recorded: nothing to show it on
-    step = transition(task.state, task.attempt, task.failures, event)
+    number = getattr(event, "attempt", None)
+    row = model.attempts.get((task.task_id, number)) if number is not None else None
+    if foreign(event, row.node_id if row is not None else None):
+        return model  # a node's report on an attempt placed elsewhere: it speaks for its own only
+    step = transition(task.state, task.attempt, task.failures, event, task.node_id)
     if isinstance(event, RetryScheduled):
         if step is not None:
             _set_state(model, task, step.state)

@@ -24,6 +24,7 @@ from maze.core.auth import resolve_token
 from maze.core.errors import Unavailable
 from maze.core.settings import ValueLimits, redact
 from maze.core.tls import TLS_CA_ENV, client_context
+from maze.events import subjects
 from maze.events.store import connect
 from maze.workers.capacity import local_capacity, local_ip
 from maze.workers.worker import Worker
@@ -136,7 +137,9 @@ class Agent:
                     self.worker.limits = limits
                     nc: NATS | None = None
                     if urls != self.urls or not self.worker.nc.is_connected:
-                        nc = await connect(urls, "maze-worker")
+                        nc = await connect(
+                            urls, "maze-worker", inbox_prefix=subjects.worker_inbox(self.worker.node_id)
+                        )
                         old = self.worker.nc
                         self.urls = urls
                     await self.worker.rejoin(nc)
@@ -187,7 +190,7 @@ async def run_worker(
         return
     capacity = local_capacity(cpus, memory_mb, gpus)
     try:
-        nc = await connect(urls, "maze-worker")
+        nc = await connect(urls, "maze-worker", inbox_prefix=subjects.worker_inbox(node))
     except asyncio.CancelledError:
         return
     worker = Worker(nc, node, capacity, local_ip(), heartbeat_interval=heartbeat_interval, limits=limits)

@@ -146,6 +146,7 @@ class Worker:
         await self.js.add_consumer(
             subjects.WORK_STREAM,
             ConsumerConfig(
+                name=self.durable,  # CONSUMER.CREATE.<stream>.<name>.<filter>: what its user may ask
                 durable_name=self.durable,
                 filter_subject=subjects.work_subject(self.node_id),
                 ack_policy=AckPolicy.EXPLICIT,
