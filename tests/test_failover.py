@@ -134,4 +134,11 @@ def test_a_deposed_leaders_late_write_is_refused(
     _each_succeeded_once(client, run_id, ids)  # it did not end the run: it went on, and succeeded
     diagnostics = httpx.get(f"{second.url}/cluster/diagnostics", timeout=10).json()
     assert diagnostics["controller"]["leadership"]["fenced"] >= 1
-    assert any(e["type"] == "run.finished" and e["state"] == "failed" for e in client.get_run_events(run_id))
+    # the history shows it as refused, never as the run's end, read from the log or live alike
+    shown = client.get_run_events(run_id)
+    assert not any(e["type"] == "run.finished" and e.get("state") == "failed" for e in shown)
+    refused = [e for e in shown if e["type"] == "run.finished" and "refused" in e]
+    assert len(refused) == 1 and f"epoch {old_epoch}" in refused[0]["refused"], refused
+    assert [e["state"] for e in shown if e["type"] == "run.finished" and "refused" not in e] == ["succeeded"]
+    streamed = list(client.follow_run_events(run_id))  # the stream did not end at the refused one
+    assert [e for e in streamed if "refused" in e] == refused

@@ -1,7 +1,13 @@
-"""Reading one run's events straight from its JetStream subject (the log is the record)."""
+"""Reading one run's events straight from its JetStream subject (the log is the record).
+
+What is shown is what every fold makes of the log: a worker's event it may not write, and a
+decision of a deposed leader (older than the latest `leader.elected` before it in the stream), are
+shown as refused, never as history."""
 
 from __future__ import annotations
 
+import asyncio
+import bisect
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -9,9 +15,58 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from maze.events import subjects
-from maze.events.codec import decode_leniently, shown_events
-from maze.events.runs import RunFinished
+from maze.events.codec import decode_leniently, shown_events, with_fence
+from maze.events.runs import LeaderElected, RunFinished
 from maze.events.store import subscribe_ordered
+
+
+class Elections:
+    """Every `leader.elected` of the runs stream as (seq, epoch in force from there), read once and
+    then only what was elected since (a handful: one per failover or head start)."""
+
+    def __init__(self) -> None:
+        self.seqs: list[int] = []
+        self.epochs: list[int] = []  # the highest epoch elected up to seqs[i]
+        self.read_to = 0
+        self.lock = asyncio.Lock()
+
+    def note(self, seq: int, epoch: int) -> None:
+        if seq <= self.read_to:
+            return
+        self.read_to = seq
+        self.seqs.append(seq)
+        self.epochs.append(max(epoch, self.epochs[-1] if self.epochs else 0))
+
+    def before(self, seq: int) -> int:
+        """The leadership epoch in force at stream sequence `seq` (0: none elected before it)."""
+        at = bisect.bisect_left(self.seqs, seq)
+        return self.epochs[at - 1] if at else 0
+
+    async def refresh(self, js: JetStreamContext) -> None:
+        async with self.lock:
+            try:
+                last = int((await js.get_last_msg(subjects.RUNS_STREAM, subjects.LEADER_SUBJECT)).seq or 0)
+            except NotFoundError:
+                return
+            if last <= self.read_to:
+                return
+            sub = await subscribe_ordered(js, subjects.LEADER_SUBJECT, self.read_to + 1)
+            try:
+                while self.read_to < last:
+                    msg = await sub.next_msg(timeout=10)
+                    seq = msg.metadata.sequence.stream
+                    for event in decode_leniently(msg.data, msg.subject).events:
+                        if isinstance(event, LeaderElected):
+                            self.note(seq, event.epoch)
+                    self.read_to = max(self.read_to, seq)
+            finally:
+                try:
+                    await sub.unsubscribe()
+                except Exception:
+                    pass
+
+
+elections = Elections()  # one runs stream per head process
 
 
 async def ended_by(js: JetStreamContext, run_id: str, seq: int) -> bool:
@@ -21,21 +76,30 @@ async def ended_by(js: JetStreamContext, run_id: str, seq: int) -> bool:
         msg = await js.get_last_msg(subjects.RUNS_STREAM, subjects.run_subject(run_id))
     except NotFoundError:
         return False
-    if int(msg.seq or 0) > seq:
+    last = int(msg.seq or 0)
+    if last > seq:
         return False
-    return any(isinstance(e, RunFinished) for e in decode_leniently(msg.data or b"").events)
+    await elections.refresh(js)
+    decoded = with_fence(decode_leniently(msg.data or b""), elections.before(last))
+    return any(isinstance(e, RunFinished) for e in decoded.events)
 
 
 async def run_events(
     js: JetStreamContext, run_id: str, after: int, until: int | None
 ) -> AsyncIterator[tuple[int, list[dict[str, Any]], bool]]:
     """Yield (seq, events, finished) for messages of the run after `after`: up to stream sequence
-    `until`, or, with `until=None`, following the run live until its final event."""
+    `until`, or, with `until=None`, following the run live until its final event. The elections
+    are read with them, in stream order, so that each message is fenced as the folds fence it."""
     follow = until is None
     if until is not None and until <= after:
         return
+    await elections.refresh(js)
+    epoch = elections.before(after + 1)
     sub = await subscribe_ordered(
-        js, subjects.run_subject(run_id), after + 1, filters=subjects.run_filters(run_id)
+        js,
+        subjects.run_subject(run_id),
+        after + 1,
+        filters=[*subjects.run_filters(run_id), subjects.LEADER_SUBJECT],
     )
     try:
         while True:
@@ -45,9 +109,18 @@ async def run_events(
                 return
             seq = msg.metadata.sequence.stream
             decoded = decode_leniently(msg.data, msg.subject)
-            finished = any(isinstance(e, RunFinished) for e in decoded.events)
-            yield seq, shown_events(decoded, seq), finished
-            if (follow and finished) or (until is not None and seq >= until):
+            if msg.subject == subjects.LEADER_SUBJECT:
+                for event in decoded.events:
+                    if isinstance(event, LeaderElected):
+                        epoch = max(epoch, event.epoch)
+                        elections.note(seq, event.epoch)
+            else:
+                decoded = with_fence(decoded, epoch)
+                finished = any(isinstance(e, RunFinished) for e in decoded.events)
+                yield seq, shown_events(decoded, seq), finished
+                if follow and finished:
+                    return
+            if until is not None and seq >= until:
                 return
     finally:
         try:

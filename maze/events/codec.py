@@ -15,7 +15,7 @@ import structlog
 
 from maze.events import subjects
 from maze.events.authority import split_admissible
-from maze.events.catalog import Event, event_tag
+from maze.events.catalog import Event, event_tag, fenced
 from maze.events.runs import RunCreated, TasksAdded
 from maze.events.specs import InputValue
 from maze.events.tasks import AttemptSucceeded
@@ -137,6 +137,24 @@ def with_authority(decoded: Decoded, subject: str | None) -> Decoded:
         return decoded
     why = f"written on worker {reporter}'s subject, where only that node's attempt reports stand"
     return Decoded(kept, decoded.unknown, decoded.malformed, [Malformed(event_tag(e), why) for e in refused])
+
+
+def with_fence(decoded: Decoded, epoch: int) -> Decoded:
+    """`decoded`, less the decisions of a leadership older than `epoch` (the latest one elected
+    before them in the log): a deposed leader's late writes, refused as every fold refuses them."""
+    if not epoch:
+        return decoded
+    kept = [e for e in decoded.events if not fenced(e, epoch)]
+    if len(kept) == len(decoded.events):
+        return decoded
+    refused = [
+        Malformed(
+            event_tag(e), f"a decision of leadership epoch {e.epoch}, written after epoch {epoch} was elected"
+        )  # type: ignore[union-attr]
+        for e in decoded.events
+        if fenced(e, epoch)
+    ]
+    return Decoded(kept, decoded.unknown, decoded.malformed, [*decoded.refused, *refused])
 
 
 def decode_events(data: bytes, **where: Any) -> list[Event]:
