@@ -211,7 +211,7 @@ def test_fold_counts_transitions_once_and_not_on_replay() -> None:
     assert [e.task_id for e in log.decide(130) if isinstance(e, AttemptPlaced)] == ["b"]
     log.append(RUNS, started("r", "b", 131))
     error = TaskError(error_type="user_code", message="boom")
-    log.append(RUNS, AttemptFailed(run_id="r", task_id="b", attempt=1, at_ms=140, error=error))
+    log.append(RUNS, AttemptFailed(run_id="r", task_id="b", attempt=1, at_ms=140, error=error, node_id="n"))
     assert metrics.active == {"pending": 1, "queued": 1, "running": 0, "retry_wait": 0}
     log.decide(150)  # no retries: the run ends failed, and c never runs
     counts = dict(metrics.tasks_finished)

@@ -53,7 +53,7 @@ def _history() -> list:
             run_id="r", task_id="a", attempt=2, node_id="n", at_ms=7, result=encode_value({"y": 2})
         ),
         # a late duplicate terminal event for the same attempt must change nothing
-        AttemptFailed(run_id="r", task_id="a", attempt=2, at_ms=8, error=lost),
+        AttemptFailed(run_id="r", task_id="a", attempt=2, at_ms=8, error=lost, node_id="n"),
         AttemptPlaced(run_id="r", task_id="b", attempt=1, node_id="n", at_ms=9, session="s2"),
         AttemptStarted(run_id="r", task_id="b", attempt=1, node_id="n", at_ms=10),
         AttemptSucceeded(
@@ -162,7 +162,7 @@ def _random_event(kind: str, task_id: str, attempt: int, at: int, error: TaskErr
     if kind == "ok":
         return AttemptSucceeded(**common, attempt=attempt, node_id="n", result=encode_value({}))
     if kind == "fail":
-        return AttemptFailed(**common, attempt=attempt, error=error)
+        return AttemptFailed(**common, attempt=attempt, error=error, node_id="n")
     if kind == "retry":
         return RetryScheduled(**common, next_attempt=attempt + 1)
     return AttemptRejected(**common, attempt=attempt, node_id="n", reason="full")

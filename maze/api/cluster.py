@@ -82,7 +82,7 @@ async def cluster_resources(head: HeadState, min_seq: MinSeq = None) -> dict[str
                 "gpus": gpus,
             }
         )
-    return {"nodes": nodes, "unregistered_nodes": views.unregistered(ctl), "leader": ctl.lease.view()}
+    return {"nodes": nodes, "unregistered_nodes": views.unregistered(ctl), "leader": ctl.leadership()}
 
 
 @get("/cluster/queues")

@@ -80,7 +80,7 @@ def foreign(event: Event, placed_on: str | None) -> bool:
     """Whether `event` is a worker's report on an attempt that was not placed on its node (the
     controller's own events, a failure it decided included, are never foreign)."""
     if isinstance(event, AttemptFailed):
-        if event.error.origin == "controller":
+        if event.error.origin == "controller" or event.epoch:  # decided by the controller
             return False
         return event.node_id != placed_on
     if isinstance(event, AttemptStarted | AttemptSucceeded | AttemptRejected):

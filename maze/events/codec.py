@@ -149,8 +149,9 @@ def with_fence(decoded: Decoded, epoch: int) -> Decoded:
         return decoded
     refused = [
         Malformed(
-            event_tag(e), f"a decision of leadership epoch {e.epoch}, written after epoch {epoch} was elected"
-        )  # type: ignore[union-attr]
+            event_tag(e),
+            f"a decision of leadership epoch {getattr(e, 'epoch', 0)}, written after epoch {epoch} was elected",
+        )
         for e in decoded.events
         if fenced(e, epoch)
     ]

@@ -29,6 +29,7 @@ from typing import Any
 import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.js.errors import NotFoundError
 
 from maze.core import hops
 from maze.core.clock import now_ms
@@ -103,7 +104,12 @@ class RunController:
         self._snapshot_lock = asyncio.Lock()
         # which head decides (maze/head/lease.py): kept across restarts of this controller's fold
         self.lease = Lease(
-            self.js, settings.head_id, settings.lease_s, self._lease_changed, self._epoch_floor
+            self.js,
+            settings.head_id,
+            settings.lease_s,
+            self._lease_changed,
+            self._epoch_floor,
+            ready=lambda: self.live,
         )
         self._lease_task: asyncio.Task[None] | None = None
         self._electing = 0  # an epoch this head took and has not yet recorded in the log
@@ -155,7 +161,11 @@ class RunController:
         """Whether this head's controller decides now: it has folded the log up to where it stood
         at start, holds the lease, and has folded the `leader.elected` of its epoch (so everything a
         former leader wrote before it is folded, and anything that one writes later is refused)."""
-        return self.live and self.lease.leading and self.core.epoch == self.lease.epoch
+        return self.live and self.lease.fresh and self.core.epoch == self.lease.epoch
+
+    def leadership(self) -> dict[str, Any]:
+        """Who holds the lease, and whether this head decides (`this_head`)."""
+        return {**self.lease.view(), "this_head": self.deciding}
 
     @property
     def leading(self) -> bool:
@@ -163,10 +173,19 @@ class RunController:
         return self.deciding
 
     # ---- leadership ---------------------------------------------------------------------------
-    def _epoch_floor(self) -> int:
-        """The latest epoch this head has folded: a new one must be above it, whatever the lease
-        bucket says (it may have been lost or recreated)."""
-        return self.core.epoch
+    async def _epoch_floor(self) -> int:
+        """The latest epoch this head knows of: the latest it folded, or the latest `leader.elected`
+        in the log (written since). A new one must be above it, whatever the lease bucket says (it
+        may have been lost or recreated)."""
+        floor = self.core.epoch
+        try:
+            msg = await self.js.get_last_msg(subjects.RUNS_STREAM, subjects.LEADER_SUBJECT)
+        except NotFoundError:
+            return floor
+        for event in decode_leniently(msg.data or b"", msg.subject).events:
+            if isinstance(event, LeaderElected):
+                floor = max(floor, event.epoch)
+        return floor
 
     def _lease_changed(self, leading: bool, epoch: int) -> None:
         if leading:
@@ -311,6 +330,7 @@ class RunController:
     def _check_caught_up(self, targets: dict[str, int], began: float) -> None:
         if all(self.positions[s] >= t for s, t in targets.items()):
             self.live = True
+            self.lease.wake()
             self.liveness.went_live()
             self.core.went_live(now_ms())
             self.metrics.fold.went_live(self.core, self.positions)
@@ -613,7 +633,7 @@ class RunController:
     async def reconcile_workers(self) -> dict[str, Any]:
         """Operator command: declare every node without a recent heartbeat lost now."""
         if not self.deciding:
-            holder = self.lease.view()
+            holder = self.leadership()
             raise Conflict(
                 f"this head does not decide now; ask the head that does ({holder['head_id']})",
                 leader=holder,
@@ -682,7 +702,7 @@ class RunController:
             if last is None
             else {"positions": last.positions, "bytes": last.size, "at_ms": last.at_ms},
             "decoding": decode_stats.snapshot(),
-            "leadership": {**self.lease.view(), "folded_epoch": self.core.epoch, "fenced": self.core.fenced},
+            "leadership": {**self.leadership(), "folded_epoch": self.core.epoch, "fenced": self.core.fenced},
             "liveness_watch_lagged": self.liveness.unconfirmed,
             "heartbeats_undecodable": self.liveness.undecodable,
             "run_feeds": self.feeds.stats(),

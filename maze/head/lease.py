@@ -12,6 +12,14 @@ revision last read), so two heads can never both take it.
   this head's own monotonic clock: no clocks are compared across machines) is a dead holder: the
   standby takes the lease with the next epoch. So a dead leader is replaced within about
   LEASE_S + LEASE_S / 3, under the two lease periods the design asks for.
+- A head takes the lease only once its controller has folded the log up to where it stood at
+  start (`ready`), and always with an epoch above every one it knows of (`floor`: the latest it
+  folded, and the latest `leader.elected` in the log): epochs only grow, even if the bucket was
+  lost or recreated. A holder that finds an epoch above its own elected in the log takes its
+  lease again above it, so that one head decides again.
+- The holder decides only while its last renewal is younger than LEASE_S (`fresh`, judged from
+  when that renewal was sent): a head whose NATS stalls stops deciding before a standby may
+  take over.
 - The new holder records `leader.elected(epoch)` in the runs stream (maze/head/controller.py) and
   decides only once it has folded it. Every decision carries its epoch, and every fold refuses a
   decision of an older epoch found after that record: a deposed leader's late writes change
@@ -22,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import msgspec
 import structlog
@@ -55,19 +63,22 @@ class Lease:
         head_id: str,
         lease_s: float,
         on_change: Callable[[bool, int], None],
-        floor: Callable[[], int] = lambda: 0,
+        floor: Callable[[], Awaitable[int]] | None = None,
+        ready: Callable[[], bool] = lambda: True,
     ) -> None:
         self.js = js
         self.head_id = head_id
         self.lease_s = lease_s
         self.on_change = on_change  # (leading, epoch) whenever this head's leadership changes
-        self.floor = floor  # the latest epoch this head folded: a new one is always above it
+        self.floor = floor or _no_floor  # the latest epoch known: a new one is always above it
+        self.ready = ready  # whether this head may take the lease yet (its controller is live)
         self.leading = False
         self.epoch = 0
         self.holder: Holder | None = None  # the latest holder seen
         self._revision = 0  # of the value last read or written
         self._seen_since = time.monotonic()  # when that revision was first seen
         self._renewed_at = 0.0
+        self._woken = asyncio.Event()
 
     async def run(self) -> None:
         kv = await self._bucket()
@@ -80,7 +91,15 @@ class Lease:
                 log.warning("lease.unavailable", error=describe_error(exc))
                 if self.leading and time.monotonic() - self._renewed_at > self.lease_s:
                     self._set(False, self.epoch, "could not renew within the lease")
-            await asyncio.sleep(self.lease_s / 3)
+            try:
+                await asyncio.wait_for(self._woken.wait(), self.lease_s / 3)
+            except TimeoutError:
+                pass
+            self._woken.clear()
+
+    def wake(self) -> None:
+        """Look at the lease now (the controller went live: it may take the lease at once)."""
+        self._woken.set()
 
     async def _bucket(self) -> KeyValue:
         return await self.js.key_value(subjects.LEADER_BUCKET)
@@ -88,11 +107,20 @@ class Lease:
     async def _step(self, kv: KeyValue) -> None:
         now = time.monotonic()
         if self.leading:
+            floor = await self.floor()
+            epoch = floor + 1 if floor > self.epoch else self.epoch
             try:
-                self._revision = await kv.update(KEY, self._value(self.epoch), last=self._revision)
-                self._renewed_at = now
+                self._revision = await kv.update(KEY, self._value(epoch), last=self._revision)
+                self._renewed_at = now  # when the renewal was sent: `fresh` errs on the safe side
             except KeyWrongLastSequenceError:
                 self._set(False, self.epoch, "another head took the lease")
+                return
+            if epoch != self.epoch:  # an epoch above its own was elected: above that one again
+                self.holder = Holder(self.head_id, epoch)
+                self._set(True, epoch, f"epoch {floor} was elected in the log: took the lease again")
+            return
+        if not self.ready():
+            await self._watch(kv, now)  # a head still replaying the log follows, and takes nothing
             return
         try:
             entry = await kv.get(KEY)
@@ -114,8 +142,23 @@ class Lease:
         if now - self._seen_since >= self.lease_s:  # its holder stopped renewing it
             await self._take(kv, (holder.epoch if holder else 0) + 1, revision)
 
+    async def _watch(self, kv: KeyValue, now: float) -> None:
+        try:
+            entry = await kv.get(KEY)
+        except KeyNotFoundError:
+            return
+        self.holder = _decode(entry.value) if entry.value else None
+        if (entry.revision or 0) != self._revision:
+            self._revision, self._seen_since = entry.revision or 0, now
+
+    @property
+    def fresh(self) -> bool:
+        """Whether this head holds the lease and renewed it less than LEASE_S ago (it decides only
+        then: past that, a standby may have judged it dead)."""
+        return self.leading and time.monotonic() - self._renewed_at < self.lease_s
+
     async def _take(self, kv: KeyValue, epoch: int, revision: int | None) -> None:
-        epoch = max(epoch, self.floor() + 1)
+        epoch = max(epoch, await self.floor() + 1)
         try:
             if revision is None:
                 self._revision = await kv.create(KEY, self._value(epoch))
@@ -153,9 +196,14 @@ class Lease:
         return {
             "head_id": holder.head_id if holder else None,
             "epoch": holder.epoch if holder else 0,
-            "this_head": self.leading,
+            "holds_lease": self.leading,
+            "fresh": self.fresh,
             "lease_s": self.lease_s,
         }
+
+
+async def _no_floor() -> int:
+    return 0
 
 
 def _lost_race(exc: BaseException) -> bool:
