@@ -155,8 +155,9 @@ async def connect(urls: Sequence[str], name: str, **kwargs: object) -> NATS:
         raise Unavailable(f"cannot connect to NATS at {where}: {exc}") from exc
 
 
-async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
-    """Create (or update) the streams Maze needs. Safe to call from every process."""
+async def ensure_streams(js: JetStreamContext, replicas: int = 1, lower: bool = False) -> None:
+    """Create (or update) the streams Maze needs. Safe to call from every process. Existing
+    streams keep more copies than `replicas` unless `lower` (an explicit `--replicas`)."""
     layout = [
         (subjects.RUNS_STREAM, subjects.RUN_SUBJECTS, RetentionPolicy.LIMITS),
         (subjects.WORK_STREAM, subjects.WORK_SUBJECTS, RetentionPolicy.WORK_QUEUE),
@@ -194,9 +195,15 @@ async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
     )
     for config in configs:
         try:
+            info = await js.stream_info(str(config.name))
+        except NotFoundError:
             await js.add_stream(config)
-        except BadRequestError:
-            await js.update_stream(config)
+            continue
+        # fewer copies than the stream has only when asked for (`--replicas`): a count of
+        # servers that came out low (a peer restarting) must not drop copies of the log
+        if not lower and (info.config.num_replicas or 1) > replicas:
+            config.num_replicas = info.config.num_replicas
+        await js.update_stream(config)
     for bucket in (
         KeyValueConfig(
             bucket=subjects.CONTROLLER_BUCKET, history=1, storage=StorageType.FILE, replicas=replicas
@@ -214,14 +221,22 @@ async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
             await js.create_key_value(bucket)
         except BadRequestError:  # made before with other replicas: its stream is updated in place
             info = await js.stream_info(f"KV_{bucket.bucket}")
-            info.config.num_replicas = replicas
-            await js.update_stream(info.config)
+            if lower or (info.config.num_replicas or 1) < replicas:
+                info.config.num_replicas = replicas
+                await js.update_stream(info.config)
 
 
-def default_replicas(nc: NATS) -> int:
+async def default_replicas(urls: Sequence[str]) -> int:
     """Replicas for Maze's streams when `--replicas` is not given: min(3, servers in the cluster)
-    (one copy on a lone server; three on a cluster, so that losing a server loses nothing)."""
-    info = nc._server_info or {}
+    (one copy on a lone server; three on a cluster, so that losing a server loses nothing).
+
+    Counted from the INFO of a connection made now (call it once JetStream answers, so the
+    cluster has formed): the one the head has held since before may predate its peers."""
+    nc = await connect(urls, "maze-head-probe")
+    try:
+        info = nc._server_info or {}
+    finally:
+        await nc.close()
     if not info.get("cluster"):
         return 1
     return max(1, min(3, len(info.get("connect_urls") or [])))

@@ -188,13 +188,14 @@ class Head:
             # JetStream answering means a cluster has formed (its meta leader is elected): only
             # then does the server know its peers, and so how many copies the streams can have
             await until_jetstream_ready(lambda: nc.jetstream().account_info())
-            replicas = settings.stream_replicas or default_replicas(nc)
+            replicas = settings.stream_replicas or await default_replicas(urls)
             log.info(
                 "head.stream_replicas",
                 replicas=replicas,
                 source="--replicas" if settings.stream_replicas else "min(3, servers in the NATS cluster)",
             )
-            await until_jetstream_ready(lambda: ensure_streams(nc.jetstream(), replicas))
+            explicit = bool(settings.stream_replicas)
+            await until_jetstream_ready(lambda: ensure_streams(nc.jetstream(), replicas, lower=explicit))
             controller = RunController(nc, EventStore(nc), settings)
             stop_timing_publishes = observe_publishes(controller.metrics.observe_publish)
             controller.start()
