@@ -29,6 +29,7 @@ from maze.events.work import WorkBatch, WorkItem
 from maze.head.controller import RunController
 from maze.head.dispatch import (
     CodeUploader,
+    batch_msg_id,
     batch_payload,
     encode_item,
     fit_item,
@@ -343,3 +344,12 @@ async def test_a_work_stream_on_file_from_an_older_version_is_recreated_in_memor
     finally:
         await nc.close()
         server.stop()
+
+
+def test_work_message_ids_tell_placements_of_one_attempt_number_apart() -> None:
+    """JetStream drops a message whose id it has seen: the same attempt number placed on another
+    node session, or by another leadership, is other work, never a duplicate."""
+    one = msgspec.structs.replace(work("a"), session="s1")
+    assert batch_msg_id([one], 3) == batch_msg_id([one], 3)
+    assert batch_msg_id([one], 3) != batch_msg_id([msgspec.structs.replace(one, session="s2")], 3)
+    assert batch_msg_id([one], 3) != batch_msg_id([one], 4)

@@ -615,7 +615,7 @@ class RunController:
                 encoded.append(data)
             for part in pack_batches([len(e) for e in encoded], self.budget):
                 batch = [encoded[i] for i in part]
-                msg_id = batch_msg_id([kept[i] for i in part]) + msg_suffix
+                msg_id = batch_msg_id([kept[i] for i in part], self.lease.epoch) + msg_suffix
                 messages.append((node_id, batch_payload(batch), msg_id))
         return messages
 

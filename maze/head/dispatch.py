@@ -55,9 +55,15 @@ def pack_batches(sizes: Sequence[int], budget: int, max_items: int = MAX_ITEMS) 
     return out
 
 
-def batch_msg_id(items: Sequence[WorkItem]) -> str:
-    digest = hashlib.sha256("|".join(f"{i.run_id}/{i.task_id}/{i.attempt}" for i in items).encode())
-    return f"work/{digest.hexdigest()[:40]}"
+def batch_msg_id(items: Sequence[WorkItem], epoch: int = 0) -> str:
+    """The work message's id (JetStream drops a second message with the same id in the stream's
+    duplicate window). It names each attempt with the node session it was placed on, and the
+    deciding leadership: a deposed leader's placement of the same attempt number elsewhere never
+    makes the new leader's work look like a duplicate."""
+    digest = hashlib.sha256(
+        "|".join(f"{i.run_id}/{i.task_id}/{i.attempt}/{i.session}" for i in items).encode()
+    )
+    return f"work/{epoch}/{digest.hexdigest()[:40]}"
 
 
 def too_large(item: WorkItem, message: str) -> TaskError:
