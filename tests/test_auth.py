@@ -42,7 +42,7 @@ def test_a_public_head_makes_a_private_token_and_says_it_once(public_head: HeadP
     assert len(token) >= 32
     log = public_head.log()
     assert log.count(token) == 2, "printed once: the token line and the join command"
-    assert f"--token {token}" in log
+    assert f"MAZE_TOKEN={token} maze start --worker" in log  # in the environment, not argv
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,9 @@ a normal client keeps working, and nothing already accepted is lost."""
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,10 +24,15 @@ def nap(seconds: float = 0.0):
     return {"slept": seconds}
 
 
+@task
+def measure(text: str = ""):
+    return {"n": len(text)}
+
+
 @pytest.fixture(scope="module")
 def head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HeadProcess]:
     proc = HeadProcess(tmp_path_factory.mktemp("limits") / "head")
-    proc.env = {"MAZE_MAX_STREAMS_PER_CLIENT": "3"}
+    proc.env = {"MAZE_MAX_STREAMS_PER_CLIENT": "3", "MAZE_MAX_SUBMIT_BYTES": "3000000"}
     proc.start()
     yield proc
     proc.stop()
@@ -91,3 +99,38 @@ def test_a_flood_of_streams_is_refused_past_the_limit_while_the_rest_works(
     wait_until(a_stream_fits_again, timeout=30)
     # and the run itself went on: nothing accepted was lost
     wait_until(lambda: client.get_run(run_id)["state"] == "succeeded", timeout=30)
+
+
+def test_submissions_past_the_bytes_read_at_once_wait_their_turn(head: HeadProcess) -> None:
+    """A slow 2.5 MB upload holds 2.5 MB of the 3 MB the head reads at once: a 1 MB submit is
+    refused with 429 before its body is read; the SDK waits its turn and submits, once the upload
+    has gone."""
+    slow = socket.create_connection(("127.0.0.1", head.port))
+    slow.sendall(
+        b"POST /runs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 2500000\r\n\r\n" + b" " * 1000
+    )
+    try:
+
+        def refused() -> bool:
+            resp = httpx.post(
+                f"{head.url}/runs", content=b" " * 1_000_000, headers={"content-type": "application/json"}
+            )
+            if resp.status_code != 429:
+                return False
+            error = resp.json()["error"]
+            return error["details"]["limit"] == "submit_bytes" and "retry shortly" in error["message"]
+
+        wait_until(refused, timeout=10)  # once the head has the slow request's headers
+        small = httpx.post(f"{head.url}/runs", content=b"{}", headers={"content-type": "application/json"})
+        assert small.status_code == 400, small.text  # a small one still goes through (and is bad)
+        threading.Timer(1.0, slow.close).start()
+        began = time.monotonic()
+        client = MaClient(head.url)
+        wf = client.create_workflow()
+        for _ in range(4):  # ~800 KB of body: values under 256 KB ride in it (over, they are blobs)
+            wf.add_task(measure, inputs={"text": "x" * 200_000})
+        assert wf.show_results(wf.run())["state"] == "succeeded"
+        assert time.monotonic() - began >= 0.9, "it waited for the upload to go"
+    finally:
+        slow.close()

@@ -5,6 +5,10 @@
 - Live streams (SSE: `GET /runs/{id}/stream`, `POST /runs?follow=true`): `max_streams` in all and
   `max_streams_per_client` per client address (settings; 1,000 and 100), 429 past either, before
   anything is recorded.
+- Submissions being read and recorded: `max_submit_bytes` of request bodies at once (settings,
+  1 GiB; a body without a Content-Length counts as the largest allowed), 429 past it before the
+  body is read (`details.limit = "submit_bytes"`: the SDK waits and submits again). Bounds what
+  many concurrent large submits hold of the head's memory.
 - A client that stops reading a stream is let go after SLOW_CLIENT_S (maze/api/sse.py), and a
   reader the head's run feed cannot keep up with goes on from the log (maze/head/feeds.py): neither
   holds the head's memory.
@@ -43,3 +47,23 @@ class StreamSlots:
             self.by_client[client] = left
         else:
             self.by_client.pop(client, None)
+
+
+class SubmitBytes:
+    """Bounds the request bodies of submissions being read and recorded at once."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.held = 0
+
+    def take(self, size: int) -> None:
+        if self.held and self.held + size > self.total:
+            raise TooManyRequests(
+                f"this head is reading {self.held / 1e6:.0f} MB of other submissions (it reads "
+                f"{self.total / 1e6:.0f} MB at once); retry shortly",
+                limit="submit_bytes",
+            )
+        self.held += size
+
+    def give_back(self, size: int) -> None:
+        self.held -= size

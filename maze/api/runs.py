@@ -56,15 +56,22 @@ async def submit_run(request: Request[Any, Any, Any], head: HeadState, follow: b
     `GET /runs/{id}/stream`), opened by an `accepted` event carrying that same JSON: submit and
     follow in one request (it counts as one of the client's live streams from the start: a
     stream refused for that records nothing)."""
-    if not follow:
-        return await _submit(request, head, None)
-    client = request.client.host if request.client else "?"
-    head.streams.take(client)
+    # counted before the body is read: what many large submits at once hold of the head's memory
+    length = request.headers.get("content-length")
+    size = int(length) if length and length.isdigit() else MAX_SUBMISSION_BYTES
+    head.submits.take(size)
     try:
-        return await _submit(request, head, client)
-    except BaseException:
-        head.streams.give_back(client)
-        raise
+        if not follow:
+            return await _submit(request, head, None)
+        client = request.client.host if request.client else "?"
+        head.streams.take(client)
+        try:
+            return await _submit(request, head, client)
+        except BaseException:
+            head.streams.give_back(client)
+            raise
+    finally:
+        head.submits.give_back(size)
 
 
 async def _submit(request: Request[Any, Any, Any], head: HeadState, client: str | None) -> Response[Any]:

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from litestar.params import Parameter
 from nats.js import JetStreamContext
 
-from maze.api.limits import StreamSlots
+from maze.api.limits import StreamSlots, SubmitBytes
 from maze.core.settings import Settings
 from maze.events.blobs import BlobStore
 from maze.events.store import payload_budget
@@ -52,6 +52,7 @@ class HeadState:
         self.budget = payload_budget(nc)
         self.blobs = BlobStore(nc, settings.limits.blob_max_bytes)
         self.streams = StreamSlots(settings.max_streams, settings.max_streams_per_client)
+        self.submits = SubmitBytes(settings.max_submit_bytes)
 
     async def controller_ready(self, timeout: float = 30.0) -> bool:
         if self.controller.caught_up.is_set():

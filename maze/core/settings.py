@@ -79,6 +79,7 @@ class Settings(Struct, frozen=True):
     lease_s: float = 5.0
     max_streams: int = 1_000
     max_streams_per_client: int = 100
+    max_submit_bytes: int = 1024 * 1024 * 1024  # submission bodies read at once (maze/api/limits.py)
 
     @property
     def limits(self) -> ValueLimits:
@@ -105,7 +106,7 @@ def env_settings(**overrides: object) -> Settings:
         values["trace_hops"] = env["MAZE_TRACE_HOPS"]
     if env.get("MAZE_TOKEN"):
         values["api_token"] = env["MAZE_TOKEN"]
-    for name in ("max_streams", "max_streams_per_client"):
+    for name in ("max_streams", "max_streams_per_client", "max_submit_bytes"):
         if env.get(f"MAZE_{name.upper()}"):
             values[name] = int(env[f"MAZE_{name.upper()}"])
     if env.get("MAZE_FAULT_INJECTION"):

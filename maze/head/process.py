@@ -357,7 +357,7 @@ def announce_token(settings: Settings, data: Path, token: str | None, made: bool
     elif made:
         print(
             f"API token (made now, kept in {data / TOKEN_FILE}, mode 0600; callers pass it as --token or "
-            f"MAZE_TOKEN):\n  {token}\nJoin a worker: maze start --worker --addr <this-host>:{settings.port} "
-            f"--token {token} --agent",
+            f"MAZE_TOKEN):\n  {token}\nJoin a worker: MAZE_TOKEN={token} maze start --worker "
+            f"--addr <this-host>:{settings.port} --agent",
             flush=True,
         )

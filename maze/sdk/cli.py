@@ -441,9 +441,10 @@ def cluster_join_command(server_url: str = ServerUrl, token: str | None = Token)
             "--host 0.0.0.0 --nats-host 0.0.0.0 for other machines to reach it",
             highlight=False,
         )
-    flag = f" --token {client.http.token}" if client.http.token else ""
+    # in the environment, not on the command line, where every user of that machine sees it (ps)
+    env = f"MAZE_TOKEN={client.http.token} " if client.http.token else ""
     console.print(
-        f"maze start --worker --addr {host}:{head.port or 80}{flag} --agent --heartbeat-interval 2",
+        f"{env}maze start --worker --addr {host}:{head.port or 80} --agent --heartbeat-interval 2",
         highlight=False,
         soft_wrap=True,
     )

@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     from maze.sdk.client import MaClient
 
 
+SUBMIT_BUSY_TRIES = 12  # about 45 s of a head busy reading other submissions
+
+
 class TaskOutput:
     """A reference to one output of a task; pass it as another task's input to wire them."""
 
@@ -286,25 +289,37 @@ class MaWorkflow:
         except (TypeError, msgspec.EncodeError) as exc:
             raise ValidationError(f"workflow cannot be encoded: {exc}") from exc
         # Safe to repeat: the same run id and body come back as the same run (never a second one).
-        for attempt in range(4):
+        follow, unavailable, busy = True, 0, 0
+        while True:
             try:
-                # one request submits and follows: get_results() reads the stream it opened
-                opened = submit_and_follow(self._http(), data)
-                self._http().opened.keep(str(opened.accepted["run_id"]), opened)
-                return opened.accepted
-            except TooManyRequests:
-                # this client holds as many live streams as the head allows: submit alone, and
-                # get_results() opens the stream when it is asked for
+                if follow:
+                    # one request submits and follows: get_results() reads the stream it opened
+                    opened = submit_and_follow(self._http(), data)
+                    self._http().opened.keep(str(opened.accepted["run_id"]), opened)
+                    return opened.accepted
                 result: dict[str, Any] = self._http().post(
                     "/runs", content=data, headers={"content-type": "application/msgpack"}
                 )
                 self._http().note_seen(int(result["seq"]))
                 return result
-            except Unavailable:
-                if attempt == 3:
+            except TooManyRequests as exc:
+                if exc.details.get("limit") == "submit_bytes":
+                    # the head reads as many bytes of submissions at once as it allows: wait
+                    busy += 1
+                    if busy > SUBMIT_BUSY_TRIES:
+                        raise
+                    time.sleep(min(0.2 * 2**busy, 5.0))
+                    continue
+                if not follow:
                     raise
-                time.sleep(0.5 * 2**attempt)
-        raise AssertionError("unreachable")
+                # this client holds as many live streams as the head allows: submit alone, and
+                # get_results() opens the stream when it is asked for
+                follow = False
+            except Unavailable:
+                unavailable += 1
+                if unavailable > 3:
+                    raise
+                time.sleep(0.5 * 2 ** (unavailable - 1))
 
     def _http(self) -> Http:
         return self._http_obj
