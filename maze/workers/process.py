@@ -10,10 +10,8 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import ssl
 import time
-import uuid
 
 import httpx
 import msgspec
@@ -27,6 +25,7 @@ from maze.core.tls import TLS_CA_ENV, client_context
 from maze.events import subjects
 from maze.events.store import connect
 from maze.workers.capacity import local_capacity, local_ip
+from maze.workers.identity import stable_node_id
 from maze.workers.worker import Worker
 
 log = structlog.get_logger(__name__)
@@ -169,7 +168,7 @@ async def run_worker(
 ) -> None:
     # the head's API token: given, or $MAZE_TOKEN, or (a head on this machine) its data dir's
     token = resolve_token(head_url(addr), token)
-    node = node_id or f"{socket.gethostname().split('.')[0]}-{uuid.uuid4().hex[:6]}"
+    node = node_id or stable_node_id()  # the same on each restart here: one node, not many
     # Ctrl-C / SIGTERM stop the worker in every state: while it starts, by cancelling the start
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()

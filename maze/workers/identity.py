@@ -1,0 +1,54 @@
+"""A worker's node id when `--node-id` is not given: the same one each time a worker starts on this
+machine, so that restarts rejoin as the same node (a new session of it) instead of piling up new
+nodes, and new NATS users, at the head (maze/head/nats_auth.py makes one per node id).
+
+Several workers may run on one machine at once: each takes the first free *slot*, a file
+`<data dir>/worker-ids/<slot>.id` it holds an exclusive lock on for as long as it runs (the lock
+goes with the process, however it ends). The file keeps the id made the first time that slot was
+used (`<hostname>-<6 hex>`).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+import uuid
+from pathlib import Path
+from typing import IO
+
+from maze.core.settings import default_data_dir
+
+MAX_SLOTS = 256
+_held: list[IO[str]] = []  # the locked slot files, open for the life of the process
+
+
+def stable_node_id(data_dir: Path | None = None) -> str:
+    """This machine's first free worker slot's node id (made the first time; then kept)."""
+    folder = (data_dir or default_data_dir()) / "worker-ids"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return _fresh()  # no writable data dir: an id of this run's own, as before
+    for slot in range(MAX_SLOTS):
+        path = folder / f"{slot}.id"
+        handle = open(path, "a+")  # noqa: SIM115 (held open: the lock lives as long as it)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            continue  # a running worker holds this slot
+        handle.seek(0)
+        node_id = handle.read().strip()
+        if not node_id:
+            node_id = _fresh()
+            handle.write(node_id)
+            handle.flush()
+            os.fsync(handle.fileno())
+        _held.append(handle)
+        return node_id
+    return _fresh()
+
+
+def _fresh() -> str:
+    return f"{socket.gethostname().split('.')[0]}-{uuid.uuid4().hex[:6]}"
