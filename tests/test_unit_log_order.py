@@ -163,8 +163,7 @@ class World:
 
     def _report(self, kind: type, item: WorkItem, **extra: object) -> None:
         key = {"run_id": item.run_id, "task_id": item.task_id, "attempt": item.attempt, "at_ms": self.now}
-        if kind is not AttemptFailed:
-            key["node_id"] = self.node_of[item.session]
+        key["node_id"] = self.node_of[item.session]  # a worker names its node in every report
         self.log.append(kind(**key, **extra))
 
     def lose_node(self) -> None:
