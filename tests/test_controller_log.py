@@ -219,7 +219,10 @@ async def test_a_lagging_heartbeat_watch_does_not_declare_a_beating_node_lost(
         beat = Heartbeat(node_id="lag-node", session="s1", at_ms=now_ms())
         revision = await kv.put("lag-node", msgspec.msgpack.encode(beat))
         liveness = Liveness(timeout_s=0.01)  # every session looks stale at once
-        liveness._saw(msgspec.msgpack.encode(beat), revision)  # what the watch delivered
+        # a beat naming this node under another node's key vouches for nothing
+        assert liveness._saw(msgspec.msgpack.encode(beat), revision, "other-node") is None
+        assert liveness.foreign == 1 and "lag-node" not in liveness.heartbeats
+        liveness._saw(msgspec.msgpack.encode(beat), revision, "lag-node")  # what the watch delivered
         node = NodeView("lag-node", "s1", "h", "127.0.0.1", NodeCapacity(cpus=1, memory_mb=100))
         await asyncio.sleep(0.05)
         stale = liveness.stale([node], now_ms())

@@ -142,3 +142,7 @@ def test_a_deposed_leaders_late_write_is_refused(
     assert [e["state"] for e in shown if e["type"] == "run.finished" and "refused" not in e] == ["succeeded"]
     streamed = list(client.follow_run_events(run_id))  # the stream did not end at the refused one
     assert [e for e in streamed if "refused" in e] == refused
+    # and the SDK's readers of history skip it: the original Maze messages, the result summary
+    messages = client.create_workflow().get_results(run_id, verbose=False)
+    assert [m["data"]["state"] for m in messages if m["type"] == "finish_workflow"] == ["succeeded"]
+    assert sorted(m["data"]["task_id"] for m in messages if m["type"] == "finish_task") == sorted(ids)

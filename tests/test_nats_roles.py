@@ -20,6 +20,7 @@ from nats.js.api import ConsumerConfig
 from maze import MaClient, task
 from maze.core.clock import now_ms
 from maze.events import subjects
+from maze.events.blobs import BlobStore
 from maze.events.codec import encode_events
 from maze.events.runs import RunCreated
 from maze.events.tasks import AttemptStarted
@@ -134,7 +135,25 @@ def test_a_workers_credentials_cannot_create_runs_purge_or_read_other_work(head:
         await asyncio.sleep(0.3)
         raise RuntimeError("the subscription itself is refused asynchronously")
 
+    async def own_consumer_pushing_onto_the_heads_subject(nc: nats.NATS) -> None:
+        # its own name and filter, but a push consumer: the server would publish the work it
+        # holds onto the deliver subject, here the head's own subject of a run
+        config = ConsumerConfig(
+            name="worker-node-one",
+            durable_name="worker-node-one",
+            filter_subject=subjects.work_subject("node-one"),
+            deliver_subject=subjects.run_subject("run_pushed"),
+        )
+        await nc.jetstream(timeout=1).add_consumer(subjects.WORK_STREAM, config)
+
+    async def blob_consumer_pushing_onto_the_heads_subject(nc: nats.NATS) -> None:
+        # the blob store holds bytes any worker may write: pushed to a head subject, a forgery
+        config = ConsumerConfig(deliver_subject=subjects.run_subject("run_pushed"))
+        await nc.jetstream(timeout=1).add_consumer(subjects.BLOB_STREAM, config)
+
     for attempt in (
+        own_consumer_pushing_onto_the_heads_subject,
+        blob_consumer_pushing_onto_the_heads_subject,
         create_run,
         purge,
         delete,
@@ -152,14 +171,28 @@ def test_a_workers_credentials_cannot_create_runs_purge_or_read_other_work(head:
         nc = await nats.connect(url, inbox_prefix=subjects.worker_inbox("node-one"))
         try:
             js = nc.jetstream(timeout=5)
-            config = ConsumerConfig(
-                name="worker-node-one",
-                durable_name="worker-node-one",
-                filter_subject=subjects.work_subject("node-one"),
-            )
-            info = await js.add_consumer(subjects.WORK_STREAM, config)
+            # its work consumer, which the head made when it handed out these credentials
+            info = await js.consumer_info(subjects.WORK_STREAM, "worker-node-one")
             assert info.config.filter_subject == subjects.work_subject("node-one")
+            assert info.config.deliver_subject is None
             await js.stream_info(subjects.BLOB_STREAM)
+            # a value stored and read back in chunks (batched direct gets), as a worker does
+            blobs = BlobStore(nc, 64 * 1024 * 1024)
+            blobs.chunk_bytes = 64 * 1024
+            data = bytes(range(256)) * 2048  # 512 KiB: 8 chunks
+            sha, size = await blobs.put(data)
+            assert size == len(data) and await blobs.get(sha) == data
+            # what it may write, it may not write with a rollup, which would purge every blob, or
+            # every node's heartbeat, at once: the streams refuse rollups
+            before = (await js.stream_info(subjects.BLOB_STREAM)).state.messages
+            for subject in (
+                f"$O.{subjects.BLOB_BUCKET}.M.{'0' * 64}",
+                f"$KV.{subjects.HEARTBEAT_BUCKET}.node-one",
+            ):
+                with pytest.raises(nats.js.errors.APIError, match="rollup"):
+                    await js.publish(subject, b"{}", headers={"Nats-Rollup": "all"})
+            assert (await js.stream_info(subjects.BLOB_STREAM)).state.messages == before
+            assert await blobs.get(sha) == data
         finally:
             await nc.close()
 
@@ -200,6 +233,51 @@ def test_what_a_worker_writes_on_its_own_subject_but_may_not_mean_is_refused(hea
     shown = client.get_run_events(real)
     assert any(e.get("refused") for e in shown), "the history shows what was refused, as such"
     assert client.get_run(real)["state"] == "succeeded"
+
+
+@task
+def nap(seconds: float = 0.0):
+    import time
+
+    time.sleep(seconds)
+    return {"slept": seconds}
+
+
+def test_what_a_worker_writes_that_does_not_decode_never_breaks_a_run(head: HeadProcess) -> None:
+    """A malformed event on the head's own subject ends its run (it cannot be folded faithfully);
+    on a worker's subject it cannot be told to be that node's report, so it is refused and counted,
+    and the run it names goes on: no worker can end another's run by writing garbage."""
+    url = _worker_url(head, "node-one")
+    client = MaClient(head.url)
+    wf = client.create_workflow()
+    wf.add_task(nap, inputs={"seconds": 2.0})
+    run_id = wf.run()
+
+    def refused() -> int:
+        decoding = httpx.get(f"{head.url}/cluster/diagnostics", timeout=10).json()["controller"]["decoding"]
+        return int(decoding["refused_events"])
+
+    before = refused()
+    garbage = msgspec.msgpack.encode([{"type": "attempt.failed", "run_id": run_id, "attempt": "one"}])
+
+    async def write() -> None:
+        nc = await nats.connect(url, inbox_prefix=subjects.worker_inbox("node-one"))
+        try:
+            js = nc.jetstream()
+            await js.publish(subjects.report_subject(run_id, "node-one"), garbage)
+            await js.publish(subjects.report_subject(run_id, "node-one"), b"\xc1 not msgpack at all")
+        finally:
+            await nc.close()
+
+    asyncio.run(write())
+    from tests.helpers import wait_until
+
+    wait_until(lambda: refused() >= before + 2, timeout=30)
+    assert wf.show_results(run_id)["state"] == "succeeded"
+    shown = client.get_run_events(run_id)
+    refusals = [e for e in shown if e.get("refused")]
+    assert len(refusals) == 2 and all("does not decode" in e["refused"] for e in refusals), refusals
+    assert not any("malformed" in e for e in shown)
 
 
 def test_the_heads_local_worker_runs_with_a_workers_credentials(head: HeadProcess, tmp_path: Path) -> None:

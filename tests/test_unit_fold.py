@@ -284,6 +284,7 @@ def test_a_nodes_report_on_an_attempt_placed_elsewhere_changes_nothing_in_either
             run_id="r", task_id="a", attempt=1, node_id="m", at_ms=3, result=encode_value({"y": 9})
         ),
         AttemptRejected(run_id="r", task_id="a", attempt=1, node_id="m", at_ms=3, reason="x"),
+        AttemptFailed(run_id="r", task_id="a", attempt=1, node_id="m", at_ms=3, error=failed.error),
     ]
     honest = _project([events[0], placed])
     assert _project([events[0], placed, *forged]) == honest

@@ -27,6 +27,9 @@ async def cluster_nats(head: HeadState, node_id: str | None = None) -> dict[str,
         urls = head.settings.worker_nats_urls or [without_credentials(u) for u in head.nats_urls]
     return {
         "nats_urls": urls,
+        # on the embedded server the node's work consumer is made by the head, here, before this
+        # answer (a worker's user may not make consumers: maze/head/nats_auth.py)
+        "head_makes_consumer": head.worker_nats is not None,
         "limits": {
             "inline_bytes": value_limits.inline_bytes,
             "blob_max_bytes": value_limits.blob_max_bytes,

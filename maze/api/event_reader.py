@@ -26,16 +26,23 @@ class Elections:
 
     def __init__(self) -> None:
         self.seqs: list[int] = []
+        self.elected: list[int] = []  # the epoch elected at seqs[i]
         self.epochs: list[int] = []  # the highest epoch elected up to seqs[i]
-        self.read_to = 0
+        self.read_to = 0  # every election up to here is known (only `refresh` moves it)
         self.lock = asyncio.Lock()
 
     def note(self, seq: int, epoch: int) -> None:
-        if seq <= self.read_to:
+        """An election seen at `seq`, by `refresh` or by a reader of the stream in passing. A
+        reader may see one past elections not read yet: it is kept, in its place, and does not
+        mark those before it as known (`refresh` still reads them)."""
+        at = bisect.bisect_left(self.seqs, seq)
+        if at < len(self.seqs) and self.seqs[at] == seq:
             return
-        self.read_to = seq
-        self.seqs.append(seq)
-        self.epochs.append(max(epoch, self.epochs[-1] if self.epochs else 0))
+        self.seqs.insert(at, seq)
+        self.elected.insert(at, epoch)
+        self.epochs[at:] = []
+        for i in range(at, len(self.seqs)):
+            self.epochs.append(max(self.elected[i], self.epochs[i - 1] if i else 0))
 
     def before(self, seq: int) -> int:
         """The leadership epoch in force at stream sequence `seq` (0: none elected before it)."""
@@ -80,7 +87,7 @@ async def ended_by(js: JetStreamContext, run_id: str, seq: int) -> bool:
     if last > seq:
         return False
     await elections.refresh(js)
-    decoded = with_fence(decode_leniently(msg.data or b""), elections.before(last))
+    decoded = with_fence(decode_leniently(msg.data or b"", msg.subject), elections.before(last))
     return any(isinstance(e, RunFinished) for e in decoded.events)
 
 

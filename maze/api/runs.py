@@ -58,7 +58,8 @@ async def submit_run(request: Request[Any, Any, Any], head: HeadState, follow: b
     stream refused for that records nothing)."""
     # counted before the body is read: what many large submits at once hold of the head's memory
     length = request.headers.get("content-length")
-    size = int(length) if length and length.isdigit() else MAX_SUBMISSION_BYTES
+    # (a body above MAX_SUBMISSION_BYTES is refused as it is read: it never holds more than that)
+    size = min(int(length), MAX_SUBMISSION_BYTES) if length and length.isdigit() else MAX_SUBMISSION_BYTES
     head.submits.take(size)
     try:
         if not follow:

@@ -29,7 +29,6 @@ import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.errors import NotFoundError
 
 from maze.core.errors import ArtifactError, BlobMissing, PayloadTooLarge, Unavailable, ValidationError
@@ -40,6 +39,8 @@ log = structlog.get_logger(__name__)
 
 HEX_RE = re.compile(r"^[0-9a-f]{64}$")
 MAX_CHUNK = 1024 * 1024
+CHUNK_BATCH = 16  # chunks asked for at once: at most 16 MiB in flight to one reader
+DIRECT_GET = f"$JS.API.DIRECT.GET.{subjects.BLOB_STREAM}"
 WINDOW = 16  # chunk publishes awaiting their ack at once
 ACK_TIMEOUT_S = 30.0
 
@@ -292,11 +293,10 @@ class BlobStore:
                 "digest": "SHA-256=" + base64.urlsafe_b64encode(hasher.digest()).decode(),
                 "options": {"max_chunk_size": self.chunk_bytes},
             }
-            # a repeated meta message is harmless (it rolls up the subject), so transient errors
-            # (a leader election) are retried
-            await publish_durably(
-                self.js, meta_subject(sha), json.dumps(info).encode(), {"Nats-Rollup": "sub"}
-            )
+            # a repeated meta message is harmless (the last one is read), so transient errors (a
+            # leader election) are retried. No rollup header: the blob stream refuses them, since a
+            # writer of the blob store (any worker) could purge the whole stream with one
+            await publish_durably(self.js, meta_subject(sha), json.dumps(info).encode(), {})
             stored = True
         finally:
             if not stored:
@@ -351,9 +351,8 @@ class BlobStore:
         if info is None:
             return
         tombstone = {**info, "deleted": True, "size": 0, "chunks": 0, "mtime": datetime.now(UTC).isoformat()}
-        await publish_durably(
-            self.js, meta_subject(sha), json.dumps(tombstone).encode(), {"Nats-Rollup": "sub"}
-        )
+        await publish_durably(self.js, meta_subject(sha), json.dumps(tombstone).encode(), {})
+        await self.js.purge_stream(subjects.BLOB_STREAM, subject=meta_subject(sha), keep=1)  # the tombstone
         await self.js.purge_stream(subjects.BLOB_STREAM, subject=chunk_subject(info["nuid"]))
 
     async def _remove_corrupt(self, sha: str, info: dict[str, Any]) -> bool:
@@ -364,42 +363,50 @@ class BlobStore:
         self._present.pop(sha, None)
         tombstone = {**info, "deleted": True, "size": 0, "chunks": 0, "mtime": datetime.now(UTC).isoformat()}
         try:
-            await publish_durably(
-                self.js, meta_subject(sha), json.dumps(tombstone).encode(), {"Nats-Rollup": "sub"}, within_s=5
-            )
+            await publish_durably(self.js, meta_subject(sha), json.dumps(tombstone).encode(), {}, within_s=5)
         except Exception as exc:
             log.warning("blob.corrupt_not_removed", sha256=sha, error=repr(exc))
             return False
         return True
 
     async def _chunks(self, nuid: str, count: int) -> AsyncIterator[bytes]:
+        """The blob's chunks in order, read by batched direct gets (`DIRECT.GET` with
+        `next_by_subj` and `batch`, NATS 2.11+): as fast as a short-lived pull consumer, and a reader
+        needs no right to create consumers on the blob stream (a consumer's deliver subject could
+        be any subject, the head's included: maze/head/nats_auth.py)."""
         if count == 0:
             return
         subject = chunk_subject(nuid)
-        if count == 1:
-            first = await self.js.get_msg(subjects.BLOB_STREAM, seq=1, subject=subject, next=True)
-            yield first.data or b""
-            return
-        # a short-lived pull consumer fetching the chunks in batches: about twice as fast as an
-        # ordered push consumer (flow control) or a direct get per chunk
-        sub = await self.js.pull_subscribe(
-            subject,
-            durable=None,
-            stream=subjects.BLOB_STREAM,
-            config=ConsumerConfig(ack_policy=AckPolicy.NONE, inactive_threshold=60.0),
-        )
+        replies: asyncio.Queue[Msg] = asyncio.Queue()
+        inbox = self.nc.new_inbox()
+        sub = await self.nc.subscribe(inbox, cb=replies.put)
         try:
-            left = count
+            seq, left = 1, count
             while left > 0:
-                try:
-                    msgs = await sub.fetch(min(left, 16), timeout=ACK_TIMEOUT_S)
-                except TimeoutError as exc:
-                    raise ArtifactError(f"blob chunks on {subject} stopped arriving") from exc
-                for msg in msgs:
+                request = {"seq": seq, "next_by_subj": subject, "batch": min(left, CHUNK_BATCH)}
+                await self.nc.publish(DIRECT_GET, json.dumps(request).encode(), reply=inbox)
+                got = 0
+                while True:
+                    try:
+                        msg = await asyncio.wait_for(replies.get(), ACK_TIMEOUT_S)
+                    except TimeoutError as exc:
+                        raise ArtifactError(f"blob chunks on {subject} stopped arriving") from exc
+                    headers = msg.headers or {}
+                    status = headers.get("Status")
+                    if status == "204":  # the end of this batch
+                        break
+                    if status is not None:
+                        why = headers.get("Description", "")
+                        raise ArtifactError(
+                            f"blob chunk {count - left + 1} of {count} on {subject} could not be read "
+                            f"({status} {why})"
+                        )
+                    seq = int(headers["Nats-Sequence"]) + 1
+                    got += 1
+                    left -= 1
                     yield msg.data or b""
-                left -= len(msgs)
+                if got == 0:
+                    raise ArtifactError(f"blob chunks on {subject} stopped arriving")
         finally:
-            with contextlib.suppress(Exception):
-                await self.js.delete_consumer(subjects.BLOB_STREAM, sub._consumer)
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()

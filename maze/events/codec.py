@@ -133,10 +133,14 @@ def with_authority(decoded: Decoded, subject: str | None) -> Decoded:
     """`decoded`, less the events its subject's writer may not write (moved to `refused`)."""
     reporter = subjects.reporter_of(subject) if subject else None
     kept, refused = split_admissible(decoded.events, reporter)
-    if not refused:
+    if not refused and (reporter is None or not decoded.malformed):
         return decoded
     why = f"written on worker {reporter}'s subject, where only that node's attempt reports stand"
-    return Decoded(kept, decoded.unknown, decoded.malformed, [Malformed(event_tag(e), why) for e in refused])
+    # what does not decode on a worker's subject cannot be told to be that node's own report: it is
+    # refused like any other event a worker may not write, and never breaks the run it names (any
+    # worker could otherwise end any run by writing garbage on its own subject of that run)
+    unreadable = [Malformed(m.tag, f"{why}; it does not decode: {m.error}") for m in decoded.malformed]
+    return Decoded(kept, decoded.unknown, [], [*(Malformed(event_tag(e), why) for e in refused), *unreadable])
 
 
 def with_fence(decoded: Decoded, epoch: int) -> Decoded:
@@ -235,5 +239,5 @@ def decode_leniently(data: bytes, subject: str | None = None) -> Decoded:
     try:
         decoded = decode_message(data)
     except msgspec.DecodeError as exc:
-        return Decoded([], [], [Malformed("?", f"the message is not a list of events: {exc}")])
+        decoded = Decoded([], [], [Malformed("?", f"the message is not a list of events: {exc}")])
     return with_authority(decoded, subject)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -18,6 +19,7 @@ from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.js import JetStreamContext
 from nats.js.api import (
+    AckPolicy,
     ConsumerConfig,
     DeliverPolicy,
     DiscardPolicy,
@@ -188,7 +190,9 @@ async def ensure_streams(js: JetStreamContext, replicas: int = 1, lower: bool = 
             storage=StorageType.FILE,
             num_replicas=replicas,
             discard=DiscardPolicy.NEW,
-            allow_rollup_hdrs=True,
+            # no rollups: every worker may write blobs, and one `Nats-Rollup: all` header would
+            # purge the whole stream (a blob's meta messages are read last-first instead)
+            allow_rollup_hdrs=False,
             allow_direct=True,
             max_bytes=-1,
         )
@@ -224,22 +228,40 @@ async def ensure_streams(js: JetStreamContext, replicas: int = 1, lower: bool = 
             if lower or (info.config.num_replicas or 1) < replicas:
                 info.config.num_replicas = replicas
                 await js.update_stream(info.config)
+    # every worker writes its heartbeat in this bucket: no rollups there (one `Nats-Rollup: all`
+    # would purge every node's). Maze never purges it (a put and a delete need none).
+    beats = (await js.stream_info(f"KV_{subjects.HEARTBEAT_BUCKET}")).config
+    if beats.allow_rollup_hdrs:
+        beats.allow_rollup_hdrs = False
+        await js.update_stream(beats)
 
 
-async def default_replicas(urls: Sequence[str]) -> int:
+async def default_replicas(urls: Sequence[str], settle_s: float = 5.0) -> int:
     """Replicas for Maze's streams when `--replicas` is not given: min(3, servers in the cluster)
     (one copy on a lone server; three on a cluster, so that losing a server loses nothing).
 
     Counted from the INFO of a connection made now (call it once JetStream answers, so the
-    cluster has formed): the one the head has held since before may predate its peers."""
-    nc = await connect(urls, "maze-head-probe")
-    try:
-        info = nc._server_info or {}
-    finally:
-        await nc.close()
-    if not info.get("cluster"):
-        return 1
-    return max(1, min(3, len(info.get("connect_urls") or [])))
+    cluster has formed): the one the head has held since before may predate its peers. A server
+    learns its peers by gossip, a moment after JetStream answers: while it knows of fewer servers
+    than the URLs given name, it is asked again, for up to `settle_s`."""
+    named = min(3, len({_host_port(u) for u in urls}))
+    deadline = time.monotonic() + settle_s
+    while True:
+        nc = await connect(urls, "maze-head-probe")
+        try:
+            info = nc._server_info or {}
+        finally:
+            await nc.close()
+        if not info.get("cluster"):
+            return 1
+        seen = max(1, min(3, len(info.get("connect_urls") or [])))
+        if seen >= named or time.monotonic() >= deadline:
+            return seen
+        await asyncio.sleep(0.25)
+
+
+def _host_port(url: str) -> str:
+    return url.rsplit("@", 1)[-1].split("://", 1)[-1].rstrip("/")
 
 
 async def _recreate_if_storage_changed(js: JetStreamContext, config: StreamConfig) -> None:
@@ -257,6 +279,25 @@ async def _recreate_if_storage_changed(js: JetStreamContext, config: StreamConfi
             now=str(config.storage),
         )
         await js.delete_stream(str(config.name))
+
+
+def work_consumer_config(node_id: str) -> ConsumerConfig:
+    """Node `node_id`'s durable pull consumer on its own work subject."""
+    durable = f"worker-{node_id}"
+    return ConsumerConfig(
+        name=durable,  # CONSUMER.CREATE.<stream>.<name>.<filter>
+        durable_name=durable,
+        filter_subject=subjects.work_subject(node_id),
+        ack_policy=AckPolicy.EXPLICIT,
+        max_ack_pending=100_000,
+    )
+
+
+async def ensure_work_consumer(js: JetStreamContext, node_id: str) -> None:
+    """Make node `node_id`'s work consumer (the same config again is a no-op). On the embedded
+    server the head makes it, when it hands out the node's credentials: a worker may not create
+    consumers at all, since a consumer's deliver subject could be any subject (maze/head/nats_auth.py)."""
+    await js.add_consumer(subjects.WORK_STREAM, work_consumer_config(node_id))
 
 
 async def heartbeat_bucket(js: JetStreamContext) -> KeyValue:

@@ -705,5 +705,6 @@ class RunController:
             "leadership": {**self.leadership(), "folded_epoch": self.core.epoch, "fenced": self.core.fenced},
             "liveness_watch_lagged": self.liveness.unconfirmed,
             "heartbeats_undecodable": self.liveness.undecodable,
+            "heartbeats_of_another_node": self.liveness.foreign,
             "run_feeds": self.feeds.stats(),
         }

@@ -107,7 +107,11 @@ class Lease:
     async def _step(self, kv: KeyValue) -> None:
         now = time.monotonic()
         if self.leading:
-            floor = await self.floor()
+            try:
+                floor = await self.floor()
+            except Exception as exc:  # the log cannot be asked now: renew as is, look again next time
+                log.warning("lease.floor_unavailable", error=describe_error(exc))
+                floor = self.epoch
             epoch = floor + 1 if floor > self.epoch else self.epoch
             try:
                 self._revision = await kv.update(KEY, self._value(epoch), last=self._revision)
@@ -159,6 +163,7 @@ class Lease:
 
     async def _take(self, kv: KeyValue, epoch: int, revision: int | None) -> None:
         epoch = max(epoch, await self.floor() + 1)
+        sent = time.monotonic()  # a taken lease is fresh from when it was asked for, not answered
         try:
             if revision is None:
                 self._revision = await kv.create(KEY, self._value(epoch))
@@ -168,7 +173,7 @@ class Lease:
             if not _lost_race(exc):
                 raise
             return  # another head took it first
-        self._renewed_at = time.monotonic()
+        self._renewed_at = sent
         self.holder = Holder(self.head_id, epoch)
         self._set(True, epoch, "took the lease")
 

@@ -34,6 +34,7 @@ class Liveness:
         self.last_seen: dict[str, tuple[str, float]] = {}  # node -> (session, monotonic time)
         self.revisions: dict[str, int] = {}  # node -> the bucket revision of its latest beat seen
         self.undecodable = 0  # heartbeat values that could not be read (counted and logged)
+        self.foreign = 0  # beats naming a node other than the key they were written under
         # called with every beat seen (the controller looks for sessions it has folded as ended)
         self.on_beat: Callable[[Heartbeat], None] | None = None
         self.unconfirmed = 0  # stale-looking sessions the bucket showed alive (the watch lagged)
@@ -57,14 +58,20 @@ class Liveness:
         async for entry in watcher:
             if entry is None or not entry.value:
                 continue
-            self._saw(entry.value, entry.revision or 0)
+            self._saw(entry.value, entry.revision or 0, entry.key)
 
-    def _saw(self, value: bytes, revision: int) -> Heartbeat | None:
+    def _saw(self, value: bytes, revision: int, key: str) -> Heartbeat | None:
         try:
             beat = _decoder.decode(value)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             self.undecodable += 1
             log.error("liveness.heartbeat_undecodable", revision=revision, error=str(exc))
+            return None
+        if beat.node_id != key:
+            # a node may write only its own key (maze/head/nats_auth.py): a beat naming another
+            # node there is a worker vouching for a node it is not, and never keeps that one alive
+            self.foreign += 1
+            log.error("liveness.heartbeat_of_another_node", key=key, names=beat.node_id, revision=revision)
             return None
         if revision < self.revisions.get(beat.node_id, 0):
             return beat  # older than what was seen already (a confirmation raced the watch)
@@ -95,7 +102,7 @@ class Liveness:
                 log.warning("liveness.unverifiable", node_id=event.node_id, error=describe_error(entry))
                 continue
             known = self.revisions.get(event.node_id, 0)
-            beat = self._saw(entry.value, entry.revision or 0) if entry.value else None
+            beat = self._saw(entry.value, entry.revision or 0, entry.key) if entry.value else None
             if beat is not None and beat.session == event.session and (entry.revision or 0) > known:
                 self.unconfirmed += 1
                 log.info("liveness.watch_lagged", node_id=event.node_id, session=event.session)

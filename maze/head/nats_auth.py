@@ -2,7 +2,8 @@
 it may use. Kept in `<data-dir>/nats-users.json` (mode 0600) so that credentials outlive restarts.
 
 - The head may do everything.
-- A worker of node N may: pull its own work (its durable consumer on `maze.work.N`, and ack it),
+- A worker of node N may: pull its own work (its durable consumer on `maze.work.N`, made by the
+  head, and ack it; it may make no consumer itself),
   write its reports on runs (`maze.run.*.N`, maze/events/authority.py), its node events
   (`maze.node.N`) and heartbeat (`$KV.maze-heartbeats.N`), read the blob store and store results
   in it, and receive on its own inboxes (`_INBOX_N.>`) and its node subject. Nothing else: it cannot create runs
@@ -47,22 +48,18 @@ def worker_permissions(node_id: str) -> dict[str, object]:
         f"maze.run.*.{node_id}",
         subjects.node_subject(node_id),
         f"$KV.{subjects.HEARTBEAT_BUCKET}.{node_id}",
-        # its own work: its durable consumer, filtered on its own subject (the server holds the
-        # request's filter to the one this subject names), pulled and acked
-        f"{api}.CONSUMER.CREATE.{work}.{durable}.{subjects.work_subject(node_id)}",
+        # its own work: its durable consumer (made by the head, maze/events/store.py
+        # ensure_work_consumer), pulled and acked. No consumer of any stream may a worker make: a
+        # consumer's request may name a deliver subject, and the server would then publish the
+        # stream's messages there, onto the head's own subjects as well
         f"{api}.CONSUMER.INFO.{work}.{durable}",
         f"{api}.CONSUMER.MSG.NEXT.{work}.{durable}",
         f"$JS.ACK.{work}.{durable}.>",
-        # the blob store: read (a direct get, short-lived consumers for chunks), and results written
+        # the blob store: read (direct gets, batched for chunks), and results written
         f"{api}.STREAM.INFO.{blobs}",
         f"{api}.STREAM.MSG.GET.{blobs}",
         f"{api}.DIRECT.GET.{blobs}",
         f"{api}.DIRECT.GET.{blobs}.>",
-        f"{api}.CONSUMER.CREATE.{blobs}",
-        f"{api}.CONSUMER.CREATE.{blobs}.>",
-        f"{api}.CONSUMER.MSG.NEXT.{blobs}.*",
-        f"{api}.CONSUMER.INFO.{blobs}.*",
-        f"{api}.CONSUMER.DELETE.{blobs}.*",
         f"$O.{subjects.BLOB_BUCKET}.C.>",
         f"$O.{subjects.BLOB_BUCKET}.M.>",
         f"{api}.STREAM.INFO.{kv}",

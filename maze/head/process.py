@@ -36,6 +36,7 @@ from maze.events.store import (
     default_replicas,
     describe_error,
     ensure_streams,
+    ensure_work_consumer,
     is_transient,
     observe_publishes,
 )
@@ -163,6 +164,8 @@ class Head:
             self.lock = hold_data_dir(data)
             if settings.tls_ca:  # what this process and its children trust (maze/core/tls.py)
                 os.environ[TLS_CA_ENV] = settings.tls_ca
+            # read into the settings already: the local worker's tasks do not inherit the API token
+            os.environ.pop("MAZE_TOKEN", None)
             settings = self.settings = msgspec.structs.replace(
                 settings, head_id=settings.head_id or head_id(data)
             )
@@ -213,6 +216,11 @@ class Head:
                 node_id = settings.node_id or f"{socket.gethostname().split('.')[0]}-head-{settings.port}"
                 # a worker's credentials, as any worker's: it may do only what a worker does
                 worker_urls = [await self.embedded.worker_url(node_id)] if self.embedded is not None else urls
+                head_js = nc.jetstream(timeout=10)
+
+                async def make_local_consumer() -> None:
+                    await ensure_work_consumer(head_js, node_id)
+
                 worker_nc = await connect(
                     worker_urls, "maze-local-worker", inbox_prefix=subjects.worker_inbox(node_id)
                 )
@@ -226,6 +234,7 @@ class Head:
                     local_ip(),
                     heartbeat_interval=settings.heartbeat_interval,
                     limits=settings.limits,
+                    make_consumer=make_local_consumer if self.embedded is not None else None,
                 )
                 await worker.start()
                 while (
@@ -236,9 +245,14 @@ class Head:
             token, made = head_token(data, settings.api_token, settings.host, settings.insecure)
             embedded = self.embedded
 
+            head_js_api = nc.jetstream(timeout=10)
+
             async def worker_nats(node: str) -> list[str]:
+                """Node `node`'s credentials, and its work consumer, which its user may not make."""
                 assert embedded is not None
-                return [await embedded.worker_url(node)]
+                url = await embedded.worker_url(node)
+                await ensure_work_consumer(head_js_api, node)
+                return [url]
 
             state = HeadState(
                 nc.jetstream(),

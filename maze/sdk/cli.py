@@ -20,6 +20,7 @@ from maze.core.logs import configure_logging
 from maze.core.loop import run_loop
 from maze.core.settings import env_settings, split_urls
 from maze.core.tls import TLS_CA_ENV
+from maze.sdk.messages import stands
 
 app = typer.Typer(
     help="Maze: a task-level distributed runtime for agent workflows.",
@@ -288,6 +289,8 @@ def runs_watch(run_id: str, server_url: str = ServerUrl, token: str | None = Tok
         done: set[str] = set()
         try:
             for event in client.follow_run_events(run_id):
+                if not stands(event):
+                    continue
                 if event["type"] in ("attempt.succeeded", "attempt.failed") and event["task_id"] not in done:
                     if event["type"] == "attempt.succeeded":
                         done.add(event["task_id"])

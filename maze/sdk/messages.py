@@ -6,6 +6,15 @@ from __future__ import annotations
 from typing import Any
 
 ATTEMPT_ENDS = frozenset({"attempt.succeeded", "attempt.failed", "attempt.rejected", "attempt.lost"})
+# how the API marks entries that are not history: a type this version cannot read, an event that
+# does not decode, an event its writer may not write (a worker's forgery, a deposed leader's late
+# write). They are shown so that nothing is hidden, and never counted as what happened.
+NOT_HISTORY = ("refused", "malformed", "unknown_type")
+
+
+def stands(event: dict[str, Any]) -> bool:
+    """Whether an entry of a run's events is history (not refused, malformed or unknown)."""
+    return not any(mark in event for mark in NOT_HISTORY)
 
 
 def events_to_messages(workflow_id: str, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -13,6 +22,8 @@ def events_to_messages(workflow_id: str, events: list[dict[str, Any]]) -> list[d
     finished: set[str] = set()
     ended: set[tuple[str, int]] = set()  # attempts whose first terminal event was seen (it wins)
     for event in events:
+        if not stands(event):
+            continue
         kind = event["type"]
         if kind in ATTEMPT_ENDS:
             attempt = (event["task_id"], event["attempt"])

@@ -12,6 +12,7 @@ import os
 import signal
 import ssl
 import time
+from typing import NamedTuple
 
 import httpx
 import msgspec
@@ -49,8 +50,15 @@ def _auth(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
-def head_join_info(addr: str, token: str | None = None, node_id: str = "") -> tuple[list[str], ValueLimits]:
-    """Ask the head where its event store is, and the value limits results must respect."""
+class JoinInfo(NamedTuple):
+    urls: list[str]  # where the event store is, with this node's credentials
+    limits: ValueLimits  # what results must respect
+    head_makes_consumer: bool  # this node's work consumer is the head's to make (NATS roles)
+
+
+def head_join_info(addr: str, token: str | None = None, node_id: str = "") -> JoinInfo:
+    """Ask the head where its event store is, and the value limits results must respect. On the
+    embedded server the answer also means this node's work consumer exists: the head made it."""
     url = head_url(addr)
     try:
         resp = httpx.get(
@@ -72,10 +80,14 @@ def head_join_info(addr: str, token: str | None = None, node_id: str = "") -> tu
     limits = msgspec.convert(body.get("limits") or {}, ValueLimits)
     host = httpx.URL(url).host
     # A head on loopback advertises 127.0.0.1; from another machine use the address we reached it at.
-    return [u.replace("127.0.0.1", host).replace("localhost", host) for u in urls], limits
+    return JoinInfo(
+        [u.replace("127.0.0.1", host).replace("localhost", host) for u in urls],
+        limits,
+        bool(body.get("head_makes_consumer", False)),
+    )
 
 
-async def until_head_answers(addr: str, token: str | None, node_id: str) -> tuple[list[str], ValueLimits]:
+async def until_head_answers(addr: str, token: str | None, node_id: str) -> JoinInfo:
     """`head_join_info`, waiting (and saying so every few seconds) while the head cannot be reached
     (it may be starting): a failure that heals by itself does not end the worker. An answer that
     refuses it (a 4xx) does."""
@@ -130,7 +142,7 @@ class Agent:
         async with self.lock:
             while True:
                 try:
-                    urls, limits = await asyncio.to_thread(
+                    urls, limits, _ = await asyncio.to_thread(
                         head_join_info, self.addr, self.token, self.worker.node_id
                     )
                     self.worker.limits = limits
@@ -168,6 +180,7 @@ async def run_worker(
 ) -> None:
     # the head's API token: given, or $MAZE_TOKEN, or (a head on this machine) its data dir's
     token = resolve_token(head_url(addr), token)
+    os.environ.pop("MAZE_TOKEN", None)  # kept here, not handed down to the tasks' processes
     node = node_id or stable_node_id()  # the same on each restart here: one node, not many
     # Ctrl-C / SIGTERM stop the worker in every state: while it starts, by cancelling the start
     stopping = asyncio.Event()
@@ -184,15 +197,27 @@ async def run_worker(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
     try:
-        urls, limits = await until_head_answers(addr, token, node)
+        urls, limits, head_makes_consumer = await until_head_answers(addr, token, node)
     except asyncio.CancelledError:
         return
+
+    async def ask_head_for_consumer() -> None:
+        await until_head_answers(addr, token, node)  # the head makes it before it answers
+
     capacity = local_capacity(cpus, memory_mb, gpus)
     try:
         nc = await connect(urls, "maze-worker", inbox_prefix=subjects.worker_inbox(node))
     except asyncio.CancelledError:
         return
-    worker = Worker(nc, node, capacity, local_ip(), heartbeat_interval=heartbeat_interval, limits=limits)
+    worker = Worker(
+        nc,
+        node,
+        capacity,
+        local_ip(),
+        heartbeat_interval=heartbeat_interval,
+        limits=limits,
+        make_consumer=ask_head_for_consumer if head_makes_consumer else None,
+    )
     watcher = None
     if agent:
         agent_obj = Agent(addr, worker, urls, token)

@@ -21,7 +21,7 @@ import msgspec
 import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig
+from nats.js.errors import NotFoundError
 
 from maze.core import hops
 from maze.core.clock import now_ms
@@ -34,7 +34,7 @@ from maze.events.catalog import Event
 from maze.events.codec import decode_events, decode_work
 from maze.events.nodes import HOLDING_LISTED, Heartbeat, NodeJoined, NodeLeft, NodeLost
 from maze.events.specs import NodeCapacity, TaskError
-from maze.events.store import EventStore, heartbeat_bucket, payload_budget
+from maze.events.store import EventStore, ensure_work_consumer, heartbeat_bucket, payload_budget
 from maze.events.tasks import AttemptFailed, AttemptRejected, AttemptStarted, AttemptSucceeded
 from maze.events.values import blob_refs
 from maze.events.work import WorkItem
@@ -65,8 +65,11 @@ class Worker:
         heartbeat_interval: float = 2.0,
         on_registration_lost: Callable[[], Coroutine[Any, Any, None]] | None = None,
         limits: ValueLimits | None = None,
+        make_consumer: Callable[[], Coroutine[Any, Any, None]] | None = None,
     ) -> None:
         self.limits = limits or ValueLimits()
+        # who makes this node's work consumer when it is missing: None, the worker itself
+        self.make_consumer = make_consumer
         self.nc = nc
         self.node_id = node_id
         self.capacity = capacity
@@ -142,17 +145,18 @@ class Worker:
         )
 
     async def _ensure_consumer(self) -> None:
-        """This node's durable consumer on its work subject (the same config again is a no-op)."""
-        await self.js.add_consumer(
-            subjects.WORK_STREAM,
-            ConsumerConfig(
-                name=self.durable,  # CONSUMER.CREATE.<stream>.<name>.<filter>: what its user may ask
-                durable_name=self.durable,
-                filter_subject=subjects.work_subject(self.node_id),
-                ack_policy=AckPolicy.EXPLICIT,
-                max_ack_pending=100_000,
-            ),
-        )
+        """This node's durable consumer on its work subject: there, or made. Made by the head where
+        this worker's NATS user may not make consumers (the embedded server's roles), by this worker
+        where it may (a NATS of the user's own, without roles)."""
+        try:
+            await self.js.consumer_info(subjects.WORK_STREAM, self.durable)
+            return
+        except NotFoundError:
+            pass
+        if self.make_consumer is not None:
+            await self.make_consumer()
+        else:
+            await ensure_work_consumer(self.js, self.node_id)
 
     async def leave(self, kill_running: bool = True) -> None:
         """End this session: stop pulling, kill running attempts (they will be retried)."""
