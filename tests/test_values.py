@@ -9,7 +9,7 @@ import asyncio
 import hashlib
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import msgspec
@@ -20,6 +20,7 @@ from nats.aio.msg import Msg
 from maze import MaClient, task
 from maze.core.errors import ArtifactError, NotFound, PayloadTooLarge
 from maze.events import subjects
+from maze.events.blobs import BlobStore
 from maze.events.codec import decode_work
 from maze.events.work import WorkBatch
 from tests.helpers import HeadProcess, NatsServer
@@ -299,10 +300,16 @@ def test_a_corrupt_blob_is_detected_by_its_hash_and_never_used(
 
 
 async def _plant(url: str, name: str, content: bytes) -> None:
+    """Store `content` under blob `name` without checking its hash: a corrupt blob, as a disk or
+    a careless writer could leave one."""
     nc = await nats.connect(url)
     try:
-        store = await nc.jetstream().object_store(subjects.BLOB_BUCKET)
-        await store.put(name, content)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            yield content
+
+        store = BlobStore(nc, 1024 * 1024)
+        await store._write_once(name.removeprefix("sha256/"), chunks(), verify=False)
     finally:
         await nc.close()
 
