@@ -263,7 +263,7 @@ async def test_a_session_that_missed_its_loss_is_told_again(
                 if isinstance(event, NodeLost) and event.reason == "session_already_ended":
                     told.put_nowait(event)
 
-        await nc.subscribe(subjects.node_subject("zombie"), cb=on_node)
+        await nc.subscribe(subjects.node_head_subject("zombie"), cb=on_node)  # where the head tells it
         capacity = NodeCapacity(cpus=1, memory_mb=100)
         await store.publish(
             subjects.node_subject("zombie"),
@@ -279,7 +279,7 @@ async def test_a_session_that_missed_its_loss_is_told_again(
             ],
         )
         await store.publish(
-            subjects.node_subject("zombie"),
+            subjects.node_head_subject("zombie"),
             [NodeLost(node_id="zombie", session="z1", at_ms=now_ms(), reason="heartbeat_timeout")],
         )
         kv = await heartbeat_bucket(js)

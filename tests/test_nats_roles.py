@@ -15,6 +15,7 @@ import httpx
 import msgspec
 import nats
 import pytest
+from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig
 
 from maze import MaClient, task
@@ -22,8 +23,12 @@ from maze.core.clock import now_ms
 from maze.events import subjects
 from maze.events.blobs import BlobStore
 from maze.events.codec import encode_events
-from maze.events.runs import RunCreated
+from maze.events.nodes import NodeLost
+from maze.events.runs import LeaderElected, RunCreated
+from maze.events.store import connect, jetstream
 from maze.events.tasks import AttemptStarted
+from maze.head.lease import KEY
+from maze.head.nats_auth import JS_API_PREFIX
 from tests.helpers import HeadProcess
 
 
@@ -66,111 +71,137 @@ def test_each_worker_gets_credentials_of_its_own_never_the_heads(head: HeadProce
     assert out.returncode == 0 and head_password not in out.stdout and "maze start --worker" in out.stdout
 
 
-async def _refused(url: str, attempt, node: str = "node-one") -> str:  # type: ignore[no-untyped-def]
-    """Run `attempt(nc)`, connected as node `node`'s worker is (its own inbox prefix, so that
-    replies to what it may ask do reach it), and return the permissions error NATS reported."""
-    errors: list[str] = []
+def _head_url(head: HeadProcess) -> str:
+    password = msgspec.json.decode((head.data_dir / "nats-users.json").read_bytes())["head"]
+    return f"nats://maze-head:{password}@127.0.0.1:{head.nats_port}"
 
-    async def on_error(exc: Exception) -> None:
-        errors.append(str(exc))
 
-    nc = await nats.connect(url, error_cb=on_error, inbox_prefix=subjects.worker_inbox(node))
+async def _as_worker(url: str, node: str = "node-one") -> nats.NATS:
+    """Connected as node `node`'s worker is: its account's JetStream API prefix, its inbox."""
+    return await connect(
+        [url], "test-worker", js_api_prefix=JS_API_PREFIX, inbox_prefix=subjects.worker_inbox(node)
+    )
+
+
+async def _what_heads_see(head: HeadProcess) -> dict[str, object]:
+    """The head account's streams and lease, as the head sees them."""
+    nc = await nats.connect(_head_url(head))
     try:
-        with pytest.raises(Exception):  # noqa: B017 (a timeout, no responders or a permissions error)
-            await attempt(nc)
-        for _ in range(50):
-            if errors:
-                break
-            await asyncio.sleep(0.02)
+        js = nc.jetstream()
+        seen: dict[str, object] = {}
+        for stream in (subjects.RUNS_STREAM, subjects.NODES_STREAM, subjects.WORK_STREAM):
+            info = await js.stream_info(stream)
+            seen[stream] = (info.state.messages, info.state.last_seq)
+        lease = await (await js.key_value(subjects.LEADER_BUCKET)).get(KEY)
+        holder = msgspec.msgpack.decode(lease.value or b"")  # renewed all along: who and which epoch
+        seen["lease"] = (holder["head_id"], holder["epoch"])
+        seen["consumers"] = sorted(c.name for c in await js.consumers_info(subjects.WORK_STREAM))
+        return seen
     finally:
         await nc.close()
-    assert any("permissions violation" in e.lower() for e in errors), errors
-    return errors[0]
 
 
 def test_a_workers_credentials_cannot_create_runs_purge_or_read_other_work(head: HeadProcess) -> None:
+    """A worker's account imports only its own part of the head's: what it tries beyond that
+    fails or goes nowhere, and nothing of the head's changes (checked from the head's side)."""
     url = _worker_url(head, "node-one")
+    _worker_url(head, "node-two")  # another node, whose work the first must not see
     created = RunCreated(run_id="run_forged", workflow_id="w", at_ms=now_ms(), tasks=[])
 
     async def create_run(nc: nats.NATS) -> None:
-        await nc.jetstream(timeout=1).publish(subjects.run_subject("run_forged"), encode_events([created]))
+        await jetstream(nc, 1).publish(subjects.run_subject("run_forged"), encode_events([created]))
 
     async def purge(nc: nats.NATS) -> None:
-        await nc.jetstream(timeout=1).purge_stream(subjects.RUNS_STREAM)
+        await jetstream(nc, 1).purge_stream(subjects.RUNS_STREAM)
 
     async def delete(nc: nats.NATS) -> None:
-        await nc.jetstream(timeout=1).delete_stream(subjects.WORK_STREAM)
+        await jetstream(nc, 1).delete_stream(subjects.WORK_STREAM)
 
     async def others_work(nc: nats.NATS) -> None:
         config = ConsumerConfig(
             durable_name="worker-node-two", filter_subject=subjects.work_subject("node-two")
         )
-        await nc.jetstream(timeout=1).add_consumer(subjects.WORK_STREAM, config)
+        await jetstream(nc, 1).add_consumer(subjects.WORK_STREAM, config)
 
-    async def listen_to_others_work(nc: nats.NATS) -> None:
-        await nc.subscribe(subjects.work_subject("node-two"))
-        await nc.flush(timeout=1)
-        await asyncio.sleep(0.3)
-        raise RuntimeError("the subscription itself is refused asynchronously")
-
-    async def own_name_others_filter(nc: nats.NATS) -> None:
-        # its own consumer's name, on another node's work subject
-        config = ConsumerConfig(
-            name="worker-node-one",
-            durable_name="worker-node-one",
-            filter_subject=subjects.work_subject("node-two"),
+    async def pull_others_work(nc: nats.NATS) -> None:
+        await nc.request(
+            f"{JS_API_PREFIX}.CONSUMER.MSG.NEXT.{subjects.WORK_STREAM}.worker-node-two", b"1", timeout=1
         )
-        await nc.jetstream(timeout=1).add_consumer(subjects.WORK_STREAM, config)
-
-    async def own_durable_unfiltered(nc: nats.NATS) -> None:
-        # the legacy create, whose subject names no filter: the request's could be anything
-        config = ConsumerConfig(
-            durable_name="worker-node-one", filter_subject=subjects.work_subject("node-two")
-        )
-        await nc.jetstream(timeout=1).add_consumer(subjects.WORK_STREAM, config)
-
-    async def read_others_replies(nc: nats.NATS) -> None:
-        await nc.subscribe("_INBOX.>")
-        await nc.flush(timeout=1)
-        await asyncio.sleep(0.3)
-        raise RuntimeError("the subscription itself is refused asynchronously")
 
     async def own_consumer_pushing_onto_the_heads_subject(nc: nats.NATS) -> None:
-        # its own name and filter, but a push consumer: the server would publish the work it
-        # holds onto the deliver subject, here the head's own subject of a run
         config = ConsumerConfig(
             name="worker-node-one",
             durable_name="worker-node-one",
             filter_subject=subjects.work_subject("node-one"),
             deliver_subject=subjects.run_subject("run_pushed"),
         )
-        await nc.jetstream(timeout=1).add_consumer(subjects.WORK_STREAM, config)
+        await jetstream(nc, 1).add_consumer(subjects.WORK_STREAM, config)
 
-    async def blob_consumer_pushing_onto_the_heads_subject(nc: nats.NATS) -> None:
-        # the blob store holds bytes any worker may write: pushed to a head subject, a forgery
-        config = ConsumerConfig(deliver_subject=subjects.run_subject("run_pushed"))
-        await nc.jetstream(timeout=1).add_consumer(subjects.BLOB_STREAM, config)
+    async def blob_consumer(nc: nats.NATS) -> None:
+        await jetstream(nc, 1).add_consumer(
+            subjects.BLOB_STREAM, ConsumerConfig(deliver_subject=subjects.run_subject("run_pushed"))
+        )
 
+    async def read_the_log(nc: nats.NATS) -> None:
+        await jetstream(nc, 1).get_msg(subjects.RUNS_STREAM, 1)
+
+    before = asyncio.run(_what_heads_see(head))
     for attempt in (
-        own_consumer_pushing_onto_the_heads_subject,
-        blob_consumer_pushing_onto_the_heads_subject,
         create_run,
         purge,
         delete,
         others_work,
-        listen_to_others_work,
-        own_name_others_filter,
-        own_durable_unfiltered,
-        read_others_replies,
+        pull_others_work,
+        own_consumer_pushing_onto_the_heads_subject,
+        blob_consumer,
+        read_the_log,
     ):
-        asyncio.run(_refused(url, attempt))
+
+        async def run(attempt=attempt) -> None:  # type: ignore[no-untyped-def]
+            nc = await _as_worker(url)
+            try:
+                with pytest.raises(Exception):  # noqa: B017 (no responders, a timeout, JetStream not enabled)
+                    await attempt(nc)
+            finally:
+                await nc.close()
+
+        asyncio.run(run())
+
+    async def listen(subject: str, publish_as_head: str) -> list[bytes]:
+        """What a worker subscribed to `subject` hears while the head publishes there."""
+        heard: list[bytes] = []
+
+        async def on_msg(msg: Msg) -> None:
+            heard.append(msg.data)
+
+        nc = await _as_worker(url)
+        head_nc = await nats.connect(_head_url(head))
+        try:
+            await nc.subscribe(subject, cb=on_msg)
+            await nc.flush()
+            await head_nc.publish(publish_as_head, b"secret")
+            await head_nc.flush()
+            await asyncio.sleep(0.5)
+            return heard
+        finally:
+            await nc.close()
+            await head_nc.close()
+
+    assert asyncio.run(listen(subjects.work_subject("node-two"), "maze.test.other-work")) == []
+    assert asyncio.run(listen("_INBOX.someone-elses-reply", "_INBOX.someone-elses-reply")) == []
+    after = asyncio.run(_what_heads_see(head))
+    assert after == before, (before, after)
+    assert asyncio.run(
+        listen(subjects.node_head_subject("node-one"), subjects.node_head_subject("node-one"))
+    ) == [b"secret"]
+    assert httpx.get(f"{head.url}/runs/run_forged", timeout=10).status_code == 404
 
     async def what_it_may_do() -> None:
         # the control: the same connection does what a worker does, so the refusals above are
         # the actions' own, not a connection that can do nothing
-        nc = await nats.connect(url, inbox_prefix=subjects.worker_inbox("node-one"))
+        nc = await _as_worker(url)
         try:
-            js = nc.jetstream(timeout=5)
+            js = jetstream(nc, 5)
             # its work consumer, which the head made when it handed out these credentials
             info = await js.consumer_info(subjects.WORK_STREAM, "worker-node-one")
             assert info.config.filter_subject == subjects.work_subject("node-one")
@@ -197,6 +228,88 @@ def test_a_workers_credentials_cannot_create_runs_purge_or_read_other_work(head:
             await nc.close()
 
     asyncio.run(what_it_may_do())
+
+
+def test_no_reply_subject_a_worker_names_reaches_the_heads_subjects(head: HeadProcess) -> None:
+    """NATS checks a publish's subject, never its reply subject, and JetStream answers go to the
+    reply subject from inside the server. A worker asking for bytes it stored (a forged event), or
+    for an ack, with the reply onto a head subject, the lease key or another node's subjects: the
+    answer goes back into its own account, and nothing of the head's changes."""
+    url = _worker_url(head, "node-one")
+    _worker_url(head, "node-two")
+    forged = encode_events([RunCreated(run_id="run_by_reply", workflow_id="w", at_ms=now_ms(), tasks=[])])
+    targets = [
+        subjects.run_subject("run_by_reply"),
+        subjects.LEADER_SUBJECT,
+        f"$KV.{subjects.LEADER_BUCKET}.{KEY}",
+        f"$KV.{subjects.CONTROLLER_BUCKET}.snapshot",
+        subjects.work_subject("node-two"),
+        subjects.node_subject("node-two"),
+        subjects.report_subject("run_by_reply", "node-two"),
+        subjects.node_head_subject("node-one"),
+    ]
+
+    async def attack() -> None:
+        nc = await _as_worker(url)
+        try:
+            js = jetstream(nc, 5)
+            ack = await js.publish(f"$O.{subjects.BLOB_BUCKET}.C.forged", forged)
+            direct = f"{JS_API_PREFIX}.DIRECT.GET.{subjects.BLOB_STREAM}"
+            for target in targets:
+                await nc.publish(direct, msgspec.json.encode({"seq": ack.seq}), reply=target)
+                await nc.publish(f"$KV.{subjects.HEARTBEAT_BUCKET}.node-one", b"x", reply=target)
+                await nc.publish(subjects.report_subject("run_x", "node-one"), b"x", reply=target)
+            await nc.flush()
+            await asyncio.sleep(1.0)
+        finally:
+            await nc.close()
+
+    before = asyncio.run(_what_heads_see(head))
+    asyncio.run(attack())
+    after = asyncio.run(_what_heads_see(head))
+    runs_before, runs_after = before.pop(subjects.RUNS_STREAM), after.pop(subjects.RUNS_STREAM)
+    assert after == before, (before, after)
+    # the runs stream took the three reports on its own subject, as it should, and nothing else
+    assert runs_after[0] == runs_before[0] + len(targets), (runs_before, runs_after)  # type: ignore[index]
+    assert httpx.get(f"{head.url}/runs/run_by_reply", timeout=10).status_code == 404
+    assert _leader_of(head) is not None
+
+
+def _leader_of(head: HeadProcess) -> object:
+    return httpx.get(f"{head.url}/cluster/resources", timeout=10).json().get("leader")
+
+
+def test_a_worker_cannot_speak_for_the_head_or_another_node_on_its_node_subject(head: HeadProcess) -> None:
+    """Its node subject takes its own sessions only: a run created there, a leadership, or another
+    node's session is refused by every reader."""
+    url = _worker_url(head, "node-one")
+    forged = [
+        RunCreated(run_id="run_on_node_subject", workflow_id="w", at_ms=now_ms(), tasks=[]),
+        LeaderElected(head_id="evil", epoch=1_000_000, at_ms=now_ms()),
+        NodeLost(node_id="node-two", session="s", at_ms=now_ms(), reason="forged"),
+    ]
+
+    def refused() -> int:
+        decoding = httpx.get(f"{head.url}/cluster/diagnostics", timeout=10).json()["controller"]["decoding"]
+        return int(decoding["refused_events"])
+
+    before = refused()
+
+    async def write() -> None:
+        nc = await _as_worker(url)
+        try:
+            for event in forged:
+                await jetstream(nc, 5).publish(subjects.node_subject("node-one"), encode_events([event]))
+        finally:
+            await nc.close()
+
+    asyncio.run(write())
+    from tests.helpers import wait_until
+
+    wait_until(lambda: refused() >= before + len(forged), timeout=30)
+    assert httpx.get(f"{head.url}/runs/run_on_node_subject", timeout=10).status_code == 404
+    leader = httpx.get(f"{head.url}/cluster/resources", timeout=10).json()["leader"]
+    assert leader["head_id"] != "evil" and int(leader["epoch"]) < 1_000_000, leader
 
 
 def test_what_a_worker_writes_on_its_own_subject_but_may_not_mean_is_refused(head: HeadProcess) -> None:
@@ -277,6 +390,8 @@ def test_what_a_worker_writes_that_does_not_decode_never_breaks_a_run(head: Head
     shown = client.get_run_events(run_id)
     refusals = [e for e in shown if e.get("refused")]
     assert len(refusals) == 2 and all("does not decode" in e["refused"] for e in refusals), refusals
+    (end,) = [e["seq"] for e in shown if e["type"] == "run.finished"]
+    assert all(e["seq"] < end for e in refusals), "the garbage came while the run was live"
     assert not any("malformed" in e for e in shown)
 
 
@@ -288,3 +403,52 @@ def test_the_heads_local_worker_runs_with_a_workers_credentials(head: HeadProces
     first = wf.add_task(ping, inputs={"x": 2})
     wf.add_task(ping, inputs={"x": first.outputs["x"]})
     assert wf.show_results(wf.run())["state"] == "succeeded"
+
+
+def test_a_worker_whose_work_consumer_is_deleted_gets_it_back_and_runs_on(head: HeadProcess) -> None:
+    """A consumer gone while its worker stays connected (deleted by hand, its stream recreated):
+    the worker's pulls are answered with errors, not work; it has the head make the consumer
+    again, after a backoff, and takes work again."""
+
+    async def delete_consumers() -> list[str]:
+        nc = await nats.connect(_head_url(head))
+        try:
+            js = nc.jetstream()
+            names = [c.name for c in await js.consumers_info(subjects.WORK_STREAM)]
+            for name in names:
+                await js.delete_consumer(subjects.WORK_STREAM, name)
+            return names
+        finally:
+            await nc.close()
+
+    assert asyncio.run(delete_consumers()), "the head's local worker has a consumer to lose"
+    wf = MaClient(head.url).create_workflow()
+    wf.add_task(ping, inputs={"x": 7})
+    assert wf.show_results(wf.run())["state"] == "succeeded"
+
+
+def test_a_worker_cannot_take_the_message_ids_of_the_heads_decisions(head: HeadProcess) -> None:
+    """JetStream deduplicates message ids across a whole stream: a worker that stored, on its own
+    subject, the id the head would give the run's end would have the head's end dropped as a
+    duplicate (and the run never end). The heads salt their ids with a secret no worker reads."""
+    url = _worker_url(head, "node-one")
+    epoch = int(httpx.get(f"{head.url}/cluster/resources", timeout=10).json()["leader"]["epoch"])
+    client = MaClient(head.url)
+    wf = client.create_workflow()
+    wf.add_task(nap, inputs={"seconds": 1.5})
+    run_id = wf.run()
+
+    async def squat() -> None:
+        nc = await _as_worker(url)
+        try:
+            js = jetstream(nc, 5)
+            for guess in (f"{run_id}/run.finished/e{epoch}", f"{run_id}/run.finished"):
+                ack = await js.publish(
+                    subjects.report_subject(run_id, "node-one"), b"\x90", headers={"Nats-Msg-Id": guess}
+                )
+                assert not ack.duplicate, "stored before the head's end"
+        finally:
+            await nc.close()
+
+    asyncio.run(squat())
+    assert wf.show_results(run_id)["state"] == "succeeded"

@@ -411,3 +411,24 @@ async def test_a_process_following_removals_knows_a_blob_is_gone(nats_server: Na
     finally:
         await follower_nc.close()
         await other_nc.close()
+
+
+async def test_a_blob_read_from_the_stream_leader_alone_is_the_same(nats_server: NatsServer) -> None:
+    """The path a read takes when a lagging replica answers a direct get with 404: the remaining
+    chunks one stream-leader get each, in order."""
+    from maze.events.blobs import chunk_subject
+    from maze.events.store import ensure_streams
+
+    nc = await nats.connect(nats_server.url)
+    try:
+        await ensure_streams(nc.jetstream())
+        store = BlobStore(nc, 1 << 24)
+        store.chunk_bytes = 64 * 1024
+        data = os.urandom(300_000)  # 5 chunks
+        sha, _ = await store.put(data)
+        info = await store.info(sha)
+        assert info is not None and info["chunks"] == 5
+        chunks = [c async for c in store._chunks_from_leader(chunk_subject(info["nuid"]), 1, info["chunks"])]
+        assert b"".join(chunks) == data
+    finally:
+        await nc.close()

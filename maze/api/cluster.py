@@ -9,27 +9,33 @@ from litestar import get, post
 from maze.api.state import HeadState, MinSeq
 from maze.core.errors import ValidationError
 from maze.core.settings import without_credentials
+from maze.events.store import ensure_work_consumer
 from maze.head import views
-from maze.head.nats_auth import check_node_id
+from maze.head.nats_auth import JS_API_PREFIX, check_node_id
 
 
 @get("/cluster/nats")
 async def cluster_nats(head: HeadState, node_id: str | None = None) -> dict[str, Any]:
     """Where a worker of node `node_id` connects: NATS URLs with credentials of its own (on the
-    embedded server, a user that may do only what a worker does: maze/head/nats_auth.py), never the
-    head's; and the value limits workers apply to results."""
+    embedded server, a NATS account of its own that imports only what a worker uses of the head's:
+    maze/head/nats_auth.py), never the head's; the JetStream API prefix of that account; and the
+    value limits workers apply to results. The node's work consumer is made here, by the head: a
+    worker may not make consumers (a consumer's deliver subject could be any subject)."""
     value_limits = head.settings.limits
+    prefix = head.settings.worker_js_api_prefix or None
     if head.worker_nats is not None:
         if not node_id:
             raise ValidationError("node_id is required: each worker node gets credentials of its own")
         urls = await head.worker_nats(check_node_id(node_id))
+        prefix = JS_API_PREFIX
     else:
         urls = head.settings.worker_nats_urls or [without_credentials(u) for u in head.nats_urls]
+    if node_id:
+        await ensure_work_consumer(head.js, check_node_id(node_id))
     return {
         "nats_urls": urls,
-        # on the embedded server the node's work consumer is made by the head, here, before this
-        # answer (a worker's user may not make consumers: maze/head/nats_auth.py)
-        "head_makes_consumer": head.worker_nats is not None,
+        "js_api_prefix": prefix,
+        "head_makes_consumer": bool(node_id),
         "limits": {
             "inline_bytes": value_limits.inline_bytes,
             "blob_max_bytes": value_limits.blob_max_bytes,

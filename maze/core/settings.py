@@ -71,6 +71,7 @@ class Settings(Struct, frozen=True):
     # join; without, the head's own URLs without their credentials. The embedded server hands each
     # worker node a user of its own instead (maze/head/nats_auth.py).
     worker_nats_urls: list[str] = []
+    worker_js_api_prefix: str = ""  # where those workers' account has the JetStream API ("": $JS.API)
     # TLS (maze/core/tls.py): the head's certificate and key for HTTPS and its embedded NATS, and
     # the CA its clients trust
     tls_cert: str = ""

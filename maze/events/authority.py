@@ -1,23 +1,31 @@
-"""Who may write what in the runs stream. The head writes on `maze.run.<run>`; a worker only on
-`maze.run.<run>.<its node>` (NATS permissions see to that, maze/head/nats_auth.py), and there only
-its reports on attempts it ran: `attempt.started|succeeded|failed|rejected` naming its own node. An
-event on a worker's subject that is anything else (a run created, a decision, another node's
-report) is refused by every reader of the log, the controller's fold, the read models and the
-history the API shows alike, and counted: a worker's credentials cannot create runs or decide.
+"""Who may write what. The head writes on `maze.run.<run>` and `maze.node.<node>.head`; a worker
+only on `maze.run.<run>.<its node>` and `maze.node.<its node>` (its NATS account imports nothing
+else: maze/head/nats_auth.py). On its runs subjects only its reports on attempts it ran stand
+(`attempt.started|succeeded|failed|rejected` naming its own node); on its node subject only its
+own sessions (`node.joined|left|lost` naming its own node). Anything else a worker's subject
+carries (a run created, a decision, another node's report or session) is refused by every reader
+of the log, the controller's fold, the read models and the history the API shows alike, and
+counted: a worker's credentials cannot create runs or decide.
 """
 
 from __future__ import annotations
 
 from maze.events.catalog import Event
+from maze.events.nodes import NodeJoined, NodeLeft, NodeLost
 from maze.events.tasks import AttemptFailed, AttemptRejected, AttemptStarted, AttemptSucceeded
 
 REPORTS = (AttemptStarted, AttemptSucceeded, AttemptFailed, AttemptRejected)
+# what a worker may say about its own node on `maze.node.<node>` (a node's own `node.lost`: older
+# heads wrote those there; a worker saying it of itself harms none but itself)
+SESSIONS = (NodeJoined, NodeLeft, NodeLost)
 
 
 def admissible(event: Event, reporter: str | None) -> bool:
     """Whether an event read from a subject `reporter` wrote (None: the head's) stands."""
     if reporter is None:
         return True
+    if isinstance(event, SESSIONS):
+        return event.node_id == reporter
     if not isinstance(event, REPORTS) or event.node_id != reporter:
         return False
     # a failure a worker reports is its own (epoch 0, origin not the controller's): one stamped with

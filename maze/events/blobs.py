@@ -33,14 +33,13 @@ from nats.js.errors import NotFoundError
 
 from maze.core.errors import ArtifactError, BlobMissing, PayloadTooLarge, Unavailable, ValidationError
 from maze.events import subjects
-from maze.events.store import payload_budget, publish_durably
+from maze.events.store import api_prefix, jetstream, payload_budget, publish_durably
 
 log = structlog.get_logger(__name__)
 
 HEX_RE = re.compile(r"^[0-9a-f]{64}$")
 MAX_CHUNK = 1024 * 1024
 CHUNK_BATCH = 16  # chunks asked for at once: at most 16 MiB in flight to one reader
-DIRECT_GET = f"$JS.API.DIRECT.GET.{subjects.BLOB_STREAM}"
 WINDOW = 16  # chunk publishes awaiting their ack at once
 ACK_TIMEOUT_S = 30.0
 
@@ -123,7 +122,8 @@ class _ChunkWriter:
 class BlobStore:
     def __init__(self, nc: NATS, max_blob_bytes: int) -> None:
         self.nc = nc
-        self.js: JetStreamContext = nc.jetstream(timeout=10)
+        self.js: JetStreamContext = jetstream(nc)
+        self.direct_get = f"{api_prefix(nc)}.DIRECT.GET.{subjects.BLOB_STREAM}"
         self.max_blob_bytes = max_blob_bytes
         self.chunk_bytes = max(64 * 1024, min(MAX_CHUNK, payload_budget(nc)))
         self._present: OrderedDict[str, int] = OrderedDict()  # sha -> size, known stored
@@ -384,7 +384,7 @@ class BlobStore:
             seq, left = 1, count
             while left > 0:
                 request = {"seq": seq, "next_by_subj": subject, "batch": min(left, CHUNK_BATCH)}
-                await self.nc.publish(DIRECT_GET, json.dumps(request).encode(), reply=inbox)
+                await self.nc.publish(self.direct_get, json.dumps(request).encode(), reply=inbox)
                 got = 0
                 while True:
                     try:
@@ -395,6 +395,12 @@ class BlobStore:
                     status = headers.get("Status")
                     if status == "204":  # the end of this batch
                         break
+                    if status == "404":
+                        # a direct get may be answered by a replica that lags behind the leader
+                        # (just after the blob was written): the rest from the leader
+                        async for chunk in self._chunks_from_leader(subject, seq, left):
+                            yield chunk
+                        return
                     if status is not None:
                         why = headers.get("Description", "")
                         raise ArtifactError(
@@ -410,3 +416,13 @@ class BlobStore:
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+    async def _chunks_from_leader(self, subject: str, seq: int, count: int) -> AsyncIterator[bytes]:
+        """`count` chunks on `subject` from sequence `seq` on, one stream-leader get each."""
+        for _ in range(count):
+            try:
+                msg = await self.js.get_msg(subjects.BLOB_STREAM, seq=seq, subject=subject, next=True)
+            except NotFoundError as exc:
+                raise ArtifactError(f"blob chunks on {subject} are missing from sequence {seq}") from exc
+            seq = int(msg.seq or 0) + 1
+            yield msg.data or b""

@@ -135,7 +135,7 @@ def with_authority(decoded: Decoded, subject: str | None) -> Decoded:
     kept, refused = split_admissible(decoded.events, reporter)
     if not refused and (reporter is None or not decoded.malformed):
         return decoded
-    why = f"written on worker {reporter}'s subject, where only that node's attempt reports stand"
+    why = f"written on worker {reporter}'s subject, where only that node's own reports stand"
     # what does not decode on a worker's subject cannot be told to be that node's own report: it is
     # refused like any other event a worker may not write, and never breaks the run it names (any
     # worker could otherwise end any run by writing garbage on its own subject of that run)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import secrets
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
@@ -29,7 +30,13 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError, NoStreamResponseError, NotFoundError, ServiceUnavailableError
+from nats.js.errors import (
+    BadRequestError,
+    KeyWrongLastSequenceError,
+    NoStreamResponseError,
+    NotFoundError,
+    ServiceUnavailableError,
+)
 from nats.js.kv import KeyValue
 
 from maze.core.errors import PayloadTooLarge, Unavailable
@@ -99,11 +106,26 @@ def pack_by_bytes(sizes: Sequence[int], budget: int, overhead: int = 8) -> list[
 _REFUSED = ("authorization violation", "authentication", "user authentication expired")
 
 
-async def connect(urls: Sequence[str], name: str, **kwargs: object) -> NATS:
+DEFAULT_API_PREFIX = "$JS.API"
+
+
+def api_prefix(nc: NATS) -> str:
+    """The JetStream API subjects this connection asks on: `$JS.API`, or for a worker of the
+    embedded server (an account of its own that imports only what it may use of the head's:
+    maze/head/nats_auth.py) the prefix its imports are mapped to."""
+    return str(getattr(nc, "_maze_api_prefix", DEFAULT_API_PREFIX))
+
+
+def jetstream(nc: NATS, timeout: float = 10.0) -> JetStreamContext:
+    """This connection's JetStream context, on its API prefix."""
+    return nc.jetstream(timeout=timeout, prefix=api_prefix(nc))
+
+
+async def connect(urls: Sequence[str], name: str, js_api_prefix: str | None = None, **kwargs: object) -> NATS:
     """Connect, waiting (and saying so every few seconds) while no server answers: a cluster that is
     starting heals by itself. Credentials a server refuses end it at once with one clear error, not
     a reconnect loop (a second head whose embedded server could not bind met the first head's
-    server this way)."""
+    server this way). `js_api_prefix`: where this connection's JetStream API is (`api_prefix`)."""
     where = ", ".join(redact(u) for u in urls)
     refused: asyncio.Future[str] = asyncio.get_running_loop().create_future()
     said = 0.0
@@ -152,9 +174,12 @@ async def connect(urls: Sequence[str], name: str, **kwargs: object) -> NATS:
             "the server meant (another head's on that port?), or the token or user is wrong"
         )
     try:
-        return attempt.result()
+        nc = attempt.result()
     except Exception as exc:  # nats raises several unrelated types here
         raise Unavailable(f"cannot connect to NATS at {where}: {exc}") from exc
+    if js_api_prefix:
+        nc._maze_api_prefix = js_api_prefix  # type: ignore[attr-defined]
+    return nc
 
 
 async def ensure_streams(js: JetStreamContext, replicas: int = 1, lower: bool = False) -> None:
@@ -300,6 +325,21 @@ async def ensure_work_consumer(js: JetStreamContext, node_id: str) -> None:
     await js.add_consumer(subjects.WORK_STREAM, work_consumer_config(node_id))
 
 
+SALT_KEY = "message-id-salt"
+
+
+async def cluster_salt(js: JetStreamContext) -> str:
+    """The heads' shared secret that salts their message ids (EventStore.salt), made once, kept in
+    the controller's bucket (which no worker can read)."""
+    kv = await js.key_value(subjects.CONTROLLER_BUCKET)
+    try:
+        await kv.create(SALT_KEY, secrets.token_hex(8).encode())
+    except KeyWrongLastSequenceError:  # made by another head (or an earlier start) already
+        pass
+    entry = await kv.get(SALT_KEY)
+    return (entry.value or b"").decode()
+
+
 async def heartbeat_bucket(js: JetStreamContext) -> KeyValue:
     return await js.key_value(subjects.HEARTBEAT_BUCKET)
 
@@ -387,18 +427,23 @@ class EventStore:
     """Publishes events. Every publish carries a deterministic Nats-Msg-Id; callers that publish
     many messages use `publish_many`, which pipelines them and waits for all acks together."""
 
-    def __init__(self, nc: NATS, reporter: str | None = None) -> None:
+    def __init__(self, nc: NATS, reporter: str | None = None, salt: str = "") -> None:
         self.nc = nc
         # a worker's node id: its reports go on its own subject of each run (maze/events/authority.py)
         self.reporter = reporter
-        self.js = nc.jetstream(timeout=10)
+        # Appended to every message id. JetStream deduplicates ids across the whole stream, so a
+        # writer that could guess another's ids (a worker, those of the head's decisions) could
+        # store them first, on its own subject, and have the real message dropped as a duplicate.
+        # The heads share a secret salt (`cluster_salt`); a worker salts with its session.
+        self.salt = salt
+        self.js = jetstream(nc)
         self.budget = payload_budget(nc)
 
     async def publish(self, subject: str, events: Sequence[Event], data: bytes | None = None) -> PubAck:
         """Publish events of one run (or node) as one message; returns the store's ack (its stream
         sequence, and whether it was a duplicate of a message stored before)."""
         hdrs = {
-            headers.MSG_ID: batch_msg_id(events),
+            headers.MSG_ID: batch_msg_id(events) + (f"/{self.salt}" if self.salt else ""),
             headers.EVENT_TYPES: ",".join(sorted({event_tag(e) for e in events})),
             headers.SCHEMA_VERSION: headers.SCHEMA,
         }

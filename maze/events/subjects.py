@@ -33,9 +33,17 @@ def run_filters(run_id: str) -> list[str]:
 
 
 def reporter_of(subject: str) -> str | None:
-    """The node whose worker wrote on this runs-stream subject; None for the head's own."""
-    parts = subject.split(".", 3)
-    return parts[3] if len(parts) > 3 else None
+    """The node whose worker wrote on this subject; None for the head's own. A worker writes on
+    `maze.run.<run>.<node>` (its reports) and `maze.node.<node>` (its sessions); the head on
+    `maze.run.<run>` and `maze.node.<node>.head` (what it decides about the node)."""
+    parts = subject.split(".")
+    if len(parts) < 3 or parts[0] != "maze":
+        return None
+    if parts[1] == "run":
+        return ".".join(parts[3:]) or None
+    if parts[1] == "node":
+        return parts[2] if len(parts) == 3 else None
+    return None
 
 
 LEADER_SUBJECT = f"maze.run.{LEADER_RUN_ID}"  # `leader.elected`, ordered with every run's events
@@ -46,7 +54,14 @@ def work_subject(node_id: str) -> str:
 
 
 def node_subject(node_id: str) -> str:
+    """Where the worker of node `node_id` records its sessions (joined, left)."""
     return f"maze.node.{node_id}"
+
+
+def node_head_subject(node_id: str) -> str:
+    """Where the head records what it decided about node `node_id` (a session lost), and so tells
+    its worker (the worker may read it, never write it)."""
+    return f"maze.node.{node_id}.head"
 
 
 def worker_inbox(node_id: str) -> str:

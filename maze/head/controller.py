@@ -412,7 +412,7 @@ class RunController:
         if self._zombies:
             zombies, self._zombies = self._zombies, []
             try:
-                await self.store.publish_many([(subjects.node_subject(e.node_id), [e]) for e in zombies])
+                await self.store.publish_many([(subjects.node_head_subject(e.node_id), [e]) for e in zombies])
             except Exception as exc:  # told again on a later beat
                 log.warning("controller.ended_session_not_told", error=describe_error(exc))
                 for zombie in zombies:
@@ -542,7 +542,7 @@ class RunController:
         keys = {(e.node_id, e.session) for e in lost}
         self._losing |= keys
         try:
-            await self.store.publish_many([(subjects.node_subject(e.node_id), [e]) for e in lost])
+            await self.store.publish_many([(subjects.node_head_subject(e.node_id), [e]) for e in lost])
         except Exception as exc:
             log.warning("controller.node_loss_not_recorded", error=describe_error(exc))
             self._losing -= keys

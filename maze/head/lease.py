@@ -132,7 +132,7 @@ class Lease:
             await self._take(kv, 1, None)
             return
         revision = entry.revision or 0
-        holder = _decode(entry.value) if entry.value else None
+        holder = _holder(entry.value)
         self.holder = holder
         if holder is not None and holder.head_id in (self.head_id, ""):
             # handed over by a leader that stopped (""), or this head's own from before it
@@ -151,7 +151,7 @@ class Lease:
             entry = await kv.get(KEY)
         except KeyNotFoundError:
             return
-        self.holder = _decode(entry.value) if entry.value else None
+        self.holder = _holder(entry.value)
         if (entry.revision or 0) != self._revision:
             self._revision, self._seen_since = entry.revision or 0, now
 
@@ -205,6 +205,18 @@ class Lease:
             "fresh": self.fresh,
             "lease_s": self.lease_s,
         }
+
+
+def _holder(value: bytes | None) -> Holder | None:
+    """The lease's holder; None when the key holds nothing readable (then it is judged by its
+    revision alone, as a holder that stopped renewing: taken once it has not moved for a lease)."""
+    if not value:
+        return None
+    try:
+        return _decode(value)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        log.error("lease.unreadable", size=len(value))
+        return None
 
 
 async def _no_floor() -> int:

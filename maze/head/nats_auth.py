@@ -1,14 +1,21 @@
-"""The embedded NATS server's users: one for the head, one per worker node, each with the subjects
-it may use. Kept in `<data-dir>/nats-users.json` (mode 0600) so that credentials outlive restarts.
+"""The embedded NATS server's accounts: the head's (`MAZE`, with JetStream and every stream), and
+one per worker node (`W_<node>`), whose user may use only what that account imports from the
+head's. Passwords are kept in `<data-dir>/nats-users.json` (mode 0600) so that credentials
+outlive restarts.
 
 - The head may do everything.
 - A worker of node N may: pull its own work (its durable consumer on `maze.work.N`, made by the
-  head, and ack it; it may make no consumer itself),
-  write its reports on runs (`maze.run.*.N`, maze/events/authority.py), its node events
-  (`maze.node.N`) and heartbeat (`$KV.maze-heartbeats.N`), read the blob store and store results
-  in it, and receive on its own inboxes (`_INBOX_N.>`) and its node subject. Nothing else: it cannot create runs
-  (those are the head's subjects), purge or delete streams, read another node's work, or read
-  the head's credentials (it never has them: `GET /cluster/nats` hands out its own).
+  head, and ack it; it may make no consumer), write its reports on runs (`maze.run.*.N`,
+  maze/events/authority.py), its sessions (`maze.node.N`) and heartbeat (`$KV.maze-heartbeats.N`),
+  read the blob store and store results in it, and hear what the head tells it
+  (`maze.node.N.head`). Nothing else: it cannot create runs (those are the head's subjects), purge
+  or delete streams, read another node's work, or read the head's credentials (it never has them:
+  `GET /cluster/nats` hands out its own).
+
+Accounts, not only subject permissions: NATS checks a publish's subject, never its reply subject,
+and JetStream answers (an ack, a direct get of bytes the worker stored) go to the reply subject
+from inside the server. In the head's account that could land them on the head's own subjects
+(a forged run, a broken lease); from a worker's account they only ever go back into it.
 """
 
 from __future__ import annotations
@@ -40,36 +47,76 @@ def worker_user(node_id: str) -> str:
     return f"worker-{node_id}"
 
 
-def worker_permissions(node_id: str) -> dict[str, object]:
+HEAD_ACCOUNT = "MAZE"
+JS_API_PREFIX = "JS.maze.API"  # where a worker's account has the JetStream API it may use
+_API = "$JS.API"
+
+
+def worker_account(node_id: str) -> str:
+    return f"W_{node_id}"
+
+
+def _head_exports() -> list[dict[str, object]]:
+    """What the head's account offers workers' accounts (each imports its own node's part only).
+    Exports name no accounts: every account of this server is Maze's own (the configuration
+    lists them all), and so the exports never change as nodes join."""
+    work, blobs, kv = subjects.WORK_STREAM, subjects.BLOB_STREAM, f"KV_{subjects.HEARTBEAT_BUCKET}"
+    services = [
+        "maze.run.*.*",
+        "maze.node.*",
+        f"$KV.{subjects.HEARTBEAT_BUCKET}.*",
+        f"$O.{subjects.BLOB_BUCKET}.C.>",
+        f"$O.{subjects.BLOB_BUCKET}.M.>",
+        f"{_API}.CONSUMER.INFO.{work}.*",
+        f"$JS.ACK.{work}.*.>",
+        f"{_API}.STREAM.INFO.{blobs}",
+        f"{_API}.STREAM.INFO.{kv}",
+        f"{_API}.STREAM.MSG.GET.{blobs}",
+    ]
+    streamed = [  # answered with many messages
+        f"{_API}.CONSUMER.MSG.NEXT.{work}.*",
+        f"{_API}.DIRECT.GET.{blobs}",
+        f"{_API}.DIRECT.GET.{blobs}.>",
+    ]
+    exports: list[dict[str, object]] = [{"service": s} for s in services]
+    exports += [{"service": s, "response_type": "stream"} for s in streamed]
+    exports.append({"stream": "maze.node.*.head"})
+    return exports
+
+
+def worker_imports(node_id: str) -> list[dict[str, object]]:
+    """What node `node_id`'s account imports from the head's: its own reports, sessions and
+    heartbeat written; its own work pulled and acked; the blob store read and written; and what
+    the head tells it. Nothing else of the head's account exists for it: no reply subject it names
+    can reach the head's subjects (a JetStream answer goes back into the worker's account)."""
     work, blobs, kv = subjects.WORK_STREAM, subjects.BLOB_STREAM, f"KV_{subjects.HEARTBEAT_BUCKET}"
     durable = f"worker-{node_id}"
-    api = "$JS.API"
-    publish = [
+    plain = [
         f"maze.run.*.{node_id}",
         subjects.node_subject(node_id),
         f"$KV.{subjects.HEARTBEAT_BUCKET}.{node_id}",
-        # its own work: its durable consumer (made by the head, maze/events/store.py
-        # ensure_work_consumer), pulled and acked. No consumer of any stream may a worker make: a
-        # consumer's request may name a deliver subject, and the server would then publish the
-        # stream's messages there, onto the head's own subjects as well
-        f"{api}.CONSUMER.INFO.{work}.{durable}",
-        f"{api}.CONSUMER.MSG.NEXT.{work}.{durable}",
-        f"$JS.ACK.{work}.{durable}.>",
-        # the blob store: read (direct gets, batched for chunks), and results written
-        f"{api}.STREAM.INFO.{blobs}",
-        f"{api}.STREAM.MSG.GET.{blobs}",
-        f"{api}.DIRECT.GET.{blobs}",
-        f"{api}.DIRECT.GET.{blobs}.>",
         f"$O.{subjects.BLOB_BUCKET}.C.>",
         f"$O.{subjects.BLOB_BUCKET}.M.>",
-        f"{api}.STREAM.INFO.{kv}",
-        f"{api}.INFO",
+        f"$JS.ACK.{work}.{durable}.>",
     ]
-    return {
-        "publish": {"allow": publish},
-        # replies on its own inbox prefix only (maze/events/subjects.py worker_inbox)
-        "subscribe": {"allow": [f"{subjects.worker_inbox(node_id)}.>", subjects.node_subject(node_id)]},
-    }
+    api = [
+        f"CONSUMER.MSG.NEXT.{work}.{durable}",
+        f"CONSUMER.INFO.{work}.{durable}",
+        f"STREAM.INFO.{blobs}",
+        f"STREAM.INFO.{kv}",
+        f"STREAM.MSG.GET.{blobs}",
+        f"DIRECT.GET.{blobs}",
+        f"DIRECT.GET.{blobs}.>",
+    ]
+    imports: list[dict[str, object]] = [
+        {"service": {"account": HEAD_ACCOUNT, "subject": subject}} for subject in plain
+    ]
+    imports += [
+        {"service": {"account": HEAD_ACCOUNT, "subject": f"{_API}.{a}"}, "to": f"{JS_API_PREFIX}.{a}"}
+        for a in api
+    ]
+    imports.append({"stream": {"account": HEAD_ACCOUNT, "subject": subjects.node_head_subject(node_id)}})
+    return imports
 
 
 class NatsUsers:
@@ -102,20 +149,18 @@ class NatsUsers:
         return self.workers[node_id], True
 
     def authorization(self) -> str:
-        """The server configuration's `authorization` block (JSON is valid NATS configuration)."""
-        users: list[dict[str, object]] = [
-            {
-                "user": HEAD_USER,
-                "password": self.head_password,
-                "permissions": {"publish": ">", "subscribe": ">"},
+        """The server configuration's `accounts` block (JSON is valid NATS configuration): the
+        head's account, with JetStream, and one account per worker node."""
+        accounts: dict[str, object] = {
+            HEAD_ACCOUNT: {
+                "jetstream": "enabled",
+                "users": [{"user": HEAD_USER, "password": self.head_password}],
+                "exports": _head_exports(),
             }
-        ]
+        }
         for node_id, password in sorted(self.workers.items()):
-            users.append(
-                {
-                    "user": worker_user(node_id),
-                    "password": password,
-                    "permissions": worker_permissions(node_id),
-                }
-            )
-        return "authorization " + json.dumps({"users": users}, indent=1) + "\n"
+            accounts[worker_account(node_id)] = {
+                "users": [{"user": worker_user(node_id), "password": password}],
+                "imports": worker_imports(node_id),
+            }
+        return "accounts " + json.dumps(accounts, indent=1) + "\n"

@@ -18,7 +18,8 @@ from maze.core.errors import Unavailable
 from maze.core.procs import die_with_parent
 from maze.core.settings import redact
 from maze.core.tls import client_context
-from maze.head.nats_auth import HEAD_USER, NatsUsers, worker_user
+from maze.events import subjects
+from maze.head.nats_auth import HEAD_ACCOUNT, HEAD_USER, JS_API_PREFIX, NatsUsers, worker_user
 
 log = structlog.get_logger(__name__)
 
@@ -112,10 +113,24 @@ class EmbeddedNats:
         url = f"{self._scheme}://{worker_user(node_id)}:{password}@{self._where}"
         if made:
             self._write_config()
-            assert self.proc is not None
-            self.proc.send_signal(signal.SIGHUP)  # a reload: no client is disconnected
-            await _until_accepted(url)
+            await self._until_account_works(url)
         return url
+
+    async def _until_account_works(self, url: str, within_s: float = 15.0) -> None:
+        """Reload the configuration (no client is disconnected) until the new worker account's
+        imports answer. nats-server 2.15 takes a new account's user on the first reload but may
+        wire its imports only on a later one: each try asks through an import, and reloads again
+        while it does not answer."""
+        deadline = time.monotonic() + within_s
+        while True:
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGHUP)
+            error = await _imports_answer(url)
+            if error is None:
+                return
+            if time.monotonic() > deadline:
+                raise Unavailable(f"the embedded NATS server did not take a new worker's account: {error}")
+            await asyncio.sleep(0.2)
 
     def _write_config(self) -> Path:
         conf = self.data_dir / "nats-server.conf"
@@ -179,6 +194,7 @@ class EmbeddedNats:
 
     def spawn(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._move_global_account_store()
         conf = self._write_config()
         log_path = self.data_dir / "nats-server.log"
         with log_path.open("ab") as out:
@@ -188,6 +204,15 @@ class EmbeddedNats:
                 stderr=subprocess.STDOUT,
                 preexec_fn=die_with_parent,
             )
+
+    def _move_global_account_store(self) -> None:
+        """A data dir of a version before accounts kept its streams in the server's global account
+        (`$G`); they are the head account's now. Moved once, before the server starts."""
+        store = self.data_dir / "jetstream" / "jetstream"
+        old, new = store / "$G", store / HEAD_ACCOUNT
+        if old.is_dir() and not new.exists():
+            old.rename(new)
+            log.warning("nats.store_moved_to_head_account", was=str(old), now=str(new))
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -204,27 +229,26 @@ async def _quiet(_: Exception) -> None:
     return None
 
 
-async def _until_accepted(url: str, within_s: float = 10.0) -> None:
-    """Until the server takes these credentials (a configuration reload takes a moment)."""
+async def _imports_answer(url: str) -> str | None:
+    """None when a worker account's user can connect and ask the JetStream API it imports; else
+    what went wrong."""
     import nats
 
-    deadline = time.monotonic() + within_s
-    while True:
-        try:
-            nc = await nats.connect(
-                url,
-                connect_timeout=2,
-                allow_reconnect=False,
-                max_reconnect_attempts=0,
-                error_cb=_quiet,
-                tls=client_context() if url.startswith("tls://") else None,
-            )
-        except Exception as exc:
-            if time.monotonic() > deadline:
-                raise Unavailable(
-                    f"the embedded NATS server did not take a new worker's credentials: {exc}"
-                ) from exc
-            await asyncio.sleep(0.05)
-            continue
+    try:
+        nc = await nats.connect(
+            url,
+            connect_timeout=2,
+            allow_reconnect=False,
+            max_reconnect_attempts=0,
+            error_cb=_quiet,
+            tls=client_context() if url.startswith("tls://") else None,
+        )
+    except Exception as exc:
+        return f"its user is not taken yet: {exc!r}"
+    try:
+        await nc.jetstream(prefix=JS_API_PREFIX, timeout=2).stream_info(subjects.BLOB_STREAM)
+        return None
+    except Exception as exc:
+        return f"its imports do not answer yet: {exc!r}"
+    finally:
         await nc.close()
-        return

@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import msgspec
 import structlog
@@ -32,6 +33,7 @@ from maze.core.tls import TLS_CA_ENV
 from maze.events import subjects
 from maze.events.store import (
     EventStore,
+    cluster_salt,
     connect,
     default_replicas,
     describe_error,
@@ -41,12 +43,14 @@ from maze.events.store import (
     observe_publishes,
 )
 from maze.head.controller import RunController
+from maze.head.nats_auth import JS_API_PREFIX
 from maze.head.nats_server import EmbeddedNats
 from maze.projections.client import ReadModelProcess
 from maze.workers.capacity import local_capacity, local_ip
 from maze.workers.worker import Worker
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 CATCH_UP_STALL_S = 60.0  # a controller replay that moves no further for this long fails the start
 
 
@@ -101,14 +105,13 @@ def head_id(data: Path) -> str:
         return made
 
 
-async def until_jetstream_ready(step: Callable[[], Awaitable[object]]) -> None:
+async def until_jetstream_ready(step: Callable[[], Awaitable[T]]) -> T:
     """Run `step` (the streams' set-up) until JetStream answers: a cluster still electing its meta
     leader (as `compose up` starts one) times out for a while; say what we wait for, and wait."""
     said = 0.0
     while True:
         try:
-            await step()
-            return
+            return await step()
         except Exception as exc:
             if not is_transient(exc) and not isinstance(exc, ServiceUnavailableError | TimeoutError):
                 raise
@@ -199,7 +202,8 @@ class Head:
             )
             explicit = bool(settings.stream_replicas)
             await until_jetstream_ready(lambda: ensure_streams(nc.jetstream(), replicas, lower=explicit))
-            controller = RunController(nc, EventStore(nc), settings)
+            salt = await until_jetstream_ready(lambda: cluster_salt(nc.jetstream()))
+            controller = RunController(nc, EventStore(nc, salt=salt), settings)
             stop_timing_publishes = observe_publishes(controller.metrics.observe_publish)
             controller.start()
             # the projector and its queries in a process of their own: no thread of theirs takes
@@ -221,8 +225,12 @@ class Head:
                 async def make_local_consumer() -> None:
                     await ensure_work_consumer(head_js, node_id)
 
+                await make_local_consumer()
                 worker_nc = await connect(
-                    worker_urls, "maze-local-worker", inbox_prefix=subjects.worker_inbox(node_id)
+                    worker_urls,
+                    "maze-local-worker",
+                    js_api_prefix=JS_API_PREFIX if self.embedded is not None else None,
+                    inbox_prefix=subjects.worker_inbox(node_id),
                 )
                 capacity = local_capacity(
                     settings.worker_cpus, settings.worker_memory_mb, settings.worker_gpus
@@ -234,7 +242,7 @@ class Head:
                     local_ip(),
                     heartbeat_interval=settings.heartbeat_interval,
                     limits=settings.limits,
-                    make_consumer=make_local_consumer if self.embedded is not None else None,
+                    make_consumer=make_local_consumer,
                 )
                 await worker.start()
                 while (
@@ -245,14 +253,10 @@ class Head:
             token, made = head_token(data, settings.api_token, settings.host, settings.insecure)
             embedded = self.embedded
 
-            head_js_api = nc.jetstream(timeout=10)
-
             async def worker_nats(node: str) -> list[str]:
-                """Node `node`'s credentials, and its work consumer, which its user may not make."""
+                """Node `node`'s credentials (its NATS account's user)."""
                 assert embedded is not None
-                url = await embedded.worker_url(node)
-                await ensure_work_consumer(head_js_api, node)
-                return [url]
+                return [await embedded.worker_url(node)]
 
             state = HeadState(
                 nc.jetstream(),

@@ -66,6 +66,11 @@ def start(
         "--worker-nats",
         help="Head with --nats: the NATS URLs (a worker account's credentials in them) handed to workers.",
     ),
+    worker_js_api_prefix: str = typer.Option(
+        "",
+        "--worker-js-api-prefix",
+        help="Head with --worker-nats: where the workers' account imports the JetStream API (e.g. JS.maze.API).",
+    ),
     nats_port: int = typer.Option(4222, "--nats-port", help="Embedded NATS port."),
     nats_host: str = typer.Option(
         "127.0.0.1", "--nats-host", help="Embedded NATS bind address (0.0.0.0 for remote workers)."
@@ -166,6 +171,7 @@ def start(
             settings = env_settings(
                 nats_urls=split_urls(nats) if nats else None,
                 worker_nats_urls=split_urls(worker_nats) if worker_nats else None,
+                worker_js_api_prefix=worker_js_api_prefix or None,
                 data_dir=data_dir or None,
                 host=host,
                 port=port,

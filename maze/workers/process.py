@@ -53,7 +53,8 @@ def _auth(token: str | None) -> dict[str, str]:
 class JoinInfo(NamedTuple):
     urls: list[str]  # where the event store is, with this node's credentials
     limits: ValueLimits  # what results must respect
-    head_makes_consumer: bool  # this node's work consumer is the head's to make (NATS roles)
+    head_makes_consumer: bool  # this node's work consumer is the head's to make
+    js_api_prefix: str | None  # where this node's account has the JetStream API (None: $JS.API)
 
 
 def head_join_info(addr: str, token: str | None = None, node_id: str = "") -> JoinInfo:
@@ -84,6 +85,7 @@ def head_join_info(addr: str, token: str | None = None, node_id: str = "") -> Jo
         [u.replace("127.0.0.1", host).replace("localhost", host) for u in urls],
         limits,
         bool(body.get("head_makes_consumer", False)),
+        body.get("js_api_prefix"),
     )
 
 
@@ -142,14 +144,17 @@ class Agent:
         async with self.lock:
             while True:
                 try:
-                    urls, limits, _ = await asyncio.to_thread(
+                    urls, limits, _, prefix = await asyncio.to_thread(
                         head_join_info, self.addr, self.token, self.worker.node_id
                     )
                     self.worker.limits = limits
                     nc: NATS | None = None
                     if urls != self.urls or not self.worker.nc.is_connected:
                         nc = await connect(
-                            urls, "maze-worker", inbox_prefix=subjects.worker_inbox(self.worker.node_id)
+                            urls,
+                            "maze-worker",
+                            js_api_prefix=prefix,
+                            inbox_prefix=subjects.worker_inbox(self.worker.node_id),
                         )
                         old = self.worker.nc
                         self.urls = urls
@@ -197,7 +202,7 @@ async def run_worker(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
     try:
-        urls, limits, head_makes_consumer = await until_head_answers(addr, token, node)
+        urls, limits, head_makes_consumer, prefix = await until_head_answers(addr, token, node)
     except asyncio.CancelledError:
         return
 
@@ -206,7 +211,9 @@ async def run_worker(
 
     capacity = local_capacity(cpus, memory_mb, gpus)
     try:
-        nc = await connect(urls, "maze-worker", inbox_prefix=subjects.worker_inbox(node))
+        nc = await connect(
+            urls, "maze-worker", js_api_prefix=prefix, inbox_prefix=subjects.worker_inbox(node)
+        )
     except asyncio.CancelledError:
         return
     worker = Worker(

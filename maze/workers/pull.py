@@ -20,6 +20,8 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from maze.events.store import api_prefix
+
 log = structlog.get_logger(__name__)
 STATUS = "Status"
 
@@ -37,7 +39,7 @@ class ContinuousPull:
         ensure_consumer: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.nc = nc
-        self.api_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
+        self.api_subject = f"{api_prefix(nc)}.CONSUMER.MSG.NEXT.{stream}.{durable}"
         self.on_msg = on_msg
         self.batch = batch
         self.expires_s = expires_s
@@ -47,6 +49,8 @@ class ContinuousPull:
         self.last_activity = time.monotonic()
         self.sub: Subscription | None = None
         self._watchdog: asyncio.Task[None] | None = None
+        self._recovering: asyncio.Task[None] | None = None
+        self._backoff_s = 0.0
 
     async def start(self) -> None:
         self.inbox = self.nc.new_inbox()
@@ -57,6 +61,8 @@ class ContinuousPull:
     async def stop(self) -> None:
         if self._watchdog is not None:
             self._watchdog.cancel()
+        if self._recovering is not None:
+            self._recovering.cancel()
         if self.sub is not None:
             try:
                 await self.sub.unsubscribe()
@@ -74,17 +80,43 @@ class ContinuousPull:
         await self.nc.publish(self.api_subject, json.dumps(body).encode(), reply=self.inbox)
 
     async def _on_message(self, msg: Msg) -> None:
-        self.last_activity = time.monotonic()
         status = msg.headers.get(STATUS) if msg.headers else None
         if status is not None:
-            if status != "100":  # 404 / 408: the request ended; 409: consumer changed
+            if status == "100":  # the server's idle heartbeat: the request is alive
+                self.last_activity = time.monotonic()
+                self._backoff_s = 0.0
+            elif status in ("404", "408"):  # the request ended (expired): the next one
+                self.last_activity = time.monotonic()
                 await self._request()
+            else:
+                # 409 (the consumer was deleted or changed), 503 (nothing answers: no consumer):
+                # not activity, and not asked again at once (that would spin): the consumer is
+                # looked at, and made again where it is gone, after a backoff
+                log.warning("pull.consumer_unavailable", subject=self.api_subject, status=status)
+                self._recover_soon()
             return
+        self.last_activity = time.monotonic()
+        self._backoff_s = 0.0
         await msg.ack()  # acknowledged on receipt: the run stream, not this queue, is the record
         self.on_msg(msg)
         self.left -= 1
         if self.left <= 0:
             await self._request()
+
+    def _recover_soon(self) -> None:
+        if self._recovering is not None and not self._recovering.done():
+            return
+        self._backoff_s = min(self.heartbeat_s, max(0.25, self._backoff_s * 2))
+        self._recovering = asyncio.get_running_loop().create_task(self._recover(self._backoff_s))
+
+    async def _recover(self, after_s: float) -> None:
+        await asyncio.sleep(after_s)
+        try:
+            if self.ensure_consumer is not None:
+                await self.ensure_consumer()
+            await self._request()
+        except Exception as exc:  # the watchdog tries again
+            log.warning("pull.recover_failed", error=str(exc))
 
     async def _watch(self) -> None:
         while True:

@@ -34,7 +34,7 @@ from maze.events.catalog import Event
 from maze.events.codec import decode_events, decode_work
 from maze.events.nodes import HOLDING_LISTED, Heartbeat, NodeJoined, NodeLeft, NodeLost
 from maze.events.specs import NodeCapacity, TaskError
-from maze.events.store import EventStore, ensure_work_consumer, heartbeat_bucket, payload_budget
+from maze.events.store import EventStore, ensure_work_consumer, heartbeat_bucket, jetstream, payload_budget
 from maze.events.tasks import AttemptFailed, AttemptRejected, AttemptStarted, AttemptSucceeded
 from maze.events.values import blob_refs
 from maze.events.work import WorkItem
@@ -93,8 +93,8 @@ class Worker:
 
     def _bind(self, nc: NATS) -> None:
         self.nc = nc
-        self.js = nc.jetstream(timeout=10)
-        self.store = EventStore(nc, reporter=self.node_id)
+        self.js = jetstream(nc)
+        self.store = EventStore(nc, reporter=self.node_id, salt=self.session)
         self.outbox = Outbox(self.store, self._on_unrecordable)
         self.blobs = BlobStore(nc, self.limits.blob_max_bytes)
         self.cache = BlobCache(self.blobs)
@@ -111,6 +111,7 @@ class Worker:
     async def join(self) -> None:
         """Register a new session of this node and start pulling its work."""
         self.session = uuid.uuid4().hex[:12]
+        self.store.salt = self.session  # its message ids: no other node can guess them
         self.log = log.bind(node_id=self.node_id, session=self.session)
         # Work placed on an earlier session of this node is void (the controller re-places it): it
         # is taken and dropped when it comes (a worker may not purge streams)
@@ -135,7 +136,9 @@ class Worker:
                 )
             ],
         )
-        self.node_sub = await self.nc.subscribe(subjects.node_subject(self.node_id), cb=self._on_node_event)
+        self.node_sub = await self.nc.subscribe(
+            subjects.node_head_subject(self.node_id), cb=self._on_node_event
+        )
         self._tasks = [asyncio.create_task(self._heartbeat_forever(), name=f"worker-beat-{self.node_id}")]
         self.log.info(
             "worker.joined",
