@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, TypeVar
@@ -33,6 +34,7 @@ from maze.events.runs import RunCreated
 from maze.events.store import last_run_seq
 
 MAX_EVENTS_PAGE = 10_000
+MAX_RUN_TIMEOUT_S = 366 * 24 * 3600.0
 MAX_SUBMISSION_BYTES = 512 * 1024 * 1024  # a 100,000-task run is ~40 MB; big values go as blobs
 BIG_BODY_BYTES = 1024 * 1024
 T = TypeVar("T")
@@ -94,6 +96,11 @@ async def _submit(request: Request[Any, Any, Any], head: HeadState, client: str 
         raise ValidationError("run_id, when given, is 'run_' then letters, digits, '_' or '-' (128 at most)")
     if len(submission.workflow_id) > 128:
         raise ValidationError("workflow_id is 128 characters at most")
+    timeout = submission.timeout_seconds
+    if timeout is not None and not (math.isfinite(timeout) and 0 < timeout <= MAX_RUN_TIMEOUT_S):
+        raise ValidationError(
+            f"timeout_seconds must be a positive number of seconds (at most {MAX_RUN_TIMEOUT_S})"
+        )
     if not await head.controller_ready():
         raise Unavailable("the run controller is still replaying history; try again shortly")
     accepted = await work(accept_submission, submission, head.settings.limits)
@@ -104,6 +111,8 @@ async def _submit(request: Request[Any, Any, Any], head: HeadState, client: str 
     await fit_specs(specs, sizes, head.budget, head.blobs)
     workflow_id = submission.workflow_id or run_id
     events = await work(chunk_events, run_id, workflow_id, specs, now_ms(), head.budget, sizes)
+    if timeout is not None:
+        events[0] = msgspec.structs.replace(events[0], timeout_seconds=timeout)
     encoded = await work(encode_chunks, events)
     # the first tasks' placements travel with run.created when the controller can make them now
     created = events[0]

@@ -76,6 +76,7 @@ class SubmitRun(Struct, forbid_unknown_fields=True):
     functions: dict[str, bytes] = {}
     workflow_id: str = ""
     run_id: str = ""
+    timeout_seconds: float | None = None  # the run ends `timed_out` this long after it is recorded
 
 
 class Accepted(Struct):

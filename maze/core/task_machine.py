@@ -59,6 +59,8 @@ class Transition(NamedTuple):
 
 
 def failure_state(error: TaskError) -> str:
+    if error.error_type == "cancelled":  # its run was cancelled or timed out while it was placed
+        return "cancelled"
     return "timed_out" if error.error_type in TIMEOUT_ERRORS else "failed"
 
 

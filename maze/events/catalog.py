@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from maze.events.nodes import NodeJoined, NodeLeft, NodeLost
-from maze.events.runs import LeaderElected, RunCreated, RunFinished, TasksAdded
+from maze.events.runs import LeaderElected, RunCancelRequested, RunCreated, RunFinished, TasksAdded
 from maze.events.tasks import (
     AttemptFailed,
     AttemptLost,
@@ -31,6 +31,7 @@ Event = (
     | NodeLeft
     | NodeLost
     | LeaderElected
+    | RunCancelRequested
 )
 
 TAG_FIELD = "type"
@@ -52,7 +53,7 @@ def event_key(event: Event) -> str:
     # leader's copy (which the folds refuse)
     epoch = getattr(event, "epoch", 0)
     suffix = f"/e{epoch}" if epoch else ""
-    if isinstance(event, RunCreated | RunFinished):
+    if isinstance(event, RunCreated | RunFinished | RunCancelRequested):
         return f"{event.run_id}/{tag}{suffix}"
     if isinstance(event, TasksAdded):
         return f"{event.run_id}/{tag}/{event.chunk}"

@@ -209,6 +209,10 @@ def event_to_builtins(event: Event, seq: int) -> dict[str, Any]:
         data["functions"] = sorted(data["functions"])
     if isinstance(event, RunCreated | TasksAdded):
         for task_data, spec in zip(data["tasks"], event.tasks, strict=True):
+            if spec.carried is not None:  # the result it keeps from the run retried
+                task_data["carried"], task_data["carried_encoded"] = describe_map(
+                    spec.carried, with_data=True
+                )
             for name, given in spec.inputs.items():
                 if isinstance(given, InputValue):
                     value = decode_opaque(given.data)

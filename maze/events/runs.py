@@ -23,6 +23,9 @@ class RunCreated(Struct, frozen=True, tag="run.created"):
     kind: str = "static"
     task_count: int = 0  # tasks in the whole run; 0 (older events): exactly `tasks`
     chunks: int = 1  # events carrying the run's tasks: this one and `chunks - 1` tasks.added
+    # the run ends `timed_out` this long after `at_ms` (None: no run-level timeout)
+    timeout_seconds: float | None = None
+    retry_of: str = ""  # the run this one retries (POST /runs/{id}/retry), if any
 
     @property
     def total_tasks(self) -> int:
@@ -48,6 +51,18 @@ class RunFinished(Struct, frozen=True, tag="run.finished"):
     error: TaskError | None = None
     failed_task_id: str | None = None
     epoch: int = 0  # the deciding controller's leadership epoch
+
+
+class RunCancelRequested(Struct, frozen=True, tag="run.cancel_requested"):
+    """Someone asked for the run to stop (`POST /runs/{id}/cancel`): a command, recorded by the API
+    of any head. The deciding controller ends the run `cancelled` where the request lands in the
+    log: each queued or running attempt ends (`attempt.failed`, error `cancelled`), the nodes that
+    hold them are told to kill them, and `run.finished` follows in the same message. A request
+    that lands after the run's end changes nothing."""
+
+    run_id: str
+    at_ms: int
+    reason: str = ""
 
 
 class LeaderElected(Struct, frozen=True, tag="leader.elected"):

@@ -66,6 +66,10 @@ class TaskSpec(Struct, frozen=True, gc=False):
     retry: RetryPolicy = RetryPolicy()
     task_type: str = "code"
     after: tuple[str, ...] = ()  # explicit ordering edges (add_edge) without data flow
+    # A retry of only the failed tasks (`failed_only`): the result this task recorded in the run
+    # retried (its `attempt.succeeded` result map, as stored). It does not run again: the run
+    # starts with it succeeded.
+    carried: bytes | None = None
 
     def upstream(self) -> set[str]:
         deps = {i.task_id for i in self.inputs.values() if isinstance(i, InputRef)}

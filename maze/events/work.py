@@ -30,5 +30,17 @@ class WorkItem(Struct, frozen=True):
         return (self.run_id, self.task_id, self.attempt)
 
 
+class CancelRun(Struct, frozen=True):
+    """The controller's word to a node that a run ended (cancelled, timed out) while attempts of it
+    were placed there: the node kills those it runs (their whole process groups), drops those
+    waiting, and starts none of the run's work that comes later. Sent on the node's work
+    subject, in order with its work, after the run's end is recorded (the log says the attempts
+    ended: this only makes it true on the node)."""
+
+    run_id: str
+    reason: str = ""
+
+
 class WorkBatch(Struct, frozen=True):
     items: list[WorkItem]
+    cancels: list[CancelRun] = []  # runs whose attempts on this node end now (older workers ignore)

@@ -26,6 +26,7 @@ import time
 from collections import OrderedDict
 from typing import Any
 
+import msgspec
 import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -51,8 +52,8 @@ from maze.events.store import (
     publish_durably,
     subscribe_ordered,
 )
-from maze.events.tasks import AttemptPlaced
-from maze.events.work import WorkItem
+from maze.events.tasks import AttemptFailed, AttemptPlaced
+from maze.events.work import CancelRun, WorkBatch, WorkItem
 from maze.head import snapshot
 from maze.head.dispatch import (
     CodeUploader,
@@ -149,7 +150,7 @@ class RunController:
         return self.core.runs
 
     @property
-    def done_runs(self) -> dict[str, None]:
+    def done_runs(self) -> dict[str, str]:
         return self.core.done_runs
 
     @property
@@ -441,8 +442,49 @@ class RunController:
                     for node, items in decision.work.items()
                 }
             self._fault_after_placed(decision)
+            await self._send_cancels(decision, set(failed))
+        elif decision.cancels:
+            await self._send_cancels(decision, set())
         await self._send(decision, now)
         self._arm_wakeup(now)
+
+    async def _send_cancels(self, decision: Decision, not_stored: set[str]) -> None:
+        """Tell each node holding attempts of a run this decision ended (cancelled, timed out)
+        to stop them: on its work subject, in order with its work, once the ends are stored (a
+        run whose ends were not stored is decided again). Nodes that started an attempt of such
+        a run after its end are told again (`decision.cancels`). Best effort: what a node never
+        hears, it reports on, and is told again then."""
+        told: dict[str, dict[str, str]] = {}
+        for event in decision.events:
+            if (
+                isinstance(event, AttemptFailed)
+                and event.error.error_type == "cancelled"
+                and event.error.origin == "controller"
+                and event.node_id
+                and event.run_id not in not_stored
+            ):
+                told.setdefault(event.node_id, {})[event.run_id] = event.error.message
+        for node_id, cancels in decision.cancels.items():
+            for cancel in cancels:
+                told.setdefault(node_id, {}).setdefault(cancel.run_id, cancel.reason)
+        if not told:
+            return
+        salt = f"/{self.store.salt}" if self.store.salt else ""
+
+        async def tell(node_id: str, runs: dict[str, str]) -> None:
+            batch = WorkBatch(items=[], cancels=[CancelRun(run_id=r, reason=why) for r, why in runs.items()])
+            msg_id = f"cancel/{self.lease.epoch}/{node_id}/{','.join(sorted(runs))}{salt}"[:250]
+            await publish_durably(
+                self.store.js,
+                subjects.work_subject(node_id),
+                msgspec.msgpack.encode(batch),
+                {headers.MSG_ID: msg_id},
+            )
+
+        results = await asyncio.gather(*(tell(n, r) for n, r in told.items()), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                log.warning("controller.cancel_not_sent", error=describe_error(result))
 
     # ---- placements made at submit (maze/api/runs.py) ------------------------------------------
     def place_new_run(self, created: RunCreated) -> tuple[Decision, int] | None:

@@ -65,6 +65,9 @@ class RunRuntime(Struct):
     remaining: int
     state: str = "running"
     finished: bool = False
+    cancel: str | None = None  # a cancel was requested (its reason): the run ends `cancelled`
+    deadline_ms: int = 0  # the run ends `timed_out` at this time (0: no run-level timeout)
+    timeout_s: float | None = None  # the run-level timeout it was created with
     # failed (or requeued too often) tasks with neither a retry nor the run's end recorded yet,
     # in that order
     undecided: dict[str, None] = {}
@@ -90,13 +93,22 @@ def new_run(event: RunCreated, specs: list[TaskSpec] | None = None) -> RunRuntim
     for spec in all_specs:
         for up in data_upstream(spec):
             tasks[up].readers += 1
-    return RunRuntime(
+    timeout = event.timeout_seconds
+    run = RunRuntime(
         run_id=event.run_id,
         workflow_id=event.workflow_id,
         functions=event.functions,
         tasks=tasks,
         remaining=len(tasks),
+        deadline_ms=event.at_ms + int(timeout * 1000) if timeout else 0,
+        timeout_s=timeout,
     )
+    for spec in all_specs:
+        if spec.carried is not None:  # succeeded in the run this one retries: it does not run again
+            carried = tasks[spec.task_id]
+            carried.state = "succeeded"
+            _took_result(run, carried, spec.carried)
+    return run
 
 
 def ready_tasks(run: RunRuntime) -> list[str]:
@@ -160,9 +172,14 @@ def apply_attempt_event(run: RunRuntime, event: Event) -> list[str]:
 
 
 def _succeeded(run: RunRuntime, task: TaskRuntime, event: AttemptSucceeded) -> list[str]:
+    return _took_result(run, task, event.result)
+
+
+def _took_result(run: RunRuntime, task: TaskRuntime, wire: bytes) -> list[str]:
+    """The task succeeded with result map `wire`: its readers may go once their other inputs are in."""
     run.remaining -= 1
     if task.readers > 0:
-        task.result = raw_result(event.result)
+        task.result = raw_result(wire)
     for up in data_upstream(task.spec):  # this reader needs its inputs no more
         upstream = run.tasks[up]
         upstream.readers -= 1

@@ -21,6 +21,7 @@ instead of stopping the controller.
 
 from __future__ import annotations
 
+import heapq
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -28,11 +29,11 @@ from typing import Any
 import structlog
 from msgspec import Struct
 
-from maze.core.task_machine import PLACEABLE
+from maze.core.task_machine import ACTIVE, PLACEABLE
 from maze.events.catalog import Event, fenced
 from maze.events.codec import encode_value
 from maze.events.nodes import NodeJoined, NodeLeft, NodeLost
-from maze.events.runs import LeaderElected, RunCreated, RunFinished, TasksAdded
+from maze.events.runs import LeaderElected, RunCancelRequested, RunCreated, RunFinished, TasksAdded
 from maze.events.specs import Resources, TaskError, TaskSpec
 from maze.events.tasks import (
     AttemptFailed,
@@ -43,7 +44,7 @@ from maze.events.tasks import (
     AttemptSucceeded,
     RetryScheduled,
 )
-from maze.events.work import WorkItem
+from maze.events.work import CancelRun, WorkItem
 from maze.head.delivery import Delivery
 from maze.head.inflight import Inflight
 from maze.head.intake import PartialRun, RunIntake, count_mismatch_error
@@ -96,6 +97,10 @@ class Decision(Struct):
     code: dict[str, bytes]
     # Work sent again from the log (placed, never started): node id -> items
     resend: dict[str, list[WorkItem]]
+    # Nodes to tell that a run they hold attempts of has ended (cancelled, timed out): node id ->
+    # runs. Besides those, the nodes of the attempts this decision ends as cancelled are told
+    # (maze/head/controller.py), once those ends are stored.
+    cancels: dict[str, list[CancelRun]] = {}
 
 
 class Scheduler:
@@ -104,12 +109,20 @@ class Scheduler:
     ) -> None:
         # folded state: a function of the log alone
         self.runs: dict[str, RunRuntime] = {}
-        self.done_runs: OrderedDict[str, None] = OrderedDict()
+        self.done_runs: OrderedDict[str, str] = OrderedDict()  # ended run id -> its final state
         self.placer = Placer(queue_factor)
         self.ready = ReadyQueues()
         self.retries = RetryTimers()
         self.intake = RunIntake(grace_ms)
         self.refused: dict[str, TaskError] = {}  # complete runs that cannot start (bad chunks)
+        # cancels requested before the run started (its chunks not all in): run id -> reason
+        self.cancel_early: dict[str, str] = {}
+        # run-level timeouts of active runs, earliest first (an index: rebuilt by folding)
+        self.deadlines: list[tuple[int, str]] = []
+        # nodes that reported a start of an attempt of a run cancelled or timed out already:
+        # told again (the first word may not have reached them). Seen only once live.
+        self.late_starts: dict[str, dict[str, str]] = {}
+        self.live = False
         self.broken: dict[str, TaskError] = {}  # runs an event could not be folded into
         self.delivery = Delivery(resend_after_ms)
         # what the next pass looks at
@@ -172,6 +185,15 @@ class Scheduler:
     def _node_left(self, event: NodeLeft | NodeLost) -> None:
         self.placer.node_left(event.node_id, event.session)
 
+    def _cancel_requested(self, event: RunCancelRequested) -> None:
+        run = self.runs.get(event.run_id)
+        if run is not None:
+            if run.cancel is None and not run.finished:
+                run.cancel = event.reason
+                self.dirty[event.run_id] = None
+        elif event.run_id in self.intake:  # not started yet: it ends cancelled once it does
+            self.cancel_early.setdefault(event.run_id, event.reason)
+
     def _created(self, event: RunCreated) -> None:
         self.submitting.pop(event.run_id, None)  # what its submit decided comes with it
         if self._known(event.run_id):
@@ -199,7 +221,10 @@ class Scheduler:
             return
         specs = None if created.chunks <= 1 else partial.specs()
         run = new_run(created, specs)
+        run.cancel = self.cancel_early.pop(run.run_id, None)
         self.runs[run.run_id] = run
+        if run.deadline_ms:
+            heapq.heappush(self.deadlines, (run.deadline_ms, run.run_id))
         for task_id in ready_tasks(run):
             self.ready.add((run.run_id, task_id), run.tasks[task_id].spec.resources)
         self.placement_due = True
@@ -208,7 +233,8 @@ class Scheduler:
     def _finished(self, event: RunFinished) -> None:
         run_id = event.run_id
         ended = self.runs.pop(run_id, None)
-        self.done_runs[run_id] = None
+        self.cancel_early.pop(run_id, None)
+        self.done_runs[run_id] = event.state
         if len(self.done_runs) > DONE_RUNS_KEPT:
             self.done_runs.popitem(last=False)
         self.intake.drop(run_id)
@@ -246,6 +272,10 @@ class Scheduler:
 
     def _started(self, event: AttemptStarted) -> None:
         self.delivery.settled((event.run_id, event.task_id, event.attempt))
+        if self.live and self.done_runs.get(event.run_id) in ENDED_BY_CONTROLLER:
+            # a node started an attempt of a run that ended while it was placed there: the word
+            # to kill it may not have reached the node (or came before the work): told again
+            self.late_starts.setdefault(event.node_id, {})[event.run_id] = "the run has ended"
         self._attempt(event)
 
     def _terminal(self, event: AttemptSucceeded | AttemptFailed | AttemptRejected | AttemptLost) -> None:
@@ -284,6 +314,7 @@ class Scheduler:
             self._requeue(run_id)
         for run_id in [*self.refused, *self.broken]:
             self.dirty[run_id] = None
+        self.live = True
         self.intake.rearm()
         self.delivery.all_due_now(now)
         self.placement_due = True
@@ -295,6 +326,16 @@ class Scheduler:
         decision = Decision(events=[], work=defaultdict(list), code={}, resend=defaultdict(list))
         events = decision.events
         events += self._orphaned(now) + self._expired(now)
+        while self.deadlines and self.deadlines[0][0] <= now:  # run-level timeouts due
+            _, run_id = heapq.heappop(self.deadlines)
+            if run_id in self.runs:
+                self.dirty[run_id] = None
+        if self.late_starts:
+            late, self.late_starts = self.late_starts, {}
+            decision.cancels = {
+                node: [CancelRun(run_id=r, reason=why) for r, why in runs.items()]
+                for node, runs in late.items()
+            }
         for event in events:
             self.inflight.record(event)
         while self.dirty:
@@ -433,6 +474,12 @@ class Scheduler:
         run = self.runs.get(run_id)
         if run is None or run.finished:
             return []
+        if run.cancel is not None:
+            why = f"cancelled: {run.cancel}" if run.cancel else "cancelled"
+            return self._end_run(run, "cancelled", TaskError("cancelled", why, origin="controller"), now)
+        if run.deadline_ms and now >= run.deadline_ms:
+            why = f"the run exceeded its timeout of {run.timeout_s:g}s"
+            return self._end_run(run, "timed_out", TaskError("timeout", why, origin="controller"), now)
         out: list[Event] = []
         for task_id in run.undecided:
             if (run_id, task_id) in self.inflight.decided or (run_id, task_id) in self.inflight.tasks:
@@ -463,6 +510,38 @@ class Scheduler:
             ]
         if run.remaining == 0:
             out.append(RunFinished(run_id=run_id, at_ms=now, state="succeeded"))
+        return out
+
+    def _end_run(self, run: RunRuntime, state: str, error: TaskError, now: int) -> list[Event]:
+        """A run ended by the controller (cancelled, timed out) before its tasks finished: each of
+        its queued or running attempts ends now (`cancelled`: no reservation outlives the run,
+        and no report of a node can revive it), then the run, in one message. Waits while a
+        decision about one of its tasks is in flight (it is decided again once that is folded).
+        O(run), once per run."""
+        run_id = run.run_id
+        if any((run_id, task_id) in self.inflight.tasks for task_id in run.tasks):
+            return []
+        out: list[Event] = []
+        for task_id, task in run.tasks.items():
+            if task.state in ACTIVE:
+                out.append(
+                    AttemptFailed(
+                        run_id=run_id,
+                        task_id=task_id,
+                        attempt=task.attempt,
+                        at_ms=now,
+                        node_id=task.node_id or "",
+                        error=TaskError(
+                            error_type="cancelled",
+                            message=f"stopped: the run ended {state} ({error.message})",
+                            retryable=False,
+                            origin="controller",
+                            node_id=task.node_id,
+                            attempt=task.attempt,
+                        ),
+                    )
+                )
+        out.append(RunFinished(run_id=run_id, at_ms=now, state=state, error=error))
         return out
 
     def _after_requeues(self, run_id: str, task: TaskRuntime, now: int) -> Event:
@@ -516,11 +595,13 @@ class Scheduler:
         if (
             run is None
             or run.finished
+            or run.cancel is not None
+            or (run.deadline_ms and now >= run.deadline_ms)
             or run_id in self.broken
             or run_id in self.inflight.broken
             or run_id in self.inflight.runs
         ):
-            return SKIPPED
+            return SKIPPED  # nothing of a run that ends now starts
         task = run.tasks[task_id]
         if task.state not in PLACEABLE or key in self.inflight.tasks:
             return SKIPPED
@@ -621,8 +702,11 @@ class Scheduler:
         return self.ready.reason((run_id, task_id))
 
     def next_wakeup(self) -> int | None:
-        """When the earliest retry backoff or delivery check is due (ms), if any."""
-        due = [t for t in (self.retries.next_due(), self.delivery.next_due()) if t is not None]
+        """When the earliest retry backoff, delivery check or run timeout is due (ms), if any."""
+        while self.deadlines and self.deadlines[0][1] not in self.runs:  # ended before its timeout
+            heapq.heappop(self.deadlines)
+        deadline = self.deadlines[0][0] if self.deadlines else None
+        due = [t for t in (self.retries.next_due(), self.delivery.next_due(), deadline) if t is not None]
         return min(due) if due else None
 
 
@@ -642,7 +726,9 @@ FOLD: dict[type, Callable[[Scheduler, Any], None]] = {
     AttemptLost: Scheduler._terminal,
     RetryScheduled: Scheduler._attempt,
     LeaderElected: Scheduler._elected,
+    RunCancelRequested: Scheduler._cancel_requested,
 }
+ENDED_BY_CONTROLLER = frozenset({"cancelled", "timed_out"})
 
 
 def work_item(spec: TaskSpec, placed: AttemptPlaced, inputs: bytes) -> WorkItem:

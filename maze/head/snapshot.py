@@ -13,6 +13,7 @@ rebuilds the same state.
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections import OrderedDict, deque
 from typing import Any
@@ -64,6 +65,8 @@ class SchedulerState(Struct):
     awaiting: list[AttemptKey]
     epoch: int = 0  # the latest leadership folded, and its head
     leader: str = ""
+    done_states: list[str] = []  # each of `done_runs`' final state ("": from an older snapshot)
+    cancel_early: dict[str, str] = {}  # cancels requested before their run started
 
 
 class Pointer(Struct):
@@ -113,6 +116,8 @@ def capture(core: Scheduler, positions: dict[str, int]) -> SchedulerState:
         awaiting=list(core.delivery.awaiting),
         epoch=core.epoch,
         leader=core.leader,
+        done_states=list(core.done_runs.values()),
+        cancel_early=core.cancel_early,
     )
 
 
@@ -128,7 +133,11 @@ def restore(state: SchedulerState, queue_factor: float, grace_ms: int, resend_af
     """A scheduler in exactly the folded state captured (its derived indexes rebuilt)."""
     core = Scheduler(queue_factor, grace_ms, resend_after_ms)
     core.runs = state.runs
-    core.done_runs = OrderedDict.fromkeys(state.done_runs)
+    states = state.done_states or [""] * len(state.done_runs)
+    core.done_runs = OrderedDict(zip(state.done_runs, states, strict=True))
+    core.cancel_early = state.cancel_early
+    core.deadlines = [(run.deadline_ms, run_id) for run_id, run in state.runs.items() if run.deadline_ms]
+    heapq.heapify(core.deadlines)
     core.refused = state.refused
     core.broken = state.broken
     core.intake.restore(state.partial, state.expiry)

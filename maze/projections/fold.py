@@ -27,7 +27,7 @@ from maze.core.task_machine import (
 from maze.events.catalog import Event
 from maze.events.codec import decode_value
 from maze.events.nodes import NodeJoined, NodeLeft, NodeLost
-from maze.events.runs import RunCreated, RunFinished, TasksAdded
+from maze.events.runs import RunCancelRequested, RunCreated, RunFinished, TasksAdded
 from maze.events.specs import InputRef, TaskError, TaskSpec
 from maze.events.tasks import (
     AttemptFailed,
@@ -118,6 +118,8 @@ def create_run(event: RunCreated, run_seq: int) -> RunModel:
             failed_task_id=None,
             run_seq=run_seq,
             progress="{}",
+            retry_of=event.retry_of or None,
+            timeout_seconds=event.timeout_seconds,
         )
     )
     add_tasks(model, event.tasks, 0)
@@ -167,7 +169,13 @@ def add_tasks(model: RunModel, specs: list[TaskSpec], offset: int) -> None:
             run_seq=run.run_seq,
             task_index=offset + i,
         )
-        model.counts["pending"] = model.counts.get("pending", 0) + 1
+        state = "pending"
+        if spec.carried is not None:  # succeeded in the run this one retries: it does not run again
+            state = "succeeded"
+            row = model.tasks[spec.task_id]
+            row.state, row.result = state, dumps(describe_map(spec.carried)[0])
+            row.placement_reason = f"carried over from run {run.retry_of}" if run.retry_of else "carried over"
+        model.counts[state] = model.counts.get(state, 0) + 1
         model.dirty_tasks.add(spec.task_id)
 
 
@@ -231,6 +239,8 @@ def fold_run_event(model: RunModel, event: Event) -> RunModel:
     if isinstance(event, TasksAdded):
         add_tasks(model, event.tasks, event.offset)
         return model
+    if isinstance(event, RunCancelRequested):
+        return model  # a command: the controller's decisions that follow it say what it did
     task = model.tasks.get(event.task_id)  # type: ignore[union-attr]
     if task is None:
         return model  # a task this run never recorded: nothing to show it on

@@ -61,6 +61,12 @@ def get_run(cur: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
     return run
 
 
+def retried_by(cur: duckdb.DuckDBPyConnection, run_id: str) -> list[str]:
+    """The runs that retry this one (the other way of their `retry_of`), oldest first."""
+    found = rows(cur, "SELECT run_id FROM runs WHERE retry_of = ? ORDER BY created_at_ms, run_id", [run_id])
+    return [r["run_id"] for r in found]
+
+
 def get_tasks(
     cur: duckdb.DuckDBPyConnection, run_id: str, limit: int = 1000, offset: int = 0
 ) -> tuple[list[dict[str, Any]], int]:

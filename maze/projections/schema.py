@@ -13,7 +13,7 @@ from __future__ import annotations
 
 # Bump when a table changes: read models are derived data, so an older file is dropped and rebuilt
 # from the event log at start instead of migrated.
-SCHEMA_VERSION = 3  # 3: tasks.failures
+SCHEMA_VERSION = 4  # 3: tasks.failures; 4: runs.retry_of, runs.timeout_seconds
 
 TABLES: dict[str, dict[str, str]] = {
     "runs": {
@@ -31,6 +31,8 @@ TABLES: dict[str, dict[str, str]] = {
         "failed_task_id": "VARCHAR",
         "run_seq": "BIGINT",
         "progress": "VARCHAR",  # {task state: number of tasks in it}, kept by the fold
+        "retry_of": "VARCHAR",  # the run this one retries (POST /runs/{id}/retry)
+        "timeout_seconds": "DOUBLE",  # the run-level timeout it was created with
     },
     "tasks": {
         "run_id": "VARCHAR",

@@ -43,6 +43,7 @@ from maze.projections.projector import Projector
 from maze.projections.rebuild import rebuild
 
 log = structlog.get_logger(__name__)
+TERMINAL_RUN_STATES = frozenset({"succeeded", "failed", "cancelled", "timed_out"})
 READ_BARRIER_S = 10.0
 FRAME = struct.Struct(">I")
 _encoder = msgspec.msgpack.Encoder()
@@ -141,8 +142,14 @@ class ReadModelServer:
     async def get_run(self, run_id: str) -> Any:
         row = self.projector.run_row(run_id)
         if row is not None:  # an active or recent run: from memory, no DuckDB read
-            return queries.run_from_row(row)
-        return await self.query_run(queries.get_run, run_id)
+            run = queries.run_from_row(row)
+        else:
+            run = await self.query_run(queries.get_run, run_id)
+        # only an ended run is retried (POST /runs/{id}/retry): only its retries are looked up
+        run["retried_by"] = (
+            await self.query_run(queries.retried_by, run_id) if run["state"] in TERMINAL_RUN_STATES else []
+        )
+        return run
 
     async def get_tasks(self, run_id: str, limit: int, offset: int) -> Any:
         return await self.query_run(queries.get_tasks, run_id, limit, offset)

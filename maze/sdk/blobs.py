@@ -113,7 +113,20 @@ class BlobClient:
         return values.from_descriptor(descriptor, self.fetch)
 
     def materialize(self, event: dict[str, Any]) -> dict[str, Any]:
-        """An attempt.succeeded event with its non-plain result values rebuilt."""
+        """An attempt.succeeded event with its non-plain result values rebuilt (and a run's
+        tasks' results carried from the run it retries)."""
+        if event.get("type") in ("run.created", "tasks.added") and any(
+            t.get("carried_encoded") for t in event["tasks"]
+        ):
+            tasks = []
+            for task in event["tasks"]:
+                if task.get("carried_encoded"):
+                    carried = dict(task["carried"])
+                    for key in task["carried_encoded"]:
+                        carried[key] = self.load(carried[key])
+                    task = {**task, "carried": carried}
+                tasks.append(task)
+            return {**event, "tasks": tasks}
         encoded = event.get("encoded") or []
         if not encoded:
             return event

@@ -318,6 +318,35 @@ def runs_events(run_id: str, server_url: str = ServerUrl, token: str | None = To
         console.print_json(json.dumps(event, default=str))
 
 
+@runs_app.command("cancel")
+def runs_cancel(
+    run_id: str,
+    reason: str = typer.Option(
+        "", "--reason", help="Why: recorded with the cancel and shown in the run's error."
+    ),
+    server_url: str = ServerUrl,
+    token: str | None = Token,
+) -> None:
+    """Cancel a run: withdraw its queued tasks, kill its running ones, end it `cancelled`."""
+    result = _call(_client(server_url, token).cancel_run, run_id, reason=reason)
+    console.print(f"run {run_id} {result['state']}", highlight=False)
+
+
+@runs_app.command("retry")
+def runs_retry(
+    run_id: str,
+    failed_only: bool = typer.Option(
+        False, "--failed-only", help="Keep the results of the tasks that succeeded; run only the others."
+    ),
+    server_url: str = ServerUrl,
+    token: str | None = Token,
+) -> None:
+    """Run an ended run again as a new run of the same definition; prints the new run's id."""
+    result = _call(_client(server_url, token).retry_run, run_id, failed_only=failed_only)
+    carried = f" ({result['carried']} task(s) kept from {run_id})" if result["carried"] else ""
+    console.print(f"run {result['run_id']} retries {run_id}{carried}", highlight=False, soft_wrap=True)
+
+
 @projections_app.command("rebuild")
 def projections_rebuild(server_url: str = ServerUrl, token: str | None = Token) -> None:
     """Rebuild every read model from the event log and compare with the live one."""

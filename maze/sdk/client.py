@@ -83,6 +83,30 @@ class MaClient:
                 return events
             after = int(result["last_seq"])
 
+    def cancel_run(self, run_id: str, reason: str = "") -> dict[str, Any]:
+        """Cancel a run: queued attempts are withdrawn, running ones killed (with the processes
+        they started), nothing of it starts later, and it ends `cancelled`. Returns
+        `{"run_id", "state", "seq", "reason"}`: state `cancelled` once it has ended (as a rule
+        within a second), `cancelling` if the head answered before. Raises Conflict when the run
+        had already ended."""
+        result: dict[str, Any] = self.http.post(f"/runs/{run_id}/cancel", json={"reason": reason})
+        self.http.note_seen(int(result["seq"]))
+        return result
+
+    def retry_run(
+        self, run_id: str, workspace_dir: str | None = None, failed_only: bool = False
+    ) -> dict[str, Any]:
+        """Run an ended run again as a new run of the same definition, linked to it (`retry_of` /
+        `retried_by`). With `failed_only`, the tasks that succeeded keep their results and only
+        the others run. Returns `{"run_id": <the new run>, "retry_of", "tasks", "carried", ...}`.
+        Safe to call again after a lost answer: the same new run comes back."""
+        body: dict[str, Any] = {"failed_only": failed_only, "run_id": f"run_{uuid.uuid4().hex}"}
+        if workspace_dir is not None:
+            body["workspace_dir"] = workspace_dir
+        result: dict[str, Any] = self.http.post(f"/runs/{run_id}/retry", json=body)
+        self.http.note_seen(int(result["seq"]))
+        return result
+
     def load_value(self, descriptor: dict[str, Any]) -> Any:
         """The value behind a descriptor from an event (or a blob descriptor from a task row): an
         inline pickle is unpickled, a `maze://artifacts/sha256/...` blob is fetched and checked

@@ -25,6 +25,24 @@ def events_to_messages(workflow_id: str, events: list[dict[str, Any]]) -> list[d
         if not stands(event):
             continue
         kind = event["type"]
+        if kind in ("run.created", "tasks.added"):
+            for task in event["tasks"]:
+                if (
+                    task.get("carried") is not None and task["task_id"] not in finished
+                ):  # kept from a run retried
+                    finished.add(task["task_id"])
+                    messages.append(
+                        {
+                            "type": "finish_task",
+                            "data": {
+                                "workflow_id": workflow_id,
+                                "task_id": task["task_id"],
+                                "result": task["carried"],
+                                "attempt": 0,
+                            },
+                        }
+                    )
+            continue
         if kind in ATTEMPT_ENDS:
             attempt = (event["task_id"], event["attempt"])
             if attempt in ended:

@@ -255,8 +255,11 @@ class MaWorkflow:
         workspace_dir: str | None = None,
         artifact_mode: bool = False,
         file_context: dict[str, Any] | None = None,
+        timeout_seconds: float | None = None,
     ) -> str:
-        """Submit the workflow; returns the new run's id."""
+        """Submit the workflow; returns the new run's id. `timeout_seconds`: the run ends
+        `timed_out` this long after it is recorded (its running tasks are killed), unless it has
+        ended before."""
         if workspace_dir is not None or artifact_mode or file_context is not None:
             raise ValidationError("workspaces and artifact mode are not available in this version of Maze")
         if not self.tasks:
@@ -271,9 +274,15 @@ class MaWorkflow:
             inline, upload = blobs.split_code(functions)
             blobs.upload({**upload, **value_blobs})
             try:
-                result = self._submit(
-                    {"workflow_id": self.workflow_id, "run_id": run_id, "tasks": tasks, "functions": inline}
-                )
+                body: dict[str, Any] = {
+                    "workflow_id": self.workflow_id,
+                    "run_id": run_id,
+                    "tasks": tasks,
+                    "functions": inline,
+                }
+                if timeout_seconds is not None:
+                    body["timeout_seconds"] = float(timeout_seconds)
+                result = self._submit(body)
             except BlobMissing:
                 if attempt == 1:
                     raise

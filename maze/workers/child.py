@@ -145,6 +145,8 @@ def run_attempt(request: dict[str, Any], functions: dict[str, Any]) -> tuple[boo
 
 def child_main(conn: Connection) -> None:
     die_with_parent()
+    # a process group of its own: a timeout or a cancel kills the task's children with it
+    os.setpgid(0, 0)
     functions: dict[str, Any] = {}
     while True:
         try:

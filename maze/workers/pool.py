@@ -11,6 +11,7 @@ import asyncio
 import multiprocessing
 import multiprocessing.connection
 import os
+import signal
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -22,6 +23,22 @@ from maze.workers.child import child_main
 
 log = structlog.get_logger(__name__)
 _encoder = msgspec.msgpack.Encoder()
+
+
+def kill_group(proc: BaseProcess) -> None:
+    """SIGKILL to the process group a task process leads (maze/workers/child.py), so that what
+    the task started dies with it; the process alone if it leads none (killed before it could)."""
+    pid = proc.pid
+    if pid is None:
+        return
+    try:
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, signal.SIGKILL)
+            return
+    except (ProcessLookupError, PermissionError):
+        pass
+    if proc.is_alive():
+        proc.kill()
 
 
 class ProcessExited(Exception):
@@ -113,8 +130,9 @@ class ProcessPool:
             self._close(tp)
 
     def kill(self, tp: TaskProcess) -> None:
-        if tp.proc.is_alive():
-            tp.proc.kill()
+        """Kill the task process and every process it started (its process group: a task's own
+        children, unless they made groups of their own)."""
+        kill_group(tp.proc)
         tp.proc.join(timeout=5)
 
     def _close(self, tp: TaskProcess) -> None:
@@ -122,8 +140,7 @@ class ProcessPool:
             tp.conn.close()
         except OSError:
             pass
-        if tp.proc.is_alive():
-            tp.proc.kill()
+        kill_group(tp.proc)
         tp.proc.join(timeout=5)
 
     def shutdown(self) -> None:

@@ -37,7 +37,7 @@ from maze.events.specs import NodeCapacity, TaskError
 from maze.events.store import EventStore, ensure_work_consumer, heartbeat_bucket, jetstream, payload_budget
 from maze.events.tasks import AttemptFailed, AttemptRejected, AttemptStarted, AttemptSucceeded
 from maze.events.values import blob_refs
-from maze.events.work import WorkItem
+from maze.events.work import CancelRun, WorkItem
 from maze.workers.affinity import CoreAllocator
 from maze.workers.blob_cache import BlobCache
 from maze.workers.capacity import gpu_free_mb
@@ -48,6 +48,7 @@ from maze.workers.pull import ContinuousPull
 from maze.workers.results import store_result
 
 log = structlog.get_logger(__name__)
+ENDED_RUNS_KEPT = 10_000  # ended runs remembered, so that work of theirs still on its way is dropped
 _beat = msgspec.msgpack.Encoder()
 # An attempt's start is recorded this long after it began, or with its end if that comes first
 # (a no-op's start and end are one message, not two; DESIGN.md §1's budget of messages per task).
@@ -87,6 +88,8 @@ class Worker:
         self.running: dict[tuple[str, str, int], asyncio.Task[None]] = {}
         self.seen: OrderedDict[tuple[str, str, int], None] = OrderedDict()
         self._unreported: dict[tuple[str, str, int], tuple[AttemptStarted, asyncio.TimerHandle]] = {}
+        self.ended_runs: OrderedDict[str, None] = OrderedDict()  # runs the controller ended
+        self.stopped: set[tuple[str, str, int]] = set()  # attempts killed for their run's end
         self._tasks: list[asyncio.Task[None]] = []
         self._bind(nc)
         self.log = log.bind(node_id=node_id)
@@ -259,14 +262,45 @@ class Worker:
 
     # ---- receiving ----------------------------------------------------------------------------
     def _on_work(self, msg: Msg) -> None:
-        for item in decode_work(msg.data).items:
+        batch = decode_work(msg.data)
+        for item in batch.items:
             hops.mark("work_received", item.run_id)
             self._accept(item)
+        for cancel in batch.cancels:
+            self._end_run(cancel)
         self._pump()
+
+    def _end_run(self, cancel: CancelRun) -> None:
+        """The controller ended the run (cancelled, timed out) and its attempts here with it (the
+        log says so already): kill those running (their process groups), drop those waiting, and
+        start none of it that comes later. Nothing is reported for them: their ends are recorded."""
+        run_id = cancel.run_id
+        self.ended_runs[run_id] = None
+        if len(self.ended_runs) > ENDED_RUNS_KEPT:
+            self.ended_runs.popitem(last=False)
+        dropped = [w for w in self.waiting if w.run_id == run_id]
+        if dropped:
+            self.waiting = [w for w in self.waiting if w.run_id != run_id]
+            for item in dropped:
+                self.waiting_keys.discard(item.key)
+        killed = [key for key in self.running if key[0] == run_id]
+        for key in killed:
+            self.stopped.add(key)
+            self.running[key].cancel()
+        if dropped or killed:
+            self.log.info(
+                "worker.run_ended_here",
+                run_id=run_id,
+                killed=len(killed),
+                dropped=len(dropped),
+                why=cancel.reason,
+            )
 
     def _accept(self, item: WorkItem) -> None:
         if item.session != self.session:
             return  # placed on an earlier session of this node; already re-placed
+        if item.run_id in self.ended_runs:
+            return  # its run was ended while this was on its way
         if item.key in self.seen or item.key in self.running or item.key in self.waiting_keys:
             return  # work sent again (the controller's delivery check, or a restarted controller)
         self.seen[item.key] = None
@@ -380,7 +414,10 @@ class Worker:
                 traceback=format_exc(),
             )
         finally:
-            if handed:  # cancelled while its code ran: the start is recorded all the same
+            if item.key in self.stopped:  # its run ended: its end is recorded, nothing to report
+                self.stopped.discard(item.key)
+                self._forget_start(item.key)
+            elif handed:  # cancelled while its code ran: the start is recorded all the same
                 self._report_start(item.key)
             else:  # cancelled before its code ran: it never started
                 self._forget_start(item.key)
