@@ -529,3 +529,53 @@ def test_a_node_event_that_cannot_be_folded_is_skipped_loudly(monkeypatch: typin
     monkeypatch.setattr(core.placer, "node_joined", broken)
     core.apply(joined())
     assert core.fold_errors == 1
+
+
+def test_a_cancel_ends_every_active_attempt_then_the_run_and_nothing_starts_after() -> None:
+    from maze.events.runs import RunCancelRequested
+
+    core = core_with(spec("a"), spec("b"), spec("c"), spec("d", reads=("a",)), cpus=2)
+    first = decide(core, 1)  # a and b placed (2 CPUs); c waits; d waits for a
+    placed = {e.task_id for e in first.events if isinstance(e, AttemptPlaced)}
+    assert placed == {"a", "b"}
+    core.apply(AttemptStarted(run_id="r", task_id="a", attempt=1, node_id="n", at_ms=2))
+    core.apply(RunCancelRequested(run_id="r", at_ms=3, reason="stop"))
+    decision = decide(core, 4)
+    ended = {e.task_id: e.error for e in decision.events if isinstance(e, AttemptFailed)}
+    assert set(ended) == {"a", "b"}, "the running and the queued attempt end; c and d never started"
+    assert all(err.error_type == "cancelled" and err.origin == "controller" for err in ended.values())
+    (finished,) = [e for e in decision.events if isinstance(e, RunFinished)]
+    assert finished.state == "cancelled" and "stop" in (finished.error.message if finished.error else "")
+    assert not [e for e in decision.events if isinstance(e, AttemptPlaced)], "nothing placed after"
+    assert "r" not in core.runs and core.done_runs["r"] == "cancelled"
+    assert core.placer.reservations == {}, "no reservation outlives the run"
+    # a node that starts an attempt of it afterwards is told again
+    core.apply(AttemptStarted(run_id="r", task_id="b", attempt=1, node_id="n", at_ms=5))
+    assert decide(core, 6).cancels == {}, "not live yet: a replay tells nobody"
+    core.went_live(7)
+    core.apply(AttemptStarted(run_id="r", task_id="b", attempt=1, node_id="n", at_ms=8))
+    assert [c.run_id for c in decide(core, 9).cancels["n"]] == ["r"]
+
+
+def test_a_cancel_waits_for_a_placement_in_flight_and_a_run_timeout_ends_it_timed_out() -> None:
+    from maze.events.runs import RunCancelRequested
+
+    core = core_with(spec("a"))
+    in_flight = core.decide(1)  # placed, not folded back yet
+    core.apply(RunCancelRequested(run_id="r", at_ms=2, reason=""))
+    assert core.decide(3).events == [], "decided once the placement in flight is folded"
+    for event in in_flight.events:
+        core.apply(event)
+    decision = decide(core, 4)
+    assert [type(e).__name__ for e in decision.events] == ["AttemptFailed", "RunFinished"]
+
+    timed = Scheduler(queue_factor=1.0, grace_ms=60_000)
+    timed.apply(joined())
+    timed.apply(RunCreated(run_id="t", workflow_id="w", at_ms=1_000, tasks=[spec("a")], timeout_seconds=2.0))
+    decide(timed, 1_001)
+    assert timed.next_wakeup() == 3_000, "woken at the run's deadline"
+    assert not [e for e in decide(timed, 2_999).events if isinstance(e, RunFinished)]
+    decision = decide(timed, 3_000)
+    (finished,) = [e for e in decision.events if isinstance(e, RunFinished)]
+    assert finished.state == "timed_out" and finished.error is not None
+    assert finished.error.error_type == "timeout" and "2s" in finished.error.message
