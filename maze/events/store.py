@@ -52,6 +52,10 @@ WORK_MAX_AGE_S = 3600.0
 WORK_MAX_BYTES = 256 * 1024**2
 WORK_MAX_MSGS = 1_000_000
 HEARTBEAT_TTL_S = 120.0  # stale heartbeat keys vanish; liveness itself is judged by the controller
+# What tasks print (maze/events/logs.py) is kept apart from the lifecycle log, within limits: the
+# oldest lines go first past 4 GiB or a week (settings `logs_max_mb`, `logs_max_age_h`).
+LOGS_MAX_BYTES = 4 * 1024**3
+LOGS_MAX_AGE_S = 7 * 24 * 3600.0
 # Room left in every message for headers and the envelope: no publish may reach `max_payload`.
 HEADROOM_BYTES = 16 * 1024
 _encoder = msgspec.msgpack.Encoder()
@@ -157,7 +161,13 @@ async def connect(urls: Sequence[str], name: str, **kwargs: object) -> NATS:
         raise Unavailable(f"cannot connect to NATS at {where}: {exc}") from exc
 
 
-async def ensure_streams(js: JetStreamContext, replicas: int = 1, lower: bool = False) -> None:
+async def ensure_streams(
+    js: JetStreamContext,
+    replicas: int = 1,
+    lower: bool = False,
+    logs_max_bytes: int = LOGS_MAX_BYTES,
+    logs_max_age_s: float = LOGS_MAX_AGE_S,
+) -> None:
     """Create (or update) the streams Maze needs. Safe to call from every process. Existing
     streams keep more copies than `replicas` unless `lower` (an explicit `--replicas`)."""
     layout = [
@@ -195,6 +205,22 @@ async def ensure_streams(js: JetStreamContext, replicas: int = 1, lower: bool = 
             allow_rollup_hdrs=False,
             allow_direct=True,
             max_bytes=-1,
+        )
+    )
+    configs.append(
+        # what tasks print: bounded (oldest dropped first), read by direct gets (maze/api/log_reader.py)
+        StreamConfig(
+            name=subjects.LOGS_STREAM,
+            subjects=[subjects.LOG_SUBJECTS],
+            storage=StorageType.FILE,
+            retention=RetentionPolicy.LIMITS,
+            discard=DiscardPolicy.OLD,
+            max_bytes=logs_max_bytes,
+            max_age=logs_max_age_s,
+            duplicate_window=DUPLICATE_WINDOW_S,
+            num_replicas=replicas,
+            allow_direct=True,
+            allow_rollup_hdrs=False,  # workers write here: no rollup may purge another's lines
         )
     )
     for config in configs:

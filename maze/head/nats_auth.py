@@ -4,7 +4,9 @@ it may use. Kept in `<data-dir>/nats-users.json` (mode 0600) so that credentials
 - The head may do everything.
 - A worker of node N may: pull its own work (its durable consumer on `maze.work.N`, made by the
   head, and ack it; it may make no consumer itself),
-  write its reports on runs (`maze.run.*.N`, maze/events/authority.py), its node events
+  write its reports on runs (`maze.run.*.N`, maze/events/authority.py), what its tasks print
+  (`maze.log.*.N.*`, maze/events/logs.py: the node is the subject's, so no worker writes lines as
+  another node), its node events
   (`maze.node.N`) and heartbeat (`$KV.maze-heartbeats.N`), read the blob store and store results
   in it, and receive on its own inboxes (`_INBOX_N.>`) and its node subject. Nothing else: it cannot create runs
   (those are the head's subjects), purge or delete streams, read another node's work, or read
@@ -46,6 +48,7 @@ def worker_permissions(node_id: str) -> dict[str, object]:
     api = "$JS.API"
     publish = [
         f"maze.run.*.{node_id}",
+        f"maze.log.*.{node_id}.*",
         subjects.node_subject(node_id),
         f"$KV.{subjects.HEARTBEAT_BUCKET}.{node_id}",
         # its own work: its durable consumer (made by the head, maze/events/store.py

@@ -198,7 +198,15 @@ class Head:
                 source="--replicas" if settings.stream_replicas else "min(3, servers in the NATS cluster)",
             )
             explicit = bool(settings.stream_replicas)
-            await until_jetstream_ready(lambda: ensure_streams(nc.jetstream(), replicas, lower=explicit))
+            await until_jetstream_ready(
+                lambda: ensure_streams(
+                    nc.jetstream(),
+                    replicas,
+                    lower=explicit,
+                    logs_max_bytes=settings.logs_max_mb * 1024 * 1024,
+                    logs_max_age_s=settings.logs_max_age_h * 3600,
+                )
+            )
             controller = RunController(nc, EventStore(nc), settings)
             stop_timing_publishes = observe_publishes(controller.metrics.observe_publish)
             controller.start()
