@@ -42,6 +42,7 @@ from maze.workers.affinity import CoreAllocator
 from maze.workers.blob_cache import BlobCache
 from maze.workers.capacity import gpu_free_mb
 from maze.workers.child import MAX_MESSAGE_CHARS, MAX_TRACEBACK_CHARS, clip
+from maze.workers.logs import TaskLogs
 from maze.workers.outbox import Outbox
 from maze.workers.pool import ProcessExited, ProcessPool, TaskProcess
 from maze.workers.pull import ContinuousPull
@@ -88,6 +89,7 @@ class Worker:
         self.seen: OrderedDict[tuple[str, str, int], None] = OrderedDict()
         self._unreported: dict[tuple[str, str, int], tuple[AttemptStarted, asyncio.TimerHandle]] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self.logs = TaskLogs(node_id)  # what tasks print (maze/workers/logs.py)
         self._bind(nc)
         self.log = log.bind(node_id=node_id)
 
@@ -99,6 +101,7 @@ class Worker:
         self.blobs = BlobStore(nc, self.limits.blob_max_bytes)
         self.cache = BlobCache(self.blobs)
         self.budget = payload_budget(nc)
+        self.logs.bind(self.js, self.budget)
 
     @property
     def durable(self) -> str:
@@ -178,6 +181,7 @@ class Worker:
     async def stop(self, reason: str = "stopped") -> None:
         await self.leave()
         self.pool.shutdown()
+        await self.logs.close()
         try:
             await asyncio.wait_for(self.outbox.drain(), 5)
             await self.store.publish(
@@ -338,7 +342,7 @@ class Worker:
             try:
                 hops.mark("process_start", item.run_id)
                 handed = True
-                reply = await self.pool.run(tp, request, item.timeout_seconds)
+                reply = await self.logs.run(self.pool, tp, request, item, self.limits.log_cap_bytes)
                 hops.mark("process_returned", item.run_id)
             except TimeoutError:
                 self._fail(
