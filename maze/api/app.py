@@ -6,7 +6,7 @@ from litestar import Litestar
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
-from maze.api import admin, artifacts, cluster, health, runs
+from maze.api import admin, artifacts, cluster, health, logs, runs
 from maze.api.auth import BearerToken
 from maze.api.errors import EXCEPTION_HANDLERS
 from maze.api.state import HeadState
@@ -28,6 +28,8 @@ def create_app(head: HeadState) -> Litestar:
             runs.get_run_task,
             runs.get_run_events,
             runs.stream_run_events,
+            logs.get_run_logs,
+            logs.stream_run_logs,
             admin.health,
             health.healthz,
             health.readyz,
