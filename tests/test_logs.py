@@ -22,7 +22,8 @@ from maze.api import log_reader
 from maze.events import subjects
 from maze.events.logs import LogLine, encode_batch, split_cursor
 from maze.events.store import ensure_streams
-from tests.helpers import HeadProcess, NatsServer, WorkerProcess, wait_until
+from maze.head.nats_server import nats_server_binary
+from tests.helpers import HeadProcess, NatsServer, WorkerProcess, _accepts, free_port, wait_until
 
 # ---- tasks ------------------------------------------------------------------------------------
 
@@ -362,6 +363,38 @@ def test_a_tail_reads_the_last_batches_not_the_run(nats_server: NatsServer) -> N
             await nc.close()
 
     asyncio.run(check())
+
+
+def test_a_small_store_gets_a_smaller_logs_stream_or_none(tmp_path: Path) -> None:
+    """JetStream reserves a stream's max_bytes up front: where 4 GiB does not fit the server's
+    store, the logs stream is made smaller, and where nothing fits, the other streams are made all
+    the same (a head never fails to start for its task logs)."""
+
+    async def streams_with(store_mb: int) -> dict[str, int]:
+        port = free_port()
+        conf = tmp_path / f"nats-{store_mb}.conf"
+        conf.write_text(
+            f'listen: "127.0.0.1:{port}"\n'
+            f'jetstream {{ store_dir: "{tmp_path}/js-{store_mb}", max_file_store: {store_mb}MB }}\n'
+        )
+        server = subprocess.Popen([nats_server_binary(), "-c", str(conf)], stderr=subprocess.DEVNULL)
+        try:
+            wait_until(lambda: _accepts(port), timeout=15)
+            nc = await nats.connect(f"nats://127.0.0.1:{port}")
+            try:
+                js = nc.jetstream()
+                await ensure_streams(js)
+                return {s.config.name: s.config.max_bytes for s in await js.streams_info()}
+            finally:
+                await nc.close()
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+
+    roomy = asyncio.run(streams_with(300))
+    assert roomy[subjects.LOGS_STREAM] == 256 * 1024 * 1024
+    cramped = asyncio.run(streams_with(32))
+    assert subjects.LOGS_STREAM not in cramped and subjects.RUNS_STREAM in cramped
 
 
 # ---- durability -------------------------------------------------------------------------------

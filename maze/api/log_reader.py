@@ -34,6 +34,8 @@ READ_BATCH = 256  # messages per direct get
 READ_BATCH_BYTES = 4 * 1024 * 1024
 REPLY_TIMEOUT_S = 10.0
 FIRST_TAIL_MESSAGES = 4
+FOLLOW_BATCH = 64  # messages, and bytes, per frame of a live stream: what a slow client holds
+FOLLOW_BATCH_BYTES = 1024 * 1024
 FOLLOW_IDLE_S = 1.0  # a follower with nothing new looks whether the run has ended this often
 
 
@@ -265,7 +267,7 @@ async def follow(
             ended_at: int | None = None
             while True:
                 wake.clear()
-                found, _ = await reader.get(seq, 64)
+                found, _ = await reader.get(seq, FOLLOW_BATCH, FOLLOW_BATCH_BYTES)
                 if found:
                     seq = found[-1].seq + 1
                     lines = lines_of(found, cursor)
