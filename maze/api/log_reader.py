@@ -183,7 +183,9 @@ async def read_tail(
         first, total = await reader.count_from(start)
         if not total:
             return []
-        read_from: int | None = None  # everything from this sequence on is read (None: nothing yet)
+        # everything from this sequence on is read: at first, what is stored now, so that a task
+        # printing on while this reads is not chased
+        read_from = await reader.last_seq() + 1
         more = FIRST_TAIL_MESSAGES
         while True:
             begin = await _first_of_last(reader, first, read_from, more)
@@ -252,7 +254,7 @@ async def follow(
 ) -> AsyncIterator[list[dict[str, Any]]]:
     """The filter's lines after cursor `after`, as they are stored, until the run has ended and
     every line stored before its end was given. A worker stores an attempt's lines before its
-    outcome (maze/workers/worker.py), so that is all of them, but for what a process the task left
+    outcome (maze/workers/logs.py), so that is all of them, but for what a process the task left
     running prints after its run ended (still there to read with `GET /runs/{id}/logs`)."""
     wake = asyncio.Event()
 
