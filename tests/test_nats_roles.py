@@ -23,6 +23,7 @@ from maze.core.clock import now_ms
 from maze.events import subjects
 from maze.events.blobs import BlobStore
 from maze.events.codec import encode_events
+from maze.events.logs import LogLine, encode_batch
 from maze.events.nodes import NodeLost
 from maze.events.runs import LeaderElected, RunCreated
 from maze.events.store import connect, jetstream
@@ -452,3 +453,50 @@ def test_a_worker_cannot_take_the_message_ids_of_the_heads_decisions(head: HeadP
 
     asyncio.run(squat())
     assert wf.show_results(run_id)["state"] == "succeeded"
+
+
+def test_a_worker_writes_log_lines_as_its_own_node_only(head: HeadProcess) -> None:
+    """A worker's lines on another node's log subject go nowhere (its account imports its own only); those on its own show as its
+    node's, whatever they claim: every reader takes the node from the subject."""
+    url = _worker_url(head, "node-one")
+    client = MaClient(head.url)
+    wf = client.create_workflow()
+    wf.add_task(ping, inputs={"x": 3})
+    run_id = wf.run()
+    assert wf.show_results(run_id)["state"] == "succeeded"
+    line = LogLine(attempt=1, stream="stdout", at_ms=now_ms(), text="written by node-one")
+
+    async def as_node_two(nc: nats.NATS) -> None:
+        await nc.jetstream(timeout=1).publish(
+            subjects.log_subject(run_id, "node-two", "t"), encode_batch([line])
+        )
+
+    async def outside_the_log_subjects(nc: nats.NATS) -> None:
+        await nc.jetstream(timeout=1).publish(f"maze.log.{run_id}.node-one", encode_batch([line]))
+
+    for attempt in (as_node_two, outside_the_log_subjects):
+
+        async def run(attempt=attempt) -> None:  # type: ignore[no-untyped-def]
+            nc = await _as_worker(url)
+            try:
+                with pytest.raises(Exception):  # noqa: B017 (nothing of the head's answers there)
+                    await attempt(nc)
+            finally:
+                await nc.close()
+
+        asyncio.run(run())
+
+    async def as_itself() -> None:
+        nc = await _as_worker(url)
+        try:
+            await nc.jetstream(timeout=5).publish(
+                subjects.log_subject(run_id, "node-one", "t"), encode_batch([line])
+            )
+        finally:
+            await nc.close()
+
+    asyncio.run(as_itself())
+    shown = client.get_run_logs(run_id, tail=None)
+    assert [(x["node_id"], x["task_id"], x["line"]) for x in shown] == [
+        ("node-one", "t", "written by node-one")
+    ]

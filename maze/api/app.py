@@ -6,7 +6,7 @@ from litestar import Litestar
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
-from maze.api import admin, artifacts, cluster, health, operations, runs
+from maze.api import admin, artifacts, cluster, health, logs, operations, runs
 from maze.api.auth import BearerToken
 from maze.api.errors import EXCEPTION_HANDLERS
 from maze.api.state import HeadState
@@ -30,6 +30,8 @@ def create_app(head: HeadState) -> Litestar:
             runs.stream_run_events,
             operations.cancel_run,
             operations.retry_run,
+            logs.get_run_logs,
+            logs.stream_run_logs,
             admin.health,
             health.healthz,
             health.readyz,

@@ -78,12 +78,13 @@ async def missing_blobs(data: MissingQuery, head: HeadState) -> dict[str, list[s
 @get("/cluster/limits")
 async def limits(head: HeadState) -> dict[str, int]:
     """Size limits: values above `inline_value_bytes` travel as blobs, blobs above
-    `blob_max_bytes` are refused (`payload_too_large`), and no message exceeds the event store's
-    `max_payload_bytes`."""
+    `blob_max_bytes` are refused (`payload_too_large`), what an attempt prints past
+    `log_cap_bytes` is cut, and no message exceeds the event store's `max_payload_bytes`."""
     value_limits = head.settings.limits
     return {
         "inline_value_bytes": value_limits.inline_bytes,
         "blob_max_bytes": value_limits.blob_max_bytes,
+        "log_cap_bytes": value_limits.log_cap_bytes,
         "max_payload_bytes": head.max_payload,
         "event_budget_bytes": head.budget,
     }

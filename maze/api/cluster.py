@@ -39,6 +39,7 @@ async def cluster_nats(head: HeadState, node_id: str | None = None) -> dict[str,
         "limits": {
             "inline_bytes": value_limits.inline_bytes,
             "blob_max_bytes": value_limits.blob_max_bytes,
+            "log_cap_bytes": value_limits.log_cap_bytes,
         },
     }
 

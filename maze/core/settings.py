@@ -14,11 +14,13 @@ def default_data_dir() -> Path:
 
 
 class ValueLimits(Struct, frozen=True):
-    """How values travel: inline in events up to `inline_bytes`, as blobs up to `blob_max_bytes`.
+    """How values travel: inline in events up to `inline_bytes`, as blobs up to `blob_max_bytes`;
+    and how much of what an attempt prints is kept (`log_cap_bytes`, maze/workers/capture.py).
     Workers learn these from the head when they join."""
 
     inline_bytes: int = 256 * 1024
     blob_max_bytes: int = 512 * 1024 * 1024
+    log_cap_bytes: int = 8 * 1024 * 1024
 
 
 class Settings(Struct, frozen=True):
@@ -81,11 +83,19 @@ class Settings(Struct, frozen=True):
     max_streams: int = 1_000
     max_streams_per_client: int = 100
     max_submit_bytes: int = 1024 * 1024 * 1024  # submission bodies read at once (maze/api/limits.py)
+    # What tasks print (README "Logs"): kept per attempt up to `log_cap_kb` (the rest is cut, with a
+    # marker line), and in the MAZE_LOGS stream up to `logs_max_mb` and `logs_max_age_h` (oldest
+    # lines dropped first)
+    log_cap_kb: int = 8 * 1024
+    logs_max_mb: int = 4 * 1024
+    logs_max_age_h: float = 7 * 24.0
 
     @property
     def limits(self) -> ValueLimits:
         return ValueLimits(
-            inline_bytes=self.inline_value_kb * 1024, blob_max_bytes=self.blob_max_mb * 1024 * 1024
+            inline_bytes=self.inline_value_kb * 1024,
+            blob_max_bytes=self.blob_max_mb * 1024 * 1024,
+            log_cap_bytes=self.log_cap_kb * 1024,
         )
 
     @property
@@ -107,9 +117,11 @@ def env_settings(**overrides: object) -> Settings:
         values["trace_hops"] = env["MAZE_TRACE_HOPS"]
     if env.get("MAZE_TOKEN"):
         values["api_token"] = env["MAZE_TOKEN"]
-    for name in ("max_streams", "max_streams_per_client", "max_submit_bytes"):
+    for name in ("max_streams", "max_streams_per_client", "max_submit_bytes", "log_cap_kb", "logs_max_mb"):
         if env.get(f"MAZE_{name.upper()}"):
             values[name] = int(env[f"MAZE_{name.upper()}"])
+    if env.get("MAZE_LOGS_MAX_AGE_H"):
+        values["logs_max_age_h"] = float(env["MAZE_LOGS_MAX_AGE_H"])
     if env.get("MAZE_FAULT_INJECTION"):
         values["fault_injection"] = env["MAZE_FAULT_INJECTION"]
     values.update({k: v for k, v in overrides.items() if v is not None})

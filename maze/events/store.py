@@ -31,6 +31,7 @@ from nats.js.api import (
     StreamConfig,
 )
 from nats.js.errors import (
+    APIError,
     BadRequestError,
     KeyWrongLastSequenceError,
     NoStreamResponseError,
@@ -59,6 +60,12 @@ WORK_MAX_AGE_S = 3600.0
 WORK_MAX_BYTES = 256 * 1024**2
 WORK_MAX_MSGS = 1_000_000
 HEARTBEAT_TTL_S = 120.0  # stale heartbeat keys vanish; liveness itself is judged by the controller
+# What tasks print (maze/events/logs.py) is kept apart from the lifecycle log, within limits: the
+# oldest lines go first past 4 GiB or a week (settings `logs_max_mb`, `logs_max_age_h`).
+LOGS_MAX_BYTES = 4 * 1024**3
+LOGS_MAX_AGE_S = 7 * 24 * 3600.0
+LOGS_MIN_BYTES = 64 * 1024**2
+_INSUFFICIENT_STORAGE = 10047  # JetStream's err_code: a stream's max_bytes does not fit the store
 # Room left in every message for headers and the envelope: no publish may reach `max_payload`.
 HEADROOM_BYTES = 16 * 1024
 _encoder = msgspec.msgpack.Encoder()
@@ -182,7 +189,13 @@ async def connect(urls: Sequence[str], name: str, js_api_prefix: str | None = No
     return nc
 
 
-async def ensure_streams(js: JetStreamContext, replicas: int = 1, lower: bool = False) -> None:
+async def ensure_streams(
+    js: JetStreamContext,
+    replicas: int = 1,
+    lower: bool = False,
+    logs_max_bytes: int = LOGS_MAX_BYTES,
+    logs_max_age_s: float = LOGS_MAX_AGE_S,
+) -> None:
     """Create (or update) the streams Maze needs. Safe to call from every process. Existing
     streams keep more copies than `replicas` unless `lower` (an explicit `--replicas`)."""
     layout = [
@@ -222,17 +235,27 @@ async def ensure_streams(js: JetStreamContext, replicas: int = 1, lower: bool = 
             max_bytes=-1,
         )
     )
+    configs.append(
+        # what tasks print: bounded (oldest dropped first), read by direct gets (maze/api/log_reader.py)
+        StreamConfig(
+            name=subjects.LOGS_STREAM,
+            subjects=[subjects.LOG_SUBJECTS],
+            storage=StorageType.FILE,
+            retention=RetentionPolicy.LIMITS,
+            discard=DiscardPolicy.OLD,
+            max_bytes=logs_max_bytes,
+            max_age=logs_max_age_s,
+            duplicate_window=DUPLICATE_WINDOW_S,
+            num_replicas=replicas,
+            allow_direct=True,
+            allow_rollup_hdrs=False,  # workers write here: no rollup may purge another's lines
+        )
+    )
     for config in configs:
-        try:
-            info = await js.stream_info(str(config.name))
-        except NotFoundError:
-            await js.add_stream(config)
-            continue
-        # fewer copies than the stream has only when asked for (`--replicas`): a count of
-        # servers that came out low (a peer restarting) must not drop copies of the log
-        if not lower and (info.config.num_replicas or 1) > replicas:
-            config.num_replicas = info.config.num_replicas
-        await js.update_stream(config)
+        if config.name == subjects.LOGS_STREAM:
+            await _put_logs_stream(js, config, replicas, lower)
+        else:
+            await _put_stream(js, config, replicas, lower)
     for bucket in (
         KeyValueConfig(
             bucket=subjects.CONTROLLER_BUCKET, history=1, storage=StorageType.FILE, replicas=replicas
@@ -259,6 +282,42 @@ async def ensure_streams(js: JetStreamContext, replicas: int = 1, lower: bool = 
     if beats.allow_rollup_hdrs:
         beats.allow_rollup_hdrs = False
         await js.update_stream(beats)
+
+
+async def _put_stream(js: JetStreamContext, config: StreamConfig, replicas: int, lower: bool) -> None:
+    try:
+        info = await js.stream_info(str(config.name))
+    except NotFoundError:
+        await js.add_stream(config)
+        return
+    # fewer copies than the stream has only when asked for (`--replicas`): a count of
+    # servers that came out low (a peer restarting) must not drop copies of the log
+    if not lower and (info.config.num_replicas or 1) > replicas:
+        config.num_replicas = info.config.num_replicas
+    await js.update_stream(config)
+
+
+async def _put_logs_stream(js: JetStreamContext, config: StreamConfig, replicas: int, lower: bool) -> None:
+    """The logs stream, whose `max_bytes` JetStream reserves on disk up front: where the server
+    has less room (its `max_file_store`), it is made smaller, halving down to LOGS_MIN_BYTES,
+    and said; where not even that fits, the head runs without task logs (said too), never
+    failing to start for them."""
+    wanted = config.max_bytes or LOGS_MAX_BYTES
+    while True:
+        try:
+            await _put_stream(js, config, replicas, lower)
+        except APIError as exc:
+            if exc.err_code != _INSUFFICIENT_STORAGE:
+                raise
+            smaller = (config.max_bytes or wanted) // 2
+            if smaller < LOGS_MIN_BYTES:
+                log.error("logs.stream_not_made", stream=config.name, error=describe_error(exc))
+                return
+            config.max_bytes = smaller
+            continue
+        if config.max_bytes != wanted:
+            log.warning("logs.stream_smaller", stream=config.name, max_bytes=config.max_bytes, wanted=wanted)
+        return
 
 
 async def default_replicas(urls: Sequence[str], settle_s: float = 5.0) -> int:

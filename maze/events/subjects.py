@@ -3,6 +3,7 @@
 RUNS_STREAM = "MAZE_RUNS"
 WORK_STREAM = "MAZE_WORK"
 NODES_STREAM = "MAZE_NODES"
+LOGS_STREAM = "MAZE_LOGS"  # what tasks print (maze/events/logs.py), apart from the lifecycle log
 HEARTBEAT_BUCKET = "maze-heartbeats"
 CONTROLLER_BUCKET = "maze-controller"  # KV: which blob holds the controller's latest snapshot
 LEADER_BUCKET = "maze-leader"  # KV: the run controller's lease (which head decides, and its epoch)
@@ -13,6 +14,7 @@ BLOB_STREAM = f"OBJ_{BLOB_BUCKET}"
 RUN_SUBJECTS = "maze.run.>"
 WORK_SUBJECTS = "maze.work.>"
 NODE_SUBJECTS = "maze.node.>"
+LOG_SUBJECTS = "maze.log.>"
 
 
 def run_subject(run_id: str) -> str:
@@ -64,10 +66,37 @@ def node_head_subject(node_id: str) -> str:
     return f"maze.node.{node_id}.head"
 
 
+def probe_subject(node_id: str) -> str:
+    """Where the embedded server's set-up checks that node `node_id`'s account hears the head (a
+    subject no stream keeps)."""
+    return f"maze.probe.{node_id}"
+
+
 def worker_inbox(node_id: str) -> str:
     """The inbox prefix of node `node_id`'s worker connections: replies to it land on subjects only
     it may read (a worker may not subscribe to `_INBOX.>`, where other clients' replies go)."""
     return f"_INBOX_{node_id}"
+
+
+def log_subject(run_id: str, node_id: str, task_id: str) -> str:
+    """Where the worker of node `node_id` writes what a task of a run printed. The node is a token
+    of the subject, so NATS permissions let a worker write lines as its own node only (and every
+    reader takes the node from here, never from the message); the task is one too, so that one
+    task's lines are read with a subject filter."""
+    return f"maze.log.{run_id}.{node_id}.{task_id}"
+
+
+def log_filter(run_id: str, task_id: str | None = None) -> str:
+    """The subjects of a run's lines (of one task's, with `task_id`), from every node."""
+    return f"maze.log.{run_id}.*.{task_id or '*'}"
+
+
+def log_origin(subject: str) -> tuple[str, str, str] | None:
+    """(run, node, task) of a log subject; None for a subject that is not one."""
+    parts = subject.split(".")
+    if len(parts) != 5 or parts[0] != "maze" or parts[1] != "log":
+        return None
+    return parts[2], parts[3], parts[4]
 
 
 def stream_of(subject: str) -> str:
@@ -78,6 +107,8 @@ def stream_of(subject: str) -> str:
         return WORK_STREAM
     if subject.startswith("maze.node."):
         return NODES_STREAM
+    if subject.startswith("maze.log."):
+        return LOGS_STREAM
     if subject.startswith(f"$O.{BLOB_BUCKET}."):
         return BLOB_STREAM
     return subject

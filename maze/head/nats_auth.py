@@ -6,7 +6,8 @@ outlive restarts.
 - The head may do everything.
 - A worker of node N may: pull its own work (its durable consumer on `maze.work.N`, made by the
   head, and ack it; it may make no consumer), write its reports on runs (`maze.run.*.N`,
-  maze/events/authority.py), its sessions (`maze.node.N`) and heartbeat (`$KV.maze-heartbeats.N`),
+  maze/events/authority.py), what its tasks print (`maze.log.*.N.*`, maze/events/logs.py: the node
+  is the subject's), its sessions (`maze.node.N`) and heartbeat (`$KV.maze-heartbeats.N`),
   read the blob store and store results in it, and hear what the head tells it
   (`maze.node.N.head`). Nothing else: it cannot create runs (those are the head's subjects), purge
   or delete streams, read another node's work, or read the head's credentials (it never has them:
@@ -63,6 +64,7 @@ def _head_exports() -> list[dict[str, object]]:
     work, blobs, kv = subjects.WORK_STREAM, subjects.BLOB_STREAM, f"KV_{subjects.HEARTBEAT_BUCKET}"
     services = [
         "maze.run.*.*",
+        "maze.log.*.*.*",
         "maze.node.*",
         f"$KV.{subjects.HEARTBEAT_BUCKET}.*",
         f"$O.{subjects.BLOB_BUCKET}.C.>",
@@ -81,6 +83,7 @@ def _head_exports() -> list[dict[str, object]]:
     exports: list[dict[str, object]] = [{"service": s} for s in services]
     exports += [{"service": s, "response_type": "stream"} for s in streamed]
     exports.append({"stream": "maze.node.*.head"})
+    exports.append({"stream": "maze.probe.*"})
     return exports
 
 
@@ -93,6 +96,7 @@ def worker_imports(node_id: str) -> list[dict[str, object]]:
     durable = f"worker-{node_id}"
     plain = [
         f"maze.run.*.{node_id}",
+        f"maze.log.*.{node_id}.*",
         subjects.node_subject(node_id),
         f"$KV.{subjects.HEARTBEAT_BUCKET}.{node_id}",
         f"$O.{subjects.BLOB_BUCKET}.C.>",
@@ -116,6 +120,7 @@ def worker_imports(node_id: str) -> list[dict[str, object]]:
         for a in api
     ]
     imports.append({"stream": {"account": HEAD_ACCOUNT, "subject": subjects.node_head_subject(node_id)}})
+    imports.append({"stream": {"account": HEAD_ACCOUNT, "subject": subjects.probe_subject(node_id)}})
     return imports
 
 

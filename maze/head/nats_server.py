@@ -113,10 +113,10 @@ class EmbeddedNats:
         url = f"{self._scheme}://{worker_user(node_id)}:{password}@{self._where}"
         if made:
             self._write_config()
-            await self._until_account_works(url)
+            await self._until_account_works(url, node_id)
         return url
 
-    async def _until_account_works(self, url: str, within_s: float = 15.0) -> None:
+    async def _until_account_works(self, url: str, node_id: str, within_s: float = 15.0) -> None:
         """Reload the configuration (no client is disconnected) until the new worker account's
         imports answer. nats-server 2.15 takes a new account's user on the first reload but may
         wire its imports only on a later one: each try asks through an import, and reloads again
@@ -125,7 +125,7 @@ class EmbeddedNats:
         while True:
             assert self.proc is not None
             self.proc.send_signal(signal.SIGHUP)
-            error = await _imports_answer(url)
+            error = await _imports_answer(url, self.url, node_id)
             if error is None:
                 return
             if time.monotonic() > deadline:
@@ -229,26 +229,47 @@ async def _quiet(_: Exception) -> None:
     return None
 
 
-async def _imports_answer(url: str) -> str | None:
-    """None when a worker account's user can connect and ask the JetStream API it imports; else
-    what went wrong."""
+async def _imports_answer(url: str, head_url: str, node_id: str) -> str | None:
+    """None when a worker account's user can connect, ask the JetStream API it imports (a service
+    import), and hear what the head publishes to it (a stream import, probed on a subject no stream
+    keeps); else what went wrong."""
     import nats
 
+    tls = client_context() if url.startswith("tls://") else None
     try:
         nc = await nats.connect(
-            url,
+            url, connect_timeout=2, allow_reconnect=False, max_reconnect_attempts=0, error_cb=_quiet, tls=tls
+        )
+    except Exception as exc:
+        return f"its user is not taken yet: {exc!r}"
+    head = None
+    try:
+        await nc.jetstream(prefix=JS_API_PREFIX, timeout=2).stream_info(subjects.BLOB_STREAM)
+        heard = asyncio.Event()
+
+        async def on_probe(_: object) -> None:
+            heard.set()
+
+        probe = subjects.probe_subject(node_id)
+        await nc.subscribe(probe, cb=on_probe)
+        await nc.flush()
+        head = await nats.connect(
+            head_url,
             connect_timeout=2,
             allow_reconnect=False,
             max_reconnect_attempts=0,
             error_cb=_quiet,
-            tls=client_context() if url.startswith("tls://") else None,
+            tls=tls,
         )
-    except Exception as exc:
-        return f"its user is not taken yet: {exc!r}"
-    try:
-        await nc.jetstream(prefix=JS_API_PREFIX, timeout=2).stream_info(subjects.BLOB_STREAM)
+        await head.publish(probe, b"")
+        await head.flush()
+        await asyncio.wait_for(heard.wait(), 1.0)
         return None
+    except TimeoutError:
+        return "what the head publishes to it does not reach it yet"
     except Exception as exc:
         return f"its imports do not answer yet: {exc!r}"
     finally:
         await nc.close()
+        if head is not None:
+            await head.close()

@@ -201,7 +201,15 @@ class Head:
                 source="--replicas" if settings.stream_replicas else "min(3, servers in the NATS cluster)",
             )
             explicit = bool(settings.stream_replicas)
-            await until_jetstream_ready(lambda: ensure_streams(nc.jetstream(), replicas, lower=explicit))
+            await until_jetstream_ready(
+                lambda: ensure_streams(
+                    nc.jetstream(),
+                    replicas,
+                    lower=explicit,
+                    logs_max_bytes=settings.logs_max_mb * 1024 * 1024,
+                    logs_max_age_s=settings.logs_max_age_h * 3600,
+                )
+            )
             salt = await until_jetstream_ready(lambda: cluster_salt(nc.jetstream()))
             controller = RunController(nc, EventStore(nc, salt=salt), settings)
             stop_timing_publishes = observe_publishes(controller.metrics.observe_publish)

@@ -347,6 +347,38 @@ def runs_retry(
     console.print(f"run {result['run_id']} retries {run_id}{carried}", highlight=False, soft_wrap=True)
 
 
+@runs_app.command("logs")
+def runs_logs(
+    run_id: str = typer.Argument(..., help="The run whose tasks' output to show."),
+    tail: int = typer.Option(200, "--tail", min=0, max=10_000, help="Show the last N lines (0: none)."),
+    follow: bool = typer.Option(
+        False, "--follow", "-f", help="Then print lines as they come, until the run has ended."
+    ),
+    task_id: str | None = typer.Option(None, "--task-id", help="Only this task's lines."),
+    server_url: str = ServerUrl,
+    token: str | None = Token,
+) -> None:
+    """What a run's tasks printed (stdout, stderr, their child processes'), one line each:
+    `task#attempt stream  line`."""
+    client = _client(server_url, token)
+    # with --tail 0 the last line is still asked for: following goes on after it
+    lines = _call(client.get_run_logs, run_id, tail=tail or (1 if follow else 0), task_id=task_id)
+    after = lines[-1]["cursor"] if lines else None
+    for line in lines[-tail:] if tail else []:
+        _print_line(line)
+    if follow:
+        try:
+            for line in client.follow_run_logs(run_id, task_id=task_id, after=after):
+                _print_line(line)
+        except MazeError as exc:
+            fail(exc.message)
+
+
+def _print_line(line: dict[str, Any]) -> None:
+    # plain output, no markup: a task's text is printed as it is
+    typer.echo(f"{line['task_id']}#{line['attempt']} {line['stream']:<6} {line['line']}")
+
+
 @projections_app.command("rebuild")
 def projections_rebuild(server_url: str = ServerUrl, token: str | None = Token) -> None:
     """Rebuild every read model from the event log and compare with the live one."""

@@ -8,6 +8,7 @@ from typing import Any
 
 from maze.sdk.blobs import BlobClient
 from maze.sdk.http import Http
+from maze.sdk.logs import follow_logs, get_logs
 from maze.sdk.stream import follow_events
 from maze.sdk.workflow import MaWorkflow
 
@@ -106,6 +107,23 @@ class MaClient:
         result: dict[str, Any] = self.http.post(f"/runs/{run_id}/retry", json=body)
         self.http.note_seen(int(result["seq"]))
         return result
+
+    def get_run_logs(
+        self, run_id: str, tail: int | None = 200, task_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """What the run's tasks printed: the last `tail` lines (every line with `tail=None`), of
+        every task or of `task_id`'s, oldest first. A line is a dict: `task_id`, `attempt`,
+        `node_id`, `stream` (`stdout`, `stderr`, or `maze` for Maze's own note that output past
+        the per-attempt cap was cut), `at_ms`, `line`, and `cursor` (pass the last one to
+        `follow_run_logs(after=...)` to go on from there)."""
+        return get_logs(self.http, run_id, tail, task_id)
+
+    def follow_run_logs(
+        self, run_id: str, task_id: str | None = None, after: int | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """The run's lines live (SSE), from its start or after cursor `after`, until the run has
+        ended and every line it printed is given; resumes by itself after a dropped connection."""
+        return follow_logs(self.http, run_id, task_id, after)
 
     def load_value(self, descriptor: dict[str, Any]) -> Any:
         """The value behind a descriptor from an event (or a blob descriptor from a task row): an

@@ -9,10 +9,15 @@ Kept import-light: it is preloaded into the forkserver so a new task process sta
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
+import socket
+import sys
 import time
 import traceback
 from multiprocessing.connection import Connection
+from multiprocessing.reduction import recvfds
 from typing import Any
 
 import cloudpickle
@@ -143,11 +148,62 @@ def run_attempt(request: dict[str, Any], functions: dict[str, Any]) -> tuple[boo
     return _encode_outputs(name, result, request["blob_max_bytes"])
 
 
+def _flush_output() -> None:
+    """What Python and C code buffered leaves before fds 1 and 2 change."""
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        if stream is not None:
+            with contextlib.suppress(Exception):
+                stream.flush()
+    with contextlib.suppress(Exception):
+        _libc().fflush(None)
+
+
+_LIBC: Any = None
+
+
+def _libc() -> Any:
+    global _LIBC
+    if _LIBC is None:
+        _LIBC = ctypes.CDLL(None)
+    return _LIBC
+
+
+def _print_into(fds: list[int] | tuple[int, int], close: bool = True) -> bool:
+    """Make fds 1 and 2 of this process (and of every process it starts) `fds`: an attempt's
+    pipes (maze/workers/capture.py), or this process's own again after it."""
+    _flush_output()
+    os.dup2(fds[0], 1)
+    os.dup2(fds[1], 2)
+    if close:
+        for fd in fds:
+            os.close(fd)
+    # line by line, as on a terminal: a follower sees a line when it is printed
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            with contextlib.suppress(Exception):
+                reconfigure(line_buffering=True)
+    return True
+
+
+def _own_output() -> tuple[int, int]:
+    """Copies of this process's fds 1 and 2 as it started (/dev/null for one that was closed)."""
+    kept = []
+    for fd in (1, 2):
+        try:
+            kept.append(os.dup(fd))
+        except OSError:
+            kept.append(os.open(os.devnull, os.O_WRONLY))
+    return kept[0], kept[1]
+
+
 def child_main(conn: Connection) -> None:
     die_with_parent()
     # a process group of its own: a timeout or a cancel kills the task's children with it
     os.setpgid(0, 0)
     functions: dict[str, Any] = {}
+    sock = socket.socket(fileno=os.dup(conn.fileno()))  # for the fds that come with an attempt
+    own_fds = _own_output()  # where this process's own output goes between attempts
     while True:
         try:
             data = conn.recv_bytes()
@@ -155,7 +211,12 @@ def child_main(conn: Connection) -> None:
             return
         request = msgspec.msgpack.decode(data)
         started = time.perf_counter()
-        ok, payload = run_attempt(request, functions)
+        captured = request.get("capture") and _print_into(recvfds(sock, 2))
+        try:
+            ok, payload = run_attempt(request, functions)
+        finally:
+            if captured:
+                _print_into(own_fds, close=False)
         duration_ms = (time.perf_counter() - started) * 1000
         reply = {
             "ok": ok,

@@ -12,8 +12,11 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
+import socket
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
+from multiprocessing.reduction import sendfds
 from typing import Any
 
 import msgspec
@@ -88,9 +91,18 @@ class ProcessPool:
         self.busy.add(tp)
         return tp
 
-    async def run(self, tp: TaskProcess, request: dict[str, Any], timeout: float | None) -> dict[str, Any]:
+    async def run(
+        self,
+        tp: TaskProcess,
+        request: dict[str, Any],
+        timeout: float | None,
+        output_fds: Sequence[int] | None = None,
+    ) -> dict[str, Any]:
         """Send one attempt to `tp` and wait for its answer. Raises ProcessExited or TimeoutError
-        (the process is killed then)."""
+        (the process is killed then). `output_fds`: what the attempt's fds 1 and 2 are to be while
+        it runs (maze/workers/capture.py), passed to the process with it."""
+        if output_fds is not None:
+            request = {**request, "capture": True}
         loop = asyncio.get_running_loop()
         tp.reply = loop.create_future()
         fd = tp.conn.fileno()
@@ -101,6 +113,9 @@ class ProcessPool:
             # process is waiting to read it)
             os.set_blocking(fd, True)
             tp.conn.send_bytes(_encoder.encode(request))
+            if output_fds is not None:  # after the request, which says they follow
+                with socket.fromfd(fd, socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                    sendfds(sock, list(output_fds))
             return await asyncio.wait_for(asyncio.shield(tp.reply), timeout)
         except BaseException:
             self.kill(tp)

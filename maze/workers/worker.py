@@ -42,6 +42,7 @@ from maze.workers.affinity import CoreAllocator
 from maze.workers.blob_cache import BlobCache
 from maze.workers.capacity import gpu_free_mb
 from maze.workers.child import MAX_MESSAGE_CHARS, MAX_TRACEBACK_CHARS, clip
+from maze.workers.logs import TaskLogs
 from maze.workers.outbox import Outbox
 from maze.workers.pool import ProcessExited, ProcessPool, TaskProcess
 from maze.workers.pull import ContinuousPull
@@ -91,6 +92,7 @@ class Worker:
         self.ended_runs: OrderedDict[str, None] = OrderedDict()  # runs the controller ended
         self.stopped: set[tuple[str, str, int]] = set()  # attempts killed for their run's end
         self._tasks: list[asyncio.Task[None]] = []
+        self.logs = TaskLogs(node_id)  # what tasks print (maze/workers/logs.py)
         self._bind(nc)
         self.log = log.bind(node_id=node_id)
 
@@ -102,6 +104,7 @@ class Worker:
         self.blobs = BlobStore(nc, self.limits.blob_max_bytes)
         self.cache = BlobCache(self.blobs)
         self.budget = payload_budget(nc)
+        self.logs.bind(self.js, self.budget)
 
     @property
     def durable(self) -> str:
@@ -184,6 +187,7 @@ class Worker:
     async def stop(self, reason: str = "stopped") -> None:
         await self.leave()
         self.pool.shutdown()
+        await self.logs.close()
         try:
             await asyncio.wait_for(self.outbox.drain(), 5)
             await self.store.publish(
@@ -375,7 +379,7 @@ class Worker:
             try:
                 hops.mark("process_start", item.run_id)
                 handed = True
-                reply = await self.pool.run(tp, request, item.timeout_seconds)
+                reply = await self.logs.run(self.pool, tp, request, item, self.limits.log_cap_bytes)
                 hops.mark("process_returned", item.run_id)
             except TimeoutError:
                 self._fail(
