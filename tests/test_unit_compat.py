@@ -1,0 +1,67 @@
+"""Code written for the original Maze, the way its docs write it (/work/shared/seeds): the parts
+that need no head (the decorator, add_task's checks, result messages, retry names)."""
+
+from __future__ import annotations
+
+import pytest
+
+from maze import MaWorkflow, ValidationError, task
+from maze.sdk.task import task_meta
+
+
+@task(["text"], ["result"])
+def positional_upper(params):
+    text = params.get("text")
+    return {"result": text.upper()}
+
+
+@task(["a", "b"], ["sum"], {"cpu": 2, "cpu_mem": 256})
+def positional_with_resources(params):
+    return {"sum": params["a"] + params.get("b", 0)}
+
+
+@task(inputs=["text", "suffix"], outputs=["result"])
+def params_get_and_index(params):
+    suffix = params.get("suffix") or ""
+    return {"result": params["text"] + suffix}
+
+
+def _workflow() -> MaWorkflow:
+    # building a workflow needs no head: nothing is sent before run()
+    return MaWorkflow("wf_unit", "http://127.0.0.1:9")
+
+
+def test_positional_inputs_and_outputs() -> None:
+    meta = task_meta(positional_upper)
+    assert (meta.call_style, meta.inputs, meta.outputs) == ("params", ["text"], ["result"])
+    meta = task_meta(positional_with_resources)
+    assert meta.inputs == ["a", "b"] and meta.outputs == ["sum"]
+    assert meta.resources == {"cpu": 2.0, "cpu_mem": 256, "gpu": 0.0, "gpu_mem": 0}
+    assert positional_upper({"text": "hi"}) == {"result": "HI"}  # still a plain function
+
+
+def test_positional_and_keyword_together_is_an_error() -> None:
+    with pytest.raises(ValidationError, match="inputs both positionally and by keyword"):
+        task(["a"], inputs=["a"])
+    with pytest.raises(ValidationError, match="inputs first"):
+        task(None, ["out"])
+
+
+def test_params_style_inputs_read_with_get_may_be_left_out() -> None:
+    assert task_meta(positional_upper).required_inputs == []
+    assert task_meta(positional_with_resources).required_inputs == ["a"]
+    assert task_meta(params_get_and_index).required_inputs == ["text"]
+    wf = _workflow()
+    wf.add_task(positional_upper, inputs={})  # the seed's params.get("text"): may be left out
+    wf.add_task(params_get_and_index, inputs={"text": "x"})
+    with pytest.raises(ValidationError, match=r"missing required input\(s\) \['text'\]"):
+        wf.add_task(params_get_and_index, inputs={"suffix": "!"})
+    with pytest.raises(ValidationError, match=r"unexpected input\(s\) \['other'\]"):
+        wf.add_task(positional_upper, inputs={"other": 1})
+
+
+def test_params_style_without_source_keeps_every_input_required() -> None:
+    namespace: dict[str, object] = {}
+    exec("def f(params):\n    return {'y': params.get('x')}\n", namespace)  # no source to read
+    meta = task_meta(task(inputs=["x"], outputs=["y"])(namespace["f"]))  # type: ignore[arg-type]
+    assert meta.required_inputs == ["x"]
