@@ -65,3 +65,25 @@ def test_params_style_without_source_keeps_every_input_required() -> None:
     exec("def f(params):\n    return {'y': params.get('x')}\n", namespace)  # no source to read
     meta = task_meta(task(inputs=["x"], outputs=["y"])(namespace["f"]))  # type: ignore[arg-type]
     assert meta.required_inputs == ["x"]
+
+
+def test_liveness_judges_each_node_by_its_own_heartbeat_interval() -> None:
+    import time
+
+    from maze.events.specs import NodeCapacity
+    from maze.head.liveness import Liveness
+    from maze.head.placer import NodeView
+
+    liveness = Liveness(timeout_s=10)
+    liveness.joined("slow", 20.0)  # the README's --heartbeat-interval 20
+    liveness.joined("usual", 2.0)
+    liveness.joined("old", 0.0)  # a worker that declared none: the head's timeout
+    assert [liveness.timeout_for(n, "s") for n in ("slow", "usual", "old")] == [60.0, 10.0, 10.0]
+    silent_since = time.monotonic() - 15  # joined 15 s ago (the head live since), no beat since
+    liveness.live_since = silent_since
+    for node in ("slow", "usual", "old"):
+        liveness.join_seen[node] = silent_since
+    views = [
+        NodeView(n, "s", n, "127.0.0.1", NodeCapacity(cpus=1, memory_mb=1)) for n in ("slow", "usual", "old")
+    ]
+    assert sorted(lost.node_id for lost in liveness.stale(views, now_ms=0)) == ["old", "usual"]

@@ -51,7 +51,9 @@ DUPLICATE_WINDOW_S = 120.0
 WORK_MAX_AGE_S = 3600.0
 WORK_MAX_BYTES = 256 * 1024**2
 WORK_MAX_MSGS = 1_000_000
-HEARTBEAT_TTL_S = 120.0  # stale heartbeat keys vanish; liveness itself is judged by the controller
+# stale heartbeat keys vanish; liveness itself is judged by the controller. At least 3x the
+# longest heartbeat interval a worker may declare (MAX_HEARTBEAT_INTERVAL_S, maze/core/settings.py)
+HEARTBEAT_TTL_S = 120.0
 # Room left in every message for headers and the envelope: no publish may reach `max_payload`.
 HEADROOM_BYTES = 16 * 1024
 _encoder = msgspec.msgpack.Encoder()

@@ -110,6 +110,8 @@ def node_live_view(ctl: RunController, node_id: str) -> dict[str, Any]:
     out: dict[str, Any] = {
         "alive_in_controller": bool(view and view.alive),
         "heartbeat_age_s": ctl.liveness.age_s(node_id),
+        "heartbeat_interval_s": ctl.liveness.interval_s(node_id, view.session) if view else None,
+        "liveness_timeout_s": ctl.liveness.timeout_for(node_id, view.session) if view else None,
         "running": beat.running if beat else 0,
         "waiting": beat.waiting if beat else 0,
     }

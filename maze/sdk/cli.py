@@ -18,7 +18,7 @@ from maze.core import hops
 from maze.core.errors import MazeError
 from maze.core.logs import configure_logging
 from maze.core.loop import run_loop
-from maze.core.settings import env_settings, split_urls
+from maze.core.settings import BEATS_MISSED, MAX_HEARTBEAT_INTERVAL_S, env_settings, split_urls
 from maze.core.tls import TLS_CA_ENV
 from maze.sdk.messages import stands
 
@@ -83,9 +83,17 @@ def start(
     agent: bool = typer.Option(
         False, "--agent", help="Worker re-registers by itself after head/NATS restarts."
     ),
-    heartbeat_interval: float = typer.Option(2.0, "--heartbeat-interval", help="Seconds between heartbeats."),
+    heartbeat_interval: float = typer.Option(
+        2.0,
+        "--heartbeat-interval",
+        help=f"Seconds between this node's heartbeats (at most {MAX_HEARTBEAT_INTERVAL_S:g}); the head "
+        f"declares it lost after {BEATS_MISSED} of them without one, and never before --liveness-timeout.",
+    ),
     liveness_timeout: float = typer.Option(
-        10.0, "--liveness-timeout", help="Head: a node silent this long is lost."
+        10.0,
+        "--liveness-timeout",
+        help="Head: the least time a node may be silent before it is lost (longer for a node with a "
+        "long --heartbeat-interval).",
     ),
     replicas: int = typer.Option(
         None,
@@ -144,8 +152,11 @@ def start(
         fail("--replicas must be 1, 3 or 5")
     if queue_factor < 1:
         fail("--node-queue-factor must be at least 1")
-    if heartbeat_interval <= 0 or liveness_timeout <= heartbeat_interval:
-        fail("--heartbeat-interval must be > 0 and below --liveness-timeout")
+    if not 0 < heartbeat_interval <= MAX_HEARTBEAT_INTERVAL_S:
+        # (beyond it the heartbeat bucket forgets a node between two of its beats)
+        fail(f"--heartbeat-interval must be > 0 and at most {MAX_HEARTBEAT_INTERVAL_S:g} seconds")
+    if liveness_timeout <= 0:
+        fail("--liveness-timeout must be > 0")
     if not 1 <= inline_value_kb <= 512:
         fail("--inline-value-kb must be between 1 and 512")
     if blob_max_mb < 1:

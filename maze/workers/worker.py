@@ -132,6 +132,7 @@ class Worker:
                     hostname=self.hostname,
                     ip=self.ip,
                     capacity=self.capacity,
+                    heartbeat_interval_s=self.heartbeat_interval,
                 )
             ],
         )
