@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -15,7 +15,7 @@ from maze.events.values import is_plain
 from maze.sdk import graph
 from maze.sdk.blobs import BlobClient
 from maze.sdk.http import Http
-from maze.sdk.messages import events_to_messages, render, summarize
+from maze.sdk.messages import MessageStream, render, summarize
 from maze.sdk.serialize import pickle_function
 from maze.sdk.stream import follow_events, submit_and_follow
 from maze.sdk.task import TaskMeta, task_meta
@@ -325,27 +325,45 @@ class MaWorkflow:
         return self._http_obj
 
     def get_results(self, run_id: str, verbose: bool = True) -> list[dict[str, Any]]:
-        """All result messages of a run (start_task, finish_task, task_exception,
-        finish_workflow), waiting for the run to finish. Cached after the first call."""
-        if not run_id:
-            raise ValueError("run_id is required")
-        if run_id not in self._cache:
-            events = [self._blob_client.materialize(e) for e in follow_events(self._http(), run_id)]
-            self._cache[run_id] = events_to_messages(self.workflow_id, events)
-        messages = self._cache[run_id]
-        if verbose:
-            for message in messages:
-                print(message)
+        """All result messages of a run (start_task, finish_task, task_exception for each task that
+        failed, task_retry, finish_workflow), waiting for the run to finish. With `verbose`, each
+        message is printed as it arrives. Cached after the first call."""
+        messages = list(self._results(run_id, verbose))
         return messages
 
+    def _results(self, run_id: str, verbose: bool) -> Iterator[dict[str, Any]]:
+        """The run's messages as they come (or from the cache), printed with `verbose`; cached
+        once the run has ended."""
+        if not run_id:
+            raise ValueError("run_id is required")
+        cached = self._cache.get(run_id)
+        if cached is not None:
+            for message in cached:
+                if verbose:
+                    print(message, flush=True)
+                yield message
+            return
+        messages: list[dict[str, Any]] = []
+        stream = MessageStream(self.workflow_id)
+        for event in follow_events(self._http(), run_id):
+            for message in stream.feed(self._blob_client.materialize(event)):
+                messages.append(message)
+                if verbose:
+                    print(message, flush=True)
+                yield message
+        self._cache[run_id] = messages
+
     def show_results(self, run_id: str, output_dir: str = "workflow_results") -> dict[str, Any]:
-        """Wait for the run, print a readable account, and return a summary dict."""
-        print("🔗 Connected to server, starting workflow execution...")
-        messages = self.get_results(run_id, verbose=False)
+        """Follow the run, printing a readable line for each message as it arrives (failed and
+        cancelled tasks included), and return a summary dict: `task_results`,
+        `workflow_completed`, `has_exception`, `exception_tasks`, `state`, `cancelled_tasks`."""
+        print(f"🔗 Connected to server, following run {run_id}...", flush=True)
         names = {t.task_id: t.task_name for t in self.tasks.values()}
-        for message in messages:
+        messages = []
+        for message in self._results(run_id, verbose=False):
+            messages.append(message)
             for line in render(message, names):
-                print(line)
+                print(line, flush=True)
         return summarize(messages)
 
     def get_task_result(self, run_id: str, task_id: str) -> dict[str, Any] | None:

@@ -1,0 +1,111 @@
+"""Code written for the original Maze, as its docs write it (/work/shared/seeds), and what a new
+user tries first, against a real head on a real nats-server."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import threading
+from pathlib import Path
+
+from maze import MaClient, task
+from tests.helpers import wait_until
+
+
+@task(["text"], ["result"])
+def process_text(params):
+    text = params.get("text") or "nothing"
+    return {"result": text.upper()}
+
+
+@task(inputs=["a", "b"], outputs=["sum"])
+def add_maybe(params):
+    return {"sum": params["a"] + (params.get("b") or 0)}
+
+
+@task
+def first(n: int = 0):
+    return {"done": n + 1}
+
+
+@task
+def waits_for_marker(marker: str = "", done: int = 0):
+    import time
+    from pathlib import Path
+
+    deadline = time.monotonic() + 40
+    while not Path(marker).exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the test never let this task finish")
+        time.sleep(0.01)
+    return {"ok": done}
+
+
+class _Printed(io.StringIO):
+    """stdout as a thread prints it, readable while it does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        with self.lock:
+            return super().write(text)
+
+    def text(self) -> str:
+        with self.lock:
+            return self.getvalue()
+
+
+def test_seed_style_tasks_positional_and_inputs_left_out(client: MaClient) -> None:
+    workflow = client.create_workflow()
+    t1 = workflow.add_task(process_text, inputs={"text": "hello"})
+    t2 = workflow.add_task(process_text, inputs={})  # params.get("text"): may be left out
+    t3 = workflow.add_task(add_maybe, inputs={"a": 2})
+    result = workflow.show_results(workflow.run())
+    assert result["workflow_completed"] and not result["has_exception"]
+    assert result["task_results"] == {
+        t1.task_id: {"result": "HELLO"},
+        t2.task_id: {"result": "NOTHING"},
+        t3.task_id: {"sum": 2},
+    }
+
+
+def _follow_in_thread(call, marker: Path) -> tuple[_Printed, list]:  # type: ignore[no-untyped-def]
+    """Run `call` (which prints) in a thread; once the first task's end is printed, let the second
+    task end. Were nothing printed before the run ended, the wait would time out."""
+    printed = _Printed()
+    answer: list = []
+
+    def follow() -> None:
+        with contextlib.redirect_stdout(printed):
+            answer.append(call())
+
+    thread = threading.Thread(target=follow)
+    thread.start()
+    try:
+        wait_until(lambda: "finish_task" in printed.text() or "Task completed" in printed.text(), 30)
+    finally:
+        marker.touch()
+        thread.join(60)
+    return printed, answer
+
+
+def test_get_results_and_show_results_print_each_message_as_it_arrives(client: MaClient, tmp_path) -> None:
+    for name, call in (
+        ("get_results", lambda wf, run_id: wf.get_results(run_id, verbose=True)),
+        ("show_results", lambda wf, run_id: wf.show_results(run_id)),
+    ):
+        marker = tmp_path / name
+        wf = client.create_workflow()
+        a = wf.add_task(first, inputs={"n": 1})
+        wf.add_task(waits_for_marker, inputs={"marker": str(marker), "done": a.outputs["done"]})
+        run_id = wf.run()
+        printed, answer = _follow_in_thread(lambda wf=wf, run_id=run_id, call=call: call(wf, run_id), marker)
+        assert answer, f"{name} did not return"
+        text = printed.text()
+        if name == "get_results":
+            assert [m["type"] for m in answer[0]] == ["start_task", "finish_task"] * 2 + ["finish_workflow"]
+            assert text.count("'type': 'finish_task'") == 2
+        else:
+            assert answer[0]["state"] == "succeeded" and run_id in text
