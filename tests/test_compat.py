@@ -109,3 +109,27 @@ def test_get_results_and_show_results_print_each_message_as_it_arrives(client: M
             assert text.count("'type': 'finish_task'") == 2
         else:
             assert answer[0]["state"] == "succeeded" and run_id in text
+
+
+@task(timeout_seconds=1, max_retries=1, retry_on=["timeout"])
+def slow_the_first_time(marker: str = ""):
+    import time
+    from pathlib import Path
+
+    path = Path(marker)
+    if not path.exists():
+        path.write_text("tried")
+        time.sleep(30)  # killed at its timeout
+    return {"attempts": 2}
+
+
+def test_retry_on_timeout_as_the_seeds_write_it(client: MaClient, tmp_path) -> None:
+    wf = client.create_workflow()
+    t = wf.add_task(slow_the_first_time, inputs={"marker": str(tmp_path / "tried")})
+    run_id = wf.run()
+    summary = wf.show_results(run_id)
+    assert summary["state"] == "succeeded" and summary["task_results"][t.task_id] == {"attempts": 2}
+    attempts = client.get_run_task(run_id, t.task_id)["attempts"]
+    assert [a["state"] for a in attempts] == ["timed_out", "succeeded"]
+    created = next(e for e in client.get_run_events(run_id) if e["type"] == "run.created")
+    assert created["tasks"][0]["retry"]["retry_on"] == ["timed_out"]  # recorded in one vocabulary

@@ -87,3 +87,43 @@ def test_liveness_judges_each_node_by_its_own_heartbeat_interval() -> None:
         NodeView(n, "s", n, "127.0.0.1", NodeCapacity(cpus=1, memory_mb=1)) for n in ("slow", "usual", "old")
     ]
     assert sorted(lost.node_id for lost in liveness.stale(views, now_ms=0)) == ["old", "usual"]
+
+
+def test_retry_on_takes_the_names_the_seeds_use_and_each_can_match() -> None:
+    from maze.events.specs import RetryPolicy, TaskError
+    from maze.head.retry import next_attempt_delay_ms
+
+    # what each kind of failure looks like when it happens (maze/workers/worker.py, the scheduler)
+    happens = {
+        "timeout": TaskError(error_type="timed_out", message="attempt exceeded timeout", retryable=True),
+        "node_lost": TaskError(error_type="node_lost", message="node went away", retryable=True),
+        "resource_unavailable": TaskError(
+            error_type="resource_unavailable", message="placed 21 times in a row", retryable=True
+        ),
+        "artifact_error": TaskError(
+            error_type="artifact_error", message="store did not answer", retryable=True
+        ),
+    }
+    for name, error in happens.items():
+        policy = RetryPolicy(max_retries=2, retry_on=(name,))
+        assert [next_attempt_delay_ms(policy, error, n) is not None for n in (1, 2, 3)] == [
+            True,
+            True,
+            False,
+        ], name
+        other = RetryPolicy(max_retries=2, retry_on=("user_code",))
+        assert next_attempt_delay_ms(other, error, 1) is None, name
+    # without retry_on, resource_unavailable is not retried (the same placement would come back)
+    assert next_attempt_delay_ms(RetryPolicy(max_retries=3), happens["resource_unavailable"], 1) is None
+
+
+def test_a_lost_node_is_retried_max_retries_times_and_once_by_default() -> None:
+    from maze.events.specs import RetryPolicy, TaskError
+    from maze.head.retry import next_attempt_delay_ms
+
+    lost = TaskError(error_type="node_lost", message="node went away", retryable=True)
+    retried = [next_attempt_delay_ms(RetryPolicy(max_retries=3), lost, n) for n in (1, 2, 3, 4)]
+    assert retried == [0, 0, 0, None]
+    assert [next_attempt_delay_ms(RetryPolicy(), lost, n) for n in (1, 2)] == [0, None]  # the default
+    left_out = RetryPolicy(max_retries=3, retry_on=("user_code",))
+    assert next_attempt_delay_ms(left_out, lost, 1) is None

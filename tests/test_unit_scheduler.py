@@ -529,3 +529,34 @@ def test_a_node_event_that_cannot_be_folded_is_skipped_loudly(monkeypatch: typin
     monkeypatch.setattr(core.placer, "node_joined", broken)
     core.apply(joined())
     assert core.fold_errors == 1
+
+
+def test_resource_unavailable_named_in_retry_on_is_retried_with_a_fresh_count_of_placements() -> None:
+    from maze.events.tasks import AttemptRejected
+    from maze.head.scheduler import MAX_REQUEUES
+
+    core = core_with(spec("g", retry=RetryPolicy(max_retries=1, retry_on=("resource_unavailable",))))
+    now = 1_000
+
+    def reject(item: WorkItem) -> Decision:
+        core.apply(
+            AttemptRejected(run_id="r", task_id="g", attempt=item.attempt, node_id="n", at_ms=now, reason="x")
+        )
+        return decide(core, now)
+
+    [item] = items(decide(core, now))
+    for _ in range(MAX_REQUEUES):  # rejected again and again: placed at once, then after backoffs
+        decision = reject(item)
+        for retry in (e for e in decision.events if isinstance(e, RetryScheduled)):
+            now += retry.delay_ms
+            decision = decide(core, now)
+        [item] = items(decision)
+    [failed] = [e for e in reject(item).events if isinstance(e, AttemptFailed)]
+    assert failed.error.error_type == "resource_unavailable"
+    decision = decide(core, now)  # the failure folded: retry_on names it, so a retry, not the end
+    assert not finished(decision)
+    [retry] = [e for e in decision.events if isinstance(e, RetryScheduled)]
+    assert retry.reason == "resource_unavailable" and core.runs["r"].tasks["g"].requeues == 0
+    now += retry.delay_ms
+    [item] = items(decide(core, now))
+    assert [i.attempt for i in items(reject(item))] == [item.attempt + 1], "a fresh count: again at once"

@@ -27,6 +27,7 @@ from maze.core.dag import find_cycle
 from maze.core.errors import ResourceUnavailable, SerializationError, ValidationError
 from maze.core.resources import normalize_resources
 from maze.core.settings import ValueLimits
+from maze.core.task_machine import canonical_error_type
 from maze.events import values
 from maze.events.blobs import HEX_RE
 from maze.events.specs import Input, InputRef, InputValue, Resources, RetryPolicy, TaskSpec
@@ -263,7 +264,8 @@ def accept_submission(req: SubmitRun, limits: ValueLimits) -> Accepted:
                 retry=RetryPolicy(
                     max_retries=sub.max_retries,
                     backoff_seconds=sub.retry_backoff_seconds,
-                    retry_on=tuple(sub.retry_on),
+                    # recorded by the names this vocabulary uses (`timeout` is `timed_out`)
+                    retry_on=tuple(dict.fromkeys(canonical_error_type(n) for n in sub.retry_on)),
                 ),
                 task_type=sub.task_type,
                 after=tuple(sorted(set(sub.after))),

@@ -13,6 +13,7 @@ import structlog
 from msgspec import Struct
 
 from maze.core.task_machine import (
+    FAILED,
     FAILED_NOW,
     PLACED,
     REQUEUED,
@@ -126,11 +127,14 @@ def apply_attempt_event(run: RunRuntime, event: Event) -> list[str]:
     step = transition(task.state, task.attempt, task.failures, event, task.node_id)
     if step is None:
         return []
+    before = task.state
     task.state, task.attempt, task.failures = step.state, step.attempt, step.failures
     effect = step.effect
     if effect == RETRY:
         assert isinstance(event, RetryScheduled)
         run.undecided.pop(event.task_id, None)
+        if before in FAILED:  # a retry after a failure (resource_unavailable too) starts afresh
+            task.requeues = 0
         task.next_attempt = event.next_attempt
         task.retry_at_ms = event.at_ms + event.delay_ms
     elif effect == PLACED:

@@ -480,7 +480,8 @@ class Scheduler:
                     error_type="resource_unavailable",
                     message=f"placed {task.requeues} times in a row and never started; the last: "
                     f"{task.requeue_reason}",
-                    retryable=False,
+                    # another try later may find room: retried when retry_on names it
+                    retryable=True,
                     origin="controller",
                     attempt=task.attempt + 1,
                 ),
