@@ -127,3 +127,15 @@ def test_a_lost_node_is_retried_max_retries_times_and_once_by_default() -> None:
     assert [next_attempt_delay_ms(RetryPolicy(), lost, n) for n in (1, 2)] == [0, None]  # the default
     left_out = RetryPolicy(max_retries=3, retry_on=("user_code",))
     assert next_attempt_delay_ms(left_out, lost, 1) is None
+
+
+def test_workspace_options_say_which_version_adds_them() -> None:
+    wf = _workflow()
+    wf.add_task(positional_upper, inputs={"text": "x"})
+    for kwargs in (
+        {"workspace_dir": "/tmp/my_workspace", "artifact_mode": True},
+        {"file_context": {"enabled": True, "workspace_dir": "/tmp/my_workspace"}},
+    ):
+        with pytest.raises(ValidationError, match=r"arrive in Maze 0\.2\.0; this is Maze ") as info:
+            wf.run(**kwargs)  # type: ignore[arg-type]
+        assert info.value.details["available_in"] == "0.2.0"

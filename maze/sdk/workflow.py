@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,6 +26,16 @@ if TYPE_CHECKING:
 
 
 SUBMIT_BUSY_TRIES = 12  # about 45 s of a head busy reading other submissions
+# The release that brings workspaces and artifact mode (`run(workspace_dir=..., artifact_mode=True)`,
+# `file_context=`), the original Maze's shared files for tasks.
+WORKSPACES_VERSION = "0.2.0"
+
+
+def _this_version() -> str:
+    try:
+        return importlib.metadata.version("maze")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 class TaskOutput:
@@ -256,9 +267,26 @@ class MaWorkflow:
         artifact_mode: bool = False,
         file_context: dict[str, Any] | None = None,
     ) -> str:
-        """Submit the workflow; returns the new run's id."""
+        """Submit the workflow; returns the new run's id.
+
+        `workspace_dir`, `artifact_mode` and `file_context` (workspaces: files shared with tasks)
+        arrive in Maze 0.2.0; until then they raise ValidationError saying so."""
         if workspace_dir is not None or artifact_mode or file_context is not None:
-            raise ValidationError("workspaces and artifact mode are not available in this version of Maze")
+            given = [
+                name
+                for name, value in (
+                    ("workspace_dir", workspace_dir),
+                    ("artifact_mode", artifact_mode or None),
+                    ("file_context", file_context),
+                )
+                if value is not None
+            ]
+            raise ValidationError(
+                f"run({', '.join(given)}=...): workspaces and artifact mode arrive in Maze "
+                f"{WORKSPACES_VERSION}; this is Maze {_this_version()}. Until then, pass files' contents "
+                "as task inputs and outputs (values of any size travel through the blob store)",
+                available_in=WORKSPACES_VERSION,
+            )
         if not self.tasks:
             raise ValidationError("the workflow has no tasks")
         used = {t.func_hash for t in self.tasks.values()}
