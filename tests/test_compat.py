@@ -133,3 +133,84 @@ def test_retry_on_timeout_as_the_seeds_write_it(client: MaClient, tmp_path) -> N
     assert [a["state"] for a in attempts] == ["timed_out", "succeeded"]
     created = next(e for e in client.get_run_events(run_id) if e["type"] == "run.created")
     assert created["tasks"][0]["retry"]["retry_on"] == ["timed_out"]  # recorded in one vocabulary
+
+
+@task
+def part(i: int = 0):
+    return {"s": f"p{i}"}
+
+
+@task
+def odd_values(size: int = 0):
+    return {"blob": bytes(range(256)) * (size // 256), "kinds": {1, 2}}
+
+
+@task
+def join_parts(parts: list | None = None):
+    return {"joined": "+".join(parts or [])}
+
+
+@task
+def look_at(shape: dict | None = None):
+    shape = shape or {}
+    return {
+        "named": shape["named"],
+        "nested": shape["nested"],
+        "lit": shape["lit"],
+        "blob_len": len(shape["nested"][1]["blob"]),
+        "kinds": sorted(shape["kinds"]),
+    }
+
+
+@task(inputs=["parts"], outputs=["n"])
+def count_parts(params):
+    return {"n": len(params["parts"])}
+
+
+def test_fan_in_from_lists_and_dicts_of_outputs(client: MaClient) -> None:
+    wf = client.create_workflow()
+    ts = [wf.add_task(part, inputs={"i": i}) for i in range(5)]
+    joined = wf.add_task(join_parts, inputs={"parts": [t.outputs["s"] for t in ts]})
+    counted = wf.add_task(count_parts, inputs={"parts": [t.outputs["s"] for t in ts] + ["literal"]})
+    big = wf.add_task(odd_values, inputs={"size": 300_000})  # above the inline limit: a blob
+    shape = wf.add_task(
+        look_at,
+        inputs={
+            "shape": {
+                "named": {t.task_id[-4:]: t.outputs["s"] for t in ts[:2]},
+                "nested": [ts[4].outputs["s"], {"blob": big.outputs["blob"]}, 7],
+                "lit": "as is",
+                "kinds": big.outputs["kinds"],  # a set: pickled, not plain data
+            }
+        },
+    )
+    assert shape.upstream() == {ts[0].task_id, ts[1].task_id, ts[4].task_id, big.task_id}
+    assert [e for e in wf.get_graph_info()["edges"] if e[1] == joined.task_id] == sorted(
+        [t.task_id, joined.task_id] for t in ts
+    )
+    run_id = wf.run()
+    summary = wf.show_results(run_id)
+    assert summary["state"] == "succeeded", summary
+    results = summary["task_results"]
+    assert results[joined.task_id] == {"joined": "p0+p1+p2+p3+p4"}
+    assert results[counted.task_id] == {"n": 6}
+    assert results[shape.task_id] == {
+        "named": {ts[0].task_id[-4:]: "p0", ts[1].task_id[-4:]: "p1"},
+        "nested": [
+            "p4",
+            {"blob": bytes(range(256)) * (300_000 // 256)},
+            7,
+        ],
+        "lit": "as is",
+        "blob_len": 300_000 // 256 * 256,
+        "kinds": [1, 2],
+    }
+    # the run's record describes it: the gathered references, and the read model's inputs and edges
+    created = next(e for e in client.get_run_events(run_id) if e["type"] == "run.created")
+    recorded = next(t for t in created["tasks"] if t["task_id"] == joined.task_id)["inputs"]["parts"]
+    assert recorded["type"] == "gather" and recorded["keys"] is None
+    assert [i["task_id"] for i in recorded["items"]] == [t.task_id for t in ts]
+    row = client.get_run_task(run_id, shape.task_id)
+    assert row["inputs"]["shape"]["gather"]["lit"] == {"value": "as is"}
+    assert row["inputs"]["shape"]["gather"]["nested"]["gather"][0] == {"ref": f"{ts[4].task_id}.output.s"}
+    assert sorted(row["upstream"]) == sorted(shape.upstream())

@@ -393,6 +393,39 @@ def test_a_missing_output_key_fails_the_attempt_with_invalid_input() -> None:
     assert ended.state == "failed" and ended.failed_task_id == "b"
 
 
+def test_a_gathered_input_waits_for_every_reference_and_travels_as_slots_and_a_template() -> None:
+    from maze.events.gather import assemble
+    from maze.events.specs import InputGather
+
+    parts = InputGather(
+        items=(
+            InputRef(task_id="a", key="x"),
+            InputValue(data=msgspec.msgpack.encode("lit")),
+            InputRef("b", "x"),
+        ),
+    )
+    named = InputGather(items=(InputRef("b", "x"), InputGather(items=(InputRef("a", "x"),))), keys=("k", 3))
+    fan_in = msgspec.structs.replace(spec("c"), inputs={"parts": parts, "named": named})
+    core = core_with(spec("a"), spec("b"), fan_in)
+    first = {i.task_id: i for i in items(decide(core, 1))}
+    assert sorted(first) == ["a", "b"], "c waits for both"
+    succeed(core, first["a"], {"x": msgspec.msgpack.encode("A")})
+    assert items(decide(core, 2)) == []
+    succeed(core, first["b"], {"x": msgspec.msgpack.encode("B")})
+    [c] = items(decide(core, 3))
+    wires = values.decode_map_raw(c.inputs)
+    assert sorted(wires) == sorted(["parts\x000", "parts\x001", "parts\x002", "named\x000", "named\x001"])
+    decoded = {key: msgspec.msgpack.decode(raw) for key, raw in wires.items()}
+    assert assemble(c.gathers, decoded) == {"parts": ["A", "lit", "B"], "named": {"k": "B", 3: ["A"]}}
+    # a gathered reference to an output its task did not return: invalid_input naming the item
+    only_a = InputGather(items=(InputValue(data=ONE), InputRef(task_id="a", key="x")))
+    core = core_with(spec("a"), msgspec.structs.replace(spec("c"), inputs={"parts": only_a}))
+    [a] = items(decide(core, 1))
+    succeed(core, a, {"y": ONE})
+    [failed] = [e for e in decide(core, 2).events if isinstance(e, AttemptFailed)]
+    assert "input 'parts[1]' refers to output 'x'" in failed.error.message
+
+
 def test_a_run_with_inline_code_asks_for_it_in_the_blob_store() -> None:
     core = Scheduler()
     core.apply(joined())

@@ -29,6 +29,7 @@ import structlog
 from msgspec import Struct
 
 from maze.core.task_machine import PLACEABLE
+from maze.events import gather
 from maze.events.catalog import Event, fenced
 from maze.events.codec import encode_value
 from maze.events.nodes import NodeJoined, NodeLeft, NodeLost
@@ -661,4 +662,5 @@ def work_item(spec: TaskSpec, placed: AttemptPlaced, inputs: bytes) -> WorkItem:
         gpus=placed.gpus,
         timeout_seconds=spec.timeout_seconds,
         session=placed.session,
+        gathers=gather.templates(spec.inputs),
     )

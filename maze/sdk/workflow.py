@@ -95,7 +95,7 @@ class MaTask:
         self._blobs = blobs or {}
 
     def upstream(self) -> set[str]:
-        deps = {v.task_id for v in self.inputs.values() if isinstance(v, TaskOutput)}
+        deps = {ref.task_id for value in self.inputs.values() for ref in _references(value)}
         return deps | self.after
 
     def delete(self) -> None:
@@ -113,7 +113,7 @@ class MaTask:
             "inputs": {
                 k: ({"ref": v.to_reference_string()} if isinstance(v, TaskOutput) else self._input_forms[k])
                 for k, v in self.inputs.items()
-            },
+            },  # (a list or dict holding references is in _input_forms as a 'gather')
             "outputs": m.outputs,
             "required_inputs": m.required_inputs,
             "accepted_inputs": m.accepted_inputs,
@@ -130,17 +130,21 @@ class MaTask:
         return f"MaTask({self.task_name!r}, {self.task_id})"
 
 
-def _holds_reference(value: Any, depth: int = 0) -> bool:
-    """Whether a TaskOutput hides inside a container (it would travel as a literal object)."""
+MAX_GATHER_DEPTH = 32  # lists or dicts of references nested this deep at most (as the head takes)
+
+
+def _references(value: Any, depth: int = 0) -> list[TaskOutput]:
+    """The task output references an input holds: itself, or those inside its lists and dicts (a
+    fan-in: `[t.outputs["s"] for t in ts]`); tuples and sets are looked into too, to refuse them."""
     if isinstance(value, TaskOutput):
-        return True
-    if depth > 32 or is_plain(value):
-        return False
+        return [value]
+    if depth > MAX_GATHER_DEPTH or is_plain(value):
+        return []
     if isinstance(value, list | tuple | set | frozenset):
-        return any(_holds_reference(v, depth + 1) for v in value)
+        return [ref for item in value for ref in _references(item, depth + 1)]
     if isinstance(value, dict):
-        return any(_holds_reference(v, depth + 1) for v in value.values())
-    return False
+        return [ref for item in value.values() for ref in _references(item, depth + 1)]
+    return []
 
 
 class MaWorkflow:
@@ -169,7 +173,11 @@ class MaWorkflow:
         task_name: str | None = None,
         **kwargs: Any,
     ) -> MaTask:
-        """Add a task. `inputs` values are literals or `other_task.outputs["key"]` references."""
+        """Add a task. `inputs` values are literals, `other_task.outputs["key"]` references (each
+        makes an edge), or lists and dicts holding references among literals, nested as you like
+        (a fan-in: `{"parts": [t.outputs["s"] for t in tasks]}`): the task gets the list or dict of
+        the values. An unknown output key raises KeyError where the task declares its outputs (at
+        `task.outputs["key"]`), else ValidationError when the run is submitted."""
         if task_func is None or not callable(task_func):
             raise ValidationError("add_task needs a function decorated with @task")
         if kwargs:
@@ -179,22 +187,14 @@ class MaWorkflow:
         forms: dict[str, dict[str, Any]] = {}
         blobs: dict[str, bytes] = {}
         for name, value in inputs.items():
+            refs = _references(value)
+            for ref in refs:
+                self._check_reference(ref, name)
             if isinstance(value, TaskOutput):
-                if value.task_id not in self.tasks:
-                    raise ValidationError(
-                        f"input {name!r} refers to task {value.task_id}, not in this workflow"
-                    )
-                upstream = self.tasks[value.task_id]
-                if upstream.meta.outputs is not None and value.output_key not in upstream.meta.outputs:
-                    raise ValidationError(
-                        f"input {name!r}: task {upstream.task_name!r} has no output {value.output_key!r}"
-                    )
+                continue
+            if refs:
+                forms[name] = self._gather_form(value, f"input {name!r} of {meta.name}", blobs, 0)
             else:
-                if _holds_reference(value):
-                    raise ValidationError(
-                        f"input {name!r} of {meta.name}: a task output reference must be the input's "
-                        "whole value, not inside a list or dict (add one input per reference)"
-                    )
                 forms[name], needed = self._blob_client.encode_input(value, f"input {name!r} of {meta.name}")
                 blobs.update(needed)
         missing = sorted(set(meta.required_inputs) - set(inputs))
@@ -217,6 +217,51 @@ class MaWorkflow:
         )
         self.tasks[task_id] = ma_task
         return ma_task
+
+    def _check_reference(self, ref: TaskOutput, name: str) -> None:
+        if ref.task_id not in self.tasks:
+            raise ValidationError(f"input {name!r} refers to task {ref.task_id}, not in this workflow")
+        upstream = self.tasks[ref.task_id]
+        if upstream.meta.outputs is not None and ref.output_key not in upstream.meta.outputs:
+            raise ValidationError(
+                f"input {name!r}: task {upstream.task_name!r} has no output {ref.output_key!r}"
+            )
+
+    def _gather_form(self, value: Any, where: str, blobs: dict[str, bytes], depth: int) -> dict[str, Any]:
+        """A list or dict holding references as POST /runs takes it: `{"gather": [...] | {...}}`
+        of item forms (references, gathers, and literals encoded one by one)."""
+        if isinstance(value, TaskOutput):
+            return {"ref": value.to_reference_string()}
+        if not _references(value):
+            form, needed = self._blob_client.encode_input(value, where)
+            blobs.update(needed)
+            return form
+        if depth >= MAX_GATHER_DEPTH:
+            raise ValidationError(
+                f"{where}: lists or dicts of references nest {MAX_GATHER_DEPTH} deep at most"
+            )
+        if type(value) is list:
+            return {
+                "gather": [
+                    self._gather_form(item, f"{where}[{i}]", blobs, depth + 1) for i, item in enumerate(value)
+                ]
+            }
+        if type(value) is dict:
+            for key in value:
+                if type(key) not in (str, int):
+                    raise ValidationError(
+                        f"{where}: a dict holding task outputs needs str or int keys, not {key!r}"
+                    )
+            return {
+                "gather": {
+                    key: self._gather_form(item, f"{where}[{key!r}]", blobs, depth + 1)
+                    for key, item in value.items()
+                }
+            }
+        raise ValidationError(
+            f"{where}: task outputs may be gathered in a list or a dict, not in a {type(value).__name__} "
+            "(the task would get a list back)"
+        )
 
     def get_tasks(self) -> list[dict[str, str]]:
         return [{"id": t.task_id, "name": t.task_name} for t in self.tasks.values()]
@@ -252,7 +297,7 @@ class MaWorkflow:
             t.task_name
             for t in self.tasks.values()
             if t.task_id != task_id
-            and task_id in {v.task_id for v in t.inputs.values() if isinstance(v, TaskOutput)}
+            and task_id in {ref.task_id for value in t.inputs.values() for ref in _references(value)}
         ]
         if users:
             raise ValidationError(f"task {task_id} feeds {users}; delete or rewire those first")

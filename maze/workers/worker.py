@@ -423,6 +423,7 @@ class Worker:
             "func": func,
             "call_style": item.call_style,
             "inputs": item.inputs,
+            "gathers": item.gathers,
             "blobs": blobs,
             "outputs": item.outputs,
             "gpus": item.gpus,
