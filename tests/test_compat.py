@@ -4,12 +4,19 @@ user tries first, against a real head on a real nats-server."""
 from __future__ import annotations
 
 import contextlib
+import http.server
 import io
+import subprocess
+import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
-from maze import MaClient, task
-from tests.helpers import wait_until
+import pytest
+
+from maze import MaClient, ValidationError, task
+from maze.core.errors import NotAMazeHead, Unreachable
+from tests.helpers import free_port, wait_until
 
 
 @task(["text"], ["result"])
@@ -214,3 +221,68 @@ def test_fan_in_from_lists_and_dicts_of_outputs(client: MaClient) -> None:
     assert row["inputs"]["shape"]["gather"]["lit"] == {"value": "as is"}
     assert row["inputs"]["shape"]["gather"]["nested"]["gather"][0] == {"ref": f"{ts[4].task_id}.output.s"}
     assert sorted(row["upstream"]) == sorted(shape.upstream())
+
+
+class _NotMaze(http.server.BaseHTTPRequestHandler):
+    """Some other web server: 404 for every GET, 501 for every POST (the standard library's)."""
+
+    def do_GET(self) -> None:
+        self.send_error(404, "File not found")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def other_server() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NotMaze)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "maze", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_a_wrong_url_fails_at_once_with_one_clear_line(other_server: str) -> None:
+    nothing = f"127.0.0.1:{free_port()}"  # nothing listens there
+    client = MaClient(nothing)  # scheme-less HOST:PORT is taken as http://
+    assert client.server_url == f"http://{nothing}"
+    # Unreachable, not the Unavailable the retry loops catch: raised on the first refusal
+    with pytest.raises(Unreachable, match="connection refused"):
+        client.list_runs()
+    wf = client.create_workflow()
+    wf.add_task(first, inputs={"n": 1})
+    with pytest.raises(Unreachable, match="connection refused"):
+        wf.run()
+    with pytest.raises(Unreachable, match="connection refused"):
+        wf.get_results("run_x", verbose=False)
+    with pytest.raises(ValidationError, match="expected http://HOST:PORT"):
+        MaClient("ftp://somewhere")
+    # another web server at that address is named as such
+    other = MaClient(other_server)
+    with pytest.raises(NotAMazeHead, match="HTTP 404 and is not a Maze head"):
+        other.list_runs()
+    wf = other.create_workflow()
+    wf.add_task(first, inputs={"n": 1})
+    with pytest.raises(NotAMazeHead, match="is not a Maze head"):
+        wf.run()
+    for url, said in ((nothing, "connection refused"), (other_server, "is not a Maze head")):
+        out = _cli("runs", "list", "--server-url", url)
+        assert out.returncode == 1, out
+        lines = out.stdout.strip().splitlines()
+        assert len(lines) == 1 and said in lines[0] and "Traceback" not in out.stderr, out
+
+
+def test_every_answer_of_a_head_says_so_and_host_port_works(head, client: MaClient) -> None:  # type: ignore[no-untyped-def]
+    import httpx
+
+    for path in ("/runs", "/nope", "/runs/run_nope"):
+        assert httpx.get(f"{head.url}{path}").headers["x-maze-head"], path
+    bare = MaClient(f"127.0.0.1:{head.port}")
+    wf = bare.create_workflow()
+    t = wf.add_task(first, inputs={"n": 1})
+    assert wf.show_results(wf.run())["task_results"][t.task_id] == {"done": 2}

@@ -9,6 +9,7 @@ from litestar.openapi import OpenAPIConfig
 from maze.api import admin, artifacts, cluster, health, runs
 from maze.api.auth import BearerToken
 from maze.api.errors import EXCEPTION_HANDLERS
+from maze.api.identity import mark_maze_head
 from maze.api.state import HeadState
 
 
@@ -46,6 +47,7 @@ def create_app(head: HeadState) -> Litestar:
         ],
         dependencies={"head": Provide(provide_head)},
         middleware=middleware,
+        before_send=[mark_maze_head],  # every answer says it comes from a Maze head
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         openapi_config=OpenAPIConfig(title="Maze", version="0.1.0", path="/schema"),
         request_max_body_size=64 * 1024 * 1024,

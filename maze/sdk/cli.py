@@ -444,7 +444,7 @@ def cluster_join_command(server_url: str = ServerUrl, token: str | None = Token)
     credentials of its own."""
     client = _client(server_url, token)
     _call(client.http.get, "/cluster/resources")  # the head answers, and takes this token
-    head = httpx.URL(server_url)
+    head = httpx.URL(client.server_url)
     host = head.host
     if host in ("localhost", "127.0.0.1"):
         from maze.workers.capacity import local_ip

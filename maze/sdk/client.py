@@ -18,10 +18,15 @@ class MaClient:
     """Connects to a Maze head (`maze start --head`) at `server_url`."""
 
     def __init__(self, server_url: str = "http://localhost:8000", token: str | None = None) -> None:
-        """`token`: the head's API token (else $MAZE_TOKEN, else, for a head on this machine, the
-        one in the local data dir). A head that binds only loopback needs none."""
-        self.server_url = server_url.rstrip("/")
-        self.http = Http(self.server_url, token=token)
+        """`server_url`: `http(s)://HOST:PORT`, or `HOST:PORT` (http). `token`: the head's API
+        token (else $MAZE_TOKEN, else, for a head on this machine, the one in the local data dir).
+        A head that binds only loopback needs none.
+
+        A URL where nothing answers fails at once with `Unreachable` (until a head has answered
+        there once: then a refused connection is a head restarting, and calls wait for it); a
+        server there that is not a Maze head fails with `NotAMazeHead`."""
+        self.http = Http(server_url, token=token)
+        self.server_url = self.http.server_url
         self.blobs = BlobClient(self.http)
 
     def close(self) -> None:

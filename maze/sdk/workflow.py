@@ -11,7 +11,15 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from maze.core.dag import find_cycle
-from maze.core.errors import BlobMissing, MazeError, NotFound, TooManyRequests, Unavailable, ValidationError
+from maze.core.errors import (
+    BlobMissing,
+    MazeError,
+    NotFound,
+    TooManyRequests,
+    Unavailable,
+    Unreachable,
+    ValidationError,
+)
 from maze.events.values import is_plain
 from maze.sdk import graph
 from maze.sdk.blobs import BlobClient
@@ -153,12 +161,12 @@ class MaWorkflow:
 
     def __init__(self, workflow_id: str, server_url: str, client: MaClient | None = None) -> None:
         self.workflow_id = workflow_id
-        self.server_url = server_url.rstrip("/")
         self.tasks: dict[str, MaTask] = {}
         self.functions: dict[str, bytes] = {}
         self._cache: dict[str, list[dict[str, Any]]] = {}
         self._client = client
-        self._http_obj = client.http if client is not None else Http(self.server_url)
+        self._http_obj = client.http if client is not None else Http(server_url)
+        self.server_url = self._http_obj.server_url
         self._blob_client = client.blobs if client is not None else BlobClient(self._http_obj)
         # each function is pickled once per workflow (a 100,000-task fan-out calls add_task
         # 100,000 times with the same function); the function is kept so its id stays its own
@@ -388,6 +396,8 @@ class MaWorkflow:
                 # this client holds as many live streams as the head allows: submit alone, and
                 # get_results() opens the stream when it is asked for
                 follow = False
+            except Unreachable:
+                raise  # a wrong URL: said at once
             except Unavailable:
                 unavailable += 1
                 if unavailable > 3:
