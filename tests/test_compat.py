@@ -286,3 +286,90 @@ def test_every_answer_of_a_head_says_so_and_host_port_works(head, client: MaClie
     wf = bare.create_workflow()
     t = wf.add_task(first, inputs={"n": 1})
     assert wf.show_results(wf.run())["task_results"][t.task_id] == {"done": 2}
+
+
+@task
+def boom(value: int = 0):
+    raise RuntimeError(f"boom at {value}")
+
+
+def _cli_at(columns: int, *args: str) -> subprocess.CompletedProcess[str]:
+    import os
+
+    env = {**os.environ, "COLUMNS": str(columns)}
+    return subprocess.run(
+        [sys.executable, "-m", "maze", *args], capture_output=True, text=True, timeout=120, env=env
+    )
+
+
+def test_cli_run_ids_whole_prefixes_everywhere_and_why_tasks_did_not_run(
+    head, client: MaClient, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    wf = client.create_workflow()
+    a = wf.add_task(first, inputs={"n": 1})
+    failing = wf.add_task(boom, inputs={"value": a.outputs["done"]})
+    never = wf.add_task(first, inputs={"n": failing.outputs["done"]})
+    run_id = wf.run()
+    summary = wf.show_results(run_id)
+    printed = capsys.readouterr().out
+    assert summary["state"] == "failed" and summary["cancelled_tasks"] == [never.task_id]
+    assert f"⊘ Task cancelled: first ({never.task_id[:13]})" in printed and run_id in printed
+    url = ["--server-url", head.url]
+    listed = _cli_at(70, "runs", "list", "--limit", "1000", *url)
+    assert listed.returncode == 0 and run_id in listed.stdout, listed.stdout  # whole in a narrow terminal
+    prefix = run_id[: len("run_") + 12]
+    shown = _cli_at(300, "runs", "show", prefix, *url)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert run_id in shown.stdout and all(t.task_id in shown.stdout for t in (a, failing, never))
+    assert shown.stdout.count("RuntimeError: boom at 2") == 1, shown.stdout  # the error once
+    assert "[user_code] RuntimeError: boom at 2 (attempt 1 on " in shown.stdout
+    assert f"[cancelled] not run: the run ended failed (task {failing.task_id} failed)" in shown.stdout
+    for args in (("runs", "events", prefix[len("run_") :]), ("runs", "watch", prefix)):
+        out = _cli_at(300, *args, *url)
+        assert run_id in out.stdout, (args, out.stdout, out.stderr)  # (watch exits 1: the run failed)
+    another = client.create_workflow()
+    another.add_task(first, inputs={"n": 0})
+    another.get_results(another.run(), verbose=False)
+    ambiguous = _cli_at(300, "runs", "show", "run_", *url)  # the beginning of every run id
+    assert ambiguous.returncode == 1 and "is the beginning of several run ids" in ambiguous.stdout
+    none = _cli_at(300, "runs", "show", "run_zzzz", *url)
+    assert none.returncode == 1 and "no run id starts with 'run_zzzz'" in none.stdout
+    assert client.resolve_run_id(run_id) == run_id == client.resolve_run_id(prefix)
+
+
+@task(resources={"cpu": 1})
+def held(marker: str = "", i: int = 0):
+    import time
+    from pathlib import Path
+
+    deadline = time.monotonic() + 60
+    while not Path(marker).exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return {"i": i}
+
+
+def test_cluster_queues_shows_queued_and_running_apart(head, client: MaClient, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import httpx
+
+    marker = tmp_path / "go"
+    wf = client.create_workflow()
+    for i in range(6):  # 4 CPUs: 4 run, 2 wait on the node for a free CPU
+        wf.add_task(held, inputs={"marker": str(marker), "i": i})
+    run_id = wf.run()
+    cls = "cpu=1,cpu_mem=0,gpu=0,gpu_mem=0"
+    try:
+
+        def split() -> dict | None:
+            counts = httpx.get(f"{head.url}/cluster/queues").json()["by_resource_class"].get(cls, {})
+            return counts if (counts.get("running"), counts.get("queued")) == (4, 2) else None
+
+        wait_until(split, timeout=60)
+        out = _cli_at(200, "cluster", "queues", "--server-url", head.url)
+        assert out.returncode == 0, out.stdout + out.stderr
+        header = next(line for line in out.stdout.splitlines() if "resource class" in line)
+        assert [c.strip() for c in header.strip("┃│ ").split("┃")][1:] == ["pending", "queued", "running"]
+        row = next(line for line in out.stdout.splitlines() if cls in line)
+        assert [c.strip() for c in row.strip("┃│ ").split("│")][1:] == ["0", "2", "4"], row
+    finally:
+        marker.touch()
+    assert wf.show_results(run_id)["state"] == "succeeded"

@@ -139,3 +139,40 @@ def test_workspace_options_say_which_version_adds_them() -> None:
         with pytest.raises(ValidationError, match=r"arrive in Maze 0\.2\.0; this is Maze ") as info:
             wf.run(**kwargs)  # type: ignore[arg-type]
         assert info.value.details["available_in"] == "0.2.0"
+
+
+def test_every_cli_option_and_argument_has_help_text() -> None:
+    import click
+    import typer.main
+
+    from maze.sdk.cli import app
+
+    def walk(command: click.Command, path: str) -> list[str]:
+        missing = [
+            f"{path} {param.name}"
+            for param in command.params
+            if not getattr(param, "help", None) and param.name != "help"
+        ]
+        if isinstance(command, click.Group):
+            for name, sub in command.commands.items():
+                missing += walk(sub, f"{path} {name}")
+        return missing
+
+    assert walk(typer.main.get_command(app), "maze") == []
+
+
+def test_readme_claims_unknown_output_key_add_edge_del_edge() -> None:
+    wf = _workflow()
+    a = wf.add_task(positional_upper, inputs={"text": "x"})
+    b = wf.add_task(positional_upper, inputs={"text": a.outputs["result"]})
+    c = wf.add_task(params_get_and_index, inputs={"text": "y"})
+    with pytest.raises(KeyError, match="no output 'nope'"):
+        a.outputs["nope"]  # declared outputs, as the seed's TaskOutputs.__getitem__ says
+    wf.add_edge(b, c)
+    assert c.upstream() == {b.task_id}
+    with pytest.raises(ValidationError, match="cycle"):
+        wf.add_edge(c, a)
+    wf.del_edge(b, c)
+    assert c.upstream() == set()
+    with pytest.raises(ValidationError, match="carries data"):
+        wf.del_edge(a, b)

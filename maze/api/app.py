@@ -6,7 +6,7 @@ from litestar import Litestar
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
-from maze.api import admin, artifacts, cluster, health, runs
+from maze.api import admin, artifacts, cluster, health, run_ids, runs
 from maze.api.auth import BearerToken
 from maze.api.errors import EXCEPTION_HANDLERS
 from maze.api.identity import mark_maze_head
@@ -29,6 +29,7 @@ def create_app(head: HeadState) -> Litestar:
             runs.get_run_task,
             runs.get_run_events,
             runs.stream_run_events,
+            run_ids.match_run_ids,
             admin.health,
             health.healthz,
             health.readyz,

@@ -6,12 +6,14 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+from maze.core.errors import NotFound, ValidationError
 from maze.sdk.blobs import BlobClient
 from maze.sdk.http import Http
 from maze.sdk.stream import follow_events
 from maze.sdk.workflow import MaWorkflow
 
 TASKS_PAGE = 10_000
+RUN_ID_CANDIDATES = 10  # an ambiguous beginning of a run id names this many runs it could be
 
 
 class MaClient:
@@ -47,6 +49,22 @@ class MaClient:
         """Runs, newest first."""
         result: list[dict[str, Any]] = self.http.get("/runs", limit=limit, state=state, offset=offset)
         return result
+
+    def resolve_run_id(self, prefix: str) -> str:
+        """The full id of the one run whose id starts with `prefix` (as a table shows it, with or
+        without `run_`). NotFound when none does; ValidationError naming the candidates when
+        several do. A run whose id is exactly `prefix` is that run."""
+        found: list[str] = self.http.get(f"/run-ids/{prefix}", limit=RUN_ID_CANDIDATES + 1)["run_ids"]
+        if len(found) == 1:
+            return found[0]
+        if not found:
+            raise NotFound(f"no run id starts with {prefix!r}", run_id=prefix)
+        shown = ", ".join(found[:RUN_ID_CANDIDATES]) + (", …" if len(found) > RUN_ID_CANDIDATES else "")
+        raise ValidationError(
+            f"{prefix!r} is the beginning of several run ids: {shown}; give more of it",
+            run_id=prefix,
+            candidates=found[:RUN_ID_CANDIDATES],
+        )
 
     def get_run(self, run_id: str) -> dict[str, Any]:
         """A run's snapshot: state, timing, progress, error summary."""
