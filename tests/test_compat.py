@@ -373,3 +373,16 @@ def test_cluster_queues_shows_queued_and_running_apart(head, client: MaClient, t
     finally:
         marker.touch()
     assert wf.show_results(run_id)["state"] == "succeeded"
+
+
+def test_a_task_traceback_names_the_users_file_and_line(client: MaClient) -> None:
+    wf = client.create_workflow()
+    t = wf.add_task(boom, inputs={"value": 5})
+    messages = wf.get_results(wf.run(), verbose=False)
+    [failure] = [m["data"] for m in messages if m["type"] == "task_exception"]
+    assert failure["task_id"] == t.task_id
+    source = Path(__file__).read_text().splitlines()
+    line = source.index('    raise RuntimeError(f"boom at {value}")') + 1
+    assert f'File "{__file__}", line {line}, in boom' in failure["result"], failure["result"]
+    assert 'raise RuntimeError(f"boom at {value}")' in failure["result"]  # the file is on this worker
+    assert "<dynamic-code>" not in failure["result"]
