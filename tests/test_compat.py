@@ -333,7 +333,7 @@ def test_cli_run_ids_whole_prefixes_everywhere_and_why_tasks_did_not_run(
     ambiguous = _cli_at(300, "runs", "show", "run_", *url)  # the beginning of every run id
     assert ambiguous.returncode == 1 and "is the beginning of several run ids" in ambiguous.stdout
     none = _cli_at(300, "runs", "show", "run_zzzz", *url)
-    assert none.returncode == 1 and "no run id starts with 'run_zzzz'" in none.stdout
+    assert none.returncode == 1 and "run 'run_zzzz' not found (no run id starts with it)" in none.stdout
     assert client.resolve_run_id(run_id) == run_id == client.resolve_run_id(prefix)
 
 

@@ -58,7 +58,7 @@ class MaClient:
         if len(found) == 1:
             return found[0]
         if not found:
-            raise NotFound(f"no run id starts with {prefix!r}", run_id=prefix)
+            raise NotFound(f"run {prefix!r} not found (no run id starts with it)", run_id=prefix)
         shown = ", ".join(found[:RUN_ID_CANDIDATES]) + (", …" if len(found) > RUN_ID_CANDIDATES else "")
         raise ValidationError(
             f"{prefix!r} is the beginning of several run ids: {shown}; give more of it",
