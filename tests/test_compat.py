@@ -221,6 +221,8 @@ def test_fan_in_from_lists_and_dicts_of_outputs(client: MaClient) -> None:
     assert row["inputs"]["shape"]["gather"]["lit"] == {"value": "as is"}
     assert row["inputs"]["shape"]["gather"]["nested"]["gather"][0] == {"ref": f"{ts[4].task_id}.output.s"}
     assert sorted(row["upstream"]) == sorted(shape.upstream())
+    rebuilt = client.http.post("/projections/rebuild", timeout=60)
+    assert rebuilt["equal"] is True, rebuilt  # the read models rebuilt from the log: the same
 
 
 class _NotMaze(http.server.BaseHTTPRequestHandler):

@@ -406,7 +406,7 @@ def test_a_gathered_input_waits_for_every_reference_and_travels_as_slots_and_a_t
     )
     named = InputGather(items=(InputRef("b", "x"), InputGather(items=(InputRef("a", "x"),))), keys=("k", 3))
     fan_in = msgspec.structs.replace(spec("c"), inputs={"parts": parts, "named": named})
-    core = core_with(spec("a"), spec("b"), fan_in)
+    core = core_with(spec("a"), spec("b"), fan_in, cpus=4.0)  # (a float, as a decoded snapshot has it)
     first = {i.task_id: i for i in items(decide(core, 1))}
     assert sorted(first) == ["a", "b"], "c waits for both"
     succeed(core, first["a"], {"x": msgspec.msgpack.encode("A")})
@@ -417,6 +417,12 @@ def test_a_gathered_input_waits_for_every_reference_and_travels_as_slots_and_a_t
     assert sorted(wires) == sorted(["parts\x000", "parts\x001", "parts\x002", "named\x000", "named\x001"])
     decoded = {key: msgspec.msgpack.decode(raw) for key, raw in wires.items()}
     assert assemble(c.gathers, decoded) == {"parts": ["A", "lit", "B"], "named": {"k": "B", 3: ["A"]}}
+    # a snapshot of a run holding gathered inputs restores the same state and the same work
+    from maze.head.snapshot import capture, decode, encode, fingerprint, restore
+
+    again = restore(decode(encode(capture(core, {}))), 1.0, 60_000, 5_000)
+    assert fingerprint(again) == fingerprint(core)
+    assert again.work_from_log(c.key) == core.work_from_log(c.key) is not None
     # a gathered reference to an output its task did not return: invalid_input naming the item
     only_a = InputGather(items=(InputValue(data=ONE), InputRef(task_id="a", key="x")))
     core = core_with(spec("a"), msgspec.structs.replace(spec("c"), inputs={"parts": only_a}))
