@@ -97,3 +97,21 @@ def test_a_started_attempt_lost_with_its_node_is_a_failure_one_lost_before_it_st
     assert [e["task_id"] for e in exceptions] == ["a"]
     assert exceptions[0]["error"]["error_type"] == "node_lost" and "n1" in exceptions[0]["result"]
     assert messages[-1]["data"]["cancelled_tasks"] == ["b"]
+
+
+def test_a_task_carried_from_the_run_retried_is_finished_with_its_kept_result() -> None:
+    events = [
+        {
+            "type": "run.created",
+            "seq": 1,
+            "run_id": "r",
+            "tasks": [{**_spec("a"), "carried": {"x": 1}}, _spec("b")],
+        },
+        _started("b", 1, 2),
+        {"type": "attempt.succeeded", "seq": 3, "task_id": "b", "attempt": 1, "result": {"y": 2}},
+        {"type": "run.finished", "seq": 4, "run_id": "r", "state": "succeeded", "error": None},
+    ]
+    messages = events_to_messages("wf", events)
+    assert [m["type"] for m in messages] == ["finish_task", "start_task", "finish_task", "finish_workflow"]
+    assert messages[0]["data"] == {"workflow_id": "wf", "task_id": "a", "result": {"x": 1}, "attempt": 0}
+    assert messages[-1]["data"]["cancelled_tasks"] == []

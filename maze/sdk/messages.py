@@ -47,7 +47,9 @@ class MessageStream:
         """The messages this event makes (often none)."""
         if not stands(event):
             return []
-        kind = event["type"]
+        kind: str = event["type"]
+        if kind in ("run.created", "tasks.added"):
+            return self._tasks(event)
         if kind in ATTEMPT_ENDS:
             attempt = (event["task_id"], event["attempt"])
             if attempt in self.ended:
@@ -56,10 +58,7 @@ class MessageStream:
                 return []  # lost before it started: placed again, no failure
             self.ended.add(attempt)
         wf = self.workflow_id
-        if kind in ("run.created", "tasks.added"):
-            for spec in event.get("tasks") or []:
-                self.tasks[spec["task_id"]] = spec.get("name") or spec["task_id"]
-        elif kind == "attempt.started":
+        if kind == "attempt.started":
             self.started.add((event["task_id"], event["attempt"]))
             data = {
                 "workflow_id": wf,
@@ -97,6 +96,24 @@ class MessageStream:
         elif kind == "run.finished":
             return self._finished(event)
         return []
+
+    def _tasks(self, event: dict[str, Any]) -> list[dict[str, Any]]:
+        """A chunk of the run's tasks: their names, and a `finish_task` for each task that keeps
+        the result it had in the run this one retries (`carried`; a run retried with failed_only)."""
+        out = []
+        for spec in event.get("tasks") or []:
+            task_id = spec["task_id"]
+            self.tasks[task_id] = spec.get("name") or task_id
+            if spec.get("carried") is not None and task_id not in self.finished:
+                self.finished.add(task_id)
+                data = {
+                    "workflow_id": self.workflow_id,
+                    "task_id": task_id,
+                    "result": spec["carried"],
+                    "attempt": 0,
+                }
+                out.append({"type": "finish_task", "data": data})
+        return out
 
     def _finished(self, event: dict[str, Any]) -> list[dict[str, Any]]:
         out = []
