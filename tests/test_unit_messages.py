@@ -115,3 +115,17 @@ def test_a_task_carried_from_the_run_retried_is_finished_with_its_kept_result() 
     assert [m["type"] for m in messages] == ["finish_task", "start_task", "finish_task", "finish_workflow"]
     assert messages[0]["data"] == {"workflow_id": "wf", "task_id": "a", "result": {"x": 1}, "attempt": 0}
     assert messages[-1]["data"]["cancelled_tasks"] == []
+
+
+def test_attempts_stopped_by_the_runs_end_are_cancelled_tasks_not_exceptions() -> None:
+    stopped = {"error_type": "cancelled", "message": "stopped: the run ended cancelled (cancelled: enough)"}
+    events = [
+        {"type": "run.created", "seq": 1, "run_id": "r", "tasks": [_spec("a"), _spec("b")]},
+        _started("a", 1, 2),
+        {"type": "attempt.failed", "seq": 3, "task_id": "a", "attempt": 1, "error": stopped},
+        {"type": "run.finished", "seq": 3, "run_id": "r", "state": "cancelled", "error": stopped},
+    ]
+    messages = events_to_messages("wf", events)
+    assert [m["type"] for m in messages] == ["start_task", "finish_workflow"]
+    assert messages[-1]["data"]["cancelled_tasks"] == ["a", "b"]
+    assert summarize(messages)["has_exception"] is False

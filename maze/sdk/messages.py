@@ -32,7 +32,9 @@ class MessageStream:
     every failure still standing is sent, in the order they happened, before `finish_workflow`.
     So a run where several tasks failed before it ended sends one `task_exception` for each. Tasks
     of the run that neither succeeded nor failed are named in `finish_workflow` as
-    `cancelled_tasks` (they never ran, or were stopped, because the run ended first)."""
+    `cancelled_tasks` (they never ran, or were stopped because the run ended first: cancelled,
+    timed out, or failed by another task; an attempt the controller ended `cancelled` is no
+    failure of its task)."""
 
     def __init__(self, workflow_id: str) -> None:
         self.workflow_id = workflow_id
@@ -79,7 +81,8 @@ class MessageStream:
             }
             return [{"type": "finish_task", "data": data}]
         elif kind == "attempt.failed":
-            self.failures[event["task_id"]] = event["error"]
+            if event["error"].get("error_type") != "cancelled":  # stopped by its run's end: not a failure
+                self.failures[event["task_id"]] = event["error"]
         elif kind == "attempt.lost":
             lost = lost_error(msgspec.convert(event, AttemptLost))
             self.failures[event["task_id"]] = msgspec.to_builtins(lost)
