@@ -149,7 +149,10 @@ def test_cli_start_rejects_bad_flags() -> None:
     for args, needle in (
         (["--head", "--worker"], "exactly one of --head or --worker"),
         (["--head", "--node-queue-factor", "0.5"], "--node-queue-factor must be at least 1"),
-        (["--head", "--heartbeat-interval", "5", "--liveness-timeout", "2"], "below --liveness-timeout"),
+        # a node is judged by its own interval (any liveness timeout goes), up to what the bucket keeps
+        (["--head", "--heartbeat-interval", "50"], "--heartbeat-interval must be > 0 and at most 40"),
+        (["--worker", "--addr", "h:1", "--heartbeat-interval", "0"], "--heartbeat-interval must be > 0"),
+        (["--head", "--liveness-timeout", "0"], "--liveness-timeout must be > 0"),
         (["--head", "--fsync", "sometimes"], "--fsync must be"),
         (["--worker"], "--worker needs --addr"),
     ):

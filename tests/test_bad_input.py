@@ -238,8 +238,34 @@ def test_resubmitting_a_run_id_is_idempotent_and_another_dag_under_it_conflicts(
     assert [t["task_id"] for t in events[0]["tasks"]] == ["a"]
 
 
-def test_a_reference_inside_a_container_is_refused(client: MaClient, nothing_appended) -> None:
+def test_references_gathered_in_lists_and_dicts_are_checked_like_any_reference(
+    client: MaClient, head: HeadProcess, nothing_appended
+) -> None:
     wf = client.create_workflow()
     first = wf.add_task(echo, inputs={"text": "a"})
-    with pytest.raises(ValidationError, match="must be the input's whole value"):
-        wf.add_task(echo, inputs={"text": [first.outputs["text"]]})
+    with pytest.raises(ValidationError, match=r"in a list or a dict, not in a tuple"):
+        wf.add_task(echo, inputs={"text": (first.outputs["text"], "b")})
+    other = client.create_workflow().add_task(echo, inputs={"text": "z"})
+    with pytest.raises(ValidationError, match="not in this workflow"):
+        wf.add_task(echo, inputs={"text": {"x": [other.outputs["text"]]}})
+    gather = {"gather": [{"value": "x"}, {"gather": {"k": {"ref": "ghost.output.text"}}}]}
+    resp = _post(head, [{"task_id": "a", "inputs": {"text": gather}}])
+    assert "input 'text'[1]['k']: refers to unknown task 'ghost'" in _error(resp, 400)["message"]
+    resp = _post(
+        head,
+        [
+            {"task_id": "a", "inputs": {"text": {"value": "x"}}, "outputs": ["text"]},
+            {"task_id": "b", "inputs": {"text": {"gather": [{"ref": "a.output.nope"}]}}},
+        ],
+    )
+    assert "has no output 'nope'" in _error(resp, 400)["message"]
+    resp = _post(
+        head,
+        [
+            {"task_id": "a", "inputs": {"text": {"gather": [{"ref": "b.output.text"}]}}},
+            {"task_id": "b", "inputs": {"text": {"gather": {"k": {"ref": "a.output.text"}}}}},
+        ],
+    )
+    assert "cycle" in _error(resp, 400)["message"]
+    resp = _post(head, [{"task_id": "a", "inputs": {"text": {"gather": "nope"}}}])
+    assert "'gather' takes a list or a dict" in _error(resp, 400)["message"]

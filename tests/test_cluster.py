@@ -65,6 +65,7 @@ def test_cluster_resources_lists_each_shape(cluster: HeadProcess) -> None:
     assert nodes["gpu"]["gpus"][0]["total_mem_mb"] == 16384 and nodes["small"]["gpus"] == []
     assert all(nodes[k]["state"] == "alive" and nodes[k]["heartbeat_age_s"] < 3 for k in SHAPES)
     assert data["unregistered_nodes"] == []
+    assert data["unregistered_ray_nodes"] == data["unregistered_nodes"]  # the original Maze's name
 
 
 def test_tasks_land_on_the_node_that_can_hold_them(cluster: HeadProcess) -> None:
@@ -240,3 +241,29 @@ def test_cluster_cli_commands(cluster: HeadProcess) -> None:
     join = cli("join-command")
     assert "maze start --worker --addr" in join and f":{cluster.port} --agent" in join
     assert "lost: none" in cli("reconcile-workers")
+
+
+def test_worker_with_the_readmes_long_heartbeat_interval_is_not_lost(cluster: HeadProcess, tmp_path) -> None:
+    """The original README's `maze start --worker --addr … --agent --heartbeat-interval 20`, on a
+    head whose liveness timeout (3 s here) is far shorter: the node is judged by its own interval."""
+    slow = WorkerProcess(
+        cluster,
+        "slow-beats",
+        ["--cpus", "0.1", "--gpus", "none", "--agent", "--heartbeat-interval", "20"],
+        tmp_path,
+    )
+    slow.start()
+    try:
+        session = slow.alive_session()
+
+        def node() -> dict:
+            nodes = httpx.get(f"{cluster.url}/cluster/resources", timeout=5).json()["nodes"]
+            return next(n for n in nodes if n["node_id"] == "slow-beats")
+
+        assert node()["heartbeat_interval_s"] == 20 and node()["liveness_timeout_s"] == 60
+        # silent for longer than the head's liveness timeout (and a controller tick) since its last beat
+        wait_until(lambda: (node()["heartbeat_age_s"] or 0) > 4 or node()["state"] != "alive", timeout=30)
+        seen = node()
+        assert seen["state"] == "alive" and seen["session"] == session, seen
+    finally:
+        slow.stop()

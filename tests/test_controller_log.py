@@ -216,7 +216,8 @@ async def test_a_lagging_heartbeat_watch_does_not_declare_a_beating_node_lost(
         js = nc.jetstream()
         await ensure_streams(js)
         kv = await heartbeat_bucket(js)
-        beat = Heartbeat(node_id="lag-node", session="s1", at_ms=now_ms())
+        # (a session is judged by its own interval too: this one declares a tiny one)
+        beat = Heartbeat(node_id="lag-node", session="s1", at_ms=now_ms(), interval_s=0.001)
         revision = await kv.put("lag-node", msgspec.msgpack.encode(beat))
         liveness = Liveness(timeout_s=0.01)  # every session looks stale at once
         # a beat naming this node under another node's key vouches for nothing

@@ -35,6 +35,7 @@ def test_sdk_methods() -> None:
             "get_run_tasks",
             "get_run_events",
             "follow_run_events",
+            "resolve_run_id",
             "close",
         ],
         MaWorkflow: [

@@ -393,6 +393,45 @@ def test_a_missing_output_key_fails_the_attempt_with_invalid_input() -> None:
     assert ended.state == "failed" and ended.failed_task_id == "b"
 
 
+def test_a_gathered_input_waits_for_every_reference_and_travels_as_slots_and_a_template() -> None:
+    from maze.events.gather import assemble
+    from maze.events.specs import InputGather
+
+    parts = InputGather(
+        items=(
+            InputRef(task_id="a", key="x"),
+            InputValue(data=msgspec.msgpack.encode("lit")),
+            InputRef("b", "x"),
+        ),
+    )
+    named = InputGather(items=(InputRef("b", "x"), InputGather(items=(InputRef("a", "x"),))), keys=("k", 3))
+    fan_in = msgspec.structs.replace(spec("c"), inputs={"parts": parts, "named": named})
+    core = core_with(spec("a"), spec("b"), fan_in, cpus=4.0)  # (a float, as a decoded snapshot has it)
+    first = {i.task_id: i for i in items(decide(core, 1))}
+    assert sorted(first) == ["a", "b"], "c waits for both"
+    succeed(core, first["a"], {"x": msgspec.msgpack.encode("A")})
+    assert items(decide(core, 2)) == []
+    succeed(core, first["b"], {"x": msgspec.msgpack.encode("B")})
+    [c] = items(decide(core, 3))
+    wires = values.decode_map_raw(c.inputs)
+    assert sorted(wires) == sorted(["parts\x000", "parts\x001", "parts\x002", "named\x000", "named\x001"])
+    decoded = {key: msgspec.msgpack.decode(raw) for key, raw in wires.items()}
+    assert assemble(c.gathers, decoded) == {"parts": ["A", "lit", "B"], "named": {"k": "B", 3: ["A"]}}
+    # a snapshot of a run holding gathered inputs restores the same state and the same work
+    from maze.head.snapshot import capture, decode, encode, fingerprint, restore
+
+    again = restore(decode(encode(capture(core, {}))), 1.0, 60_000, 5_000)
+    assert fingerprint(again) == fingerprint(core)
+    assert again.work_from_log(c.key) == core.work_from_log(c.key) is not None
+    # a gathered reference to an output its task did not return: invalid_input naming the item
+    only_a = InputGather(items=(InputValue(data=ONE), InputRef(task_id="a", key="x")))
+    core = core_with(spec("a"), msgspec.structs.replace(spec("c"), inputs={"parts": only_a}))
+    [a] = items(decide(core, 1))
+    succeed(core, a, {"y": ONE})
+    [failed] = [e for e in decide(core, 2).events if isinstance(e, AttemptFailed)]
+    assert "input 'parts[1]' refers to output 'x'" in failed.error.message
+
+
 def test_a_run_with_inline_code_asks_for_it_in_the_blob_store() -> None:
     core = Scheduler()
     core.apply(joined())
@@ -579,3 +618,34 @@ def test_a_cancel_waits_for_a_placement_in_flight_and_a_run_timeout_ends_it_time
     (finished,) = [e for e in decision.events if isinstance(e, RunFinished)]
     assert finished.state == "timed_out" and finished.error is not None
     assert finished.error.error_type == "timeout" and "2s" in finished.error.message
+
+
+def test_resource_unavailable_named_in_retry_on_is_retried_with_a_fresh_count_of_placements() -> None:
+    from maze.events.tasks import AttemptRejected
+    from maze.head.scheduler import MAX_REQUEUES
+
+    core = core_with(spec("g", retry=RetryPolicy(max_retries=1, retry_on=("resource_unavailable",))))
+    now = 1_000
+
+    def reject(item: WorkItem) -> Decision:
+        core.apply(
+            AttemptRejected(run_id="r", task_id="g", attempt=item.attempt, node_id="n", at_ms=now, reason="x")
+        )
+        return decide(core, now)
+
+    [item] = items(decide(core, now))
+    for _ in range(MAX_REQUEUES):  # rejected again and again: placed at once, then after backoffs
+        decision = reject(item)
+        for retry in (e for e in decision.events if isinstance(e, RetryScheduled)):
+            now += retry.delay_ms
+            decision = decide(core, now)
+        [item] = items(decision)
+    [failed] = [e for e in reject(item).events if isinstance(e, AttemptFailed)]
+    assert failed.error.error_type == "resource_unavailable"
+    decision = decide(core, now)  # the failure folded: retry_on names it, so a retry, not the end
+    assert not finished(decision)
+    [retry] = [e for e in decision.events if isinstance(e, RetryScheduled)]
+    assert retry.reason == "resource_unavailable" and core.runs["r"].tasks["g"].requeues == 0
+    now += retry.delay_ms
+    [item] = items(decide(core, now))
+    assert [i.attempt for i in items(reject(item))] == [item.attempt + 1], "a fresh count: again at once"

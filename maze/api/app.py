@@ -6,9 +6,10 @@ from litestar import Litestar
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
-from maze.api import admin, artifacts, cluster, health, logs, operations, runs
+from maze.api import admin, artifacts, cluster, health, logs, operations, run_ids, runs
 from maze.api.auth import BearerToken
 from maze.api.errors import EXCEPTION_HANDLERS
+from maze.api.identity import mark_maze_head
 from maze.api.state import HeadState
 
 
@@ -32,6 +33,7 @@ def create_app(head: HeadState) -> Litestar:
             operations.retry_run,
             logs.get_run_logs,
             logs.stream_run_logs,
+            run_ids.match_run_ids,
             admin.health,
             health.healthz,
             health.readyz,
@@ -50,6 +52,7 @@ def create_app(head: HeadState) -> Litestar:
         ],
         dependencies={"head": Provide(provide_head)},
         middleware=middleware,
+        before_send=[mark_maze_head],  # every answer says it comes from a Maze head
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         openapi_config=OpenAPIConfig(title="Maze", version="0.1.0", path="/schema"),
         request_max_body_size=64 * 1024 * 1024,

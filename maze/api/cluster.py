@@ -47,7 +47,8 @@ async def cluster_nats(head: HeadState, node_id: str | None = None) -> dict[str,
 @get("/cluster/resources")
 async def cluster_resources(head: HeadState, min_seq: MinSeq = None) -> dict[str, Any]:
     """Every node with total / committed / free CPU and memory and each GPU's memory; and workers
-    seen heartbeating on NATS that are not registered nodes of this head."""
+    seen heartbeating on NATS that are not registered nodes of this head (`unregistered_nodes`,
+    also answered as `unregistered_ray_nodes`, the original Maze's name)."""
     rows = await head.read("list_nodes", min_seq=min_seq)
     ctl = head.controller
     nodes = []
@@ -76,6 +77,9 @@ async def cluster_resources(head: HeadState, min_seq: MinSeq = None) -> dict[str
                 "joined_at_ms": row["joined_at_ms"],
                 "left_at_ms": row["left_at_ms"],
                 "heartbeat_age_s": live["heartbeat_age_s"],
+                # the session's declared interval, and how long it may be silent before it is lost
+                "heartbeat_interval_s": live["heartbeat_interval_s"],
+                "liveness_timeout_s": live["liveness_timeout_s"],
                 "running": live["running"],
                 "waiting": live["waiting"],
                 "cpu": {
@@ -92,7 +96,15 @@ async def cluster_resources(head: HeadState, min_seq: MinSeq = None) -> dict[str
                 "gpus": gpus,
             }
         )
-    return {"nodes": nodes, "unregistered_nodes": views.unregistered(ctl), "leader": ctl.leadership()}
+    unregistered = views.unregistered(ctl)
+    return {
+        "nodes": nodes,
+        "unregistered_nodes": unregistered,
+        # the original Maze's name for the same list (its workers were Ray nodes): code written
+        # for it reads this key
+        "unregistered_ray_nodes": unregistered,
+        "leader": ctl.leadership(),
+    }
 
 
 @get("/cluster/queues")

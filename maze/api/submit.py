@@ -2,11 +2,14 @@
 with no I/O, into task specs plus the blobs they need. `maze.api.run_writer` then stores the blobs
 and records the run.
 
-Task inputs arrive in one of three forms:
+Task inputs arrive in one of four forms:
 - `{"ref": "<task_id>.output.<key>"}`: another task's output (creates the edge);
 - `{"value": v}`: plain data (JSON or msgpack);
 - `{"encoded": <bytes>}` (base64 in JSON): a wire value from the SDK (maze.events.values): a pickle
-  or a `maze://artifacts/sha256/<hex>` blob reference.
+  or a `maze://artifacts/sha256/<hex>` blob reference;
+- `{"gather": [form, ...]}` or `{"gather": {key: form, ...}}`: a list or dict whose items are any
+  of these forms (a fan-in of other tasks' outputs: each reference is an edge); the task gets the
+  list or dict of their values.
 Any literal larger than the inline limit is moved to the blob store here, so every event stays
 small whatever a client sends.
 """
@@ -27,9 +30,10 @@ from maze.core.dag import find_cycle
 from maze.core.errors import ResourceUnavailable, SerializationError, ValidationError
 from maze.core.resources import normalize_resources
 from maze.core.settings import ValueLimits
+from maze.core.task_machine import canonical_error_type
 from maze.events import values
 from maze.events.blobs import HEX_RE
-from maze.events.specs import Input, InputRef, InputValue, Resources, RetryPolicy, TaskSpec
+from maze.events.specs import Input, InputGather, InputRef, InputValue, Resources, RetryPolicy, TaskSpec
 
 ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 KNOWN_ERROR_TYPES = frozenset(
@@ -186,6 +190,68 @@ class _Literals:
         return values.wire_blob(ref)
 
 
+MAX_GATHER_DEPTH = 32  # lists or dicts of references nested this deep at most
+
+
+def _input(
+    given: Any,
+    where: str,
+    sub: TaskSubmission,
+    by_id: dict[str, TaskSubmission],
+    literals: _Literals,
+    depth: int,
+) -> Input:
+    """One input form (or an item of a gathered one) as the input it records."""
+    keys = set(given) if isinstance(given, dict) else None
+    if keys == {"ref"}:
+        ref = _parse_ref(given["ref"], where)
+        upstream = by_id.get(ref.task_id)
+        if upstream is None:
+            raise ValidationError(f"{where}: refers to unknown task {ref.task_id!r}")
+        if ref.task_id == sub.task_id:
+            raise ValidationError(f"{where}: a task cannot consume its own output")
+        if upstream.outputs is not None and ref.key not in upstream.outputs:
+            raise ValidationError(
+                f"{where}: task {ref.task_id!r} ({upstream.func_name}) has no output "
+                f"{ref.key!r}; its outputs are {upstream.outputs}"
+            )
+        return ref
+    if keys == {"value"}:
+        return InputValue(data=literals.plain(given["value"], where))
+    if keys == {"encoded"}:
+        return InputValue(data=literals.encoded(given["encoded"], where))
+    if keys == {"gather"}:
+        if depth >= MAX_GATHER_DEPTH:
+            raise ValidationError(
+                f"{where}: lists or dicts of references nest {MAX_GATHER_DEPTH} deep at most"
+            )
+        items = given["gather"]
+        if isinstance(items, list):
+            return InputGather(
+                items=tuple(
+                    _input(item, f"{where}[{i}]", sub, by_id, literals, depth + 1)
+                    for i, item in enumerate(items)
+                )
+            )
+        if isinstance(items, dict):
+            for key in items:
+                if type(key) not in (str, int):
+                    raise ValidationError(
+                        f"{where}: a gathered dict's keys are strings or integers, not {key!r}"
+                    )
+            return InputGather(
+                items=tuple(
+                    _input(item, f"{where}[{key!r}]", sub, by_id, literals, depth + 1)
+                    for key, item in items.items()
+                ),
+                keys=tuple(items),
+            )
+        raise ValidationError(f"{where}: 'gather' takes a list or a dict of input forms")
+    raise ValidationError(
+        f"{where}: expected {{'ref': ...}}, {{'value': ...}}, {{'encoded': ...}} or {{'gather': ...}}"
+    )
+
+
 def _resources(given: dict[str, Any], shapes: dict[Any, Resources]) -> Resources:
     try:
         key = tuple(sorted((k, type(v), v) for k, v in given.items()))
@@ -220,29 +286,7 @@ def accept_submission(req: SubmitRun, limits: ValueLimits) -> Accepted:
         _check_task(sub)
         inputs: dict[str, Input] = {}
         for name, given in sub.inputs.items():
-            where = f"task {sub.task_id!r} input {name!r}"
-            keys = set(given)
-            if keys == {"ref"}:
-                ref = _parse_ref(given["ref"], where)
-                upstream = by_id.get(ref.task_id)
-                if upstream is None:
-                    raise ValidationError(f"{where}: refers to unknown task {ref.task_id!r}")
-                if ref.task_id == sub.task_id:
-                    raise ValidationError(f"{where}: a task cannot consume its own output")
-                if upstream.outputs is not None and ref.key not in upstream.outputs:
-                    raise ValidationError(
-                        f"{where}: task {ref.task_id!r} ({upstream.func_name}) has no output "
-                        f"{ref.key!r}; its outputs are {upstream.outputs}"
-                    )
-                inputs[name] = ref
-            elif keys == {"value"}:
-                inputs[name] = InputValue(data=literals.plain(given["value"], where))
-            elif keys == {"encoded"}:
-                inputs[name] = InputValue(data=literals.encoded(given["encoded"], where))
-            else:
-                raise ValidationError(
-                    f"{where}: expected {{'ref': ...}}, {{'value': ...}} or {{'encoded': ...}}"
-                )
+            inputs[name] = _input(given, f"task {sub.task_id!r} input {name!r}", sub, by_id, literals, 0)
         for up in sub.after:
             if up not in by_id:
                 raise ValidationError(f"task {sub.task_id!r}: edge from unknown task {up!r}")
@@ -264,7 +308,8 @@ def accept_submission(req: SubmitRun, limits: ValueLimits) -> Accepted:
                 retry=RetryPolicy(
                     max_retries=sub.max_retries,
                     backoff_seconds=sub.retry_backoff_seconds,
-                    retry_on=tuple(sub.retry_on),
+                    # recorded by the names this vocabulary uses (`timeout` is `timed_out`)
+                    retry_on=tuple(dict.fromkeys(canonical_error_type(n) for n in sub.retry_on)),
                 ),
                 task_type=sub.task_type,
                 after=tuple(sorted(set(sub.after))),

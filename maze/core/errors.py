@@ -84,6 +84,24 @@ class Unauthorized(MazeError):
     status_code = 401
 
 
+class Unreachable(Unavailable):
+    """Nothing answers at the server URL (connection refused, unknown host, no route): a wrong URL,
+    or a head that is not running. The SDK raises it at once, without retrying, until a server has
+    answered at that URL once (after that, a refusal is a head restarting: waited for, and what
+    is raised when the wait is over is Unavailable)."""
+
+    error_type = "unreachable"
+    status_code = 503
+
+
+class NotAMazeHead(MazeError):
+    """Something answers at the server URL, but it is not a Maze head (its answers lack the
+    `X-Maze-Head` header every answer of a head carries): a wrong port or path, say."""
+
+    error_type = "not_a_maze_head"
+    status_code = 502
+
+
 ERROR_TYPES: dict[str, type[MazeError]] = {
     cls.error_type: cls
     for cls in (

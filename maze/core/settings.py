@@ -13,6 +13,14 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("MAZE_DATA_DIR") or Path.home() / ".maze")
 
 
+# A node's session is lost after this many of its own heartbeat intervals without a beat (never
+# sooner than the head's liveness timeout: maze/head/liveness.py).
+BEATS_MISSED = 3
+# The longest heartbeat interval a worker may declare: a third of the time the heartbeat bucket
+# keeps a silent node's key (HEARTBEAT_TTL_S, maze/events/store.py).
+MAX_HEARTBEAT_INTERVAL_S = 40.0
+
+
 class ValueLimits(Struct, frozen=True):
     """How values travel: inline in events up to `inline_bytes`, as blobs up to `blob_max_bytes`;
     and how much of what an attempt prints is kept (`log_cap_bytes`, maze/workers/capture.py).
@@ -37,7 +45,8 @@ class Settings(Struct, frozen=True):
     worker_gpus: str | None = None
     node_id: str | None = None
     heartbeat_interval: float = 2.0
-    liveness_timeout: float = 10.0  # a node with no heartbeat for this long is lost
+    # a node with no heartbeat for this long is lost (longer for one that declared a long interval)
+    liveness_timeout: float = 10.0
     node_queue_factor: float = 16.0
     # A run recorded in several chunks (run.created + tasks.added) whose chunks are not all in this
     # long after its run.created (the head died mid-submit and the client never retried) is failed

@@ -41,6 +41,14 @@ FAILED = frozenset({"failed", "timed_out"})
 PLACEABLE = frozenset({"pending", "retry_wait"})
 ACTIVE = frozenset({"queued", "running"})  # placed on a node, not ended
 TIMEOUT_ERRORS = frozenset({"timed_out", "timeout"})
+# Error types by the names the original Maze's docs use for them (`retry_on=["timeout"]`): the
+# name this vocabulary records (DESIGN.md §5).
+ERROR_TYPE_ALIASES = {"timeout": "timed_out"}
+
+
+def canonical_error_type(name: str) -> str:
+    return ERROR_TYPE_ALIASES.get(name, name)
+
 
 # What a transition did, for the caller's own bookkeeping.
 PLACED = "placed"

@@ -17,7 +17,7 @@ from maze.events import subjects
 from maze.events.authority import split_admissible
 from maze.events.catalog import Event, event_tag, fenced
 from maze.events.runs import RunCreated, TasksAdded
-from maze.events.specs import InputValue
+from maze.events.specs import InputGather, InputRef, InputValue
 from maze.events.tasks import AttemptSucceeded
 from maze.events.values import decode_opaque, describe, describe_map
 from maze.events.work import WorkBatch
@@ -214,13 +214,27 @@ def event_to_builtins(event: Event, seq: int) -> dict[str, Any]:
                     spec.carried, with_data=True
                 )
             for name, given in spec.inputs.items():
-                if isinstance(given, InputValue):
-                    value = decode_opaque(given.data)
-                    entry = {"type": "value", "value": describe(value, with_data=True)}
-                    if isinstance(value, msgspec.msgpack.Ext):
-                        entry["encoded"] = True
-                    task_data["inputs"][name] = entry
+                if not isinstance(given, InputRef):
+                    task_data["inputs"][name] = _shown_input(given)
     return data
+
+
+def _shown_input(given: InputValue | InputGather | InputRef) -> dict[str, Any]:
+    """A recorded input as event JSON shows it: a literal value described (not as its bytes), a
+    gathered list or dict item by item."""
+    if isinstance(given, InputRef):
+        return {"type": "ref", "task_id": given.task_id, "key": given.key}
+    if isinstance(given, InputGather):
+        return {
+            "type": "gather",
+            "items": [_shown_input(item) for item in given.items],
+            "keys": list(given.keys) if given.keys is not None else None,
+        }
+    value = decode_opaque(given.data)
+    entry = {"type": "value", "value": describe(value, with_data=True)}
+    if isinstance(value, msgspec.msgpack.Ext):
+        entry["encoded"] = True
+    return entry
 
 
 def to_json(value: Any) -> bytes:

@@ -17,6 +17,9 @@ class NodeJoined(Struct, frozen=True, tag="node.joined"):
     hostname: str
     ip: str
     capacity: NodeCapacity
+    # seconds between this session's heartbeats, as its worker declared them (0: not declared, a
+    # worker from before it was sent): the controller judges the session's liveness by it
+    heartbeat_interval_s: float = 0.0
 
 
 class NodeLeft(Struct, frozen=True, tag="node.left"):

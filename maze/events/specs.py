@@ -14,6 +14,8 @@ sequences are tuples, not lists: the GC never untracks a list, so two lists per 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from msgspec import Struct
 
 
@@ -42,7 +44,34 @@ class InputValue(Struct, frozen=True, tag="value", gc=False):
     data: bytes
 
 
-Input = InputRef | InputValue
+class InputGather(Struct, frozen=True, tag="gather", gc=False):
+    """A list or dict input whose items are other tasks' outputs (or literal values, or more of the
+    same), e.g. a fan-in `inputs={"parts": [t.outputs["s"] for t in ts]}`: the task gets the list,
+    or the dict, of their values, in the same shape. Each reference is an edge of the DAG.
+    `keys` is None for a list; for a dict, its keys in the order of `items`."""
+
+    items: tuple[InputRef | InputValue | InputGather, ...]
+    keys: tuple[str | int, ...] | None = None
+
+
+Input = InputRef | InputValue | InputGather
+
+
+def gathered_refs(gather: InputGather) -> Iterator[InputRef]:
+    """Every reference inside a gathered input, depth first."""
+    for item in gather.items:
+        if isinstance(item, InputRef):
+            yield item
+        elif isinstance(item, InputGather):
+            yield from gathered_refs(item)
+
+
+def input_refs(given: Input) -> Iterator[InputRef]:
+    """The references an input reads: itself, the ones inside it, or none."""
+    if isinstance(given, InputRef):
+        yield given
+    elif isinstance(given, InputGather):
+        yield from gathered_refs(given)
 
 
 class RetryPolicy(Struct, frozen=True, gc=False):
@@ -72,8 +101,12 @@ class TaskSpec(Struct, frozen=True, gc=False):
     carried: bytes | None = None
 
     def upstream(self) -> set[str]:
-        deps = {i.task_id for i in self.inputs.values() if isinstance(i, InputRef)}
-        deps.update(self.after)
+        deps = set(self.after)
+        for given in self.inputs.values():
+            if isinstance(given, InputRef):
+                deps.add(given.task_id)
+            elif isinstance(given, InputGather):
+                deps.update(ref.task_id for ref in gathered_refs(given))
         return deps
 
 

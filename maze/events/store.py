@@ -59,7 +59,9 @@ DUPLICATE_WINDOW_S = 120.0
 WORK_MAX_AGE_S = 3600.0
 WORK_MAX_BYTES = 256 * 1024**2
 WORK_MAX_MSGS = 1_000_000
-HEARTBEAT_TTL_S = 120.0  # stale heartbeat keys vanish; liveness itself is judged by the controller
+# stale heartbeat keys vanish; liveness itself is judged by the controller. At least 3x the
+# longest heartbeat interval a worker may declare (MAX_HEARTBEAT_INTERVAL_S, maze/core/settings.py)
+HEARTBEAT_TTL_S = 120.0
 # What tasks print (maze/events/logs.py) is kept apart from the lifecycle log, within limits: the
 # oldest lines go first past 4 GiB or a week (settings `logs_max_mb`, `logs_max_age_h`).
 LOGS_MAX_BYTES = 4 * 1024**3

@@ -29,6 +29,7 @@ import msgspec
 from msgspec import Struct
 from msgspec.msgpack import Ext
 
+from maze.core import pickling
 from maze.core.errors import PayloadTooLarge, SerializationError, ValidationError
 
 EXT_PICKLE = 1
@@ -128,7 +129,7 @@ def encode_content(value: Any, where: str) -> tuple[str, bytes]:
     if is_plain(value):
         return "msgpack", _encoder.encode(value)
     try:
-        return "pickle", cloudpickle.dumps(value)
+        return "pickle", pickling.dumps(value)  # methods of a user's classes name their own files
     except Exception as exc:
         raise SerializationError(
             f"{where}: a value of type {type_name(value)} cannot be serialized "

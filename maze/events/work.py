@@ -24,6 +24,9 @@ class WorkItem(Struct, frozen=True):
     timeout_seconds: float | None = None
     session: str = ""  # the node session it was placed on
     func: bytes = b""  # older controllers sent the code inline; fetched by func_hash when empty
+    # gathered inputs (lists or dicts of other tasks' outputs): input name -> the msgpack template
+    # its slots in `inputs` fill (maze/events/gather.py)
+    gathers: dict[str, bytes] = {}
 
     @property
     def key(self) -> tuple[str, str, int]:

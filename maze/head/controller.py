@@ -133,8 +133,8 @@ class RunController:
         self.caught_up.clear()
         self.liveness = Liveness(self.settings.liveness_timeout)
         self.liveness.on_beat = self._check_beat
-        for node_id in self.core.placer.nodes:
-            self.liveness.joined(node_id)
+        for node_id, view in self.core.placer.nodes.items():
+            self.liveness.joined(node_id, view.heartbeat_interval_s)
         self._losing.clear()
         self._ended_sessions: OrderedDict[tuple[str, str], None] = OrderedDict()  # folded lost or left
         self._nudged: dict[tuple[str, str], float] = {}  # ended sessions still beating: told when
@@ -376,7 +376,7 @@ class RunController:
         if isinstance(event, LeaderElected):
             self._elected(event)
         elif isinstance(event, NodeJoined):
-            self.liveness.joined(event.node_id)
+            self.liveness.joined(event.node_id, event.heartbeat_interval_s)
         elif isinstance(event, NodeLost | NodeLeft):
             self._ended_sessions[(event.node_id, event.session)] = None
             if len(self._ended_sessions) > ENDED_SESSIONS_KEPT:

@@ -20,6 +20,7 @@ import structlog
 from maze.core.errors import PayloadTooLarge
 from maze.events import values
 from maze.events.blobs import BlobStore
+from maze.events.gather import shown_name
 from maze.events.specs import TaskError
 from maze.events.store import pack_by_bytes
 from maze.events.work import WorkItem
@@ -90,7 +91,7 @@ async def fit_item(
         if len(content) > blobs.max_blob_bytes:
             return too_large(
                 item,
-                f"input {key!r} is {len(content)} bytes, above the blob store's limit of "
+                f"input {shown_name(key)!r} is {len(content)} bytes, above the blob store's limit of "
                 f"{blobs.max_blob_bytes} bytes",
             )
         ref = values.blob_ref_for(codec, content, kind)

@@ -5,7 +5,12 @@ The watch is how beats arrive, but a watch can stall while the node it is served
 (a NATS node killed: the watch's ordered consumer is re-created) while workers go on beating. So a
 session that looks stale is confirmed against the bucket itself before it is declared lost: a beat
 stored after the last one the watch delivered means the watch lagged, not the node; a bucket that
-cannot be read says nothing either way, and nobody is declared lost on it."""
+cannot be read says nothing either way, and nobody is declared lost on it.
+
+Each session is judged by its own heartbeat interval, as its worker declared it (in `node.joined`
+and in every beat): it is lost after BEATS_MISSED of its intervals without a beat, and never
+sooner than the head's liveness timeout. A worker started with the original Maze's
+`--heartbeat-interval 20` is lost after 60 s of silence, not after the head's default 10 s."""
 
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
+from maze.core.settings import BEATS_MISSED
 from maze.events.nodes import Heartbeat, NodeLost
 from maze.events.store import describe_error, heartbeat_bucket
 from maze.head.placer import NodeView
@@ -39,6 +45,7 @@ class Liveness:
         self.on_beat: Callable[[Heartbeat], None] | None = None
         self.unconfirmed = 0  # stale-looking sessions the bucket showed alive (the watch lagged)
         self.join_seen: dict[str, float] = {}
+        self.intervals: dict[str, float] = {}  # node -> the heartbeat interval its session declared
         self.live_since = time.monotonic()
         self._held: dict[str, tuple[Heartbeat, set[tuple[str, str, int]]]] = {}
 
@@ -46,8 +53,23 @@ class Liveness:
         """Sessions known from history get a full timeout from now to show a heartbeat."""
         self.live_since = time.monotonic()
 
-    def joined(self, node_id: str) -> None:
+    def joined(self, node_id: str, interval_s: float = 0.0) -> None:
+        """A session of the node joined, beating every `interval_s` (0: not declared)."""
         self.join_seen[node_id] = time.monotonic()
+        self.intervals[node_id] = interval_s
+
+    def interval_s(self, node_id: str, session: str) -> float:
+        """The heartbeat interval of the node's session: as it joined, or as its beats say."""
+        declared = self.intervals.get(node_id, 0.0)
+        beat = self.heartbeats.get(node_id)
+        if beat is not None and beat.session == session:
+            declared = max(declared, beat.interval_s)
+        return declared
+
+    def timeout_for(self, node_id: str, session: str) -> float:
+        """How long the node's session may be silent before it is lost: BEATS_MISSED of its own
+        intervals, never less than the head's liveness timeout."""
+        return max(self.timeout_s, BEATS_MISSED * self.interval_s(node_id, session))
 
     def age_s(self, node_id: str) -> float | None:
         seen = self.last_seen.get(node_id)
@@ -121,18 +143,18 @@ class Liveness:
         return key in held[1]
 
     def stale(self, nodes: list[NodeView], now_ms: int, force_reason: str | None = None) -> list[NodeLost]:
-        """NodeLost for every live node whose current session has not heartbeaten in time: the
-        liveness timeout, or for an operator's reconcile three of the node's own intervals."""
+        """NodeLost for every live node whose current session has not heartbeaten in time: within
+        `timeout_for` it, or for an operator's reconcile three of the node's own intervals."""
         lost = []
         mono = time.monotonic()
         for node in nodes:
             session, seen = self.last_seen.get(node.node_id, ("", 0.0))
             if session != node.session:  # no beat of this session yet: count from when we saw it join
                 seen = max(self.live_since, self.join_seen.get(node.node_id, 0.0))
-            limit = self.timeout_s
+            limit = self.timeout_for(node.node_id, node.session)
             beat = self.heartbeats.get(node.node_id)
             if force_reason and beat is not None and beat.session == node.session:
-                limit = min(limit, 3 * beat.interval_s)
+                limit = min(limit, BEATS_MISSED * beat.interval_s)
             if mono - seen > limit:
                 lost.append(
                     NodeLost(

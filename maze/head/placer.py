@@ -44,6 +44,7 @@ class NodeView(Struct):
     committed: Usage = field(default_factory=Usage)  # folded reservations
     joined_at_ms: int = 0
     intended: Usage = field(default_factory=Usage)  # placements decided, not yet in the log
+    heartbeat_interval_s: float = 0.0  # as the session declared it when it joined (0: not declared)
 
 
 class Reservation(Struct, frozen=True):
@@ -82,6 +83,7 @@ class Placer:
             ip=event.ip,
             capacity=event.capacity,
             joined_at_ms=event.at_ms,
+            heartbeat_interval_s=event.heartbeat_interval_s,
         )
         if old is not None:
             view.committed = old.committed  # reservations of the old session are released by loss

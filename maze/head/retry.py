@@ -5,23 +5,34 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Iterator
 
+from maze.core.task_machine import canonical_error_type
 from maze.events.specs import RetryPolicy, TaskError
 
 NODE_LOST = "node_lost"
-# Errors no retry can fix: the same code and inputs fail the same way.
+# Errors no retry can fix by default: the same code and inputs fail the same way. A retry_on that
+# names one explicitly still retries it (`resource_unavailable`: room may free up later).
 NEVER_RETRY = frozenset(
     {"invalid_result", "serialization_error", "invalid_input", "resource_unavailable", "payload_too_large"}
 )
 
 
+def named(policy: RetryPolicy, error_type: str) -> bool:
+    """Whether `retry_on` names this error type (by its name or the original Maze's, `timeout`)."""
+    return any(canonical_error_type(n) == error_type for n in policy.retry_on)
+
+
 def retry_budget(policy: RetryPolicy, error_type: str) -> int:
     """How many retries this kind of failure gets.
 
-    `retry_on` empty means every retryable error; a lost node is always worth one retry unless
-    `retry_on` is given and leaves `node_lost` out."""
-    if error_type in NEVER_RETRY:
+    `retry_on` empty means every retryable error (NEVER_RETRY aside); a type it names is retried
+    up to `max_retries` times, NEVER_RETRY or not. A lost node (`node_lost`) gets `max_retries`
+    retries and at least one (so one with the default `max_retries=0`), unless `retry_on` is given
+    and leaves it out."""
+    error_type = canonical_error_type(error_type)
+    asked = named(policy, error_type)
+    if error_type in NEVER_RETRY and not asked:
         return 0
-    covered = not policy.retry_on or error_type in policy.retry_on
+    covered = not policy.retry_on or asked
     budget = policy.max_retries if covered else 0
     if error_type == NODE_LOST and covered:
         budget = max(budget, 1)

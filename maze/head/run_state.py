@@ -13,6 +13,7 @@ import structlog
 from msgspec import Struct
 
 from maze.core.task_machine import (
+    FAILED,
     FAILED_NOW,
     PLACED,
     REQUEUED,
@@ -22,9 +23,10 @@ from maze.core.task_machine import (
     lost_error,
     transition,
 )
+from maze.events import gather
 from maze.events.catalog import Event
 from maze.events.runs import RunCreated, RunFinished
-from maze.events.specs import InputRef, TaskError, TaskSpec
+from maze.events.specs import InputGather, InputRef, InputValue, TaskError, TaskSpec, gathered_refs
 from maze.events.tasks import AttemptLost, AttemptPlaced, AttemptRejected, AttemptSucceeded, RetryScheduled
 from maze.events.values import decode_map_raw
 
@@ -75,7 +77,13 @@ class RunRuntime(Struct):
 
 def data_upstream(spec: TaskSpec) -> set[str]:
     """The tasks whose outputs this task reads (ordering-only `after` edges excluded)."""
-    return {given.task_id for given in spec.inputs.values() if isinstance(given, InputRef)}
+    ups = set()
+    for given in spec.inputs.values():
+        if isinstance(given, InputRef):
+            ups.add(given.task_id)
+        elif isinstance(given, InputGather):
+            ups.update(ref.task_id for ref in gathered_refs(given))
+    return ups
 
 
 def new_run(event: RunCreated, specs: list[TaskSpec] | None = None) -> RunRuntime:
@@ -138,11 +146,14 @@ def apply_attempt_event(run: RunRuntime, event: Event) -> list[str]:
     step = transition(task.state, task.attempt, task.failures, event, task.node_id)
     if step is None:
         return []
+    before = task.state
     task.state, task.attempt, task.failures = step.state, step.attempt, step.failures
     effect = step.effect
     if effect == RETRY:
         assert isinstance(event, RetryScheduled)
         run.undecided.pop(event.task_id, None)
+        if before in FAILED:  # a retry after a failure (resource_unavailable too) starts afresh
+            task.requeues = 0
         task.next_attempt = event.next_attempt
         task.retry_at_ms = event.at_ms + event.delay_ms
     elif effect == PLACED:
@@ -196,25 +207,39 @@ def _took_result(run: RunRuntime, task: TaskRuntime, wire: bytes) -> list[str]:
 
 def resolve_inputs(run: RunRuntime, spec: TaskSpec) -> dict[str, msgspec.Raw] | TaskError:
     """A task's inputs as wire values, from the submitted values and upstream results (never
-    decoded: each is embedded as is)."""
+    decoded: each is embedded as is). A gathered input's items come as slots of their own
+    (maze/events/gather.py: its template travels in the work item)."""
     values: dict[str, msgspec.Raw] = {}
     for name, given in spec.inputs.items():
-        if isinstance(given, InputRef):
-            result = run.tasks[given.task_id].result or {}
-            wire = result.get(given.key)
-            if wire is None:
-                return TaskError(
-                    error_type="invalid_input",
-                    message=(
-                        f"input {name!r} refers to output {given.key!r} of task {given.task_id}, "
-                        f"which returned only {_some(sorted(result))}"
-                    ),
-                    origin="controller",
-                )
-            values[name] = msgspec.Raw(wire)
-        else:
-            values[name] = msgspec.Raw(given.data)  # already msgpack: embedded as is
+        if isinstance(given, InputGather):
+            for slot, leaf in gather.flatten(name, given)[1]:
+                wire = _leaf_wire(run, gather.shown_name(slot), leaf)
+                if isinstance(wire, TaskError):
+                    return wire
+                values[slot] = wire
+            continue
+        resolved = _leaf_wire(run, name, given)
+        if isinstance(resolved, TaskError):
+            return resolved
+        values[name] = resolved
     return values
+
+
+def _leaf_wire(run: RunRuntime, name: str, given: InputRef | InputValue) -> msgspec.Raw | TaskError:
+    if isinstance(given, InputValue):
+        return msgspec.Raw(given.data)  # already msgpack: embedded as is
+    result = run.tasks[given.task_id].result or {}
+    wire = result.get(given.key)
+    if wire is None:
+        return TaskError(
+            error_type="invalid_input",
+            message=(
+                f"input {name!r} refers to output {given.key!r} of task {given.task_id}, "
+                f"which returned only {_some(sorted(result))}"
+            ),
+            origin="controller",
+        )
+    return msgspec.Raw(wire)
 
 
 def _some(keys: list[str], limit: int = 20) -> str:

@@ -30,6 +30,7 @@ import structlog
 from msgspec import Struct
 
 from maze.core.task_machine import ACTIVE, PLACEABLE
+from maze.events import gather
 from maze.events.catalog import Event, fenced
 from maze.events.codec import encode_value
 from maze.events.nodes import NodeJoined, NodeLeft, NodeLost
@@ -559,7 +560,8 @@ class Scheduler:
                     error_type="resource_unavailable",
                     message=f"placed {task.requeues} times in a row and never started; the last: "
                     f"{task.requeue_reason}",
-                    retryable=False,
+                    # another try later may find room: retried when retry_on names it
+                    retryable=True,
                     origin="controller",
                     attempt=task.attempt + 1,
                 ),
@@ -746,4 +748,5 @@ def work_item(spec: TaskSpec, placed: AttemptPlaced, inputs: bytes) -> WorkItem:
         gpus=placed.gpus,
         timeout_seconds=spec.timeout_seconds,
         session=placed.session,
+        gathers=gather.templates(spec.inputs),
     )

@@ -20,17 +20,29 @@ def resource_class(req: Resources) -> str:
 
 def queues(ctl: RunController) -> dict[str, Any]:
     """Counts per resource class (with the reason its queue waits), and bounded samples of the
-    waiting, placed and retrying attempts: cheap however many tasks are ready."""
+    waiting, placed and retrying attempts: cheap however many tasks are ready. Per class:
+    `pending` (ready, waiting to be placed), `queued` (placed on a node, not started yet),
+    `running`, and `placed` (queued + running)."""
     now = now_ms()
     core = ctl.core
     ready = core.ready
     classes: dict[str, dict[str, Any]] = {}
+
+    def counts(cls: str) -> dict[str, Any]:
+        return classes.setdefault(cls, {"pending": 0, "queued": 0, "running": 0, "placed": 0, "reason": None})
+
     for shape, count in ready.counts.items():
-        classes[resource_class(shape)] = {"pending": count, "placed": 0, "reason": ready.reasons.get(shape)}
+        counts(resource_class(shape)).update(pending=count, reason=ready.reasons.get(shape))
     reservations = ctl.placer.reservations
-    for res in reservations.values():  # bounded by the cluster's capacity, not by the runs
-        cls = resource_class(res.resources)
-        classes.setdefault(cls, {"pending": 0, "placed": 0, "reason": None})["placed"] += 1
+    running = 0
+    for (run_id, task_id, attempt), res in reservations.items():  # bounded by the cluster's capacity
+        entry = counts(resource_class(res.resources))
+        entry["placed"] += 1
+        run = core.runs.get(run_id)
+        task = run.tasks.get(task_id) if run else None
+        started = task is not None and task.attempt == attempt and task.state == "running"
+        entry["running" if started else "queued"] += 1
+        running += started
     pending = []
     for shape, (run_id, task_id) in ready.sample(SAMPLE):
         run = core.runs.get(run_id)
@@ -89,6 +101,8 @@ def queues(ctl: RunController) -> dict[str, Any]:
         "totals": {
             "pending": len(ready),
             "placed": len(reservations),
+            "queued": len(reservations) - running,
+            "running": running,
             "retry_waits": len(core.retries),  # upper bound: entries are dropped lazily
             "incomplete_runs": len(core.intake.partial),
         },
@@ -110,6 +124,8 @@ def node_live_view(ctl: RunController, node_id: str) -> dict[str, Any]:
     out: dict[str, Any] = {
         "alive_in_controller": bool(view and view.alive),
         "heartbeat_age_s": ctl.liveness.age_s(node_id),
+        "heartbeat_interval_s": ctl.liveness.interval_s(node_id, view.session) if view else None,
+        "liveness_timeout_s": ctl.liveness.timeout_for(node_id, view.session) if view else None,
         "running": beat.running if beat else 0,
         "waiting": beat.waiting if beat else 0,
     }

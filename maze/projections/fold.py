@@ -28,7 +28,7 @@ from maze.events.catalog import Event
 from maze.events.codec import decode_value
 from maze.events.nodes import NodeJoined, NodeLeft, NodeLost
 from maze.events.runs import RunCancelRequested, RunCreated, RunFinished, TasksAdded
-from maze.events.specs import InputRef, TaskError, TaskSpec
+from maze.events.specs import Input, InputRef, InputValue, TaskError, TaskSpec
 from maze.events.tasks import (
     AttemptFailed,
     AttemptLost,
@@ -126,20 +126,24 @@ def create_run(event: RunCreated, run_seq: int) -> RunModel:
     return model
 
 
+def shown_input(given: Input) -> dict[str, Any]:
+    """An input as a task row shows it: `{"ref": "<task>.output.<key>"}`, `{"value": ...}`, or
+    `{"gather": [...] | {...}}` of those."""
+    if isinstance(given, InputRef):
+        return {"ref": f"{given.task_id}.output.{given.key}"}
+    if isinstance(given, InputValue):
+        return {"value": describe(decode_value(given.data))}
+    items = [shown_input(item) for item in given.items]
+    return {"gather": items if given.keys is None else dict(zip(given.keys, items, strict=True))}
+
+
 def add_tasks(model: RunModel, specs: list[TaskSpec], offset: int) -> None:
     """Task rows for one chunk of the run's tasks (a chunk seen before changes nothing)."""
     run = model.run
     for i, spec in enumerate(specs):
         if spec.task_id in model.tasks:
             continue
-        inputs = {
-            name: (
-                {"ref": f"{given.task_id}.output.{given.key}"}
-                if isinstance(given, InputRef)
-                else {"value": describe(decode_value(given.data))}
-            )
-            for name, given in spec.inputs.items()
-        }
+        inputs = {name: shown_input(given) for name, given in spec.inputs.items()}
         model.tasks[spec.task_id] = TaskRow(
             run_id=run.run_id,
             task_id=spec.task_id,

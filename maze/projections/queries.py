@@ -6,6 +6,7 @@ Per-run reads find the run row by its primary key, then filter its tasks and att
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import duckdb
@@ -41,6 +42,27 @@ def list_runs(
         params.append(state)
     sql += " ORDER BY created_at_ms DESC, run_id LIMIT ? OFFSET ?"
     return [_decode(r) for r in rows(cur, sql, [*params, limit, offset])]
+
+
+RUN_ID_CHARS = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+
+def match_run_ids(cur: duckdb.DuckDBPyConnection, prefix: str, limit: int) -> list[str]:
+    """Run ids that are `prefix` or start with it (or with `run_` + it), newest first: just the
+    run itself when one has exactly that id."""
+    if not RUN_ID_CHARS.match(prefix):
+        raise ValidationError("a run id (or its beginning) is 1-128 letters, digits, '_' or '-'")
+    if not 1 <= limit <= 100:
+        raise ValidationError("limit must be between 1 and 100")
+    if run_row(cur, prefix) is not None:
+        return [prefix]
+    found = rows(
+        cur,
+        "SELECT run_id FROM runs WHERE starts_with(run_id, ?) OR starts_with(run_id, ?) "
+        "ORDER BY created_at_ms DESC, run_id LIMIT ?",
+        [prefix, f"run_{prefix}", limit],
+    )
+    return [str(r["run_id"]) for r in found]
 
 
 def find_run(cur: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any] | None:

@@ -70,6 +70,7 @@ class ReadModelServer:
         self.js = projector.js
         self.ops: dict[str, Callable[..., Awaitable[Any]]] = {
             "list_runs": self.list_runs,
+            "match_run_ids": self.match_run_ids,
             "get_run": self.get_run,
             "get_tasks": self.get_tasks,
             "get_task": self.get_task,
@@ -138,6 +139,9 @@ class ReadModelServer:
     # ---- the queries ----------------------------------------------------------------------------
     async def list_runs(self, limit: int, offset: int, state: str | None) -> Any:
         return await asyncio.to_thread(queries.list_runs, self.projector.cursor(), limit, offset, state)
+
+    async def match_run_ids(self, prefix: str, limit: int) -> Any:
+        return await asyncio.to_thread(queries.match_run_ids, self.projector.cursor(), prefix, limit)
 
     async def get_run(self, run_id: str) -> Any:
         row = self.projector.run_row(run_id)

@@ -13,12 +13,13 @@ import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from maze.core import hops
 from maze.core.errors import MazeError
 from maze.core.logs import configure_logging
 from maze.core.loop import run_loop
-from maze.core.settings import env_settings, split_urls
+from maze.core.settings import BEATS_MISSED, MAX_HEARTBEAT_INTERVAL_S, env_settings, split_urls
 from maze.core.tls import TLS_CA_ENV
 from maze.sdk.messages import stands
 
@@ -88,9 +89,17 @@ def start(
     agent: bool = typer.Option(
         False, "--agent", help="Worker re-registers by itself after head/NATS restarts."
     ),
-    heartbeat_interval: float = typer.Option(2.0, "--heartbeat-interval", help="Seconds between heartbeats."),
+    heartbeat_interval: float = typer.Option(
+        2.0,
+        "--heartbeat-interval",
+        help=f"Seconds between this node's heartbeats (at most {MAX_HEARTBEAT_INTERVAL_S:g}); the head "
+        f"declares it lost after {BEATS_MISSED} of them without one, and never before --liveness-timeout.",
+    ),
     liveness_timeout: float = typer.Option(
-        10.0, "--liveness-timeout", help="Head: a node silent this long is lost."
+        10.0,
+        "--liveness-timeout",
+        help="Head: the least time a node may be silent before it is lost (longer for a node with a "
+        "long --heartbeat-interval).",
     ),
     replicas: int = typer.Option(
         None,
@@ -118,7 +127,9 @@ def start(
         help="Head: the run controller's lease among heads on one NATS (a dead leader is replaced "
         "within about 1.3x this).",
     ),
-    log_level: str = typer.Option("warning", "--log-level"),
+    log_level: str = typer.Option(
+        "warning", "--log-level", help="debug | info | warning | error: what goes to the log on stderr."
+    ),
     token: str | None = typer.Option(
         None,
         "--token",
@@ -149,8 +160,11 @@ def start(
         fail("--replicas must be 1, 3 or 5")
     if queue_factor < 1:
         fail("--node-queue-factor must be at least 1")
-    if heartbeat_interval <= 0 or liveness_timeout <= heartbeat_interval:
-        fail("--heartbeat-interval must be > 0 and below --liveness-timeout")
+    if not 0 < heartbeat_interval <= MAX_HEARTBEAT_INTERVAL_S:
+        # (beyond it the heartbeat bucket forgets a node between two of its beats)
+        fail(f"--heartbeat-interval must be > 0 and at most {MAX_HEARTBEAT_INTERVAL_S:g} seconds")
+    if liveness_timeout <= 0:
+        fail("--liveness-timeout must be > 0")
     if not 1 <= inline_value_kb <= 512:
         fail("--inline-value-kb must be between 1 and 512")
     if blob_max_mb < 1:
@@ -229,13 +243,40 @@ def _ms(value: Any) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value / 1000)) if value else "-"
 
 
+RunIdArg = typer.Argument(
+    ..., help="The run's id, or its beginning (with or without 'run_') if no other run's id starts so."
+)
+RUN_ID_WIDTH = len("run_") + 32  # the ids Maze makes: never cut in a table
+
+
+def _run_id(client: Any, given: str) -> str:
+    """The full id of the run `given` names (its id, or a unique beginning of it): every command
+    that takes a run id resolves it here."""
+    resolved: str = _call(client.resolve_run_id, given)
+    return resolved
+
+
+def _id_column(table: Table, name: str, width: int = RUN_ID_WIDTH) -> None:
+    table.add_column(name, no_wrap=True, min_width=width, overflow="fold")
+
+
 @runs_app.command("list")
 def runs_list(
-    server_url: str = ServerUrl, token: str | None = Token, limit: int = 20, state: str = typer.Option(None)
+    server_url: str = ServerUrl,
+    token: str | None = Token,
+    limit: int = typer.Option(20, "--limit", help="How many runs to show, newest first (1-1000)."),
+    state: str = typer.Option(
+        None,
+        "--state",
+        help="Only runs in this state: created, running, succeeded, failed, cancelled, timed_out.",
+    ),
 ) -> None:
-    """Recent runs."""
+    """Recent runs, newest first (run ids in full: any unique beginning of one works in every command)."""
     runs = _call(_client(server_url, token).list_runs, limit=limit, state=state)
-    table = Table("run_id", "state", "tasks", "succeeded", "failed", "created")
+    table = Table()
+    _id_column(table, "run_id", max([RUN_ID_WIDTH, *(len(r["run_id"]) for r in runs)]))
+    for column in ("state", "tasks", "succeeded", "failed", "created"):
+        table.add_column(column)
     for r in runs:
         table.add_row(
             r["run_id"],
@@ -248,40 +289,68 @@ def runs_list(
     console.print(table)
 
 
+def _why_not_done(task: dict[str, Any], run: dict[str, Any]) -> str:
+    """Why a task has no result: its error, why it waits, or why it never ran or was stopped."""
+    if task["error"]:
+        error = task["error"]
+        where = f" (attempt {error['attempt']} on {error['node_id']})" if error.get("node_id") else ""
+        return f"[{error['error_type']}] {error['message']}{where}"
+    if task.get("pending_reason"):
+        return str(task["pending_reason"])
+    if task["state"] == "cancelled":
+        if task.get("started_at_ms") is None:
+            return f"did not run: the run ended {run['state']} before it could start"
+        return f"stopped: the run ended {run['state']} while it ran"
+    if task["state"] == "retry_wait":
+        return "waiting to be retried"
+    return ""
+
+
 @runs_app.command("show")
-def runs_show(run_id: str, server_url: str = ServerUrl, token: str | None = Token) -> None:
-    """A run and its tasks."""
+def runs_show(run_id: str = RunIdArg, server_url: str = ServerUrl, token: str | None = Token) -> None:
+    """A run and its tasks: each task's result, or in full why it has none (its error, why it
+    waits, or why it did not run); the run's error once."""
     client = _client(server_url, token)
+    run_id = _run_id(client, run_id)
     run = _call(client.get_run, run_id)
     console.print(
         f"[bold]{run['run_id']}[/bold]  state={run['state']}  tasks={run['task_count']}  "
-        f"created={_ms(run['created_at_ms'])}  finished={_ms(run['finished_at_ms'])}"
+        f"created={_ms(run['created_at_ms'])}  finished={_ms(run['finished_at_ms'])}",
+        highlight=False,
+        soft_wrap=True,
     )
-    if run.get("error"):
-        console.print(f"[red]error[/red]: [{run['error']['error_type']}] {run['error']['message']}")
-    table = Table("task_id", "name", "state", "attempt", "node", "result / error")
-    for t in _call(client.get_run_tasks, run_id):
-        detail = (
-            json.dumps(t["result"])
-            if t["result"] is not None
-            else (
-                f"[{t['error']['error_type']}] {t['error']['message']}"
-                if t["error"]
-                else (t.get("pending_reason") or "")
-            )
-        )
-        table.add_row(
-            t["task_id"], t["name"], t["state"], str(t["attempt"]), t["node_id"] or "-", detail[:80]
-        )
+    tasks = _call(client.get_run_tasks, run_id)
+    table = Table()
+    _id_column(table, "task_id", max([len("task_") + 32, *(len(t["task_id"]) for t in tasks)]))
+    for column in ("name", "state", "attempt", "node"):
+        table.add_column(column)
+    table.add_column("result / why not", overflow="fold")
+    error_shown = False
+    for t in tasks:
+        if t["result"] is not None:
+            detail = json.dumps(t["result"])
+        else:
+            detail = _why_not_done(t, run)
+            error_shown |= bool(t["error"]) and t["task_id"] == run.get("failed_task_id")
+        cells = (t["task_id"], t["name"], t["state"], str(t["attempt"]), t["node_id"] or "-", detail)
+        table.add_row(*(Text(cell) for cell in cells))  # as they are: '[user_code]' is no markup
     console.print(table)
+    if run.get("error") and not error_shown:  # an error of the run itself, not one task's
+        error = run["error"]
+        console.print(
+            Text.assemble(("error", "red"), f": [{error['error_type']}] {error['message']}"), soft_wrap=True
+        )
+    elif run.get("failed_task_id"):
+        console.print(f"[red]failed[/red]: task {run['failed_task_id']} (its error above)", highlight=False)
 
 
 @runs_app.command("watch")
-def runs_watch(run_id: str, server_url: str = ServerUrl, token: str | None = Token) -> None:
+def runs_watch(run_id: str = RunIdArg, server_url: str = ServerUrl, token: str | None = Token) -> None:
     """Follow a run live (its SSE stream) with a progress bar until it ends; exit 1 unless it succeeded."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     client = _client(server_url, token)
+    run_id = _run_id(client, run_id)
     run = _call(client.get_run, run_id)
     state = run["state"]
     with Progress(
@@ -312,15 +381,26 @@ def runs_watch(run_id: str, server_url: str = ServerUrl, token: str | None = Tok
 
 
 @runs_app.command("events")
-def runs_events(run_id: str, server_url: str = ServerUrl, token: str | None = Token, after: int = 0) -> None:
-    """A run's events from the log."""
-    for event in _call(_client(server_url, token).get_run_events, run_id, after=after):
+def runs_events(
+    run_id: str = RunIdArg,
+    server_url: str = ServerUrl,
+    token: str | None = Token,
+    after: int = typer.Option(
+        0,
+        "--after",
+        help="Only the events after this position: the 'seq' of an event shown before. Positions are "
+        "those of the event log, which all runs share: they grow through a run but are not 1, 2, 3...",
+    ),
+) -> None:
+    """A run's events from the log, in order, each with its position ('seq')."""
+    client = _client(server_url, token)
+    for event in _call(client.get_run_events, _run_id(client, run_id), after=after):
         console.print_json(json.dumps(event, default=str))
 
 
 @runs_app.command("cancel")
 def runs_cancel(
-    run_id: str,
+    run_id: str = RunIdArg,
     reason: str = typer.Option(
         "", "--reason", help="Why: recorded with the cancel and shown in the run's error."
     ),
@@ -328,13 +408,15 @@ def runs_cancel(
     token: str | None = Token,
 ) -> None:
     """Cancel a run: withdraw its queued tasks, kill its running ones, end it `cancelled`."""
-    result = _call(_client(server_url, token).cancel_run, run_id, reason=reason)
+    client = _client(server_url, token)
+    run_id = _run_id(client, run_id)
+    result = _call(client.cancel_run, run_id, reason=reason)
     console.print(f"run {run_id} {result['state']}", highlight=False)
 
 
 @runs_app.command("retry")
 def runs_retry(
-    run_id: str,
+    run_id: str = RunIdArg,
     failed_only: bool = typer.Option(
         False, "--failed-only", help="Keep the results of the tasks that succeeded; run only the others."
     ),
@@ -342,14 +424,16 @@ def runs_retry(
     token: str | None = Token,
 ) -> None:
     """Run an ended run again as a new run of the same definition; prints the new run's id."""
-    result = _call(_client(server_url, token).retry_run, run_id, failed_only=failed_only)
+    client = _client(server_url, token)
+    run_id = _run_id(client, run_id)
+    result = _call(client.retry_run, run_id, failed_only=failed_only)
     carried = f" ({result['carried']} task(s) kept from {run_id})" if result["carried"] else ""
     console.print(f"run {result['run_id']} retries {run_id}{carried}", highlight=False, soft_wrap=True)
 
 
 @runs_app.command("logs")
 def runs_logs(
-    run_id: str = typer.Argument(..., help="The run whose tasks' output to show."),
+    run_id: str = RunIdArg,
     tail: int = typer.Option(200, "--tail", min=0, max=10_000, help="Show the last N lines (0: none)."),
     follow: bool = typer.Option(
         False, "--follow", "-f", help="Then print lines as they come, until the run has ended."
@@ -361,6 +445,7 @@ def runs_logs(
     """What a run's tasks printed (stdout, stderr, their child processes'), one line each:
     `task#attempt stream  line`."""
     client = _client(server_url, token)
+    run_id = _run_id(client, run_id)
     # with --tail 0 the last line is still asked for: following goes on after it
     lines = _call(client.get_run_logs, run_id, tail=tail or (1 if follow else 0), task_id=task_id)
     after = lines[-1]["cursor"] if lines else None
@@ -393,9 +478,11 @@ def projections_rebuild(server_url: str = ServerUrl, token: str | None = Token) 
 
 @app.command()
 def demo(
-    port: int = typer.Option(8765, "--port"),
-    data_dir: str = typer.Option("", "--data-dir"),
-    nats_port: int = typer.Option(14222, "--nats-port"),
+    port: int = typer.Option(8765, "--port", help="The demo head's API port."),
+    data_dir: str = typer.Option(
+        "", "--data-dir", help="Where the demo keeps its history (default: a new temp dir)."
+    ),
+    nats_port: int = typer.Option(14222, "--nats-port", help="The demo head's embedded NATS port."),
 ) -> None:
     """Start a head with embedded NATS, run the greet → uppercase workflow, print it, stop."""
     from maze.sdk.demo import run_demo
@@ -470,11 +557,13 @@ def cluster_resources(server_url: str = ServerUrl, token: str | None = Token) ->
 
 @cluster_app.command("queues")
 def cluster_queues(server_url: str = ServerUrl, token: str | None = Token) -> None:
-    """Waiting and placed attempts per resource class, pending reasons, retries, rejects."""
+    """Attempts per resource class: pending (waiting to be placed), queued (placed on a node, not
+    started yet) and running; pending reasons, retries, timeouts and recent rejects."""
     data = _call(_client(server_url, token).http.get, "/cluster/queues")
-    table = Table("resource class", "pending", "placed")
+    table = Table("resource class", "pending", "queued", "running")
     for cls, counts in sorted(data["by_resource_class"].items()):
-        table.add_row(cls, str(counts["pending"]), str(counts["placed"]))
+        queued = counts.get("queued", counts["placed"])  # (a head from before the split: all placed)
+        table.add_row(cls, str(counts["pending"]), str(queued), str(counts.get("running", 0)))
     console.print(table)
     for item in data["pending"][:20]:
         console.print(f"  pending {item['task_id']} ({item['name']}): {item['reason']}", highlight=False)
@@ -500,7 +589,7 @@ def cluster_join_command(server_url: str = ServerUrl, token: str | None = Token)
     credentials of its own."""
     client = _client(server_url, token)
     _call(client.http.get, "/cluster/resources")  # the head answers, and takes this token
-    head = httpx.URL(server_url)
+    head = httpx.URL(client.server_url)
     host = head.host
     if host in ("localhost", "127.0.0.1"):
         from maze.workers.capacity import local_ip

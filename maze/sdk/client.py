@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+from maze.core.errors import NotFound, ValidationError
 from maze.sdk.blobs import BlobClient
 from maze.sdk.http import Http
 from maze.sdk.logs import follow_logs, get_logs
@@ -13,16 +14,22 @@ from maze.sdk.stream import follow_events
 from maze.sdk.workflow import MaWorkflow
 
 TASKS_PAGE = 10_000
+RUN_ID_CANDIDATES = 10  # an ambiguous beginning of a run id names this many runs it could be
 
 
 class MaClient:
     """Connects to a Maze head (`maze start --head`) at `server_url`."""
 
     def __init__(self, server_url: str = "http://localhost:8000", token: str | None = None) -> None:
-        """`token`: the head's API token (else $MAZE_TOKEN, else, for a head on this machine, the
-        one in the local data dir). A head that binds only loopback needs none."""
-        self.server_url = server_url.rstrip("/")
-        self.http = Http(self.server_url, token=token)
+        """`server_url`: `http(s)://HOST:PORT`, or `HOST:PORT` (http). `token`: the head's API
+        token (else $MAZE_TOKEN, else, for a head on this machine, the one in the local data dir).
+        A head that binds only loopback needs none.
+
+        A URL where nothing answers fails at once with `Unreachable` (until a head has answered
+        there once: then a refused connection is a head restarting, and calls wait for it); a
+        server there that is not a Maze head fails with `NotAMazeHead`."""
+        self.http = Http(server_url, token=token)
+        self.server_url = self.http.server_url
         self.blobs = BlobClient(self.http)
 
     def close(self) -> None:
@@ -43,6 +50,22 @@ class MaClient:
         """Runs, newest first."""
         result: list[dict[str, Any]] = self.http.get("/runs", limit=limit, state=state, offset=offset)
         return result
+
+    def resolve_run_id(self, prefix: str) -> str:
+        """The full id of the one run whose id starts with `prefix` (as a table shows it, with or
+        without `run_`). NotFound when none does; ValidationError naming the candidates when
+        several do. A run whose id is exactly `prefix` is that run."""
+        found: list[str] = self.http.get(f"/run-ids/{prefix}", limit=RUN_ID_CANDIDATES + 1)["run_ids"]
+        if len(found) == 1:
+            return found[0]
+        if not found:
+            raise NotFound(f"run {prefix!r} not found (no run id starts with it)", run_id=prefix)
+        shown = ", ".join(found[:RUN_ID_CANDIDATES]) + (", …" if len(found) > RUN_ID_CANDIDATES else "")
+        raise ValidationError(
+            f"{prefix!r} is the beginning of several run ids: {shown}; give more of it",
+            run_id=prefix,
+            candidates=found[:RUN_ID_CANDIDATES],
+        )
 
     def get_run(self, run_id: str) -> dict[str, Any]:
         """A run's snapshot: state, timing, progress, error summary."""

@@ -13,6 +13,7 @@ from typing import Any
 
 import cloudpickle
 
+from maze.core import pickling
 from maze.core.errors import SerializationError
 
 _INSTALLED = {
@@ -42,7 +43,7 @@ def pickle_function(fn: Callable[..., Any]) -> tuple[str, bytes]:
     if by_value:
         cloudpickle.register_pickle_by_value(sys.modules[module_name])
     try:
-        blob = cloudpickle.dumps(fn)
+        blob = pickling.dumps(fn)  # tracebacks name the function's own file (maze/core/pickling.py)
     except Exception as exc:
         raise SerializationError(
             f"task function {getattr(fn, '__name__', fn)!r} cannot be serialized by cloudpickle: "

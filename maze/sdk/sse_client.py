@@ -229,7 +229,8 @@ class StreamPool:
         conn.sock.settimeout(HEADERS_TIMEOUT_S)  # a wide run's submit takes seconds to record
         response = conn.getresponse()
         # a run may take hours: its stream waits as long, and TCP keepalive finds a head that is gone
-        conn.sock.settimeout(None)
+        if conn.sock is not None:  # (None: the answer closes the connection, e.g. another server's error)
+            conn.sock.settimeout(None)
         return EventStream(self, conn, response)
 
 

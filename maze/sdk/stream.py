@@ -16,8 +16,9 @@ from typing import Any
 
 import msgspec
 
-from maze.core.errors import MazeError, TooManyRequests, Unavailable
-from maze.sdk.http import Http, raise_for_error
+from maze.core.errors import MazeError, TooManyRequests, Unavailable, Unreachable
+from maze.core.identity import HEAD_HEADER
+from maze.sdk.http import Http, not_a_maze_head, raise_for_error
 from maze.sdk.sse_client import TRANSPORT_ERRORS, EventStream, Frame
 
 
@@ -44,13 +45,17 @@ def submit_and_follow(http: Http, body: bytes) -> OpenedRun:
             body=body,
         )
     except TRANSPORT_ERRORS as exc:
-        raise Unavailable(f"cannot reach the Maze server at {http.server_url}: {exc}") from exc
+        raise http.cannot_connect(exc) from exc
+    http.session.reached = True
+    maze_head = stream.response.getheader(HEAD_HEADER) is not None
     try:
         if stream.status >= 400:
-            raise_for_error(stream.status, stream.read_body())
+            raise_for_error(stream.status, stream.read_body(), maze_head, f"POST {http.server_url}/runs")
         frames = iter(stream)
         first = next(frames, None)
         if first is None or first.event != "accepted":
+            if not maze_head:
+                raise not_a_maze_head(f"POST {http.server_url}/runs", stream.status, repr(first))
             raise MazeError(f"the head answered the submit without accepting it: {first!r}")
         accepted: dict[str, Any] = msgspec.json.decode(first.data)
     except TRANSPORT_ERRORS as exc:
@@ -96,10 +101,16 @@ def follow_events(http: Http, run_id: str) -> Iterator[dict[str, Any]]:
         # what this process wrote or saw: the head can serve a run it follows from memory at once
         params = {"min_seq": http.session.seen_seq} if http.session.seen_seq else {}
         try:
-            stream = http.streams.open("GET", f"/runs/{run_id}/stream", params=params, headers=headers)
+            try:
+                stream = http.streams.open("GET", f"/runs/{run_id}/stream", params=params, headers=headers)
+            except TRANSPORT_ERRORS as exc:
+                raise http.cannot_connect(exc) from exc  # Unreachable (a wrong URL) is not resumed
+            http.session.reached = True
             try:
                 if stream.status >= 400:
-                    raise_for_error(stream.status, stream.read_body())
+                    maze_head = stream.response.getheader(HEAD_HEADER) is not None
+                    where = f"GET {http.server_url}/runs/{run_id}/stream"
+                    raise_for_error(stream.status, stream.read_body(), maze_head, where)
                 for frame in stream:
                     if frame.event == "end":
                         stream.finish()
@@ -110,6 +121,8 @@ def follow_events(http: Http, run_id: str) -> Iterator[dict[str, Any]]:
                 raise _CutShort("the stream closed before the run ended")
             finally:
                 stream.close()
+        except Unreachable:
+            raise
         except _RESUMED as exc:
             failures += 1
             if failures > 20:

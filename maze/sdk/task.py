@@ -5,6 +5,9 @@ def greet(text: str = "") -> dict: ...
 
 @task(inputs=["text"], outputs=["result"])  # params style: one dict argument
 def upper(params): ...
+
+@task(["text"], ["result"])             # the same, positionally, as the original Maze allowed
+def upper(params): ...
 """
 
 from __future__ import annotations
@@ -72,6 +75,43 @@ def infer_outputs(fn: Callable[..., Any]) -> list[str] | None:
     return keys
 
 
+def optional_params(fn: Callable[..., Any], inputs: list[str]) -> set[str]:
+    """Of a params-style task's declared `inputs`, those its code reads only as
+    `params.get("name")` (never `params["name"]`): a run may leave them out. Every other input is
+    required, and so is every input when the source cannot be read."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
+    except (OSError, TypeError, SyntaxError):
+        return set()
+    func = next((n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)), None)
+    if func is None or not func.args.args:
+        return set()
+    params = func.args.args[0].arg
+    got: set[str] = set()
+    subscripted: set[str] = set()
+    for node in ast.walk(func):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "get"
+            and isinstance(node.func.value, ast.Name)
+            and node.func.value.id == params
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
+            got.add(node.args[0].value)
+        elif (
+            isinstance(node, ast.Subscript)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == params
+            and isinstance(node.slice, ast.Constant)
+            and isinstance(node.slice.value, str)
+        ):
+            subscripted.add(node.slice.value)
+    return {name for name in inputs if name in got and name not in subscripted}
+
+
 def _signature_inputs(fn: Callable[..., Any]) -> tuple[list[str], list[str], list[str] | None]:
     sig = inspect.signature(fn)
     names, required = [], []
@@ -112,7 +152,11 @@ def make_meta(
             )
     accepted: list[str] | None
     if inputs is not None:
-        style, names, required, accepted = "params", list(inputs), list(inputs), list(inputs)
+        if isinstance(inputs, str) or not all(isinstance(name, str) for name in inputs):
+            raise ValidationError(f"task {fn.__name__!r}: inputs must be a list of input names")
+        optional = optional_params(fn, list(inputs))
+        style, names, accepted = "params", list(inputs), list(inputs)
+        required = [name for name in inputs if name not in optional]
     else:
         style = "kwargs"
         names, required, accepted = _signature_inputs(fn)
@@ -143,7 +187,11 @@ def task(func: F, /) -> F: ...
 
 @overload
 def task(
-    func: None = None,
+    func: list[str] | None = None,
+    _outputs: list[str] | None = None,
+    _resources: dict[str, Any] | None = None,
+    _data_types: dict[str, str] | None = None,
+    /,
     *,
     inputs: list[str] | None = ...,
     outputs: list[str] | None = ...,
@@ -157,7 +205,11 @@ def task(
 
 
 def task(
-    func: Callable[..., Any] | None = None,
+    func: Callable[..., Any] | list[str] | None = None,
+    _outputs: list[str] | None = None,
+    _resources: dict[str, Any] | None = None,
+    _data_types: dict[str, str] | None = None,
+    /,
     *,
     inputs: list[str] | None = None,
     outputs: list[str] | None = None,
@@ -170,11 +222,39 @@ def task(
 ) -> Any:
     """Mark a function as a Maze task.
 
+    Keyword style: `@task` or `@task(resources=...)` on `def f(text: str = "")`; its inputs are
+    its parameters, and those without a default are required.
+
+    Params style (the original Maze's): `@task(inputs=["text"], outputs=["result"])`, or
+    positionally `@task(["text"], ["result"], resources, data_types)`, on `def f(params)`, which
+    gets one dict of the inputs. An input the function reads only as `params.get("text")` may be
+    left out of `add_task` (it is then absent from `params`); one it reads as `params["text"]`
+    (or that Maze cannot see it read, e.g. without source code) is required, and leaving it out
+    is a ValidationError naming it.
+
     Resources: `cpu` (cores, fractional allowed, default 1), `cpu_mem` (MB, default 0), `gpu`
     (cards, fractional shares a card, default 0, set to 1 when `gpu_mem` > 0), `gpu_mem` (MB per
     card). Reliability: `timeout_seconds`, `max_retries`, `retry_backoff_seconds`, `retry_on`.
     The function must return a dict of outputs. It stays callable as a plain function.
     """
+    if isinstance(func, list | tuple):  # @task(["in"], ["out"], resources, data_types)
+        for name, given, by_keyword in (
+            ("inputs", func, inputs),
+            ("outputs", _outputs, outputs),
+            ("resources", _resources, resources),
+            ("data_types", _data_types, data_types),
+        ):
+            if given is not None and by_keyword is not None:
+                raise ValidationError(f"@task got {name} both positionally and by keyword")
+        inputs = list(func)
+        outputs = _outputs if _outputs is not None else outputs
+        resources = _resources if _resources is not None else resources
+        data_types = _data_types if _data_types is not None else data_types
+        func = None
+    elif any(given is not None for given in (_outputs, _resources, _data_types)):
+        raise ValidationError(
+            "@task takes its inputs first when given positionally: @task(['text'], ['result'])"
+        )
 
     def wrap(fn: F) -> F:
         meta = make_meta(
@@ -194,7 +274,9 @@ def task(
 
     if func is not None:
         if not callable(func):
-            raise ValidationError("@task takes keyword arguments only, e.g. @task(resources={...})")
+            raise ValidationError(
+                "@task takes a list of input names, or keyword arguments, e.g. @task(resources={...})"
+            )
         return wrap(func)
     return wrap
 

@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from maze.core.dag import find_cycle
-from maze.core.errors import BlobMissing, MazeError, NotFound, TooManyRequests, Unavailable, ValidationError
+from maze.core.errors import (
+    BlobMissing,
+    MazeError,
+    NotFound,
+    TooManyRequests,
+    Unavailable,
+    Unreachable,
+    ValidationError,
+)
 from maze.events.values import is_plain
 from maze.sdk import graph
 from maze.sdk.blobs import BlobClient
 from maze.sdk.http import Http
-from maze.sdk.messages import events_to_messages, render, summarize
+from maze.sdk.messages import MessageStream, render, summarize
 from maze.sdk.serialize import pickle_function
 from maze.sdk.stream import follow_events, submit_and_follow
 from maze.sdk.task import TaskMeta, task_meta
@@ -25,6 +34,16 @@ if TYPE_CHECKING:
 
 
 SUBMIT_BUSY_TRIES = 12  # about 45 s of a head busy reading other submissions
+# The release that brings workspaces and artifact mode (`run(workspace_dir=..., artifact_mode=True)`,
+# `file_context=`), the original Maze's shared files for tasks.
+WORKSPACES_VERSION = "0.2.0"
+
+
+def _this_version() -> str:
+    try:
+        return importlib.metadata.version("maze")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 class TaskOutput:
@@ -84,7 +103,7 @@ class MaTask:
         self._blobs = blobs or {}
 
     def upstream(self) -> set[str]:
-        deps = {v.task_id for v in self.inputs.values() if isinstance(v, TaskOutput)}
+        deps = {ref.task_id for value in self.inputs.values() for ref in _references(value)}
         return deps | self.after
 
     def delete(self) -> None:
@@ -102,7 +121,7 @@ class MaTask:
             "inputs": {
                 k: ({"ref": v.to_reference_string()} if isinstance(v, TaskOutput) else self._input_forms[k])
                 for k, v in self.inputs.items()
-            },
+            },  # (a list or dict holding references is in _input_forms as a 'gather')
             "outputs": m.outputs,
             "required_inputs": m.required_inputs,
             "accepted_inputs": m.accepted_inputs,
@@ -119,17 +138,21 @@ class MaTask:
         return f"MaTask({self.task_name!r}, {self.task_id})"
 
 
-def _holds_reference(value: Any, depth: int = 0) -> bool:
-    """Whether a TaskOutput hides inside a container (it would travel as a literal object)."""
+MAX_GATHER_DEPTH = 32  # lists or dicts of references nested this deep at most (as the head takes)
+
+
+def _references(value: Any, depth: int = 0) -> list[TaskOutput]:
+    """The task output references an input holds: itself, or those inside its lists and dicts (a
+    fan-in: `[t.outputs["s"] for t in ts]`); tuples and sets are looked into too, to refuse them."""
     if isinstance(value, TaskOutput):
-        return True
-    if depth > 32 or is_plain(value):
-        return False
+        return [value]
+    if depth > MAX_GATHER_DEPTH or is_plain(value):
+        return []
     if isinstance(value, list | tuple | set | frozenset):
-        return any(_holds_reference(v, depth + 1) for v in value)
+        return [ref for item in value for ref in _references(item, depth + 1)]
     if isinstance(value, dict):
-        return any(_holds_reference(v, depth + 1) for v in value.values())
-    return False
+        return [ref for item in value.values() for ref in _references(item, depth + 1)]
+    return []
 
 
 class MaWorkflow:
@@ -138,12 +161,12 @@ class MaWorkflow:
 
     def __init__(self, workflow_id: str, server_url: str, client: MaClient | None = None) -> None:
         self.workflow_id = workflow_id
-        self.server_url = server_url.rstrip("/")
         self.tasks: dict[str, MaTask] = {}
         self.functions: dict[str, bytes] = {}
         self._cache: dict[str, list[dict[str, Any]]] = {}
         self._client = client
-        self._http_obj = client.http if client is not None else Http(self.server_url)
+        self._http_obj = client.http if client is not None else Http(server_url)
+        self.server_url = self._http_obj.server_url
         self._blob_client = client.blobs if client is not None else BlobClient(self._http_obj)
         # each function is pickled once per workflow (a 100,000-task fan-out calls add_task
         # 100,000 times with the same function); the function is kept so its id stays its own
@@ -158,7 +181,11 @@ class MaWorkflow:
         task_name: str | None = None,
         **kwargs: Any,
     ) -> MaTask:
-        """Add a task. `inputs` values are literals or `other_task.outputs["key"]` references."""
+        """Add a task. `inputs` values are literals, `other_task.outputs["key"]` references (each
+        makes an edge), or lists and dicts holding references among literals, nested as you like
+        (a fan-in: `{"parts": [t.outputs["s"] for t in tasks]}`): the task gets the list or dict of
+        the values. An unknown output key raises KeyError where the task declares its outputs (at
+        `task.outputs["key"]`), else ValidationError when the run is submitted."""
         if task_func is None or not callable(task_func):
             raise ValidationError("add_task needs a function decorated with @task")
         if kwargs:
@@ -168,22 +195,14 @@ class MaWorkflow:
         forms: dict[str, dict[str, Any]] = {}
         blobs: dict[str, bytes] = {}
         for name, value in inputs.items():
+            refs = _references(value)
+            for ref in refs:
+                self._check_reference(ref, name)
             if isinstance(value, TaskOutput):
-                if value.task_id not in self.tasks:
-                    raise ValidationError(
-                        f"input {name!r} refers to task {value.task_id}, not in this workflow"
-                    )
-                upstream = self.tasks[value.task_id]
-                if upstream.meta.outputs is not None and value.output_key not in upstream.meta.outputs:
-                    raise ValidationError(
-                        f"input {name!r}: task {upstream.task_name!r} has no output {value.output_key!r}"
-                    )
+                continue
+            if refs:
+                forms[name] = self._gather_form(value, f"input {name!r} of {meta.name}", blobs, 0)
             else:
-                if _holds_reference(value):
-                    raise ValidationError(
-                        f"input {name!r} of {meta.name}: a task output reference must be the input's "
-                        "whole value, not inside a list or dict (add one input per reference)"
-                    )
                 forms[name], needed = self._blob_client.encode_input(value, f"input {name!r} of {meta.name}")
                 blobs.update(needed)
         missing = sorted(set(meta.required_inputs) - set(inputs))
@@ -206,6 +225,51 @@ class MaWorkflow:
         )
         self.tasks[task_id] = ma_task
         return ma_task
+
+    def _check_reference(self, ref: TaskOutput, name: str) -> None:
+        if ref.task_id not in self.tasks:
+            raise ValidationError(f"input {name!r} refers to task {ref.task_id}, not in this workflow")
+        upstream = self.tasks[ref.task_id]
+        if upstream.meta.outputs is not None and ref.output_key not in upstream.meta.outputs:
+            raise ValidationError(
+                f"input {name!r}: task {upstream.task_name!r} has no output {ref.output_key!r}"
+            )
+
+    def _gather_form(self, value: Any, where: str, blobs: dict[str, bytes], depth: int) -> dict[str, Any]:
+        """A list or dict holding references as POST /runs takes it: `{"gather": [...] | {...}}`
+        of item forms (references, gathers, and literals encoded one by one)."""
+        if isinstance(value, TaskOutput):
+            return {"ref": value.to_reference_string()}
+        if not _references(value):
+            form, needed = self._blob_client.encode_input(value, where)
+            blobs.update(needed)
+            return form
+        if depth >= MAX_GATHER_DEPTH:
+            raise ValidationError(
+                f"{where}: lists or dicts of references nest {MAX_GATHER_DEPTH} deep at most"
+            )
+        if type(value) is list:
+            return {
+                "gather": [
+                    self._gather_form(item, f"{where}[{i}]", blobs, depth + 1) for i, item in enumerate(value)
+                ]
+            }
+        if type(value) is dict:
+            for key in value:
+                if type(key) not in (str, int):
+                    raise ValidationError(
+                        f"{where}: a dict holding task outputs needs str or int keys, not {key!r}"
+                    )
+            return {
+                "gather": {
+                    key: self._gather_form(item, f"{where}[{key!r}]", blobs, depth + 1)
+                    for key, item in value.items()
+                }
+            }
+        raise ValidationError(
+            f"{where}: task outputs may be gathered in a list or a dict, not in a {type(value).__name__} "
+            "(the task would get a list back)"
+        )
 
     def get_tasks(self) -> list[dict[str, str]]:
         return [{"id": t.task_id, "name": t.task_name} for t in self.tasks.values()]
@@ -241,7 +305,7 @@ class MaWorkflow:
             t.task_name
             for t in self.tasks.values()
             if t.task_id != task_id
-            and task_id in {v.task_id for v in t.inputs.values() if isinstance(v, TaskOutput)}
+            and task_id in {ref.task_id for value in t.inputs.values() for ref in _references(value)}
         ]
         if users:
             raise ValidationError(f"task {task_id} feeds {users}; delete or rewire those first")
@@ -259,9 +323,26 @@ class MaWorkflow:
     ) -> str:
         """Submit the workflow; returns the new run's id. `timeout_seconds`: the run ends
         `timed_out` this long after it is recorded (its running tasks are killed), unless it has
-        ended before."""
+        ended before.
+
+        `workspace_dir`, `artifact_mode` and `file_context` (workspaces: files shared with tasks)
+        arrive in Maze 0.2.0; until then they raise ValidationError saying so."""
         if workspace_dir is not None or artifact_mode or file_context is not None:
-            raise ValidationError("workspaces and artifact mode are not available in this version of Maze")
+            given = [
+                name
+                for name, value in (
+                    ("workspace_dir", workspace_dir),
+                    ("artifact_mode", artifact_mode or None),
+                    ("file_context", file_context),
+                )
+                if value is not None
+            ]
+            raise ValidationError(
+                f"run({', '.join(given)}=...): workspaces and artifact mode arrive in Maze "
+                f"{WORKSPACES_VERSION}; this is Maze {_this_version()}. Until then, pass files' contents "
+                "as task inputs and outputs (values of any size travel through the blob store)",
+                available_in=WORKSPACES_VERSION,
+            )
         if not self.tasks:
             raise ValidationError("the workflow has no tasks")
         used = {t.func_hash for t in self.tasks.values()}
@@ -324,6 +405,8 @@ class MaWorkflow:
                 # this client holds as many live streams as the head allows: submit alone, and
                 # get_results() opens the stream when it is asked for
                 follow = False
+            except Unreachable:
+                raise  # a wrong URL: said at once
             except Unavailable:
                 unavailable += 1
                 if unavailable > 3:
@@ -334,27 +417,45 @@ class MaWorkflow:
         return self._http_obj
 
     def get_results(self, run_id: str, verbose: bool = True) -> list[dict[str, Any]]:
-        """All result messages of a run (start_task, finish_task, task_exception,
-        finish_workflow), waiting for the run to finish. Cached after the first call."""
-        if not run_id:
-            raise ValueError("run_id is required")
-        if run_id not in self._cache:
-            events = [self._blob_client.materialize(e) for e in follow_events(self._http(), run_id)]
-            self._cache[run_id] = events_to_messages(self.workflow_id, events)
-        messages = self._cache[run_id]
-        if verbose:
-            for message in messages:
-                print(message)
+        """All result messages of a run (start_task, finish_task, task_exception for each task that
+        failed, task_retry, finish_workflow), waiting for the run to finish. With `verbose`, each
+        message is printed as it arrives. Cached after the first call."""
+        messages = list(self._results(run_id, verbose))
         return messages
 
+    def _results(self, run_id: str, verbose: bool) -> Iterator[dict[str, Any]]:
+        """The run's messages as they come (or from the cache), printed with `verbose`; cached
+        once the run has ended."""
+        if not run_id:
+            raise ValueError("run_id is required")
+        cached = self._cache.get(run_id)
+        if cached is not None:
+            for message in cached:
+                if verbose:
+                    print(message, flush=True)
+                yield message
+            return
+        messages: list[dict[str, Any]] = []
+        stream = MessageStream(self.workflow_id)
+        for event in follow_events(self._http(), run_id):
+            for message in stream.feed(self._blob_client.materialize(event)):
+                messages.append(message)
+                if verbose:
+                    print(message, flush=True)
+                yield message
+        self._cache[run_id] = messages
+
     def show_results(self, run_id: str, output_dir: str = "workflow_results") -> dict[str, Any]:
-        """Wait for the run, print a readable account, and return a summary dict."""
-        print("🔗 Connected to server, starting workflow execution...")
-        messages = self.get_results(run_id, verbose=False)
+        """Follow the run, printing a readable line for each message as it arrives (failed and
+        cancelled tasks included), and return a summary dict: `task_results`,
+        `workflow_completed`, `has_exception`, `exception_tasks`, `state`, `cancelled_tasks`."""
+        print(f"🔗 Connected to server, following run {run_id}...", flush=True)
         names = {t.task_id: t.task_name for t in self.tasks.values()}
-        for message in messages:
+        messages = []
+        for message in self._results(run_id, verbose=False):
+            messages.append(message)
             for line in render(message, names):
-                print(line)
+                print(line, flush=True)
         return summarize(messages)
 
     def get_task_result(self, run_id: str, task_id: str) -> dict[str, Any] | None:

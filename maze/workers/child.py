@@ -25,6 +25,7 @@ import msgspec
 
 from maze.core.errors import SerializationError
 from maze.core.procs import die_with_parent
+from maze.events.gather import assemble, shown_name
 from maze.events.values import ValueDecoder, decode_map_raw, encode_content, type_name
 
 _encoder = msgspec.msgpack.Encoder()
@@ -87,10 +88,15 @@ def _decode_inputs(request: dict[str, Any]) -> dict[str, Any] | tuple[dict[str, 
         try:
             inputs[key] = decoder.decode(raw)
         except ModuleNotFoundError as exc:
-            return (_missing_module(f"input {key!r}", exc),)
+            return (_missing_module(f"input {shown_name(key)!r}", exc),)
         except Exception as exc:
-            return (_error("serialization_error", f"input {key!r} cannot be decoded: {exc}", exc),)
-    return inputs
+            return (
+                _error("serialization_error", f"input {shown_name(key)!r} cannot be decoded: {exc}", exc),
+            )
+    try:
+        return assemble(request.get("gathers") or {}, inputs)  # lists and dicts of other tasks' outputs
+    except Exception as exc:
+        return (_error("invalid_input", f"a gathered input could not be put together: {exc!r}", exc),)
 
 
 def _encode_outputs(name: str, result: dict[Any, Any], blob_max: int) -> tuple[bool, Any]:

@@ -139,6 +139,7 @@ class Worker:
                     hostname=self.hostname,
                     ip=self.ip,
                     capacity=self.capacity,
+                    heartbeat_interval_s=self.heartbeat_interval,
                 )
             ],
         )
@@ -466,6 +467,7 @@ class Worker:
             "func": func,
             "call_style": item.call_style,
             "inputs": item.inputs,
+            "gathers": item.gathers,
             "blobs": blobs,
             "outputs": item.outputs,
             "gpus": item.gpus,
