@@ -10,6 +10,7 @@ from litestar.routes import HTTPRoute
 
 from maze.api import admin, artifacts, cluster, health, runs
 from maze.api.auth import BearerToken
+from maze.api.docs import docs_assets, docs_page
 from maze.api.errors import EXCEPTION_HANDLERS
 from maze.api.state import HeadState
 
@@ -55,6 +56,8 @@ def create_app(head: HeadState) -> Litestar:
             artifacts.get_blob,
             artifacts.missing_blobs,
             artifacts.limits,
+            # the docs page's script, from this package (it works offline)
+            docs_assets(),
         ],
         dependencies={"head": Provide(provide_head)},
         middleware=middleware,
@@ -64,6 +67,7 @@ def create_app(head: HeadState) -> Litestar:
             version="0.1.0",
             description=API_DESCRIPTION,
             path="/schema",
+            render_plugins=[docs_page()],
             security=security,
             components=components,
             create_examples=False,
