@@ -51,7 +51,7 @@ async def put_blob(sha: Sha256, request: Request[Any, Any, Any], head: HeadState
 @head(
     "/artifacts/sha256/{sha:str}",
     responses=answers(400, 503) | success(404, None, "Not stored."),
-    operation_class=documented(content=(200, {})),
+    operation_class=documented(bodiless=True),
 )
 async def blob_exists(sha: Sha256, head: HeadState) -> Response[None]:
     """Whether the blob is stored (200, with its size as Content-Length) or not (404). HEAD

@@ -136,6 +136,7 @@ class _Documented(Operation):
     extra_content: ClassVar[tuple[str, dict[str, Any], bool] | None] = None
     extra_headers: ClassVar[tuple[str, dict[str, Any]] | None] = None
     open_route: ClassVar[bool] = False
+    bodiless: ClassVar[bool] = False
 
     def to_schema(self) -> dict[str, Any]:
         schema = super().to_schema()
@@ -152,6 +153,9 @@ class _Documented(Operation):
             schema["responses"][status].setdefault("headers", {}).update(headers)
         if self.open_route:
             schema["security"] = []  # open on every head: no token asked
+        if self.bodiless:
+            for answer in schema["responses"].values():
+                answer.pop("content", None)
         return schema
 
 
@@ -165,6 +169,7 @@ def documented(
     also: tuple[int, Mapping[str, dict[str, Any]]] | None = None,
     headers: tuple[int, Mapping[str, str]] | None = None,
     open_route: bool = False,
+    bodiless: bool = False,
 ) -> type[Operation]:
     """An `operation_class` declaring what the route's signature does not show:
 
@@ -173,7 +178,8 @@ def documented(
     - `content`: (status, {media type: schema}), the only media types of that answer (SSE, bytes);
       `also`: one more media type of an answer that has its own (JSON and SSE);
     - `headers`: (status, {name: description}), headers of that answer;
-    - `open_route`: the route needs no token on any head (the probes).
+    - `open_route`: the route needs no token on any head (the probes);
+    - `bodiless`: no answer has a body (HEAD), its errors included.
     """
     request_body: dict[str, Any] | None = None
     if body is not None:
@@ -204,6 +210,7 @@ def documented(
             "extra_content": extra_content,
             "extra_headers": extra_headers,
             "open_route": open_route,
+            "bodiless": bodiless,
         },
     )
 
