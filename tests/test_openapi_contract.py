@@ -29,7 +29,7 @@ from maze.sdk.serialize import pickle_function
 from tests.helpers import HeadProcess, wait_until
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
-MAX_EXAMPLES = 10  # per operation and phase: ~20 s for the whole document on this 2-core machine
+MAX_EXAMPLES = 10  # per operation and phase: ~15 s for the whole document on this 2-core machine
 SEED = 20261205  # the same cases on every run: a failure here is reproducible with this seed
 OPEN_PROBES = {"/healthz", "/readyz"}
 ENVELOPE = {"$ref": "#/components/schemas/ErrorEnvelope"}
