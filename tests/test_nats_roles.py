@@ -60,7 +60,9 @@ def test_each_worker_gets_credentials_of_its_own_never_the_heads(head: HeadProce
     assert head_password not in one and head_password not in two and "maze-head" not in one
     assert _worker_url(head, "node-one") == one, "the same node gets the same credentials again"
     missing = httpx.get(f"{head.url}/cluster/nats", timeout=10)
-    assert missing.status_code == 400 and "node_id is required" in missing.text
+    # a required parameter of the route (the document says so): refused before the route runs
+    assert missing.status_code == 400 and "node_id" in missing.text, missing.text
+    assert missing.json()["error"]["type"] == "validation_error"
     bad = httpx.get(f"{head.url}/cluster/nats", params={"node_id": "a.b"}, timeout=10)
     assert bad.status_code == 400
     out = subprocess.run(

@@ -267,6 +267,11 @@ def test_artifacts_api_checks_hashes_and_streams(head: HeadProcess, client: MaCl
     assert put.status_code == 201 and put.json()["size"] == len(content)
     again = httpx.put(f"{head.url}/artifacts/sha256/{sha}", content=content, timeout=60)
     assert again.status_code == 200 and again.json()["created"] is False
+    assert again.json()["size"] == len(content)
+    # stored already or not, a body that is not this content is refused (it once got a 200)
+    for body in (b"", content[:1000]):
+        refused = httpx.put(f"{head.url}/artifacts/sha256/{sha}", content=body, timeout=60)
+        assert refused.status_code == 400 and refused.json()["error"]["details"]["expected"] == sha
     assert client.fetch_blob(sha) == content
     missing = httpx.post(f"{head.url}/artifacts/missing", json={"sha256": [sha, "1" * 64]}).json()
     assert missing == {"missing": ["1" * 64]}

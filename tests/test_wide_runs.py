@@ -95,13 +95,15 @@ async def test_a_read_waits_only_for_the_position_its_caller_names(
 ) -> None:  # type: ignore[no-untyped-def]
     """The read barrier against a real (not started, so never advancing) projector, asked over
     the read models' socket as the head asks: without `min_seq` a read never waits; with one past
-    what is projected it waits, bounded, then the head gets the same 503 Unavailable."""
+    what is projected it waits, bounded, then the head gets the same 503 Unavailable; with one past
+    the end of the log itself, waiting cannot help: a 409 Conflict at once."""
     import asyncio
 
     import nats
     import pytest
 
-    from maze.core.errors import Unavailable
+    from maze.core.errors import Conflict, Unavailable
+    from maze.events import subjects
     from maze.events.store import ensure_streams
     from maze.projections import service
     from maze.projections.client import ReadModels
@@ -118,8 +120,12 @@ async def test_a_read_waits_only_for_the_position_its_caller_names(
         # the projector never moves: a barrier that waited would end in Unavailable
         assert await models.call("list_runs", 10, 0, None) == []
         assert await models.call("list_runs", 10, 0, None, min_seq=0) == []
+        ack = await nc.jetstream().publish(subjects.run_subject("run_unprojected"), b"not folded")
         with pytest.raises(Unavailable, match="catching up"):
-            await models.call("list_runs", 10, 0, None, min_seq=10**9)
+            await models.call("list_runs", 10, 0, None, min_seq=ack.seq)
+        with pytest.raises(Conflict, match="past the end of the event log") as past:
+            await models.call("list_runs", 10, 0, None, min_seq=ack.seq + 1)
+        assert past.value.details == {"min_seq": ack.seq + 1, "last_seq": ack.seq}
         models.close()
         listener.close()
         await projector.stop()

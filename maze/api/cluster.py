@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import get, post
+from litestar.params import Parameter
 
+from maze.api.openapi import answers
 from maze.api.state import HeadState, MinSeq
-from maze.core.errors import ValidationError
+from maze.api.views import JoinInfo, JoinLimits
 from maze.core.settings import without_credentials
 from maze.events.store import ensure_work_consumer
 from maze.head import views
-from maze.head.nats_auth import JS_API_PREFIX, check_node_id
+from maze.head.nats_auth import JS_API_PREFIX, NODE_ID_RE, check_node_id
 
 
-@get("/cluster/nats")
-async def cluster_nats(head: HeadState, node_id: str | None = None) -> dict[str, Any]:
+@get("/cluster/nats", responses=answers(400, 503))
+async def cluster_nats(
+    head: HeadState,
+    node_id: Annotated[
+        str, Parameter(pattern=NODE_ID_RE.pattern, description="The joining worker's node id (--node-id).")
+    ],
+) -> JoinInfo:
     """Where a worker of node `node_id` connects: NATS URLs with credentials of its own (on the
     embedded server, a NATS account of its own that imports only what a worker uses of the head's:
     maze/head/nats_auth.py), never the head's; the JetStream API prefix of that account; and the
@@ -24,27 +31,26 @@ async def cluster_nats(head: HeadState, node_id: str | None = None) -> dict[str,
     value_limits = head.settings.limits
     prefix = head.settings.worker_js_api_prefix or None
     if head.worker_nats is not None:
-        if not node_id:
-            raise ValidationError("node_id is required: each worker node gets credentials of its own")
         urls = await head.worker_nats(check_node_id(node_id))
         prefix = JS_API_PREFIX
     else:
         urls = head.settings.worker_nats_urls or [without_credentials(u) for u in head.nats_urls]
-    if node_id:
-        await ensure_work_consumer(head.js, check_node_id(node_id))
-    return {
-        "nats_urls": urls,
-        "js_api_prefix": prefix,
-        "head_makes_consumer": bool(node_id),
-        "limits": {
-            "inline_bytes": value_limits.inline_bytes,
-            "blob_max_bytes": value_limits.blob_max_bytes,
-            "log_cap_bytes": value_limits.log_cap_bytes,
-        },
-    }
+    await ensure_work_consumer(head.js, check_node_id(node_id))
+    return JoinInfo(
+        nats_urls=urls,
+        # the node's work consumer is made by the head, here, before this answer: a worker may
+        # not make consumers (maze/head/nats_auth.py)
+        head_makes_consumer=True,
+        js_api_prefix=prefix,
+        limits=JoinLimits(
+            inline_bytes=value_limits.inline_bytes,
+            blob_max_bytes=value_limits.blob_max_bytes,
+            log_cap_bytes=value_limits.log_cap_bytes,
+        ),
+    )
 
 
-@get("/cluster/resources")
+@get("/cluster/resources", responses=answers(400, 409, 503))
 async def cluster_resources(head: HeadState, min_seq: MinSeq = None) -> dict[str, Any]:
     """Every node with total / committed / free CPU and memory and each GPU's memory; and workers
     seen heartbeating on NATS that are not registered nodes of this head (`unregistered_nodes`,
@@ -107,20 +113,20 @@ async def cluster_resources(head: HeadState, min_seq: MinSeq = None) -> dict[str
     }
 
 
-@get("/cluster/queues")
+@get("/cluster/queues", responses=answers())
 async def cluster_queues(head: HeadState) -> dict[str, Any]:
     """Attempts waiting for placement (with reasons) and placed per resource class, retry waits,
     attempts with timeouts, per-node queues and recent reject reasons."""
     return views.queues(head.controller)
 
 
-@post("/cluster/reconcile", status_code=200)
+@post("/cluster/reconcile", status_code=200, responses=answers(503))
 async def reconcile_workers(head: HeadState) -> dict[str, Any]:
     """Declare every node that stopped heartbeating lost now; their attempts are retried."""
     return await head.controller.reconcile_workers()
 
 
-@get("/cluster/diagnostics")
+@get("/cluster/diagnostics", responses=answers(503))
 async def cluster_diagnostics(head: HeadState) -> dict[str, Any]:
     """The run controller's health: whether it is deciding, where it started from (its snapshot)
     and how far it has folded, restarts and the last error, runs it had to end because their

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
@@ -13,6 +14,24 @@ from maze.core.errors import MazeError
 from maze.events.store import TRANSIENT
 
 log = structlog.get_logger(__name__)
+
+
+class ErrorDetail(msgspec.Struct):
+    """What went wrong. `type` names the error for programs (validation_error, serialization_error,
+    blob_missing, unauthorized, not_found, conflict, payload_too_large, resource_unavailable,
+    too_many_requests, unavailable, artifact_error, internal_error, http_error, ...), `message` says
+    it to people, and `details` holds what the error is about (a task id, the missing blobs, the
+    limit reached...)."""
+
+    type: str
+    message: str
+    details: dict[str, Any]
+
+
+class ErrorEnvelope(msgspec.Struct):
+    """The body of every error answer, whatever the route or the status."""
+
+    error: ErrorDetail
 
 
 def _body(error_type: str, message: str, details: object = None) -> dict[str, object]:
@@ -29,7 +48,8 @@ def litestar_validation(_: Request[Any, Any, Any], exc: LitestarValidation) -> R
 
 def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, object]]:
     kind = "not_found" if exc.status_code == 404 else "http_error"
-    return Response(_body(kind, str(exc.detail)), status_code=exc.status_code)
+    # the exception's headers are part of the answer: `Allow` on a 405 (RFC 9110)
+    return Response(_body(kind, str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
 
 
 def event_store_busy(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, object]]:

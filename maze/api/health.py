@@ -9,11 +9,12 @@ read models no more than READY_MAX_PROJECTOR_LAG runs-stream messages behind the
 from __future__ import annotations
 
 import math
-from typing import Any
 
 from litestar import Response, get
 
+from maze.api.openapi import answers, documented
 from maze.api.state import HeadState
+from maze.api.views import Alive, Ready
 from maze.core.errors import MazeError, Unavailable
 from maze.events import subjects
 
@@ -61,24 +62,25 @@ async def read_projector_lag(head: HeadState) -> int | None:
     return projector_lag(head.controller.positions[subjects.RUNS_STREAM], projected)
 
 
-@get("/healthz")
-async def healthz() -> dict[str, str]:
-    """Liveness: the head's process answers (no dependency asked)."""
-    return {"status": "ok"}
+@get("/healthz", responses=answers(token=False), operation_class=documented(open_route=True))
+async def healthz() -> Alive:
+    """Liveness: the head's process answers (no dependency asked). Open on every head."""
+    return Alive(status="ok")
 
 
-@get("/readyz")
-async def readyz(head: HeadState) -> dict[str, Any]:
+@get("/readyz", responses=answers(503, token=False), operation_class=documented(open_route=True))
+async def readyz(head: HeadState) -> Ready:
     """Readiness: 200 when NATS is connected, the run controller is live and the read models are
-    within READY_MAX_PROJECTOR_LAG runs-stream messages of it; otherwise 503 saying what is not."""
+    within READY_MAX_PROJECTOR_LAG runs-stream messages of it; otherwise 503 saying what is not
+    (`details.reasons`). Open on every head."""
     lag = await read_projector_lag(head)
     reasons = not_ready(bool(head.nc.is_connected), head.controller.live, lag)
     if reasons:
         raise Unavailable(f"not ready: {'; '.join(reasons)}", reasons=reasons, projector_lag=lag)
-    return {"status": "ready", "projector_lag": lag}
+    return Ready(status="ready", projector_lag=lag)
 
 
-@get("/metrics", media_type=METRICS_MEDIA_TYPE)
+@get("/metrics", media_type=METRICS_MEDIA_TYPE, responses=answers())
 async def metrics(head: HeadState) -> Response[bytes]:
     """Prometheus text exposition of the head's metrics."""
     lag = await read_projector_lag(head)

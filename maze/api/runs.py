@@ -15,6 +15,16 @@ from litestar.params import Parameter
 from litestar.response import Stream
 
 from maze.api.event_reader import run_events
+from maze.api.openapi import (
+    SEQ_MAX,
+    After,
+    Offset,
+    RunId,
+    TaskId,
+    answers,
+    documented,
+    sse_event_schema,
+)
 from maze.api.run_writer import (
     chunk_events,
     encode_chunks,
@@ -26,12 +36,14 @@ from maze.api.run_writer import (
 )
 from maze.api.sse import FEED_WAIT_S, Last, counted, frame, run_frames, sse_response
 from maze.api.state import HeadState, MinSeq
-from maze.api.submit import ID_RE, accept_submission, check_placeable, decode_submission
+from maze.api.submit import ID_RE, SubmitRun, accept_submission, check_placeable, decode_submission
+from maze.api.views import EventsPage, RunState, RunView, Submitted, TaskDetail, TaskView
 from maze.core import hops
 from maze.core.clock import new_id, now_ms
 from maze.core.errors import NotFound, Unavailable, ValidationError
 from maze.events.runs import RunCreated
 from maze.events.store import last_run_seq
+from maze.projections.queries import MAX_TASKS_PAGE
 
 MAX_EVENTS_PAGE = 10_000
 MAX_RUN_TIMEOUT_S = 366 * 24 * 3600.0
@@ -49,7 +61,20 @@ async def require_run(head: HeadState, run_id: str) -> int:
     return last
 
 
-@post("/runs", status_code=201, request_max_body_size=MAX_SUBMISSION_BYTES)
+@post(
+    "/runs",
+    status_code=201,
+    request_max_body_size=MAX_SUBMISSION_BYTES,
+    responses=answers(400, 409, 413, 422, 429, 503, ok=Submitted, ok_status=201),
+    operation_class=documented(
+        body=SubmitRun,
+        body_media_types=("application/json", "application/msgpack"),
+        body_description='The workflow: its tasks (inputs as `{"ref": "<task_id>.output.<key>"}`, '
+        '`{"value": ...}` or `{"encoded": <wire bytes>}`) and their code by sha256, sent along in '
+        "`functions` or stored already (`PUT /artifacts/sha256/{sha}`). 512 MB at most.",
+        also=(201, {"text/event-stream": sse_event_schema(accepted=Submitted)}),
+    ),
+)
 async def submit_run(request: Request[Any, Any, Any], head: HeadState, follow: bool = False) -> Response[Any]:
     """Submit a static workflow run (msgpack or JSON body). Returns the run id and the stream
     sequence of its last event (`seq`: pass it as `min_seq` to read your own write).
@@ -134,14 +159,14 @@ async def _submit(request: Request[Any, Any, Any], head: HeadState, client: str 
     hops.mark("appended", run_id)
     if placing:
         await head.controller.submitted(*placing, stored=not duplicate)
-    answer = {
-        "duplicate": duplicate,
-        "run_id": run_id,
-        "workflow_id": workflow_id,
-        "seq": seq,
-        "tasks": len(specs),
-        "events": len(events),
-    }
+    answer = Submitted(
+        duplicate=duplicate,
+        run_id=run_id,
+        workflow_id=workflow_id,
+        seq=seq,
+        tasks=len(specs),
+        events=len(events),
+    )
     if not follow:
         return Response(answer, status_code=201)
 
@@ -160,12 +185,12 @@ async def _submit(request: Request[Any, Any, Any], head: HeadState, client: str 
     return sse_response(counted(head.streams, client, frames()), status_code=201)
 
 
-@get("/runs")
+@get("/runs", responses=answers(400, 409, 503, ok=list[RunView]))
 async def list_runs(
     head: HeadState,
-    limit: int = 50,
-    offset: int = 0,
-    run_state: Annotated[str | None, Parameter(query="state")] = None,
+    limit: Annotated[int, Parameter(ge=1, le=1000, description="At most this many runs.")] = 50,
+    offset: Offset = 0,
+    run_state: Annotated[RunState | None, Parameter(query="state")] = None,
     min_seq: MinSeq = None,
 ) -> list[dict[str, Any]]:
     """Runs, newest first; `state` filters by run state."""
@@ -173,20 +198,32 @@ async def list_runs(
     return runs
 
 
-@get("/runs/{run_id:str}")
-async def get_run(run_id: str, head: HeadState, min_seq: MinSeq = None) -> dict[str, Any]:
+@get("/runs/{run_id:str}", responses=answers(400, 404, 409, 503, ok=RunView))
+async def get_run(run_id: RunId, head: HeadState, min_seq: MinSeq = None) -> dict[str, Any]:
     """A run's snapshot: state, timing, counters and `progress` (tasks per state)."""
     run: dict[str, Any] = await head.read("get_run", run_id, min_seq=min_seq)
     return run
 
 
-@get("/runs/{run_id:str}/tasks")
+@get(
+    "/runs/{run_id:str}/tasks",
+    responses=answers(400, 404, 409, 503, ok=list[TaskView]),
+    operation_class=documented(
+        headers=(
+            200,
+            {
+                "x-total-count": "How many tasks the run has.",
+                "link": 'The next page, `<url>; rel="next"`, while there may be one.',
+            },
+        )
+    ),
+)
 async def get_run_tasks(
     request: Request[Any, Any, Any],
-    run_id: str,
+    run_id: RunId,
     head: HeadState,
-    limit: int = 1000,
-    offset: int = 0,
+    limit: Annotated[int, Parameter(ge=1, le=MAX_TASKS_PAGE, description="At most this many tasks.")] = 1000,
+    offset: Annotated[int, Parameter(ge=0, le=SEQ_MAX, description="From this task index.")] = 0,
     min_seq: MinSeq = None,
 ) -> Response[list[dict[str, Any]]]:
     """A page of the run's tasks in submission order: `limit` (at most 10,000) from task index
@@ -202,20 +239,21 @@ async def get_run_tasks(
     return Response(tasks, headers=headers)
 
 
-@get("/runs/{run_id:str}/tasks/{task_id:str}")
-async def get_run_task(run_id: str, task_id: str, head: HeadState, min_seq: MinSeq = None) -> dict[str, Any]:
+@get("/runs/{run_id:str}/tasks/{task_id:str}", responses=answers(400, 404, 409, 503, ok=TaskDetail))
+async def get_run_task(
+    run_id: RunId, task_id: TaskId, head: HeadState, min_seq: MinSeq = None
+) -> dict[str, Any]:
+    """A task with its attempts."""
     task: dict[str, Any] = await head.read("get_task", run_id, task_id, min_seq=min_seq)
     task["pending_reason"] = head.controller.pending_reason(run_id, task_id)
     return task
 
 
-@get("/runs/{run_id:str}/events")
-async def get_run_events(run_id: str, head: HeadState, after: int = 0) -> dict[str, Any]:
+@get("/runs/{run_id:str}/events", responses=answers(400, 404, 503))
+async def get_run_events(run_id: RunId, head: HeadState, after: After = 0) -> EventsPage:
     """The run's events from the log, after stream sequence `after`: a page of about 10,000 events
     (whole messages). `more` says whether the log held more when it was read: ask again with
     `after` = `last_seq`."""
-    if after < 0:
-        raise ValidationError("after must not be negative")
     await require_run(head, run_id)
     until = await last_run_seq(head.js, run_id, reports=True)
     events: list[dict[str, Any]] = []
@@ -225,24 +263,37 @@ async def get_run_events(run_id: str, head: HeadState, after: int = 0) -> dict[s
         last = seq
         if len(events) >= MAX_EVENTS_PAGE:
             break
-    return {"run_id": run_id, "events": events, "last_seq": last, "more": last < until}
+    return EventsPage(run_id=run_id, events=events, last_seq=last, more=last < until)
 
 
-@get("/runs/{run_id:str}/stream")
+@get(
+    "/runs/{run_id:str}/stream",
+    media_type="text/event-stream",
+    responses=answers(400, 404, 429, 503),
+    operation_class=documented(content=(200, {"text/event-stream": sse_event_schema()})),
+)
 async def stream_run_events(
-    request: Request[Any, Any, Any], run_id: str, head: HeadState, after: int = 0, min_seq: MinSeq = None
+    request: Request[Any, Any, Any],
+    run_id: RunId,
+    head: HeadState,
+    after: After = 0,
+    min_seq: MinSeq = None,
+    last_event_id: Annotated[
+        int | None,
+        Parameter(
+            header="last-event-id",
+            ge=0,
+            le=SEQ_MAX,
+            schema_extra={"minimum": 0},  # Litestar drops a falsy `ge` from an optional's schema
+            description="The last `id` read: the stream resumes after it (instead of `after`).",
+        ),
+    ] = None,
 ) -> Stream:
     """Live SSE: one message per stored event batch, `id` = stream sequence, until the run ends.
     Reconnect with `Last-Event-ID` (or `after`) to resume without gaps. `min_seq` (the `seq` your
     submit returned) lets the head serve a run it is following from memory at once."""
-    last_id = request.headers.get("last-event-id")
-    if last_id:
-        try:
-            after = int(last_id)
-        except ValueError as exc:
-            raise ValidationError("Last-Event-ID must be a stream sequence number") from exc
-    if after < 0:
-        raise ValidationError("after must not be negative")
+    if last_event_id is not None:
+        after = last_event_id
     if min_seq:
         await head.controller.feeds.reach(min_seq, FEED_WAIT_S)
     if not head.controller.feeds.knows(run_id):

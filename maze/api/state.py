@@ -21,8 +21,11 @@ MinSeq = Annotated[
     Parameter(
         query="min_seq",
         ge=0,
+        le=2**53 - 1,  # as maze/api/openapi.py's SEQ_MAX
+        schema_extra={"minimum": 0},  # Litestar drops a falsy `ge` from an optional's schema
         description="Answer only once the read models include the runs stream up to this sequence "
-        "(the `seq` a POST /runs returned): read your own writes. Without it, no wait.",
+        "(the `seq` a POST /runs returned): read your own writes. Without it, no wait. A sequence past "
+        "the end of the log is a 409.",
     ),
 ]
 

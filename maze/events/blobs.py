@@ -230,9 +230,21 @@ class BlobStore:
         A body whose content does not hash to `sha` is rejected with nothing stored."""
         check_hex(sha)
         if await self.size_of(sha, fresh=True) is not None:
+            # stored already: what the client sent is read and kept nowhere, but it is held to the
+            # same rules as a new upload (a body that is not this content is refused all the same)
+            hasher = hashlib.sha256()
             size = 0
-            async for part in body:  # the client sent it anyway: read it, keep nothing
+            async for part in body:
                 size += len(part)
+                self.check_size(size)
+                hasher.update(part)
+            got = hasher.hexdigest()
+            if got != sha:
+                raise ValidationError(
+                    f"the uploaded content hashes to sha256 {got}, not {sha}; nothing was written",
+                    expected=sha,
+                    actual=got,
+                )
             return size, False
 
         async def rechunk() -> AsyncIterator[bytes]:

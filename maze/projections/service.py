@@ -32,7 +32,7 @@ import msgspec
 import structlog
 
 from maze.core import hops
-from maze.core.errors import MazeError, NotFound, Unavailable
+from maze.core.errors import Conflict, MazeError, NotFound, Unavailable
 from maze.core.logs import configure_logging
 from maze.core.procs import die_with
 from maze.core.settings import env_settings
@@ -112,6 +112,16 @@ class ReadModelServer:
             }
 
     async def reach(self, target: int) -> None:
+        if self.projector.folder.positions.get(subjects.RUNS_STREAM, 0) < target:
+            # a sequence past the log's end is no write of the caller's: waiting cannot help
+            last = int((await self.js.stream_info(subjects.RUNS_STREAM)).state.last_seq)
+            if target > last:
+                raise Conflict(
+                    f"min_seq {target} is past the end of the event log (its last sequence is {last}): "
+                    "pass the `seq` a submit returned, or one you have read",
+                    min_seq=target,
+                    last_seq=last,
+                )
         if not await self.projector.wait_for({subjects.RUNS_STREAM: target}, timeout=READ_BARRIER_S):
             at = self.projector.positions.get(subjects.RUNS_STREAM, 0)
             # never answer from read models that miss what was already accepted

@@ -1,0 +1,171 @@
+"""What the API answers on success, as types: the OpenAPI document shows them and
+tests/test_openapi_contract.py checks every answer against them.
+
+Rows of the read models (runs, tasks, attempts) are read as dicts and answered as they are; these
+types document them (a route declares one with `answers(..., ok=RunView)`, maze/api/openapi.py),
+and a field the read models add later is allowed (no `forbid_unknown_fields`). Answers a route
+builds itself are these types.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+RunState = Literal["created", "running", "succeeded", "failed", "cancelled", "timed_out"]
+TaskState = Literal[
+    "pending", "queued", "running", "retry_wait", "succeeded", "failed", "cancelled", "timed_out"
+]
+
+
+class Submitted(msgspec.Struct):
+    """A recorded submission. `seq` is the stream sequence of the run's last event: pass it as
+    `min_seq` to read your own write. `duplicate`: the same request had been recorded already (a
+    retry), and this is that run."""
+
+    duplicate: bool
+    run_id: str
+    workflow_id: str
+    seq: int
+    tasks: int
+    events: int
+
+
+class RunView(msgspec.Struct):
+    """A run's snapshot. `error` is the structured error of the task that failed it (or why the
+    run ended otherwise); `progress` counts its tasks per state."""
+
+    run_id: str
+    workflow_id: str
+    kind: str
+    state: RunState
+    created_at_ms: int
+    started_at_ms: int | None
+    finished_at_ms: int | None
+    task_count: int
+    tasks_succeeded: int
+    tasks_failed: int
+    error: dict[str, Any] | None
+    failed_task_id: str | None
+    run_seq: int
+    progress: dict[str, int]
+
+
+class TaskView(msgspec.Struct):
+    """A task of a run: its spec as submitted, where and how often it ran, its result or its
+    structured error (`error_type`, `message`, `retryable`, `origin`, `node_id`, `attempt`,
+    `traceback` ...). `pending_reason` says why a waiting task is not placed yet. A value that is
+    not plain data shows as a descriptor (`{"__maze_value__": "pickle"|"blob", "type", "size", ...}`)."""
+
+    run_id: str
+    task_id: str
+    name: str
+    func_name: str
+    task_type: str
+    state: TaskState
+    attempt: int
+    failures: int
+    node_id: str | None
+    node_ip: str | None
+    gpus: list[Any] | None
+    resources: dict[str, Any]
+    inputs: dict[str, Any]
+    upstream: list[str]
+    outputs: list[str] | None
+    result: Any
+    error: dict[str, Any] | None
+    placement_reason: str | None
+    queued_at_ms: int | None
+    started_at_ms: int | None
+    finished_at_ms: int | None
+    run_seq: int
+    task_index: int
+    pending_reason: str | None
+
+
+class AttemptView(msgspec.Struct):
+    """One attempt of a task: where it was placed and why, how it ended."""
+
+    run_id: str
+    task_id: str
+    attempt: int
+    node_id: str | None
+    node_ip: str | None
+    pid: int | None
+    state: str
+    gpus: list[Any] | None
+    reason: str | None
+    error: dict[str, Any] | None
+    placed_at_ms: int | None
+    started_at_ms: int | None
+    finished_at_ms: int | None
+    duration_ms: float | None
+    run_seq: int
+
+
+class TaskDetail(TaskView):
+    """A task with every attempt it had."""
+
+    attempts: list[AttemptView]
+
+
+class EventsPage(msgspec.Struct):
+    """A page of a run's events from the log (each one `{"type": <tag>, ...}` as stored). Ask
+    again with `after` = `last_seq` while `more`."""
+
+    run_id: str
+    events: list[dict[str, Any]]
+    last_seq: int
+    more: bool
+
+
+class Health(msgspec.Struct):
+    status: Literal["ok", "degraded"]
+    controller_live: bool
+    projection_positions: dict[str, int] | None
+    nodes: int
+
+
+class Alive(msgspec.Struct):
+    status: Literal["ok"]
+
+
+class Ready(msgspec.Struct):
+    status: Literal["ready"]
+    projector_lag: int | None
+
+
+class JoinLimits(msgspec.Struct):
+    inline_bytes: int
+    blob_max_bytes: int
+    log_cap_bytes: int = 0  # what an attempt's output may take before it is cut (0: older head)
+
+
+class JoinInfo(msgspec.Struct):
+    """Where a worker node connects, with credentials of its own, and the limits its results
+    respect."""
+
+    nats_urls: list[str]
+    head_makes_consumer: bool
+    limits: JoinLimits
+    js_api_prefix: str | None = None  # where the node's NATS account has the JetStream API
+
+
+class BlobStored(msgspec.Struct):
+    sha256: str
+    size: int
+    uri: str
+    created: bool
+
+
+class MissingBlobs(msgspec.Struct):
+    missing: list[str]
+
+
+class Limits(msgspec.Struct):
+    inline_value_bytes: int
+    blob_max_bytes: int
+    max_payload_bytes: int
+    event_budget_bytes: int
+    log_cap_bytes: int = 0
