@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from maze.events.logs import LogLine, encode_batch
 from maze.events.nodes import NodeLost
 from maze.events.runs import LeaderElected, RunCreated
 from maze.events.store import connect, jetstream
-from maze.events.tasks import AttemptStarted
+from maze.events.tasks import AttemptStarted, AttemptSucceeded
 from maze.head.lease import KEY
 from maze.head.nats_auth import JS_API_PREFIX
 from tests.helpers import HeadProcess
@@ -502,3 +503,59 @@ def test_a_worker_writes_log_lines_as_its_own_node_only(head: HeadProcess) -> No
     assert [(x["node_id"], x["task_id"], x["line"]) for x in shown] == [
         ("node-one", "t", "written by node-one")
     ]
+
+
+def test_a_workers_report_on_an_attempt_placed_elsewhere_changes_nothing_and_shows_refused(
+    head: HeadProcess,
+) -> None:
+    """Node one's credentials let it write reports naming itself on any run; on an attempt placed
+    on another node such a report is no report: not for the task, not for that attempt's
+    reservation, not for the results the SDK reads, and the history shows it refused."""
+    url = _worker_url(head, "node-one")
+    client = MaClient(head.url)
+    wf = client.create_workflow()
+    slow = wf.add_task(nap, inputs={"seconds": 3.0})
+    run_id = wf.run()
+    from tests.helpers import wait_until
+
+    wait_until(lambda: client.get_run_task(run_id, slow.task_id)["state"] == "running", timeout=30)
+    placed_on = client.get_run_task(run_id, slow.task_id)["node_id"]
+    assert placed_on and placed_on != "node-one"
+
+    def committed() -> float:
+        nodes = httpx.get(f"{head.url}/cluster/resources", timeout=10).json()["nodes"]
+        return float(next(n for n in nodes if n["node_id"] == placed_on)["cpu"]["committed"])
+
+    assert committed() >= 1.0
+    forged = AttemptSucceeded(
+        run_id=run_id,
+        task_id=slow.task_id,
+        attempt=1,
+        node_id="node-one",
+        at_ms=now_ms(),
+        result=msgspec.msgpack.encode({"slept": msgspec.msgpack.encode("FORGED")}),
+    )
+
+    async def forge() -> None:
+        nc = await _as_worker(url)
+        try:
+            await jetstream(nc, 5).publish(
+                subjects.report_subject(run_id, "node-one"), encode_events([forged])
+            )
+        finally:
+            await nc.close()
+
+    asyncio.run(forge())
+    time.sleep(0.5)
+    assert client.get_run_task(run_id, slow.task_id)["state"] == "running"
+    assert committed() >= 1.0, "the attempt's reservation stands"
+    fresh = MaClient(head.url).create_workflow()
+    assert fresh.show_results(run_id)["state"] == "succeeded"
+    assert fresh.get_task_result(run_id, slow.task_id) == {"slept": 3.0}
+    shown = client.get_run_events(run_id)
+    refused = [e for e in shown if e.get("refused") and e["type"] == "attempt.succeeded"]
+    assert len(refused) == 1 and "placed on" in refused[0]["refused"], refused
+    succeeded = [e for e in shown if e["type"] == "attempt.succeeded" and "refused" not in e]
+    assert [e["node_id"] for e in succeeded] == [placed_on]
+    later = [e for e in client.get_run_events(run_id, after=refused[0]["seq"] - 1) if e.get("refused")]
+    assert [e["seq"] for e in later] == [refused[0]["seq"]], "a page from the middle judges it alike"

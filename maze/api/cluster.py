@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from litestar import get, post
@@ -11,9 +14,25 @@ from maze.api.openapi import answers
 from maze.api.state import HeadState, MinSeq
 from maze.api.views import JoinInfo, JoinLimits
 from maze.core.settings import without_credentials
-from maze.events.store import ensure_work_consumer
+from maze.events.store import ensure_work_consumer, is_transient
 from maze.head import views
 from maze.head.nats_auth import JS_API_PREFIX, NODE_ID_RE, check_node_id
+
+
+async def _with_retries(step: Callable[[], Awaitable[None]], within_s: float = 5.0) -> None:
+    """`step` against the head's JetStream, again while it answers "unavailable" (a moment after
+    the embedded server reloads its configuration for a new node's account)."""
+    deadline = time.monotonic() + within_s
+    delay = 0.05
+    while True:
+        try:
+            await step()
+            return
+        except Exception as exc:
+            if not is_transient(exc) or time.monotonic() + delay > deadline:
+                raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
 
 
 @get("/cluster/nats", responses=answers(400, 503))
@@ -35,7 +54,7 @@ async def cluster_nats(
         prefix = JS_API_PREFIX
     else:
         urls = head.settings.worker_nats_urls or [without_credentials(u) for u in head.nats_urls]
-    await ensure_work_consumer(head.js, check_node_id(node_id))
+    await _with_retries(lambda: ensure_work_consumer(head.js, check_node_id(node_id)))
     return JoinInfo(
         nats_urls=urls,
         # the node's work consumer is made by the head, here, before this answer: a worker may

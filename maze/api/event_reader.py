@@ -15,9 +15,10 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from maze.events import subjects
-from maze.events.codec import decode_leniently, shown_events, with_fence
+from maze.events.codec import decode_leniently, shown_events, with_fence, without_foreign
 from maze.events.runs import LeaderElected, RunFinished
 from maze.events.store import subscribe_ordered
+from maze.events.tasks import AttemptPlaced
 
 
 class Elections:
@@ -92,11 +93,22 @@ async def ended_by(js: JetStreamContext, run_id: str, seq: int) -> bool:
 
 
 async def run_events(
-    js: JetStreamContext, run_id: str, after: int, until: int | None
+    js: JetStreamContext,
+    run_id: str,
+    after: int,
+    until: int | None,
+    placed: dict[tuple[str, int], str] | None = None,
 ) -> AsyncIterator[tuple[int, list[dict[str, Any]], bool]]:
     """Yield (seq, events, finished) for messages of the run after `after`: up to stream sequence
     `until`, or, with `until=None`, following the run live until its final event. The elections
-    are read with them, in stream order, so that each message is fenced as the folds fence it."""
+    are read with them, in stream order, so that each message is fenced as the folds fence it; and
+    the placements, so that a node's report on an attempt placed elsewhere is shown refused
+    (`placed`: (task, attempt) -> node of the placements before `after`, as far as known)."""
+    placements: dict[tuple[str, int], str] = dict(placed or {})
+
+    def placed_on(_: str, task_id: str, attempt: int) -> str | None:
+        return placements.get((task_id, attempt))
+
     follow = until is None
     if until is not None and until <= after:
         return
@@ -122,7 +134,10 @@ async def run_events(
                         epoch = max(epoch, event.epoch)
                         elections.note(seq, event.epoch)
             else:
-                decoded = with_fence(decoded, epoch)
+                decoded = without_foreign(with_fence(decoded, epoch), msg.subject, placed_on)
+                for event in decoded.events:
+                    if isinstance(event, AttemptPlaced):
+                        placements[(event.task_id, event.attempt)] = event.node_id
                 finished = any(isinstance(e, RunFinished) for e in decoded.events)
                 yield seq, shown_events(decoded, seq), finished
                 if follow and finished:
@@ -134,3 +149,15 @@ async def run_events(
             await sub.unsubscribe()
         except Exception:
             pass
+
+
+async def placements_before(read: Any, run_id: str, after: int) -> dict[tuple[str, int], str]:
+    """The run's placements as the read models know them, for a reader starting at `after` (the
+    placements after it come with the events read)."""
+    if not after:
+        return {}
+    try:
+        found = await read("placements", run_id)
+    except Exception:  # not in the read models yet: judged from what is read
+        return {}
+    return {(str(t), int(a)): str(n) for t, a, n in found}

@@ -19,7 +19,7 @@ from litestar import Request, Response, post
 from msgspec import Struct
 
 from maze.api.run_writer import chunk_events, encode_chunks, fit_specs, record_run, spec_sizes
-from maze.api.runs import require_run
+from maze.api.runs import require_run, salted
 from maze.api.state import HeadState
 from maze.api.submit import ID_RE, check_placeable
 from maze.core.clock import new_id, now_ms
@@ -198,7 +198,7 @@ async def retry_run(request: Request[Any, Any, Any], run_id: str, head: HeadStat
         first, kind=created.kind, timeout_seconds=created.timeout_seconds, retry_of=run_id
     )
     request_hash = hashlib.sha256(f"retry/{run_id}/{body.failed_only}/{new_run_id}".encode()).hexdigest()[:32]
-    seq, duplicate = await record_run(head.js, events, request_hash, encode_chunks(events))
+    seq, duplicate = await record_run(head.js, events, salted(request_hash, head), encode_chunks(events))
     return Response(
         {
             "run_id": new_run_id,

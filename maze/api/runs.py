@@ -14,7 +14,7 @@ from litestar import Request, Response, get, post
 from litestar.params import Parameter
 from litestar.response import Stream
 
-from maze.api.event_reader import run_events
+from maze.api.event_reader import placements_before, run_events
 from maze.api.openapi import (
     SEQ_MAX,
     After,
@@ -50,6 +50,14 @@ MAX_RUN_TIMEOUT_S = 366 * 24 * 3600.0
 MAX_SUBMISSION_BYTES = 512 * 1024 * 1024  # a 100,000-task run is ~40 MB; big values go as blobs
 BIG_BODY_BYTES = 1024 * 1024
 T = TypeVar("T")
+
+
+def salted(request_hash: str, head: HeadState) -> str:
+    """A request's hash as its run's message ids carry it: with the heads' secret salt, so that no
+    worker can store the ids of a submission it has seen first (JetStream dedupes them stream-wide:
+    the run would then be answered `duplicate` and never recorded)."""
+    salt = head.controller.store.salt
+    return f"{request_hash}/{salt}" if salt else request_hash
 
 
 async def require_run(head: HeadState, run_id: str) -> int:
@@ -150,7 +158,7 @@ async def _submit(request: Request[Any, Any, Any], head: HeadState, client: str 
     hops.mark("validated", run_id)
     try:
         seq, duplicate = await record_run(
-            head.js, events, hashlib.sha256(body).hexdigest()[:32], encoded, first_tags=tags
+            head.js, events, salted(hashlib.sha256(body).hexdigest()[:32], head), encoded, first_tags=tags
         )
     except BaseException:
         if placing:
@@ -258,7 +266,8 @@ async def get_run_events(run_id: RunId, head: HeadState, after: After = 0) -> Ev
     until = await last_run_seq(head.js, run_id, reports=True)
     events: list[dict[str, Any]] = []
     last = after
-    async for seq, batch, _ in run_events(head.js, run_id, after, until=until):
+    placed = await placements_before(head.read, run_id, after)
+    async for seq, batch, _ in run_events(head.js, run_id, after, until=until, placed=placed):
         events.extend(batch)
         last = seq
         if len(events) >= MAX_EVENTS_PAGE:

@@ -22,7 +22,7 @@ from litestar.response.base import ASGIResponse
 from litestar.response.streaming import ASGIStreamingResponse
 from litestar.types import HTTPResponseBodyEvent, Send
 
-from maze.api.event_reader import ended_by, run_events
+from maze.api.event_reader import ended_by, placements_before, run_events
 from maze.api.limits import StreamSlots
 from maze.api.state import HeadState
 from maze.core import hops
@@ -136,7 +136,8 @@ async def run_frames(head: HeadState, run_id: str, after: int, wait_for: int = 0
     if sent and await ended_by(head.js, run_id, sent):
         yield END
         return
-    async for seq, events, finished in run_events(head.js, run_id, sent, until=None):
+    placed = await placements_before(head.read, run_id, sent)
+    async for seq, events, finished in run_events(head.js, run_id, sent, until=None, placed=placed):
         chunk = frame("events", _json.encode(events), seq)
         if finished:
             hops.mark("sse_sent", run_id)

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import typing
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import msgspec
 import structlog
 
+from maze.core.task_machine import foreign
 from maze.events import subjects
-from maze.events.authority import split_admissible
+from maze.events.authority import REPORTS, split_admissible
 from maze.events.catalog import Event, event_tag, fenced
 from maze.events.runs import RunCreated, TasksAdded
 from maze.events.specs import InputGather, InputRef, InputValue
@@ -141,6 +143,32 @@ def with_authority(decoded: Decoded, subject: str | None) -> Decoded:
     # worker could otherwise end any run by writing garbage on its own subject of that run)
     unreadable = [Malformed(m.tag, f"{why}; it does not decode: {m.error}") for m in decoded.malformed]
     return Decoded(kept, decoded.unknown, [], [*(Malformed(event_tag(e), why) for e in refused), *unreadable])
+
+
+PlacedOn = Callable[[str, str, int], str | None]
+
+
+def without_foreign(decoded: Decoded, subject: str, placed_on: PlacedOn) -> Decoded:
+    """`decoded` (read from a worker's `subject`), less its reports on attempts placed on another
+    node than the one that wrote it (moved to `refused`): what every fold ignores is shown as
+    refused too. `placed_on(run, task, attempt)`: where the attempt was placed, None when the
+    reader does not know (the report is then left as it is: the folds ignore it if foreign)."""
+    reporter = subjects.reporter_of(subject)
+    if reporter is None or not decoded.events:
+        return decoded
+    kept: list[Event] = []
+    refused = list(decoded.refused)
+    for event in decoded.events:
+        if isinstance(event, REPORTS):
+            node = placed_on(event.run_id, event.task_id, event.attempt)
+            if node is not None and foreign(event, node):
+                why = f"a report of node {reporter} on attempt {event.attempt} of {event.task_id}, placed on {node}"
+                refused.append(Malformed(event_tag(event), why))
+                continue
+        kept.append(event)
+    if len(kept) == len(decoded.events):
+        return decoded
+    return Decoded(kept, decoded.unknown, decoded.malformed, refused)
 
 
 def with_fence(decoded: Decoded, epoch: int) -> Decoded:

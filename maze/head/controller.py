@@ -39,7 +39,7 @@ from maze.core.settings import Settings
 from maze.events import headers, subjects
 from maze.events.blobs import BlobStore
 from maze.events.catalog import Event, event_tag, stamp
-from maze.events.codec import decode_leniently, decode_stats, with_fence
+from maze.events.codec import decode_leniently, decode_stats, with_fence, without_foreign
 from maze.events.fit import make_fit
 from maze.events.nodes import Heartbeat, NodeJoined, NodeLeft, NodeLost
 from maze.events.runs import LeaderElected, RunCreated
@@ -358,8 +358,10 @@ class RunController:
             error = "; ".join(f"a malformed {m.tag} event ({m.error})" for m in decoded.malformed)
             self.core.break_run(subjects.run_id_of(msg.subject), f"{error} at {stream} sequence {seq}")
         if stream == subjects.RUNS_STREAM:
-            # what the history shows as it is written: a deposed leader's decisions as refused
-            self.feeds.note(msg.subject, seq, with_fence(decoded, self.core.epoch), len(msg.data))
+            # what the history shows as it is written: a deposed leader's decisions, and a node's
+            # reports on attempts placed elsewhere (judged before this message is folded), refused
+            shown = without_foreign(with_fence(decoded, self.core.epoch), msg.subject, self.core.placed_on)
+            self.feeds.note(msg.subject, seq, shown, len(msg.data))
         counted = self.metrics.fold.observes(stream, seq)
         for event in decoded.events:
             self.apply(event, counted)

@@ -29,7 +29,7 @@ from typing import Any
 import structlog
 from msgspec import Struct
 
-from maze.core.task_machine import ACTIVE, PLACEABLE
+from maze.core.task_machine import ACTIVE, PLACEABLE, foreign
 from maze.events import gather
 from maze.events.catalog import Event, fenced
 from maze.events.codec import encode_value
@@ -271,15 +271,36 @@ class Scheduler:
         else:
             self.placer.forget_intent(key)  # a placement the log had already overtaken
 
+    def placed_on(self, run_id: str, task_id: str, attempt: int) -> str | None:
+        """The node attempt `attempt` of the task was placed on, while this core knows it (its
+        reservation, or the task's current attempt); None once forgotten."""
+        res = self.placer.reservations.get((run_id, task_id, attempt))
+        if res is not None:
+            return res.node_id
+        run = self.runs.get(run_id)
+        task = run.tasks.get(task_id) if run is not None else None
+        return task.node_id if task is not None and task.attempt == attempt else None
+
+    def _foreign(
+        self, event: AttemptStarted | AttemptSucceeded | AttemptFailed | AttemptRejected | AttemptLost
+    ) -> bool:
+        """A worker's report on an attempt not placed on its node changes nothing at all: not the
+        task (the task machine ignores it too), not the attempt's reservation or delivery."""
+        return foreign(event, self.placed_on(event.run_id, event.task_id, event.attempt))
+
     def _started(self, event: AttemptStarted) -> None:
-        self.delivery.settled((event.run_id, event.task_id, event.attempt))
         if self.live and self.done_runs.get(event.run_id) in ENDED_BY_CONTROLLER:
             # a node started an attempt of a run that ended while it was placed there: the word
             # to kill it may not have reached the node (or came before the work): told again
             self.late_starts.setdefault(event.node_id, {})[event.run_id] = "the run has ended"
+        if self._foreign(event):
+            return
+        self.delivery.settled((event.run_id, event.task_id, event.attempt))
         self._attempt(event)
 
     def _terminal(self, event: AttemptSucceeded | AttemptFailed | AttemptRejected | AttemptLost) -> None:
+        if self._foreign(event):
+            return
         key = (event.run_id, event.task_id, event.attempt)
         self.placer.release(key)
         self.delivery.settled(key)

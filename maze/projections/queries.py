@@ -119,5 +119,15 @@ def get_task(cur: duckdb.DuckDBPyConnection, run_id: str, task_id: str) -> dict[
     return task
 
 
+def placements(cur: duckdb.DuckDBPyConnection, run_id: str) -> list[tuple[str, int, str]]:
+    """(task, attempt, node) of every attempt of the run that was placed on a node."""
+    run = get_run(cur, run_id)
+    found = cur.execute(
+        f"SELECT task_id, attempt, node_id FROM attempts WHERE {RUN_SCOPE} AND node_id IS NOT NULL",
+        [run["run_seq"], run_id],
+    ).fetchall()
+    return [(str(t), int(a), str(n)) for t, a, n in found]
+
+
 def list_nodes(cur: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     return [_decode(r) for r in rows(cur, "SELECT * FROM nodes ORDER BY node_id", [])]

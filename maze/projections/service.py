@@ -74,6 +74,7 @@ class ReadModelServer:
             "get_run": self.get_run,
             "get_tasks": self.get_tasks,
             "get_task": self.get_task,
+            "placements": self.placements,
             "list_nodes": self.list_nodes,
             "status": self.status,
             "rebuild": self.rebuild,
@@ -167,6 +168,9 @@ class ReadModelServer:
 
     async def get_tasks(self, run_id: str, limit: int, offset: int) -> Any:
         return await self.query_run(queries.get_tasks, run_id, limit, offset)
+
+    async def placements(self, run_id: str) -> Any:
+        return await self.query_run(queries.placements, run_id)
 
     async def get_task(self, run_id: str, task_id: str) -> Any:
         return await self.query_run(queries.get_task, run_id, task_id)

@@ -11,6 +11,7 @@ import msgspec
 from maze.core.task_machine import lost_error
 from maze.events.tasks import AttemptLost
 
+NODE_REPORTS = frozenset({"attempt.started", "attempt.succeeded", "attempt.failed", "attempt.rejected"})
 ATTEMPT_ENDS = frozenset({"attempt.succeeded", "attempt.failed", "attempt.rejected", "attempt.lost"})
 # how the API marks entries that are not history: a type this version cannot read, an event that
 # does not decode, an event its writer may not write (a worker's forgery, a deposed leader's late
@@ -44,6 +45,15 @@ class MessageStream:
         self.failures: dict[str, dict[str, Any]] = {}  # task -> its latest failure, retry unknown yet
         self.failed: set[str] = set()  # tasks sent as task_exception
         self.tasks: dict[str, str] = {}  # task id -> name, from the run's own record
+        self.placed: dict[tuple[str, int], str] = {}  # attempt -> the node it was placed on
+
+    def _foreign(self, event: dict[str, Any]) -> bool:
+        if event["type"] == "attempt.failed":
+            error = event.get("error") or {}
+            if error.get("origin") == "controller" or event.get("epoch"):
+                return False  # decided by the controller
+        placed = self.placed.get((event["task_id"], event["attempt"]))
+        return placed is not None and event.get("node_id") != placed
 
     def feed(self, event: dict[str, Any]) -> list[dict[str, Any]]:
         """The messages this event makes (often none)."""
@@ -52,6 +62,10 @@ class MessageStream:
         kind: str = event["type"]
         if kind in ("run.created", "tasks.added"):
             return self._tasks(event)
+        if kind == "attempt.placed":
+            self.placed[(event["task_id"], event["attempt"])] = event["node_id"]
+        elif kind in NODE_REPORTS and self._foreign(event):
+            return []  # a node's word on an attempt placed elsewhere is no report (as in every fold)
         if kind in ATTEMPT_ENDS:
             attempt = (event["task_id"], event["attempt"])
             if attempt in self.ended:
