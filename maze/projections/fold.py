@@ -40,6 +40,7 @@ from maze.events.tasks import (
 )
 from maze.events.values import describe, describe_map
 from maze.projections.rows import AttemptRow, RunRow, TaskRow
+from maze.projections.run_summary import add_names, result_summary, searchable
 
 Row = dict[str, Any]
 ATTEMPT_ENDED = frozenset({"succeeded", "failed", "timed_out", "rejected", "lost", "cancelled"})
@@ -118,6 +119,8 @@ def create_run(event: RunCreated, run_seq: int) -> RunModel:
             failed_task_id=None,
             run_seq=run_seq,
             progress="{}",
+            names=searchable(event.workflow_id),
+            result_summary=None,
         )
     )
     add_tasks(model, event.tasks, 0)
@@ -127,6 +130,7 @@ def create_run(event: RunCreated, run_seq: int) -> RunModel:
 def add_tasks(model: RunModel, specs: list[TaskSpec], offset: int) -> None:
     """Task rows for one chunk of the run's tasks (a chunk seen before changes nothing)."""
     run = model.run
+    add_names(run, specs)
     for i, spec in enumerate(specs):
         if spec.task_id in model.tasks:
             continue
@@ -192,6 +196,7 @@ def _finish(model: RunModel, event: RunFinished) -> None:
             _set_state(model, task, "cancelled")
             task.error = reason
             model.dirty_tasks.add(task.task_id)
+    run.result_summary = dumps(result_summary(model.tasks))
 
 
 def _attempt_row(model: RunModel, task: TaskRow, attempt_no: int) -> AttemptRow:

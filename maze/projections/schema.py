@@ -13,7 +13,7 @@ from __future__ import annotations
 
 # Bump when a table changes: read models are derived data, so an older file is dropped and rebuilt
 # from the event log at start instead of migrated.
-SCHEMA_VERSION = 3  # 3: tasks.failures
+SCHEMA_VERSION = 4  # 3: tasks.failures; 4: runs.names, runs.result_summary
 
 TABLES: dict[str, dict[str, str]] = {
     "runs": {
@@ -31,6 +31,8 @@ TABLES: dict[str, dict[str, str]] = {
         "failed_task_id": "VARCHAR",
         "run_seq": "BIGINT",
         "progress": "VARCHAR",  # {task state: number of tasks in it}, kept by the fold
+        "names": "VARCHAR",  # what a text search looks in (run_summary.py); never shown
+        "result_summary": "VARCHAR",  # the final tasks' outputs, briefly, once the run ends
     },
     "tasks": {
         "run_id": "VARCHAR",
