@@ -183,16 +183,18 @@ def _finish(model: RunModel, event: RunFinished) -> None:
     run.finished_at_ms = event.at_ms
     run.error = dumps(event.error)
     run.failed_task_id = event.failed_task_id
-    reason = dumps(
-        TaskError(
-            error_type="cancelled",
-            message=f"not run: the run ended {event.state}"
-            + (f" (task {event.failed_task_id} failed)" if event.failed_task_id else ""),
-            origin="controller",
-        )
-    )
+    reason = None  # made once, if a task needs it (most runs end with every task done)
     for task in model.tasks.values():  # once per run
         if task.state in ("pending", "retry_wait"):
+            if reason is None:
+                reason = dumps(
+                    TaskError(
+                        error_type="cancelled",
+                        message=f"not run: the run ended {event.state}"
+                        + (f" (task {event.failed_task_id} failed)" if event.failed_task_id else ""),
+                        origin="controller",
+                    )
+                )
             _set_state(model, task, "cancelled")
             task.error = reason
             model.dirty_tasks.add(task.task_id)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
 import duckdb
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 
+from maze.core.errors import Unavailable
 from maze.events import subjects
 from maze.events.codec import decode_events
 from maze.events.store import subscribe_ordered
@@ -15,9 +18,14 @@ from maze.projections import db
 from maze.projections.projector import STREAMS, Folder, Projector
 from maze.projections.schema import TABLES
 
+REBUILD_BATCH = 10_000  # messages folded and written per transaction (DuckDB wants few, large ones)
+STALL_S = 10.0
+
 
 async def fold_streams_into(nc: NATS, conn: duckdb.DuckDBPyConnection, upto: dict[str, int]) -> None:
-    """Replay each stream from its start up to `upto[stream]` into a fresh database."""
+    """Replay each stream from its start up to `upto[stream]` into a fresh database. Messages
+    arrive by callback into a list, folded and written a large batch at a time (awaiting each
+    message with `next_msg` cost ~100 µs a message, more than folding it)."""
     js = nc.jetstream()
     folder = Folder(conn)
     for stream in STREAMS:
@@ -25,22 +33,40 @@ async def fold_streams_into(nc: NATS, conn: duckdb.DuckDBPyConnection, upto: dic
         if last == 0:
             continue
         subject = subjects.RUN_SUBJECTS if stream == subjects.RUNS_STREAM else subjects.NODE_SUBJECTS
-        sub = await subscribe_ordered(js, subject, 1)
+        arrived: list[Msg] = []
+        more = asyncio.Event()
+
+        async def take(msg: Msg, arrived: list[Msg] = arrived, more: asyncio.Event = more) -> None:
+            arrived.append(msg)
+            more.set()
+
+        sub = await subscribe_ordered(js, subject, 1, cb=take)
         try:
-            batch = []
-            while True:
-                msg = await sub.next_msg(timeout=10)
-                seq = msg.metadata.sequence.stream
-                if seq > last:
-                    break
-                batch.append(
-                    (stream, seq, decode_events(msg.data, stream=stream, seq=seq, subject=msg.subject))
-                )
-                if len(batch) >= 2000 or seq == last:
+            done = False
+            while not done:
+                try:
+                    await asyncio.wait_for(more.wait(), STALL_S)
+                except TimeoutError as exc:
+                    raise Unavailable(f"the {stream} stream stopped answering during the rebuild") from exc
+                more.clear()
+                if len(arrived) < REBUILD_BATCH and arrived[-1].metadata.sequence.stream < last:
+                    continue  # gather a large batch
+                msgs = arrived[:]
+                arrived.clear()
+                batch = []
+                for msg in msgs:
+                    seq = msg.metadata.sequence.stream
+                    if seq > last:
+                        done = True
+                        break
+                    batch.append(
+                        (stream, seq, decode_events(msg.data, stream=stream, seq=seq, subject=msg.subject))
+                    )
+                    if seq == last:
+                        done = True
+                        break
+                if batch:
                     folder.commit(*folder.fold(batch))
-                    batch = []
-                if seq == last:
-                    break
         finally:
             await sub.unsubscribe()
 
@@ -78,6 +104,7 @@ async def rebuild(nc: NATS, projector: Projector, replace: bool = True) -> dict[
                 finally:
                     live.execute("DETACH rebuilt")
                 projector.folder.cache.clear()
+                projector.folder.run_rows.clear()  # GET /runs/{id} answers from the new tables
                 report["replaced"] = True
         finally:
             try:

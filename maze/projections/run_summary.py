@@ -67,6 +67,8 @@ def add_names(run: RunRow, specs: Iterable[TaskSpec]) -> None:
 
 def _brief(value: Any) -> tuple[Any, bool]:
     """An output value as the summary shows it, and whether it was cut."""
+    if value is None or isinstance(value, bool | int | float):
+        return value, False
     if isinstance(value, dict) and MARKER in value:
         return value, False  # a blob or pickle descriptor: small, and what the client loads from
     text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
