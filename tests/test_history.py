@@ -529,3 +529,42 @@ def test_a_cursor_carries_the_sort_it_was_made_for() -> None:
     assert (again.after_key, again.after_seq) == (UNFINISHED, 9)
     with pytest.raises(ValidationError, match="sort=finished order=asc"):
         RunQuery.parse(cursor=cursor)
+
+
+def test_the_bounded_query_answers_as_a_plain_top_n_would(tmp_path: Path, monkeypatch) -> None:
+    """The page query's bound (`max(key, n)`, run_search.py) is only a shortcut: for any filter,
+    sort, order, cursor and offset it must give what ORDER BY ... LIMIT gives alone."""
+    from maze.projections import db, queries, run_search
+    from maze.projections.projector import Folder
+
+    conn = db.open_db(tmp_path / "history.duckdb")
+    folder = Folder(conn)
+    batch = [(subjects.RUNS_STREAM, seq, events) for seq, (_, events, _) in enumerate(_history_messages(), 1)]
+    folder.commit(*folder.fold(batch))
+    cur = conn.cursor()
+    rng = random.Random(5)
+    for _ in range(60):
+        params: dict = {
+            "limit": rng.choice((1, 7, 50)),
+            "sort": rng.choice(("created", "finished")),
+            "order": rng.choice(("desc", "asc")),
+        }
+        if rng.random() < 0.4:
+            params["state"] = ",".join(rng.sample(("created", *FINAL_STATES), 2))
+        if rng.random() < 0.3:
+            params["search"] = rng.choice(("etl", "clean", "#1", "tail", "nothing at all"))
+        if rng.random() < 0.3:
+            params["created_after"] = BASE_MS + rng.randrange(0, 300_000)
+        if rng.random() < 0.3:
+            params["offset"] = rng.randrange(0, 400)
+        query = RunQuery.parse(**params)
+        if rng.random() < 0.5:
+            _, cursor = queries.search(cur, query)
+            if cursor is None:
+                continue
+            query = RunQuery.parse(**{**params, "offset": 0, "cursor": cursor})
+        bounded = queries.search(cur, query)
+        monkeypatch.setattr(run_search, "MAX_BOUNDED", 0)
+        plain = queries.search(cur, query)
+        monkeypatch.undo()
+        assert bounded == plain, params

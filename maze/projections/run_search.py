@@ -42,6 +42,7 @@ ORDERS = ("desc", "asc")
 MAX_LIMIT = 1000
 MAX_SEARCH_CHARS = 200
 MAX_LIST_ITEMS = 20
+MAX_BOUNDED = 10_000  # the most keys `max(key, n)` keeps; past it (deep offsets) a plain Top-N
 UNFINISHED = 1 << 62  # a run not finished sorts as if it finished after every run that did
 CURSOR_VERSION = 1
 _KIND_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -151,12 +152,19 @@ class RunQuery(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             params += [self.after_key, self.after_key, self.after_seq]
         cond = " AND ".join(where) or "TRUE"
         wanted = self.offset + self.limit + 1
+        direction = "DESC" if desc else "ASC"
+        order = f"ORDER BY {key} {direction}, run_seq {direction} LIMIT ? OFFSET ?"
+        if wanted > MAX_BOUNDED:  # a deep offset (the older way to page): a plain Top-N
+            return f"SELECT {', '.join(LIST_COLUMNS)} FROM runs WHERE {cond} {order}", [
+                *params,
+                self.limit + 1,
+                self.offset,
+            ]
         # the `wanted`-th key of the matching rows (NULL when none match: then no row passes)
         bound = f"(SELECT {'max' if desc else 'min'}({key}, {wanted})[-1] FROM runs WHERE {cond})"
-        direction = "DESC" if desc else "ASC"
         sql = (
             f"SELECT {', '.join(LIST_COLUMNS)} FROM runs WHERE {cond} AND {key} {'>=' if desc else '<='} "
-            f"{bound} ORDER BY {key} {direction}, run_seq {direction} LIMIT ? OFFSET ?"
+            f"{bound} {order}"
         )
         return sql, [*params, *params, self.limit + 1, self.offset]
 
