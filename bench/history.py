@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import shutil
 import statistics
@@ -229,6 +230,7 @@ def main() -> None:
             ("state=failed, a cursor page mid-history", {"state": "failed", "cursor": deep}),
         ]
         results: list[tuple[str, list[float]]] = []
+        load_before = os.getloadavg()[0]
         with httpx.Client(base_url=head.url, timeout=30) as client:
             for name, params in queries:
                 took, answer = timed(client, "/runs", {"limit": 50, **params}, args.requests)
@@ -250,6 +252,12 @@ def main() -> None:
                 took.append(time.perf_counter() - began)
             results.append(("GET /runs/{id}, any run (read from DuckDB)", took))
         everything = [t for name, took in results if "offset" not in name for t in took]
+        rows.append(
+            (
+                "load average (1 min) before / after the queries",
+                f"{load_before:.1f} / {os.getloadavg()[0]:.1f}",
+            )
+        )
         for name, took in results:
             rows.append((f"{name}, p50 / p99", pct(took)))
         rows.append(

@@ -12,20 +12,21 @@ from nats.aio.msg import Msg
 
 from maze.core.errors import Unavailable
 from maze.events import subjects
+from maze.events.catalog import Event
 from maze.events.codec import decode_events
 from maze.events.store import subscribe_ordered
 from maze.projections import db
 from maze.projections.projector import STREAMS, Folder, Projector
 from maze.projections.schema import TABLES
 
-REBUILD_BATCH = 10_000  # messages folded and written per transaction (DuckDB wants few, large ones)
+REBUILD_BATCH = 2_000  # messages folded and written per transaction (DuckDB wants few, large ones)
 STALL_S = 10.0
 
 
 async def fold_streams_into(nc: NATS, conn: duckdb.DuckDBPyConnection, upto: dict[str, int]) -> None:
     """Replay each stream from its start up to `upto[stream]` into a fresh database. Messages
-    arrive by callback into a list, folded and written a large batch at a time (awaiting each
-    message with `next_msg` cost ~100 µs a message, more than folding it)."""
+    arrive by callback into a list (awaiting each with `next_msg` cost ~100 µs a message, more
+    than folding it) while the batch before is folded and written in a thread."""
     js = nc.jetstream()
     folder = Folder(conn)
     for stream in STREAMS:
@@ -65,10 +66,14 @@ async def fold_streams_into(nc: NATS, conn: duckdb.DuckDBPyConnection, upto: dic
                     if seq == last:
                         done = True
                         break
-                if batch:
-                    folder.commit(*folder.fold(batch))
+                if batch:  # in a thread: the loop goes on reading the log and answering queries
+                    await asyncio.to_thread(_fold_and_commit, folder, batch)
         finally:
             await sub.unsubscribe()
+
+
+def _fold_and_commit(folder: Folder, batch: list[tuple[str, int, list[Event]]]) -> None:
+    folder.commit(*folder.fold(batch))
 
 
 def compare(live: duckdb.DuckDBPyConnection, rebuilt: duckdb.DuckDBPyConnection) -> dict[str, Any]:
