@@ -568,3 +568,54 @@ def test_the_bounded_query_answers_as_a_plain_top_n_would(tmp_path: Path, monkey
         plain = queries.search(cur, query)
         monkeypatch.undo()
         assert bounded == plain, params
+
+
+def test_the_projector_keeps_the_newest_finished_runs_that_fit_and_every_active_one(tmp_path: Path) -> None:
+    """The projector's cache of runs (rows in memory; the rest is read back from DuckDB) keeps
+    every active run and, newest first, the finished runs whose rows fit its bound. It counts
+    sizes as runs are committed instead of walking the whole cache per batch: checked here
+    against that walk."""
+    from collections import OrderedDict
+
+    from maze.projections import db
+    from maze.projections.projector import Folder
+
+    limit = 25
+    folder = Folder(db.open_db(tmp_path / "cache.duckdb"), finished_rows=limit)
+    walked: OrderedDict[str, tuple[bool, int]] = OrderedDict()  # the walk's view: (finished, rows)
+    rng = random.Random(3)
+    created: set[str] = set()
+    evicted = 0
+    for seq in range(1, 301):
+        batch = []
+        for run_id in {f"run_{rng.randrange(40)}" for _ in range(rng.randint(1, 3))}:
+            events: list = []
+            if run_id not in created:
+                created.add(run_id)
+                tasks = [_spec(f"t{i}", "n", "f") for i in range(rng.randint(1, 4))]
+                events.append(RunCreated(run_id=run_id, workflow_id="w", at_ms=seq, tasks=tasks))
+            if rng.random() < 0.5 and run_id not in ("run_0", "run_1", "run_2"):  # these stay active
+                events.append(RunFinished(run_id=run_id, at_ms=seq, state="succeeded"))
+            batch.append((subjects.RUNS_STREAM, seq, events))
+        models, nodes, positions = folder.fold(
+            [(s, q, [e for _, _, es in batch for e in es]) for s, q, _ in batch[:1]]
+        )
+        folder.commit(models, nodes, positions)
+        for model in models:
+            walked[model.run.run_id] = (model.finished, model.size)
+            walked.move_to_end(model.run.run_id)
+        kept = 0
+        for run_id in reversed(list(walked)):  # the walk the projector did before, newest first
+            finished, size = walked[run_id]
+            if finished:
+                kept += size
+                if kept > limit:
+                    del walked[run_id]
+                    evicted += 1
+        assert list(folder.cache) == list(walked), seq
+        assert set(folder.run_rows) == set(folder.cache)
+    assert evicted > 20 and {r for r, m in folder.cache.items() if not m.finished} == {
+        "run_0",
+        "run_1",
+        "run_2",
+    }

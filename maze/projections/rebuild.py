@@ -108,8 +108,7 @@ async def rebuild(nc: NATS, projector: Projector, replace: bool = True) -> dict[
                     live.execute("COMMIT")
                 finally:
                     live.execute("DETACH rebuilt")
-                projector.folder.cache.clear()
-                projector.folder.run_rows.clear()  # GET /runs/{id} answers from the new tables
+                projector.folder.forget()  # GET /runs/{id} answers from the new tables
                 report["replaced"] = True
         finally:
             try:
