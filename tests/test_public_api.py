@@ -35,6 +35,8 @@ def test_sdk_methods() -> None:
             "get_run_tasks",
             "get_run_events",
             "follow_run_events",
+            "wait_run",
+            "iter_runs",
             "close",
         ],
         MaWorkflow: [
