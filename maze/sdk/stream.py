@@ -132,7 +132,7 @@ def _bound(stream: EventStream | None, run_id: str, deadline: float | None) -> N
         return
     remaining = deadline - time.monotonic()
     if remaining <= 0:
-        raise WaitTimeout(f"run {run_id} did not end in time; it goes on", run_id=run_id)
+        raise WaitTimeout(f"run {run_id} has not ended within the wait; it goes on", run_id=run_id)
     sock = stream.connection.sock if stream is not None and stream.connection is not None else None
     if sock is not None:
         sock.settimeout(remaining)
