@@ -36,6 +36,8 @@ def test_sdk_methods() -> None:
             "get_run_events",
             "follow_run_events",
             "resolve_run_id",
+            "wait_run",
+            "iter_runs",
             "close",
         ],
         MaWorkflow: [

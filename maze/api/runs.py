@@ -8,6 +8,7 @@ import math
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, TypeVar
+from urllib.parse import urlencode
 
 import msgspec
 from litestar import Request, Response, get, post
@@ -37,13 +38,14 @@ from maze.api.run_writer import (
 from maze.api.sse import FEED_WAIT_S, Last, counted, frame, run_frames, sse_response
 from maze.api.state import HeadState, MinSeq
 from maze.api.submit import ID_RE, SubmitRun, accept_submission, check_placeable, decode_submission
-from maze.api.views import EventsPage, RunState, RunView, Submitted, TaskDetail, TaskView
+from maze.api.views import EventsPage, RunView, Submitted, TaskDetail, TaskView
 from maze.core import hops
 from maze.core.clock import new_id, now_ms
 from maze.core.errors import NotFound, Unavailable, ValidationError
 from maze.events.runs import RunCreated
 from maze.events.store import last_run_seq
 from maze.projections.queries import MAX_TASKS_PAGE
+from maze.projections.run_search import RunQuery
 
 MAX_EVENTS_PAGE = 10_000
 MAX_RUN_TIMEOUT_S = 366 * 24 * 3600.0
@@ -195,20 +197,47 @@ async def _submit(request: Request[Any, Any, Any], head: HeadState, client: str 
 
 @get("/runs", responses=answers(400, 409, 503, ok=list[RunView]))
 async def list_runs(
+    request: Request[Any, Any, Any],
     head: HeadState,
     limit: Annotated[int, Parameter(ge=1, le=1000, description="At most this many runs.")] = 50,
     offset: Offset = 0,
-    run_state: Annotated[RunState | None, Parameter(query="state")] = None,
+    run_state: Annotated[str | None, Parameter(query="state")] = None,
+    kind: str | None = None,
+    created_after: str | None = None,
+    created_before: str | None = None,
+    search: str | None = None,
+    sort: str | None = None,
+    order: str | None = None,
+    cursor: str | None = None,
     min_seq: MinSeq = None,
-) -> list[dict[str, Any]]:
-    """Runs, newest first; `state` filters by run state."""
-    runs: list[dict[str, Any]] = await head.read("list_runs", limit, offset, run_state, min_seq=min_seq)
-    return runs
+) -> Response[list[dict[str, Any]]]:
+    """Run history, newest first: a page of at most `limit` (1..1000) runs.
+
+    Filters (all optional, combined with AND): `state` and `kind` (one value or several, comma
+    separated), `created_after` (inclusive) and `created_before` (exclusive) as milliseconds since
+    the epoch or ISO 8601 (UTC unless an offset is given), `search`: text found, case-insensitively,
+    in the run's workflow id or in the name of one of its tasks or their functions. `sort`:
+    `created` (default) or `finished` (runs not finished come first newest-first); `order`: `desc`
+    (default) or `asc`. While there are more runs, the `X-Next-Cursor` header holds an opaque
+    cursor and `Link: <…>; rel="next"` the next page's URL: pass it as `cursor` with the same
+    filters, sort and order (`offset` is the older way to page and costs more the deeper it goes)."""
+    query = RunQuery.parse(
+        limit, offset, run_state, kind, created_after, created_before, search, sort, order, cursor
+    )
+    page = await head.read("search_runs", msgspec.structs.asdict(query), min_seq=min_seq)
+    headers = {}
+    if page["next_cursor"]:
+        headers["x-next-cursor"] = page["next_cursor"]
+        params = [(k, v) for k, v in request.query_params.multi_items() if k not in ("cursor", "offset")]
+        nxt = request.url.with_replacements(query=urlencode([*params, ("cursor", page["next_cursor"])]))
+        headers["link"] = f'<{nxt}>; rel="next"'
+    return Response(page["runs"], headers=headers)
 
 
 @get("/runs/{run_id:str}", responses=answers(400, 404, 409, 503, ok=RunView))
 async def get_run(run_id: RunId, head: HeadState, min_seq: MinSeq = None) -> dict[str, Any]:
-    """A run's snapshot: state, timing, counters and `progress` (tasks per state)."""
+    """A run's snapshot: state, timing, counters, `progress` (tasks per state) and, once it has
+    finished, `result_summary`: its final tasks' outputs, briefly (maze/projections/run_summary.py)."""
     run: dict[str, Any] = await head.read("get_run", run_id, min_seq=min_seq)
     return run
 

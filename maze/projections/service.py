@@ -41,6 +41,7 @@ from maze.events.store import connect, last_run_seq
 from maze.projections import queries
 from maze.projections.projector import Projector
 from maze.projections.rebuild import rebuild
+from maze.projections.run_search import RunQuery
 
 log = structlog.get_logger(__name__)
 TERMINAL_RUN_STATES = frozenset({"succeeded", "failed", "cancelled", "timed_out"})
@@ -71,6 +72,7 @@ class ReadModelServer:
         self.ops: dict[str, Callable[..., Awaitable[Any]]] = {
             "list_runs": self.list_runs,
             "match_run_ids": self.match_run_ids,
+            "search_runs": self.search_runs,
             "get_run": self.get_run,
             "get_tasks": self.get_tasks,
             "get_task": self.get_task,
@@ -153,6 +155,12 @@ class ReadModelServer:
 
     async def match_run_ids(self, prefix: str, limit: int) -> Any:
         return await asyncio.to_thread(queries.match_run_ids, self.projector.cursor(), prefix, limit)
+
+    async def search_runs(self, query: dict[str, Any]) -> Any:
+        """A page of run history: `query` is a RunQuery (run_search.py) the head validated."""
+        parsed = msgspec.convert(query, RunQuery)
+        runs, next_cursor = await asyncio.to_thread(queries.search, self.projector.cursor(), parsed)
+        return {"runs": runs, "next_cursor": next_cursor}
 
     async def get_run(self, run_id: str) -> Any:
         row = self.projector.run_row(run_id)

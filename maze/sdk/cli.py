@@ -12,7 +12,8 @@ from typing import Any
 import httpx
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.measure import Measurement
+from rich.table import Column, Table
 from rich.text import Text
 
 from maze.core import hops
@@ -260,33 +261,75 @@ def _id_column(table: Table, name: str, width: int = RUN_ID_WIDTH) -> None:
     table.add_column(name, no_wrap=True, min_width=width, overflow="fold")
 
 
+_AGO = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def _since(option: str, value: str | None) -> str | int | None:
+    """`30m`, `2h`, `7d`, `1w` (that long ago), or what the head takes (ms, ISO 8601)."""
+    if not value:
+        return None
+    number, unit = value[:-1], value[-1:].lower()
+    if unit in _AGO and number.replace(".", "", 1).isdigit():
+        return int((time.time() - float(number) * _AGO[unit]) * 1000)
+    return value
+
+
 @runs_app.command("list")
 def runs_list(
     server_url: str = ServerUrl,
     token: str | None = Token,
-    limit: int = typer.Option(20, "--limit", help="How many runs to show, newest first (1-1000)."),
+    limit: int = typer.Option(20, "--limit", help="Runs per page (1..1000)."),
     state: str = typer.Option(
         None,
         "--state",
-        help="Only runs in this state: created, running, succeeded, failed, cancelled, timed_out.",
+        help="Only runs in this state (created, running, succeeded, failed, ...); a,b for several.",
     ),
+    kind: str = typer.Option(None, "--kind", help="Only runs of this kind (static, ...); a,b for several."),
+    since: str = typer.Option(
+        None, "--since", help="Created at or after: 30m, 2h, 7d ago, an ISO 8601 date-time (UTC) or ms."
+    ),
+    until: str = typer.Option(None, "--until", help="Created before: as --since."),
+    search: str = typer.Option(
+        None, "--search", help="Text in the workflow id or a task's or function's name (any case)."
+    ),
+    sort: str = typer.Option(
+        "created", "--sort", help="created | finished (unfinished runs count as latest)."
+    ),
+    order: str = typer.Option("desc", "--order", help="desc (newest first) | asc."),
+    cursor: str = typer.Option(None, "--cursor", help="Go on from a page: the cursor the last one printed."),
 ) -> None:
-    """Recent runs, newest first (run ids in full: any unique beginning of one works in every command)."""
-    runs = _call(_client(server_url, token).list_runs, limit=limit, state=state)
-    table = Table()
-    _id_column(table, "run_id", max([RUN_ID_WIDTH, *(len(r["run_id"]) for r in runs)]))
-    for column in ("state", "tasks", "succeeded", "failed", "created"):
-        table.add_column(column)
+    """Run history, newest first, filtered and paged."""
+    runs = _call(
+        _client(server_url, token).list_runs,
+        limit=limit,
+        state=state,
+        kind=kind,
+        created_after=_since("--since", since),
+        created_before=_since("--until", until),
+        search=search,
+        sort=sort,
+        order=order,
+        cursor=cursor,
+    )
+    names = ("run_id", "state", "kind", "tasks", "succeeded", "failed", "created", "finished")
+    table = Table(*(Column(name, no_wrap=True) for name in names))
     for r in runs:
         table.add_row(
             r["run_id"],
             r["state"],
+            r["kind"],
             str(r["task_count"]),
             str(r["tasks_succeeded"]),
             str(r["tasks_failed"]),
             _ms(r["created_at_ms"]),
+            _ms(r["finished_at_ms"]),
         )
-    console.print(table)
+    # a run id is what the other commands take: never cut, whatever the terminal's width (a
+    # narrow one wraps the lines instead)
+    natural = Measurement.get(console, console.options.update_width(1 << 16), table).maximum
+    Console(width=max(console.width, natural)).print(table, crop=False)
+    if runs.next_cursor:
+        console.print(f"more: --cursor {runs.next_cursor}", highlight=False, soft_wrap=True)
 
 
 def _why_not_done(task: dict[str, Any], run: dict[str, Any]) -> str:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from maze.core.errors import NotFound, ValidationError
+from maze.sdk import history
 from maze.sdk.blobs import BlobClient
+from maze.sdk.history import RunPage, When
 from maze.sdk.http import Http
 from maze.sdk.logs import follow_logs, get_logs
 from maze.sdk.stream import follow_events
@@ -46,10 +48,44 @@ class MaClient:
         """A new, empty static workflow."""
         return MaWorkflow(f"wf_{uuid.uuid4().hex}", self.server_url, client=self)
 
-    def list_runs(self, limit: int = 20, state: str | None = None, offset: int = 0) -> list[dict[str, Any]]:
-        """Runs, newest first."""
-        result: list[dict[str, Any]] = self.http.get("/runs", limit=limit, state=state, offset=offset)
-        return result
+    def list_runs(
+        self,
+        limit: int = 20,
+        state: str | Iterable[str] | None = None,
+        offset: int = 0,
+        *,
+        kind: str | Iterable[str] | None = None,
+        created_after: When = None,
+        created_before: When = None,
+        search: str | None = None,
+        sort: str = "created",
+        order: str = "desc",
+        cursor: str | None = None,
+    ) -> RunPage:
+        """Runs, newest first: a list of run snapshots that also carries `next_cursor` (pass it
+        back as `cursor=`, with the same filters, for the next page; None after the last page).
+
+        Filters, combined: `state` and `kind` (one or several), `created_after` (inclusive) and
+        `created_before` (exclusive): a datetime (naive is UTC), ms since the epoch or ISO 8601;
+        `search`: case-insensitive text in the workflow id or a task's or function's name.
+        `sort`: "created" or "finished" (unfinished runs count as the latest); `order`: "desc" or
+        "asc". `offset` still works, but a cursor is what stays fast deep into history."""
+        return history.list_runs(
+            self.http,
+            history.run_params(
+                limit, state, offset, kind, created_after, created_before, search, sort, order, cursor
+            ),
+        )
+
+    def iter_runs(self, page_size: int = 200, **filters: Any) -> Iterator[dict[str, Any]]:
+        """Every run matching `filters` (the keywords of `list_runs`), page by page by cursor."""
+        return history.iter_runs(self.http, history.run_params(page_size, **filters))
+
+    def wait_run(self, run_id: str, timeout: float | None = None) -> dict[str, Any]:
+        """Wait until the run ends (following its live event stream, no polling) and return its
+        final snapshot, as `get_run` gives it. Raises `WaitTimeout` (a TimeoutError) if it has not
+        ended within `timeout` seconds (the run goes on), NotFound for a run the head never had."""
+        return history.wait_run(self.http, run_id, timeout)
 
     def resolve_run_id(self, prefix: str) -> str:
         """The full id of the one run whose id starts with `prefix` (as a table shows it, with or

@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from maze.core.errors import MazeError, TooManyRequests, Unavailable, Unreachable
+from maze.core.errors import MazeError, TooManyRequests, Unavailable, Unreachable, WaitTimeout
 from maze.core.identity import HEAD_HEADER
 from maze.sdk.http import Http, not_a_maze_head, raise_for_error
 from maze.sdk.sse_client import TRANSPORT_ERRORS, EventStream, Frame
@@ -77,22 +77,26 @@ class _CutShort(Exception):
 _RESUMED: tuple[type[Exception], ...] = (*TRANSPORT_ERRORS, Unavailable, TooManyRequests, _CutShort)
 
 
-def follow_events(http: Http, run_id: str) -> Iterator[dict[str, Any]]:
+def follow_events(http: Http, run_id: str, deadline: float | None = None) -> Iterator[dict[str, Any]]:
     """Yield the run's events from the start until it ends: from the stream its submit opened if
     this process holds it, else (and after a dropped connection) from `GET /runs/{id}/stream`,
-    resuming with Last-Event-ID (the stream sequence), so nothing is missed or repeated."""
+    resuming with Last-Event-ID (the stream sequence), so nothing is missed or repeated.
+    `deadline` (a `time.monotonic()` value): raise WaitTimeout if the run has not ended by then."""
     last_id: str | None = None
     failures = 0
     opened = http.opened.take(run_id)
     if isinstance(opened, OpenedRun):
         try:
+            _bound(opened.stream, run_id, deadline)
             for frame in opened.frames:
                 if frame.event == "end":
                     opened.stream.finish()
                     return
                 last_id = _note(http, frame, last_id)
                 yield from msgspec.json.decode(frame.data)
+                _bound(opened.stream, run_id, deadline)
         except TRANSPORT_ERRORS:
+            _bound(None, run_id, deadline)  # a read that timed out at the deadline
             failures += 1  # go on from where it broke off (a stream closed early does too)
         finally:
             opened.close()
@@ -111,6 +115,7 @@ def follow_events(http: Http, run_id: str) -> Iterator[dict[str, Any]]:
                     maze_head = stream.response.getheader(HEAD_HEADER) is not None
                     where = f"GET {http.server_url}/runs/{run_id}/stream"
                     raise_for_error(stream.status, stream.read_body(), maze_head, where)
+                _bound(stream, run_id, deadline)
                 for frame in stream:
                     if frame.event == "end":
                         stream.finish()
@@ -118,16 +123,32 @@ def follow_events(http: Http, run_id: str) -> Iterator[dict[str, Any]]:
                     last_id = _note(http, frame, last_id)
                     failures = 0  # it moves again: a long run may lose its connection many times
                     yield from msgspec.json.decode(frame.data)
+                    _bound(stream, run_id, deadline)
                 raise _CutShort("the stream closed before the run ended")
             finally:
                 stream.close()
         except Unreachable:
             raise
         except _RESUMED as exc:
+            _bound(None, run_id, deadline)
             failures += 1
             if failures > 20:
                 raise Unavailable(f"lost the event stream of run {run_id}: {exc}") from exc
-            time.sleep(min(0.05 * 2**failures, 2.0))
+            pause = min(0.05 * 2**failures, 2.0)
+            time.sleep(pause if deadline is None else max(0.0, min(pause, deadline - time.monotonic())))
+
+
+def _bound(stream: EventStream | None, run_id: str, deadline: float | None) -> None:
+    """Raise WaitTimeout past the deadline; else let the stream's next read wait only until then
+    (its socket's timeout, which ends a read with TimeoutError, and this is asked again)."""
+    if deadline is None:
+        return
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise WaitTimeout(f"run {run_id} has not ended within the wait; it goes on", run_id=run_id)
+    sock = stream.connection.sock if stream is not None and stream.connection is not None else None
+    if sock is not None:
+        sock.settimeout(remaining)
 
 
 def _note(http: Http, frame: Frame, last_id: str | None) -> str | None:
