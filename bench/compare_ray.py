@@ -30,7 +30,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 from rich.console import Console
 from rich.table import Table
 
@@ -116,7 +115,7 @@ def bench_maze(runs: int, fanout: int, fsync: str) -> dict[str, float]:
             assert sum(m["type"] == "finish_task" for m in messages) == expect
             wf.clear_cache()
 
-        (url,) = httpx.get(f"{head.url}/cluster/nats").json()["nats_urls"]
+        url = head.nats_url  # the head's credentials: the streams are read and written as the head does
         single = client.create_workflow()
         single.add_task(noop, inputs={"x": 1})
         chain = client.create_workflow()

@@ -171,7 +171,7 @@ def main() -> None:
     rows: list[tuple[str, str]] = []
     try:
         head.start()
-        (url,) = httpx.get(f"{head.url}/cluster/nats").json()["nats_urls"]
+        url = head.nats_url  # the head's credentials: the streams are read and written as the head does
         began = time.perf_counter()
         asyncio.run(write_history(url, runs))
         written = time.perf_counter() - began
@@ -197,7 +197,7 @@ def main() -> None:
             ("(a) start after a clean stop: ready in", f"{took:.2f} s (replayed {replayed:,} messages)")
         )
         # more history, folded, then kill -9 before the next periodic snapshot covers it
-        (url,) = httpx.get(f"{head.url}/cluster/nats").json()["nats_urls"]
+        url = head.nats_url  # the head's credentials: the streams are read and written as the head does
         tail_runs = min(10_000, runs)
         asyncio.run(write_history(url, tail_runs, first=runs))
         wait_folded(head.url, runs + tail_runs, timeout=600)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -65,6 +66,13 @@ class LocalHead:
         )
         wait_for_nodes(self.url, min_nodes, timeout, self.proc, self.data_dir)
         return self
+
+    @property
+    def nats_url(self) -> str:
+        """Its embedded server's URL with the head's own credentials (from its data dir): for a
+        tool on this machine that reads or writes the streams as the head does (benchmarks)."""
+        users = json.loads((self.data_dir / "nats-users.json").read_text())
+        return f"nats://maze-head:{users['head']}@127.0.0.1:{self.nats_port}"
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
