@@ -24,8 +24,17 @@ def spawn_and_wait(pid_file: str = "", seconds: float = 60.0):
     import time
 
     child = subprocess.Popen(["sleep", str(seconds)])  # a process of the task's own
+    escaped = subprocess.Popen(["sleep", str(seconds)], start_new_session=True)  # a session of its own
+    # a daemon: its parent (sh) exits at once, leaving it orphaned, in a session of its own
+    daemon = subprocess.run(
+        ["sh", "-c", f"sleep {seconds} >/dev/null 2>&1 & echo $!"],
+        capture_output=True,
+        text=True,
+        start_new_session=True,
+        check=True,
+    )
     with open(pid_file, "w") as out:
-        out.write(str(child.pid))
+        out.write(f"{child.pid} {escaped.pid} {daemon.stdout.strip()}")
     time.sleep(seconds)
     return {"done": True}
 
@@ -96,13 +105,14 @@ def test_cancel_withdraws_queued_work_and_kills_running_tasks_with_their_childre
     queued = [wf.add_task(sleeper, inputs={"seconds": 120.0}) for _ in range(2)]  # 2 CPUs: these wait
     run_id = wf.run()
     wait_until(lambda: pid_file.exists() and pid_file.read_text(), timeout=30)
-    child = int(pid_file.read_text())
-    assert _alive(child)
+    children = [int(p) for p in pid_file.read_text().split()]
+    assert len(children) == 3 and all(_alive(c) for c in children)
     wait_until(lambda: client.get_run(run_id)["progress"].get("running", 0) == 2, timeout=30)
 
     answer = client.cancel_run(run_id, reason="no longer needed")
     assert answer["state"] == "cancelled", answer
-    wait_until(lambda: not _alive(child), timeout=5)  # the task's own child went with it
+    # the task's own child, one in a session of its own and an orphaned daemon went with it
+    wait_until(lambda: not any(_alive(c) for c in children), timeout=5)
     run = client.get_run(run_id)
     assert run["state"] == "cancelled" and "no longer needed" in run["error"]["message"]
     states = {t["task_id"]: t["state"] for t in client.get_run_tasks(run_id)}
@@ -147,12 +157,12 @@ def test_a_run_past_its_timeout_ends_timed_out_and_its_tasks_are_killed(
     wf.add_task(spawn_and_wait, inputs={"pid_file": str(pid_file), "seconds": 120.0})
     run_id = wf.run(timeout_seconds=2.0)
     wait_until(lambda: pid_file.exists() and pid_file.read_text(), timeout=30)
-    child = int(pid_file.read_text())
+    children = [int(p) for p in pid_file.read_text().split()]
     wait_until(lambda: client.get_run(run_id)["state"] == "timed_out", timeout=20)
     run = client.get_run(run_id)
     assert run["error"]["error_type"] == "timeout" and "2s" in run["error"]["message"]
     assert run["timeout_seconds"] == 2.0
-    wait_until(lambda: not _alive(child), timeout=5)
+    wait_until(lambda: not any(_alive(c) for c in children), timeout=5)
     _every_attempt_ended(client, run_id)
     with pytest.raises(ValidationError, match="timeout_seconds"):
         wf.run(timeout_seconds=-1)
@@ -211,3 +221,13 @@ def test_retry_runs_the_same_definition_again_and_failed_only_keeps_what_succeed
         timeout=60,
     )
     assert out.returncode == 1 and "already ended failed" in out.stdout, out.stdout + out.stderr
+
+
+def test_the_read_models_rebuild_equal_after_cancels_timeouts_and_retries(head: HeadProcess) -> None:
+    """Every run above (cancelled, cancelled in a retry wait, timed out, retried whole and failed
+    only) folds again from the log into the read models the head holds (DESIGN §6.3)."""
+    client = MaClient(head.url)
+    kinds = {r["state"] for r in client.list_runs(limit=100)}
+    assert {"cancelled", "timed_out", "succeeded", "failed"} <= kinds, kinds
+    report = client.http.post("/projections/rebuild")
+    assert report["equal"], report

@@ -77,6 +77,19 @@ class Elections:
 elections = Elections()  # one runs stream per head process
 
 
+async def end_state(js: JetStreamContext, run_id: str) -> str | None:
+    """The run's final state when its last message ends it, else None."""
+    try:
+        msg = await js.get_last_msg(subjects.RUNS_STREAM, subjects.run_subject(run_id))
+    except NotFoundError:
+        return None
+    await elections.refresh(js)
+    last = int(msg.seq or 0)
+    decoded = with_fence(decode_leniently(msg.data or b"", msg.subject), elections.before(last))
+    ends = [e for e in decoded.events if isinstance(e, RunFinished)]
+    return ends[-1].state if ends else None
+
+
 async def ended_by(js: JetStreamContext, run_id: str, seq: int) -> bool:
     """Whether the run's last message is at or before `seq` and ends it: a stream resumed after
     its end has nothing more to wait for."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +25,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from maze.api.event_reader import ended_by
+from maze.api.event_reader import end_state
 from maze.core.errors import Unavailable
 from maze.events import subjects
 from maze.events.logs import shown_lines, split_cursor
@@ -37,6 +38,8 @@ FIRST_TAIL_MESSAGES = 4
 FOLLOW_BATCH = 64  # messages, and bytes, per frame of a live stream: what a slow client holds
 FOLLOW_BATCH_BYTES = 1024 * 1024
 FOLLOW_IDLE_S = 1.0  # a follower with nothing new looks whether the run has ended this often
+LATE_LINES_S = 1.5  # how long lines of attempts killed with their run are waited for after its end
+KILLED = frozenset({"cancelled", "timed_out"})
 
 
 @dataclass
@@ -267,6 +270,7 @@ async def follow(
     try:
         async with LogReader(nc, filter_subject) as reader:
             ended_at: int | None = None
+            quiet_until = 0.0
             while True:
                 wake.clear()
                 found, _ = await reader.get(seq, FOLLOW_BATCH, FOLLOW_BATCH_BYTES)
@@ -277,9 +281,14 @@ async def follow(
                         cursor = lines[-1]["cursor"]
                         yield lines
                     continue
-                if ended_at is None and await ended_by(js, run_id, 1 << 62):
-                    ended_at = await last_seq(js, filter_subject)
-                if ended_at is not None and seq > ended_at:
+                if ended_at is None:
+                    state = await end_state(js, run_id)
+                    if state is not None:
+                        ended_at = await last_seq(js, filter_subject)
+                        # a run ended by a cancel or its timeout had its attempts killed: their
+                        # last lines are shipped after its end, so they are waited for a moment
+                        quiet_until = time.monotonic() + (LATE_LINES_S if state in KILLED else 0.0)
+                if ended_at is not None and seq > ended_at and time.monotonic() >= quiet_until:
                     return
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), FOLLOW_IDLE_S if ended_at is None else 0.05)

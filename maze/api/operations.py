@@ -9,9 +9,7 @@ not run again.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import time
 from typing import Any
 
 import msgspec
@@ -92,9 +90,7 @@ async def cancel_run(request: Request[Any, Any, Any], run_id: str, head: HeadSta
     ack = await head.controller.store.publish(
         subjects.run_subject(run_id), [RunCancelRequested(run_id=run_id, at_ms=now_ms(), reason=body.reason)]
     )
-    deadline = time.monotonic() + CANCEL_WAIT_S
-    while (state := head.controller.done_runs.get(run_id)) is None and time.monotonic() < deadline:
-        await asyncio.sleep(0.01)
+    state = await head.controller.wait_ended(run_id, CANCEL_WAIT_S)
     answer = {"run_id": run_id, "seq": int(ack.seq), "reason": body.reason}
     if state is None:
         return Response({**answer, "state": "cancelling"}, status_code=202)

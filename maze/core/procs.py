@@ -9,6 +9,20 @@ import signal
 import sys
 
 _PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def reap_orphans() -> None:
+    """Make this process a child subreaper (Linux): what its descendants leave behind when their
+    parent exits (a double-forked daemon, say) is re-parented to it rather than to init, so that
+    it can still be found, and killed, as its descendant. No-op off Linux."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_CHILD_SUBREAPER, 1)
+    except OSError:
+        return
 
 
 def die_with_parent() -> None:

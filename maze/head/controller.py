@@ -73,6 +73,8 @@ from maze.head.run_state import RunRuntime
 from maze.head.scheduler import Decision, Scheduler
 
 log = structlog.get_logger(__name__)
+CANCELS_PER_MESSAGE = 200  # runs a node is told of in one message
+CANCEL_REASON_CHARS = 200
 
 _TICK = object()
 YIELD_AFTER_S = 0.01
@@ -140,6 +142,7 @@ class RunController:
         self._nudged: dict[tuple[str, str], float] = {}  # ended sessions still beating: told when
         self._zombies: list[NodeLost] = []
         self._uncertain: list[tuple[int | None, list[Event]]] = []  # unpublished decisions
+        self._end_waiters: dict[str, list[asyncio.Future[str]]] = {}  # run id -> who waits for its end
         self._wakeup_at: int | None = None
         self._snapshot_positions = dict(self.positions)
         self._snapshot_not_before = time.monotonic() + self.settings.snapshot_interval_s
@@ -367,6 +370,34 @@ class RunController:
             self.apply(event, counted)
             if hops.enabled():
                 hops.mark(f"folded_{event_tag(event)}", getattr(event, "run_id", ""))
+        if self._end_waiters and stream == subjects.RUNS_STREAM:
+            self._tell_end_waiters(subjects.run_id_of(msg.subject))
+
+    async def wait_ended(self, run_id: str, timeout: float) -> str | None:
+        """The run's final state once this controller has folded its end (at once if it has), or
+        None after `timeout` seconds."""
+        state = self.core.done_runs.get(run_id)
+        if state:
+            return state
+        waiter: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._end_waiters.setdefault(run_id, []).append(waiter)
+        try:
+            return await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            return None
+        finally:
+            waiters = self._end_waiters.get(run_id, [])
+            if waiter in waiters:
+                waiters.remove(waiter)
+            if not waiters:
+                self._end_waiters.pop(run_id, None)
+
+    def _tell_end_waiters(self, run_id: str) -> None:
+        state = self.core.done_runs.get(run_id)
+        if state:
+            for waiter in self._end_waiters.pop(run_id, []):
+                if not waiter.done():
+                    waiter.set_result(state)
 
     def apply(self, event: Event, counted: bool = False) -> None:
         """Fold one event. Idempotent: the log may deliver an event twice. `counted`: count what it
@@ -474,7 +505,8 @@ class RunController:
         salt = f"/{self.store.salt}" if self.store.salt else ""
 
         async def tell(node_id: str, runs: dict[str, str]) -> None:
-            batch = WorkBatch(items=[], cancels=[CancelRun(run_id=r, reason=why) for r, why in runs.items()])
+            cancels = [CancelRun(run_id=r, reason=why[:CANCEL_REASON_CHARS]) for r, why in runs.items()]
+            batch = WorkBatch(items=[], cancels=cancels)
             msg_id = f"cancel/{self.lease.epoch}/{node_id}/{','.join(sorted(runs))}{salt}"[:250]
             await publish_durably(
                 self.store.js,
@@ -483,7 +515,12 @@ class RunController:
                 {headers.MSG_ID: msg_id},
             )
 
-        results = await asyncio.gather(*(tell(n, r) for n, r in told.items()), return_exceptions=True)
+        messages = [  # bounded: CANCELS_PER_MESSAGE runs of clipped reasons stay far below max_payload
+            (node_id, dict(list(runs.items())[i : i + CANCELS_PER_MESSAGE]))
+            for node_id, runs in told.items()
+            for i in range(0, len(runs), CANCELS_PER_MESSAGE)
+        ]
+        results = await asyncio.gather(*(tell(n, r) for n, r in messages), return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):
                 log.warning("controller.cancel_not_sent", error=describe_error(result))

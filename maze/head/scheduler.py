@@ -496,6 +496,8 @@ class Scheduler:
         run = self.runs.get(run_id)
         if run is None or run.finished:
             return []
+        if run.remaining == 0:  # every task succeeded before the cancel or the deadline: it did
+            return [RunFinished(run_id=run_id, at_ms=now, state="succeeded")]
         if run.cancel is not None:
             why = f"cancelled: {run.cancel}" if run.cancel else "cancelled"
             return self._end_run(run, "cancelled", TaskError("cancelled", why, origin="controller"), now)

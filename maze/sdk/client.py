@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from maze.core.errors import NotFound, ValidationError
+from maze.core.errors import NotFound, Unavailable, Unreachable, ValidationError
 from maze.sdk import history
 from maze.sdk.blobs import BlobClient
 from maze.sdk.history import RunPage, When
@@ -16,6 +17,7 @@ from maze.sdk.stream import follow_events
 from maze.sdk.workflow import MaWorkflow
 
 TASKS_PAGE = 10_000
+RETRY_POSTS = 4  # a retry request sent again after an unavailable head (it is idempotent)
 RUN_ID_CANDIDATES = 10  # an ambiguous beginning of a run id names this many runs it could be
 
 
@@ -163,7 +165,16 @@ class MaClient:
         body: dict[str, Any] = {"failed_only": failed_only, "run_id": f"run_{uuid.uuid4().hex}"}
         if workspace_dir is not None:
             body["workspace_dir"] = workspace_dir
-        result: dict[str, Any] = self.http.post(f"/runs/{run_id}/retry", json=body)
+        for attempt in range(RETRY_POSTS + 1):
+            try:
+                result: dict[str, Any] = self.http.post(f"/runs/{run_id}/retry", json=body)
+                break
+            except Unreachable:
+                raise
+            except Unavailable:  # sent again as it was: the head gives the same new run back
+                if attempt == RETRY_POSTS:
+                    raise
+                time.sleep(0.25 * 2**attempt)
         self.http.note_seen(int(result["seq"]))
         return result
 

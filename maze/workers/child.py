@@ -24,7 +24,7 @@ import cloudpickle
 import msgspec
 
 from maze.core.errors import SerializationError
-from maze.core.procs import die_with_parent
+from maze.core.procs import die_with_parent, reap_orphans
 from maze.events.gather import assemble, shown_name
 from maze.events.values import ValueDecoder, decode_map_raw, encode_content, type_name
 
@@ -205,8 +205,10 @@ def _own_output() -> tuple[int, int]:
 
 def child_main(conn: Connection) -> None:
     die_with_parent()
-    # a process group of its own: a timeout or a cancel kills the task's children with it
+    # a process group of its own, and the subreaper of what its tasks start: a timeout or a
+    # cancel kills the task's descendants with it (maze/workers/pool.py kill_group)
     os.setpgid(0, 0)
+    reap_orphans()
     functions: dict[str, Any] = {}
     sock = socket.socket(fileno=os.dup(conn.fileno()))  # for the fds that come with an attempt
     own_fds = _own_output()  # where this process's own output goes between attempts

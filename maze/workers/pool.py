@@ -8,6 +8,7 @@ a fresh process (CUDA reads CUDA_VISIBLE_DEVICES once per process) that is disca
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -20,6 +21,7 @@ from multiprocessing.reduction import sendfds
 from typing import Any
 
 import msgspec
+import psutil
 import structlog
 
 from maze.workers.child import child_main
@@ -29,19 +31,38 @@ _encoder = msgspec.msgpack.Encoder()
 
 
 def kill_group(proc: BaseProcess) -> None:
-    """SIGKILL to the process group a task process leads (maze/workers/child.py), so that what
-    the task started dies with it; the process alone if it leads none (killed before it could)."""
+    """SIGKILL to everything a task process started, then to it: its process group (a task's own
+    children) and every descendant it has, those that made sessions or groups of their own
+    included (the task process is a child subreaper, maze/workers/child.py: what its children
+    leave behind, double-forked daemons included, is re-parented to it, so it is found here)."""
     pid = proc.pid
     if pid is None:
         return
     try:
+        descendants = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        descendants = []
+    try:
         if os.getpgid(pid) == pid:
             os.killpg(pid, signal.SIGKILL)
-            return
     except (ProcessLookupError, PermissionError):
         pass
+    for child in descendants:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
     if proc.is_alive():
         proc.kill()
+
+
+def reap(proc: BaseProcess) -> None:
+    """Wait for a killed task process to be gone, off the event loop when one runs (a process
+    slow to die, a GPU's teardown, must not stall the worker's heartbeats)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        proc.join(timeout=5)
+        return
+    loop.run_in_executor(None, proc.join, 5)
 
 
 class ProcessExited(Exception):
@@ -148,7 +169,7 @@ class ProcessPool:
         """Kill the task process and every process it started (its process group: a task's own
         children, unless they made groups of their own)."""
         kill_group(tp.proc)
-        tp.proc.join(timeout=5)
+        reap(tp.proc)
 
     def _close(self, tp: TaskProcess) -> None:
         try:
@@ -156,7 +177,7 @@ class ProcessPool:
         except OSError:
             pass
         kill_group(tp.proc)
-        tp.proc.join(timeout=5)
+        reap(tp.proc)
 
     def shutdown(self) -> None:
         for tp in [*self.idle, *self.busy]:
