@@ -104,3 +104,33 @@ def test_lifecycle_history_replays_through_the_controller_in_either_stream_order
         assert {n: v.session for n, v in core.placer.nodes.items()} == {"n1": "s1-new", "n2": "s2-2"}
         cores.append(core)
     assert fingerprint(cores[0]) == fingerprint(cores[1])
+
+
+# ---- the third history: a cancel, a run timeout, a failed-only retry (tests/golden/record_operations.py)
+def _operations() -> list[dict]:
+    return msgspec.msgpack.decode((GOLDEN / "operations.msgpack").read_bytes())
+
+
+def test_operations_history_folds_into_the_recorded_read_models(tmp_path) -> None:
+    conn = db.open_db(tmp_path / "operations.duckdb")
+    folder = Folder(conn)
+    folder.commit(*folder.fold([(m["stream"], m["seq"], decode_events(m["data"])) for m in _operations()]))
+    expected = json.loads((GOLDEN / "operations_readmodels.json").read_text())
+    for table in TABLES:
+        rows = [list(r) for r in conn.execute(f"SELECT * FROM {table} ORDER BY ALL").fetchall()]
+        assert json.loads(json.dumps(rows, default=str)) == expected[table], table
+    states = dict(conn.execute("SELECT run_id, state FROM runs").fetchall())
+    assert states == {"run_c": "cancelled", "run_t": "timed_out", "run_r": "succeeded"}
+    tasks = dict(conn.execute("SELECT task_id, state FROM tasks WHERE run_id = 'run_r'").fetchall())
+    assert tasks == {"a": "succeeded", "b": "succeeded", "c": "succeeded"}
+
+
+def test_operations_history_replays_through_the_controller() -> None:
+    from maze.head.scheduler import Scheduler
+
+    core = Scheduler(queue_factor=1.0)
+    for message in _operations():
+        for event in decode_events(message["data"]):
+            core.apply(event)
+    assert dict(core.done_runs) == {"run_c": "cancelled", "run_t": "timed_out", "run_r": "succeeded"}
+    assert core.runs == {} and core.placer.reservations == {}, "nothing outlives the runs"
