@@ -126,7 +126,7 @@ async def _submit(request: Request[Any, Any, Any], head: HeadState, client: str 
     submission = await work(decode_submission, body, request.headers.get("content-type", ""))
     run_id = submission.run_id or new_id("run")
     hops.mark("request_received", run_id, received_us)
-    if not (run_id.startswith("run_") and ID_RE.match(run_id)):
+    if not (run_id.startswith("run_") and ID_RE.fullmatch(run_id)):
         # it becomes a NATS subject token: no '.', '*', '>' or spaces
         raise ValidationError("run_id, when given, is 'run_' then letters, digits, '_' or '-' (128 at most)")
     if len(submission.workflow_id) > 128:
