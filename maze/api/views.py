@@ -143,6 +143,62 @@ class TaskDetail(TaskView):
     attempts: list[AttemptView]
 
 
+class Cancelled(msgspec.Struct):
+    """A recorded cancel (`seq`: the stream sequence of `run.cancel_requested`). `state` is
+    `cancelled` once the run has ended (200), `cancelling` while it has not yet (202)."""
+
+    run_id: str
+    seq: int
+    reason: str
+    state: Literal["cancelled", "cancelling"]
+
+
+class Retried(msgspec.Struct):
+    """A recorded retry: `run_id` is the new run, `retry_of` the one it retries; `carried` counts
+    the tasks that keep their recorded results (`failed_only`). `duplicate`: the same request had
+    been recorded already, and this is that run."""
+
+    run_id: str
+    retry_of: str
+    workflow_id: str
+    seq: int
+    tasks: int
+    carried: int
+    duplicate: bool
+
+
+class LogLineView(msgspec.Struct):
+    """A line a task printed (or a piece of a very long one). `stream`: `stdout`, `stderr`, or
+    `maze` (Maze's own note that output past the cap was cut). `cursor` only grows: pass the last
+    one you have as `after` (or `Last-Event-ID`) to go on from there."""
+
+    cursor: int
+    task_id: str
+    attempt: int
+    node_id: str
+    stream: Literal["stdout", "stderr", "maze"]
+    at_ms: int
+    line: str
+
+
+class LogsPage(msgspec.Struct):
+    """Lines of a run's tasks, oldest first. `more`: more lines followed when this page was read;
+    `last_cursor` is the `after` of the next page."""
+
+    run_id: str
+    lines: list[LogLineView]
+    last_cursor: int
+    more: bool
+
+
+class RunIdMatches(msgspec.Struct):
+    """The ids of the runs whose id is `prefix` or starts with it (or with `run_` + it), newest
+    first."""
+
+    prefix: str
+    run_ids: list[str]
+
+
 class EventsPage(msgspec.Struct):
     """A page of a run's events from the log (each one `{"type": <tag>, ...}` as stored). Ask
     again with `after` = `last_seq` while `more`."""
