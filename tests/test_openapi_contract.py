@@ -9,6 +9,7 @@ page at `/schema` loads nothing from elsewhere.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -20,6 +21,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import httpx
+import jsonschema_rs
 import msgspec
 import pytest
 
@@ -193,6 +195,26 @@ def test_schemathesis_finds_nothing_on_an_open_head(head: HeadProcess, tmp_path:
 
     wait_until(lambda: live_run()["state"] not in ("created", "running"), timeout=60)
     assert live_run()["state"] == "cancelled", live_run()
+    for path in ("/runs/{run_id}/stream", "/runs/{run_id}/logs/stream"):
+        _check_sse_events(head.url, path, EXAMPLE_RUN_ID)
+
+
+def _check_sse_events(url: str, path: str, run_id: str) -> None:
+    """Each event of the stream fits the document's event schema, its JSON `data` included
+    (`contentSchema` is only an annotation to a JSON Schema validator: Schemathesis does not
+    check it)."""
+    doc = httpx.get(f"{url}/schema/openapi.json").json()
+    schema = doc["paths"][path]["get"]["responses"]["200"]["content"]["text/event-stream"]["schema"]
+    data_schemas = {
+        kind["properties"]["event"]["const"]: kind["properties"]["data"]["contentSchema"]
+        for kind in schema["oneOf"]
+    }
+    body = httpx.get(url + path.replace("{run_id}", run_id), timeout=30).text
+    events = [dict(line.split(": ", 1) for line in block.split("\n")) for block in body.strip().split("\n\n")]
+    assert [e["event"] for e in events][-1] == "end" and len(events) >= 2, body
+    for event in events:
+        jsonschema_rs.validate(schema, event)
+        jsonschema_rs.validate(data_schemas[event["event"]], json.loads(event["data"]))
 
 
 def test_schemathesis_finds_nothing_on_a_head_that_requires_its_token(
