@@ -250,6 +250,23 @@ def test_follow_live_over_sse_and_resume(client: MaClient, tmp_path: Path) -> No
     assert body.rstrip().endswith("event: end\ndata: {}")
 
 
+def test_following_a_task_that_printed_nothing_from_an_early_cursor_ends_with_the_run(
+    client: MaClient,
+) -> None:
+    """`after` below the first batch's cursors (0 to 999,999) read from stream sequence 0, which
+    never passed the end of a filter without lines: the stream of an ended run never ended (found by
+    Schemathesis, tests/test_openapi_contract.py)."""
+    run_id, task_id = _run(client, chatty, n=0)
+    for params in ({"task_id": task_id, "after": 0}, {"task_id": "nobody", "after": 1}, {"after": 999_999}):
+        with httpx.stream(
+            "GET", f"{client.server_url}/runs/{run_id}/logs/stream", params=params, timeout=10
+        ) as resp:
+            body = resp.read().decode()
+        assert resp.status_code == 200 and body == "event: end\ndata: {}\n\n", params
+        page = httpx.get(f"{client.server_url}/runs/{run_id}/logs", params=params, timeout=10).json()
+        assert page["lines"] == [] and page["more"] is False, params
+
+
 def test_the_cli_prints_and_follows_a_runs_lines(client: MaClient) -> None:
     run_id, task_id = _run(client, chatty, n=5)
     out = subprocess.run(

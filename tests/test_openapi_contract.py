@@ -9,6 +9,7 @@ page at `/schema` loads nothing from elsewhere.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -17,14 +18,23 @@ from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import httpx
+import jsonschema_rs
 import msgspec
 import pytest
 
 from maze.api.app import create_app
 from maze.api.docs import ASSETS_PATH, REDOC_VERSION, redoc_dir
-from maze.api.openapi import EXAMPLE_BLOB, EXAMPLE_RUN_ID, EXAMPLE_SHA256, EXAMPLE_TASK_ID, answers
+from maze.api.openapi import (
+    EXAMPLE_BLOB,
+    EXAMPLE_LIVE_RUN_ID,
+    EXAMPLE_RUN_ID,
+    EXAMPLE_SHA256,
+    EXAMPLE_TASK_ID,
+    answers,
+)
 from maze.sdk.serialize import pickle_function
 from tests.helpers import HeadProcess, wait_until
 
@@ -33,30 +43,29 @@ MAX_EXAMPLES = 10  # per operation and phase: ~15 s for the whole document on th
 SEED = 20261205  # the same cases on every run: a failure here is reproducible with this seed
 OPEN_PROBES = {"/healthz", "/readyz"}
 ENVELOPE = {"$ref": "#/components/schemas/ErrorEnvelope"}
+LIVE_BACKOFF_S = 8.0  # how long the live example run waits before it ends by itself (a stream on it too)
 
 
 def greet(text: str = "") -> dict[str, str]:
+    print(f"greeting {text}")  # a line for the log routes to answer
     return {"result": f"Hello {text}"}
 
 
-def _seed_examples(url: str, headers: dict[str, str]) -> None:
-    """What the document's examples name, so that they reach the routes' success answers: the
-    example blob, and the example run (its one task, `greet`) finished."""
-    resp = httpx.put(f"{url}/artifacts/sha256/{EXAMPLE_SHA256}", content=EXAMPLE_BLOB, headers=headers)
-    assert resp.status_code in (200, 201), resp.text
-    func_hash, code = pickle_function(greet)
+def hold(marker: str) -> dict[str, str]:
+    """Fails the first time (the run then waits out a retry's backoff, holding no CPU), succeeds
+    from then on: a retry of the run ends at once."""
+    if not Path(marker).exists():
+        Path(marker).write_text("held")
+        raise RuntimeError("held once")
+    return {"result": "released"}
+
+
+def _submit(url: str, headers: dict[str, str], run_id: str, func: Any, task: dict[str, Any]) -> int:
+    func_hash, code = pickle_function(func)
     body = {
-        "run_id": EXAMPLE_RUN_ID,
+        "run_id": run_id,
         "functions": {func_hash: code},
-        "tasks": [
-            {
-                "task_id": EXAMPLE_TASK_ID,
-                "func_hash": func_hash,
-                "func_name": "greet",
-                "inputs": {"text": {"value": "Maze"}},
-                "outputs": ["result"],
-            }
-        ],
+        "tasks": [{"func_hash": func_hash, "func_name": func.__name__, **task}],
     }
     resp = httpx.post(
         f"{url}/runs",
@@ -65,13 +74,47 @@ def _seed_examples(url: str, headers: dict[str, str]) -> None:
         timeout=30,
     )
     assert resp.status_code == 201, resp.text
-    seq = resp.json()["seq"]
+    return int(resp.json()["seq"])
+
+
+def _seed_examples(url: str, headers: dict[str, str], marker: Path) -> None:
+    """What the document's examples name, so that they reach the routes' success answers: the
+    example blob, the example run (its one task, `greet`) finished, and the live example run
+    waiting out a retry's backoff (a cancel's 200; it ends by itself LIVE_BACKOFF_S later)."""
+    resp = httpx.put(f"{url}/artifacts/sha256/{EXAMPLE_SHA256}", content=EXAMPLE_BLOB, headers=headers)
+    assert resp.status_code in (200, 201), resp.text
+    seq = _submit(
+        url,
+        headers,
+        EXAMPLE_RUN_ID,
+        greet,
+        {"task_id": EXAMPLE_TASK_ID, "inputs": {"text": {"value": "Maze"}}, "outputs": ["result"]},
+    )
 
     def finished() -> bool:
         run = httpx.get(f"{url}/runs/{EXAMPLE_RUN_ID}", params={"min_seq": seq}, headers=headers, timeout=30)
         return run.json()["state"] == "succeeded"
 
     wait_until(finished, timeout=60)
+    _submit(
+        url,
+        headers,
+        EXAMPLE_LIVE_RUN_ID,
+        hold,
+        {
+            "task_id": "hold",
+            "inputs": {"marker": {"value": str(marker)}},
+            "outputs": ["result"],
+            "max_retries": 1,
+            "retry_backoff_seconds": LIVE_BACKOFF_S,
+        },
+    )
+
+    def waiting() -> bool:
+        task = httpx.get(f"{url}/runs/{EXAMPLE_LIVE_RUN_ID}/tasks/hold", headers=headers, timeout=30)
+        return task.status_code == 200 and task.json()["state"] == "retry_wait"
+
+    wait_until(waiting, timeout=60)
 
 
 def _operations(url: str, headers: dict[str, str]) -> set[str]:
@@ -138,11 +181,40 @@ def _auth(head: HeadProcess) -> dict[str, str]:
 
 
 def test_schemathesis_finds_nothing_on_an_open_head(head: HeadProcess, tmp_path: Path) -> None:
-    """With the examples' run and blob recorded: Schemathesis draws path ids from the examples, so
-    this run reaches the success answers (their bodies, the SSE events), and the next one, on a
-    head without them, the 404s."""
-    _seed_examples(head.url, {})
+    """With the examples' runs and blob recorded: Schemathesis draws path ids from the examples, so
+    this run reaches the success answers (their bodies, the SSE events and log lines, a cancel's
+    200 on the live run and 409 on the ended one, a retry's 201), and the next one, on a head
+    without them, the 404s."""
+    _seed_examples(head.url, {}, tmp_path / "held")
     _schemathesis(head.url, tmp_path / "junit.xml", {})
+    # the cancel's example reached its 200 (or 202): the live run did not end by itself
+
+    def live_run() -> dict[str, Any]:
+        run: dict[str, Any] = httpx.get(f"{head.url}/runs/{EXAMPLE_LIVE_RUN_ID}", timeout=30).json()
+        return run
+
+    wait_until(lambda: live_run()["state"] not in ("created", "running"), timeout=60)
+    assert live_run()["state"] == "cancelled", live_run()
+    for path in ("/runs/{run_id}/stream", "/runs/{run_id}/logs/stream"):
+        _check_sse_events(head.url, path, EXAMPLE_RUN_ID)
+
+
+def _check_sse_events(url: str, path: str, run_id: str) -> None:
+    """Each event of the stream fits the document's event schema, its JSON `data` included
+    (`contentSchema` is only an annotation to a JSON Schema validator: Schemathesis does not
+    check it)."""
+    doc = httpx.get(f"{url}/schema/openapi.json").json()
+    schema = doc["paths"][path]["get"]["responses"]["200"]["content"]["text/event-stream"]["schema"]
+    data_schemas = {
+        kind["properties"]["event"]["const"]: kind["properties"]["data"]["contentSchema"]
+        for kind in schema["oneOf"]
+    }
+    body = httpx.get(url + path.replace("{run_id}", run_id), timeout=30).text
+    events = [dict(line.split(": ", 1) for line in block.split("\n")) for block in body.strip().split("\n\n")]
+    assert [e["event"] for e in events][-1] == "end" and len(events) >= 2, body
+    for event in events:
+        jsonschema_rs.validate(schema, event)
+        jsonschema_rs.validate(data_schemas[event["event"]], json.loads(event["data"]))
 
 
 def test_schemathesis_finds_nothing_on_a_head_that_requires_its_token(

@@ -146,6 +146,12 @@ class LogReader:
         return out
 
 
+def first_seq(after: int) -> int:
+    """The stream sequence reading from cursor `after` on starts at. Sequences start at 1: a cursor
+    below the first batch's (0 to 999,999) reads from the start, as no cursor does (-1)."""
+    return max(split_cursor(after)[0], 1)
+
+
 def lines_of(stored: list[Stored], after: int) -> list[dict[str, Any]]:
     return [line for s in stored for line in shown_lines(s.subject, s.seq, s.data, after)]
 
@@ -155,7 +161,7 @@ async def read_page(
 ) -> tuple[list[dict[str, Any]], bool]:
     """The lines after cursor `after`, in order: at most `max_lines`, and about `max_bytes` of text
     (at least one line); and whether more were there."""
-    seq = split_cursor(after)[0] if after >= 0 else 1
+    seq = first_seq(after)
     out: list[dict[str, Any]] = []
     size = 0
     async with LogReader(nc, filter_subject) as reader:
@@ -179,7 +185,7 @@ async def read_tail(
     at least one line), in order, reading only the last messages that hold them."""
     if tail <= 0:
         return []
-    start = split_cursor(after)[0] if after >= 0 else 1
+    start = first_seq(after)
     groups: list[list[dict[str, Any]]] = []  # what was read, the latest group last
     have_lines = have_bytes = 0
     async with LogReader(nc, filter_subject) as reader:
@@ -264,7 +270,7 @@ async def follow(
     async def on_line(_: Msg) -> None:
         wake.set()
 
-    seq = split_cursor(after)[0] if after >= 0 else 1
+    seq = first_seq(after)
     cursor = after
     sub = await nc.subscribe(filter_subject, cb=on_line)  # a nudge when a worker writes, no data kept
     try:

@@ -16,61 +16,70 @@ from litestar.params import Parameter
 from litestar.response import Stream
 
 from maze.api import log_reader
+from maze.api.openapi import SEQ_MAX, TASK_ID_PATTERN, RunId, answers, documented, sse_log_event_schema
 from maze.api.runs import require_run
 from maze.api.sse import END, counted, frame, sse_response
 from maze.api.state import HeadState
-from maze.api.submit import ID_RE
-from maze.core.errors import ValidationError
+from maze.api.views import LogLineView, LogsPage
 from maze.events import subjects
 
 MAX_LINES = 10_000  # per answer
 MAX_ANSWER_BYTES = 8 * 1024 * 1024  # of line text per answer (at least one line)
 _json = msgspec.json.Encoder()
 
-TaskId = Annotated[str | None, Parameter(description="Only this task's lines.")]
+TaskId = Annotated[
+    str | None,
+    Parameter(pattern=TASK_ID_PATTERN, description="Only this task's lines."),
+]
 Tail = Annotated[
     int | None,
     Parameter(
+        ge=0,
+        le=MAX_LINES,
+        schema_extra={"minimum": 0},  # Litestar drops a falsy `ge` from an optional's schema
         description=f"The last N lines (at most {MAX_LINES}), in order. Without it, the lines from the "
-        "start (or after `after`), a page at a time."
+        "start (or after `after`), a page at a time.",
     ),
 ]
+# a cursor is `stream seq * 1,000,000 + index`: below 2**53 for the first 9 billion log messages
 After = Annotated[
     int | None,
-    Parameter(description="Only lines after this cursor (the `cursor` of the last line you have)."),
+    Parameter(
+        ge=0,
+        le=SEQ_MAX,
+        schema_extra={"minimum": 0},
+        description="Only lines after this cursor (the `cursor` of the last line you have).",
+    ),
+]
+Limit = Annotated[int, Parameter(ge=1, le=MAX_LINES, description=f"Lines per page (at most {MAX_LINES}).")]
+LastEventId = Annotated[
+    int | None,
+    Parameter(
+        header="last-event-id",
+        ge=0,
+        le=SEQ_MAX,
+        schema_extra={"minimum": 0},
+        description="The last `id` read: the stream goes on after it (instead of `after`).",
+    ),
 ]
 
 
-def _filter(run_id: str, task_id: str | None) -> str:
-    if task_id is not None and not ID_RE.match(task_id):
-        raise ValidationError("task_id is letters, digits, '_' or '-' (128 at most)", task_id=task_id)
-    return subjects.log_filter(run_id, task_id)
-
-
-def _after(value: int | None) -> int:
-    if value is not None and value < 0:
-        raise ValidationError("after must not be negative")
-    return -1 if value is None else value
-
-
-@get("/runs/{run_id:str}/logs")
+# the page's lines are answered as the reader decoded them (10,000 of them at most): LogsPage
+# documents them
+@get("/runs/{run_id:str}/logs", responses=answers(400, 404, 503, ok=LogsPage))
 async def get_run_logs(
-    run_id: str,
+    run_id: RunId,
     head: HeadState,
     task_id: TaskId = None,
     tail: Tail = None,
     after: After = None,
-    limit: Annotated[int, Parameter(description=f"Lines per page (at most {MAX_LINES}).")] = MAX_LINES,
+    limit: Limit = MAX_LINES,
 ) -> dict[str, Any]:
     """What the run's tasks printed, line by line, with task, attempt, node, stream and time.
     With `tail`, the last lines; else a page from the start or from `after`: `more` says whether
     more followed, and `last_cursor` is the `after` of the next page."""
-    subject = _filter(run_id, task_id)
-    start = _after(after)
-    if tail is not None and not 0 <= tail <= MAX_LINES:
-        raise ValidationError(f"tail is between 0 and {MAX_LINES}")
-    if not 1 <= limit <= MAX_LINES:
-        raise ValidationError(f"limit is between 1 and {MAX_LINES}")
+    subject = subjects.log_filter(run_id, task_id)
+    start = -1 if after is None else after
     await require_run(head, run_id)
     if tail is not None:
         lines = await log_reader.read_tail(head.nc, subject, tail, start, MAX_ANSWER_BYTES)
@@ -85,21 +94,27 @@ async def get_run_logs(
     }
 
 
-@get("/runs/{run_id:str}/logs/stream")
+@get(
+    "/runs/{run_id:str}/logs/stream",
+    media_type="text/event-stream",
+    responses=answers(400, 404, 429, 503),
+    operation_class=documented(content=(200, {"text/event-stream": sse_log_event_schema(LogLineView)})),
+)
 async def stream_run_logs(
-    request: Request[Any, Any, Any], run_id: str, head: HeadState, task_id: TaskId = None, after: After = None
+    request: Request[Any, Any, Any],
+    run_id: RunId,
+    head: HeadState,
+    task_id: TaskId = None,
+    after: After = None,
+    last_event_id: LastEventId = None,
 ) -> Stream:
     """Live SSE of the run's lines: `event: logs`, `data` a JSON list of lines, `id` the cursor of
     the last, until the run has ended and the lines stored before its end were sent (`event:
     end`). Reconnect with `Last-Event-ID` to go on without gaps or repeats."""
-    last_id = request.headers.get("last-event-id")
-    if last_id:
-        try:
-            after = int(last_id)
-        except ValueError as exc:
-            raise ValidationError("Last-Event-ID must be a log cursor") from exc
-    subject = _filter(run_id, task_id)
-    start = _after(after)
+    if last_event_id is not None:
+        after = last_event_id
+    subject = subjects.log_filter(run_id, task_id)
+    start = -1 if after is None else after
     await require_run(head, run_id)
     client = request.client.host if request.client else "?"
     head.streams.take(client)

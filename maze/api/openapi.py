@@ -17,8 +17,13 @@ How a route declares what it answers:
 - Parameters carry their bounds (`Parameter(ge=..., le=..., pattern=...)`; the shared ones are
   below): what the document allows, the route must accept, and Litestar refuses the rest with a
   400 in the envelope before the route runs.
-- What a signature cannot show (a body the route reads itself, a second media type such as SSE,
-  a route open without the token): `operation_class=documented(...)`.
+- A parameter the route checks itself (to say more than Litestar's 400 would) is shown with
+  `Parameter(schema_extra={...})`, which Litestar does not enforce: what it allows, the route must
+  accept all the same (`GET /runs`'s filters: maze/projections/run_search.py's patterns).
+- What a signature cannot show (a body the route reads itself, optional or not, a second media
+  type such as SSE, a route open without the token): `operation_class=documented(...)`.
+- An id that becomes a NATS subject token is checked whole (`fullmatch`) as well: a pattern's `$`
+  also matches before a final newline.
 
 The docs page of the document is maze/api/docs.py's.
 """
@@ -62,15 +67,20 @@ SEQ_MAX = 2**53 - 1  # bounds stream sequences and offsets: exact as a JSON numb
 # The ids the document's examples use (tests/test_openapi_contract.py records such a run, so that
 # the examples reach the routes' success answers)
 EXAMPLE_RUN_ID = "run_4f1c2b7e9a3d4c5e8f6a0b1c2d3e4f5a"
+# a run the test keeps from ending for a few seconds (its task waits out a retry's backoff), so
+# that a cancel's example reaches its 200 (the ended run above gets its 409)
+EXAMPLE_LIVE_RUN_ID = "run_9b8a7c6d5e4f4a3b8c2d1e0f9a8b7c6d"
 EXAMPLE_TASK_ID = "greet"
 EXAMPLE_BLOB = b"Hello Maze"
 EXAMPLE_SHA256 = hashlib.sha256(EXAMPLE_BLOB).hexdigest()
 
 # Shared parameter types: the bounds the routes enforce are the ones the document shows.
+RUN_ID_PATTERN = r"^run_[A-Za-z0-9_-]{1,124}$"
+TASK_ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
 RunId = Annotated[
     str,
     Parameter(
-        pattern=r"^run_[A-Za-z0-9_-]{1,124}$",
+        pattern=RUN_ID_PATTERN,
         description="A run id: `run_` then letters, digits, `_` or `-`.",
         examples=[Example(value=EXAMPLE_RUN_ID)],
     ),
@@ -78,9 +88,17 @@ RunId = Annotated[
 TaskId = Annotated[
     str,
     Parameter(
-        pattern=r"^[A-Za-z0-9_-]{1,128}$",
+        pattern=TASK_ID_PATTERN,
         description="A task id, as submitted.",
         examples=[Example(value=EXAMPLE_TASK_ID)],
+    ),
+]
+RunToCancel = Annotated[
+    str,
+    Parameter(
+        pattern=RUN_ID_PATTERN,
+        description="A run id: `run_` then letters, digits, `_` or `-`.",
+        examples=[Example(value=EXAMPLE_LIVE_RUN_ID), Example(value=EXAMPLE_RUN_ID)],
     ),
 ]
 Sha256 = Annotated[
@@ -165,6 +183,7 @@ def documented(
     body_media_types: tuple[str, ...] = ("application/json",),
     raw_body: Mapping[str, dict[str, Any]] | None = None,
     body_description: str = "",
+    body_required: bool = True,
     content: tuple[int, Mapping[str, dict[str, Any]]] | None = None,
     also: tuple[int, Mapping[str, dict[str, Any]]] | None = None,
     headers: tuple[int, Mapping[str, str]] | None = None,
@@ -175,6 +194,7 @@ def documented(
 
     - `body`: the request body the route reads itself, a msgspec Struct in each of
       `body_media_types`; `raw_body`: one given as {media type: schema} (e.g. bytes);
+      `body_required=False`: the route also takes none (every field has its default);
     - `content`: (status, {media type: schema}), the only media types of that answer (SSE, bytes);
       `also`: one more media type of an answer that has its own (JSON and SSE);
     - `headers`: (status, {name: description}), headers of that answer;
@@ -187,7 +207,7 @@ def documented(
         raw_body = dict.fromkeys(body_media_types, schema)
     if raw_body is not None:
         request_body = {
-            "required": True,
+            "required": body_required,
             "description": body_description,
             "content": {media: {"schema": schema} for media, schema in raw_body.items()},
         }
@@ -235,61 +255,69 @@ def inline_schema(struct: type[msgspec.Struct]) -> dict[str, Any]:
     return resolved
 
 
-def sse_event_schema(*, accepted: type[msgspec.Struct] | None = None) -> dict[str, Any]:
-    """One server-sent event of a run's stream, as OpenAPI 3.2 documents events (`itemSchema`; in a
-    3.1 document the `schema` of `text/event-stream` describes each event): `events` frames carry
-    `id` (the stream sequence of their last event, for `Last-Event-ID`) and a JSON list of the
-    run's events; `end` closes the stream; `accepted` (submit-and-follow only) opens it with the
-    submission's answer."""
-    json_data = {"type": "string", "contentMediaType": "application/json"}
-    kinds: list[dict[str, Any]] = [
-        {
-            "properties": {
-                "event": {"const": "events"},
-                "id": {"type": "string", "pattern": "^[0-9]+$"},
-                "data": {
-                    **json_data,
-                    "contentSchema": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "required": ["type"],
-                            "properties": {"type": {"type": "string"}},
-                        },
-                    },
-                },
-            },
-            "required": ["id"],
-        },
-        {
-            "properties": {
-                "event": {"const": "end"},
-                "data": {**json_data, "contentSchema": {"type": "object"}},
-            }
-        },
-    ]
-    if accepted is not None:
-        kinds.append(
-            {
-                "properties": {
-                    "event": {"const": "accepted"},
-                    "data": {**json_data, "contentSchema": inline_schema(accepted)},
-                }
-            }
-        )
+_JSON_DATA = {"type": "string", "contentMediaType": "application/json"}
+
+
+def _sse_schema(description: str, kinds: dict[str, tuple[dict[str, Any], bool]]) -> dict[str, Any]:
+    """One server-sent event of a stream, as OpenAPI 3.2 documents events (`itemSchema`; in a 3.1
+    document the `schema` of `text/event-stream` describes each event). `kinds`: event name ->
+    (the JSON Schema of its `data`, whether it carries an `id`)."""
+    one_of: list[dict[str, Any]] = []
+    for name, (data, with_id) in kinds.items():
+        kind: dict[str, Any] = {
+            "properties": {"event": {"const": name}, "data": {**_JSON_DATA, "contentSchema": data}}
+        }
+        if with_id:
+            kind["properties"]["id"] = {"type": "string", "pattern": "^[0-9]+$"}
+            kind["required"] = ["id"]
+        one_of.append(kind)
     return {
         "type": "object",
-        "description": "A server-sent event. `events`: `id: <stream seq>`, `data: <JSON list of the "
-        "run's events as stored>`, one per batch; `end` when the run has ended (the stream closes). "
-        "Reconnect with `Last-Event-ID` to resume without gaps or repeats.",
+        "description": description,
         "required": ["event", "data"],
         "properties": {
-            "event": {"enum": ["events", "end"] + (["accepted"] if accepted is not None else [])},
+            "event": {"enum": list(kinds)},
             "id": {"type": "string"},
-            "data": json_data,
+            "data": _JSON_DATA,
         },
-        "oneOf": kinds,
+        "oneOf": one_of,
     }
+
+
+def sse_event_schema(*, accepted: type[msgspec.Struct] | None = None) -> dict[str, Any]:
+    """One server-sent event of a run's stream: `events` frames carry `id` (the stream sequence of
+    their last event, for `Last-Event-ID`) and a JSON list of the run's events; `end` closes the
+    stream; `accepted` (submit-and-follow only) opens it with the submission's answer."""
+    events = {
+        "type": "array",
+        "items": {"type": "object", "required": ["type"], "properties": {"type": {"type": "string"}}},
+    }
+    kinds: dict[str, tuple[dict[str, Any], bool]] = {
+        "events": (events, True),
+        "end": ({"type": "object"}, False),
+    }
+    if accepted is not None:
+        kinds["accepted"] = (inline_schema(accepted), False)
+    return _sse_schema(
+        "A server-sent event. `events`: `id: <stream seq>`, `data: <JSON list of the run's events as "
+        "stored>`, one per batch; `end` when the run has ended (the stream closes). Reconnect with "
+        "`Last-Event-ID` to resume without gaps or repeats.",
+        kinds,
+    )
+
+
+def sse_log_event_schema(line: type[msgspec.Struct]) -> dict[str, Any]:
+    """One server-sent event of a run's log stream: `logs` frames carry `id` (the cursor of their
+    last line, for `Last-Event-ID`) and a JSON list of `line`s; `end` closes the stream."""
+    return _sse_schema(
+        "A server-sent event. `logs`: `id: <cursor of the last line>`, `data: <JSON list of lines>`; "
+        "`end` once the run has ended and every line stored before its end was sent (the stream "
+        "closes). Reconnect with `Last-Event-ID` to go on without gaps or repeats.",
+        {
+            "logs": ({"type": "array", "minItems": 1, "items": inline_schema(line)}, True),
+            "end": ({"type": "object"}, False),
+        },
+    )
 
 
 BYTES_SCHEMA: dict[str, Any] = {"type": "string", "format": "binary"}

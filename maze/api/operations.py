@@ -10,16 +10,18 @@ not run again.
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, Response, post
-from msgspec import Struct
+from msgspec import Meta, Struct
 
+from maze.api.openapi import RunId, RunToCancel, answers, documented, success
 from maze.api.run_writer import chunk_events, encode_chunks, fit_specs, record_run, spec_sizes
 from maze.api.runs import require_run, salted
 from maze.api.state import HeadState
 from maze.api.submit import ID_RE, check_placeable
+from maze.api.views import Cancelled, Retried
 from maze.core.clock import new_id, now_ms
 from maze.core.errors import Conflict, NotFound, Unavailable, ValidationError
 from maze.events import subjects
@@ -34,17 +36,39 @@ from maze.head.run_state import apply_attempt_event, new_run
 ENDED = frozenset({"succeeded", "failed", "cancelled", "timed_out"})
 CANCEL_WAIT_S = 5.0  # how long a cancel waits for the run's end before answering 202
 MAX_REASON_CHARS = 1000
+MAX_BODY_BYTES = 64 * 1024  # a body here is a few fields: a reason of 1,000 characters at most
 
 
 class CancelRequest(Struct, forbid_unknown_fields=True):
-    reason: str = ""
+    reason: Annotated[
+        str, Meta(max_length=MAX_REASON_CHARS, description="Why; it shows in the run's error.")
+    ] = ""
 
 
 class RetryRequest(Struct, forbid_unknown_fields=True):
-    failed_only: bool = False
-    workspace_dir: str | None = None
+    failed_only: Annotated[
+        bool, Meta(description="Keep the results of the tasks that succeeded: only the others run.")
+    ] = False
+    workspace_dir: Annotated[
+        None,
+        Meta(description="Not supported yet (workspaces come with a later version of Maze): null or absent."),
+    ] = None
     # the new run's id, chosen by the client so that a request sent again gets the same run
-    run_id: str = ""
+    run_id: Annotated[
+        str,
+        Meta(
+            pattern=r"^(run_[A-Za-z0-9_-]{1,124})?$",
+            description="The new run's id (`run_` then letters, digits, `_` or `-`), so that the request "
+            "sent again gets the same run; empty or absent: the head makes one.",
+        ),
+    ] = ""
+
+
+# why a field the body may not carry yet is refused
+NOT_YET = {
+    "workspace_dir": "workspace_dir is not supported yet: workspaces are staged by a later version of "
+    "Maze (the workspace and artifacts release); retry without it",
+}
 
 
 def _body(data: bytes, kind: type[Any]) -> Any:
@@ -53,6 +77,9 @@ def _body(data: bytes, kind: type[Any]) -> Any:
     try:
         return msgspec.json.decode(data, type=kind)
     except msgspec.DecodeError as exc:
+        for field, why in NOT_YET.items():
+            if str(exc).endswith(f"at `$.{field}`"):
+                raise ValidationError(why, field=field) from exc
         raise ValidationError(f"invalid request body: {exc}") from exc
 
 
@@ -69,16 +96,23 @@ async def _ended_state(head: HeadState, run_id: str) -> str | None:
     return str(run["state"]) if run["state"] in ENDED else None
 
 
-@post("/runs/{run_id:str}/cancel", status_code=200)
-async def cancel_run(request: Request[Any, Any, Any], run_id: str, head: HeadState) -> Response[Any]:
+@post(
+    "/runs/{run_id:str}/cancel",
+    status_code=200,
+    request_max_body_size=MAX_BODY_BYTES,
+    responses=answers(400, 404, 409, 413, 503, ok=Cancelled, description="The run has ended `cancelled`.")
+    | success(202, Cancelled, "The cancel is recorded; the run has not ended yet (`cancelling`)."),
+    operation_class=documented(body=CancelRequest, body_required=False),
+)
+async def cancel_run(
+    request: Request[Any, Any, Any], run_id: RunToCancel, head: HeadState
+) -> Response[Cancelled]:
     """Cancel a run: its queued attempts are withdrawn, its running attempts killed (their whole
     process trees), nothing of it starts later, and it ends `cancelled`. Answers 200 with the final
     state once the run has ended (within a few seconds as a rule), 202 if it has not yet (the
-    cancel is recorded: the run ends once a controller decides), 409 if the run had already ended.
-    Body (optional): `{"reason": "..."}`."""
+    cancel is recorded: the run ends once a controller decides), 409 if the run had already ended
+    (or ended otherwise before the cancel took effect). Body (optional): `{"reason": "..."}`."""
     body: CancelRequest = _body(await request.body(), CancelRequest)
-    if len(body.reason) > MAX_REASON_CHARS:
-        raise ValidationError(f"reason is {MAX_REASON_CHARS} characters at most")
     await require_run(head, run_id)
     if not await head.controller_ready():
         raise Unavailable("the run controller is still replaying history; try again shortly")
@@ -91,14 +125,13 @@ async def cancel_run(request: Request[Any, Any, Any], run_id: str, head: HeadSta
         subjects.run_subject(run_id), [RunCancelRequested(run_id=run_id, at_ms=now_ms(), reason=body.reason)]
     )
     state = await head.controller.wait_ended(run_id, CANCEL_WAIT_S)
-    answer = {"run_id": run_id, "seq": int(ack.seq), "reason": body.reason}
     if state is None:
-        return Response({**answer, "state": "cancelling"}, status_code=202)
+        return Response(Cancelled(run_id, int(ack.seq), body.reason, "cancelling"), status_code=202)
     if state != "cancelled":
         raise Conflict(
             f"run {run_id} ended {state} before the cancel took effect", run_id=run_id, state=state
         )
-    return Response({**answer, "state": state}, status_code=200)
+    return Response(Cancelled(run_id, int(ack.seq), body.reason, "cancelled"), status_code=200)
 
 
 async def _recorded(
@@ -153,21 +186,25 @@ async def _recorded(
     return created, specs, kept
 
 
-@post("/runs/{run_id:str}/retry", status_code=201)
-async def retry_run(request: Request[Any, Any, Any], run_id: str, head: HeadState) -> Response[Any]:
+@post(
+    "/runs/{run_id:str}/retry",
+    status_code=201,
+    request_max_body_size=MAX_BODY_BYTES,
+    responses=answers(400, 404, 409, 413, 422, 503, ok=Retried, ok_status=201),
+    operation_class=documented(body=RetryRequest, body_required=False),
+)
+async def retry_run(request: Request[Any, Any, Any], run_id: RunId, head: HeadState) -> Response[Retried]:
     """Run an ended run again, as a new run of the same definition (the same task specs, code
     and inputs, kind and run timeout), linked both ways (`retry_of` on the new run, `retried_by` on
     this one). With `failed_only`, the tasks that succeeded keep their recorded results and do not
     run again: only the failed and cancelled ones (and those that never ran) do. Body (optional):
-    `{"failed_only": false, "run_id": "<new run id>"}`. 409 while the run has not ended."""
+    `{"failed_only": false, "run_id": "<new run id>"}`. 409 while the run has not ended, or when
+    the new run id is taken by another request. 422 when a task of it no node could hold now."""
     body: RetryRequest = _body(await request.body(), RetryRequest)
-    if body.workspace_dir is not None:
-        raise ValidationError(
-            "workspace_dir is not supported yet: workspaces are staged by a later version of Maze "
-            "(the workspace and artifacts release); retry without it"
-        )
     new_run_id = body.run_id or new_id("run")
-    if not (new_run_id.startswith("run_") and ID_RE.match(new_run_id)):
+    # the field's pattern, but whole: a regular expression's `$` also matches before a final
+    # newline, and the id becomes a NATS subject token
+    if not ID_RE.fullmatch(new_run_id):
         raise ValidationError("run_id, when given, is 'run_' then letters, digits, '_' or '-' (128 at most)")
     last = await require_run(head, run_id)
     if not await head.controller_ready():
@@ -196,14 +233,14 @@ async def retry_run(request: Request[Any, Any, Any], run_id: str, head: HeadStat
     request_hash = hashlib.sha256(f"retry/{run_id}/{body.failed_only}/{new_run_id}".encode()).hexdigest()[:32]
     seq, duplicate = await record_run(head.js, events, salted(request_hash, head), encode_chunks(events))
     return Response(
-        {
-            "run_id": new_run_id,
-            "retry_of": run_id,
-            "workflow_id": created.workflow_id,
-            "seq": seq,
-            "tasks": len(specs),
-            "carried": carried,
-            "duplicate": duplicate,
-        },
+        Retried(
+            run_id=new_run_id,
+            retry_of=run_id,
+            workflow_id=created.workflow_id,
+            seq=seq,
+            tasks=len(specs),
+            carried=carried,
+            duplicate=duplicate,
+        ),
         status_code=201,
     )

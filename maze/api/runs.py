@@ -38,14 +38,26 @@ from maze.api.run_writer import (
 from maze.api.sse import FEED_WAIT_S, Last, counted, frame, run_frames, sse_response
 from maze.api.state import HeadState, MinSeq
 from maze.api.submit import ID_RE, SubmitRun, accept_submission, check_placeable, decode_submission
-from maze.api.views import EventsPage, RunView, Submitted, TaskDetail, TaskView
+from maze.api.views import EventsPage, ListedRun, RunView, Submitted, TaskDetail, TaskView
 from maze.core import hops
 from maze.core.clock import new_id, now_ms
 from maze.core.errors import NotFound, Unavailable, ValidationError
 from maze.events.runs import RunCreated
 from maze.events.store import last_run_seq
 from maze.projections.queries import MAX_TASKS_PAGE
-from maze.projections.run_search import RunQuery
+from maze.projections.run_search import (
+    ISO_PATTERN,
+    KIND_PATTERN,
+    MAX_LIMIT,
+    MAX_LIST_ITEMS,
+    MAX_SEARCH_CHARS,
+    MAX_TIME_MS,
+    ORDERS,
+    RUN_STATES,
+    SORTS,
+    STATE_PATTERN,
+    RunQuery,
+)
 
 MAX_EVENTS_PAGE = 10_000
 MAX_RUN_TIMEOUT_S = 366 * 24 * 3600.0
@@ -126,7 +138,7 @@ async def _submit(request: Request[Any, Any, Any], head: HeadState, client: str 
     submission = await work(decode_submission, body, request.headers.get("content-type", ""))
     run_id = submission.run_id or new_id("run")
     hops.mark("request_received", run_id, received_us)
-    if not (run_id.startswith("run_") and ID_RE.match(run_id)):
+    if not (run_id.startswith("run_") and ID_RE.fullmatch(run_id)):
         # it becomes a NATS subject token: no '.', '*', '>' or spaces
         raise ValidationError("run_id, when given, is 'run_' then letters, digits, '_' or '-' (128 at most)")
     if len(submission.workflow_id) > 128:
@@ -195,32 +207,115 @@ async def _submit(request: Request[Any, Any, Any], head: HeadState, client: str 
     return sse_response(counted(head.streams, client, frames()), status_code=201)
 
 
-@get("/runs", responses=answers(400, 409, 503, ok=list[RunView]))
+# `GET /runs` checks its filters itself (RunQuery.parse: messages that name the value and the
+# choices), so their schemas are `schema_extra`, which Litestar only shows: run_search.py's
+# patterns, which are what the parser accepts.
+# `created_after` / `created_before`: a time, as milliseconds since the epoch (a query string
+# carries the number as text) or as ISO 8601; empty: no bound
+_A_TIME = {
+    "type": None,
+    "anyOf": [
+        {"type": "integer", "minimum": 0, "maximum": MAX_TIME_MS},
+        {"type": "string", "pattern": ISO_PATTERN},
+        {"const": ""},
+    ],
+}
+_TIME_FORMS = (
+    "milliseconds since the epoch, or an ISO 8601 date or date-time (UTC unless it names its offset)"
+)
+CreatedAfter = Annotated[
+    str, Parameter(schema_extra=_A_TIME, description=f"Only runs created at or after this: {_TIME_FORMS}.")
+]
+CreatedBefore = Annotated[
+    str,
+    Parameter(
+        schema_extra=_A_TIME,
+        description=f"Only runs created before this (and after `created_after`): {_TIME_FORMS}.",
+    ),
+]
+
+
+@get(
+    "/runs",
+    responses=answers(400, 409, 503, ok=list[ListedRun]),
+    operation_class=documented(
+        headers=(
+            200,
+            {
+                "x-next-cursor": "While there are more runs: the cursor of the next page (pass it as "
+                "`cursor`).",
+                "link": 'The next page, `<url>; rel="next"`, while there are more runs.',
+            },
+        )
+    ),
+)
 async def list_runs(
     request: Request[Any, Any, Any],
     head: HeadState,
-    limit: Annotated[int, Parameter(ge=1, le=1000, description="At most this many runs.")] = 50,
+    limit: Annotated[int, Parameter(ge=1, le=MAX_LIMIT, description="At most this many runs.")] = 50,
     offset: Offset = 0,
-    run_state: Annotated[str | None, Parameter(query="state")] = None,
-    kind: str | None = None,
-    created_after: str | None = None,
-    created_before: str | None = None,
-    search: str | None = None,
-    sort: str | None = None,
-    order: str | None = None,
-    cursor: str | None = None,
+    run_state: Annotated[
+        str,
+        Parameter(
+            query="state",
+            schema_extra={"pattern": STATE_PATTERN},
+            description=f"Only runs in this state, or in one of these (comma separated, "
+            f"{MAX_LIST_ITEMS} at most): {', '.join(RUN_STATES)}.",
+        ),
+    ] = "",
+    kind: Annotated[
+        str,
+        Parameter(
+            schema_extra={"pattern": KIND_PATTERN},
+            description=f"Only runs of this kind, or of one of these (comma separated, {MAX_LIST_ITEMS} "
+            "at most): letters, digits, `_`, `.` or `-`.",
+        ),
+    ] = "",
+    created_after: CreatedAfter = "",
+    created_before: CreatedBefore = "",
+    search: Annotated[
+        str,
+        Parameter(
+            schema_extra={"maxLength": MAX_SEARCH_CHARS},
+            description="Text found, case-insensitively, in the run's workflow id or the name of one "
+            "of its tasks or their functions.",
+        ),
+    ] = "",
+    sort: Annotated[
+        str,
+        Parameter(
+            schema_extra={"enum": [*SORTS, ""]},
+            description="`created` (the default, also when empty) or `finished`.",
+        ),
+    ] = "",
+    order: Annotated[
+        str,
+        Parameter(
+            schema_extra={"enum": [*ORDERS, ""]},
+            description="`desc` (the default, also when empty) or `asc`.",
+        ),
+    ] = "",
+    cursor: Annotated[
+        str,
+        Parameter(
+            schema_extra={"pattern": "^[A-Za-z0-9_-]*$"},
+            description="The `X-Next-Cursor` of the page before, with the same filters, sort and "
+            "order (not with `offset`).",
+        ),
+    ] = "",
     min_seq: MinSeq = None,
 ) -> Response[list[dict[str, Any]]]:
     """Run history, newest first: a page of at most `limit` (1..1000) runs.
 
     Filters (all optional, combined with AND): `state` and `kind` (one value or several, comma
-    separated), `created_after` (inclusive) and `created_before` (exclusive) as milliseconds since
-    the epoch or ISO 8601 (UTC unless an offset is given), `search`: text found, case-insensitively,
-    in the run's workflow id or in the name of one of its tasks or their functions. `sort`:
-    `created` (default) or `finished` (runs not finished come first newest-first); `order`: `desc`
-    (default) or `asc`. While there are more runs, the `X-Next-Cursor` header holds an opaque
-    cursor and `Link: <…>; rel="next"` the next page's URL: pass it as `cursor` with the same
-    filters, sort and order (`offset` is the older way to page and costs more the deeper it goes)."""
+    separated), `created_after` (inclusive) and `created_before` (exclusive, after
+    `created_after`) as milliseconds since the epoch or ISO 8601 (UTC unless an offset is given),
+    `search`: text found, case-insensitively, in the run's workflow id or in the name of one of its
+    tasks or their functions. `sort`: `created` (default) or `finished` (runs not finished come
+    first newest-first); `order`: `desc` (default) or `asc`. While there are more runs, the
+    `X-Next-Cursor` header holds an opaque cursor and `Link: <…>; rel="next"` the next page's URL:
+    pass it as `cursor` with the same filters, sort and order (`offset` is the older way to page
+    and costs more the deeper it goes)."""
     query = RunQuery.parse(
         limit, offset, run_state, kind, created_after, created_before, search, sort, order, cursor
     )

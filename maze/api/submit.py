@@ -111,9 +111,9 @@ def _parse_ref(ref: Any, where: str) -> InputRef:
 
 def _check_task(sub: TaskSubmission) -> None:
     where = f"task {sub.task_id!r}"
-    if not ID_RE.match(sub.task_id):
+    if not ID_RE.fullmatch(sub.task_id):
         raise ValidationError(f"{where}: task ids are 1-128 letters, digits, '_' or '-'")
-    if not HEX_RE.match(sub.func_hash):
+    if not HEX_RE.fullmatch(sub.func_hash):
         raise ValidationError(f"{where}: func_hash must be the sha256 hex digest of the function's code")
     if sub.call_style not in ("kwargs", "params"):
         raise ValidationError(f"{where}: call_style must be 'kwargs' or 'params'")

@@ -32,9 +32,11 @@ class Submitted(msgspec.Struct):
     events: int
 
 
-class RunView(msgspec.Struct):
-    """A run's snapshot. `error` is the structured error of the task that failed it (or why the
-    run ended otherwise); `progress` counts its tasks per state."""
+class ListedRun(msgspec.Struct):
+    """A run as `GET /runs` lists it. `error` is the structured error of the task that failed it
+    (or why the run ended otherwise); `progress` counts its tasks per state; `retry_of` names the
+    run this one retries (`POST /runs/{id}/retry`); `timeout_seconds` is the run-level timeout it
+    was created with."""
 
     run_id: str
     workflow_id: str
@@ -50,6 +52,37 @@ class RunView(msgspec.Struct):
     failed_task_id: str | None
     run_seq: int
     progress: dict[str, int]
+    retry_of: str | None
+    timeout_seconds: float | None
+
+
+class SummarizedTask(msgspec.Struct):
+    """A final task of a run and its outputs, briefly: an output too long to show is a
+    `{"__maze_value__": "truncated", "type", "size", "preview"}` descriptor; `outputs` is null
+    unless the task succeeded."""
+
+    task_id: str
+    name: str
+    state: TaskState
+    outputs: dict[str, Any] | None
+
+
+class ResultSummary(msgspec.Struct):
+    """The outputs of a finished run's final (sink) tasks, in submission order, at most 10 tasks
+    and 20 outputs each (maze/projections/run_summary.py); `truncated` says whether anything was
+    left out or cut."""
+
+    sink_tasks: int
+    tasks: list[SummarizedTask]
+    truncated: bool
+
+
+class RunView(ListedRun):
+    """A run's snapshot: what `GET /runs` lists, with `result_summary` once the run has finished
+    (null before) and `retried_by`, the runs that retry it, oldest first."""
+
+    result_summary: ResultSummary | None
+    retried_by: list[str]
 
 
 class TaskView(msgspec.Struct):
@@ -110,6 +143,62 @@ class TaskDetail(TaskView):
     attempts: list[AttemptView]
 
 
+class Cancelled(msgspec.Struct):
+    """A recorded cancel (`seq`: the stream sequence of `run.cancel_requested`). `state` is
+    `cancelled` once the run has ended (200), `cancelling` while it has not yet (202)."""
+
+    run_id: str
+    seq: int
+    reason: str
+    state: Literal["cancelled", "cancelling"]
+
+
+class Retried(msgspec.Struct):
+    """A recorded retry: `run_id` is the new run, `retry_of` the one it retries; `carried` counts
+    the tasks that keep their recorded results (`failed_only`). `duplicate`: the same request had
+    been recorded already, and this is that run."""
+
+    run_id: str
+    retry_of: str
+    workflow_id: str
+    seq: int
+    tasks: int
+    carried: int
+    duplicate: bool
+
+
+class LogLineView(msgspec.Struct):
+    """A line a task printed (or a piece of a very long one). `stream`: `stdout`, `stderr`, or
+    `maze` (Maze's own note that output past the cap was cut). `cursor` only grows: pass the last
+    one you have as `after` (or `Last-Event-ID`) to go on from there."""
+
+    cursor: int
+    task_id: str
+    attempt: int
+    node_id: str
+    stream: Literal["stdout", "stderr", "maze"]
+    at_ms: int
+    line: str
+
+
+class LogsPage(msgspec.Struct):
+    """Lines of a run's tasks, oldest first. `more`: more lines followed when this page was read;
+    `last_cursor` is the `after` of the next page."""
+
+    run_id: str
+    lines: list[LogLineView]
+    last_cursor: int
+    more: bool
+
+
+class RunIdMatches(msgspec.Struct):
+    """The ids of the runs whose id is `prefix` or starts with it (or with `run_` + it), newest
+    first."""
+
+    prefix: str
+    run_ids: list[str]
+
+
 class EventsPage(msgspec.Struct):
     """A page of a run's events from the log (each one `{"type": <tag>, ...}` as stored). Ask
     again with `after` = `last_seq` while `more`."""
@@ -137,19 +226,23 @@ class Ready(msgspec.Struct):
 
 
 class JoinLimits(msgspec.Struct):
+    """The value limits a worker applies: `log_cap_bytes` is what an attempt's output may take
+    before it is cut. (A worker reads each with a default: an older head answered fewer.)"""
+
     inline_bytes: int
     blob_max_bytes: int
-    log_cap_bytes: int = 0  # what an attempt's output may take before it is cut (0: older head)
+    log_cap_bytes: int
 
 
 class JoinInfo(msgspec.Struct):
     """Where a worker node connects, with credentials of its own, and the limits its results
-    respect."""
+    respect. `js_api_prefix`: where the node's NATS account has the JetStream API (null: the
+    default `$JS.API`)."""
 
     nats_urls: list[str]
     head_makes_consumer: bool
     limits: JoinLimits
-    js_api_prefix: str | None = None  # where the node's NATS account has the JetStream API
+    js_api_prefix: str | None
 
 
 class BlobStored(msgspec.Struct):
@@ -164,8 +257,13 @@ class MissingBlobs(msgspec.Struct):
 
 
 class Limits(msgspec.Struct):
+    """Size limits (`GET /cluster/limits`): values above `inline_value_bytes` travel as blobs,
+    blobs above `blob_max_bytes` are refused, what an attempt prints past `log_cap_bytes` is cut, and
+    no message exceeds the event store's `max_payload_bytes` (events are packed within
+    `event_budget_bytes`)."""
+
     inline_value_bytes: int
     blob_max_bytes: int
     max_payload_bytes: int
     event_budget_bytes: int
-    log_cap_bytes: int = 0
+    log_cap_bytes: int

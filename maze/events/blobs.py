@@ -61,7 +61,7 @@ def chunk_subject(nuid: str) -> str:
 
 
 def check_hex(sha: str) -> str:
-    if not HEX_RE.match(sha):
+    if not HEX_RE.fullmatch(sha):
         raise ValidationError(f"{sha!r} is not a sha256 hex digest (64 lowercase hex characters)")
     return sha
 

@@ -45,7 +45,30 @@ MAX_LIST_ITEMS = 20
 MAX_BOUNDED = 10_000  # the most keys `max(key, n)` keeps; past it (deep offsets) a plain Top-N
 UNFINISHED = 1 << 62  # a run not finished sorts as if it finished after every run that did
 CURSOR_VERSION = 1
-_KIND_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_KIND = r"[A-Za-z0-9_.-]{1,64}"
+_KIND_RE = re.compile(rf"^{_KIND}$")
+_MS_RE = re.compile(r"[0-9]+")  # ASCII digits only: str.isdigit() also takes '¹' and '٣'
+
+
+def _list_pattern(item: str) -> str:
+    """What `_list` accepts, as a regular expression: comma-separated values, blanks around them
+    and empty ones ignored, MAX_LIST_ITEMS values at most."""
+    return rf"^[\s,]*({item}(\s*,[\s,]*{item}){{0,{MAX_LIST_ITEMS - 1}}})?[\s,]*$"
+
+
+# The document's patterns of `GET /runs`'s filters: every value they match is accepted (the
+# patterns are what the parser below does, tests/test_history.py checks it)
+STATE_PATTERN = _list_pattern(f"({'|'.join(RUN_STATES)})")
+KIND_PATTERN = _list_pattern(_KIND)
+# an ISO 8601 date or date-time, from 1971 (so that no offset makes it fall before the epoch)
+# to 9999, that `datetime.fromisoformat` takes; the parser takes more forms than these (and dates
+# in 1970, and 29 February), the document shows the usual ones
+ISO_PATTERN = (
+    r"^(197[1-9]|19[89][0-9]|[2-9][0-9]{3})-"
+    r"((0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])|(0[13-9]|1[0-2])-(29|30)|(0[13578]|1[02])-31)"
+    r"([T ]([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,6})?)?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])?)?$"
+)
+MAX_TIME_MS = UNFINISHED - 1
 # what `GET /runs` lists: every column but the search text and the result summary (`GET
 # /runs/{id}` has that), so a page of 50 runs stays small
 LIST_COLUMNS = tuple(c for c in TABLES["runs"] if c not in ("names", "result_summary"))
@@ -97,9 +120,9 @@ class RunQuery(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         after, before = _time("created_after", created_after), _time("created_before", created_before)
         if after is not None and before is not None and after >= before:
             raise ValidationError("created_after must be earlier than created_before")
-        text = searchable(search or "")
-        if len(text) > MAX_SEARCH_CHARS:
+        if search and len(search) > MAX_SEARCH_CHARS:  # as given: lowercasing can lengthen it
             raise ValidationError(f"search is {MAX_SEARCH_CHARS} characters at most")
+        text = searchable(search or "")
         sort = sort or "created"
         if sort not in SORTS:
             raise ValidationError(f"sort is one of {list(SORTS)}, not {sort!r}")
@@ -179,10 +202,10 @@ def _list(name: str, value: str | None) -> list[str]:
     """`a,b` (or one value): the distinct values, in the order given."""
     if not value:
         return []
-    items = list(dict.fromkeys(v.strip() for v in value.split(",") if v.strip()))
+    items = [v.strip() for v in value.split(",") if v.strip()]
     if len(items) > MAX_LIST_ITEMS:
         raise ValidationError(f"{name} takes at most {MAX_LIST_ITEMS} values")
-    return items
+    return list(dict.fromkeys(items))
 
 
 def _time(name: str, value: str | int | None) -> int | None:
@@ -190,7 +213,7 @@ def _time(name: str, value: str | int | None) -> int | None:
     unless it names its offset)."""
     if value is None or value == "":
         return None
-    if isinstance(value, int) or value.lstrip("-").isdigit():
+    if isinstance(value, int) or _MS_RE.fullmatch(value):
         ms = int(value)
     else:
         try:
@@ -202,8 +225,8 @@ def _time(name: str, value: str | int | None) -> int | None:
         if when.tzinfo is None:
             when = when.replace(tzinfo=UTC)
         ms = int(when.timestamp() * 1000)
-    if not 0 <= ms < UNFINISHED:
-        raise ValidationError(f"{name} is out of range")
+    if not 0 <= ms <= MAX_TIME_MS:
+        raise ValidationError(f"{name} is out of range (from the epoch to {MAX_TIME_MS} ms)")
     return ms
 
 
