@@ -15,7 +15,7 @@ import pytest
 
 from maze import MaClient, task
 from maze.core.errors import Unauthorized
-from tests.helpers import HeadProcess, WorkerProcess
+from tests.helpers import HeadProcess, WorkerProcess, wait_until
 
 
 @task
@@ -40,6 +40,8 @@ def test_a_public_head_makes_a_private_token_and_says_it_once(public_head: HeadP
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     token = _token(public_head)
     assert len(token) >= 32
+    # printed as the head says it is ready, which may come just after it answers
+    wait_until(lambda: f"MAZE_TOKEN={token} maze start --worker" in public_head.log(), timeout=10)
     log = public_head.log()
     assert log.count(token) == 2, "printed once: the token line and the join command"
     assert f"MAZE_TOKEN={token} maze start --worker" in log  # in the environment, not argv
