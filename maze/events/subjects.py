@@ -66,12 +66,6 @@ def node_head_subject(node_id: str) -> str:
     return f"maze.node.{node_id}.head"
 
 
-def probe_subject(node_id: str) -> str:
-    """Where the embedded server's set-up checks that node `node_id`'s account hears the head (a
-    subject no stream keeps)."""
-    return f"maze.probe.{node_id}"
-
-
 def worker_inbox(node_id: str) -> str:
     """The inbox prefix of node `node_id`'s worker connections: replies to it land on subjects only
     it may read (a worker may not subscribe to `_INBOX.>`, where other clients' replies go)."""

@@ -47,3 +47,6 @@ class CancelRun(Struct, frozen=True):
 class WorkBatch(Struct, frozen=True):
     items: list[WorkItem]
     cancels: list[CancelRun] = []  # runs whose attempts on this node end now (older workers ignore)
+    # sessions of this node the head declared lost (recorded as node.lost): the worker of such a
+    # session registers a new one. Told here, on the node's work subject that its worker pulls
+    lost_sessions: list[str] = []

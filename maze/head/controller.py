@@ -447,6 +447,7 @@ class RunController:
             zombies, self._zombies = self._zombies, []
             try:
                 await self.store.publish_many([(subjects.node_head_subject(e.node_id), [e]) for e in zombies])
+                await self._tell_lost(zombies)
             except Exception as exc:  # told again on a later beat
                 log.warning("controller.ended_session_not_told", error=describe_error(exc))
                 for zombie in zombies:
@@ -627,6 +628,31 @@ class RunController:
         except Exception as exc:
             log.warning("controller.node_loss_not_recorded", error=describe_error(exc))
             self._losing -= keys
+            return
+        try:
+            await self._tell_lost(lost)
+        except Exception as exc:  # its next beat makes it a zombie: told again then
+            log.warning("controller.lost_session_not_told", error=describe_error(exc))
+
+    async def _tell_lost(self, lost: list[NodeLost]) -> None:
+        """Tell each node's worker which of its sessions were declared lost, on the node's work
+        subject (its worker pulls it through its own account: no subscription of its own to a head
+        subject is needed)."""
+        by_node: dict[str, list[str]] = {}
+        for event in lost:
+            by_node.setdefault(event.node_id, []).append(event.session)
+        salt = f"/{self.store.salt}" if self.store.salt else ""
+        await asyncio.gather(
+            *(
+                publish_durably(
+                    self.store.js,
+                    subjects.work_subject(node_id),
+                    msgspec.msgpack.encode(WorkBatch(items=[], lost_sessions=sessions)),
+                    {headers.MSG_ID: f"lost/{node_id}/{','.join(sorted(sessions))}/{now_ms()}{salt}"[:250]},
+                )
+                for node_id, sessions in by_node.items()
+            )
+        )
 
     async def _send(self, decision: Decision, now: int) -> None:
         """The decision's work (and the work re-sent from the log), within the byte budget. Work

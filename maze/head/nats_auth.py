@@ -8,8 +8,10 @@ outlive restarts.
   head, and ack it; it may make no consumer), write its reports on runs (`maze.run.*.N`,
   maze/events/authority.py), what its tasks print (`maze.log.*.N.*`, maze/events/logs.py: the node
   is the subject's), its sessions (`maze.node.N`) and heartbeat (`$KV.maze-heartbeats.N`),
-  read the blob store and store results in it, and hear what the head tells it
-  (`maze.node.N.head`). Nothing else: it cannot create runs (those are the head's subjects), purge
+  read the blob store and store results in it. What the head tells it (a run cancelled, a session
+  declared lost) comes on its work subject: no stream is imported (a subscription to one is a
+  shadow subscription in the head's account, and nats-server 2.15 panics on one made right after
+  the configuration reload that added the account). Nothing else: it cannot create runs (those are the head's subjects), purge
   or delete streams, read another node's work, or read the head's credentials (it never has them:
   `GET /cluster/nats` hands out its own).
 
@@ -82,8 +84,6 @@ def _head_exports() -> list[dict[str, object]]:
     ]
     exports: list[dict[str, object]] = [{"service": s} for s in services]
     exports += [{"service": s, "response_type": "stream"} for s in streamed]
-    exports.append({"stream": "maze.node.*.head"})
-    exports.append({"stream": "maze.probe.*"})
     return exports
 
 
@@ -119,8 +119,6 @@ def worker_imports(node_id: str) -> list[dict[str, object]]:
         {"service": {"account": HEAD_ACCOUNT, "subject": f"{_API}.{a}"}, "to": f"{JS_API_PREFIX}.{a}"}
         for a in api
     ]
-    imports.append({"stream": {"account": HEAD_ACCOUNT, "subject": subjects.node_head_subject(node_id)}})
-    imports.append({"stream": {"account": HEAD_ACCOUNT, "subject": subjects.probe_subject(node_id)}})
     return imports
 
 

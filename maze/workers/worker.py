@@ -253,11 +253,18 @@ class Worker:
                     return
 
     async def _on_node_event(self, msg: Msg) -> None:
+        """What the head records about this node (a NATS without accounts delivers it here)."""
         for event in decode_events(msg.data):
-            if isinstance(event, NodeLost) and event.session == self.session and not self._rejoining:
-                self.log.warning("worker.declared_lost_rejoining", reason=event.reason)
-                self._rejoining = True
-                asyncio.get_running_loop().create_task(self._rejoin_once())
+            if isinstance(event, NodeLost) and event.session == self.session:
+                self._declared_lost(event.reason)
+
+    def _declared_lost(self, why: str) -> None:
+        """The head declared this session lost: register a new one (once)."""
+        if self._rejoining:
+            return
+        self.log.warning("worker.declared_lost_rejoining", reason=why)
+        self._rejoining = True
+        asyncio.get_running_loop().create_task(self._rejoin_once())
 
     async def _rejoin_once(self) -> None:
         try:
@@ -273,6 +280,8 @@ class Worker:
             self._accept(item)
         for cancel in batch.cancels:
             self._end_run(cancel)
+        if self.session in batch.lost_sessions:
+            self._declared_lost("told on its work subject")
         self._pump()
 
     def _end_run(self, cancel: CancelRun) -> None:
