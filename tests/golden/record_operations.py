@@ -8,22 +8,19 @@ scripted worker answers.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import msgspec
 
 from maze.events import subjects
 from maze.events.catalog import Event
-from maze.events.codec import decode_events, encode_events
+from maze.events.codec import encode_events
 from maze.events.nodes import NodeJoined
 from maze.events.runs import RunCancelRequested, RunCreated
 from maze.events.specs import InputRef, InputValue, NodeCapacity, TaskSpec
 from maze.events.tasks import AttemptStarted, AttemptSucceeded
 from maze.head.scheduler import Scheduler
-from maze.projections import db
-from maze.projections.projector import Folder
-from maze.projections.schema import TABLES
+from tests.golden.refold import refold
 
 HERE = Path(__file__).parent
 ONE = msgspec.msgpack.encode({"x": msgspec.Raw(msgspec.msgpack.encode(1))})
@@ -118,15 +115,7 @@ def record() -> list[dict[str, object]]:
 def main() -> None:
     messages = record()
     (HERE / "operations.msgpack").write_bytes(msgspec.msgpack.encode(messages))
-    conn = db.open_db(":memory:")
-    folder = Folder(conn)
-    folder.commit(*folder.fold([(m["stream"], m["seq"], decode_events(m["data"])) for m in messages]))  # type: ignore[arg-type]
-    snapshot = {
-        t: [list(row) for row in conn.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall()] for t in TABLES
-    }
-    (HERE / "operations_readmodels.json").write_text(
-        json.dumps(snapshot, indent=1, sort_keys=True, default=str) + "\n"
-    )
+    refold("operations.msgpack", "operations_readmodels.json")  # the read models it folds into
     print(f"recorded {len(messages)} messages")
 
 
