@@ -27,6 +27,7 @@ from nats.js.errors import NotFoundError
 
 from maze.api.event_reader import end_state
 from maze.core.errors import Unavailable
+from maze.core.task_machine import ENDED_BY_CONTROLLER
 from maze.events import subjects
 from maze.events.logs import shown_lines, split_cursor
 
@@ -39,7 +40,6 @@ FOLLOW_BATCH = 64  # messages, and bytes, per frame of a live stream: what a slo
 FOLLOW_BATCH_BYTES = 1024 * 1024
 FOLLOW_IDLE_S = 1.0  # a follower with nothing new looks whether the run has ended this often
 LATE_LINES_S = 1.5  # how long lines of attempts killed with their run are waited for after its end
-KILLED = frozenset({"cancelled", "timed_out"})
 
 
 @dataclass
@@ -293,7 +293,9 @@ async def follow(
                         ended_at = await last_seq(js, filter_subject)
                         # a run ended by a cancel or its timeout had its attempts killed: their
                         # last lines are shipped after its end, so they are waited for a moment
-                        quiet_until = time.monotonic() + (LATE_LINES_S if state in KILLED else 0.0)
+                        quiet_until = time.monotonic() + (
+                            LATE_LINES_S if state in ENDED_BY_CONTROLLER else 0.0
+                        )
                 if ended_at is not None and seq > ended_at and time.monotonic() >= quiet_until:
                     return
                 with contextlib.suppress(TimeoutError):

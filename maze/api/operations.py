@@ -24,6 +24,7 @@ from maze.api.submit import ID_RE, check_placeable
 from maze.api.views import Cancelled, Retried
 from maze.core.clock import new_id, now_ms
 from maze.core.errors import Conflict, NotFound, Unavailable, ValidationError
+from maze.core.task_machine import TERMINAL
 from maze.events import subjects
 from maze.events.codec import decode_leniently
 from maze.events.runs import RunCancelRequested, RunCreated, TasksAdded
@@ -33,7 +34,6 @@ from maze.events.tasks import AttemptSucceeded
 from maze.head.intake import PartialRun
 from maze.head.run_state import apply_attempt_event, new_run
 
-ENDED = frozenset({"succeeded", "failed", "cancelled", "timed_out"})
 CANCEL_WAIT_S = 5.0  # how long a cancel waits for the run's end before answering 202
 MAX_REASON_CHARS = 1000
 MAX_BODY_BYTES = 64 * 1024  # a body here is a few fields: a reason of 1,000 characters at most
@@ -93,7 +93,7 @@ async def _ended_state(head: HeadState, run_id: str) -> str | None:
     if state:
         return state
     run = await head.read("get_run", run_id)
-    return str(run["state"]) if run["state"] in ENDED else None
+    return str(run["state"]) if run["state"] in TERMINAL else None
 
 
 @post(

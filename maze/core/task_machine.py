@@ -37,6 +37,8 @@ from maze.events.tasks import (
 )
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled", "timed_out"})
+# the end states of a run the controller ends itself, its attempts killed (a cancel, a run timeout)
+ENDED_BY_CONTROLLER = frozenset({"cancelled", "timed_out"})
 FAILED = frozenset({"failed", "timed_out"})
 PLACEABLE = frozenset({"pending", "retry_wait"})
 ACTIVE = frozenset({"queued", "running"})  # placed on a node, not ended

@@ -503,17 +503,12 @@ class RunController:
                 told.setdefault(node_id, {}).setdefault(cancel.run_id, cancel.reason)
         if not told:
             return
-        salt = f"/{self.store.salt}" if self.store.salt else ""
 
         async def tell(node_id: str, runs: dict[str, str]) -> None:
             cancels = [CancelRun(run_id=r, reason=why[:CANCEL_REASON_CHARS]) for r, why in runs.items()]
             batch = WorkBatch(items=[], cancels=cancels)
-            msg_id = f"cancel/{self.lease.epoch}/{node_id}/{','.join(sorted(runs))}{salt}"[:250]
-            await publish_durably(
-                self.store.js,
-                subjects.work_subject(node_id),
-                msgspec.msgpack.encode(batch),
-                {headers.MSG_ID: msg_id},
+            await self._tell_node(
+                node_id, batch, f"cancel/{self.lease.epoch}/{node_id}/{','.join(sorted(runs))}"
             )
 
         messages = [  # bounded: CANCELS_PER_MESSAGE runs of clipped reasons stay far below max_payload
@@ -641,17 +636,26 @@ class RunController:
         by_node: dict[str, list[str]] = {}
         for event in lost:
             by_node.setdefault(event.node_id, []).append(event.session)
-        salt = f"/{self.store.salt}" if self.store.salt else ""
         await asyncio.gather(
             *(
-                publish_durably(
-                    self.store.js,
-                    subjects.work_subject(node_id),
-                    msgspec.msgpack.encode(WorkBatch(items=[], lost_sessions=sessions)),
-                    {headers.MSG_ID: f"lost/{node_id}/{','.join(sorted(sessions))}/{now_ms()}{salt}"[:250]},
+                self._tell_node(
+                    node_id,
+                    WorkBatch(items=[], lost_sessions=sessions),
+                    f"lost/{node_id}/{','.join(sorted(sessions))}/{now_ms()}",
                 )
                 for node_id, sessions in by_node.items()
             )
+        )
+
+    async def _tell_node(self, node_id: str, batch: WorkBatch, msg_id: str) -> None:
+        """A word to node `node_id` on its work subject, which its worker pulls (in order with its
+        work); the message id salted as every head write is (EventStore.salt)."""
+        salt = f"/{self.store.salt}" if self.store.salt else ""
+        await publish_durably(
+            self.store.js,
+            subjects.work_subject(node_id),
+            msgspec.msgpack.encode(batch),
+            {headers.MSG_ID: f"{msg_id}{salt}"[:250]},
         )
 
     async def _send(self, decision: Decision, now: int) -> None:

@@ -29,7 +29,7 @@ from typing import Any
 import structlog
 from msgspec import Struct
 
-from maze.core.task_machine import ACTIVE, PLACEABLE, foreign
+from maze.core.task_machine import ACTIVE, ENDED_BY_CONTROLLER, PLACEABLE, foreign
 from maze.events import gather
 from maze.events.catalog import Event, fenced
 from maze.events.codec import encode_value
@@ -753,7 +753,6 @@ FOLD: dict[type, Callable[[Scheduler, Any], None]] = {
     LeaderElected: Scheduler._elected,
     RunCancelRequested: Scheduler._cancel_requested,
 }
-ENDED_BY_CONTROLLER = frozenset({"cancelled", "timed_out"})
 
 
 def work_item(spec: TaskSpec, placed: AttemptPlaced, inputs: bytes) -> WorkItem:

@@ -36,6 +36,7 @@ from maze.core.errors import Conflict, MazeError, NotFound, Unavailable
 from maze.core.logs import configure_logging
 from maze.core.procs import die_with
 from maze.core.settings import env_settings
+from maze.core.task_machine import TERMINAL
 from maze.events import subjects
 from maze.events.store import connect, last_run_seq
 from maze.projections import queries
@@ -44,7 +45,6 @@ from maze.projections.rebuild import rebuild
 from maze.projections.run_search import RunQuery
 
 log = structlog.get_logger(__name__)
-TERMINAL_RUN_STATES = frozenset({"succeeded", "failed", "cancelled", "timed_out"})
 READ_BARRIER_S = 10.0
 FRAME = struct.Struct(">I")
 _encoder = msgspec.msgpack.Encoder()
@@ -170,7 +170,7 @@ class ReadModelServer:
             run = await self.query_run(queries.get_run, run_id)
         # only an ended run is retried (POST /runs/{id}/retry): only its retries are looked up
         run["retried_by"] = (
-            await self.query_run(queries.retried_by, run_id) if run["state"] in TERMINAL_RUN_STATES else []
+            await self.query_run(queries.retried_by, run_id) if run["state"] in TERMINAL else []
         )
         return run
 
