@@ -267,8 +267,18 @@ class Worker:
         asyncio.get_running_loop().create_task(self._rejoin_once())
 
     async def _rejoin_once(self) -> None:
+        """Register a new session, trying again (and saying why) until it is registered: a rejoin
+        that failed once must not leave the worker silently without a session."""
+        delay = 0.5
         try:
-            await self.rejoin()
+            while True:
+                try:
+                    await self.rejoin()
+                    return
+                except Exception as exc:
+                    self.log.warning("worker.rejoin_failed", error=repr(exc), retry_in_s=delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 10.0)
         finally:
             self._rejoining = False
 
