@@ -561,3 +561,36 @@ def test_a_workers_report_on_an_attempt_placed_elsewhere_changes_nothing_and_sho
     assert [e["node_id"] for e in succeeded] == [placed_on]
     later = [e for e in client.get_run_events(run_id, after=refused[0]["seq"] - 1) if e.get("refused")]
     assert [e["seq"] for e in later] == [refused[0]["seq"]], "a page from the middle judges it alike"
+
+
+def test_a_frozen_worker_declared_lost_is_told_on_its_work_subject_and_rejoins(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """A worker's account imports no stream of the head's: the head tells it a session was
+    declared lost on its work subject, which it pulls. Frozen past the liveness timeout (SIGSTOP),
+    then thawed, it hears that and registers a new session."""
+    import signal
+
+    from tests.helpers import WorkerProcess, wait_until
+
+    root = tmp_path_factory.mktemp("frozen")
+    head = HeadProcess(root / "head", extra=["--liveness-timeout", "2", "--no-local-worker"])
+    head.start()
+    worker = WorkerProcess(head, "frozen-one", ["--heartbeat-interval", "0.5", "--cpus", "1"], root)
+    try:
+        worker.start()
+        first = worker.alive_session()
+        assert worker.proc is not None
+        worker.proc.send_signal(signal.SIGSTOP)
+        wait_until(lambda: worker.alive_session() is None, timeout=60)  # declared lost
+        worker.proc.send_signal(signal.SIGCONT)
+        wait_until(lambda: (s := worker.alive_session()) is not None and s != first, timeout=60)
+        wf = MaClient(head.url).create_workflow()
+        wf.add_task(ping, inputs={"x": 5})
+        assert wf.show_results(wf.run())["state"] == "succeeded"
+        assert "told on its work subject" in worker.log(), worker.log()[-2000:]
+    finally:
+        if worker.proc is not None and worker.proc.poll() is None:
+            worker.proc.send_signal(signal.SIGCONT)
+        worker.stop()
+        head.stop()

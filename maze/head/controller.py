@@ -36,6 +36,7 @@ from maze.core import hops
 from maze.core.clock import now_ms
 from maze.core.errors import Conflict
 from maze.core.settings import Settings
+from maze.core.tasks import cancel_and_wait
 from maze.events import headers, subjects
 from maze.events.blobs import BlobStore
 from maze.events.catalog import Event, event_tag, stamp
@@ -232,18 +233,10 @@ class RunController:
                 await self.save_snapshot()
             except Exception as exc:
                 log.warning("controller.snapshot_at_stop_failed", error=describe_error(exc))
-        if self._lease_task:
-            self._lease_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._lease_task
+        await cancel_and_wait([self._lease_task])
         with contextlib.suppress(Exception):
             await self.lease.release()
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_and_wait([self._task])
 
     async def _run_forever(self) -> None:
         while True:

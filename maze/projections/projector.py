@@ -20,6 +20,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from maze.core import hops
+from maze.core.tasks import cancel_and_wait
 from maze.events import subjects
 from maze.events.catalog import Event, fenced
 from maze.events.codec import decode_events
@@ -185,12 +186,7 @@ class Projector:
         self._task = asyncio.create_task(self._run_forever(), name="projector")
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_and_wait([self._task])
         await asyncio.to_thread(self._close)
 
     def _close(self) -> None:

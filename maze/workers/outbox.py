@@ -22,6 +22,7 @@ from nats.errors import MaxPayloadError
 
 from maze.core import hops
 from maze.core.errors import PayloadTooLarge
+from maze.core.tasks import cancel_and_wait
 from maze.events.catalog import Event, event_tag
 from maze.events.fit import failed_instead, make_fit
 from maze.events.store import EventStore, describe_error, is_transient
@@ -60,12 +61,7 @@ class Outbox:
         await self._idle.wait()
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait([self._task])
 
     def unsent(self) -> list[Event]:
         """After stop(): what was emitted but not confirmed stored (to hand to a new outbox)."""

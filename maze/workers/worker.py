@@ -28,6 +28,7 @@ from maze.core.clock import now_ms
 from maze.core.errors import ArtifactError, BlobMissing, MazeError, PayloadTooLarge
 from maze.core.resources import Usage, add_usage, fits_assigned
 from maze.core.settings import ValueLimits
+from maze.core.tasks import cancel_and_wait
 from maze.events import subjects
 from maze.events.blobs import BlobStore
 from maze.events.catalog import Event
@@ -85,6 +86,7 @@ class Worker:
         self.waiting: list[WorkItem] = []
         self.waiting_keys: set[tuple[str, str, int]] = set()
         self._rejoining = False
+        self._rejoin_lock = asyncio.Lock()
         self.usage = Usage()
         self.running: dict[tuple[str, str, int], asyncio.Task[None]] = {}
         self.seen: OrderedDict[tuple[str, str, int], None] = OrderedDict()
@@ -92,6 +94,7 @@ class Worker:
         self.ended_runs: OrderedDict[str, None] = OrderedDict()  # runs the controller ended
         self.stopped: set[tuple[str, str, int]] = set()  # attempts killed for their run's end
         self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[Any]] = set()  # held: the loop keeps weak references only
         self.logs = TaskLogs(node_id)  # what tasks print (maze/workers/logs.py)
         self._bind(nc)
         self.log = log.bind(node_id=node_id)
@@ -168,15 +171,12 @@ class Worker:
         else:
             await ensure_work_consumer(self.js, self.node_id)
 
-    async def leave(self, kill_running: bool = True) -> None:
+    async def leave(self) -> None:
         """End this session: stop pulling, kill running attempts (they will be retried)."""
         await self.puller.stop()
-        for task in self._tasks:
-            task.cancel()
-        if kill_running:
-            for task in list(self.running.values()):
-                task.cancel()
-        await asyncio.gather(*self._tasks, *self.running.values(), return_exceptions=True)
+        # cancelled until it takes (maze/core/tasks.py): the heartbeat of a session that ended must
+        # stop, or the head goes on seeing the lost session alive and this node never rejoins
+        await cancel_and_wait([*self._tasks, *self.running.values()])
         self._tasks = []
         self.waiting.clear()
         self.waiting_keys.clear()
@@ -200,7 +200,13 @@ class Worker:
         await self.outbox.stop()
 
     async def rejoin(self, nc: NATS | None = None) -> None:
-        """A fresh session: after being declared lost, or (agent) after the head or NATS restarted."""
+        """A fresh session: after being declared lost, or (agent) after the head or NATS restarted.
+        One at a time (the agent's watch, a loss told by the head and an unrecordable event may all
+        ask at once): two interleaved would start two heartbeats and leak one."""
+        async with self._rejoin_lock:
+            await self._rejoin(nc)
+
+    async def _rejoin(self, nc: NATS | None) -> None:
         await self.leave()
         await self.outbox.stop()
         unsent = self.outbox.unsent()  # re-published by the new outbox (same message ids)
@@ -310,7 +316,13 @@ class Worker:
         killed = [key for key in self.running if key[0] == run_id]
         for key in killed:
             self.stopped.add(key)
-            self.running[key].cancel()
+        if killed:
+            # cancelled until it takes: a cancel swallowed on 3.11 must not leave the task running
+            stopping = asyncio.get_running_loop().create_task(
+                cancel_and_wait([self.running[key] for key in killed]), name=f"end-run-{run_id}"
+            )
+            self._background.add(stopping)
+            stopping.add_done_callback(self._background.discard)
         if dropped or killed:
             self.log.info(
                 "worker.run_ended_here",
