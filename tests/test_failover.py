@@ -17,6 +17,7 @@ import pytest
 from maze import MaClient, task
 from maze.core.clock import now_ms
 from maze.events import subjects
+from maze.events.nodes import NodeLost
 from maze.events.runs import RunFinished
 from maze.events.store import EventStore
 from tests.helpers import HeadProcess, NatsServer, WorkerProcess, wait_until
@@ -146,3 +147,50 @@ def test_a_deposed_leaders_late_write_is_refused(
     messages = client.create_workflow().get_results(run_id, verbose=False)
     assert [m["data"]["state"] for m in messages if m["type"] == "finish_workflow"] == ["succeeded"]
     assert sorted(m["data"]["task_id"] for m in messages if m["type"] == "finish_task") == sorted(ids)
+
+
+def _worker_session(head: HeadProcess, node_id: str) -> tuple[str, str]:
+    nodes = httpx.get(f"{head.url}/cluster/resources", timeout=10).json()["nodes"]
+    found = [(str(n["state"]), str(n["session"])) for n in nodes if n["node_id"] == node_id]
+    assert len(found) == 1, nodes
+    return found[0]
+
+
+def test_a_deposed_leaders_late_node_lost_is_refused_and_the_node_stays(
+    two_heads: tuple[HeadProcess, HeadProcess, WorkerProcess], nats_server: NatsServer
+) -> None:
+    """A node.lost is a decision too: written by a deposed leader after the new one recorded its
+    leadership (in the nodes stream as well), it is refused; the node keeps its session."""
+    first, second, worker = two_heads
+    old_epoch = int(_leader(first)["epoch"])  # type: ignore[call-overload]
+    first.kill9()
+    wait_until(lambda: _deciding(second), timeout=10)
+    state, session = _worker_session(second, worker.node_id)
+    assert state == "alive"
+    fenced_before = httpx.get(f"{second.url}/cluster/diagnostics", timeout=10).json()["controller"][
+        "leadership"
+    ]["fenced"]
+
+    async def late_write() -> None:
+        nc = await nats.connect(nats_server.url)
+        try:
+            late = NodeLost(node_id=worker.node_id, session=session, at_ms=now_ms(), epoch=old_epoch)
+            await EventStore(nc).publish(subjects.node_head_subject(worker.node_id), [late])
+        finally:
+            await nc.close()
+
+    asyncio.run(late_write())
+    wait_until(
+        lambda: (
+            httpx.get(f"{second.url}/cluster/diagnostics", timeout=10).json()["controller"]["leadership"][
+                "fenced"
+            ]
+            > fenced_before
+        ),
+        timeout=10,
+    )
+    time.sleep(3)  # six heartbeats: a node taken for lost would have been told, and rejoined
+    assert _worker_session(second, worker.node_id) == ("alive", session)
+    wf = MaClient(second.url).create_workflow()
+    wf.add_task(step, inputs={"i": 7})
+    assert wf.show_results(wf.run())["state"] == "succeeded"

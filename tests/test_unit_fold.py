@@ -311,3 +311,71 @@ def test_a_worker_cannot_claim_the_controller_decided_a_failure() -> None:
     assert not admissible(claim, "m")
     assert admissible(AttemptFailed(run_id="r", task_id="a", attempt=1, at_ms=1, error=own, node_id="m"), "m")
     assert admissible(claim, None)  # the head's own subject
+
+
+def test_the_nodes_stream_refuses_a_deposed_leaders_late_node_lost_by_its_own_leadership(tmp_path) -> None:
+    """A `node.lost` is judged by the latest `leader.elected` recorded in the nodes stream, not
+    the runs stream's (whose order with the nodes stream differs from fold to fold): older than
+    it, refused, and the node stays alive; the epoch comes back with the positions."""
+    from maze.events.nodes import NodeJoined, NodeLost
+    from maze.events.runs import LeaderElected
+    from maze.events.specs import NodeCapacity
+    from maze.projections import db
+    from maze.projections.projector import NODES_EPOCH_KEY, Folder
+
+    def state(conn) -> str:  # type: ignore[no-untyped-def]
+        return str(db.load_node(conn, "n1")["state"])  # type: ignore[index]
+
+    conn = db.open_db(tmp_path / "rm.duckdb")
+    folder = Folder(conn)
+    joined = NodeJoined(
+        node_id="n1",
+        session="s1",
+        at_ms=1,
+        hostname="h",
+        ip="127.0.0.1",
+        capacity=NodeCapacity(cpus=1, memory_mb=1024),
+    )
+    folder.commit(
+        *folder.fold(
+            [
+                ("MAZE_NODES", 1, [joined]),
+                ("MAZE_RUNS", 1, [LeaderElected(head_id="h3", epoch=3, at_ms=2)]),
+            ]
+        )
+    )
+    # the runs stream's leadership does not judge it: a node.lost of epoch 2, with none recorded
+    # in the nodes stream yet, stands (written before the new leadership, in this stream's order)
+    fresh = Folder(db.open_db(tmp_path / "other.duckdb"))
+    fresh.commit(
+        *fresh.fold(
+            [
+                ("MAZE_NODES", 1, [joined]),
+                ("MAZE_NODES", 2, [NodeLost(node_id="n1", session="s1", at_ms=3, epoch=2)]),
+            ]
+        )
+    )
+    assert state(fresh.conn) == "lost"
+
+    folder.commit(*folder.fold([("MAZE_NODES", 2, [LeaderElected(head_id="h3", epoch=3, at_ms=3)])]))
+    assert db.positions(conn)[NODES_EPOCH_KEY] == 3
+    restarted = Folder(conn)
+    late = NodeLost(node_id="n1", session="s1", at_ms=4, epoch=2)
+    restarted.commit(*restarted.fold([("MAZE_NODES", 3, [late])]))
+    assert state(conn) == "alive"
+    current = NodeLost(node_id="n1", session="s1", at_ms=5, epoch=3)
+    restarted.commit(*restarted.fold([("MAZE_NODES", 4, [current])]))
+    assert state(conn) == "lost"
+
+
+def test_node_decisions_are_judged_by_the_nodes_streams_leadership_only() -> None:
+    from maze.events.catalog import event_key, fenced_in_nodes, fenced_in_runs, stamp
+    from maze.events.nodes import NodeLost
+
+    lost = stamp([NodeLost(node_id="n", session="s", at_ms=1)], 2)[0]
+    assert lost.epoch == 2
+    assert not fenced_in_runs(lost, 5)
+    assert fenced_in_nodes(lost, 3) and not fenced_in_nodes(lost, 2)
+    # a new leader's declaration is its own message, not a duplicate of a deposed one's
+    assert event_key(lost) != event_key(stamp([lost], 3)[0])
+    assert not fenced_in_nodes(RunFinished(run_id="r", at_ms=1, state="failed", epoch=1), 5)

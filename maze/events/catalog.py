@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import msgspec
 
 from maze.events.nodes import NodeJoined, NodeLeft, NodeLost
@@ -34,6 +36,8 @@ Event = (
     | RunCancelRequested
 )
 
+E = TypeVar("E", bound=Event)
+
 TAG_FIELD = "type"
 ATTEMPT_TERMINAL = (AttemptSucceeded, AttemptFailed, AttemptRejected, AttemptLost)
 
@@ -45,6 +49,9 @@ def event_tag(event: Event) -> str:
 def event_key(event: Event) -> str:
     """A deterministic identity for an event: the same decision always gets the same key."""
     tag = event_tag(event)
+    if isinstance(event, NodeLost) and event.epoch:
+        # a new leader's declaration is not deduplicated against a deposed one's (which is refused)
+        return f"node/{event.node_id}/{event.session}/{tag}/e{event.epoch}"
     if isinstance(event, NodeJoined | NodeLeft | NodeLost):
         return f"node/{event.node_id}/{event.session}/{tag}"
     if isinstance(event, LeaderElected):
@@ -63,11 +70,14 @@ def event_key(event: Event) -> str:
 
 
 # Decisions a run controller makes (they carry its leadership epoch, and a fold refuses one whose
-# epoch is older than the latest `leader.elected` it has folded)
-DECISIONS = (AttemptPlaced, AttemptFailed, AttemptLost, RetryScheduled, RunFinished)
+# epoch is older than the latest `leader.elected` it has folded from the same stream: the runs
+# stream for these, the nodes stream for NODE_DECISIONS, so every fold refuses the same ones)
+RUN_DECISIONS = (AttemptPlaced, AttemptFailed, AttemptLost, RetryScheduled, RunFinished)
+NODE_DECISIONS = (NodeLost,)
+DECISIONS = (*RUN_DECISIONS, *NODE_DECISIONS)
 
 
-def stamp(events: list[Event], epoch: int) -> list[Event]:
+def stamp(events: list[E], epoch: int) -> list[E]:
     """The decisions among `events` stamped with the deciding controller's epoch."""
     if not epoch:
         return events
@@ -76,6 +86,18 @@ def stamp(events: list[Event], epoch: int) -> list[Event]:
 
 def fenced(event: Event, epoch: int) -> bool:
     """Whether a fold at leadership `epoch` refuses this event: a decision of an older leadership
-    (0: made before leases, or by a worker, is never refused)."""
+    (0: made before leases, or by a worker, is never refused). `epoch` is the latest leadership
+    recorded in the event's own stream (a node decision is never judged by the runs stream's)."""
     made = getattr(event, "epoch", 0)
     return bool(made) and made < epoch
+
+
+def fenced_in_runs(event: Event, epoch: int) -> bool:
+    """`fenced` for a fold of the runs stream at leadership `epoch` (node events are judged by
+    the nodes stream's leadership: see `fenced_in_nodes`)."""
+    return not isinstance(event, NODE_DECISIONS) and fenced(event, epoch)
+
+
+def fenced_in_nodes(event: Event, epoch: int) -> bool:
+    """`fenced` for a node decision, at the latest leadership recorded in the nodes stream."""
+    return isinstance(event, NODE_DECISIONS) and fenced(event, epoch)

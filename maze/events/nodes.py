@@ -39,6 +39,9 @@ class NodeLost(Struct, frozen=True, tag="node.lost"):
     session: str
     at_ms: int
     reason: str = "heartbeat_timeout"
+    # the declaring controller's leadership epoch: refused by the folds of the nodes stream once a
+    # later leadership is recorded there (a deposed leader's late declaration)
+    epoch: int = 0
 
 
 class Heartbeat(Struct, frozen=True):

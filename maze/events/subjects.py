@@ -49,6 +49,9 @@ def reporter_of(subject: str) -> str | None:
 
 
 LEADER_SUBJECT = f"maze.run.{LEADER_RUN_ID}"  # `leader.elected`, ordered with every run's events
+# `leader.elected` again, ordered with the nodes' events (a head subject: no worker may write it),
+# so that the folds of the nodes stream refuse a deposed leader's late node.lost alike
+NODES_LEADER_SUBJECT = f"maze.node.{LEADER_RUN_ID}.head"
 
 
 def work_subject(node_id: str) -> str:

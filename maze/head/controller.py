@@ -39,7 +39,7 @@ from maze.core.settings import Settings
 from maze.core.tasks import cancel_and_wait
 from maze.events import headers, subjects
 from maze.events.blobs import BlobStore
-from maze.events.catalog import Event, event_tag, stamp
+from maze.events.catalog import Event, event_tag, fenced_in_nodes, stamp
 from maze.events.codec import decode_leniently, decode_stats, with_fence, without_foreign
 from maze.events.fit import make_fit
 from maze.events.nodes import Heartbeat, NodeJoined, NodeLeft, NodeLost
@@ -205,7 +205,11 @@ class RunController:
         epoch = self._electing
         event = LeaderElected(head_id=self.settings.head_id, epoch=epoch, at_ms=now_ms())
         try:
-            await self.store.publish(subjects.LEADER_SUBJECT, [event])
+            # in both streams a controller decides in: each stream's folds refuse, in that
+            # stream's own order, the decisions of an older leadership written after it
+            await self.store.publish_many(
+                [(subjects.LEADER_SUBJECT, [event]), (subjects.NODES_LEADER_SUBJECT, [event])]
+            )
         except Exception as exc:  # tried again on the next pass
             log.warning("controller.election_not_recorded", epoch=epoch, error=describe_error(exc))
             return
@@ -360,11 +364,26 @@ class RunController:
             self.feeds.note(msg.subject, seq, shown, len(msg.data))
         counted = self.metrics.fold.observes(stream, seq)
         for event in decoded.events:
+            if stream == subjects.NODES_STREAM and not self._node_fence(event):
+                continue
             self.apply(event, counted)
             if hops.enabled():
                 hops.mark(f"folded_{event_tag(event)}", getattr(event, "run_id", ""))
         if self._end_waiters and stream == subjects.RUNS_STREAM:
             self._tell_end_waiters(subjects.run_id_of(msg.subject))
+
+    def _node_fence(self, event: Event) -> bool:
+        """An event of the nodes stream: whether to fold it. Its `leader.elected` moves the
+        leadership that judges node decisions (not the runs stream's, whose order with this stream
+        no two folds share); a deposed leader's `node.lost` written after it is refused."""
+        if isinstance(event, LeaderElected):
+            self.core.nodes_epoch = max(self.core.nodes_epoch, event.epoch)
+            return False
+        if fenced_in_nodes(event, self.core.nodes_epoch):
+            self.core.fenced += 1
+            log.warning("controller.decision_fenced", kind=type(event).__name__, epoch=self.core.nodes_epoch)
+            return False
+        return True
 
     async def wait_ended(self, run_id: str, timeout: float) -> str | None:
         """The run's final state once this controller has folded its end (at once if it has), or
@@ -437,7 +456,7 @@ class RunController:
     async def _decide(self) -> None:
         now = now_ms()
         if self._zombies:
-            zombies, self._zombies = self._zombies, []
+            zombies, self._zombies = stamp(self._zombies, self.lease.epoch), []
             try:
                 await self.store.publish_many([(subjects.node_head_subject(e.node_id), [e]) for e in zombies])
                 await self._tell_lost(zombies)
@@ -609,6 +628,7 @@ class RunController:
         """Record nodes lost; they take effect (their attempts orphaned) when folded back."""
         if not lost:
             return
+        lost = stamp(lost, self.lease.epoch)
         keys = {(e.node_id, e.session) for e in lost}
         self._losing |= keys
         try:

@@ -39,6 +39,8 @@ USERS_FILE = "nats-users.json"
 
 def check_node_id(node_id: str) -> str:
     """A node id becomes a NATS subject token: letters, digits, '_' and '-' only."""
+    if node_id == subjects.LEADER_RUN_ID:  # its head subject records leaderships (NODES_LEADER_SUBJECT)
+        raise ValidationError(f"node id {node_id!r} is reserved (--node-id)")
     if not NODE_ID_RE.match(node_id):
         raise ValidationError(
             f"node id {node_id!r} is not usable: 1 to 128 letters, digits, '_' or '-' (--node-id)"

@@ -31,7 +31,7 @@ from msgspec import Struct
 
 from maze.core.task_machine import ACTIVE, ENDED_BY_CONTROLLER, PLACEABLE, foreign
 from maze.events import gather
-from maze.events.catalog import Event, fenced
+from maze.events.catalog import Event, fenced_in_nodes, fenced_in_runs
 from maze.events.codec import encode_value
 from maze.events.nodes import NodeJoined, NodeLeft, NodeLost
 from maze.events.runs import LeaderElected, RunCancelRequested, RunCreated, RunFinished, TasksAdded
@@ -134,6 +134,7 @@ class Scheduler:
         self.submitting: dict[str, None] = {}  # runs placed at submit whose submit is not over
         self.fold_errors = 0  # node events that could not be folded (skipped, logged)
         self.epoch = 0  # the latest leadership folded (`leader.elected`): older decisions are refused
+        self.nodes_epoch = 0  # the same, as recorded in the nodes stream (judges node.lost)
         self.leader = ""  # the head that holds it
         self.fenced = 0  # decisions refused for their epoch
 
@@ -142,7 +143,7 @@ class Scheduler:
         """Fold one event. Idempotent, so the log may deliver it twice. A decision of an older
         leadership than the latest `leader.elected` folded (a deposed leader's late write) is
         refused: counted, and nothing else."""
-        if fenced(event, self.epoch):
+        if fenced_in_runs(event, self.epoch) or fenced_in_nodes(event, self.nodes_epoch):
             self.fenced += 1
             log.warning("controller.decision_fenced", kind=type(event).__name__, epoch=self.epoch)
             self.inflight.forget([event])

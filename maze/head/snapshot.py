@@ -65,6 +65,7 @@ class SchedulerState(Struct):
     awaiting: list[AttemptKey]
     epoch: int = 0  # the latest leadership folded, and its head
     leader: str = ""
+    nodes_epoch: int = 0  # the latest leadership recorded in the nodes stream
     done_states: list[str] = []  # each of `done_runs`' final state ("": from an older snapshot)
     cancel_early: dict[str, str] = {}  # cancels requested before their run started
 
@@ -116,6 +117,7 @@ def capture(core: Scheduler, positions: dict[str, int]) -> SchedulerState:
         awaiting=list(core.delivery.awaiting),
         epoch=core.epoch,
         leader=core.leader,
+        nodes_epoch=core.nodes_epoch,
         done_states=list(core.done_runs.values()),
         cancel_early=core.cancel_early,
     )
@@ -154,6 +156,7 @@ def restore(state: SchedulerState, queue_factor: float, grace_ms: int, resend_af
     core.retries.restore(state.retries, state.retries_seq)
     core.delivery.awaiting = dict.fromkeys(state.awaiting)
     core.epoch, core.leader = state.epoch, state.leader
+    core.nodes_epoch = state.nodes_epoch
     return core
 
 

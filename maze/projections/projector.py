@@ -35,6 +35,10 @@ log = structlog.get_logger(__name__)
 
 STREAMS = (subjects.RUNS_STREAM, subjects.NODES_STREAM)
 EPOCH_KEY = "_leader_epoch"  # kept beside the stream positions: the latest leadership folded
+# the same for the nodes stream, which records each leadership again to judge node decisions by
+# (the order of the two streams differs from fold to fold; each stream's own does not)
+NODES_EPOCH_KEY = "_leader_epoch_nodes"
+EPOCH_KEYS = {subjects.RUNS_STREAM: EPOCH_KEY, subjects.NODES_STREAM: NODES_EPOCH_KEY}
 BATCH = 2000
 BATCH_WINDOW_S = 1.0
 HURRY_CHECK_S = 0.02  # how often a gathering batch looks for waiting readers
@@ -79,17 +83,18 @@ class Folder:
             if isinstance(e, RunCreated) and e.run_id not in self.cache
         ]
         stored = db.existing_runs(self.conn, created)  # usually none: a run.created is a run's first
-        epoch = self.positions.get(EPOCH_KEY, 0)
+        epochs = {key: self.positions.get(key, 0) for key in EPOCH_KEYS.values()}
         for stream, seq, events in batch:
             if seq <= self.positions.get(stream, 0):
                 continue  # already applied (a replay after a crash)
             new_positions[stream] = seq
+            key = EPOCH_KEYS.get(stream, EPOCH_KEY)
             for event in events:
                 if isinstance(event, LeaderElected):
-                    if event.epoch > epoch:  # kept with the positions, in the same transaction
-                        epoch = new_positions[EPOCH_KEY] = event.epoch
+                    if event.epoch > epochs[key]:  # kept with the positions, in the same transaction
+                        epochs[key] = new_positions[key] = event.epoch
                     continue
-                if fenced(event, epoch):  # a deposed leader's late decision: as the controller does
+                if fenced(event, epochs[key]):  # a deposed leader's late decision: as the controller does
                     continue
                 if isinstance(event, NodeJoined | NodeLeft | NodeLost):
                     current = (

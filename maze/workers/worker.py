@@ -32,8 +32,8 @@ from maze.core.tasks import cancel_and_wait
 from maze.events import subjects
 from maze.events.blobs import BlobStore
 from maze.events.catalog import Event
-from maze.events.codec import decode_events, decode_work
-from maze.events.nodes import HOLDING_LISTED, Heartbeat, NodeJoined, NodeLeft, NodeLost
+from maze.events.codec import decode_work
+from maze.events.nodes import HOLDING_LISTED, Heartbeat, NodeJoined, NodeLeft
 from maze.events.specs import NodeCapacity, TaskError
 from maze.events.store import EventStore, ensure_work_consumer, heartbeat_bucket, jetstream, payload_budget
 from maze.events.tasks import AttemptFailed, AttemptRejected, AttemptStarted, AttemptSucceeded
@@ -146,9 +146,6 @@ class Worker:
                 )
             ],
         )
-        self.node_sub = await self.nc.subscribe(
-            subjects.node_head_subject(self.node_id), cb=self._on_node_event
-        )
         self._tasks = [asyncio.create_task(self._heartbeat_forever(), name=f"worker-beat-{self.node_id}")]
         self.log.info(
             "worker.joined",
@@ -180,10 +177,6 @@ class Worker:
         self._tasks = []
         self.waiting.clear()
         self.waiting_keys.clear()
-        try:
-            await self.node_sub.unsubscribe()
-        except Exception:
-            pass
 
     async def stop(self, reason: str = "stopped") -> None:
         await self.leave()
@@ -257,12 +250,6 @@ class Worker:
                 if failures >= 3 and self.on_registration_lost is not None:
                     asyncio.get_running_loop().create_task(self.on_registration_lost())
                     return
-
-    async def _on_node_event(self, msg: Msg) -> None:
-        """What the head records about this node (a NATS without accounts delivers it here)."""
-        for event in decode_events(msg.data):
-            if isinstance(event, NodeLost) and event.session == self.session:
-                self._declared_lost(event.reason)
 
     def _declared_lost(self, why: str) -> None:
         """The head declared this session lost: register a new one (once)."""
