@@ -194,3 +194,7 @@ def test_a_deposed_leaders_late_node_lost_is_refused_and_the_node_stays(
     wf = MaClient(second.url).create_workflow()
     wf.add_task(step, inputs={"i": 7})
     assert wf.show_results(wf.run())["state"] == "succeeded"
+    # the read models (whose node rows /cluster/resources shows) refuse it alike, rebuilt or live
+    report = httpx.post(f"{second.url}/projections/rebuild", timeout=120).json()
+    assert report["equal"] is True, report
+    assert _worker_session(second, worker.node_id) == ("alive", session)

@@ -321,51 +321,88 @@ def test_the_nodes_stream_refuses_a_deposed_leaders_late_node_lost_by_its_own_le
     from maze.events.runs import LeaderElected
     from maze.events.specs import NodeCapacity
     from maze.projections import db
-    from maze.projections.projector import NODES_EPOCH_KEY, Folder
+    from maze.projections.projector import EPOCH_KEY, NODES_EPOCH_KEY, Folder
 
-    def state(conn) -> str:  # type: ignore[no-untyped-def]
-        return str(db.load_node(conn, "n1")["state"])  # type: ignore[index]
+    def state(conn) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+        row = db.load_node(conn, "n1")
+        assert row is not None
+        return str(row["state"]), str(row["session"])
+
+    def joined(session: str) -> NodeJoined:
+        return NodeJoined(
+            node_id="n1",
+            session=session,
+            at_ms=1,
+            hostname="h",
+            ip="127.0.0.1",
+            capacity=NodeCapacity(cpus=1, memory_mb=1024),
+        )
 
     conn = db.open_db(tmp_path / "rm.duckdb")
     folder = Folder(conn)
-    joined = NodeJoined(
-        node_id="n1",
-        session="s1",
-        at_ms=1,
-        hostname="h",
-        ip="127.0.0.1",
-        capacity=NodeCapacity(cpus=1, memory_mb=1024),
-    )
     folder.commit(
         *folder.fold(
             [
-                ("MAZE_NODES", 1, [joined]),
+                ("MAZE_NODES", 1, [joined("s1")]),
                 ("MAZE_RUNS", 1, [LeaderElected(head_id="h3", epoch=3, at_ms=2)]),
             ]
         )
     )
-    # the runs stream's leadership does not judge it: a node.lost of epoch 2, with none recorded
-    # in the nodes stream yet, stands (written before the new leadership, in this stream's order)
-    fresh = Folder(db.open_db(tmp_path / "other.duckdb"))
-    fresh.commit(
-        *fresh.fold(
+    assert db.positions(conn)[EPOCH_KEY] == 3
+    # the runs stream is at epoch 3, the nodes stream has recorded no leadership yet: a node.lost
+    # of epoch 2 stands (in the nodes stream's own order it came before the new leadership)
+    folder.commit(*folder.fold([("MAZE_NODES", 2, [NodeLost(node_id="n1", session="s1", at_ms=3, epoch=2)])]))
+    assert state(conn) == ("lost", "s1")
+
+    folder.commit(
+        *folder.fold(
             [
-                ("MAZE_NODES", 1, [joined]),
-                ("MAZE_NODES", 2, [NodeLost(node_id="n1", session="s1", at_ms=3, epoch=2)]),
+                ("MAZE_NODES", 3, [joined("s2")]),
+                ("MAZE_NODES", 4, [LeaderElected(head_id="h3", epoch=3, at_ms=3)]),
             ]
         )
     )
-    assert state(fresh.conn) == "lost"
-
-    folder.commit(*folder.fold([("MAZE_NODES", 2, [LeaderElected(head_id="h3", epoch=3, at_ms=3)])]))
     assert db.positions(conn)[NODES_EPOCH_KEY] == 3
-    restarted = Folder(conn)
-    late = NodeLost(node_id="n1", session="s1", at_ms=4, epoch=2)
-    restarted.commit(*restarted.fold([("MAZE_NODES", 3, [late])]))
-    assert state(conn) == "alive"
-    current = NodeLost(node_id="n1", session="s1", at_ms=5, epoch=3)
-    restarted.commit(*restarted.fold([("MAZE_NODES", 4, [current])]))
-    assert state(conn) == "lost"
+    restarted = Folder(conn)  # the nodes stream's epoch comes back with the positions
+    late = NodeLost(node_id="n1", session="s2", at_ms=4, epoch=2)
+    restarted.commit(*restarted.fold([("MAZE_NODES", 5, [late])]))
+    assert state(conn) == ("alive", "s2")
+    current = NodeLost(node_id="n1", session="s2", at_ms=5, epoch=3)
+    restarted.commit(*restarted.fold([("MAZE_NODES", 6, [current])]))
+    assert state(conn) == ("lost", "s2")
+
+
+def test_the_controller_judges_node_lost_by_the_nodes_streams_leadership() -> None:
+    """The controller's fold alike (Scheduler.admit_node_event): the runs stream's epoch does not
+    refuse a node.lost; the nodes stream's does, and its leader.elected is not folded as the runs
+    stream's (which would judge the runs stream's decisions in an order no other fold shares)."""
+    from maze.events.nodes import NodeJoined, NodeLost
+    from maze.events.runs import LeaderElected
+    from maze.events.specs import NodeCapacity
+    from maze.head.scheduler import Scheduler
+
+    core = Scheduler()
+    core.apply(
+        NodeJoined(
+            node_id="n1",
+            session="s1",
+            at_ms=1,
+            hostname="h",
+            ip="127.0.0.1",
+            capacity=NodeCapacity(cpus=1, memory_mb=1024),
+        )
+    )
+    core.apply(LeaderElected(head_id="h3", epoch=3, at_ms=2))  # from the runs stream
+    assert core.epoch == 3 and core.nodes_epoch == 0
+    assert not core.admit_node_event(LeaderElected(head_id="h4", epoch=4, at_ms=3))  # the nodes stream's
+    assert core.nodes_epoch == 4 and core.epoch == 3
+    late = NodeLost(node_id="n1", session="s1", at_ms=4, epoch=3)
+    assert not core.admit_node_event(late) and core.fenced == 1
+    assert core.placer.nodes["n1"].alive
+    current = NodeLost(node_id="n1", session="s1", at_ms=5, epoch=4)
+    assert core.admit_node_event(current)
+    core.apply(current)
+    assert not core.placer.nodes["n1"].alive
 
 
 def test_node_decisions_are_judged_by_the_nodes_streams_leadership_only() -> None:

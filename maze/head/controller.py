@@ -39,7 +39,7 @@ from maze.core.settings import Settings
 from maze.core.tasks import cancel_and_wait
 from maze.events import headers, subjects
 from maze.events.blobs import BlobStore
-from maze.events.catalog import Event, event_tag, fenced_in_nodes, stamp
+from maze.events.catalog import Event, event_tag, stamp
 from maze.events.codec import decode_leniently, decode_stats, with_fence, without_foreign
 from maze.events.fit import make_fit
 from maze.events.nodes import Heartbeat, NodeJoined, NodeLeft, NodeLost
@@ -79,6 +79,7 @@ CANCEL_REASON_CHARS = 200
 
 _TICK = object()
 YIELD_AFTER_S = 0.01
+STOP_WAIT_S = 10.0  # how long a stop waits for the controller's tasks to end (then logs them)
 ENDED_SESSIONS_KEPT = 10_000
 SNAPSHOT_COST_FACTOR = 100  # a snapshot waits at least 100x as long as the last one took to make
 SNAPSHOT_MAX_BYTES = 1 << 40  # the blob store's per-value cap is for users' values, not this
@@ -165,8 +166,14 @@ class RunController:
     def deciding(self) -> bool:
         """Whether this head's controller decides now: it has folded the log up to where it stood
         at start, holds the lease, and has folded the `leader.elected` of its epoch (so everything a
-        former leader wrote before it is folded, and anything that one writes later is refused)."""
-        return self.live and self.lease.fresh and self.core.epoch == self.lease.epoch
+        former leader wrote before it is folded, and anything that one writes later is refused) in
+        both streams it decides in (the nodes stream records each leadership too)."""
+        return (
+            self.live
+            and self.lease.fresh
+            and self.core.epoch == self.lease.epoch
+            and self.core.nodes_epoch >= self.lease.epoch
+        )
 
     def leadership(self) -> dict[str, Any]:
         """Who holds the lease, and whether this head decides (`this_head`)."""
@@ -197,6 +204,7 @@ class RunController:
             self._electing = epoch  # recorded by the loop (a publish), decided on once folded
         else:
             self._electing = 0
+            self._losing.clear()  # a new leader declares losses afresh from the log
             log.warning("controller.deposed", epoch=epoch)
         self.queue.put_nowait(_TICK)
 
@@ -237,10 +245,10 @@ class RunController:
                 await self.save_snapshot()
             except Exception as exc:
                 log.warning("controller.snapshot_at_stop_failed", error=describe_error(exc))
-        await cancel_and_wait([self._lease_task])
+        await cancel_and_wait([self._lease_task], timeout=STOP_WAIT_S)
         with contextlib.suppress(Exception):
             await self.lease.release()
-        await cancel_and_wait([self._task])
+        await cancel_and_wait([self._task], timeout=STOP_WAIT_S)
 
     async def _run_forever(self) -> None:
         while True:
@@ -307,8 +315,7 @@ class RunController:
                     self._check_caught_up(targets, began)
                 await self._lead()
         finally:
-            for task in helpers:
-                task.cancel()
+            await cancel_and_wait(helpers, timeout=STOP_WAIT_S)
             for sub in subs:
                 try:
                     await sub.unsubscribe()
@@ -373,17 +380,12 @@ class RunController:
             self._tell_end_waiters(subjects.run_id_of(msg.subject))
 
     def _node_fence(self, event: Event) -> bool:
-        """An event of the nodes stream: whether to fold it. Its `leader.elected` moves the
-        leadership that judges node decisions (not the runs stream's, whose order with this stream
-        no two folds share); a deposed leader's `node.lost` written after it is refused."""
-        if isinstance(event, LeaderElected):
-            self.core.nodes_epoch = max(self.core.nodes_epoch, event.epoch)
-            return False
-        if fenced_in_nodes(event, self.core.nodes_epoch):
-            self.core.fenced += 1
-            log.warning("controller.decision_fenced", kind=type(event).__name__, epoch=self.core.nodes_epoch)
-            return False
-        return True
+        """An event of the nodes stream: whether to fold it (Scheduler.admit_node_event)."""
+        if self.core.admit_node_event(event):
+            return True
+        if isinstance(event, NodeLost):  # refused (this head's own, late): it may declare it again
+            self._losing.discard((event.node_id, event.session))
+        return False
 
     async def wait_ended(self, run_id: str, timeout: float) -> str | None:
         """The run's final state once this controller has folded its end (at once if it has), or
@@ -662,7 +664,12 @@ class RunController:
 
     async def _tell_node(self, node_id: str, batch: WorkBatch, msg_id: str) -> None:
         """A word to node `node_id` on its work subject, which its worker pulls (in order with its
-        work); the message id salted as every head write is (EventStore.salt)."""
+        work); the message id salted as every head write is (EventStore.salt). Only while this head
+        decides: what a deposed leader would tell (a cancel, a lost session) is never sent, by the
+        lease's own argument (a standby takes over only after this head has stopped deciding)."""
+        if not self.deciding:
+            log.warning("controller.tell_withheld_not_deciding", node_id=node_id, msg_id=msg_id)
+            return
         salt = f"/{self.store.salt}" if self.store.salt else ""
         await publish_durably(
             self.store.js,
@@ -686,6 +693,9 @@ class RunController:
             except Exception as exc:  # the delivery check will meet them again
                 log.warning("controller.work_failures_not_recorded", error=describe_error(exc))
         if not messages:
+            return
+        if not self.deciding:  # deposed meanwhile: its placements, if they stand, are resent by the
+            log.warning("controller.work_withheld_not_deciding", messages=len(messages))  # new leader
             return
         results = await asyncio.gather(
             *(
@@ -826,7 +836,12 @@ class RunController:
             if last is None
             else {"positions": last.positions, "bytes": last.size, "at_ms": last.at_ms},
             "decoding": decode_stats.snapshot(),
-            "leadership": {**self.leadership(), "folded_epoch": self.core.epoch, "fenced": self.core.fenced},
+            "leadership": {
+                **self.leadership(),
+                "folded_epoch": self.core.epoch,
+                "folded_nodes_epoch": self.core.nodes_epoch,
+                "fenced": self.core.fenced,
+            },
             "liveness_watch_lagged": self.liveness.unconfirmed,
             "heartbeats_undecodable": self.liveness.undecodable,
             "heartbeats_of_another_node": self.liveness.foreign,

@@ -145,7 +145,11 @@ class Scheduler:
         refused: counted, and nothing else."""
         if fenced_in_runs(event, self.epoch) or fenced_in_nodes(event, self.nodes_epoch):
             self.fenced += 1
-            log.warning("controller.decision_fenced", kind=type(event).__name__, epoch=self.epoch)
+            log.warning(
+                "controller.decision_fenced",
+                kind=type(event).__name__,
+                epoch=self.nodes_epoch if isinstance(event, NodeLost) else self.epoch,
+            )
             self.inflight.forget([event])
             return
         step = FOLD.get(type(event))
@@ -161,6 +165,20 @@ class Scheduler:
             else:
                 self.break_run(run_id, f"the run controller could not fold a {type(event).__name__}: {exc!r}")
         self.inflight.settle(event)
+
+    def admit_node_event(self, event: Event) -> bool:
+        """An event read from the nodes stream: whether to fold it. Its `leader.elected` moves the
+        leadership that judges node decisions (not the runs stream's, whose order with the nodes
+        stream no two folds share) and is not folded; a `node.lost` of an older leadership written
+        after it is refused (counted)."""
+        if isinstance(event, LeaderElected):
+            self.nodes_epoch = max(self.nodes_epoch, event.epoch)
+            return False
+        if fenced_in_nodes(event, self.nodes_epoch):
+            self.fenced += 1
+            log.warning("controller.decision_fenced", kind=type(event).__name__, epoch=self.nodes_epoch)
+            return False
+        return True
 
     def break_run(self, run_id: str, message: str, decided: bool = False) -> None:
         """This run can no longer be folded (or decided) faithfully: end it with a clear error.

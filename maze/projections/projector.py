@@ -191,7 +191,7 @@ class Projector:
         self._task = asyncio.create_task(self._run_forever(), name="projector")
 
     async def stop(self) -> None:
-        await cancel_and_wait([self._task])
+        await cancel_and_wait([self._task], timeout=10)
         await asyncio.to_thread(self._close)
 
     def _close(self) -> None:

@@ -22,6 +22,7 @@ from nats.aio.client import Client as NATS
 from maze.core.auth import resolve_token
 from maze.core.errors import Unavailable
 from maze.core.settings import ValueLimits, redact
+from maze.core.tasks import cancel_and_wait
 from maze.core.tls import TLS_CA_ENV, client_context
 from maze.events import subjects
 from maze.events.store import connect
@@ -134,13 +135,16 @@ class Agent:
         interval = max(0.5, self.worker.heartbeat_interval)
         while True:
             await asyncio.sleep(interval * 2)
+            session = self.worker.session
             alive = await asyncio.to_thread(
-                registered_alive, self.addr, self.worker.node_id, self.worker.session, self.token
+                registered_alive, self.addr, self.worker.node_id, session, self.token
             )
             if alive is False:
-                await self.recover()
+                await self.recover(lost=session)
 
-    async def recover(self) -> None:
+    async def recover(self, lost: str | None = None) -> None:
+        """Register again (`lost`: the session found not alive; None: whatever is current)."""
+        lost = self.worker.session if lost is None else lost
         async with self.lock:
             while True:
                 try:
@@ -158,7 +162,7 @@ class Agent:
                         )
                         old = self.worker.nc
                         self.urls = urls
-                    await self.worker.rejoin(nc)
+                    await self.worker.rejoin(nc, lost=lost)
                     if nc is not None:
                         with contextlib.suppress(Exception):
                             await old.close()
@@ -194,9 +198,10 @@ async def run_worker(
     started = False
 
     def on_signal() -> None:
-        if started:
-            stopping.set()
-        elif main_task is not None:
+        # remembered as well as cancelling the start: a cancel swallowed on the way (asyncio's
+        # wait_for on 3.11, maze/core/tasks.py) must not leave the worker running on
+        stopping.set()
+        if not started and main_task is not None:
             main_task.cancel()
 
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -246,10 +251,9 @@ async def run_worker(
         flush=True,
     )
     try:
-        await stopping.wait()
+        await stopping.wait()  # at once if a signal came while it started
     finally:
-        if watcher is not None:
-            watcher.cancel()
+        await cancel_and_wait([watcher], timeout=10)
         await worker.stop()
         with contextlib.suppress(Exception):
             await worker.nc.close()

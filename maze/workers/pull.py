@@ -20,6 +20,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from maze.core.tasks import cancel_and_wait
 from maze.events.store import api_prefix
 
 log = structlog.get_logger(__name__)
@@ -59,10 +60,9 @@ class ContinuousPull:
         self._watchdog = asyncio.create_task(self._watch(), name="pull-watchdog")
 
     async def stop(self) -> None:
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-        if self._recovering is not None:
-            self._recovering.cancel()
+        # cancelled until it takes (maze/core/tasks.py): a watchdog left running would keep asking
+        # for this consumer's messages on an inbox nobody reads any more
+        await cancel_and_wait([self._watchdog, self._recovering], timeout=10)
         if self.sub is not None:
             try:
                 await self.sub.unsubscribe()

@@ -55,6 +55,7 @@ _beat = msgspec.msgpack.Encoder()
 # An attempt's start is recorded this long after it began, or with its end if that comes first
 # (a no-op's start and end are one message, not two; DESIGN.md §1's budget of messages per task).
 START_REPORT_AFTER_S = 0.005
+UNSENT_RESEND_S = 5.0  # a rejoin's try at sending the batch in flight again, as it was
 
 
 class Worker:
@@ -87,6 +88,7 @@ class Worker:
         self.waiting_keys: set[tuple[str, str, int]] = set()
         self._rejoining = False
         self._rejoin_lock = asyncio.Lock()
+        self._stopping = False
         self.usage = Usage()
         self.running: dict[tuple[str, str, int], asyncio.Task[None]] = {}
         self.seen: OrderedDict[tuple[str, str, int], None] = OrderedDict()
@@ -179,6 +181,11 @@ class Worker:
         self.waiting_keys.clear()
 
     async def stop(self, reason: str = "stopped") -> None:
+        self._stopping = True  # no rejoin after this (one waiting for the lock gives up)
+        async with self._rejoin_lock:
+            await self._stop(reason)
+
+    async def _stop(self, reason: str) -> None:
         await self.leave()
         self.pool.shutdown()
         await self.logs.close()
@@ -192,20 +199,37 @@ class Worker:
             self.log.warning("worker.leave_not_recorded", error=str(exc))
         await self.outbox.stop()
 
-    async def rejoin(self, nc: NATS | None = None) -> None:
+    async def rejoin(self, nc: NATS | None = None, lost: str | None = None) -> None:
         """A fresh session: after being declared lost, or (agent) after the head or NATS restarted.
         One at a time (the agent's watch, a loss told by the head and an unrecordable event may all
-        ask at once): two interleaved would start two heartbeats and leak one."""
+        ask at once): two interleaved would start two heartbeats and leak one. `lost`: the session
+        found lost; when another rejoin has replaced it meanwhile (and no new connection is
+        given), there is nothing left to do — a second rejoin would kill the new session's work."""
         async with self._rejoin_lock:
+            if self._stopping:
+                return
+            if lost is not None and nc is None and self.session != lost:
+                self.log.info("worker.rejoin_done_already", lost=lost)
+                return
             await self._rejoin(nc)
 
     async def _rejoin(self, nc: NATS | None) -> None:
         await self.leave()
         await self.outbox.stop()
-        unsent = self.outbox.unsent()  # re-published by the new outbox (same message ids)
+        old_store, inflight, pending = self.store, self.outbox.inflight, self.outbox.pending
+        if inflight:
+            # the batch whose ack was awaited, sent again as it was, with this session's salt: if
+            # it was stored, the server deduplicates it (same message ids); if this connection is
+            # gone, it goes with the rest through the new session (stored twice if it had been:
+            # the folds take a report twice alike, the history shows it twice)
+            try:
+                await asyncio.wait_for(old_store.publish_runs(inflight), UNSENT_RESEND_S)
+                inflight = []
+            except Exception as exc:
+                self.log.warning("worker.unsent_batch_not_resent", events=len(inflight), error=repr(exc))
         # bound again even on the same connection: the head may have sent new value limits
         self._bind(nc or self.nc)
-        for event in unsent:
+        for event in [*inflight, *pending]:
             self.outbox.emit(event)
         await self.join()
 
@@ -214,7 +238,7 @@ class Worker:
         every attempt of this one lost and retries it (an attempt whose outcome cannot be recorded
         must not hang its run)."""
         self.log.error("worker.events_unrecordable_rejoining", events=len(events), error=repr(exc))
-        asyncio.get_running_loop().create_task(self.rejoin())
+        self._in_background(self.rejoin(lost=self.session), "worker-rejoin-unrecordable")
 
     # ---- liveness -----------------------------------------------------------------------------
     async def _beat(self) -> None:
@@ -248,7 +272,7 @@ class Worker:
                 failures += 1
                 self.log.warning("worker.heartbeat_failed", error=str(exc), failures=failures)
                 if failures >= 3 and self.on_registration_lost is not None:
-                    asyncio.get_running_loop().create_task(self.on_registration_lost())
+                    self._in_background(self.on_registration_lost(), "worker-registration-lost")
                     return
 
     def _declared_lost(self, why: str) -> None:
@@ -257,16 +281,22 @@ class Worker:
             return
         self.log.warning("worker.declared_lost_rejoining", reason=why)
         self._rejoining = True
-        asyncio.get_running_loop().create_task(self._rejoin_once())
+        self._in_background(self._rejoin_once(self.session), "worker-rejoin")
 
-    async def _rejoin_once(self) -> None:
+    def _in_background(self, work: Coroutine[Any, Any, Any], name: str) -> None:
+        """Run `work` as a task this worker holds (the loop keeps weak references only)."""
+        task = asyncio.get_running_loop().create_task(work, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _rejoin_once(self, lost: str) -> None:
         """Register a new session, trying again (and saying why) until it is registered: a rejoin
         that failed once must not leave the worker silently without a session."""
         delay = 0.5
         try:
             while True:
                 try:
-                    await self.rejoin()
+                    await self.rejoin(lost=lost)
                     return
                 except Exception as exc:
                     self.log.warning("worker.rejoin_failed", error=repr(exc), retry_in_s=delay)
@@ -305,11 +335,7 @@ class Worker:
             self.stopped.add(key)
         if killed:
             # cancelled until it takes: a cancel swallowed on 3.11 must not leave the task running
-            stopping = asyncio.get_running_loop().create_task(
-                cancel_and_wait([self.running[key] for key in killed]), name=f"end-run-{run_id}"
-            )
-            self._background.add(stopping)
-            stopping.add_done_callback(self._background.discard)
+            self._in_background(cancel_and_wait([self.running[key] for key in killed]), f"end-run-{run_id}")
         if dropped or killed:
             self.log.info(
                 "worker.run_ended_here",
