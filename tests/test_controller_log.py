@@ -98,7 +98,7 @@ async def _fold_log(nc: nats.NATS, core: Scheduler, positions: dict[str, int]) -
                 msg = await sub.next_msg(timeout=10)
                 positions[stream] = msg.metadata.sequence.stream
                 for event in decode_events(msg.data):
-                    core.apply(event)
+                    core.apply_from(stream, event)
         finally:
             await sub.unsubscribe()
     return positions

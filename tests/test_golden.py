@@ -97,7 +97,7 @@ def test_lifecycle_history_replays_through_the_controller_in_either_stream_order
         core = Scheduler()
         for message in order:
             for event in decode_events(message["data"]):
-                core.apply(event)
+                core.apply_from(message["stream"], event)
         assert core.runs == {} and "run_lifecycle" in core.done_runs
         assert core.placer.reservations == {} and core.placer.orphans == {}
         assert core.delivery.awaiting == {}
@@ -131,6 +131,6 @@ def test_operations_history_replays_through_the_controller() -> None:
     core = Scheduler(queue_factor=1.0)
     for message in _operations():
         for event in decode_events(message["data"]):
-            core.apply(event)
+            core.apply_from(message["stream"], event)
     assert dict(core.done_runs) == {"run_c": "cancelled", "run_t": "timed_out", "run_r": "succeeded"}
     assert core.runs == {} and core.placer.reservations == {}, "nothing outlives the runs"

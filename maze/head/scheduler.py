@@ -30,7 +30,7 @@ import structlog
 from msgspec import Struct
 
 from maze.core.task_machine import ACTIVE, ENDED_BY_CONTROLLER, PLACEABLE, foreign
-from maze.events import gather
+from maze.events import gather, subjects
 from maze.events.catalog import Event, fenced_in_nodes, fenced_in_runs
 from maze.events.codec import encode_value
 from maze.events.nodes import NodeJoined, NodeLeft, NodeLost
@@ -165,6 +165,12 @@ class Scheduler:
             else:
                 self.break_run(run_id, f"the run controller could not fold a {type(event).__name__}: {exc!r}")
         self.inflight.settle(event)
+
+    def apply_from(self, stream: str, event: Event) -> None:
+        """Fold an event read from `stream`: what every replay of the streams calls (the nodes
+        stream's events pass `admit_node_event` first)."""
+        if stream != subjects.NODES_STREAM or self.admit_node_event(event):
+            self.apply(event)
 
     def admit_node_event(self, event: Event) -> bool:
         """An event read from the nodes stream: whether to fold it. Its `leader.elected` moves the
