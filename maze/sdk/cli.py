@@ -87,6 +87,12 @@ def start(
     gpus: str = typer.Option(None, "--gpus", help="auto | none | 0,1 | 2x16GB (declared)."),
     node_id: str = typer.Option(None, "--node-id", help="Stable node id (default: from the host name)."),
     no_local_worker: bool = typer.Option(False, "--no-local-worker", help="Head without a local worker."),
+    work_dir: str = typer.Option(
+        "",
+        "--work-dir",
+        help="Worker: where each attempt gets its own directory (default: <tmp>/maze-work-<node id>; "
+        "the head's local worker: <data dir>/work).",
+    ),
     agent: bool = typer.Option(
         False, "--agent", help="Worker re-registers by itself after head/NATS restarts."
     ),
@@ -222,7 +228,19 @@ def start(
 
             if tls_ca:  # what the worker trusts for the head's HTTPS and NATS (maze/core/tls.py)
                 os.environ[TLS_CA_ENV] = str(Path(tls_ca).resolve())
-            run_loop(run_worker(addr, node_id, cpus, memory_mb, gpus, agent, heartbeat_interval, token))
+            run_loop(
+                run_worker(
+                    addr,
+                    node_id,
+                    cpus,
+                    memory_mb,
+                    gpus,
+                    agent,
+                    heartbeat_interval,
+                    token,
+                    Path(work_dir).resolve() if work_dir else None,
+                )
+            )
     except MazeError as exc:
         fail(exc.message)
 
