@@ -34,10 +34,10 @@ projections_app = typer.Typer(help="Read-model maintenance.", no_args_is_help=Tr
 app.add_typer(runs_app, name="runs")
 app.add_typer(projections_app, name="projections")
 console = Console()
-ServerUrl = typer.Option(
+ServerUrl: Any = typer.Option(
     "http://localhost:8000", "--server-url", envvar="MAZE_SERVER_URL", help="Head API URL."
 )
-Token = typer.Option(
+Token: Any = typer.Option(
     None,
     "--token",
     envvar="MAZE_TOKEN",
@@ -262,7 +262,7 @@ def _ms(value: Any) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value / 1000)) if value else "-"
 
 
-RunIdArg = typer.Argument(
+RunIdArg: Any = typer.Argument(
     ..., help="The run's id, or its beginning (with or without 'run_') if no other run's id starts so."
 )
 RUN_ID_WIDTH = len("run_") + 32  # the ids Maze makes: never cut in a table
@@ -678,3 +678,9 @@ def cluster_reconcile(server_url: str = ServerUrl, token: str | None = Token) ->
         f"lost: {', '.join(data['lost_nodes']) or 'none'}; alive: {', '.join(data['alive_nodes'])}",
         highlight=False,
     )
+
+
+# after every helper above: the artifacts commands use them
+from maze.sdk.cli_artifacts import artifacts_app  # noqa: E402
+
+app.add_typer(artifacts_app, name="artifacts")
