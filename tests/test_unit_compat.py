@@ -3,6 +3,9 @@ that need no head (the decorator, add_task's checks, result messages, retry name
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 from maze import MaWorkflow, ValidationError, task
@@ -129,16 +132,20 @@ def test_a_lost_node_is_retried_max_retries_times_and_once_by_default() -> None:
     assert next_attempt_delay_ms(left_out, lost, 1) is None
 
 
-def test_workspace_options_say_which_version_adds_them() -> None:
+def test_workspace_options_are_checked_before_anything_is_sent(tmp_path: Path) -> None:
     wf = _workflow()
     wf.add_task(positional_upper, inputs={"text": "x"})
-    for kwargs in (
-        {"workspace_dir": "/tmp/my_workspace", "artifact_mode": True},
-        {"file_context": {"enabled": True, "workspace_dir": "/tmp/my_workspace"}},
-    ):
-        with pytest.raises(ValidationError, match=r"arrive in Maze 0\.2\.0; this is Maze ") as info:
-            wf.run(**kwargs)  # type: ignore[arg-type]
-        assert info.value.details["available_in"] == "0.2.0"
+    missing = str(tmp_path / "no-such-dir")
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"workspace_dir": missing, "artifact_mode": True}, "is not a directory"),
+        ({"file_context": {"enabled": True, "workspace_dir": missing}}, "is not a directory"),
+        ({"file_context": {"enabled": True, "artifact_store": {"type": "s3"}}}, "only .*head_http"),
+        ({"file_context": {"enabled": True, "bogus": 1}}, "unknown key"),
+        ({"file_context": {"enabled": True}, "workspace_dir": str(tmp_path)}, "not both"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(ValidationError, match=message):
+            wf.run(**kwargs)
 
 
 def test_every_cli_option_and_argument_has_help_text() -> None:

@@ -39,7 +39,11 @@ def _body(error_type: str, message: str, details: object = None) -> dict[str, ob
 
 
 def maze_error(_: Request[Any, Any, Any], exc: MazeError) -> Response[dict[str, object]]:
-    return Response(_body(exc.error_type, exc.message, exc.details), status_code=exc.status_code)
+    return Response(
+        _body(exc.error_type, exc.message, exc.details),
+        status_code=exc.status_code,
+        headers=getattr(exc, "headers", None),
+    )
 
 
 def litestar_validation(_: Request[Any, Any, Any], exc: LitestarValidation) -> Response[dict[str, object]]:

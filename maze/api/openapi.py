@@ -53,6 +53,8 @@ ERRORS: dict[int, str] = {
     409: "`conflict`: the request does not fit the log as it is: a run id taken by another "
     "submission, or a `min_seq` past the end of the event log.",
     413: "The request body is above this route's limit (`http_error`, `payload_too_large`).",
+    416: "`range_not_satisfiable`: the `Range` asked for starts past the end of the content "
+    "(`Content-Range: bytes */<size>` says its size).",
     422: "`resource_unavailable`: a task no registered node could ever hold.",
     429: "`too_many_requests`: a bound on what clients hold of the head at once (live streams, "
     "submissions being read; `details.limit` names it). Nothing was recorded: retry later.",
@@ -151,7 +153,7 @@ class _Documented(Operation):
     """An operation with what Litestar cannot see in the route's signature."""
 
     extra_request_body: ClassVar[dict[str, Any] | None] = None
-    extra_content: ClassVar[tuple[str, dict[str, Any], bool] | None] = None
+    extra_content: ClassVar[list[tuple[str, dict[str, Any], bool]]] = []
     extra_headers: ClassVar[tuple[str, dict[str, Any]] | None] = None
     open_route: ClassVar[bool] = False
     bodiless: ClassVar[bool] = False
@@ -160,8 +162,7 @@ class _Documented(Operation):
         schema = super().to_schema()
         if self.extra_request_body is not None:
             schema["requestBody"] = self.extra_request_body
-        if self.extra_content is not None:
-            status, content, replace = self.extra_content
+        for status, content, replace in self.extra_content:
             answer = schema["responses"][status]
             answer["content"] = content if replace else {**answer.get("content", {}), **content}
             if not answer["content"]:
@@ -186,6 +187,7 @@ def documented(
     body_required: bool = True,
     content: tuple[int, Mapping[str, dict[str, Any]]] | None = None,
     also: tuple[int, Mapping[str, dict[str, Any]]] | None = None,
+    partial: tuple[int, Mapping[str, dict[str, Any]]] | None = None,
     headers: tuple[int, Mapping[str, str]] | None = None,
     open_route: bool = False,
     bodiless: bool = False,
@@ -211,11 +213,11 @@ def documented(
             "description": body_description,
             "content": {media: {"schema": schema} for media, schema in raw_body.items()},
         }
-    extra_content = None
-    for given, replace in ((content, True), (also, False)):
+    extra_content = []
+    for given, replace in ((content, True), (also, False), (partial, True)):
         if given is not None:
             status, media = given
-            extra_content = (str(status), {m: {"schema": s} for m, s in media.items()}, replace)
+            extra_content.append((str(status), {m: {"schema": s} for m, s in media.items()}, replace))
     extra_headers = None
     if headers is not None:
         extra_headers = (

@@ -228,7 +228,11 @@ async def retry_run(request: Request[Any, Any, Any], run_id: RunId, head: HeadSt
     first = events[0]
     assert isinstance(first, RunCreated)
     events[0] = msgspec.structs.replace(
-        first, kind=created.kind, timeout_seconds=created.timeout_seconds, retry_of=run_id
+        first,
+        kind=created.kind,
+        timeout_seconds=created.timeout_seconds,
+        retry_of=run_id,
+        workspace=created.workspace,
     )
     request_hash = hashlib.sha256(f"retry/{run_id}/{body.failed_only}/{new_run_id}".encode()).hexdigest()[:32]
     seq, duplicate = await record_run(head.js, events, salted(request_hash, head), encode_chunks(events))

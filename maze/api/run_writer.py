@@ -20,6 +20,7 @@ from nats.js.errors import APIError, NotFoundError
 
 from maze.core.errors import BlobMissing, Conflict, PayloadTooLarge, Unavailable
 from maze.events import headers, subjects, values
+from maze.events.artifacts import decode_manifest
 from maze.events.blobs import BlobStore
 from maze.events.catalog import Event, event_key, event_tag
 from maze.events.runs import RunCreated, TasksAdded
@@ -52,6 +53,19 @@ async def store_blobs(blobs: BlobStore, to_store: dict[str, bytes], must_exist: 
             await blobs.put(content, sha)
 
     await asyncio.gather(*(put(sha, content) for sha, content in to_store.items()))
+
+
+async def check_workspace(blobs: BlobStore, manifest_sha: str) -> None:
+    """A workspace manifest (stored already) that decodes, names only clean relative paths, and
+    whose every file is stored: else a 400, nothing recorded."""
+    entries = decode_manifest(await blobs.get(manifest_sha))
+    missing = await blobs.missing(sorted({e.sha256 for e in entries}))
+    if missing:
+        raise BlobMissing(
+            f"{len(missing)} workspace file(s) are not in the blob store (upload them with "
+            f"PUT /artifacts/sha256/<hex>): {', '.join(m[:12] + '…' for m in missing[:5])}",
+            missing=missing,
+        )
 
 
 def spec_sizes(specs: list[TaskSpec]) -> list[int]:

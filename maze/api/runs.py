@@ -27,6 +27,7 @@ from maze.api.openapi import (
     sse_event_schema,
 )
 from maze.api.run_writer import (
+    check_workspace,
     chunk_events,
     encode_chunks,
     fit_specs,
@@ -153,6 +154,8 @@ async def _submit(request: Request[Any, Any, Any], head: HeadState, client: str 
     accepted = await work(accept_submission, submission, head.settings.limits)
     check_placeable(accepted.specs, head.controller.placer.never_fits)
     await store_blobs(head.blobs, accepted.to_store, accepted.must_exist)
+    if submission.workspace:
+        await check_workspace(head.blobs, submission.workspace)
     specs = accepted.specs
     sizes = await work(spec_sizes, specs)
     await fit_specs(specs, sizes, head.budget, head.blobs)
@@ -160,6 +163,8 @@ async def _submit(request: Request[Any, Any, Any], head: HeadState, client: str 
     events = await work(chunk_events, run_id, workflow_id, specs, now_ms(), head.budget, sizes)
     if timeout is not None:
         events[0] = msgspec.structs.replace(events[0], timeout_seconds=timeout)
+    if submission.workspace:
+        events[0] = msgspec.structs.replace(events[0], workspace=submission.workspace)
     encoded = await work(encode_chunks, events)
     # the first tasks' placements travel with run.created when the controller can make them now
     created = events[0]

@@ -81,6 +81,9 @@ class SubmitRun(Struct, forbid_unknown_fields=True):
     workflow_id: str = ""
     run_id: str = ""
     timeout_seconds: float | None = None  # the run ends `timed_out` this long after it is recorded
+    # the sha256 of the run's workspace manifest blob (maze/events/artifacts.py), stored already:
+    # each attempt then runs with the workspace's files and its upstream tasks' artifacts staged
+    workspace: str = ""
 
 
 class Accepted(Struct):
@@ -321,6 +324,10 @@ def accept_submission(req: SubmitRun, limits: ValueLimits) -> Accepted:
     used = {s.func_hash for s in specs}
     to_store = {h: b for h, b in req.functions.items() if h in used}
     to_store.update(literals.to_store)
+    if req.workspace:
+        if not HEX_RE.fullmatch(req.workspace):
+            raise ValidationError("workspace must be the sha256 hex digest of a stored workspace manifest")
+        literals.must_exist.add(req.workspace)
     must_exist = (used | literals.must_exist) - set(to_store)
     return Accepted(specs=specs, to_store=to_store, must_exist=must_exist)
 

@@ -267,3 +267,18 @@ class Limits(msgspec.Struct):
     max_payload_bytes: int
     event_budget_bytes: int
     log_cap_bytes: int
+
+
+class ArtifactView(msgspec.Struct):
+    """A file a task's succeeded attempt created or changed in its directory, stored in the blob
+    store: `uri` (`maze://artifacts/sha256/<hex>`) is its content, readable at
+    `GET /artifacts/sha256/{sha256}`."""
+
+    task_id: str
+    attempt: int
+    path: str
+    sha256: str
+    size: int
+    node_id: str
+    at_ms: int
+    uri: str

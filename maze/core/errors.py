@@ -63,6 +63,17 @@ class ArtifactError(MazeError):
     status_code = 500
 
 
+class RangeNotSatisfiable(MazeError):
+    """A `Range` request past the end of the content; `headers` go with the answer."""
+
+    error_type = "range_not_satisfiable"
+    status_code = 416
+
+    def __init__(self, message: str, size: int) -> None:
+        super().__init__(message, size=size)
+        self.headers = {"content-range": f"bytes */{size}"}
+
+
 class Unavailable(MazeError):
     """The event store or another dependency cannot be reached right now."""
 
@@ -113,6 +124,7 @@ class WaitTimeout(MazeError, TimeoutError):
 ERROR_TYPES: dict[str, type[MazeError]] = {
     cls.error_type: cls
     for cls in (
+        RangeNotSatisfiable,
         ValidationError,
         SerializationError,
         NotFound,

@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from maze.events.artifacts import ArtifactRegistered
 from maze.events.catalog import Event
 from maze.events.specs import TaskError
 from maze.events.tasks import (
@@ -95,7 +96,7 @@ def foreign(event: Event, placed_on: str | None) -> bool:
         if event.error.origin == "controller" or event.epoch:  # decided by the controller
             return False
         return event.node_id != placed_on
-    if isinstance(event, AttemptStarted | AttemptSucceeded | AttemptRejected):
+    if isinstance(event, AttemptStarted | AttemptSucceeded | AttemptRejected | ArtifactRegistered):
         return event.node_id != placed_on
     return False
 

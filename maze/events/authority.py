@@ -1,7 +1,7 @@
 """Who may write what. The head writes on `maze.run.<run>` and `maze.node.<node>.head`; a worker
 only on `maze.run.<run>.<its node>` and `maze.node.<its node>` (its NATS account imports nothing
 else: maze/head/nats_auth.py). On its runs subjects only its reports on attempts it ran stand
-(`attempt.started|succeeded|failed|rejected` naming its own node); on its node subject only its
+(`attempt.started|succeeded|failed|rejected` and `artifact.registered` naming its own node); on its node subject only its
 own sessions (`node.joined|left|lost` naming its own node). Anything else a worker's subject
 carries (a run created, a decision, another node's report or session) is refused by every reader
 of the log, the controller's fold, the read models and the history the API shows alike, and
@@ -10,11 +10,13 @@ counted: a worker's credentials cannot create runs or decide.
 
 from __future__ import annotations
 
+from maze.events.artifacts import ArtifactRegistered
 from maze.events.catalog import Event
 from maze.events.nodes import NodeJoined, NodeLeft, NodeLost
 from maze.events.tasks import AttemptFailed, AttemptRejected, AttemptStarted, AttemptSucceeded
 
-REPORTS = (AttemptStarted, AttemptSucceeded, AttemptFailed, AttemptRejected)
+# a node's reports on the attempts placed on it (the files an attempt made are its report too)
+REPORTS = (AttemptStarted, AttemptSucceeded, AttemptFailed, AttemptRejected, ArtifactRegistered)
 # what a worker may say about its own node on `maze.node.<node>` (a node's own `node.lost`: older
 # heads wrote those there; a worker saying it of itself harms none but itself)
 SESSIONS = (NodeJoined, NodeLeft, NodeLost)

@@ -6,6 +6,7 @@ from typing import TypeVar
 
 import msgspec
 
+from maze.events.artifacts import ArtifactRegistered, path_key
 from maze.events.nodes import NodeJoined, NodeLeft, NodeLost
 from maze.events.runs import LeaderElected, RunCancelRequested, RunCreated, RunFinished, TasksAdded
 from maze.events.tasks import (
@@ -34,6 +35,7 @@ Event = (
     | NodeLost
     | LeaderElected
     | RunCancelRequested
+    | ArtifactRegistered
 )
 
 E = TypeVar("E", bound=Event)
@@ -64,6 +66,8 @@ def event_key(event: Event) -> str:
         return f"{event.run_id}/{tag}{suffix}"
     if isinstance(event, TasksAdded):
         return f"{event.run_id}/{tag}/{event.chunk}"
+    if isinstance(event, ArtifactRegistered):
+        return f"{event.run_id}/{event.task_id}/{event.attempt}/{tag}/{path_key(event.path)}"
     if isinstance(event, RetryScheduled):
         return f"{event.run_id}/{event.task_id}/{event.next_attempt}/{tag}{suffix}"
     return f"{event.run_id}/{event.task_id}/{event.attempt}/{tag}{suffix}"

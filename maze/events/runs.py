@@ -26,6 +26,10 @@ class RunCreated(Struct, frozen=True, tag="run.created"):
     # the run ends `timed_out` this long after `at_ms` (None: no run-level timeout)
     timeout_seconds: float | None = None
     retry_of: str = ""  # the run this one retries (POST /runs/{id}/retry), if any
+    # the sha256 of its workspace manifest blob (maze/events/artifacts.py): "" for a run without
+    # files; set, each attempt runs in a directory staged with the workspace and its upstream
+    # tasks' artifacts, and registers the files it makes
+    workspace: str = ""
 
     @property
     def total_tasks(self) -> int:

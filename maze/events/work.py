@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from msgspec import Struct
 
+from maze.events.artifacts import FileEntry
 from maze.events.specs import Resources
 
 
@@ -27,6 +28,10 @@ class WorkItem(Struct, frozen=True):
     # gathered inputs (lists or dicts of other tasks' outputs): input name -> the msgpack template
     # its slots in `inputs` fill (maze/events/gather.py)
     gathers: dict[str, bytes] = {}
+    # a run with files (maze/events/artifacts.py): the workspace manifest's sha256 ("": none), and
+    # the artifacts of the task's upstream tasks laid over it, as the controller folded them
+    workspace: str = ""
+    files: list[FileEntry] = []
 
     @property
     def key(self) -> tuple[str, str, int]:

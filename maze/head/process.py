@@ -251,6 +251,7 @@ class Head:
                     heartbeat_interval=settings.heartbeat_interval,
                     limits=settings.limits,
                     make_consumer=make_local_consumer,
+                    work_dir=data / "work",
                 )
                 await worker.start()
                 while (

@@ -24,6 +24,7 @@ from maze.core.task_machine import (
     transition,
 )
 from maze.events import gather
+from maze.events.artifacts import ArtifactRegistered, FileEntry, overlay, path_is_safe
 from maze.events.catalog import Event
 from maze.events.runs import RunCreated, RunFinished
 from maze.events.specs import InputGather, InputRef, InputValue, TaskError, TaskSpec, gathered_refs
@@ -57,6 +58,10 @@ class TaskRuntime(Struct, gc=False):
     # last one came back: what bounds a task that no node will start (maze/head/scheduler.py)
     requeues: int = 0
     requeue_reason: str = ""
+    # the files its attempt `files_attempt` registered (a run with a workspace only); those of
+    # the attempt that succeeded are what its downstream tasks see
+    files: tuple[FileEntry, ...] = ()
+    files_attempt: int = 0
 
 
 class RunRuntime(Struct):
@@ -73,6 +78,7 @@ class RunRuntime(Struct):
     # failed (or requeued too often) tasks with neither a retry nor the run's end recorded yet,
     # in that order
     undecided: dict[str, None] = {}
+    workspace: str = ""  # its workspace manifest's sha256 ("": a run without files)
 
 
 def data_upstream(spec: TaskSpec) -> set[str]:
@@ -110,6 +116,7 @@ def new_run(event: RunCreated, specs: list[TaskSpec] | None = None) -> RunRuntim
         remaining=len(tasks),
         deadline_ms=event.at_ms + int(timeout * 1000) if timeout else 0,
         timeout_s=timeout,
+        workspace=event.workspace,
     )
     for spec in all_specs:
         if spec.carried is not None:  # succeeded in the run this one retries: it does not run again
@@ -245,6 +252,49 @@ def _leaf_wire(run: RunRuntime, name: str, given: InputRef | InputValue) -> msgs
 def _some(keys: list[str], limit: int = 20) -> str:
     shown = ", ".join(repr(k) for k in keys[:limit])
     return f"[{shown}{f', … ({len(keys) - limit} more)' if len(keys) > limit else ''}]"
+
+
+def register_artifact(run: RunRuntime, event: ArtifactRegistered) -> None:
+    """A file the task's current attempt made, reported by the node it was placed on while the
+    attempt had not ended (a late or foreign report changes nothing)."""
+    task = run.tasks.get(event.task_id)
+    if (
+        not run.workspace
+        or task is None
+        or task.attempt != event.attempt
+        or task.state not in ("queued", "running")
+        or task.node_id != event.node_id
+        or not path_is_safe(event.path)
+    ):
+        return
+    if task.files_attempt != event.attempt:
+        task.files, task.files_attempt = (), event.attempt
+    entry = FileEntry(event.path, event.sha256, event.size)
+    task.files = (*(f for f in task.files if f.path != event.path), entry)
+
+
+def file_view(run: RunRuntime, task: TaskRuntime) -> list[FileEntry]:
+    """The artifacts a task's attempt sees over the workspace: those of the succeeded attempts of
+    all its upstream tasks, transitively, each laid over its own upstream's (a depth-first
+    post-order from the task, upstream ids sorted: the same log always gives the same view).
+    O(upstream tasks), for runs with a workspace only."""
+    order: list[TaskRuntime] = []
+    seen: set[str] = set()
+    stack: list[tuple[str, bool]] = [(up, False) for up in sorted(task.spec.upstream(), reverse=True)]
+    while stack:
+        task_id, expanded = stack.pop()
+        if expanded:
+            order.append(run.tasks[task_id])
+            continue
+        if task_id in seen:
+            continue
+        seen.add(task_id)
+        stack.append((task_id, True))
+        stack.extend((up, False) for up in sorted(run.tasks[task_id].spec.upstream(), reverse=True))
+    layers = [
+        list(t.files) for t in order if t.files and t.state == "succeeded" and t.files_attempt == t.attempt
+    ]
+    return overlay(layers) if layers else []
 
 
 def finish(run: RunRuntime, event: RunFinished) -> None:

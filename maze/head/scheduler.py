@@ -31,6 +31,7 @@ from msgspec import Struct
 
 from maze.core.task_machine import ACTIVE, ENDED_BY_CONTROLLER, PLACEABLE, foreign
 from maze.events import gather, subjects
+from maze.events.artifacts import ArtifactRegistered, FileEntry
 from maze.events.catalog import Event, fenced_in_nodes, fenced_in_runs
 from maze.events.codec import encode_value
 from maze.events.nodes import NodeJoined, NodeLeft, NodeLost
@@ -56,9 +57,11 @@ from maze.head.run_state import (
     RunRuntime,
     TaskRuntime,
     apply_attempt_event,
+    file_view,
     finish,
     new_run,
     ready_tasks,
+    register_artifact,
     resolve_inputs,
 )
 
@@ -210,6 +213,11 @@ class Scheduler:
 
     def _node_left(self, event: NodeLeft | NodeLost) -> None:
         self.placer.node_left(event.node_id, event.session)
+
+    def _artifact(self, event: ArtifactRegistered) -> None:
+        run = self.runs.get(event.run_id)
+        if run is not None:
+            register_artifact(run, event)
 
     def _cancel_requested(self, event: RunCancelRequested) -> None:
         run = self.runs.get(event.run_id)
@@ -689,7 +697,10 @@ class Scheduler:
         self.placer.intend((run_id, task_id, attempt), choice, req)
         self.inflight.record(placed)
         decision.events.append(placed)
-        decision.work[choice.node_id].append(work_item(spec, placed, encode_value(inputs)))
+        files = file_view(run, task) if run.workspace else []
+        decision.work[choice.node_id].append(
+            work_item(spec, placed, encode_value(inputs), run.workspace, files)
+        )
         code = run.functions.get(spec.func_hash)
         if code is not None:
             decision.code[spec.func_hash] = code
@@ -737,7 +748,8 @@ class Scheduler:
             gpus=res.gpus,
             session=res.session,
         )
-        return work_item(task.spec, placed, encode_value(inputs))
+        files = file_view(run, task) if run.workspace else []
+        return work_item(task.spec, placed, encode_value(inputs), run.workspace, files)
 
     def fail_work(self, item: WorkItem, error: TaskError, now: int) -> AttemptFailed:
         """An attempt placed in this pass whose work cannot be sent (e.g. too large even with its
@@ -777,10 +789,17 @@ FOLD: dict[type, Callable[[Scheduler, Any], None]] = {
     RetryScheduled: Scheduler._attempt,
     LeaderElected: Scheduler._elected,
     RunCancelRequested: Scheduler._cancel_requested,
+    ArtifactRegistered: Scheduler._artifact,
 }
 
 
-def work_item(spec: TaskSpec, placed: AttemptPlaced, inputs: bytes) -> WorkItem:
+def work_item(
+    spec: TaskSpec,
+    placed: AttemptPlaced,
+    inputs: bytes,
+    workspace: str = "",
+    files: list[FileEntry] | None = None,
+) -> WorkItem:
     """The work message for a placed attempt: code by hash only, inputs as wire values."""
     return WorkItem(
         run_id=placed.run_id,
@@ -796,4 +815,6 @@ def work_item(spec: TaskSpec, placed: AttemptPlaced, inputs: bytes) -> WorkItem:
         timeout_seconds=spec.timeout_seconds,
         session=placed.session,
         gathers=gather.templates(spec.inputs),
+        workspace=workspace,
+        files=files or [],
     )

@@ -12,7 +12,7 @@ import msgspec
 import structlog
 
 from maze.projections.fold import Row, RunModel, count_states
-from maze.projections.rows import AttemptRow, RunRow, TaskRow
+from maze.projections.rows import ArtifactRow, AttemptRow, RunRow, TaskRow
 from maze.projections.schema import KEYS, SCHEMA_VERSION, TABLES, ddl
 
 log = structlog.get_logger(__name__)
@@ -73,6 +73,7 @@ def write_batch(
         upsert(conn, "runs", [m.run for m in models])
         upsert(conn, "tasks", [m.tasks[t] for m in models for t in m.dirty_tasks])
         upsert(conn, "attempts", [m.attempts[a] for m in models for a in m.dirty_attempts])
+        upsert(conn, "artifacts", [m.artifacts[a] for m in models for a in m.dirty_artifacts])
         upsert(conn, "nodes", nodes)
         for stream, seq in new_positions.items():
             conn.execute("DELETE FROM projection_position WHERE stream = ?", [stream])
@@ -84,6 +85,7 @@ def write_batch(
     for m in models:
         m.dirty_tasks.clear()
         m.dirty_attempts.clear()
+        m.dirty_artifacts.clear()
 
 
 def rows(cur: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> list[Row]:
@@ -123,6 +125,8 @@ def load_run(conn: duckdb.DuckDBPyConnection, run_id: str) -> RunModel | None:
         model.tasks[row["task_id"]] = msgspec.convert(row, TaskRow)
     for row in rows(conn, f"SELECT * FROM attempts {where}", params):
         model.attempts[(row["task_id"], row["attempt"])] = msgspec.convert(row, AttemptRow)
+    for row in rows(conn, f"SELECT * FROM artifacts {where}", params):
+        model.artifacts[(row["task_id"], row["attempt"], row["path"])] = msgspec.convert(row, ArtifactRow)
     model.counts = count_states(model.tasks)
     return model
 

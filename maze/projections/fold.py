@@ -24,6 +24,7 @@ from maze.core.task_machine import (
     lost_error,
     transition,
 )
+from maze.events.artifacts import ArtifactRegistered, path_is_safe
 from maze.events.catalog import Event
 from maze.events.codec import decode_value
 from maze.events.nodes import NodeJoined, NodeLeft, NodeLost
@@ -39,7 +40,7 @@ from maze.events.tasks import (
     RetryScheduled,
 )
 from maze.events.values import describe, describe_map
-from maze.projections.rows import AttemptRow, RunRow, TaskRow
+from maze.projections.rows import ArtifactRow, AttemptRow, RunRow, TaskRow
 from maze.projections.run_summary import add_names, result_summary, searchable
 
 Row = dict[str, Any]
@@ -75,6 +76,8 @@ class RunModel(Struct):
     counts: dict[str, int] = field(default_factory=dict)
     dirty_tasks: set[str] = field(default_factory=set)
     dirty_attempts: set[tuple[str, int]] = field(default_factory=set)
+    artifacts: dict[tuple[str, int, str], ArtifactRow] = field(default_factory=dict)
+    dirty_artifacts: set[tuple[str, int, str]] = field(default_factory=set)
 
     @property
     def finished(self) -> bool:
@@ -259,6 +262,9 @@ def fold_run_event(model: RunModel, event: Event) -> RunModel:
     row = model.attempts.get((task.task_id, number)) if number is not None else None
     if foreign(event, row.node_id if row is not None else None):
         return model  # a node's report on an attempt placed elsewhere: it speaks for its own only
+    if isinstance(event, ArtifactRegistered):
+        _register_artifact(model, row, event)
+        return model
     step = transition(task.state, task.attempt, task.failures, event, task.node_id)
     if isinstance(event, RetryScheduled):
         if step is not None:
@@ -294,6 +300,26 @@ def fold_run_event(model: RunModel, event: Event) -> RunModel:
         how = "rejected by" if isinstance(event, AttemptRejected) else "lost with"
         task.placement_reason = f"{how} {event.node_id}: {event.reason}"
     return model
+
+
+def _register_artifact(model: RunModel, attempt: AttemptRow | None, event: ArtifactRegistered) -> None:
+    """A file of an attempt placed on the reporting node and not ended yet (what the controller
+    folds too: maze/head/run_state.py `register_artifact`)."""
+    if attempt is None or attempt.state not in ("queued", "running") or not path_is_safe(event.path):
+        return
+    key = (event.task_id, event.attempt, event.path)
+    model.artifacts[key] = ArtifactRow(
+        run_id=event.run_id,
+        task_id=event.task_id,
+        attempt=event.attempt,
+        path=event.path,
+        sha256=event.sha256,
+        size=event.size,
+        node_id=event.node_id,
+        at_ms=event.at_ms,
+        run_seq=model.run.run_seq,
+    )
+    model.dirty_artifacts.add(key)
 
 
 def _fold_attempt_row(attempt: AttemptRow, event: Event) -> None:

@@ -130,6 +130,23 @@ def get_task(cur: duckdb.DuckDBPyConnection, run_id: str, task_id: str) -> dict[
     return task
 
 
+def get_artifacts(cur: duckdb.DuckDBPyConnection, run_id: str) -> list[dict[str, Any]]:
+    """The files the run's succeeded attempts registered, by task (submission order) then path."""
+    run = get_run(cur, run_id)
+    found = rows(
+        cur,
+        "SELECT f.task_id, f.attempt, f.path, f.sha256, f.size, f.node_id, f.at_ms "
+        "FROM artifacts f JOIN attempts a USING (run_id, task_id, attempt) "
+        "JOIN tasks t USING (run_id, task_id) "
+        "WHERE f.run_seq = ? AND f.run_id = ? AND a.run_seq = f.run_seq AND t.run_seq = f.run_seq "
+        "AND a.state = 'succeeded' ORDER BY t.task_index, f.path",
+        [run["run_seq"], run_id],
+    )
+    for row in found:
+        row["uri"] = f"maze://artifacts/sha256/{row['sha256']}"
+    return found
+
+
 def placements(cur: duckdb.DuckDBPyConnection, run_id: str) -> list[tuple[str, int, str]]:
     """(task, attempt, node) of every attempt of the run that was placed on a node."""
     run = get_run(cur, run_id)

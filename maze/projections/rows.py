@@ -74,4 +74,23 @@ class AttemptRow(Struct, gc=False):
     run_seq: int
 
 
-ROW_TYPES: dict[str, type[Struct]] = {"runs": RunRow, "tasks": TaskRow, "attempts": AttemptRow}
+class ArtifactRow(Struct, gc=False):
+    """A file an attempt registered (`artifact.registered`)."""
+
+    run_id: str
+    task_id: str
+    attempt: int
+    path: str
+    sha256: str
+    size: int
+    node_id: str
+    at_ms: int
+    run_seq: int
+
+
+ROW_TYPES: dict[str, type[Struct]] = {
+    "runs": RunRow,
+    "tasks": TaskRow,
+    "attempts": AttemptRow,
+    "artifacts": ArtifactRow,
+}

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 # Bump when a table changes: read models are derived data, so an older file is dropped and rebuilt
 # from the event log at start instead of migrated.
-SCHEMA_VERSION = (
-    5  # 3: tasks.failures; 4: runs.names, runs.result_summary; 5: runs.retry_of, runs.timeout_seconds
-)
+# 3: tasks.failures; 4: runs.names, runs.result_summary; 5: runs.retry_of, runs.timeout_seconds;
+# 6: artifacts
+SCHEMA_VERSION = 6
 
 TABLES: dict[str, dict[str, str]] = {
     "runs": {
@@ -80,6 +80,17 @@ TABLES: dict[str, dict[str, str]] = {
         "duration_ms": "DOUBLE",
         "run_seq": "BIGINT",
     },
+    "artifacts": {  # the files attempts registered (artifact.registered)
+        "run_id": "VARCHAR",
+        "task_id": "VARCHAR",
+        "attempt": "BIGINT",
+        "path": "VARCHAR",
+        "sha256": "VARCHAR",
+        "size": "BIGINT",
+        "node_id": "VARCHAR",
+        "at_ms": "BIGINT",
+        "run_seq": "BIGINT",
+    },
     "nodes": {
         "node_id": "VARCHAR",
         "session": "VARCHAR",
@@ -98,6 +109,7 @@ KEYS: dict[str, tuple[str, ...]] = {
     "runs": ("run_id",),
     "tasks": ("run_id", "task_id"),
     "attempts": ("run_id", "task_id", "attempt"),
+    "artifacts": ("run_id", "task_id", "attempt", "path"),
     "nodes": ("node_id",),
 }
 

@@ -76,6 +76,7 @@ class ReadModelServer:
             "get_run": self.get_run,
             "get_tasks": self.get_tasks,
             "get_task": self.get_task,
+            "get_artifacts": self.get_artifacts,
             "placements": self.placements,
             "list_nodes": self.list_nodes,
             "status": self.status,
@@ -182,6 +183,9 @@ class ReadModelServer:
 
     async def get_task(self, run_id: str, task_id: str) -> Any:
         return await self.query_run(queries.get_task, run_id, task_id)
+
+    async def get_artifacts(self, run_id: str) -> Any:
+        return await self.query_run(queries.get_artifacts, run_id)
 
     async def list_nodes(self) -> Any:
         return await asyncio.to_thread(queries.list_nodes, self.projector.cursor())

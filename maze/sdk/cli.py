@@ -34,10 +34,10 @@ projections_app = typer.Typer(help="Read-model maintenance.", no_args_is_help=Tr
 app.add_typer(runs_app, name="runs")
 app.add_typer(projections_app, name="projections")
 console = Console()
-ServerUrl = typer.Option(
+ServerUrl: Any = typer.Option(
     "http://localhost:8000", "--server-url", envvar="MAZE_SERVER_URL", help="Head API URL."
 )
-Token = typer.Option(
+Token: Any = typer.Option(
     None,
     "--token",
     envvar="MAZE_TOKEN",
@@ -87,6 +87,12 @@ def start(
     gpus: str = typer.Option(None, "--gpus", help="auto | none | 0,1 | 2x16GB (declared)."),
     node_id: str = typer.Option(None, "--node-id", help="Stable node id (default: from the host name)."),
     no_local_worker: bool = typer.Option(False, "--no-local-worker", help="Head without a local worker."),
+    work_dir: str = typer.Option(
+        "",
+        "--work-dir",
+        help="Worker: where each attempt gets its own directory (default: <tmp>/maze-work-<node id>; "
+        "the head's local worker: <data dir>/work).",
+    ),
     agent: bool = typer.Option(
         False, "--agent", help="Worker re-registers by itself after head/NATS restarts."
     ),
@@ -222,7 +228,19 @@ def start(
 
             if tls_ca:  # what the worker trusts for the head's HTTPS and NATS (maze/core/tls.py)
                 os.environ[TLS_CA_ENV] = str(Path(tls_ca).resolve())
-            run_loop(run_worker(addr, node_id, cpus, memory_mb, gpus, agent, heartbeat_interval, token))
+            run_loop(
+                run_worker(
+                    addr,
+                    node_id,
+                    cpus,
+                    memory_mb,
+                    gpus,
+                    agent,
+                    heartbeat_interval,
+                    token,
+                    Path(work_dir).resolve() if work_dir else None,
+                )
+            )
     except MazeError as exc:
         fail(exc.message)
 
@@ -244,7 +262,7 @@ def _ms(value: Any) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value / 1000)) if value else "-"
 
 
-RunIdArg = typer.Argument(
+RunIdArg: Any = typer.Argument(
     ..., help="The run's id, or its beginning (with or without 'run_') if no other run's id starts so."
 )
 RUN_ID_WIDTH = len("run_") + 32  # the ids Maze makes: never cut in a table
@@ -660,3 +678,9 @@ def cluster_reconcile(server_url: str = ServerUrl, token: str | None = Token) ->
         f"lost: {', '.join(data['lost_nodes']) or 'none'}; alive: {', '.join(data['alive_nodes'])}",
         highlight=False,
     )
+
+
+# after every helper above: the artifacts commands use them
+from maze.sdk.cli_artifacts import artifacts_app  # noqa: E402
+
+app.add_typer(artifacts_app, name="artifacts")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 from maze.core.errors import NotFound, Unavailable, Unreachable, ValidationError
 from maze.sdk import history
+from maze.sdk.artifacts import download_blob, find_artifact, list_artifacts
 from maze.sdk.blobs import BlobClient
 from maze.sdk.history import RunPage, When
 from maze.sdk.http import Http
@@ -122,6 +125,23 @@ class MaClient:
             if not page or "link" not in resp.headers or (limit is not None and len(tasks) >= limit):
                 return tasks
             offset = page[-1]["task_index"] + 1
+
+    def get_run_artifacts(self, run_id: str) -> list[dict[str, Any]]:
+        """The files the run's tasks created or changed (a run with a workspace or
+        `artifact_mode=True`): one dict each with `task_id`, `attempt`, `path`, `sha256`,
+        `size`, `node_id`, `at_ms` and `uri` (`maze://artifacts/sha256/<hex>`)."""
+        return list_artifacts(self.http, run_id)
+
+    def download_artifact(
+        self, run_id: str, path: str, dest: str | os.PathLike[str] | None = None, task_id: str | None = None
+    ) -> Path:
+        """Save the run's artifact at `path` (of `task_id`, or of the last task that registered it)
+        to `dest` (default: its file name in the current directory), streamed and checked against
+        its sha256. Returns where it was written."""
+        artifact = find_artifact(self.http, run_id, path, task_id)
+        target = Path(dest) if dest is not None else Path(Path(path).name)
+        download_blob(self.http, artifact["sha256"], target)
+        return target
 
     def get_run_task(self, run_id: str, task_id: str) -> dict[str, Any]:
         """One task with all of its attempts."""

@@ -11,7 +11,9 @@ import msgspec
 from maze.core.task_machine import lost_error
 from maze.events.tasks import AttemptLost
 
-NODE_REPORTS = frozenset({"attempt.started", "attempt.succeeded", "attempt.failed", "attempt.rejected"})
+NODE_REPORTS = frozenset(
+    {"attempt.started", "attempt.succeeded", "attempt.failed", "attempt.rejected", "artifact.registered"}
+)
 ATTEMPT_ENDS = frozenset({"attempt.succeeded", "attempt.failed", "attempt.rejected", "attempt.lost"})
 # how the API marks entries that are not history: a type this version cannot read, an event that
 # does not decode, an event its writer may not write (a worker's forgery, a deposed leader's late

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -23,27 +22,18 @@ from maze.core.errors import (
 from maze.events.values import is_plain
 from maze.sdk import graph
 from maze.sdk.blobs import BlobClient
-from maze.sdk.http import Http
+from maze.sdk.http import Http, normalize_server_url
 from maze.sdk.messages import MessageStream, render, summarize
 from maze.sdk.serialize import pickle_function
 from maze.sdk.stream import follow_events, submit_and_follow
 from maze.sdk.task import TaskMeta, task_meta
+from maze.sdk.workspace import file_context_of, upload_workspace
 
 if TYPE_CHECKING:
     from maze.sdk.client import MaClient
 
 
 SUBMIT_BUSY_TRIES = 12  # about 45 s of a head busy reading other submissions
-# The release that brings workspaces and artifact mode (`run(workspace_dir=..., artifact_mode=True)`,
-# `file_context=`), the original Maze's shared files for tasks.
-WORKSPACES_VERSION = "0.2.0"
-
-
-def _this_version() -> str:
-    try:
-        return importlib.metadata.version("maze")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
 
 
 class TaskOutput:
@@ -325,24 +315,14 @@ class MaWorkflow:
         `timed_out` this long after it is recorded (its running tasks are killed), unless it has
         ended before.
 
-        `workspace_dir`, `artifact_mode` and `file_context` (workspaces: files shared with tasks)
-        arrive in Maze 0.2.0; until then they raise ValidationError saying so."""
-        if workspace_dir is not None or artifact_mode or file_context is not None:
-            given = [
-                name
-                for name, value in (
-                    ("workspace_dir", workspace_dir),
-                    ("artifact_mode", artifact_mode or None),
-                    ("file_context", file_context),
-                )
-                if value is not None
-            ]
-            raise ValidationError(
-                f"run({', '.join(given)}=...): workspaces and artifact mode arrive in Maze "
-                f"{WORKSPACES_VERSION}; this is Maze {_this_version()}. Until then, pass files' contents "
-                "as task inputs and outputs (values of any size travel through the blob store)",
-                available_in=WORKSPACES_VERSION,
-            )
+        Files: `workspace_dir=DIR` (or `artifact_mode=True`, or `file_context={"enabled": True,
+        "workspace_dir": DIR, "artifact_store": {"type": "head_http", "base_url": URL}}`) runs each
+        task in its own directory on its worker, staged with DIR's files and the files its upstream
+        tasks made; task code uses relative paths (`Path("input.csv")`). The files travel through
+        the head's content-addressed blob store (no shared filesystem needed), each content once;
+        what a task creates or changes is registered as the run's artifacts
+        (`MaClient.get_run_artifacts`)."""
+        files_on, directory, base_url = file_context_of(workspace_dir, artifact_mode, file_context)
         if not self.tasks:
             raise ValidationError("the workflow has no tasks")
         used = {t.func_hash for t in self.tasks.values()}
@@ -363,6 +343,8 @@ class MaWorkflow:
                 }
                 if timeout_seconds is not None:
                     body["timeout_seconds"] = float(timeout_seconds)
+                if files_on:
+                    body["workspace"] = upload_workspace(self._files_store(base_url), directory)
                 result = self._submit(body)
             except BlobMissing:
                 if attempt == 1:
@@ -372,6 +354,13 @@ class MaWorkflow:
             blobs.known.update(inline)
             return str(result["run_id"])
         raise AssertionError("unreachable")
+
+    def _files_store(self, base_url: str | None) -> BlobClient:
+        """Where a run's files go: the head's blob store (`base_url`, when given, is that head's
+        address as seen from here)."""
+        if base_url is None or normalize_server_url(base_url) == self._http().server_url:
+            return self._blob_client
+        return BlobClient(Http(base_url, token=self._http().token))
 
     def _submit(self, body: dict[str, Any]) -> dict[str, Any]:
         try:

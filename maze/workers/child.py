@@ -136,9 +136,22 @@ def run_attempt(request: dict[str, Any], functions: dict[str, Any]) -> tuple[boo
         except OSError:
             pass  # a container may forbid it; the reservation still holds
     try:
+        home = os.getcwd()
+    except OSError:  # the directory it was in is gone
+        home = "/"
+    cwd = request.get("cwd")
+    try:
+        if cwd:  # the attempt's own directory: relative paths are its files
+            os.chdir(cwd)
         result = fn(**inputs) if request["call_style"] == "kwargs" else fn(inputs)
     except BaseException as exc:
         return False, _error("user_code", f"{type(exc).__name__}: {exc}", exc, retryable=True)
+    finally:
+        if cwd:  # this process runs other attempts next
+            try:
+                os.chdir(home)
+            except OSError:
+                os.chdir("/")
     if not isinstance(result, dict):
         return False, _error(
             "invalid_result",

@@ -12,6 +12,7 @@ import os
 import signal
 import ssl
 import time
+from pathlib import Path
 from typing import NamedTuple
 
 import httpx
@@ -186,6 +187,7 @@ async def run_worker(
     agent: bool = False,
     heartbeat_interval: float = 2.0,
     token: str | None = None,
+    work_dir: Path | None = None,
 ) -> None:
     # the head's API token: given, or $MAZE_TOKEN, or (a head on this machine) its data dir's
     token = resolve_token(head_url(addr), token)
@@ -229,6 +231,7 @@ async def run_worker(
         heartbeat_interval=heartbeat_interval,
         limits=limits,
         make_consumer=ask_head_for_consumer if head_makes_consumer else None,
+        work_dir=work_dir,
     )
     watcher = None
     if agent:

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import tempfile
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from traceback import format_exc
 from typing import Any
 
@@ -25,11 +27,12 @@ from nats.js.errors import NotFoundError
 
 from maze.core import hops
 from maze.core.clock import now_ms
-from maze.core.errors import ArtifactError, BlobMissing, MazeError, PayloadTooLarge
+from maze.core.errors import ArtifactError, BlobMissing, MazeError, PayloadTooLarge, ValidationError
 from maze.core.resources import Usage, add_usage, fits_assigned
 from maze.core.settings import ValueLimits
 from maze.core.tasks import cancel_and_wait
 from maze.events import subjects
+from maze.events.artifacts import ArtifactRegistered, FileEntry
 from maze.events.blobs import BlobStore
 from maze.events.catalog import Event
 from maze.events.codec import decode_work
@@ -40,9 +43,11 @@ from maze.events.tasks import AttemptFailed, AttemptRejected, AttemptStarted, At
 from maze.events.values import blob_refs
 from maze.events.work import CancelRun, WorkItem
 from maze.workers.affinity import CoreAllocator
+from maze.workers.attempt_dir import AttemptDirs
 from maze.workers.blob_cache import BlobCache
 from maze.workers.capacity import gpu_free_mb
 from maze.workers.child import MAX_MESSAGE_CHARS, MAX_TRACEBACK_CHARS, clip
+from maze.workers.files import FileStager, Staged
 from maze.workers.logs import TaskLogs
 from maze.workers.outbox import Outbox
 from maze.workers.pool import ProcessExited, ProcessPool, TaskProcess
@@ -70,8 +75,12 @@ class Worker:
         on_registration_lost: Callable[[], Coroutine[Any, Any, None]] | None = None,
         limits: ValueLimits | None = None,
         make_consumer: Callable[[], Coroutine[Any, Any, None]] | None = None,
+        work_dir: Path | None = None,
     ) -> None:
         self.limits = limits or ValueLimits()
+        # each attempt runs in its own directory under the work root (maze/workers/attempt_dir.py)
+        self.work_dir = work_dir or Path(tempfile.gettempdir()) / f"maze-work-{node_id}"
+        self.attempt_dirs = AttemptDirs(self.work_dir)
         # who makes this node's work consumer when it is missing: None, the worker itself
         self.make_consumer = make_consumer
         self.nc = nc
@@ -96,7 +105,7 @@ class Worker:
         self.ended_runs: OrderedDict[str, None] = OrderedDict()  # runs the controller ended
         self.stopped: set[tuple[str, str, int]] = set()  # attempts killed for their run's end
         self._tasks: list[asyncio.Task[None]] = []
-        self._background: set[asyncio.Task[Any]] = set()  # held: the loop keeps weak references only
+        self._background: set[asyncio.Future[Any]] = set()  # held: the loop keeps weak references only
         self.logs = TaskLogs(node_id)  # what tasks print (maze/workers/logs.py)
         self._bind(nc)
         self.log = log.bind(node_id=node_id)
@@ -108,6 +117,7 @@ class Worker:
         self.outbox = Outbox(self.store, self._on_unrecordable)
         self.blobs = BlobStore(nc, self.limits.blob_max_bytes)
         self.cache = BlobCache(self.blobs)
+        self.files = FileStager(self.blobs, self.cache, self.work_dir / ".content")
         self.budget = payload_budget(nc)
         self.logs.bind(self.js, self.budget)
 
@@ -395,6 +405,8 @@ class Worker:
 
     async def _run(self, item: WorkItem) -> None:
         tp: TaskProcess | None = None
+        directory: Path | None = None
+        staged: dict[str, Staged] = {}
         reuse = False
         handed = False  # the task process has the attempt: user code may have run
         cores = self.cores.take(item.resources.cpu)
@@ -412,13 +424,21 @@ class Worker:
                 )
             )
             try:
+                directory = self.attempt_dirs.make(item.run_id, item.task_id, item.attempt)
+                if item.workspace:
+                    staged = await self.files.stage(item, directory)
                 request = await self._request(item, tp, cores)
-            except (ArtifactError, BlobMissing) as exc:  # missing or corrupt: never used
+                request["cwd"] = str(directory)
+            except (ArtifactError, BlobMissing, ValidationError, PayloadTooLarge) as exc:
+                # missing or corrupt content, a path no attempt may write: never used
                 self._fail(item, "artifact_error", exc.message, retryable=False)
                 return
             except Exception as exc:  # the store did not answer: another attempt may succeed
                 self._fail(
-                    item, "artifact_error", f"could not fetch the task's blobs: {exc!r}", retryable=True
+                    item,
+                    "artifact_error",
+                    f"could not fetch the task's blobs or stage its files: {exc!r}",
+                    retryable=True,
                 )
                 return
             try:
@@ -438,7 +458,7 @@ class Worker:
             if reply.get("has_func"):
                 tp.loaded.add(item.func_hash)
             if reply["ok"]:
-                await self._succeed(item, reply)
+                await self._succeed(item, reply, directory, staged)
             else:
                 err = reply["payload"]
                 self._fail(
@@ -472,6 +492,8 @@ class Worker:
                 self._forget_start(item.key)
             if tp is not None:
                 self.pool.release(tp, reuse=reuse)
+            if directory is not None:
+                self._remove_dir(directory, big=bool(item.workspace))
             self.cores.give_back(cores, item.resources.cpu)
             add_usage(self.usage, item.resources, item.gpus, sign=-1)
             self.running.pop(item.key, None)
@@ -519,7 +541,44 @@ class Worker:
             "blob_max_bytes": self.limits.blob_max_bytes,
         }
 
-    async def _succeed(self, item: WorkItem, reply: dict[str, Any]) -> None:
+    def _remove_dir(self, directory: Path, big: bool) -> None:
+        """The attempt's directory goes; one that may hold many files goes in a thread."""
+        if not big:
+            self.attempt_dirs.remove(directory)
+            return
+        removing = asyncio.get_running_loop().run_in_executor(None, self.attempt_dirs.remove, directory)
+        self._background.add(removing)
+        removing.add_done_callback(self._background.discard)
+
+    async def _artifacts(
+        self, item: WorkItem, directory: Path, staged: dict[str, Staged]
+    ) -> list[FileEntry] | None:
+        """The files the attempt made, stored (None: it was failed instead)."""
+        try:
+            return await self.files.collect(directory, staged)
+        except PayloadTooLarge as exc:
+            self._fail(
+                item, "artifact_error", f"a file the task made is too large: {exc.message}", retryable=False
+            )
+        except MazeError as exc:
+            self._fail(
+                item, "artifact_error", f"the task's files could not be stored: {exc.message}", retryable=True
+            )
+        except Exception as exc:  # the store did not answer, a file vanished while it was read
+            self._fail(
+                item, "artifact_error", f"the task's files could not be stored: {exc!r}", retryable=True
+            )
+        return None
+
+    async def _succeed(
+        self, item: WorkItem, reply: dict[str, Any], directory: Path | None, staged: dict[str, Staged]
+    ) -> None:
+        artifacts: list[FileEntry] = []
+        if item.workspace and directory is not None:
+            found = await self._artifacts(item, directory, staged)
+            if found is None:
+                return
+            artifacts = found
         try:
             result = await store_result(
                 [tuple(o) for o in reply["payload"]], self.limits, self.budget, self.blobs
@@ -533,6 +592,20 @@ class Worker:
             )
             return
         self._report_start(item.key)
+        at = now_ms()
+        for entry in artifacts:  # before the end, in the same message as a rule
+            self.outbox.emit(
+                ArtifactRegistered(
+                    run_id=item.run_id,
+                    task_id=item.task_id,
+                    attempt=item.attempt,
+                    node_id=self.node_id,
+                    path=entry.path,
+                    sha256=entry.sha256,
+                    size=entry.size,
+                    at_ms=at,
+                )
+            )
         self.outbox.emit(
             AttemptSucceeded(
                 run_id=item.run_id,

@@ -1,0 +1,84 @@
+"""A run's artifacts from the SDK's side: listing them, and downloading one streamed to a file,
+checked against its sha256 before the file appears."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from maze.core.errors import ArtifactError, NotFound, Unavailable
+from maze.events.artifacts import check_path
+from maze.events.values import URI_PREFIX
+from maze.sdk.http import Http, raise_for_error
+
+Progress = Callable[[int], None]  # called with the bytes received since the last call
+
+
+def list_artifacts(http: Http, run_id: str) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = http.get(f"/runs/{run_id}/artifacts")
+    return found
+
+
+def find_artifact(http: Http, run_id: str, path: str, task_id: str | None = None) -> dict[str, Any]:
+    """The artifact registered at `path` (a clean relative path: ValidationError else); of
+    `task_id`, or the last task's in submission order that registered it."""
+    check_path(path, "artifact path")
+    matches = [
+        a
+        for a in list_artifacts(http, run_id)
+        if a["path"] == path and (task_id is None or a["task_id"] == task_id)
+    ]
+    if not matches:
+        raise NotFound(f"run {run_id} has no artifact {path!r}", run_id=run_id, path=path)
+    return matches[-1]
+
+
+def download_blob(http: Http, sha: str, dest: Path, progress: Progress | None = None) -> int:
+    """Stream blob `sha` to `dest` through a temporary file beside it; the file appears only
+    when the whole content arrived and hashes to `sha`. Returns its size."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+    hasher = hashlib.sha256()
+    size = 0
+    try:
+        with (
+            http.client.stream(
+                "GET", f"/artifacts/sha256/{sha}", timeout=httpx.Timeout(30.0, read=300.0)
+            ) as resp,
+        ):
+            if resp.status_code == 404:
+                raise NotFound(f"blob {URI_PREFIX}{sha} is not in the blob store", sha256=sha)
+            if resp.status_code >= 400:
+                raise_for_error(resp.status_code, resp.read())
+            with tmp.open("wb") as f:
+                for chunk in resp.iter_bytes(1024 * 1024):
+                    hasher.update(chunk)
+                    f.write(chunk)
+                    size += len(chunk)
+                    if progress is not None:
+                        progress(len(chunk))
+        got = hasher.hexdigest()
+        if got != sha:
+            raise ArtifactError(
+                f"blob {URI_PREFIX}{sha} arrived corrupt or cut short ({size} bytes hashing to {got}); "
+                "nothing was written",
+                sha256=sha,
+                actual=got,
+            )
+        os.replace(tmp, dest)
+    except httpx.RemoteProtocolError as exc:
+        raise ArtifactError(
+            f"the transfer of blob {URI_PREFIX}{sha} was cut short; nothing was written", sha256=sha
+        ) from exc
+    except httpx.TransportError as exc:
+        raise Unavailable(f"cannot fetch blob {sha[:12]}… from {http.server_url}: {exc}") from exc
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+    return size

@@ -1,0 +1,114 @@
+"""A run's workspace, from the SDK's side: the files of a local directory stored in the head's blob
+store (each content once: asked with `POST /artifacts/missing` first, uploads streamed), and the
+manifest that lists them (path, sha256, size) stored as a blob too; the run records its sha256."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from maze.core.errors import ValidationError
+from maze.events.artifacts import MAX_MANIFEST_FILES, FileEntry, check_path, encode_manifest
+from maze.events.blob_files import hash_file
+from maze.sdk.blobs import BlobClient
+
+READ_BYTES = 1024 * 1024
+MISSING_BATCH = 5_000
+
+
+def file_context_of(
+    workspace_dir: str | os.PathLike[str] | None, artifact_mode: bool, file_context: dict[str, Any] | None
+) -> tuple[bool, Path | None, str | None]:
+    """(files on, the workspace directory or None, the artifact store's base URL or None) from
+    `run()`'s arguments; a bad combination is a ValidationError."""
+    if file_context is not None:
+        if workspace_dir is not None or artifact_mode:
+            raise ValidationError("pass either file_context or workspace_dir/artifact_mode, not both")
+        if not isinstance(file_context, dict):
+            raise ValidationError("file_context is a dict: {'enabled': True, 'workspace_dir': ..., ...}")
+        unknown = sorted(set(file_context) - {"enabled", "workspace_dir", "artifact_store"})
+        if unknown:
+            raise ValidationError(f"file_context: unknown key(s) {unknown}")
+        if not file_context.get("enabled", True):
+            return False, None, None
+        store = file_context.get("artifact_store") or {"type": "head_http"}
+        if not isinstance(store, dict) or store.get("type", "head_http") != "head_http":
+            raise ValidationError(
+                "file_context.artifact_store: only {'type': 'head_http', 'base_url': ...} is supported "
+                "(the head's content-addressed blob store)"
+            )
+        workspace_dir = file_context.get("workspace_dir")
+        base_url = store.get("base_url")
+        return True, _directory(workspace_dir), str(base_url) if base_url else None
+    if workspace_dir is None and not artifact_mode:
+        return False, None, None
+    return True, _directory(workspace_dir), None
+
+
+def _directory(given: str | os.PathLike[str] | None) -> Path | None:
+    if given is None:
+        return None
+    path = Path(given).expanduser()
+    if not path.is_dir():
+        raise ValidationError(f"workspace_dir {str(given)!r} is not a directory", workspace_dir=str(given))
+    return path.resolve()
+
+
+def scan(directory: Path) -> list[tuple[FileEntry, Path]]:
+    """Every regular file under `directory` (a link to a file counts as that file; linked
+    directories are not entered), hashed."""
+    found: list[tuple[FileEntry, Path]] = []
+    for parent, _dirs, files in os.walk(directory, followlinks=False):
+        for name in files:
+            path = Path(parent) / name
+            if not path.is_file():
+                continue  # a dangling link, a socket, a fifo
+            rel = path.relative_to(directory).as_posix()
+            check_path(rel, f"workspace file {rel!r}")
+            sha, size = hash_file(path)
+            found.append((FileEntry(rel, sha, size), path))
+            if len(found) > MAX_MANIFEST_FILES:
+                raise ValidationError(f"a workspace holds {MAX_MANIFEST_FILES} files at most")
+    return sorted(found, key=lambda f: f[0].path)
+
+
+def _chunks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as f:
+        while chunk := f.read(READ_BYTES):
+            yield chunk
+
+
+def put_file(blobs: BlobClient, sha: str, path: Path) -> None:
+    """PUT one file's content, streamed (the head checks it hashes to `sha`)."""
+    blobs.http.request(
+        "PUT",
+        f"/artifacts/sha256/{sha}",
+        content=_chunks(path),
+        headers={"content-type": "application/octet-stream"},
+        timeout=httpx.Timeout(30.0, write=None, read=300.0),
+    )
+    blobs.known.add(sha)
+
+
+def upload_workspace(blobs: BlobClient, directory: Path | None) -> str:
+    """Store the directory's files (those the head lacks) and their manifest; the manifest's
+    sha256, which the run records. No directory: an empty workspace (artifacts only)."""
+    found = scan(directory) if directory is not None else []
+    by_sha = {entry.sha256: path for entry, path in found}
+    todo = [sha for sha in by_sha if sha not in blobs.known]
+    for start in range(0, len(todo), MISSING_BATCH):
+        batch = todo[start : start + MISSING_BATCH]
+        missing = set(blobs.http.post("/artifacts/missing", json={"sha256": batch})["missing"])
+        for sha in batch:
+            if sha in missing:
+                put_file(blobs, sha, by_sha[sha])
+            blobs.known.add(sha)
+    manifest = encode_manifest([entry for entry, _ in found])
+    sha = hashlib.sha256(manifest).hexdigest()
+    blobs.upload({sha: manifest})
+    return sha
