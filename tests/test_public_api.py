@@ -39,6 +39,13 @@ def test_sdk_methods() -> None:
             "wait_run",
             "iter_runs",
             "close",
+            "list_workspaces",
+            "list_workspace_files",
+            "upload_workspace_file",
+            "upload_workspace_dir",
+            "download_workspace_file",
+            "preview_workspace_file",
+            "delete_workspace_file",
         ],
         MaWorkflow: [
             "add_task",

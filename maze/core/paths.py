@@ -45,7 +45,14 @@ _CONTROL_RE = re.compile(rf"[{_CONTROL}]")
 def check_relative_path(path: str | PurePath, what: str = "path") -> str:
     """`path` as stored (POSIX form: a PurePath is taken as its `as_posix()`), or ValidationError
     saying which rule it breaks."""
-    text = path.as_posix() if isinstance(path, PurePath) else path
+    if isinstance(path, PurePath):
+        if path.anchor:  # `/x`, `C:\x`, `C:x`: not relative, wherever it was made
+            raise ValidationError(
+                f"{what} {str(path)[:200]!r} is refused: it is absolute", path=str(path)[:200]
+            )
+        text = path.as_posix()
+    else:
+        text = path
     if not isinstance(text, str):
         raise ValidationError(f"{what} must be a string, not {type(text).__name__}")
     if len(text) <= MAX_PATH_CHARS and _PATH_RE.fullmatch(text):

@@ -34,10 +34,10 @@ projections_app = typer.Typer(help="Read-model maintenance.", no_args_is_help=Tr
 app.add_typer(runs_app, name="runs")
 app.add_typer(projections_app, name="projections")
 console = Console()
-ServerUrl = typer.Option(
+ServerUrl: Any = typer.Option(
     "http://localhost:8000", "--server-url", envvar="MAZE_SERVER_URL", help="Head API URL."
 )
-Token = typer.Option(
+Token: Any = typer.Option(
     None,
     "--token",
     envvar="MAZE_TOKEN",
@@ -668,3 +668,8 @@ def cluster_reconcile(server_url: str = ServerUrl, token: str | None = Token) ->
         f"lost: {', '.join(data['lost_nodes']) or 'none'}; alive: {', '.join(data['alive_nodes'])}",
         highlight=False,
     )
+
+
+from maze.sdk.workspace_cli import workspace_app  # noqa: E402 (it uses the helpers above)
+
+app.add_typer(workspace_app, name="workspace")
