@@ -18,6 +18,7 @@ from rich.progress import (
 from rich.table import Table
 
 from maze.core.errors import MazeError
+from maze.core.paths import check_relative_path, check_workspace_name
 from maze.sdk.cli import ServerUrl, Token, _client, _ms, console, fail
 from maze.sdk.workspaces import Progress as OnBytes
 from maze.sdk.workspaces import local_files
@@ -78,6 +79,9 @@ def workspace_put(
     """Upload a file or a directory (recursively) into a workspace, showing progress."""
     client = _client(server_url, token)
     try:
+        check_workspace_name(name)
+        if path:
+            check_relative_path(path, "--path")
         if local.is_dir():
             files = local_files(local)  # every path and link checked before the first byte goes
             total = sum(f.stat().st_size for f, _ in files)
@@ -107,9 +111,11 @@ def workspace_get(
     """Download a workspace file (checked against its sha256), showing progress."""
     client = _client(server_url, token)
     try:
-        size = next(
-            (f["size"] for f in client.list_workspace_files(name, prefix=path) if f["path"] == path), 0
-        )
+        check_relative_path(path)
+        found = [f for f in client.list_workspace_files(name, prefix=path) if f["path"] == path]
+        if not found:
+            fail(f"workspace {name!r} has no file {path!r}")
+        size = found[0]["size"]
         with _progress(f"{path} ← {name}", size) as on_bytes:
             where = client.download_workspace_file(name, path, output or Path("."), progress=on_bytes)
     except MazeError as exc:
