@@ -46,6 +46,7 @@ def test_sdk_methods() -> None:
             "download_workspace_file",
             "preview_workspace_file",
             "delete_workspace_file",
+            "delete_workspace",
         ],
         MaWorkflow: [
             "add_task",

@@ -59,6 +59,7 @@ def test_upload_list_download_preview_delete(client: MaClient, tmp_path: Path) -
         "img/pixel.png": png(3, 2),
         "bin/blob.dat": bytes(range(256)) * 4,
         "dir with space/\u00fc.txt": "gr\u00fc\u00df\n".encode(),
+        "empty.txt": b"",
     }
     for path, data in files.items():
         local = tmp_path / "up" / path
@@ -117,6 +118,14 @@ def test_upload_list_download_preview_delete(client: MaClient, tmp_path: Path) -
         client.download_workspace_file("round", "notes/readme.txt", tmp_path / "gone.txt")
     assert not (tmp_path / "gone.txt").exists()
     assert "notes/readme.txt" not in [f["path"] for f in client.list_workspace_files("round")]
+    assert client.preview_workspace_file("round", "empty.txt")["lines"] == []
+
+    left = len(client.list_workspace_files("round"))
+    assert client.delete_workspace("round") == left
+    assert client.list_workspace_files("round") == []
+    assert "round" not in [w["name"] for w in client.list_workspaces()]
+    with pytest.raises(NotFound):
+        client.delete_workspace("round")
 
 
 def test_a_file_and_a_directory_cannot_share_a_path(client: MaClient, tmp_path: Path) -> None:
@@ -277,6 +286,8 @@ def test_a_large_upload_streams_through_the_head(client: MaClient, head: HeadPro
     sent: list[int] = []
     stored = client.upload_workspace_file("large", local, "big.bin", progress=sent.append)
     assert sum(sent) == size and stored["size"] == size
+    shown = client.preview_workspace_file("large", "big.bin")  # reads the first 256 KiB only
+    assert (shown["kind"], shown["size"], shown["sha256"]) == ("binary", size, stored["sha256"])
     back = client.download_workspace_file("large", "big.bin", tmp_path / "back.bin")
     assert _file_sha(back) == _file_sha(local) == stored["sha256"]
     grown_mb = (_peak_rss_kb(head.proc.pid) - before) / 1024

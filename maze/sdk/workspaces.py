@@ -173,6 +173,11 @@ class WorkspaceMethods:
         shown: dict[str, Any] = self.http.get(_file_url(name, path, "preview"), lines=lines, rows=rows)
         return shown
 
+    def delete_workspace(self, name: str) -> int:
+        """Remove every file of a workspace (NotFound when it holds none); how many were removed."""
+        answer: dict[str, Any] = self.http.request("DELETE", f"/workspaces/{check_workspace_name(name)}")
+        return int(answer["deleted"])
+
     def delete_workspace_file(self, name: str, path: str) -> dict[str, Any]:
         """Remove a file from a workspace (NotFound when it has none there); what was removed."""
         removed: dict[str, Any] = self.http.request("DELETE", _file_url(name, path))
