@@ -149,6 +149,9 @@ def test_a_workers_credentials_cannot_create_runs_purge_or_read_other_work(head:
     async def read_the_log(nc: nats.NATS) -> None:
         await jetstream(nc, 1).get_msg(subjects.RUNS_STREAM, 1)
 
+    async def write_a_workspace(nc: nats.NATS) -> None:  # people's files: only heads write them
+        await jetstream(nc, 1).publish(f"$KV.{subjects.WORKSPACE_BUCKET}.ws.forged", b"x")
+
     before = asyncio.run(_what_heads_see(head))
     for attempt in (
         create_run,
@@ -159,6 +162,7 @@ def test_a_workers_credentials_cannot_create_runs_purge_or_read_other_work(head:
         own_consumer_pushing_onto_the_heads_subject,
         blob_consumer,
         read_the_log,
+        write_a_workspace,
     ):
 
         async def run(attempt=attempt) -> None:  # type: ignore[no-untyped-def]

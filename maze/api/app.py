@@ -8,7 +8,18 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.routes import HTTPRoute
 
-from maze.api import admin, artifacts, cluster, health, logs, operations, run_artifacts, run_ids, runs
+from maze.api import (
+    admin,
+    artifacts,
+    cluster,
+    health,
+    logs,
+    operations,
+    run_artifacts,
+    run_ids,
+    runs,
+    workspaces,
+)
 from maze.api.auth import BearerToken
 from maze.api.docs import docs_assets, docs_page
 from maze.api.errors import EXCEPTION_HANDLERS
@@ -63,6 +74,13 @@ def create_app(head: HeadState) -> Litestar:
             artifacts.missing_blobs,
             artifacts.limits,
             run_artifacts.get_run_artifacts,
+            workspaces.list_workspaces,
+            workspaces.list_workspace_files,
+            workspaces.put_workspace_file,
+            workspaces.get_workspace_file,
+            workspaces.preview_workspace_file,
+            workspaces.delete_workspace_file,
+            workspaces.delete_workspace,
             # the docs page's script, from this package (it works offline)
             docs_assets(),
         ],

@@ -59,6 +59,9 @@ class Settings(Struct, frozen=True):
     # `maze://artifacts/sha256/<hex>` reference.
     inline_value_kb: int = 256
     blob_max_mb: int = 512  # the largest value or function the blob store takes
+    workspace_file_max_mb: int = (
+        512  # the largest workspace file an upload may store (no more than blob_max_mb)
+    )
     # The run controller's snapshot of its folded state: at most this often (and at least as long
     # apart as 100 x the last one took to make), and at shutdown.
     snapshot_interval_s: float = 30.0
@@ -106,6 +109,10 @@ class Settings(Struct, frozen=True):
             blob_max_bytes=self.blob_max_mb * 1024 * 1024,
             log_cap_bytes=self.log_cap_kb * 1024,
         )
+
+    @property
+    def workspace_file_max_bytes(self) -> int:
+        return self.workspace_file_max_mb * 1024 * 1024
 
     @property
     def data_path(self) -> Path:

@@ -119,6 +119,18 @@ class _ChunkWriter:
                 await self.sub.unsubscribe()
 
 
+async def _rechunk(body: AsyncIterable[bytes], chunk_bytes: int) -> AsyncIterator[bytes]:
+    """An upload's parts, whatever their sizes, as chunks of `chunk_bytes` (the last one less)."""
+    buf = bytearray()
+    async for part in body:
+        buf += part
+        while len(buf) >= chunk_bytes:
+            yield bytes(buf[:chunk_bytes])
+            del buf[:chunk_bytes]
+    if buf:
+        yield bytes(buf)
+
+
 class BlobStore:
     def __init__(self, nc: NATS, max_blob_bytes: int) -> None:
         self.nc = nc
@@ -247,17 +259,7 @@ class BlobStore:
                 )
             return size, False
 
-        async def rechunk() -> AsyncIterator[bytes]:
-            buf = bytearray()
-            async for part in body:
-                buf += part
-                while len(buf) >= self.chunk_bytes:
-                    yield bytes(buf[: self.chunk_bytes])
-                    del buf[: self.chunk_bytes]
-            if buf:
-                yield bytes(buf)
-
-        return await self._write_once(sha, rechunk(), verify=True), True
+        return await self._write_once(sha, _rechunk(body, self.chunk_bytes), verify=True), True
 
     async def _write_once(self, sha: str, chunks: AsyncIterable[bytes | memoryview], verify: bool) -> int:
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
@@ -295,16 +297,7 @@ class BlobStore:
                     expected=sha,
                     actual=got,
                 )
-            info = {
-                "name": object_name(sha),
-                "bucket": subjects.BLOB_BUCKET,
-                "nuid": nuid,
-                "size": size,
-                "chunks": writer.count,
-                "mtime": datetime.now(UTC).isoformat(),
-                "digest": "SHA-256=" + base64.urlsafe_b64encode(hasher.digest()).decode(),
-                "options": {"max_chunk_size": self.chunk_bytes},
-            }
+            info = self._object_info(sha, nuid, size, writer.count, hasher.digest())
             # a repeated meta message is harmless (the last one is read), so transient errors (a
             # leader election) are retried. No rollup header: the blob stream refuses them, since a
             # writer of the blob store (any worker) could purge the whole stream with one
@@ -316,6 +309,53 @@ class BlobStore:
                     await self.js.purge_stream(subjects.BLOB_STREAM, subject=subject)
         self._remember(sha, size)
         return size
+
+    def _object_info(self, sha: str, nuid: str, size: int, chunks: int, digest: bytes) -> dict[str, Any]:
+        """The object's info, as the Object Store writes it on its meta subject."""
+        return {
+            "name": object_name(sha),
+            "bucket": subjects.BLOB_BUCKET,
+            "nuid": nuid,
+            "size": size,
+            "chunks": chunks,
+            "mtime": datetime.now(UTC).isoformat(),
+            "digest": "SHA-256=" + base64.urlsafe_b64encode(digest).decode(),
+            "options": {"max_chunk_size": self.chunk_bytes},
+        }
+
+    async def put_unhashed(self, body: AsyncIterable[bytes]) -> tuple[str, int, bool]:
+        """Store a streamed upload whose sha256 is known only at its end (a workspace file): its
+        chunks are written as they come and hashed as they pass, never held whole. Returns (sha256,
+        size, created). Content already stored is kept once: the chunks just written are dropped.
+        An upload that fails midway (a limit, a client gone) leaves nothing."""
+        nuid = self.nc._nuid.next().decode()
+        subject = chunk_subject(nuid)
+        writer = _ChunkWriter(self.nc, subject)
+        await writer.start()
+        hasher = hashlib.sha256()
+        size = 0
+        kept = False
+        try:
+            async for chunk in _rechunk(body, self.chunk_bytes):
+                size += len(chunk)
+                self.check_size(size)
+                hasher.update(chunk)
+                await writer.write(chunk)
+            await writer.finish()
+            sha = hasher.hexdigest()
+            if await self.size_of(sha, fresh=True) is not None:
+                return sha, size, False  # stored already: this copy's chunks go (below)
+            info = self._object_info(sha, nuid, size, writer.count, hasher.digest())
+            await publish_durably(self.js, meta_subject(sha), json.dumps(info).encode(), {})
+            kept = True
+        finally:
+            if not kept:
+                with contextlib.suppress(Exception):
+                    await writer.finish()  # the chunks in flight land before the purge
+                with contextlib.suppress(Exception):
+                    await self.js.purge_stream(subjects.BLOB_STREAM, subject=subject)
+        self._remember(sha, size)
+        return sha, size, True
 
     # ---- reading ------------------------------------------------------------------------------
     async def get(self, sha: str) -> bytes:

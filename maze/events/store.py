@@ -263,6 +263,10 @@ async def ensure_streams(
             bucket=subjects.CONTROLLER_BUCKET, history=1, storage=StorageType.FILE, replicas=replicas
         ),
         KeyValueConfig(bucket=subjects.LEADER_BUCKET, history=1, storage=StorageType.FILE, replicas=replicas),
+        # workspace files (maze/events/workspace_files.py): only heads write there
+        KeyValueConfig(
+            bucket=subjects.WORKSPACE_BUCKET, history=1, storage=StorageType.FILE, replicas=replicas
+        ),
         KeyValueConfig(
             bucket=subjects.HEARTBEAT_BUCKET,
             history=1,

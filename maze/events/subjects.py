@@ -10,6 +10,8 @@ LEADER_BUCKET = "maze-leader"  # KV: the run controller's lease (which head deci
 LEADER_RUN_ID = "_leader"  # never a run's id (those start with "run_"): leadership in the runs stream
 BLOB_BUCKET = "maze-artifacts"  # JetStream Object Store: code and large values by sha256
 BLOB_STREAM = f"OBJ_{BLOB_BUCKET}"
+# KV: each workspace's files for people (maze/events/workspace_files.py), their content in the blob store
+WORKSPACE_BUCKET = "maze-workspaces"
 
 RUN_SUBJECTS = "maze.run.>"
 WORK_SUBJECTS = "maze.work.>"

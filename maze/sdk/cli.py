@@ -122,6 +122,11 @@ def start(
     blob_max_mb: int = typer.Option(
         512, "--blob-max-mb", help="Head: the largest value or function the blob store takes (MB)."
     ),
+    workspace_file_max_mb: int = typer.Option(
+        512,
+        "--workspace-file-max-mb",
+        help="Head: the largest workspace file an upload may store (MB; no more than --blob-max-mb).",
+    ),
     snapshot_interval: float = typer.Option(
         30.0, "--snapshot-interval", help="Head: seconds between the controller's snapshots (and at stop)."
     ),
@@ -176,6 +181,8 @@ def start(
         fail("--inline-value-kb must be between 1 and 512")
     if blob_max_mb < 1:
         fail("--blob-max-mb must be at least 1")
+    if workspace_file_max_mb < 1:
+        fail("--workspace-file-max-mb must be at least 1")
     if bool(tls_cert) != bool(tls_key):
         fail("--tls-cert and --tls-key go together")
     for flag, path in (("--tls-cert", tls_cert), ("--tls-key", tls_key), ("--tls-ca", tls_ca)):
@@ -210,6 +217,7 @@ def start(
                 stream_replicas=replicas,
                 inline_value_kb=inline_value_kb,
                 blob_max_mb=blob_max_mb,
+                workspace_file_max_mb=workspace_file_max_mb,
                 snapshot_interval_s=snapshot_interval,
                 work_resend_s=work_resend,
                 log_level=log_level,
@@ -684,3 +692,7 @@ def cluster_reconcile(server_url: str = ServerUrl, token: str | None = Token) ->
 from maze.sdk.cli_artifacts import artifacts_app  # noqa: E402
 
 app.add_typer(artifacts_app, name="artifacts")
+
+from maze.sdk.workspace_cli import workspace_app  # noqa: E402 (it uses the helpers above)
+
+app.add_typer(workspace_app, name="workspace")

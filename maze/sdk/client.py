@@ -18,13 +18,14 @@ from maze.sdk.http import Http
 from maze.sdk.logs import follow_logs, get_logs
 from maze.sdk.stream import follow_events
 from maze.sdk.workflow import MaWorkflow
+from maze.sdk.workspaces import WorkspaceMethods
 
 TASKS_PAGE = 10_000
 RETRY_POSTS = 4  # a retry request sent again after an unavailable head (it is idempotent)
 RUN_ID_CANDIDATES = 10  # an ambiguous beginning of a run id names this many runs it could be
 
 
-class MaClient:
+class MaClient(WorkspaceMethods):
     """Connects to a Maze head (`maze start --head`) at `server_url`."""
 
     def __init__(self, server_url: str = "http://localhost:8000", token: str | None = None) -> None:
