@@ -251,6 +251,8 @@ class Head:
                     heartbeat_interval=settings.heartbeat_interval,
                     limits=settings.limits,
                     make_consumer=make_local_consumer,
+                    work_dir=settings.data_path / "work",
+                    sandbox_hidden=[settings.data_path],
                 )
                 await worker.start()
                 while (

@@ -87,6 +87,19 @@ def start(
     gpus: str = typer.Option(None, "--gpus", help="auto | none | 0,1 | 2x16GB (declared)."),
     node_id: str = typer.Option(None, "--node-id", help="Stable node id (default: from the host name)."),
     no_local_worker: bool = typer.Option(False, "--no-local-worker", help="Head without a local worker."),
+    work_dir: str = typer.Option(
+        None,
+        "--work-dir",
+        help="Worker: where each attempt gets its own directory (default: <tmp>/maze-work-<node id>).",
+    ),
+    no_sandbox: bool = typer.Option(
+        False, "--no-sandbox", help="Worker: run no sandboxed tasks here, even with bubblewrap installed."
+    ),
+    sandbox_hide: list[str] = typer.Option(
+        None,
+        "--sandbox-hide",
+        help="Worker: a path sandboxed tasks must not see (repeatable; data dirs and credentials are hidden already).",
+    ),
     agent: bool = typer.Option(
         False, "--agent", help="Worker re-registers by itself after head/NATS restarts."
     ),
@@ -222,7 +235,21 @@ def start(
 
             if tls_ca:  # what the worker trusts for the head's HTTPS and NATS (maze/core/tls.py)
                 os.environ[TLS_CA_ENV] = str(Path(tls_ca).resolve())
-            run_loop(run_worker(addr, node_id, cpus, memory_mb, gpus, agent, heartbeat_interval, token))
+            run_loop(
+                run_worker(
+                    addr,
+                    node_id,
+                    cpus,
+                    memory_mb,
+                    gpus,
+                    agent,
+                    heartbeat_interval,
+                    token,
+                    work_dir=Path(work_dir).resolve() if work_dir else None,
+                    sandboxing=not no_sandbox,
+                    sandbox_hidden=[Path(p).resolve() for p in sandbox_hide or []],
+                )
+            )
     except MazeError as exc:
         fail(exc.message)
 

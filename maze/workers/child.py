@@ -203,7 +203,19 @@ def _own_output() -> tuple[int, int]:
     return kept[0], kept[1]
 
 
-def child_main(conn: Connection) -> None:
+def _enter_sandbox_attempt(request: dict[str, Any]) -> None:
+    """A sandboxed attempt's context (maze/workers/sandbox.py): its `MAZE_*` variables, and its
+    limits where no cgroup holds them (soft and hard: the task cannot raise them again)."""
+    os.environ.update(request.get("env") or {})
+    import resource
+
+    for name, value in (request.get("rlimits") or {}).items():
+        resource.setrlimit(getattr(resource, name), (value, value))
+
+
+def child_main(conn: Connection, once: bool = False) -> None:
+    """Answer attempts until the pipe closes; `once`: one attempt, then end (a sandbox's process,
+    maze/workers/sandbox_child.py)."""
     die_with_parent()
     # a process group of its own, and the subreaper of what its tasks start: a timeout or a
     # cancel kills the task's descendants with it (maze/workers/pool.py kill_group)
@@ -220,9 +232,18 @@ def child_main(conn: Connection) -> None:
         request = msgspec.msgpack.decode(data)
         started = time.perf_counter()
         captured = request.get("capture") and _print_into(recvfds(sock, 2))
+        cwd = request.get("cwd")
+        home = os.getcwd() if cwd else None
         try:
+            if cwd:
+                os.chdir(cwd)
+            if once:
+                _enter_sandbox_attempt(request)
             ok, payload = run_attempt(request, functions)
         finally:
+            if home is not None:
+                with contextlib.suppress(OSError):
+                    os.chdir(home)
             if captured:
                 _print_into(own_fds, close=False)
         duration_ms = (time.perf_counter() - started) * 1000
@@ -233,3 +254,5 @@ def child_main(conn: Connection) -> None:
             "has_func": request["func_hash"] in functions,
         }
         conn.send_bytes(_encoder.encode(reply))
+        if once:
+            return

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import tempfile
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from traceback import format_exc
 from typing import Any
 
@@ -39,7 +41,9 @@ from maze.events.store import EventStore, ensure_work_consumer, heartbeat_bucket
 from maze.events.tasks import AttemptFailed, AttemptRejected, AttemptStarted, AttemptSucceeded
 from maze.events.values import blob_refs
 from maze.events.work import CancelRun, WorkItem
+from maze.workers import sandbox
 from maze.workers.affinity import CoreAllocator
+from maze.workers.attempt_dir import AttemptDirs
 from maze.workers.blob_cache import BlobCache
 from maze.workers.capacity import gpu_free_mb
 from maze.workers.child import MAX_MESSAGE_CHARS, MAX_TRACEBACK_CHARS, clip
@@ -69,8 +73,17 @@ class Worker:
         on_registration_lost: Callable[[], Coroutine[Any, Any, None]] | None = None,
         limits: ValueLimits | None = None,
         make_consumer: Callable[[], Coroutine[Any, Any, None]] | None = None,
+        work_dir: Path | None = None,
+        sandboxing: bool = True,
+        sandbox_hidden: list[Path] | None = None,
     ) -> None:
         self.limits = limits or ValueLimits()
+        self.work_dir = work_dir or Path(tempfile.gettempdir()) / f"maze-work-{node_id}"
+        self.attempt_dirs = AttemptDirs(self.work_dir)
+        # sandboxed attempts (maze/workers/sandbox.py): probed at start; what they must never read
+        self.sandboxing = sandboxing
+        self.sandbox_hidden = sandbox.default_hidden(self.work_dir, sandbox_hidden or [])
+        self.sandboxes: sandbox.SandboxPool | None = None
         # who makes this node's work consumer when it is missing: None, the worker itself
         self.make_consumer = make_consumer
         self.nc = nc
@@ -115,7 +128,24 @@ class Worker:
 
     async def start(self) -> None:
         self.pool.start()
+        await self._probe_sandbox()
         await self.join()
+
+    async def _probe_sandbox(self) -> None:
+        """Whether this node runs sandboxed attempts, said in its capacity (NodeJoined)."""
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        support = await asyncio.to_thread(
+            sandbox.probe, self.node_id, self.work_dir, self.sandbox_hidden, self.sandboxing
+        )
+        self.capacity = msgspec.structs.replace(
+            self.capacity, sandbox=support.ok, sandbox_limits=support.detail
+        )
+        if support.ok:
+            self.sandboxes = sandbox.SandboxPool(
+                support, self.work_dir, self.sandbox_hidden, self.capacity.memory_mb
+            )
+            self.sandboxes.start()
+        log.info("worker.sandbox", node_id=self.node_id, available=support.ok, detail=support.detail)
 
     async def join(self) -> None:
         """Register a new session of this node and start pulling its work."""
@@ -181,6 +211,8 @@ class Worker:
     async def stop(self, reason: str = "stopped") -> None:
         await self.leave()
         self.pool.shutdown()
+        if self.sandboxes is not None:
+            self.sandboxes.shutdown()
         await self.logs.close()
         try:
             await asyncio.wait_for(self.outbox.drain(), 5)
@@ -337,6 +369,11 @@ class Worker:
         """Start every waiting attempt that fits what is running now (not only the first)."""
         still_waiting = []
         for item in self.waiting:
+            if item.resources.sandbox and self.sandboxes is None:
+                # never run unsandboxed: the controller places it elsewhere (or says why it waits)
+                self.waiting_keys.discard(item.key)
+                self._reject(item, f"this node cannot sandbox ({self.capacity.sandbox_limits})")
+                continue
             if fits_assigned(self.capacity, self.usage, item.resources, item.gpus):
                 if item.gpus and not self._gpu_memory_free(item):
                     self.waiting_keys.discard(item.key)  # rejected: the controller places it again
@@ -355,6 +392,10 @@ class Worker:
         if not short:
             return True
         reason = ", ".join(f"GPU {g} has {free[g]} MB free, needs {item.resources.gpu_mem} MB" for g in short)
+        self._reject(item, reason)
+        return False
+
+    def _reject(self, item: WorkItem, reason: str) -> None:
         self.outbox.emit(
             AttemptRejected(
                 run_id=item.run_id,
@@ -365,15 +406,21 @@ class Worker:
                 reason=reason,
             )
         )
-        return False
 
     async def _run(self, item: WorkItem) -> None:
         tp: TaskProcess | None = None
         reuse = False
         handed = False  # the task process has the attempt: user code may have run
         cores = self.cores.take(item.resources.cpu)
+        pool: ProcessPool = self.pool
+        attempt_dir: Path | None = None
         try:
-            tp = self.pool.acquire(fresh=bool(item.gpus))
+            if item.resources.sandbox and self.sandboxes is not None:
+                pool = self.sandboxes
+                attempt_dir = self.attempt_dirs.make(item.run_id, item.task_id, item.attempt)
+                tp = self.sandboxes.acquire_for(attempt_dir, item.resources)
+            else:
+                tp = self.pool.acquire(fresh=bool(item.gpus))
             self._will_report_start(
                 AttemptStarted(
                     run_id=item.run_id,
@@ -398,7 +445,10 @@ class Worker:
             try:
                 hops.mark("process_start", item.run_id)
                 handed = True
-                reply = await self.logs.run(self.pool, tp, request, item, self.limits.log_cap_bytes)
+                if pool is self.sandboxes:
+                    env = sandbox.attempt_env(item.run_id, item.task_id, item.attempt, self.node_id)
+                    request.update(self.sandboxes.context(tp, env))
+                reply = await self.logs.run(pool, tp, request, item, self.limits.log_cap_bytes)
                 hops.mark("process_returned", item.run_id)
             except TimeoutError:
                 self._fail(
@@ -406,7 +456,11 @@ class Worker:
                 )
                 return
             except ProcessExited as exc:
-                self._fail(item, "process_exited", str(exc), retryable=True)
+                why = self.sandboxes.verdict(tp) if pool is self.sandboxes else None
+                if why is not None:  # its memory or process limit, or bubblewrap's own failure
+                    self._fail(item, why[0], why[1], retryable=why[0] != "out_of_memory")
+                else:
+                    self._fail(item, "process_exited", str(exc), retryable=True)
                 return
             reuse = not item.gpus
             if reply.get("has_func"):
@@ -415,10 +469,11 @@ class Worker:
                 await self._succeed(item, reply)
             else:
                 err = reply["payload"]
+                why = self.sandboxes.verdict(tp) if pool is self.sandboxes else None
                 self._fail(
                     item,
                     err["error_type"],
-                    err["message"],
+                    err["message"] + (f" ({why[1]})" if why is not None else ""),
                     retryable=err["retryable"],
                     traceback=err["traceback"],
                     exception_type=err["exception_type"],
@@ -445,7 +500,9 @@ class Worker:
             else:  # cancelled before its code ran: it never started
                 self._forget_start(item.key)
             if tp is not None:
-                self.pool.release(tp, reuse=reuse)
+                pool.release(tp, reuse=reuse)
+            if attempt_dir is not None:
+                self.attempt_dirs.remove(attempt_dir)
             self.cores.give_back(cores, item.resources.cpu)
             add_usage(self.usage, item.resources, item.gpus, sign=-1)
             self.running.pop(item.key, None)
