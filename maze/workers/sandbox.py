@@ -116,11 +116,13 @@ def bwrap_argv(
 ) -> list[str]:
     """The bubblewrap command line of one sandbox whose attempt directory is `host_dir`."""
     argv = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+    done: list[str] = ["/tmp"]
     for path in sorted({os.path.abspath(p) for p in hidden}):
-        if _covered(path, "/tmp") or not os.path.lexists(path) or os.path.islink(path):
-            continue  # under the private /tmp already; absent; a link (its target is listed)
+        if any(_covered(path, d) for d in done) or not os.path.lexists(path) or os.path.islink(path):
+            continue  # under the private /tmp or a hidden dir already; absent; a link (its target is listed)
         if os.path.isdir(path):
-            argv += ["--tmpfs", path]
+            argv += ["--tmpfs", path, "--remount-ro", path]  # empty, and nothing can be put there
+            done.append(path)
         else:
             argv += ["--ro-bind", "/dev/null", path]
     argv += ["--bind", host_dir, SANDBOX_DIR, "--chdir", SANDBOX_DIR]
@@ -133,6 +135,10 @@ def bwrap_argv(
 
 def child_command(conn_fd: int) -> list[str]:
     return [sys.executable, "-P", "-c", _CHILD, str(conn_fd)]
+
+
+class SandboxError(Exception):
+    """A sandbox could not be given what its attempt asks for."""
 
 
 class PopenProcess:
@@ -284,7 +290,14 @@ class SandboxPool(ProcessPool):
         box.memory_mb = resources.cpu_mem or self.node_memory_mb
         memory = box.memory_mb * 1024 * 1024
         if box.group is not None:
-            box.group.limit(memory, self.pids)
+            try:
+                box.group.limit(memory, self.pids)
+            except OSError as exc:  # v1 refuses a limit below what the group uses already
+                self.release(tp)
+                raise SandboxError(
+                    f"the sandbox's memory cannot be limited to {box.memory_mb} MB (cpu_mem): "
+                    f"{exc.strerror or exc}; its Python needs more than that to start"
+                ) from exc
         else:
             box.extra["rlimits"] = {
                 "RLIMIT_AS": memory,

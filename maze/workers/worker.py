@@ -418,7 +418,11 @@ class Worker:
             if item.resources.sandbox and self.sandboxes is not None:
                 pool = self.sandboxes
                 attempt_dir = self.attempt_dirs.make(item.run_id, item.task_id, item.attempt)
-                tp = self.sandboxes.acquire_for(attempt_dir, item.resources)
+                try:
+                    tp = self.sandboxes.acquire_for(attempt_dir, item.resources)
+                except sandbox.SandboxError as exc:
+                    self._fail(item, "sandbox_error", str(exc), retryable=False)
+                    return
             else:
                 tp = self.pool.acquire(fresh=bool(item.gpus))
             self._will_report_start(
