@@ -11,10 +11,10 @@ and tokens), $HOME's credential files (HOME_SECRETS), /run (sockets of the host'
 one (maze/workers/cgroups.py), else by rlimits. When the attempt ends the whole sandbox is killed
 (its bwrap process, and with it, --die-with-parent, every process in its PID namespace).
 
-Starting a sandbox costs a Python start (~0.3 s with Maze's imports), so one is kept started
-ahead (a spare) with an empty directory of its own: an attempt takes it, and the spare's directory
-is renamed onto the attempt's (the sandbox's mount follows the directory), then a new spare
-starts. The sandbox's process speaks the pool's protocol (maze/workers/child.py) for one attempt.
+Starting a sandbox costs a Python start (~0.3 s with Maze's imports), so after the first
+sandboxed attempt one is kept started ahead (a spare) with an empty directory of its own: an
+attempt takes it, and the spare's directory is renamed onto the attempt's (the sandbox's mount
+follows the directory), then a new spare starts. The sandbox's process speaks the pool's protocol (maze/workers/child.py) for one attempt.
 """
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ _JOIN_CGROUPS = (
     'IFS=:; for f in $MAZE_CGROUP_PROCS; do echo $$ > "$f" || exit 97; done; '
     'unset IFS MAZE_CGROUP_PROCS; exec "$@"'
 )
+_SEES_CODE = "import os, sys; sys.exit(0 if os.path.isdir(sys.argv[1]) else 3)"
 _CHILD = "import sys; from maze.workers.sandbox_child import main; main(int(sys.argv[1]))"
 
 
@@ -216,8 +217,8 @@ class SandboxPool(ProcessPool):
 
     # ---- starting -----------------------------------------------------------------------------
     def start(self) -> None:
-        if self.use_spares:
-            self._refill(False)
+        """Nothing is started before the first sandboxed attempt (most workers never run one);
+        from then on a spare is kept started for each network setting used."""
 
     def _refill(self, network: bool) -> None:
         if self.use_spares and network not in self.spares:
@@ -391,6 +392,8 @@ class SandboxPool(ProcessPool):
             self._close(tp)
         self.spares.clear()
         self.busy.clear()
+        if self.support.cgroups is not None:
+            self.support.cgroups.close()
 
 
 def _user_processes() -> int:
@@ -415,7 +418,10 @@ def probe(label: str, work_root: Path, hidden: list[Path], enabled: bool = True)
     shutil.rmtree(probe_dir, ignore_errors=True)
     probe_dir.mkdir(parents=True, exist_ok=True)
     try:
-        command = [sys.executable, "-P", "-c", "import maze.workers.sandbox_child"]
+        # the interpreter starts, and Maze's code is there to import (not under a hidden path);
+        # without importing it: a probe at every worker start must cost milliseconds
+        code = Path(__file__).resolve().parent.parent
+        command = [sys.executable, "-S", "-P", "-c", _SEES_CODE, str(code)]
         argv = bwrap_argv(bwrap, str(probe_dir), hidden, False, command)
         try:
             done = subprocess.run(
@@ -427,6 +433,8 @@ def probe(label: str, work_root: Path, hidden: list[Path], enabled: bool = True)
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
             return Support(False, f"bubblewrap did not run: {exc}")
+        if done.returncode == 3:
+            return Support(False, f"Maze's code ({code}) is not visible inside a sandbox (a hidden path?)")
         if done.returncode != 0:
             said = done.stderr.decode("utf-8", "replace").strip().splitlines()
             return Support(False, f"bubblewrap failed: {said[-1] if said else f'exit {done.returncode}'}")
