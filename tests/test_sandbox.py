@@ -18,6 +18,7 @@ import psutil
 import pytest
 
 from maze import MaClient, task
+from maze.core.errors import ValidationError
 from maze.workers.cgroups import probe_cgroups
 from tests.helpers import HeadProcess, WorkerProcess, wait_until
 
@@ -312,3 +313,39 @@ def test_no_sandbox_node_refuses_a_sandboxed_task(tmp_path: Path) -> None:
             if proc.proc is not None and proc.proc.poll() is None:
                 proc.stop()
         head.stop()
+
+
+# ---- exec_code --------------------------------------------------------------------------------
+def test_exec_code_runs_a_snippet_in_a_sandbox(sb_client: MaClient, sandbox_head: HeadProcess) -> None:
+    code = (
+        "import os, pathlib, sys\n"
+        "data = pathlib.Path('input.csv').read_text()\n"
+        "pathlib.Path('out').mkdir()\n"
+        "pathlib.Path('out/sum.txt').write_text(str(sum(int(x) for x in data.split(','))))\n"
+        "pathlib.Path('blob.bin').write_bytes(bytes([0, 255, 1]))\n"
+        "print('rows', data.count(',') + 1)\n"
+        "print('oops', file=sys.stderr)\n"
+        f"print(os.path.exists({str(sandbox_head.data_dir / 'nats-users.json')!r}))\n"
+        "sys.exit(3)\n"
+    )
+    got = sb_client.exec_code(code, files={"input.csv": "1,2,3", "keep.txt": b"same"})
+    assert got["stdout"] == "rows 3\nFalse\n"
+    assert got["stderr"] == "oops\n"
+    assert got["exit_code"] == 3 and got["timed_out"] is False
+    # what it made or changed; not the files given and left as they were
+    assert got["files"] == {"out/sum.txt": "6", "blob.bin": bytes([0, 255, 1])}
+    assert got["files_skipped"] == {} and got["truncated"] == []
+    # a run as any other, in the history
+    assert sb_client.get_run(got["run_id"])["state"] == "succeeded"
+
+
+def test_exec_code_timeout_and_bad_input(sb_client: MaClient) -> None:
+    got = sb_client.exec_code("import time\nprint('before', flush=True)\ntime.sleep(30)\n", timeout_seconds=1)
+    assert got["timed_out"] is True and got["exit_code"] == -9
+    assert got["stdout"] == "before\n"
+    assert "killed after its timeout of 1s" in got["stderr"]
+    for files in ({"../escape.txt": "x"}, {"/etc/passwd": "x"}, {"a/../../b": "x"}):
+        with pytest.raises(ValidationError, match="relative path inside the sandbox"):
+            sb_client.exec_code("print(1)", files=files)
+    with pytest.raises(ValidationError, match="timeout_seconds"):
+        sb_client.exec_code("print(1)", timeout_seconds=0)
