@@ -231,12 +231,11 @@ class MaClient:
             failure: dict[str, Any] = next((m["data"] for m in messages if m["type"] == "task_exception"), {})
             error = failure.get("error") or failure.get("exception") or "it has no result"
             raise RunFailed(f"exec_code run {run_id} failed: {error}", run_id=run_id, error=failure)
-        files: dict[str, str | bytes] = dict(result.get("files") or {})
-        files.update(
-            {name: base64.b64decode(data) for name, data in (result.get("binary_files") or {}).items()}
-        )
+        produced: dict[str, str | bytes] = dict(result.get("files") or {})
+        for name, data in (result.get("binary_files") or {}).items():
+            produced[name] = base64.b64decode(data)
         out = {key: value for key, value in result.items() if key != "binary_files"}
-        return {**out, "files": files, "run_id": run_id}
+        return {**out, "files": produced, "run_id": run_id}
 
     def load_value(self, descriptor: dict[str, Any]) -> Any:
         """The value behind a descriptor from an event (or a blob descriptor from a task row): an
