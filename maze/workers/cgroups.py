@@ -13,6 +13,7 @@ import contextlib
 import errno
 import os
 import signal
+import time
 import uuid
 from pathlib import Path
 
@@ -153,10 +154,16 @@ class Cgroups:
         return SandboxGroup(self.kind, dirs)
 
     def close(self) -> None:
+        """Remove this worker's groups (as it stops; a sandbox still in one is killed first)."""
         for parent in self.parents.values():
             for child in parent.glob("sb-*"):
-                with contextlib.suppress(OSError):
-                    child.rmdir()
+                group = SandboxGroup(self.kind, {"": child} if self.kind == "cgroup2" else {"pids": child})
+                for _ in range(50):
+                    group.kill()
+                    group.remove()
+                    if not child.exists():
+                        break
+                    time.sleep(0.02)
             with contextlib.suppress(OSError):
                 parent.rmdir()
 

@@ -355,7 +355,9 @@ class SandboxPool(ProcessPool):
         self.busy.discard(tp)
         self._close(tp)
 
-    def _close(self, tp: TaskProcess) -> None:
+    def _close(self, tp: TaskProcess, wait: bool = False) -> None:
+        """Kill the sandbox; its process is waited for and its cgroup and spare directory removed
+        off the event loop (`wait`: here, as the worker stops)."""
         box = self.boxes.pop(tp, None)
         with contextlib.suppress(OSError):
             tp.conn.close()
@@ -382,6 +384,9 @@ class SandboxPool(ProcessPool):
             if spare_dir is not None:
                 shutil.rmtree(spare_dir, ignore_errors=True)
 
+        if wait:
+            wait_and_clean()
+            return
         try:
             asyncio.get_running_loop().run_in_executor(None, wait_and_clean)
         except RuntimeError:
@@ -389,7 +394,7 @@ class SandboxPool(ProcessPool):
 
     def shutdown(self) -> None:
         for tp in [*self.spares.values(), *self.busy]:
-            self._close(tp)
+            self._close(tp, wait=True)
         self.spares.clear()
         self.busy.clear()
         if self.support.cgroups is not None:
