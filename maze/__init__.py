@@ -1,20 +1,46 @@
 """Maze: a task-level distributed runtime for agent workflows.
 
 from maze import MaClient, task
+
+The names below are imported when first used (PEP 562): a process that needs only part of Maze
+(a task process in a sandbox, maze/workers/sandbox.py, starts a fresh interpreter for each
+attempt) does not pay for the SDK's imports.
 """
 
-from maze.core.errors import (
-    Conflict,
-    MazeError,
-    NotFound,
-    ResourceUnavailable,
-    SerializationError,
-    Unavailable,
-    ValidationError,
-)
-from maze.sdk.client import MaClient
-from maze.sdk.task import task
-from maze.sdk.workflow import MaTask, MaWorkflow, TaskOutput, TaskOutputs
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from maze.core.errors import (
+        Conflict,
+        MazeError,
+        NotFound,
+        ResourceUnavailable,
+        SerializationError,
+        Unavailable,
+        ValidationError,
+    )
+    from maze.sdk.client import MaClient
+    from maze.sdk.task import task
+    from maze.sdk.workflow import MaTask, MaWorkflow, TaskOutput, TaskOutputs
+
+_WHERE = {
+    "Conflict": "maze.core.errors",
+    "MazeError": "maze.core.errors",
+    "NotFound": "maze.core.errors",
+    "ResourceUnavailable": "maze.core.errors",
+    "SerializationError": "maze.core.errors",
+    "Unavailable": "maze.core.errors",
+    "ValidationError": "maze.core.errors",
+    "MaClient": "maze.sdk.client",
+    "task": "maze.sdk.task",
+    "MaTask": "maze.sdk.workflow",
+    "MaWorkflow": "maze.sdk.workflow",
+    "TaskOutput": "maze.sdk.workflow",
+    "TaskOutputs": "maze.sdk.workflow",
+}
 
 __all__ = [
     "Conflict",
@@ -31,3 +57,16 @@ __all__ = [
     "ValidationError",
     "task",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'maze' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -71,7 +71,8 @@ async def cluster_nats(
 
 @get("/cluster/resources", responses=answers(400, 409, 503))
 async def cluster_resources(head: HeadState, min_seq: MinSeq = None) -> dict[str, Any]:
-    """Every node with total / committed / free CPU and memory and each GPU's memory; and workers
+    """Every node with total / committed / free CPU and memory, each GPU's memory, and whether it
+    runs sandboxed tasks (`sandbox`: `available`, and its `limits` or the `reason` it cannot); and workers
     seen heartbeating on NATS that are not registered nodes of this head (`unregistered_nodes`,
     also answered as `unregistered_ray_nodes`, the original Maze's name)."""
     rows = await head.read("list_nodes", min_seq=min_seq)
@@ -119,6 +120,7 @@ async def cluster_resources(head: HeadState, min_seq: MinSeq = None) -> dict[str
                     "free": max(0, row["memory_mb"] - committed["cpu_mem"]),
                 },
                 "gpus": gpus,
+                "sandbox": live.get("sandbox", {"available": False, "reason": "not reported by this node"}),
             }
         )
     unregistered = views.unregistered(ctl)

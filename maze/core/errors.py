@@ -55,6 +55,14 @@ class BlobMissing(ValidationError):
     error_type = "blob_missing"
 
 
+class RunFailed(MazeError):
+    """A run the SDK waited on for its result (`client.exec_code`) ended without one; `details`
+    carry its `run_id` and the task's `error`."""
+
+    error_type = "run_failed"
+    status_code = 500
+
+
 class ArtifactError(MazeError):
     """A stored blob cannot be used: missing where it must exist, or its content does not hash to
     its name (corrupt). Never used when this is raised."""

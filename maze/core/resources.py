@@ -10,18 +10,32 @@ from msgspec import Struct
 from maze.core.errors import ValidationError
 from maze.events.specs import NodeCapacity, Resources
 
-RESOURCE_KEYS = ("cpu", "cpu_mem", "gpu", "gpu_mem")
+RESOURCE_KEYS = ("cpu", "cpu_mem", "gpu", "gpu_mem", "sandbox", "network")
+FLAG_KEYS = ("sandbox", "network")  # booleans; the others are numbers
 EPSILON = 1e-9
 
 
 def normalize_resources(given: dict[str, Any] | None) -> Resources:
     """Fill defaults (cpu 1, cpu_mem 0, gpu 0, gpu_mem 0; gpu_mem > 0 implies gpu >= 1) and
-    reject unknown keys, non-numbers, negatives and impossible shapes with one clear message."""
+    reject unknown keys, non-numbers, negatives and impossible shapes with one clear message.
+    `sandbox` and `network` are booleans (default false); `network` only means something with
+    `sandbox`."""
     given = dict(given or {})
     unknown = sorted(set(given) - set(RESOURCE_KEYS))
     if unknown:
         raise ValidationError(
             f"unknown resource key(s) {unknown}; allowed: {list(RESOURCE_KEYS)}", keys=unknown
+        )
+    flags = {key: given.pop(key) for key in FLAG_KEYS if key in given}
+    for key, value in flags.items():
+        if not isinstance(value, bool):
+            raise ValidationError(f"resource {key!r} must be true or false, got {value!r}", key=key)
+    sandbox, network = flags.get("sandbox", False), flags.get("network", False)
+    if network and not sandbox:
+        raise ValidationError(
+            "resource 'network' applies to sandboxed tasks only (an unsandboxed task has the "
+            "network); set 'sandbox' too",
+            key="network",
         )
     for key, value in given.items():
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
@@ -41,7 +55,9 @@ def normalize_resources(given: dict[str, Any] | None) -> Resources:
         gpu = 1.0
     if gpu > 1 and gpu != int(gpu):
         raise ValidationError(f"resource 'gpu' above 1 must be a whole number of cards, got {gpu}", key="gpu")
-    return Resources(cpu=cpu, cpu_mem=int(cpu_mem), gpu=gpu, gpu_mem=int(gpu_mem))
+    return Resources(
+        cpu=cpu, cpu_mem=int(cpu_mem), gpu=gpu, gpu_mem=int(gpu_mem), sandbox=sandbox, network=network
+    )
 
 
 class Usage(Struct):
@@ -88,6 +104,8 @@ def pick_gpus(capacity: NodeCapacity, usage: Usage, req: Resources) -> list[int]
 
 def fits(capacity: NodeCapacity, usage: Usage, req: Resources) -> list[int] | None:
     """GPU indices the request would get if it fits the node's free capacity now, else None."""
+    if req.sandbox and not capacity.sandbox:
+        return None
     if usage.cpu + req.cpu > capacity.cpus + EPSILON:
         return None
     if usage.cpu_mem + req.cpu_mem > capacity.memory_mb:
@@ -97,6 +115,9 @@ def fits(capacity: NodeCapacity, usage: Usage, req: Resources) -> list[int] | No
 
 def could_ever_fit(capacity: NodeCapacity, req: Resources) -> str | None:
     """None if an empty node of this shape holds the request, else the reason it never can."""
+    if req.sandbox and not capacity.sandbox:
+        why = capacity.sandbox_limits or "it did not report a sandbox"
+        return f"needs a sandbox, node has none ({why})"
     if req.cpu > capacity.cpus + EPSILON:
         return f"needs {req.cpu:g} CPUs, node has {capacity.cpus:g}"
     if req.cpu_mem > capacity.memory_mb:
@@ -115,7 +136,10 @@ def could_ever_fit(capacity: NodeCapacity, req: Resources) -> str | None:
 
 
 def fits_assigned(capacity: NodeCapacity, usage: Usage, req: Resources, gpus: list[int]) -> bool:
-    """Whether an attempt with the cards the placer assigned fits what is running now."""
+    """Whether an attempt with the cards the placer assigned fits what is running now (a
+    sandboxed attempt never fits a node that cannot sandbox it)."""
+    if req.sandbox and not capacity.sandbox:
+        return False
     if usage.cpu + req.cpu > capacity.cpus + EPSILON:
         return False
     if usage.cpu_mem + req.cpu_mem > capacity.memory_mb:

@@ -23,12 +23,17 @@ class Resources(Struct, frozen=True, gc=False):
     """What one attempt of a task reserves on a node.
 
     `cpu` and `gpu` may be fractional; `gpu_mem` is MB per card; `cpu_mem` is MB.
+    `sandbox`: the attempt runs only on a node that can sandbox it (bubblewrap,
+    maze/workers/sandbox.py), never without; `network`: a sandboxed attempt may use the network
+    (it has none otherwise; an attempt outside a sandbox always has it).
     """
 
     cpu: float = 1.0
     cpu_mem: int = 0
     gpu: float = 0.0
     gpu_mem: int = 0
+    sandbox: bool = False
+    network: bool = False
 
 
 class InputRef(Struct, frozen=True, tag="ref", gc=False):
@@ -136,3 +141,7 @@ class NodeCapacity(Struct, frozen=True):
     cpus: float
     memory_mb: int
     gpus: list[GpuInfo] = []
+    # whether the node runs sandboxed attempts (bubblewrap ran at its start), and how their memory
+    # and process count are bounded there: "cgroup2", "cgroup1" or "rlimit"; else why it cannot
+    sandbox: bool = False
+    sandbox_limits: str = ""

@@ -252,6 +252,7 @@ class Head:
                     limits=settings.limits,
                     make_consumer=make_local_consumer,
                     work_dir=data / "work",
+                    sandbox_hidden=[settings.data_path],
                 )
                 await worker.start()
                 while (

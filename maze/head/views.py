@@ -130,6 +130,12 @@ def node_live_view(ctl: RunController, node_id: str) -> dict[str, Any]:
         "waiting": beat.waiting if beat else 0,
     }
     if view is not None:
+        cap = view.capacity
+        # whether sandboxed tasks run there: how it limits them, or why it cannot
+        out["sandbox"] = {
+            "available": cap.sandbox,
+            "limits" if cap.sandbox else "reason": cap.sandbox_limits or "not reported by this node",
+        }
         out["committed"] = {
             "cpu": round(view.committed.cpu, 6),
             "cpu_mem": view.committed.cpu_mem,

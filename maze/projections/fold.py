@@ -29,7 +29,7 @@ from maze.events.catalog import Event
 from maze.events.codec import decode_value
 from maze.events.nodes import NodeJoined, NodeLeft, NodeLost
 from maze.events.runs import RunCancelRequested, RunCreated, RunFinished, TasksAdded
-from maze.events.specs import Input, InputRef, InputValue, TaskError, TaskSpec
+from maze.events.specs import Input, InputRef, InputValue, Resources, TaskError, TaskSpec
 from maze.events.tasks import (
     AttemptFailed,
     AttemptLost,
@@ -65,6 +65,20 @@ def dumps_shared(value: Any, key: Any) -> str | None:
             _shared.clear()
         found = _shared[key] = dumps(value)
     return found  # type: ignore[return-value]
+
+
+def resources_json(resources: Resources) -> str:
+    """A task's resources as its row shows them: the sandbox flags only when set, so the rows of
+    tasks that ask for none read as they always did."""
+    return dumps_shared(_shown_resources(resources), resources) or "{}"
+
+
+def _shown_resources(resources: Resources) -> dict[str, Any]:
+    shown = msgspec.structs.asdict(resources)
+    for flag in ("sandbox", "network"):
+        if not shown[flag]:
+            del shown[flag]
+    return shown
 
 
 class RunModel(Struct):
@@ -163,7 +177,7 @@ def add_tasks(model: RunModel, specs: list[TaskSpec], offset: int) -> None:
             node_id=None,
             node_ip=None,
             gpus=_EMPTY_LIST,
-            resources=dumps_shared(spec.resources, spec.resources) or "{}",
+            resources=resources_json(spec.resources),
             inputs=dumps(inputs) or "{}",
             upstream=(dumps(sorted(spec.upstream())) or _EMPTY_LIST)
             if spec.after or spec.inputs

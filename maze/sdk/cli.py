@@ -88,10 +88,18 @@ def start(
     node_id: str = typer.Option(None, "--node-id", help="Stable node id (default: from the host name)."),
     no_local_worker: bool = typer.Option(False, "--no-local-worker", help="Head without a local worker."),
     work_dir: str = typer.Option(
-        "",
+        None,
         "--work-dir",
         help="Worker: where each attempt gets its own directory (default: <tmp>/maze-work-<node id>; "
         "the head's local worker: <data dir>/work).",
+    ),
+    no_sandbox: bool = typer.Option(
+        False, "--no-sandbox", help="Worker: run no sandboxed tasks here, even with bubblewrap installed."
+    ),
+    sandbox_hide: list[str] = typer.Option(
+        None,
+        "--sandbox-hide",
+        help="Worker: a path sandboxed tasks must not see (repeatable; data dirs and credentials are hidden already).",
     ),
     agent: bool = typer.Option(
         False, "--agent", help="Worker re-registers by itself after head/NATS restarts."
@@ -246,7 +254,9 @@ def start(
                     agent,
                     heartbeat_interval,
                     token,
-                    Path(work_dir).resolve() if work_dir else None,
+                    work_dir=Path(work_dir).resolve() if work_dir else None,
+                    sandboxing=not no_sandbox,
+                    sandbox_hidden=[Path(p).resolve() for p in sandbox_hide or []],
                 )
             )
     except MazeError as exc:

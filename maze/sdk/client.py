@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import time
 import uuid
@@ -9,7 +10,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from maze.core.errors import NotFound, Unavailable, Unreachable, ValidationError
+from maze.core.errors import NotFound, RunFailed, Unavailable, Unreachable, ValidationError
 from maze.sdk import history
 from maze.sdk.artifacts import download_blob, find_artifact, list_artifacts
 from maze.sdk.blobs import BlobClient
@@ -215,6 +216,47 @@ class MaClient(WorkspaceMethods):
         """The run's lines live (SSE), from its start or after cursor `after`, until the run has
         ended and every line it printed is given; resumes by itself after a dropped connection."""
         return follow_logs(self.http, run_id, task_id, after)
+
+    def exec_code(
+        self, code: str, files: dict[str, str | bytes] | None = None, timeout_seconds: float = 30
+    ) -> dict[str, Any]:
+        """Run a snippet of Python in a sandbox on a node that has one (a run of one task, in the
+        run history as any): `files` ({relative name: text or bytes}) are written where it runs
+        first. Returns `stdout`, `stderr`, `exit_code` (-9 when killed at `timeout_seconds`,
+        with `timed_out`), `files` (those it made or changed: text, or bytes when not UTF-8),
+        `files_skipped` ({name: size} past the caps), `truncated` (streams cut at 1 MiB) and
+        `run_id`. Caps and guarantees: README, "Sandboxed execution"."""
+        from maze.sdk.task import task
+        from maze.tasks.exec_code import checked_name, exec_code
+
+        if not isinstance(code, str):
+            raise ValidationError(f"code must be a string, got {type(code).__name__}")
+        if not isinstance(timeout_seconds, int | float) or not 0 < timeout_seconds <= 24 * 3600:
+            raise ValidationError(f"timeout_seconds must be a number in (0, 86400], got {timeout_seconds!r}")
+        given = dict(files or {})
+        for name, content in given.items():
+            try:
+                checked_name(name)
+            except ValueError as exc:
+                raise ValidationError(str(exc), file=str(name)) from exc
+            if not isinstance(content, str | bytes):
+                raise ValidationError(f"file {name!r} must be text or bytes, got {type(content).__name__}")
+        wf = self.create_workflow()
+        # the attempt's own bound, past the snippet's (which the task enforces, saying so)
+        fn = task(sandbox=True, timeout_seconds=float(timeout_seconds) + 60)(exec_code)
+        t = wf.add_task(fn, inputs={"code": code, "files": given, "timeout_seconds": float(timeout_seconds)})
+        run_id = wf.run()
+        messages = wf.get_results(run_id, verbose=False)
+        result = wf.get_task_result(run_id, t.task_id)
+        if result is None:
+            failure: dict[str, Any] = next((m["data"] for m in messages if m["type"] == "task_exception"), {})
+            error = failure.get("error") or failure.get("exception") or "it has no result"
+            raise RunFailed(f"exec_code run {run_id} failed: {error}", run_id=run_id, error=failure)
+        produced: dict[str, str | bytes] = dict(result.get("files") or {})
+        for name, data in (result.get("binary_files") or {}).items():
+            produced[name] = base64.b64decode(data)
+        out = {key: value for key, value in result.items() if key != "binary_files"}
+        return {**out, "files": produced, "run_id": run_id}
 
     def load_value(self, descriptor: dict[str, Any]) -> Any:
         """The value behind a descriptor from an event (or a blob descriptor from a task row): an

@@ -35,7 +35,7 @@ class TaskMeta(Struct, frozen=True):
     required_inputs: list[str]
     accepted_inputs: list[str] | None
     outputs: list[str] | None
-    resources: dict[str, float]
+    resources: dict[str, Any]  # numbers, and the sandbox flags when set
     data_types: dict[str, str]
     timeout_seconds: float | None = None
     max_retries: int = 0
@@ -143,7 +143,17 @@ def make_meta(
     max_retries: int = 0,
     retry_backoff_seconds: float = 0.0,
     retry_on: list[str] | None = None,
+    sandbox: bool = False,
+    network: bool = False,
 ) -> TaskMeta:
+    resources = dict(resources or {})
+    for flag, value in (("sandbox", sandbox), ("network", network)):
+        if value is not False:
+            if flag in resources and resources[flag] != value:
+                raise ValidationError(
+                    f"task {fn.__name__!r}: {flag} given twice, as {flag}= and in resources"
+                )
+            resources[flag] = value
     normalized = normalize_resources(resources)
     for key, kind in (data_types or {}).items():
         if kind not in DATA_TYPES:
@@ -172,6 +182,9 @@ def make_meta(
             "cpu_mem": normalized.cpu_mem,
             "gpu": normalized.gpu,
             "gpu_mem": normalized.gpu_mem,
+            # only when set: a task asking for none sends what it always did
+            **({"sandbox": True} if normalized.sandbox else {}),
+            **({"network": True} if normalized.network else {}),
         },
         data_types=dict(data_types or {}),
         timeout_seconds=timeout_seconds,
@@ -201,6 +214,8 @@ def task(
     max_retries: int = ...,
     retry_backoff_seconds: float = ...,
     retry_on: list[str] | None = ...,
+    sandbox: bool = ...,
+    network: bool = ...,
 ) -> Callable[[F], F]: ...
 
 
@@ -219,6 +234,8 @@ def task(
     max_retries: int = 0,
     retry_backoff_seconds: float = 0.0,
     retry_on: list[str] | None = None,
+    sandbox: bool = False,
+    network: bool = False,
 ) -> Any:
     """Mark a function as a Maze task.
 
@@ -235,6 +252,8 @@ def task(
     Resources: `cpu` (cores, fractional allowed, default 1), `cpu_mem` (MB, default 0), `gpu`
     (cards, fractional shares a card, default 0, set to 1 when `gpu_mem` > 0), `gpu_mem` (MB per
     card). Reliability: `timeout_seconds`, `max_retries`, `retry_backoff_seconds`, `retry_on`.
+    `sandbox=True`: each attempt runs under bubblewrap on a node that can sandbox (README,
+    "Sandboxed execution"), without network unless `network=True`.
     The function must return a dict of outputs. It stays callable as a plain function.
     """
     if isinstance(func, list | tuple):  # @task(["in"], ["out"], resources, data_types)
@@ -267,6 +286,8 @@ def task(
             max_retries=max_retries,
             retry_backoff_seconds=retry_backoff_seconds,
             retry_on=retry_on,
+            sandbox=sandbox,
+            network=network,
         )
         marked = _copy_function(fn) if hasattr(fn, "__maze_task__") else fn
         marked.__maze_task__ = meta  # type: ignore[attr-defined]

@@ -135,23 +135,10 @@ def run_attempt(request: dict[str, Any], functions: dict[str, Any]) -> tuple[boo
             os.sched_setaffinity(0, cores)
         except OSError:
             pass  # a container may forbid it; the reservation still holds
-    try:
-        home = os.getcwd()
-    except OSError:  # the directory it was in is gone
-        home = "/"
-    cwd = request.get("cwd")
-    try:
-        if cwd:  # the attempt's own directory: relative paths are its files
-            os.chdir(cwd)
+    try:  # in the attempt's own directory (child_main): relative paths are its files
         result = fn(**inputs) if request["call_style"] == "kwargs" else fn(inputs)
     except BaseException as exc:
         return False, _error("user_code", f"{type(exc).__name__}: {exc}", exc, retryable=True)
-    finally:
-        if cwd:  # this process runs other attempts next
-            try:
-                os.chdir(home)
-            except OSError:
-                os.chdir("/")
     if not isinstance(result, dict):
         return False, _error(
             "invalid_result",
@@ -216,7 +203,26 @@ def _own_output() -> tuple[int, int]:
     return kept[0], kept[1]
 
 
-def child_main(conn: Connection) -> None:
+def _enter_sandbox_attempt(request: dict[str, Any]) -> None:
+    """A sandboxed attempt's context (maze/workers/sandbox.py): its `MAZE_*` variables, and its
+    limits where no cgroup holds them (soft and hard: the task cannot raise them again)."""
+    os.environ.update(request.get("env") or {})
+    import resource
+
+    for name, value in (request.get("rlimits") or {}).items():
+        resource.setrlimit(getattr(resource, name), (value, value))
+
+
+def _where_now() -> str:
+    try:
+        return os.getcwd()
+    except OSError:  # the directory it was in is gone
+        return "/"
+
+
+def child_main(conn: Connection, once: bool = False) -> None:
+    """Answer attempts until the pipe closes; `once`: one attempt, then end (a sandbox's process,
+    maze/workers/sandbox_child.py)."""
     die_with_parent()
     # a process group of its own, and the subreaper of what its tasks start: a timeout or a
     # cancel kills the task's descendants with it (maze/workers/pool.py kill_group)
@@ -233,9 +239,20 @@ def child_main(conn: Connection) -> None:
         request = msgspec.msgpack.decode(data)
         started = time.perf_counter()
         captured = request.get("capture") and _print_into(recvfds(sock, 2))
+        cwd = request.get("cwd")  # the attempt's own directory; this process runs others next
+        home = _where_now() if cwd else None
         try:
+            if cwd:
+                os.chdir(cwd)
+            if once:
+                _enter_sandbox_attempt(request)
             ok, payload = run_attempt(request, functions)
         finally:
+            if home is not None:
+                try:
+                    os.chdir(home)
+                except OSError:
+                    os.chdir("/")
             if captured:
                 _print_into(own_fds, close=False)
         duration_ms = (time.perf_counter() - started) * 1000
@@ -246,3 +263,5 @@ def child_main(conn: Connection) -> None:
             "has_func": request["func_hash"] in functions,
         }
         conn.send_bytes(_encoder.encode(reply))
+        if once:
+            return

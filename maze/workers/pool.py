@@ -16,9 +16,8 @@ import signal
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from multiprocessing.process import BaseProcess
 from multiprocessing.reduction import sendfds
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 import psutil
@@ -30,7 +29,24 @@ log = structlog.get_logger(__name__)
 _encoder = msgspec.msgpack.Encoder()
 
 
-def kill_group(proc: BaseProcess) -> None:
+class ProcessHandle(Protocol):
+    """What the pool uses of a task process: multiprocessing's Process, or a sandbox's bwrap
+    process (maze/workers/sandbox.py)."""
+
+    @property
+    def pid(self) -> int | None: ...
+
+    @property
+    def exitcode(self) -> int | None: ...
+
+    def is_alive(self) -> bool: ...
+
+    def kill(self) -> None: ...
+
+    def join(self, timeout: float | None = None) -> None: ...
+
+
+def kill_group(proc: ProcessHandle) -> None:
     """SIGKILL to everything a task process started, then to it: its process group (a task's own
     children) and every descendant it has, those that made sessions or groups of their own
     included (the task process is a child subreaper, maze/workers/child.py: what its children
@@ -54,7 +70,7 @@ def kill_group(proc: BaseProcess) -> None:
         proc.kill()
 
 
-def reap(proc: BaseProcess) -> None:
+def reap(proc: ProcessHandle) -> None:
     """Wait for a killed task process to be gone, off the event loop when one runs (a process
     slow to die, a GPU's teardown, must not stall the worker's heartbeats)."""
     try:
@@ -73,7 +89,7 @@ class ProcessExited(Exception):
 
 @dataclass(eq=False)
 class TaskProcess:
-    proc: BaseProcess
+    proc: ProcessHandle
     conn: multiprocessing.connection.Connection
     uses: int = 0
     reply: asyncio.Future[dict[str, Any]] | None = field(default=None)

@@ -188,6 +188,8 @@ async def run_worker(
     heartbeat_interval: float = 2.0,
     token: str | None = None,
     work_dir: Path | None = None,
+    sandboxing: bool = True,
+    sandbox_hidden: list[Path] | None = None,
 ) -> None:
     # the head's API token: given, or $MAZE_TOKEN, or (a head on this machine) its data dir's
     token = resolve_token(head_url(addr), token)
@@ -232,6 +234,8 @@ async def run_worker(
         limits=limits,
         make_consumer=ask_head_for_consumer if head_makes_consumer else None,
         work_dir=work_dir,
+        sandboxing=sandboxing,
+        sandbox_hidden=sandbox_hidden,
     )
     watcher = None
     if agent:
@@ -249,7 +253,8 @@ async def run_worker(
         watcher = asyncio.create_task(agent_obj.watch())
     print(
         f"Maze worker {node} joined {addr} (NATS {', '.join(redact(u) for u in urls)}): {capacity.cpus:g} CPUs, "
-        f"{capacity.memory_mb} MB, GPUs {[(g.index, g.name, g.total_mem_mb) for g in capacity.gpus]}"
+        f"{capacity.memory_mb} MB, GPUs {[(g.index, g.name, g.total_mem_mb) for g in capacity.gpus]}, "
+        f"sandbox {worker.capacity.sandbox_limits if worker.capacity.sandbox else 'none: ' + worker.capacity.sandbox_limits}"
         f"{' [agent]' if agent else ''}",
         flush=True,
     )

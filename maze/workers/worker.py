@@ -42,6 +42,7 @@ from maze.events.store import EventStore, ensure_work_consumer, heartbeat_bucket
 from maze.events.tasks import AttemptFailed, AttemptRejected, AttemptStarted, AttemptSucceeded
 from maze.events.values import blob_refs
 from maze.events.work import CancelRun, WorkItem
+from maze.workers import sandbox
 from maze.workers.affinity import CoreAllocator
 from maze.workers.attempt_dir import AttemptDirs
 from maze.workers.blob_cache import BlobCache
@@ -76,11 +77,17 @@ class Worker:
         limits: ValueLimits | None = None,
         make_consumer: Callable[[], Coroutine[Any, Any, None]] | None = None,
         work_dir: Path | None = None,
+        sandboxing: bool = True,
+        sandbox_hidden: list[Path] | None = None,
     ) -> None:
         self.limits = limits or ValueLimits()
         # each attempt runs in its own directory under the work root (maze/workers/attempt_dir.py)
         self.work_dir = work_dir or Path(tempfile.gettempdir()) / f"maze-work-{node_id}"
         self.attempt_dirs = AttemptDirs(self.work_dir)
+        # sandboxed attempts (maze/workers/sandbox.py): probed at start; what they must never read
+        self.sandboxing = sandboxing
+        self.sandbox_hidden = sandbox.default_hidden(self.work_dir, sandbox_hidden or [])
+        self.sandboxes: sandbox.SandboxPool | None = None
         # who makes this node's work consumer when it is missing: None, the worker itself
         self.make_consumer = make_consumer
         self.nc = nc
@@ -127,7 +134,24 @@ class Worker:
 
     async def start(self) -> None:
         self.pool.start()
+        await self._probe_sandbox()
         await self.join()
+
+    async def _probe_sandbox(self) -> None:
+        """Whether this node runs sandboxed attempts, said in its capacity (NodeJoined)."""
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        support = await asyncio.to_thread(
+            sandbox.probe, self.node_id, self.work_dir, self.sandbox_hidden, self.sandboxing
+        )
+        self.capacity = msgspec.structs.replace(
+            self.capacity, sandbox=support.ok, sandbox_limits=support.detail
+        )
+        if support.ok:
+            self.sandboxes = sandbox.SandboxPool(
+                support, self.work_dir, self.sandbox_hidden, self.capacity.memory_mb
+            )
+            self.sandboxes.start()
+        log.info("worker.sandbox", node_id=self.node_id, available=support.ok, detail=support.detail)
 
     async def join(self) -> None:
         """Register a new session of this node and start pulling its work."""
@@ -198,6 +222,8 @@ class Worker:
     async def _stop(self, reason: str) -> None:
         await self.leave()
         self.pool.shutdown()
+        if self.sandboxes is not None:
+            self.sandboxes.shutdown()
         await self.logs.close()
         try:
             await asyncio.wait_for(self.outbox.drain(), 5)
@@ -373,6 +399,11 @@ class Worker:
         """Start every waiting attempt that fits what is running now (not only the first)."""
         still_waiting = []
         for item in self.waiting:
+            if item.resources.sandbox and self.sandboxes is None:
+                # never run unsandboxed: the controller places it elsewhere (or says why it waits)
+                self.waiting_keys.discard(item.key)
+                self._reject(item, f"this node cannot sandbox ({self.capacity.sandbox_limits})")
+                continue
             if fits_assigned(self.capacity, self.usage, item.resources, item.gpus):
                 if item.gpus and not self._gpu_memory_free(item):
                     self.waiting_keys.discard(item.key)  # rejected: the controller places it again
@@ -391,6 +422,10 @@ class Worker:
         if not short:
             return True
         reason = ", ".join(f"GPU {g} has {free[g]} MB free, needs {item.resources.gpu_mem} MB" for g in short)
+        self._reject(item, reason)
+        return False
+
+    def _reject(self, item: WorkItem, reason: str) -> None:
         self.outbox.emit(
             AttemptRejected(
                 run_id=item.run_id,
@@ -401,7 +436,6 @@ class Worker:
                 reason=reason,
             )
         )
-        return False
 
     async def _run(self, item: WorkItem) -> None:
         tp: TaskProcess | None = None
@@ -410,8 +444,19 @@ class Worker:
         reuse = False
         handed = False  # the task process has the attempt: user code may have run
         cores = self.cores.take(item.resources.cpu)
+        pool: ProcessPool = self.pool
+        attempt_dir: Path | None = None
         try:
-            tp = self.pool.acquire(fresh=bool(item.gpus))
+            if item.resources.sandbox and self.sandboxes is not None:
+                pool = self.sandboxes
+                attempt_dir = self.attempt_dirs.make(item.run_id, item.task_id, item.attempt)
+                try:
+                    tp = self.sandboxes.acquire_for(attempt_dir, item.resources)
+                except sandbox.SandboxError as exc:
+                    self._fail(item, "sandbox_error", str(exc), retryable=False)
+                    return
+            else:
+                tp = self.pool.acquire(fresh=bool(item.gpus))
             self._will_report_start(
                 AttemptStarted(
                     run_id=item.run_id,
@@ -424,7 +469,9 @@ class Worker:
                 )
             )
             try:
-                directory = self.attempt_dirs.make(item.run_id, item.task_id, item.attempt)
+                # a sandbox's directory is made before it is acquired (its spare is renamed onto
+                # it, maze/workers/sandbox.py): staged after, never made again
+                directory = attempt_dir or self.attempt_dirs.make(item.run_id, item.task_id, item.attempt)
                 if item.workspace:
                     staged = await self.files.stage(item, directory)
                 request = await self._request(item, tp, cores)
@@ -444,7 +491,10 @@ class Worker:
             try:
                 hops.mark("process_start", item.run_id)
                 handed = True
-                reply = await self.logs.run(self.pool, tp, request, item, self.limits.log_cap_bytes)
+                if pool is self.sandboxes:
+                    env = sandbox.attempt_env(item.run_id, item.task_id, item.attempt, self.node_id)
+                    request.update(self.sandboxes.context(tp, env))
+                reply = await self.logs.run(pool, tp, request, item, self.limits.log_cap_bytes)
                 hops.mark("process_returned", item.run_id)
             except TimeoutError:
                 self._fail(
@@ -452,7 +502,11 @@ class Worker:
                 )
                 return
             except ProcessExited as exc:
-                self._fail(item, "process_exited", str(exc), retryable=True)
+                why = self.sandboxes.verdict(tp) if pool is self.sandboxes else None
+                if why is not None:  # its memory or process limit, or bubblewrap's own failure
+                    self._fail(item, why[0], why[1], retryable=why[0] != "out_of_memory")
+                else:
+                    self._fail(item, "process_exited", str(exc), retryable=True)
                 return
             reuse = not item.gpus
             if reply.get("has_func"):
@@ -461,10 +515,11 @@ class Worker:
                 await self._succeed(item, reply, directory, staged)
             else:
                 err = reply["payload"]
+                why = self.sandboxes.verdict(tp) if pool is self.sandboxes else None
                 self._fail(
                     item,
                     err["error_type"],
-                    err["message"],
+                    err["message"] + (f" ({why[1]})" if why is not None else ""),
                     retryable=err["retryable"],
                     traceback=err["traceback"],
                     exception_type=err["exception_type"],
@@ -491,7 +546,7 @@ class Worker:
             else:  # cancelled before its code ran: it never started
                 self._forget_start(item.key)
             if tp is not None:
-                self.pool.release(tp, reuse=reuse)
+                pool.release(tp, reuse=reuse)
             if directory is not None:
                 self._remove_dir(directory, big=bool(item.workspace))
             self.cores.give_back(cores, item.resources.cpu)
