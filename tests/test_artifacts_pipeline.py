@@ -212,3 +212,50 @@ def test_workspace_manifest_paths_are_checked_at_submit(two_workers: HeadProcess
         )
         assert resp.status_code == 400, resp.text
         assert resp.json()["error"]["type"] == "validation_error"
+
+
+@task(resources={"cpu_mem": 3000})
+def consume_when(flag: str, after: str = ""):
+    if not Path(flag).exists():  # fails until the test makes the flag (a host path: one machine)
+        raise RuntimeError("not yet")
+    return {"result": Path("out/result.txt").read_text(), "extra": Path("extra.txt").read_text()}
+
+
+def test_a_failed_only_retry_carries_what_the_kept_tasks_made_and_takes_a_new_workspace(
+    two_workers: HeadProcess, tmp_path: Path
+) -> None:
+    """The kept (succeeded) upstream task does not run again: the file it made travels in the
+    new run's workspace, so the retried downstream task on the other worker still reads it; and
+    `retry_run(workspace_dir=...)` gives the new run that directory's files instead."""
+    first_ws, second_ws = tmp_path / "ws1", tmp_path / "ws2"
+    for ws, extra in ((first_ws, "old"), (second_ws, "new")):
+        ws.mkdir()
+        (ws / "input.csv").write_text("x\n")
+        (ws / "extra.txt").write_text(extra)
+    flag = tmp_path / "flag"
+    client = MaClient(two_workers.url)
+    wf = client.create_workflow()
+    up = wf.add_task(produce, inputs={"n": 3})
+    down = wf.add_task(consume_when, inputs={"flag": str(flag), "after": up.outputs["cwd"]})
+    run_id = wf.run(workspace_dir=str(first_ws))
+    assert wf.show_results(run_id)["state"] == "failed"
+    flag.write_text("go")
+
+    kept = client.retry_run(run_id, failed_only=True)
+    assert kept["carried"] == 1
+    assert wf.show_results(kept["run_id"])["state"] == "succeeded"
+    out = wf.get_task_result(kept["run_id"], down.task_id)
+    assert out == {"result": "x|3\n", "extra": "old"}, out
+    assert [t["state"] for t in client.get_run_tasks(kept["run_id"]) if t["task_id"] == up.task_id] == [
+        "succeeded"
+    ]
+
+    fresh = client.retry_run(run_id, failed_only=True, workspace_dir=str(second_ws))
+    assert wf.show_results(fresh["run_id"])["state"] == "succeeded"
+    assert wf.get_task_result(fresh["run_id"], down.task_id) == {"result": "x|3\n", "extra": "new"}
+    # a manifest that is not stored is refused over HTTP, nothing recorded
+    bad = httpx.post(
+        f"{two_workers.url}/runs/{run_id}/retry", json={"workspace": "ab" * 32, "run_id": "run_badws"}
+    )
+    assert bad.status_code in (400, 404), bad.text
+    assert httpx.get(f"{two_workers.url}/runs/run_badws").status_code == 404

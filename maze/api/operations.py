@@ -17,7 +17,14 @@ from litestar import Request, Response, post
 from msgspec import Meta, Struct
 
 from maze.api.openapi import RunId, RunToCancel, answers, documented, success
-from maze.api.run_writer import chunk_events, encode_chunks, fit_specs, record_run, spec_sizes
+from maze.api.run_writer import (
+    check_workspace,
+    chunk_events,
+    encode_chunks,
+    fit_specs,
+    record_run,
+    spec_sizes,
+)
 from maze.api.runs import require_run, salted
 from maze.api.state import HeadState
 from maze.api.submit import ID_RE, check_placeable
@@ -26,13 +33,14 @@ from maze.core.clock import new_id, now_ms
 from maze.core.errors import Conflict, NotFound, Unavailable, ValidationError
 from maze.core.task_machine import TERMINAL
 from maze.events import subjects
+from maze.events.artifacts import ArtifactRegistered, FileEntry, decode_manifest, encode_manifest, overlay
 from maze.events.codec import decode_leniently
 from maze.events.runs import RunCancelRequested, RunCreated, TasksAdded
 from maze.events.specs import TaskSpec
 from maze.events.store import subscribe_ordered
 from maze.events.tasks import AttemptSucceeded
 from maze.head.intake import PartialRun
-from maze.head.run_state import apply_attempt_event, new_run
+from maze.head.run_state import apply_attempt_event, new_run, register_artifact
 
 CANCEL_WAIT_S = 5.0  # how long a cancel waits for the run's end before answering 202
 MAX_REASON_CHARS = 1000
@@ -49,10 +57,15 @@ class RetryRequest(Struct, forbid_unknown_fields=True):
     failed_only: Annotated[
         bool, Meta(description="Keep the results of the tasks that succeeded: only the others run.")
     ] = False
-    workspace_dir: Annotated[
-        None,
-        Meta(description="Not supported yet (workspaces come with a later version of Maze): null or absent."),
-    ] = None
+    workspace: Annotated[
+        str,
+        Meta(
+            pattern=r"^([0-9a-f]{64})?$",
+            description="The sha256 of a workspace manifest stored in the blob store (what "
+            "`client.retry_run(workspace_dir=...)` uploads): the new run's workspace instead of the "
+            "old run's. Empty or absent: the old run's.",
+        ),
+    ] = ""
     # the new run's id, chosen by the client so that a request sent again gets the same run
     run_id: Annotated[
         str,
@@ -66,8 +79,8 @@ class RetryRequest(Struct, forbid_unknown_fields=True):
 
 # why a field the body may not carry yet is refused
 NOT_YET = {
-    "workspace_dir": "workspace_dir is not supported yet: workspaces are staged by a later version of "
-    "Maze (the workspace and artifacts release); retry without it",
+    "workspace_dir": "workspace_dir is the SDK's argument (client.retry_run(workspace_dir=...) uploads the "
+    "directory); over HTTP, give `workspace`: the sha256 of a workspace manifest stored in the blob store",
 }
 
 
@@ -136,10 +149,11 @@ async def cancel_run(
 
 async def _recorded(
     head: HeadState, run_id: str, last: int
-) -> tuple[RunCreated, list[TaskSpec], dict[str, bytes]]:
+) -> tuple[RunCreated, list[TaskSpec], dict[str, bytes], list[list[FileEntry]]]:
     """The run as the log records it: its `run.created`, every task spec (all chunks), and the
     result of each task that succeeded (folded as the controller folds it: the first terminal
-    event per attempt, a node speaking for its own attempts only)."""
+    event per attempt, a node speaking for its own attempts only), and the files each of those
+    made (its succeeded attempt's artifacts, as the controller registers them)."""
     created: RunCreated | None = None
     added: list[TasksAdded] = []
     reports: list[Any] = []
@@ -179,11 +193,27 @@ async def _recorded(
             continue
         task = run.tasks.get(event.task_id)
         before = task.state if task is not None else None
+        if isinstance(event, ArtifactRegistered):
+            register_artifact(run, event)  # as the controller folds it: the same files
+            continue
         apply_attempt_event(run, event)
         if task is not None and isinstance(event, AttemptSucceeded) and before != task.state == "succeeded":
             results[event.task_id] = event.result
     kept = {t: r for t, r in results.items() if run.tasks[t].state == "succeeded"}
-    return created, specs, kept
+    # what each kept task made (its succeeded attempt's files), in submission order
+    made = [
+        list(task.files.values())
+        for task in (run.tasks[s.task_id] for s in specs)
+        if task.spec.task_id in kept and task.files and task.files_attempt == task.attempt
+    ]
+    return created, specs, kept, made
+
+
+async def _with_files(head: Any, workspace: str, made: list[list[FileEntry]]) -> str:
+    """A manifest of `workspace`'s files with `made` laid over them, stored: its sha256."""
+    base = decode_manifest(await head.blobs.get(workspace))
+    sha, _ = await head.blobs.put(encode_manifest(overlay([base, *made])))
+    return str(sha)
 
 
 @post(
@@ -212,13 +242,21 @@ async def retry_run(request: Request[Any, Any, Any], run_id: RunId, head: HeadSt
     ended = await _ended_state(head, run_id)
     if ended is None:
         raise Conflict(f"run {run_id} has not ended: cancel it first, or wait for it", run_id=run_id)
-    created, specs, results = await _recorded(head, run_id, last)
+    created, specs, results, made = await _recorded(head, run_id, last)
+    workspace = created.workspace
+    if body.workspace:  # a new workspace (uploaded by the client): checked as at submit
+        await check_workspace(head.blobs, body.workspace)
+        workspace = body.workspace
     carried = 0
     if body.failed_only:
         for i, spec in enumerate(specs):
             if spec.task_id in results:
                 specs[i] = msgspec.structs.replace(spec, carried=results[spec.task_id])
                 carried += 1
+        if made and workspace:
+            # the kept tasks do not run again, so what they made travels in the new run's
+            # workspace (laid over it in submission order): their downstream tasks see it
+            workspace = await _with_files(head, workspace, made)
     else:
         specs = [msgspec.structs.replace(s, carried=None) for s in specs]
     check_placeable([s for s in specs if s.carried is None], head.controller.placer.never_fits)
@@ -232,9 +270,11 @@ async def retry_run(request: Request[Any, Any, Any], run_id: RunId, head: HeadSt
         kind=created.kind,
         timeout_seconds=created.timeout_seconds,
         retry_of=run_id,
-        workspace=created.workspace,
+        workspace=workspace,
     )
-    request_hash = hashlib.sha256(f"retry/{run_id}/{body.failed_only}/{new_run_id}".encode()).hexdigest()[:32]
+    request_hash = hashlib.sha256(
+        f"retry/{run_id}/{body.failed_only}/{new_run_id}/{body.workspace}".encode()
+    ).hexdigest()[:32]
     seq, duplicate = await record_run(head.js, events, salted(request_hash, head), encode_chunks(events))
     return Response(
         Retried(

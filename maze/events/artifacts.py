@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
+import re
 
 import msgspec
 from msgspec import Struct
@@ -24,6 +25,8 @@ from maze.core.errors import ValidationError
 
 MAX_PATH_CHARS = 1024
 MAX_MANIFEST_FILES = 100_000
+MAX_ARTIFACTS_PER_ATTEMPT = 10_000  # files one attempt may register (its worker fails it past them)
+HEX_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
 class FileEntry(Struct, frozen=True, array_like=True, gc=False):
@@ -69,6 +72,12 @@ def check_path(path: str, where: str = "path") -> str:
     return path
 
 
+def artifact_is_sound(event: ArtifactRegistered) -> bool:
+    """Whether a reported artifact names a clean path, a sha256 in hex and a size: what every fold
+    takes (a sha256 names a file in the workers' content caches, so it must be one)."""
+    return bool(HEX_RE.fullmatch(event.sha256)) and event.size >= 0 and path_is_safe(event.path)
+
+
 def path_is_safe(path: str) -> bool:
     try:
         check_path(path)
@@ -100,7 +109,7 @@ def decode_manifest(data: bytes) -> list[FileEntry]:
         if entry.path in seen:
             raise ValidationError(f"workspace manifest: {entry.path!r} is listed twice", path=entry.path)
         seen.add(entry.path)
-        if len(entry.sha256) != 64 or entry.size < 0:
+        if not HEX_RE.fullmatch(entry.sha256) or entry.size < 0:
             raise ValidationError(
                 f"workspace manifest: {entry.path!r} has a bad sha256 or size", path=entry.path
             )

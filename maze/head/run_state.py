@@ -24,7 +24,13 @@ from maze.core.task_machine import (
     transition,
 )
 from maze.events import gather
-from maze.events.artifacts import ArtifactRegistered, FileEntry, overlay, path_is_safe
+from maze.events.artifacts import (
+    MAX_ARTIFACTS_PER_ATTEMPT,
+    ArtifactRegistered,
+    FileEntry,
+    artifact_is_sound,
+    overlay,
+)
 from maze.events.catalog import Event
 from maze.events.runs import RunCreated, RunFinished
 from maze.events.specs import InputGather, InputRef, InputValue, TaskError, TaskSpec, gathered_refs
@@ -60,7 +66,7 @@ class TaskRuntime(Struct, gc=False):
     requeue_reason: str = ""
     # the files its attempt `files_attempt` registered (a run with a workspace only); those of
     # the attempt that succeeded are what its downstream tasks see
-    files: tuple[FileEntry, ...] = ()
+    files: dict[str, FileEntry] = {}  # by path: a report costs O(1) (MAX_ARTIFACTS_PER_ATTEMPT)
     files_attempt: int = 0
 
 
@@ -264,13 +270,14 @@ def register_artifact(run: RunRuntime, event: ArtifactRegistered) -> None:
         or task.attempt != event.attempt
         or task.state not in ("queued", "running")
         or task.node_id != event.node_id
-        or not path_is_safe(event.path)
+        or not artifact_is_sound(event)
     ):
         return
     if task.files_attempt != event.attempt:
-        task.files, task.files_attempt = (), event.attempt
-    entry = FileEntry(event.path, event.sha256, event.size)
-    task.files = (*(f for f in task.files if f.path != event.path), entry)
+        task.files, task.files_attempt = {}, event.attempt
+    if len(task.files) >= MAX_ARTIFACTS_PER_ATTEMPT and event.path not in task.files:
+        return  # past the cap (its worker fails such an attempt): the same ones are dropped on every replay
+    task.files[event.path] = FileEntry(event.path, event.sha256, event.size)
 
 
 def file_view(run: RunRuntime, task: TaskRuntime) -> list[FileEntry]:
@@ -292,7 +299,9 @@ def file_view(run: RunRuntime, task: TaskRuntime) -> list[FileEntry]:
         stack.append((task_id, True))
         stack.extend((up, False) for up in sorted(run.tasks[task_id].spec.upstream(), reverse=True))
     layers = [
-        list(t.files) for t in order if t.files and t.state == "succeeded" and t.files_attempt == t.attempt
+        list(t.files.values())
+        for t in order
+        if t.files and t.state == "succeeded" and t.files_attempt == t.attempt
     ]
     return overlay(layers) if layers else []
 

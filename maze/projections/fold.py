@@ -24,7 +24,7 @@ from maze.core.task_machine import (
     lost_error,
     transition,
 )
-from maze.events.artifacts import ArtifactRegistered, path_is_safe
+from maze.events.artifacts import ArtifactRegistered, artifact_is_sound
 from maze.events.catalog import Event
 from maze.events.codec import decode_value
 from maze.events.nodes import NodeJoined, NodeLeft, NodeLost
@@ -319,7 +319,7 @@ def fold_run_event(model: RunModel, event: Event) -> RunModel:
 def _register_artifact(model: RunModel, attempt: AttemptRow | None, event: ArtifactRegistered) -> None:
     """A file of an attempt placed on the reporting node and not ended yet (what the controller
     folds too: maze/head/run_state.py `register_artifact`)."""
-    if attempt is None or attempt.state not in ("queued", "running") or not path_is_safe(event.path):
+    if attempt is None or attempt.state not in ("queued", "running") or not artifact_is_sound(event):
         return
     key = (event.task_id, event.attempt, event.path)
     model.artifacts[key] = ArtifactRow(

@@ -19,6 +19,7 @@ from maze.sdk.http import Http
 from maze.sdk.logs import follow_logs, get_logs
 from maze.sdk.stream import follow_events
 from maze.sdk.workflow import MaWorkflow
+from maze.sdk.workspace import upload_workspace, workspace_directory
 from maze.sdk.workspaces import WorkspaceMethods
 
 TASKS_PAGE = 10_000
@@ -182,11 +183,15 @@ class MaClient(WorkspaceMethods):
     ) -> dict[str, Any]:
         """Run an ended run again as a new run of the same definition, linked to it (`retry_of` /
         `retried_by`). With `failed_only`, the tasks that succeeded keep their results and only
-        the others run. Returns `{"run_id": <the new run>, "retry_of", "tasks", "carried", ...}`.
+        the others run (the files they made travel in the new run's workspace). `workspace_dir`:
+        the new run's workspace (its files uploaded as `run(workspace_dir=...)` does) instead of
+        the old run's. Returns `{"run_id": <the new run>, "retry_of", "tasks", "carried", ...}`.
         Safe to call again after a lost answer: the same new run comes back."""
         body: dict[str, Any] = {"failed_only": failed_only, "run_id": f"run_{uuid.uuid4().hex}"}
         if workspace_dir is not None:
-            body["workspace_dir"] = workspace_dir
+            directory = workspace_directory(workspace_dir)
+            assert directory is not None
+            body["workspace"] = upload_workspace(self.blobs, directory)
         for attempt in range(RETRY_POSTS + 1):
             try:
                 result: dict[str, Any] = self.http.post(f"/runs/{run_id}/retry", json=body)

@@ -44,13 +44,13 @@ def file_context_of(
             )
         workspace_dir = file_context.get("workspace_dir")
         base_url = store.get("base_url")
-        return True, _directory(workspace_dir), str(base_url) if base_url else None
+        return True, workspace_directory(workspace_dir), str(base_url) if base_url else None
     if workspace_dir is None and not artifact_mode:
         return False, None, None
-    return True, _directory(workspace_dir), None
+    return True, workspace_directory(workspace_dir), None
 
 
-def _directory(given: str | os.PathLike[str] | None) -> Path | None:
+def workspace_directory(given: str | os.PathLike[str] | None) -> Path | None:
     if given is None:
         return None
     path = Path(given).expanduser()

@@ -20,7 +20,15 @@ from pathlib import Path
 import structlog
 from msgspec import Struct
 
-from maze.events.artifacts import FileEntry, check_path, decode_manifest, overlay, path_is_safe
+from maze.core.errors import MazeError
+from maze.events.artifacts import (
+    MAX_ARTIFACTS_PER_ATTEMPT,
+    FileEntry,
+    check_path,
+    decode_manifest,
+    overlay,
+    path_is_safe,
+)
 from maze.events.blob_files import fetch_to_file, hash_file, put_file
 from maze.events.blobs import BlobStore
 from maze.events.work import WorkItem
@@ -92,6 +100,17 @@ class FileStager:
         store (content stored already is not sent again). Symbolic links and other non-regular
         files are left out (a link could point anywhere on this machine)."""
         found = await asyncio.to_thread(_regular_files, directory)
+        touched = sum(
+            1
+            for rel, size, mtime in found
+            if (before := staged.get(rel)) is None or before.size != size or before.mtime_ns != mtime
+        )
+        if touched > MAX_ARTIFACTS_PER_ATTEMPT:  # refused before any is stored
+            raise TooManyFiles(
+                f"the task made or changed {touched} files; an attempt registers "
+                f"{MAX_ARTIFACTS_PER_ATTEMPT} at most (write fewer, bigger files: an archive, say)",
+                files=touched,
+            )
         limit = asyncio.Semaphore(PARALLEL)
 
         async def one(rel: str, size: int, mtime: int) -> FileEntry | None:
@@ -108,6 +127,11 @@ class FileStager:
 
         results = await asyncio.gather(*(one(rel, size, mtime) for rel, size, mtime in found))
         return sorted((e for e in results if e is not None), key=lambda e: e.path)
+
+
+class TooManyFiles(MazeError):
+    error_type = "artifact_error"
+    status_code = 400
 
 
 def _copy_in(source: Path, dest: Path, root: Path) -> int:

@@ -48,7 +48,7 @@ from maze.workers.attempt_dir import AttemptDirs
 from maze.workers.blob_cache import BlobCache
 from maze.workers.capacity import gpu_free_mb
 from maze.workers.child import MAX_MESSAGE_CHARS, MAX_TRACEBACK_CHARS, clip
-from maze.workers.files import FileStager, Staged
+from maze.workers.files import FileStager, Staged, TooManyFiles
 from maze.workers.logs import TaskLogs
 from maze.workers.outbox import Outbox
 from maze.workers.pool import ProcessExited, ProcessPool, TaskProcess
@@ -611,6 +611,8 @@ class Worker:
         """The files the attempt made, stored (None: it was failed instead)."""
         try:
             return await self.files.collect(directory, staged)
+        except TooManyFiles as exc:
+            self._fail(item, "artifact_error", exc.message, retryable=False)
         except PayloadTooLarge as exc:
             self._fail(
                 item, "artifact_error", f"a file the task made is too large: {exc.message}", retryable=False
