@@ -122,3 +122,21 @@ def test_a_run_without_a_workspace_carries_no_files() -> None:
     _run(core, a, _registered(a, "out.txt", "x"))
     b = items(decide(core, 2))[0]
     assert b.workspace == "" and b.files == []
+
+
+def test_a_workspace_link_leading_outside_is_refused_one_inside_is_its_file(tmp_path) -> None:
+    import pytest as _pytest
+
+    from maze.core.errors import ValidationError
+    from maze.sdk.workspace import scan
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("key")
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "a.txt").write_text("a")
+    (ws / "inside.txt").symlink_to(ws / "a.txt")
+    assert [e.path for e, _ in scan(ws)] == ["a.txt", "inside.txt"]
+    (ws / "outside.txt").symlink_to(secret)
+    with _pytest.raises(ValidationError, match="leads outside"):
+        scan(ws)

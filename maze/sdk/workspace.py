@@ -60,14 +60,22 @@ def workspace_directory(given: str | os.PathLike[str] | None) -> Path | None:
 
 
 def scan(directory: Path) -> list[tuple[FileEntry, Path]]:
-    """Every regular file under `directory` (a link to a file counts as that file; linked
-    directories are not entered), hashed."""
+    """Every regular file under `directory` (a link to a file inside it counts as that file; a
+    link that leads outside it is refused, as `maze workspace put` refuses it: a workspace must not
+    carry ~/.ssh/id_rsa because a link pointed there; linked directories are not entered), hashed."""
     found: list[tuple[FileEntry, Path]] = []
+    root = directory.resolve()
     for parent, _dirs, files in os.walk(directory, followlinks=False):
         for name in files:
             path = Path(parent) / name
             if not path.is_file():
                 continue  # a dangling link, a socket, a fifo
+            if path.is_symlink() and not path.resolve().is_relative_to(root):
+                raise ValidationError(
+                    f"workspace file {path.relative_to(directory).as_posix()!r} is a link that leads outside "
+                    f"the workspace ({path.resolve()}); copy the file in instead",
+                    path=str(path),
+                )
             rel = path.relative_to(directory).as_posix()
             check_path(rel, f"workspace file {rel!r}")
             sha, size = hash_file(path)
