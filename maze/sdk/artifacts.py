@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ def download_blob(http: Http, sha: str, dest: Path, progress: Progress | None = 
     """Stream blob `sha` to `dest` through a temporary file beside it; the file appears only
     when the whole content arrived and hashes to `sha`. Returns its size."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part")  # two threads, one dest
     hasher = hashlib.sha256()
     size = 0
     try:
