@@ -20,6 +20,7 @@ from pathlib import Path
 import structlog
 from msgspec import Struct
 
+from maze.core.globs import matcher
 from maze.events.artifacts import FileEntry, check_path, decode_manifest, overlay, path_is_safe
 from maze.events.blob_files import fetch_to_file, hash_file, put_file
 from maze.events.blobs import BlobStore
@@ -87,11 +88,17 @@ class FileStager:
         await fetch_to_file(self.blobs, sha, path)
         return path
 
-    async def collect(self, directory: Path, staged: dict[str, Staged]) -> list[FileEntry]:
-        """The files of `directory` that are new or changed since staging, each stored in the blob
-        store (content stored already is not sent again). Symbolic links and other non-regular
-        files are left out (a link could point anywhere on this machine)."""
+    async def collect(
+        self, directory: Path, staged: dict[str, Staged], patterns: tuple[str, ...] | None = None
+    ) -> list[FileEntry]:
+        """The files of `directory` that are new or changed since staging (and match `patterns`,
+        maze/core/globs.py, when the task names some), each stored in the blob store (content
+        stored already is not sent again). Symbolic links and other non-regular files are left
+        out (a link could point anywhere on this machine)."""
         found = await asyncio.to_thread(_regular_files, directory)
+        if patterns is not None:
+            wanted = matcher(patterns)
+            found = [f for f in found if wanted(f[0])]
         limit = asyncio.Semaphore(PARALLEL)
 
         async def one(rel: str, size: int, mtime: int) -> FileEntry | None:
