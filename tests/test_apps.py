@@ -278,3 +278,24 @@ def test_a_sandboxed_app(app_head: HeadProcess, tmp_path: Path) -> None:
     seen = client.fetch_blob(result["artifacts"][0]["sha256"]).decode()
     assert seen == "1 /tmp/attempt"  # MAZE_SANDBOX, and the sandbox's attempt directory
     assert [line["line"] for line in client.get_run_logs(result["run_id"])] == ["no network"]
+
+
+def test_a_gpu_app_sees_only_its_card(tmp_path: Path) -> None:
+    """A head declaring two (nominal) cards: the app asking for one gets CUDA_VISIBLE_DEVICES set
+    to the card it was placed on, through the environment allowlist."""
+    head = HeadProcess(tmp_path / "gpuhead", extra=["--cpus", "1", "--gpus", "2x16GB"])
+    head.start()
+    try:
+        spec = _app(
+            tmp_path,
+            f"name: gpu\ncommand: [{PY}, -c, \"import os; print(os.environ['CUDA_VISIBLE_DEVICES'])\"]\n"
+            "workspace: ws\nresources: {gpu: 1, gpu_mem: 1000}\n",
+        )
+        client = MaClient(head.url)
+        result = client.run_app(spec, timeout=120)
+        assert result["state"] == "succeeded", result
+        placed = client.get_run_tasks(result["run_id"])[0]["gpus"]
+        assert len(placed) == 1
+        assert [line["line"] for line in client.get_run_logs(result["run_id"])] == [str(placed[0])]
+    finally:
+        assert head.stop() == 0, head.log()

@@ -192,13 +192,14 @@ def test_the_environment_is_an_allowlist_plus_vars_plus_context() -> None:
         "MAZE_TOKEN": "t",
         "SECRET": "s",
     }
-    worker |= {"PYTHONPATH": "/src", "NATS_URL": "nats://x"}
+    worker |= {"PYTHONPATH": "/src", "NATS_URL": "nats://x", "CUDA_VISIBLE_DEVICES": "1"}
     env = app_env(worker, {"DATASET": "sample", "PATH": "/opt/bin"}, {"MAZE_RUN_ID": "run_1"})
     assert env == {
         "PATH": "/opt/bin",  # the spec's vars may set PATH
         "LANG": "C.UTF-8",
         "LC_TIME": "C",
         "HOME": "/h",
+        "CUDA_VISIBLE_DEVICES": "1",  # the cards the attempt was given
         "DATASET": "sample",
         "MAZE_RUN_ID": "run_1",
     }

@@ -30,7 +30,19 @@ from maze.core import attempt_context
 from maze.core.errors import TaskFailure
 from maze.sdk.task import task
 
-ENV_ALLOWED = ("PATH", "LANG", "LANGUAGE", "TZ", "TERM", "HOME", "TMPDIR", "USER", "LOGNAME")
+# CUDA_VISIBLE_DEVICES: the cards the attempt was given (set per attempt by the task process)
+ENV_ALLOWED = (
+    "PATH",
+    "LANG",
+    "LANGUAGE",
+    "TZ",
+    "TERM",
+    "HOME",
+    "TMPDIR",
+    "USER",
+    "LOGNAME",
+    "CUDA_VISIBLE_DEVICES",
+)
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 CONDA_DIR = ".conda"  # under the worker's work root: the environments apps' specs made
 READY_MARK = ".maze-ready"  # written once an environment was made whole
