@@ -299,3 +299,43 @@ def test_a_gpu_app_sees_only_its_card(tmp_path: Path) -> None:
         assert [line["line"] for line in client.get_run_logs(result["run_id"])] == [str(placed[0])]
     finally:
         assert head.stop() == 0, head.log()
+
+
+def test_a_workflow_task_names_its_artifacts_and_kinds_are_checked(
+    app_head: HeadProcess, tmp_path: Path
+) -> None:
+    from maze import task
+
+    @task(artifacts=["keep/", "*.csv"])
+    def make(n: int = 0) -> dict:
+        Path("keep").mkdir()
+        Path("keep/a.txt").write_text("a")
+        Path("top.csv").write_text("x,y")
+        Path("drop.txt").write_text("no")
+        return {"n": n}
+
+    @task
+    def make_all(n: int = 0) -> dict:
+        Path("drop.txt").write_text("yes")
+        return {"n": n}
+
+    client = MaClient(app_head.url)
+    wf = client.create_workflow()
+    picky = wf.add_task(make, inputs={"n": 1})
+    every = wf.add_task(make_all, inputs={"n": 2})
+    run_id = wf.run(artifact_mode=True)
+    assert client.wait_run(run_id, timeout=120)["kind"] == "static"
+    found = {(a["task_id"], a["path"]) for a in client.get_run_artifacts(run_id)}
+    assert found == {(picky.task_id, "keep/a.txt"), (picky.task_id, "top.csv"), (every.task_id, "drop.txt")}
+
+    # a kind one cannot submit, and a pattern that leaves the attempt's directory: 400s
+    body = {"tasks": [{"task_id": "t", "func_hash": "0" * 64}], "kind": "react"}
+    answer = httpx.post(f"{app_head.url}/runs", json=body)
+    assert answer.status_code == 400 and "kind" in answer.json()["error"]["message"], answer.text
+    body = {"tasks": [{"task_id": "t", "func_hash": "0" * 64, "artifacts": ["../x"]}]}
+    answer = httpx.post(f"{app_head.url}/runs", json=body)
+    assert answer.status_code == 400, answer.text
+    assert (
+        answer.json()["error"]["message"]
+        == "task 't': artifacts[0] '../x' must not hold '..', '.' or empty segments"
+    )
