@@ -165,6 +165,8 @@ async def _submit(request: Request[Any, Any, Any], head: HeadState, client: str 
         events[0] = msgspec.structs.replace(events[0], timeout_seconds=timeout)
     if submission.workspace:
         events[0] = msgspec.structs.replace(events[0], workspace=submission.workspace)
+    if submission.kind != "static":
+        events[0] = msgspec.structs.replace(events[0], kind=submission.kind)
     encoded = await work(encode_chunks, events)
     # the first tasks' placements travel with run.created when the controller can make them now
     created = events[0]

@@ -20,7 +20,7 @@ import base64
 import binascii
 import math
 import re
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 from msgspec import Struct
@@ -28,30 +28,15 @@ from msgspec.msgpack import Ext
 
 from maze.core.dag import find_cycle
 from maze.core.errors import ResourceUnavailable, SerializationError, ValidationError
+from maze.core.globs import MAX_PATTERNS, pattern_problem
 from maze.core.resources import normalize_resources
 from maze.core.settings import ValueLimits
-from maze.core.task_machine import canonical_error_type
+from maze.core.task_machine import KNOWN_ERROR_TYPES, canonical_error_type
 from maze.events import values
 from maze.events.blobs import HEX_RE
 from maze.events.specs import Input, InputGather, InputRef, InputValue, Resources, RetryPolicy, TaskSpec
 
 ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
-KNOWN_ERROR_TYPES = frozenset(
-    {
-        "user_code",
-        "timeout",
-        "timed_out",
-        "node_lost",
-        "resource_unavailable",
-        "artifact_error",
-        "serialization_error",
-        "process_exited",
-        "invalid_result",
-        "invalid_input",
-        "payload_too_large",
-        "event_store_refused",
-    }
-)
 
 
 class TaskSubmission(Struct, forbid_unknown_fields=True):
@@ -71,6 +56,9 @@ class TaskSubmission(Struct, forbid_unknown_fields=True):
     retry_on: list[str] = []
     task_type: str = "code"
     after: list[str] = []
+    # in a run with files: which of an attempt's files are registered (maze/core/globs.py);
+    # None: every file it created or changed
+    artifacts: list[str] | None = None
 
 
 class SubmitRun(Struct, forbid_unknown_fields=True):
@@ -84,6 +72,9 @@ class SubmitRun(Struct, forbid_unknown_fields=True):
     # the sha256 of the run's workspace manifest blob (maze/events/artifacts.py), stored already:
     # each attempt then runs with the workspace's files and its upstream tasks' artifacts staged
     workspace: str = ""
+    # what kind of run this is in the one run history: "static" (a workflow) or "app" (a
+    # maze.yaml application, maze/sdk/app.py)
+    kind: Literal["static", "app"] = "static"
 
 
 class Accepted(Struct):
@@ -133,6 +124,13 @@ def _check_task(sub: TaskSubmission) -> None:
         raise ValidationError(
             f"{where}: unknown retry_on error type(s) {unknown}", known=sorted(KNOWN_ERROR_TYPES)
         )
+    if sub.artifacts is not None:
+        if len(sub.artifacts) > MAX_PATTERNS:
+            raise ValidationError(f"{where}: artifacts holds {MAX_PATTERNS} patterns at most")
+        for i, pattern in enumerate(sub.artifacts):
+            problem = pattern_problem(pattern)
+            if problem is not None:
+                raise ValidationError(f"{where}: artifacts[{i}] {problem}", task_id=sub.task_id)
     missing = sorted(set(sub.required_inputs) - set(sub.inputs))
     if missing:
         raise ValidationError(
@@ -316,6 +314,7 @@ def accept_submission(req: SubmitRun, limits: ValueLimits) -> Accepted:
                 ),
                 task_type=sub.task_type,
                 after=tuple(sorted(set(sub.after))),
+                artifacts=tuple(sub.artifacts) if sub.artifacts is not None else None,
             )
         )
     cycle = find_cycle({s.task_id: s.upstream() for s in specs})

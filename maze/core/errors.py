@@ -82,6 +82,20 @@ class RangeNotSatisfiable(MazeError):
         self.headers = {"content-range": f"bytes */{size}"}
 
 
+class TaskFailure(MazeError):
+    """Raised by task code that fails with an error type of its own choosing (instead of
+    `user_code`) and says whether another attempt could help: the attempt fails with exactly that
+    `error_type`, `message` and `retryable` (e.g. `environment_error`, not retryable, for an app
+    whose node has no conda). Never sent by the head."""
+
+    status_code = 500
+
+    def __init__(self, error_type: str, message: str, retryable: bool = False, **details: Any) -> None:
+        super().__init__(message, **details)
+        self.error_type = error_type
+        self.retryable = retryable
+
+
 class Unavailable(MazeError):
     """The event store or another dependency cannot be reached right now."""
 

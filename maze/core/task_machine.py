@@ -47,6 +47,24 @@ TIMEOUT_ERRORS = frozenset({"timed_out", "timeout"})
 # Error types by the names the original Maze's docs use for them (`retry_on=["timeout"]`): the
 # name this vocabulary records (DESIGN.md §5).
 ERROR_TYPE_ALIASES = {"timeout": "timed_out"}
+# The error types a task's `retry_on` may name (with their aliases).
+KNOWN_ERROR_TYPES = frozenset(
+    {
+        "user_code",
+        "timeout",
+        "timed_out",
+        "node_lost",
+        "resource_unavailable",
+        "artifact_error",
+        "serialization_error",
+        "process_exited",
+        "invalid_result",
+        "invalid_input",
+        "payload_too_large",
+        "event_store_refused",
+        "environment_error",  # a task's environment could not be made (an app's conda environment)
+    }
+)
 
 
 def canonical_error_type(name: str) -> str:

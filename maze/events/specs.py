@@ -104,6 +104,9 @@ class TaskSpec(Struct, frozen=True, gc=False):
     # retried (its `attempt.succeeded` result map, as stored). It does not run again: the run
     # starts with it succeeded.
     carried: bytes | None = None
+    # in a run with files: the patterns (maze/core/globs.py) naming which of the files an attempt
+    # made are registered as artifacts; None: all of them (an app's `artifacts:` in maze.yaml)
+    artifacts: tuple[str, ...] | None = None
 
     def upstream(self) -> set[str]:
         deps = set(self.after)

@@ -32,6 +32,8 @@ class WorkItem(Struct, frozen=True):
     # the artifacts of the task's upstream tasks laid over it, as the controller folded them
     workspace: str = ""
     files: list[FileEntry] = []
+    # which of its new or changed files are registered (maze/core/globs.py); None: all of them
+    artifacts: tuple[str, ...] | None = None
 
     @property
     def key(self) -> tuple[str, str, int]:

@@ -817,4 +817,5 @@ def work_item(
         gathers=gather.templates(spec.inputs),
         workspace=workspace,
         files=files or [],
+        artifacts=spec.artifacts,
     )

@@ -706,3 +706,8 @@ app.add_typer(artifacts_app, name="artifacts")
 from maze.sdk.workspace_cli import workspace_app  # noqa: E402 (it uses the helpers above)
 
 app.add_typer(workspace_app, name="workspace")
+
+from maze.sdk.cli_app import app_app, run_command  # noqa: E402 (it uses the helpers above)
+
+app.add_typer(app_app, name="app")
+app.command("run")(run_command)

@@ -12,6 +12,7 @@ from typing import Any
 
 from maze.core.errors import NotFound, RunFailed, Unavailable, Unreachable, ValidationError
 from maze.sdk import history
+from maze.sdk.app_spec import App
 from maze.sdk.artifacts import download_blob, find_artifact, list_artifacts
 from maze.sdk.blobs import BlobClient
 from maze.sdk.history import RunPage, When
@@ -262,6 +263,26 @@ class MaClient(WorkspaceMethods):
             produced[name] = base64.b64decode(data)
         out = {key: value for key, value in result.items() if key != "binary_files"}
         return {**out, "files": produced, "run_id": run_id}
+
+    def submit_app(self, spec: str | os.PathLike[str] | App) -> str:
+        """Submit a maze.yaml application (a path, or an App from `maze.sdk.app_spec.load_app`):
+        its workspace uploaded, one task running its command; returns the run id (a run of kind
+        `app` in the run history). An invalid spec raises AppSpecError (a ValidationError) with
+        every error in `.errors`. README, "maze.yaml applications"."""
+        from maze.sdk.app import as_app, submit_app
+
+        return submit_app(self, as_app(spec))[0]
+
+    def run_app(self, spec: str | os.PathLike[str] | App, timeout: float | None = None) -> dict[str, Any]:
+        """Submit a maze.yaml application and wait for it to end (at most `timeout` seconds:
+        WaitTimeout past it, the run goes on). Returns `run_id`, `state`, `exit_code`,
+        `duration_s`, `error` (the task's structured error when it failed), `attempts` and
+        `artifacts` (the files matching the spec's `artifacts` patterns)."""
+        from maze.sdk.app import app_result
+
+        run_id = self.submit_app(spec)
+        self.wait_run(run_id, timeout=timeout)
+        return app_result(self, run_id)
 
     def load_value(self, descriptor: dict[str, Any]) -> Any:
         """The value behind a descriptor from an event (or a blob descriptor from a task row): an

@@ -22,6 +22,7 @@ from typing import Any, TypeVar, overload
 from msgspec import Struct
 
 from maze.core.errors import ValidationError
+from maze.core.globs import pattern_problem
 from maze.core.resources import normalize_resources
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -41,6 +42,7 @@ class TaskMeta(Struct, frozen=True):
     max_retries: int = 0
     retry_backoff_seconds: float = 0.0
     retry_on: list[str] = []
+    artifacts: list[str] | None = None  # which files it made are registered (None: all)
 
 
 def infer_outputs(fn: Callable[..., Any]) -> list[str] | None:
@@ -145,8 +147,16 @@ def make_meta(
     retry_on: list[str] | None = None,
     sandbox: bool = False,
     network: bool = False,
+    artifacts: list[str] | None = None,
 ) -> TaskMeta:
     resources = dict(resources or {})
+    if artifacts is not None:
+        if isinstance(artifacts, str):
+            raise ValidationError(f"task {fn.__name__!r}: artifacts is a list of patterns, not a string")
+        for i, pattern in enumerate(artifacts):
+            problem = pattern_problem(pattern)
+            if problem is not None:
+                raise ValidationError(f"task {fn.__name__!r}: artifacts[{i}] {problem}")
     for flag, value in (("sandbox", sandbox), ("network", network)):
         if value is not False:
             if flag in resources and resources[flag] != value:
@@ -191,6 +201,7 @@ def make_meta(
         max_retries=max_retries,
         retry_backoff_seconds=retry_backoff_seconds,
         retry_on=list(retry_on or []),
+        artifacts=list(artifacts) if artifacts is not None else None,
     )
 
 
@@ -216,6 +227,7 @@ def task(
     retry_on: list[str] | None = ...,
     sandbox: bool = ...,
     network: bool = ...,
+    artifacts: list[str] | None = ...,
 ) -> Callable[[F], F]: ...
 
 
@@ -236,6 +248,7 @@ def task(
     retry_on: list[str] | None = None,
     sandbox: bool = False,
     network: bool = False,
+    artifacts: list[str] | None = None,
 ) -> Any:
     """Mark a function as a Maze task.
 
@@ -253,7 +266,9 @@ def task(
     (cards, fractional shares a card, default 0, set to 1 when `gpu_mem` > 0), `gpu_mem` (MB per
     card). Reliability: `timeout_seconds`, `max_retries`, `retry_backoff_seconds`, `retry_on`.
     `sandbox=True`: each attempt runs under bubblewrap on a node that can sandbox (README,
-    "Sandboxed execution"), without network unless `network=True`.
+    "Sandboxed execution"), without network unless `network=True`. `artifacts=["out/", "*.csv"]`:
+    in a run with files, only the files it made that match these patterns (maze/core/globs.py)
+    are registered as artifacts (default: every file it created or changed).
     The function must return a dict of outputs. It stays callable as a plain function.
     """
     if isinstance(func, list | tuple):  # @task(["in"], ["out"], resources, data_types)
@@ -288,6 +303,7 @@ def task(
             retry_on=retry_on,
             sandbox=sandbox,
             network=network,
+            artifacts=artifacts,
         )
         marked = _copy_function(fn) if hasattr(fn, "__maze_task__") else fn
         marked.__maze_task__ = meta  # type: ignore[attr-defined]

@@ -122,6 +122,8 @@ class MaTask:
             "retry_on": m.retry_on,
             "task_type": self.task_type,
             "after": sorted(self.after),
+            # only when given: a submission without it is what it always was
+            **({"artifacts": m.artifacts} if m.artifacts is not None else {}),
         }
 
     def __repr__(self) -> str:
@@ -161,6 +163,10 @@ class MaWorkflow:
         # each function is pickled once per workflow (a 100,000-task fan-out calls add_task
         # 100,000 times with the same function); the function is kept so its id stays its own
         self._pickled: dict[int, tuple[Callable[..., Any], str, bytes]] = {}
+        # the run's kind in the run history: "app" for a maze.yaml application (maze/sdk/app.py)
+        self.kind = "static"
+        # called with (bytes sent, bytes to send) while run() uploads the workspace's files
+        self.upload_progress: Callable[[int, int], None] | None = None
 
     # ---- building -----------------------------------------------------------------------------
     def add_task(
@@ -343,8 +349,12 @@ class MaWorkflow:
                 }
                 if timeout_seconds is not None:
                     body["timeout_seconds"] = float(timeout_seconds)
+                if self.kind != "static":
+                    body["kind"] = self.kind
                 if files_on:
-                    body["workspace"] = upload_workspace(self._files_store(base_url), directory)
+                    body["workspace"] = upload_workspace(
+                        self._files_store(base_url), directory, self.upload_progress
+                    )
                 result = self._submit(body)
             except BlobMissing:
                 if attempt == 1:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -103,12 +103,21 @@ def put_file(blobs: BlobClient, sha: str, path: Path) -> None:
     blobs.known.add(sha)
 
 
-def upload_workspace(blobs: BlobClient, directory: Path | None) -> str:
+def upload_workspace(
+    blobs: BlobClient, directory: Path | None, progress: Callable[[int, int], None] | None = None
+) -> str:
     """Store the directory's files (those the head lacks) and their manifest; the manifest's
-    sha256, which the run records. No directory: an empty workspace (artifacts only)."""
+    sha256, which the run records. No directory: an empty workspace (artifacts only).
+    `progress(sent, total)`: told the bytes of content sent so far and the bytes the files hold
+    (content the head has already counts as sent)."""
     found = scan(directory) if directory is not None else []
     by_sha = {entry.sha256: path for entry, path in found}
+    sizes = {entry.sha256: entry.size for entry, _ in found}
+    total = sum(sizes.values())
     todo = [sha for sha in by_sha if sha not in blobs.known]
+    sent = total - sum(sizes[sha] for sha in todo)
+    if progress is not None:
+        progress(sent, total)
     for start in range(0, len(todo), MISSING_BATCH):
         batch = todo[start : start + MISSING_BATCH]
         missing = set(blobs.http.post("/artifacts/missing", json={"sha256": batch})["missing"])
@@ -116,6 +125,9 @@ def upload_workspace(blobs: BlobClient, directory: Path | None) -> str:
             if sha in missing:
                 put_file(blobs, sha, by_sha[sha])
             blobs.known.add(sha)
+            sent += sizes[sha]
+            if progress is not None:
+                progress(sent, total)
     manifest = encode_manifest([entry for entry, _ in found])
     sha = hashlib.sha256(manifest).hexdigest()
     blobs.upload({sha: manifest})

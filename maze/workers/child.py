@@ -23,7 +23,8 @@ from typing import Any
 import cloudpickle
 import msgspec
 
-from maze.core.errors import SerializationError
+from maze.core import attempt_context
+from maze.core.errors import SerializationError, TaskFailure
 from maze.core.procs import die_with_parent, reap_orphans
 from maze.events.gather import assemble, shown_name
 from maze.events.values import ValueDecoder, decode_map_raw, encode_content, type_name
@@ -135,8 +136,11 @@ def run_attempt(request: dict[str, Any], functions: dict[str, Any]) -> tuple[boo
             os.sched_setaffinity(0, cores)
         except OSError:
             pass  # a container may forbid it; the reservation still holds
+    attempt_context.enter(request.get("context"))
     try:  # in the attempt's own directory (child_main): relative paths are its files
         result = fn(**inputs) if request["call_style"] == "kwargs" else fn(inputs)
+    except TaskFailure as exc:  # the task names its error type and whether to retry
+        return False, _error(exc.error_type, exc.message, exc, retryable=exc.retryable)
     except BaseException as exc:
         return False, _error("user_code", f"{type(exc).__name__}: {exc}", exc, retryable=True)
     if not isinstance(result, dict):

@@ -21,6 +21,7 @@ import structlog
 from msgspec import Struct
 
 from maze.core.errors import MazeError
+from maze.core.globs import matcher
 from maze.events.artifacts import (
     MAX_ARTIFACTS_PER_ATTEMPT,
     FileEntry,
@@ -95,11 +96,17 @@ class FileStager:
         await fetch_to_file(self.blobs, sha, path)
         return path
 
-    async def collect(self, directory: Path, staged: dict[str, Staged]) -> list[FileEntry]:
-        """The files of `directory` that are new or changed since staging, each stored in the blob
-        store (content stored already is not sent again). Symbolic links and other non-regular
-        files are left out (a link could point anywhere on this machine)."""
+    async def collect(
+        self, directory: Path, staged: dict[str, Staged], patterns: tuple[str, ...] | None = None
+    ) -> list[FileEntry]:
+        """The files of `directory` that are new or changed since staging (and match `patterns`,
+        maze/core/globs.py, when the task names some), each stored in the blob store (content
+        stored already is not sent again). Symbolic links and other non-regular files are left
+        out (a link could point anywhere on this machine)."""
         found = await asyncio.to_thread(_regular_files, directory)
+        if patterns is not None:
+            wanted = matcher(patterns)
+            found = [f for f in found if wanted(f[0])]
         touched = sum(
             1
             for rel, size, mtime in found

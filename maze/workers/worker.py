@@ -594,6 +594,14 @@ class Worker:
             "gpus": item.gpus,
             "cores": cores,
             "blob_max_bytes": self.limits.blob_max_bytes,
+            # maze/core/attempt_context.py: which attempt this is, for code that asks
+            "context": {
+                "run_id": item.run_id,
+                "task_id": item.task_id,
+                "attempt": str(item.attempt),
+                "node_id": self.node_id,
+                "work_root": str(self.attempt_dirs.root),
+            },
         }
 
     def _remove_dir(self, directory: Path, big: bool) -> None:
@@ -610,7 +618,7 @@ class Worker:
     ) -> list[FileEntry] | None:
         """The files the attempt made, stored (None: it was failed instead)."""
         try:
-            return await self.files.collect(directory, staged)
+            return await self.files.collect(directory, staged, item.artifacts)
         except TooManyFiles as exc:
             self._fail(item, "artifact_error", exc.message, retryable=False)
         except PayloadTooLarge as exc:

@@ -1,0 +1,254 @@
+"""maze.yaml validation (every error with its field path), artifact patterns, an app command's
+environment and its conda handling: pure functions, and a conda stand-in script for the one
+path that needs a `conda` executable (the real one is not installed here)."""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+
+from maze.core import attempt_context
+from maze.core.errors import TaskFailure
+from maze.core.globs import matcher, pattern_problem
+from maze.sdk.app_spec import AppSpecError, conda_hash, parse_app, validate
+from maze.tasks.app_command import READY_MARK, app_env, conda_prefix, with_conda
+
+
+def _errors(doc: object, base: Path) -> list[str]:
+    return validate(doc, base)[0]
+
+
+def _ok(base: Path, **fields: object) -> dict[str, object]:
+    return {"name": "demo", "command": "python train.py", **fields}
+
+
+def test_the_seed_readme_spec_is_valid(tmp_path: Path) -> None:
+    text = b"""
+name: gpu-demo
+command: python train.py
+workspace: .
+resources: {cpu: 4, cpu_mem: 1024, gpu: 1, gpu_mem: 0}
+env:
+  conda: maze
+  vars: {DATASET: sample}
+artifacts:
+  - outputs/
+timeout_seconds: 1800
+retries: {max: 1, backoff_seconds: 5, on: [node_lost, resource_unavailable]}
+"""
+    app = parse_app(text, tmp_path)
+    assert app.argv == ["python", "train.py"]
+    assert app.spec.retries.on == ["node_lost", "resource_unavailable"]  # `on` is a key, not True
+    assert app.spec.env.vars == {"DATASET": "sample"}
+    assert app.conda == {"name": "maze"}
+    assert app.workspace_dir == tmp_path.resolve()
+    assert app.spec.resources.cpu == 4 and app.spec.timeout_seconds == 1800
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"resources": {"cpu": 0}}, "resources.cpu: must be > 0, got 0"),
+        ({"resources": {"cpu": "four"}}, "resources.cpu: must be a number, got string 'four'"),
+        ({"resources": {"cpu_mem": 1.5}}, "resources.cpu_mem: must be a whole number"),
+        ({"resources": {"gpu": -1}}, "resources.gpu: must be >= 0, got -1"),
+        ({"resources": {"gpu": 1.5}}, "resources: resource 'gpu' above 1 must be a whole number"),
+        ({"resources": {"tpu": 1}}, "resources.tpu: unknown field"),
+        ({"resources": [1]}, "resources: must be a mapping, got list"),
+        ({"retries": {"on": ["node_lost", "foo"]}}, "retries.on[1]: unknown error type 'foo'"),
+        ({"retries": {"max": -1}}, "retries.max: must be >= 0, got -1"),
+        ({"retries": {"max": 1.5}}, "retries.max: must be a whole number"),
+        ({"retries": {"backoff_seconds": "5s"}}, "retries.backoff_seconds: must be a number"),
+        ({"retries": {"on": "user_code"}}, "retries.on: must be a list of error types"),
+        ({"retries": {"tries": 2}}, "retries.tries: unknown field"),
+        ({"workspace": "x"}, "workspace: directory ./x does not exist"),
+        ({"workspace": 3}, "workspace: must be a directory (a string), got int"),
+        ({"timeout_seconds": 0}, "timeout_seconds: must be > 0, got 0"),
+        ({"timeout_seconds": "1h"}, "timeout_seconds: must be a number, got string '1h'"),
+        ({"env": {"vars": {"MAZE_RUN_ID": "x"}}}, "env.vars.MAZE_RUN_ID: names starting with MAZE_"),
+        ({"env": {"vars": {"1X": "x"}}}, "env.vars.1X: is not a variable name"),
+        ({"env": {"vars": {"FLAG": True}}}, "env.vars.FLAG: must be a string or a number, got boolean True"),
+        ({"env": {"vars": ["A=1"]}}, "env.vars: must be a mapping of NAME: value, got list"),
+        ({"env": {"conda": 3}}, "env.conda: must be an environment name, a .yml file or a mapping"),
+        ({"env": {"conda": "env.yml"}}, "env.conda: environment file env.yml does not exist"),
+        ({"env": {"conda": {"channels": ["x"]}}}, "env.conda.dependencies: is required"),
+        ({"env": {"conda": "bad name"}}, "env.conda: 'bad name' is not an environment name"),
+        ({"env": {"python": "3.11"}}, "env.python: unknown field"),
+        ({"artifacts": ["/etc/passwd"]}, "artifacts[0]: '/etc/passwd' must be relative"),
+        ({"artifacts": ["out/../x"]}, "artifacts[0]: 'out/../x' must not hold '..'"),
+        ({"artifacts": "outputs/"}, "artifacts: must be a list, got string"),
+        ({"artifacts": [3]}, "artifacts[0]: must be a string, got int"),
+        ({"shell": "yes"}, "shell: must be true or false, got string 'yes'"),
+        ({"sandbox": 1}, "sandbox: must be true or false, got int 1"),
+        ({"network": True}, "network: applies to sandboxed apps only"),
+        ({"sandbox": True, "env": {"conda": "maze"}}, "env.conda: cannot be used with sandbox: true"),
+        ({"command": ""}, "command: must not be empty"),
+        ({"command": []}, "command: must not be an empty list"),
+        ({"command": ["python", 3]}, "command[1]: must be a string, got int"),
+        ({"command": "python 'unclosed"}, "command: cannot be split into arguments: No closing quotation"),
+        ({"command": ["echo", "x"], "shell": True}, "command: with shell: true the command is one string"),
+        ({"command": {"run": "x"}}, "command: must be a string or a list of strings, got mapping"),
+        ({"name": "has space"}, "name: must be 1-64 letters"),
+        ({"description": 3}, "description: must be a string, got int"),
+        ({"comand": "x"}, "comand: unknown field"),
+    ],
+)
+def test_each_field_error_names_its_path(tmp_path: Path, fields: dict[str, object], expected: str) -> None:
+    errors = _errors(_ok(tmp_path, **fields), tmp_path)
+    assert len(errors) == 1, errors
+    assert errors[0].startswith(expected), errors
+
+
+def test_required_fields_and_a_document_that_is_not_a_mapping(tmp_path: Path) -> None:
+    assert _errors({}, tmp_path) == [
+        "name: is required",
+        "command: is required (a string, or a list of arguments)",
+    ]
+    assert _errors(["name"], tmp_path) == ["(document): must be a mapping of fields (name, command, ...)"]
+
+
+def test_every_error_is_reported_not_only_the_first(tmp_path: Path) -> None:
+    text = b"""
+name: demo
+command: python train.py
+workspace: ./missing
+resources: {cpu: 0}
+retries: {max: 1, on: [node_lost, foo]}
+extra: 1
+"""
+    with pytest.raises(AppSpecError) as caught:
+        parse_app(text, tmp_path)
+    assert caught.value.errors == [
+        "extra: unknown field (known: name, command, description, workspace, resources, env, artifacts, "
+        "timeout_seconds, retries, shell, sandbox, network)",
+        f"workspace: directory ./missing does not exist (relative to {tmp_path})",
+        "resources.cpu: must be > 0, got 0",
+        "retries.on[1]: unknown error type 'foo' (known: artifact_error, environment_error, "
+        "event_store_refused, invalid_input, invalid_result, node_lost, payload_too_large, process_exited, "
+        "resource_unavailable, serialization_error, timed_out, timeout, user_code)",
+    ]
+    assert caught.value.details["errors"] == caught.value.errors
+
+
+def test_bad_yaml_is_one_error(tmp_path: Path) -> None:
+    with pytest.raises(AppSpecError) as caught:
+        parse_app(b"name: [unclosed\n", tmp_path)
+    assert len(caught.value.errors) == 1
+    assert caught.value.errors[0].startswith("(document): not valid YAML")
+
+
+def test_commands_shell_and_yaml_booleans(tmp_path: Path) -> None:
+    app = parse_app(b"name: a\ncommand: python -c 'print(1); print(2)' \"$HOME\"\n", tmp_path)
+    assert app.argv == ["python", "-c", "print(1); print(2)", "$HOME"]  # no shell: split, literal
+    app = parse_app(b"name: a\ncommand: echo $HOME; echo x\nshell: true\n", tmp_path)
+    assert app.argv == ["/bin/sh", "-c", "echo $HOME; echo x"]
+    app = parse_app(b"name: a\ncommand: [echo, 'a b']\nenv: {vars: {A: yes, N: 3}}\n", tmp_path)
+    assert app.argv == ["echo", "a b"]
+    assert app.spec.env.vars == {"A": "yes", "N": 3}  # YAML 1.1's `yes` is a string here
+
+
+def test_conda_specs_resolve_to_a_hash_of_their_content(tmp_path: Path) -> None:
+    (tmp_path / "environment.yml").write_text(
+        "name: x\nchannels: [conda-forge]\ndependencies: [python=3.11]\n"
+    )
+    from_file = parse_app(b"name: a\ncommand: x\nenv: {conda: environment.yml}\n", tmp_path).conda
+    inline = parse_app(
+        b"name: a\ncommand: x\nenv: {conda: {channels: [conda-forge], dependencies: [python=3.11]}}\n",
+        tmp_path,
+    ).conda
+    assert from_file is not None and inline is not None
+    assert from_file["hash"] == inline["hash"]  # the `name` does not count, the order of keys neither
+    assert conda_hash({"dependencies": ["python=3.12"]}) != inline["hash"]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "yes", "no"),
+    [
+        ("outputs/", ["outputs/a.txt", "outputs/d/b.bin"], ["outputs", "out.txt", "x/outputs/a"]),
+        ("outputs", ["outputs", "outputs/a.txt"], ["outputs2/a"]),
+        ("*.csv", ["a.csv"], ["d/a.csv", "a.csv.bak"]),
+        ("**/*.log", ["a.log", "d/e/a.log"], ["a.txt"]),
+        ("models/*/best.pt", ["models/m1/best.pt"], ["models/best.pt", "models/m1/x/best.pt"]),
+        ("out*/", ["out1/a", "outputs/b/c"], ["out1"]),
+    ],
+)
+def test_artifact_patterns(pattern: str, yes: list[str], no: list[str]) -> None:
+    assert pattern_problem(pattern) is None
+    matches = matcher([pattern])
+    assert [p for p in yes if not matches(p)] == []
+    assert [p for p in no if matches(p)] == []
+
+
+def test_the_environment_is_an_allowlist_plus_vars_plus_context() -> None:
+    worker = {
+        "PATH": "/bin",
+        "LANG": "C.UTF-8",
+        "LC_TIME": "C",
+        "HOME": "/h",
+        "MAZE_TOKEN": "t",
+        "SECRET": "s",
+    }
+    worker |= {"PYTHONPATH": "/src", "NATS_URL": "nats://x", "CUDA_VISIBLE_DEVICES": "1"}
+    env = app_env(worker, {"DATASET": "sample", "PATH": "/opt/bin"}, {"MAZE_RUN_ID": "run_1"})
+    assert env == {
+        "PATH": "/opt/bin",  # the spec's vars may set PATH
+        "LANG": "C.UTF-8",
+        "LC_TIME": "C",
+        "HOME": "/h",
+        "CUDA_VISIBLE_DEVICES": "1",  # the cards the attempt was given
+        "DATASET": "sample",
+        "MAZE_RUN_ID": "run_1",
+    }
+
+
+def _fake_conda(directory: Path) -> Path:
+    """A stand-in for `conda` (not installed here) that does what Maze asks of it: `env create -p
+    PREFIX -f FILE` makes PREFIX (counting the calls), `run ... -p PREFIX CMD...` runs CMD."""
+    script = directory / "conda"
+    script.write_text(
+        f"#!{sys.executable}\n"
+        "import os, sys\n"
+        "args = sys.argv[1:]\n"
+        "if args[:2] == ['env', 'create']:\n"
+        "    prefix = args[args.index('-p') + 1]\n"
+        "    os.makedirs(prefix)\n"
+        "    open(os.path.join(os.path.dirname(prefix), 'creates'), 'a').write('x')\n"
+        "    sys.exit(0)\n"
+        "sys.exit(2)\n"
+    )
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    return script
+
+
+def test_conda_env_is_made_once_per_spec_and_reused(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = _fake_conda(bin_dir)
+    attempt_context.enter({"work_root": str(tmp_path / "work"), "node_id": "n1"})
+    conda = {"spec": {"dependencies": ["python=3.11"]}, "hash": "ab" * 32}
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+    prefix = conda_prefix(tmp_path / "work", "ab" * 32)
+    try:
+        first = with_conda(["python", "x.py"], conda, env, "n1")
+        second = with_conda(["python", "x.py"], conda, env, "n1")
+    finally:
+        attempt_context.enter({})
+    assert first == second == [str(fake), "run", "--no-capture-output", "-p", str(prefix), "python", "x.py"]
+    assert (prefix / READY_MARK).exists()
+    assert (prefix.parent / "creates").read_text() == "x"  # made once, then reused
+    named = with_conda(["x"], {"name": "maze"}, env, "n1")
+    assert named == [str(fake), "run", "--no-capture-output", "-n", "maze", "x"]
+
+
+def test_conda_absent_is_a_clear_non_retryable_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("CONDA_EXE", raising=False)
+    with pytest.raises(TaskFailure) as caught:
+        with_conda(["x"], {"name": "maze"}, {"PATH": str(tmp_path)}, "node-7")
+    assert caught.value.error_type == "environment_error"
+    assert caught.value.retryable is False
+    assert caught.value.message.startswith("conda is not installed on node node-7")
+    assert os.environ.get("CONDA_EXE") is None
