@@ -185,8 +185,13 @@ def test_a_sandboxed_task_sees_only_its_own_world(sb_client: MaClient, sandbox_h
 def test_no_socket_reaches_the_head_without_network(sb_client: MaClient, sandbox_head: HeadProcess) -> None:
     seen = _result(sb_client, connect_to, port=sandbox_head.port)
     assert seen["connect"] == "ConnectionRefusedError", seen  # its own loopback, nothing listens
-    # with network allowed the same connection is made: the refusal above is the sandbox's
-    assert _result(sb_client, connect_with_network, port=sandbox_head.port) == {"connect": "connected"}
+    # nor with network allowed: that is outbound, never the host's loopback (the head's API is
+    # open there); tests/test_sandbox_escapes.py shows it reaches out
+    wf = sb_client.create_workflow()
+    t = wf.add_task(connect_with_network, inputs={"port": sandbox_head.port})
+    summary = wf.show_results(wf.run())
+    assert summary["state"] == "failed", summary
+    assert t.task_id in summary["exception_tasks"]
 
 
 # ---- limits -----------------------------------------------------------------------------------
@@ -245,7 +250,10 @@ def test_a_fork_bomb_is_contained_and_ended_with_its_attempt(sb_client: MaClient
     assert row["state"] == "failed", row
     error = row["error"]
     assert error["error_type"] == "user_code" and "the bomb went off" in error["message"]
-    assert "refused" in error["message"] and "at its limit of 256" in error["message"], error
+    if LIMITED is not None:  # the cgroup counts what it refused, and the worker says so
+        assert "refused" in error["message"] and "at its limit of 256" in error["message"], error
+    else:  # RLIMIT_NPROC refuses the forks inside (the shell says so); nothing counts them
+        assert "refused" not in error["message"], error
     # the whole sandbox is killed with its attempt: no bomb process is left on the machine
     wait_until(lambda: not _bombs(), timeout=20)
     # and the node goes on working

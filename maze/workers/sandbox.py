@@ -130,12 +130,11 @@ def bwrap_argv(
         raise ValueError("a sandbox with network needs its slirp4netns fds")
     argv = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
     done: list[str] = ["/tmp"]
-    # a hidden path that is a link (or lies under one) is hidden where it really is too: a mount
-    # on a link's path would mount on its target, and the target is reachable by its own name
-    wanted = {os.path.abspath(p) for p in hidden} | {os.path.realpath(p) for p in hidden}
-    for path in sorted(wanted):
-        if any(_covered(path, d) for d in done) or not os.path.lexists(path) or os.path.islink(path):
-            continue  # under the private /tmp or a hidden dir already; absent; a link (its target is listed)
+    # a hidden path that is a link (or lies under one) is hidden where it really is: its target
+    # is reachable by its own name, and the link then leads to the empty mount
+    for path in sorted({os.path.realpath(p) for p in hidden}):
+        if any(_covered(path, d) for d in done) or not os.path.lexists(path):
+            continue  # under the private /tmp or a hidden dir already; absent
         if os.path.isdir(path):
             argv += ["--tmpfs", path, "--remount-ro", path]  # empty, and nothing can be put there
             done.append(path)
