@@ -357,3 +357,23 @@ def test_exec_code_timeout_and_bad_input(sb_client: MaClient) -> None:
             sb_client.exec_code("print(1)", files=files)
     with pytest.raises(ValidationError, match="timeout_seconds"):
         sb_client.exec_code("print(1)", timeout_seconds=0)
+    for files in ({".": "x"}, {"a/": "x"}, {"a": "x", "a/b": "y"}):
+        with pytest.raises(ValidationError, match=r"relative path inside the sandbox|also the directory"):
+            sb_client.exec_code("print(1)", files=files)
+    with pytest.raises(ValidationError, match="cpu_mem"):
+        sb_client.exec_code("print(1)", cpu_mem=0)
+
+
+def test_exec_code_output_is_capped_and_its_memory_is_its_own(sb_client: MaClient) -> None:
+    got = sb_client.exec_code(
+        "import sys\nsys.stdout.write('y' * (3 * 1024 * 1024))\nprint('end', file=sys.stderr)\n"
+    )
+    assert got["exit_code"] == 0 and got["truncated"] == ["stdout"], {
+        k: v for k, v in got.items() if "std" not in k
+    }
+    assert got["stdout"] == "y" * (1024 * 1024) and got["stderr"] == "end\n"
+    hog = "b = b'x' * ({} * 1024 * 1024)\nprint(len(b))\n"
+    # 1024 MB by default, not the node's whole memory; more when asked for
+    assert sb_client.exec_code(hog.format(600))["exit_code"] == 0
+    assert sb_client.exec_code(hog.format(1500))["exit_code"] != 0
+    assert sb_client.exec_code(hog.format(1500), cpu_mem=2048)["exit_code"] == 0
