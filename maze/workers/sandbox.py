@@ -2,8 +2,9 @@
 
 What the sandbox sees: the system read-only (`/` bound read-only), a private /tmp, its attempt
 directory writable (bound at SANDBOX_DIR, its current directory and $HOME), fresh /dev and /proc
-in a PID namespace of its own (no other process of the machine is visible), no network unless
-its task allows it, no capabilities, a new session (no terminal to inject into), and an
+in a PID namespace of its own (no other process of the machine is visible), a network namespace
+of its own (outbound network without the host's loopback where its task allows it:
+maze/workers/sandbox_net.py), no capabilities, a new session (no terminal to inject into), and an
 environment that is an allowlist (ENV_ALLOWED) plus the attempt's `MAZE_*` context. Hidden by
 empty mounts: the worker's work root (other attempts), data dirs (a co-located head's event store
 and tokens), $HOME's credential files (HOME_SECRETS), /run (sockets of the host's daemons) and

@@ -516,9 +516,10 @@ class Worker:
                     request.update(self.sandboxes.context(tp, env))
                 reply = await self.logs.run(pool, tp, request, item, self.limits.log_cap_bytes)
                 hops.mark("process_returned", item.run_id)
-                if pool is self.sandboxes:
+                if pool is self.sandboxes and item.workspace:
                     # nothing of the task runs on while its files are read (a thread it left
-                    # could swap a file for a link between their walk and their reading)
+                    # could swap a file for a link between their walk and their reading); without
+                    # files to read the sandbox is killed as it is released
                     await self.sandboxes.end(tp)
             except sandbox.SandboxError as exc:
                 self._fail(item, "sandbox_error", str(exc), retryable=True)
