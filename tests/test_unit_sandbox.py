@@ -4,7 +4,9 @@ bubblewrap command line, the sandbox's environment, and how tasks' rows show the
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import struct
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +20,12 @@ from maze.events.specs import NodeCapacity, Resources
 from maze.head.placer import Placement, Placer
 from maze.projections.fold import resources_json
 from maze.sdk.task import task, task_meta
+from maze.tasks.exec_code import checked_name, checked_names
+from maze.workers.attempt_dir import MARKER, AttemptDirs
+from maze.workers.files import _regular_files, open_no_follow
+from maze.workers.pool import ReplyReader, ReplyRefused
 from maze.workers.sandbox import SANDBOX_DIR, attempt_env, bwrap_argv, sandbox_env
+from maze.workers.sandbox_net import loopback_resolver
 
 PLAIN = NodeCapacity(
     cpus=4, memory_mb=8000, sandbox=False, sandbox_limits="bubblewrap (bwrap) is not installed"
@@ -130,8 +137,48 @@ def test_bwrap_command_line(outside_tmp: Path) -> None:
     assert argv[-2:] == ["--", "py"]
     # the attempt's directory is bound after everything hidden (a bind under a hidden dir shows)
     assert argv.index("--bind") > max(i for i, a in enumerate(argv) if a == "--tmpfs")
-    with_network = bwrap_argv("/usr/bin/bwrap", "/w/a", [], True, ["py"])
-    assert "--unshare-net" not in with_network and "--unshare-pid" in with_network
+    # with network: a namespace of its own all the same, slirp4netns's fds given to bubblewrap
+    with_network = bwrap_argv(
+        "/usr/bin/bwrap", "/w/a", [], True, ["py"], ["--info-fd", "5", "--block-fd", "6"]
+    )
+    assert "--unshare-net" in with_network and "--unshare-pid" in with_network
+    assert with_network.index("--block-fd") < with_network.index("--")
+    with pytest.raises(ValueError, match="slirp4netns"):
+        bwrap_argv("/usr/bin/bwrap", "/w/a", [], True, ["py"])
+    # a hidden link is hidden where it points (its own path then leads to the empty mount)
+    (tmp_path / "link").symlink_to(secret)
+    linked = " ".join(bwrap_argv("/usr/bin/bwrap", "/w/a", [tmp_path / "link"], False, ["py"]))
+    assert f"--tmpfs {secret} --remount-ro {secret}" in linked
+
+
+def test_loopback_resolvers_are_found() -> None:
+    assert loopback_resolver("# x\nnameserver 127.0.0.53\noptions edns0\n")
+    assert loopback_resolver("nameserver ::1\n")
+    assert not loopback_resolver("nameserver 10.255.255.53\nsearch example\n")
+
+
+def test_a_fresh_work_root_is_marked_and_only_a_marked_one_is_wiped(tmp_path: Path) -> None:
+    ours = AttemptDirs(tmp_path / "w")
+    assert ours.wipe(".content") == 0 and (tmp_path / "w" / MARKER).exists()
+    (tmp_path / "w" / "run" / "t" / "1").mkdir(parents=True)
+    (tmp_path / "w" / ".content").mkdir()
+    (tmp_path / "w" / ".content" / ("a" * 64)).write_text("kept")
+    (tmp_path / "w" / ".content" / f".{'b' * 64}.1.f.part").write_text("half")
+    assert ours.wipe(".content") == 2
+    assert sorted(p.name for p in (tmp_path / "w").rglob("*")) == [".content", MARKER, "a" * 64]
+    theirs = tmp_path / "home"
+    (theirs / "notes").mkdir(parents=True)
+    assert AttemptDirs(theirs).wipe(".content") == -1 and (theirs / "notes").exists()
+
+
+def test_exec_code_file_names() -> None:
+    for bad in (".", "a/", "./a", "a//b", "", "/x", "../x", "a/../b", "~/x"):
+        with pytest.raises(ValueError):
+            checked_name(bad)
+    assert checked_name("out/sum.txt") == "out/sum.txt"
+    with pytest.raises(ValueError, match="also the directory"):
+        checked_names(["a", "a/b"])
+    checked_names(["a/b", "a/c", "ab"])
 
 
 def test_the_sandbox_environment_is_an_allowlist() -> None:
@@ -163,3 +210,57 @@ def test_task_rows_show_the_flags_only_when_set() -> None:
     assert plain == {"cpu": 2.0, "cpu_mem": 0, "gpu": 0.0, "gpu_mem": 0}, "as rows always read"
     boxed = json.loads(resources_json(Resources(sandbox=True)))
     assert boxed["sandbox"] is True and "network" not in boxed
+
+
+def test_files_are_opened_without_following_any_link(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "SECRET.txt").write_text("secret")
+    root = tmp_path / "attempt"
+    (root / "real").mkdir(parents=True)
+    (root / "real" / "SECRET.txt").write_text("mine")
+    (root / "d").symlink_to(outside)  # a directory swapped for a link
+    (root / "f.txt").symlink_to(outside / "SECRET.txt")
+    os.mkfifo(root / "fifo")
+    fd = open_no_follow(root, "real/SECRET.txt")
+    try:
+        assert os.pread(fd, 100, 0) == b"mine"
+    finally:
+        os.close(fd)
+    for rel in ("d/SECRET.txt", "f.txt", "fifo"):
+        with pytest.raises(OSError):
+            os.close(open_no_follow(root, rel))
+    # the walk lists regular files only, and never enters a linked directory
+    assert [rel for rel, _, _ in _regular_files(root)] == ["real/SECRET.txt"]
+
+
+def _frame(payload: bytes) -> bytes:
+    return struct.pack("!i", len(payload)) + payload
+
+
+def test_a_reply_is_read_in_pieces_and_bounded() -> None:
+    reader = ReplyReader(limit=100)
+    whole = _frame(b"x" * 10)
+    assert reader.feed(whole[:2]) is None and reader.feed(whole[2:7]) is None
+    assert reader.feed(whole[7:]) == b"x" * 10
+    with pytest.raises(ReplyRefused, match="reply is 101 bytes, above the limit of 100"):
+        ReplyReader(limit=100).feed(struct.pack("!i", 101))
+    with pytest.raises(ReplyRefused, match="more than its reply"):
+        ReplyReader(limit=100).feed(_frame(b"ab") + b"junk")
+    big = ReplyReader(limit=100)  # the 8-byte length form
+    with pytest.raises(ReplyRefused) as refused:
+        big.feed(struct.pack("!i", -1) + struct.pack("!Q", 2**40))
+    assert refused.value.error_type == "payload_too_large"
+
+
+def test_sandbox_network_and_gpus_in_placement() -> None:
+    with pytest.raises(ValidationError, match="sandboxed task cannot have a GPU"):
+        normalize_resources({"sandbox": True, "gpu_mem": 100})
+    req = normalize_resources({"sandbox": True, "network": True})
+    node = NodeCapacity(cpus=2, memory_mb=1000, sandbox=True, sandbox_limits="cgroup2")
+    assert "needs a sandbox with network" in (could_ever_fit(node, req) or "")
+    assert fits(node, Usage(), req) is None and not fits_assigned(node, Usage(), req, [])
+    networked = NodeCapacity(
+        cpus=2, memory_mb=1000, sandbox=True, sandbox_limits="cgroup2", sandbox_network=True
+    )
+    assert could_ever_fit(networked, req) is None and fits(networked, Usage(), req) == []

@@ -55,6 +55,12 @@ def normalize_resources(given: dict[str, Any] | None) -> Resources:
         gpu = 1.0
     if gpu > 1 and gpu != int(gpu):
         raise ValidationError(f"resource 'gpu' above 1 must be a whole number of cards, got {gpu}", key="gpu")
+    if sandbox and gpu > 0:
+        raise ValidationError(
+            "a sandboxed task cannot have a GPU (the sandbox gives its code no GPU device); drop "
+            "'gpu'/'gpu_mem' or 'sandbox'",
+            key="gpu",
+        )
     return Resources(
         cpu=cpu, cpu_mem=int(cpu_mem), gpu=gpu, gpu_mem=int(gpu_mem), sandbox=sandbox, network=network
     )
@@ -102,9 +108,13 @@ def pick_gpus(capacity: NodeCapacity, usage: Usage, req: Resources) -> list[int]
     return sorted(idx for _, idx in candidates[:count])
 
 
+def _sandbox_missing(capacity: NodeCapacity, req: Resources) -> bool:
+    return (req.sandbox and not capacity.sandbox) or (req.network and not capacity.sandbox_network)
+
+
 def fits(capacity: NodeCapacity, usage: Usage, req: Resources) -> list[int] | None:
     """GPU indices the request would get if it fits the node's free capacity now, else None."""
-    if req.sandbox and not capacity.sandbox:
+    if _sandbox_missing(capacity, req):
         return None
     if usage.cpu + req.cpu > capacity.cpus + EPSILON:
         return None
@@ -118,6 +128,8 @@ def could_ever_fit(capacity: NodeCapacity, req: Resources) -> str | None:
     if req.sandbox and not capacity.sandbox:
         why = capacity.sandbox_limits or "it did not report a sandbox"
         return f"needs a sandbox, node has none ({why})"
+    if req.network and not capacity.sandbox_network:
+        return "needs a sandbox with network, node has none (slirp4netns is not installed there)"
     if req.cpu > capacity.cpus + EPSILON:
         return f"needs {req.cpu:g} CPUs, node has {capacity.cpus:g}"
     if req.cpu_mem > capacity.memory_mb:
@@ -138,7 +150,7 @@ def could_ever_fit(capacity: NodeCapacity, req: Resources) -> str | None:
 def fits_assigned(capacity: NodeCapacity, usage: Usage, req: Resources, gpus: list[int]) -> bool:
     """Whether an attempt with the cards the placer assigned fits what is running now (a
     sandboxed attempt never fits a node that cannot sandbox it)."""
-    if req.sandbox and not capacity.sandbox:
+    if _sandbox_missing(capacity, req):
         return False
     if usage.cpu + req.cpu > capacity.cpus + EPSILON:
         return False

@@ -26,6 +26,33 @@ def hash_file(path: Path) -> tuple[str, int]:
     return hasher.hexdigest(), size
 
 
+def hash_fd(fd: int) -> tuple[str, int]:
+    """(sha256 hex, size) of an open file's content from its start (call it in a thread)."""
+    hasher = hashlib.sha256()
+    size = 0
+    while chunk := os.pread(fd, 4 * READ_BYTES, size):
+        hasher.update(chunk)
+        size += len(chunk)
+    return hasher.hexdigest(), size
+
+
+async def fd_chunks(fd: int, chunk_bytes: int = READ_BYTES) -> AsyncIterator[bytes]:
+    offset = 0
+    while chunk := await asyncio.to_thread(os.pread, fd, chunk_bytes, offset):
+        offset += len(chunk)
+        yield chunk
+
+
+async def put_fd(blobs: BlobStore, fd: int, sha: str, size: int, name: str) -> tuple[str, int, bool]:
+    """put_file of a file opened already (read through that descriptor only, never its path
+    again: what was hashed is what is stored, or it is refused as changed)."""
+    blobs.check_size(size, f"file {name}")
+    if await blobs.size_of(sha) is not None:
+        return sha, size, False
+    size, created = await blobs.put_stream(fd_chunks(fd, blobs.chunk_bytes), sha)
+    return sha, size, created
+
+
 async def file_chunks(path: Path, chunk_bytes: int = READ_BYTES) -> AsyncIterator[bytes]:
     f = await asyncio.to_thread(path.open, "rb")
     try:

@@ -148,3 +148,5 @@ class NodeCapacity(Struct, frozen=True):
     # and process count are bounded there: "cgroup2", "cgroup1" or "rlimit"; else why it cannot
     sandbox: bool = False
     sandbox_limits: str = ""
+    # whether its sandboxes can be given outbound network (slirp4netns installed: network=True)
+    sandbox_network: bool = False

@@ -135,6 +135,7 @@ def node_live_view(ctl: RunController, node_id: str) -> dict[str, Any]:
         out["sandbox"] = {
             "available": cap.sandbox,
             "limits" if cap.sandbox else "reason": cap.sandbox_limits or "not reported by this node",
+            "network": cap.sandbox_network,
         }
         out["committed"] = {
             "cpu": round(view.committed.cpu, 6),

@@ -91,7 +91,8 @@ def start(
         None,
         "--work-dir",
         help="Worker: where each attempt gets its own directory (default: <tmp>/maze-work-<node id>; "
-        "the head's local worker: <data dir>/work).",
+        "the head's local worker: <data dir>/work). Emptied at the worker's start but for its "
+        "content cache (where it made it; a directory of other files is left alone).",
     ),
     no_sandbox: bool = typer.Option(
         False, "--no-sandbox", help="Worker: run no sandboxed tasks here, even with bubblewrap installed."

@@ -224,16 +224,21 @@ class MaClient(WorkspaceMethods):
         return follow_logs(self.http, run_id, task_id, after)
 
     def exec_code(
-        self, code: str, files: dict[str, str | bytes] | None = None, timeout_seconds: float = 30
+        self,
+        code: str,
+        files: dict[str, str | bytes] | None = None,
+        timeout_seconds: float = 30,
+        cpu_mem: int | None = None,
     ) -> dict[str, Any]:
         """Run a snippet of Python in a sandbox on a node that has one (a run of one task, in the
         run history as any): `files` ({relative name: text or bytes}) are written where it runs
         first. Returns `stdout`, `stderr`, `exit_code` (-9 when killed at `timeout_seconds`,
         with `timed_out`), `files` (those it made or changed: text, or bytes when not UTF-8),
         `files_skipped` ({name: size} past the caps), `truncated` (streams cut at 1 MiB) and
-        `run_id`. Caps and guarantees: README, "Sandboxed execution"."""
+        `run_id`. `cpu_mem`: the sandbox's memory in MB (default 1024; its output and temporary
+        files count against it). Caps and guarantees: README, "Sandboxed execution"."""
         from maze.sdk.task import task
-        from maze.tasks.exec_code import checked_name, exec_code
+        from maze.tasks.exec_code import DEFAULT_CPU_MEM_MB, checked_name, checked_names, exec_code
 
         if not isinstance(code, str):
             raise ValidationError(f"code must be a string, got {type(code).__name__}")
@@ -247,9 +252,18 @@ class MaClient(WorkspaceMethods):
                 raise ValidationError(str(exc), file=str(name)) from exc
             if not isinstance(content, str | bytes):
                 raise ValidationError(f"file {name!r} must be text or bytes, got {type(content).__name__}")
+        try:
+            checked_names(list(given))
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from exc
+        memory = DEFAULT_CPU_MEM_MB if cpu_mem is None else cpu_mem
+        if isinstance(memory, bool) or not isinstance(memory, int) or memory <= 0:
+            raise ValidationError(f"cpu_mem must be a whole number of MB above 0, got {cpu_mem!r}")
         wf = self.create_workflow()
         # the attempt's own bound, past the snippet's (which the task enforces, saying so)
-        fn = task(sandbox=True, timeout_seconds=float(timeout_seconds) + 60)(exec_code)
+        fn = task(sandbox=True, timeout_seconds=float(timeout_seconds) + 60, resources={"cpu_mem": memory})(
+            exec_code
+        )
         t = wf.add_task(fn, inputs={"code": code, "files": given, "timeout_seconds": float(timeout_seconds)})
         run_id = wf.run()
         messages = wf.get_results(run_id, verbose=False)

@@ -9,6 +9,7 @@ import re
 import shutil
 from pathlib import Path
 
+MARKER = ".maze-work-root"
 _COMPONENT = re.compile(r"^[A-Za-z0-9_.-]{1,200}$")
 
 
@@ -31,6 +32,36 @@ class AttemptDirs:
             shutil.rmtree(path, ignore_errors=True)
         path.mkdir(parents=True)
         return path
+
+    def wipe(self, keep: str) -> int:
+        """At the worker's start: everything under the root but `keep` (the content cache) goes,
+        what an earlier run of this worker, killed, left there (attempt directories, sandbox
+        spares), and unfinished downloads in `keep` (`*.part`). Only in a root this worker made
+        (marked with MARKER): a directory a user named that holds files of theirs is left as it
+        is. How many entries went (-1: not wiped, not ours)."""
+        removed = 0
+        self.root.mkdir(parents=True, exist_ok=True)
+        marker = self.root / MARKER
+        if not marker.exists():
+            if any(self.root.iterdir()):
+                return -1
+            marker.write_text("the work root of a Maze worker: emptied at its start\n")
+        for entry in self.root.iterdir():
+            if entry.name == MARKER:
+                continue
+            if entry.name == keep and entry.is_dir() and not entry.is_symlink():
+                for part in entry.glob("*.part"):
+                    with contextlib.suppress(OSError):
+                        part.unlink()
+                        removed += 1
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    entry.unlink()
+            removed += 1
+        return removed
 
     def remove(self, path: Path) -> None:
         """After the attempt is recorded: its directory, and its task's and run's when empty."""

@@ -114,6 +114,16 @@ class SandboxGroup:
         d = self.dirs["" if self.kind == "cgroup2" else "pids"]
         return _counter(d / "pids.events", "max")
 
+    def empty(self) -> bool:
+        """No process left in the group (or the group is gone)."""
+        for d in self.dirs.values():
+            try:
+                if (d / "cgroup.procs").read_text().split():
+                    return False
+            except OSError:
+                continue
+        return True
+
     def kill(self) -> None:
         """SIGKILL to every process in the group."""
         if self.kind == "cgroup2":
@@ -155,6 +165,14 @@ class Cgroups:
 
     def close(self) -> None:
         """Remove this worker's groups (as it stops; a sandbox still in one is killed first)."""
+        self.sweep()
+        for parent in self.parents.values():
+            with contextlib.suppress(OSError):
+                parent.rmdir()
+
+    def sweep(self) -> None:
+        """Remove every sandbox group of this worker's (at its start: those an earlier run of it,
+        killed, left behind; as it stops: its own), a process still in one killed first."""
         for parent in self.parents.values():
             for child in parent.glob("sb-*"):
                 group = SandboxGroup(self.kind, {"": child} if self.kind == "cgroup2" else {"pids": child})
@@ -164,8 +182,6 @@ class Cgroups:
                     if not child.exists():
                         break
                     time.sleep(0.02)
-            with contextlib.suppress(OSError):
-                parent.rmdir()
 
 
 def _v2(label: str) -> Cgroups | None:

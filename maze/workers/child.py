@@ -102,6 +102,7 @@ def _decode_inputs(request: dict[str, Any]) -> dict[str, Any] | tuple[dict[str, 
 
 def _encode_outputs(name: str, result: dict[Any, Any], blob_max: int) -> tuple[bool, Any]:
     outputs = []
+    total = 0
     for key, value in result.items():
         if type(key) is not str:
             return False, _error("invalid_result", f"task {name!r} returned a non-string output key {key!r}")
@@ -115,6 +116,13 @@ def _encode_outputs(name: str, result: dict[Any, Any], blob_max: int) -> tuple[b
                 "payload_too_large",
                 f"{where} is {len(content)} bytes encoded ({type_name(value)}), above the blob "
                 f"store's limit of {blob_max} bytes",
+            )
+        total += len(content)
+        if total > blob_max:  # the reply is held whole by the worker (maze/workers/pool.py)
+            return False, _error(
+                "payload_too_large",
+                f"the outputs of task {name!r} take {total} bytes encoded together (up to {where}), "
+                f"above the blob store's limit of {blob_max} bytes; write large values to files",
             )
         outputs.append([key, codec, type_name(value), content])
     return True, outputs

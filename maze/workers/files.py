@@ -12,6 +12,7 @@ root).
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import shutil
 import stat
@@ -30,7 +31,7 @@ from maze.events.artifacts import (
     overlay,
     path_is_safe,
 )
-from maze.events.blob_files import fetch_to_file, hash_file, put_file
+from maze.events.blob_files import fetch_to_file, hash_fd, put_fd
 from maze.events.blobs import BlobStore
 from maze.events.work import WorkItem
 from maze.workers.blob_cache import BlobCache
@@ -102,7 +103,10 @@ class FileStager:
         """The files of `directory` that are new or changed since staging (and match `patterns`,
         maze/core/globs.py, when the task names some), each stored in the blob store (content
         stored already is not sent again). Symbolic links and other non-regular files are left
-        out (a link could point anywhere on this machine)."""
+        out (a link could point anywhere on this machine), and no link is ever followed: the walk
+        and every open go through directory descriptors with O_NOFOLLOW, and a file is hashed and
+        stored from the one descriptor it was opened as (a name swapped for a link meanwhile is
+        skipped, never read through)."""
         found = await asyncio.to_thread(_regular_files, directory)
         if patterns is not None:
             wanted = matcher(patterns)
@@ -125,11 +129,18 @@ class FileStager:
             if before is not None and before.size == size and before.mtime_ns == mtime:
                 return None  # untouched since it was staged
             async with limit:
-                path = directory / rel
-                sha, size = await asyncio.to_thread(hash_file, path)
-                if before is not None and before.sha256 == sha:
-                    return None  # rewritten with the same content
-                await put_file(self.blobs, path, sha)
+                try:
+                    fd = await asyncio.to_thread(open_no_follow, directory, rel)
+                except OSError as exc:  # became a link, a fifo, or went away since the walk
+                    log.info("files.skipped_changed_since_walk", path=rel, error=str(exc))
+                    return None
+                try:
+                    sha, size = await asyncio.to_thread(hash_fd, fd)
+                    if before is not None and before.sha256 == sha:
+                        return None  # rewritten with the same content
+                    await put_fd(self.blobs, fd, sha, size, rel)
+                finally:
+                    os.close(fd)
                 return FileEntry(rel, sha, size)
 
         results = await asyncio.gather(*(one(rel, size, mtime) for rel, size, mtime in found))
@@ -139,6 +150,31 @@ class FileStager:
 class TooManyFiles(MazeError):
     error_type = "artifact_error"
     status_code = 400
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def open_no_follow(directory: Path, rel: str) -> int:
+    """A read-only descriptor of the regular file `rel` under `directory`, opened one component
+    at a time relative to its parent's descriptor, none of them followed if a link. Raises
+    OSError (ELOOP/ENOTDIR for a link on the way, EINVAL for what is not a regular file)."""
+    fd = os.open(directory, _DIR_FLAGS)
+    try:
+        *parents, name = rel.split("/")
+        for part in parents:
+            inner = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        # O_NONBLOCK: a fifo put there opens without waiting for a writer (and is refused below)
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+        file_fd = os.open(name, flags, dir_fd=fd)
+    finally:
+        os.close(fd)
+    if not stat.S_ISREG(os.fstat(file_fd).st_mode):
+        os.close(file_fd)
+        raise OSError(errno.EINVAL, f"{rel} is not a regular file")
+    return file_fd
 
 
 def _copy_in(source: Path, dest: Path, root: Path) -> int:
@@ -151,23 +187,27 @@ def _copy_in(source: Path, dest: Path, root: Path) -> int:
 
 
 def _regular_files(directory: Path) -> list[tuple[str, int, int]]:
-    """(relative POSIX path, size, mtime_ns) of every regular file under `directory`."""
+    """(relative POSIX path, size, mtime_ns) of every regular file under `directory`, walked
+    through directory descriptors (os.fwalk): a directory swapped for a link during the walk is
+    not entered."""
     out: list[tuple[str, int, int]] = []
     skipped = 0
-    for parent, dirs, files in os.walk(directory, followlinks=False):
+    for parent, _dirs, files, dir_fd in os.fwalk(directory, follow_symlinks=False):
         base = Path(parent)
         for name in files:
-            path = base / name
-            st = path.lstat()
-            if not stat.S_ISREG(st.st_mode):
+            try:
+                st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            except OSError:
                 skipped += 1
                 continue
-            rel = path.relative_to(directory).as_posix()
+            if not stat.S_ISREG(st.st_mode):  # links (to files or directories), fifos, sockets
+                skipped += 1
+                continue
+            rel = (base / name).relative_to(directory).as_posix()
             if not path_is_safe(rel):  # a name no manifest may carry (a backslash, say)
                 skipped += 1
                 continue
             out.append((rel, st.st_size, st.st_mtime_ns))
-        skipped += sum(1 for d in dirs if (base / d).is_symlink())
     if skipped:
         log.info("files.skipped_not_regular_or_unsafe_name", directory=str(directory), skipped=skipped)
     return sorted(out)

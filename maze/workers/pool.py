@@ -14,6 +14,7 @@ import multiprocessing.connection
 import os
 import signal
 import socket
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from multiprocessing.reduction import sendfds
@@ -27,6 +28,11 @@ from maze.workers.child import child_main
 
 log = structlog.get_logger(__name__)
 _encoder = msgspec.msgpack.Encoder()
+# A reply holds the outputs (together at most the request's `blob_max_bytes`, maze/workers/child.py)
+# and the error texts around them: anything larger is refused before it is held in memory.
+REPLY_OVERHEAD_BYTES = 1024 * 1024
+DEFAULT_BLOB_MAX_BYTES = 512 * 1024 * 1024
+READ_CHUNK = 1024 * 1024
 
 
 class ProcessHandle(Protocol):
@@ -81,6 +87,59 @@ def reap(proc: ProcessHandle) -> None:
     loop.run_in_executor(None, proc.join, 5)
 
 
+class ReplyRefused(Exception):
+    """The task process's reply broke the protocol: larger than a reply may be, or not a reply
+    (task code holds the process's end of the connection and may write anything on it)."""
+
+    def __init__(self, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+        self.message = message
+
+
+class ReplyReader:
+    """A reply read as it arrives, never blocking: multiprocessing's framing (a 4-byte big-endian
+    length, or -1 and an 8-byte one) accumulated from non-blocking reads in the loop's readable
+    callback, its announced size checked against `limit` before anything more is read."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.buffer = bytearray()
+        self.size: int | None = None
+        self.header = 4
+
+    def feed(self, data: bytes) -> bytes | None:
+        """The whole reply once it is here, else None. Raises ReplyRefused."""
+        self.buffer += data
+        if self.size is None:
+            if len(self.buffer) < self.header:
+                return None
+            (size,) = struct.unpack("!i", self.buffer[:4])
+            if size == -1:
+                self.header = 12
+                if len(self.buffer) < 12:
+                    return None
+                (size,) = struct.unpack("!Q", self.buffer[4:12])
+            if size < 0:
+                raise ReplyRefused(
+                    "protocol_error", f"the task process sent a malformed reply (length {size})"
+                )
+            if size > self.limit:
+                raise ReplyRefused(
+                    "payload_too_large",
+                    f"the task process's reply is {size} bytes, above the limit of {self.limit} bytes "
+                    "(the outputs together may take the blob store's limit)",
+                )
+            self.size = size
+        if len(self.buffer) - self.header > self.size:
+            raise ReplyRefused(
+                "protocol_error", "the task process wrote more than its reply on the connection"
+            )
+        if len(self.buffer) - self.header < self.size:
+            return None
+        return bytes(self.buffer[self.header :])
+
+
 class ProcessExited(Exception):
     def __init__(self, exitcode: int | None) -> None:
         super().__init__(f"task process exited with code {exitcode}")
@@ -93,6 +152,7 @@ class TaskProcess:
     conn: multiprocessing.connection.Connection
     uses: int = 0
     reply: asyncio.Future[dict[str, Any]] | None = field(default=None)
+    reader: ReplyReader | None = field(default=None)
     loaded: set[str] = field(default_factory=set)  # task code this process holds, by hash
 
     @property
@@ -142,36 +202,61 @@ class ProcessPool:
             request = {**request, "capture": True}
         loop = asyncio.get_running_loop()
         tp.reply = loop.create_future()
+        tp.reader = ReplyReader(
+            int(request.get("blob_max_bytes") or DEFAULT_BLOB_MAX_BYTES) + REPLY_OVERHEAD_BYTES
+        )
         fd = tp.conn.fileno()
-        loop.add_reader(fd, self._on_readable, tp)
         try:
             # uvloop makes a watched fd non-blocking, and a message larger than the pipe's buffer
             # (task code, big inputs) would then fail half-written: send it whole (the task
-            # process is waiting to read it)
+            # process is waiting to read it; no task code runs in it before it has read)
             os.set_blocking(fd, True)
             tp.conn.send_bytes(_encoder.encode(request))
             if output_fds is not None:  # after the request, which says they follow
                 with socket.fromfd(fd, socket.AF_UNIX, socket.SOCK_STREAM) as sock:
                     sendfds(sock, list(output_fds))
+            # the reply is read without ever blocking: task code holds the other end, and may
+            # announce a reply and never send it (the attempt's timeout ends that wait)
+            os.set_blocking(fd, False)
+            loop.add_reader(fd, self._on_readable, tp)
             return await asyncio.wait_for(asyncio.shield(tp.reply), timeout)
         except BaseException:
             self.kill(tp)
             raise
         finally:
             loop.remove_reader(fd)
+            tp.reader = None
             tp.uses += 1
 
     def _on_readable(self, tp: TaskProcess) -> None:
-        if tp.reply is None or tp.reply.done():
+        if tp.reply is None or tp.reply.done() or tp.reader is None:
             return
         try:
-            os.set_blocking(tp.conn.fileno(), True)  # a reply larger than the pipe's buffer: read it whole
-            data = tp.conn.recv_bytes()
-        except (EOFError, OSError):
-            tp.proc.join(timeout=1)
+            data = os.read(tp.conn.fileno(), READ_CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            tp.proc.join(timeout=0.1)  # closing its end: it is ending (bounded: on the loop)
             tp.reply.set_exception(ProcessExited(tp.proc.exitcode))
             return
-        tp.reply.set_result(msgspec.msgpack.decode(data))
+        try:
+            whole = tp.reader.feed(data)
+            if whole is None:
+                return
+            reply = msgspec.msgpack.decode(whole)
+            if not isinstance(reply, dict) or not {"ok", "payload", "duration_ms"} <= set(reply):
+                raise ReplyRefused("protocol_error", "the task process's reply is not a reply")
+        except ReplyRefused as exc:
+            tp.reply.set_exception(exc)
+            return
+        except msgspec.DecodeError as exc:
+            tp.reply.set_exception(
+                ReplyRefused("protocol_error", f"the task process's reply is not a reply: {exc}")
+            )
+            return
+        tp.reply.set_result(reply)
 
     def release(self, tp: TaskProcess, reuse: bool = True) -> None:
         self.busy.discard(tp)

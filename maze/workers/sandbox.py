@@ -2,8 +2,9 @@
 
 What the sandbox sees: the system read-only (`/` bound read-only), a private /tmp, its attempt
 directory writable (bound at SANDBOX_DIR, its current directory and $HOME), fresh /dev and /proc
-in a PID namespace of its own (no other process of the machine is visible), no network unless
-its task allows it, no capabilities, a new session (no terminal to inject into), and an
+in a PID namespace of its own (no other process of the machine is visible), a network namespace
+of its own (outbound network without the host's loopback where its task allows it:
+maze/workers/sandbox_net.py), no capabilities, a new session (no terminal to inject into), and an
 environment that is an allowlist (ENV_ALLOWED) plus the attempt's `MAZE_*` context. Hidden by
 empty mounts: the worker's work root (other attempts), data dirs (a co-located head's event store
 and tokens), $HOME's credential files (HOME_SECRETS), /run (sockets of the host's daemons) and
@@ -26,6 +27,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -40,6 +42,7 @@ from maze.core.settings import default_data_dir
 from maze.events.specs import Resources
 from maze.workers.cgroups import Cgroups, SandboxGroup, probe_cgroups
 from maze.workers.pool import ProcessPool, TaskProcess, kill_group, reap
+from maze.workers.sandbox_net import SandboxNet, find_slirp, sandbox_resolv_conf
 
 log = structlog.get_logger(__name__)
 
@@ -62,6 +65,7 @@ HOME_SECRETS = (
 SYSTEM_HIDDEN = ("/run", "/var/tmp")
 DEFAULT_PIDS = 256  # processes (threads included) one sandbox may have at once
 PROBE_TIMEOUT_S = 30.0
+END_TIMEOUT_S = 10.0  # how long a killed sandbox's processes may take to be gone
 # puts the shell (and so bwrap, and everything in the sandbox) in the sandbox's cgroups, then
 # becomes bwrap: the group holds the sandbox from its first instruction
 _JOIN_CGROUPS = (
@@ -113,14 +117,25 @@ def _covered(path: str, by: str) -> bool:
 
 
 def bwrap_argv(
-    bwrap: str, host_dir: str, hidden: Iterable[Path], network: bool, command: list[str]
+    bwrap: str,
+    host_dir: str,
+    hidden: Iterable[Path],
+    network: bool,
+    command: list[str],
+    net_args: list[str] | None = None,
 ) -> list[str]:
-    """The bubblewrap command line of one sandbox whose attempt directory is `host_dir`."""
+    """The bubblewrap command line of one sandbox whose attempt directory is `host_dir`. Every
+    sandbox has a network namespace of its own; one with `network` is connected to the outside
+    by slirp4netns (maze/workers/sandbox_net.py), through `net_args` (its fds to bubblewrap)."""
+    if network and not net_args:
+        raise ValueError("a sandbox with network needs its slirp4netns fds")
     argv = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
     done: list[str] = ["/tmp"]
-    for path in sorted({os.path.abspath(p) for p in hidden}):
-        if any(_covered(path, d) for d in done) or not os.path.lexists(path) or os.path.islink(path):
-            continue  # under the private /tmp or a hidden dir already; absent; a link (its target is listed)
+    # a hidden path that is a link (or lies under one) is hidden where it really is: its target
+    # is reachable by its own name, and the link then leads to the empty mount
+    for path in sorted({os.path.realpath(p) for p in hidden}):
+        if any(_covered(path, d) for d in done) or not os.path.lexists(path):
+            continue  # under the private /tmp or a hidden dir already; absent
         if os.path.isdir(path):
             argv += ["--tmpfs", path, "--remount-ro", path]  # empty, and nothing can be put there
             done.append(path)
@@ -128,8 +143,7 @@ def bwrap_argv(
             argv += ["--ro-bind", "/dev/null", path]
     argv += ["--bind", host_dir, SANDBOX_DIR, "--chdir", SANDBOX_DIR]
     argv += ["--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
-    if not network:
-        argv.append("--unshare-net")
+    argv += ["--unshare-net", *(net_args or [])]
     argv += ["--die-with-parent", "--new-session", "--cap-drop", "ALL", "--"]
     return argv + command
 
@@ -176,6 +190,7 @@ class Support:
     detail: str  # "cgroup2", "cgroup1" or "rlimit"; or the reason
     bwrap: str | None = None
     cgroups: Cgroups | None = None
+    slirp: str | None = None  # slirp4netns: sandboxes with network (None: none here)
 
 
 @dataclass(eq=False)
@@ -188,6 +203,7 @@ class Sandbox:
     spare: bool  # its directory is a spare's, to be renamed onto the attempt's
     memory_mb: int = 0
     stderr: bytes = b""
+    net: SandboxNet | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -205,6 +221,8 @@ class SandboxPool(ProcessPool):
     ) -> None:
         self.support = support
         self.spare_root = work_root / ".sandbox-spares"
+        self.work_root = work_root
+        self._resolv: tuple[Path | None] | None = None  # made once, where a network sandbox needs it
         self.hidden = hidden
         self.node_memory_mb = node_memory_mb
         self.pids = pids
@@ -224,7 +242,7 @@ class SandboxPool(ProcessPool):
         if self.use_spares and network not in self.spares:
             try:
                 self.spares[network] = self._spawn_box(None, network)
-            except OSError as exc:
+            except (OSError, SandboxError) as exc:
                 log.warning("sandbox.spare_not_started", error=str(exc))
 
     def _spawn_box(self, host_dir: Path | None, network: bool) -> TaskProcess:
@@ -233,13 +251,23 @@ class SandboxPool(ProcessPool):
         if host_dir is None:
             host_dir = self.spare_root / uuid.uuid4().hex
             host_dir.mkdir(parents=True)
+        net: SandboxNet | None = None
+        group: SandboxGroup | None = None
         ours, theirs = socket.socketpair()
-        group = self.support.cgroups.make() if self.support.cgroups is not None else None
         try:
+            if network:
+                if self.support.slirp is None:
+                    raise SandboxError(
+                        "this node cannot give a sandbox network: slirp4netns is not installed"
+                    )
+                if self._resolv is None:
+                    self._resolv = (sandbox_resolv_conf(self.work_root),)
+                net = SandboxNet(self.support.slirp)
+            group = self.support.cgroups.make() if self.support.cgroups is not None else None
             env = sandbox_env(os.environ, sys.path)
-            argv = bwrap_argv(
-                self.support.bwrap, str(host_dir), self.hidden, network, child_command(theirs.fileno())
-            )
+            command = child_command(theirs.fileno())
+            net_args = net.bwrap_args(self._resolv[0]) if net is not None and self._resolv else None
+            argv = bwrap_argv(self.support.bwrap, str(host_dir), self.hidden, network, command, net_args)
             if group is not None:
                 group.limit(None, self.pids)
                 env["MAZE_CGROUP_PROCS"] = ":".join(group.procs_files)
@@ -250,7 +278,7 @@ class SandboxPool(ProcessPool):
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
-                pass_fds=(theirs.fileno(),),
+                pass_fds=(theirs.fileno(), *(net.child_fds if net is not None else ())),
                 start_new_session=True,
                 close_fds=True,
             )
@@ -258,11 +286,17 @@ class SandboxPool(ProcessPool):
             ours.close()
             if group is not None:
                 group.remove()
+            if net is not None:
+                net.abandon()
+            if spare:
+                shutil.rmtree(host_dir, ignore_errors=True)
             raise
         finally:
             theirs.close()
+        if net is not None:
+            net.spawned(popen)
         tp = TaskProcess(proc=PopenProcess(popen), conn=Connection(ours.detach()))
-        self.boxes[tp] = Sandbox(network=network, host_dir=host_dir, group=group, spare=spare)
+        self.boxes[tp] = Sandbox(network=network, host_dir=host_dir, group=group, spare=spare, net=net)
         return tp
 
     # ---- attempts -----------------------------------------------------------------------------
@@ -316,6 +350,8 @@ class SandboxPool(ProcessPool):
         box = self.boxes.get(tp)
         if box is None:
             return None
+        if box.net is not None and box.net.error is not None:
+            return ("sandbox_error", f"the sandbox's network could not be set up: {box.net.error}")
         if box.group is not None:
             if box.group.oom_kills():
                 return (
@@ -343,6 +379,39 @@ class SandboxPool(ProcessPool):
         return box.stderr.decode("utf-8", "replace").strip()
 
     # ---- ending -------------------------------------------------------------------------------
+    async def end(self, tp: TaskProcess, timeout: float = END_TIMEOUT_S) -> None:
+        """Kill the sandbox and wait until none of its processes is left (its cgroup empty, its
+        PID namespace's first process gone: the kernel ends that one after all the others). Its
+        files are read after this, never while a process of the task can still change them (a
+        thread left running could swap a file for a link). Raises SandboxError if they outlive
+        `timeout`."""
+        box = self.boxes.get(tp)
+        group = box.group if box is not None else None
+        pid = tp.proc.pid
+        try:
+            tree = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)] if pid else []
+        except psutil.Error:
+            tree = []
+        if group is not None:
+            group.kill()
+        kill_group(tp.proc)
+
+        def wait_gone() -> bool:
+            deadline = time.monotonic() + timeout
+            tp.proc.join(timeout)
+            _, alive = psutil.wait_procs(tree, timeout=max(0.0, deadline - time.monotonic()))
+            if alive:
+                return False
+            while group is not None and not group.empty():
+                if time.monotonic() > deadline:
+                    return False
+                group.kill()
+                time.sleep(0.01)
+            return True
+
+        if not await asyncio.to_thread(wait_gone):
+            raise SandboxError(f"the sandbox's processes were still there {timeout:g}s after it was killed")
+
     def kill(self, tp: TaskProcess) -> None:
         box = self.boxes.get(tp)
         if box is not None and box.group is not None:
@@ -368,12 +437,15 @@ class SandboxPool(ProcessPool):
             with contextlib.suppress(OSError):
                 tp.proc.popen.stderr.close()
         group = box.group if box is not None else None
+        net = box.net if box is not None else None
         spare_dir = (
             box.host_dir if box is not None and box.spare and box.host_dir.parent == self.spare_root else None
         )
 
         def wait_and_clean() -> None:
             tp.proc.join(5)
+            if net is not None:
+                net.close()
             if group is not None:
                 for _ in range(50):  # the kernel frees a group once its last process is gone
                     group.remove()
@@ -446,4 +518,7 @@ def probe(label: str, work_root: Path, hidden: list[Path], enabled: bool = True)
     finally:
         shutil.rmtree(probe_dir, ignore_errors=True)
     cgroups = probe_cgroups(label)
-    return Support(True, cgroups.kind if cgroups else "rlimit", bwrap=bwrap, cgroups=cgroups)
+    if cgroups is not None:
+        cgroups.sweep()  # left by an earlier run of this worker that was killed
+    kind = cgroups.kind if cgroups else "rlimit"
+    return Support(True, kind, bwrap=bwrap, cgroups=cgroups, slirp=find_slirp())

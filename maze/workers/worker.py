@@ -51,7 +51,7 @@ from maze.workers.child import MAX_MESSAGE_CHARS, MAX_TRACEBACK_CHARS, clip
 from maze.workers.files import FileStager, Staged, TooManyFiles
 from maze.workers.logs import TaskLogs
 from maze.workers.outbox import Outbox
-from maze.workers.pool import ProcessExited, ProcessPool, TaskProcess
+from maze.workers.pool import ProcessExited, ProcessPool, ReplyRefused, TaskProcess
 from maze.workers.pull import ContinuousPull
 from maze.workers.results import store_result
 
@@ -140,11 +140,22 @@ class Worker:
     async def _probe_sandbox(self) -> None:
         """Whether this node runs sandboxed attempts, said in its capacity (NodeJoined)."""
         self.work_dir.mkdir(parents=True, exist_ok=True)
+        # what an earlier run of this worker left (killed: no cleanup ran) goes before any attempt
+        wiped = await asyncio.to_thread(self.attempt_dirs.wipe, ".content")
+        if wiped < 0:
+            log.warning(
+                "worker.work_root_not_ours_not_wiped", node_id=self.node_id, work_dir=str(self.work_dir)
+            )
+        elif wiped:
+            log.info("worker.work_root_wiped", node_id=self.node_id, entries=wiped)
         support = await asyncio.to_thread(
             sandbox.probe, self.node_id, self.work_dir, self.sandbox_hidden, self.sandboxing
         )
         self.capacity = msgspec.structs.replace(
-            self.capacity, sandbox=support.ok, sandbox_limits=support.detail
+            self.capacity,
+            sandbox=support.ok,
+            sandbox_limits=support.detail,
+            sandbox_network=support.ok and support.slirp is not None,
         )
         if support.ok:
             self.sandboxes = sandbox.SandboxPool(
@@ -404,6 +415,10 @@ class Worker:
                 self.waiting_keys.discard(item.key)
                 self._reject(item, f"this node cannot sandbox ({self.capacity.sandbox_limits})")
                 continue
+            if item.resources.network and not self.capacity.sandbox_network:
+                self.waiting_keys.discard(item.key)
+                self._reject(item, "this node cannot give a sandbox network (slirp4netns is not installed)")
+                continue
             if fits_assigned(self.capacity, self.usage, item.resources, item.gpus):
                 if item.gpus and not self._gpu_memory_free(item):
                     self.waiting_keys.discard(item.key)  # rejected: the controller places it again
@@ -449,11 +464,16 @@ class Worker:
         try:
             if item.resources.sandbox and self.sandboxes is not None:
                 pool = self.sandboxes
-                attempt_dir = self.attempt_dirs.make(item.run_id, item.task_id, item.attempt)
-                try:
+                attempt_dir = directory = self.attempt_dirs.make(item.run_id, item.task_id, item.attempt)
+                try:  # removed at the end whatever happens here (a spare's renamed onto it too)
                     tp = self.sandboxes.acquire_for(attempt_dir, item.resources)
                 except sandbox.SandboxError as exc:
                     self._fail(item, "sandbox_error", str(exc), retryable=False)
+                    return
+                except OSError as exc:  # bubblewrap or its cgroup could not be started
+                    self._fail(
+                        item, "sandbox_error", f"the sandbox could not be started: {exc}", retryable=True
+                    )
                     return
             else:
                 tp = self.pool.acquire(fresh=bool(item.gpus))
@@ -496,6 +516,17 @@ class Worker:
                     request.update(self.sandboxes.context(tp, env))
                 reply = await self.logs.run(pool, tp, request, item, self.limits.log_cap_bytes)
                 hops.mark("process_returned", item.run_id)
+                if pool is self.sandboxes and item.workspace:
+                    # nothing of the task runs on while its files are read (a thread it left
+                    # could swap a file for a link between their walk and their reading); without
+                    # files to read the sandbox is killed as it is released
+                    await self.sandboxes.end(tp)
+            except sandbox.SandboxError as exc:
+                self._fail(item, "sandbox_error", str(exc), retryable=True)
+                return
+            except ReplyRefused as exc:
+                self._fail(item, exc.error_type, exc.message, retryable=False)
+                return
             except TimeoutError:
                 self._fail(
                     item, "timed_out", f"attempt exceeded timeout of {item.timeout_seconds}s", retryable=True
