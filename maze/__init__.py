@@ -23,6 +23,7 @@ if TYPE_CHECKING:
         ValidationError,
     )
     from maze.sdk.client import MaClient
+    from maze.sdk.file_inputs import FileInput
     from maze.sdk.task import task
     from maze.sdk.workflow import MaTask, MaWorkflow, TaskOutput, TaskOutputs
 
@@ -35,6 +36,7 @@ _WHERE = {
     "Unavailable": "maze.core.errors",
     "ValidationError": "maze.core.errors",
     "MaClient": "maze.sdk.client",
+    "FileInput": "maze.sdk.file_inputs",
     "task": "maze.sdk.task",
     "MaTask": "maze.sdk.workflow",
     "MaWorkflow": "maze.sdk.workflow",
@@ -44,6 +46,7 @@ _WHERE = {
 
 __all__ = [
     "Conflict",
+    "FileInput",
     "MaClient",
     "MaTask",
     "MaWorkflow",

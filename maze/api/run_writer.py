@@ -87,7 +87,7 @@ async def fit_specs(specs: list[TaskSpec], sizes: list[int], budget: int, blobs:
         inline = {
             k: len(v.data)
             for k, v in spec.inputs.items()
-            if isinstance(v, InputValue) and values.ext_code(v.data) != values.EXT_BLOB
+            if isinstance(v, InputValue) and values.ext_code(v.data) not in values.REFERENCES
         }
         inputs = dict(spec.inputs)
         for key in values.keys_to_spill(inline, sizes[i] - limit):

@@ -178,6 +178,13 @@ class _Literals:
                 raise values.too_large(where, ref.size, self.limits.blob_max_bytes)
             self.must_exist.add(ref.sha256)
             return given
+        if isinstance(opaque, Ext) and opaque.code == values.EXT_FILE:
+            staged = values.staged_file(opaque)
+            assert staged is not None
+            if staged.size > self.limits.blob_max_bytes:
+                raise values.too_large(where, staged.size, self.limits.blob_max_bytes)
+            self.must_exist.add(staged.sha256)  # staged by the worker: stored before the run is
+            return given
         return self._fit(given, where)
 
     def _fit(self, wire: bytes, where: str) -> bytes:

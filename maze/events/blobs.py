@@ -120,15 +120,70 @@ class _ChunkWriter:
 
 
 async def _rechunk(body: AsyncIterable[bytes], chunk_bytes: int) -> AsyncIterator[bytes]:
-    """An upload's parts, whatever their sizes, as chunks of `chunk_bytes` (the last one less)."""
-    buf = bytearray()
+    """An upload's parts, whatever their sizes, as chunks of `chunk_bytes` (the last one less).
+    Each chunk is made by one join of the parts it spans (a part that is a whole chunk passes as
+    it is): a byte is copied once here, not three times as a growing bytearray copies it."""
+    parts: list[bytes | memoryview] = []
+    have = 0
     async for part in body:
-        buf += part
-        while len(buf) >= chunk_bytes:
-            yield bytes(buf[:chunk_bytes])
-            del buf[:chunk_bytes]
-    if buf:
-        yield bytes(buf)
+        if not part:
+            continue
+        if not parts and len(part) == chunk_bytes and isinstance(part, bytes):
+            yield part
+            continue
+        parts.append(part)
+        have += len(part)
+        if have < chunk_bytes:
+            continue
+        whole = b"".join(parts)
+        if have == chunk_bytes:
+            yield whole
+            parts, have = [], 0
+            continue
+        joined = memoryview(whole)
+        start = 0
+        while have - start >= chunk_bytes:
+            yield bytes(joined[start : start + chunk_bytes])
+            start += chunk_bytes
+        parts = [joined[start:]] if start < have else []
+        have -= start
+    if parts:
+        yield b"".join(parts)
+
+
+class _Hasher:
+    """The sha256 of chunks in order, each large chunk hashed in a thread (hashlib lets go of the
+    GIL on large buffers) while the event loop goes on with the next one: the hash of chunk N
+    overlaps the publish of chunk N and the read of chunk N+1, instead of stopping the loop."""
+
+    OFF_LOOP_BYTES = 256 * 1024
+
+    def __init__(self) -> None:
+        self.sha = hashlib.sha256()
+        self._last: asyncio.Future[None] | None = None
+
+    async def update(self, chunk: bytes | memoryview) -> None:
+        """Start hashing `chunk` once the previous chunk is hashed (the chunk must not change)."""
+        if self._last is not None:
+            await self._last
+            self._last = None
+        if len(chunk) < self.OFF_LOOP_BYTES:
+            self.sha.update(chunk)
+        else:
+            self._last = asyncio.get_running_loop().run_in_executor(None, self.sha.update, chunk)
+
+    async def done(self) -> Any:
+        """The hash object, every chunk in."""
+        if self._last is not None:
+            await self._last
+            self._last = None
+        return self.sha
+
+    async def close(self) -> None:
+        """Wait for a hash in progress (the chunk it reads must outlive it)."""
+        if self._last is not None:
+            with contextlib.suppress(Exception):
+                await self._last
 
 
 class BlobStore:
@@ -244,13 +299,16 @@ class BlobStore:
         if await self.size_of(sha, fresh=True) is not None:
             # stored already: what the client sent is read and kept nowhere, but it is held to the
             # same rules as a new upload (a body that is not this content is refused all the same)
-            hasher = hashlib.sha256()
+            hasher = _Hasher()
             size = 0
-            async for part in body:
-                size += len(part)
-                self.check_size(size)
-                hasher.update(part)
-            got = hasher.hexdigest()
+            try:
+                async for part in body:
+                    size += len(part)
+                    self.check_size(size)
+                    await hasher.update(part)
+                got = (await hasher.done()).hexdigest()
+            finally:
+                await hasher.close()
             if got != sha:
                 raise ValidationError(
                     f"the uploaded content hashes to sha256 {got}, not {sha}; nothing was written",
@@ -280,30 +338,32 @@ class BlobStore:
         subject = chunk_subject(nuid)
         writer = _ChunkWriter(self.nc, subject)
         await writer.start()
-        hasher = hashlib.sha256()
+        hasher = _Hasher()
         size = 0
         stored = False
         try:
             async for chunk in chunks:
                 size += len(chunk)
                 self.check_size(size)
-                hasher.update(chunk)
+                await hasher.update(chunk)
                 await writer.write(chunk)
             await writer.finish()
-            got = hasher.hexdigest()
+            sha_done = await hasher.done()
+            got = sha_done.hexdigest()
             if verify and got != sha:
                 raise ValidationError(
                     f"the uploaded content hashes to sha256 {got}, not {sha}; nothing was stored",
                     expected=sha,
                     actual=got,
                 )
-            info = self._object_info(sha, nuid, size, writer.count, hasher.digest())
+            info = self._object_info(sha, nuid, size, writer.count, sha_done.digest())
             # a repeated meta message is harmless (the last one is read), so transient errors (a
             # leader election) are retried. No rollup header: the blob stream refuses them, since a
             # writer of the blob store (any worker) could purge the whole stream with one
             await publish_durably(self.js, meta_subject(sha), json.dumps(info).encode(), {})
             stored = True
         finally:
+            await hasher.close()
             if not stored:
                 with contextlib.suppress(Exception):
                     await self.js.purge_stream(subjects.BLOB_STREAM, subject=subject)
@@ -332,23 +392,25 @@ class BlobStore:
         subject = chunk_subject(nuid)
         writer = _ChunkWriter(self.nc, subject)
         await writer.start()
-        hasher = hashlib.sha256()
+        hasher = _Hasher()
         size = 0
         kept = False
         try:
             async for chunk in _rechunk(body, self.chunk_bytes):
                 size += len(chunk)
                 self.check_size(size)
-                hasher.update(chunk)
+                await hasher.update(chunk)
                 await writer.write(chunk)
             await writer.finish()
-            sha = hasher.hexdigest()
+            sha_done = await hasher.done()
+            sha = sha_done.hexdigest()
             if await self.size_of(sha, fresh=True) is not None:
                 return sha, size, False  # stored already: this copy's chunks go (below)
-            info = self._object_info(sha, nuid, size, writer.count, hasher.digest())
+            info = self._object_info(sha, nuid, size, writer.count, sha_done.digest())
             await publish_durably(self.js, meta_subject(sha), json.dumps(info).encode(), {})
             kept = True
         finally:
+            await hasher.close()
             if not kept:
                 with contextlib.suppress(Exception):
                     await writer.finish()  # the chunks in flight land before the purge
@@ -371,16 +433,19 @@ class BlobStore:
             raise BlobMissing(f"blob maze://artifacts/sha256/{sha} is not in the blob store", missing=[sha])
         expected_size = int(info.get("size") or 0)
         chunks = int(info.get("chunks") or 0)
-        hasher = hashlib.sha256()
+        hasher = _Hasher()
         size = 0
         held: bytes | None = None
-        async for data in self._chunks(info["nuid"], chunks):
-            if held is not None:
-                yield held
-            hasher.update(data)
-            size += len(data)
-            held = data
-        got = hasher.hexdigest()
+        try:
+            async for data in self._chunks(info["nuid"], chunks):
+                await hasher.update(data)  # in a thread while the chunk before goes out
+                if held is not None:
+                    yield held
+                size += len(data)
+                held = data
+            got = (await hasher.done()).hexdigest()
+        finally:
+            await hasher.close()
         if got != sha or size != expected_size:
             log.error("blob.corrupt", sha256=sha, actual=got, size=size, expected_size=expected_size)
             removed = await self._remove_corrupt(sha, info)

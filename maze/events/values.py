@@ -7,7 +7,9 @@ A *wire value* is the msgpack encoding of one task input or output. It is one of
 - extension `EXT_PICKLE` holding a `Pickled` (the type's name and its cloudpickle bytes): numpy
   arrays, DataFrames, sets, tuples, ints above 2**64, a user's own classes;
 - extension `EXT_BLOB` holding a `BlobRef` to content stored by sha256 in the blob store
-  (`maze://artifacts/sha256/<hex>`), whose bytes decode by `codec` ("msgpack" or "pickle").
+  (`maze://artifacts/sha256/<hex>`), whose bytes decode by `codec` ("msgpack" or "pickle");
+- extension `EXT_FILE` holding a `StagedFile` (inputs only): a file in the blob store that the
+  worker stages into the attempt's directory at `path`; the task gets `path` (a str).
 
 An extension only ever appears at the top of a wire value, never nested, so a result map or an
 inputs map is `{key: wire value}` and readers can find every blob reference one level down.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,12 +34,16 @@ from msgspec.msgpack import Ext
 
 from maze.core import pickling
 from maze.core.errors import PayloadTooLarge, SerializationError, ValidationError
+from maze.events.artifacts import check_path
 
 EXT_PICKLE = 1
 EXT_BLOB = 2
+EXT_FILE = 3
+REFERENCES = (EXT_BLOB, EXT_FILE)  # extensions that stand for stored content: never spilled
 URI_PREFIX = "maze://artifacts/sha256/"
 MARKER = "__maze_value__"  # key of the JSON descriptor of a non-plain value
 INT_MIN, INT_MAX = -(2**63), 2**64 - 1
+HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
 
 _encoder = msgspec.msgpack.Encoder()
 
@@ -57,8 +64,24 @@ class BlobRef(Struct, array_like=True, frozen=True):
         return URI_PREFIX + self.sha256
 
 
+class StagedFile(Struct, array_like=True, frozen=True):
+    """A task input that is a file (`maze.FileInput`): its content in the blob store, staged by the
+    worker at `path` (relative to the attempt directory) before the attempt runs. `source` is the
+    URL it was read from, for people."""
+
+    path: str
+    sha256: str
+    size: int
+    source: str = ""
+
+    @property
+    def uri(self) -> str:
+        return URI_PREFIX + self.sha256
+
+
 _pickled = msgspec.msgpack.Decoder(Pickled)
 _blobref = msgspec.msgpack.Decoder(BlobRef)
+_staged = msgspec.msgpack.Decoder(StagedFile)
 
 
 def sha256_hex(data: bytes | memoryview) -> str:
@@ -149,6 +172,10 @@ def wire_blob(ref: BlobRef) -> bytes:
     return _encoder.encode(Ext(EXT_BLOB, _encoder.encode(ref)))
 
 
+def wire_file(staged: StagedFile) -> bytes:
+    return _encoder.encode(Ext(EXT_FILE, _encoder.encode(staged)))
+
+
 def blob_ref_for(codec: str, content: bytes, type_name_: str) -> BlobRef:
     return BlobRef(sha256=sha256_hex(content), size=len(content), codec=codec, type_name=type_name_)
 
@@ -209,9 +236,32 @@ def blob_refs(wire_map: bytes) -> list[BlobRef]:
     return refs
 
 
+def staged_files(wire_map: bytes) -> list[StagedFile]:
+    """Every file input of a `{key: wire value}` inputs map (extensions sit at the top)."""
+    return [
+        _staged.decode(value.data)
+        for value in decode_opaque(wire_map).values()
+        if isinstance(value, Ext) and value.code == EXT_FILE
+    ]
+
+
+def staged_file(ext: Ext) -> StagedFile | None:
+    return _staged.decode(ext.data) if ext.code == EXT_FILE else None
+
+
+def check_staged_file(staged: StagedFile, where: str) -> StagedFile:
+    """A file input from outside: a clean relative path, a sha256, a size. Raises ValidationError."""
+    check_path(staged.path, f"{where}: file input")
+    if not HEX64.fullmatch(staged.sha256) or staged.size < 0 or len(staged.source) > 4096:
+        raise ValidationError(
+            f"{where}: a file input needs a sha256 hex digest, a size >= 0 and a short source"
+        )
+    return staged
+
+
 def check_wire(wire: bytes, where: str) -> Any:
     """Validate a wire value from outside (the API): well-formed msgpack, and any extension a
-    well-formed pickle or blob reference at the top. Returns the opaque value."""
+    well-formed pickle, blob reference or file input at the top. Returns the opaque value."""
     try:
         value = decode_opaque(wire)
     except msgspec.DecodeError as exc:
@@ -224,6 +274,8 @@ def check_wire(wire: bytes, where: str) -> Any:
                 ref = _blobref.decode(value.data)
                 if len(ref.sha256) != 64 or ref.codec not in ("msgpack", "pickle"):
                     raise msgspec.ValidationError("bad blob reference")
+            elif value.code == EXT_FILE:
+                check_staged_file(_staged.decode(value.data), where)
             else:
                 raise msgspec.ValidationError(f"unknown extension {value.code}")
         except msgspec.DecodeError as exc:
@@ -265,6 +317,16 @@ def describe(value: Any, with_data: bool = False) -> Any:
             "sha256": ref.sha256,
             "uri": ref.uri,
         }
+    if value.code == EXT_FILE:
+        staged = _staged.decode(value.data)
+        return {
+            MARKER: "file",
+            "path": staged.path,
+            "size": staged.size,
+            "sha256": staged.sha256,
+            "uri": staged.uri,
+            "source": staged.source,
+        }
     return {MARKER: "unknown", "code": value.code, "size": len(memoryview(value.data))}
 
 
@@ -296,6 +358,8 @@ class ValueDecoder:
             if content is None:
                 raise KeyError(f"blob {ref.uri} was not fetched")
             return decode_content(ref.codec, content)
+        if code == EXT_FILE:  # staged by the worker: the task gets its path in the attempt directory
+            return _staged.decode(data).path
         raise ValueError(f"unknown value extension {code}")
 
     def decode(self, wire: bytes | memoryview) -> Any:
@@ -322,4 +386,6 @@ def from_descriptor(descriptor: dict[str, Any], fetch: Any) -> Any:
         return cloudpickle.loads(base64.b64decode(descriptor["data"]))
     if kind == "blob":
         return decode_content(descriptor["codec"], fetch(descriptor["sha256"]))
+    if kind == "file":  # a file input: what the task got, its path in the attempt directory
+        return descriptor["path"]
     raise ValueError(f"cannot rebuild a value of kind {kind!r}")

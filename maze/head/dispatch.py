@@ -85,7 +85,7 @@ async def fit_item(
     if len(encoded) <= limit:
         return item, encoded
     wires = {key: bytes(raw) for key, raw in values.decode_map_raw(item.inputs).items()}
-    sizes = {key: len(w) for key, w in wires.items() if values.ext_code(w) != values.EXT_BLOB}
+    sizes = {key: len(w) for key, w in wires.items() if values.ext_code(w) not in values.REFERENCES}
     for key in values.keys_to_spill(sizes, len(encoded) - limit):
         codec, content, kind = values.content_of(wires[key])
         if len(content) > blobs.max_blob_bytes:

@@ -8,8 +8,9 @@ import hashlib
 import os
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpx
 
@@ -19,6 +20,13 @@ from maze.events.values import URI_PREFIX
 from maze.sdk.http import Http, raise_for_error
 
 Progress = Callable[[int], None]  # called with the bytes received since the last call
+HAND_OFF_BYTES = 4 * 1024 * 1024
+
+
+def _hash_and_write(hasher: Any, f: BinaryIO, pieces: list[bytes]) -> None:
+    for piece in pieces:
+        hasher.update(piece)
+    f.writelines(pieces)
 
 
 def list_artifacts(http: Http, run_id: str) -> list[dict[str, Any]]:
@@ -57,13 +65,31 @@ def download_blob(http: Http, sha: str, dest: Path, progress: Progress | None = 
                 raise NotFound(f"blob {URI_PREFIX}{sha} is not in the blob store", sha256=sha)
             if resp.status_code >= 400:
                 raise_for_error(resp.status_code, resp.read())
-            with tmp.open("wb") as f:
-                for chunk in resp.iter_bytes(1024 * 1024):
-                    hasher.update(chunk)
-                    f.write(chunk)
-                    size += len(chunk)
-                    if progress is not None:
-                        progress(len(chunk))
+            with tmp.open("wb") as f, ThreadPoolExecutor(1, thread_name_prefix="maze-download") as pool:
+                # the pieces as they are read (no re-chunking copies), gathered to ~4 MB, hashed and
+                # written in a thread (hashlib and file writes let go of the GIL) while the next
+                # ones are read: at most two batches in memory
+                batch: list[bytes] = []
+                batch_bytes = 0
+                writing: Future[None] | None = None
+                # iter_raw: no re-chunking; a proxy that compressed the body gets it decoded
+                pieces = resp.iter_bytes() if resp.headers.get("content-encoding") else resp.iter_raw()
+                for piece in pieces:
+                    batch.append(piece)
+                    batch_bytes += len(piece)
+                    size += len(piece)
+                    if batch_bytes >= HAND_OFF_BYTES:
+                        if writing is not None:
+                            writing.result()
+                        writing = pool.submit(_hash_and_write, hasher, f, batch)
+                        if progress is not None:
+                            progress(batch_bytes)
+                        batch, batch_bytes = [], 0
+                if writing is not None:
+                    writing.result()
+                _hash_and_write(hasher, f, batch)
+                if progress is not None and batch_bytes:
+                    progress(batch_bytes)
         got = hasher.hexdigest()
         if got != sha:
             raise ArtifactError(

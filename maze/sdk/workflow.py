@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -22,6 +23,7 @@ from maze.core.errors import (
 from maze.events.values import is_plain
 from maze.sdk import graph
 from maze.sdk.blobs import BlobClient
+from maze.sdk.file_inputs import FileInput, FileInputs, holds_file_input
 from maze.sdk.http import Http, normalize_server_url
 from maze.sdk.messages import MessageStream, render, summarize
 from maze.sdk.serialize import pickle_function
@@ -91,6 +93,8 @@ class MaTask:
         # literal inputs as POST /runs takes them, encoded once at add_task; blobs they need
         self._input_forms = input_forms or {}
         self._blobs = blobs or {}
+        # file inputs (maze.FileInput): read and stored at each run(), their forms set then
+        self._file_inputs = {k: v for k, v in inputs.items() if isinstance(v, FileInput)}
 
     def upstream(self) -> set[str]:
         deps = {ref.task_id for value in self.inputs.values() for ref in _references(value)}
@@ -196,6 +200,14 @@ class MaWorkflow:
                 self._check_reference(ref, name)
             if isinstance(value, TaskOutput):
                 continue
+            if isinstance(value, FileInput):
+                value.path_for(name)  # a key that makes a clean path, or ValidationError now
+                continue
+            if holds_file_input(value):
+                raise ValidationError(
+                    f"input {name!r} of {meta.name}: a FileInput must be an input's whole value, "
+                    "not inside a list or dict"
+                )
             if refs:
                 forms[name] = self._gather_form(value, f"input {name!r} of {meta.name}", blobs, 0)
             else:
@@ -335,11 +347,38 @@ class MaWorkflow:
         functions = {h: b for h, b in self.functions.items() if h in used}
         value_blobs = {sha: c for t in self.tasks.values() for sha, c in t._blobs.items()}
         run_id = f"run_{uuid.uuid4().hex}"
-        tasks = [t.submission() for t in self.tasks.values()]
+        blobs = self._blob_client
+        with_files = [t for t in self.tasks.values() if t._file_inputs]
+        file_inputs: FileInputs | None = None
+        if with_files:  # every URL read and hashed before anything is sent
+            file_store = self._files_store(base_url) if files_on else blobs
+            file_inputs = FileInputs(with_files, file_store.limits()["blob_max_bytes"])
+        try:
+            return self._run(
+                run_id, functions, value_blobs, files_on, directory, base_url, timeout_seconds, file_inputs
+            )
+        finally:
+            if file_inputs is not None:
+                file_inputs.close()
+
+    def _run(
+        self,
+        run_id: str,
+        functions: dict[str, bytes],
+        value_blobs: dict[str, bytes],
+        files_on: bool,
+        directory: Path | None,
+        base_url: str | None,
+        timeout_seconds: float | None,
+        file_inputs: FileInputs | None,
+    ) -> str:
         blobs = self._blob_client
         for attempt in range(2):
             inline, upload = blobs.split_code(functions)
             blobs.upload({**upload, **value_blobs})
+            if file_inputs is not None:
+                file_inputs.upload(self._files_store(base_url) if files_on else blobs)
+            tasks = [t.submission() for t in self.tasks.values()]
             try:
                 body: dict[str, Any] = {
                     "workflow_id": self.workflow_id,

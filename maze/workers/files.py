@@ -1,7 +1,8 @@
-"""An attempt's files, for runs with a workspace: staged into its directory before it runs (the
-workspace manifest with its upstream tasks' artifacts laid over it), and after it succeeded, the
-files it created or changed stored in the blob store (identical content once) and returned for
-the worker to register.
+"""An attempt's files: staged into its directory before it runs (for a run with a workspace, the
+workspace manifest with its upstream tasks' artifacts laid over it; for any run, the task's file
+inputs, `maze.FileInput`, at their `inputs/<key>/<name>`), and after it succeeded (runs with a
+workspace), the files it created or changed stored in the blob store (identical content once) and
+returned for the worker to register.
 
 Staged files are copies of a local content cache (`<work root>/.content/<sha256>`), so a file that
 many attempts of this worker use is fetched once. Copies, not hard links: a task that rewrites an
@@ -33,6 +34,7 @@ from maze.events.artifacts import (
 )
 from maze.events.blob_files import fetch_to_file, hash_fd, put_fd
 from maze.events.blobs import BlobStore
+from maze.events.values import staged_files
 from maze.events.work import WorkItem
 from maze.workers.blob_cache import BlobCache
 
@@ -56,9 +58,13 @@ class FileStager:
         self._fetching: dict[str, asyncio.Task[Path]] = {}
 
     async def view(self, item: WorkItem) -> list[FileEntry]:
-        """The files the attempt sees: the workspace, its upstream tasks' artifacts over it."""
+        """The files the attempt sees: the workspace, its upstream tasks' artifacts over it, its
+        file inputs over those."""
         manifest = decode_manifest(await self.cache.get(item.workspace)) if item.workspace else []
-        return overlay([manifest, list(item.files)]) if item.files else manifest
+        inputs = input_files(item)
+        if not item.files and not inputs:
+            return manifest
+        return overlay([manifest, list(item.files), inputs])
 
     async def stage(self, item: WorkItem, directory: Path) -> dict[str, Staged]:
         """Put the attempt's files in its (empty) directory. Raises ValidationError (a bad path),
@@ -175,6 +181,16 @@ def open_no_follow(directory: Path, rel: str) -> int:
         os.close(file_fd)
         raise OSError(errno.EINVAL, f"{rel} is not a regular file")
     return file_fd
+
+
+def input_files(item: WorkItem) -> list[FileEntry]:
+    """The task's file inputs (`maze.FileInput`), as files to stage."""
+    return [FileEntry(f.path, f.sha256, f.size) for f in staged_files(item.inputs)]
+
+
+def has_files(item: WorkItem) -> bool:
+    """Whether the attempt has files staged: a run with a workspace, or a file input."""
+    return bool(item.workspace) or bool(input_files(item))
 
 
 def _copy_in(source: Path, dest: Path, root: Path) -> int:

@@ -48,7 +48,7 @@ from maze.workers.attempt_dir import AttemptDirs
 from maze.workers.blob_cache import BlobCache
 from maze.workers.capacity import gpu_free_mb
 from maze.workers.child import MAX_MESSAGE_CHARS, MAX_TRACEBACK_CHARS, clip
-from maze.workers.files import FileStager, Staged, TooManyFiles
+from maze.workers.files import FileStager, Staged, TooManyFiles, has_files
 from maze.workers.logs import TaskLogs
 from maze.workers.outbox import Outbox
 from maze.workers.pool import ProcessExited, ProcessPool, ReplyRefused, TaskProcess
@@ -492,7 +492,7 @@ class Worker:
                 # a sandbox's directory is made before it is acquired (its spare is renamed onto
                 # it, maze/workers/sandbox.py): staged after, never made again
                 directory = attempt_dir or self.attempt_dirs.make(item.run_id, item.task_id, item.attempt)
-                if item.workspace:
+                if has_files(item):  # a workspace, or file inputs
                     staged = await self.files.stage(item, directory)
                 request = await self._request(item, tp, cores)
                 request["cwd"] = str(directory)
