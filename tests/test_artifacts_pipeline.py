@@ -259,3 +259,36 @@ def test_a_failed_only_retry_carries_what_the_kept_tasks_made_and_takes_a_new_wo
     )
     assert bad.status_code in (400, 404), bad.text
     assert httpx.get(f"{two_workers.url}/runs/run_badws").status_code == 404
+
+
+def test_a_corrupted_cache_entry_on_a_worker_is_fetched_again(
+    two_workers: HeadProcess, tmp_path: Path
+) -> None:
+    """The workers' content caches sit on disks tasks can write: staging checks each copy
+    against its sha256 and fetches the content again when it does not match."""
+    workspace = tmp_path / "ws"
+    (workspace / "data").mkdir(parents=True)
+    (workspace / "input.csv").write_text("k,v\n5,6\n")
+    (workspace / "data" / "nested.json").write_text('{"k": 2}')
+    client = MaClient(two_workers.url)
+
+    def run() -> dict:
+        wf = client.create_workflow()
+        up = wf.add_task(produce, inputs={"n": 1})
+        down = wf.add_task(consume, inputs={"after": up.outputs["cwd"]})
+        run_id = wf.run(workspace_dir=str(workspace))
+        assert wf.show_results(run_id)["state"] == "succeeded"
+        out = wf.get_task_result(run_id, down.task_id)
+        assert out is not None
+        return out
+
+    first = run()
+    content = Path(two_workers.data_dir).parent / "work-down" / ".content"
+    entries = [p for p in content.iterdir() if p.is_file() and not p.name.endswith(".part")]
+    assert entries, list(content.iterdir())
+    for entry in entries:
+        entry.chmod(0o644)
+        entry.write_bytes(b"tampered")
+    second = run()
+    assert second["input"] == first["input"] == "k,v\n5,6\n"
+    assert second["nested"] == '{"k": 2}' and second["result"] == "k,v\n5,6|1\n"

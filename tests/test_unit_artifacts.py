@@ -140,3 +140,22 @@ def test_a_workspace_link_leading_outside_is_refused_one_inside_is_its_file(tmp_
     (ws / "outside.txt").symlink_to(secret)
     with _pytest.raises(ValidationError, match="leads outside"):
         scan(ws)
+
+
+def test_staging_copies_only_content_that_matches_its_sha256(tmp_path) -> None:
+    import hashlib as _hashlib
+
+    from maze.workers.files import _copy_in
+
+    good = b"staged content\n"
+    cached = tmp_path / "cache" / "c"
+    cached.parent.mkdir()
+    cached.write_bytes(good)
+    root = tmp_path / "attempt"
+    root.mkdir()
+    sha = _hashlib.sha256(good).hexdigest()
+    assert _copy_in(cached, root / "a" / "f.txt", root, sha) is not None
+    assert (root / "a" / "f.txt").read_bytes() == good
+    cached.write_bytes(b"rewritten by someone\n")  # the cache is on a disk tasks can reach
+    assert _copy_in(cached, root / "g.txt", root, sha) is None
+    assert not (root / "g.txt").exists()

@@ -13,16 +13,17 @@ root).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
+import hashlib
 import os
-import shutil
 import stat
 from pathlib import Path
 
 import structlog
 from msgspec import Struct
 
-from maze.core.errors import MazeError
+from maze.core.errors import ArtifactError, MazeError
 from maze.core.globs import matcher
 from maze.events.artifacts import (
     MAX_ARTIFACTS_PER_ATTEMPT,
@@ -37,6 +38,8 @@ from maze.events.blobs import BlobStore
 from maze.events.values import staged_files
 from maze.events.work import WorkItem
 from maze.workers.blob_cache import BlobCache
+
+COPY_CHUNK = 1 << 20  # staging copies and hashes a cached file this much at a time
 
 log = structlog.get_logger(__name__)
 PARALLEL = 8  # files fetched or stored at once
@@ -77,10 +80,20 @@ class FileStager:
 
         async def one(entry: FileEntry) -> tuple[str, Staged]:
             async with limit:
-                local = await self._local(entry.sha256)
                 dest = directory / entry.path
-                mtime = await asyncio.to_thread(_copy_in, local, dest, directory)
-                return entry.path, Staged(entry.sha256, entry.size, mtime)
+                for tries in (1, 2):
+                    local = await self._local(entry.sha256)
+                    # checked against its sha256 as it is copied: the cache is on this machine's
+                    # disk, where a task of another run may have written it
+                    mtime = await asyncio.to_thread(_copy_in, local, dest, directory, entry.sha256)
+                    if mtime is not None:
+                        return entry.path, Staged(entry.sha256, entry.size, mtime)
+                    log.warning("files.cache_entry_corrupt_refetching", sha256=entry.sha256, tries=tries)
+                    await asyncio.to_thread(_drop, local)
+                raise ArtifactError(
+                    f"the content of {entry.path!r} ({entry.sha256[:12]}…) did not match its sha256 twice",
+                    path=entry.path,
+                )
 
         staged = dict(await asyncio.gather(*(one(e) for e in entries)))
         log.debug("files.staged", run_id=item.run_id, task_id=item.task_id, files=len(staged))
@@ -193,13 +206,26 @@ def has_files(item: WorkItem) -> bool:
     return bool(item.workspace) or bool(input_files(item))
 
 
-def _copy_in(source: Path, dest: Path, root: Path) -> int:
-    """Copy a cached file to `dest` under `root` (its parents made); its mtime_ns after."""
+def _copy_in(source: Path, dest: Path, root: Path, sha256: str) -> int | None:
+    """Copy a cached file to `dest` under `root` (its parents made), hashing what is copied: its
+    mtime_ns after, or None (nothing left at `dest`) when the copy is not `sha256`'s content."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     if root.resolve() not in dest.parent.resolve().parents and dest.parent.resolve() != root.resolve():
         raise ValueError(f"{dest} is outside the attempt directory")  # a path check missed it
-    shutil.copyfile(source, dest)
+    digest = hashlib.sha256()
+    with source.open("rb") as src, dest.open("wb") as out:
+        while chunk := src.read(COPY_CHUNK):
+            digest.update(chunk)
+            out.write(chunk)
+    if digest.hexdigest() != sha256:
+        dest.unlink()
+        return None
     return dest.stat().st_mtime_ns
+
+
+def _drop(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
 
 
 def _regular_files(directory: Path) -> list[tuple[str, int, int]]:
