@@ -19,10 +19,12 @@ if TYPE_CHECKING:
         NotFound,
         ResourceUnavailable,
         SerializationError,
+        TaskFailed,
         Unavailable,
         ValidationError,
     )
     from maze.sdk.client import MaClient
+    from maze.sdk.dynamic import DynamicRun
     from maze.sdk.task import task
     from maze.sdk.workflow import MaTask, MaWorkflow, TaskOutput, TaskOutputs
 
@@ -32,9 +34,11 @@ _WHERE = {
     "NotFound": "maze.core.errors",
     "ResourceUnavailable": "maze.core.errors",
     "SerializationError": "maze.core.errors",
+    "TaskFailed": "maze.core.errors",
     "Unavailable": "maze.core.errors",
     "ValidationError": "maze.core.errors",
     "MaClient": "maze.sdk.client",
+    "DynamicRun": "maze.sdk.dynamic",
     "task": "maze.sdk.task",
     "MaTask": "maze.sdk.workflow",
     "MaWorkflow": "maze.sdk.workflow",
@@ -44,6 +48,7 @@ _WHERE = {
 
 __all__ = [
     "Conflict",
+    "DynamicRun",
     "MaClient",
     "MaTask",
     "MaWorkflow",
@@ -51,6 +56,7 @@ __all__ = [
     "NotFound",
     "ResourceUnavailable",
     "SerializationError",
+    "TaskFailed",
     "TaskOutput",
     "TaskOutputs",
     "Unavailable",
