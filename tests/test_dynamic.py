@@ -291,3 +291,58 @@ def test_live_stream_follows_the_run_to_its_end(client: MaClient) -> None:
     assert "task.appended" in types and "attempt.succeeded" in types
     seq = run.get_events()[0]["seq"]
     assert [e["type"] for e in run.get_events(after=seq)] == types[1:]
+
+
+@task
+def slow_add(a: int = 0, seconds: float = 1.5):
+    import time
+
+    time.sleep(seconds)
+    return {"sum": a + 1}
+
+
+def test_head_restart_and_kill9_mid_run(tmp_path: Path) -> None:
+    """A graceful restart (the run restored from the controller's snapshot), then a kill -9 with a
+    task running and an append sent while the head is down: the run goes on and completes, each
+    task succeeded exactly once."""
+    from tests.helpers import wait_port_free
+
+    head = HeadProcess(tmp_path / "head", extra=["--cpus", "2"])  # embedded NATS, fixed ports
+    head.start()
+    try:
+        client = MaClient(head.url)
+        run = client.create_dynamic_run(max_tasks=10, timeout_seconds=300)
+        first = run.append_task(slow_add, inputs={"a": 1, "seconds": 0.1})
+        assert run.wait_for_task(first) == {"sum": 2}
+        head.stop()  # a snapshot at stop carries the open dynamic run
+        head.start()
+        second = run.append_task(slow_add, inputs={"a": first.outputs["sum"], "seconds": 3.0})
+        wait_until(lambda: client.get_run_task(run.run_id, second.task_id)["state"] == "running", timeout=30)
+        head.kill9()
+        wait_port_free(head.port)
+        wait_port_free(head.nats_port)
+        # appended while the head is down: the SDK sends it again until the head answers
+        import threading
+
+        third: list[object] = []
+        appender = threading.Thread(
+            target=lambda: third.append(run.append_task(slow_add, inputs={"a": second.outputs["sum"]}))
+        )
+        appender.start()
+        time.sleep(0.5)
+        head.start()
+        appender.join(timeout=90)
+        assert third, "the append sent during the restart did not complete"
+        last = third[0]
+        assert run.wait_for_task(last, timeout=60) == {"sum": 4}  # type: ignore[arg-type]
+        assert run.finalize({"done": True})["state"] == "succeeded"
+        events = client.get_run_events(run.run_id)
+        succeeded = collections.Counter(e["task_id"] for e in events if e["type"] == "attempt.succeeded")
+        assert succeeded == {first.task_id: 1, second.task_id: 1, last.task_id: 1}, succeeded  # type: ignore[attr-defined]
+        assert any(e["type"] == "attempt.lost" and e["task_id"] == second.task_id for e in events)
+        assert sum(1 for e in events if e["type"] == "task.appended") == 3
+        assert sum(1 for e in events if e["type"] == "run.finished") == 1
+        snapshot = client.get_run(run.run_id)
+        assert snapshot["state"] == "succeeded" and snapshot["task_count"] == 3
+    finally:
+        head.stop()

@@ -40,7 +40,7 @@ from maze.api.submit import (
 )
 from maze.api.views import Appended, DynamicCreated, Finalized
 from maze.core.clock import new_id, now_ms
-from maze.core.errors import Conflict, Unavailable, ValidationError
+from maze.core.errors import Conflict, NotFound, Unavailable, ValidationError
 from maze.events import subjects
 from maze.events.runs import RunCreated, RunFinalizeRequested, TaskAppended
 from maze.events.specs import TaskSpec
@@ -90,16 +90,23 @@ class AppendTasks(Struct, forbid_unknown_fields=True):
     """Tasks to append, in the form `POST /runs` takes them. A reference names a task the run holds
     already or one before it in `tasks`."""
 
-    tasks: list[TaskSubmission]
+    tasks: Annotated[list[TaskSubmission], Meta(min_length=1)]
     functions: dict[str, bytes] = {}
 
 
 class FinalizeRun(Struct, forbid_unknown_fields=True):
     result: Annotated[Any, Meta(description="The run's result: plain JSON data.")] = None
     # a wire value from the SDK (maze/events/values.py), base64 in JSON: instead of `result`
-    encoded: Annotated[
-        str | None, Meta(description="The result as an SDK wire value, base64 (instead of `result`).")
-    ] = None
+    encoded: (
+        Annotated[
+            str,
+            Meta(
+                pattern=r"^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$",
+                description="The result as an SDK wire value, base64 (instead of `result`).",
+            ),
+        ]
+        | None
+    ) = None
 
 
 class _Specs(Mapping[str, TaskSpec]):
@@ -128,9 +135,21 @@ def _decode(data: bytes, content_type: str, kind: type[Any]) -> Any:
     try:
         if "msgpack" in content_type:
             return msgspec.msgpack.decode(data, type=kind)
-        return msgspec.json.decode(data, type=kind)
+        # JSON Schema's integers may be written 10.0: such a number is read as the integer
+        return msgspec.convert(_integral(msgspec.json.decode(data)), type=kind)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise ValidationError(f"invalid request body: {exc}") from exc
+
+
+def _integral(value: Any) -> Any:
+    """`value` with every float that is a whole number made an int (a float field takes an int)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _integral(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_integral(v) for v in value]
+    return value
 
 
 async def _live_run(head: HeadState, run_id: str) -> RunRuntime:
@@ -180,7 +199,7 @@ def _refuse_if_ending(run: RunRuntime) -> None:
     "/runs/dynamic",
     status_code=201,
     request_max_body_size=MAX_BODY_BYTES,
-    responses=answers(400, 409, 413, 503, ok=DynamicCreated, ok_status=201),
+    responses=answers(400, 404, 409, 413, 503, ok=DynamicCreated, ok_status=201),
     operation_class=documented(body=CreateDynamicRun),
 )
 async def create_dynamic_run(request: Request[Any, Any, Any], head: HeadState) -> Response[DynamicCreated]:
@@ -200,6 +219,11 @@ async def create_dynamic_run(request: Request[Any, Any, Any], head: HeadState) -
     if not await head.controller_ready():
         raise Unavailable("the run controller is still replaying history; try again shortly")
     if body.workspace:
+        if await head.blobs.missing([body.workspace]):
+            raise NotFound(
+                f"workspace manifest {body.workspace} is not in the blob store (upload it first)",
+                workspace=body.workspace,
+            )
         await check_workspace(head.blobs, body.workspace)
     workflow_id = body.workflow_id or run_id
     created = RunCreated(
