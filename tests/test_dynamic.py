@@ -5,6 +5,8 @@ finalize / cancel / timeout, max_tasks, idempotent appends, the run history, and
 from __future__ import annotations
 
 import collections
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -272,6 +274,13 @@ def test_history_lists_dynamic_runs_and_rebuild_is_equal(client: MaClient, head:
     listed = client.list_runs(limit=100, kind="dynamic")
     assert run.run_id in {r["run_id"] for r in listed}
     assert {r["kind"] for r in listed} == {"dynamic"}
+    shown = subprocess.run(
+        [sys.executable, "-m", "maze", "runs", "show", run.run_id, "--server-url", head.url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shown.returncode == 0 and "dynamic" in shown.stdout and t.task_id[:8] in shown.stdout, shown
     before = (client.get_run(run.run_id), client.get_run_tasks(run.run_id))
     events = client.get_run_events(run.run_id)
     report = httpx.post(f"{head.url}/projections/rebuild", timeout=120).json()
