@@ -199,10 +199,12 @@ class FoldMetrics:
         core.apply(event)
         if run is None:
             return
-        self.active["pending"] += len(run.tasks) - before  # 0 when the fold refused it
-        for task_id in list(run.tasks)[before:]:
-            if not run.tasks[task_id].waiting:
-                self._ready_at[(event.run_id, task_id)] = event.at_ms
+        if len(run.tasks) == before:
+            return  # refused by the fold (maze/head/run_state.py `appendable`)
+        self.active["pending"] += len(event.tasks)
+        for spec in event.tasks:
+            if not run.tasks[spec.task_id].waiting:
+                self._ready_at[(event.run_id, spec.task_id)] = event.at_ms
 
     def _run_finished(self, core: Scheduler, event: RunFinished) -> None:
         run_id = event.run_id
