@@ -153,14 +153,14 @@ def appendable(run: RunRuntime, specs: list[TaskSpec]) -> str | None:
             f"run {run.run_id} holds {len(run.tasks)} of its max_tasks={run.max_tasks} tasks: "
             f"{len(specs)} more do not fit"
         )
-    known = set(run.tasks)
+    new: set[str] = set()  # O(appended tasks and their edges), never a walk of the run
     for spec in specs:
-        if spec.task_id in known:
+        if spec.task_id in run.tasks or spec.task_id in new:
             return f"task id {spec.task_id!r} is taken in run {run.run_id}"
-        unknown = sorted(spec.upstream() - known)
+        unknown = sorted(up for up in spec.upstream() if up not in run.tasks and up not in new)
         if unknown:
             return f"task {spec.task_id!r} refers to unknown task(s) {unknown}"
-        known.add(spec.task_id)
+        new.add(spec.task_id)
     return None
 
 

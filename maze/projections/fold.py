@@ -247,11 +247,13 @@ def appended_refused(model: RunModel, specs: list[TaskSpec]) -> bool:
     run = model.run
     if run.max_tasks is None or run.state in TERMINAL or len(model.tasks) + len(specs) > run.max_tasks:
         return True
-    known = set(model.tasks)
+    new: set[str] = set()
     for spec in specs:
-        if spec.task_id in known or not spec.upstream() <= known:
+        if spec.task_id in model.tasks or spec.task_id in new:
             return True
-        known.add(spec.task_id)
+        if any(up not in model.tasks and up not in new for up in spec.upstream()):
+            return True
+        new.add(spec.task_id)
     return False
 
 
