@@ -155,9 +155,10 @@ def _integral(value: Any) -> Any:
 async def _live_run(head: HeadState, run_id: str) -> RunRuntime:
     """The run as this head's controller folds it: 404 for an unknown run, 409 for one that has
     ended or is not dynamic."""
-    await require_run(head, run_id)
+    last = await require_run(head, run_id)
     if not await head.controller_ready():
         raise Unavailable("the run controller is still replaying history; try again shortly")
+    await head.controller.feeds.reach(last, FOLD_WAIT_S)  # a run created just now is folded first
     run = head.controller.runs.get(run_id)
     if run is None:
         ended = await _ended_state(head, run_id)
