@@ -19,10 +19,12 @@ if TYPE_CHECKING:
         NotFound,
         ResourceUnavailable,
         SerializationError,
+        TaskFailed,
         Unavailable,
         ValidationError,
     )
     from maze.sdk.client import MaClient
+    from maze.sdk.dynamic import DynamicRun
     from maze.sdk.file_inputs import FileInput
     from maze.sdk.task import task
     from maze.sdk.workflow import MaTask, MaWorkflow, TaskOutput, TaskOutputs
@@ -33,9 +35,11 @@ _WHERE = {
     "NotFound": "maze.core.errors",
     "ResourceUnavailable": "maze.core.errors",
     "SerializationError": "maze.core.errors",
+    "TaskFailed": "maze.core.errors",
     "Unavailable": "maze.core.errors",
     "ValidationError": "maze.core.errors",
     "MaClient": "maze.sdk.client",
+    "DynamicRun": "maze.sdk.dynamic",
     "FileInput": "maze.sdk.file_inputs",
     "task": "maze.sdk.task",
     "MaTask": "maze.sdk.workflow",
@@ -46,6 +50,7 @@ _WHERE = {
 
 __all__ = [
     "Conflict",
+    "DynamicRun",
     "FileInput",
     "MaClient",
     "MaTask",
@@ -54,6 +59,7 @@ __all__ = [
     "NotFound",
     "ResourceUnavailable",
     "SerializationError",
+    "TaskFailed",
     "TaskOutput",
     "TaskOutputs",
     "Unavailable",

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import maze
-from maze import MaClient, MaTask, MaWorkflow, TaskOutput, TaskOutputs
+from maze import DynamicRun, MaClient, MaTask, MaWorkflow, TaskOutput, TaskOutputs
 
 
 def test_exports() -> None:
     assert sorted(maze.__all__) == sorted(
         [
             "Conflict",
+            "DynamicRun",
             "MaClient",
             "MaTask",
             "MaWorkflow",
@@ -17,6 +18,7 @@ def test_exports() -> None:
             "NotFound",
             "ResourceUnavailable",
             "SerializationError",
+            "TaskFailed",
             "TaskOutput",
             "TaskOutputs",
             "Unavailable",
@@ -30,6 +32,7 @@ def test_sdk_methods() -> None:
     for cls, names in {
         MaClient: [
             "create_workflow",
+            "create_dynamic_run",
             "list_runs",
             "get_run",
             "get_run_tasks",
@@ -63,6 +66,15 @@ def test_sdk_methods() -> None:
             "get_graph_mermaid",
             "get_graph_info",
             "draw_graph",
+        ],
+        DynamicRun: [
+            "append_task",
+            "wait_for_task",
+            "finalize",
+            "cancel",
+            "status",
+            "get_events",
+            "stream_events",
         ],
         MaTask: ["delete"],
         TaskOutput: ["to_reference_string"],

@@ -243,8 +243,19 @@ async def retry_run(request: Request[Any, Any, Any], run_id: RunId, head: HeadSt
     if ended is None:
         raise Conflict(f"run {run_id} has not ended: cancel it first, or wait for it", run_id=run_id)
     created, specs, results, made = await _recorded(head, run_id, last)
+    if created.kind == "dynamic":
+        raise Conflict(
+            f"run {run_id} is a dynamic run: its tasks came from its client while it ran; create a new "
+            "dynamic run instead",
+            run_id=run_id,
+        )
     workspace = created.workspace
     if body.workspace:  # a new workspace (uploaded by the client): checked as at submit
+        if await head.blobs.missing([body.workspace]):
+            raise NotFound(
+                f"workspace manifest {body.workspace} is not in the blob store (upload it first)",
+                workspace=body.workspace,
+            )
         await check_workspace(head.blobs, body.workspace)
         workspace = body.workspace
     carried = 0

@@ -20,6 +20,8 @@ import base64
 import binascii
 import math
 import re
+from collections import ChainMap
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import msgspec
@@ -205,7 +207,7 @@ def _input(
     given: Any,
     where: str,
     sub: TaskSubmission,
-    by_id: dict[str, TaskSubmission],
+    by_id: Mapping[str, TaskSubmission | TaskSpec],
     literals: _Literals,
     depth: int,
 ) -> Input:
@@ -272,9 +274,13 @@ def _resources(given: dict[str, Any], shapes: dict[Any, Resources]) -> Resources
     return found
 
 
-def accept_submission(req: SubmitRun, limits: ValueLimits) -> Accepted:
+def accept_submission(
+    req: SubmitRun, limits: ValueLimits, existing: Mapping[str, TaskSpec] | None = None
+) -> Accepted:
     """Validate everything and build the run's task specs. No I/O: the returned blobs still have to
-    be stored (or found) before the run may be recorded."""
+    be stored (or found) before the run may be recorded. `existing`: the tasks a dynamic run holds
+    already, which the new ones may refer to (each new task only to those and to the new tasks
+    before it)."""
     if not req.tasks:
         raise ValidationError("the workflow has no tasks")
     for digest, blob in req.functions.items():
@@ -282,7 +288,8 @@ def accept_submission(req: SubmitRun, limits: ValueLimits) -> Accepted:
             raise SerializationError(f"function blob {digest[:12]}… does not match its sha256")
         if len(blob) > limits.blob_max_bytes:
             raise values.too_large(f"function {digest[:12]}…", len(blob), limits.blob_max_bytes)
-    by_id: dict[str, TaskSubmission] = {}
+    # the new tasks over the run's (no copy of those: an append costs what it brings)
+    by_id: ChainMap[str, TaskSubmission | TaskSpec] = ChainMap({}, existing or {})  # type: ignore[arg-type]
     for sub in req.tasks:
         if sub.task_id in by_id:
             raise ValidationError(f"duplicate task id {sub.task_id!r}")
@@ -324,6 +331,17 @@ def accept_submission(req: SubmitRun, limits: ValueLimits) -> Accepted:
                 artifacts=tuple(sub.artifacts) if sub.artifacts is not None else None,
             )
         )
+    if existing is not None:
+        known = set(existing)
+        for spec in specs:
+            later = sorted(spec.upstream() - known)
+            if later:
+                raise ValidationError(
+                    f"task {spec.task_id!r} refers to task(s) {later}, not appended before it",
+                    task_id=spec.task_id,
+                    unknown=later,
+                )
+            known.add(spec.task_id)
     cycle = find_cycle({s.task_id: s.upstream() for s in specs})
     if cycle:
         raise ValidationError(f"the workflow has a cycle: {' -> '.join(cycle)}", cycle=cycle)

@@ -54,6 +54,7 @@ class ListedRun(msgspec.Struct):
     progress: dict[str, int]
     retry_of: str | None
     timeout_seconds: float | None
+    max_tasks: int | None  # a dynamic run's bound on its tasks (null: not a dynamic run)
 
 
 class SummarizedTask(msgspec.Struct):
@@ -75,6 +76,8 @@ class ResultSummary(msgspec.Struct):
     sink_tasks: int
     tasks: list[SummarizedTask]
     truncated: bool
+    # a dynamic run ended by finalize: the result its client gave (absent otherwise)
+    result: Any = msgspec.UNSET
 
 
 class RunView(ListedRun):
@@ -282,3 +285,35 @@ class ArtifactView(msgspec.Struct):
     node_id: str
     at_ms: int
     uri: str
+
+
+class DynamicCreated(msgspec.Struct):
+    """A dynamic run was created (`duplicate`: by an earlier copy of this request)."""
+
+    run_id: str
+    workflow_id: str
+    seq: int  # the stream sequence of its `run.created`
+    max_tasks: int
+    timeout_seconds: float | None
+    duplicate: bool
+
+
+class Appended(msgspec.Struct):
+    """Tasks appended to a dynamic run and folded by the controller (`duplicate`: appended by an
+    earlier copy of this request; `seq` is then 0). `task_count`: the tasks the run holds now."""
+
+    run_id: str
+    task_ids: list[str]
+    seq: int
+    task_count: int
+    max_tasks: int
+    duplicate: bool
+
+
+class Finalized(msgspec.Struct):
+    """A finalize of a dynamic run: `state` is `succeeded` once the run has ended, `finalizing`
+    before."""
+
+    run_id: str
+    seq: int
+    state: str

@@ -63,6 +63,29 @@ class RunFailed(MazeError):
     status_code = 500
 
 
+class TaskFailed(MazeError):
+    """A task a client waited on (`DynamicRun.wait_for_task`) failed for good, or will never run:
+    raised by the SDK with the task's structured error. `error_type` is the task's (`user_code`,
+    `timed_out`, `cancelled`, `upstream_failed`, ...), and `message`, `traceback`,
+    `exception_type`, `retryable`, `origin`, `node_id`, `attempt` are its envelope's fields
+    (also in `details`, with `run_id` and `task_id`)."""
+
+    error_type = "task_failed"
+    status_code = 500
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message, **details)
+        self.error_type = str(details.get("error_type") or "task_failed")
+        self.run_id: str | None = details.get("run_id")
+        self.task_id: str | None = details.get("task_id")
+        self.traceback: str | None = details.get("traceback")
+        self.exception_type: str | None = details.get("exception_type")
+        self.retryable = bool(details.get("retryable", False))
+        self.origin: str | None = details.get("origin")
+        self.node_id: str | None = details.get("node_id")
+        self.attempt: int | None = details.get("attempt")
+
+
 class ArtifactError(MazeError):
     """A stored blob cannot be used: missing where it must exist, or its content does not hash to
     its name (corrupt). Never used when this is raised."""

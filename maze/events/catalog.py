@@ -8,7 +8,15 @@ import msgspec
 
 from maze.events.artifacts import ArtifactRegistered, path_key
 from maze.events.nodes import NodeJoined, NodeLeft, NodeLost
-from maze.events.runs import LeaderElected, RunCancelRequested, RunCreated, RunFinished, TasksAdded
+from maze.events.runs import (
+    LeaderElected,
+    RunCancelRequested,
+    RunCreated,
+    RunFinalizeRequested,
+    RunFinished,
+    TaskAppended,
+    TasksAdded,
+)
 from maze.events.tasks import (
     AttemptFailed,
     AttemptLost,
@@ -36,6 +44,8 @@ Event = (
     | LeaderElected
     | RunCancelRequested
     | ArtifactRegistered
+    | TaskAppended
+    | RunFinalizeRequested
 )
 
 E = TypeVar("E", bound=Event)
@@ -62,8 +72,10 @@ def event_key(event: Event) -> str:
     # leader's copy (which the folds refuse)
     epoch = getattr(event, "epoch", 0)
     suffix = f"/e{epoch}" if epoch else ""
-    if isinstance(event, RunCreated | RunFinished | RunCancelRequested):
+    if isinstance(event, RunCreated | RunFinished | RunCancelRequested | RunFinalizeRequested):
         return f"{event.run_id}/{tag}{suffix}"
+    if isinstance(event, TaskAppended):  # task ids are the client's: the same append, the same key
+        return f"{event.run_id}/{tag}/{event.tasks[0].task_id if event.tasks else ''}"
     if isinstance(event, TasksAdded):
         return f"{event.run_id}/{tag}/{event.chunk}"
     if isinstance(event, ArtifactRegistered):

@@ -30,6 +30,8 @@ class RunCreated(Struct, frozen=True, tag="run.created"):
     # files; set, each attempt runs in a directory staged with the workspace and its upstream
     # tasks' artifacts, and registers the files it makes
     workspace: str = ""
+    # a dynamic run (kind "dynamic"): the most tasks `task.appended` may bring (0: not dynamic)
+    max_tasks: int = 0
 
     @property
     def total_tasks(self) -> int:
@@ -55,6 +57,9 @@ class RunFinished(Struct, frozen=True, tag="run.finished"):
     error: TaskError | None = None
     failed_task_id: str | None = None
     epoch: int = 0  # the deciding controller's leadership epoch
+    # a dynamic run ended by `finalize`: the result its client gave, as a wire value
+    # (maze/events/values.py; a blob reference when large)
+    result: bytes | None = None
 
 
 class RunCancelRequested(Struct, frozen=True, tag="run.cancel_requested"):
@@ -67,6 +72,30 @@ class RunCancelRequested(Struct, frozen=True, tag="run.cancel_requested"):
     run_id: str
     at_ms: int
     reason: str = ""
+
+
+class TaskAppended(Struct, frozen=True, tag="task.appended"):
+    """Tasks appended to a dynamic run while it runs (`POST /runs/{id}/tasks`), validated by the
+    head against the run's folded state before it was recorded: their references name tasks of the
+    run recorded before (or earlier in `tasks`), so the graph stays acyclic. Every fold takes it
+    whole or not at all, by the same rule: not when the run has ended, when a task id is taken
+    already, when a reference names an unknown task, or when the run would then hold more than its
+    `max_tasks` (a race between two heads' checks; the head that recorded it answers 409)."""
+
+    run_id: str
+    at_ms: int
+    tasks: list[TaskSpec]
+
+
+class RunFinalizeRequested(Struct, frozen=True, tag="run.finalize_requested"):
+    """A dynamic run's client ended it with `result` (`POST /runs/{id}/finalize`): a command, like a
+    cancel. The deciding controller ends the run `succeeded` with that result where the request
+    lands in the log; its attempts still queued or running end `cancelled` in the same message. A
+    request that lands after the run's end (or after a cancel) changes nothing."""
+
+    run_id: str
+    at_ms: int
+    result: bytes  # a wire value (maze/events/values.py)
 
 
 class LeaderElected(Struct, frozen=True, tag="leader.elected"):

@@ -31,7 +31,7 @@ from prometheus_client.registry import Collector
 
 from maze.events import subjects
 from maze.events.catalog import Event
-from maze.events.runs import RunCreated, RunFinished, TasksAdded
+from maze.events.runs import RunCreated, RunFinished, TaskAppended, TasksAdded
 from maze.events.tasks import (
     AttemptFailed,
     AttemptLost,
@@ -134,6 +134,8 @@ class FoldMetrics:
             self._run_finished(core, event)  # type: ignore[arg-type]
         elif kind is RunCreated or kind is TasksAdded:
             self._run_added(core, event)  # type: ignore[arg-type]
+        elif kind is TaskAppended:
+            self._appended(core, event)  # type: ignore[arg-type]
         else:
             core.apply(event)
 
@@ -190,6 +192,19 @@ class FoldMetrics:
             return  # not started by this event (a duplicate, or chunks still to come)
         self.active["pending"] += len(run.tasks)  # O(1): every task of a new run is pending
         self._run_started[event.run_id] = event.at_ms
+
+    def _appended(self, core: Scheduler, event: TaskAppended) -> None:
+        run = core.runs.get(event.run_id)
+        before = len(run.tasks) if run is not None else 0
+        core.apply(event)
+        if run is None:
+            return
+        if len(run.tasks) == before:
+            return  # refused by the fold (maze/head/run_state.py `appendable`)
+        self.active["pending"] += len(event.tasks)
+        for spec in event.tasks:
+            if not run.tasks[spec.task_id].waiting:
+                self._ready_at[(event.run_id, spec.task_id)] = event.at_ms
 
     def _run_finished(self, core: Scheduler, event: RunFinished) -> None:
         run_id = event.run_id

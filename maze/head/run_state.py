@@ -85,6 +85,13 @@ class RunRuntime(Struct):
     # in that order
     undecided: dict[str, None] = {}
     workspace: str = ""  # its workspace manifest's sha256 ("": a run without files)
+    # A dynamic run (maze/api/dynamic.py): it grows by `task.appended` up to `max_tasks` tasks,
+    # stays open when all of them are done, keeps every result (a task appended later may read
+    # it), and ends by finalize, cancel or its timeout. A task of it that fails for good does not
+    # end it: its client sees the failure.
+    dynamic: bool = False
+    max_tasks: int = 0
+    finalize: bytes | None = None  # a finalize was requested (its result): the run ends succeeded
 
 
 def data_upstream(spec: TaskSpec) -> set[str]:
@@ -123,6 +130,8 @@ def new_run(event: RunCreated, specs: list[TaskSpec] | None = None) -> RunRuntim
         deadline_ms=event.at_ms + int(timeout * 1000) if timeout else 0,
         timeout_s=timeout,
         workspace=event.workspace,
+        dynamic=event.kind == "dynamic",
+        max_tasks=event.max_tasks,
     )
     for spec in all_specs:
         if spec.carried is not None:  # succeeded in the run this one retries: it does not run again
@@ -130,6 +139,49 @@ def new_run(event: RunCreated, specs: list[TaskSpec] | None = None) -> RunRuntim
             carried.state = "succeeded"
             _took_result(run, carried, spec.carried)
     return run
+
+
+def appendable(run: RunRuntime, specs: list[TaskSpec]) -> str | None:
+    """Why `task.appended` with `specs` cannot join the run (None: it can). Every fold (the
+    controller's, the read models') and the head's check before recording apply this same rule."""
+    if not run.dynamic:
+        return f"run {run.run_id} is not a dynamic run: tasks cannot be appended to it"
+    if run.finished:
+        return f"run {run.run_id} has ended {run.state}"
+    if len(run.tasks) + len(specs) > run.max_tasks:
+        return (
+            f"run {run.run_id} holds {len(run.tasks)} of its max_tasks={run.max_tasks} tasks: "
+            f"{len(specs)} more do not fit"
+        )
+    new: set[str] = set()  # O(appended tasks and their edges), never a walk of the run
+    for spec in specs:
+        if spec.task_id in run.tasks or spec.task_id in new:
+            return f"task id {spec.task_id!r} is taken in run {run.run_id}"
+        unknown = sorted(up for up in spec.upstream() if up not in run.tasks and up not in new)
+        if unknown:
+            return f"task {spec.task_id!r} refers to unknown task(s) {unknown}"
+        new.add(spec.task_id)
+    return None
+
+
+def append_tasks(run: RunRuntime, specs: list[TaskSpec]) -> list[str]:
+    """Fold tasks appended to a dynamic run (`appendable` said yes): each waits for its upstream
+    tasks that have not succeeded yet. Returns those ready now. O(appended tasks + their edges)."""
+    ready = []
+    for spec in specs:
+        task = TaskRuntime(spec=spec)
+        run.tasks[spec.task_id] = task
+        run.remaining += 1
+        for up in sorted(spec.upstream()):
+            upstream = run.tasks[up]
+            if upstream.state != "succeeded":
+                task.waiting += 1
+                upstream.downstream = (*upstream.downstream, spec.task_id)
+        for up in data_upstream(spec):
+            run.tasks[up].readers += 1
+        if not task.waiting:
+            ready.append(spec.task_id)
+    return ready
 
 
 def ready_tasks(run: RunRuntime) -> list[str]:
@@ -202,12 +254,12 @@ def _succeeded(run: RunRuntime, task: TaskRuntime, event: AttemptSucceeded) -> l
 def _took_result(run: RunRuntime, task: TaskRuntime, wire: bytes) -> list[str]:
     """The task succeeded with result map `wire`: its readers may go once their other inputs are in."""
     run.remaining -= 1
-    if task.readers > 0:
+    if task.readers > 0 or run.dynamic:  # a dynamic run's next task may read any result
         task.result = raw_result(wire)
     for up in data_upstream(task.spec):  # this reader needs its inputs no more
         upstream = run.tasks[up]
         upstream.readers -= 1
-        if upstream.readers <= 0:
+        if upstream.readers <= 0 and not run.dynamic:
             upstream.result = None
     became_ready = []
     for down in task.downstream:

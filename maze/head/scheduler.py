@@ -35,7 +35,15 @@ from maze.events.artifacts import ArtifactRegistered, FileEntry
 from maze.events.catalog import Event, fenced_in_nodes, fenced_in_runs
 from maze.events.codec import encode_value
 from maze.events.nodes import NodeJoined, NodeLeft, NodeLost
-from maze.events.runs import LeaderElected, RunCancelRequested, RunCreated, RunFinished, TasksAdded
+from maze.events.runs import (
+    LeaderElected,
+    RunCancelRequested,
+    RunCreated,
+    RunFinalizeRequested,
+    RunFinished,
+    TaskAppended,
+    TasksAdded,
+)
 from maze.events.specs import Resources, TaskError, TaskSpec
 from maze.events.tasks import (
     AttemptFailed,
@@ -56,6 +64,8 @@ from maze.head.retry import RetryTimers, next_attempt_delay_ms
 from maze.head.run_state import (
     RunRuntime,
     TaskRuntime,
+    append_tasks,
+    appendable,
     apply_attempt_event,
     file_view,
     finish,
@@ -222,11 +232,27 @@ class Scheduler:
     def _cancel_requested(self, event: RunCancelRequested) -> None:
         run = self.runs.get(event.run_id)
         if run is not None:
-            if run.cancel is None and not run.finished:
+            if run.cancel is None and run.finalize is None and not run.finished:
                 run.cancel = event.reason
                 self.dirty[event.run_id] = None
         elif event.run_id in self.intake:  # not started yet: it ends cancelled once it does
             self.cancel_early.setdefault(event.run_id, event.reason)
+
+    def _finalize_requested(self, event: RunFinalizeRequested) -> None:
+        run = self.runs.get(event.run_id)
+        if run is not None and run.dynamic and run.cancel is None and run.finalize is None:
+            run.finalize = event.result
+            self.dirty[event.run_id] = None
+
+    def _appended(self, event: TaskAppended) -> None:
+        """Tasks appended to a dynamic run: placed in the pass that follows this fold."""
+        run = self.runs.get(event.run_id)
+        if run is None or appendable(run, event.tasks) is not None:
+            return  # ended, or refused by the rule every fold applies (maze/head/run_state.py)
+        for task_id in append_tasks(run, event.tasks):
+            self.ready.add((run.run_id, task_id), run.tasks[task_id].spec.resources)
+        self.placement_due = True
+        self.dirty[run.run_id] = None
 
     def _created(self, event: RunCreated) -> None:
         self.submitting.pop(event.run_id, None)  # what its submit decided comes with it
@@ -529,8 +555,10 @@ class Scheduler:
         run = self.runs.get(run_id)
         if run is None or run.finished:
             return []
-        if run.remaining == 0:  # every task succeeded before the cancel or the deadline: it did
-            return [RunFinished(run_id=run_id, at_ms=now, state="succeeded")]
+        if run.remaining == 0 and not run.dynamic:  # every task succeeded before the cancel or
+            return [RunFinished(run_id=run_id, at_ms=now, state="succeeded")]  # the deadline: it did
+        if run.finalize is not None:
+            return self._end_run(run, "succeeded", None, now, run.finalize)
         if run.cancel is not None:
             why = f"cancelled: {run.cancel}" if run.cancel else "cancelled"
             return self._end_run(run, "cancelled", TaskError("cancelled", why, origin="controller"), now)
@@ -560,16 +588,20 @@ class Scheduler:
                     )
                 )
                 continue
+            if run.dynamic:  # its client sees the failure (wait_for_task) and decides what next
+                continue
             return [
                 RunFinished(
                     run_id=run_id, at_ms=now, state="failed", error=task.error, failed_task_id=task_id
                 )
             ]
-        if run.remaining == 0:
+        if run.remaining == 0 and not run.dynamic:
             out.append(RunFinished(run_id=run_id, at_ms=now, state="succeeded"))
         return out
 
-    def _end_run(self, run: RunRuntime, state: str, error: TaskError, now: int) -> list[Event]:
+    def _end_run(
+        self, run: RunRuntime, state: str, error: TaskError | None, now: int, result: bytes | None = None
+    ) -> list[Event]:
         """A run ended by the controller (cancelled, timed out) before its tasks finished: each of
         its queued or running attempts ends now (`cancelled`: no reservation outlives the run,
         and no report of a node can revive it), then the run, in one message. Waits while a
@@ -579,6 +611,7 @@ class Scheduler:
         if any((run_id, task_id) in self.inflight.tasks for task_id in run.tasks):
             return []
         out: list[Event] = []
+        why = error.message if error is not None else "finalized"
         for task_id, task in run.tasks.items():
             if task.state in ACTIVE:
                 out.append(
@@ -590,7 +623,7 @@ class Scheduler:
                         node_id=task.node_id or "",
                         error=TaskError(
                             error_type="cancelled",
-                            message=f"stopped: the run ended {state} ({error.message})",
+                            message=f"stopped: the run ended {state} ({why})",
                             retryable=False,
                             origin="controller",
                             node_id=task.node_id,
@@ -598,7 +631,7 @@ class Scheduler:
                         ),
                     )
                 )
-        out.append(RunFinished(run_id=run_id, at_ms=now, state=state, error=error))
+        out.append(RunFinished(run_id=run_id, at_ms=now, state=state, error=error, result=result))
         return out
 
     def _after_requeues(self, run_id: str, task: TaskRuntime, now: int) -> Event:
@@ -654,6 +687,7 @@ class Scheduler:
             run is None
             or run.finished
             or run.cancel is not None
+            or run.finalize is not None
             or (run.deadline_ms and now >= run.deadline_ms)
             or run_id in self.broken
             or run_id in self.inflight.broken
@@ -789,6 +823,8 @@ FOLD: dict[type, Callable[[Scheduler, Any], None]] = {
     RetryScheduled: Scheduler._attempt,
     LeaderElected: Scheduler._elected,
     RunCancelRequested: Scheduler._cancel_requested,
+    RunFinalizeRequested: Scheduler._finalize_requested,
+    TaskAppended: Scheduler._appended,
     ArtifactRegistered: Scheduler._artifact,
 }
 

@@ -28,7 +28,14 @@ from maze.events.artifacts import ArtifactRegistered, artifact_is_sound
 from maze.events.catalog import Event
 from maze.events.codec import decode_value
 from maze.events.nodes import NodeJoined, NodeLeft, NodeLost
-from maze.events.runs import RunCancelRequested, RunCreated, RunFinished, TasksAdded
+from maze.events.runs import (
+    RunCancelRequested,
+    RunCreated,
+    RunFinalizeRequested,
+    RunFinished,
+    TaskAppended,
+    TasksAdded,
+)
 from maze.events.specs import Input, InputRef, InputValue, Resources, TaskError, TaskSpec
 from maze.events.tasks import (
     AttemptFailed,
@@ -140,6 +147,7 @@ def create_run(event: RunCreated, run_seq: int) -> RunModel:
             result_summary=None,
             retry_of=event.retry_of or None,
             timeout_seconds=event.timeout_seconds,
+            max_tasks=event.max_tasks if event.kind == "dynamic" else None,
         )
     )
     add_tasks(model, event.tasks, 0)
@@ -227,7 +235,26 @@ def _finish(model: RunModel, event: RunFinished) -> None:
             _set_state(model, task, "cancelled")
             task.error = reason
             model.dirty_tasks.add(task.task_id)
-    run.result_summary = dumps(result_summary(model.tasks))
+    summary = result_summary(model.tasks)
+    if event.result is not None:  # a dynamic run's finalize: the result its client gave
+        summary = {"result": describe(decode_value(event.result)), **summary}
+    run.result_summary = dumps(summary)
+
+
+def appended_refused(model: RunModel, specs: list[TaskSpec]) -> bool:
+    """Whether a `task.appended` is refused: the rule of maze/head/run_state.py `appendable`, as the
+    controller applies it, on the rows."""
+    run = model.run
+    if run.max_tasks is None or run.state in TERMINAL or len(model.tasks) + len(specs) > run.max_tasks:
+        return True
+    new: set[str] = set()
+    for spec in specs:
+        if spec.task_id in model.tasks or spec.task_id in new:
+            return True
+        if any(up not in model.tasks and up not in new for up in spec.upstream()):
+            return True
+        new.add(spec.task_id)
+    return False
 
 
 def _attempt_row(model: RunModel, task: TaskRow, attempt_no: int) -> AttemptRow:
@@ -267,7 +294,12 @@ def fold_run_event(model: RunModel, event: Event) -> RunModel:
     if isinstance(event, TasksAdded):
         add_tasks(model, event.tasks, event.offset)
         return model
-    if isinstance(event, RunCancelRequested):
+    if isinstance(event, TaskAppended):
+        if not appended_refused(model, event.tasks):
+            add_tasks(model, event.tasks, len(model.tasks))
+            model.run.task_count = len(model.tasks)
+        return model
+    if isinstance(event, RunCancelRequested | RunFinalizeRequested):
         return model  # a command: the controller's decisions that follow it say what it did
     task = model.tasks.get(event.task_id)  # type: ignore[union-attr]
     if task is None:

@@ -28,6 +28,7 @@ class RunRow(Struct, gc=False):
     result_summary: str | None
     retry_of: str | None = None
     timeout_seconds: float | None = None
+    max_tasks: int | None = None  # a dynamic run's bound on its tasks (None: not dynamic)
 
 
 class TaskRow(Struct, gc=False):

@@ -14,8 +14,8 @@ from __future__ import annotations
 # Bump when a table changes: read models are derived data, so an older file is dropped and rebuilt
 # from the event log at start instead of migrated.
 # 3: tasks.failures; 4: runs.names, runs.result_summary; 5: runs.retry_of, runs.timeout_seconds;
-# 6: artifacts
-SCHEMA_VERSION = 6
+# 6: artifacts; 7: runs.max_tasks (dynamic runs)
+SCHEMA_VERSION = 7
 
 TABLES: dict[str, dict[str, str]] = {
     "runs": {
@@ -37,6 +37,7 @@ TABLES: dict[str, dict[str, str]] = {
         "result_summary": "VARCHAR",  # the final tasks' outputs, briefly, once the run ends
         "retry_of": "VARCHAR",  # the run this one retries (POST /runs/{id}/retry)
         "timeout_seconds": "DOUBLE",  # the run-level timeout it was created with
+        "max_tasks": "BIGINT",  # a dynamic run's bound on its tasks (NULL: not dynamic)
     },
     "tasks": {
         "run_id": "VARCHAR",

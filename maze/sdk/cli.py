@@ -393,12 +393,20 @@ def runs_show(run_id: str = RunIdArg, server_url: str = ServerUrl, token: str | 
     client = _client(server_url, token)
     run_id = _run_id(client, run_id)
     run = _call(client.get_run, run_id)
+    # a run of another kind than static says so (a dynamic one with its bound on tasks)
+    kind = "" if run.get("kind", "static") == "static" else f"  kind={run['kind']}"
+    if run.get("max_tasks") is not None:
+        kind += f"  max_tasks={run['max_tasks']}"
     console.print(
-        f"[bold]{run['run_id']}[/bold]  state={run['state']}  tasks={run['task_count']}  "
+        f"[bold]{run['run_id']}[/bold]  state={run['state']}{kind}  tasks={run['task_count']}  "
         f"created={_ms(run['created_at_ms'])}  finished={_ms(run['finished_at_ms'])}",
         highlight=False,
         soft_wrap=True,
     )
+    if "result" in (run.get("result_summary") or {}):  # a dynamic run's finalize
+        console.print(
+            f"result: {json.dumps(run['result_summary']['result'])}", highlight=False, soft_wrap=True
+        )
     tasks = _call(client.get_run_tasks, run_id)
     table = Table()
     _id_column(table, "task_id", max([len("task_") + 32, *(len(t["task_id"]) for t in tasks)]))

@@ -15,6 +15,7 @@ from maze.sdk import history
 from maze.sdk.app_spec import App
 from maze.sdk.artifacts import download_blob, find_artifact, list_artifacts
 from maze.sdk.blobs import BlobClient
+from maze.sdk.dynamic import DynamicRun, _resending
 from maze.sdk.history import RunPage, When
 from maze.sdk.http import Http
 from maze.sdk.logs import follow_logs, get_logs
@@ -56,6 +57,31 @@ class MaClient(WorkspaceMethods):
     def create_workflow(self) -> MaWorkflow:
         """A new, empty static workflow."""
         return MaWorkflow(f"wf_{uuid.uuid4().hex}", self.server_url, client=self)
+
+    def create_dynamic_run(
+        self,
+        max_tasks: int = 100,
+        timeout_seconds: float | None = None,
+        workspace_dir: str | None = None,
+    ) -> DynamicRun:
+        """A new dynamic run: append tasks to it while it runs (`append_task`), wait for them
+        (`wait_for_task`), then `finalize(result)` it. It never ends by itself when its tasks are
+        done: without `finalize` or `cancel` it ends `timed_out` after `timeout_seconds` (None:
+        no timeout, it stays open until finalized or cancelled, so give one when you can).
+        `max_tasks` (1..100,000) bounds the tasks it may ever hold. `workspace_dir`: files its
+        tasks run with, as for `MaWorkflow.run`."""
+        if not isinstance(max_tasks, int) or isinstance(max_tasks, bool) or not 1 <= max_tasks <= 100_000:
+            raise ValidationError(f"max_tasks must be an integer in 1..100000, got {max_tasks!r}")
+        body: dict[str, Any] = {"max_tasks": max_tasks, "run_id": f"run_{uuid.uuid4().hex}"}
+        if timeout_seconds is not None:
+            body["timeout_seconds"] = float(timeout_seconds)
+        if workspace_dir is not None:
+            directory = workspace_directory(workspace_dir)
+            assert directory is not None
+            body["workspace"] = upload_workspace(self.blobs, directory)
+        created: dict[str, Any] = _resending(lambda: self.http.post("/runs/dynamic", json=body))
+        self.http.note_seen(int(created["seq"]))
+        return DynamicRun(self, created)
 
     def list_runs(
         self,

@@ -35,3 +35,4 @@ def refold(history: str, snapshot: str) -> None:
 if __name__ == "__main__":
     refold("history.msgpack", "readmodels.json")
     refold("lifecycle.msgpack", "lifecycle_readmodels.json")
+    refold("operations.msgpack", "operations_readmodels.json")
