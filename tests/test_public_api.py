@@ -11,6 +11,7 @@ def test_exports() -> None:
         [
             "Conflict",
             "DynamicRun",
+            "FileInput",
             "MaClient",
             "MaTask",
             "MaWorkflow",
