@@ -25,9 +25,13 @@ class AttemptDirs:
     def __init__(self, root: Path) -> None:
         self.root = root
 
+    def path(self, run_id: str, task_id: str, attempt: int) -> Path:
+        """Where the attempt's directory is (not made: see `make`)."""
+        return self.root / _component(run_id, "run id") / _component(task_id, "task id") / str(int(attempt))
+
     def make(self, run_id: str, task_id: str, attempt: int) -> Path:
         """The attempt's directory, created empty (one left by an earlier try is wiped first)."""
-        path = self.root / _component(run_id, "run id") / _component(task_id, "task id") / str(int(attempt))
+        path = self.path(run_id, task_id, attempt)
         if path.exists():
             shutil.rmtree(path, ignore_errors=True)
         path.mkdir(parents=True)

@@ -255,6 +255,7 @@ def child_main(conn: Connection, once: bool = False) -> None:
         home = _where_now() if cwd else None
         try:
             if cwd:
+                os.makedirs(cwd, exist_ok=True)  # made here when the worker staged nothing in it
                 os.chdir(cwd)
             if once:
                 _enter_sandbox_attempt(request)

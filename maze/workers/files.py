@@ -13,7 +13,6 @@ root).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import hashlib
 import os
@@ -82,14 +81,13 @@ class FileStager:
             async with limit:
                 dest = directory / entry.path
                 for tries in (1, 2):
-                    local = await self._local(entry.sha256)
+                    local = await self._local(entry.sha256, again=tries > 1)
                     # checked against its sha256 as it is copied: the cache is on this machine's
                     # disk, where a task of another run may have written it
                     mtime = await asyncio.to_thread(_copy_in, local, dest, directory, entry.sha256)
                     if mtime is not None:
                         return entry.path, Staged(entry.sha256, entry.size, mtime)
                     log.warning("files.cache_entry_corrupt_refetching", sha256=entry.sha256, tries=tries)
-                    await asyncio.to_thread(_drop, local)
                 raise ArtifactError(
                     f"the content of {entry.path!r} ({entry.sha256[:12]}…) did not match its sha256 twice",
                     path=entry.path,
@@ -99,10 +97,12 @@ class FileStager:
         log.debug("files.staged", run_id=item.run_id, task_id=item.task_id, files=len(staged))
         return staged
 
-    async def _local(self, sha: str) -> Path:
-        """The content's file in the local cache, fetched once however many attempts ask."""
+    async def _local(self, sha: str, again: bool = False) -> Path:
+        """The content's file in the local cache, fetched once however many attempts ask (`again`:
+        fetched anew over what is there, found corrupt; the new file replaces the old one whole,
+        so a copy being read meanwhile never loses its file)."""
         path = self.content_dir / sha
-        if await asyncio.to_thread(path.exists):
+        if not again and await asyncio.to_thread(path.exists):
             return path
         task = self._fetching.get(sha)
         if task is None:
@@ -222,10 +222,6 @@ def _copy_in(source: Path, dest: Path, root: Path, sha256: str) -> int | None:
         return None
     return dest.stat().st_mtime_ns
 
-
-def _drop(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
 
 
 def _regular_files(directory: Path) -> list[tuple[str, int, int]]:

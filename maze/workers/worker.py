@@ -61,6 +61,7 @@ _beat = msgspec.msgpack.Encoder()
 # An attempt's start is recorded this long after it began, or with its end if that comes first
 # (a no-op's start and end are one message, not two; DESIGN.md §1's budget of messages per task).
 START_REPORT_AFTER_S = 0.005
+REMOVE_DIR_AFTER_S = 0.05  # an attempt's directory goes this long after its end (its report first)
 UNSENT_RESEND_S = 5.0  # a rejoin's try at sending the batch in flight again, as it was
 
 
@@ -491,8 +492,14 @@ class Worker:
             try:
                 # a sandbox's directory is made before it is acquired (its spare is renamed onto
                 # it, maze/workers/sandbox.py): staged after, never made again
-                directory = attempt_dir or self.attempt_dirs.make(item.run_id, item.task_id, item.attempt)
-                if has_files(item):  # a workspace, or file inputs
+                files = has_files(item)  # a workspace, or file inputs
+                if attempt_dir is not None:
+                    directory = attempt_dir
+                elif files:
+                    directory = self.attempt_dirs.make(item.run_id, item.task_id, item.attempt)
+                else:  # nothing to stage: the task process makes it (off this loop, the hot path)
+                    directory = self.attempt_dirs.path(item.run_id, item.task_id, item.attempt)
+                if files:
                     staged = await self.files.stage(item, directory)
                 request = await self._request(item, tp, cores)
                 request["cwd"] = str(directory)
@@ -636,9 +643,10 @@ class Worker:
         }
 
     def _remove_dir(self, directory: Path, big: bool) -> None:
-        """The attempt's directory goes; one that may hold many files goes in a thread."""
+        """The attempt's directory goes, after the attempt's end has left (not before it, on the
+        hot path); one that may hold many files goes in a thread."""
         if not big:
-            self.attempt_dirs.remove(directory)
+            asyncio.get_running_loop().call_later(REMOVE_DIR_AFTER_S, self.attempt_dirs.remove, directory)
             return
         removing = asyncio.get_running_loop().run_in_executor(None, self.attempt_dirs.remove, directory)
         self._background.add(removing)
