@@ -101,3 +101,15 @@ def test_a_file_input_inside_a_container_is_found() -> None:
     assert holds_file_input(f)
     assert holds_file_input([1, {"k": (f,)}])
     assert not holds_file_input([1, {"k": ("memory://x.csv",)}])
+
+
+def test_the_log_keeps_no_credentials_or_tokens_of_a_file_inputs_url() -> None:
+    from maze.sdk.file_inputs import recorded_url
+
+    assert recorded_url("s3://bucket/data/x.csv") == "s3://bucket/data/x.csv"
+    assert recorded_url("https://user:secret@host:8443/a/b.csv?X-Amz-Signature=tok#frag") == (
+        "https://host:8443/a/b.csv"
+    )
+    assert recorded_url("memory://x.csv") == "memory://x.csv"
+    assert recorded_url("/home/me/data.csv") == "/home/me/data.csv"
+    assert recorded_url("file:///home/me/data.csv") == "file:///home/me/data.csv"

@@ -164,8 +164,17 @@ def test_a_fresh_work_root_is_marked_and_only_a_marked_one_is_wiped(tmp_path: Pa
     (tmp_path / "w" / ".content").mkdir()
     (tmp_path / "w" / ".content" / ("a" * 64)).write_text("kept")
     (tmp_path / "w" / ".content" / f".{'b' * 64}.1.f.part").write_text("half")
-    assert ours.wipe(".content") == 2
-    assert sorted(p.name for p in (tmp_path / "w").rglob("*")) == [".content", MARKER, "a" * 64]
+    (tmp_path / "w" / ".conda" / "maze-0123").mkdir(parents=True)  # an app's conda environment
+    (tmp_path / "w" / ".conda" / "maze-0123" / "ready").write_text("")
+    assert ours.wipe(".content", (".conda",)) == 2
+    assert sorted(p.name for p in (tmp_path / "w").rglob("*")) == [
+        ".conda",
+        ".content",
+        MARKER,
+        "a" * 64,
+        "maze-0123",
+        "ready",
+    ]
     theirs = tmp_path / "home"
     (theirs / "notes").mkdir(parents=True)
     assert AttemptDirs(theirs).wipe(".content") == -1 and (theirs / "notes").exists()

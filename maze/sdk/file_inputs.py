@@ -21,6 +21,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
 from maze.core.errors import PayloadTooLarge, Unavailable, ValidationError
 from maze.events.artifacts import check_path
@@ -28,6 +29,19 @@ from maze.events.blob_files import hash_file
 from maze.events.values import StagedFile, too_large, wire_file
 from maze.sdk.blobs import BlobClient
 from maze.sdk.workspace import MISSING_BATCH, put_file
+
+URL_KEPT_CHARS = 4096
+
+
+def recorded_url(url: str) -> str:
+    """What the log keeps of where a file came from: the URL without its credentials, query or
+    fragment (a password, a signed URL's token), which the log, immutable, would keep for ever."""
+    parts = urlsplit(url)
+    if not parts.scheme or len(parts.scheme) == 1:  # a plain path (a Windows drive letter too)
+        return url[:URL_KEPT_CHARS]
+    host = parts.netloc.rpartition("@")[2]  # as written, less any user:password@
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))[:URL_KEPT_CHARS]
+
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
@@ -142,7 +156,7 @@ class FileInputs:
         for source in self.sources.values():
             for t, key in source.users:
                 given = t._file_inputs[key]
-                staged = StagedFile(given.path_for(key), source.sha256, source.size, source.url[:4096])
+                staged = StagedFile(given.path_for(key), source.sha256, source.size, recorded_url(source.url))
                 t._input_forms[key] = {"encoded": wire_file(staged)}
 
     def close(self) -> None:

@@ -37,8 +37,9 @@ class AttemptDirs:
         path.mkdir(parents=True)
         return path
 
-    def wipe(self, keep: str) -> int:
-        """At the worker's start: everything under the root but `keep` (the content cache) goes,
+    def wipe(self, keep: str, kept: tuple[str, ...] = ()) -> int:
+        """At the worker's start: everything under the root but `keep` (the content cache) and
+        `kept` (left whole: the conda environments apps made, maze/tasks/app_command.py) goes,
         what an earlier run of this worker, killed, left there (attempt directories, sandbox
         spares), and unfinished downloads in `keep` (`*.part`). Only in a root this worker made
         (marked with MARKER): a directory a user named that holds files of theirs is left as it
@@ -51,7 +52,7 @@ class AttemptDirs:
                 return -1
             marker.write_text("the work root of a Maze worker: emptied at its start\n")
         for entry in self.root.iterdir():
-            if entry.name == MARKER:
+            if entry.name == MARKER or (entry.name in kept and entry.is_dir() and not entry.is_symlink()):
                 continue
             if entry.name == keep and entry.is_dir() and not entry.is_symlink():
                 for part in entry.glob("*.part"):

@@ -223,7 +223,6 @@ def _copy_in(source: Path, dest: Path, root: Path, sha256: str) -> int | None:
     return dest.stat().st_mtime_ns
 
 
-
 def _regular_files(directory: Path) -> list[tuple[str, int, int]]:
     """(relative POSIX path, size, mtime_ns) of every regular file under `directory`, walked
     through directory descriptors (os.fwalk): a directory swapped for a link during the walk is

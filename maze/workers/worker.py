@@ -142,7 +142,7 @@ class Worker:
         """Whether this node runs sandboxed attempts, said in its capacity (NodeJoined)."""
         self.work_dir.mkdir(parents=True, exist_ok=True)
         # what an earlier run of this worker left (killed: no cleanup ran) goes before any attempt
-        wiped = await asyncio.to_thread(self.attempt_dirs.wipe, ".content")
+        wiped = await asyncio.to_thread(self.attempt_dirs.wipe, ".content", (".conda",))
         if wiped < 0:
             log.warning(
                 "worker.work_root_not_ours_not_wiped", node_id=self.node_id, work_dir=str(self.work_dir)
