@@ -231,3 +231,34 @@ def test_the_read_models_rebuild_equal_after_cancels_timeouts_and_retries(head: 
     assert {"cancelled", "timed_out", "succeeded", "failed"} <= kinds, kinds
     report = client.http.post("/projections/rebuild")
     assert report["equal"], report
+
+
+@task
+def leaves_processes(pid_file: str = ""):
+    import subprocess
+
+    child = subprocess.Popen(["sleep", "300"])  # left running when the task returns
+    daemon = subprocess.run(  # orphaned at once, in a session of its own
+        ["sh", "-c", "sleep 300 >/dev/null 2>&1 & echo $!"],
+        capture_output=True,
+        text=True,
+        start_new_session=True,
+        check=True,
+    )
+    with open(pid_file, "w") as out:
+        out.write(f"{child.pid} {daemon.stdout.strip()}")
+    return {"ok": True}
+
+
+def test_what_a_succeeded_attempt_left_running_is_killed(
+    client: MaClient, head: HeadProcess, tmp_path: Path
+) -> None:
+    """An attempt that returned leaves nothing running that no reservation counts: its task
+    process (the subreaper of what its tasks start) kills what is left before the next attempt."""
+    pid_file = tmp_path / "pids"
+    wf = client.create_workflow()
+    wf.add_task(leaves_processes, inputs={"pid_file": str(pid_file)})
+    assert wf.show_results(wf.run())["state"] == "succeeded"
+    pids = [int(p) for p in pid_file.read_text().split()]
+    assert len(pids) == 2
+    wait_until(lambda: not any(_alive(p) for p in pids), timeout=10)

@@ -7,6 +7,7 @@ import ctypes
 import os
 import signal
 import sys
+import time
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
@@ -42,3 +43,61 @@ def die_with(parent_pid: int | None) -> None:
     die_with_parent()
     if parent_pid and os.getppid() != parent_pid:
         os._exit(1)
+
+
+def _children_of_self() -> list[int]:
+    """This process's children, from /proc/self/task/*/children (every thread's), or psutil where
+    the kernel does not offer those files."""
+    tasks = "/proc/self/task"
+    try:
+        tids = os.listdir(tasks)
+    except OSError:
+        tids = []
+    pids: list[int] = []
+    found = False
+    for tid in tids:
+        try:
+            with open(f"{tasks}/{tid}/children") as f:
+                pids += [int(p) for p in f.read().split()]
+            found = True
+        except OSError:
+            continue
+    if found:
+        return pids
+    import psutil
+
+    return [p.pid for p in psutil.Process().children()]
+
+
+def end_leftovers() -> int:
+    """Kill what an attempt left running under this process (a task process is the subreaper of
+    its tasks' descendants, so every one of them is a child of it, or below one), and reap what has
+    exited: an attempt that returned must leave nothing running that no reservation counts. How
+    many processes were killed."""
+    import psutil
+
+    killed = 0
+    for pid in _children_of_self():
+        try:
+            child = psutil.Process(pid)
+            tree = [*child.children(recursive=True), child]
+        except psutil.Error:
+            continue
+        for proc in tree:
+            try:
+                proc.kill()
+                killed += 1
+            except psutil.Error:
+                pass
+    deadline = time.monotonic() + 1.0
+    while True:  # reaped, leftovers and what had exited already, so no zombie stays
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:  # no child left at all
+            break
+        if pid:
+            continue
+        if not killed or time.monotonic() > deadline:  # none killed is still dying
+            break
+        time.sleep(0.002)
+    return killed

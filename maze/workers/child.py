@@ -25,7 +25,7 @@ import msgspec
 
 from maze.core import attempt_context
 from maze.core.errors import SerializationError, TaskFailure
-from maze.core.procs import die_with_parent, reap_orphans
+from maze.core.procs import die_with_parent, end_leftovers, reap_orphans
 from maze.events.gather import assemble, shown_name
 from maze.events.values import ValueDecoder, decode_map_raw, encode_content, type_name
 
@@ -278,3 +278,6 @@ def child_main(conn: Connection, once: bool = False) -> None:
         conn.send_bytes(_encoder.encode(reply))
         if once:
             return
+        left = end_leftovers()  # before the next attempt: nothing of this one runs on unseen
+        if left:
+            print(f"maze: killed {left} process(es) the attempt left running", file=sys.stderr, flush=True)
