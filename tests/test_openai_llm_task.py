@@ -19,9 +19,16 @@ import pytest
 from maze import MaClient, TaskFailed, ValidationError, openai_llm_task, task
 from maze.agents import tool_schema
 from maze.agents.messages import SYSTEM_PROMPT
-from maze.agents.openai_task import LLM_CONFIG_ERROR, LLM_RATE_LIMITED, LLM_REJECTED, LLM_UNAVAILABLE
+from maze.agents.openai_task import (
+    LLM_CONFIG_ERROR,
+    LLM_RATE_LIMITED,
+    LLM_REJECTED,
+    LLM_UNAVAILABLE,
+    with_settings,
+)
 from maze.core.errors import TaskFailure
 from maze.sdk.serialize import pickle_function
+from maze.sdk.task import task_meta
 from tests.helpers import HeadProcess, NatsServer, free_port
 from tests.llm_server import Reply, ScriptedLLM, completion
 
@@ -303,3 +310,21 @@ def test_a_wrong_key_fails_for_good_at_once(llm: ScriptedLLM, cluster: MaClient)
     assert SECRET not in err.message
     assert len(llm.requests) == 1  # max_retries=3, yet no second attempt
     run.cancel()
+
+
+def test_with_settings_changes_a_copy() -> None:
+    decision = openai_llm_task(
+        base_url="http://127.0.0.1:1", model="m", api_key_env=KEY_ENV, max_tokens=100, max_retries=5
+    )
+    shorter = with_settings(decision, max_tokens=16, temperature=0.5)
+    assert shorter is not None
+    assert shorter.__maze_llm_config__.max_tokens == 16  # type: ignore[attr-defined]
+    assert shorter.__maze_llm_config__.temperature == 0.5  # type: ignore[attr-defined]
+    assert shorter.__maze_llm_config__.api_key_env == KEY_ENV  # type: ignore[attr-defined]
+    assert decision.__maze_llm_config__.max_tokens == 100  # type: ignore[attr-defined]
+    assert task_meta(shorter).max_retries == 5 and task_meta(shorter).resources["cpu"] == 0.1
+    with pytest.raises(ValidationError, match="max_tokens must be a positive integer"):
+        with_settings(decision, max_tokens=0)
+    with pytest.raises(ValidationError, match="no setting 'top_p'"):
+        with_settings(decision, top_p=1)
+    assert with_settings(multiply, max_tokens=16) is None

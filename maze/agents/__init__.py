@@ -1,7 +1,8 @@
 """Agents: what ReAct decisions are made of.
 
-`openai_llm_task` (an OpenAI-compatible decision task), `tool_schema` (a tool function's
-descriptor) and `parse_reply` (a chat completion read as an action). Imported when first used
+`openai_llm_task` (an OpenAI-compatible decision task) and `with_settings` (a copy of one with
+settings changed), `tool_schema` / `tool_specs` (tool descriptors) and `parse_reply` (a chat
+completion read as an action). Imported when first used
 (PEP 562), as `maze` does: a task process importing one of them pays for that one only.
 """
 
@@ -11,7 +12,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from maze.agents.openai_task import openai_llm_task
+    from maze.agents.openai_task import openai_llm_task, with_settings
     from maze.agents.replies import parse_reply
     from maze.agents.tools import tool_schema, tool_specs
 
@@ -20,9 +21,10 @@ _WHERE = {
     "parse_reply": "maze.agents.replies",
     "tool_schema": "maze.agents.tools",
     "tool_specs": "maze.agents.tools",
+    "with_settings": "maze.agents.openai_task",
 }
 
-__all__ = ["openai_llm_task", "parse_reply", "tool_schema", "tool_specs"]
+__all__ = ["openai_llm_task", "parse_reply", "tool_schema", "tool_specs", "with_settings"]
 
 
 def __getattr__(name: str) -> Any:

@@ -22,7 +22,7 @@ from maze.agents.messages import SYSTEM_PROMPT, openai_tool, render_messages
 from maze.agents.replies import parse_reply
 from maze.agents.tools import tool_specs
 from maze.core.errors import TaskFailure, ValidationError
-from maze.sdk.task import task
+from maze.sdk.task import task, task_meta
 
 # The error types a decision fails with (the task's structured error, `TaskFailed.error_type`).
 LLM_UNAVAILABLE = "llm_unavailable"  # no answer, 5xx, 408: retried by the task's retry policy
@@ -118,6 +118,26 @@ def openai_llm_task(
     )(openai_decision)
     decision.__maze_llm_config__ = config  # type: ignore[attr-defined]
     return decision
+
+
+def with_settings(decision: Callable[..., Any], **changes: Any) -> Callable[..., dict[str, Any]] | None:
+    """A copy of an `openai_llm_task` with some settings changed (`max_tokens=` for
+    `create_react_workflow(max_tokens=)`, `temperature=`, ...), checked as `openai_llm_task`
+    checks them; its retry policy and resources stay. None for a decision task that is not one."""
+    config = getattr(decision, "__maze_llm_config__", None)
+    if not isinstance(config, OpenAIDecisionConfig):
+        return None
+    meta = task_meta(decision)
+    settings = {field: getattr(config, field) for field in config.__struct_fields__}
+    unknown = sorted(set(changes) - set(settings))
+    if unknown:
+        raise ValidationError(f"openai_llm_task has no setting {unknown[0]!r} (settings: {sorted(settings)})")
+    return openai_llm_task(
+        **{**settings, **changes},
+        max_retries=meta.max_retries,
+        retry_backoff_seconds=meta.retry_backoff_seconds,
+        resources=dict(meta.resources),
+    )
 
 
 def build_request(
