@@ -13,6 +13,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from maze.agents.openai_task import openai_llm_task
     from maze.core.errors import (
         Conflict,
         MazeError,
@@ -38,6 +39,7 @@ _WHERE = {
     "TaskFailed": "maze.core.errors",
     "Unavailable": "maze.core.errors",
     "ValidationError": "maze.core.errors",
+    "openai_llm_task": "maze.agents.openai_task",
     "MaClient": "maze.sdk.client",
     "DynamicRun": "maze.sdk.dynamic",
     "FileInput": "maze.sdk.file_inputs",
@@ -64,6 +66,7 @@ __all__ = [
     "TaskOutputs",
     "Unavailable",
     "ValidationError",
+    "openai_llm_task",
     "task",
 ]
 

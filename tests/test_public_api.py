@@ -24,6 +24,7 @@ def test_exports() -> None:
             "TaskOutputs",
             "Unavailable",
             "ValidationError",
+            "openai_llm_task",
             "task",
         ]
     )
