@@ -7,15 +7,20 @@ from __future__ import annotations
 import os
 import stat
 import sys
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from maze.core import attempt_context
-from maze.core.errors import TaskFailure
-from maze.core.globs import matcher, pattern_problem
+from maze.core.errors import TaskFailure, ValidationError
+from maze.core.globs import MAX_PATTERN_SEGMENTS, MAX_PATTERNS, matcher, pattern_problem
 from maze.sdk.app_spec import AppSpecError, conda_hash, parse_app, validate
+from maze.sdk.task import task
 from maze.tasks.app_command import READY_MARK, app_env, conda_prefix, with_conda
+from maze.workers.files import _regular_files
 
 
 def _errors(doc: object, base: Path) -> list[str]:
@@ -181,6 +186,62 @@ def test_artifact_patterns(pattern: str, yes: list[str], no: list[str]) -> None:
     matches = matcher([pattern])
     assert [p for p in yes if not matches(p)] == []
     assert [p for p in no if matches(p)] == []
+
+
+def _reference_match(pattern: list[str], path: list[str]) -> bool:
+    """The plain backtracking definition of a match (exponential in `**`: small inputs only)."""
+    if not pattern:
+        return not path
+    if pattern[0] == "**":
+        return any(_reference_match(pattern[1:], path[i:]) for i in range(len(path) + 1))
+    return bool(path) and fnmatchcase(path[0], pattern[0]) and _reference_match(pattern[1:], path[1:])
+
+
+@pytest.mark.timeout(20)
+def test_patterns_with_many_globstars_on_a_deep_path_match_in_one_pass() -> None:
+    # 10 `**` against a file 21 directories deep: the backtracking matcher took minutes here
+    deep = "/".join(["d"] * 21) + "/file.txt"
+    miss = "/".join(["**", "d"] * 10) + "/nomatch.txt"
+    hit = "/".join(["**", "d"] * 10) + "/*.txt"
+    assert pattern_problem(miss) is None and pattern_problem(hit) is None
+    assert matcher([miss])(deep) is False
+    assert matcher([hit])(deep) is True
+    assert matcher([miss, "**/**/**/d/**/**/"])(deep) is True  # consecutive `**` are one
+    assert matcher(["**/" * 40 + "e/"])(deep) is False
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    pattern=st.lists(st.sampled_from(["**", "*", "a", "b", "?", "[ab]", "a*"]), min_size=1, max_size=6),
+    path=st.lists(st.sampled_from(["a", "b", "ab", "c"]), min_size=1, max_size=6),
+    dirs_only=st.booleans(),
+)
+def test_pattern_matching_agrees_with_the_backtracking_definition(
+    pattern: list[str], path: list[str], dirs_only: bool
+) -> None:
+    last = len(path) - 1 if dirs_only else len(path)
+    expected = any(_reference_match(pattern, path[:k]) for k in range(1, last + 1))
+    text = "/".join(pattern) + ("/" if dirs_only else "")
+    assert matcher([text])("/".join(path)) is expected
+
+
+def test_patterns_are_capped_in_segments() -> None:
+    assert pattern_problem("/".join(["a"] * MAX_PATTERN_SEGMENTS)) is None
+    problem = pattern_problem("/".join(["**"] * (MAX_PATTERN_SEGMENTS + 1)))
+    assert problem == f"has more than {MAX_PATTERN_SEGMENTS} segments"
+
+
+def test_a_task_names_at_most_max_patterns_and_the_walk_keeps_what_they_match(tmp_path: Path) -> None:
+    def f() -> None:
+        return None
+
+    with pytest.raises(ValidationError, match=f"artifacts holds {MAX_PATTERNS} patterns at most"):
+        task(artifacts=[f"f{i}" for i in range(MAX_PATTERNS + 1)])(f)
+    for rel in ("outputs/a.txt", "outputs/d/b.bin", "top.csv", "drop.txt"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(rel)
+    kept = _regular_files(tmp_path, matcher(["outputs/", "*.csv"]))
+    assert [rel for rel, _, _ in kept] == ["outputs/a.txt", "outputs/d/b.bin", "top.csv"]
 
 
 def test_the_environment_is_an_allowlist_plus_vars_plus_context() -> None:
