@@ -10,6 +10,7 @@ import sys
 from fnmatch import fnmatchcase
 from pathlib import Path
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 from maze.core import attempt_context
 from maze.core.errors import TaskFailure, ValidationError
 from maze.core.globs import MAX_PATTERN_SEGMENTS, MAX_PATTERNS, matcher, pattern_problem
-from maze.sdk.app_spec import AppSpecError, conda_hash, parse_app, validate
+from maze.sdk.app_spec import AppSpec, AppSpecError, _convert_error, conda_hash, parse_app, validate
 from maze.sdk.task import task
 from maze.tasks.app_command import READY_MARK, app_env, conda_prefix, with_conda
 from maze.workers.files import _regular_files
@@ -95,6 +96,11 @@ retries: {max: 1, backoff_seconds: 5, on: [node_lost, resource_unavailable]}
         ({"command": []}, "command: must not be an empty list"),
         ({"command": ["python", 3]}, "command[1]: must be a string, got int"),
         ({"command": "python 'unclosed"}, "command: cannot be split into arguments: No closing quotation"),
+        ({"command": "''"}, "command: the program must not be empty (the command splits into [''])"),
+        ({"command": "'' train.py"}, "command: the program must not be empty"),
+        ({"sandbox": True, "resources": {"gpu": 1}}, "resources: a sandboxed task cannot have a GPU"),
+        ({"sandbox": True, "resources": {"gpu_mem": 512}}, "resources: a sandboxed task cannot have a GPU"),
+        ({"resources": {"cpu_mem": 10**23}}, "resources.cpu_mem: must be at most 9007199254740992"),
         ({"command": ["echo", "x"], "shell": True}, "command: with shell: true the command is one string"),
         ({"command": {"run": "x"}}, "command: must be a string or a list of strings, got mapping"),
         ({"name": "has space"}, "name: must be 1-64 letters"),
@@ -106,6 +112,28 @@ def test_each_field_error_names_its_path(tmp_path: Path, fields: dict[str, objec
     errors = _errors(_ok(tmp_path, **fields), tmp_path)
     assert len(errors) == 1, errors
     assert errors[0].startswith(expected), errors
+
+
+def test_whole_numbers_written_as_floats_are_whole_numbers(tmp_path: Path) -> None:
+    text = b"name: a\ncommand: x\nresources: {cpu_mem: 100.0, gpu_mem: 0.0}\nretries: {max: 2.0}\n"
+    app = parse_app(text, tmp_path)
+    assert (app.spec.resources.cpu_mem, app.spec.resources.gpu_mem, app.spec.retries.max) == (100, 0, 2)
+    assert all(type(v) is int for v in (app.spec.resources.cpu_mem, app.spec.retries.max))
+    with pytest.raises(AppSpecError) as caught:
+        parse_app(b"name: a\ncommand: x\nresources: {cpu_mem: 1.5}\nretries: {max: 2.5}\n", tmp_path)
+    assert caught.value.errors == [
+        "resources.cpu_mem: must be a whole number, got float 1.5",
+        "retries.max: must be a whole number, got float 2.5",
+    ]
+
+
+def test_a_conversion_error_validation_missed_still_names_its_field() -> None:
+    with pytest.raises(msgspec.ValidationError) as caught:
+        msgspec.convert({}, AppSpec)
+    assert _convert_error(caught.value) == "(document): Object missing required field `name`"
+    with pytest.raises(msgspec.ValidationError) as caught:
+        msgspec.convert({"name": "a", "command": "x", "retries": {"max": 1.5}}, AppSpec)
+    assert _convert_error(caught.value) == "retries.max: Expected `int`, got `float`"
 
 
 def test_required_fields_and_a_document_that_is_not_a_mapping(tmp_path: Path) -> None:

@@ -34,6 +34,9 @@ CONDA_SPEC_KEYS = ("name", "channels", "dependencies", "variables")
 MAX_TIMEOUT_S = 7 * 24 * 3600
 MAX_RETRIES = 100
 MAX_SPEC_BYTES = 1024 * 1024
+MAX_WHOLE = 2**53  # the largest whole number a field takes (megabytes, retries): exact as a float too
+# the fields of a whole number: YAML's `2.0` there is taken as 2
+WHOLE_FIELDS = (("resources", "cpu_mem"), ("resources", "gpu_mem"), ("retries", "max"))
 
 
 class AppResources(Struct, forbid_unknown_fields=True, frozen=True):
@@ -126,11 +129,13 @@ class _Checker:
         return value
 
     def number(self, where: str, value: Any, low: float, strict: bool, whole: bool = False) -> None:
-        if not _is_number(value) or (whole and float(value) != int(value)):
+        if not _is_number(value) or (whole and isinstance(value, float) and not value.is_integer()):
             kind = "a whole number" if whole else "a number"
             self.error(where, f"must be {kind}, got {_type_name(value)} {value!r}")
         elif value < low or (strict and value == low):
             self.error(where, f"must be {'>' if strict else '>='} {low:g}, got {value!r}")
+        elif whole and value > MAX_WHOLE:
+            self.error(where, f"must be at most {MAX_WHOLE}, got {value!r}")
 
     def boolean(self, where: str, value: Any) -> None:
         if not isinstance(value, bool):
@@ -159,9 +164,12 @@ def _check_command(c: _Checker, doc: dict[str, Any]) -> None:
             c.error("command", "must not be empty")
         elif shell is not True:
             try:
-                shlex.split(command)
+                argv = shlex.split(command)
             except ValueError as exc:
                 c.error("command", f"cannot be split into arguments: {exc}")
+            else:
+                if not argv or not argv[0]:
+                    c.error("command", f"the program must not be empty (the command splits into {argv!r})")
     elif isinstance(command, list):
         items = c.strings("command", command)
         if not command:
@@ -174,7 +182,8 @@ def _check_command(c: _Checker, doc: dict[str, Any]) -> None:
         c.error("command", f"must be a string or a list of strings, got {_type_name(command)}")
 
 
-def _check_resources(c: _Checker, value: Any) -> None:
+def _check_resources(c: _Checker, value: Any, flags: dict[str, bool]) -> None:
+    """`flags`: the app's sandbox and network, when they are valid (a sandbox has no GPU)."""
     given = c.mapping("resources", value, AppResources)
     if given is None:
         return
@@ -189,7 +198,8 @@ def _check_resources(c: _Checker, value: Any) -> None:
             c.number(f"resources.{key}", given[key], low, strict, whole)
     if len(c.errors) == before:
         try:  # what a task's resources must also be (a fractional gpu above 1, say)
-            normalize_resources({k: v for k, v in given.items() if k in _fields(AppResources)})
+            known = {k: v for k, v in given.items() if k in _fields(AppResources)}
+            normalize_resources(known | flags)
         except ValidationError as exc:
             c.error("resources", exc.message)
 
@@ -320,7 +330,11 @@ def validate(doc: Any, base_dir: Path) -> tuple[list[str], dict[str, Any] | None
         shown = workspace if Path(workspace).is_absolute() or workspace.startswith(".") else f"./{workspace}"
         c.error("workspace", f"directory {shown} does not exist (relative to {base_dir})")
     if "resources" in top:
-        _check_resources(c, top["resources"])
+        sandbox = top.get("sandbox") is True
+        # what `maze run` will ask of the cluster, so that a spec valid here is not refused there
+        # (network without sandbox has its own error below)
+        flags = {"sandbox": sandbox, "network": sandbox and top.get("network") is True}
+        _check_resources(c, top["resources"], flags)
     conda = _check_env(c, top["env"]) if "env" in top else None
     if "artifacts" in top:
         patterns = c.strings("artifacts", top["artifacts"])
@@ -372,6 +386,25 @@ def decode_yaml(text: bytes | str) -> Any:
     return yaml.load(text, Loader=_Loader)
 
 
+def _whole_numbers(doc: dict[str, Any]) -> dict[str, Any]:
+    """`doc` with the whole numbers YAML wrote as floats (`max: 2.0`) as ints (validate() let
+    through integral floats only)."""
+    out = dict(doc)
+    for section, key in WHOLE_FIELDS:
+        value = out.get(section, {}).get(key)
+        if isinstance(value, float):
+            out[section] = {**out[section], key: int(value)}
+    return out
+
+
+def _convert_error(exc: msgspec.ValidationError) -> str:
+    """msgspec's "Expected `int`, got `float` - at `$.retries.max`" as `retries.max: ...`."""
+    found = re.fullmatch(r"(.*) - at `\$\.?(.*)`", str(exc), re.DOTALL)
+    if found is None:
+        return f"(document): {exc}"
+    return f"{found.group(2) or '(document)'}: {found.group(1)}"
+
+
 def parse_app(text: bytes, base_dir: Path, source: str = "maze.yaml") -> App:
     """A maze.yaml's content as a valid App, or AppSpecError with every error."""
     if len(text) > MAX_SPEC_BYTES:
@@ -384,9 +417,9 @@ def parse_app(text: bytes, base_dir: Path, source: str = "maze.yaml") -> App:
     if errors:
         raise AppSpecError(source, errors)
     try:
-        spec = msgspec.convert(doc, AppSpec)
-    except msgspec.ValidationError as exc:  # a case validate() missed: still one clear line
-        raise AppSpecError(source, [str(exc)]) from exc
+        spec = msgspec.convert(_whole_numbers(doc), AppSpec)
+    except msgspec.ValidationError as exc:  # a case validate() missed: still `field.path: message`
+        raise AppSpecError(source, [_convert_error(exc)]) from exc
     if isinstance(spec.command, list):
         argv = list(spec.command)
     elif spec.shell:
