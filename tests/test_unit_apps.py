@@ -86,6 +86,15 @@ retries: {max: 1, backoff_seconds: 5, on: [node_lost, resource_unavailable]}
         ({"env": {"python": "3.11"}}, "env.python: unknown field"),
         ({"artifacts": ["/etc/passwd"]}, "artifacts[0]: '/etc/passwd' must be relative"),
         ({"artifacts": ["out/../x"]}, "artifacts[0]: 'out/../x' must not hold '..'"),
+        ({"artifacts": ["../x"]}, "artifacts[0]: '../x' must not hold '..'"),
+        ({"artifacts": ["~/x"]}, "artifacts[0]: '~/x' must be relative"),
+        ({"workspace": "/"}, "workspace: / must be relative to the maze.yaml's directory"),
+        ({"workspace": "../.."}, "workspace: ../.. leads out of the maze.yaml's directory"),
+        ({"workspace": "sub/../../x"}, "workspace: sub/../../x leads out of the maze.yaml's directory"),
+        (
+            {"env": {"conda": "../env.yml"}},
+            "env.conda: environment file ../env.yml must be in the maze.yaml's",
+        ),
         ({"artifacts": "outputs/"}, "artifacts: must be a list, got string"),
         ({"artifacts": [3]}, "artifacts[0]: must be a string, got int"),
         ({"shell": "yes"}, "shell: must be true or false, got string 'yes'"),
@@ -134,6 +143,24 @@ def test_a_conversion_error_validation_missed_still_names_its_field() -> None:
     with pytest.raises(msgspec.ValidationError) as caught:
         msgspec.convert({"name": "a", "command": "x", "retries": {"max": 1.5}}, AppSpec)
     assert _convert_error(caught.value) == "retries.max: Expected `int`, got `float`"
+
+
+def test_a_workspace_is_the_spec_directory_or_under_it_links_resolved(tmp_path: Path) -> None:
+    base = tmp_path / "app"
+    (base / "data" / "in").mkdir(parents=True)
+    (base / "home").symlink_to(Path.home())  # a link out: refused, though it names a directory
+    (base / "inner").symlink_to(base / "data")  # a link that stays inside: fine
+    assert (
+        parse_app(b"name: a\ncommand: x\nworkspace: data/in\n", base).workspace_dir
+        == (base / "data" / "in").resolve()
+    )
+    assert (
+        parse_app(b"name: a\ncommand: x\nworkspace: inner\n", base).workspace_dir == (base / "data").resolve()
+    )
+    assert parse_app(b"name: a\ncommand: x\nworkspace: data/..\n", base).workspace_dir == base.resolve()
+    for workspace in ("home", str(tmp_path), "..", "data/../.."):
+        errors = _errors(_ok(base, workspace=workspace), base)
+        assert len(errors) == 1 and errors[0].startswith(f"workspace: {workspace} "), errors
 
 
 def test_required_fields_and_a_document_that_is_not_a_mapping(tmp_path: Path) -> None:

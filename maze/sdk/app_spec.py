@@ -211,6 +211,43 @@ def conda_hash(spec: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(keyed, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+def inside(base_dir: Path, name: str) -> Path | None:
+    """`base_dir / name` with its links resolved, or None when that is not `base_dir` or under it
+    (an absolute `name`, `..`, a link that leads out)."""
+    if Path(name).is_absolute():
+        return None
+    try:
+        base = base_dir.resolve()
+        target = (base / name).resolve()
+    except (OSError, RuntimeError, ValueError):  # a link loop, a NUL
+        return None
+    return target if target == base or base in target.parents else None
+
+
+def _check_workspace(c: _Checker, workspace: Any) -> None:
+    """The workspace is uploaded to the cluster: only the spec's own directory or one under it, so
+    a maze.yaml from elsewhere cannot send `~` or `/` away."""
+    if not isinstance(workspace, str) or not workspace:
+        c.error("workspace", f"must be a directory (a string), got {_type_name(workspace)}")
+        return
+    if "\x00" in workspace:
+        c.error("workspace", "must not hold a NUL character")
+        return
+    if Path(workspace).is_absolute():
+        c.error("workspace", f"{workspace} must be relative to the maze.yaml's directory ({c.base_dir})")
+        return
+    if inside(c.base_dir, workspace) is None:
+        c.error(
+            "workspace",
+            f"{workspace} leads out of the maze.yaml's directory ({c.base_dir}, links resolved): "
+            "a workspace is that directory or one under it",
+        )
+        return
+    if not (c.base_dir / workspace).is_dir():
+        shown = workspace if workspace.startswith(".") else f"./{workspace}"
+        c.error("workspace", f"directory {shown} does not exist (relative to {c.base_dir})")
+
+
 def _check_conda_spec(c: _Checker, where: str, spec: Any) -> dict[str, Any] | None:
     if not isinstance(spec, dict):
         c.error(where, f"an environment spec must be a mapping, got {_type_name(spec)}")
@@ -247,6 +284,9 @@ def _check_conda(c: _Checker, value: Any) -> dict[str, Any] | None:
         return None
     if value.endswith((".yml", ".yaml")):
         path = c.base_dir / value
+        if "\x00" in value or inside(c.base_dir, value) is None:
+            c.error("env.conda", f"environment file {value} must be in the maze.yaml's directory or under it")
+            return None
         if not path.is_file():
             c.error("env.conda", f"environment file {value} does not exist")
             return None
@@ -323,12 +363,7 @@ def validate(doc: Any, base_dir: Path) -> tuple[list[str], dict[str, Any] | None
     _check_command(c, top)
     if "description" in top and not isinstance(top["description"], str):
         c.error("description", f"must be a string, got {_type_name(top['description'])}")
-    workspace = top.get("workspace", ".")
-    if not isinstance(workspace, str) or not workspace:
-        c.error("workspace", f"must be a directory (a string), got {_type_name(workspace)}")
-    elif not (base_dir / workspace).is_dir():
-        shown = workspace if Path(workspace).is_absolute() or workspace.startswith(".") else f"./{workspace}"
-        c.error("workspace", f"directory {shown} does not exist (relative to {base_dir})")
+    _check_workspace(c, top.get("workspace", "."))
     if "resources" in top:
         sandbox = top.get("sandbox") is True
         # what `maze run` will ask of the cluster, so that a spec valid here is not refused there
