@@ -4,6 +4,7 @@ path that needs a `conda` executable (the real one is not installed here)."""
 
 from __future__ import annotations
 
+import ast
 import os
 import stat
 import sys
@@ -15,9 +16,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from maze.api.submit import TaskSubmission, _check_task
 from maze.core import attempt_context
 from maze.core.errors import TaskFailure, ValidationError
 from maze.core.globs import MAX_PATTERN_SEGMENTS, MAX_PATTERNS, matcher, pattern_problem
+from maze.core.task_machine import KNOWN_ERROR_TYPES
 from maze.sdk.app_spec import AppSpec, AppSpecError, _convert_error, conda_hash, parse_app, validate
 from maze.sdk.task import task
 from maze.tasks.app_command import READY_MARK, app_env, conda_prefix, with_conda
@@ -188,8 +191,9 @@ extra: 1
         f"workspace: directory ./missing does not exist (relative to {tmp_path})",
         "resources.cpu: must be > 0, got 0",
         "retries.on[1]: unknown error type 'foo' (known: artifact_error, environment_error, "
-        "event_store_refused, invalid_input, invalid_result, node_lost, payload_too_large, process_exited, "
-        "resource_unavailable, serialization_error, timed_out, timeout, user_code)",
+        "event_store_refused, invalid_input, invalid_result, node_lost, out_of_memory, payload_too_large, "
+        "process_exited, process_limit, protocol_error, resource_unavailable, sandbox_error, "
+        "serialization_error, timed_out, timeout, user_code, worker_error)",
     ]
     assert caught.value.details["errors"] == caught.value.errors
 
@@ -368,3 +372,38 @@ def test_conda_absent_is_a_clear_non_retryable_error(monkeypatch: pytest.MonkeyP
     assert caught.value.retryable is False
     assert caught.value.message.startswith("conda is not installed on node node-7")
     assert os.environ.get("CONDA_EXE") is None
+
+
+def _emitted_error_types() -> set[str]:
+    """Every error type written as a literal where an attempt is failed: the worker's `_fail`, the
+    task process's `_error`, `TaskFailure`, `ReplyRefused`, and the sandbox's verdicts."""
+    root = Path(__file__).resolve().parent.parent / "maze"
+    found: set[str] = set()
+    for folder in ("workers", "tasks"):
+        for file in (root / folder).glob("*.py"):
+            for node in ast.walk(ast.parse(file.read_text())):
+                if isinstance(node, ast.Call):
+                    name = getattr(node.func, "attr", None) or getattr(node.func, "id", None)
+                    at = {"_fail": 1, "_error": 0, "TaskFailure": 0, "ReplyRefused": 0}.get(str(name))
+                    args = node.args
+                    if at is not None and len(args) > at and isinstance(args[at], ast.Constant):
+                        found.add(str(args[at].value))
+                elif isinstance(node, ast.FunctionDef) and node.name == "verdict":
+                    for ret in ast.walk(node):
+                        if isinstance(ret, ast.Return) and isinstance(ret.value, ast.Tuple):
+                            first = ret.value.elts[0]
+                            if isinstance(first, ast.Constant):
+                                found.add(str(first.value))
+    return found
+
+
+def test_retry_on_may_name_every_error_type_an_attempt_fails_with(tmp_path: Path) -> None:
+    emitted = _emitted_error_types()
+    wanted = {"sandbox_error", "worker_error", "out_of_memory", "process_limit", "protocol_error"}
+    assert wanted <= emitted  # the scan sees them where they are made
+    assert sorted(emitted - KNOWN_ERROR_TYPES) == []
+    _check_task(TaskSubmission(task_id="t", func_hash="0" * 64, retry_on=["sandbox_error", *sorted(emitted)]))
+    with pytest.raises(ValidationError, match="unknown retry_on error type"):
+        _check_task(TaskSubmission(task_id="t", func_hash="0" * 64, retry_on=["sandbox_eror"]))
+    spec = parse_app(b"name: a\ncommand: x\nretries: {max: 1, on: [sandbox_error, worker_error]}\n", tmp_path)
+    assert spec.spec.retries.on == ["sandbox_error", "worker_error"]
