@@ -86,6 +86,7 @@ retries: {max: 1, backoff_seconds: 5, on: [node_lost, resource_unavailable]}
         ({"env": {"conda": "env.yml"}}, "env.conda: environment file env.yml does not exist"),
         ({"env": {"conda": {"channels": ["x"]}}}, "env.conda.dependencies: is required"),
         ({"env": {"conda": "bad name"}}, "env.conda: 'bad name' is not an environment name"),
+        ({"env": {"conda": "-n"}}, "env.conda: '-n' is not an environment name"),
         ({"env": {"python": "3.11"}}, "env.python: unknown field"),
         ({"artifacts": ["/etc/passwd"]}, "artifacts[0]: '/etc/passwd' must be relative"),
         ({"artifacts": ["out/../x"]}, "artifacts[0]: 'out/../x' must not hold '..'"),
@@ -325,14 +326,21 @@ def test_the_environment_is_an_allowlist_plus_vars_plus_context() -> None:
     }
 
 
-def _fake_conda(directory: Path) -> Path:
+def _fake_conda(directory: Path, envs_dir: Path | None = None) -> Path:
     """A stand-in for `conda` (not installed here) that does what Maze asks of it: `env create -p
-    PREFIX -f FILE` makes PREFIX (counting the calls), `run ... -p PREFIX CMD...` runs CMD."""
+    PREFIX -f FILE` makes PREFIX (counting the calls), `info --json` names `envs_dir` (none:
+    it fails)."""
     script = directory / "conda"
     script.write_text(
         f"#!{sys.executable}\n"
-        "import os, sys\n"
+        "import json, os, sys\n"
         "args = sys.argv[1:]\n"
+        f"envs = {str(envs_dir) if envs_dir else None!r}\n"
+        "if args == ['info', '--json']:\n"
+        "    if envs is None:\n"
+        "        sys.exit('CondaError: broken')\n"
+        "    print(json.dumps({'envs_dirs': [envs, '/nonexistent/envs'], 'root_prefix': '/x'}))\n"
+        "    sys.exit(0)\n"
         "if args[:2] == ['env', 'create']:\n"
         "    prefix = args[args.index('-p') + 1]\n"
         "    os.makedirs(prefix)\n"
@@ -347,11 +355,13 @@ def _fake_conda(directory: Path) -> Path:
 def test_conda_env_is_made_once_per_spec_and_reused(tmp_path: Path) -> None:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    fake = _fake_conda(bin_dir)
+    (tmp_path / "envs" / "maze").mkdir(parents=True)
+    fake = _fake_conda(bin_dir, tmp_path / "envs")
     attempt_context.enter({"work_root": str(tmp_path / "work"), "node_id": "n1"})
-    conda = {"spec": {"dependencies": ["python=3.11"]}, "hash": "ab" * 32}
+    spec = {"dependencies": ["python=3.11"]}
+    conda = {"spec": spec, "hash": conda_hash(spec)}
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
-    prefix = conda_prefix(tmp_path / "work", "ab" * 32)
+    prefix = conda_prefix(tmp_path / "work", conda_hash(spec))
     try:
         first = with_conda(["python", "x.py"], conda, env, "n1")
         second = with_conda(["python", "x.py"], conda, env, "n1")
@@ -407,3 +417,57 @@ def test_retry_on_may_name_every_error_type_an_attempt_fails_with(tmp_path: Path
         _check_task(TaskSubmission(task_id="t", func_hash="0" * 64, retry_on=["sandbox_eror"]))
     spec = parse_app(b"name: a\ncommand: x\nretries: {max: 1, on: [sandbox_error, worker_error]}\n", tmp_path)
     assert spec.spec.retries.on == ["sandbox_error", "worker_error"]
+
+
+def _conda_error(conda: dict[str, object], env: dict[str, str]) -> TaskFailure:
+    with pytest.raises(TaskFailure) as caught:
+        with_conda(["python", "x.py"], conda, env, "n1")
+    assert caught.value.error_type == "environment_error"
+    return caught.value
+
+
+def test_a_conda_hash_that_is_not_a_sha256_never_leaves_the_conda_directory(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    _fake_conda(bin_dir, tmp_path / "envs")
+    work = tmp_path / "node" / "work"
+    keep = tmp_path / "node" / "keep"  # what `../..` from `.conda` would reach
+    keep.mkdir(parents=True)
+    (keep / "data").write_text("mine")
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+    spec = {"dependencies": ["python=3.11"]}
+    attempt_context.enter({"work_root": str(work), "node_id": "n1"})
+    try:
+        for bad in ("../../keep", "../" * 8, "AB" * 32, "ab" * 31, "", "ab" * 32 + "/.."):
+            error = _conda_error({"spec": spec, "hash": bad}, env)
+            assert error.retryable is False
+            assert error.message.startswith("the app's conda environment hash "), error.message
+        # a sha256, but not its spec's: not made at another spec's place
+        error = _conda_error({"spec": spec, "hash": "ab" * 32}, env)
+        assert error.message == "the app's conda environment hash is not its spec's sha256"
+        assert _conda_error({"spec": ["x"], "hash": conda_hash(spec)}, env).retryable is False
+    finally:
+        attempt_context.enter({})
+    assert (keep / "data").read_text() == "mine"
+    assert not (work / ".conda").exists() or list((work / ".conda").iterdir()) == []
+    with pytest.raises(TaskFailure, match="is not a sha256"):
+        conda_prefix(work, "../x")
+
+
+def test_a_missing_named_conda_env_is_an_environment_error(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (tmp_path / "envs" / "maze").mkdir(parents=True)
+    _fake_conda(bin_dir, tmp_path / "envs")
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+    error = _conda_error({"name": "missing"}, env)
+    assert error.retryable is False
+    assert error.message.startswith(
+        f"conda environment 'missing' does not exist on node n1 (looked for in {tmp_path / 'envs'}, "
+    ), error.message
+    assert with_conda(["x"], {"name": "base"}, env, "n1")[-3:] == ["-n", "base", "x"]  # conda's own
+    assert _conda_error({"name": "--help"}, env).message == "'--help' is not a conda environment name"
+    _fake_conda(bin_dir)  # a conda that cannot say where its environments are: worth a retry
+    error = _conda_error({"name": "maze"}, env)
+    assert error.retryable is True
+    assert error.message == "`conda info --json` exited with code 1: CondaError: broken"

@@ -29,7 +29,7 @@ from maze.core.task_machine import KNOWN_ERROR_TYPES
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-CONDA_NAME_RE = re.compile(r"^[A-Za-z0-9_.+-]{1,128}$")
+CONDA_NAME_RE = re.compile(r"^[A-Za-z0-9_.+][A-Za-z0-9_.+-]{0,127}$")  # not an option: no leading '-'
 CONDA_SPEC_KEYS = ("name", "channels", "dependencies", "variables")
 MAX_TIMEOUT_S = 7 * 24 * 3600
 MAX_RETRIES = 100
@@ -298,7 +298,9 @@ def _check_conda(c: _Checker, value: Any) -> dict[str, Any] | None:
         spec = _check_conda_spec(c, f"env.conda ({value})", loaded)
         return None if spec is None else {"spec": spec, "hash": conda_hash(spec)}
     if not CONDA_NAME_RE.fullmatch(value):
-        c.error("env.conda", f"{value!r} is not an environment name (letters, digits, '_', '.', '+', '-')")
+        c.error(
+            "env.conda", f"{value!r} is not an environment name (letters, digits, '_.+-', no leading '-')"
+        )
         return None
     return {"name": value}
 
