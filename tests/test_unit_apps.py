@@ -5,9 +5,11 @@ path that needs a `conda` executable (the real one is not installed here)."""
 from __future__ import annotations
 
 import ast
+import contextlib
 import os
 import stat
 import sys
+import threading
 from fnmatch import fnmatchcase
 from pathlib import Path
 
@@ -21,7 +23,16 @@ from maze.core import attempt_context
 from maze.core.errors import TaskFailure, ValidationError
 from maze.core.globs import MAX_PATTERN_SEGMENTS, MAX_PATTERNS, matcher, pattern_problem
 from maze.core.task_machine import KNOWN_ERROR_TYPES
-from maze.sdk.app_spec import AppSpec, AppSpecError, _convert_error, conda_hash, parse_app, validate
+from maze.sdk.app_spec import (
+    MAX_SPEC_BYTES,
+    AppSpec,
+    AppSpecError,
+    _convert_error,
+    conda_hash,
+    load_app,
+    parse_app,
+    validate,
+)
 from maze.sdk.task import task
 from maze.tasks.app_command import READY_MARK, app_env, conda_prefix, with_conda
 from maze.workers.files import _regular_files
@@ -471,3 +482,26 @@ def test_a_missing_named_conda_env_is_an_environment_error(tmp_path: Path) -> No
     error = _conda_error({"name": "maze"}, env)
     assert error.retryable is True
     assert error.message == "`conda info --json` exited with code 1: CondaError: broken"
+
+
+@pytest.mark.timeout(30)
+def test_a_spec_file_is_read_no_further_than_its_size_limit(tmp_path: Path) -> None:
+    # a FIFO that never ends: reading it whole would wait for ever
+    fifo = tmp_path / "maze.yaml"
+    os.mkfifo(fifo)
+    release = threading.Event()
+
+    def write() -> None:
+        with contextlib.suppress(BrokenPipeError), fifo.open("wb") as out:
+            out.write(b"#" * (MAX_SPEC_BYTES + 100))
+            release.wait(60)
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    try:
+        with pytest.raises(AppSpecError) as caught:
+            load_app(fifo)
+    finally:
+        release.set()
+        writer.join(10)
+    assert caught.value.errors == [f"(document): larger than {MAX_SPEC_BYTES} bytes"]

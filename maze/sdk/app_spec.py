@@ -470,7 +470,8 @@ def load_app(path: str | Path) -> App:
     """Read and validate a maze.yaml (its workspace and conda file are relative to its directory)."""
     file = Path(path).expanduser()
     try:
-        text = file.read_bytes()
+        with file.open("rb") as handle:  # never more than the cap: a huge file is refused unread
+            text = handle.read(MAX_SPEC_BYTES + 1)
     except OSError as exc:
         raise AppSpecError(str(path), [f"(file): cannot be read: {exc.strerror or exc}"]) from exc
     return parse_app(text, file.resolve().parent, str(path))
