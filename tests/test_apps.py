@@ -233,8 +233,9 @@ def test_validate_prints_each_error_on_its_own_line(app_head: HeadProcess, tmp_p
         f"{bad}: workspace: directory ./nope does not exist (relative to {tmp_path})",
         f"{bad}: resources.cpu: must be > 0, got 0",
         f"{bad}: retries.on[1]: unknown error type 'foo' (known: artifact_error, environment_error, "
-        "event_store_refused, invalid_input, invalid_result, node_lost, payload_too_large, process_exited, "
-        "resource_unavailable, serialization_error, timed_out, timeout, user_code)",
+        "event_store_refused, invalid_input, invalid_result, node_lost, out_of_memory, payload_too_large, "
+        "process_exited, process_limit, protocol_error, resource_unavailable, sandbox_error, "
+        "serialization_error, timed_out, timeout, user_code, worker_error)",
         f"{bad}: 3 error(s)",
     ]
     # `maze run` refuses it the same way, before anything is submitted

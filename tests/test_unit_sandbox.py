@@ -11,6 +11,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from maze.core.errors import ValidationError
@@ -260,6 +261,20 @@ def test_a_reply_is_read_in_pieces_and_bounded() -> None:
     with pytest.raises(ReplyRefused) as refused:
         big.feed(struct.pack("!i", -1) + struct.pack("!Q", 2**40))
     assert refused.value.error_type == "payload_too_large"
+
+
+def test_a_reply_is_one_buffer_of_its_size_handed_back_as_a_view() -> None:
+    payload = msgspec.msgpack.encode({"ok": True, "payload": b"y" * 300_000, "duration_ms": 1})
+    reader = ReplyReader(limit=1 << 20)
+    whole = struct.pack("!i", -1) + struct.pack("!Q", len(payload)) + payload  # the 8-byte form
+    pieces = [whole[i : i + 65536] for i in range(0, len(whole), 65536)]
+    assert [reader.feed(p) for p in pieces[:-1]] == [None] * (len(pieces) - 1)
+    out = reader.feed(pieces[-1])
+    assert isinstance(out, memoryview) and out.obj is reader.body  # no copy of the reply
+    assert reader.body is not None and len(reader.body) == len(payload)  # its size, not grown
+    assert msgspec.msgpack.decode(out)["payload"] == b"y" * 300_000
+    empty = ReplyReader(limit=10)
+    assert empty.feed(struct.pack("!i", 0)) == b""
 
 
 def test_sandbox_network_and_gpus_in_placement() -> None:

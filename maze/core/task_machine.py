@@ -47,7 +47,9 @@ TIMEOUT_ERRORS = frozenset({"timed_out", "timeout"})
 # Error types by the names the original Maze's docs use for them (`retry_on=["timeout"]`): the
 # name this vocabulary records (DESIGN.md §5).
 ERROR_TYPE_ALIASES = {"timeout": "timed_out"}
-# The error types a task's `retry_on` may name (with their aliases).
+# The error types a task's `retry_on` may name (with their aliases): every type an attempt can
+# fail with (the worker's, its task process's, the sandbox's and the controller's own), whether
+# or not its origin marks it retryable (an error marked not retryable is never retried).
 KNOWN_ERROR_TYPES = frozenset(
     {
         "user_code",
@@ -63,6 +65,11 @@ KNOWN_ERROR_TYPES = frozenset(
         "payload_too_large",
         "event_store_refused",
         "environment_error",  # a task's environment could not be made (an app's conda environment)
+        "sandbox_error",  # bubblewrap or the sandbox's network could not be set up, or it failed
+        "out_of_memory",  # a sandboxed attempt killed at its cpu_mem limit
+        "process_limit",  # a sandboxed attempt's process count refused starts at its limit
+        "protocol_error",  # the task process's reply broke the worker's protocol
+        "worker_error",  # a fault of the worker's own while it ran the attempt
     }
 )
 

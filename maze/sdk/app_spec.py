@@ -29,11 +29,14 @@ from maze.core.task_machine import KNOWN_ERROR_TYPES
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-CONDA_NAME_RE = re.compile(r"^[A-Za-z0-9_.+-]{1,128}$")
+CONDA_NAME_RE = re.compile(r"^[A-Za-z0-9_.+][A-Za-z0-9_.+-]{0,127}$")  # not an option: no leading '-'
 CONDA_SPEC_KEYS = ("name", "channels", "dependencies", "variables")
 MAX_TIMEOUT_S = 7 * 24 * 3600
 MAX_RETRIES = 100
 MAX_SPEC_BYTES = 1024 * 1024
+MAX_WHOLE = 2**53  # the largest whole number a field takes (megabytes, retries): exact as a float too
+# the fields of a whole number: YAML's `2.0` there is taken as 2
+WHOLE_FIELDS = (("resources", "cpu_mem"), ("resources", "gpu_mem"), ("retries", "max"))
 
 
 class AppResources(Struct, forbid_unknown_fields=True, frozen=True):
@@ -126,11 +129,13 @@ class _Checker:
         return value
 
     def number(self, where: str, value: Any, low: float, strict: bool, whole: bool = False) -> None:
-        if not _is_number(value) or (whole and float(value) != int(value)):
+        if not _is_number(value) or (whole and isinstance(value, float) and not value.is_integer()):
             kind = "a whole number" if whole else "a number"
             self.error(where, f"must be {kind}, got {_type_name(value)} {value!r}")
         elif value < low or (strict and value == low):
             self.error(where, f"must be {'>' if strict else '>='} {low:g}, got {value!r}")
+        elif whole and value > MAX_WHOLE:
+            self.error(where, f"must be at most {MAX_WHOLE}, got {value!r}")
 
     def boolean(self, where: str, value: Any) -> None:
         if not isinstance(value, bool):
@@ -159,9 +164,12 @@ def _check_command(c: _Checker, doc: dict[str, Any]) -> None:
             c.error("command", "must not be empty")
         elif shell is not True:
             try:
-                shlex.split(command)
+                argv = shlex.split(command)
             except ValueError as exc:
                 c.error("command", f"cannot be split into arguments: {exc}")
+            else:
+                if not argv or not argv[0]:
+                    c.error("command", f"the program must not be empty (the command splits into {argv!r})")
     elif isinstance(command, list):
         items = c.strings("command", command)
         if not command:
@@ -174,7 +182,8 @@ def _check_command(c: _Checker, doc: dict[str, Any]) -> None:
         c.error("command", f"must be a string or a list of strings, got {_type_name(command)}")
 
 
-def _check_resources(c: _Checker, value: Any) -> None:
+def _check_resources(c: _Checker, value: Any, flags: dict[str, bool]) -> None:
+    """`flags`: the app's sandbox and network, when they are valid (a sandbox has no GPU)."""
     given = c.mapping("resources", value, AppResources)
     if given is None:
         return
@@ -189,7 +198,8 @@ def _check_resources(c: _Checker, value: Any) -> None:
             c.number(f"resources.{key}", given[key], low, strict, whole)
     if len(c.errors) == before:
         try:  # what a task's resources must also be (a fractional gpu above 1, say)
-            normalize_resources({k: v for k, v in given.items() if k in _fields(AppResources)})
+            known = {k: v for k, v in given.items() if k in _fields(AppResources)}
+            normalize_resources(known | flags)
         except ValidationError as exc:
             c.error("resources", exc.message)
 
@@ -199,6 +209,43 @@ def conda_hash(spec: dict[str, Any]) -> str:
     environment a node makes for it (`<work root>/.conda/maze-<hash[:16]>`)."""
     keyed = {k: v for k, v in spec.items() if k != "name"}
     return hashlib.sha256(json.dumps(keyed, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def inside(base_dir: Path, name: str) -> Path | None:
+    """`base_dir / name` with its links resolved, or None when that is not `base_dir` or under it
+    (an absolute `name`, `..`, a link that leads out)."""
+    if Path(name).is_absolute():
+        return None
+    try:
+        base = base_dir.resolve()
+        target = (base / name).resolve()
+    except (OSError, RuntimeError, ValueError):  # a link loop, a NUL
+        return None
+    return target if target == base or base in target.parents else None
+
+
+def _check_workspace(c: _Checker, workspace: Any) -> None:
+    """The workspace is uploaded to the cluster: only the spec's own directory or one under it, so
+    a maze.yaml from elsewhere cannot send `~` or `/` away."""
+    if not isinstance(workspace, str) or not workspace:
+        c.error("workspace", f"must be a directory (a string), got {_type_name(workspace)}")
+        return
+    if "\x00" in workspace:
+        c.error("workspace", "must not hold a NUL character")
+        return
+    if Path(workspace).is_absolute():
+        c.error("workspace", f"{workspace} must be relative to the maze.yaml's directory ({c.base_dir})")
+        return
+    if inside(c.base_dir, workspace) is None:
+        c.error(
+            "workspace",
+            f"{workspace} leads out of the maze.yaml's directory ({c.base_dir}, links resolved): "
+            "a workspace is that directory or one under it",
+        )
+        return
+    if not (c.base_dir / workspace).is_dir():
+        shown = workspace if workspace.startswith(".") else f"./{workspace}"
+        c.error("workspace", f"directory {shown} does not exist (relative to {c.base_dir})")
 
 
 def _check_conda_spec(c: _Checker, where: str, spec: Any) -> dict[str, Any] | None:
@@ -237,6 +284,9 @@ def _check_conda(c: _Checker, value: Any) -> dict[str, Any] | None:
         return None
     if value.endswith((".yml", ".yaml")):
         path = c.base_dir / value
+        if "\x00" in value or inside(c.base_dir, value) is None:
+            c.error("env.conda", f"environment file {value} must be in the maze.yaml's directory or under it")
+            return None
         if not path.is_file():
             c.error("env.conda", f"environment file {value} does not exist")
             return None
@@ -248,7 +298,9 @@ def _check_conda(c: _Checker, value: Any) -> dict[str, Any] | None:
         spec = _check_conda_spec(c, f"env.conda ({value})", loaded)
         return None if spec is None else {"spec": spec, "hash": conda_hash(spec)}
     if not CONDA_NAME_RE.fullmatch(value):
-        c.error("env.conda", f"{value!r} is not an environment name (letters, digits, '_', '.', '+', '-')")
+        c.error(
+            "env.conda", f"{value!r} is not an environment name (letters, digits, '_.+-', no leading '-')"
+        )
         return None
     return {"name": value}
 
@@ -313,14 +365,13 @@ def validate(doc: Any, base_dir: Path) -> tuple[list[str], dict[str, Any] | None
     _check_command(c, top)
     if "description" in top and not isinstance(top["description"], str):
         c.error("description", f"must be a string, got {_type_name(top['description'])}")
-    workspace = top.get("workspace", ".")
-    if not isinstance(workspace, str) or not workspace:
-        c.error("workspace", f"must be a directory (a string), got {_type_name(workspace)}")
-    elif not (base_dir / workspace).is_dir():
-        shown = workspace if Path(workspace).is_absolute() or workspace.startswith(".") else f"./{workspace}"
-        c.error("workspace", f"directory {shown} does not exist (relative to {base_dir})")
+    _check_workspace(c, top.get("workspace", "."))
     if "resources" in top:
-        _check_resources(c, top["resources"])
+        sandbox = top.get("sandbox") is True
+        # what `maze run` will ask of the cluster, so that a spec valid here is not refused there
+        # (network without sandbox has its own error below)
+        flags = {"sandbox": sandbox, "network": sandbox and top.get("network") is True}
+        _check_resources(c, top["resources"], flags)
     conda = _check_env(c, top["env"]) if "env" in top else None
     if "artifacts" in top:
         patterns = c.strings("artifacts", top["artifacts"])
@@ -372,6 +423,25 @@ def decode_yaml(text: bytes | str) -> Any:
     return yaml.load(text, Loader=_Loader)
 
 
+def _whole_numbers(doc: dict[str, Any]) -> dict[str, Any]:
+    """`doc` with the whole numbers YAML wrote as floats (`max: 2.0`) as ints (validate() let
+    through integral floats only)."""
+    out = dict(doc)
+    for section, key in WHOLE_FIELDS:
+        value = out.get(section, {}).get(key)
+        if isinstance(value, float):
+            out[section] = {**out[section], key: int(value)}
+    return out
+
+
+def _convert_error(exc: msgspec.ValidationError) -> str:
+    """msgspec's "Expected `int`, got `float` - at `$.retries.max`" as `retries.max: ...`."""
+    found = re.fullmatch(r"(.*) - at `\$\.?(.*)`", str(exc), re.DOTALL)
+    if found is None:
+        return f"(document): {exc}"
+    return f"{found.group(2) or '(document)'}: {found.group(1)}"
+
+
 def parse_app(text: bytes, base_dir: Path, source: str = "maze.yaml") -> App:
     """A maze.yaml's content as a valid App, or AppSpecError with every error."""
     if len(text) > MAX_SPEC_BYTES:
@@ -384,9 +454,9 @@ def parse_app(text: bytes, base_dir: Path, source: str = "maze.yaml") -> App:
     if errors:
         raise AppSpecError(source, errors)
     try:
-        spec = msgspec.convert(doc, AppSpec)
-    except msgspec.ValidationError as exc:  # a case validate() missed: still one clear line
-        raise AppSpecError(source, [str(exc)]) from exc
+        spec = msgspec.convert(_whole_numbers(doc), AppSpec)
+    except msgspec.ValidationError as exc:  # a case validate() missed: still `field.path: message`
+        raise AppSpecError(source, [_convert_error(exc)]) from exc
     if isinstance(spec.command, list):
         argv = list(spec.command)
     elif spec.shell:
@@ -400,7 +470,8 @@ def load_app(path: str | Path) -> App:
     """Read and validate a maze.yaml (its workspace and conda file are relative to its directory)."""
     file = Path(path).expanduser()
     try:
-        text = file.read_bytes()
+        with file.open("rb") as handle:  # never more than the cap: a huge file is refused unread
+            text = handle.read(MAX_SPEC_BYTES + 1)
     except OSError as exc:
         raise AppSpecError(str(path), [f"(file): cannot be read: {exc.strerror or exc}"]) from exc
     return parse_app(text, file.resolve().parent, str(path))

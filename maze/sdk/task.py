@@ -22,7 +22,7 @@ from typing import Any, TypeVar, overload
 from msgspec import Struct
 
 from maze.core.errors import ValidationError
-from maze.core.globs import pattern_problem
+from maze.core.globs import MAX_PATTERNS, pattern_problem
 from maze.core.resources import normalize_resources
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -153,6 +153,8 @@ def make_meta(
     if artifacts is not None:
         if isinstance(artifacts, str):
             raise ValidationError(f"task {fn.__name__!r}: artifacts is a list of patterns, not a string")
+        if len(artifacts) > MAX_PATTERNS:
+            raise ValidationError(f"task {fn.__name__!r}: artifacts holds {MAX_PATTERNS} patterns at most")
         for i, pattern in enumerate(artifacts):
             problem = pattern_problem(pattern)
             if problem is not None:

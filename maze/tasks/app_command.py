@@ -11,13 +11,17 @@ in the attempt's directory (its workspace staged there), and fails the attempt w
 - A non-zero exit fails the attempt with error type `user_code` (retryable: `retries.on:
   [user_code]` retries it); a command that cannot start fails `user_code` too. A conda
   environment that cannot be had fails `environment_error`: not retryable when the node has no
-  conda, retryable when making the environment failed.
+  conda or no environment of the name given, or what the client sent is not an environment
+  (a hash that is not a sha256); retryable when making the environment, or asking conda where
+  its environments are, failed.
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -28,6 +32,7 @@ from typing import Any
 
 from maze.core import attempt_context
 from maze.core.errors import TaskFailure
+from maze.sdk.app_spec import CONDA_NAME_RE, conda_hash
 from maze.sdk.task import task
 
 # CUDA_VISIBLE_DEVICES: the cards the attempt was given (set per attempt by the task process)
@@ -46,6 +51,10 @@ ENV_ALLOWED = (
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 CONDA_DIR = ".conda"  # under the worker's work root: the environments apps' specs made
 READY_MARK = ".maze-ready"  # written once an environment was made whole
+# what the client sends is checked here again: the hash names a directory this worker may remove
+# and remake, the name is an argument of `conda run`
+CONDA_HASH_RE = re.compile(r"^[0-9a-f]{64}$")
+CONDA_INFO_TIMEOUT_S = 120
 
 
 def app_env(
@@ -84,14 +93,69 @@ def find_conda(env: Mapping[str, str]) -> str | None:
 
 
 def conda_prefix(work_root: Path, env_hash: str) -> Path:
+    """Where the environment of the spec whose sha256 is `env_hash` is kept on this node. Raises
+    TaskFailure (environment_error, not retryable) for what is not a sha256: the directory is
+    removed and remade, so nothing sent may lead it out of `.conda`."""
+    if not CONDA_HASH_RE.fullmatch(env_hash):
+        raise TaskFailure(
+            "environment_error",
+            f"the app's conda environment hash {env_hash[:80]!r} is not a sha256 (64 hex digits)",
+            retryable=False,
+        )
     return work_root / CONDA_DIR / f"maze-{env_hash[:16]}"
+
+
+def _conda_failure(message: str) -> TaskFailure:
+    return TaskFailure("environment_error", message, retryable=True)
+
+
+def conda_envs_dirs(conda: str, env: Mapping[str, str]) -> list[Path]:
+    """The directories conda looks a named environment up in (`conda info --json`'s envs_dirs).
+    Raises TaskFailure (environment_error, retryable) when conda cannot say."""
+    try:
+        done = subprocess.run(
+            [conda, "info", "--json"],
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=CONDA_INFO_TIMEOUT_S,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise _conda_failure(f"`conda info --json` could not be run: {exc}") from exc
+    if done.returncode != 0:
+        tail = done.stderr.decode(errors="replace").strip()[-500:]
+        raise _conda_failure(f"`conda info --json` exited with code {done.returncode}: {tail}")
+    try:
+        dirs = json.loads(done.stdout)["envs_dirs"]
+        return [Path(str(d)) for d in dirs]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise _conda_failure(f"`conda info --json` gave no envs_dirs: {exc!r}") from exc
+
+
+def check_named_env(conda: str, name: str, env: Mapping[str, str], node_id: str) -> None:
+    """That `conda run -n NAME` will find the environment, looked up as conda does (`base`/`root`,
+    else a directory NAME in one of its envs_dirs): a missing one is an `environment_error`, not
+    the command's own `exited with code 1`. Raises TaskFailure."""
+    if not CONDA_NAME_RE.fullmatch(name):
+        raise TaskFailure(
+            "environment_error", f"{name[:80]!r} is not a conda environment name", retryable=False
+        )
+    if name in ("base", "root"):
+        return
+    dirs = conda_envs_dirs(conda, env)
+    if not any((d / name).is_dir() for d in dirs):
+        raise TaskFailure(
+            "environment_error",
+            f"conda environment {name!r} does not exist on node {node_id or '?'} (looked for in "
+            f"{', '.join(map(str, dirs)) or 'no envs_dirs'}); make it there, or give env.conda an "
+            "environment spec to have it made",
+            retryable=False,
+        )
 
 
 def ensure_conda_env(conda: str, prefix: Path, spec: dict[str, Any], env: Mapping[str, str]) -> bool:
     """Make the environment at `prefix` from `spec` unless a whole one is there already (one
     attempt at a time per environment, by a lock file). True when it was made now."""
-    import json
-
     prefix.parent.mkdir(parents=True, exist_ok=True)
     with open(prefix.parent / f"{prefix.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -129,13 +193,21 @@ def with_conda(argv: list[str], conda: dict[str, Any], env: Mapping[str, str], n
             retryable=False,
         )
     if "name" in conda:
+        check_named_env(exe, str(conda["name"]), env, node_id)
         return [exe, "run", "--no-capture-output", "-n", str(conda["name"]), *argv]
+    if not isinstance(conda.get("spec"), dict):
+        raise TaskFailure("environment_error", "the app's conda environment spec is not a mapping", False)
     work_root = attempt_context.current().get("work_root")
     if not work_root:
         raise TaskFailure(
             "environment_error", "no work root to keep the conda environment in", retryable=False
         )
-    prefix = conda_prefix(Path(work_root), str(conda["hash"]))
+    env_hash = str(conda.get("hash", ""))
+    prefix = conda_prefix(Path(work_root), env_hash)
+    if conda_hash(conda["spec"]) != env_hash:  # else one app's spec could be made at another's prefix
+        raise TaskFailure(
+            "environment_error", "the app's conda environment hash is not its spec's sha256", False
+        )
     ensure_conda_env(exe, prefix, dict(conda["spec"]), env)
     return [exe, "run", "--no-capture-output", "-p", str(prefix), *argv]
 

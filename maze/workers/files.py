@@ -17,6 +17,7 @@ import errno
 import hashlib
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import structlog
@@ -126,10 +127,9 @@ class FileStager:
         and every open go through directory descriptors with O_NOFOLLOW, and a file is hashed and
         stored from the one descriptor it was opened as (a name swapped for a link meanwhile is
         skipped, never read through)."""
-        found = await asyncio.to_thread(_regular_files, directory)
-        if patterns is not None:
-            wanted = matcher(patterns)
-            found = [f for f in found if wanted(f[0])]
+        # the patterns are matched in the walk's thread: thousands of files never hold the loop
+        wanted = matcher(patterns) if patterns is not None else None
+        found = await asyncio.to_thread(_regular_files, directory, wanted)
         touched = sum(
             1
             for rel, size, mtime in found
@@ -223,10 +223,12 @@ def _copy_in(source: Path, dest: Path, root: Path, sha256: str) -> int | None:
     return dest.stat().st_mtime_ns
 
 
-def _regular_files(directory: Path) -> list[tuple[str, int, int]]:
-    """(relative POSIX path, size, mtime_ns) of every regular file under `directory`, walked
-    through directory descriptors (os.fwalk): a directory swapped for a link during the walk is
-    not entered."""
+def _regular_files(
+    directory: Path, wanted: Callable[[str], bool] | None = None
+) -> list[tuple[str, int, int]]:
+    """(relative POSIX path, size, mtime_ns) of every regular file under `directory` (that
+    `wanted` accepts, when given), walked through directory descriptors (os.fwalk): a directory
+    swapped for a link during the walk is not entered."""
     out: list[tuple[str, int, int]] = []
     skipped = 0
     for parent, _dirs, files, dir_fd in os.fwalk(directory, follow_symlinks=False):
@@ -243,6 +245,8 @@ def _regular_files(directory: Path) -> list[tuple[str, int, int]]:
             rel = (base / name).relative_to(directory).as_posix()
             if not path_is_safe(rel):  # a name no manifest may carry (a backslash, say)
                 skipped += 1
+                continue
+            if wanted is not None and not wanted(rel):
                 continue
             out.append((rel, st.st_size, st.st_mtime_ns))
     if skipped:

@@ -100,44 +100,61 @@ class ReplyRefused(Exception):
 class ReplyReader:
     """A reply read as it arrives, never blocking: multiprocessing's framing (a 4-byte big-endian
     length, or -1 and an 8-byte one) accumulated from non-blocking reads in the loop's readable
-    callback, its announced size checked against `limit` before anything more is read."""
+    callback, its announced size checked against `limit` before anything more is read.
+
+    The body goes into one buffer of exactly its announced size, each piece copied in once, and is
+    handed back as a view of that buffer (msgspec decodes a memoryview): a reply of N bytes holds
+    N bytes (and a read's piece), not a growing buffer and two copies of it."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self.buffer = bytearray()
-        self.size: int | None = None
+        self.head = bytearray()  # the length prefix, until it is whole
         self.header = 4
+        self.size: int | None = None
+        self.body: bytearray | None = None
+        self.filled = 0
 
-    def feed(self, data: bytes) -> bytes | None:
-        """The whole reply once it is here, else None. Raises ReplyRefused."""
-        self.buffer += data
-        if self.size is None:
-            if len(self.buffer) < self.header:
+    def feed(self, data: bytes) -> memoryview | None:
+        """The whole reply (a view of this reader's buffer) once it is here, else None. Raises
+        ReplyRefused."""
+        if self.body is None:
+            self.head += data
+            size = self._announced()
+            if size is None:
                 return None
-            (size,) = struct.unpack("!i", self.buffer[:4])
-            if size == -1:
-                self.header = 12
-                if len(self.buffer) < 12:
-                    return None
-                (size,) = struct.unpack("!Q", self.buffer[4:12])
-            if size < 0:
-                raise ReplyRefused(
-                    "protocol_error", f"the task process sent a malformed reply (length {size})"
-                )
-            if size > self.limit:
-                raise ReplyRefused(
-                    "payload_too_large",
-                    f"the task process's reply is {size} bytes, above the limit of {self.limit} bytes "
-                    "(the outputs together may take the blob store's limit)",
-                )
             self.size = size
-        if len(self.buffer) - self.header > self.size:
+            self.body = bytearray(size)
+            data = bytes(self.head[self.header :])  # the start of the body that came with it
+            self.head = bytearray()
+        assert self.size is not None
+        end = self.filled + len(data)
+        if end > self.size:
             raise ReplyRefused(
                 "protocol_error", "the task process wrote more than its reply on the connection"
             )
-        if len(self.buffer) - self.header < self.size:
+        memoryview(self.body)[self.filled : end] = data
+        self.filled = end
+        return memoryview(self.body) if end == self.size else None
+
+    def _announced(self) -> int | None:
+        """The reply's size once its length prefix is whole (checked), else None."""
+        if len(self.head) < 4:
             return None
-        return bytes(self.buffer[self.header :])
+        (size,) = struct.unpack("!i", self.head[:4])
+        if size == -1:
+            self.header = 12
+            if len(self.head) < 12:
+                return None
+            (size,) = struct.unpack("!Q", self.head[4:12])
+        if size < 0:
+            raise ReplyRefused("protocol_error", f"the task process sent a malformed reply (length {size})")
+        if size > self.limit:
+            raise ReplyRefused(
+                "payload_too_large",
+                f"the task process's reply is {size} bytes, above the limit of {self.limit} bytes "
+                "(the outputs together may take the blob store's limit)",
+            )
+        return int(size)
 
 
 class ProcessExited(Exception):
