@@ -51,9 +51,10 @@ _MS_RE = re.compile(r"[0-9]+")  # ASCII digits only: str.isdigit() also takes 'Â
 
 
 def _list_pattern(item: str) -> str:
-    """What `_list` accepts, as a regular expression: comma-separated values, blanks around them
-    and empty ones ignored, MAX_LIST_ITEMS values at most."""
-    return rf"^[\s,]*({item}(\s*,[\s,]*{item}){{0,{MAX_LIST_ITEMS - 1}}})?[\s,]*$"
+    """What `_list` accepts, as a regular expression: nothing or blanks (no filter), or
+    comma-separated values, blanks around them and empty ones ignored, 1 to MAX_LIST_ITEMS values
+    (commas alone name nothing, and are refused rather than taken for no filter)."""
+    return rf"^(\s*|[\s,]*{item}(\s*,[\s,]*{item}){{0,{MAX_LIST_ITEMS - 1}}}[\s,]*)$"
 
 
 # The document's patterns of `GET /runs`'s filters: every value they match is accepted (the
@@ -200,9 +201,11 @@ class RunQuery(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 def _list(name: str, value: str | None) -> list[str]:
     """`a,b` (or one value): the distinct values, in the order given."""
-    if not value:
+    if not value or not value.strip():
         return []
     items = [v.strip() for v in value.split(",") if v.strip()]
+    if not items:  # `state=,,`: a filter that names nothing would silently filter nothing
+        raise ValidationError(f"{name}={value!r} names no value; give one or more, comma-separated")
     if len(items) > MAX_LIST_ITEMS:
         raise ValidationError(f"{name} takes at most {MAX_LIST_ITEMS} values")
     return list(dict.fromkeys(items))
