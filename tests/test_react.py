@@ -303,7 +303,7 @@ def test_skill_catalog_and_read_skill_file(client: MaClient, tmp_path: Path) -> 
 
 
 def test_load_skill_refuses_bad_folders(tmp_path: Path) -> None:
-    with pytest.raises(ValidationError, match="no SKILL.md"):
+    with pytest.raises(ValidationError, match=r"no SKILL\.md"):
         load_skill(tmp_path)
     (tmp_path / "SKILL.md").write_text("no front matter")
     with pytest.raises(ValidationError, match="front matter"):

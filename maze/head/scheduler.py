@@ -32,7 +32,14 @@ from msgspec import Struct
 
 from maze.core.task_machine import ACTIVE, ENDED_BY_CONTROLLER, PLACEABLE, foreign
 from maze.events import gather, subjects
-from maze.events.agents import AgentDecided, AgentFinal, AgentObserved, AgentRepair, AgentToolCall
+from maze.events.agents import (
+    AgentCompacted,
+    AgentDecided,
+    AgentFinal,
+    AgentObserved,
+    AgentRepair,
+    AgentToolCall,
+)
 from maze.events.artifacts import ArtifactRegistered, FileEntry
 from maze.events.catalog import Event, fenced_in_nodes, fenced_in_runs
 from maze.events.codec import encode_value
@@ -263,6 +270,9 @@ class Scheduler:
             fold_appended(run.agent, event.tasks)
         self.placement_due = True
         self.dirty[run.run_id] = None
+
+    def _agent_noted(self, event: AgentCompacted) -> None:
+        """A compaction only says what the observation that came with it shows: nothing to fold."""
 
     def _agent_event(
         self, event: AgentDecided | AgentToolCall | AgentRepair | AgentObserved | AgentFinal
@@ -863,6 +873,7 @@ FOLD: dict[type, Callable[[Scheduler, Any], None]] = {
     AgentRepair: Scheduler._agent_event,
     AgentObserved: Scheduler._agent_event,
     AgentFinal: Scheduler._agent_event,
+    AgentCompacted: Scheduler._agent_noted,
     ArtifactRegistered: Scheduler._artifact,
 }
 
