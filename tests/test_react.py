@@ -8,6 +8,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -465,3 +466,17 @@ def test_head_kill9_mid_run_completes_without_a_duplicated_step(tmp_path: Path) 
         assert sum(1 for e in events if e["type"] == "run.finished") == 1
     finally:
         head.stop()
+
+
+def test_the_offline_repair_example_runs(head: HeadProcess) -> None:
+    example = Path(__file__).parent.parent / "examples" / "react_workflow" / "local_repair_demo.py"
+    done = subprocess.run(
+        [sys.executable, str(example)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "MAZE_SERVER_URL": head.url},
+    )
+    assert done.returncode == 0, done.stderr
+    assert "repair: unknown tool 'web_search'" in done.stdout
+    assert done.stdout.strip().endswith("final (succeeded): 18 * 7 = 126")
