@@ -480,3 +480,24 @@ def test_the_offline_repair_example_runs(head: HeadProcess) -> None:
     assert done.returncode == 0, done.stderr
     assert "repair: unknown tool 'web_search'" in done.stdout
     assert done.stdout.strip().endswith("final (succeeded): 18 * 7 = 126")
+
+
+def test_rebuilt_read_models_are_equal_and_maze_runs_show_says_react(
+    client: MaClient, head: HeadProcess
+) -> None:
+    import httpx
+
+    react = client.create_react_workflow(llm_task=repairing_decide, tools=[calculator], max_steps=5)
+    run_id = react.run_async("What is 6 * 7?")
+    assert client.wait_run(run_id, timeout=60)["state"] == "succeeded"
+    shown = subprocess.run(
+        [sys.executable, "-m", "maze", "runs", "show", run_id, "--server-url", head.url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shown.returncode == 0 and "kind=react" in shown.stdout, shown
+    before = (client.get_run(run_id), client.get_run_tasks(run_id), client.get_agent_trace(run_id))
+    report = httpx.post(f"{head.url}/projections/rebuild", timeout=120).json()
+    assert report["equal"] is True, report
+    assert (client.get_run(run_id), client.get_run_tasks(run_id), client.get_agent_trace(run_id)) == before
