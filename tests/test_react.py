@@ -501,3 +501,20 @@ def test_rebuilt_read_models_are_equal_and_maze_runs_show_says_react(
     report = httpx.post(f"{head.url}/projections/rebuild", timeout=120).json()
     assert report["equal"] is True, report
     assert (client.get_run(run_id), client.get_run_tasks(run_id), client.get_agent_trace(run_id)) == before
+
+
+@task
+def long_history_decide(prompt: str, history: list, tools: dict, step: int):
+    if step <= 24:
+        return {"action": {"tool": "long_output", "args": {"size": 3500}}}
+    return {
+        "action": {"final": [len(history), sum(len(h["observation"]["result"]["text"]) for h in history)]}
+    }
+
+
+def test_a_long_history_reaches_the_decision_through_the_blob_store(client: MaClient) -> None:
+    react = client.create_react_workflow(llm_task=long_history_decide, tools=[long_output], max_steps=25)
+    assert react.run("long history") == [24, 24 * 3500]  # ~90 KB of history, past the inline bound
+    run_id = client.list_runs(kind="react", limit=1)[0]["run_id"]
+    last = client.get_run_task(run_id, "s25-decide")
+    assert last["inputs"]["history"]["value"]["__maze_value__"] == "blob"

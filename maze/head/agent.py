@@ -45,7 +45,7 @@ from maze.events.catalog import Event
 from maze.events.codec import encode_value
 from maze.events.runs import TaskAppended
 from maze.events.specs import InputValue, TaskError, TaskSpec
-from maze.events.values import URI_PREFIX, decode_opaque
+from maze.events.values import URI_PREFIX, blob_ref_for, decode_opaque, wire_blob
 from maze.head.agent_observe import observe
 from maze.head.agent_state import AgentState, call_id, decide_id, repair_entry
 from maze.head.retry import next_attempt_delay_ms
@@ -53,6 +53,7 @@ from maze.head.run_state import RunRuntime, TaskRuntime
 
 MAX_PARALLEL_CALLS = 8  # tool calls one decision may ask for at once
 ACTION_SHOWN_BYTES = 16 * 1024  # an action longer than this is recorded as a preview
+HISTORY_INLINE_BYTES = 64 * 1024  # a longer history reaches its decision task through the blob store
 DECISION_INPUTS = ("prompt", "history", "tools", "step", "skills", "max_tokens")
 
 
@@ -96,7 +97,9 @@ def drive(run: RunRuntime, agent: AgentState, now: int) -> AgentStep | None:
     if agent.final:
         return None
     if agent.step == 0:
-        return AgentStep([_append(run, [decision_spec(agent, 1, agent.history, ())], now)])
+        blobs: dict[str, bytes] = {}
+        first = decision_spec(agent, 1, agent.history, (), blobs)
+        return AgentStep([_append(run, [first], now)], blobs=blobs)
     if agent.decided < agent.step:
         task = run.tasks.get(decide_id(agent.step))
         if task is None:
@@ -121,13 +124,22 @@ def _append(run: RunRuntime, specs: list[TaskSpec], now: int) -> TaskAppended:
     return TaskAppended(run_id=run.run_id, at_ms=now, tasks=specs)
 
 
-def decision_spec(agent: AgentState, step: int, history: list[bytes], after: tuple[str, ...]) -> TaskSpec:
+def decision_spec(
+    agent: AgentState, step: int, history: list[bytes], after: tuple[str, ...], blobs: dict[str, bytes]
+) -> TaskSpec:
     """The decision task of `step`: the agent's prompt, its history so far, the tool catalog and the
-    step number (and its skills and max_tokens, when the function takes them)."""
+    step number (and its skills and max_tokens, when the function takes them). A history longer
+    than HISTORY_INLINE_BYTES travels as a blob (added to `blobs`, stored before the append is
+    recorded), so the append's message stays small however long the run."""
     spec = agent.spec
+    history_wire = encode_value([msgspec.Raw(entry) for entry in history])
+    if len(history_wire) > HISTORY_INLINE_BYTES:
+        ref = blob_ref_for("msgpack", history_wire, "list")
+        blobs[ref.sha256] = history_wire
+        history_wire = wire_blob(ref)
     given: dict[str, bytes] = {
         "prompt": encode_value(spec.prompt),
-        "history": encode_value([msgspec.Raw(entry) for entry in history]),
+        "history": history_wire,
         "tools": spec.catalog,
         "step": encode_value(step),
         "skills": encode_value([{"name": s.name, "description": s.description} for s in spec.skills]),
@@ -177,8 +189,10 @@ def _after_decision(run: RunRuntime, agent: AgentState, task: TaskRuntime, now: 
         return AgentStep(events, end=AgentEnd("failed", error))
     if parsed.kind == "invalid":
         history = [*agent.history, repair_entry(step, parsed.message)]
-        events.append(_append(run, [decision_spec(agent, step + 1, history, (task.spec.task_id,))], now))
-        return AgentStep(events)
+        blobs: dict[str, bytes] = {}
+        nxt = decision_spec(agent, step + 1, history, (task.spec.task_id,), blobs)
+        events.append(_append(run, [nxt], now))
+        return AgentStep(events, blobs=blobs)
     specs = []
     for index, (tool, args) in enumerate(parsed.calls):
         task_id = call_id(step, index, tool.name)
@@ -251,7 +265,7 @@ def _after_calls(run: RunRuntime, agent: AgentState, now: int) -> AgentStep:
     events: list[Event] = [
         AgentObserved(run_id=run_id, step=step, at_ms=now, observations=observations),
         *compactions,
-        _append(run, [decision_spec(agent, step + 1, history, after)], now),
+        _append(run, [decision_spec(agent, step + 1, history, after, blobs)], now),
     ]
     return AgentStep(events, blobs=blobs)
 
