@@ -86,7 +86,14 @@ def test_a_step_goes_from_decision_to_tool_to_decision_with_the_history() -> Non
     assert spec2.task_id == "s2-decide" and spec2.after == ("s1-call0-multiply", "s1-decide")
     history = decode_value(spec2.inputs["history"].data)  # type: ignore[union-attr]
     assert history == [
-        {"step": 1, "tool": "multiply", "args": {"a": 18, "b": 7}, "observation": {"result": {"result": 126}}}
+        {
+            "step": 1,
+            "call": 0,
+            "tool": "multiply",
+            "args": {"a": 18, "b": 7},
+            "action": {"tool": "multiply", "args": {"a": 18, "b": 7}},
+            "observation": {"result": {"result": 126}},
+        }
     ]
     decide2 = items(decide(core, 6))
     succeed(core, decide2[0], action({"final": "126"}))
@@ -146,10 +153,33 @@ def test_actions_are_read_or_repaired() -> None:
         (action({"tool": "multiply", "args": {"a": 1, "b": 2, "c": 3}}), "unexpected argument(s) ['c']"),
         (action({"tool": "multiply", "args": [1, 2]}), "'args' must be an object"),
         (action({"tools": []}), "non-empty list"),
+        (action({"malformed": {"raw": "I think", "why": "no JSON in the reply"}}), "no JSON in the reply"),
         (action({"tools": [{"tool": "multiply", "args": {"a": 1, "b": 2}}] * 9}), "at most 8"),
     ]:
         parsed = parse_action(bad, AGENT)  # type: ignore[arg-type]
         assert parsed.kind == "invalid" and says in parsed.message, (bad, parsed.message)
+
+
+def test_a_repair_shows_the_decision_as_it_came() -> None:
+    core = react_core()
+    step(core, 1)
+    placed = items(decide(core, 2))
+    succeed(core, placed[0], action({"malformed": {"raw": "I think 42", "why": "no JSON"}}))
+    repaired = step(core, 3)
+    assert [type(e).__name__ for e in repaired] == ["AgentDecided", "AgentRepair", "TaskAppended"]
+    nxt = repaired[-1]
+    assert isinstance(nxt, TaskAppended)
+    history = decode_value(nxt.tasks[0].inputs["history"].data)  # type: ignore[union-attr]
+    why = "the reply could not be used: no JSON"
+    assert history == [
+        {
+            "step": 1,
+            "action": {"malformed": {"raw": "I think 42", "why": why}},
+            "observation": {"repair": why},
+        }
+    ]
+    agent = core.runs["r"].agent
+    assert agent is not None and agent.history == [msgspec.msgpack.encode(history[0])]  # the fold agrees
 
 
 def test_compaction_rule() -> None:

@@ -89,6 +89,7 @@ class AgentRepair(Struct, frozen=True, tag="agent.repair"):
     at_ms: int
     message: str
     epoch: int = 0
+    raw: str = ""  # the decision as it came (clipped), for a model to see what it said
 
 
 class Observation(Struct, frozen=True):

@@ -53,6 +53,7 @@ from maze.head.run_state import RunRuntime, TaskRuntime
 
 MAX_PARALLEL_CALLS = 8  # tool calls one decision may ask for at once
 ACTION_SHOWN_BYTES = 16 * 1024  # an action longer than this is recorded as a preview
+RAW_SHOWN_CHARS = 2000  # of an invalid decision, in the repair's history entry
 HISTORY_INLINE_BYTES = 64 * 1024  # a longer history reaches its decision task through the blob store
 DECISION_INPUTS = ("prompt", "history", "tools", "step", "skills", "max_tokens")
 
@@ -79,6 +80,7 @@ class Parsed(Struct):
     final: Any = None
     calls: list[tuple[AgentTool, dict[str, Any]]] = []
     message: str = ""
+    raw: str = ""  # an invalid decision as it came, clipped (RAW_SHOWN_CHARS)
 
 
 def failed_for_good(task: TaskRuntime) -> bool:
@@ -179,7 +181,9 @@ def _after_decision(run: RunRuntime, agent: AgentState, task: TaskRuntime, now: 
         events.append(AgentFinal(run_id=run_id, step=step, at_ms=now, answer=answer))
         return AgentStep(events, end=AgentEnd("succeeded", result=answer))
     if parsed.kind == "invalid":
-        events.append(AgentRepair(run_id=run_id, step=step, at_ms=now, message=parsed.message))
+        events.append(
+            AgentRepair(run_id=run_id, step=step, at_ms=now, message=parsed.message, raw=parsed.raw)
+        )
     if step >= spec.max_steps:
         error = TaskError(
             error_type="max_steps_exceeded",
@@ -188,7 +192,7 @@ def _after_decision(run: RunRuntime, agent: AgentState, task: TaskRuntime, now: 
         )
         return AgentStep(events, end=AgentEnd("failed", error))
     if parsed.kind == "invalid":
-        history = [*agent.history, repair_entry(step, parsed.message)]
+        history = [*agent.history, repair_entry(step, parsed.message, parsed.raw)]
         blobs: dict[str, bytes] = {}
         nxt = decision_spec(agent, step + 1, history, (task.spec.task_id,), blobs)
         events.append(_append(run, [nxt], now))
@@ -256,7 +260,16 @@ def _after_calls(run: RunRuntime, agent: AgentState, now: int) -> AgentStep:
                     ],
                 }
             }
-        entry = encode_value({"step": step, "tool": tool, "args": args, "observation": seen})
+        entry = encode_value(
+            {
+                "step": step,
+                "call": index,
+                "tool": tool,
+                "args": args,
+                "action": {"tool": tool, "args": args},  # as a chat model's renderer reads it
+                "observation": seen,
+            }
+        )
         observations.append(
             Observation(call=index, task_id=task_id, tool=tool, ok=task.state == "succeeded", entry=entry)
         )
@@ -295,6 +308,7 @@ def parse_action(result: dict[str, bytes], spec: AgentSpec) -> Parsed:
     """The decision task's `action` output read: a final answer, tool calls bound to their tools'
     signatures, or why it cannot be acted on (`invalid`, with the repair message)."""
     shown = b""
+    raw = ""
     try:
         wire = result.get("action")
         if wire is None:
@@ -306,6 +320,7 @@ def parse_action(result: dict[str, bytes], spec: AgentSpec) -> Parsed:
         if isinstance(value, Ext):
             raise _Invalid("the action is not plain JSON data (a pickled or stored value)")
         shown = _shown(value)
+        raw = (value if isinstance(value, str) else json.dumps(value, default=repr))[:RAW_SHOWN_CHARS]
         if isinstance(value, str):
             try:
                 value = json.loads(value)
@@ -317,6 +332,10 @@ def parse_action(result: dict[str, bytes], spec: AgentSpec) -> Parsed:
             raise _Invalid(
                 f"the action is a {type(value).__name__}, not an object holding 'tool', 'tools' or 'final'"
             )
+        if set(value) == {"malformed"}:  # a decision task that could not read its model's reply
+            bad = value["malformed"] if isinstance(value["malformed"], dict) else {}
+            raw = str(bad.get("raw", ""))[:RAW_SHOWN_CHARS]
+            raise _Invalid(f"the reply could not be used: {str(bad.get('why') or 'malformed')[:500]}")
         present = sorted(set(value) & {"final", "tool", "tools"})
         if len(present) != 1:
             raise _Invalid(
@@ -333,7 +352,7 @@ def parse_action(result: dict[str, bytes], spec: AgentSpec) -> Parsed:
             raise _Invalid(f"'tools' asks for {len(calls)} calls; at most {MAX_PARALLEL_CALLS} at once")
         return Parsed("tools", shown, calls=[_bind(call, spec) for call in calls])
     except _Invalid as why:
-        return Parsed("invalid", shown, message=str(why))
+        return Parsed("invalid", shown, message=str(why), raw=raw)
 
 
 def _bind(call: Any, spec: AgentSpec) -> tuple[AgentTool, dict[str, Any]]:

@@ -63,7 +63,7 @@ def fold_agent_event(
     elif isinstance(event, AgentRepair):
         if event.step > agent.observed:
             agent.observed = event.step
-            agent.history = [*agent.history, repair_entry(event.step, event.message)]
+            agent.history = [*agent.history, repair_entry(event.step, event.message, event.raw)]
     elif isinstance(event, AgentObserved):
         if event.step > agent.observed:
             agent.observed = event.step
@@ -72,6 +72,14 @@ def fold_agent_event(
         agent.final = True
 
 
-def repair_entry(step: int, message: str) -> bytes:
-    """The history entry of a decision that could not be acted on."""
-    return encode_value({"step": step, "observation": {"repair": message}})
+def repair_entry(step: int, message: str, raw: str = "") -> bytes:
+    """The history entry of a decision that could not be acted on: the repair message as its
+    observation, and the decision as it came as a `malformed` action (what a chat model is shown
+    as its own reply, maze/agents/messages.py)."""
+    return encode_value(
+        {
+            "step": step,
+            "action": {"malformed": {"raw": raw, "why": message}},
+            "observation": {"repair": message},
+        }
+    )

@@ -5,6 +5,7 @@ this process or the head dies meanwhile."""
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import uuid
 from collections.abc import Callable, Sequence
@@ -135,6 +136,10 @@ class ReactWorkflow:
         names = [task_meta(t).name for t in self.tools]
         if len(set(names)) != len(names):
             raise ValidationError(f"tool names must be distinct: {names}")
+        if max_tokens is not None and getattr(llm_task, "__maze_llm_config__", None) is not None:
+            # an openai_llm_task (maze/agents): its own max_tokens setting is what it sends
+            with_settings = importlib.import_module("maze.agents.openai_task").with_settings
+            llm_task = with_settings(llm_task, max_tokens=max_tokens)
         self.llm_task = llm_task
         self.max_steps = max_steps
         self.task_timeout = float(task_timeout)
