@@ -27,8 +27,11 @@ if TYPE_CHECKING:
     from maze.sdk.client import MaClient
     from maze.sdk.dynamic import DynamicRun
     from maze.sdk.file_inputs import FileInput
+    from maze.sdk.react import ReactWorkflow
+    from maze.sdk.skills import Skill, load_skill
     from maze.sdk.task import task
     from maze.sdk.workflow import MaTask, MaWorkflow, TaskOutput, TaskOutputs
+    from maze.tasks.agent_tools import exec_code, read_file, read_skill_file, write_file
 
 _WHERE = {
     "Conflict": "maze.core.errors",
@@ -43,6 +46,13 @@ _WHERE = {
     "MaClient": "maze.sdk.client",
     "DynamicRun": "maze.sdk.dynamic",
     "FileInput": "maze.sdk.file_inputs",
+    "ReactWorkflow": "maze.sdk.react",
+    "Skill": "maze.sdk.skills",
+    "load_skill": "maze.sdk.skills",
+    "exec_code": "maze.tasks.agent_tools",
+    "read_file": "maze.tasks.agent_tools",
+    "read_skill_file": "maze.tasks.agent_tools",
+    "write_file": "maze.tasks.agent_tools",
     "task": "maze.sdk.task",
     "MaTask": "maze.sdk.workflow",
     "MaWorkflow": "maze.sdk.workflow",
@@ -59,15 +69,22 @@ __all__ = [
     "MaWorkflow",
     "MazeError",
     "NotFound",
+    "ReactWorkflow",
     "ResourceUnavailable",
     "SerializationError",
+    "Skill",
     "TaskFailed",
     "TaskOutput",
     "TaskOutputs",
     "Unavailable",
     "ValidationError",
+    "exec_code",
+    "load_skill",
     "openai_llm_task",
+    "read_file",
+    "read_skill_file",
     "task",
+    "write_file",
 ]
 
 

@@ -17,15 +17,22 @@ def test_exports() -> None:
             "MaWorkflow",
             "MazeError",
             "NotFound",
+            "ReactWorkflow",
             "ResourceUnavailable",
             "SerializationError",
+            "Skill",
             "TaskFailed",
             "TaskOutput",
             "TaskOutputs",
             "Unavailable",
             "ValidationError",
+            "exec_code",
+            "load_skill",
             "openai_llm_task",
+            "read_file",
+            "read_skill_file",
             "task",
+            "write_file",
         ]
     )
 
@@ -35,6 +42,8 @@ def test_sdk_methods() -> None:
         MaClient: [
             "create_workflow",
             "create_dynamic_run",
+            "create_react_workflow",
+            "get_agent_trace",
             "list_runs",
             "get_run",
             "get_run_tasks",

@@ -170,6 +170,12 @@ async def _live_run(head: HeadState, run_id: str) -> RunRuntime:
             f"run {run_id} is not a dynamic run: tasks cannot be appended to it, nor can it be finalized",
             run_id=run_id,
         )
+    if run.agent is not None:
+        raise Conflict(
+            f"run {run_id} is a ReAct run: its run controller appends its tasks and ends it (cancel it "
+            "to stop it)",
+            run_id=run_id,
+        )
     return run
 
 

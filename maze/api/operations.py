@@ -243,10 +243,10 @@ async def retry_run(request: Request[Any, Any, Any], run_id: RunId, head: HeadSt
     if ended is None:
         raise Conflict(f"run {run_id} has not ended: cancel it first, or wait for it", run_id=run_id)
     created, specs, results, made = await _recorded(head, run_id, last)
-    if created.kind == "dynamic":
+    if created.kind in ("dynamic", "react"):
         raise Conflict(
-            f"run {run_id} is a dynamic run: its tasks came from its client while it ran; create a new "
-            "dynamic run instead",
+            f"run {run_id} is a {created.kind} run: its tasks were appended while it ran; create a new "
+            f"{created.kind} run instead",
             run_id=run_id,
         )
     workspace = created.workspace

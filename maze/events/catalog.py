@@ -6,6 +6,15 @@ from typing import TypeVar
 
 import msgspec
 
+from maze.events.agents import (
+    AGENT_EVENTS,
+    AgentCompacted,
+    AgentDecided,
+    AgentFinal,
+    AgentObserved,
+    AgentRepair,
+    AgentToolCall,
+)
 from maze.events.artifacts import ArtifactRegistered, path_key
 from maze.events.nodes import NodeJoined, NodeLeft, NodeLost
 from maze.events.runs import (
@@ -46,6 +55,12 @@ Event = (
     | ArtifactRegistered
     | TaskAppended
     | RunFinalizeRequested
+    | AgentDecided
+    | AgentToolCall
+    | AgentRepair
+    | AgentObserved
+    | AgentCompacted
+    | AgentFinal
 )
 
 E = TypeVar("E", bound=Event)
@@ -75,7 +90,13 @@ def event_key(event: Event) -> str:
     if isinstance(event, RunCreated | RunFinished | RunCancelRequested | RunFinalizeRequested):
         return f"{event.run_id}/{tag}{suffix}"
     if isinstance(event, TaskAppended):  # task ids are the client's: the same append, the same key
-        return f"{event.run_id}/{tag}/{event.tasks[0].task_id if event.tasks else ''}"
+        return f"{event.run_id}/{tag}/{event.tasks[0].task_id if event.tasks else ''}{suffix}"
+    if isinstance(event, AgentToolCall):
+        return f"{event.run_id}/{tag}/{event.step}/{event.call}{suffix}"
+    if isinstance(event, AgentCompacted):
+        return f"{event.run_id}/{tag}/{event.step}/{event.task_id}{suffix}"
+    if isinstance(event, AGENT_EVENTS):
+        return f"{event.run_id}/{tag}/{event.step}{suffix}"
     if isinstance(event, TasksAdded):
         return f"{event.run_id}/{tag}/{event.chunk}"
     if isinstance(event, ArtifactRegistered):
@@ -88,7 +109,16 @@ def event_key(event: Event) -> str:
 # Decisions a run controller makes (they carry its leadership epoch, and a fold refuses one whose
 # epoch is older than the latest `leader.elected` it has folded from the same stream: the runs
 # stream for these, the nodes stream for NODE_DECISIONS, so every fold refuses the same ones)
-RUN_DECISIONS = (AttemptPlaced, AttemptFailed, AttemptLost, RetryScheduled, RunFinished)
+# (a `task.appended` is one when the controller appends for a ReAct run; the API's carry epoch 0)
+RUN_DECISIONS = (
+    AttemptPlaced,
+    AttemptFailed,
+    AttemptLost,
+    RetryScheduled,
+    RunFinished,
+    TaskAppended,
+    *AGENT_EVENTS,
+)
 NODE_DECISIONS = (NodeLost,)
 DECISIONS = (*RUN_DECISIONS, *NODE_DECISIONS)
 

@@ -16,6 +16,7 @@ import structlog
 
 from maze.core.task_machine import foreign
 from maze.events import subjects
+from maze.events.agents import AgentDecided, AgentFinal, AgentObserved, AgentToolCall
 from maze.events.authority import REPORTS, split_admissible
 from maze.events.catalog import Event, event_tag, fenced
 from maze.events.runs import RunCreated, TasksAdded
@@ -235,6 +236,21 @@ def event_to_builtins(event: Event, seq: int) -> dict[str, Any]:
         data["result"], data["encoded"] = describe_map(event.result, with_data=True)
     if "functions" in data:
         data["functions"] = sorted(data["functions"])
+    if isinstance(event, AgentDecided):
+        data["action"] = _plain(event.action)
+    elif isinstance(event, AgentToolCall):
+        data["args"] = _plain(event.args)
+    elif isinstance(event, AgentFinal):
+        data["answer"] = _plain(event.answer)
+    elif isinstance(event, AgentObserved):
+        for shown, observation in zip(data["observations"], event.observations, strict=True):
+            shown["entry"] = _plain(observation.entry)
+    if isinstance(event, RunCreated) and event.agent is not None:
+        data["agent"]["catalog"] = _plain(event.agent.catalog)
+        data["agent"]["decide"] = {"func_name": event.agent.decide.func_name}
+        for shown, tool in zip(data["agent"]["tools"], event.agent.tools, strict=True):
+            shown["spec"] = {"func_name": tool.spec.func_name, "timeout_seconds": tool.spec.timeout_seconds}
+            shown["defaults"] = {k: _plain(v) for k, v in tool.defaults.items()}
     if isinstance(event, RunCreated | TasksAdded):
         for task_data, spec in zip(data["tasks"], event.tasks, strict=True):
             if spec.carried is not None:  # the result it keeps from the run retried
@@ -245,6 +261,13 @@ def event_to_builtins(event: Event, seq: int) -> dict[str, Any]:
                 if not isinstance(given, InputRef):
                     task_data["inputs"][name] = _shown_input(given)
     return data
+
+
+def _plain(wire: bytes) -> Any:
+    """A plain value the head recorded (an agent's action, arguments, observation), JSON-ready."""
+    if not wire:
+        return None
+    return describe(decode_opaque(wire))
 
 
 def _shown_input(given: InputValue | InputGather | InputRef) -> dict[str, Any]:

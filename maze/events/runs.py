@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from msgspec import Struct
 
+from maze.events.agents import AgentSpec
 from maze.events.specs import TaskError, TaskSpec
 
 
@@ -30,8 +31,12 @@ class RunCreated(Struct, frozen=True, tag="run.created"):
     # files; set, each attempt runs in a directory staged with the workspace and its upstream
     # tasks' artifacts, and registers the files it makes
     workspace: str = ""
-    # a dynamic run (kind "dynamic"): the most tasks `task.appended` may bring (0: not dynamic)
+    # a dynamic run (kind "dynamic" or "react"): the most tasks `task.appended` may bring (0: not
+    # dynamic)
     max_tasks: int = 0
+    # a ReAct run (kind "react"): its agent, whose steps the run controller appends
+    # (maze/head/agent.py)
+    agent: AgentSpec | None = None
 
     @property
     def total_tasks(self) -> int:
@@ -85,6 +90,9 @@ class TaskAppended(Struct, frozen=True, tag="task.appended"):
     run_id: str
     at_ms: int
     tasks: list[TaskSpec]
+    # set when the run controller appended them (a ReAct run's next step, maze/head/agent.py): its
+    # leadership epoch, as on every decision; 0 from a client
+    epoch: int = 0
 
 
 class RunFinalizeRequested(Struct, frozen=True, tag="run.finalize_requested"):

@@ -471,6 +471,8 @@ class RunController:
         await self._settle_uncertain()
         decision = self.core.decide(now, self.liveness.holds)
         decision.events = stamp(decision.events, self.lease.epoch)
+        if decision.blobs and not await self._store_blobs(decision):
+            return
         if decision.events:
             results = await self.store.publish_runs_settled(make_fit(decision.events, self.budget))
             failed = {run_id: r for run_id, r in results.items() if isinstance(r, BaseException)}
@@ -495,6 +497,19 @@ class RunController:
             await self._send_cancels(decision, set())
         await self._send(decision, now)
         self._arm_wakeup(now)
+
+    async def _store_blobs(self, decision: Decision) -> bool:
+        """Put what the decision's events refer to in the blob store first (a ReAct step's
+        compacted results, whole). If that fails nothing of the decision is published: it is all
+        decided again on the next pass."""
+        try:
+            await asyncio.gather(*(self.blobs.put(data, sha) for sha, data in decision.blobs.items()))
+        except Exception as exc:
+            log.warning("controller.blobs_not_stored", error=describe_error(exc))
+            self.core.forget(decision)
+            self.queue.put_nowait(_TICK)
+            return False
+        return True
 
     async def _send_cancels(self, decision: Decision, not_stored: set[str]) -> None:
         """Tell each node holding attempts of a run this decision ended (cancelled, timed out)

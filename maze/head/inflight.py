@@ -9,12 +9,14 @@ whatever the log does not have.
 
 from __future__ import annotations
 
+from maze.events.agents import AGENT_EVENTS
 from maze.events.catalog import Event
-from maze.events.runs import RunFinished
+from maze.events.runs import RunFinished, TaskAppended
 from maze.events.specs import TaskError
 from maze.events.tasks import AttemptFailed, AttemptLost, AttemptPlaced, RetryScheduled
 
 TaskKey = tuple[str, str]
+STEP_EVENTS = (*AGENT_EVENTS, TaskAppended)  # what a ReAct run's step records
 AttemptKey = tuple[str, str, int]
 
 
@@ -24,12 +26,20 @@ class Inflight:
         self.lost: dict[AttemptKey, None] = {}  # attempts given up on (their node went away)
         self.decided: dict[TaskKey, None] = {}  # failures whose retry is decided
         self.runs: dict[str, None] = {}  # runs whose end is decided
+        self.agents: dict[str, None] = {}  # ReAct runs whose next step is decided (maze/head/agent.py)
         # runs a decision found it cannot go on with (the error their end will carry); folded
         # state only once that end comes back from the log
         self.broken: dict[str, TaskError] = {}
 
     def __len__(self) -> int:
-        return len(self.tasks) + len(self.lost) + len(self.decided) + len(self.runs) + len(self.broken)
+        return (
+            len(self.tasks)
+            + len(self.lost)
+            + len(self.decided)
+            + len(self.runs)
+            + len(self.broken)
+            + len(self.agents)
+        )
 
     def record(self, event: Event) -> None:
         """A decision about to be published."""
@@ -41,6 +51,8 @@ class Inflight:
             self.decided[(event.run_id, event.task_id)] = None
         elif isinstance(event, RunFinished):
             self.runs[event.run_id] = None
+        elif isinstance(event, STEP_EVENTS):  # only the controller's own, here
+            self.agents[event.run_id] = None
 
     def settle(self, event: Event) -> None:
         """An event folded from the log: a decision of ours it records is in effect now (or was
@@ -53,9 +65,12 @@ class Inflight:
             self.lost.pop((event.run_id, event.task_id, event.attempt), None)
         elif isinstance(event, RetryScheduled):
             self.decided.pop((event.run_id, event.task_id), None)
+        elif isinstance(event, STEP_EVENTS):
+            self.agents.pop(event.run_id, None)
         elif isinstance(event, RunFinished):
             self.runs.pop(event.run_id, None)
             self.broken.pop(event.run_id, None)
+            self.agents.pop(event.run_id, None)
             # the run is over: nothing of it is still to come (bounded by what is in flight)
             for key in [k for k in self.tasks if k[0] == event.run_id]:
                 del self.tasks[key]
@@ -73,3 +88,5 @@ class Inflight:
                 self.decided.pop((event.run_id, event.task_id), None)
             elif isinstance(event, RunFinished):
                 self.runs.pop(event.run_id, None)
+            elif isinstance(event, STEP_EVENTS):
+                self.agents.pop(event.run_id, None)

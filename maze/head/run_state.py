@@ -36,6 +36,7 @@ from maze.events.runs import RunCreated, RunFinished
 from maze.events.specs import InputGather, InputRef, InputValue, TaskError, TaskSpec, gathered_refs
 from maze.events.tasks import AttemptLost, AttemptPlaced, AttemptRejected, AttemptSucceeded, RetryScheduled
 from maze.events.values import decode_map_raw
+from maze.head.agent_state import AgentState
 
 log = structlog.get_logger(__name__)
 
@@ -92,6 +93,9 @@ class RunRuntime(Struct):
     dynamic: bool = False
     max_tasks: int = 0
     finalize: bytes | None = None  # a finalize was requested (its result): the run ends succeeded
+    # a ReAct run (kind "react"): a dynamic run whose next tasks the controller appends itself
+    # (maze/head/agent.py), its agent as folded from the log
+    agent: AgentState | None = None
 
 
 def data_upstream(spec: TaskSpec) -> set[str]:
@@ -130,8 +134,9 @@ def new_run(event: RunCreated, specs: list[TaskSpec] | None = None) -> RunRuntim
         deadline_ms=event.at_ms + int(timeout * 1000) if timeout else 0,
         timeout_s=timeout,
         workspace=event.workspace,
-        dynamic=event.kind == "dynamic",
+        dynamic=event.kind in ("dynamic", "react"),
         max_tasks=event.max_tasks,
+        agent=AgentState(spec=event.agent) if event.agent is not None else None,
     )
     for spec in all_specs:
         if spec.carried is not None:  # succeeded in the run this one retries: it does not run again

@@ -26,11 +26,20 @@ from collections import OrderedDict, defaultdict
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
 import structlog
 from msgspec import Struct
 
 from maze.core.task_machine import ACTIVE, ENDED_BY_CONTROLLER, PLACEABLE, foreign
 from maze.events import gather, subjects
+from maze.events.agents import (
+    AgentCompacted,
+    AgentDecided,
+    AgentFinal,
+    AgentObserved,
+    AgentRepair,
+    AgentToolCall,
+)
 from maze.events.artifacts import ArtifactRegistered, FileEntry
 from maze.events.catalog import Event, fenced_in_nodes, fenced_in_runs
 from maze.events.codec import encode_value
@@ -55,6 +64,8 @@ from maze.events.tasks import (
     RetryScheduled,
 )
 from maze.events.work import CancelRun, WorkItem
+from maze.head.agent import drive
+from maze.head.agent_state import fold_agent_event, fold_appended
 from maze.head.delivery import Delivery
 from maze.head.inflight import Inflight
 from maze.head.intake import PartialRun, RunIntake, count_mismatch_error
@@ -115,6 +126,9 @@ class Decision(Struct):
     # runs. Besides those, the nodes of the attempts this decision ends as cancelled are told
     # (maze/head/controller.py), once those ends are stored.
     cancels: dict[str, list[CancelRun]] = {}
+    # Content to put in the blob store before the events are published (sha256 -> bytes): the
+    # whole of each tool result a ReAct step shows compacted (maze/head/agent_observe.py)
+    blobs: dict[str, bytes] = {}
 
 
 class Scheduler:
@@ -150,6 +164,7 @@ class Scheduler:
         self.nodes_epoch = 0  # the same, as recorded in the nodes stream (judges node.lost)
         self.leader = ""  # the head that holds it
         self.fenced = 0  # decisions refused for their epoch
+        self.blobs_due: dict[str, bytes] = {}  # what the pass being decided needs stored first
 
     # ---- folding ------------------------------------------------------------------------------
     def apply(self, event: Event) -> None:
@@ -251,8 +266,21 @@ class Scheduler:
             return  # ended, or refused by the rule every fold applies (maze/head/run_state.py)
         for task_id in append_tasks(run, event.tasks):
             self.ready.add((run.run_id, task_id), run.tasks[task_id].spec.resources)
+        if run.agent is not None:
+            fold_appended(run.agent, event.tasks)
         self.placement_due = True
         self.dirty[run.run_id] = None
+
+    def _agent_noted(self, event: AgentCompacted) -> None:
+        """A compaction only says what the observation that came with it shows: nothing to fold."""
+
+    def _agent_event(
+        self, event: AgentDecided | AgentToolCall | AgentRepair | AgentObserved | AgentFinal
+    ) -> None:
+        run = self.runs.get(event.run_id)
+        if run is not None and run.agent is not None:
+            fold_agent_event(run.agent, event)
+            self.dirty[run.run_id] = None
 
     def _created(self, event: RunCreated) -> None:
         self.submitting.pop(event.run_id, None)  # what its submit decided comes with it
@@ -441,6 +469,8 @@ class Scheduler:
         self._resend(now, decision, holds)
         decision.work = dict(decision.work)
         decision.resend = dict(decision.resend)
+        if self.blobs_due:
+            decision.blobs, self.blobs_due = self.blobs_due, {}
         return decision
 
     def place_new_run(self, created: RunCreated, now: int) -> Decision | None:
@@ -597,6 +627,19 @@ class Scheduler:
             ]
         if run.remaining == 0 and not run.dynamic:
             out.append(RunFinished(run_id=run_id, at_ms=now, state="succeeded"))
+        if run.agent is not None and run_id not in self.inflight.agents:
+            step = drive(run, run.agent, now)
+            closing: list[Event] = []
+            if step is not None and step.end is not None:
+                end = step.end
+                closing = self._end_run(run, end.state, end.error, now, end.result)
+                if not closing:  # waits for a decision in flight: the whole step is decided again
+                    return out
+                if end.failed_task_id:
+                    closing[-1] = msgspec.structs.replace(closing[-1], failed_task_id=end.failed_task_id)
+            if step is not None:
+                out += step.events + closing
+                self.blobs_due.update(step.blobs)
         return out
 
     def _end_run(
@@ -825,6 +868,12 @@ FOLD: dict[type, Callable[[Scheduler, Any], None]] = {
     RunCancelRequested: Scheduler._cancel_requested,
     RunFinalizeRequested: Scheduler._finalize_requested,
     TaskAppended: Scheduler._appended,
+    AgentDecided: Scheduler._agent_event,
+    AgentToolCall: Scheduler._agent_event,
+    AgentRepair: Scheduler._agent_event,
+    AgentObserved: Scheduler._agent_event,
+    AgentFinal: Scheduler._agent_event,
+    AgentCompacted: Scheduler._agent_noted,
     ArtifactRegistered: Scheduler._artifact,
 }
 

@@ -34,8 +34,8 @@ from maze.head.scheduler import Scheduler
 
 log = structlog.get_logger(__name__)
 
-FORMAT = 2  # bump when the state's shape changes: older snapshots are then ignored (replayed)
-# 2: dynamic runs (RunRuntime.dynamic, max_tasks, finalize)
+FORMAT = 3  # bump when the state's shape changes: older snapshots are then ignored (replayed)
+# 2: dynamic runs (RunRuntime.dynamic, max_tasks, finalize); 3: ReAct runs (RunRuntime.agent)
 KEY = "snapshot"
 AttemptKey = tuple[str, str, int]
 TaskKey = tuple[str, str]

@@ -24,6 +24,7 @@ from maze.core.task_machine import (
     lost_error,
     transition,
 )
+from maze.events.agents import AGENT_EVENTS
 from maze.events.artifacts import ArtifactRegistered, artifact_is_sound
 from maze.events.catalog import Event
 from maze.events.codec import decode_value
@@ -147,7 +148,7 @@ def create_run(event: RunCreated, run_seq: int) -> RunModel:
             result_summary=None,
             retry_of=event.retry_of or None,
             timeout_seconds=event.timeout_seconds,
-            max_tasks=event.max_tasks if event.kind == "dynamic" else None,
+            max_tasks=event.max_tasks if event.kind in ("dynamic", "react") else None,
         )
     )
     add_tasks(model, event.tasks, 0)
@@ -301,6 +302,8 @@ def fold_run_event(model: RunModel, event: Event) -> RunModel:
         return model
     if isinstance(event, RunCancelRequested | RunFinalizeRequested):
         return model  # a command: the controller's decisions that follow it say what it did
+    if isinstance(event, AGENT_EVENTS):
+        return model  # a ReAct run's trace: read from its log (maze/projections/agent_trace.py)
     task = model.tasks.get(event.task_id)  # type: ignore[union-attr]
     if task is None:
         return model  # a task this run never recorded: nothing to show it on

@@ -720,3 +720,7 @@ from maze.sdk.cli_app import app_app, run_command  # noqa: E402 (it uses the hel
 
 app.add_typer(app_app, name="app")
 app.command("run")(run_command)
+
+from maze.sdk.cli_trace import runs_trace  # noqa: E402 (it uses the helpers above)
+
+runs_app.command("trace")(runs_trace)

@@ -19,6 +19,8 @@ from maze.sdk.dynamic import DynamicRun, _resending
 from maze.sdk.history import RunPage, When
 from maze.sdk.http import Http
 from maze.sdk.logs import follow_logs, get_logs
+from maze.sdk.react import ReactWorkflow
+from maze.sdk.skills import Skill
 from maze.sdk.stream import follow_events
 from maze.sdk.workflow import MaWorkflow
 from maze.sdk.workspace import upload_workspace, workspace_directory
@@ -82,6 +84,42 @@ class MaClient(WorkspaceMethods):
         created: dict[str, Any] = _resending(lambda: self.http.post("/runs/dynamic", json=body))
         self.http.note_seen(int(created["seq"]))
         return DynamicRun(self, created)
+
+    def create_react_workflow(
+        self,
+        llm_task: Any,
+        tools: Iterable[Any] = (),
+        max_steps: int = 10,
+        skills: Iterable[Skill] | None = None,
+        task_timeout: float = 120.0,
+        max_tokens: int | None = None,
+        workspace_dir: str | None = None,
+    ) -> ReactWorkflow:
+        """A ReAct agent whose decisions and tool calls are tasks of one run (kind `react`), driven
+        by the head's run controller: `llm_task(prompt, history, tools, step)` (a @task) returns
+        `{"action": {"tool": name, "args": {...}}}`, `{"action": {"tools": [...]}}` (parallel
+        calls) or `{"action": {"final": answer}}`; `tools` are @task functions (and the built-in
+        `read_file`, `write_file`, `exec_code`). `max_steps` bounds its decisions; `task_timeout`
+        bounds each task and is exec_code's default timeout (the run's own timeout derives from
+        both); `max_tokens` is given to a decision task that takes it; `skills` (load_skill) add
+        the `read_skill_file` tool. `.run(prompt)` returns the final answer, `.run_async(prompt)`
+        the run id."""
+        return ReactWorkflow(
+            self,
+            llm_task,
+            list(tools),
+            max_steps=max_steps,
+            skills=list(skills or []),
+            task_timeout=task_timeout,
+            max_tokens=max_tokens,
+            workspace_dir=workspace_dir,
+        )
+
+    def get_agent_trace(self, run_id: str) -> dict[str, Any]:
+        """A ReAct run's trace (`GET /runs/{id}/trace`): its steps (decision, tool calls with their
+        arguments and tasks, observations, repairs, compactions), final answer, state and error."""
+        trace: dict[str, Any] = self.http.get(f"/runs/{run_id}/trace")
+        return trace
 
     def list_runs(
         self,

@@ -104,13 +104,20 @@ def put_file(blobs: BlobClient, sha: str, path: Path) -> None:
 
 
 def upload_workspace(
-    blobs: BlobClient, directory: Path | None, progress: Callable[[int, int], None] | None = None
+    blobs: BlobClient,
+    directory: Path | None,
+    progress: Callable[[int, int], None] | None = None,
+    extra: list[tuple[FileEntry, Path]] | None = None,
 ) -> str:
     """Store the directory's files (those the head lacks) and their manifest; the manifest's
     sha256, which the run records. No directory: an empty workspace (artifacts only).
     `progress(sent, total)`: told the bytes of content sent so far and the bytes the files hold
-    (content the head has already counts as sent)."""
+    (content the head has already counts as sent). `extra`: more files, by the path they take in
+    the workspace (a ReAct run's skills); one at the same path as a directory's file replaces it."""
     found = scan(directory) if directory is not None else []
+    if extra:
+        taken = {entry.path for entry, _ in extra}
+        found = sorted([f for f in found if f[0].path not in taken] + list(extra), key=lambda f: f[0].path)
     by_sha = {entry.sha256: path for entry, path in found}
     sizes = {entry.sha256: entry.size for entry, _ in found}
     total = sum(sizes.values())
