@@ -213,3 +213,32 @@ def test_render_messages() -> None:
     assert messages[12] == {"role": "user", "content": "a note"}
     assert len(messages) == 13
     assert render_messages("p", [], None) == [{"role": "user", "content": "p"}]
+
+
+def test_a_steps_parallel_calls_render_as_one_assistant_message_with_distinct_ids() -> None:
+    """A ReAct run's history has one entry per call of a step (each with its `call` index): a chat
+    model sees them as it sent them, one assistant message with every call, then each result."""
+    from maze.agents.messages import render_messages
+
+    history = [
+        {
+            "step": 0,
+            "call": 0,
+            "action": {"tool": "add", "args": {"a": 1}},
+            "observation": {"result": {"x": 1}},
+        },
+        {
+            "step": 0,
+            "call": 1,
+            "action": {"tool": "mul", "args": {"a": 2}},
+            "observation": {"result": {"x": 2}},
+        },
+        {"step": 1, "action": {"tool": "add", "args": {"a": 3}}, "observation": {"result": {"x": 3}}},
+    ]
+    messages = render_messages("p", history, system_prompt=None)
+    assert [m["role"] for m in messages] == ["user", "assistant", "tool", "tool", "assistant", "tool"]
+    ids = [c["id"] for c in messages[1]["tool_calls"]]
+    assert ids == ["call_0_0", "call_0_1"]
+    assert [messages[2]["tool_call_id"], messages[3]["tool_call_id"]] == ids
+    assert [c["function"]["name"] for c in messages[1]["tool_calls"]] == ["add", "mul"]
+    assert messages[4]["tool_calls"][0]["id"] == "call_1_0"

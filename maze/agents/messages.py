@@ -45,9 +45,62 @@ def render_messages(
     if system_prompt:
         messages.append({"role": "system", "content": system_prompt})
     messages.append({"role": "user", "content": str(prompt)})
-    for index, entry in enumerate(history or []):
-        messages.extend(_entry_messages(index, entry))
+    entries = list(history or [])
+    index = 0
+    while index < len(entries):
+        group = _parallel_group(entries, index)
+        if len(group) > 1:  # one step's parallel calls (a ReAct run's history has an entry each)
+            messages.extend(_group_messages(group))
+            index += len(group)
+            continue
+        messages.extend(_entry_messages(index, entries[index]))
+        index += 1
     return messages
+
+
+def _parallel_group(entries: list[Any], start: int) -> list[Mapping[str, Any]]:
+    """The entries from `start` that are calls of one step (each with its `call` index)."""
+    first = entries[start]
+    if not isinstance(first, Mapping) or "call" not in first or "step" not in first:
+        return [first]
+    group = [first]
+    for entry in entries[start + 1 :]:
+        if not (isinstance(entry, Mapping) and entry.get("step") == first["step"] and "call" in entry):
+            break
+        if not isinstance(entry.get("action"), Mapping) or "tool" not in entry["action"]:
+            break
+        group.append(entry)
+    return (
+        group
+        if all(isinstance(e.get("action"), Mapping) and "tool" in e["action"] for e in group)
+        else [first]
+    )
+
+
+def _group_messages(group: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One assistant message with every call of the step, then each call's result: as a chat
+    model sent them (distinct ids, `call_<step>_<call>`)."""
+    ids = [f"call_{e['step']}_{e['call']}" for e in group]
+    assistant = {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": call_id,
+                "type": "function",
+                "function": {
+                    "name": str(e["action"].get("tool")),
+                    "arguments": _json(e["action"].get("args") or {}),
+                },
+            }
+            for call_id, e in zip(ids, group, strict=True)
+        ],
+    }
+    results = [_per_call(e.get("observation"), 1)[0] for e in group]
+    return [
+        assistant,
+        *({"role": "tool", "tool_call_id": i, "content": r} for i, r in zip(ids, results, strict=True)),
+    ]
 
 
 def _entry_messages(index: int, entry: Any) -> list[dict[str, Any]]:
