@@ -53,7 +53,7 @@ def spawns(tag: str = ""):
 def leaves_a_process_behind(tag: str = ""):
     import subprocess
 
-    # outlives the attempt: what it prints later is still this attempt's
+    # would outlive the attempt: its task process kills it before the next attempt runs there
     subprocess.Popen(["sh", "-c", f"sleep 1; echo {tag} printed late"])
     return {"tag": tag}
 
@@ -158,9 +158,10 @@ def test_output_of_child_processes_is_captured(client: MaClient) -> None:
     }
 
 
-def test_a_line_is_its_own_attempts_even_from_a_process_it_left_running(client: MaClient) -> None:
-    """The second task runs in the warm process the first used, while a process the first started
-    prints: that line is the first task's, the second's lines are its own."""
+def test_a_process_an_attempt_left_running_prints_nothing_into_the_next(client: MaClient) -> None:
+    """The second task runs in the warm process the first used. A process the first left running
+    is killed before the second starts (it would use capacity nobody counts), so nothing it would
+    have printed lands anywhere, and the second's lines are its own."""
     wf = client.create_workflow()
     first = wf.add_task(leaves_a_process_behind, inputs={"tag": "first"})
     second = wf.add_task(prints_while_the_next_runs, inputs={"tag": "second", "after": first.outputs["tag"]})
@@ -169,11 +170,7 @@ def test_a_line_is_its_own_attempts_even_from_a_process_it_left_running(client: 
     tasks = {t["task_id"]: t for t in client.get_run_tasks(run_id)}
     assert tasks[second.task_id]["state"] == "succeeded"
 
-    def late() -> list[dict[str, object]]:
-        return [line for line in client.get_run_logs(run_id, tail=None) if "late" in line["line"]]
-
-    (line,) = wait_until(late, timeout=30)
-    assert line["task_id"] == first.task_id and line["line"] == "first printed late"
+    assert not [line for line in client.get_run_logs(run_id, tail=None) if "late" in line["line"]], client.get_run_logs(run_id, tail=None)
     seconds = [x["line"] for x in client.get_run_logs(run_id, tail=None, task_id=second.task_id)]
     assert seconds == ["second starts", "second ends"]
 

@@ -3,6 +3,7 @@ head or a worker leaves nothing running behind it."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -83,6 +84,11 @@ def end_leftovers() -> int:
             tree = [*child.children(recursive=True), child]
         except psutil.Error:
             continue
+        # stopped first, all of them, then killed: a parent seeing its child die first could still
+        # run a step (a shell's next command) before its own kill lands
+        for proc in tree:
+            with contextlib.suppress(psutil.Error):
+                proc.suspend()
         for proc in tree:
             try:
                 proc.kill()

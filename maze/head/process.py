@@ -231,7 +231,19 @@ class Head:
                 head_js = nc.jetstream(timeout=10)
 
                 async def make_local_consumer() -> None:
-                    await ensure_work_consumer(head_js, node_id)
+                    # the worker account just made reloads the embedded server, during which its
+                    # JetStream API briefly answers nothing: waited for, not a failed start
+                    delay = 0.1
+                    for tries in range(1, 60):
+                        try:
+                            await ensure_work_consumer(head_js, node_id)
+                            return
+                        except Exception as exc:
+                            if not is_transient(exc) or tries == 59:
+                                raise
+                            log.info("head.local_consumer_waiting", error=describe_error(exc), tries=tries)
+                            await asyncio.sleep(delay)
+                            delay = min(delay * 2, 1.0)
 
                 await make_local_consumer()
                 worker_nc = await connect(
