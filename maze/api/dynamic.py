@@ -27,7 +27,7 @@ from msgspec import Meta, Struct
 
 from maze.api.openapi import RunId, answers, documented, success
 from maze.api.operations import MAX_BODY_BYTES, _body, _ended_state
-from maze.api.run_writer import check_workspace, fit_specs, record_run, spec_sizes, store_blobs
+from maze.api.run_writer import fit_specs, record_run, require_workspace, spec_sizes, store_blobs
 from maze.api.runs import MAX_RUN_TIMEOUT_S, MAX_SUBMISSION_BYTES, require_run, salted
 from maze.api.state import HeadState
 from maze.api.submit import (
@@ -40,7 +40,7 @@ from maze.api.submit import (
 )
 from maze.api.views import Appended, DynamicCreated, Finalized
 from maze.core.clock import new_id, now_ms
-from maze.core.errors import Conflict, NotFound, Unavailable, ValidationError
+from maze.core.errors import Conflict, Unavailable, ValidationError
 from maze.events import subjects
 from maze.events.runs import RunCreated, RunFinalizeRequested, TaskAppended
 from maze.events.specs import TaskSpec
@@ -226,12 +226,7 @@ async def create_dynamic_run(request: Request[Any, Any, Any], head: HeadState) -
     if not await head.controller_ready():
         raise Unavailable("the run controller is still replaying history; try again shortly")
     if body.workspace:
-        if await head.blobs.missing([body.workspace]):
-            raise NotFound(
-                f"workspace manifest {body.workspace} is not in the blob store (upload it first)",
-                workspace=body.workspace,
-            )
-        await check_workspace(head.blobs, body.workspace)
+        await require_workspace(head.blobs, body.workspace)
     workflow_id = body.workflow_id or run_id
     created = RunCreated(
         run_id=run_id,

@@ -18,11 +18,11 @@ from msgspec import Meta, Struct
 
 from maze.api.openapi import RunId, RunToCancel, answers, documented, success
 from maze.api.run_writer import (
-    check_workspace,
     chunk_events,
     encode_chunks,
     fit_specs,
     record_run,
+    require_workspace,
     spec_sizes,
 )
 from maze.api.runs import require_run, salted
@@ -251,12 +251,7 @@ async def retry_run(request: Request[Any, Any, Any], run_id: RunId, head: HeadSt
         )
     workspace = created.workspace
     if body.workspace:  # a new workspace (uploaded by the client): checked as at submit
-        if await head.blobs.missing([body.workspace]):
-            raise NotFound(
-                f"workspace manifest {body.workspace} is not in the blob store (upload it first)",
-                workspace=body.workspace,
-            )
-        await check_workspace(head.blobs, body.workspace)
+        await require_workspace(head.blobs, body.workspace)
         workspace = body.workspace
     carried = 0
     if body.failed_only:

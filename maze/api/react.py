@@ -22,12 +22,12 @@ from msgspec import Meta, Struct
 from maze.api.dynamic import _decode
 from maze.api.event_reader import run_events
 from maze.api.openapi import RunId, answers, documented
-from maze.api.run_writer import check_workspace, record_run, store_blobs
+from maze.api.run_writer import record_run, require_workspace, store_blobs
 from maze.api.runs import MAX_RUN_TIMEOUT_S, MAX_SUBMISSION_BYTES, require_run, salted
 from maze.api.state import HeadState
 from maze.api.submit import ID_RE, SubmitRun, TaskSubmission, _Literals, accept_submission, check_placeable
 from maze.core.clock import new_id, now_ms
-from maze.core.errors import NotFound, Unavailable, ValidationError
+from maze.core.errors import Unavailable, ValidationError
 from maze.events.agents import AgentSpec, AgentTool, SkillEntry
 from maze.events.codec import encode_value
 from maze.events.runs import RunCreated
@@ -200,11 +200,7 @@ async def create_react_run(request: Request[Any, Any, Any], head: HeadState) -> 
     agent, to_store, must_exist = build_agent(body, head)
     await store_blobs(head.blobs, to_store, must_exist)
     if body.workspace:
-        if await head.blobs.missing([body.workspace]):
-            raise NotFound(
-                f"workspace manifest {body.workspace} is not in the blob store", workspace=body.workspace
-            )
-        await check_workspace(head.blobs, body.workspace)
+        await require_workspace(head.blobs, body.workspace)
     timeout = run_timeout_s(body.max_steps, body.task_timeout)
     workflow_id = body.workflow_id or run_id
     created = RunCreated(

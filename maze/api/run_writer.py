@@ -18,7 +18,7 @@ import structlog
 from nats.js import JetStreamContext
 from nats.js.errors import APIError, NotFoundError
 
-from maze.core.errors import BlobMissing, Conflict, PayloadTooLarge, Unavailable
+from maze.core.errors import BlobMissing, Conflict, NotFound, PayloadTooLarge, Unavailable
 from maze.events import headers, subjects, values
 from maze.events.artifacts import decode_manifest
 from maze.events.blobs import BlobStore
@@ -53,6 +53,16 @@ async def store_blobs(blobs: BlobStore, to_store: dict[str, bytes], must_exist: 
             await blobs.put(content, sha)
 
     await asyncio.gather(*(put(sha, content) for sha, content in to_store.items()))
+
+
+async def require_workspace(blobs: BlobStore, manifest_sha: str) -> None:
+    """A run's workspace manifest given by sha256: stored (else 404) and sound (`check_workspace`)."""
+    if await blobs.missing([manifest_sha]):
+        raise NotFound(
+            f"workspace manifest {manifest_sha} is not in the blob store (upload it first)",
+            workspace=manifest_sha,
+        )
+    await check_workspace(blobs, manifest_sha)
 
 
 async def check_workspace(blobs: BlobStore, manifest_sha: str) -> None:
