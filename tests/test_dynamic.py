@@ -355,3 +355,39 @@ def test_head_restart_and_kill9_mid_run(tmp_path: Path) -> None:
         assert snapshot["state"] == "succeeded" and snapshot["task_count"] == 3
     finally:
         head.stop()
+
+
+def test_the_same_append_sent_twice_at_once_is_one_task_and_two_successes(
+    client: MaClient, head: HeadProcess
+) -> None:
+    """A client retrying an append while the first is still being handled: both are answered as
+    taken (one 201, one 200 duplicate), one task.appended is recorded."""
+    import threading
+
+    import httpx
+    import msgspec
+
+    headers = {"content-type": "application/msgpack"}
+    if client.http.token:
+        headers["Authorization"] = f"Bearer {client.http.token}"
+    for trial in range(4):
+        run = client.create_dynamic_run(max_tasks=10, timeout_seconds=120)
+        t = run._wf.add_task(add, inputs={"a": trial, "b": 1})
+        body = msgspec.msgpack.encode(
+            {"tasks": [t.submission()], "functions": {t.func_hash: run._wf.functions[t.func_hash]}}
+        )
+        codes: list[int] = [0, 0]
+
+        def send(i: int, run_id: str = run.run_id, body: bytes = body, codes: list[int] = codes) -> None:
+            codes[i] = httpx.post(
+                f"{head.url}/runs/{run_id}/tasks", content=body, headers=headers, timeout=30
+            ).status_code
+
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(2)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        assert sorted(codes) in ([200, 201], [201, 201]), (trial, codes)
+        assert _types(client, run.run_id)["task.appended"] == 1
+        run.cancel()

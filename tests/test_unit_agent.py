@@ -232,3 +232,29 @@ def test_the_trace_shows_each_step_once() -> None:
     assert len(trace["steps"]) == 1 and len(trace["steps"][0]["tool_calls"]) == 1
     assert trace["steps"][0]["decision_task"]["finished_at_ms"] == 2
     assert trace == fold_trace("r", twice)
+
+
+def test_the_trace_skips_what_the_history_shows_refused_or_malformed() -> None:
+    """A deposed leader's late step (shown refused), a malformed or unknown event: the trace
+    leaves them out instead of failing on their missing fields."""
+    from maze.projections.agent_trace import fold_trace
+
+    events = [
+        {
+            "type": "run.created",
+            "seq": 1,
+            "kind": "react",
+            "agent": {"prompt": "p", "max_steps": 3, "tools": []},
+        },
+        {
+            "type": "agent.decision",
+            "seq": 2,
+            "refused": "a decision of leadership epoch 1, written after epoch 2",
+        },
+        {"type": "agent.final", "seq": 3, "malformed": "bad"},
+        {"type": "agent.somethingnew", "seq": 4, "unknown_type": True},
+        {"type": "run.finished", "seq": 5, "refused": "late"},
+        {"type": "run.finished", "seq": 6, "state": "succeeded", "at_ms": 6},
+    ]
+    trace = fold_trace("r", events)
+    assert trace["steps"] == [] and trace["final"] is None and trace["state"] == "succeeded"

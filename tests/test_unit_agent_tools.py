@@ -189,3 +189,37 @@ def test_args_problem() -> None:
         == "argument 'mode' should be one of ['a', 'b'], got string"
     )
     assert args_problem(params, {"x": 1.5, "n": "2"}) == "argument 'n' should be integer or null, got string"
+
+
+def test_a_key_passed_as_api_key_env_is_refused_without_being_echoed() -> None:
+    import pytest as _pytest
+
+    from maze.agents.openai_task import looks_like_a_key, openai_llm_task
+    from maze.core.errors import ValidationError
+
+    for key in ("gsk_4f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c", "sk-proj-abc123", "abcdef0123456789abcdef01"):
+        assert looks_like_a_key(key)
+        with _pytest.raises(ValidationError) as info:
+            openai_llm_task(base_url="http://127.0.0.1:1", model="m", api_key_env=key)
+        assert key not in str(info.value)
+    for name in ("OPENAI_API_KEY", "GROQ_API_KEY", "my_llm_key", "KEY2"):
+        assert not looks_like_a_key(name)
+
+
+def test_write_file_makes_no_folder_outside_the_workspace(tmp_path, monkeypatch) -> None:
+    import pytest as _pytest
+
+    from maze.core.errors import ValidationError
+    from maze.tasks.agent_tools import write_file
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    (workspace / "out").symlink_to(outside)
+    monkeypatch.chdir(workspace)
+    with _pytest.raises(ValidationError, match="outside"):
+        write_file("out/a/b/c.txt", "x")
+    assert list(outside.iterdir()) == []
+    assert write_file("ok/d/e.txt", "hi") == {"path": "ok/d/e.txt", "bytes": 2}
+    assert (workspace / "ok" / "d" / "e.txt").read_text() == "hi"

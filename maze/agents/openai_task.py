@@ -31,7 +31,20 @@ LLM_BAD_RESPONSE = "llm_bad_response"  # a 2xx whose body is not JSON: retried
 LLM_REJECTED = "llm_rejected"  # any other 4xx (a wrong key, model or URL): not retried
 LLM_CONFIG_ERROR = "llm_config_error"  # the key's variable is not set on the worker: not retried
 
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+# what API keys start with: a value passed as api_key_env that looks like one is the key itself
+_KEY_PREFIXES = ("sk_", "sk-", "gsk_", "xai-", "hf_", "AIza", "pk_", "rk_", "ghp_", "github_pat_")
+
+
+def looks_like_a_key(name: str) -> bool:
+    """Whether `name` (meant as a variable's name) is more likely a key: a key's prefix, or long
+    with lower-case letters and digits mixed (variable names are words: OPENAI_API_KEY)."""
+    if name.startswith(_KEY_PREFIXES):
+        return True
+    mixed = any(c.islower() for c in name) and any(c.isdigit() for c in name)
+    return len(name) >= 20 and mixed
+
+
 _ERROR_EXCERPT = 300
 
 
@@ -84,7 +97,11 @@ def openai_llm_task(
         raise ValidationError("openai_llm_task: base_url must be an http:// or https:// URL")
     if not isinstance(model, str) or not model.strip():
         raise ValidationError("openai_llm_task: model must be a non-empty string")
-    if api_key_env is not None and (not isinstance(api_key_env, str) or not _ENV_NAME.fullmatch(api_key_env)):
+    if api_key_env is not None and (
+        not isinstance(api_key_env, str)
+        or not _ENV_NAME.fullmatch(api_key_env)
+        or looks_like_a_key(api_key_env)
+    ):
         # never echo the value: it may be the key itself
         raise ValidationError(
             "openai_llm_task: api_key_env is the NAME of the environment variable holding the key "

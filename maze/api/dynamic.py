@@ -297,6 +297,15 @@ async def append_tasks(request: Request[Any, Any, Any], run_id: RunId, head: Hea
     check_placeable(specs, head.controller.placer.never_fits)
     async with _one_at_a_time(run_id):
         _refuse_if_ending(run)
+        taken_now = new_ids & run.tasks.keys()  # the same append sent again while the first ran
+        if taken_now:
+            if taken_now == new_ids and all(run.tasks[s.task_id].spec == s for s in specs):
+                return Response(_appended(run, specs, 0, duplicate=True), status_code=200)
+            raise Conflict(
+                f"task id(s) {sorted(taken_now)} are taken in run {run_id} by other tasks",
+                run_id=run_id,
+                task_ids=sorted(taken_now),
+            )
         why = appendable(run, specs)
         if why is not None:
             raise Conflict(why, run_id=run_id, max_tasks=run.max_tasks, tasks=len(run.tasks))

@@ -30,6 +30,8 @@ def fold_trace(run_id: str, events: list[dict[str, Any]]) -> dict[str, Any]:
 
     for event in events:
         kind = event.get("type")
+        if any(k in event for k in ("refused", "malformed", "unknown_type")):
+            continue  # shown refused in the history (a deposed leader's late step, say): not the run's
         if kind == "run.created":
             trace["kind"] = event.get("kind")
             agent = event.get("agent") or {}

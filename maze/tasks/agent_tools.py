@@ -58,12 +58,23 @@ def write_file(path: str, content: str) -> dict[str, Any]:
         raise ValidationError(
             f"path {relative!r} is refused: {SKILLS_DIR}/ holds the run's skills", path=relative
         )
-    target = root / relative
-    target.parent.mkdir(parents=True, exist_ok=True)
     target = resolve_inside(root, relative)  # a link on the way must not lead outside
+    _make_folders_inside(root, relative)
     data = content.encode()
     target.write_bytes(data)
     return {"path": relative, "bytes": len(data)}
+
+
+def _make_folders_inside(root: Path, relative: str) -> None:
+    """The folders of `relative` under `root`, made one at a time, none of them a link (an
+    existing one that is a link is refused): nothing is made outside the workspace first."""
+    here = root
+    for part in relative.split("/")[:-1]:
+        here = here / part
+        if here.is_symlink():
+            raise ValidationError(f"path {relative!r} is refused: {part!r} is a link", path=relative)
+        if not here.exists():
+            here.mkdir()
 
 
 @task
