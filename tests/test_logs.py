@@ -170,7 +170,9 @@ def test_a_process_an_attempt_left_running_prints_nothing_into_the_next(client: 
     tasks = {t["task_id"]: t for t in client.get_run_tasks(run_id)}
     assert tasks[second.task_id]["state"] == "succeeded"
 
-    assert not [line for line in client.get_run_logs(run_id, tail=None) if "late" in line["line"]], client.get_run_logs(run_id, tail=None)
+    assert not [line for line in client.get_run_logs(run_id, tail=None) if "late" in line["line"]], (
+        client.get_run_logs(run_id, tail=None)
+    )
     seconds = [x["line"] for x in client.get_run_logs(run_id, tail=None, task_id=second.task_id)]
     assert seconds == ["second starts", "second ends"]
 

@@ -141,6 +141,34 @@ def test_the_request(llm: ScriptedLLM, keyed: None) -> None:
     ]
 
 
+def test_the_skills_catalog_reaches_the_model(llm: ScriptedLLM) -> None:
+    """A ReAct run's catalog (maze/api/react.py) holds the skills at read_skill_file's `skills`:
+    the request shows each skill's name and description in that tool's description."""
+    from maze.tasks.agent_tools import read_skill_file
+
+    spec = tool_schema(read_skill_file)
+    catalog = {
+        "read_skill_file": {
+            "description": spec["description"],
+            "parameters": spec["parameters"],
+            "skills": [
+                {"name": "data-analysis", "description": "How to analyse CSV data."},
+                {"name": "plots", "description": ""},
+            ],
+        }
+    }
+    llm.load(completion("Done."))
+    decision = openai_llm_task(base_url=llm.base_url, model="scripted-model")
+    decision(prompt="p", history=[], tools=catalog, step=1)
+    [sent] = llm.requests
+    [tool] = sent.body["tools"]
+    described = tool["function"]["description"]
+    assert described.startswith(spec["description"])
+    assert "- data-analysis: How to analyse CSV data." in described
+    assert "- plots: (no description)" in described
+    assert tool["function"]["parameters"] == spec["parameters"]
+
+
 def test_each_kind_of_reply(llm: ScriptedLLM, keyed: None) -> None:
     assert decide(llm, completion(tool_calls=[("multiply", {"a": 18, "b": 7})]))["action"] == {
         "tool": "multiply",

@@ -170,7 +170,7 @@ def test_a_repair_shows_the_decision_as_it_came() -> None:
     nxt = repaired[-1]
     assert isinstance(nxt, TaskAppended)
     history = decode_value(nxt.tasks[0].inputs["history"].data)  # type: ignore[union-attr]
-    why = "the reply could not be used: no JSON"
+    why = "no JSON"
     assert history == [
         {
             "step": 1,
