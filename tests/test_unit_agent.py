@@ -232,3 +232,43 @@ def test_the_trace_shows_each_step_once() -> None:
     assert len(trace["steps"]) == 1 and len(trace["steps"][0]["tool_calls"]) == 1
     assert trace["steps"][0]["decision_task"]["finished_at_ms"] == 2
     assert trace == fold_trace("r", twice)
+
+
+def test_a_params_style_tool_is_described_and_bound_by_its_inputs() -> None:
+    """`@task(inputs=[...])` takes one dict: its catalog entry names the declared inputs (not
+    `params`), and a call with exactly those arguments binds (the tool built as POST /runs/react
+    builds it, from the template the SDK sends)."""
+    from typing import Any
+
+    from maze.agents.tools import args_problem
+    from maze.sdk.react import ReactWorkflow
+    from maze.sdk.task import task
+
+    @task(inputs=["x", "y"], outputs=["sum"], data_types={"x": "int", "y": "int"})
+    def add_old(params: dict[str, Any]) -> dict[str, Any]:
+        """Add two numbers (params style)."""
+        return {"sum": params["x"] + params["y"]}
+
+    @task
+    def decide_fn(prompt: str, history: Any = None, tools: Any = None, step: int = 0) -> dict[str, Any]:
+        return {"action": {"final": prompt}}
+
+    body, _ = ReactWorkflow(None, decide_fn, tools=[add_old])._body("p")  # type: ignore[arg-type]
+    [entry] = body["tools"]
+    assert entry["description"] == "Add two numbers (params style)."
+    schema = entry["parameters"]
+    assert schema["properties"] == {"x": {"type": "integer"}, "y": {"type": "integer"}}
+    assert schema["required"] == ["x", "y"] and schema["additionalProperties"] is False
+    assert args_problem(schema, {"x": 1, "y": 2}) is None
+    sub = entry["task"]
+    tool = AgentTool(
+        name="add_old",
+        spec=template("add_old"),
+        required=tuple(sub["required_inputs"]),
+        accepted=tuple(sub["accepted_inputs"]),
+    )
+    agent = msgspec.structs.replace(AGENT, tools=(tool,))
+    parsed = parse_action(action({"tool": "add_old", "args": {"x": 1, "y": 2}}), agent)
+    assert parsed.kind == "tool" and parsed.calls[0][1] == {"x": 1, "y": 2}
+    wrong = parse_action(action({"tool": "add_old", "args": {"params": {"x": 1}}}), agent)
+    assert wrong.kind == "invalid" and "unexpected argument(s) ['params']" in wrong.message
