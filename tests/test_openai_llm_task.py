@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from maze import MaClient, TaskFailed, ValidationError, openai_llm_task, task
+from maze import MaClient, TaskFailed, ValidationError, load_skill, openai_llm_task, task
 from maze.agents import tool_schema
 from maze.agents.messages import SYSTEM_PROMPT
 from maze.agents.openai_task import (
@@ -139,6 +139,34 @@ def test_the_request(llm: ScriptedLLM, keyed: None) -> None:
             },
         },
     ]
+
+
+def test_the_skills_catalog_reaches_the_model(llm: ScriptedLLM) -> None:
+    """A ReAct run's catalog (maze/api/react.py) holds the skills at read_skill_file's `skills`:
+    the request shows each skill's name and description in that tool's description."""
+    from maze.tasks.agent_tools import read_skill_file
+
+    spec = tool_schema(read_skill_file)
+    catalog = {
+        "read_skill_file": {
+            "description": spec["description"],
+            "parameters": spec["parameters"],
+            "skills": [
+                {"name": "data-analysis", "description": "How to analyse CSV data."},
+                {"name": "plots", "description": ""},
+            ],
+        }
+    }
+    llm.load(completion("Done."))
+    decision = openai_llm_task(base_url=llm.base_url, model="scripted-model")
+    decision(prompt="p", history=[], tools=catalog, step=1)
+    [sent] = llm.requests
+    [tool] = sent.body["tools"]
+    described = tool["function"]["description"]
+    assert described.startswith(spec["description"])
+    assert "- data-analysis: How to analyse CSV data." in described
+    assert "- plots: (no description)" in described
+    assert tool["function"]["parameters"] == spec["parameters"]
 
 
 def test_each_kind_of_reply(llm: ScriptedLLM, keyed: None) -> None:
@@ -310,6 +338,82 @@ def test_a_wrong_key_fails_for_good_at_once(llm: ScriptedLLM, cluster: MaClient)
     assert SECRET not in err.message
     assert len(llm.requests) == 1  # max_retries=3, yet no second attempt
     run.cancel()
+
+
+@task(inputs=["x", "y"], outputs=["sum"], data_types={"x": "int", "y": "int"})
+def add_old(params: dict[str, Any]) -> dict[str, Any]:
+    """Add two numbers (params style)."""
+    return {"sum": params["x"] + params["y"]}
+
+
+def test_a_react_run_decided_by_openai_llm_task(llm: ScriptedLLM, cluster: MaClient, tmp_path: Path) -> None:
+    """A ReAct run on a real head and worker, each decision an openai_llm_task asking the scripted
+    server: a malformed reply is repaired, a params-style tool is called by its inputs, two
+    parallel calls go back as one assistant message, then the final answer."""
+    folder = tmp_path / "data-analysis"
+    folder.mkdir()
+    (folder / "SKILL.md").write_text(
+        "---\nname: data-analysis\ndescription: How to analyse CSV data.\n---\nUse pandas.\n"
+    )
+    llm.load(
+        completion(content="{not json"),
+        completion(tool_calls=[("add_old", {"x": 1, "y": 2})]),
+        completion(tool_calls=[("multiply", {"a": 18, "b": 7}), ("multiply", {"a": 2, "b": 3})]),
+        completion(content="The answer is 126."),
+    )
+    decision = openai_llm_task(base_url=llm.base_url, model="scripted-model", api_key_env=KEY_ENV)
+    react = cluster.create_react_workflow(
+        llm_task=decision, tools=[multiply, add_old], skills=[load_skill(folder)], max_steps=5
+    )
+    run_id = react.run_async("Compute 18 * 7.")
+    final = cluster.wait_run(run_id, timeout=120)
+    assert final["state"] == "succeeded", final
+    trace = cluster.get_agent_trace(run_id)
+    assert trace["final"] == "The answer is 126."
+    steps = trace["steps"]
+    assert [s["decision"]["kind"] for s in steps] == ["invalid", "tool", "tools", "final"]
+    assert steps[0]["repair"].startswith("not valid JSON")
+    assert [o["observation"] for o in steps[1]["observations"]] == [{"result": {"sum": 3}}]
+    assert [o["observation"] for o in steps[2]["observations"]] == [
+        {"result": {"result": 126}},
+        {"result": {"result": 6}},
+    ]
+
+    assert len(llm.requests) == 4
+    tools = {t["function"]["name"]: t["function"] for t in llm.requests[0].body["tools"]}
+    assert sorted(tools) == ["add_old", "multiply", "read_skill_file"]
+    assert tools["add_old"]["parameters"] == {
+        "type": "object",
+        "properties": {"x": {"type": "integer"}, "y": {"type": "integer"}},
+        "required": ["x", "y"],
+        "additionalProperties": False,
+    }
+    assert tools["multiply"]["parameters"]["properties"]["a"] == {
+        "type": "integer",
+        "description": "the first factor",
+    }
+    assert "- data-analysis: How to analyse CSV data." in tools["read_skill_file"]["description"]
+
+    repaired = llm.requests[1].body["messages"]
+    assert repaired[2] == {"role": "assistant", "content": "{not json"}
+    assert repaired[3]["role"] == "user"
+    assert repaired[3]["content"].startswith("Your previous reply could not be used: not valid JSON")
+    assert repaired[3]["content"].count("could not be used") == 1
+
+    last = llm.requests[3].body["messages"]
+    calls = [m for m in last if m["role"] == "assistant" and m.get("tool_calls")]
+    assert [len(m["tool_calls"]) for m in calls] == [1, 2]  # add_old, then both multiplies at once
+    parallel = calls[1]
+    ids = [c["id"] for c in parallel["tool_calls"]]
+    assert len(set(ids)) == 2
+    assert [json.loads(c["function"]["arguments"]) for c in parallel["tool_calls"]] == [
+        {"a": 18, "b": 7},
+        {"a": 2, "b": 3},
+    ]
+    at = last.index(parallel)
+    assert [(m["role"], m["tool_call_id"]) for m in last[at + 1 : at + 3]] == [("tool", i) for i in ids]
+    assert json.loads(last[at + 1]["content"]) == {"result": {"result": 126}}
+    assert json.loads(last[at + 2]["content"]) == {"result": {"result": 6}}
 
 
 def test_with_settings_changes_a_copy() -> None:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from maze import MaClient, exec_code, load_skill, read_file, task, write_file
@@ -343,6 +344,42 @@ def test_long_observation_is_compacted_and_kept_whole(client: MaClient) -> None:
     run_id = client.list_runs(kind="react", limit=1)[0]["run_id"]
     compactions = [e for e in _events(client, run_id) if e["type"] == "agent.compaction"]
     assert [c["sha256"] for c in compactions] == [sha]
+
+
+@task
+def big_value(size: int):
+    return {"blob": "v" * size}
+
+
+@task
+def paging_decide(prompt: str, history: list, tools: dict, step: int):
+    if step == 1:
+        return {"action": {"tool": "read_file", "args": {"path": "big.txt"}}}
+    if step == 2:
+        offset = history[-1]["observation"]["result"]["next_offset"]
+        return {"action": {"tool": "read_file", "args": {"path": "big.txt", "offset": offset, "limit": 10}}}
+    if step == 3:
+        return {"action": {"tool": "big_value", "args": {"size": 300_000}}}
+    return {"action": {"final": [h["observation"] for h in history]}}
+
+
+def test_large_results_stay_visible_to_the_agent(client: MaClient, tmp_path: Path) -> None:
+    """read_file returns 64 KiB at most (under the inline value limit), with where to go on; a
+    tool's value over that limit is shown as a note naming its blob, not a bare descriptor."""
+    (tmp_path / "big.txt").write_text("a" * 65536 + "0123456789" + "b" * 300_000)
+    react = client.create_react_workflow(
+        llm_task=paging_decide, tools=[read_file, big_value], max_steps=4, workspace_dir=str(tmp_path)
+    )
+    first, second, third = react.run("page")
+    head = first["result"]
+    assert head["truncated"] is True and head["next_offset"] == 65536 and head["size"] == 365546
+    assert isinstance(head["content"], str) and "characters compacted" in head["content"]
+    assert head["content"].startswith("a" * 600) and first["compacted"]["keys"] == ["content"]
+    assert second["result"]["content"] == "0123456789" and second["result"]["next_offset"] == 65546
+    note = third["result"]["blob"]
+    assert note.startswith("…[a value of ") and "too large to show" in note
+    sha = note.split("maze://artifacts/sha256/")[1][:64]
+    assert msgspec.msgpack.decode(client.blobs.fetch(sha)) == "v" * 300_000
 
 
 @task

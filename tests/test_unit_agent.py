@@ -170,7 +170,7 @@ def test_a_repair_shows_the_decision_as_it_came() -> None:
     nxt = repaired[-1]
     assert isinstance(nxt, TaskAppended)
     history = decode_value(nxt.tasks[0].inputs["history"].data)  # type: ignore[union-attr]
-    why = "the reply could not be used: no JSON"
+    why = "no JSON"
     assert history == [
         {
             "step": 1,
@@ -258,3 +258,73 @@ def test_the_trace_skips_what_the_history_shows_refused_or_malformed() -> None:
     ]
     trace = fold_trace("r", events)
     assert trace["steps"] == [] and trace["final"] is None and trace["state"] == "succeeded"
+
+
+def test_a_params_style_tool_is_described_and_bound_by_its_inputs() -> None:
+    """`@task(inputs=[...])` takes one dict: its catalog entry names the declared inputs (not
+    `params`), and a call with exactly those arguments binds (the tool built as POST /runs/react
+    builds it, from the template the SDK sends)."""
+    from typing import Any
+
+    from maze.agents.tools import args_problem
+    from maze.sdk.react import ReactWorkflow
+    from maze.sdk.task import task
+
+    @task(inputs=["x", "y"], outputs=["sum"], data_types={"x": "int", "y": "int"})
+    def add_old(params: dict[str, Any]) -> dict[str, Any]:
+        """Add two numbers (params style)."""
+        return {"sum": params["x"] + params["y"]}
+
+    @task
+    def decide_fn(prompt: str, history: Any = None, tools: Any = None, step: int = 0) -> dict[str, Any]:
+        return {"action": {"final": prompt}}
+
+    body, _ = ReactWorkflow(None, decide_fn, tools=[add_old])._body("p")  # type: ignore[arg-type]
+    [entry] = body["tools"]
+    assert entry["description"] == "Add two numbers (params style)."
+    schema = entry["parameters"]
+    assert schema["properties"] == {"x": {"type": "integer"}, "y": {"type": "integer"}}
+    assert schema["required"] == ["x", "y"] and schema["additionalProperties"] is False
+    assert args_problem(schema, {"x": 1, "y": 2}) is None
+    sub = entry["task"]
+    tool = AgentTool(
+        name="add_old",
+        spec=template("add_old"),
+        required=tuple(sub["required_inputs"]),
+        accepted=tuple(sub["accepted_inputs"]),
+    )
+    agent = msgspec.structs.replace(AGENT, tools=(tool,))
+    parsed = parse_action(action({"tool": "add_old", "args": {"x": 1, "y": 2}}), agent)
+    assert parsed.kind == "tool" and parsed.calls[0][1] == {"x": 1, "y": 2}
+    wrong = parse_action(action({"tool": "add_old", "args": {"params": {"x": 1}}}), agent)
+    assert wrong.kind == "invalid" and "unexpected argument(s) ['params']" in wrong.message
+
+
+def test_a_stored_value_is_shown_as_a_note_naming_it() -> None:
+    """A result value over the inline limit travels as a blob ref: the agent sees a note with its
+    size and sha256, not the bare descriptor."""
+    from maze.events.values import blob_ref_for, wire_blob
+
+    content = encode_value("z" * 300_000)
+    ref = blob_ref_for("msgpack", content, "str")
+    shown, compaction = observe({"content": wire_blob(ref), "size": encode_value(300_000)})
+    assert compaction is None and shown["size"] == 300_000
+    assert shown["content"] == (
+        f"…[a value of {len(content)} bytes, too large to show; it is maze://artifacts/sha256/{ref.sha256}]…"
+    )
+
+
+def test_exec_code_as_a_tool_stays_under_the_inline_limit(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The agent's exec_code (called here as a plain function, in a temporary folder) cuts each
+    stream to 32 KiB and file contents to 64 KiB in all, naming what it cut or skipped."""
+    from maze.tasks.agent_tools import FILES_CAP_BYTES, STREAM_CAP_BYTES, exec_code
+
+    monkeypatch.chdir(tmp_path)
+    code = (
+        "print('é' * 100_000)\nopen('big.txt', 'w').write('b' * 100_000)\nopen('small.txt', 'w').write('s')\n"
+    )
+    out = exec_code(code)
+    assert out["exit_code"] == 0 and out["truncated"] == ["stdout"]
+    assert len(out["stdout"].encode()) <= STREAM_CAP_BYTES and set(out["stdout"]) == {"é"}
+    assert out["files"] == {"small.txt": "s"} and out["files_skipped"] == {"big.txt": 100_000}
+    assert len(json.dumps(out, ensure_ascii=False).encode()) < STREAM_CAP_BYTES * 2 + FILES_CAP_BYTES

@@ -242,3 +242,25 @@ def test_a_steps_parallel_calls_render_as_one_assistant_message_with_distinct_id
     assert [messages[2]["tool_call_id"], messages[3]["tool_call_id"]] == ids
     assert [c["function"]["name"] for c in messages[1]["tool_calls"]] == ["add", "mul"]
     assert messages[4]["tool_calls"][0]["id"] == "call_1_0"
+
+
+def test_a_react_repair_renders_its_reason_once() -> None:
+    """The driver's repair of a malformed reply (maze/head/agent.py), as a chat model is shown it:
+    the reason once, not prefixed twice nor repeated as the observation."""
+    from maze.agents.messages import render_messages
+    from maze.events.codec import decode_value, encode_value
+    from maze.head.agent import parse_action
+    from maze.head.agent_state import repair_entry
+
+    why = "not valid JSON: Expecting value"
+    result = {"action": encode_value({"malformed": {"raw": "{oops", "why": why}})}
+    parsed = parse_action(result, None)  # type: ignore[arg-type]
+    assert parsed.kind == "invalid" and parsed.message == why and parsed.raw == "{oops"
+    entry = decode_value(repair_entry(1, parsed.message, parsed.raw))
+    messages = render_messages("p", [entry], system_prompt=None)
+    assert messages[1] == {"role": "assistant", "content": "{oops"}
+    assert messages[2] == {
+        "role": "user",
+        "content": f"Your previous reply could not be used: {why}. "
+        "Reply again with a valid tool call or final answer.",
+    }

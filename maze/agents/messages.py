@@ -131,8 +131,9 @@ def _entry_messages(index: int, entry: Any) -> list[dict[str, Any]]:
         ]
     if "malformed" in action:
         bad = action["malformed"] if isinstance(action["malformed"], Mapping) else {}
-        text = f"Your previous reply could not be used: {bad.get('why', 'malformed')}."
-        if observation is not None:
+        why = bad.get("why", "malformed")
+        text = f"Your previous reply could not be used: {why}."
+        if observation is not None and observation != {"repair": why}:  # a ReAct repair says it once
             text += f" {_json(observation)}"
         text += " Reply again with a valid tool call or final answer."
         return [

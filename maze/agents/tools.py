@@ -164,7 +164,9 @@ def tool_specs(tools: Any) -> list[dict[str, Any]]:
     "parameters"}`. Accepted: a list of descriptors (what `tool_schema` returns), of OpenAI tool
     entries (`{"type": "function", "function": {...}}`), of tool functions, or a dict mapping each
     name to a descriptor, to a description string, or to a function. A descriptor without
-    `parameters` takes any arguments."""
+    `parameters` takes any arguments. A descriptor's `skills` (`[{"name", "description"}]`, what a
+    ReAct run's catalog gives `read_skill_file`) are listed in its description: the model sees them
+    only there."""
     if tools is None:
         return []
     entries: list[Any]
@@ -197,13 +199,28 @@ def tool_specs(tools: Any) -> list[dict[str, Any]]:
         out.append(
             {
                 "name": name,
-                "description": str(entry.get("description") or ""),
+                "description": _with_skills(str(entry.get("description") or ""), entry.get("skills")),
                 "parameters": dict(params)
                 if isinstance(params, Mapping)
                 else {"type": "object", "properties": {}, "additionalProperties": True},
             }
         )
     return out
+
+
+def _with_skills(description: str, skills: Any) -> str:
+    """The description followed by the skills it offers, one `- name: description` line each."""
+    if not isinstance(skills, list | tuple) or not skills:
+        return description
+    lines = [
+        f"- {s.get('name')}: {s.get('description') or '(no description)'}"
+        for s in skills
+        if isinstance(s, Mapping) and s.get("name")
+    ]
+    if not lines:
+        return description
+    listing = "The skills (skill_name: what it is for):\n" + "\n".join(lines)
+    return f"{description}\n\n{listing}" if description else listing
 
 
 def args_problem(schema: Mapping[str, Any], args: Mapping[str, Any]) -> str | None:

@@ -335,7 +335,7 @@ def parse_action(result: dict[str, bytes], spec: AgentSpec) -> Parsed:
         if set(value) == {"malformed"}:  # a decision task that could not read its model's reply
             bad = value["malformed"] if isinstance(value["malformed"], dict) else {}
             raw = str(bad.get("raw", ""))[:RAW_SHOWN_CHARS]
-            raise _Invalid(f"the reply could not be used: {str(bad.get('why') or 'malformed')[:500]}")
+            raise _Invalid(str(bad.get("why") or "the reply could not be read")[:500])
         present = sorted(set(value) & {"final", "tool", "tools"})
         if len(present) != 1:
             raise _Invalid(

@@ -10,8 +10,11 @@ way>}`. The whole result, as that JSON text (UTF-8), is stored in the blob store
 the note, in `observation["compacted"]` and in the `agent.compaction` event, and
 `GET /artifacts/sha256/<hex>` returns it.
 
-A value that is not plain data (a pickled object, a value too large for an event, stored as a
-blob) is shown as its descriptor (`{"__maze_value__": "blob", "sha256": ...}`).
+A value too large for an event (over the inline value limit, 256 KiB), which the worker stored as
+a blob, is shown as a note naming it: `…[a value of N bytes, too large to show; it is
+maze://artifacts/sha256/<hex>]…` (the built-in tools keep what they return under that limit:
+maze/tasks/agent_tools.py). A pickled object is shown as its descriptor
+(`{"__maze_value__": "pickle", "type", "size"}`).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any
 from msgspec import Struct
 from msgspec.msgpack import Ext
 
-from maze.events.values import URI_PREFIX, decode_opaque, describe
+from maze.events.values import MARKER, URI_PREFIX, decode_opaque, describe
 
 COMPACT_OVER_CHARS = 4000
 COMPACT_VALUE_CHARS = 1000
@@ -46,8 +49,17 @@ def plain_result(result: dict[str, bytes]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, wire in result.items():
         value = decode_opaque(wire)
-        out[key] = describe(value) if isinstance(value, Ext) else value
+        out[key] = _shown_ext(describe(value)) if isinstance(value, Ext) else value
     return out
+
+
+def _shown_ext(described: Any) -> Any:
+    if isinstance(described, dict) and described.get(MARKER) == "blob":
+        return (
+            f"…[a value of {described.get('size')} bytes, too large to show; "
+            f"it is {URI_PREFIX}{described.get('sha256')}]…"
+        )
+    return described
 
 
 def _cut(text: str, sha: str) -> str:

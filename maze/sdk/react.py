@@ -6,7 +6,6 @@ this process or the head dies meanwhile."""
 from __future__ import annotations
 
 import importlib
-import inspect
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from maze.agents.tools import tool_schema
 from maze.core.errors import RunFailed, ValidationError
 from maze.events.artifacts import FileEntry
 from maze.events.blob_files import hash_file
@@ -27,43 +27,15 @@ if TYPE_CHECKING:
     from maze.sdk.client import MaClient
 
 MAX_STEPS = 200
-JSON_TYPES = {
-    int: "integer",
-    float: "number",
-    str: "string",
-    bool: "boolean",
-    list: "array",
-    dict: "object",
-}
-JSON_TYPE_NAMES = {t.__name__: name for t, name in JSON_TYPES.items()}
+DESCRIPTION_CHARS = 4096  # what POST /runs/react takes of a tool's description
 
 
-def _json_type(annotation: Any) -> str | None:
-    if annotation is inspect.Parameter.empty:
-        return None
-    if isinstance(annotation, str):  # `from __future__ import annotations`
-        return JSON_TYPE_NAMES.get(annotation.split("[")[0].strip())
-    return JSON_TYPES.get(getattr(annotation, "__origin__", annotation))
-
-
-def tool_parameters(fn: Callable[..., Any]) -> dict[str, Any]:
-    """A JSON schema of the tool's arguments, from its signature (types from the annotations of
-    int, float, str, bool, list and dict; a parameter without a default is required)."""
-    properties: dict[str, Any] = {}
-    required: list[str] = []
-    for name, param in inspect.signature(fn).parameters.items():
-        if param.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
-            continue
-        kind = _json_type(param.annotation)
-        properties[name] = {"type": kind} if kind else {}
-        if param.default is inspect.Parameter.empty:
-            required.append(name)
-    return {"type": "object", "properties": properties, "required": required}
-
-
-def _description(fn: Callable[..., Any]) -> str:
-    doc = inspect.getdoc(fn) or ""
-    return doc.split("\n\n")[0].strip()[:4096]
+def tool_entry(fn: Callable[..., Any]) -> tuple[str, dict[str, Any]]:
+    """A tool's description and the JSON schema of its arguments, as decision tasks see them:
+    `maze.agents.tools.tool_schema`'s (params-style tasks by their declared inputs, Optional,
+    list[X], Literal, Enum, docstring `Args:`), the description cut at DESCRIPTION_CHARS."""
+    schema = tool_schema(fn)
+    return str(schema["description"])[:DESCRIPTION_CHARS], schema["parameters"]
 
 
 def _template(fn: Callable[..., Any], task_id: str) -> tuple[dict[str, Any], str, bytes]:
@@ -156,12 +128,13 @@ class ReactWorkflow:
             sub, func_hash, blob = _template(fn, f"tool-{task_meta(fn).name}")
             functions[func_hash] = blob
             defaults = {"timeout_seconds": self.task_timeout} if fn is self._exec_code else {}
+            description, parameters = tool_entry(fn)
             tools.append(
                 {
                     "name": task_meta(fn).name,
                     "task": sub,
-                    "description": _description(fn),
-                    "parameters": tool_parameters(fn),
+                    "description": description,
+                    "parameters": parameters,
                     "defaults": defaults,
                 }
             )
