@@ -323,7 +323,7 @@ class BlobStore:
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._writing[sha] = future
         try:
-            size = await self._write(sha, chunks, verify)
+            _, size, _ = await self._write(chunks, sha, verify)
             future.set_result(size)
             return size
         except BaseException as exc:
@@ -333,14 +333,20 @@ class BlobStore:
         finally:
             self._writing.pop(sha, None)
 
-    async def _write(self, sha: str, chunks: AsyncIterable[bytes | memoryview], verify: bool) -> int:
+    async def _write(
+        self, chunks: AsyncIterable[bytes | memoryview], sha: str | None, verify: bool = False
+    ) -> tuple[str, int, bool]:
+        """Write `chunks` as a new object, hashed as they pass; (sha256, size, created). `sha`
+        given: the content's hash (with `verify`, one it must hash to, else ValidationError with
+        nothing stored). `sha` None: known only at the end, and content stored already keeps the
+        stored copy (created False). Whatever is not kept leaves no chunk behind."""
         nuid = self.nc._nuid.next().decode()
         subject = chunk_subject(nuid)
         writer = _ChunkWriter(self.nc, subject)
         await writer.start()
         hasher = _Hasher()
         size = 0
-        stored = False
+        kept = False
         try:
             async for chunk in chunks:
                 size += len(chunk)
@@ -350,25 +356,31 @@ class BlobStore:
             await writer.finish()
             sha_done = await hasher.done()
             got = sha_done.hexdigest()
-            if verify and got != sha:
+            if sha is not None and verify and got != sha:
                 raise ValidationError(
                     f"the uploaded content hashes to sha256 {got}, not {sha}; nothing was stored",
                     expected=sha,
                     actual=got,
                 )
+            if sha is None:
+                sha = got
+                if await self.size_of(sha, fresh=True) is not None:
+                    return sha, size, False  # stored already: this copy's chunks go (below)
             info = self._object_info(sha, nuid, size, writer.count, sha_done.digest())
             # a repeated meta message is harmless (the last one is read), so transient errors (a
             # leader election) are retried. No rollup header: the blob stream refuses them, since a
             # writer of the blob store (any worker) could purge the whole stream with one
             await publish_durably(self.js, meta_subject(sha), json.dumps(info).encode(), {})
-            stored = True
+            kept = True
         finally:
             await hasher.close()
-            if not stored:
+            if not kept:
+                with contextlib.suppress(Exception):
+                    await writer.finish()  # the chunks in flight land before the purge
                 with contextlib.suppress(Exception):
                     await self.js.purge_stream(subjects.BLOB_STREAM, subject=subject)
         self._remember(sha, size)
-        return size
+        return sha, size, True
 
     def _object_info(self, sha: str, nuid: str, size: int, chunks: int, digest: bytes) -> dict[str, Any]:
         """The object's info, as the Object Store writes it on its meta subject."""
@@ -388,36 +400,7 @@ class BlobStore:
         chunks are written as they come and hashed as they pass, never held whole. Returns (sha256,
         size, created). Content already stored is kept once: the chunks just written are dropped.
         An upload that fails midway (a limit, a client gone) leaves nothing."""
-        nuid = self.nc._nuid.next().decode()
-        subject = chunk_subject(nuid)
-        writer = _ChunkWriter(self.nc, subject)
-        await writer.start()
-        hasher = _Hasher()
-        size = 0
-        kept = False
-        try:
-            async for chunk in _rechunk(body, self.chunk_bytes):
-                size += len(chunk)
-                self.check_size(size)
-                await hasher.update(chunk)
-                await writer.write(chunk)
-            await writer.finish()
-            sha_done = await hasher.done()
-            sha = sha_done.hexdigest()
-            if await self.size_of(sha, fresh=True) is not None:
-                return sha, size, False  # stored already: this copy's chunks go (below)
-            info = self._object_info(sha, nuid, size, writer.count, sha_done.digest())
-            await publish_durably(self.js, meta_subject(sha), json.dumps(info).encode(), {})
-            kept = True
-        finally:
-            await hasher.close()
-            if not kept:
-                with contextlib.suppress(Exception):
-                    await writer.finish()  # the chunks in flight land before the purge
-                with contextlib.suppress(Exception):
-                    await self.js.purge_stream(subjects.BLOB_STREAM, subject=subject)
-        self._remember(sha, size)
-        return sha, size, True
+        return await self._write(_rechunk(body, self.chunk_bytes), None)
 
     # ---- reading ------------------------------------------------------------------------------
     async def get(self, sha: str) -> bytes:
