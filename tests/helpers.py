@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -246,3 +248,29 @@ def _accepts(port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+@contextlib.contextmanager
+def head_with_two_workers(nats_url: str, root: Path) -> Iterator[HeadProcess]:
+    """A head without a local worker and two worker processes with separate work directories (no
+    shared path): "up" is the only node with a GPU, "down" the only one with 3 GB, so a task asking
+    for either has one home."""
+    hb = ["--heartbeat-interval", "0.5"]
+    head = HeadProcess(root / "head", nats_url=nats_url, extra=["--no-local-worker", *hb])
+    head.start()
+    shapes = {
+        "up": ["--cpus", "1", "--memory-mb", "1000", "--gpus", "8GB"],
+        "down": ["--cpus", "1", "--memory-mb", "4000", "--gpus", "none"],
+    }
+    workers = [
+        WorkerProcess(head, name, [*shape, *hb, "--work-dir", str(root / f"work-{name}")], root)
+        for name, shape in shapes.items()
+    ]
+    try:
+        for worker in workers:
+            worker.start()
+        yield head
+    finally:
+        for worker in workers:
+            worker.stop()
+        head.stop()

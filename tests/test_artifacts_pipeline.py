@@ -14,31 +14,13 @@ import httpx
 import pytest
 
 from maze import MaClient, task
-from tests.helpers import HeadProcess, NatsServer, WorkerProcess
-
-HB = ["--heartbeat-interval", "0.5"]
+from tests.helpers import HeadProcess, NatsServer, head_with_two_workers
 
 
 @pytest.fixture(scope="module")
 def two_workers(nats_server: NatsServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HeadProcess]:
-    logs = tmp_path_factory.mktemp("artifacts")
-    head = HeadProcess(logs / "head", nats_url=nats_server.url, extra=["--no-local-worker", *HB])
-    head.start()
-    # "up" is the only node with a GPU, "down" the only one with 3 GB: each task has one home
-    shapes = {
-        "up": ["--cpus", "1", "--memory-mb", "1000", "--gpus", "8GB"],
-        "down": ["--cpus", "1", "--memory-mb", "4000", "--gpus", "none"],
-    }
-    workers = [
-        WorkerProcess(head, name, [*shape, *HB, "--work-dir", str(logs / f"work-{name}")], logs)
-        for name, shape in shapes.items()
-    ]
-    for worker in workers:
-        worker.start()
-    yield head
-    for worker in workers:
-        worker.stop()
-    head.stop()
+    with head_with_two_workers(nats_server.url, tmp_path_factory.mktemp("artifacts")) as head:
+        yield head
 
 
 @task(resources={"gpu": 1})
