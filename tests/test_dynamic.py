@@ -391,3 +391,24 @@ def test_the_same_append_sent_twice_at_once_is_one_task_and_two_successes(
         assert sorted(codes) in ([200, 201], [201, 201]), (trial, codes)
         assert _types(client, run.run_id)["task.appended"] == 1
         run.cancel()
+
+
+def test_a_ready_tasks_placement_travels_in_its_appends_message(client: MaClient) -> None:
+    """One write per append: a task whose inputs are all there is placed in the message of its
+    `task.appended` (the same stream sequence); one that reads a running task waits and is placed
+    by the controller later, in a message of its own."""
+    run = client.create_dynamic_run(max_tasks=5, timeout_seconds=120)
+    first = run.append_task(add, inputs={"a": 1, "b": 2})
+    run.wait_for_task(first)
+    second = run.append_task(add, inputs={"a": first.outputs["sum"], "b": 1})
+    slow = run.append_task(sleeper, inputs={"seconds": 0.5})
+    waits = run.append_task(add, inputs={"a": slow.outputs["slept"], "b": 1})
+    assert run.wait_for_task(second) == {"sum": 4} and run.wait_for_task(waits) == {"sum": 1.5}
+    run.finalize("done")
+    events = client.get_run_events(run.run_id)
+    appended_at = [e["seq"] for e in events if e["type"] == "task.appended"]
+    placed_at = {e["task_id"]: e["seq"] for e in events if e["type"] == "attempt.placed"}
+    assert placed_at[first.task_id] == appended_at[0]
+    assert placed_at[second.task_id] == appended_at[1]
+    assert placed_at[slow.task_id] == appended_at[2]
+    assert placed_at[waits.task_id] > appended_at[3], "placed once `slow` succeeded, not with its append"

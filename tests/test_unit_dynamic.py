@@ -7,6 +7,7 @@ from __future__ import annotations
 import msgspec
 
 from maze.events.runs import RunCreated, RunFinalizeRequested, RunFinished, TaskAppended
+from maze.events.specs import Resources
 from maze.head import snapshot
 from maze.head.scheduler import Scheduler
 from maze.projections.fold import create_run, fold_run_event
@@ -100,3 +101,70 @@ def test_a_snapshot_carries_a_dynamic_run() -> None:
     assert run.dynamic and run.max_tasks == 3 and run.tasks["a"].result is not None
     restored.apply(RunFinalizeRequested(run_id="d", at_ms=20, result=RESULT))
     assert run.finalize == RESULT
+
+
+# ---- placements that travel with the append (POST /runs/{id}/tasks) ------------------------------
+def test_placements_made_with_an_append_fold_to_what_the_next_pass_would_decide() -> None:
+    """A task whose upstream has succeeded is placed with its append, in one message; one whose
+    upstream is appended with it (or still runs) waits for the ordinary passes. Either way the
+    folded state is the one the usual route (fold the append, then a pass) reaches."""
+    from maze.head.snapshot import fingerprint
+
+    early, usual = dynamic_core(max_tasks=5), dynamic_core(max_tasks=5)
+    for core in (early, usual):
+        core.apply(appended(spec("a")))
+        succeed(core, items(decide(core, 10))[0])
+        decide(core, 11)
+    tasks = [spec("b", reads=("a",)), spec("c"), spec("d", reads=("c",))]
+    decision = early.place_appended("d", tasks, 12)
+    assert decision is not None and [e.task_id for e in decision.events] == ["b", "c"]  # type: ignore[attr-defined]
+    assert "b" not in early.runs["d"].tasks, "nothing of the append is state before its message is folded"
+    assert early.place_appended("d", [spec("e")], 12) is None, "one append decision per run in flight"
+    for event in [appended(*tasks), *decision.events]:  # one message: task.appended and its placements
+        early.apply(event)
+    usual.apply(appended(*tasks))
+    for event in usual.decide(12).events:
+        usual.apply(event)
+    assert fingerprint(early) == fingerprint(usual)
+    assert early.decide(13).events == [] and len(early.inflight) == 0, "nothing is placed twice"
+    assert early.submitting == {}
+
+
+def test_placements_of_an_append_the_run_refuses_where_it_lands_hold_nothing() -> None:
+    """The run ended between the check and the append's message: every fold refuses the append,
+    and its placements name tasks the run never took: no capacity stays held, nothing runs."""
+    core = dynamic_core()
+    node = core.placer.nodes["n"]
+    decision = core.place_appended("d", [spec("a")], 10)
+    assert decision is not None and node.intended.cpu == 1.0
+    core.apply(RunFinalizeRequested(run_id="d", at_ms=11, result=RESULT))
+    end = finished(decide(core, 12))
+    assert [e.state for e in end] == ["succeeded"]
+    for event in [appended(spec("a")), *decision.events]:
+        core.apply(event)
+    assert node.intended.cpu == 0.0 and not core.placer.reservations and core.submitting == {}
+    assert len(core.inflight) == 0 and core.decide(13).events == []
+    # the run still open, but another head's append took its last place first
+    full = dynamic_core(max_tasks=1)
+    node = full.placer.nodes["n"]
+    decision = full.place_appended("d", [spec("a")], 10)
+    assert decision is not None
+    full.apply(appended(spec("other", res=Resources(cpu=0))))
+    for event in [appended(spec("a")), *decision.events]:
+        full.apply(event)
+    assert "a" not in full.runs["d"].tasks and node.intended.cpu == 0.0 and full.submitting == {}
+    assert not any(key[1] == "a" for key in full.placer.reservations)
+
+
+def test_no_placement_with_an_append_ahead_of_waiting_tasks_nor_for_an_ending_run() -> None:
+    core = dynamic_core(max_tasks=5)
+    core.apply(appended(spec("hog", res=Resources(cpu=4)), spec("waits", res=Resources(cpu=4))))
+    decide(core, 10)  # hog runs, waits waits
+    assert core.place_appended("d", [spec("small", res=Resources(cpu=0))], 11) is None, (
+        "what waits goes first"
+    )
+    ending = dynamic_core()
+    ending.apply(RunFinalizeRequested(run_id="d", at_ms=1, result=RESULT))
+    assert ending.place_appended("d", [spec("a")], 2) is None
+    over = dynamic_core(max_tasks=1)
+    assert over.place_appended("d", [spec("a"), spec("b")], 2) is None, "an append no fold takes"

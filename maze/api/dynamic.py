@@ -40,8 +40,9 @@ from maze.api.submit import (
 )
 from maze.api.views import Appended, DynamicCreated, Finalized
 from maze.core.clock import new_id, now_ms
-from maze.core.errors import Conflict, Unavailable, ValidationError
+from maze.core.errors import Conflict, PayloadTooLarge, Unavailable, ValidationError
 from maze.events import subjects
+from maze.events.catalog import event_key
 from maze.events.runs import RunCreated, RunFinalizeRequested, TaskAppended
 from maze.events.specs import TaskSpec
 from maze.head.run_state import RunRuntime, appendable
@@ -155,11 +156,16 @@ def _integral(value: Any) -> Any:
 async def _live_run(head: HeadState, run_id: str) -> RunRuntime:
     """The run as this head's controller folds it: 404 for an unknown run, 409 for one that has
     ended or is not dynamic."""
-    last = await require_run(head, run_id)
-    if not await head.controller_ready():
-        raise Unavailable("the run controller is still replaying history; try again shortly")
-    await head.controller.feeds.reach(last, FOLD_WAIT_S)  # a run created just now is folded first
-    run = head.controller.runs.get(run_id)
+    run = head.controller.runs.get(run_id) if head.controller.caught_up.is_set() else None
+    if run is None:  # not folded (yet): ask the log whether it exists, and fold up to its last event
+        last = await require_run(head, run_id)
+        if not await head.controller_ready():
+            raise Unavailable("the run controller is still replaying history; try again shortly")
+        await head.controller.feeds.reach(last, FOLD_WAIT_S)  # a run created just now is folded first
+        run = head.controller.runs.get(run_id)
+    # A run folded already is checked as folded: an end recorded and not folded yet is found
+    # where the append lands (every fold refuses an append to an ended run, `appendable`), and
+    # the answer says so (409 below, nothing taken).
     if run is None:
         ended = await _ended_state(head, run_id)
         if ended is not None:
@@ -309,9 +315,28 @@ async def append_tasks(request: Request[Any, Any, Any], run_id: RunId, head: Hea
         why = appendable(run, specs)
         if why is not None:
             raise Conflict(why, run_id=run_id, max_tasks=run.max_tasks, tasks=len(run.tasks))
-        ack = await head.controller.store.publish(
-            subjects.run_subject(run_id), [TaskAppended(run_id=run_id, at_ms=now_ms(), tasks=specs)]
-        )
+        appended = TaskAppended(run_id=run_id, at_ms=now_ms(), tasks=specs)
+        # the tasks ready now are placed in the append's own message (one write, no controller
+        # round trip before they start), as `POST /runs` does with a new run's first tasks
+        placing = head.controller.place_appended(run_id, specs)
+        try:
+            ack = await head.controller.store.publish(
+                subjects.run_subject(run_id),
+                [appended, *(placing[0].events if placing else ())],
+                key=event_key(appended),
+            )
+        except PayloadTooLarge:
+            if not placing:
+                raise
+            head.controller.submit_abandoned(placing[0])  # no room: placed once it is folded
+            placing = None
+            ack = await head.controller.store.publish(subjects.run_subject(run_id), [appended])
+        except BaseException:
+            if placing:
+                head.controller.submit_failed(placing[0])
+            raise
+        if placing:
+            await head.controller.submitted(*placing, stored=not ack.duplicate)
         seq = int(ack.seq)
         await head.controller.feeds.reach(seq, FOLD_WAIT_S)
     folded = head.controller.runs.get(run_id)

@@ -504,11 +504,15 @@ class EventStore:
         self.js = jetstream(nc)
         self.budget = payload_budget(nc)
 
-    async def publish(self, subject: str, events: Sequence[Event], data: bytes | None = None) -> PubAck:
+    async def publish(
+        self, subject: str, events: Sequence[Event], data: bytes | None = None, key: str | None = None
+    ) -> PubAck:
         """Publish events of one run (or node) as one message; returns the store's ack (its stream
-        sequence, and whether it was a duplicate of a message stored before)."""
+        sequence, and whether it was a duplicate of a message stored before). `key`: the message's
+        identity when it is not that of all its events (an append whatever placements ride with
+        it: the same append sent again is the same message)."""
         hdrs = {
-            headers.MSG_ID: batch_msg_id(events) + (f"/{self.salt}" if self.salt else ""),
+            headers.MSG_ID: (key or batch_msg_id(events)) + (f"/{self.salt}" if self.salt else ""),
             headers.EVENT_TYPES: ",".join(sorted({event_tag(e) for e in events})),
             headers.SCHEMA_VERSION: headers.SCHEMA,
         }

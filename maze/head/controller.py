@@ -44,7 +44,7 @@ from maze.events.codec import decode_leniently, decode_stats, with_fence, withou
 from maze.events.fit import make_fit
 from maze.events.nodes import Heartbeat, NodeJoined, NodeLeft, NodeLost
 from maze.events.runs import LeaderElected, RunCreated
-from maze.events.specs import TaskError
+from maze.events.specs import TaskError, TaskSpec
 from maze.events.store import (
     EventStore,
     describe_error,
@@ -561,6 +561,23 @@ class RunController:
             decision = self.core.place_new_run(created, now)
         except Exception:  # the ordinary passes place the run once it is folded
             log.exception("controller.place_at_submit_failed", run_id=created.run_id)
+            return None
+        if decision is None:
+            return None
+        decision.events = stamp(decision.events, self.lease.epoch)
+        return decision, now
+
+    def place_appended(self, run_id: str, specs: list[TaskSpec]) -> tuple[Decision, int] | None:
+        """The placements of tasks about to be appended to a dynamic run, to go in the message of
+        their `task.appended` (Scheduler.place_appended); then `submitted` / `submit_failed` as for
+        a new run. None unless this controller is live and can place some now."""
+        if not self.deciding:
+            return None
+        now = now_ms()
+        try:
+            decision = self.core.place_appended(run_id, specs, now)
+        except Exception:  # the ordinary passes place them once the append is folded
+            log.exception("controller.place_at_append_failed", run_id=run_id)
             return None
         if decision is None:
             return None

@@ -261,6 +261,7 @@ class Scheduler:
 
     def _appended(self, event: TaskAppended) -> None:
         """Tasks appended to a dynamic run: placed in the pass that follows this fold."""
+        self.submitting.pop(event.run_id, None)  # what its append decided comes with it
         run = self.runs.get(event.run_id)
         if run is None or appendable(run, event.tasks) is not None:
             return  # ended, or refused by the rule every fold applies (maze/head/run_state.py)
@@ -348,7 +349,8 @@ class Scheduler:
             self.placer.forget_intent(key)
             return
         task = run.tasks.get(event.task_id)
-        if task is None:
+        if task is None:  # placed with an append the run refused where it landed (place_appended)
+            self.placer.forget_intent(key)
             return
         before = task.attempt
         self._attempt(event)
@@ -490,6 +492,33 @@ class Scheduler:
         for task_id in ready_tasks(run):
             task = run.tasks[task_id]
             if isinstance(self._place(run, task, task.spec.resources, now, decision), str):
+                break  # the first that must wait: the rest wait with it, in order
+        if not decision.events:
+            return None
+        decision.work = dict(decision.work)
+        self.submitting[run_id] = None  # until its message is folded, or the decision forgotten
+        return decision
+
+    def place_appended(self, run_id: str, specs: list[TaskSpec], now: int) -> Decision | None:
+        """Placements for tasks about to be appended to a dynamic run, to travel in the message of
+        their `task.appended` (as `place_new_run` does for `run.created`): the same decision the
+        first pass after folding the append would make, made before. Only the appended tasks whose
+        upstream tasks have all succeeded (a succeeded task stays so whatever lands in the log
+        before the append), only while nothing else waits to be placed, one append per run in
+        flight. None when there is nothing to place now; the rest wait for the ordinary passes.
+        Were the append refused where it lands (the run ended first), its placements name tasks
+        the run never took and change nothing (`_placed`)."""
+        run = self.runs.get(run_id)
+        if run is None or run.agent is not None or run.cancel is not None or run.finalize is not None:
+            return None  # a ReAct run's controller appends itself; an ending run takes nothing
+        if run.finished or len(self.ready) or run_id in self.submitting or appendable(run, specs) is not None:
+            return None
+        decision = Decision(events=[], work=defaultdict(list), code={}, resend={})
+        for spec in specs:
+            ups = spec.upstream()
+            if any(up not in run.tasks or run.tasks[up].state != "succeeded" for up in ups):
+                continue  # waits for an upstream task (appended now, or not done yet)
+            if isinstance(self._place(run, TaskRuntime(spec=spec), spec.resources, now, decision), str):
                 break  # the first that must wait: the rest wait with it, in order
         if not decision.events:
             return None
