@@ -20,7 +20,7 @@ from litestar import Request, Response, delete, get, post, put
 from litestar.params import Parameter
 from msgspec import Struct
 
-from maze.api.openapi import answers, documented, success
+from maze.api.openapi import BYTES_SCHEMA, answers, documented, success
 from maze.api.state import HeadState
 from maze.api.workspaces import WorkspaceName
 from maze.core.errors import NotFound, ValidationError
@@ -32,7 +32,7 @@ TASKS_DIR = ".maze/tasks/"
 PRIVATE_DIR = ".maze/"  # what runs of the workspace do not stage
 TASK_FILE_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,60}\.py$"
 WORKSPACE_REF = "workspace:"
-SOURCE_MEDIA = {"text/x-python": {"type": "string"}, "text/plain": {"type": "string"}}
+SOURCE_MEDIA = {"text/x-python": BYTES_SCHEMA, "text/plain": BYTES_SCHEMA}  # UTF-8 text, checked by the route
 
 TaskFileName = Annotated[
     str,
