@@ -5,6 +5,7 @@ from their source on the worker."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 
 from maze import MaClient
 from tests.helpers import HeadProcess, wait_until
+from tests.llm_server import ScriptedLLM, completion
 
 TASKS_PY = '''"""My tasks."""
 from maze import task
@@ -393,3 +395,54 @@ def test_a_failing_workspace_task_names_the_users_file_and_line(head: HeadProces
     assert error["message"] == "RuntimeError: exploded: on purpose"
     assert 'File "my_tasks.py", line 19, in explode' in error["traceback"], error["traceback"]
     assert "raise RuntimeError(detail)" in error["traceback"]  # the line itself, from the source
+
+
+def test_a_react_node_becomes_a_react_run(head: HeadProcess, client: MaClient) -> None:
+    """The ReAct template runs as a run of kind `react`: its Max Tokens reach the model, its one
+    timeout is the Task Timeout, and its tools act on the named workspace's files."""
+    httpx.put(
+        f"{head.url}/workspaces/ws-agent/files/question.txt", content=b"What is six times seven?"
+    ).raise_for_status()
+    llm = ScriptedLLM().start()
+    try:
+        llm.load(
+            completion(tool_calls=[("read_file", {"path": "question.txt"})]),
+            completion("42"),
+        )
+        node = _node(
+            "agent",
+            "builtin:react",
+            inputs={
+                "prompt": "Answer the question in question.txt",
+                "base_url": llm.base_url,
+                "model": "scripted",
+                "max_tokens": 77,
+                "max_steps": 3,
+                "tools": ["read_file", "write_file"],
+            },
+            timeout_seconds=45,
+        )
+        resp = httpx.post(
+            f"{head.url}/workflows/run",
+            json={"graph": {"nodes": [node]}, "workspace": "ws-agent"},
+            timeout=60,
+        )
+        assert resp.status_code == 201, resp.text
+        made = resp.json()
+        assert made["kind"] == "react"
+        run = _wait_run(client, made["run_id"])
+        assert run["state"] == "succeeded", run
+        assert run["kind"] == "react"
+        trace = client.get_agent_trace(made["run_id"])
+        assert trace["final"] == "42", trace
+        sent = llm.requests[0].body
+        assert sent["max_tokens"] == 77
+        assert sorted(t["function"]["name"] for t in sent["tools"]) == ["read_file", "write_file"]
+        observed = json.dumps(llm.requests[1].body["messages"])
+        assert "What is six times seven?" in observed  # the tool read the workspace's file
+        (created,) = [e for e in client.get_run_events(made["run_id"]) if e["type"] == "run.created"]
+        agent = created["agent"]
+        assert agent["task_timeout"] == 45.0 and agent["max_tokens"] == 77
+        assert [t["name"] for t in agent["tools"]] == ["read_file", "write_file"]
+    finally:
+        llm.stop()
