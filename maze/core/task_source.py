@@ -316,8 +316,9 @@ def parse_tasks(source: str, file: str, ref_prefix: str) -> list[TaskInfo]:
     try:
         tree = ast.parse(source, filename=file)
     except SyntaxError as exc:
+        where = f", line {exc.lineno}, column {exc.offset}" if exc.lineno is not None else ""
         raise ValidationError(
-            f"{file}, line {exc.lineno}, column {exc.offset}: syntax error: {exc.msg}",
+            f"{file}{where}: syntax error: {exc.msg}",
             file=file,
             line=exc.lineno,
             column=exc.offset,
