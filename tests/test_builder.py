@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from maze import MaClient
+from maze.core.errors import NotFound, ValidationError
 from tests.helpers import HeadProcess, wait_until
 from tests.llm_server import ScriptedLLM, completion
 
@@ -446,3 +447,36 @@ def test_a_react_node_becomes_a_react_run(head: HeadProcess, client: MaClient) -
         assert [t["name"] for t in agent["tools"]] == ["read_file", "write_file"]
     finally:
         llm.stop()
+
+
+def test_the_sdk_saves_checks_and_runs_a_graph(client: MaClient) -> None:
+    stored = client.put_workspace_tasks("ws-sdk", "sdk_tasks.py", TASKS_PY)
+    assert [t["name"] for t in stored["tasks"]] == ["shout", "double", "explode"]
+    assert [f["file"] for f in client.list_workspace_tasks("ws-sdk")] == ["sdk_tasks.py"]
+    with pytest.raises(ValidationError) as raised:
+        client.put_workspace_tasks("ws-sdk", "broken.py", "def f(:\n")
+    assert raised.value.details["line"] == 1
+    refs = {t["ref"] for t in client.get_builder_catalog()["builtin_tasks"]}
+    assert "builtin:write_file" in refs
+    graph = {
+        "nodes": [
+            _node("a", "workspace:sdk_tasks.py:double", inputs={"n": 21}),
+            _node("b", "workspace:sdk_tasks.py:double"),
+        ],
+        "edges": [_edge("a", "doubled", "b", "n")],
+    }
+    client.save_workflow("sdk-double", graph, description="twice")
+    assert client.get_workflow("sdk-double")["description"] == "twice"
+    assert "sdk-double" in {w["name"] for w in client.list_workflows()}
+    assert client.validate_workflow(name="sdk-double", workspace="ws-sdk") == {"valid": True, "problems": []}
+    run_id = client.run_workflow_graph(name="sdk-double", workspace="ws-sdk")
+    assert client.wait_run(run_id, timeout=60)["state"] == "succeeded"
+    assert client.get_run_task(run_id, "b")["result"] == {"doubled": 84, "label": "x"}
+    with pytest.raises(ValidationError) as raised:
+        client.run_workflow_graph(
+            {"nodes": [_node("a", "workspace:sdk_tasks.py:double")]}, workspace="ws-sdk"
+        )
+    assert [p["code"] for p in raised.value.details["problems"]] == ["missing_input"]
+    client.delete_workflow("sdk-double")
+    with pytest.raises(NotFound):
+        client.get_workflow("sdk-double")
