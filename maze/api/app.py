@@ -11,6 +11,7 @@ from litestar.routes import HTTPRoute
 from maze.api import (
     admin,
     artifacts,
+    builder,
     cluster,
     dynamic,
     health,
@@ -20,6 +21,7 @@ from maze.api import (
     run_artifacts,
     run_ids,
     runs,
+    workspace_tasks,
     workspaces,
 )
 from maze.api.auth import BearerToken
@@ -88,6 +90,18 @@ def create_app(head: HeadState) -> Litestar:
             workspaces.preview_workspace_file,
             workspaces.delete_workspace_file,
             workspaces.delete_workspace,
+            workspace_tasks.list_workspace_tasks,
+            workspace_tasks.put_workspace_task_file,
+            workspace_tasks.get_workspace_task_file,
+            workspace_tasks.delete_workspace_task_file,
+            workspace_tasks.parse_task_source,
+            builder.get_catalog,
+            builder.list_workflows,
+            builder.save_workflow,
+            builder.get_workflow,
+            builder.delete_workflow,
+            builder.validate_workflow,
+            builder.run_workflow,
             # the docs page's script, from this package (it works offline)
             docs_assets(),
         ],

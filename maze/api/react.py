@@ -192,6 +192,13 @@ async def create_react_run(request: Request[Any, Any, Any], head: HeadState) -> 
     no node could hold; nothing is recorded then."""
     body_bytes = await request.body()
     body: CreateReactRun = _decode(body_bytes, request.headers.get("content-type", ""), CreateReactRun)
+    answer = await record_react_run(head, body, hashlib.sha256(body_bytes).hexdigest()[:32])
+    return Response(answer, status_code=201)
+
+
+async def record_react_run(head: HeadState, body: CreateReactRun, request_hash: str) -> ReactCreated:
+    """Check a ReAct run once and record it (POST /runs/react, and the workflow builder's ReAct
+    node, maze/api/builder.py). `request_hash`: the request's, for the run's message ids."""
     run_id = body.run_id or new_id("run")
     if not ID_RE.fullmatch(run_id):
         raise ValidationError("run_id, when given, is 'run_' then letters, digits, '_' or '-' (128 at most)")
@@ -216,7 +223,6 @@ async def create_react_run(request: Request[Any, Any, Any], head: HeadState) -> 
         max_tasks=body.max_steps * (1 + MAX_PARALLEL_CALLS),
         agent=agent,
     )
-    request_hash = hashlib.sha256(body_bytes).hexdigest()[:32]
     seq, duplicate = await record_run(head.js, [created], salted(request_hash, head))
     answer = ReactCreated(
         run_id=run_id,
@@ -227,7 +233,7 @@ async def create_react_run(request: Request[Any, Any, Any], head: HeadState) -> 
         timeout_seconds=timeout,
         duplicate=duplicate,
     )
-    return Response(answer, status_code=201)
+    return answer
 
 
 @get("/runs/{run_id:str}/trace", responses=answers(400, 404, 503))

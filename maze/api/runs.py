@@ -149,6 +149,43 @@ async def _submit(request: Request[Any, Any, Any], head: HeadState, client: str 
         raise ValidationError(
             f"timeout_seconds must be a positive number of seconds (at most {MAX_RUN_TIMEOUT_S})"
         )
+    answer = await record_submission(head, submission, run_id, hashlib.sha256(body).hexdigest()[:32], work)
+    seq = answer.seq
+    if not follow:
+        return Response(answer, status_code=201)
+
+    async def frames() -> AsyncIterator[bytes]:
+        accepted = frame("accepted", msgspec.json.encode(answer))
+        if head.controller.feeds.position < seq:  # not folded yet: the caller is not kept waiting
+            yield accepted
+            accepted = b""
+        async for chunk in run_frames(head, run_id, 0, wait_for=seq):
+            if accepted:  # with the run's first events, in one write
+                chunk = Last(accepted + chunk) if isinstance(chunk, Last) else accepted + chunk
+                accepted = b""
+            yield chunk
+
+    assert client is not None
+    return sse_response(counted(head.streams, client, frames()), status_code=201)
+
+
+async def record_submission(
+    head: HeadState,
+    submission: SubmitRun,
+    run_id: str,
+    request_hash: str,
+    work: Callable[..., Any] | None = None,
+) -> Submitted:
+    """Validate an accepted-shape submission once and record it as a run (POST /runs, and the
+    workflow builder's runs, maze/api/builder.py): its blobs, then its events. `request_hash`: the
+    request's, for the run's message ids (the same request retried gets the same run back).
+    `work`: how to run CPU-heavy steps (off the event loop for a big body)."""
+
+    async def inline(fn: Callable[..., T], *args: Any) -> T:
+        return fn(*args)
+
+    work = work or inline
+    timeout = submission.timeout_seconds
     if not await head.controller_ready():
         raise Unavailable("the run controller is still replaying history; try again shortly")
     accepted = await work(accept_submission, submission, head.settings.limits)
@@ -179,7 +216,7 @@ async def _submit(request: Request[Any, Any, Any], head: HeadState, client: str 
     hops.mark("validated", run_id)
     try:
         seq, duplicate = await record_run(
-            head.js, events, salted(hashlib.sha256(body).hexdigest()[:32], head), encoded, first_tags=tags
+            head.js, events, salted(request_hash, head), encoded, first_tags=tags
         )
     except BaseException:
         if placing:
@@ -188,7 +225,7 @@ async def _submit(request: Request[Any, Any, Any], head: HeadState, client: str 
     hops.mark("appended", run_id)
     if placing:
         await head.controller.submitted(*placing, stored=not duplicate)
-    answer = Submitted(
+    return Submitted(
         duplicate=duplicate,
         run_id=run_id,
         workflow_id=workflow_id,
@@ -196,22 +233,6 @@ async def _submit(request: Request[Any, Any, Any], head: HeadState, client: str 
         tasks=len(specs),
         events=len(events),
     )
-    if not follow:
-        return Response(answer, status_code=201)
-
-    async def frames() -> AsyncIterator[bytes]:
-        accepted = frame("accepted", msgspec.json.encode(answer))
-        if head.controller.feeds.position < seq:  # not folded yet: the caller is not kept waiting
-            yield accepted
-            accepted = b""
-        async for chunk in run_frames(head, run_id, 0, wait_for=seq):
-            if accepted:  # with the run's first events, in one write
-                chunk = Last(accepted + chunk) if isinstance(chunk, Last) else accepted + chunk
-                accepted = b""
-            yield chunk
-
-    assert client is not None
-    return sse_response(counted(head.streams, client, frames()), status_code=201)
 
 
 # `GET /runs` checks its filters itself (RunQuery.parse: messages that name the value and the

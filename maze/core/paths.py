@@ -95,11 +95,12 @@ def check_prefix(prefix: str) -> str:
     )
 
 
-def check_workspace_name(name: str) -> str:
+def check_workspace_name(name: str, what: str = "workspace name") -> str:
+    """A workspace's (or a saved workflow's) name, or ValidationError."""
     if isinstance(name, str) and _NAME_RE.fullmatch(name):
         return name
     raise ValidationError(
-        f"workspace name {str(name)[:100]!r} is refused: 1 to 64 letters, digits, '_' or '-', starting "
+        f"{what} {str(name)[:100]!r} is refused: 1 to 64 letters, digits, '_' or '-', starting "
         "with a letter or digit",
         name=str(name)[:100],
     )

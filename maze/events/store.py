@@ -267,6 +267,10 @@ async def ensure_streams(
         KeyValueConfig(
             bucket=subjects.WORKSPACE_BUCKET, history=1, storage=StorageType.FILE, replicas=replicas
         ),
+        # the workflow builder's saved graphs (maze/events/saved_workflows.py): only heads write there
+        KeyValueConfig(
+            bucket=subjects.WORKFLOW_BUCKET, history=1, storage=StorageType.FILE, replicas=replicas
+        ),
         KeyValueConfig(
             bucket=subjects.HEARTBEAT_BUCKET,
             history=1,

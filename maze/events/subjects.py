@@ -12,6 +12,8 @@ BLOB_BUCKET = "maze-artifacts"  # JetStream Object Store: code and large values 
 BLOB_STREAM = f"OBJ_{BLOB_BUCKET}"
 # KV: each workspace's files for people (maze/events/workspace_files.py), their content in the blob store
 WORKSPACE_BUCKET = "maze-workspaces"
+# KV: the workflow builder's saved graphs, by name (maze/events/saved_workflows.py)
+WORKFLOW_BUCKET = "maze-workflows"
 
 RUN_SUBJECTS = "maze.run.>"
 WORK_SUBJECTS = "maze.work.>"

@@ -15,6 +15,7 @@ from maze.sdk import history
 from maze.sdk.app_spec import App
 from maze.sdk.artifacts import download_blob, find_artifact, list_artifacts
 from maze.sdk.blobs import BlobClient
+from maze.sdk.builder import BuilderMethods
 from maze.sdk.dynamic import DynamicRun, _resending
 from maze.sdk.history import RunPage, When
 from maze.sdk.http import Http
@@ -31,7 +32,7 @@ RETRY_POSTS = 4  # a retry request sent again after an unavailable head (it is i
 RUN_ID_CANDIDATES = 10  # an ambiguous beginning of a run id names this many runs it could be
 
 
-class MaClient(WorkspaceMethods):
+class MaClient(WorkspaceMethods, BuilderMethods):
     """Connects to a Maze head (`maze start --head`) at `server_url`."""
 
     def __init__(self, server_url: str = "http://localhost:8000", token: str | None = None) -> None:

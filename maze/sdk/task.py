@@ -24,9 +24,11 @@ from msgspec import Struct
 from maze.core.errors import ValidationError
 from maze.core.globs import MAX_PATTERNS, pattern_problem
 from maze.core.resources import normalize_resources
+from maze.core.task_source import DATA_TYPES as _DATA_TYPES
+from maze.core.task_source import optional_param_reads, returned_keys
 
 F = TypeVar("F", bound=Callable[..., Any])
-DATA_TYPES = {"str", "int", "float", "bool", "list", "dict"}
+DATA_TYPES = set(_DATA_TYPES)
 
 
 class TaskMeta(Struct, frozen=True):
@@ -45,73 +47,26 @@ class TaskMeta(Struct, frozen=True):
     artifacts: list[str] | None = None  # which files it made are registered (None: all)
 
 
-def infer_outputs(fn: Callable[..., Any]) -> list[str] | None:
-    """Output keys when every `return` of the function is a dict literal with string keys."""
+def _function_node(fn: Callable[..., Any]) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
     try:
         tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
     except (OSError, TypeError, SyntaxError):
         return None
-    func = next((n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)), None)
-    if func is None:
-        return None
-    returns: list[ast.Return] = []
-    stack: list[ast.AST] = list(func.body)
-    while stack:
-        node = stack.pop()
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda | ast.ClassDef):
-            continue
-        if isinstance(node, ast.Return):
-            returns.append(node)
-        stack.extend(ast.iter_child_nodes(node))
-    keys: list[str] = []
-    if not returns:
-        return None
-    for ret in returns:
-        if not isinstance(ret.value, ast.Dict):
-            return None
-        for key in ret.value.keys:
-            if not (isinstance(key, ast.Constant) and isinstance(key.value, str)):
-                return None
-            if key.value not in keys:
-                keys.append(key.value)
-    return keys
+    return next((n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)), None)
+
+
+def infer_outputs(fn: Callable[..., Any]) -> list[str] | None:
+    """Output keys when every `return` of the function is a dict literal with string keys."""
+    func = _function_node(fn)
+    return None if func is None else returned_keys(func)
 
 
 def optional_params(fn: Callable[..., Any], inputs: list[str]) -> set[str]:
     """Of a params-style task's declared `inputs`, those its code reads only as
     `params.get("name")` (never `params["name"]`): a run may leave them out. Every other input is
     required, and so is every input when the source cannot be read."""
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
-    except (OSError, TypeError, SyntaxError):
-        return set()
-    func = next((n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)), None)
-    if func is None or not func.args.args:
-        return set()
-    params = func.args.args[0].arg
-    got: set[str] = set()
-    subscripted: set[str] = set()
-    for node in ast.walk(func):
-        if (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Attribute)
-            and node.func.attr == "get"
-            and isinstance(node.func.value, ast.Name)
-            and node.func.value.id == params
-            and node.args
-            and isinstance(node.args[0], ast.Constant)
-            and isinstance(node.args[0].value, str)
-        ):
-            got.add(node.args[0].value)
-        elif (
-            isinstance(node, ast.Subscript)
-            and isinstance(node.value, ast.Name)
-            and node.value.id == params
-            and isinstance(node.slice, ast.Constant)
-            and isinstance(node.slice.value, str)
-        ):
-            subscripted.add(node.slice.value)
-    return {name for name in inputs if name in got and name not in subscripted}
+    func = _function_node(fn)
+    return set() if func is None else optional_param_reads(func, inputs)
 
 
 def _signature_inputs(fn: Callable[..., Any]) -> tuple[list[str], list[str], list[str] | None]:
