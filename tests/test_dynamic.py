@@ -412,3 +412,33 @@ def test_a_ready_tasks_placement_travels_in_its_appends_message(client: MaClient
     assert placed_at[second.task_id] == appended_at[1]
     assert placed_at[slow.task_id] == appended_at[2]
     assert placed_at[waits.task_id] > appended_at[3], "placed once `slow` succeeded, not with its append"
+
+
+def test_an_append_racing_a_finalize_never_runs_past_the_runs_end(client: MaClient, tmp_path: Path) -> None:
+    """An append and a finalize sent at once, many times: whichever the log takes first, a task
+    that was taken ends before (or with) the run, and one that ran was answered as taken."""
+    import concurrent.futures
+
+    for i in range(15):
+        run = client.create_dynamic_run(max_tasks=5, timeout_seconds=120)
+        marker = tmp_path / f"ran-{i}"
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            appending = pool.submit(run.append_task, touch, {"path": str(marker), "seconds": 1.0})
+            time.sleep(0.001 * (i % 4))
+            finalizing = pool.submit(run.finalize, "done")
+            try:
+                appended = appending.result()
+            except Conflict:
+                appended = None
+            finalizing.result()
+        time.sleep(1.5)  # what a node reports late comes in meanwhile
+        events = client.get_run_events(run.run_id)
+        types = [e["type"] for e in events]
+        end = types.index("run.finished")
+        # a node may still report a start it made before it heard of the end, never a success
+        assert "attempt.succeeded" not in types[end:], types
+        if appended is None:
+            assert "attempt.started" not in types, types
+        assert client.get_run(run.run_id)["state"] in ("succeeded", "cancelled"), events
+        tasks = client.get_run_tasks(run.run_id)
+        assert all(t["state"] in ("succeeded", "cancelled") for t in tasks), tasks

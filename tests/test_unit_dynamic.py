@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import msgspec
 
-from maze.events.runs import RunCreated, RunFinalizeRequested, RunFinished, TaskAppended
+from maze.events.runs import RunCancelRequested, RunCreated, RunFinalizeRequested, RunFinished, TaskAppended
 from maze.events.specs import Resources
+from maze.events.tasks import AttemptFailed
 from maze.head import snapshot
 from maze.head.scheduler import Scheduler
 from maze.projections.fold import create_run, fold_run_event
@@ -130,21 +131,52 @@ def test_placements_made_with_an_append_fold_to_what_the_next_pass_would_decide(
     assert early.submitting == {}
 
 
+def test_an_end_waits_for_an_append_in_flight_and_stops_what_it_placed() -> None:
+    """A finalize (or cancel) folded while an append's placements are in flight: the end is
+    decided once the append's message is folded, with the attempt it placed ended `cancelled`
+    (its node told) in the same message, in the controller and the read models alike. A run whose
+    end is decided already places nothing with an append."""
+    for request in (
+        RunFinalizeRequested(run_id="d", at_ms=11, result=RESULT),
+        RunCancelRequested(run_id="d", at_ms=11, reason="stop"),
+    ):
+        core = dynamic_core()
+        created = RunCreated(run_id="d", workflow_id="w", at_ms=0, tasks=[], kind="dynamic", max_tasks=3)
+        model = create_run(created, 1)
+        node = core.placer.nodes["n"]
+        decision = core.place_appended("d", [spec("a")], 10)
+        assert decision is not None and node.intended.cpu == 1.0
+        core.apply(request)
+        fold_run_event(model, request)
+        assert core.decide(12).events == [], "no end while the append's placements are in flight"
+        for event in [appended(spec("a")), *decision.events]:
+            core.apply(event)
+            fold_run_event(model, event)
+        end = core.decide(13)
+        stopped = [e for e in end.events if isinstance(e, AttemptFailed)]
+        # its node is told from this event (RunController._send_cancels)
+        assert [(e.task_id, e.error.error_type, e.error.origin, e.node_id) for e in stopped] == [
+            ("a", "cancelled", "controller", "n")
+        ]
+        assert finished(end)
+        for event in end.events:
+            core.apply(event)
+            fold_run_event(model, event)
+        assert model.tasks["a"].state == "cancelled" and model.run.state != "running"
+        assert node.intended.cpu == 0.0 and not core.placer.reservations and core.submitting == {}
+        assert len(core.inflight) == 0 and core.decide(14).events == []
+    ending = dynamic_core()
+    ending.apply(RunCancelRequested(run_id="d", at_ms=1, reason="stop"))
+    decide(ending, 2)  # its end decided, not folded back yet below
+    ending.apply(RunCancelRequested(run_id="d", at_ms=3, reason="again"))
+    assert ending.place_appended("d", [spec("z")], 4) is None
+
+
 def test_placements_of_an_append_the_run_refuses_where_it_lands_hold_nothing() -> None:
-    """The run ended between the check and the append's message: every fold refuses the append,
-    and its placements name tasks the run never took: no capacity stays held, nothing runs."""
-    core = dynamic_core()
-    node = core.placer.nodes["n"]
-    decision = core.place_appended("d", [spec("a")], 10)
-    assert decision is not None and node.intended.cpu == 1.0
-    core.apply(RunFinalizeRequested(run_id="d", at_ms=11, result=RESULT))
-    end = finished(decide(core, 12))
-    assert [e.state for e in end] == ["succeeded"]
-    for event in [appended(spec("a")), *decision.events]:
-        core.apply(event)
-    assert node.intended.cpu == 0.0 and not core.placer.reservations and core.submitting == {}
-    assert len(core.inflight) == 0 and core.decide(13).events == []
-    # the run still open, but another head's append took its last place first
+    """Another head's append took the run's last place first: every fold refuses this append,
+    and its placements name a task the run never took: no capacity stays held. (Its work is
+    never sent: the append is stored only if nothing was written on the run's subject since the
+    head's fold, maze/api/dynamic.py, so this interleaving reaches no worker.)"""
     full = dynamic_core(max_tasks=1)
     node = full.placer.nodes["n"]
     decision = full.place_appended("d", [spec("a")], 10)

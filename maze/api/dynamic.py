@@ -24,10 +24,19 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Request, Response, post
 from msgspec import Meta, Struct
+from nats.js.api import PubAck
+from nats.js.errors import APIError
 
 from maze.api.openapi import RunId, answers, documented, success
 from maze.api.operations import MAX_BODY_BYTES, _body, _ended_state
-from maze.api.run_writer import fit_specs, record_run, require_workspace, spec_sizes, store_blobs
+from maze.api.run_writer import (
+    WRONG_LAST_SEQUENCE,
+    fit_specs,
+    record_run,
+    require_workspace,
+    spec_sizes,
+    store_blobs,
+)
 from maze.api.runs import MAX_RUN_TIMEOUT_S, MAX_SUBMISSION_BYTES, require_run, salted
 from maze.api.state import HeadState
 from maze.api.submit import (
@@ -153,19 +162,17 @@ def _integral(value: Any) -> Any:
     return value
 
 
-async def _live_run(head: HeadState, run_id: str) -> RunRuntime:
+async def _live_run(head: HeadState, run_id: str, refresh: bool = False) -> RunRuntime:
     """The run as this head's controller folds it: 404 for an unknown run, 409 for one that has
-    ended or is not dynamic."""
-    run = head.controller.runs.get(run_id) if head.controller.caught_up.is_set() else None
+    ended or is not dynamic. A run folded already is taken as folded (`refresh`: the log is asked
+    for the run's last event and folded up to it first, as for a run not folded yet)."""
+    run = head.controller.runs.get(run_id) if head.controller.caught_up.is_set() and not refresh else None
     if run is None:  # not folded (yet): ask the log whether it exists, and fold up to its last event
         last = await require_run(head, run_id)
         if not await head.controller_ready():
             raise Unavailable("the run controller is still replaying history; try again shortly")
         await head.controller.feeds.reach(last, FOLD_WAIT_S)  # a run created just now is folded first
         run = head.controller.runs.get(run_id)
-    # A run folded already is checked as folded: an end recorded and not folded yet is found
-    # where the append lands (every fold refuses an append to an ended run, `appendable`), and
-    # the answer says so (409 below, nothing taken).
     if run is None:
         ended = await _ended_state(head, run_id)
         if ended is not None:
@@ -283,11 +290,33 @@ async def append_tasks(request: Request[Any, Any, Any], run_id: RunId, head: Hea
     body: AppendTasks = _decode(await request.body(), request.headers.get("content-type", ""), AppendTasks)
     if not body.tasks:
         raise ValidationError("an append needs at least one task")
-    run = await _live_run(head, run_id)
+    try:
+        return await _append(head, run_id, body, fast=True)
+    except _Stale:  # the fold this head holds is behind the log: fold up to the run's last event
+        return await _append(head, run_id, body, fast=False)
+
+
+class _Stale(Exception):
+    """The run has moved on in the log past this head's fold (see `_append`)."""
+
+
+async def _append(head: HeadState, run_id: str, body: AppendTasks, fast: bool) -> Response[Appended]:
+    """Check and record an append. `fast`: against the run as this controller has folded it, the
+    message stored only if nothing was written on the run's own subject since (a conditional
+    publish) — so the tasks ready now can be placed in the same message. Raises _Stale when the
+    fold proves behind the log (a reference it does not know, or a newer message on the run's
+    subject: another head's append, a cancel, the run's end); the caller then checks again
+    against the run folded up to its last event, as every append did before (the slow path)."""
+    run = await _live_run(head, run_id, refresh=not fast)
     new_ids = frozenset(t.task_id for t in body.tasks)
     taken = new_ids & run.tasks.keys()
     req = SubmitRun(tasks=body.tasks, functions=body.functions)
-    accepted = accept_submission(req, head.settings.limits, _Specs(run, frozenset(taken)))
+    try:
+        accepted = accept_submission(req, head.settings.limits, _Specs(run, frozenset(taken)))
+    except ValidationError:
+        if fast:  # perhaps a task appended through another head, not folded here yet
+            raise _Stale() from None
+        raise
     specs = accepted.specs
     await store_blobs(head.blobs, accepted.to_store, accepted.must_exist)
     sizes = spec_sizes(specs)
@@ -302,6 +331,8 @@ async def append_tasks(request: Request[Any, Any, Any], run_id: RunId, head: Hea
         )
     check_placeable(specs, head.controller.placer.never_fits)
     async with _one_at_a_time(run_id):
+        if run.finished:
+            raise _Stale() if fast else Conflict(f"run {run_id} has ended {run.state}", run_id=run_id)
         _refuse_if_ending(run)
         taken_now = new_ids & run.tasks.keys()  # the same append sent again while the first ran
         if taken_now:
@@ -315,28 +346,10 @@ async def append_tasks(request: Request[Any, Any, Any], run_id: RunId, head: Hea
         why = appendable(run, specs)
         if why is not None:
             raise Conflict(why, run_id=run_id, max_tasks=run.max_tasks, tasks=len(run.tasks))
-        appended = TaskAppended(run_id=run_id, at_ms=now_ms(), tasks=specs)
-        # the tasks ready now are placed in the append's own message (one write, no controller
-        # round trip before they start), as `POST /runs` does with a new run's first tasks
-        placing = head.controller.place_appended(run_id, specs)
-        try:
-            ack = await head.controller.store.publish(
-                subjects.run_subject(run_id),
-                [appended, *(placing[0].events if placing else ())],
-                key=event_key(appended),
-            )
-        except PayloadTooLarge:
-            if not placing:
-                raise
-            head.controller.submit_abandoned(placing[0])  # no room: placed once it is folded
-            placing = None
-            ack = await head.controller.store.publish(subjects.run_subject(run_id), [appended])
-        except BaseException:
-            if placing:
-                head.controller.submit_failed(placing[0])
-            raise
-        if placing:
-            await head.controller.submitted(*placing, stored=not ack.duplicate)
+        after_seq = head.controller.head_seq(run_id) if fast else None
+        if fast and after_seq is None:  # folded from a snapshot: where its subject stands is unknown
+            raise _Stale()
+        ack = await _record(head, run_id, specs, after_seq)
         seq = int(ack.seq)
         await head.controller.feeds.reach(seq, FOLD_WAIT_S)
     folded = head.controller.runs.get(run_id)
@@ -356,6 +369,42 @@ async def append_tasks(request: Request[Any, Any, Any], run_id: RunId, head: Hea
             seq=seq,
         )
     return Response(_appended(folded, specs, seq, duplicate=bool(ack.duplicate)), status_code=201)
+
+
+async def _record(head: HeadState, run_id: str, specs: list[TaskSpec], after_seq: int | None) -> PubAck:
+    """Store the `task.appended`. With `after_seq` (the last message on the run's own subject this
+    head has folded) it is stored only if that is still the last one, and the tasks ready now ride
+    in the same message, placed (one write and no controller round trip before they start, as
+    `POST /runs` does with a new run's first tasks): the placements then fold exactly as decided,
+    since nothing else happened to the run in between. Raises _Stale when something did."""
+    appended = TaskAppended(run_id=run_id, at_ms=now_ms(), tasks=specs)
+    subject, key = subjects.run_subject(run_id), event_key(appended)
+    store, controller = head.controller.store, head.controller
+    placing = controller.place_appended(run_id, specs) if after_seq is not None else None
+    try:
+        ack = await store.publish(
+            subject, [appended, *(placing[0].events if placing else ())], key=key, after_seq=after_seq
+        )
+    except PayloadTooLarge:
+        if not placing:
+            raise
+        controller.submit_abandoned(placing[0])  # no room: recorded alone, placed once it is folded
+        raise _Stale() from None
+    except APIError as exc:
+        if exc.err_code != WRONG_LAST_SEQUENCE:
+            if placing:
+                controller.submit_failed(placing[0])
+            raise
+        if placing:  # refused: not stored
+            controller.submit_abandoned(placing[0])
+        raise _Stale() from None
+    except BaseException:
+        if placing:
+            controller.submit_failed(placing[0])
+        raise
+    if placing:
+        await controller.submitted(*placing, stored=not ack.duplicate)
+    return ack
 
 
 def _appended(run: RunRuntime, specs: list[TaskSpec], seq: int, duplicate: bool) -> Appended:

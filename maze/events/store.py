@@ -509,17 +509,25 @@ class EventStore:
         self.budget = payload_budget(nc)
 
     async def publish(
-        self, subject: str, events: Sequence[Event], data: bytes | None = None, key: str | None = None
+        self,
+        subject: str,
+        events: Sequence[Event],
+        data: bytes | None = None,
+        key: str | None = None,
+        after_seq: int | None = None,
     ) -> PubAck:
         """Publish events of one run (or node) as one message; returns the store's ack (its stream
         sequence, and whether it was a duplicate of a message stored before). `key`: the message's
         identity when it is not that of all its events (an append whatever placements ride with
-        it: the same append sent again is the same message)."""
+        it: the same append sent again is the same message). `after_seq`: stored only if the last
+        message on `subject` is still that one (else the store refuses it: WrongLastSequence)."""
         hdrs = {
             headers.MSG_ID: (key or batch_msg_id(events)) + (f"/{self.salt}" if self.salt else ""),
             headers.EVENT_TYPES: ",".join(sorted({event_tag(e) for e in events})),
             headers.SCHEMA_VERSION: headers.SCHEMA,
         }
+        if after_seq is not None:
+            hdrs[headers.EXPECTED_LAST_SUBJECT_SEQ] = str(after_seq)
         payload = encode_events(list(events)) if data is None else data
         if len(payload) > self.budget:
             raise PayloadTooLarge(

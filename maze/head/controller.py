@@ -43,7 +43,7 @@ from maze.events.catalog import Event, event_tag, stamp
 from maze.events.codec import decode_leniently, decode_stats, with_fence, without_foreign
 from maze.events.fit import make_fit
 from maze.events.nodes import Heartbeat, NodeJoined, NodeLeft, NodeLost
-from maze.events.runs import LeaderElected, RunCreated
+from maze.events.runs import LeaderElected, RunCreated, RunFinished
 from maze.events.specs import TaskError, TaskSpec
 from maze.events.store import (
     EventStore,
@@ -132,6 +132,8 @@ class RunController:
         if state is not None:
             self.positions.update(state.positions)
         self.started_from = dict(self.positions)
+        # active runs' last folded message on their own subject (head_seq)
+        self.head_seqs: dict[str, int] = {}
         self.queue: asyncio.Queue[Any] = asyncio.Queue()
         self.live = False
         self.caught_up.clear()
@@ -364,6 +366,12 @@ class RunController:
             # the run cannot be folded faithfully any more: end it rather than let it hang
             error = "; ".join(f"a malformed {m.tag} event ({m.error})" for m in decoded.malformed)
             self.core.break_run(subjects.run_id_of(msg.subject), f"{error} at {stream} sequence {seq}")
+        if stream == subjects.RUNS_STREAM and msg.subject.count(".") == 2:  # a head's, `maze.run.<run>`
+            run_id = subjects.run_id_of(msg.subject)
+            if any(isinstance(e, RunFinished) for e in decoded.events):
+                self.head_seqs.pop(run_id, None)
+            elif run_id in self.core.runs or any(isinstance(e, RunCreated) for e in decoded.events):
+                self.head_seqs[run_id] = seq
         if stream == subjects.RUNS_STREAM:
             # what the history shows as it is written: a deposed leader's decisions, and a node's
             # reports on attempts placed elsewhere (judged before this message is folded), refused
@@ -566,6 +574,12 @@ class RunController:
             return None
         decision.events = stamp(decision.events, self.lease.epoch)
         return decision, now
+
+    def head_seq(self, run_id: str) -> int | None:
+        """The stream sequence of the last message on the run's own subject (`maze.run.<run>`:
+        everything but the nodes' reports) that this controller has folded; None when it has not
+        seen it (a run folded from a snapshot, or one that has ended)."""
+        return self.head_seqs.get(run_id)
 
     def place_appended(self, run_id: str, specs: list[TaskSpec]) -> tuple[Decision, int] | None:
         """The placements of tasks about to be appended to a dynamic run, to go in the message of

@@ -513,6 +513,13 @@ class Scheduler:
             return None  # a ReAct run's controller appends itself; an ending run takes nothing
         if run.finished or len(self.ready) or run_id in self.submitting or appendable(run, specs) is not None:
             return None
+        if (
+            run_id in self.inflight.runs  # its end is decided, not folded yet
+            or run_id in self.broken
+            or run_id in self.inflight.broken
+            or (run.deadline_ms and now >= run.deadline_ms)
+        ):
+            return None
         decision = Decision(events=[], work=defaultdict(list), code={}, resend={})
         for spec in specs:
             ups = spec.upstream()
@@ -680,6 +687,8 @@ class Scheduler:
         decision about one of its tasks is in flight (it is decided again once that is folded).
         O(run), once per run."""
         run_id = run.run_id
+        if run_id in self.submitting:  # an append's placements are in flight: end it once folded
+            return []
         if any((run_id, task_id) in self.inflight.tasks for task_id in run.tasks):
             return []
         out: list[Event] = []
