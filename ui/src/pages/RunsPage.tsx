@@ -93,10 +93,16 @@ export function RunsPage() {
   );
 
   function set(name: string, value: string) {
-    const p = new URLSearchParams(params);
-    if (value) p.set(name, value);
-    else p.delete(name);
-    if (p.toString() !== params.toString()) setParams(p, { replace: true });
+    if ((params.get(name) ?? "") === value) return;
+    setParams(
+      (prev) => {
+        const p = new URLSearchParams(prev);
+        if (value) p.set(name, value);
+        else p.delete(name);
+        return p;
+      },
+      { replace: true },
+    );
   }
 
   const now = Date.now();
