@@ -15,6 +15,7 @@ from maze.api import (
     cluster,
     dynamic,
     health,
+    live,
     logs,
     operations,
     react,
@@ -24,6 +25,7 @@ from maze.api import (
     workspace_tasks,
     workspaces,
 )
+from maze.api import playground as playground_routes
 from maze.api.auth import BearerToken
 from maze.api.docs import docs_assets, docs_page
 from maze.api.errors import EXCEPTION_HANDLERS
@@ -36,12 +38,16 @@ tasks and events, and operate the cluster. Every error answers `{"error": {"type
 route but `/healthz` and `/readyz`, this document and its docs page included."""
 
 
-def create_app(head: HeadState) -> Litestar:
+def create_app(head: HeadState, playground: bool = False) -> Litestar:
+    """The head's API; with `playground`, the Playground web app under /playground/ as well."""
+
     async def provide_head() -> HeadState:
         return head
 
-    # every call of a head others can reach carries its token (maze/api/auth.py)
-    middleware = [BearerToken(head.api_token)] if head.api_token else []
+    # every call of a head others can reach carries its token (maze/api/auth.py); the Playground's
+    # own files are open (they hold no data), its calls to the API are not
+    opened = playground_routes.open_path if playground else None
+    middleware = [BearerToken(head.api_token, opened)] if head.api_token else []
 
     # the document says what this head asks: a token, or none
     security: list[dict[str, list[str]]] | None = [{"bearer": []}] if head.api_token else None
@@ -57,6 +63,7 @@ def create_app(head: HeadState) -> Litestar:
             runs.get_run_task,
             runs.get_run_events,
             runs.stream_run_events,
+            live.stream_run_changes,
             operations.cancel_run,
             dynamic.create_dynamic_run,
             dynamic.append_tasks,
@@ -77,6 +84,7 @@ def create_app(head: HeadState) -> Litestar:
             cluster.cluster_queues,
             cluster.reconcile_workers,
             cluster.cluster_diagnostics,
+            live.stream_cluster,
             artifacts.put_blob,
             artifacts.blob_exists,
             artifacts.get_blob,
@@ -104,6 +112,7 @@ def create_app(head: HeadState) -> Litestar:
             builder.run_workflow,
             # the docs page's script, from this package (it works offline)
             docs_assets(),
+            *(playground_routes.ROUTES if playground else []),
         ],
         dependencies={"head": Provide(provide_head)},
         middleware=middleware,

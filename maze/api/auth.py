@@ -12,6 +12,7 @@ from __future__ import annotations
 import hmac
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,11 +52,21 @@ class BearerToken(ASGIMiddleware):
 
     scopes = (ScopeType.HTTP,)
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str, open_pages: Callable[[str], bool] | None = None) -> None:
         self.expected = f"Bearer {token}".encode()
+        # GET/HEAD of these paths need no token: the Playground's own files (maze/api/playground.py),
+        # which a browser loads without a header; the API calls the app makes carry the token
+        self.open_pages = open_pages
+
+    def _open_page(self, scope: Scope) -> bool:
+        return (
+            self.open_pages is not None
+            and scope.get("method") in ("GET", "HEAD")
+            and self.open_pages(scope["path"])
+        )
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
-        if scope["path"] in OPEN_PATHS or self._allowed(scope):
+        if scope["path"] in OPEN_PATHS or self._open_page(scope) or self._allowed(scope):
             await next_app(scope, receive, send)
             return
         await _refuse(send)

@@ -75,6 +75,11 @@ async def cluster_resources(head: HeadState, min_seq: MinSeq = None) -> dict[str
     runs sandboxed tasks (`sandbox`: `available`, and its `limits` or the `reason` it cannot); and workers
     seen heartbeating on NATS that are not registered nodes of this head (`unregistered_nodes`,
     also answered as `unregistered_ray_nodes`, the original Maze's name)."""
+    return await resources_view(head, min_seq)
+
+
+async def resources_view(head: HeadState, min_seq: int | None = None) -> dict[str, Any]:
+    """`GET /cluster/resources`'s answer (also sent by `GET /cluster/stream`)."""
     rows = await head.read("list_nodes", min_seq=min_seq)
     ctl = head.controller
     nodes = []

@@ -308,6 +308,41 @@ def sse_event_schema(*, accepted: type[msgspec.Struct] | None = None) -> dict[st
     )
 
 
+def sse_changes_schema() -> dict[str, Any]:
+    """One server-sent event of `GET /runs/changes`."""
+    changes = {
+        "type": "object",
+        "required": ["seq", "runs", "overflow"],
+        "properties": {
+            "seq": {"type": "integer", "minimum": 0},
+            "runs": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}},
+            "overflow": {"type": "boolean"},
+        },
+    }
+    return _sse_schema(
+        "A server-sent event. `changes`: `id: <runs-stream seq>`, `data: {seq, runs: {run id: seq of "
+        "its last change}, overflow}` (`overflow`: more runs changed than listed, or some changed "
+        "while the client was away: read the list again). The first is sent at once. `end` when the "
+        "stream's `hold_s` is over: reconnect with `Last-Event-ID`.",
+        {"changes": (changes, True), "end": ({"type": "object"}, False)},
+    )
+
+
+def sse_cluster_schema() -> dict[str, Any]:
+    """One server-sent event of `GET /cluster/stream`."""
+    snapshot = {
+        "type": "object",
+        "required": ["resources", "queues"],
+        "properties": {"resources": {"type": "object"}, "queues": {"type": "object"}},
+    }
+    return _sse_schema(
+        "A server-sent event. `cluster`: `data: {resources, queues}`, what `GET /cluster/resources` "
+        "and `GET /cluster/queues` answer, sent at once and then whenever it changed (checked every "
+        "second); `end` when the stream's `hold_s` is over (reconnect).",
+        {"cluster": (snapshot, False), "end": ({"type": "object"}, False)},
+    )
+
+
 def sse_log_event_schema(line: type[msgspec.Struct]) -> dict[str, Any]:
     """One server-sent event of a run's log stream: `logs` frames carry `id` (the cursor of their
     last line, for `Last-Event-ID`) and a JSON list of `line`s; `end` closes the stream."""

@@ -77,6 +77,9 @@ class Settings(Struct, frozen=True):
     # every call of a head that binds anything but loopback, unless `insecure`.
     api_token: str = ""
     insecure: bool = False
+    # Serve the Playground (the web app in ui/, built into maze/api/static/playground) under
+    # /playground/ on the API's port (maze/api/playground.py)
+    playground: bool = False
     # Live streams (SSE) a head serves at once, in all and per client address (429 past either)
     # This head's identity for the controller's lease (made once per data dir by the head) and the
     # lease's period: a dead leader is replaced within about 1.3 of it

@@ -28,6 +28,7 @@ import msgspec
 from maze.events import subjects
 from maze.events.codec import Decoded, shown_events
 from maze.events.runs import RunCreated, RunFinished
+from maze.head.run_changes import ChangeWatcher
 
 FEED_MAX_BYTES = 8 * 1024 * 1024
 TOTAL_MAX_BYTES = 256 * 1024 * 1024  # all feeds' messages together (ended and unfollowed go first)
@@ -77,11 +78,15 @@ class RunFeeds:
         self._moved = asyncio.Event()
         self.served = 0  # streams served from memory
         self.fell_back = 0  # streams a feed could not serve (read from the log)
+        self.watchers: set[ChangeWatcher] = set()  # `GET /runs/changes` streams (maze/api/live.py)
 
     # ---- fed by the controller (in stream order, on the event loop) ---------------------------
     def note(self, subject: str, seq: int, decoded: Decoded, size: int) -> None:
         self.position = max(self.position, seq)
         run_id = subjects.run_id_of(subject)
+        if self.watchers and run_id != subjects.LEADER_RUN_ID:
+            for watcher in self.watchers:
+                watcher.note(run_id, seq)
         feed = self.feeds.get(run_id)
         if feed is None:
             if not any(isinstance(e, RunCreated) for e in decoded.events):

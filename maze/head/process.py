@@ -295,7 +295,7 @@ class Head:
             # cyclic GC's full collections, whose cost stalls the event loop everyone shares
             gc.freeze()
             config = uvicorn.Config(
-                create_app(state),
+                create_app(state, playground=settings.playground),
                 host=settings.host,
                 port=settings.port,
                 log_level="warning",
@@ -327,6 +327,8 @@ class Head:
                 f"data {data})",
                 flush=True,
             )
+            if settings.playground:
+                print(f"Playground: {scheme}://{settings.host}:{settings.port}/playground/", flush=True)
             announce_token(settings, data, token, made)
             self.serving = True
             if signalled:  # a signal came as it got ready

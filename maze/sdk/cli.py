@@ -161,6 +161,9 @@ def start(
     insecure: bool = typer.Option(
         False, "--insecure", help="Head: take API calls without a token even on a public address (unsafe)."
     ),
+    playground: bool = typer.Option(
+        False, "--playground", help="Head: serve the Playground web app at /playground/ on the API port."
+    ),
     tls_cert: str = typer.Option("", "--tls-cert", help="Head: certificate for HTTPS and its embedded NATS."),
     tls_key: str = typer.Option("", "--tls-key", help="Head: the certificate's private key."),
     tls_ca: str = typer.Option(
@@ -236,6 +239,7 @@ def start(
                 tls_key=str(Path(tls_key).resolve()) if tls_key else "",
                 tls_ca=str(Path(tls_ca).resolve()) if tls_ca else "",
                 insecure=insecure,
+                playground=playground,
             )
             run_loop(Head(settings).run())
         else:

@@ -1,0 +1,37 @@
+import { useEffect, useState } from "react";
+import { NavLink, Route, Routes } from "react-router-dom";
+import { onUnauthorized } from "./api/client";
+import { TokenPrompt } from "./components/TokenPrompt";
+import { BuilderPage } from "./pages/BuilderPage";
+import { ClusterPage } from "./pages/ClusterPage";
+import { RunPage } from "./pages/RunPage";
+import { RunsPage } from "./pages/RunsPage";
+
+export function App() {
+  const [askToken, setAskToken] = useState(false);
+  useEffect(() => onUnauthorized(() => setAskToken(true)), []);
+  return (
+    <div className="app">
+      <header className="topbar">
+        <span className="brand">◆ Maze</span>
+        <nav>
+          <NavLink to="/" end>Runs</NavLink>
+          <NavLink to="/cluster">Cluster</NavLink>
+          <NavLink to="/builder">Builder</NavLink>
+        </nav>
+        <div className="spacer" />
+        <a className="muted" href="/schema" target="_blank" rel="noreferrer">API docs</a>
+      </header>
+      <main>
+        <Routes>
+          <Route path="/" element={<RunsPage />} />
+          <Route path="/runs/:runId" element={<RunPage />} />
+          <Route path="/cluster" element={<ClusterPage />} />
+          <Route path="/builder" element={<BuilderPage />} />
+          <Route path="*" element={<div className="page"><h1>Not found</h1></div>} />
+        </Routes>
+      </main>
+      {askToken ? <TokenPrompt onDone={() => window.location.reload()} /> : null}
+    </div>
+  );
+}

@@ -1,0 +1,202 @@
+// A run: its DAG coloured by task state and moved live by the run's SSE stream (the events are
+// folded here, by the same rules as the server's read models), a time-travel slider over those
+// events, the attempts timeline, the selected task, artifacts, the agent trace of a ReAct run,
+// and Cancel / Retry.
+import { useEffect, useMemo, useRef, useState } from "react";
+import { useNavigate, useParams } from "react-router-dom";
+import { ApiError, getJson, postJson } from "../api/client";
+import { useFollow } from "../api/hooks";
+import type { EventsPage, MazeEvent, RunView } from "../api/types";
+import { Dag, type DagTask } from "../components/Dag";
+import { ErrorBox, StateBadge, duration, when } from "../components/common";
+import { StreamStatus } from "../components/StreamStatus";
+import { Timeline } from "../components/Timeline";
+import { countStates, emptyRun, foldEvent, foldEvents, type FoldRun } from "../fold/runFold";
+import { ArtifactsPanel } from "./ArtifactsPanel";
+import { TaskPanel } from "./TaskPanel";
+import { TracePanel } from "./TracePanel";
+
+async function loadEvents(runId: string): Promise<{ events: MazeEvent[]; last: number }> {
+  const events: MazeEvent[] = [];
+  let after = 0;
+  for (;;) {
+    const page = await getJson<EventsPage>(`/runs/${runId}/events?after=${after}`);
+    events.push(...page.events);
+    after = page.last_seq;
+    if (!page.more) return { events, last: after };
+  }
+}
+
+export function RunPage() {
+  const { runId = "" } = useParams();
+  const navigate = useNavigate();
+  const [run, setRun] = useState<RunView | null>(null);
+  const [error, setError] = useState<ApiError | null>(null);
+  const [actionError, setActionError] = useState<ApiError | null>(null);
+  const [notice, setNotice] = useState<string | null>(null);
+  const events = useRef<MazeEvent[]>([]);
+  const live = useRef<FoldRun>(emptyRun(runId));
+  const [streamFrom, setStreamFrom] = useState<number | null>(null);
+  const [version, setVersion] = useState(0);
+  const [position, setPosition] = useState<number | null>(null); // null: live (the last event)
+  const [selected, setSelected] = useState<string | null>(null);
+  const [tab, setTab] = useState<"timeline" | "artifacts" | "trace">("timeline");
+  const frame = useRef<number | null>(null);
+
+  useEffect(() => {
+    let stop = false;
+    events.current = [];
+    live.current = emptyRun(runId);
+    setStreamFrom(null);
+    setPosition(null);
+    setSelected(null);
+    Promise.all([getJson<RunView>(`/runs/${runId}`).catch(() => null), loadEvents(runId)])
+      .then(([view, loaded]) => {
+        if (stop) return;
+        setRun(view);
+        events.current = loaded.events;
+        live.current = foldEvents(loaded.events);
+        setStreamFrom(loaded.last);
+        setVersion((v) => v + 1);
+      })
+      .catch((e) => !stop && setError(e));
+    return () => {
+      stop = true;
+    };
+  }, [runId]);
+
+  const finished = ["succeeded", "failed", "cancelled", "timed_out"].includes(live.current.state);
+  const { status } = useFollow(streamFrom === null ? null : `/runs/${runId}/stream?after=${streamFrom}`, (ev) => {
+    if (ev.event !== "events") return;
+    const batch = JSON.parse(ev.data) as MazeEvent[];
+    for (const e of batch) {
+      events.current.push(e);
+      foldEvent(live.current, e);
+    }
+    if (frame.current === null) {
+      // many batches in one frame render once
+      frame.current = requestAnimationFrame(() => {
+        frame.current = null;
+        setVersion((v) => v + 1);
+      });
+    }
+  });
+  useEffect(() => {
+    if (finished) getJson<RunView>(`/runs/${runId}?min_seq=${live.current.last_seq}`).then(setRun).catch(() => null);
+  }, [finished, runId]);
+  const [now, setNow] = useState(Date.now());
+  useEffect(() => {
+    if (finished) return;
+    const t = setInterval(() => setNow(Date.now()), 1000);
+    return () => clearInterval(t);
+  }, [finished]);
+
+  const total = events.current.length;
+  const shownModel = useMemo(
+    () => (position === null || position >= total ? live.current : foldEvents(events.current, position)),
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+    [position, version, total],
+  );
+  const dagTasks: DagTask[] = useMemo(
+    () =>
+      [...shownModel.tasks.values()]
+        .sort((a, b) => a.task_index - b.task_index)
+        .map((t) => ({ id: t.task_id, label: t.name, state: t.state, upstream: t.upstream })),
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+    [shownModel, version],
+  );
+  const counts = countStates(shownModel);
+  const sel = selected ? live.current.tasks.get(selected) : undefined;
+
+  async function act(what: "cancel" | "retry") {
+    setActionError(null);
+    setNotice(null);
+    try {
+      if (what === "cancel") {
+        const r = await postJson<{ state: string }>(`/runs/${runId}/cancel`, {});
+        setNotice(r.state === "cancelled" ? "Run cancelled." : "Cancelling…");
+      } else {
+        const r = await postJson<{ run_id: string }>(`/runs/${runId}/retry`, {});
+        navigate(`/runs/${r.run_id}`);
+      }
+    } catch (e) {
+      setActionError(e as ApiError);
+    }
+  }
+
+  if (error) return <div className="page"><ErrorBox error={error} /></div>;
+  const at = position === null ? total : position;
+  const atEvent = at > 0 ? events.current[at - 1] : null;
+  return (
+    <div className="page run-page">
+      <div className="page-head">
+        <h1>{run?.workflow_id ?? runId}</h1>
+        <StateBadge state={live.current.state} />
+        <span className="kind">{live.current.kind}</span>
+        <StreamStatus status={finished && status !== "live" ? "ended" : status} />
+        <div className="spacer" />
+        <button className="danger" disabled={finished} onClick={() => act("cancel")}>Cancel</button>
+        <button onClick={() => act("retry")}>Retry</button>
+      </div>
+      <div className="run-meta muted">
+        <span className="mono">{runId}</span> · created {when(live.current.created_at_ms)} · duration{" "}
+        {live.current.started_at_ms ? duration((live.current.finished_at_ms ?? now) - live.current.started_at_ms) : "—"}
+        {run?.retry_of ? <> · retries <a href={`/playground/runs/${run.retry_of}`}>{run.retry_of}</a></> : null}
+      </div>
+      {notice ? <div className="notice">{notice}</div> : null}
+      <ErrorBox error={actionError} />
+      {run?.error ? <ErrorBox error={Object.assign(new Error(run.error.message), { type: run.error.error_type })} /> : null}
+      <div className="counts">
+        {Object.entries(counts).map(([s, n]) => (
+          <span key={s} className={`count state-${s}`} data-count={s}>{s} {n}</span>
+        ))}
+      </div>
+      <div className="timetravel">
+        <input
+          type="range"
+          aria-label="time travel"
+          min={0}
+          max={total}
+          value={at}
+          onChange={(e) => {
+            const v = Number(e.target.value);
+            setPosition(v >= total ? null : v);
+          }}
+        />
+        <span className="tt-label" data-position={at}>
+          {position === null ? "live" : "history"} · event {at} of {total}
+          {atEvent ? ` · ${atEvent.type}${atEvent.task_id ? ` ${live.current.tasks.get(atEvent.task_id as string)?.name ?? ""}` : ""} · ${when(atEvent.at_ms as number)}` : ""}
+        </span>
+        {position !== null ? <button onClick={() => setPosition(null)}>Back to live</button> : null}
+      </div>
+      <div className="run-body">
+        <div className="run-main">
+          <Dag tasks={dagTasks} selected={selected} onSelect={setSelected} />
+          <div className="tabs">
+            <button className={tab === "timeline" ? "active" : ""} onClick={() => setTab("timeline")}>Timeline</button>
+            <button className={tab === "artifacts" ? "active" : ""} onClick={() => setTab("artifacts")}>Artifacts</button>
+            {live.current.kind === "react" ? (
+              <button className={tab === "trace" ? "active" : ""} onClick={() => setTab("trace")}>Agent trace</button>
+            ) : null}
+          </div>
+          {tab === "timeline" ? <Timeline run={shownModel} now={now} selected={selected} onSelect={setSelected} /> : null}
+          {tab === "artifacts" ? <ArtifactsPanel runId={runId} version={finished ? 1 : 0} /> : null}
+          {tab === "trace" ? <TracePanel runId={runId} version={version} /> : null}
+        </div>
+        <div className="run-side">
+          {selected && sel ? (
+            <TaskPanel
+              runId={runId}
+              taskId={selected}
+              version={`${sel.state}:${sel.attempt}`}
+              minSeq={live.current.last_seq}
+              events={events.current}
+            />
+          ) : (
+            <div className="panel muted">Select a task in the DAG or the timeline.</div>
+          )}
+        </div>
+      </div>
+    </div>
+  );
+}
