@@ -14,6 +14,7 @@ import ast
 import re
 import sys
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from maze.core.errors import ValidationError
 
@@ -176,10 +177,8 @@ def check_llm_settings(base_url: str, model: str, api_key_env: str, timeout_s: f
 
 def shown_url(url: str) -> str:
     """A URL without its user, password, query or fragment: what answers and logs may show."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    where, slash, path = rest.partition("/")
-    where = where.rpartition("@")[2]
-    path = re.split(r"[?#]", path, maxsplit=1)[0]
-    return f"{scheme}://{where}{slash}{path}"
+    parts = urlsplit(url)
+    if not parts.scheme or not parts.netloc:
+        return url.split("?", 1)[0].split("#", 1)[0].rpartition("@")[2]
+    where = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, where, parts.path, "", ""))
