@@ -22,6 +22,7 @@ from maze.api import (
     run_artifacts,
     run_ids,
     runs,
+    task_generation,
     workspace_tasks,
     workspaces,
 )
@@ -103,6 +104,8 @@ def create_app(head: HeadState, playground: bool = False) -> Litestar:
             workspace_tasks.get_workspace_task_file,
             workspace_tasks.delete_workspace_task_file,
             workspace_tasks.parse_task_source,
+            task_generation.get_llm_config,
+            task_generation.generate_tasks,
             builder.get_catalog,
             builder.list_workflows,
             builder.save_workflow,
