@@ -16,7 +16,8 @@ from maze.events.catalog import Event
 from maze.events.codec import decode_events
 from maze.events.store import subscribe_ordered
 from maze.projections import db
-from maze.projections.projector import STREAMS, Folder, Projector
+from maze.projections.bulk import BulkFolder, gc_paused
+from maze.projections.projector import STREAMS, Projector
 from maze.projections.schema import TABLES
 
 REBUILD_BATCH = 2_000  # messages folded and written per transaction (DuckDB wants few, large ones)
@@ -26,9 +27,19 @@ STALL_S = 10.0
 async def fold_streams_into(nc: NATS, conn: duckdb.DuckDBPyConnection, upto: dict[str, int]) -> None:
     """Replay each stream from its start up to `upto[stream]` into a fresh database. Messages
     arrive by callback into a list (awaiting each with `next_msg` cost ~100 µs a message, more
-    than folding it) while the batch before is folded and written in a thread."""
+    than folding it) while the batch before is folded in a thread; rows are written in bulk
+    (bulk.py)."""
+    folder = BulkFolder(conn)
+    try:
+        with gc_paused():
+            await _replay(nc, folder, upto)
+            await asyncio.to_thread(folder.finish)
+    finally:
+        folder.close()
+
+
+async def _replay(nc: NATS, folder: BulkFolder, upto: dict[str, int]) -> None:
     js = nc.jetstream()
-    folder = Folder(conn)
     for stream in STREAMS:
         last = upto.get(stream, 0)
         if last == 0:
@@ -72,7 +83,7 @@ async def fold_streams_into(nc: NATS, conn: duckdb.DuckDBPyConnection, upto: dic
             await sub.unsubscribe()
 
 
-def _fold_and_commit(folder: Folder, batch: list[tuple[str, int, list[Event]]]) -> None:
+def _fold_and_commit(folder: BulkFolder, batch: list[tuple[str, int, list[Event]]]) -> None:
     folder.commit(*folder.fold(batch))
 
 
