@@ -1,6 +1,7 @@
 """The rebuild's bulk fold (maze/projections/bulk.py) writes the same tables as the live projector's
 batch-by-batch upserts: on the recorded histories, and on a history whose runs the cache lets go of
-and that come back (late reports, a run.created written twice, a run that lives across flushes)."""
+and that come back (late reports, a run.created written twice, a run that lives across flushes).
+And its comparison and swap of the tables (maze/projections/rebuild.py)."""
 
 from __future__ import annotations
 
@@ -170,3 +171,31 @@ def test_the_collector_is_paused_only_while_asked_and_stays_off_if_it_was() -> N
         assert not gc.isenabled(), "left as it was found"
     finally:
         gc.enable()
+
+
+def test_compare_finds_a_changed_a_missing_and_an_extra_row_and_swap_makes_the_live_tables_equal(
+    tmp_path,
+) -> None:
+    from maze.projections.rebuild import compare, swap
+
+    batches = _lifelike_history()
+    _live(tmp_path, batches)
+    rebuilt = tmp_path / "bulk-1-0.duckdb"
+    _bulk(tmp_path, batches, 1, 0)
+    live = db.open_db(tmp_path / "live.duckdb")
+    live.execute(f"ATTACH '{rebuilt}' AS rebuilt (READ_ONLY)")
+    assert compare(live)["equal"] is True
+    live.execute("UPDATE tasks SET result = '{}' WHERE run_id = 'r1'")
+    live.execute("DELETE FROM attempts WHERE run_id = 'r2'")
+    live.execute("INSERT INTO nodes (node_id, session, state) VALUES ('ghost', 's', 'alive')")
+    report = compare(live)
+    assert report["equal"] is False
+    assert {t for t, r in report["tables"].items() if not r["equal"]} == {"tasks", "attempts", "nodes"}
+    assert report["tables"]["attempts"]["rows"] == report["tables"]["attempts"]["rebuilt_rows"] - 1
+    live.execute("UPDATE projection_position SET seq = 1")
+    swap(live)
+    assert compare(live)["equal"] is True
+    assert db.positions(live) == dict(live.execute("SELECT * FROM rebuilt.projection_position").fetchall())
+    live.execute("DETACH rebuilt")
+    assert _tables(live) == _tables(db.open_db(rebuilt)), "primary keys and all"
+    live.execute("INSERT OR REPLACE INTO runs SELECT * FROM runs LIMIT 1")  # needs the primary key back
