@@ -47,7 +47,7 @@ def create_app(head: HeadState, playground: bool = False) -> Litestar:
 
     # every call of a head others can reach carries its token (maze/api/auth.py); the Playground's
     # own files are open (they hold no data), its calls to the API are not
-    opened = playground_routes.open_path if playground else None
+    opened = playground_routes.open_handler if playground else None
     middleware = [BearerToken(head.api_token, opened)] if head.api_token else []
 
     # the document says what this head asks: a token, or none
