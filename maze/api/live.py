@@ -16,7 +16,7 @@ from litestar.params import Parameter
 from litestar.response import Stream
 
 from maze.api.cluster import resources_view
-from maze.api.openapi import SEQ_MAX, answers, documented, sse_changes_schema, sse_cluster_schema
+from maze.api.openapi import LastEventId, answers, documented, sse_changes_schema, sse_cluster_schema
 from maze.api.sse import END, counted, frame, sse_response
 from maze.api.state import HeadState
 from maze.head import views
@@ -43,16 +43,7 @@ async def stream_run_changes(
     request: Request[Any, Any, Any],
     head: HeadState,
     hold_s: HoldS = 60,
-    last_event_id: Annotated[
-        int | None,
-        Parameter(
-            header="last-event-id",
-            ge=0,
-            le=SEQ_MAX,
-            schema_extra={"minimum": 0},
-            description="The last `id` read: a first event says whether runs changed since.",
-        ),
-    ] = None,
+    last_event_id: LastEventId = None,
 ) -> Stream:
     """Live SSE of which runs changed (created, a task moved, ended): what the Runs console reads
     to refresh its page without polling. Events name run ids, not their rows: read them with

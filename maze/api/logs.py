@@ -16,7 +16,15 @@ from litestar.params import Parameter
 from litestar.response import Stream
 
 from maze.api import log_reader
-from maze.api.openapi import SEQ_MAX, TASK_ID_PATTERN, RunId, answers, documented, sse_log_event_schema
+from maze.api.openapi import (
+    SEQ_MAX,
+    TASK_ID_PATTERN,
+    LastEventId,
+    RunId,
+    answers,
+    documented,
+    sse_log_event_schema,
+)
 from maze.api.runs import require_run
 from maze.api.sse import END, counted, frame, sse_response
 from maze.api.state import HeadState
@@ -52,16 +60,6 @@ After = Annotated[
     ),
 ]
 Limit = Annotated[int, Parameter(ge=1, le=MAX_LINES, description=f"Lines per page (at most {MAX_LINES}).")]
-LastEventId = Annotated[
-    int | None,
-    Parameter(
-        header="last-event-id",
-        ge=0,
-        le=SEQ_MAX,
-        schema_extra={"minimum": 0},
-        description="The last `id` read: the stream goes on after it (instead of `after`).",
-    ),
-]
 
 
 # the page's lines are answered as the reader decoded them (10,000 of them at most): LogsPage

@@ -124,6 +124,17 @@ After = Annotated[
     ),
 ]
 Offset = Annotated[int, Parameter(ge=0, le=SEQ_MAX, description="How many to skip.")]
+# an SSE stream's resume point: the `id` of the last event a client read (sent back on reconnect)
+LastEventId = Annotated[
+    int | None,
+    Parameter(
+        header="last-event-id",
+        ge=0,
+        le=SEQ_MAX,
+        schema_extra={"minimum": 0},  # Litestar drops a falsy `ge` from an optional's schema
+        description="The `id` of the last event read: the stream goes on after it (instead of `after`).",
+    ),
+]
 
 
 def answers(

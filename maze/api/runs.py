@@ -19,6 +19,7 @@ from maze.api.event_reader import placements_before, run_events
 from maze.api.openapi import (
     SEQ_MAX,
     After,
+    LastEventId,
     Offset,
     RunId,
     TaskId,
@@ -439,16 +440,7 @@ async def stream_run_events(
     head: HeadState,
     after: After = 0,
     min_seq: MinSeq = None,
-    last_event_id: Annotated[
-        int | None,
-        Parameter(
-            header="last-event-id",
-            ge=0,
-            le=SEQ_MAX,
-            schema_extra={"minimum": 0},  # Litestar drops a falsy `ge` from an optional's schema
-            description="The last `id` read: the stream resumes after it (instead of `after`).",
-        ),
-    ] = None,
+    last_event_id: LastEventId = None,
 ) -> Stream:
     """Live SSE: one message per stored event batch, `id` = stream sequence, until the run ends.
     Reconnect with `Last-Event-ID` (or `after`) to resume without gaps. `min_seq` (the `seq` your
