@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -19,6 +20,7 @@ class Reply:
     status: int = 200
     body: Any = None  # a dict is sent as JSON, a str as text
     headers: dict[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0  # wait this long before answering (a slow or hung endpoint)
 
 
 @dataclass
@@ -85,6 +87,14 @@ class ScriptedLLM:
                 if self.path != "/v1/chat/completions":
                     reply = Reply(404, {"error": {"message": f"no route {self.path}"}})
                 data = reply.body.encode() if isinstance(reply.body, str) else json.dumps(reply.body).encode()
+                if reply.delay_s:
+                    time.sleep(reply.delay_s)
+                try:
+                    self._answer(reply, data)
+                except OSError:
+                    pass  # the client gave up waiting (a test of its timeout)
+
+            def _answer(self, reply: Reply, data: bytes) -> None:
                 self.send_response(reply.status)
                 kind = "text/plain" if isinstance(reply.body, str) else "application/json"
                 self.send_header("content-type", kind)

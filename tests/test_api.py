@@ -6,6 +6,7 @@ import json
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import httpx
 
@@ -67,6 +68,60 @@ def test_sse_stream_replays_and_resumes(client: MaClient, head: HeadProcess) -> 
     resumed = [int(line[3:].strip()) for line in text.splitlines() if line.startswith("id:")]
     assert resumed == [i for i in ids if i > resume_from]
     assert "event: end" in text
+
+
+@task
+def dozes(x: int = 0):
+    import time
+
+    time.sleep(1.5)
+    return {"x": x}
+
+
+def _sse_frames(lines: Iterator[str]) -> Iterator[dict[str, str]]:
+    frame: dict[str, str] = {}
+    for line in lines:
+        if not line:
+            if frame:
+                yield frame
+            frame = {}
+            continue
+        key, _, value = line.partition(":")
+        frame[key] = value.strip()
+
+
+def test_a_stream_dropped_mid_run_resumes_with_last_event_id(client: MaClient, head: HeadProcess) -> None:
+    """What a browser's EventSource does (Playground, issue 17 item 8): the connection drops
+    while the run goes on, it reconnects with the last `id` it read, and gets exactly the events
+    it missed: none lost, none twice."""
+    wf = client.create_workflow()
+    first = wf.add_task(inc, inputs={"x": 0})
+    slow = wf.add_task(dozes, inputs={"x": first.outputs["x"]})
+    wf.add_task(inc, inputs={"x": slow.outputs["x"]})
+    run_id = wf.run()
+    url = f"{head.url}/runs/{run_id}/stream"
+    before: list[dict] = []
+    last_id = ""
+    with httpx.stream("GET", url, timeout=30) as resp:
+        for frame in _sse_frames(resp.iter_lines()):
+            assert frame["event"] == "events", frame
+            before += json.loads(frame["data"])
+            last_id = frame["id"]
+            if any(e["type"] == "attempt.started" and e.get("task_id") == slow.task_id for e in before):
+                break  # the connection closes here, mid-run
+    assert before and not any(e["type"] == "run.finished" for e in before)
+    after: list[dict] = []
+    ended = False
+    with httpx.stream("GET", url, headers={"Last-Event-ID": last_id}, timeout=30) as resp:
+        for frame in _sse_frames(resp.iter_lines()):
+            if frame["event"] == "end":
+                ended = True
+                break
+            assert int(frame["id"]) > int(last_id)
+            after += json.loads(frame["data"])
+    assert ended and after[-1]["type"] == "run.finished" and after[-1]["state"] == "succeeded"
+    logged = client.get_run_events(run_id)
+    assert [(e["seq"], e["type"]) for e in before + after] == [(e["seq"], e["type"]) for e in logged]
 
 
 def test_task_detail_and_attempts(client: MaClient) -> None:

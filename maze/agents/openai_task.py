@@ -180,37 +180,14 @@ def decide(config: OpenAIDecisionConfig, prompt: str, history: Any, tools: Any, 
     except TypeError as exc:
         raise TaskFailure("invalid_input", f"openai_llm_task step {step}: {exc}") from None
     key = _api_key(config)
-    headers = {"content-type": "application/json", "user-agent": "maze-openai-decision"}
-    if key:
-        headers["authorization"] = f"Bearer {key}"
     url = config.endpoint
     started = time.monotonic()
     try:
         with httpx.Client(timeout=config.request_timeout) as http:
-            response = http.post(url, json=body, headers=headers)
-    except httpx.TimeoutException:
-        raise TaskFailure(
-            LLM_UNAVAILABLE,
-            f"POST {url}: no answer within {config.request_timeout:g}s",
-            retryable=True,
-        ) from None
+            response = http.post(url, json=body, headers=chat_headers(key, "maze-openai-decision"))
     except httpx.HTTPError as exc:
-        raise TaskFailure(
-            LLM_UNAVAILABLE, _scrub(f"POST {url}: {type(exc).__name__}: {exc}", key), retryable=True
-        ) from None
-    _raise_for_status(config, url, response, key)
-    try:
-        reply = response.json()
-    except ValueError:
-        raise TaskFailure(
-            LLM_BAD_RESPONSE,
-            _scrub(
-                f"POST {url} answered {response.status_code} with a body that is not JSON: "
-                f"{response.text[:_ERROR_EXCERPT]!r}",
-                key,
-            ),
-            retryable=True,
-        ) from None
+        raise transport_failure(url, config.request_timeout, exc, key) from None
+    reply = read_reply(config, url, response, key)
     usage = reply.get("usage") if isinstance(reply, dict) else None
     return {
         "action": parse_reply(reply, specs),
@@ -234,8 +211,49 @@ def _api_key(config: OpenAIDecisionConfig) -> str | None:
     return key
 
 
+def chat_headers(key: str | None, agent: str) -> dict[str, str]:
+    """A chat completion request's headers (the key as `Authorization: Bearer`, when there is one)."""
+    headers = {"content-type": "application/json", "user-agent": agent}
+    if key:
+        headers["authorization"] = f"Bearer {key}"
+    return headers
+
+
+def transport_failure(url: str, timeout: float, exc: httpx.HTTPError, key: str | None) -> TaskFailure:
+    """What a request that got no answer (refused, reset, timed out) fails with: retryable."""
+    if isinstance(exc, httpx.TimeoutException):
+        return TaskFailure(LLM_UNAVAILABLE, f"POST {url}: no answer within {timeout:g}s", retryable=True)
+    return TaskFailure(
+        LLM_UNAVAILABLE, _scrub(f"POST {url}: {type(exc).__name__}: {exc}", key), retryable=True
+    )
+
+
+def read_reply(
+    config: OpenAIDecisionConfig,
+    url: str,
+    response: httpx.Response,
+    key: str | None,
+    no_key_hint: str = "no key was sent: pass api_key_env='NAME_OF_THE_VARIABLE_HOLDING_IT'",
+) -> Any:
+    """The reply's JSON body; TaskFailure (with the server's message, never the key) for an error
+    status or a body that is not JSON. `no_key_hint`: what a 401/403 without a key advises."""
+    _raise_for_status(config, url, response, key, no_key_hint)
+    try:
+        return response.json()
+    except ValueError:
+        raise TaskFailure(
+            LLM_BAD_RESPONSE,
+            _scrub(
+                f"POST {url} answered {response.status_code} with a body that is not JSON: "
+                f"{response.text[:_ERROR_EXCERPT]!r}",
+                key,
+            ),
+            retryable=True,
+        ) from None
+
+
 def _raise_for_status(
-    config: OpenAIDecisionConfig, url: str, response: httpx.Response, key: str | None
+    config: OpenAIDecisionConfig, url: str, response: httpx.Response, key: str | None, no_key_hint: str
 ) -> None:
     status = response.status_code
     if status < 400:
@@ -246,11 +264,7 @@ def _raise_for_status(
     if status >= 500 or status == 408:
         raise TaskFailure(LLM_UNAVAILABLE, what, retryable=True, status=status)
     if status in (401, 403):
-        hint = (
-            f"check the key in ${config.api_key_env}"
-            if config.api_key_env
-            else "no key was sent: pass api_key_env='NAME_OF_THE_VARIABLE_HOLDING_IT'"
-        )
+        hint = f"check the key in ${config.api_key_env}" if config.api_key_env else no_key_hint
         what = f"{what} ({hint})"
     elif status == 404:
         what = f"{what} (check base_url and model {config.model!r})"

@@ -22,6 +22,7 @@ from maze.api import (
     run_artifacts,
     run_ids,
     runs,
+    task_generation,
     workspace_tasks,
     workspaces,
 )
@@ -46,7 +47,7 @@ def create_app(head: HeadState, playground: bool = False) -> Litestar:
 
     # every call of a head others can reach carries its token (maze/api/auth.py); the Playground's
     # own files are open (they hold no data), its calls to the API are not
-    opened = playground_routes.open_path if playground else None
+    opened = playground_routes.open_handler if playground else None
     middleware = [BearerToken(head.api_token, opened)] if head.api_token else []
 
     # the document says what this head asks: a token, or none
@@ -103,6 +104,8 @@ def create_app(head: HeadState, playground: bool = False) -> Litestar:
             workspace_tasks.get_workspace_task_file,
             workspace_tasks.delete_workspace_task_file,
             workspace_tasks.parse_task_source,
+            task_generation.get_llm_config,
+            task_generation.generate_tasks,
             builder.get_catalog,
             builder.list_workflows,
             builder.save_workflow,

@@ -52,17 +52,20 @@ class BearerToken(ASGIMiddleware):
 
     scopes = (ScopeType.HTTP,)
 
-    def __init__(self, token: str, open_pages: Callable[[str], bool] | None = None) -> None:
+    def __init__(self, token: str, open_pages: Callable[[Any], bool] | None = None) -> None:
         self.expected = f"Bearer {token}".encode()
-        # GET/HEAD of these paths need no token: the Playground's own files (maze/api/playground.py),
-        # which a browser loads without a header; the API calls the app makes carry the token
+        # GET/HEAD answered by these route handlers need no token: the Playground's own files
+        # (maze/api/playground.py), which a browser loads without a header; the API calls the app
+        # makes carry the token. Judged by the handler the path was routed to (Litestar routes
+        # before app middleware runs), never by the path's look: API routes share its prefix
+        # (`/playground/llm`, `/playground/catalog`).
         self.open_pages = open_pages
 
     def _open_page(self, scope: Scope) -> bool:
         return (
             self.open_pages is not None
             and scope.get("method") in ("GET", "HEAD")
-            and self.open_pages(scope["path"])
+            and self.open_pages(scope.get("route_handler"))
         )
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:

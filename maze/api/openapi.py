@@ -51,15 +51,19 @@ ERRORS: dict[int, str] = {
     "loopback, or was given `--token`).",
     404: "`not_found`: no such run, task or blob.",
     409: "`conflict`: the request does not fit the log as it is: a run id taken by another "
-    "submission, or a `min_seq` past the end of the event log.",
+    "submission, or a `min_seq` past the end of the event log; `llm_not_configured`: the head has no "
+    "LLM endpoint (its message says how to configure one).",
     413: "The request body is above this route's limit (`http_error`, `payload_too_large`).",
     416: "`range_not_satisfiable`: the `Range` asked for starts past the end of the content "
     "(`Content-Range: bytes */<size>` says its size).",
-    422: "`resource_unavailable`: a task no registered node could ever hold.",
+    422: "`resource_unavailable`: a task no registered node could ever hold; `generation_failed`: "
+    "the LLM's code did not parse even after a repair turn (`details` hold its text and the error).",
     429: "`too_many_requests`: a bound on what clients hold of the head at once (live streams, "
     "submissions being read; `details.limit` names it). Nothing was recorded: retry later.",
     500: "`internal_error`: a bug in the head, still in the envelope (on blob reads also "
     "`artifact_error`: a stored blob that does not match its hash, never sent).",
+    502: "`llm_unavailable`: the head's LLM endpoint did not answer in time, could not be reached, "
+    "or answered an error (its message says which). Nothing was stored.",
     503: "`unavailable`: the event store or the read models did not answer in time, or are still "
     "catching up (`details` says how far). Nothing was recorded: retry shortly.",
 }

@@ -37,9 +37,11 @@ def bundle_dir() -> Path:
     return Path(str(resources.files("maze.api") / "static" / "playground"))
 
 
-def open_path(path: str) -> bool:
-    """Whether `path` is one of the Playground's own files or pages (open without the token)."""
-    return path == "/" or path == PREFIX or path.startswith(PREFIX + "/")
+def open_handler(handler: object) -> bool:
+    """Whether a request routed to `handler` is for one of the Playground's own files or pages
+    (open without the token): only the two handlers below, never an API route under the same
+    prefix (`/playground/llm`, `/playground/catalog`)."""
+    return getattr(handler, "fn", None) in _OPEN  # Litestar registers copies of the handlers
 
 
 def _content_type(path: Path) -> str:
@@ -86,3 +88,4 @@ async def playground_file(path: str = "") -> File | Response[bytes]:
 
 
 ROUTES = [root_redirect, playground_file]
+_OPEN = tuple(route.fn for route in ROUTES)

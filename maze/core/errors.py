@@ -158,6 +158,29 @@ class NotAMazeHead(MazeError):
     status_code = 502
 
 
+class LLMNotConfigured(Conflict):
+    """The head was started without an LLM endpoint (`--llm-base-url`, `--llm-model`): the
+    Playground's "tasks from a prompt" cannot ask one. The message says how to configure it."""
+
+    error_type = "llm_not_configured"
+
+
+class LLMUnavailable(MazeError):
+    """The head's LLM endpoint did not answer in time, could not be reached, or answered an error
+    status (its message, never the API key, is in this one's)."""
+
+    error_type = "llm_unavailable"
+    status_code = 502
+
+
+class GenerationFailed(MazeError):
+    """The LLM's code did not parse, or defined no `@task` function, even after a repair turn:
+    `details` hold the model's last text and the parse error."""
+
+    error_type = "generation_failed"
+    status_code = 422
+
+
 class WaitTimeout(MazeError, TimeoutError):
     """A client's wait (`MaClient.wait_run(timeout=...)`) ran out before the run ended: the run goes
     on. Raised by the SDK only, never sent by the head; catch it as TimeoutError too."""
@@ -181,5 +204,8 @@ ERROR_TYPES: dict[str, type[MazeError]] = {
         Unavailable,
         Unauthorized,
         TooManyRequests,
+        LLMNotConfigured,
+        LLMUnavailable,
+        GenerationFailed,
     )
 }

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from msgspec import Struct
 
+from maze.core.errors import ValidationError
+
 
 def default_data_dir() -> Path:
     """`$MAZE_DATA_DIR`, else `~/.maze`: the embedded JetStream store and the DuckDB read models."""
@@ -104,6 +106,14 @@ class Settings(Struct, frozen=True):
     log_cap_kb: int = 8 * 1024
     logs_max_mb: int = 4 * 1024
     logs_max_age_h: float = 7 * 24.0
+    # The Playground's "tasks from a prompt" (maze/api/task_generation.py): an OpenAI-compatible
+    # endpoint and model, and the NAME of the environment variable of the head's process that holds
+    # its API key (the key itself is read from there when used, never kept here); each request to
+    # it is bounded by `llm_timeout_s`
+    llm_base_url: str = ""
+    llm_model: str = ""
+    llm_api_key_env: str = ""
+    llm_timeout_s: float = 60.0
 
     @property
     def limits(self) -> ValueLimits:
@@ -141,6 +151,16 @@ def env_settings(**overrides: object) -> Settings:
             values[name] = int(env[f"MAZE_{name.upper()}"])
     if env.get("MAZE_LOGS_MAX_AGE_H"):
         values["logs_max_age_h"] = float(env["MAZE_LOGS_MAX_AGE_H"])
+    for name in ("llm_base_url", "llm_model", "llm_api_key_env"):
+        if env.get(f"MAZE_{name.upper()}"):
+            values[name] = env[f"MAZE_{name.upper()}"]
+    if env.get("MAZE_LLM_TIMEOUT_S"):
+        try:
+            values["llm_timeout_s"] = float(env["MAZE_LLM_TIMEOUT_S"])
+        except ValueError:
+            raise ValidationError(
+                f"MAZE_LLM_TIMEOUT_S must be a number of seconds, not {env['MAZE_LLM_TIMEOUT_S']!r}"
+            ) from None
     if env.get("MAZE_FAULT_INJECTION"):
         values["fault_injection"] = env["MAZE_FAULT_INJECTION"]
     values.update({k: v for k, v in overrides.items() if v is not None})

@@ -23,6 +23,7 @@ import structlog
 import uvicorn
 from nats.js.errors import ServiceUnavailableError
 
+from maze.agents.task_writer import shown_url
 from maze.api.app import create_app
 from maze.api.auth import head_token
 from maze.api.state import HeadState
@@ -321,6 +322,10 @@ class Head:
                 api=f"{scheme}://{settings.host}:{settings.port}",
                 nats=[redact(u) for u in urls],
                 data_dir=str(data),
+                # the Playground's LLM endpoint for tasks from a prompt (no credentials, no key)
+                llm=f"{settings.llm_model} at {shown_url(settings.llm_base_url)}"
+                if settings.llm_base_url
+                else None,
             )
             print(
                 f"Maze head ready: {scheme}://{settings.host}:{settings.port}  (NATS {', '.join(redact(u) for u in urls)}, "

@@ -17,6 +17,7 @@ from maze.projections.schema import KEYS, SCHEMA_VERSION, TABLES, ddl
 
 log = structlog.get_logger(__name__)
 _json_encode = msgspec.json.Encoder().encode
+MAX_ROW_BYTES = 1 << 30  # a row in a bulk file (read_json's limit per object is 16 MB by default)
 
 
 def open_db(path: Path | str) -> duckdb.DuckDBPyConnection:
@@ -65,6 +66,27 @@ def upsert(conn: duckdb.DuckDBPyConnection, table: str, rows: Sequence[Any]) -> 
     )
 
 
+def load_json_rows(conn: duckdb.DuckDBPyConnection, table: str, path: Path) -> None:
+    """Replace rows by primary key from a file holding one JSON array of row objects (what
+    `msgspec.json` makes of a list of row structs): the bulk path of a rebuild. DuckDB's JSON reader
+    parses it in parallel, ~3x faster than the same rows handed over as one JSON text per column
+    (`upsert`), and the same conversions of each value (bench/history.py: the rebuild)."""
+    cols = TABLES[table]
+    types = ", ".join(f"'{c}': '{t}'" for c, t in cols.items())
+    names = ", ".join(cols)
+    source = str(path).replace("'", "''")
+    conn.execute(
+        f"INSERT OR REPLACE INTO {table} ({names}) SELECT {names} FROM read_json('{source}', "
+        f"format = 'array', columns = {{{types}}}, maximum_object_size = {MAX_ROW_BYTES})"
+    )
+
+
+def write_positions(conn: duckdb.DuckDBPyConnection, new_positions: dict[str, int]) -> None:
+    for stream, seq in new_positions.items():
+        conn.execute("DELETE FROM projection_position WHERE stream = ?", [stream])
+        conn.execute("INSERT INTO projection_position VALUES (?, ?)", [stream, seq])
+
+
 def write_batch(
     conn: duckdb.DuckDBPyConnection, models: list[RunModel], nodes: list[Row], new_positions: dict[str, int]
 ) -> None:
@@ -75,9 +97,7 @@ def write_batch(
         upsert(conn, "attempts", [m.attempts[a] for m in models for a in m.dirty_attempts])
         upsert(conn, "artifacts", [m.artifacts[a] for m in models for a in m.dirty_artifacts])
         upsert(conn, "nodes", nodes)
-        for stream, seq in new_positions.items():
-            conn.execute("DELETE FROM projection_position WHERE stream = ?", [stream])
-            conn.execute("INSERT INTO projection_position VALUES (?, ?)", [stream, seq])
+        write_positions(conn, new_positions)
         conn.execute("COMMIT")
     except Exception:
         conn.execute("ROLLBACK")

@@ -56,8 +56,13 @@ ATTEMPT_ENDED = frozenset({"succeeded", "failed", "timed_out", "rejected", "lost
 _EMPTY_LIST = "[]"
 
 
+# `json.dumps(value, sort_keys=True, default=repr)` made one encoder per call, most of the cost of a
+# small value; one kept encoder writes the same text (no value the fold encodes refers to itself)
+_encode_json = json.JSONEncoder(sort_keys=True, default=repr, check_circular=False).encode
+
+
 def dumps(value: Any) -> str | None:
-    return None if value is None else json.dumps(msgspec.to_builtins(value), sort_keys=True, default=repr)
+    return None if value is None else _encode_json(msgspec.to_builtins(value))
 
 
 _shared: dict[Any, str | None] = {}
@@ -78,7 +83,8 @@ def dumps_shared(value: Any, key: Any) -> str | None:
 def resources_json(resources: Resources) -> str:
     """A task's resources as its row shows them: the sandbox flags only when set, so the rows of
     tasks that ask for none read as they always did."""
-    return dumps_shared(_shown_resources(resources), resources) or "{}"
+    found = _shared.get(resources)  # most tasks ask for the same: shown once
+    return found if found is not None else dumps_shared(_shown_resources(resources), resources) or "{}"
 
 
 def _shown_resources(resources: Resources) -> dict[str, Any]:
@@ -188,9 +194,7 @@ def add_tasks(model: RunModel, specs: list[TaskSpec], offset: int) -> None:
             gpus=_EMPTY_LIST,
             resources=resources_json(spec.resources),
             inputs=dumps(inputs) or "{}",
-            upstream=(dumps(sorted(spec.upstream())) or _EMPTY_LIST)
-            if spec.after or spec.inputs
-            else _EMPTY_LIST,
+            upstream=_upstream_json(spec),
             outputs=dumps_shared(spec.outputs, ("outputs", *(spec.outputs or ())))
             if spec.outputs is not None
             else None,
@@ -211,6 +215,13 @@ def add_tasks(model: RunModel, specs: list[TaskSpec], offset: int) -> None:
             row.placement_reason = f"carried over from run {run.retry_of}" if run.retry_of else "carried over"
         model.counts[state] = model.counts.get(state, 0) + 1
         model.dirty_tasks.add(spec.task_id)
+
+
+def _upstream_json(spec: TaskSpec) -> str:
+    if not (spec.after or spec.inputs):
+        return _EMPTY_LIST
+    upstream = spec.upstream()
+    return (dumps(sorted(upstream)) or _EMPTY_LIST) if upstream else _EMPTY_LIST
 
 
 def _finish(model: RunModel, event: RunFinished) -> None:
@@ -410,7 +421,16 @@ def summarize(model: RunModel) -> None:
     counts = model.counts
     model.run.tasks_succeeded = counts.get("succeeded", 0)
     model.run.tasks_failed = counts.get("failed", 0) + counts.get("timed_out", 0)
-    model.run.progress = json.dumps({s: n for s, n in sorted(counts.items()) if n})
+    key = tuple(sorted(counts.items()))
+    progress = _progress.get(key)
+    if progress is None:  # most runs are in one of a few states of their counts: each shown once
+        if len(_progress) > 10_000:
+            _progress.clear()
+        progress = _progress[key] = json.dumps({s: n for s, n in key if n})
+    model.run.progress = progress
+
+
+_progress: dict[tuple[tuple[str, int], ...], str] = {}
 
 
 def fold_node_event(node: Row | None, event: NodeJoined | NodeLeft | NodeLost) -> Row | None:

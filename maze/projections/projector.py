@@ -82,7 +82,7 @@ class Folder:
             for e in events
             if isinstance(e, RunCreated) and e.run_id not in self.cache
         ]
-        stored = db.existing_runs(self.conn, created)  # usually none: a run.created is a run's first
+        stored = self._stored_runs(created)  # usually none: a run.created is a run's first
         epochs = {key: self.positions.get(key, 0) for key in EPOCH_KEYS.values()}
         for stream, seq, events in batch:
             if seq <= self.positions.get(stream, 0):
@@ -98,16 +98,14 @@ class Folder:
                     continue
                 if isinstance(event, NodeJoined | NodeLeft | NodeLost):
                     current = (
-                        nodes[event.node_id]
-                        if event.node_id in nodes
-                        else db.load_node(self.conn, event.node_id)
+                        nodes[event.node_id] if event.node_id in nodes else self._load_node(event.node_id)
                     )
                     nodes[event.node_id] = fold_node_event(current, event)
                     continue
                 run_id: str = event.run_id
                 model = touched.get(run_id) or self.cache.get(run_id)
                 if model is None and (run_id in stored or not isinstance(event, RunCreated)):
-                    model = db.load_run(self.conn, run_id)
+                    model = self._load_run(run_id)
                 if isinstance(event, RunCreated):
                     if model is None:
                         model = create_run(event, seq)
@@ -120,6 +118,16 @@ class Folder:
         for model in touched.values():
             summarize(model)
         return list(touched.values()), [n for n in nodes.values() if n is not None], new_positions
+
+    # where a run or node not in the cache is looked for (a rebuild's BulkFolder knows without asking)
+    def _stored_runs(self, run_ids: list[str]) -> set[str]:
+        return db.existing_runs(self.conn, run_ids)
+
+    def _load_run(self, run_id: str) -> RunModel | None:
+        return db.load_run(self.conn, run_id)
+
+    def _load_node(self, node_id: str) -> Row | None:
+        return db.load_node(self.conn, node_id)
 
     def commit(self, models: list[RunModel], nodes: list[Row], new_positions: dict[str, int]) -> None:
         db.write_batch(self.conn, models, nodes, new_positions)

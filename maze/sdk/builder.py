@@ -103,3 +103,28 @@ class BuilderMethods:
         made: dict[str, Any] = self.http.post("/workflows/run", json=_graph_body(graph, name, workspace))
         self.http.note_seen(int(made["seq"]))
         return str(made["run_id"])
+
+    def get_llm_config(self) -> dict[str, Any]:
+        """The head's LLM endpoint for tasks from a prompt: `{configured, model, base_url,
+        api_key_env, timeout_s, how_to_configure}` (never the key)."""
+        found: dict[str, Any] = self.http.get("/playground/llm")
+        return found
+
+    def generate_task(self, prompt: str, file: str | None = None, timeout: float = 300.0) -> dict[str, Any]:
+        """`@task` code written by the head's LLM from `prompt`, read (not run, not stored):
+        `{file, source, tasks, model, turns, problems}`. Review it, then store it with
+        `put_workspace_tasks(ws, result["file"], result["source"])`. Raises LLMNotConfigured (409,
+        its message says how to configure one), LLMUnavailable (502) or GenerationFailed (422: the
+        model's `text` and the parse `error` in `details`). `timeout`: seconds to wait for the
+        head (which asks the model at most twice, each bounded by its `--llm-timeout`)."""
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ValidationError("prompt must be a non-empty description of the task")
+        body: dict[str, Any] = {"prompt": prompt}
+        if file is not None:
+            if not _TASK_FILE.fullmatch(file):
+                raise ValidationError(
+                    f"task file name {file!r} must be letters, digits, '_', '.' or '-' ending in .py"
+                )
+            body["file"] = file
+        made: dict[str, Any] = self.http.post("/playground/tasks/generate", json=body, timeout=timeout)
+        return made

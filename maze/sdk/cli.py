@@ -172,6 +172,25 @@ def start(
         envvar="MAZE_TLS_CA",
         help="The CA to trust for the head's HTTPS and NATS (default: the system's).",
     ),
+    llm_base_url: str = typer.Option(
+        "",
+        "--llm-base-url",
+        envvar="MAZE_LLM_BASE_URL",
+        help="Head: an OpenAI-compatible endpoint the Playground writes tasks from a prompt with "
+        "(e.g. https://api.openai.com/v1).",
+    ),
+    llm_model: str = typer.Option(
+        "", "--llm-model", envvar="MAZE_LLM_MODEL", help="Head: that endpoint's model."
+    ),
+    llm_api_key_env: str = typer.Option(
+        "",
+        "--llm-api-key-env",
+        envvar="MAZE_LLM_API_KEY_ENV",
+        help="Head: the NAME of the environment variable holding that endpoint's API key (not the key).",
+    ),
+    llm_timeout: float = typer.Option(
+        60.0, "--llm-timeout", envvar="MAZE_LLM_TIMEOUT_S", help="Head: seconds each request to it may take."
+    ),
 ) -> None:
     """Start a head (`--head`) or a worker (`--worker --addr HOST:PORT`)."""
     configure_logging(log_level)
@@ -206,7 +225,14 @@ def start(
         fail("--snapshot-interval must be at least 1 s and --work-resend at least 0.1 s")
     try:
         if head:
+            from maze.agents.task_writer import check_llm_settings
             from maze.head.process import Head
+
+            check_llm_settings(llm_base_url, llm_model, llm_api_key_env, llm_timeout)
+            if llm_api_key_env and not os.environ.get(llm_api_key_env):
+                fail(
+                    f"--llm-api-key-env {llm_api_key_env}: that variable is not set in the head's environment"
+                )
 
             settings = env_settings(
                 nats_urls=split_urls(nats) if nats else None,
@@ -240,6 +266,10 @@ def start(
                 tls_ca=str(Path(tls_ca).resolve()) if tls_ca else "",
                 insecure=insecure,
                 playground=playground,
+                llm_base_url=llm_base_url or None,
+                llm_model=llm_model or None,
+                llm_api_key_env=llm_api_key_env or None,
+                llm_timeout_s=llm_timeout,
             )
             run_loop(Head(settings).run())
         else:
