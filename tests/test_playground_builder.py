@@ -7,20 +7,34 @@ workspace task in the editor (a syntax error is shown at its line first); drag i
 Read File onto the canvas and wire them; see the missing inputs on their nodes and fill them; save
 the workflow; run it and watch every node turn green on the same canvas; download the file it
 wrote from the run page; load the workflow back by name. Also: the Files page by drag-and-drop
-(progress, preview, download, delete) and a connection between different data types refused."""
+(progress, preview, download, delete), a connection between different data types refused, and a
+task generated from a prompt (a scripted OpenAI-compatible server on loopback) reviewed in the
+editor, then saved."""
 
 from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from maze import MaClient
 from tests.helpers import HeadProcess
+from tests.llm_server import Reply, ScriptedLLM, completion
 from tests.test_playground import browser, page, pg_head, shot  # noqa: F401  (the shared harness)
+
+WORD_COUNT = '''from maze import task
+
+
+@task(outputs=["words"], data_types={"text": "str", "words": "int"})
+def word_count(text: str = ""):
+    """Counts the words of the text."""
+    return {"words": len(text.split())}
+'''
 
 CSV = "item,price\napple,1.5\npear,2\nplum,2.5\n"
 
@@ -258,3 +272,65 @@ def test_a_connection_between_different_data_types_is_refused(
     _connect(page, "read_file", "content", "write_file", "content")  # str -> str: drawn
     page.wait_for_function("document.querySelectorAll('.react-flow__edge').length === 1")
     assert page.locator("[data-refusal]").count() == 0
+
+
+@pytest.fixture(scope="module")
+def llm() -> Iterator[ScriptedLLM]:
+    server = ScriptedLLM().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def llm_pg_head(llm: ScriptedLLM, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HeadProcess]:
+    """A head with the Playground and the scripted OpenAI-compatible endpoint (no worker: nothing runs)."""
+    head = HeadProcess(
+        tmp_path_factory.mktemp("pg-llm") / "head",
+        extra=[
+            "--playground",
+            "--no-local-worker",
+            "--llm-base-url",
+            f"{llm.base_url}/v1",
+            "--llm-model",
+            "scripted-coder",
+        ],
+    )
+    head.start()
+    yield head
+    assert head.stop() == 0, head.log()
+
+
+def test_a_task_generated_from_a_prompt_is_reviewed_in_the_editor_then_saved(
+    llm_pg_head: HeadProcess,
+    llm: ScriptedLLM,
+    page: Any,  # noqa: F811
+) -> None:
+    page.goto(f"{llm_pg_head.url}/playground/builder")
+    _use_workspace(page, "gen")
+    page.locator("[data-llm='configured']").wait_for()
+    assert "scripted-coder" in page.locator(".generate").inner_text()
+    generate = page.get_by_role("button", name="Generate")
+    assert generate.is_disabled()  # nothing described yet
+    # the endpoint fails: its error is shown with its type, nothing opens
+    llm.load(Reply(500, {"error": {"message": "the model is overloaded"}}))
+    page.get_by_label("task prompt").fill("Count the words of a text")
+    generate.click()
+    failed = page.locator(".generate .error-box", has_text="llm_unavailable")
+    failed.wait_for()
+    assert "502" in failed.inner_text() and "overloaded" in failed.inner_text()
+    # it answers: the code opens in the editor for review, and is stored only when saved
+    llm.load(completion(f"Here it is:\n\n```python\n{WORD_COUNT}```\n"))
+    generate.click()
+    page.locator("[data-generated]").wait_for()
+    assert "scripted-coder" in page.locator("[data-generated]").inner_text()
+    assert page.get_by_label("task file name").input_value() == "word_count.py"
+    assert "def word_count" in page.locator(".cm-content").inner_text()
+    page.wait_for_selector("[data-editor-tasks] >> text=word_count(text)")
+    (asked,) = llm.requests
+    assert asked.body["messages"][-1] == {"role": "user", "content": "Count the words of a text"}
+    assert httpx.get(f"{llm_pg_head.url}/workspaces/gen/tasks").json() == []  # not stored yet
+    shot(page, "builder-generated-task")
+    page.get_by_role("button", name="Save task file").click()
+    page.locator("[data-block='workspace:word_count.py:word_count']").wait_for()
+    (stored,) = httpx.get(f"{llm_pg_head.url}/workspaces/gen/tasks").json()
+    assert stored["file"] == "word_count.py" and stored["tasks"][0]["outputs"] == ["words"]
