@@ -3,6 +3,7 @@ import { NavLink, Route, Routes } from "react-router-dom";
 import { onUnauthorized } from "./api/client";
 import { TokenPrompt } from "./components/TokenPrompt";
 import { BuilderPage } from "./pages/BuilderPage";
+import { FilesPage } from "./pages/FilesPage";
 import { ClusterPage } from "./pages/ClusterPage";
 import { RunPage } from "./pages/RunPage";
 import { RunsPage } from "./pages/RunsPage";
@@ -18,6 +19,7 @@ export function App() {
           <NavLink to="/" end>Runs</NavLink>
           <NavLink to="/cluster">Cluster</NavLink>
           <NavLink to="/builder">Builder</NavLink>
+          <NavLink to="/files">Files</NavLink>
         </nav>
         <div className="spacer" />
         <a className="muted" href="/schema" target="_blank" rel="noreferrer">API docs</a>
@@ -28,6 +30,7 @@ export function App() {
           <Route path="/runs/:runId" element={<RunPage />} />
           <Route path="/cluster" element={<ClusterPage />} />
           <Route path="/builder" element={<BuilderPage />} />
+          <Route path="/files" element={<FilesPage />} />
           <Route path="*" element={<div className="page"><h1>Not found</h1></div>} />
         </Routes>
       </main>

@@ -68,8 +68,18 @@ export async function apiFetch(path: string, init: RequestInit = {}): Promise<Re
   return resp;
 }
 
+/** The answer's JSON; an answer that is not JSON (a route this head does not have, answered by
+ * the Playground's own page) is an ApiError saying so, not a parse error. */
+export async function jsonOf<T>(resp: Response, path: string): Promise<T> {
+  const type = resp.headers.get("content-type") ?? "";
+  if (!type.includes("json")) {
+    throw new ApiError(resp.status, "unexpected_answer", `${path} answered ${type || "no content type"}, not JSON: this head does not serve it`);
+  }
+  return resp.json() as Promise<T>;
+}
+
 export async function getJson<T>(path: string, init: RequestInit = {}): Promise<T> {
-  return (await apiFetch(path, init)).json() as Promise<T>;
+  return jsonOf<T>(await apiFetch(path, init), path);
 }
 
 export async function postJson<T>(path: string, body: unknown = {}): Promise<T> {
@@ -78,7 +88,7 @@ export async function postJson<T>(path: string, body: unknown = {}): Promise<T> 
     headers: { "content-type": "application/json" },
     body: JSON.stringify(body),
   });
-  return resp.json() as Promise<T>;
+  return jsonOf<T>(resp, path);
 }
 
 /** A file from the API saved by the browser: fetched with the token, handed over as a blob. */

@@ -2,85 +2,44 @@
 // folded here, by the same rules as the server's read models), a time-travel slider over those
 // events, the attempts timeline, the selected task, artifacts, the agent trace of a ReAct run,
 // and Cancel / Retry.
-import { useEffect, useMemo, useRef, useState } from "react";
+import { useEffect, useMemo, useState } from "react";
 import { useNavigate, useParams } from "react-router-dom";
 import { ApiError, getJson, postJson } from "../api/client";
-import { useFollow } from "../api/hooks";
-import type { EventsPage, MazeEvent, RunView } from "../api/types";
+import type { RunView } from "../api/types";
 import { Dag, type DagTask } from "../components/Dag";
 import { ErrorBox, StateBadge, duration, when } from "../components/common";
 import { StreamStatus } from "../components/StreamStatus";
 import { Timeline } from "../components/Timeline";
-import { countStates, emptyRun, foldEvent, foldEvents, type FoldRun } from "../fold/runFold";
+import { countStates, foldEvents } from "../fold/runFold";
+import { useLiveRun } from "../fold/useLiveRun";
 import { ArtifactsPanel } from "./ArtifactsPanel";
 import { TaskPanel } from "./TaskPanel";
 import { TracePanel } from "./TracePanel";
-
-async function loadEvents(runId: string): Promise<{ events: MazeEvent[]; last: number }> {
-  const events: MazeEvent[] = [];
-  let after = 0;
-  for (;;) {
-    const page = await getJson<EventsPage>(`/runs/${runId}/events?after=${after}`);
-    events.push(...page.events);
-    after = page.last_seq;
-    if (!page.more) return { events, last: after };
-  }
-}
 
 export function RunPage() {
   const { runId = "" } = useParams();
   const navigate = useNavigate();
   const [run, setRun] = useState<RunView | null>(null);
-  const [error, setError] = useState<ApiError | null>(null);
   const [actionError, setActionError] = useState<ApiError | null>(null);
   const [notice, setNotice] = useState<string | null>(null);
-  const events = useRef<MazeEvent[]>([]);
-  const live = useRef<FoldRun>(emptyRun(runId));
-  const [streamFrom, setStreamFrom] = useState<number | null>(null);
-  const [version, setVersion] = useState(0);
   const [position, setPosition] = useState<number | null>(null); // null: live (the last event)
   const [selected, setSelected] = useState<string | null>(null);
   const [tab, setTab] = useState<"timeline" | "artifacts" | "trace">("timeline");
-  const frame = useRef<number | null>(null);
+  const { events, live, version, status, error: loadError, finished } = useLiveRun(runId);
 
   useEffect(() => {
     let stop = false;
-    events.current = [];
-    live.current = emptyRun(runId);
-    setStreamFrom(null);
     setPosition(null);
     setSelected(null);
-    Promise.all([getJson<RunView>(`/runs/${runId}`).catch(() => null), loadEvents(runId)])
-      .then(([view, loaded]) => {
-        if (stop) return;
-        setRun(view);
-        events.current = loaded.events;
-        live.current = foldEvents(loaded.events);
-        setStreamFrom(loaded.last);
-        setVersion((v) => v + 1);
-      })
-      .catch((e) => !stop && setError(e));
+    setRun(null);
+    getJson<RunView>(`/runs/${runId}`)
+      .then((view) => !stop && setRun(view))
+      .catch(() => null);
     return () => {
       stop = true;
     };
   }, [runId]);
-
-  const finished = ["succeeded", "failed", "cancelled", "timed_out"].includes(live.current.state);
-  const { status } = useFollow(streamFrom === null ? null : `/runs/${runId}/stream?after=${streamFrom}`, (ev) => {
-    if (ev.event !== "events") return;
-    const batch = JSON.parse(ev.data) as MazeEvent[];
-    for (const e of batch) {
-      events.current.push(e);
-      foldEvent(live.current, e);
-    }
-    if (frame.current === null) {
-      // many batches in one frame render once
-      frame.current = requestAnimationFrame(() => {
-        frame.current = null;
-        setVersion((v) => v + 1);
-      });
-    }
-  });
+  const error = loadError;
   useEffect(() => {
     if (finished) getJson<RunView>(`/runs/${runId}?min_seq=${live.current.last_seq}`).then(setRun).catch(() => null);
   }, [finished, runId]);
