@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import tempfile
 import time
 from pathlib import Path
@@ -605,23 +606,51 @@ def demo(
         "", "--data-dir", help="Where the demo keeps its history (default: a new temp dir)."
     ),
     nats_port: int = typer.Option(14222, "--nats-port", help="The demo head's embedded NATS port."),
+    playground: bool = typer.Option(
+        True,
+        "--playground/--no-playground",
+        help="After the run, keep the head up with the Playground (the run in its Runs console) "
+        "until Ctrl-C; --no-playground stops it at once.",
+    ),
 ) -> None:
-    """Start a head with embedded NATS, run the greet → uppercase workflow, print it, stop."""
+    """Start a head with embedded NATS, run the greet → uppercase workflow, print it, then keep the
+    head up with the Playground showing the run (Ctrl-C stops it), or stop at once."""
     from maze.sdk.demo import run_demo
     from maze.sdk.local_head import LocalHead
 
     directory = Path(data_dir or tempfile.mkdtemp(prefix="maze-demo-"))
-    head = LocalHead(directory, port=port, nats_port=nats_port, quiet=False)
+    extra = ["--playground"] if playground else []
+    head = LocalHead(directory, port=port, nats_port=nats_port, quiet=False, extra=extra)
+    # SIGTERM stops the head too, as Ctrl-C does (its default would leave the head running)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         head.start(min_nodes=1)
         summary = run_demo(head.url)
+        console.print(f"[green]demo finished[/green]: {summary['state']}  (history in {directory})")
+        if playground:
+            try:  # from here on, Ctrl-C is the normal way out
+                console.print(
+                    f"The run in the Playground: {head.url}/playground/runs/{summary['run_id']}  "
+                    f"(every run: {head.url}/playground/). Ctrl-C stops the head.",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+                proc = head.proc
+                while proc is not None and proc.poll() is None:
+                    time.sleep(0.5)
+                fail(f"the demo head stopped on its own (exit {proc.returncode if proc else None})")
+            except KeyboardInterrupt:
+                pass
     except MazeError as exc:
         fail(exc.message)
     finally:
         head.stop()
-    console.print(f"[green]demo finished[/green]: {summary['state']}  (history in {directory})")
     if summary["state"] != "succeeded":
         raise typer.Exit(1)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def main() -> None:

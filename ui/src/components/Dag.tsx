@@ -1,9 +1,13 @@
 // A run's (or, later, the builder's) DAG: React Flow with dagre positions computed once per set
 // of tasks; a state change only changes node data (a 1,000-task run stays smooth).
-import { useMemo } from "react";
+// Performance (bench/playground.py, a 2,000-task fan-out): a node object is made anew only when
+// its task's state, label or selection changed (React Flow re-renders only those), and each
+// carries its size (NODE_W x NODE_H, fixed in CSS), so React Flow never re-measures the DOM for
+// a state change; edges too are kept, and only a small DAG animates the edges into running tasks.
+import { useMemo, useRef } from "react";
 import { Background, Controls, MiniMap, Position, ReactFlow, type Edge, type Node } from "@xyflow/react";
 import "@xyflow/react/dist/style.css";
-import { layoutGraph } from "./graphLayout";
+import { NODE_H, NODE_W, layoutGraph } from "./graphLayout";
 
 export interface DagTask {
   id: string;
@@ -22,30 +26,45 @@ export function Dag({ tasks, selected, onSelect }: Props) {
   const shape = tasks.map((t) => t.id + ":" + t.upstream.join(",")).join("|");
   // eslint-disable-next-line react-hooks/exhaustive-deps
   const layout = useMemo(() => layoutGraph(tasks), [shape]);
-  const nodes: Node[] = useMemo(
-    () =>
-      tasks.map((t) => ({
-        id: t.id,
-        position: layout.positions.get(t.id) ?? { x: 0, y: 0 },
-        data: { label: t.label },
-        className: `dag-node state-${t.state}${t.id === selected ? " selected" : ""}`,
-        draggable: false,
-        sourcePosition: Position.Right,
-        targetPosition: Position.Left,
-        connectable: false,
-        ariaLabel: `${t.label}: ${t.state}`,
-        // the browser tests read these
-        domAttributes: { "data-task": t.id, "data-state": t.state },
-      })) as Node[],
-    [tasks, layout, selected],
-  );
-  const running = new Set(tasks.filter((t) => t.state === "running").map((t) => t.id));
-  const edges: Edge[] = useMemo(
-    () => layout.edges.map((e) => ({ ...e, animated: running.has(e.target) })),
-    // eslint-disable-next-line react-hooks/exhaustive-deps
-    [layout, [...running].join(",")],
-  );
   const big = tasks.length > 300;
+  const made = useRef(new Map<string, { key: string; node: Node }>());
+  const nodes: Node[] = useMemo(() => {
+    const before = made.current;
+    const now = new Map<string, { key: string; node: Node }>();
+    const out = tasks.map((t) => {
+      const position = layout.positions.get(t.id) ?? { x: 0, y: 0 };
+      const key = `${t.state}|${t.label}|${t.id === selected}|${position.x},${position.y}`;
+      const kept = before.get(t.id);
+      const node =
+        kept && kept.key === key
+          ? kept.node
+          : ({
+              id: t.id,
+              position,
+              data: { label: t.label },
+              className: `dag-node state-${t.state}${t.id === selected ? " selected" : ""}`,
+              draggable: false,
+              sourcePosition: Position.Right,
+              targetPosition: Position.Left,
+              connectable: false,
+              width: NODE_W,
+              height: NODE_H,
+              measured: { width: NODE_W, height: NODE_H },
+              ariaLabel: `${t.label}: ${t.state}`,
+              // the browser tests read these
+              domAttributes: { "data-task": t.id, "data-state": t.state },
+            } as Node);
+      now.set(t.id, { key, node });
+      return node;
+    });
+    made.current = now;
+    return out;
+  }, [tasks, layout, selected]);
+  const running = big ? "" : tasks.filter((t) => t.state === "running").map((t) => t.id).join(",");
+  const edges: Edge[] = useMemo(() => {
+    const animated = new Set(running ? running.split(",") : []);
+    return layout.edges.map((e) => (animated.has(e.target) ? { ...e, animated: true } : e));
+  }, [layout, running]);
   return (
     <div className="dag">
       <ReactFlow

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { layoutGraph } from "./graphLayout";
+import { BIG_GRAPH, layoutGraph, layeredLayout } from "./graphLayout";
 
 describe("layoutGraph", () => {
   it("puts a task right of the tasks it reads from, and leaves out edges to unknown tasks", () => {
@@ -11,5 +11,33 @@ describe("layoutGraph", () => {
     expect(edges.map((e) => e.id)).toEqual(["a->b", "a->c"]);
     expect(positions.get("b")!.x).toBeGreaterThan(positions.get("a")!.x);
     expect(positions.get("b")!.y).not.toBe(positions.get("c")!.y);
+  });
+});
+
+describe("layeredLayout (big graphs)", () => {
+  it("puts each task one column right of its furthest upstream, rows in order, no overlap", () => {
+    const { positions, edges } = layeredLayout([
+      { id: "c", upstream: ["b", "a"] }, // listed before its upstream: still placed after it
+      { id: "a", upstream: [] },
+      { id: "b", upstream: ["a", "ghost"] },
+      { id: "d", upstream: ["a"] },
+    ]);
+    expect(edges.map((e) => e.id)).toEqual(["b->c", "a->c", "a->b", "a->d"]);
+    const x = (id: string) => positions.get(id)!.x;
+    expect(x("b")).toBeGreaterThan(x("a"));
+    expect(x("d")).toBe(x("b"));
+    expect(x("c")).toBeGreaterThan(x("b"));
+    expect(positions.get("b")!.y).not.toBe(positions.get("d")!.y);
+  });
+
+  it("is what layoutGraph uses above BIG_GRAPH tasks (a fan-out of 2,000)", () => {
+    const tasks = [{ id: "root", upstream: [] as string[] }];
+    for (let i = 0; i < 1999; i++) tasks.push({ id: `t${i}`, upstream: ["root"] });
+    expect(tasks.length).toBeGreaterThan(BIG_GRAPH);
+    const { positions, edges } = layoutGraph(tasks);
+    expect(edges).toHaveLength(1999);
+    const ys = new Set(tasks.slice(1).map((t) => positions.get(t.id)!.y));
+    expect(ys.size).toBe(1999); // one column, every row its own
+    expect(new Set(tasks.slice(1).map((t) => positions.get(t.id)!.x)).size).toBe(1);
   });
 });
