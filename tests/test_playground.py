@@ -218,7 +218,7 @@ def test_cancel_from_the_run_page(pg_head: HeadProcess, page: Any) -> None:
     page.get_by_role("button", name="Cancel").click()
     page.wait_for_selector(".react-flow__node[aria-label='lingers: cancelled']")
     page.wait_for_selector(".page-head .badge[data-state='cancelled']")
-    assert client.get_run(run_id)["state"] == "cancelled"
+    _wait_state(client, run_id, "cancelled")  # the read models follow the log a little later
     assert page.get_by_role("button", name="Cancel").is_disabled()
 
 
