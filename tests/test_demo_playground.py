@@ -1,6 +1,7 @@
 """The README's first command, `maze demo`: a new user sees the demo run in the Playground's Runs
 console. The demo keeps its head up with `--playground` after the run, prints the run's page, and
-stops on Ctrl-C (or SIGTERM); `--no-playground` stops at once, as it used to."""
+stops on Ctrl-C (or SIGTERM); `--no-playground` stops at once, as it used to, and so does a demo
+started without a terminal (a script, CI) unless given `--playground`."""
 
 from __future__ import annotations
 
@@ -77,7 +78,7 @@ class Demo:
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Demo, str, str]]:
-    started = Demo(tmp_path_factory.mktemp("demo"))
+    started = Demo(tmp_path_factory.mktemp("demo"), "--playground")
     try:
         found = started.wait_for(URL_LINE)
         yield started, found.group(1), found.group(2)
@@ -119,7 +120,7 @@ def test_the_demo_run_is_in_the_runs_console(demo: tuple[Demo, str, str]) -> Non
 
 
 def test_ctrl_c_stops_the_demo_and_its_head(tmp_path: Path) -> None:
-    started = Demo(tmp_path / "d")
+    started = Demo(tmp_path / "d", "--playground")
     found = started.wait_for(URL_LINE)
     started.proc.send_signal(signal.SIGTERM)  # as Ctrl-C does: the demo stops its head
     assert started.proc.wait(timeout=60) == 0, started.output()
@@ -132,4 +133,14 @@ def test_no_playground_stops_at_once(tmp_path: Path) -> None:
     assert started.proc.wait(timeout=120) == 0
     out = started.output()
     assert "demo finished: succeeded" in out
-    assert "Playground" not in out
+    assert "The run in the Playground" not in out
+
+
+def test_without_a_terminal_the_demo_stops_at_once_and_says_how_to_keep_it_up(tmp_path: Path) -> None:
+    """Run from a script (no terminal: stdout is a pipe here), the demo never waits for a Ctrl-C
+    nobody will send."""
+    started = Demo(tmp_path / "d")
+    assert started.proc.wait(timeout=120) == 0, started.output()
+    out = started.output()
+    assert "demo finished: succeeded" in out and "maze demo --playground" in out
+    assert "The run in the Playground" not in out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -606,11 +607,13 @@ def demo(
         "", "--data-dir", help="Where the demo keeps its history (default: a new temp dir)."
     ),
     nats_port: int = typer.Option(14222, "--nats-port", help="The demo head's embedded NATS port."),
-    playground: bool = typer.Option(
-        True,
+    playground: bool | None = typer.Option(
+        None,
         "--playground/--no-playground",
         help="After the run, keep the head up with the Playground (the run in its Runs console) "
-        "until Ctrl-C; --no-playground stops it at once.",
+        "until Ctrl-C; --no-playground stops it at once. Default: keep it up when run from a "
+        "terminal, stop at once otherwise (a script, CI).",
+        show_default=False,
     ),
 ) -> None:
     """Start a head with embedded NATS, run the greet → uppercase workflow, print it, then keep the
@@ -618,6 +621,8 @@ def demo(
     from maze.sdk.demo import run_demo
     from maze.sdk.local_head import LocalHead
 
+    if playground is None:  # a person at a terminal looks at it; a script must not wait forever
+        playground = sys.stdin.isatty() and sys.stdout.isatty()
     directory = Path(data_dir or tempfile.mkdtemp(prefix="maze-demo-"))
     extra = ["--playground"] if playground else []
     head = LocalHead(directory, port=port, nats_port=nats_port, quiet=False, extra=extra)
@@ -627,6 +632,13 @@ def demo(
         head.start(min_nodes=1)
         summary = run_demo(head.url)
         console.print(f"[green]demo finished[/green]: {summary['state']}  (history in {directory})")
+        if not playground:
+            console.print(
+                "To look at it in the Playground: `maze demo --playground` keeps the head up (or "
+                "`maze start --head --playground`).",
+                highlight=False,
+                soft_wrap=True,
+            )
         if playground:
             try:  # from here on, Ctrl-C is the normal way out
                 console.print(
