@@ -10,6 +10,8 @@ counted: a worker's credentials cannot create runs or decide.
 
 from __future__ import annotations
 
+import msgspec
+
 from maze.events.artifacts import ArtifactRegistered
 from maze.events.catalog import Event
 from maze.events.nodes import NodeJoined, NodeLeft, NodeLost
@@ -22,10 +24,24 @@ REPORTS = (AttemptStarted, AttemptSucceeded, AttemptFailed, AttemptRejected, Art
 SESSIONS = (NodeJoined, NodeLeft, NodeLost)
 
 
+# the read models keep integers as BIGINT: a node's report with a larger one (a pid, a size, a
+# time) could be stored by no fold alike, so every reader refuses it
+_INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
+
+
+def _ints_in_range(event: Event) -> bool:
+    return all(
+        not isinstance(value, int) or _INT_MIN <= value <= _INT_MAX
+        for value in msgspec.structs.astuple(event)
+    )
+
+
 def admissible(event: Event, reporter: str | None) -> bool:
     """Whether an event read from a subject `reporter` wrote (None: the head's) stands."""
     if reporter is None:
         return True
+    if not _ints_in_range(event):
+        return False
     if isinstance(event, SESSIONS):
         return event.node_id == reporter
     if not isinstance(event, REPORTS) or event.node_id != reporter:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import duckdb
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from maze.core.errors import Unavailable
+from maze.core.errors import Conflict, Unavailable
 from maze.events import subjects
 from maze.events.catalog import Event
 from maze.events.codec import decode_events
@@ -141,9 +142,32 @@ def _compare_and_swap(live: duckdb.DuckDBPyConnection, path: Path, replace: bool
 async def rebuild(nc: NATS, projector: Projector, replace: bool = True) -> dict[str, Any]:
     """Pause the live projector, replay the log into a new file up to the live position, compare
     every table, and (if asked) replace the live tables with the rebuilt ones."""
+    if _running.locked():
+        raise Conflict("a rebuild of the read models is running already: wait for its report")
+    async with _running:
+        return await _rebuild(nc, projector, replace)
+
+
+# one rebuild at a time: a second one would wait on the projector's thread lock on the event loop,
+# and with it every query and the live projector
+_running = asyncio.Lock()
+
+
+async def _rebuild(nc: NATS, projector: Projector, replace: bool) -> dict[str, Any]:
     path = Path(str(projector.path) + ".rebuild")
     path.unlink(missing_ok=True)
-    with projector.lock:
+    for scratch in path.parent.glob("bulk-*"):  # left by a rebuild that was killed
+        if scratch.is_dir():
+            shutil.rmtree(scratch, ignore_errors=True)
+    # taken off the event loop: the live projector's thread may hold it for a batch meanwhile.
+    # Were this request cancelled while it waits, the lock is released as soon as it is taken.
+    acquiring = asyncio.ensure_future(asyncio.to_thread(projector.lock.acquire))
+    try:
+        await asyncio.shield(acquiring)
+    except asyncio.CancelledError:
+        acquiring.add_done_callback(lambda _: projector.lock.release())
+        raise
+    try:
         upto = projector.positions
         rebuilt = db.open_db(path)
         try:
@@ -161,4 +185,6 @@ async def rebuild(nc: NATS, projector: Projector, replace: bool = True) -> dict[
                 pass
             path.unlink(missing_ok=True)
             Path(str(path) + ".wal").unlink(missing_ok=True)
+    finally:
+        projector.lock.release()
     return report

@@ -1,0 +1,167 @@
+"""Rebuild edges found by review: two rebuilds at once (the second is refused, the process never
+wedges), the bulk fold equal to the live one with artifacts and odd text across flushes, the
+collector back on and no scratch left when a replay fails, and a node's report with an integer no
+read model can keep (refused by every reader, so no rebuild can fail on it)."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import threading
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from maze.core.errors import Conflict
+from maze.projections import db
+from maze.projections.bulk import BulkFolder  # noqa
+
+
+class _StubProjector:
+    """What rebuild() uses of a Projector, with an empty log (nothing to replay, no NATS)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.conn = db.open_db(path)
+        self.lock = threading.Lock()
+        self.positions: dict[str, int] = {}
+        self.nc = _StubNats()
+
+        class _F:
+            def forget(self) -> None: ...
+
+        self.folder = _F()
+
+    def cursor(self):
+        return self.conn.cursor()
+
+
+class _StubNats:
+    def jetstream(self):
+        return None
+
+
+def test_two_rebuilds_at_once_do_not_wedge_the_read_model_process(tmp_path) -> None:
+    """Two POST /projections/rebuild at once: the second takes projector.lock (a threading.Lock) on
+    the event loop thread while the first holds it across awaits, so the loop blocks for ever."""
+    from maze.projections.rebuild import rebuild
+
+    projector = _StubProjector(tmp_path / "readmodels.duckdb")
+    result: dict[str, object] = {}
+
+    def main() -> None:
+        async def both():
+            return await asyncio.gather(
+                rebuild(projector.nc, projector), rebuild(projector.nc, projector), return_exceptions=True
+            )
+
+        result["answers"] = asyncio.run(both())
+
+    t = threading.Thread(target=main, daemon=True)
+    t.start()
+    t.join(20)
+    assert not t.is_alive(), "the event loop is blocked on projector.lock: the read-model process is wedged"
+    answers = result["answers"]
+    assert isinstance(answers, list) and len(answers) == 2
+    refused = [a for a in answers if isinstance(a, Conflict)]
+    assert len(refused) == 1 and "running already" in refused[0].message
+    assert not projector.lock.locked() and gc.isenabled()
+
+
+def _odd_history():
+    """Long-running runs that register artifacts (unicode paths) while others finish and are let go
+    of; results, errors and names with odd text; runs straddling flushes; late reports."""
+    from maze.events.artifacts import ArtifactRegistered
+    from maze.events.codec import encode_value
+    from maze.events.runs import RunCreated, RunFinished
+    from maze.events.specs import TaskError
+    from maze.events.tasks import AttemptFailed, AttemptPlaced, AttemptStarted, AttemptSucceeded
+    from tests.test_unit_rebuild import _spec
+
+    odd = ["héllo ☃ \U0001f600", "a\x00b", "", '\\"\n\t', "\u2028\ufeff", "x" * 70_000]
+    events = []
+    for i in range(10):
+        run = f"r{i}"
+        events.append(
+            RunCreated(
+                run_id=run, workflow_id=odd[i % len(odd)], at_ms=10 + i, tasks=[_spec("t"), _spec("u")]
+            )
+        )
+        for task in ("t", "u"):
+            key = {"run_id": run, "task_id": task, "attempt": 1, "node_id": "n"}
+            events += [
+                AttemptPlaced(**key, at_ms=11, session="s", reason=odd[(i + 1) % len(odd)]),
+                AttemptStarted(**key, at_ms=12, pid=1000 + i, node_ip="10.0.0.1"),
+            ]
+            for j in range(3):
+                events.append(
+                    ArtifactRegistered(
+                        **key, path=f"out/{odd[0]}-{j}.txt", sha256="ab" * 32, size=2**40 + j, at_ms=13
+                    )
+                )
+            if task == "t" or i % 2:
+                events.append(
+                    AttemptSucceeded(
+                        **key, at_ms=14, result=encode_value({"y": odd[i % len(odd)], "f": 0.1 + 0.2})
+                    )
+                )
+            else:
+                events.append(
+                    AttemptFailed(
+                        **key,
+                        at_ms=14,
+                        error=TaskError(
+                            error_type="user_code",
+                            message=odd[(i + 2) % len(odd)],
+                            origin="task",
+                            traceback=odd[0],
+                        ),
+                    )
+                )
+        events.append(RunFinished(run_id=run, at_ms=15, state="succeeded" if i % 2 else "failed"))
+    for i in range(10):  # late artifacts and reports on runs let go of
+        key = {"run_id": f"r{i}", "task_id": "u", "attempt": 1, "node_id": "n"}
+        events.append(ArtifactRegistered(**key, path="late.bin", sha256="cd" * 32, size=1, at_ms=20))
+        events.append(AttemptSucceeded(**key, at_ms=21, result=encode_value({"y": "late"})))
+    # interleave runs: message k holds event k
+    return [[("MAZE_RUNS", k + 1, [e])] for k, e in enumerate(events)]
+
+
+@pytest.mark.parametrize(("flush_rows", "finished_rows"), [(1, 0), (3, 2), (7, 5), (100_000, 200_000)])
+def test_the_bulk_fold_equals_the_live_one_with_artifacts_and_odd_text(
+    tmp_path, flush_rows, finished_rows
+) -> None:
+    from tests.test_unit_rebuild import _bulk, _live
+
+    batches = _odd_history()
+    live = _live(tmp_path, batches)
+    assert live["artifacts"], "artifacts were folded"
+    assert _bulk(tmp_path, batches, flush_rows, finished_rows) == live
+
+
+def test_the_collector_is_back_on_and_scratch_gone_when_the_replay_fails(tmp_path) -> None:
+    from maze.projections.rebuild import fold_streams_into
+
+    class _Broken:
+        def jetstream(self):
+            raise RuntimeError("nats went away")
+
+    conn = db.open_db(tmp_path / "rm.duckdb.rebuild")
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError):
+        asyncio.run(fold_streams_into(_Broken(), conn, {"MAZE_RUNS": 5}))
+    assert gc.isenabled()
+    assert not list(tmp_path.glob("bulk-*"))
+
+
+def test_a_nodes_report_with_an_integer_past_bigint_is_refused_by_every_reader() -> None:
+    from maze.events.artifacts import ArtifactRegistered
+    from maze.events.authority import admissible
+    from maze.events.tasks import AttemptStarted
+
+    key = {"run_id": "r", "task_id": "t", "attempt": 1, "node_id": "n"}
+    big = ArtifactRegistered(**key, path="big.bin", sha256="ab" * 32, size=2**63, at_ms=4)
+    assert not admissible(big, "n")
+    assert not admissible(AttemptStarted(**key, at_ms=3, pid=2**64 - 1), "n")
+    assert admissible(msgspec.structs.replace(big, size=2**63 - 1), "n")
