@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from maze.sdk.local_head import free_port
+from tests.helpers import wait_until
 from tests.test_playground import _chromium
 
 URL_LINE = re.compile(r"The run in the Playground: (http://127\.0\.0\.1:\d+)/playground/runs/(run_\w+)")
@@ -93,8 +94,12 @@ def test_the_demo_prints_the_playground_and_its_run(demo: tuple[Demo, str, str])
     out = proc.output()
     assert f"Playground: {url}/playground/" in out  # the head's own line
     assert "demo finished: succeeded" in out and "Ctrl-C stops the head" in out
-    runs = httpx.get(f"{url}/runs").json()
-    assert [(r["run_id"], r["state"]) for r in runs] == [(run_id, "succeeded")]
+
+    def listed() -> list[tuple[str, str]]:
+        return [(r["run_id"], r["state"]) for r in httpx.get(f"{url}/runs").json()]
+
+    # the read models follow the log a moment after the run's end reached the demo
+    wait_until(lambda: listed() == [(run_id, "succeeded")], timeout=30)
     page = httpx.get(f"{url}/playground/runs/{run_id}")
     assert page.status_code == 200 and '<div id="root">' in page.text
     assert proc.proc.poll() is None  # still serving
