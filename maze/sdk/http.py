@@ -20,6 +20,7 @@ from maze.core.errors import ERROR_TYPES, MazeError, NotAMazeHead, Unavailable, 
 from maze.core.identity import HEAD_HEADER
 from maze.core.tls import TLS_CA_ENV, client_context
 from maze.sdk.sse_client import StreamPool
+from maze.sdk.transport import coalescing_transport
 
 
 def normalize_server_url(url: str) -> str:
@@ -145,7 +146,12 @@ class Http:
         auth = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         # https: verified against $MAZE_TLS_CA when set (a private CA), else the usual trust store
         verify: ssl.SSLContext | bool = client_context() if os.environ.get(TLS_CA_ENV) else True
-        self.client = httpx.Client(base_url=self.server_url, timeout=timeout, headers=auth, verify=verify)
+        self.client = httpx.Client(
+            base_url=self.server_url,
+            timeout=timeout,
+            headers=auth,
+            transport=coalescing_transport(verify),  # each request in one send (maze/sdk/transport.py)
+        )
         # a run's submit-and-follow and its event stream: the hot path, on http.client
         self.streams = StreamPool(self.server_url, auth)
         self.session = _session(self.server_url)
