@@ -208,6 +208,51 @@ def test_a_run_page_turns_green_live_and_shows_logs_and_errors(
     shot(page, "run-page-failed-task")
 
 
+@task
+def shard(i: int = 0):
+    if i == 350:
+        raise RuntimeError(f"shard {i} is corrupt")
+    return {"i": i}
+
+
+def test_the_one_failed_task_of_a_big_run_is_one_click_away(pg_head: HeadProcess, page: Any) -> None:
+    client = MaClient(pg_head.url)
+    wf = client.create_workflow()
+    for i in range(400):  # above the DAG's big-graph threshold, no edges at all
+        wf.add_task(shard, inputs={"i": i}, task_name=f"shard_{i}")
+    run_id = wf.run()
+    _wait_state(client, run_id, "failed")
+    failed_id = client.get_run(run_id)["failed_task_id"]
+    assert failed_id
+    page.goto(f"{pg_head.url}/playground/runs/{run_id}")
+    page.wait_for_selector("[data-count='failed'] >> text=failed 1")
+    # the DAG wraps independent tasks into a grid: the failed one is drawn in the fitted view
+    node = page.locator(".react-flow__node[aria-label='shard_350: failed']")
+    node.wait_for()
+    box, dag = node.bounding_box(), page.locator(".dag").bounding_box()
+    assert dag["x"] <= box["x"] and box["x"] + box["width"] <= dag["x"] + dag["width"]
+    assert dag["y"] <= box["y"] and box["y"] + box["height"] <= dag["y"] + dag["height"]
+    # the timeline lists it first
+    assert page.locator(".tl-row .tl-name").first.inner_text() == "shard_350"
+    # the run's error banner names it, and opens it
+    link = page.locator(f".run-error [data-failed-task='{failed_id}']")
+    assert link.inner_text() == "shard_350"
+    link.click()
+    page.locator(f"[data-task-panel='{failed_id}'] .task-error").wait_for()
+    assert "shard 350 is corrupt" in page.locator(".task-error").inner_text()
+    page.goto(f"{pg_head.url}/playground/runs/{run_id}")
+    # the state chip lists the tasks in that state and selects the first
+    page.locator("[data-count='failed']").click()
+    items = page.locator("[data-state-tasks='failed'] [data-task-item]")
+    items.first.wait_for()
+    assert items.count() == 1 and items.first.inner_text() == "shard_350"
+    page.locator(f"[data-task-panel='{failed_id}'] .task-error").wait_for()
+    shot(page, "big-run-failed-task")
+    page.locator("[data-count='succeeded']").click()  # another state: its list, its first task
+    page.locator("[data-state-tasks='succeeded'] [data-task-item]").first.wait_for()
+    assert page.locator("[data-state-tasks='failed']").count() == 0
+
+
 def test_cancel_from_the_run_page(pg_head: HeadProcess, page: Any) -> None:
     client = MaClient(pg_head.url)
     wf = client.create_workflow()

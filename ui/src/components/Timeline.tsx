@@ -1,6 +1,8 @@
 // Each task's attempts on one time axis: queued (placed → started), running (started → end),
 // retry_wait (the backoff before the next attempt). From the fold, so time travel moves it too.
+// Failed, then running, waiting and queued tasks come first (taskOrder.ts).
 import type { FoldRun } from "../fold/runFold";
+import { byAttention } from "../fold/taskOrder";
 
 const MAX_ROWS = 200;
 
@@ -25,7 +27,7 @@ export function Timeline({ run, now, selected, onSelect }: { run: FoldRun; now: 
     }
   }
   for (const w of run.waits) bar(w.task_id, "retry_wait", w.from_ms, w.until_ms, "retry_wait");
-  const tasks = [...run.tasks.values()].sort((a, b) => a.task_index - b.task_index);
+  const tasks = byAttention(run.tasks.values()); // failed and running first: found in a big run
   const shown = tasks.slice(0, MAX_ROWS);
   return (
     <div className="timeline">
