@@ -306,9 +306,21 @@ def test_the_cluster_view_shows_the_workers_bars_and_running_attempts(
     # live: the attempt and the CPU it holds appear without a reload
     card.locator("text=1 / 4 CPUs").wait_for()
     card.locator(".attempt-list >> text=running").wait_for()
+    assert card.locator(".attempt-list a").first.inner_text() == "lingers"  # named, not a task id
+    # more than the node holds: the bar is what runs (never "6 / 4"), the rest is queued apart
+    wf = client.create_workflow()
+    for i in range(5):
+        wf.add_task(lingers, inputs={"n": i})
+    crowd = wf.run()
+    card.locator("text=4 / 4 CPUs").wait_for()
+    queued = card.locator("[data-queued-here]")
+    wait_until(lambda: "queued here, needing 2 CPUs" in queued.inner_text(), timeout=30)
+    assert queued.get_attribute("data-queued-here") == "2"
     shot(page, "cluster")
-    httpx.post(f"{pg_head.url}/runs/{run_id}/cancel", json={}).raise_for_status()
+    for rid in (run_id, crowd):
+        httpx.post(f"{pg_head.url}/runs/{rid}/cancel", json={}).raise_for_status()
     card.locator("text=0 / 4 CPUs").wait_for()
+    card.locator("text=nothing queued here").wait_for()
 
 
 def test_a_head_that_requires_a_token_asks_for_it_once(
