@@ -253,6 +253,38 @@ def test_the_one_failed_task_of_a_big_run_is_one_click_away(pg_head: HeadProcess
     assert page.locator("[data-state-tasks='failed']").count() == 0
 
 
+@task
+def decide_slowly(prompt: str, history: list, tools: dict, step: int):
+    import time
+
+    time.sleep(0.6)
+    if len(history) < 3:
+        return {"action": {"tool": "count_up", "args": {"n": len(history)}}}
+    return {"action": {"final": "counted to three"}}
+
+
+@task
+def count_up(n: int = 0):
+    import time
+
+    time.sleep(0.3)
+    return {"value": n + 1}
+
+
+def test_a_live_react_run_keeps_its_trace_and_dag_current(pg_head: HeadProcess, page: Any) -> None:
+    client = MaClient(pg_head.url)
+    react = client.create_react_workflow(llm_task=decide_slowly, tools=[count_up], max_steps=6)
+    run_id = react.run_async("count to three")
+    page.goto(f"{pg_head.url}/playground/runs/{run_id}")
+    page.get_by_role("button", name="Agent trace").click()
+    page.locator(".trace").wait_for()
+    _wait_state(client, run_id, "succeeded")
+    # watched live, never reopened: the trace catches up with the run's end
+    page.locator(".trace .final >> text=counted to three").wait_for(timeout=10_000)
+    assert page.locator(".trace .trace-step").count() == 4
+    shot(page, "react-live-trace")
+
+
 def test_cancel_from_the_run_page(pg_head: HeadProcess, page: Any) -> None:
     client = MaClient(pg_head.url)
     wf = client.create_workflow()

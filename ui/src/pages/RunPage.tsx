@@ -175,7 +175,7 @@ export function RunPage() {
           </div>
           {tab === "timeline" ? <Timeline run={shownModel} now={now} selected={selected} onSelect={setSelected} /> : null}
           {tab === "artifacts" ? <ArtifactsPanel runId={runId} version={finished ? 1 : 0} /> : null}
-          {tab === "trace" ? <TracePanel runId={runId} version={version} /> : null}
+          {tab === "trace" ? <TracePanel runId={runId} version={version} finished={finished} /> : null}
         </div>
         <div className="run-side">
           {selected && sel ? (
