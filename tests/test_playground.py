@@ -283,6 +283,31 @@ def test_a_live_react_run_keeps_its_trace_and_dag_current(pg_head: HeadProcess, 
     page.locator(".trace .final >> text=counted to three").wait_for(timeout=10_000)
     assert page.locator(".trace .trace-step").count() == 4
     shot(page, "react-live-trace")
+    # the tasks it appended as it went are all in view: the DAG was fitted again as it grew
+    nodes = page.locator(".react-flow__node")
+    wait_until(lambda: nodes.count() == 7, timeout=10)  # 4 decisions, 3 tool calls
+    dag = page.locator(".dag").bounding_box()
+    page.wait_for_timeout(300)  # the last fit is one frame after the last render
+    for i in range(nodes.count()):
+        box = nodes.nth(i).bounding_box()
+        assert dag["x"] <= box["x"] and box["x"] + box["width"] <= dag["x"] + dag["width"] + 1, i
+        assert dag["y"] <= box["y"] and box["y"] + box["height"] <= dag["y"] + dag["height"] + 1, i
+
+    # but once the person zooms, the view is theirs: new tasks do not move it
+    run_id = react.run_async("count again")
+    page.goto(f"{pg_head.url}/playground/runs/{run_id}")
+    page.locator(".react-flow__node").first.wait_for()
+    page.wait_for_timeout(300)
+    page.mouse.move(dag["x"] + dag["width"] / 2, dag["y"] + dag["height"] / 2)
+    page.mouse.wheel(0, 200)
+    page.wait_for_timeout(300)
+    viewport = page.locator(".react-flow__viewport")
+    zoomed = viewport.get_attribute("style")
+    assert client.get_run(run_id)["state"] == "running"  # still to grow
+    _wait_state(client, run_id, "succeeded")
+    wait_until(lambda: nodes.count() == 7, timeout=10)
+    page.wait_for_timeout(300)
+    assert viewport.get_attribute("style") == zoomed
 
 
 def test_cancel_from_the_run_page(pg_head: HeadProcess, page: Any) -> None:
