@@ -380,6 +380,34 @@ def test_the_cluster_view_shows_the_workers_bars_and_running_attempts(
     card.locator("text=nothing queued here").wait_for()
 
 
+def test_a_bounded_stream_is_renewed_without_showing_reconnecting(pg_head: HeadProcess, page: Any) -> None:
+    # the page asks for 60 s streams; made 1 s here (the real head ends them with `event: end`)
+    renewals: list[str] = []
+
+    def shorter(route: Any) -> None:
+        renewals.append(route.request.url)
+        route.continue_(url=route.request.url.replace("hold_s=60", "hold_s=1"))
+
+    page.route("**/cluster/stream?hold_s=60", shorter)
+    page.goto(f"{pg_head.url}/playground/cluster")
+    page.wait_for_selector("[data-stream='live']")
+    page.evaluate(
+        """() => {
+          window.seen = [];
+          const el = document.querySelector('[data-stream]');
+          new MutationObserver(() => window.seen.push(el.dataset.stream))
+            .observe(el, { attributes: true, attributeFilter: ['data-stream'] });
+        }"""
+    )
+    for _ in range(300):  # three clean ends, each renewed (the route runs while Playwright waits)
+        if len(renewals) >= 4:
+            break
+        page.wait_for_timeout(100)
+    assert len(renewals) >= 4, renewals
+    assert page.evaluate("window.seen") == []  # never left "live"
+    assert page.locator("[data-stream]").get_attribute("data-stream") == "live"
+
+
 def test_a_head_that_requires_a_token_asks_for_it_once(
     browser: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
