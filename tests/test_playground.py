@@ -408,6 +408,27 @@ def test_a_bounded_stream_is_renewed_without_showing_reconnecting(pg_head: HeadP
     assert page.locator("[data-stream]").get_attribute("data-stream") == "live"
 
 
+def test_a_page_that_fails_to_render_shows_the_error_not_a_blank_app(pg_head: HeadProcess, page: Any) -> None:
+    # an answer of a shape the page does not expect (a node with no CPU figures) makes it throw
+    page.route(
+        "**/cluster/stream?*",
+        lambda route: route.fulfill(
+            status=200,
+            headers={"content-type": "text/event-stream"},
+            body='event: cluster\ndata: {"resources": {"nodes": [{"node_id": "odd"}]}}\n\n',
+        ),
+    )
+    page.goto(f"{pg_head.url}/playground/cluster")
+    crash = page.locator("[data-crash]")
+    crash.wait_for()
+    assert "TypeError" in crash.inner_text()
+    assert page.get_by_role("button", name="Reload").is_visible()
+    shot(page, "page-crash")
+    page.get_by_role("link", name="Runs").click()  # the app is still there: another page opens
+    page.wait_for_selector("[data-stream='live']")
+    assert page.locator("[data-crash]").count() == 0
+
+
 def test_a_head_that_requires_a_token_asks_for_it_once(
     browser: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
