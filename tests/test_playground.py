@@ -185,6 +185,11 @@ def test_a_run_page_turns_green_live_and_shows_logs_and_errors(
     page.wait_for_selector(".react-flow__node[aria-label='gated: running']")
     assert _node(page, "alpha_step").count() == 2
     page.locator(".react-flow__node[aria-label='gated: running']").click()
+    page.locator(".task-panel h3 >> text=gated").wait_for()
+    _node(page, "alpha_step").first.click()  # reads gated's output: named, not a raw reference
+    page.wait_for_selector(".task-panel .json >> text=← gated.n")
+    page.locator(".react-flow__node[aria-label='gated: running']").click()
+    page.locator(".task-panel h3 >> text=gated").wait_for()
     page.get_by_role("button", name="logs").click()
     page.wait_for_selector("[data-logs] >> text=waiting at the gate")
     shot(page, "run-page-running")
@@ -192,6 +197,16 @@ def test_a_run_page_turns_green_live_and_shows_logs_and_errors(
     page.wait_for_selector("[data-count='succeeded'] >> text=succeeded 3")
     assert page.locator(".react-flow__node[aria-label$=': succeeded']").count() == 3
     page.wait_for_selector(".page-head .badge[data-state='succeeded']")
+    # a small DAG has no minimap until asked; it is then drawn in the state colours, top right
+    assert page.locator(".react-flow__minimap").count() == 0
+    page.get_by_label("toggle minimap").click()
+    minimap = page.locator(".react-flow__minimap")
+    minimap.wait_for()
+    assert "top" in minimap.get_attribute("class")
+    fills = page.eval_on_selector_all(
+        ".react-flow__minimap-node", "ns => ns.map(n => n.getAttribute('fill') ?? n.style.fill)"
+    )
+    assert fills == ["rgb(31, 157, 85)"] * 3, fills  # succeeded green (#1f9d55)
     shot(page, "run-page-succeeded")
 
     # a failed task shows its structured error with the traceback
@@ -204,8 +219,19 @@ def test_a_run_page_turns_green_live_and_shows_logs_and_errors(
     error = page.locator(".task-error[data-error-type='user_code']")
     error.wait_for()
     assert "ZeroDivisionError" in error.inner_text() and "beta cannot divide 7" in error.inner_text()
+    assert error.locator(".error-line").inner_text().count("ZeroDivisionError") == 1  # not "X: X:"
     assert "Traceback" in page.locator(".traceback").inner_text()
+    # the traceback and the attempts table scroll inside the panel, never past its edge
+    panel = page.locator(".task-panel").bounding_box()
+    for part in (".traceback", ".table-scroll"):
+        box = page.locator(part).bounding_box()
+        assert box["x"] + box["width"] <= panel["x"] + panel["width"], part
     shot(page, "run-page-failed-task")
+    # in history, before the task failed, the run's error banner is not shown
+    assert page.locator(".run-error").count() == 1
+    page.get_by_label("time travel").fill("1")
+    page.wait_for_selector(".page-head .badge[data-state='created']")
+    assert page.locator(".run-error").count() == 0
 
 
 @task
@@ -340,11 +366,20 @@ def test_the_time_travel_slider_shows_earlier_states(pg_head: HeadProcess, page:
     page.wait_for_selector("[data-count='pending'] >> text=pending 2")
     assert page.locator(".react-flow__node[aria-label$=': pending']").count() == 2
     assert "history" in page.locator(".tt-label").inner_text()
+    assert page.locator(".page-head .badge").get_attribute("data-state") == "created"  # the header too
     slider.fill("2")  # the first task placed
     page.wait_for_selector(".react-flow__node[aria-label$=': queued']")
+    page.wait_for_selector(".page-head .badge[data-state='running']")
+    slider.fill("3")  # the first task started: its running bar ends at this event, not at "now"
+    page.wait_for_selector(".react-flow__node[aria-label$=': running']")
+    bar = page.locator(".tl-row", has_text="alpha_step").locator(".tl-seg.tl-running").first
+    track = page.locator(".tl-row", has_text="alpha_step").locator(".tl-track").first
+    bar_box, track_box = bar.bounding_box(), track.bounding_box()
+    assert bar_box["x"] + bar_box["width"] < track_box["x"] + track_box["width"] - 3
     shot(page, "time-travel")
     page.get_by_role("button", name="Back to live").click()
     page.wait_for_selector("[data-count='succeeded'] >> text=succeeded 2")
+    page.wait_for_selector(".page-head .badge[data-state='succeeded']")
 
 
 def test_the_cluster_view_shows_the_workers_bars_and_running_attempts(

@@ -6,9 +6,19 @@ import { byAttention } from "../fold/taskOrder";
 
 const MAX_ROWS = 200;
 
-export function Timeline({ run, now, selected, onSelect }: { run: FoldRun; now: number; selected: string | null; onSelect: (id: string) => void }) {
+interface Props {
+  run: FoldRun;
+  /** Where what is still open (queued, running) ends: now, or the chosen event's time in history. */
+  now: number;
+  /** The axis' end: the run's end (or now), also in history, so the bars keep their scale. */
+  end?: number;
+  selected: string | null;
+  onSelect: (id: string) => void;
+}
+
+export function Timeline({ run, now, end, selected, onSelect }: Props) {
   const t0 = run.created_at_ms ?? now;
-  const t1 = Math.max(run.finished_at_ms ?? now, t0 + 1);
+  const t1 = Math.max(end ?? run.finished_at_ms ?? now, t0 + 1);
   const span = t1 - t0;
   const pct = (t: number) => `${(Math.max(0, Math.min(t, t1) - t0) / span) * 100}%`;
   const width = (a: number, b: number) => `${Math.max(0.3, ((Math.min(b, t1) - Math.max(a, t0)) / span) * 100)}%`;

@@ -98,11 +98,13 @@ export function RunPage() {
   if (error) return <div className="page"><ErrorBox error={error} /></div>;
   const at = position === null ? total : position;
   const atEvent = at > 0 ? events.current[at - 1] : null;
+  // in history, "now" is the chosen event's time: what was running then ends there, not today
+  const atNow = position === null ? now : ((atEvent?.at_ms as number | undefined) ?? live.current.created_at_ms ?? now);
   return (
     <div className="page run-page">
       <div className="page-head">
         <h1>{run?.workflow_id ?? runId}</h1>
-        <StateBadge state={live.current.state} />
+        <StateBadge state={shownModel.state} />
         <span className="kind">{live.current.kind}</span>
         <StreamStatus status={finished && status !== "live" ? "ended" : status} />
         <div className="spacer" />
@@ -116,7 +118,7 @@ export function RunPage() {
       </div>
       {notice ? <div className="notice">{notice}</div> : null}
       <ErrorBox error={actionError} />
-      {run?.error ? (
+      {run?.error && shownModel.state === live.current.state ? (
         <div className="error-box run-error" role="alert">
           <b>{run.error.error_type}</b>: {run.error.message}
           {run.failed_task_id ? (
@@ -173,7 +175,7 @@ export function RunPage() {
               <button className={tab === "trace" ? "active" : ""} onClick={() => setTab("trace")}>Agent trace</button>
             ) : null}
           </div>
-          {tab === "timeline" ? <Timeline run={shownModel} now={now} selected={selected} onSelect={setSelected} /> : null}
+          {tab === "timeline" ? <Timeline run={shownModel} now={atNow} end={live.current.finished_at_ms ?? now} selected={selected} onSelect={setSelected} /> : null}
           {tab === "artifacts" ? <ArtifactsPanel runId={runId} version={finished ? 1 : 0} /> : null}
           {tab === "trace" ? <TracePanel runId={runId} version={version} finished={finished} /> : null}
         </div>
@@ -185,6 +187,7 @@ export function RunPage() {
               version={`${sel.state}:${sel.attempt}`}
               minSeq={live.current.last_seq}
               events={events.current}
+              nameOf={(id) => live.current.tasks.get(id)?.name}
             />
           ) : (
             <div className="panel muted">Select a task in the DAG or the timeline.</div>
