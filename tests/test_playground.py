@@ -343,11 +343,11 @@ def test_cancel_from_the_run_page(pg_head: HeadProcess, page: Any) -> None:
     run_id = wf.run()
     page.goto(f"{pg_head.url}/playground/runs/{run_id}")
     page.wait_for_selector(".react-flow__node[aria-label='lingers: running']")
-    page.get_by_role("button", name="Cancel").click()
+    page.get_by_role("button", name="Cancel", exact=True).click()
     page.wait_for_selector(".react-flow__node[aria-label='lingers: cancelled']")
     page.wait_for_selector(".page-head .badge[data-state='cancelled']")
     _wait_state(client, run_id, "cancelled")  # the read models follow the log a little later
-    assert page.get_by_role("button", name="Cancel").is_disabled()
+    assert page.get_by_role("button", name="Cancel", exact=True).is_disabled()
 
 
 def test_the_time_travel_slider_shows_earlier_states(pg_head: HeadProcess, page: Any) -> None:
