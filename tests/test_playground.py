@@ -185,6 +185,11 @@ def test_a_run_page_turns_green_live_and_shows_logs_and_errors(
     page.wait_for_selector(".react-flow__node[aria-label='gated: running']")
     assert _node(page, "alpha_step").count() == 2
     page.locator(".react-flow__node[aria-label='gated: running']").click()
+    page.locator(".task-panel h3 >> text=gated").wait_for()
+    _node(page, "alpha_step").first.click()  # reads gated's output: named, not a raw reference
+    page.wait_for_selector(".task-panel .json >> text=← gated.n")
+    page.locator(".react-flow__node[aria-label='gated: running']").click()
+    page.locator(".task-panel h3 >> text=gated").wait_for()
     page.get_by_role("button", name="logs").click()
     page.wait_for_selector("[data-logs] >> text=waiting at the gate")
     shot(page, "run-page-running")
@@ -192,6 +197,16 @@ def test_a_run_page_turns_green_live_and_shows_logs_and_errors(
     page.wait_for_selector("[data-count='succeeded'] >> text=succeeded 3")
     assert page.locator(".react-flow__node[aria-label$=': succeeded']").count() == 3
     page.wait_for_selector(".page-head .badge[data-state='succeeded']")
+    # a small DAG has no minimap until asked; it is then drawn in the state colours, top right
+    assert page.locator(".react-flow__minimap").count() == 0
+    page.get_by_label("toggle minimap").click()
+    minimap = page.locator(".react-flow__minimap")
+    minimap.wait_for()
+    assert "top" in minimap.get_attribute("class")
+    fills = page.eval_on_selector_all(
+        ".react-flow__minimap-node", "ns => ns.map(n => n.getAttribute('fill') ?? n.style.fill)"
+    )
+    assert fills == ["rgb(31, 157, 85)"] * 3, fills  # succeeded green (#1f9d55)
     shot(page, "run-page-succeeded")
 
     # a failed task shows its structured error with the traceback
@@ -204,8 +219,121 @@ def test_a_run_page_turns_green_live_and_shows_logs_and_errors(
     error = page.locator(".task-error[data-error-type='user_code']")
     error.wait_for()
     assert "ZeroDivisionError" in error.inner_text() and "beta cannot divide 7" in error.inner_text()
+    assert error.locator(".error-line").inner_text().count("ZeroDivisionError") == 1  # not "X: X:"
     assert "Traceback" in page.locator(".traceback").inner_text()
+    # the traceback and the attempts table scroll inside the panel, never past its edge
+    panel = page.locator(".task-panel").bounding_box()
+    for part in (".traceback", ".table-scroll"):
+        box = page.locator(part).bounding_box()
+        assert box["x"] + box["width"] <= panel["x"] + panel["width"], part
     shot(page, "run-page-failed-task")
+    # in history, before the task failed, the run's error banner is not shown
+    assert page.locator(".run-error").count() == 1
+    page.get_by_label("time travel").fill("1")
+    page.wait_for_selector(".page-head .badge[data-state='created']")
+    assert page.locator(".run-error").count() == 0
+
+
+@task
+def shard(i: int = 0):
+    if i == 350:
+        raise RuntimeError(f"shard {i} is corrupt")
+    return {"i": i}
+
+
+def test_the_one_failed_task_of_a_big_run_is_one_click_away(pg_head: HeadProcess, page: Any) -> None:
+    client = MaClient(pg_head.url)
+    wf = client.create_workflow()
+    for i in range(400):  # above the DAG's big-graph threshold, no edges at all
+        wf.add_task(shard, inputs={"i": i}, task_name=f"shard_{i}")
+    run_id = wf.run()
+    _wait_state(client, run_id, "failed")
+    failed_id = client.get_run(run_id)["failed_task_id"]
+    assert failed_id
+    page.goto(f"{pg_head.url}/playground/runs/{run_id}")
+    page.wait_for_selector("[data-count='failed'] >> text=failed 1")
+    # the DAG wraps independent tasks into a grid: the failed one is drawn in the fitted view
+    node = page.locator(".react-flow__node[aria-label='shard_350: failed']")
+    node.wait_for()
+    box, dag = node.bounding_box(), page.locator(".dag").bounding_box()
+    assert dag["x"] <= box["x"] and box["x"] + box["width"] <= dag["x"] + dag["width"]
+    assert dag["y"] <= box["y"] and box["y"] + box["height"] <= dag["y"] + dag["height"]
+    # the timeline lists it first
+    assert page.locator(".tl-row .tl-name").first.inner_text() == "shard_350"
+    # the run's error banner names it, and opens it
+    link = page.locator(f".run-error [data-failed-task='{failed_id}']")
+    assert link.inner_text() == "shard_350"
+    link.click()
+    page.locator(f"[data-task-panel='{failed_id}'] .task-error").wait_for()
+    assert "shard 350 is corrupt" in page.locator(".task-error").inner_text()
+    page.goto(f"{pg_head.url}/playground/runs/{run_id}")
+    # the state chip lists the tasks in that state and selects the first
+    page.locator("[data-count='failed']").click()
+    items = page.locator("[data-state-tasks='failed'] [data-task-item]")
+    items.first.wait_for()
+    assert items.count() == 1 and items.first.inner_text() == "shard_350"
+    page.locator(f"[data-task-panel='{failed_id}'] .task-error").wait_for()
+    shot(page, "big-run-failed-task")
+    page.locator("[data-count='succeeded']").click()  # another state: its list, its first task
+    page.locator("[data-state-tasks='succeeded'] [data-task-item]").first.wait_for()
+    assert page.locator("[data-state-tasks='failed']").count() == 0
+
+
+@task
+def decide_slowly(prompt: str, history: list, tools: dict, step: int):
+    import time
+
+    time.sleep(0.6)
+    if len(history) < 3:
+        return {"action": {"tool": "count_up", "args": {"n": len(history)}}}
+    return {"action": {"final": "counted to three"}}
+
+
+@task
+def count_up(n: int = 0):
+    import time
+
+    time.sleep(0.3)
+    return {"value": n + 1}
+
+
+def test_a_live_react_run_keeps_its_trace_and_dag_current(pg_head: HeadProcess, page: Any) -> None:
+    client = MaClient(pg_head.url)
+    react = client.create_react_workflow(llm_task=decide_slowly, tools=[count_up], max_steps=6)
+    run_id = react.run_async("count to three")
+    page.goto(f"{pg_head.url}/playground/runs/{run_id}")
+    page.get_by_role("button", name="Agent trace").click()
+    page.locator(".trace").wait_for()
+    _wait_state(client, run_id, "succeeded")
+    # watched live, never reopened: the trace catches up with the run's end
+    page.locator(".trace .final >> text=counted to three").wait_for(timeout=10_000)
+    assert page.locator(".trace .trace-step").count() == 4
+    shot(page, "react-live-trace")
+    # the tasks it appended as it went are all in view: the DAG was fitted again as it grew
+    nodes = page.locator(".react-flow__node")
+    wait_until(lambda: nodes.count() == 7, timeout=10)  # 4 decisions, 3 tool calls
+    dag = page.locator(".dag").bounding_box()
+    page.wait_for_timeout(300)  # the last fit is one frame after the last render
+    for i in range(nodes.count()):
+        box = nodes.nth(i).bounding_box()
+        assert dag["x"] <= box["x"] and box["x"] + box["width"] <= dag["x"] + dag["width"] + 1, i
+        assert dag["y"] <= box["y"] and box["y"] + box["height"] <= dag["y"] + dag["height"] + 1, i
+
+    # but once the person zooms, the view is theirs: new tasks do not move it
+    run_id = react.run_async("count again")
+    page.goto(f"{pg_head.url}/playground/runs/{run_id}")
+    page.locator(".react-flow__node").first.wait_for()
+    page.wait_for_timeout(300)
+    page.mouse.move(dag["x"] + dag["width"] / 2, dag["y"] + dag["height"] / 2)
+    page.mouse.wheel(0, 200)
+    page.wait_for_timeout(300)
+    viewport = page.locator(".react-flow__viewport")
+    zoomed = viewport.get_attribute("style")
+    assert client.get_run(run_id)["state"] == "running"  # still to grow
+    _wait_state(client, run_id, "succeeded")
+    wait_until(lambda: nodes.count() == 7, timeout=10)
+    page.wait_for_timeout(300)
+    assert viewport.get_attribute("style") == zoomed
 
 
 def test_cancel_from_the_run_page(pg_head: HeadProcess, page: Any) -> None:
@@ -215,11 +343,11 @@ def test_cancel_from_the_run_page(pg_head: HeadProcess, page: Any) -> None:
     run_id = wf.run()
     page.goto(f"{pg_head.url}/playground/runs/{run_id}")
     page.wait_for_selector(".react-flow__node[aria-label='lingers: running']")
-    page.get_by_role("button", name="Cancel").click()
+    page.get_by_role("button", name="Cancel", exact=True).click()
     page.wait_for_selector(".react-flow__node[aria-label='lingers: cancelled']")
     page.wait_for_selector(".page-head .badge[data-state='cancelled']")
     _wait_state(client, run_id, "cancelled")  # the read models follow the log a little later
-    assert page.get_by_role("button", name="Cancel").is_disabled()
+    assert page.get_by_role("button", name="Cancel", exact=True).is_disabled()
 
 
 def test_the_time_travel_slider_shows_earlier_states(pg_head: HeadProcess, page: Any) -> None:
@@ -238,11 +366,20 @@ def test_the_time_travel_slider_shows_earlier_states(pg_head: HeadProcess, page:
     page.wait_for_selector("[data-count='pending'] >> text=pending 2")
     assert page.locator(".react-flow__node[aria-label$=': pending']").count() == 2
     assert "history" in page.locator(".tt-label").inner_text()
+    assert page.locator(".page-head .badge").get_attribute("data-state") == "created"  # the header too
     slider.fill("2")  # the first task placed
     page.wait_for_selector(".react-flow__node[aria-label$=': queued']")
+    page.wait_for_selector(".page-head .badge[data-state='running']")
+    slider.fill("3")  # the first task started: its running bar ends at this event, not at "now"
+    page.wait_for_selector(".react-flow__node[aria-label$=': running']")
+    bar = page.locator(".tl-row", has_text="alpha_step").locator(".tl-seg.tl-running").first
+    track = page.locator(".tl-row", has_text="alpha_step").locator(".tl-track").first
+    bar_box, track_box = bar.bounding_box(), track.bounding_box()
+    assert bar_box["x"] + bar_box["width"] < track_box["x"] + track_box["width"] - 3
     shot(page, "time-travel")
     page.get_by_role("button", name="Back to live").click()
     page.wait_for_selector("[data-count='succeeded'] >> text=succeeded 2")
+    page.wait_for_selector(".page-head .badge[data-state='succeeded']")
 
 
 def test_the_cluster_view_shows_the_workers_bars_and_running_attempts(
@@ -261,9 +398,70 @@ def test_the_cluster_view_shows_the_workers_bars_and_running_attempts(
     # live: the attempt and the CPU it holds appear without a reload
     card.locator("text=1 / 4 CPUs").wait_for()
     card.locator(".attempt-list >> text=running").wait_for()
+    assert card.locator(".attempt-list a").first.inner_text() == "lingers"  # named, not a task id
+    # more than the node holds: the bar is what runs (never "6 / 4"), the rest is queued apart
+    wf = client.create_workflow()
+    for i in range(5):
+        wf.add_task(lingers, inputs={"n": i})
+    crowd = wf.run()
+    card.locator("text=4 / 4 CPUs").wait_for()
+    queued = card.locator("[data-queued-here]")
+    wait_until(lambda: "queued here, needing 2 CPUs" in queued.inner_text(), timeout=30)
+    assert queued.get_attribute("data-queued-here") == "2"
     shot(page, "cluster")
-    httpx.post(f"{pg_head.url}/runs/{run_id}/cancel", json={}).raise_for_status()
+    for rid in (run_id, crowd):
+        httpx.post(f"{pg_head.url}/runs/{rid}/cancel", json={}).raise_for_status()
     card.locator("text=0 / 4 CPUs").wait_for()
+    card.locator("text=nothing queued here").wait_for()
+
+
+def test_a_bounded_stream_is_renewed_without_showing_reconnecting(pg_head: HeadProcess, page: Any) -> None:
+    # the page asks for 60 s streams; made 1 s here (the real head ends them with `event: end`)
+    renewals: list[str] = []
+
+    def shorter(route: Any) -> None:
+        renewals.append(route.request.url)
+        route.continue_(url=route.request.url.replace("hold_s=60", "hold_s=1"))
+
+    page.route("**/cluster/stream?hold_s=60", shorter)
+    page.goto(f"{pg_head.url}/playground/cluster")
+    page.wait_for_selector("[data-stream='live']")
+    page.evaluate(
+        """() => {
+          window.seen = [];
+          const el = document.querySelector('[data-stream]');
+          new MutationObserver(() => window.seen.push(el.dataset.stream))
+            .observe(el, { attributes: true, attributeFilter: ['data-stream'] });
+        }"""
+    )
+    for _ in range(300):  # three clean ends, each renewed (the route runs while Playwright waits)
+        if len(renewals) >= 4:
+            break
+        page.wait_for_timeout(100)
+    assert len(renewals) >= 4, renewals
+    assert page.evaluate("window.seen") == []  # never left "live"
+    assert page.locator("[data-stream]").get_attribute("data-stream") == "live"
+
+
+def test_a_page_that_fails_to_render_shows_the_error_not_a_blank_app(pg_head: HeadProcess, page: Any) -> None:
+    # an answer of a shape the page does not expect (a node with no CPU figures) makes it throw
+    page.route(
+        "**/cluster/stream?*",
+        lambda route: route.fulfill(
+            status=200,
+            headers={"content-type": "text/event-stream"},
+            body='event: cluster\ndata: {"resources": {"nodes": [{"node_id": "odd"}]}}\n\n',
+        ),
+    )
+    page.goto(f"{pg_head.url}/playground/cluster")
+    crash = page.locator("[data-crash]")
+    crash.wait_for()
+    assert "TypeError" in crash.inner_text()
+    assert page.get_by_role("button", name="Reload").is_visible()
+    shot(page, "page-crash")
+    page.get_by_role("link", name="Runs").click()  # the app is still there: another page opens
+    page.wait_for_selector("[data-stream='live']")
+    assert page.locator("[data-crash]").count() == 0
 
 
 def test_a_head_that_requires_a_token_asks_for_it_once(

@@ -71,7 +71,9 @@ async def cluster_nats(
 
 @get("/cluster/resources", responses=answers(400, 409, 503))
 async def cluster_resources(head: HeadState, min_seq: MinSeq = None) -> dict[str, Any]:
-    """Every node with total / committed / free CPU and memory, each GPU's memory, and whether it
+    """Every node with total / committed / free CPU and memory (`committed`: what its queued and
+    running attempts reserve; `in_use`: what its running attempts hold, from its last heartbeat),
+    each GPU's memory (`nvml_free_mb`: measured free memory, where the node reports it), and whether it
     runs sandboxed tasks (`sandbox`: `available`, and its `limits` or the `reason` it cannot); and workers
     seen heartbeating on NATS that are not registered nodes of this head (`unregistered_nodes`,
     also answered as `unregistered_ray_nodes`, the original Maze's name)."""
@@ -123,6 +125,7 @@ async def resources_view(head: HeadState, min_seq: int | None = None) -> dict[st
                     "total": row["memory_mb"],
                     "committed": committed["cpu_mem"],
                     "free": max(0, row["memory_mb"] - committed["cpu_mem"]),
+                    "in_use": live.get("in_use", {}).get("cpu_mem", 0),
                 },
                 "gpus": gpus,
                 "sandbox": live.get("sandbox", {"available": False, "reason": "not reported by this node"}),

@@ -65,6 +65,7 @@ def queues(ctl: RunController) -> dict[str, Any]:
         entry = {
             "run_id": run_id,
             "task_id": task_id,
+            "name": task.spec.name if task else "",
             "attempt": attempt,
             "node_id": res.node_id,
             "gpus": res.gpus,
@@ -85,6 +86,7 @@ def queues(ctl: RunController) -> dict[str, Any]:
             {
                 "run_id": run_id,
                 "task_id": task_id,
+                "name": task.spec.name,
                 "next_attempt": attempt,
                 "retry_in_s": max(0.0, (due - now) / 1000),
                 "reason": task.error.error_type if task.error else None,

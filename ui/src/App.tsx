@@ -1,6 +1,7 @@
 import { useEffect, useState } from "react";
-import { NavLink, Route, Routes } from "react-router-dom";
+import { NavLink, Route, Routes, useLocation } from "react-router-dom";
 import { onUnauthorized } from "./api/client";
+import { ErrorBoundary } from "./components/ErrorBoundary";
 import { TokenPrompt } from "./components/TokenPrompt";
 import { BuilderPage } from "./pages/BuilderPage";
 import { FilesPage } from "./pages/FilesPage";
@@ -10,6 +11,7 @@ import { RunsPage } from "./pages/RunsPage";
 
 export function App() {
   const [askToken, setAskToken] = useState(false);
+  const { pathname } = useLocation();
   useEffect(() => onUnauthorized(() => setAskToken(true)), []);
   return (
     <div className="app">
@@ -25,6 +27,7 @@ export function App() {
         <a className="muted" href="/schema" target="_blank" rel="noreferrer">API docs</a>
       </header>
       <main>
+        <ErrorBoundary key={pathname /* another page starts afresh */}>
         <Routes>
           <Route path="/" element={<RunsPage />} />
           <Route path="/runs/:runId" element={<RunPage />} />
@@ -33,6 +36,7 @@ export function App() {
           <Route path="/files" element={<FilesPage />} />
           <Route path="*" element={<div className="page"><h1>Not found</h1></div>} />
         </Routes>
+        </ErrorBoundary>
       </main>
       {askToken ? <TokenPrompt onDone={() => window.location.reload()} /> : null}
     </div>

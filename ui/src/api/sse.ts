@@ -46,9 +46,12 @@ export function follow(path: string, opts: FollowOptions): () => void {
       try {
         const how = await once();
         delay = 500;
-        if (how === "end" && !opts.renew) {
-          status("ended");
-          return;
+        if (how === "end") {
+          if (!opts.renew) {
+            status("ended");
+            return;
+          }
+          continue; // a bounded stream's clean end: renewed at once, still "live" (no flash)
         }
       } catch (e) {
         if (stopped) return;

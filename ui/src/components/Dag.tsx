@@ -4,10 +4,28 @@
 // its task's state, label or selection changed (React Flow re-renders only those), and each
 // carries its size (NODE_W x NODE_H, fixed in CSS), so React Flow never re-measures the DOM for
 // a state change; edges too are kept, and only a small DAG animates the edges into running tasks.
-import { useMemo, useRef } from "react";
-import { Background, Controls, MiniMap, Position, ReactFlow, type Edge, type Node } from "@xyflow/react";
+// When tasks are added (a dynamic or ReAct run) the view is fitted again, unless the person has
+// panned or zoomed since (the Controls' fit button hands it back to the page).
+import { useEffect, useMemo, useRef, useState } from "react";
+import { Background, ControlButton, Controls, MiniMap, Position, ReactFlow, type Edge, type Node, type ReactFlowInstance } from "@xyflow/react";
 import "@xyflow/react/dist/style.css";
 import { NODE_H, NODE_W, layoutGraph } from "./graphLayout";
+
+/** The minimap's node colours: the DAG's state colours (styles.css). */
+const STATE_COLOUR: Record<string, string> = {
+  pending: "#a3aab8",
+  queued: "#8e7cc3",
+  running: "#2f7de1",
+  retry_wait: "#e0a800",
+  succeeded: "#1f9d55",
+  failed: "#d64545",
+  timed_out: "#d64545",
+  cancelled: "#8a919f",
+};
+const stateOf = (n: Node) => (n.domAttributes as Record<string, string> | undefined)?.["data-state"] ?? "pending";
+
+/** A lone task is not blown up to fill the pane. */
+const FIT = { maxZoom: 1, padding: 0.1 };
 
 export interface DagTask {
   id: string;
@@ -65,12 +83,26 @@ export function Dag({ tasks, selected, onSelect }: Props) {
     const animated = new Set(running ? running.split(",") : []);
     return layout.edges.map((e) => (animated.has(e.target) ? { ...e, animated: true } : e));
   }, [layout, running]);
+  const [showMap, setShowMap] = useState(tasks.length > 12); // small DAGs need none
+  const flow = useRef<ReactFlowInstance | null>(null);
+  const moved = useRef(false); // by the person (a move the page makes has no event)
+  const count = tasks.length;
+  useEffect(() => {
+    if (moved.current || !flow.current) return;
+    const frame = requestAnimationFrame(() => flow.current?.fitView(FIT));
+    return () => cancelAnimationFrame(frame);
+  }, [layout, count]);
   return (
     <div className="dag">
       <ReactFlow
         nodes={nodes}
         edges={edges}
         fitView
+        fitViewOptions={FIT}
+        onInit={(instance) => (flow.current = instance)}
+        onMoveStart={(event) => {
+          if (event) moved.current = true;
+        }}
         minZoom={0.05}
         nodesDraggable={false}
         nodesConnectable={false}
@@ -79,8 +111,16 @@ export function Dag({ tasks, selected, onSelect }: Props) {
         proOptions={{ hideAttribution: true }}
       >
         <Background gap={20} />
-        <Controls showInteractive={false} />
-        {big ? null : <MiniMap pannable zoomable />}
+        <Controls showInteractive={false} onFitView={() => (moved.current = false)}>
+          {big ? null : (
+            <ControlButton onClick={() => setShowMap((v) => !v)} title={showMap ? "hide the minimap" : "show the minimap"} aria-label="toggle minimap">
+              ▦
+            </ControlButton>
+          )}
+        </Controls>
+        {big || !showMap ? null : (
+          <MiniMap pannable zoomable position="top-right" style={{ width: 120, height: 80 }} nodeColor={(n) => STATE_COLOUR[stateOf(n)] ?? "#a3aab8"} nodeStrokeWidth={0} />
+        )}
       </ReactFlow>
     </div>
   );

@@ -1,12 +1,24 @@
 // Each task's attempts on one time axis: queued (placed → started), running (started → end),
 // retry_wait (the backoff before the next attempt). From the fold, so time travel moves it too.
+// Failed, then running, waiting and queued tasks come first (taskOrder.ts).
 import type { FoldRun } from "../fold/runFold";
+import { byAttention } from "../fold/taskOrder";
 
 const MAX_ROWS = 200;
 
-export function Timeline({ run, now, selected, onSelect }: { run: FoldRun; now: number; selected: string | null; onSelect: (id: string) => void }) {
+interface Props {
+  run: FoldRun;
+  /** Where what is still open (queued, running) ends: now, or the chosen event's time in history. */
+  now: number;
+  /** The axis' end: the run's end (or now), also in history, so the bars keep their scale. */
+  end?: number;
+  selected: string | null;
+  onSelect: (id: string) => void;
+}
+
+export function Timeline({ run, now, end, selected, onSelect }: Props) {
   const t0 = run.created_at_ms ?? now;
-  const t1 = Math.max(run.finished_at_ms ?? now, t0 + 1);
+  const t1 = Math.max(end ?? run.finished_at_ms ?? now, t0 + 1);
   const span = t1 - t0;
   const pct = (t: number) => `${(Math.max(0, Math.min(t, t1) - t0) / span) * 100}%`;
   const width = (a: number, b: number) => `${Math.max(0.3, ((Math.min(b, t1) - Math.max(a, t0)) / span) * 100)}%`;
@@ -25,7 +37,7 @@ export function Timeline({ run, now, selected, onSelect }: { run: FoldRun; now: 
     }
   }
   for (const w of run.waits) bar(w.task_id, "retry_wait", w.from_ms, w.until_ms, "retry_wait");
-  const tasks = [...run.tasks.values()].sort((a, b) => a.task_index - b.task_index);
+  const tasks = byAttention(run.tasks.values()); // failed and running first: found in a big run
   const shown = tasks.slice(0, MAX_ROWS);
   return (
     <div className="timeline">

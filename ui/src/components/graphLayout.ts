@@ -1,5 +1,6 @@
-// Where each task of a DAG goes: dagre's layered layout, left to right. Pure (tests in
-// graphLayout.test.ts); run once per set of tasks, never on a state change.
+// Where each task of a DAG goes: dagre's layered layout, left to right; many tasks with no edge
+// (independent tasks) in a grid below it. Pure (tests in graphLayout.test.ts); run once per set of
+// tasks, never on a state change.
 import dagre from "@dagrejs/dagre";
 
 export const NODE_W = 180;
@@ -21,7 +22,39 @@ export const BIG_GRAPH = 300;
 const NODESEP = 18;
 const RANKSEP = 60;
 
+/** At least this many tasks with no edge at all (a map of independent tasks) go in a grid below
+ * the rest, rather than in one column thousands of rows tall. */
+export const GRID_FROM = 12;
+
 export function layoutGraph(tasks: LayoutInput[]): Positioned {
+  const ids = new Set(tasks.map((t) => t.id));
+  const linked = new Set<string>();
+  for (const t of tasks) {
+    for (const up of t.upstream) {
+      if (!ids.has(up) || up === t.id) continue;
+      linked.add(up);
+      linked.add(t.id);
+    }
+  }
+  const alone = tasks.filter((t) => !linked.has(t.id));
+  if (alone.length < GRID_FROM) return layoutLinked(tasks);
+  const rest = layoutLinked(tasks.filter((t) => linked.has(t.id)));
+  let bottom = 0;
+  for (const p of rest.positions.values()) bottom = Math.max(bottom, p.y + NODE_H + RANKSEP);
+  gridLayout(alone.map((t) => t.id), bottom, rest.positions);
+  return rest;
+}
+
+/** `ids` in rows under `top`, about twice as wide as tall (the DAG pane's shape), in order. */
+export function gridLayout(ids: string[], top: number, into: Positioned["positions"]): void {
+  const cellW = NODE_W + NODESEP;
+  const cellH = NODE_H + NODESEP;
+  const columns = Math.max(1, Math.ceil(Math.sqrt((ids.length * 2 * cellH) / cellW)));
+  ids.forEach((id, i) => into.set(id, { x: 10 + (i % columns) * cellW, y: 10 + top + Math.floor(i / columns) * cellH }));
+}
+
+function layoutLinked(tasks: LayoutInput[]): Positioned {
+  if (!tasks.length) return { positions: new Map(), edges: [] };
   if (tasks.length > BIG_GRAPH) return layeredLayout(tasks);
   const g = new dagre.graphlib.Graph();
   g.setGraph({ rankdir: "LR", nodesep: NODESEP, ranksep: RANKSEP, marginx: 10, marginy: 10 });

@@ -1,28 +1,14 @@
-// The Cluster view: every node with its state and CPU / memory / per-GPU memory bars, its running
+// The Cluster view: every node (NodeCard.tsx) with its state and CPU / memory / per-GPU memory bars, its running
 // attempts, and the queues with pending reasons and retry waits, live from `GET /cluster/stream`.
 import { useState } from "react";
 import { Link } from "react-router-dom";
 import { useFollow } from "../api/hooks";
-import { ErrorBox, StateBadge, UsageBar } from "../components/common";
+import { ErrorBox } from "../components/common";
 import { StreamStatus } from "../components/StreamStatus";
+import { AttemptList, NodeCard, type NodeView, type Placed } from "./NodeCard";
 
-interface Gpu { index: number; name?: string; total_mem_mb: number; reserved_mem_mb: number; free_mem_mb: number; nvml_free_mb?: number | null }
-interface NodeView {
-  node_id: string;
-  hostname: string;
-  ip: string;
-  state: string;
-  heartbeat_age_s: number | null;
-  running: number;
-  waiting: number;
-  cpu: { total: number; committed: number; free: number; in_use: number };
-  memory_mb: { total: number; committed: number; free: number };
-  gpus: Gpu[];
-  sandbox: { available: boolean; reason?: string };
-}
-interface Placed { run_id: string; task_id: string; attempt: number; node_id: string; state: string; timeout_seconds: number | null }
 interface Pending { run_id: string; task_id: string; name: string; resource_class: string; reason: string }
-interface RetryWait { run_id: string; task_id: string; next_attempt: number; retry_in_s: number; reason: string | null }
+interface RetryWait { run_id: string; task_id: string; name?: string; next_attempt: number; retry_in_s: number; reason: string | null }
 interface Snapshot {
   resources: { nodes: NodeView[]; unregistered_nodes: unknown[]; leader: unknown };
   queues: {
@@ -51,21 +37,7 @@ export function ClusterPage() {
       <ErrorBox error={error} />
       <div className="nodes">
         {(snap?.resources.nodes ?? []).map((n) => (
-          <div key={n.node_id} className="node-card" data-node={n.node_id}>
-            <div className="node-head">
-              <b>{n.node_id}</b> <StateBadge state={n.state} />
-              <span className="muted"> {n.hostname} · {n.ip}{n.heartbeat_age_s !== null ? ` · beat ${n.heartbeat_age_s.toFixed(1)} s ago` : ""}</span>
-            </div>
-            <UsageBar label="CPU" used={n.cpu.committed} total={n.cpu.total} unit="CPUs" />
-            <UsageBar label="Memory" used={n.memory_mb.committed} total={n.memory_mb.total} unit="MB" />
-            {n.gpus.map((g) => (
-              <UsageBar key={g.index} label={`GPU ${g.index}${g.name ? ` ${g.name}` : ""}`} used={g.reserved_mem_mb} total={g.total_mem_mb} unit="MB" />
-            ))}
-            <div className="muted">
-              {n.running} running · {n.waiting} waiting · sandbox {n.sandbox.available ? "available" : `unavailable (${n.sandbox.reason ?? "?"})`}
-            </div>
-            <AttemptList items={(q?.placed ?? []).filter((p) => p.node_id === n.node_id)} />
-          </div>
+          <NodeCard key={n.node_id} node={n} placed={(q?.placed ?? []).filter((p) => p.node_id === n.node_id)} />
         ))}
         {snap && !snap.resources.nodes.length ? <div className="muted">No nodes registered.</div> : null}
       </div>
@@ -103,7 +75,7 @@ export function ClusterPage() {
             <tbody>
               {(q?.retry_waits ?? []).map((r) => (
                 <tr key={r.run_id + r.task_id}>
-                  <td><Link to={`/runs/${r.run_id}`}>{r.task_id}</Link></td>
+                  <td><Link to={`/runs/${r.run_id}`} title={r.task_id}>{r.name || r.task_id}</Link></td>
                   <td>attempt {r.next_attempt} in {r.retry_in_s.toFixed(1)} s</td>
                   <td className="muted">{r.reason ?? ""}</td>
                 </tr>
@@ -115,22 +87,10 @@ export function ClusterPage() {
         <section>
           <h3>With timeouts</h3>
           <AttemptList items={q?.timeouts ?? []} />
+          {!q?.timeouts.length ? <div className="muted">no attempt with a timeout placed</div> : null}
         </section>
       </div>
     </div>
   );
 }
 
-function AttemptList({ items }: { items: Placed[] }) {
-  if (!items.length) return null;
-  return (
-    <ul className="attempt-list">
-      {items.map((p) => (
-        <li key={`${p.run_id}/${p.task_id}/${p.attempt}`}>
-          <StateBadge state={p.state} /> <Link to={`/runs/${p.run_id}`}>{p.task_id}</Link> #{p.attempt}
-          {p.timeout_seconds ? <span className="muted"> · timeout {p.timeout_seconds} s</span> : null}
-        </li>
-      ))}
-    </ul>
-  );
-}

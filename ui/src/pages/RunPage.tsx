@@ -8,9 +8,11 @@ import { ApiError, getJson, postJson } from "../api/client";
 import type { RunView } from "../api/types";
 import { Dag, type DagTask } from "../components/Dag";
 import { ErrorBox, StateBadge, duration, when } from "../components/common";
+import { StateTasks } from "../components/StateTasks";
 import { StreamStatus } from "../components/StreamStatus";
 import { Timeline } from "../components/Timeline";
 import { countStates, foldEvents } from "../fold/runFold";
+import { inState } from "../fold/taskOrder";
 import { useLiveRun } from "../fold/useLiveRun";
 import { ArtifactsPanel } from "./ArtifactsPanel";
 import { TaskPanel } from "./TaskPanel";
@@ -24,6 +26,7 @@ export function RunPage() {
   const [notice, setNotice] = useState<string | null>(null);
   const [position, setPosition] = useState<number | null>(null); // null: live (the last event)
   const [selected, setSelected] = useState<string | null>(null);
+  const [chosenState, setChosenState] = useState<string | null>(null); // a count chip clicked
   const [tab, setTab] = useState<"timeline" | "artifacts" | "trace">("timeline");
   const { events, live, version, status, error: loadError, finished } = useLiveRun(runId);
 
@@ -31,6 +34,7 @@ export function RunPage() {
     let stop = false;
     setPosition(null);
     setSelected(null);
+    setChosenState(null);
     setRun(null);
     getJson<RunView>(`/runs/${runId}`)
       .then((view) => !stop && setRun(view))
@@ -66,6 +70,14 @@ export function RunPage() {
   );
   const counts = countStates(shownModel);
   const sel = selected ? live.current.tasks.get(selected) : undefined;
+  const chosenTasks = chosenState ? inState(shownModel.tasks.values(), chosenState) : [];
+  function chooseState(state: string) {
+    if (state === chosenState) return setChosenState(null);
+    setChosenState(state);
+    const first = inState(shownModel.tasks.values(), state)[0];
+    if (first) setSelected(first.task_id);
+  }
+  const failedTask = run?.failed_task_id ? live.current.tasks.get(run.failed_task_id) : undefined;
 
   async function act(what: "cancel" | "retry") {
     setActionError(null);
@@ -86,11 +98,13 @@ export function RunPage() {
   if (error) return <div className="page"><ErrorBox error={error} /></div>;
   const at = position === null ? total : position;
   const atEvent = at > 0 ? events.current[at - 1] : null;
+  // in history, "now" is the chosen event's time: what was running then ends there, not today
+  const atNow = position === null ? now : ((atEvent?.at_ms as number | undefined) ?? live.current.created_at_ms ?? now);
   return (
     <div className="page run-page">
       <div className="page-head">
         <h1>{run?.workflow_id ?? runId}</h1>
-        <StateBadge state={live.current.state} />
+        <StateBadge state={shownModel.state} />
         <span className="kind">{live.current.kind}</span>
         <StreamStatus status={finished && status !== "live" ? "ended" : status} />
         <div className="spacer" />
@@ -104,12 +118,35 @@ export function RunPage() {
       </div>
       {notice ? <div className="notice">{notice}</div> : null}
       <ErrorBox error={actionError} />
-      {run?.error ? <ErrorBox error={Object.assign(new Error(run.error.message), { type: run.error.error_type })} /> : null}
+      {run?.error && shownModel.state === live.current.state ? (
+        <div className="error-box run-error" role="alert">
+          <b>{run.error.error_type}</b>: {run.error.message}
+          {run.failed_task_id ? (
+            <>
+              {" "}· in task{" "}
+              <button className="link" data-failed-task={run.failed_task_id} onClick={() => setSelected(run.failed_task_id)}>
+                {failedTask?.name ?? run.failed_task_id}
+              </button>
+            </>
+          ) : null}
+        </div>
+      ) : null}
       <div className="counts">
         {Object.entries(counts).map(([s, n]) => (
-          <span key={s} className={`count state-${s}`} data-count={s}>{s} {n}</span>
+          <button
+            key={s}
+            className={`count state-${s}${s === chosenState ? " chosen" : ""}`}
+            data-count={s}
+            title={`list the tasks ${s}`}
+            onClick={() => chooseState(s)}
+          >
+            {s} {n}
+          </button>
         ))}
       </div>
+      {chosenState ? (
+        <StateTasks state={chosenState} tasks={chosenTasks} selected={selected} onSelect={setSelected} onClose={() => setChosenState(null)} />
+      ) : null}
       <div className="timetravel">
         <input
           type="range"
@@ -138,9 +175,9 @@ export function RunPage() {
               <button className={tab === "trace" ? "active" : ""} onClick={() => setTab("trace")}>Agent trace</button>
             ) : null}
           </div>
-          {tab === "timeline" ? <Timeline run={shownModel} now={now} selected={selected} onSelect={setSelected} /> : null}
+          {tab === "timeline" ? <Timeline run={shownModel} now={atNow} end={live.current.finished_at_ms ?? now} selected={selected} onSelect={setSelected} /> : null}
           {tab === "artifacts" ? <ArtifactsPanel runId={runId} version={finished ? 1 : 0} /> : null}
-          {tab === "trace" ? <TracePanel runId={runId} version={version} /> : null}
+          {tab === "trace" ? <TracePanel runId={runId} version={version} finished={finished} /> : null}
         </div>
         <div className="run-side">
           {selected && sel ? (
@@ -150,6 +187,7 @@ export function RunPage() {
               version={`${sel.state}:${sel.attempt}`}
               minSeq={live.current.last_seq}
               events={events.current}
+              nameOf={(id) => live.current.tasks.get(id)?.name}
             />
           ) : (
             <div className="panel muted">Select a task in the DAG or the timeline.</div>

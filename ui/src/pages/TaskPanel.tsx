@@ -6,6 +6,7 @@ import { useFollow } from "../api/hooks";
 import type { LogLine, MazeEvent, TaskDetail } from "../api/types";
 import { ErrorBox, Json, StateBadge, duration, when } from "../components/common";
 import { StreamStatus } from "../components/StreamStatus";
+import { errorLine, readableInputs } from "../components/taskText";
 
 interface Props {
   runId: string;
@@ -14,11 +15,13 @@ interface Props {
   version: string;
   minSeq: number;
   events: MazeEvent[];
+  /** The name of a task of the run, where the page knows it (inputs read from it). */
+  nameOf: (taskId: string) => string | undefined;
 }
 
 const TABS = ["details", "logs", "events"] as const;
 
-export function TaskPanel({ runId, taskId, version, minSeq, events }: Props) {
+export function TaskPanel({ runId, taskId, version, minSeq, events, nameOf }: Props) {
   const [tab, setTab] = useState<(typeof TABS)[number]>("details");
   const [task, setTask] = useState<TaskDetail | null>(null);
   const [error, setError] = useState<ApiError | null>(null);
@@ -45,7 +48,7 @@ export function TaskPanel({ runId, taskId, version, minSeq, events }: Props) {
         ))}
       </div>
       <ErrorBox error={error} />
-      {tab === "details" && task ? <Details task={task} /> : null}
+      {tab === "details" && task ? <Details task={task} nameOf={nameOf} /> : null}
       {tab === "logs" ? <Logs runId={runId} taskId={taskId} /> : null}
       {tab === "events" ? (
         <div className="events-list">
@@ -61,7 +64,7 @@ export function TaskPanel({ runId, taskId, version, minSeq, events }: Props) {
   );
 }
 
-function Details({ task }: { task: TaskDetail }) {
+function Details({ task, nameOf }: { task: TaskDetail; nameOf: Props["nameOf"] }) {
   return (
     <div className="details">
       <dl>
@@ -75,18 +78,19 @@ function Details({ task }: { task: TaskDetail }) {
       </dl>
       {task.error ? (
         <div className="task-error" data-error-type={task.error.error_type}>
-          <div><b>{task.error.error_type}</b>{task.error.exception_type ? ` · ${task.error.exception_type}` : ""}: {task.error.message}</div>
+          <div className="error-line">{errorLine(task.error)}</div>
           <div className="muted">origin {task.error.origin ?? "?"} · attempt {task.error.attempt ?? "?"}{task.error.retryable ? " · retryable" : ""}{task.error.node_id ? ` · on ${task.error.node_id}` : ""}</div>
           {task.error.traceback ? <pre className="traceback">{task.error.traceback}</pre> : null}
         </div>
       ) : null}
       <h4>Inputs</h4>
-      <Json value={task.inputs} />
+      <Json value={readableInputs(task.inputs, nameOf)} />
       <h4>Outputs</h4>
       <Json value={task.result ?? task.outputs} />
       <h4>Resources</h4>
       <Json value={task.resources} />
       <h4>Attempts</h4>
+      <div className="table-scroll">
       <table className="attempts">
         <thead><tr><th>#</th><th>State</th><th>Node</th><th>Placed</th><th>Duration</th><th>Note</th></tr></thead>
         <tbody>
@@ -102,6 +106,7 @@ function Details({ task }: { task: TaskDetail }) {
           ))}
         </tbody>
       </table>
+      </div>
     </div>
   );
 }

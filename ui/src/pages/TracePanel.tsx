@@ -1,5 +1,7 @@
 // A ReAct run's agent trace (`GET /runs/{id}/trace`): each step's decision, tool calls,
-// observations, repairs and compactions, and the final answer.
+// observations, repairs and compactions, and the final answer; read again shortly after new events
+// and when the run finishes, so a live run's trace never stays behind its DAG.
+import { useEffect, useRef, useState } from "react";
 import { useJson } from "../api/hooks";
 import { ErrorBox, Json, StateBadge } from "../components/common";
 
@@ -19,8 +21,29 @@ interface Trace {
   error?: { message: string } | null;
 }
 
-export function TracePanel({ runId, version }: { runId: string; version: number }) {
-  const { data, error } = useJson<Trace>(`/runs/${runId}/trace`, [Math.floor(version / 5)]);
+/** After new events, the trace is read again this long after the first of them (at most once
+ * per this long however fast they come), and once more when the run finishes. */
+const TRAILING_MS = 700;
+
+export function TracePanel({ runId, version, finished }: { runId: string; version: number; finished: boolean }) {
+  const [reads, setReads] = useState(0);
+  const timer = useRef<ReturnType<typeof setTimeout> | null>(null);
+  useEffect(() => {
+    if (timer.current !== null) return; // one is due: it reads what came meanwhile too
+    timer.current = setTimeout(() => {
+      timer.current = null;
+      setReads((n) => n + 1);
+    }, TRAILING_MS);
+  }, [version]);
+  useEffect(
+    () => () => {
+      if (timer.current !== null) clearTimeout(timer.current);
+      timer.current = null;
+    },
+    [],
+  );
+  // the route reads the run's log itself (up to its end when asked): nothing the page has is missed
+  const { data, error } = useJson<Trace>(`/runs/${runId}/trace`, [reads, finished]);
   if (error) return <ErrorBox error={error} />;
   if (!data) return <div className="muted">loading trace…</div>;
   return (
