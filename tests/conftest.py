@@ -6,6 +6,7 @@ import pytest
 
 from maze import MaClient
 from tests.helpers import HeadProcess, NatsServer
+from tests.llm_server import ScriptedLLM
 
 
 @pytest.fixture(scope="module")
@@ -29,3 +30,11 @@ def head(nats_server: NatsServer, tmp_path_factory: pytest.TempPathFactory) -> I
 @pytest.fixture
 def client(head: HeadProcess) -> MaClient:
     return MaClient(head.url)
+
+
+@pytest.fixture(scope="module")
+def llm() -> Iterator[ScriptedLLM]:
+    """A scripted OpenAI-compatible endpoint on loopback (tests/llm_server.py), one per module."""
+    server = ScriptedLLM().start()
+    yield server
+    server.stop()

@@ -56,13 +56,6 @@ def search(query: str, limit: int = 5) -> dict[str, Any]:
 TOOLS = [tool_schema(multiply), tool_schema(search)]
 
 
-@pytest.fixture(scope="module")
-def llm() -> Iterator[ScriptedLLM]:
-    server = ScriptedLLM().start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def keyed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(KEY_ENV, SECRET)

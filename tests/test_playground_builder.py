@@ -294,13 +294,6 @@ def test_a_connection_between_different_data_types_is_refused(
 
 
 @pytest.fixture(scope="module")
-def llm() -> Iterator[ScriptedLLM]:
-    server = ScriptedLLM().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def llm_pg_head(llm: ScriptedLLM, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HeadProcess]:
     """A head with the Playground and the scripted OpenAI-compatible endpoint (no worker: nothing runs)."""
     head = HeadProcess(

@@ -33,13 +33,6 @@ def word_count(text: str = ""):
 
 
 @pytest.fixture(scope="module")
-def llm() -> Iterator[ScriptedLLM]:
-    server = ScriptedLLM().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def llm_head(llm: ScriptedLLM, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HeadProcess]:
     """A head with its own embedded NATS, configured with the scripted endpoint and a key."""
     proc = HeadProcess(
