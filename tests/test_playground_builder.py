@@ -195,7 +195,11 @@ def test_a_csv_uploaded_on_the_files_page_feeds_a_workflow_built_on_the_canvas(
     assert _node(page, "write_file").get_attribute("data-invalid") == "false"
 
     # ---- saved by name, then run: the same canvas turns green, live
+    page.get_by_label("workflow name").fill("../../etc/passwd")  # refused, and it says why
+    assert page.get_by_role("button", name="Save").is_disabled()
+    assert "letters, digits" in page.locator("[data-save-hint]").inner_text()
     page.get_by_label("workflow name").fill("csv-report")
+    assert page.locator("[data-save-hint]").count() == 0
     page.get_by_role("button", name="Save").click()
     page.wait_for_selector(".notice >> text=Saved as csv-report.")
     page.get_by_role("button", name="Run").click()

@@ -23,7 +23,8 @@ import "@xyflow/react/dist/style.css";
 import { builderApi, type Catalog, type TaskFile, type TaskInfo, type Validation } from "../api/builder";
 import { ApiError } from "../api/client";
 import { useJson } from "../api/hooks";
-import { useWorkspace, WORKSPACE_RE } from "../api/workspace";
+import { useWorkspace } from "../api/workspace";
+import { saveBlockedReason } from "../builder/saveRule";
 import { ErrorBox, StateBadge } from "../components/common";
 import { StreamStatus } from "../components/StreamStatus";
 import { WorkspacePicker } from "../components/WorkspacePicker";
@@ -261,6 +262,7 @@ function Builder() {
   }
 
   const sel = nodes.find((n) => n.id === selected);
+  const saveBlocked = saveBlockedReason(name, nodes.length);
   const runState = run.live.current.state;
   return (
     <div className="builder">
@@ -268,7 +270,10 @@ function Builder() {
         <h1>Builder</h1>
         <WorkspacePicker value={workspace} onChange={setWorkspace} />
         <input aria-label="workflow name" placeholder="workflow name" value={name} onChange={(e) => setName(e.target.value)} />
-        <button onClick={save} disabled={!WORKSPACE_RE.test(name) || !nodes.length}>Save</button>
+        <button onClick={save} disabled={saveBlocked !== null} title={saveBlocked ?? ""}>Save</button>
+        {saveBlocked && name && nodes.length ? (
+          <span className="bad save-hint" data-save-hint>{saveBlocked}</span>
+        ) : null}
         <select aria-label="saved workflows" value={toLoad} onChange={(e) => setToLoad(e.target.value)}>
           <option value="">saved workflows…</option>
           {(saved ?? []).map((w) => (
