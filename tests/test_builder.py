@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 
 from maze import MaClient
+from maze.api.builder import SavedWorkflow
 from maze.core.errors import NotFound, ValidationError
 from tests.helpers import HeadProcess, wait_until
 from tests.llm_server import ScriptedLLM, completion
@@ -194,7 +196,15 @@ def test_save_load_list_delete(head: HeadProcess) -> None:
     listed = httpx.get(f"{head.url}/workflows").json()
     assert {
         k: v for k, v in next(w for w in listed if w["name"] == "copy-file").items() if k != "saved_ms"
-    } == {"name": "copy-file", "description": "", "nodes": 2, "edges": 1}
+    } == {"name": "copy-file", "description": "", "nodes": 2, "edges": 1, "workspace": None}
+    # the workspace it was built in is kept with it (and listed), a bad workspace name refused
+    put = httpx.put(f"{head.url}/workflows/copy-file", json={"graph": graph, "workspace": "rude"})
+    assert put.status_code == 200 and put.json()["workspace"] == "rude"
+    assert httpx.get(f"{head.url}/workflows/copy-file").json()["workspace"] == "rude"
+    listed = httpx.get(f"{head.url}/workflows").json()
+    assert next(w for w in listed if w["name"] == "copy-file")["workspace"] == "rude"
+    bad_ws = httpx.put(f"{head.url}/workflows/copy-file", json={"graph": graph, "workspace": "../x"})
+    assert bad_ws.status_code == 400 and bad_ws.json()["error"]["type"] == "validation_error"
     deleted = httpx.delete(f"{head.url}/workflows/copy-file")
     assert deleted.status_code == 200 and deleted.json()["name"] == "copy-file"
     for resp in (
@@ -213,6 +223,11 @@ def test_save_load_list_delete(head: HeadProcess) -> None:
     resp = httpx.put(f"{head.url}/workflows/big", json={"graph": too_big})
     assert resp.status_code == 413 and resp.json()["error"]["type"] == "payload_too_large"
     assert httpx.get(f"{head.url}/workflows/big").status_code == 404
+
+
+def test_a_workflow_saved_before_workspaces_were_kept_loads_with_none() -> None:
+    old = b'{"name":"old","description":"","graph":{"nodes":[],"edges":[]},"saved_ms":1}'
+    assert msgspec.json.decode(old, type=SavedWorkflow).workspace is None
 
 
 def _problems(

@@ -488,6 +488,12 @@ def test_a_head_that_requires_a_token_asks_for_it_once(
         page.goto(f"{head.url}/playground/")
         page.get_by_label("API token").wait_for()
         shot(page, "token-prompt")
+        assert page.locator("[data-token-refused]").count() == 0  # none was sent yet
+        assert "public address" not in page.locator(".modal").inner_text()  # not known to the app
+        page.get_by_label("API token").fill("not-the-token")
+        page.get_by_role("button", name="Use token").click()
+        page.locator("[data-token-refused]").wait_for()  # asked again, saying why
+        assert "refused" in page.locator(".modal").inner_text()
         page.get_by_label("API token").fill(token)
         page.get_by_role("button", name="Use token").click()
         page.wait_for_selector("[data-stream='live']")  # the changes stream, with the token in its header

@@ -195,7 +195,11 @@ def test_a_csv_uploaded_on_the_files_page_feeds_a_workflow_built_on_the_canvas(
     assert _node(page, "write_file").get_attribute("data-invalid") == "false"
 
     # ---- saved by name, then run: the same canvas turns green, live
+    page.get_by_label("workflow name").fill("../../etc/passwd")  # refused, and it says why
+    assert page.get_by_role("button", name="Save").is_disabled()
+    assert "letters, digits" in page.locator("[data-save-hint]").inner_text()
     page.get_by_label("workflow name").fill("csv-report")
+    assert page.locator("[data-save-hint]").count() == 0
     page.get_by_role("button", name="Save").click()
     page.wait_for_selector(".notice >> text=Saved as csv-report.")
     page.get_by_role("button", name="Run").click()
@@ -218,10 +222,14 @@ def test_a_csv_uploaded_on_the_files_page_feeds_a_workflow_built_on_the_canvas(
     assert Path(got.value.path()).read_text() == "3 rows, price total 6"
     shot(page, "run-page-artifacts")
 
-    # ---- loaded back by name onto a fresh canvas
+    # ---- loaded back by name onto a fresh canvas, from another workspace: it switches to its own
+    assert httpx.get(f"{pg_head.url}/workflows/csv-report").json()["workspace"] == "shop"
     page.get_by_role("link", name="Builder").click()
+    _use_workspace(page, "elsewhere")
     page.get_by_label("saved workflows").select_option("csv-report")
     page.get_by_role("button", name="Load").click()
+    page.wait_for_selector(".notice >> text=switched to its workspace shop")
+    assert page.get_by_label("workspace", exact=True).input_value() == "shop"
     for node_id in ("summarize", "write_file", "read_file"):
         _node(page, node_id).wait_for()
     page.wait_for_function("document.querySelectorAll('.react-flow__edge').length === 2")

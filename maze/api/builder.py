@@ -73,15 +73,22 @@ class Catalog(Struct):
 
 
 class SaveWorkflow(Struct, forbid_unknown_fields=True):
+    """`workspace`: the workspace the graph was built in (its `workspace:` task refs point there);
+    optional, kept with the graph so loading it can switch to it."""
+
     graph: Graph
     description: Annotated[str, Meta(max_length=4096)] = ""
+    workspace: _Name | None = None
 
 
 class SavedWorkflow(Struct):
+    """`workspace`: the workspace it was saved in, or null (saved without one, or before it was kept)."""
+
     name: str
     description: str
     graph: Graph
     saved_ms: int
+    workspace: str | None = None
 
 
 class WorkflowSummary(Struct):
@@ -90,6 +97,7 @@ class WorkflowSummary(Struct):
     nodes: int
     edges: int
     saved_ms: int
+    workspace: str | None = None
 
 
 class GraphRequest(Struct, forbid_unknown_fields=True):
@@ -121,7 +129,12 @@ class GraphRunCreated(Struct):
 
 def _saved_summary(name: str, saved: SavedWorkflow) -> WorkflowSummary:
     return WorkflowSummary(
-        name, saved.description, len(saved.graph.nodes), len(saved.graph.edges), saved.saved_ms
+        name,
+        saved.description,
+        len(saved.graph.nodes),
+        len(saved.graph.edges),
+        saved.saved_ms,
+        saved.workspace,
     )
 
 
@@ -160,7 +173,13 @@ async def save_workflow(
     """Save a graph under a name (201 new, 200 replaced), as it is: a graph that does not
     validate yet is saved all the same (a canvas in progress). 512 KiB at most, as JSON."""
     body: SaveWorkflow = _decode(await request.body(), request.headers.get("content-type", ""), SaveWorkflow)
-    saved = SavedWorkflow(name=name, description=body.description, graph=body.graph, saved_ms=now_ms())
+    saved = SavedWorkflow(
+        name=name,
+        description=body.description,
+        graph=body.graph,
+        saved_ms=now_ms(),
+        workspace=body.workspace,
+    )
     value = msgspec.json.encode(saved)
     if len(value) > MAX_SAVED_BYTES:
         raise PayloadTooLarge(

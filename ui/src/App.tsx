@@ -1,6 +1,6 @@
 import { useEffect, useState } from "react";
 import { NavLink, Route, Routes, useLocation } from "react-router-dom";
-import { onUnauthorized } from "./api/client";
+import { getToken, onUnauthorized } from "./api/client";
 import { ErrorBoundary } from "./components/ErrorBoundary";
 import { TokenPrompt } from "./components/TokenPrompt";
 import { BuilderPage } from "./pages/BuilderPage";
@@ -10,9 +10,10 @@ import { RunPage } from "./pages/RunPage";
 import { RunsPage } from "./pages/RunsPage";
 
 export function App() {
-  const [askToken, setAskToken] = useState(false);
+  // null: not asked; "missing": a 401 with no token; "refused": a 401 although a token was sent
+  const [askToken, setAskToken] = useState<null | "missing" | "refused">(null);
   const { pathname } = useLocation();
-  useEffect(() => onUnauthorized(() => setAskToken(true)), []);
+  useEffect(() => onUnauthorized(() => setAskToken(getToken() ? "refused" : "missing")), []);
   return (
     <div className="app">
       <header className="topbar">
@@ -38,7 +39,7 @@ export function App() {
         </Routes>
         </ErrorBoundary>
       </main>
-      {askToken ? <TokenPrompt onDone={() => window.location.reload()} /> : null}
+      {askToken ? <TokenPrompt refused={askToken === "refused"} onDone={() => window.location.reload()} /> : null}
     </div>
   );
 }

@@ -93,6 +93,7 @@ export interface SavedWorkflow {
   description: string;
   graph: Graph;
   saved_ms: number;
+  workspace?: string | null; // the workspace it was saved in (none: saved before it was kept)
 }
 
 export interface WorkflowSummary {
@@ -133,11 +134,11 @@ export const builderApi = {
   run: (graph: Graph, workspace: string) => postJson<GraphRunCreated>("/workflows/run", { graph, workspace }),
   workflows: () => getJson<WorkflowSummary[]>("/workflows"),
   workflow: (name: string) => getJson<SavedWorkflow>(`/workflows/${encodeURIComponent(name)}`),
-  async saveWorkflow(name: string, graph: Graph, description = ""): Promise<SavedWorkflow> {
+  async saveWorkflow(name: string, graph: Graph, workspace: string, description = ""): Promise<SavedWorkflow> {
     const resp = await apiFetch(`/workflows/${encodeURIComponent(name)}`, {
       method: "PUT",
       headers: { "content-type": "application/json" },
-      body: JSON.stringify({ graph, description }),
+      body: JSON.stringify({ graph, description, workspace }),
     });
     return jsonOf<SavedWorkflow>(resp, "PUT /workflows");
   },

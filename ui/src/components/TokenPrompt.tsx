@@ -3,7 +3,7 @@
 import { useState } from "react";
 import { setToken } from "../api/client";
 
-export function TokenPrompt({ onDone }: { onDone: () => void }) {
+export function TokenPrompt({ refused, onDone }: { refused: boolean; onDone: () => void }) {
   const [value, setValue] = useState("");
   return (
     <div className="modal-backdrop">
@@ -17,8 +17,13 @@ export function TokenPrompt({ onDone }: { onDone: () => void }) {
         }}
       >
         <h2>This Maze head requires its API token</h2>
+        {refused ? (
+          <p className="bad" data-token-refused>
+            That token was refused: the head answered 401 to it. Paste the right one.
+          </p>
+        ) : null}
         <p className="muted">
-          The head was started on a public address. Paste the token it printed at its first start (or its
+          Paste the token it printed at its first start (or its
           <code> --token</code> / <code>MAZE_TOKEN</code>; it is in <code>&lt;data-dir&gt;/api-token</code>). It is kept in
           this browser only.
         </p>

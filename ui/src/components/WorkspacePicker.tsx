@@ -1,5 +1,5 @@
 // Picks the named workspace: one that holds files (GET /workspaces), or a new name.
-import { useState } from "react";
+import { useEffect, useState } from "react";
 import { useJson } from "../api/hooks";
 import { WORKSPACE_RE } from "../api/workspace";
 
@@ -11,6 +11,7 @@ interface Summary {
 
 export function WorkspacePicker({ value, onChange }: { value: string; onChange: (name: string) => void }) {
   const [draft, setDraft] = useState(value);
+  useEffect(() => setDraft(value), [value]); // switched from elsewhere (a loaded workflow's own)
   const { data } = useJson<Summary[]>("/workspaces", [value]);
   const bad = draft !== "" && !WORKSPACE_RE.test(draft);
   return (

@@ -20,10 +20,11 @@ import {
   type Node,
 } from "@xyflow/react";
 import "@xyflow/react/dist/style.css";
-import { builderApi, type Catalog, type TaskFile, type TaskInfo, type Validation } from "../api/builder";
+import { builderApi, type Catalog, type SavedWorkflow, type TaskFile, type TaskInfo, type Validation } from "../api/builder";
 import { ApiError } from "../api/client";
 import { useJson } from "../api/hooks";
-import { useWorkspace, WORKSPACE_RE } from "../api/workspace";
+import { useWorkspace } from "../api/workspace";
+import { saveBlockedReason } from "../builder/saveRule";
 import { ErrorBox, StateBadge } from "../components/common";
 import { StreamStatus } from "../components/StreamStatus";
 import { WorkspacePicker } from "../components/WorkspacePicker";
@@ -64,6 +65,8 @@ function Builder() {
   const [taskFiles, setTaskFiles] = useState<TaskFile[] | null>(null);
   const [filesError, setFilesError] = useState<ApiError | null>(null);
   const [filesVersion, setFilesVersion] = useState(0);
+  const [filesWorkspace, setFilesWorkspace] = useState<string | null>(null); // whose task files these are
+  const [pendingLoad, setPendingLoad] = useState<SavedWorkflow | null>(null); // drawn once its workspace's tasks are in
   const [nodes, setNodes, onNodesChange] = useNodesState<BNode>([]);
   const [edges, setEdges, onEdgesChange] = useEdgesState<Edge>([]);
   const [selected, setSelected] = useState<string | null>(null);
@@ -84,8 +87,8 @@ function Builder() {
     setTaskFiles(null);
     builderApi
       .taskFiles(workspace)
-      .then((f) => live && (setTaskFiles(f), setFilesError(null)))
-      .catch((e) => live && setFilesError(e));
+      .then((f) => live && (setTaskFiles(f), setFilesError(null), setFilesWorkspace(workspace)))
+      .catch((e) => live && (setFilesError(e), setFilesWorkspace(workspace)));
     return () => {
       live = false;
     };
@@ -213,7 +216,7 @@ function Builder() {
   async function save() {
     setActionError(null);
     try {
-      await builderApi.saveWorkflow(name, graph);
+      await builderApi.saveWorkflow(name, graph, workspace);
       setNotice(`Saved as ${name}.`);
       setSavedVersion((v) => v + 1);
     } catch (e) {
@@ -225,18 +228,33 @@ function Builder() {
     setActionError(null);
     try {
       const got = await builderApi.workflow(which);
-      const shown = fromGraph(got.graph, tasks);
-      setRunId(null);
-      setSelected(null);
-      setNodes(shown.nodes.map((n) => ({ ...n, type: "task" })));
-      setEdges(shown.edges);
-      setName(which);
-      setNotice(`Loaded ${which}.`);
-      setTimeout(() => flow.fitView({ padding: 0.2 }), 50);
+      if (got.workspace && got.workspace !== workspace) {
+        // its `workspace:` tasks live there: switch, and draw it once that workspace's tasks are in
+        setPendingLoad(got);
+        setWorkspace(got.workspace);
+      } else draw(got, "");
     } catch (e) {
       setActionError(e as ApiError);
     }
   }
+
+  function draw(got: SavedWorkflow, switched: string) {
+    const shown = fromGraph(got.graph, tasks);
+    setRunId(null);
+    setSelected(null);
+    setNodes(shown.nodes.map((n) => ({ ...n, type: "task" })));
+    setEdges(shown.edges);
+    setName(got.name);
+    setNotice(`Loaded ${got.name}${switched}.`);
+    setTimeout(() => flow.fitView({ padding: 0.2 }), 50);
+  }
+
+  useEffect(() => {
+    if (!pendingLoad || filesWorkspace !== pendingLoad.workspace) return;
+    setPendingLoad(null);
+    draw(pendingLoad, ` (switched to its workspace ${pendingLoad.workspace})`);
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [pendingLoad, filesWorkspace, tasks]);
 
   async function editFile(file: string) {
     try {
@@ -261,6 +279,7 @@ function Builder() {
   }
 
   const sel = nodes.find((n) => n.id === selected);
+  const saveBlocked = saveBlockedReason(name, nodes.length);
   const runState = run.live.current.state;
   return (
     <div className="builder">
@@ -268,7 +287,10 @@ function Builder() {
         <h1>Builder</h1>
         <WorkspacePicker value={workspace} onChange={setWorkspace} />
         <input aria-label="workflow name" placeholder="workflow name" value={name} onChange={(e) => setName(e.target.value)} />
-        <button onClick={save} disabled={!WORKSPACE_RE.test(name) || !nodes.length}>Save</button>
+        <button onClick={save} disabled={saveBlocked !== null} title={saveBlocked ?? ""}>Save</button>
+        {saveBlocked && name && nodes.length ? (
+          <span className="bad save-hint" data-save-hint>{saveBlocked}</span>
+        ) : null}
         <select aria-label="saved workflows" value={toLoad} onChange={(e) => setToLoad(e.target.value)}>
           <option value="">saved workflows…</option>
           {(saved ?? []).map((w) => (

@@ -7,14 +7,11 @@ import { useFollow } from "../api/hooks";
 import type { ListedRun } from "../api/types";
 import { ErrorBox, StateBadge, duration, when } from "../components/common";
 import { StreamStatus } from "../components/StreamStatus";
+import { type Pager, RequestSeq, cursorsFor, runsQuery } from "./runsPaging";
 
 const STATES = ["", "created", "running", "succeeded", "failed", "cancelled", "timed_out"];
 const KINDS = ["", "static", "dynamic", "react", "app"];
 const PAGE = 50;
-
-function toIso(local: string): string {
-  return local ? new Date(local).toISOString() : "";
-}
 
 export function RunsPage() {
   const [params, setParams] = useSearchParams();
@@ -26,30 +23,33 @@ export function RunsPage() {
     search: params.get("search") ?? "",
   };
   const [searchText, setSearchText] = useState(filters.search);
-  const [cursors, setCursors] = useState<string[]>([""]); // the cursor of each page seen, this one last
   const [runs, setRuns] = useState<ListedRun[] | null>(null);
-  const [next, setNext] = useState<string | null>(null);
+  const [nextOf, setNextOf] = useState<{ key: string; cursor: string | null }>({ key: "", cursor: null });
   const [error, setError] = useState<ApiError | null>(null);
   const [, tick] = useState(0);
-  const cursor = cursors[cursors.length - 1];
   const key = JSON.stringify(filters);
+  const [pager, setPager] = useState<Pager>({ key, cursors: [""] });
+  const cursors = cursorsFor(pager, key); // a new filter is on its first page in this very render
+  const cursor = cursors[cursors.length - 1];
+  const setCursors = (c: string[]) => setPager({ key, cursors: c });
+  const requests = useRef(new RequestSeq());
+  const next = nextOf.key === key ? nextOf.cursor : null; // never the next page of other filters
 
   const load = useCallback(
     async (minSeq?: number) => {
-      const q = new URLSearchParams({ limit: String(PAGE) });
-      if (filters.state) q.set("state", filters.state);
-      if (filters.kind) q.set("kind", filters.kind);
-      if (filters.after) q.set("created_after", toIso(filters.after));
-      if (filters.before) q.set("created_before", toIso(filters.before));
-      if (filters.search) q.set("search", filters.search);
-      if (cursor) q.set("cursor", cursor);
-      if (minSeq) q.set("min_seq", String(minSeq));
+      const seq = requests.current.begin();
+      const q = runsQuery(filters, cursor, PAGE, minSeq);
       try {
         const resp = await apiFetch(`/runs?${q}`);
-        setRuns(await resp.json());
-        setNext(resp.headers.get("x-next-cursor"));
+        const body = (await resp.json()) as ListedRun[];
+        if (!requests.current.isCurrent(seq)) return; // a newer request was sent since
+        setRuns(body);
+        setNextOf({ key, cursor: resp.headers.get("x-next-cursor") });
         setError(null);
       } catch (e) {
+        if (!requests.current.isCurrent(seq)) return;
+        setRuns(null); // no rows from another filter or page under the error
+        setNextOf({ key, cursor: null });
         setError(e as ApiError);
       }
     },
@@ -57,9 +57,6 @@ export function RunsPage() {
     [key, cursor],
   );
 
-  useEffect(() => {
-    setCursors([""]);
-  }, [key]);
   useEffect(() => {
     load();
   }, [load]);
