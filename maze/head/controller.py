@@ -24,6 +24,7 @@ import os
 import signal
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -562,13 +563,35 @@ class RunController:
     def place_new_run(self, created: RunCreated) -> tuple[Decision, int] | None:
         """The placements of a run about to be recorded, to go in the message of its `run.created`
         (Scheduler.place_new_run). None unless this controller is live and can place some now."""
-        if not self.deciding:  # another head decides: it places the run once it is folded
+        return self._place_early(
+            lambda now: self.core.place_new_run(created, now),
+            "controller.place_at_submit_failed",
+            created.run_id,
+        )
+
+    def place_appended(self, run_id: str, specs: list[TaskSpec]) -> tuple[Decision, int] | None:
+        """The placements of tasks about to be appended to a dynamic run, to go in the message of
+        their `task.appended` (Scheduler.place_appended); then `submitted` / `submit_failed` as for
+        a new run. None unless this controller is live and can place some now."""
+        return self._place_early(
+            lambda now: self.core.place_appended(run_id, specs, now),
+            "controller.place_at_append_failed",
+            run_id,
+        )
+
+    def _place_early(
+        self, place: Callable[[int], Decision | None], failed: str, run_id: str
+    ) -> tuple[Decision, int] | None:
+        """Placements made before their run's message is recorded, stamped with this leadership:
+        none while another head decides (it places once the message is folded), and none when
+        deciding them fails (the ordinary passes place them then)."""
+        if not self.deciding:
             return None
         now = now_ms()
         try:
-            decision = self.core.place_new_run(created, now)
-        except Exception:  # the ordinary passes place the run once it is folded
-            log.exception("controller.place_at_submit_failed", run_id=created.run_id)
+            decision = place(now)
+        except Exception:
+            log.exception(failed, run_id=run_id)
             return None
         if decision is None:
             return None
@@ -580,23 +603,6 @@ class RunController:
         everything but the nodes' reports) that this controller has folded; None when it has not
         seen it (a run folded from a snapshot, or one that has ended)."""
         return self.head_seqs.get(run_id)
-
-    def place_appended(self, run_id: str, specs: list[TaskSpec]) -> tuple[Decision, int] | None:
-        """The placements of tasks about to be appended to a dynamic run, to go in the message of
-        their `task.appended` (Scheduler.place_appended); then `submitted` / `submit_failed` as for
-        a new run. None unless this controller is live and can place some now."""
-        if not self.deciding:
-            return None
-        now = now_ms()
-        try:
-            decision = self.core.place_appended(run_id, specs, now)
-        except Exception:  # the ordinary passes place them once the append is folded
-            log.exception("controller.place_at_append_failed", run_id=run_id)
-            return None
-        if decision is None:
-            return None
-        decision.events = stamp(decision.events, self.lease.epoch)
-        return decision, now
 
     async def submitted(self, decision: Decision, now: int, stored: bool) -> None:
         """The run's message is in the log (`stored`: with these placements, not an earlier copy):
