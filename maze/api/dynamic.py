@@ -32,6 +32,7 @@ from maze.api.operations import MAX_BODY_BYTES, _body, _ended_state
 from maze.api.run_writer import (
     WRONG_LAST_SEQUENCE,
     fit_specs,
+    open_run_created,
     record_run,
     require_workspace,
     spec_sizes,
@@ -52,7 +53,7 @@ from maze.core.clock import new_id, now_ms
 from maze.core.errors import Conflict, PayloadTooLarge, Unavailable, ValidationError
 from maze.events import subjects
 from maze.events.catalog import event_key
-from maze.events.runs import RunCreated, RunFinalizeRequested, TaskAppended
+from maze.events.runs import RunFinalizeRequested, TaskAppended
 from maze.events.specs import TaskSpec
 from maze.head.run_state import RunRuntime, appendable
 
@@ -241,18 +242,7 @@ async def create_dynamic_run(request: Request[Any, Any, Any], head: HeadState) -
     if body.workspace:
         await require_workspace(head.blobs, body.workspace)
     workflow_id = body.workflow_id or run_id
-    created = RunCreated(
-        run_id=run_id,
-        workflow_id=workflow_id,
-        at_ms=now_ms(),
-        tasks=[],
-        kind="dynamic",
-        task_count=0,
-        chunks=1,
-        timeout_seconds=timeout,
-        workspace=body.workspace,
-        max_tasks=body.max_tasks,
-    )
+    created = open_run_created(run_id, workflow_id, "dynamic", timeout, body.workspace, body.max_tasks)
     request_hash = hashlib.sha256(body_bytes).hexdigest()[:32]
     seq, duplicate = await record_run(head.js, [created], salted(request_hash, head))
     answer = DynamicCreated(

@@ -22,15 +22,14 @@ from msgspec import Meta, Struct
 from maze.api.dynamic import _decode
 from maze.api.event_reader import run_events
 from maze.api.openapi import RunId, answers, documented
-from maze.api.run_writer import record_run, require_workspace, store_blobs
+from maze.api.run_writer import open_run_created, record_run, require_workspace, store_blobs
 from maze.api.runs import MAX_RUN_TIMEOUT_S, MAX_SUBMISSION_BYTES, require_run, salted
 from maze.api.state import HeadState
 from maze.api.submit import ID_RE, SubmitRun, TaskSubmission, _Literals, accept_submission, check_placeable
-from maze.core.clock import new_id, now_ms
+from maze.core.clock import new_id
 from maze.core.errors import Unavailable, ValidationError
 from maze.events.agents import AgentSpec, AgentTool, SkillEntry
 from maze.events.codec import encode_value
-from maze.events.runs import RunCreated
 from maze.events.specs import TaskSpec
 from maze.events.store import last_run_seq
 from maze.head.agent import DECISION_INPUTS, MAX_PARALLEL_CALLS
@@ -210,17 +209,13 @@ async def record_react_run(head: HeadState, body: CreateReactRun, request_hash: 
         await require_workspace(head.blobs, body.workspace)
     timeout = run_timeout_s(body.max_steps, body.task_timeout)
     workflow_id = body.workflow_id or run_id
-    created = RunCreated(
-        run_id=run_id,
-        workflow_id=workflow_id,
-        at_ms=now_ms(),
-        tasks=[],
-        kind="react",
-        task_count=0,
-        chunks=1,
-        timeout_seconds=timeout,
-        workspace=body.workspace,
-        max_tasks=body.max_steps * (1 + MAX_PARALLEL_CALLS),
+    created = open_run_created(
+        run_id,
+        workflow_id,
+        "react",
+        timeout,
+        body.workspace,
+        body.max_steps * (1 + MAX_PARALLEL_CALLS),
         agent=agent,
     )
     seq, duplicate = await record_run(head.js, [created], salted(request_hash, head))

@@ -18,8 +18,10 @@ import structlog
 from nats.js import JetStreamContext
 from nats.js.errors import APIError, NotFoundError
 
+from maze.core.clock import now_ms
 from maze.core.errors import BlobMissing, Conflict, NotFound, PayloadTooLarge, Unavailable
 from maze.events import headers, subjects, values
+from maze.events.agents import AgentSpec
 from maze.events.artifacts import decode_manifest
 from maze.events.blobs import BlobStore
 from maze.events.catalog import Event, event_key, event_tag
@@ -171,6 +173,32 @@ def with_placements(events: RunEvents, encoded: list[bytes], placed: list[Event]
         return None
     encoded[0] = data
     return ",".join(sorted({event_tag(e) for e in [events[0], *placed]}))
+
+
+def open_run_created(
+    run_id: str,
+    workflow_id: str,
+    kind: str,
+    timeout_seconds: float | None,
+    workspace: str,
+    max_tasks: int,
+    agent: AgentSpec | None = None,
+) -> RunCreated:
+    """The `run.created` of a run that starts with no task and grows by appends (a dynamic run, a
+    ReAct run): one message, recorded with `record_run`."""
+    return RunCreated(
+        run_id=run_id,
+        workflow_id=workflow_id,
+        at_ms=now_ms(),
+        tasks=[],
+        kind=kind,
+        task_count=0,
+        chunks=1,
+        timeout_seconds=timeout_seconds,
+        workspace=workspace,
+        max_tasks=max_tasks,
+        agent=agent,
+    )
 
 
 async def record_run(
