@@ -22,7 +22,7 @@ write.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from maze.events.artifacts import ArtifactRegistered
 from maze.events.catalog import Event
@@ -117,13 +117,18 @@ def lost_error(event: AttemptLost) -> TaskError:
 def foreign(event: Event, placed_on: str | None) -> bool:
     """Whether `event` is a worker's report on an attempt that was not placed on its node (the
     controller's own events, a failure it decided included, are never foreign)."""
-    if isinstance(event, AttemptFailed):
-        if event.error.origin == "controller" or event.epoch:  # decided by the controller
+    kind = type(event)  # every fold asks this of every event: type tests, not isinstance chains
+    if kind is AttemptFailed:
+        failed = cast(AttemptFailed, event)
+        if failed.error.origin == "controller" or failed.epoch:  # decided by the controller
             return False
-        return event.node_id != placed_on
-    if isinstance(event, AttemptStarted | AttemptSucceeded | AttemptRejected | ArtifactRegistered):
-        return event.node_id != placed_on
+        return failed.node_id != placed_on
+    if kind in _REPORTS:
+        return cast(AttemptStarted, event).node_id != placed_on
     return False
+
+
+_REPORTS = frozenset({AttemptStarted, AttemptSucceeded, AttemptRejected, ArtifactRegistered})
 
 
 def transition(

@@ -34,6 +34,7 @@ from maze.projections.rows import RunRow
 log = structlog.get_logger(__name__)
 
 STREAMS = (subjects.RUNS_STREAM, subjects.NODES_STREAM)
+NODE_EVENTS = (NodeJoined, NodeLeft, NodeLost)
 EPOCH_KEY = "_leader_epoch"  # kept beside the stream positions: the latest leadership folded
 # the same for the nodes stream, which records each leadership again to judge node decisions by
 # (the order of the two streams differs from fold to fold; each stream's own does not)
@@ -84,35 +85,39 @@ class Folder:
         ]
         stored = self._stored_runs(created)  # usually none: a run.created is a run's first
         epochs = {key: self.positions.get(key, 0) for key in EPOCH_KEYS.values()}
+        cache = self.cache
         for stream, seq, events in batch:
             if seq <= self.positions.get(stream, 0):
                 continue  # already applied (a replay after a crash)
             new_positions[stream] = seq
             key = EPOCH_KEYS.get(stream, EPOCH_KEY)
+            epoch = epochs[key]
             for event in events:
                 if isinstance(event, LeaderElected):
-                    if event.epoch > epochs[key]:  # kept with the positions, in the same transaction
-                        epochs[key] = new_positions[key] = event.epoch
+                    if event.epoch > epoch:  # kept with the positions, in the same transaction
+                        epoch = epochs[key] = new_positions[key] = event.epoch
                     continue
-                if fenced(event, epochs[key]):  # a deposed leader's late decision: as the controller does
+                if epoch and fenced(event, epoch):  # a deposed leader's late decision: as the controller does
                     continue
-                if isinstance(event, NodeJoined | NodeLeft | NodeLost):
+                if isinstance(event, NODE_EVENTS):
                     current = (
                         nodes[event.node_id] if event.node_id in nodes else self._load_node(event.node_id)
                     )
                     nodes[event.node_id] = fold_node_event(current, event)
                     continue
                 run_id: str = event.run_id
-                model = touched.get(run_id) or self.cache.get(run_id)
-                if model is None and (run_id in stored or not isinstance(event, RunCreated)):
-                    model = self._load_run(run_id)
-                if isinstance(event, RunCreated):
+                model = touched.get(run_id) or cache.get(run_id)
+                if type(event) is RunCreated:
+                    if model is None and run_id in stored:
+                        model = self._load_run(run_id)
                     if model is None:
                         model = create_run(event, seq)
-                elif model is None:
-                    log.warning("projector.event_for_unknown_run", run_id=run_id, seq=seq)
-                    continue
                 else:
+                    if model is None:
+                        model = self._load_run(run_id)
+                    if model is None:
+                        log.warning("projector.event_for_unknown_run", run_id=run_id, seq=seq)
+                        continue
                     fold_run_event(model, event)
                 touched[run_id] = model
         for model in touched.values():
