@@ -40,8 +40,12 @@ def _live(tmp_path: Path, batches: list[Batch]) -> dict[str, list]:
     return _tables(conn)
 
 
-def _bulk(tmp_path: Path, batches: list[Batch], flush_rows: int, finished_rows: int) -> dict[str, list]:
-    conn = db.open_db(tmp_path / f"bulk-{flush_rows}-{finished_rows}.duckdb")
+def _bulk(
+    tmp_path: Path, batches: list[Batch], flush_rows: int, finished_rows: int, keys: bool = True
+) -> dict[str, list]:
+    """The bulk fold's tables; `keys=False`: into tables without primary keys, as a rebuild's
+    shards write (rows of a run written before are then replaced by the loader alone)."""
+    conn = db.open_db(tmp_path / f"bulk-{flush_rows}-{finished_rows}.duckdb", keys=keys)
     folder = BulkFolder(conn, finished_rows=finished_rows, flush_rows=flush_rows)
     for batch in batches:
         folder.commit(*folder.fold(batch))
@@ -74,7 +78,7 @@ def _spec(task_id: str, inputs: dict | None = None) -> TaskSpec:
     )
 
 
-def _lifelike_history() -> list[Batch]:
+def _lifelike_events() -> list[tuple[str, object]]:
     """Runs that finish while a long one goes on; reports arriving after their run ended; a
     run.created written twice; a node that joins and is lost; a change of leadership."""
     events: list[tuple[str, object]] = [
@@ -132,6 +136,11 @@ def _lifelike_history() -> list[Batch]:
         ("MAZE_NODES", NodeLost(node_id="n", session="s", at_ms=71, epoch=2)),
         ("MAZE_RUNS", RunFinished(run_id="long", at_ms=72, state="failed", epoch=2)),
     ]
+    return events
+
+
+def _lifelike_history() -> list[Batch]:
+    events = _lifelike_events()
     seqs = {"MAZE_RUNS": 0, "MAZE_NODES": 0}
     batches: list[Batch] = []
     for stream, event in events:
@@ -142,14 +151,15 @@ def _lifelike_history() -> list[Batch]:
     return batches
 
 
+@pytest.mark.parametrize("keys", [True, False])
 @pytest.mark.parametrize(("flush_rows", "finished_rows"), [(1, 0), (2, 3), (5, 1), (100_000, 200_000)])
 def test_the_bulk_fold_equals_the_live_one_when_runs_are_let_go_of_and_come_back(
-    tmp_path, flush_rows: int, finished_rows: int
+    tmp_path, flush_rows: int, finished_rows: int, keys: bool
 ) -> None:
     batches = _lifelike_history()
     live = _live(tmp_path, batches)
     assert {r[3] for r in live["runs"]} == {"succeeded", "failed"}, "the late decisions were refused"
-    assert _bulk(tmp_path, batches, flush_rows, finished_rows) == live
+    assert _bulk(tmp_path, batches, flush_rows, finished_rows, keys) == live
 
 
 def test_a_bulk_fold_wants_a_fresh_file(tmp_path) -> None:

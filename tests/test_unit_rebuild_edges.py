@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 import msgspec
+import psutil
 import pytest
 
 from maze.core.errors import Conflict
@@ -140,19 +141,27 @@ def test_the_bulk_fold_equals_the_live_one_with_artifacts_and_odd_text(
     assert _bulk(tmp_path, batches, flush_rows, finished_rows) == live
 
 
-def test_the_collector_is_back_on_and_scratch_gone_when_the_replay_fails(tmp_path) -> None:
-    from maze.projections.rebuild import fold_streams_into
+def test_no_scratch_and_no_shard_left_when_the_replay_fails(tmp_path) -> None:
+    from maze.projections.rebuild import replayed
 
     class _Broken:
         def jetstream(self):
             raise RuntimeError("nats went away")
 
-    conn = db.open_db(tmp_path / "rm.duckdb.rebuild")
+    async def replay() -> None:
+        async with replayed(_Broken(), tmp_path, {"MAZE_RUNS": 5}):
+            raise AssertionError("never replayed")
+
     assert gc.isenabled()
-    with pytest.raises(RuntimeError):
-        asyncio.run(fold_streams_into(_Broken(), conn, {"MAZE_RUNS": 5}))
+    with pytest.raises(RuntimeError, match="nats went away"):
+        asyncio.run(replay())
     assert gc.isenabled()
     assert not list(tmp_path.glob("bulk-*"))
+    assert not [
+        p
+        for p in psutil.Process().children(recursive=True)
+        if "maze.projections.shards" in " ".join(p.cmdline())
+    ]
 
 
 def test_a_nodes_report_with_an_integer_past_bigint_is_refused_by_every_reader() -> None:

@@ -610,6 +610,17 @@ async def last_run_seq(js: JetStreamContext, run_id: str, reports: bool = False)
     return last
 
 
+def stream_seq(msg: Msg) -> int:
+    """A delivered message's stream sequence, read from its reply subject alone (`msg.metadata`
+    parses every token and makes a datetime: ~5 µs a message, a tenth of a rebuild's reading).
+    `$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>...` (9 tokens), or with a domain and an
+    account hash before the stream (11 or 12 tokens)."""
+    tokens = (msg.reply or "").split(".")
+    if len(tokens) == 9 and tokens[0] == "$JS" and tokens[1] == "ACK":
+        return int(tokens[5])
+    return msg.metadata.sequence.stream  # the newer form, or not a JetStream message (raises)
+
+
 async def subscribe_ordered(
     js: JetStreamContext,
     subject: str,

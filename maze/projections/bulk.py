@@ -3,8 +3,9 @@ in bulk.
 
 Nothing reads the file until the rebuild is done, so rows need not be written batch by batch: the
 runs folded are kept in memory and written every `flush_rows` rows as one JSON file per table that
-DuckDB loads in a thread of its own (its reader releases the GIL: the load overlaps the folding),
-with `INSERT OR REPLACE`, the live projector's upsert. The fold itself is `Folder.fold`, unchanged:
+DuckDB loads in a thread of its own (its reader releases the GIL: the load overlaps the folding):
+rows of a run written before are deleted by key and inserted again, so the file's tables need no
+primary key (a shard's have none, shards.py). The fold itself is `Folder.fold`, unchanged:
 only where rows go and where an uncached run is looked for differ.
 
 A run the cache let go of was written (only written runs are let go), so the file holds it exactly
@@ -128,15 +129,17 @@ class BulkFolder(Folder):
                 path = self._scratch / f"{self._files}-{table}.json"
                 path.write_bytes(_encode(rows))
                 files.append((table, path))
-        self._loading = self._loader.submit(self._load, files)
+        # a run written before and folded since has rows to replace; most flushes only add
+        fresh = not any(m.run.run_id in self.written for m in models)
+        self._loading = self._loader.submit(self._load, files, fresh)
         self._loading_runs = models
 
-    def _load(self, files: list[tuple[str, Path]]) -> None:
+    def _load(self, files: list[tuple[str, Path]], fresh: bool) -> None:
         cur = self._writer
         cur.execute("BEGIN")
         try:
             for table, path in files:
-                db.load_json_rows(cur, table, path)
+                db.load_json_rows(cur, table, path, fresh)
             cur.execute("COMMIT")
         except Exception:
             cur.execute("ROLLBACK")
@@ -169,7 +172,7 @@ class BulkFolder(Folder):
             self._settle(wait=True)
             self.conn.execute("BEGIN")
             try:
-                db.upsert(self.conn, "nodes", list(self.nodes.values()))
+                db.upsert(self.conn, "nodes", list(self.nodes.values()), replace=False)  # written once
                 db.write_positions(self.conn, self.positions)
                 self.conn.execute("COMMIT")
             except Exception:

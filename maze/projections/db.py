@@ -20,9 +20,10 @@ _json_encode = msgspec.json.Encoder().encode
 MAX_ROW_BYTES = 1 << 30  # a row in a bulk file (read_json's limit per object is 16 MB by default)
 
 
-def open_db(path: Path | str) -> duckdb.DuckDBPyConnection:
+def open_db(path: Path | str, keys: bool = True) -> duckdb.DuckDBPyConnection:
     """Open (or create) the read models. A file written with another schema version is emptied:
-    its tables are derived data, rebuilt from the event log from position 0."""
+    its tables are derived data, rebuilt from the event log from position 0. `keys=False`: a new
+    file's tables without primary keys (schema.py `ddl`)."""
     conn = duckdb.connect(str(path))
     tables = {r[0] for r in conn.execute("SELECT table_name FROM information_schema.tables").fetchall()}
     version = None
@@ -35,7 +36,7 @@ def open_db(path: Path | str) -> duckdb.DuckDBPyConnection:
         )
         for table in [*TABLES, "projection_position", "schema_version"]:
             conn.execute(f"DROP TABLE IF EXISTS {table}")
-    for stmt in ddl():
+    for stmt in ddl(keys):
         conn.execute(stmt)
     if conn.execute("SELECT count(*) FROM schema_version").fetchone() == (0,):
         conn.execute("INSERT INTO schema_version VALUES (?)", [SCHEMA_VERSION])
@@ -46,12 +47,13 @@ def positions(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
     return {s: int(q) for s, q in conn.execute("SELECT stream, seq FROM projection_position").fetchall()}
 
 
-def upsert(conn: duckdb.DuckDBPyConnection, table: str, rows: Sequence[Any]) -> None:
+def upsert(conn: duckdb.DuckDBPyConnection, table: str, rows: Sequence[Any], replace: bool = True) -> None:
     """Replace rows by primary key, in bulk: one parameter per column and unnest (executemany takes
     seconds for a few hundred rows). Each column travels as one JSON array that DuckDB parses
     (`from_json`): handing it a Python list costs ~1.5 µs a value to convert, a JSON text ~0.3 µs,
     which made this write 3x faster (bench/history.py: the rebuild). Rows are structs (rows.py)
-    or, for nodes, dicts."""
+    or, for nodes, dicts. `replace=False`: none of the rows' keys is in the table (which then
+    needs no primary key)."""
     if not rows:
         return
     cols = list(TABLES[table])
@@ -61,24 +63,29 @@ def upsert(conn: duckdb.DuckDBPyConnection, table: str, rows: Sequence[Any]) -> 
         columns = [list(c) for c in zip(*(msgspec.structs.astuple(r) for r in rows), strict=True)]
     selects = ", ".join(f"unnest(from_json(?, '[\"{TABLES[table][c]}\"]')) AS {c}" for c in cols)
     conn.execute(
-        f"INSERT OR REPLACE INTO {table} ({', '.join(cols)}) SELECT {selects}",
+        f"INSERT {'OR REPLACE ' if replace else ''}INTO {table} ({', '.join(cols)}) SELECT {selects}",
         [_json_encode(column).decode() for column in columns],
     )
 
 
-def load_json_rows(conn: duckdb.DuckDBPyConnection, table: str, path: Path) -> None:
+def load_json_rows(conn: duckdb.DuckDBPyConnection, table: str, path: Path, fresh: bool = False) -> None:
     """Replace rows by primary key from a file holding one JSON array of row objects (what
     `msgspec.json` makes of a list of row structs): the bulk path of a rebuild. DuckDB's JSON reader
     parses it in parallel, ~3x faster than the same rows handed over as one JSON text per column
-    (`upsert`), and the same conversions of each value (bench/history.py: the rebuild)."""
+    (`upsert`), and the same conversions of each value (bench/history.py: the rebuild). The rows
+    with the same keys are deleted, then all inserted: the table needs no primary key (a shard's
+    has none); `fresh`: the caller knows none of the keys is in the table yet."""
     cols = TABLES[table]
     types = ", ".join(f"'{c}': '{t}'" for c, t in cols.items())
     names = ", ".join(cols)
     source = str(path).replace("'", "''")
-    conn.execute(
-        f"INSERT OR REPLACE INTO {table} ({names}) SELECT {names} FROM read_json('{source}', "
-        f"format = 'array', columns = {{{types}}}, maximum_object_size = {MAX_ROW_BYTES})"
-    )
+    rows = f"read_json('{source}', format = 'array', columns = {{{types}}}, maximum_object_size = {MAX_ROW_BYTES})"
+    if not fresh:
+        same = " AND ".join(f"{table}.{key} = new.{key}" for key in KEYS[table])
+        conn.execute(
+            f"DELETE FROM {table} USING (SELECT {', '.join(KEYS[table])} FROM {rows}) AS new WHERE {same}"
+        )
+    conn.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM {rows}")
 
 
 def write_positions(conn: duckdb.DuckDBPyConnection, new_positions: dict[str, int]) -> None:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import tempfile
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,33 +17,33 @@ from nats.aio.msg import Msg
 
 from maze.core.errors import Conflict, Unavailable
 from maze.events import subjects
-from maze.events.catalog import Event
-from maze.events.codec import decode_events
-from maze.events.store import subscribe_ordered
-from maze.projections import db
-from maze.projections.bulk import BulkFolder, gc_paused
+from maze.events.store import stream_seq, subscribe_ordered
 from maze.projections.projector import STREAMS, Projector
 from maze.projections.schema import TABLES, ddl
+from maze.projections.shards import Shards, shard_count
 
-REBUILD_BATCH = 2_000  # messages folded and written per transaction (DuckDB wants few, large ones)
 STALL_S = 10.0
 
 
-async def fold_streams_into(nc: NATS, conn: duckdb.DuckDBPyConnection, upto: dict[str, int]) -> None:
-    """Replay each stream from its start up to `upto[stream]` into a fresh database. Messages
-    arrive by callback into a list (awaiting each with `next_msg` cost ~100 µs a message, more
-    than folding it) while the batch before is folded in a thread; rows are written in bulk
-    (bulk.py)."""
-    folder = BulkFolder(conn)
+@asynccontextmanager
+async def replayed(nc: NATS, where: Path, upto: dict[str, int]) -> AsyncIterator[list[Path]]:
+    """Replay each stream from its start up to `upto[stream]` into fresh read-model files, one per
+    shard (shards.py), in a scratch folder under `where` that is removed on leaving. This process
+    reads the log and hands the messages over; the shards fold them. Messages arrive by callback
+    into a list (awaiting each with `next_msg` cost ~100 µs a message, more than folding it)."""
+    scratch = Path(tempfile.mkdtemp(prefix="bulk-shards-", dir=where))
+    shards = Shards(scratch, shard_count())
     try:
-        with gc_paused():
-            await _replay(nc, folder, upto)
-            await asyncio.to_thread(folder.finish)
+        shards.start()
+        await _replay(nc, shards, upto)
+        await shards.finish()
+        yield shards.paths
     finally:
-        folder.close()
+        await asyncio.to_thread(shards.close)
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
-async def _replay(nc: NATS, folder: BulkFolder, upto: dict[str, int]) -> None:
+async def _replay(nc: NATS, shards: Shards, upto: dict[str, int]) -> None:
     js = nc.jetstream()
     for stream in STREAMS:
         last = upto.get(stream, 0)
@@ -62,42 +66,38 @@ async def _replay(nc: NATS, folder: BulkFolder, upto: dict[str, int]) -> None:
                 except TimeoutError as exc:
                     raise Unavailable(f"the {stream} stream stopped answering during the rebuild") from exc
                 more.clear()
-                if len(arrived) < REBUILD_BATCH and arrived[-1].metadata.sequence.stream < last:
-                    continue  # gather a large batch
                 msgs = arrived[:]
                 arrived.clear()
-                batch = []
                 for msg in msgs:
-                    seq = msg.metadata.sequence.stream
+                    seq = stream_seq(msg)
                     if seq > last:
                         done = True
                         break
-                    batch.append(
-                        (stream, seq, decode_events(msg.data, stream=stream, seq=seq, subject=msg.subject))
-                    )
+                    shards.add(stream, seq, msg.subject, msg.data)
                     if seq == last:
                         done = True
                         break
-                if batch:  # in a thread: the loop goes on reading the log and answering queries
-                    await asyncio.to_thread(_fold_and_commit, folder, batch)
+                await shards.send_full()
         finally:
             await sub.unsubscribe()
 
 
-def _fold_and_commit(folder: BulkFolder, batch: list[tuple[str, int, list[Event]]]) -> None:
-    folder.commit(*folder.fold(batch))
+def _union(sources: Sequence[str], table: str, cols: str) -> str:
+    """The rebuilt rows of `table`: every shard's, together (each run is in one shard only)."""
+    return " UNION ALL ".join(f"SELECT {cols} FROM {source}.{table}" for source in sources)
 
 
-def compare(live: duckdb.DuckDBPyConnection) -> dict[str, Any]:
-    """Every table of the live file against the rebuilt one (attached as `rebuilt`), in DuckDB: equal
-    when both hold as many rows and no live row is missing from the rebuilt table (the rows of
-    each are distinct: each table has a primary key)."""
+def compare(live: duckdb.DuckDBPyConnection, sources: Sequence[str] = ("rebuilt",)) -> dict[str, Any]:
+    """Every table of the live file against the rebuilt ones (attached as `sources`), in DuckDB:
+    equal when both hold as many rows and no live row is missing from the rebuilt rows (the rows
+    of each are distinct: each table has a primary key)."""
     tables = {}
     for table in TABLES:
         cols = ", ".join(TABLES[table])
+        rebuilt = _union(sources, table, cols)
         rows, rebuilt_rows, missing = live.execute(
-            f"SELECT (SELECT count(*) FROM {table}), (SELECT count(*) FROM rebuilt.{table}), "
-            f"(SELECT count(*) FROM (SELECT {cols} FROM {table} EXCEPT ALL SELECT {cols} FROM rebuilt.{table}))"
+            f"SELECT (SELECT count(*) FROM {table}), (SELECT count(*) FROM ({rebuilt})), "
+            f"(SELECT count(*) FROM (SELECT {cols} FROM {table} EXCEPT ALL ({rebuilt})))"
         ).fetchone() or (0, 0, 0)
         tables[table] = {
             "rows": rows,
@@ -107,36 +107,51 @@ def compare(live: duckdb.DuckDBPyConnection) -> dict[str, Any]:
     return {"equal": all(t["equal"] for t in tables.values()), "tables": tables}
 
 
-def swap(live: duckdb.DuckDBPyConnection) -> None:
+def swap(live: duckdb.DuckDBPyConnection, sources: Sequence[str] = ("rebuilt",)) -> None:
     """Replace the live tables with the rebuilt ones in one transaction: each dropped, made again
     and filled (deleting every row and inserting again under the primary-key indexes took ~10 s
-    for 100,000 runs, this ~1 s; bench/history.py)."""
-    tables = {**{t: list(cols) for t, cols in TABLES.items()}, "projection_position": ["stream", "seq"]}
+    for 100,000 runs, this ~1 s; bench/history.py). Each stream's position is the furthest any
+    shard folded (every shard folds the leaderships; each its own runs)."""
     live.execute("BEGIN")
     try:
-        for table in tables:
+        for table in [*TABLES, "projection_position"]:
             live.execute(f"DROP TABLE {table}")
         for stmt in ddl():
             live.execute(stmt)
-        for table, cols in tables.items():
+        for table, cols in TABLES.items():
             names = ", ".join(cols)
-            live.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM rebuilt.{table}")
+            live.execute(f"INSERT INTO {table} ({names}) {_union(sources, table, names)}")
+        positions = _union(sources, "projection_position", "stream, seq")
+        live.execute(
+            f"INSERT INTO projection_position SELECT stream, max(seq) FROM ({positions}) GROUP BY stream"
+        )
         live.execute("COMMIT")
     except Exception:
         live.execute("ROLLBACK")
         raise
 
 
-def _compare_and_swap(live: duckdb.DuckDBPyConnection, path: Path, replace: bool) -> dict[str, Any]:
-    source = str(path).replace("'", "''")
-    live.execute(f"ATTACH '{source}' AS rebuilt (READ_ONLY)")
+def _compare_and_swap(live: duckdb.DuckDBPyConnection, paths: list[Path], replace: bool) -> dict[str, Any]:
+    sources = [f"rebuilt{i}" for i in range(len(paths))]
+    attached = []
     try:
-        report = compare(live)
+        for source, path in zip(sources, paths, strict=True):
+            quoted = str(path).replace("'", "''")
+            live.execute(f"ATTACH '{quoted}' AS {source} (READ_ONLY)")
+            attached.append(source)
+        began = time.perf_counter()
+        report = compare(live, sources)
+        compared = time.perf_counter()
         if replace:
-            swap(live)
+            swap(live, sources)
+        report["seconds"] = {
+            "compare": round(compared - began, 3),
+            "swap": round(time.perf_counter() - compared, 3),
+        }
         return report
     finally:
-        live.execute("DETACH rebuilt")
+        for source in attached:
+            live.execute(f"DETACH {source}")
 
 
 async def rebuild(nc: NATS, projector: Projector, replace: bool = True) -> dict[str, Any]:
@@ -154,9 +169,8 @@ _running = asyncio.Lock()
 
 
 async def _rebuild(nc: NATS, projector: Projector, replace: bool) -> dict[str, Any]:
-    path = Path(str(projector.path) + ".rebuild")
-    path.unlink(missing_ok=True)
-    for scratch in path.parent.glob("bulk-*"):  # left by a rebuild that was killed
+    where = Path(projector.path).parent
+    for scratch in where.glob("bulk-*"):  # left by a rebuild that was killed
         if scratch.is_dir():
             shutil.rmtree(scratch, ignore_errors=True)
     # taken off the event loop: the live projector's thread may hold it for a batch meanwhile.
@@ -169,22 +183,15 @@ async def _rebuild(nc: NATS, projector: Projector, replace: bool) -> dict[str, A
         raise
     try:
         upto = projector.positions
-        rebuilt = db.open_db(path)
-        try:
-            await fold_streams_into(nc, rebuilt, upto)
-            rebuilt.close()
-            report = await asyncio.to_thread(_compare_and_swap, projector.cursor(), path, replace)
-            report["positions"] = upto
-            if replace:
-                projector.folder.forget()  # GET /runs/{id} answers from the new tables
-                report["replaced"] = True
-        finally:
-            try:
-                rebuilt.close()
-            except Exception:
-                pass
-            path.unlink(missing_ok=True)
-            Path(str(path) + ".wal").unlink(missing_ok=True)
+        began = time.perf_counter()
+        async with replayed(nc, where, upto) as paths:
+            replay_s = time.perf_counter() - began
+            report = await asyncio.to_thread(_compare_and_swap, projector.cursor(), paths, replace)
+        report["seconds"]["replay"] = round(replay_s, 3)
+        report["positions"] = upto
+        if replace:
+            projector.folder.forget()  # GET /runs/{id} answers from the new tables
+            report["replaced"] = True
     finally:
         projector.lock.release()
     return report

@@ -118,9 +118,13 @@ POSITION_DDL = "CREATE TABLE IF NOT EXISTS projection_position (stream VARCHAR P
 VERSION_DDL = "CREATE TABLE IF NOT EXISTS schema_version (version BIGINT)"
 
 
-def ddl() -> list[str]:
+def ddl(keys: bool = True) -> list[str]:
+    """The tables. `keys=False`: without their primary keys, for a file that is only ever appended
+    to and read whole (a rebuild's shard, maze/projections/shards.py: maintaining the keys' indexes
+    took a third of its fold)."""
     out = [POSITION_DDL, VERSION_DDL]
     for name, cols in TABLES.items():
         body = ", ".join(f"{col} {typ}" for col, typ in cols.items())
-        out.append(f"CREATE TABLE IF NOT EXISTS {name} ({body}, PRIMARY KEY ({', '.join(KEYS[name])}))")
+        key = f", PRIMARY KEY ({', '.join(KEYS[name])})" if keys else ""
+        out.append(f"CREATE TABLE IF NOT EXISTS {name} ({body}{key})")
     return out
