@@ -48,14 +48,20 @@ def _subject(stream: str, event: object) -> str:
     return subjects.run_subject(event.run_id)  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("shards", [2, 3])
+@pytest.mark.parametrize(("shards", "tight"), [(2, False), (3, False), (2, True)])
 def test_the_shards_together_equal_the_fold_in_one_process(
-    nats_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shards: int
+    nats_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shards: int, tight: bool
 ) -> None:
+    """`tight`: every message waits for room (read-ahead of one byte) and goes to its shard alone,
+    so the delivery's and the hand-over's waits are taken at each message."""
     from maze.events.store import ensure_streams
     from maze.projections import rebuild
+    from maze.projections import shards as shards_module
 
     monkeypatch.setattr(rebuild, "shard_count", lambda: shards)
+    if tight:
+        monkeypatch.setattr(rebuild, "READ_AHEAD_BYTES", 1)
+        monkeypatch.setattr(shards_module, "SHARD_BATCH_BYTES", 1)
     events = _lifelike_events()
 
     async def scenario() -> tuple[dict, dict, list[str]]:

@@ -23,6 +23,7 @@ from maze.projections.schema import TABLES, ddl
 from maze.projections.shards import Shards, shard_count
 
 STALL_S = 10.0
+READ_AHEAD_BYTES = 64 << 20  # delivered messages waiting for the shards, at most (then a flow-control wait)
 
 
 @asynccontextmanager
@@ -43,6 +44,32 @@ async def replayed(nc: NATS, where: Path, upto: dict[str, int]) -> AsyncIterator
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+class _Inbox:
+    """What the consumer delivered and the replay has not taken yet. Delivery waits while it holds
+    READ_AHEAD_BYTES: nats-py then holds back its flow-control replies and the server stops
+    sending, so a log larger than memory is read no faster than the shards fold it."""
+
+    def __init__(self) -> None:
+        self.msgs: list[Msg] = []
+        self.size = 0
+        self.more = asyncio.Event()
+        self.room = asyncio.Event()
+
+    async def put(self, msg: Msg) -> None:
+        self.msgs.append(msg)
+        self.size += len(msg.data)
+        self.more.set()
+        while self.size >= READ_AHEAD_BYTES:
+            self.room.clear()
+            await self.room.wait()
+
+    def take(self) -> list[Msg]:
+        msgs, self.msgs, self.size = self.msgs, [], 0
+        self.more.clear()
+        self.room.set()
+        return msgs
+
+
 async def _replay(nc: NATS, shards: Shards, upto: dict[str, int]) -> None:
     js = nc.jetstream()
     for stream in STREAMS:
@@ -50,25 +77,16 @@ async def _replay(nc: NATS, shards: Shards, upto: dict[str, int]) -> None:
         if last == 0:
             continue
         subject = subjects.RUN_SUBJECTS if stream == subjects.RUNS_STREAM else subjects.NODE_SUBJECTS
-        arrived: list[Msg] = []
-        more = asyncio.Event()
-
-        async def take(msg: Msg, arrived: list[Msg] = arrived, more: asyncio.Event = more) -> None:
-            arrived.append(msg)
-            more.set()
-
-        sub = await subscribe_ordered(js, subject, 1, cb=take)
+        inbox = _Inbox()
+        sub = await subscribe_ordered(js, subject, 1, cb=inbox.put)
         try:
             done = False
             while not done:
                 try:
-                    await asyncio.wait_for(more.wait(), STALL_S)
+                    await asyncio.wait_for(inbox.more.wait(), STALL_S)
                 except TimeoutError as exc:
                     raise Unavailable(f"the {stream} stream stopped answering during the rebuild") from exc
-                more.clear()
-                msgs = arrived[:]
-                arrived.clear()
-                for msg in msgs:
+                for msg in inbox.take():
                     seq = stream_seq(msg)
                     if seq > last:
                         done = True

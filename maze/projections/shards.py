@@ -40,6 +40,7 @@ from maze.projections.bulk import BulkFolder, gc_paused
 
 MAX_SHARDS = 4
 SHARD_BATCH = 2_000  # messages handed to a shard at a time
+SHARD_BATCH_BYTES = 8 << 20  # or fewer, when they are large
 JOIN_S = 5.0
 
 Item = tuple[str, int, str, bytes]  # stream, sequence, subject, payload: a message as a shard gets it
@@ -101,6 +102,7 @@ class Shards:
         self.count = count
         self.paths = [scratch / f"shard-{i}.duckdb" for i in range(count)]
         self.pending: list[list[Item]] = [[] for _ in range(count)]
+        self.pending_bytes = [0] * count
         self._procs: list[subprocess.Popen[bytes]] = []
         self._pipes: list[Connection] = []
         # one sending thread per shard: a batch goes whole (a pipe holds 64 KiB) without holding
@@ -130,20 +132,18 @@ class Shards:
 
     def add(self, stream: str, seq: int, subject: str, payload: bytes) -> None:
         shard = shard_of(stream, subject, self.count)
-        if shard is None:
-            for items in self.pending:
-                items.append((stream, seq, subject, payload))
-        else:
-            self.pending[shard].append((stream, seq, subject, payload))
+        for i in range(self.count) if shard is None else (shard,):
+            self.pending[i].append((stream, seq, subject, payload))
+            self.pending_bytes[i] += len(payload)
 
     async def send_full(self) -> None:
         """Hand each shard its messages once a batch of them has gathered."""
         for i, items in enumerate(self.pending):
-            if len(items) >= SHARD_BATCH:
+            if len(items) >= SHARD_BATCH or self.pending_bytes[i] >= SHARD_BATCH_BYTES:
                 await self._send(i)
 
     async def _send(self, i: int) -> None:
-        data, self.pending[i] = _encode(self.pending[i]), []
+        data, self.pending[i], self.pending_bytes[i] = _encode(self.pending[i]), [], 0
         await self._sent(i)
         self._sending[i] = asyncio.get_running_loop().run_in_executor(self._senders[i], self._write, i, data)
 
