@@ -15,13 +15,14 @@ import pytest
 
 from maze.core.errors import Unavailable
 from maze.events import subjects
-from maze.events.codec import encode_events
-from maze.events.nodes import NodeJoined, NodeLost
-from maze.events.runs import LeaderElected
+from maze.events.codec import decode_events, encode_events, encode_value
+from maze.events.nodes import NodeCapacity, NodeJoined, NodeLeft, NodeLost
+from maze.events.runs import LeaderElected, RunCreated
+from maze.events.tasks import AttemptPlaced, AttemptStarted, AttemptSucceeded
 from maze.projections import db
 from maze.projections.rebuild import compare, replayed, swap
 from maze.projections.shards import Shards, shard_of
-from tests.test_unit_rebuild import _lifelike_events, _live, _tables
+from tests.test_unit_rebuild import _lifelike_events, _live, _spec, _tables
 
 
 def test_every_run_has_one_shard_and_leadership_goes_to_all() -> None:
@@ -133,6 +134,116 @@ def test_a_shard_that_fails_says_why(tmp_path: Path) -> None:
         try:
             shards.start()
             with pytest.raises(RuntimeError, match=r"a rebuild.s fold process failed: .*not-there"):
+                await shards.finish()
+        finally:
+            shards.close()
+
+    asyncio.run(scenario())
+    assert not _shard_processes()
+
+
+def _apart(shards: int) -> tuple[str, str]:
+    """Two run ids that different shards fold."""
+    first = "run_00000000"
+    home = shard_of(subjects.RUNS_STREAM, subjects.run_subject(first), shards)
+    other = next(
+        run_id
+        for run_id in (f"run_{i:08x}" for i in range(1, 100))
+        if shard_of(subjects.RUNS_STREAM, subjects.run_subject(run_id), shards) != home
+    )
+    return first, other
+
+
+def test_a_workers_events_stand_only_where_readers_look_for_them(
+    nats_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker may write on its subject of any run (`maze.run.*.<node>`, `_leader` included). A
+    report there on another run's attempt, or a session of its node there, is refused by every
+    reader (maze/events/authority.py): a shard, chosen by the message's subject, would otherwise
+    miss the other run's report, or several shards fold the session. The rebuild equals the live
+    fold, which refuses them too; the same reports on the run's own subject stand."""
+    from maze.events.store import ensure_streams
+    from maze.projections import rebuild
+
+    monkeypatch.setattr(rebuild, "shard_count", lambda: 2)
+    here, there = _apart(2)
+    key = {"run_id": there, "task_id": "t", "attempt": 1, "node_id": "n"}
+    joined = NodeJoined(
+        node_id="n",
+        session="s",
+        hostname="h",
+        ip="1.2.3.4",
+        capacity=NodeCapacity(cpus=2, memory_mb=1024),
+        at_ms=1,
+    )
+    messages = [
+        (
+            subjects.run_subject(here),
+            [RunCreated(run_id=here, workflow_id="wf-here", at_ms=1, tasks=[_spec("t")])],
+        ),
+        (
+            subjects.run_subject(there),
+            [RunCreated(run_id=there, workflow_id="wf-there", at_ms=2, tasks=[_spec("t")])],
+        ),
+        (subjects.run_subject(there), [AttemptPlaced(**key, at_ms=3, session="s", reason="fits")]),
+        (subjects.report_subject(subjects.LEADER_RUN_ID, "n"), [joined]),
+        (subjects.report_subject(here, "n"), [AttemptStarted(**key, at_ms=4)]),
+        (
+            subjects.report_subject(here, "n"),  # several events of other runs and of the node in one
+            [
+                AttemptSucceeded(**key, at_ms=5, result=encode_value({"y": 1})),
+                NodeLeft(node_id="n", session="s", at_ms=6),
+            ],
+        ),
+        (subjects.report_subject(there, "n"), [AttemptStarted(**key, at_ms=7)]),  # its own: stands
+    ]
+
+    async def scenario() -> tuple[dict, dict]:
+        nc = await nats.connect(nats_server.url)
+        try:
+            js = nc.jetstream()
+            await ensure_streams(js)
+            for stream in (subjects.RUNS_STREAM, subjects.NODES_STREAM):
+                await js.purge_stream(stream)
+            batches = []
+            for subject, events in messages:
+                data = encode_events(events)
+                ack = await js.publish(subject, data)
+                # what the live projector folds: the message's events less what its writer may not write
+                batches.append([(ack.stream, ack.seq, decode_events(data, subject=subject))])
+            live = _live(tmp_path, batches)
+            rebuilt = db.open_db(tmp_path / "rebuilt.duckdb")
+            async with replayed(nc, tmp_path, {subjects.RUNS_STREAM: ack.seq}) as paths:
+                sources = []
+                for i, path in enumerate(paths):
+                    rebuilt.execute(f"ATTACH '{path}' AS shard{i} (READ_ONLY)")
+                    sources.append(f"shard{i}")
+                swap(rebuilt, sources)
+                for source in sources:
+                    rebuilt.execute(f"DETACH {source}")
+            return live, _tables(rebuilt)
+        finally:
+            await nc.close()
+
+    live, rebuilt = asyncio.run(scenario())
+    assert [(r[0], r[5]) for r in live["tasks"]] == [(here, "pending"), (there, "running")]
+    assert [r[6] for r in live["attempts"]] == ["running"], "started at 7 on its own subject, never succeeded"
+    assert live["nodes"] == [], "a session on a run's subject is refused"
+    assert rebuilt == live
+
+
+def test_a_shard_that_fails_midway_says_why(tmp_path: Path) -> None:
+    """A shard that fails on a batch answers and ends; the next batch handed to it finds it gone,
+    and the rebuild fails with what it said, not only that it ended."""
+
+    async def scenario() -> None:
+        shards = Shards(tmp_path, 1)
+        try:
+            shards.start()
+            shards._pipes[0].send_bytes(b"\xc1")  # not msgpack: its fold fails on it
+            shards._procs[0].wait(30)
+            shards.add(subjects.RUNS_STREAM, 1, subjects.run_subject("run_1"), b"")
+            with pytest.raises(RuntimeError, match="fold process failed: DecodeError"):
                 await shards.finish()
         finally:
             shards.close()

@@ -95,7 +95,7 @@ def test_downstream_sees_its_ancestors_files_the_nearest_winning() -> None:
     assert all(i.workspace == WS and i.files == [] for i in first.values())
     # a foreign node's report on a's attempt is refused by every reader
     foreign = _registered(first["a"], "stolen.txt", "x", node="other")
-    assert not admissible(foreign, "n")
+    assert not admissible(foreign, "n", "r")
     _run(
         core,
         first["a"],

@@ -171,6 +171,6 @@ def test_a_nodes_report_with_an_integer_past_bigint_is_refused_by_every_reader()
 
     key = {"run_id": "r", "task_id": "t", "attempt": 1, "node_id": "n"}
     big = ArtifactRegistered(**key, path="big.bin", sha256="ab" * 32, size=2**63, at_ms=4)
-    assert not admissible(big, "n")
-    assert not admissible(AttemptStarted(**key, at_ms=3, pid=2**64 - 1), "n")
-    assert admissible(msgspec.structs.replace(big, size=2**63 - 1), "n")
+    assert not admissible(big, "n", "r")
+    assert not admissible(AttemptStarted(**key, at_ms=3, pid=2**64 - 1), "n", "r")
+    assert admissible(msgspec.structs.replace(big, size=2**63 - 1), "n", "r")

@@ -1,8 +1,8 @@
 """Who may write what. The head writes on `maze.run.<run>` and `maze.node.<node>.head`; a worker
 only on `maze.run.<run>.<its node>` and `maze.node.<its node>` (its NATS account imports nothing
-else: maze/head/nats_auth.py). On its runs subjects only its reports on attempts it ran stand
-(`attempt.started|succeeded|failed|rejected` and `artifact.registered` naming its own node); on its node subject only its
-own sessions (`node.joined|left|lost` naming its own node). Anything else a worker's subject
+else: maze/head/nats_auth.py). On its subject of a run only its reports on that run's attempts it ran stand
+(`attempt.started|succeeded|failed|rejected` and `artifact.registered` naming that run and its own
+node); on its node subject only its own sessions (`node.joined|left|lost` naming its own node). Anything else a worker's subject
 carries (a run created, a decision, another node's report or session) is refused by every reader
 of the log, the controller's fold, the read models and the history the API shows alike, and
 counted: a worker's credentials cannot create runs or decide.
@@ -36,24 +36,30 @@ def _ints_in_range(event: Event) -> bool:
     )
 
 
-def admissible(event: Event, reporter: str | None) -> bool:
-    """Whether an event read from a subject `reporter` wrote (None: the head's) stands."""
+def admissible(event: Event, reporter: str | None, subject_run: str | None = None) -> bool:
+    """Whether an event read from a subject `reporter` wrote (None: the head's) stands.
+    `subject_run`: the run of the worker's subject it was on (`maze.run.<run>.<node>`); None for its
+    node subject (`maze.node.<node>`). Each event is where every reader looks for it: a session
+    on a run's subject, or a report on another run's, is refused (the rebuild's shards are chosen
+    by a message's subject, maze/projections/shards.py)."""
     if reporter is None:
         return True
     if not _ints_in_range(event):
         return False
-    if isinstance(event, SESSIONS):
-        return event.node_id == reporter
-    if not isinstance(event, REPORTS) or event.node_id != reporter:
+    if subject_run is None:
+        return isinstance(event, SESSIONS) and event.node_id == reporter
+    if not isinstance(event, REPORTS) or event.node_id != reporter or event.run_id != subject_run:
         return False
     # a failure a worker reports is its own (epoch 0, origin not the controller's): one stamped with
     # an epoch, or claiming the controller decided it, is a decision
     return not (isinstance(event, AttemptFailed) and (event.epoch or event.error.origin == "controller"))
 
 
-def split_admissible(events: list[Event], reporter: str | None) -> tuple[list[Event], list[Event]]:
+def split_admissible(
+    events: list[Event], reporter: str | None, subject_run: str | None = None
+) -> tuple[list[Event], list[Event]]:
     """(the events that stand, the ones refused)."""
     if reporter is None:
         return events, []
-    kept = [e for e in events if admissible(e, reporter)]
-    return kept, [e for e in events if not admissible(e, reporter)]
+    kept = [e for e in events if admissible(e, reporter, subject_run)]
+    return kept, [e for e in events if not admissible(e, reporter, subject_run)]

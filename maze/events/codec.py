@@ -140,10 +140,16 @@ def decode_message(data: bytes) -> Decoded:
 def with_authority(decoded: Decoded, subject: str | None) -> Decoded:
     """`decoded`, less the events its subject's writer may not write (moved to `refused`)."""
     reporter = subjects.reporter_of(subject) if subject else None
-    kept, refused = split_admissible(decoded.events, reporter)
+    subject_run = subjects.run_of(subject) if subject and reporter else None
+    kept, refused = split_admissible(decoded.events, reporter, subject_run)
     if not refused and (reporter is None or not decoded.malformed):
         return decoded
-    why = f"written on worker {reporter}'s subject, where only that node's own reports stand"
+    why = (
+        f"written on worker {reporter}'s subject of run {subject_run}, where only that node's own reports on "
+        "that run stand"
+        if subject_run
+        else f"written on worker {reporter}'s node subject, where only that node's own sessions stand"
+    )
     # what does not decode on a worker's subject cannot be told to be that node's own report: it is
     # refused like any other event a worker may not write, and never breaks the run it names (any
     # worker could otherwise end any run by writing garbage on its own subject of that run)

@@ -52,6 +52,13 @@ def reporter_of(subject: str) -> str | None:
     return None
 
 
+def run_of(subject: str) -> str | None:
+    """The run a runs-stream subject is of (`maze.run.<run>` and `maze.run.<run>.<node>`); None for
+    any other subject."""
+    parts = subject.split(".", 3)
+    return parts[2] if len(parts) >= 3 and parts[0] == "maze" and parts[1] == "run" else None
+
+
 LEADER_SUBJECT = f"maze.run.{LEADER_RUN_ID}"  # `leader.elected`, ordered with every run's events
 # `leader.elected` again, ordered with the nodes' events (a head subject: no worker may write it),
 # so that the folds of the nodes stream refuse a deposed leader's late node.lost alike

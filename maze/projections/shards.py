@@ -37,11 +37,13 @@ from maze.events import subjects
 from maze.events.codec import decode_events
 from maze.projections import db
 from maze.projections.bulk import BulkFolder, gc_paused
+from maze.projections.projector import FINISHED_ROWS
 
 MAX_SHARDS = 4
 SHARD_BATCH = 2_000  # messages handed to a shard at a time
 SHARD_BATCH_BYTES = 8 << 20  # or fewer, when they are large
 JOIN_S = 5.0
+STALL_S = 120.0  # a shard taking no batch (or not finishing) this long is stuck
 
 Item = tuple[str, int, str, bytes]  # stream, sequence, subject, payload: a message as a shard gets it
 _encode = msgspec.msgpack.Encoder().encode
@@ -68,13 +70,14 @@ def shard_of(stream: str, subject: str, shards: int) -> int | None:
     return zlib.crc32(run_id.encode()) % shards
 
 
-def shard_main(pipe: Connection, path: str) -> None:
+def shard_main(pipe: Connection, path: str, finished_rows: int = FINISHED_ROWS) -> None:
     """A shard's process: fold each batch it is handed into the file at `path`; an empty message
-    ends the fold (the file is then complete). Answers once: `{"ok": true}` or the error."""
+    ends the fold (the file is then complete). Answers once: `{"ok": true}` or the error, then
+    ends (code 1 after an error)."""
     try:
         conn = db.open_db(path, keys=False)  # appended to, then read whole by the compare and the swap
         conn.execute("SET threads = 1")  # one shard a core: DuckDB's own threads only contend
-        folder = BulkFolder(conn)
+        folder = BulkFolder(conn, finished_rows=finished_rows)
         try:
             with gc_paused():  # bulk.py: the fold makes no cycles
                 while data := pipe.recv_bytes():
@@ -90,35 +93,47 @@ def shard_main(pipe: Connection, path: str) -> None:
         answer: dict[str, Any] = {"ok": True}
     except BaseException as exc:  # said to the rebuild, which fails with it
         answer = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
-    pipe.send_bytes(_encode(answer))
-    os._exit(0)  # nothing left to do: freeing millions of rows one by one only delays the rebuild
+    try:
+        pipe.send_bytes(_encode(answer))
+    except OSError:  # the rebuilding process is gone: nobody to tell
+        os._exit(1)
+    os._exit(0 if answer["ok"] else 1)  # freeing millions of rows one by one only delays the rebuild
 
 
 class Shards:
     """The shard processes of one rebuild, and their files under `scratch`."""
 
     def __init__(self, scratch: Path, count: int) -> None:
-        self.scratch = scratch
         self.count = count
         self.paths = [scratch / f"shard-{i}.duckdb" for i in range(count)]
         self.pending: list[list[Item]] = [[] for _ in range(count)]
         self.pending_bytes = [0] * count
         self._procs: list[subprocess.Popen[bytes]] = []
         self._pipes: list[Connection] = []
-        # one sending thread per shard: a batch goes whole (a pipe holds 64 KiB) without holding
-        # the event loop, and in order; one batch in flight per shard while it folds the one before
+        # one sending thread per shard: a batch goes whole (a socket holds a few hundred KiB)
+        # without holding the event loop, and in order; one batch in flight per shard while it
+        # folds the one before
         self._senders = [ThreadPoolExecutor(1, thread_name_prefix=f"shard-{i}") for i in range(count)]
         self._sending: list[asyncio.Future[None] | None] = [None] * count
 
     def start(self) -> None:
-        """Each shard a fresh interpreter (`python -m maze.projections.shards FD PATH`): this
+        """Each shard a fresh interpreter (`python -m maze.projections.shards FD PATH ROWS`): this
         process has threads (DuckDB's, nats') to not fork with, and multiprocessing's spawn would
-        run the caller's `__main__` again in it."""
+        run the caller's `__main__` again in it. Each keeps its share of the finished rows a fold
+        keeps in memory (FINISHED_ROWS in all)."""
+        rows = max(1, FINISHED_ROWS // self.count)
         for path in self.paths:
             ours, theirs = socket.socketpair()
             try:
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "maze.projections.shards", str(theirs.fileno()), str(path)],
+                    [
+                        sys.executable,
+                        "-m",
+                        "maze.projections.shards",
+                        str(theirs.fileno()),
+                        str(path),
+                        str(rows),
+                    ],
                     pass_fds=[theirs.fileno()],
                     stdin=subprocess.DEVNULL,
                 )
@@ -148,15 +163,34 @@ class Shards:
         self._sending[i] = asyncio.get_running_loop().run_in_executor(self._senders[i], self._write, i, data)
 
     async def _sent(self, i: int) -> None:
+        """Wait for the batch in flight to shard `i` to be taken; a shard that takes none for
+        STALL_S is stuck (a batch folds in well under a second), and fails the rebuild rather
+        than hold the live read models paused for ever."""
         sending, self._sending[i] = self._sending[i], None
         if sending is not None:
-            await sending
+            try:
+                await asyncio.wait_for(asyncio.shield(sending), STALL_S)
+            except TimeoutError as exc:
+                raise Unavailable(f"a rebuild's fold process took no batch in {STALL_S:.0f} s") from exc
 
     def _write(self, i: int, data: bytes) -> None:
         try:
             self._pipes[i].send_bytes(data)
-        except OSError as exc:  # it ended: its answer (or its exit code) says why
-            raise Unavailable(self._why_ended(i)) from exc
+        except OSError as exc:  # it ended: the failure it answered first (or its exit code) says why
+            raise self._ended(i) from exc
+
+    def _ended(self, i: int) -> Exception:
+        """Why shard `i` stopped reading: a shard that fails answers, then ends, while this process
+        may still be handing it batches; its answer is then here to read."""
+        why = self._why_ended(i)
+        pipe = self._pipes[i]
+        try:
+            answer = _decode_answer(pipe.recv_bytes()) if pipe.poll(0) else None
+        except (EOFError, OSError, msgspec.DecodeError):
+            answer = None
+        if answer is not None and not answer.get("ok"):
+            return _failed(answer)
+        return Unavailable(why)
 
     async def finish(self) -> None:
         """Hand over what is left, end each shard's fold and wait for every answer."""
@@ -169,14 +203,14 @@ class Shards:
             )
         for i in range(self.count):
             await self._sent(i)
-        answers = await asyncio.gather(*(asyncio.to_thread(self._answer, i) for i in range(self.count)))
+        answering = asyncio.gather(*(asyncio.to_thread(self._answer, i) for i in range(self.count)))
+        try:
+            answers = await asyncio.wait_for(asyncio.shield(answering), STALL_S)
+        except TimeoutError as exc:
+            raise Unavailable(f"a rebuild's fold process did not finish in {STALL_S:.0f} s") from exc
         for answer in answers:
             if not answer.get("ok"):
-                raise RuntimeError(
-                    f"a rebuild's fold process failed: {answer.get('error')}\n{answer.get('traceback')}"
-                )
-        for proc in self._procs:
-            await asyncio.to_thread(proc.wait, JOIN_S)
+                raise _failed(answer)
 
     def _answer(self, i: int) -> dict[str, Any]:
         try:
@@ -193,17 +227,22 @@ class Shards:
         return f"a rebuild's fold process ended before its answer (exit code {proc.returncode})"
 
     def close(self) -> None:
-        """Stop every shard still running (a rebuild that ended early) and its threads."""
+        """End every shard (one still running belongs to a rebuild that ended early; one that
+        answered has closed its file) and its thread, then the sockets: a thread still writing to
+        one gets an error, never another file's descriptor."""
         for proc in self._procs:
             if proc.poll() is None:
                 proc.kill()
-        for proc in self._procs:
             proc.wait()
+        for sender in self._senders:
+            sender.shutdown(wait=True, cancel_futures=True)
         for pipe in self._pipes:
             pipe.close()
-        for sender in self._senders:
-            sender.shutdown(wait=False, cancel_futures=True)
+
+
+def _failed(answer: dict[str, Any]) -> RuntimeError:
+    return RuntimeError(f"a rebuild's fold process failed: {answer.get('error')}\n{answer.get('traceback')}")
 
 
 if __name__ == "__main__":
-    shard_main(Connection(int(sys.argv[1])), sys.argv[2])
+    shard_main(Connection(int(sys.argv[1])), sys.argv[2], int(sys.argv[3]))
