@@ -108,7 +108,8 @@ def _union(sources: Sequence[str], table: str, cols: str) -> str:
 def compare(live: duckdb.DuckDBPyConnection, sources: Sequence[str] = ("rebuilt",)) -> dict[str, Any]:
     """Every table of the live file against the rebuilt ones (attached as `sources`), in DuckDB:
     equal when both hold as many rows and no live row is missing from the rebuilt rows (the rows
-    of each are distinct: each table has a primary key)."""
+    of each are distinct: the live tables have primary keys, and a shard's file holds each of its
+    rows once, bulk.py replacing by key)."""
     tables = {}
     for table in TABLES:
         cols = ", ".join(TABLES[table])
@@ -191,6 +192,8 @@ async def _rebuild(nc: NATS, projector: Projector, replace: bool) -> dict[str, A
     for scratch in where.glob("bulk-*"):  # left by a rebuild that was killed
         if scratch.is_dir():
             shutil.rmtree(scratch, ignore_errors=True)
+    for old in (".rebuild", ".rebuild.wal"):  # the one file an earlier version rebuilt into
+        Path(str(projector.path) + old).unlink(missing_ok=True)
     # taken off the event loop: the live projector's thread may hold it for a batch meanwhile.
     # Were this request cancelled while it waits, the lock is released as soon as it is taken.
     acquiring = asyncio.ensure_future(asyncio.to_thread(projector.lock.acquire))
