@@ -2,14 +2,17 @@
 and how fast the read models are rebuilt from the log.
 
     python bench/history.py [--runs 100000] [--requests 300] [--fsync interval|always]
+                            [--messages-per-run 1|3]
 
 Starts a nats-server of its own and a head on it without workers, writes `--runs` finished runs
-straight into the log (5 events a run, one message: run.created, attempt.placed, .started,
-.succeeded or .failed, run.finished; kinds, states, names and times varied, as history has them),
+straight into the log (5 events a run: run.created, attempt.placed, .started, .succeeded or
+.failed, run.finished; kinds, states, names and times varied, as history has them), in one message
+a run, or with `--messages-per-run 3` as a live cluster writes them (the worker's start and end on
+its own subject),
 waits until the head's read models have folded them all, then times each query over HTTP from
 this process (httpx, one kept-alive connection: what the SDK does), p50 and p99 of `--requests`
 each. Then the rebuild: the same replay `POST /projections/rebuild` does (every message of the
-log folded into a fresh DuckDB file), timed alone as events per second, and the whole endpoint
+log folded into fresh DuckDB files by the shard processes), timed alone as events per second, and the whole endpoint
 (replay, compare with the live tables, swap). `--fsync interval` (the default) only makes writing
 the history faster; reads are the same either way.
 """
@@ -56,7 +59,9 @@ def run_id_of(i: int) -> str:
     return f"run_hist{i:09d}"
 
 
-def run_message(i: int, rng: random.Random) -> bytes:
+def run_messages(i: int, rng: random.Random, split: bool) -> list[tuple[str, bytes]]:
+    """Run `i`'s events as messages: one (`split` False), or three as a live cluster writes them
+    (the run with its placement; the worker's start and end on its own subject; the run's end)."""
     run_id = run_id_of(i)
     step = STEPS[i % len(STEPS)]
     spec = TaskSpec(
@@ -78,24 +83,30 @@ def run_message(i: int, rng: random.Random) -> bytes:
         if state == "succeeded"
         else AttemptFailed(**key, at_ms=finished, error=ERROR)
     )
-    return encode_events(
-        [
-            RunCreated(
-                run_id=run_id,
-                workflow_id=f"{TOPICS[i % len(TOPICS)]}-{i}",
-                at_ms=created,
-                tasks=[spec],
-                kind=kind,
-            ),
-            AttemptPlaced(**key, at_ms=created, session="old", reason="history"),
-            AttemptStarted(**key, at_ms=created + 1),
-            ended,
-            RunFinished(run_id=run_id, at_ms=finished, state=state),
-        ]
-    )
+    events = [
+        RunCreated(
+            run_id=run_id,
+            workflow_id=f"{TOPICS[i % len(TOPICS)]}-{i}",
+            at_ms=created,
+            tasks=[spec],
+            kind=kind,
+        ),
+        AttemptPlaced(**key, at_ms=created, session="old", reason="history"),
+        AttemptStarted(**key, at_ms=created + 1),
+        ended,
+        RunFinished(run_id=run_id, at_ms=finished, state=state),
+    ]
+    head = subjects.run_subject(run_id)
+    if not split:
+        return [(head, encode_events(events))]
+    return [
+        (head, encode_events(events[:2])),
+        (subjects.report_subject(run_id, "history-node"), encode_events(events[2:4])),
+        (head, encode_events(events[4:])),
+    ]
 
 
-async def write_history(url: str, runs: int) -> int:
+async def write_history(url: str, runs: int, split: bool = False) -> int:
     """Returns the runs stream's last sequence."""
     nc = await nats.connect(url)
     js = nc.jetstream(timeout=60)
@@ -109,12 +120,9 @@ async def write_history(url: str, runs: int) -> int:
                 batch = range(start, min(runs, start + step))
                 acks = await asyncio.gather(
                     *(
-                        js.publish(
-                            subjects.run_subject(run_id_of(i)),
-                            run_message(i, rng),
-                            headers={"Nats-Msg-Id": f"hist/{i}"},
-                        )
+                        js.publish(subject, data, headers={"Nats-Msg-Id": f"hist/{i}/{k}"})
                         for i in batch
+                        for k, (subject, data) in enumerate(run_messages(i, rng, split))
                     )
                 )
                 last = max(last, *(a.seq for a in acks))
@@ -182,6 +190,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=100_000)
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--fsync", default="interval", choices=["always", "interval"])
+    parser.add_argument(
+        "--messages-per-run",
+        type=int,
+        default=1,
+        choices=[1, 3],
+        help="1: each run's 5 events in one message; 3: as a live cluster writes them (the worker's on its subject)",
+    )
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="maze-bench-history-"))
     nats_port = free_port()
@@ -197,13 +212,16 @@ def main() -> None:
         time.sleep(0.5)  # nats-server binds its port (the head waits for it too)
         head.start()
         began = time.perf_counter()
-        last = asyncio.run(write_history(nats_url, args.runs))
+        last = asyncio.run(write_history(nats_url, args.runs, args.messages_per_run == 3))
         written = time.perf_counter() - began
         wait_folded(head.url, last)
         folded = time.perf_counter() - began
         events = args.runs * EVENTS_PER_RUN
         rows += [
-            ("runs in history (events)", f"{args.runs:,} ({events:,})"),
+            (
+                "runs in history (events, messages)",
+                f"{args.runs:,} ({events:,}, {args.runs * args.messages_per_run:,})",
+            ),
             ("writing them to the log", f"{written:.1f} s"),
             ("until the live read models had folded them", f"{folded:.1f} s"),
         ]
