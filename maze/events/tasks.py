@@ -97,3 +97,16 @@ class AttemptLost(Struct, frozen=True, tag="attempt.lost"):
     session: str = ""
     reason: str = ""
     epoch: int = 0  # the deciding controller's leadership epoch
+
+
+# every event on one task's attempts (what the controller's and the read models' folds look up a
+# task by)
+AttemptEvent = (
+    AttemptPlaced
+    | AttemptStarted
+    | AttemptSucceeded
+    | AttemptFailed
+    | AttemptRejected
+    | AttemptLost
+    | RetryScheduled
+)

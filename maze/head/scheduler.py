@@ -55,6 +55,7 @@ from maze.events.runs import (
 )
 from maze.events.specs import Resources, TaskError, TaskSpec
 from maze.events.tasks import (
+    AttemptEvent,
     AttemptFailed,
     AttemptLost,
     AttemptPlaced,
@@ -88,15 +89,6 @@ from maze.head.run_state import (
 
 log = structlog.get_logger(__name__)
 
-AttemptEvent = (
-    AttemptPlaced
-    | AttemptStarted
-    | AttemptSucceeded
-    | AttemptFailed
-    | AttemptRejected
-    | AttemptLost
-    | RetryScheduled
-)
 Holds = Callable[[str, str, tuple[str, str, int]], bool]
 DONE_RUNS_KEPT = 10_000  # ended run ids remembered (late events of older ones are ignored anyway)
 # A task's placements that never start (the node rejects it, or goes away first) come back at once

@@ -41,6 +41,7 @@ from maze.events.runs import (
 )
 from maze.events.specs import Input, InputRef, InputValue, Resources, TaskError, TaskSpec
 from maze.events.tasks import (
+    AttemptEvent,
     AttemptFailed,
     AttemptLost,
     AttemptPlaced,
@@ -398,15 +399,6 @@ _RUN_EVENTS: dict[type, Callable[[RunModel, Any], None]] = {
 # a command (the controller's decisions that follow it say what it did), or a ReAct run's trace
 # (read from its log: maze/projections/agent_trace.py)
 _NOT_SHOWN = frozenset({RunCancelRequested, RunFinalizeRequested, *AGENT_EVENTS})
-AttemptEvent = (
-    AttemptPlaced
-    | AttemptStarted
-    | AttemptSucceeded
-    | AttemptFailed
-    | AttemptRejected
-    | AttemptLost
-    | RetryScheduled
-)
 
 
 def _register_artifact(model: RunModel, attempt: AttemptRow | None, event: ArtifactRegistered) -> None:
