@@ -16,7 +16,15 @@ import httpx
 import msgspec
 
 from maze.core.auth import resolve_token
-from maze.core.errors import ERROR_TYPES, MazeError, NotAMazeHead, Unavailable, Unreachable, ValidationError
+from maze.core.errors import (
+    ERROR_TYPES,
+    Conflict,
+    MazeError,
+    NotAMazeHead,
+    Unavailable,
+    Unreachable,
+    ValidationError,
+)
 from maze.core.identity import HEAD_HEADER
 from maze.core.tls import TLS_CA_ENV, client_context
 from maze.sdk.sse_client import StreamPool
@@ -109,6 +117,19 @@ def _session(server_url: str) -> _Session:
     return _sessions.setdefault(server_url, _Session())
 
 
+def log_replaced(exc: MazeError, asked: int) -> bool:
+    """Whether a head answered that `min_seq` (`asked`, what this process knew of the log at its
+    URL) is past the end of its event log: the log there is another one than the one this process
+    saw (a cluster made again at the same address), and what it knew says nothing about it."""
+    last = exc.details.get("last_seq")
+    return (
+        isinstance(exc, Conflict)
+        and exc.details.get("min_seq") == asked
+        and isinstance(last, int)
+        and last < asked
+    )
+
+
 class Closable(Protocol):
     def close(self) -> None: ...
 
@@ -197,17 +218,29 @@ class Http:
     def note_seen(self, seq: int) -> None:
         self.session.seen_seq = max(self.session.seen_seq, seq)
 
+    def forget_log(self) -> None:
+        """The head at this URL keeps another log than the one this process saw there: what it
+        knew of that one (the highest sequence) would hold every read back."""
+        self.session.seen_seq = 0
+
     def get(self, path: str, retries: int = 5, **params: Any) -> Any:
         """GETs are safe to repeat: a head that is unreachable or catching up (503) is asked again."""
         return self.get_response(path, retries, **params).json()
 
     def get_response(self, path: str, retries: int = 5, **params: Any) -> httpx.Response:
         query = {k: v for k, v in params.items() if v is not None}
-        if self.session.seen_seq:
-            query.setdefault("min_seq", self.session.seen_seq)
+        ours = self.session.seen_seq if "min_seq" not in query else 0  # what this process knew
+        if ours:
+            query["min_seq"] = ours
         for attempt in range(retries + 1):
             try:
                 return self.send("GET", path, params=query)
+            except Conflict as exc:
+                if not (ours and log_replaced(exc, ours)):
+                    raise
+                self.forget_log()  # a new log at this URL: read it as it is
+                ours = 0
+                del query["min_seq"]
             except Unreachable:
                 raise  # a wrong URL: said at once
             except Unavailable:
