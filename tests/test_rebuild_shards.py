@@ -250,3 +250,75 @@ def test_a_shard_that_fails_midway_says_why(tmp_path: Path) -> None:
 
     asyncio.run(scenario())
     assert not _shard_processes()
+
+
+def test_the_replay_holds_a_bounded_read_ahead_and_loses_no_message(
+    nats_server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shards fold slower than the log is read. nats-py (2.16) answers the server's flow control
+    on a message's arrival, not on its delivery to the callback, so a push consumer cannot be slowed
+    from the replay: once READ_AHEAD_BYTES wait, the replay lets its consumer go and a new one reads
+    on after the last message kept. Here the read-ahead is 1 MiB, nats-py's own limit 2 MiB (past
+    it, nats-py drops messages), and 6 MiB are read by shards that take a batch every 50 ms: every
+    message reaches them once, in order, through several consumers."""
+    from nats.js.client import DEFAULT_JS_SUB_PENDING_BYTES_LIMIT, JetStreamContext
+
+    from maze.events.store import ensure_streams
+    from maze.projections import rebuild
+
+    defaults = JetStreamContext.subscribe.__defaults__ or ()
+    small = tuple(2 << 20 if d == DEFAULT_JS_SUB_PENDING_BYTES_LIMIT else d for d in defaults)
+    assert small != defaults
+    monkeypatch.setattr(JetStreamContext.subscribe, "__defaults__", small)
+    monkeypatch.setattr(rebuild, "READ_AHEAD_BYTES", 1 << 20)
+    consumers: list[int] = []
+    subscribe = rebuild.subscribe_ordered
+
+    async def counted(js, subject, start_seq=1, **kwargs):  # type: ignore[no-untyped-def]
+        consumers.append(start_seq)
+        return await subscribe(js, subject, start_seq, **kwargs)
+
+    monkeypatch.setattr(rebuild, "subscribe_ordered", counted)
+    size, count = 64 << 10, 96
+
+    async def scenario() -> tuple[list[int], list[int], int]:
+        nc = await nats.connect(nats_server.url, error_cb=_ignore)
+        try:
+            js = nc.jetstream()
+            await ensure_streams(js)
+            for stream in (subjects.RUNS_STREAM, subjects.NODES_STREAM):
+                await js.purge_stream(stream)
+            published = [
+                (await js.publish(subjects.run_subject(f"run_{i % 7}"), bytes([i]) * size)).seq
+                for i in range(count)
+            ]
+            most = 0
+
+            class SlowShards:
+                def __init__(self) -> None:
+                    self.seqs: list[int] = []
+
+                def add(self, stream: str, seq: int, subject: str, payload: bytes) -> None:
+                    assert payload == bytes([len(self.seqs)]) * size
+                    self.seqs.append(seq)
+
+                async def send_full(self) -> None:
+                    nonlocal most
+                    await asyncio.sleep(0.05)  # a batch folded
+                    most = max(most, nc._subs and max(s.pending_bytes for s in nc._subs.values()))
+
+            shards = SlowShards()
+            await rebuild._replay(nc, shards, {subjects.RUNS_STREAM: published[-1]})  # type: ignore[arg-type]
+            return published, shards.seqs, most
+        finally:
+            await nc.close()
+
+    published, handed, most = asyncio.run(scenario())
+    assert handed == published, "every message once, in order"
+    assert len(consumers) > 1 and consumers[0] == 1, consumers
+    assert consumers == sorted(consumers), "each consumer reads on after the last message kept"
+    assert most < 2 << 20, "nats-py never held past its limit"
+
+
+async def _ignore(exc: Exception) -> None:
+    """nats-py's error callback (a slow consumer's error, where it drops messages)."""

@@ -627,12 +627,22 @@ async def subscribe_ordered(
     start_seq: int = 1,
     cb: Callable[[Msg], Awaitable[None]] | None = None,
     filters: list[str] | None = None,
+    keep_all: bool = False,
 ) -> JetStreamContext.PushSubscription:
     """An ordered (gap-free, auto-recovering) push consumer from stream sequence `start_seq`, on
-    `subject` or (`filters`) on several subjects of its stream."""
+    `subject` or (`filters`) on several subjects of its stream. `keep_all`: for a `cb` that may
+    wait. nats-py (2.16) answers the server's flow control as a message arrives, not as `cb` takes
+    it, so the server never waits for a slow `cb`: what arrives meanwhile queues in nats-py, which
+    past its limits (256 MiB or 524,288 messages) drops it with only a slow consumer's error, the
+    ordered consumer none the wiser. With `keep_all` that queue has no limit: nothing is lost, and
+    nothing bounds it either."""
     config = ConsumerConfig(
         deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
         opt_start_seq=max(1, start_seq),
         filter_subjects=filters,
     )
+    if keep_all:  # 0: no limit (nats-py's Subscription)
+        return await js.subscribe(
+            subject, ordered_consumer=True, config=config, cb=cb, pending_msgs_limit=0, pending_bytes_limit=0
+        )
     return await js.subscribe(subject, ordered_consumer=True, config=config, cb=cb)

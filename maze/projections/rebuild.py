@@ -14,6 +14,7 @@ from typing import Any
 import duckdb
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 
 from maze.core.errors import Conflict, Unavailable
 from maze.events import subjects
@@ -23,7 +24,7 @@ from maze.projections.schema import TABLES, ddl
 from maze.projections.shards import Shards, shard_count
 
 STALL_S = 10.0
-READ_AHEAD_BYTES = 64 << 20  # delivered messages waiting for the shards, at most (then a flow-control wait)
+READ_AHEAD_BYTES = 64 << 20  # delivered messages waiting for the shards, at most (then the consumer goes)
 
 
 @asynccontextmanager
@@ -45,28 +46,32 @@ async def replayed(nc: NATS, where: Path, upto: dict[str, int]) -> AsyncIterator
 
 
 class _Inbox:
-    """What the consumer delivered and the replay has not taken yet. Delivery waits while it holds
-    READ_AHEAD_BYTES: nats-py then holds back its flow-control replies and the server stops
-    sending, so a log larger than memory is read no faster than the shards fold it."""
+    """What the consumer delivered and the replay has not handed over yet: READ_AHEAD_BYTES at
+    most. A push consumer cannot be held back from here (nats-py answers the server's flow
+    control as a message arrives, not as a callback takes it), so a full inbox lets its consumer go:
+    what arrives after is dropped, and read again by a new consumer from the sequence after the
+    last message kept (an ordered consumer delivers the stream without gaps)."""
 
     def __init__(self) -> None:
-        self.msgs: list[Msg] = []
+        self.msgs: list[tuple[int, Msg]] = []
         self.size = 0
+        self.kept = 0  # the stream sequence of the last message kept
+        self.full = False
         self.more = asyncio.Event()
-        self.room = asyncio.Event()
 
     async def put(self, msg: Msg) -> None:
-        self.msgs.append(msg)
+        if self.full:
+            return  # read again by the next consumer
+        seq = stream_seq(msg)
+        self.msgs.append((seq, msg))
+        self.kept = seq
         self.size += len(msg.data)
+        self.full = self.size >= READ_AHEAD_BYTES
         self.more.set()
-        while self.size >= READ_AHEAD_BYTES:
-            self.room.clear()
-            await self.room.wait()
 
-    def take(self) -> list[Msg]:
+    def take(self) -> list[tuple[int, Msg]]:
         msgs, self.msgs, self.size = self.msgs, [], 0
         self.more.clear()
-        self.room.set()
         return msgs
 
 
@@ -78,16 +83,21 @@ async def _replay(nc: NATS, shards: Shards, upto: dict[str, int]) -> None:
             continue
         subject = subjects.RUN_SUBJECTS if stream == subjects.RUNS_STREAM else subjects.NODE_SUBJECTS
         inbox = _Inbox()
-        sub = await subscribe_ordered(js, subject, 1, cb=inbox.put)
+        sub: JetStreamContext.PushSubscription | None = None
         try:
             done = False
             while not done:
+                if sub is None:
+                    inbox.full = False
+                    sub = await subscribe_ordered(js, subject, inbox.kept + 1, cb=inbox.put, keep_all=True)
                 try:
                     await asyncio.wait_for(inbox.more.wait(), STALL_S)
                 except TimeoutError as exc:
                     raise Unavailable(f"the {stream} stream stopped answering during the rebuild") from exc
-                for msg in inbox.take():
-                    seq = stream_seq(msg)
+                if inbox.full:  # the shards are behind: this consumer goes, the next one reads on
+                    await sub.unsubscribe()
+                    sub = None
+                for seq, msg in inbox.take():
                     if seq > last:
                         done = True
                         break
@@ -97,7 +107,8 @@ async def _replay(nc: NATS, shards: Shards, upto: dict[str, int]) -> None:
                         break
                 await shards.send_full()
         finally:
-            await sub.unsubscribe()
+            if sub is not None:
+                await sub.unsubscribe()
 
 
 def _union(sources: Sequence[str], table: str, cols: str) -> str:
