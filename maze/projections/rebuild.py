@@ -48,31 +48,47 @@ async def replayed(nc: NATS, where: Path, upto: dict[str, int]) -> AsyncIterator
 class _Inbox:
     """What the consumer delivered and the replay has not handed over yet: READ_AHEAD_BYTES at
     most. A push consumer cannot be held back from here (nats-py answers the server's flow
-    control as a message arrives, not as a callback takes it), so a full inbox lets its consumer go:
-    what arrives after is dropped, and read again by a new consumer from the sequence after the
-    last message kept (an ordered consumer delivers the stream without gaps)."""
+    control as a message arrives, not as a callback takes it), so a full inbox lets its consumer go
+    at once: what arrives after is dropped, and read again by a new consumer from the sequence after
+    the last message kept (an ordered consumer delivers the stream without gaps)."""
 
     def __init__(self) -> None:
         self.msgs: list[tuple[int, Msg]] = []
         self.size = 0
         self.kept = 0  # the stream sequence of the last message kept
-        self.full = False
         self.more = asyncio.Event()
+        self.sub: JetStreamContext.PushSubscription | None = None
+        self.leaving: asyncio.Future[None] | None = None  # the full inbox's consumer, being let go
 
     async def put(self, msg: Msg) -> None:
-        if self.full:
+        if self.leaving is not None:
             return  # read again by the next consumer
         seq = stream_seq(msg)
         self.msgs.append((seq, msg))
         self.kept = seq
         self.size += len(msg.data)
-        self.full = self.size >= READ_AHEAD_BYTES
+        if self.size >= READ_AHEAD_BYTES and self.sub is not None:
+            # not awaited here: unsubscribing cancels the task this callback runs in
+            self.leaving = asyncio.ensure_future(self.sub.unsubscribe())
         self.more.set()
 
     def take(self) -> list[tuple[int, Msg]]:
         msgs, self.msgs, self.size = self.msgs, [], 0
         self.more.clear()
         return msgs
+
+    async def read(self, js: JetStreamContext, subject: str) -> None:
+        """A consumer from the sequence after the last message kept (after letting the last go)."""
+        if self.leaving is not None:
+            await self.leaving
+        self.leaving = None
+        self.sub = await subscribe_ordered(js, subject, self.kept + 1, cb=self.put, keep_all=True)
+
+    async def close(self) -> None:
+        if self.leaving is not None:
+            await asyncio.gather(self.leaving, return_exceptions=True)
+        elif self.sub is not None:
+            await self.sub.unsubscribe()
 
 
 async def _replay(nc: NATS, shards: Shards, upto: dict[str, int]) -> None:
@@ -83,20 +99,15 @@ async def _replay(nc: NATS, shards: Shards, upto: dict[str, int]) -> None:
             continue
         subject = subjects.RUN_SUBJECTS if stream == subjects.RUNS_STREAM else subjects.NODE_SUBJECTS
         inbox = _Inbox()
-        sub: JetStreamContext.PushSubscription | None = None
         try:
+            await inbox.read(js, subject)
             done = False
             while not done:
-                if sub is None:
-                    inbox.full = False
-                    sub = await subscribe_ordered(js, subject, inbox.kept + 1, cb=inbox.put, keep_all=True)
                 try:
                     await asyncio.wait_for(inbox.more.wait(), STALL_S)
                 except TimeoutError as exc:
                     raise Unavailable(f"the {stream} stream stopped answering during the rebuild") from exc
-                if inbox.full:  # the shards are behind: this consumer goes, the next one reads on
-                    await sub.unsubscribe()
-                    sub = None
+                full = inbox.leaving is not None
                 for seq, msg in inbox.take():
                     if seq > last:
                         done = True
@@ -106,9 +117,10 @@ async def _replay(nc: NATS, shards: Shards, upto: dict[str, int]) -> None:
                         done = True
                         break
                 await shards.send_full()
+                if full and not done:  # the shards took their batches: a new consumer reads on
+                    await inbox.read(js, subject)
         finally:
-            if sub is not None:
-                await sub.unsubscribe()
+            await inbox.close()
 
 
 def _union(sources: Sequence[str], table: str, cols: str) -> str:
