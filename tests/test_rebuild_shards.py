@@ -6,6 +6,8 @@ fails the rebuild with what happened, and leaves no process and no file behind."
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -322,3 +324,28 @@ def test_the_replay_holds_a_bounded_read_ahead_and_loses_no_message(
 
 async def _ignore(exc: Exception) -> None:
     """nats-py's error callback (a slow consumer's error, where it drops messages)."""
+
+
+def test_the_shards_end_with_a_rebuilding_process_killed_with_minus_9(tmp_path: Path) -> None:
+    script = (
+        "import asyncio, sys, time\n"
+        "from pathlib import Path\n"
+        "from maze.projections.shards import Shards\n"
+        "shards = Shards(Path(sys.argv[1]), 2)\n"
+        "shards.start()\n"
+        "print(' '.join(str(p.pid) for p in shards._procs), flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert parent.stdout is not None
+        pids = [int(p) for p in parent.stdout.readline().split()]
+        assert len(pids) == 2 and all(psutil.pid_exists(p) for p in pids)
+        parent.kill()
+        parent.wait()
+        _, alive = psutil.wait_procs([psutil.Process(p) for p in pids if psutil.pid_exists(p)], timeout=10)
+        assert not alive, "the shards outlived the process that started them"
+    finally:
+        parent.kill()

@@ -11,8 +11,8 @@ every shard must see goes to all of them: leadership (`leader.elected` fences a 
 late decisions in each). The nodes stream is few messages: the first shard folds all of it.
 
 A shard that fails or dies fails the rebuild with what it said; a rebuild that ends early (its
-request cancelled, the log stalled) kills its shards. A rebuilding process killed itself leaves
-its shards a closed socket: they end at their next read. Nothing a shard writes is read before all
+request cancelled, the log stalled) kills its shards; a rebuilding process killed itself takes its
+shards with it (the kernel's parent-death signal). Nothing a shard writes is read before all
 of them have finished.
 """
 
@@ -33,6 +33,8 @@ from typing import Any
 import msgspec
 
 from maze.core.errors import Unavailable
+from maze.core.logs import configure_logging
+from maze.core.procs import die_with
 from maze.events import subjects
 from maze.events.codec import decode_events
 from maze.projections import db
@@ -117,7 +119,7 @@ class Shards:
         self._sending: list[asyncio.Future[None] | None] = [None] * count
 
     def start(self) -> None:
-        """Each shard a fresh interpreter (`python -m maze.projections.shards FD PATH ROWS`): this
+        """Each shard a fresh interpreter (`python -m maze.projections.shards FD PATH ROWS PID`): this
         process has threads (DuckDB's, nats') to not fork with, and multiprocessing's spawn would
         run the caller's `__main__` again in it. Each keeps its share of the finished rows a fold
         keeps in memory (FINISHED_ROWS in all)."""
@@ -133,6 +135,7 @@ class Shards:
                         str(theirs.fileno()),
                         str(path),
                         str(rows),
+                        str(os.getpid()),
                     ],
                     pass_fds=[theirs.fileno()],
                     stdin=subprocess.DEVNULL,
@@ -245,4 +248,6 @@ def _failed(answer: dict[str, Any]) -> RuntimeError:
 
 
 if __name__ == "__main__":
+    die_with(int(sys.argv[4]))  # killed with the rebuilding process, not left folding for nobody
+    configure_logging()  # as the read models' process logs (JSON off a terminal)
     shard_main(Connection(int(sys.argv[1])), sys.argv[2], int(sys.argv[3]))
