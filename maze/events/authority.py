@@ -61,5 +61,8 @@ def split_admissible(
     """(the events that stand, the ones refused)."""
     if reporter is None:
         return events, []
-    kept = [e for e in events if admissible(e, reporter, subject_run)]
-    return kept, [e for e in events if not admissible(e, reporter, subject_run)]
+    kept: list[Event] = []
+    refused: list[Event] = []
+    for event in events:  # each judged once: every reader of the log does this for every report
+        (kept if admissible(event, reporter, subject_run) else refused).append(event)
+    return kept, refused

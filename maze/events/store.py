@@ -630,12 +630,12 @@ async def subscribe_ordered(
     keep_all: bool = False,
 ) -> JetStreamContext.PushSubscription:
     """An ordered (gap-free, auto-recovering) push consumer from stream sequence `start_seq`, on
-    `subject` or (`filters`) on several subjects of its stream. `keep_all`: for a `cb` that may
-    wait. nats-py (2.16) answers the server's flow control as a message arrives, not as `cb` takes
-    it, so the server never waits for a slow `cb`: what arrives meanwhile queues in nats-py, which
-    past its limits (256 MiB or 524,288 messages) drops it with only a slow consumer's error, the
-    ordered consumer none the wiser. With `keep_all` that queue has no limit: nothing is lost, and
-    nothing bounds it either."""
+    `subject` or (`filters`) on several subjects of its stream. `keep_all`: for a `cb` that must
+    lose nothing. nats-py (2.16) answers the server's flow control as a message arrives, not as
+    `cb` takes it, so what arrives faster than `cb` runs queues in nats-py, which past its limits
+    (256 MiB or 524,288 messages) drops it with only a slow consumer's error, the ordered consumer
+    none the wiser. With `keep_all` that queue has no limit: the caller bounds what it reads (the
+    rebuild's replay lets a consumer go once it holds enough, maze/projections/rebuild.py)."""
     config = ConsumerConfig(
         deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
         opt_start_seq=max(1, start_seq),

@@ -66,7 +66,7 @@ def shard_of(stream: str, subject: str, shards: int) -> int | None:
     agrees."""
     if stream != subjects.RUNS_STREAM:
         return 0
-    run_id = subject.split(".", 3)[2]
+    run_id = subjects.run_of(subject) or ""
     if run_id == subjects.LEADER_RUN_ID:
         return None
     return zlib.crc32(run_id.encode()) % shards
@@ -162,6 +162,10 @@ class Shards:
 
     async def _send(self, i: int) -> None:
         data, self.pending[i], self.pending_bytes[i] = _encode(self.pending[i]), [], 0
+        await self._hand(i, data)
+
+    async def _hand(self, i: int, data: bytes) -> None:
+        """Give shard `i` its next message (a batch, or b"": the end) once it took the one before."""
         await self._sent(i)
         self._sending[i] = asyncio.get_running_loop().run_in_executor(self._senders[i], self._write, i, data)
 
@@ -200,10 +204,7 @@ class Shards:
         for i in range(self.count):
             if self.pending[i]:
                 await self._send(i)
-            await self._sent(i)
-            self._sending[i] = asyncio.get_running_loop().run_in_executor(
-                self._senders[i], self._write, i, b""
-            )
+            await self._hand(i, b"")
         for i in range(self.count):
             await self._sent(i)
         answering = asyncio.gather(*(asyncio.to_thread(self._answer, i) for i in range(self.count)))
