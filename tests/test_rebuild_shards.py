@@ -9,17 +9,20 @@ import asyncio
 import subprocess
 import sys
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import nats
 import psutil
 import pytest
+from nats.js import JetStreamContext
 
 from maze.core.errors import Unavailable
 from maze.events import subjects
 from maze.events.codec import decode_events, encode_events, encode_value
 from maze.events.nodes import NodeCapacity, NodeJoined, NodeLeft, NodeLost
 from maze.events.runs import LeaderElected, RunCreated
+from maze.events.store import ensure_streams
 from maze.events.tasks import AttemptPlaced, AttemptStarted, AttemptSucceeded
 from maze.projections import db
 from maze.projections.rebuild import compare, replayed, swap
@@ -57,7 +60,6 @@ def test_the_shards_together_equal_the_fold_in_one_process(
 ) -> None:
     """`tight`: every message waits for room (read-ahead of one byte) and goes to its shard alone,
     so the delivery's and the hand-over's waits are taken at each message."""
-    from maze.events.store import ensure_streams
     from maze.projections import rebuild
     from maze.projections import shards as shards_module
 
@@ -70,10 +72,7 @@ def test_the_shards_together_equal_the_fold_in_one_process(
     async def scenario() -> tuple[dict, dict, list[str]]:
         nc = await nats.connect(nats_server.url)
         try:
-            js = nc.jetstream()
-            await ensure_streams(js)
-            for stream in (subjects.RUNS_STREAM, subjects.NODES_STREAM):
-                await js.purge_stream(stream)
+            js = await _empty_log(nc)
             batches, upto = [], {}
             for stream, event in events:
                 ack = await js.publish(_subject(stream, event), encode_events([event]))
@@ -107,6 +106,15 @@ def test_the_shards_together_equal_the_fold_in_one_process(
     assert not _shard_processes()
 
 
+async def _empty_log(nc: nats.NATS) -> JetStreamContext:
+    """The module's server's streams, made and emptied (sequences go on from the last test's)."""
+    js = nc.jetstream()
+    await ensure_streams(js)
+    for stream in (subjects.RUNS_STREAM, subjects.NODES_STREAM):
+        await js.purge_stream(stream)
+    return js
+
+
 def _shard_processes() -> list[psutil.Process]:
     return [
         p
@@ -115,33 +123,36 @@ def _shard_processes() -> list[psutil.Process]:
     ]
 
 
-def test_a_shard_that_dies_fails_the_rebuild_and_leaves_no_process(tmp_path: Path) -> None:
+def _fails(shards: Shards, upset: Callable[[Shards], None], error: type[Exception], match: str) -> None:
+    """Start `shards`, `upset` them, and see their finish fail with `error`; nothing is left running."""
+
     async def scenario() -> None:
-        shards = Shards(tmp_path, 2)
         try:
             shards.start()
-            psutil.Process(shards._procs[1].pid).kill()
-            with pytest.raises(Unavailable, match="ended before its answer"):
+            upset(shards)
+            with pytest.raises(error, match=match):
                 await shards.finish()
         finally:
             shards.close()
 
     asyncio.run(scenario())
     assert not _shard_processes()
+
+
+def test_a_shard_that_dies_fails_the_rebuild_and_leaves_no_process(tmp_path: Path) -> None:
+    def kill(shards: Shards) -> None:
+        psutil.Process(shards._procs[1].pid).kill()
+
+    _fails(Shards(tmp_path, 2), kill, Unavailable, "ended before its answer")
 
 
 def test_a_shard_that_fails_says_why(tmp_path: Path) -> None:
-    async def scenario() -> None:
-        shards = Shards(tmp_path / "not-there", 1)  # its file cannot be made
-        try:
-            shards.start()
-            with pytest.raises(RuntimeError, match=r"a rebuild.s fold process failed: .*not-there"):
-                await shards.finish()
-        finally:
-            shards.close()
-
-    asyncio.run(scenario())
-    assert not _shard_processes()
+    _fails(  # its file cannot be made
+        Shards(tmp_path / "not-there", 1),
+        lambda _: None,
+        RuntimeError,
+        r"a rebuild.s fold process failed: .*not-there",
+    )
 
 
 def _apart(shards: int) -> tuple[str, str]:
@@ -164,7 +175,6 @@ def test_a_workers_events_stand_only_where_readers_look_for_them(
     reader (maze/events/authority.py): a shard, chosen by the message's subject, would otherwise
     miss the other run's report, or several shards fold the session. The rebuild equals the live
     fold, which refuses them too; the same reports on the run's own subject stand."""
-    from maze.events.store import ensure_streams
     from maze.projections import rebuild
 
     monkeypatch.setattr(rebuild, "shard_count", lambda: 2)
@@ -203,10 +213,7 @@ def test_a_workers_events_stand_only_where_readers_look_for_them(
     async def scenario() -> tuple[dict, dict]:
         nc = await nats.connect(nats_server.url)
         try:
-            js = nc.jetstream()
-            await ensure_streams(js)
-            for stream in (subjects.RUNS_STREAM, subjects.NODES_STREAM):
-                await js.purge_stream(stream)
+            js = await _empty_log(nc)
             batches = []
             for subject, events in messages:
                 data = encode_events(events)
@@ -238,20 +245,12 @@ def test_a_shard_that_fails_midway_says_why(tmp_path: Path) -> None:
     """A shard that fails on a batch answers and ends; the next batch handed to it finds it gone,
     and the rebuild fails with what it said, not only that it ended."""
 
-    async def scenario() -> None:
-        shards = Shards(tmp_path, 1)
-        try:
-            shards.start()
-            shards._pipes[0].send_bytes(b"\xc1")  # not msgpack: its fold fails on it
-            shards._procs[0].wait(30)
-            shards.add(subjects.RUNS_STREAM, 1, subjects.run_subject("run_1"), b"")
-            with pytest.raises(RuntimeError, match="fold process failed: DecodeError"):
-                await shards.finish()
-        finally:
-            shards.close()
+    def break_it(shards: Shards) -> None:
+        shards._pipes[0].send_bytes(b"\xc1")  # not msgpack: its fold fails on it
+        shards._procs[0].wait(30)
+        shards.add(subjects.RUNS_STREAM, 1, subjects.run_subject("run_1"), b"")
 
-    asyncio.run(scenario())
-    assert not _shard_processes()
+    _fails(Shards(tmp_path, 1), break_it, RuntimeError, "fold process failed: DecodeError")
 
 
 def test_the_replay_holds_a_bounded_read_ahead_and_loses_no_message(
@@ -265,7 +264,6 @@ def test_the_replay_holds_a_bounded_read_ahead_and_loses_no_message(
     message reaches them once, in order, through several consumers."""
     from nats.js.client import DEFAULT_JS_SUB_PENDING_BYTES_LIMIT, JetStreamContext
 
-    from maze.events.store import ensure_streams
     from maze.projections import rebuild
 
     defaults = JetStreamContext.subscribe.__defaults__ or ()
@@ -286,10 +284,7 @@ def test_the_replay_holds_a_bounded_read_ahead_and_loses_no_message(
     async def scenario() -> tuple[list[int], list[int], int]:
         nc = await nats.connect(nats_server.url, error_cb=_ignore)
         try:
-            js = nc.jetstream()
-            await ensure_streams(js)
-            for stream in (subjects.RUNS_STREAM, subjects.NODES_STREAM):
-                await js.purge_stream(stream)
+            js = await _empty_log(nc)
             published = [
                 (await js.publish(subjects.run_subject(f"run_{i % 7}"), bytes([i]) * size)).seq
                 for i in range(count)
