@@ -58,14 +58,15 @@ def _subject(stream: str, event: object) -> str:
 def test_the_shards_together_equal_the_fold_in_one_process(
     nats_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shards: int, tight: bool
 ) -> None:
-    """`tight`: every message waits for room (read-ahead of one byte) and goes to its shard alone,
-    so the delivery's and the hand-over's waits are taken at each message."""
+    """`tight`: every message is a batch of its own from the log (one request each) and goes to
+    its shard alone, so the reading's and the hand-over's waits are taken at each message."""
+    from maze.events import log_reader
     from maze.projections import rebuild
     from maze.projections import shards as shards_module
 
     monkeypatch.setattr(rebuild, "shard_count", lambda: shards)
     if tight:
-        monkeypatch.setattr(rebuild, "READ_AHEAD_BYTES", 1)
+        monkeypatch.setattr(log_reader, "FETCH_MSGS", 1)
         monkeypatch.setattr(shards_module, "SHARD_BATCH_BYTES", 1)
     events = _lifelike_events()
 
@@ -251,74 +252,6 @@ def test_a_shard_that_fails_midway_says_why(tmp_path: Path) -> None:
         shards.add(subjects.RUNS_STREAM, 1, subjects.run_subject("run_1"), b"")
 
     _fails(Shards(tmp_path, 1), break_it, RuntimeError, "fold process failed: DecodeError")
-
-
-def test_the_replay_holds_a_bounded_read_ahead_and_loses_no_message(
-    nats_server, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The shards fold slower than the log is read. nats-py (2.16) answers the server's flow control
-    on a message's arrival, not on its delivery to the callback, so a push consumer cannot be slowed
-    from the replay: once READ_AHEAD_BYTES wait, the replay lets its consumer go and a new one reads
-    on after the last message kept. Here the read-ahead is 1 MiB, nats-py's own limit 2 MiB (past
-    it, nats-py drops messages), and 6 MiB are read by shards that take a batch every 50 ms: every
-    message reaches them once, in order, through several consumers."""
-    from nats.js.client import DEFAULT_JS_SUB_PENDING_BYTES_LIMIT, JetStreamContext
-
-    from maze.projections import rebuild
-
-    defaults = JetStreamContext.subscribe.__defaults__ or ()
-    small = tuple(2 << 20 if d == DEFAULT_JS_SUB_PENDING_BYTES_LIMIT else d for d in defaults)
-    assert small != defaults
-    monkeypatch.setattr(JetStreamContext.subscribe, "__defaults__", small)
-    monkeypatch.setattr(rebuild, "READ_AHEAD_BYTES", 1 << 20)
-    consumers: list[int] = []
-    subscribe = rebuild.subscribe_ordered
-
-    async def counted(js, subject, start_seq=1, **kwargs):  # type: ignore[no-untyped-def]
-        consumers.append(start_seq)
-        return await subscribe(js, subject, start_seq, **kwargs)
-
-    monkeypatch.setattr(rebuild, "subscribe_ordered", counted)
-    size, count = 64 << 10, 96
-
-    async def scenario() -> tuple[list[int], list[int], int]:
-        nc = await nats.connect(nats_server.url, error_cb=_ignore)
-        try:
-            js = await _empty_log(nc)
-            published = [
-                (await js.publish(subjects.run_subject(f"run_{i % 7}"), bytes([i]) * size)).seq
-                for i in range(count)
-            ]
-            most = 0
-
-            class SlowShards:
-                def __init__(self) -> None:
-                    self.seqs: list[int] = []
-
-                def add(self, stream: str, seq: int, subject: str, payload: bytes) -> None:
-                    assert payload == bytes([len(self.seqs)]) * size
-                    self.seqs.append(seq)
-
-                async def send_full(self) -> None:
-                    nonlocal most
-                    await asyncio.sleep(0.05)  # a batch folded
-                    most = max(most, nc._subs and max(s.pending_bytes for s in nc._subs.values()))
-
-            shards = SlowShards()
-            await rebuild._replay(nc, shards, {subjects.RUNS_STREAM: published[-1]})  # type: ignore[arg-type]
-            return published, shards.seqs, most
-        finally:
-            await nc.close()
-
-    published, handed, most = asyncio.run(scenario())
-    assert handed == published, "every message once, in order"
-    assert len(consumers) > 1 and consumers[0] == 1, consumers
-    assert consumers == sorted(consumers), "each consumer reads on after the last message kept"
-    assert most < 2 << 20, "nats-py never held past its limit"
-
-
-async def _ignore(exc: Exception) -> None:
-    """nats-py's error callback (a slow consumer's error, where it drops messages)."""
 
 
 def test_the_shards_end_with_a_rebuilding_process_killed_with_minus_9(tmp_path: Path) -> None:

@@ -145,7 +145,8 @@ def test_no_scratch_and_no_shard_left_when_the_replay_fails(tmp_path) -> None:
     from maze.projections.rebuild import replayed
 
     class _Broken:
-        def jetstream(self):
+        @property
+        def connected_url(self):
             raise RuntimeError("nats went away")
 
     async def replay() -> None:

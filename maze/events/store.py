@@ -610,39 +610,18 @@ async def last_run_seq(js: JetStreamContext, run_id: str, reports: bool = False)
     return last
 
 
-def stream_seq(msg: Msg) -> int:
-    """A delivered message's stream sequence, read from its reply subject alone (`msg.metadata`
-    parses every token and makes a datetime: ~5 µs a message, a tenth of a rebuild's reading).
-    `$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>...` (9 tokens), or with a domain and an
-    account hash before the stream (11 or 12 tokens)."""
-    tokens = (msg.reply or "").split(".")
-    if len(tokens) == 9 and tokens[0] == "$JS" and tokens[1] == "ACK":
-        return int(tokens[5])
-    return msg.metadata.sequence.stream  # the newer form, or not a JetStream message (raises)
-
-
 async def subscribe_ordered(
     js: JetStreamContext,
     subject: str,
     start_seq: int = 1,
     cb: Callable[[Msg], Awaitable[None]] | None = None,
     filters: list[str] | None = None,
-    keep_all: bool = False,
 ) -> JetStreamContext.PushSubscription:
     """An ordered (gap-free, auto-recovering) push consumer from stream sequence `start_seq`, on
-    `subject` or (`filters`) on several subjects of its stream. `keep_all`: for a `cb` that must
-    lose nothing. nats-py (2.16) answers the server's flow control as a message arrives, not as
-    `cb` takes it, so what arrives faster than `cb` runs queues in nats-py, which past its limits
-    (256 MiB or 524,288 messages) drops it with only a slow consumer's error, the ordered consumer
-    none the wiser. With `keep_all` that queue has no limit: the caller bounds what it reads (the
-    rebuild's replay lets a consumer go once it holds enough, maze/projections/rebuild.py)."""
+    `subject` or (`filters`) on several subjects of its stream."""
     config = ConsumerConfig(
         deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
         opt_start_seq=max(1, start_seq),
         filter_subjects=filters,
     )
-    if keep_all:  # 0: no limit (nats-py's Subscription)
-        return await js.subscribe(
-            subject, ordered_consumer=True, config=config, cb=cb, pending_msgs_limit=0, pending_bytes_limit=0
-        )
     return await js.subscribe(subject, ordered_consumer=True, config=config, cb=cb)

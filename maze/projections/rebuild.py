@@ -7,32 +7,27 @@ import shutil
 import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import duckdb
 from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 
-from maze.core.errors import Conflict, Unavailable
+from maze.core.errors import Conflict
 from maze.events import subjects
-from maze.events.store import stream_seq, subscribe_ordered
+from maze.events.log_reader import LogReader
 from maze.projections.projector import STREAMS, Projector
 from maze.projections.schema import TABLES, ddl
 from maze.projections.shards import Shards, shard_count
-
-STALL_S = 10.0
-READ_AHEAD_BYTES = 64 << 20  # delivered messages waiting for the shards, at most (then the consumer goes)
 
 
 @asynccontextmanager
 async def replayed(nc: NATS, where: Path, upto: dict[str, int]) -> AsyncIterator[list[Path]]:
     """Replay each stream from its start up to `upto[stream]` into fresh read-model files, one per
     shard (shards.py), in a scratch folder under `where` that is removed on leaving. This process
-    reads the log and hands the messages over; the shards fold them. Messages arrive by callback
-    into a list (awaiting each with `next_msg` cost ~100 µs a message, more than folding it)."""
+    reads the log (log_reader.py: a connection of its own, a batch at a time) and hands the
+    messages over; the shards fold them."""
     scratch = Path(tempfile.mkdtemp(prefix="bulk-shards-", dir=where))
     shards = Shards(scratch, shard_count())
     try:
@@ -45,82 +40,18 @@ async def replayed(nc: NATS, where: Path, upto: dict[str, int]) -> AsyncIterator
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-class _Inbox:
-    """What the consumer delivered and the replay has not handed over yet: READ_AHEAD_BYTES at
-    most. A push consumer cannot be held back from here (nats-py answers the server's flow
-    control as a message arrives, not as a callback takes it), so a full inbox lets its consumer go
-    at once: what arrives after is dropped, and read again by a new consumer from the sequence after
-    the last message kept (an ordered consumer delivers the stream without gaps)."""
-
-    def __init__(self) -> None:
-        self.msgs: list[tuple[int, Msg]] = []
-        self.size = 0
-        self.kept = 0  # the stream sequence of the last message kept
-        self.more = asyncio.Event()
-        self.sub: JetStreamContext.PushSubscription | None = None
-        self.leaving: asyncio.Future[None] | None = None  # the full inbox's consumer, being let go
-
-    async def put(self, msg: Msg) -> None:
-        if self.leaving is not None:
-            return  # read again by the next consumer
-        seq = stream_seq(msg)
-        self.msgs.append((seq, msg))
-        self.kept = seq
-        self.size += len(msg.data)
-        if self.size >= READ_AHEAD_BYTES and self.sub is not None:
-            # not awaited here: unsubscribing cancels the task this callback runs in
-            self.leaving = asyncio.ensure_future(self.sub.unsubscribe())
-        self.more.set()
-
-    def take(self) -> list[tuple[int, Msg]]:
-        msgs, self.msgs, self.size = self.msgs, [], 0
-        self.more.clear()
-        return msgs
-
-    async def read(self, js: JetStreamContext, subject: str) -> None:
-        """A consumer from the sequence after the last message kept (after letting the last go)."""
-        if self.leaving is not None:
-            await self.leaving
-        self.leaving = None
-        self.sub = await subscribe_ordered(js, subject, self.kept + 1, cb=self.put, keep_all=True)
-
-    async def close(self) -> None:
-        if self.leaving is not None:
-            await asyncio.gather(self.leaving, return_exceptions=True)
-        elif self.sub is not None:
-            await self.sub.unsubscribe()
-
-
 async def _replay(nc: NATS, shards: Shards, upto: dict[str, int]) -> None:
-    js = nc.jetstream()
-    for stream in STREAMS:
-        last = upto.get(stream, 0)
-        if last == 0:
-            continue
-        subject = subjects.RUN_SUBJECTS if stream == subjects.RUNS_STREAM else subjects.NODE_SUBJECTS
-        inbox = _Inbox()
-        try:
-            await inbox.read(js, subject)
-            done = False
-            while not done:
-                try:
-                    await asyncio.wait_for(inbox.more.wait(), STALL_S)
-                except TimeoutError as exc:
-                    raise Unavailable(f"the {stream} stream stopped answering during the rebuild") from exc
-                full = inbox.leaving is not None
-                for seq, msg in inbox.take():
-                    if seq > last:
-                        done = True
-                        break
-                    shards.add(stream, seq, msg.subject, msg.data)
-                    if seq == last:
-                        done = True
-                        break
-                await shards.send_full()
-                if full and not done:  # the shards took their batches: a new consumer reads on
-                    await inbox.read(js, subject)
-        finally:
-            await inbox.close()
+    async with LogReader.open(nc) as log:
+        for stream in STREAMS:
+            last = upto.get(stream, 0)
+            if last == 0:
+                continue
+            subject = subjects.RUN_SUBJECTS if stream == subjects.RUNS_STREAM else subjects.NODE_SUBJECTS
+            async with aclosing(log.read(stream, subject, 1, last)) as batches:
+                async for msgs in batches:
+                    for seq, msg_subject, payload in msgs:
+                        shards.add(stream, seq, msg_subject, payload)
+                    await shards.send_full()
 
 
 def _union(sources: Sequence[str], table: str, cols: str) -> str:

@@ -1,0 +1,328 @@
+"""Reading a whole stream fast: the rebuild's reader, on a NATS connection of its own.
+
+nats-py spends ~9 µs on each message it delivers (its regex parser, a `Msg` with parsed headers,
+an asyncio queue, a task switch), more than folding an event in a shard; a rebuild of a
+history written as a live cluster writes it (three messages a run) was held to that. This reader
+speaks the few parts of the protocol a replay needs: CONNECT (with the client connection's
+server, credentials and TLS), one subscription, the JetStream API's consumer requests, and MSG and
+HMSG parsed by slicing whole chunks of the socket's bytes: ~2 µs a message.
+
+The consumer is an ephemeral pull consumer (no acks, in memory), asked for one batch at a time of
+at most FETCH_BYTES: the server sends no more than that until the next request, so what this
+process holds is bounded by a batch and the socket's buffers, however slowly the caller takes
+them. A consumer the server drops (a leader moved, a stream restored) is made again from the
+sequence after the last message read: every message of the stream up to `upto` comes once, in
+order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from nats.aio.client import Client as NATS
+
+from maze.core.errors import Unavailable
+from maze.core.tls import client_context
+from maze.events.store import api_prefix
+
+FETCH_BYTES = 8 << 20  # a batch of messages asked for at once, at most (or one message, if larger)
+FETCH_MSGS = 100_000  # the same in messages (the bytes bound comes first for events of any size)
+EXPIRES_S = 5.0  # a batch request the server ends after this long, sent or not
+STALL_S = 10.0  # nothing at all from the server this long: the stream stopped answering
+READ_CHUNK = 1 << 20
+RECREATE_LIMIT = 5  # consumers made again for one read, at most, before it fails
+
+Message = tuple[int, str, bytes]  # stream sequence, subject, payload (headers are not needed)
+
+
+class LogReader:
+    """One NATS connection for replays (`open`), reading streams with `read`."""
+
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, prefix: str, max_payload: int
+    ):
+        self._reader = reader
+        self._writer = writer
+        self._prefix = prefix
+        self._inbox = f"_INBOX.{secrets.token_hex(11)}"
+        self._buf = bytearray()
+        self._pos = 0
+        self._calls = 0
+        self.fetch_bytes = max(FETCH_BYTES, max_payload + (64 << 10))  # a message alone always fits
+        self.requests = 0  # batches asked for
+        self.consumers = 0  # consumers made
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, nc: NATS) -> AsyncIterator[LogReader]:
+        """A connection to the server `nc` is connected to, as the same user, over TLS if `nc` is."""
+        url = nc.connected_url
+        if url is None or url.hostname is None:
+            raise Unavailable("the NATS connection is not connected: cannot read the log")
+        opts: dict[str, Any] = nc.options
+        if any(opts.get(k) for k in ("user_credentials", "nkeys_seed", "signature_cb", "user_jwt_cb")):
+            raise Unavailable(
+                "reading the log for a rebuild needs a user and password or a token, not credentials"
+            )
+        auth: dict[str, str] = {}
+        if url.username is not None and url.password is not None:
+            auth = {"user": url.username, "pass": url.password}
+        elif url.username is not None:
+            auth = {"auth_token": url.username}
+        elif opts.get("user") is not None and opts.get("password") is not None:
+            auth = {"user": str(opts["user"]), "pass": str(opts["password"])}
+        elif opts.get("token"):
+            auth = {"auth_token": str(opts["token"])}
+        tls: ssl.SSLContext | None = opts.get("tls") or (client_context() if url.scheme == "tls" else None)
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(url.hostname, url.port or 4222, limit=READ_CHUNK * 2), STALL_S
+            )
+        except (OSError, TimeoutError) as exc:
+            raise Unavailable(
+                f"cannot connect to NATS at {url.hostname}:{url.port} to read the log: {exc}"
+            ) from exc
+        try:
+            line = await asyncio.wait_for(reader.readline(), STALL_S)
+            if not line.startswith(b"INFO "):
+                raise Unavailable(f"the server at {url.hostname}:{url.port} does not speak NATS")
+            info = json.loads(line[5:])
+            if tls is None and info.get("tls_required"):
+                tls = client_context()
+            if tls is not None:
+                hostname = opts.get("tls_hostname") or url.hostname
+                await asyncio.wait_for(writer.start_tls(tls, server_hostname=hostname), STALL_S)
+            connect = {
+                "verbose": False,
+                "pedantic": False,
+                "tls_required": tls is not None,
+                "name": "maze-log-reader",
+                "lang": "python3",
+                "version": "maze",
+                "protocol": 1,
+                "headers": True,
+                "no_responders": True,
+                "echo": False,
+                **auth,
+            }
+            log = cls(reader, writer, api_prefix(nc), int(info.get("max_payload", 1 << 20)))
+            writer.write(b"CONNECT " + json.dumps(connect).encode() + b"\r\nPING\r\n")
+            writer.write(f"SUB {log._inbox}.* 1\r\n".encode())
+            await log._pong()
+        except BaseException:
+            writer.close()
+            raise
+        try:
+            yield log
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError, ssl.SSLError):
+                await writer.wait_closed()
+
+    async def read(self, stream: str, subject: str, start: int, upto: int) -> AsyncIterator[list[Message]]:
+        """The messages of `stream` on `subject` from sequence `start` up to `upto` (inclusive), in
+        order, each once, in lists as they arrive."""
+        kept = start - 1
+        made = 0
+        while kept < upto:
+            consumer = await self._consumer(stream, subject, kept + 1)
+            made += 1
+            try:
+                async for msgs in self._fetch(stream, consumer, upto):
+                    kept = msgs[-1][0]
+                    yield msgs
+                    if kept >= upto:
+                        return
+            except _ConsumerGone as exc:
+                if made > RECREATE_LIMIT:
+                    raise Unavailable(
+                        f"reading the {stream} stream: its consumer was lost {made} times ({exc})"
+                    ) from exc
+                continue
+            finally:
+                self._delete(stream, consumer)
+
+    async def _fetch(self, stream: str, consumer: str, upto: int) -> AsyncIterator[list[Message]]:
+        """Batches from the consumer until a message at or past `upto` (the caller stops there)."""
+        request = json.dumps(
+            {
+                "batch": FETCH_MSGS,
+                "max_bytes": self.fetch_bytes,
+                "expires": int(EXPIRES_S * 1e9),
+            }
+        ).encode()
+        where = f"{self._prefix}.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+        idle = 0.0
+        while True:
+            reply = self._reply()  # each request its own: a late status of one ends no other
+            self._pub(where, reply, request)
+            self.requests += 1
+            got = 0
+            while True:
+                msgs, ended = await self._messages(reply.encode(), consumer.encode())
+                got += len(msgs)
+                if msgs:
+                    if msgs[-1][0] >= upto:  # the end: what came after `upto` is not asked for
+                        yield [m for m in msgs if m[0] <= upto]
+                        return
+                    yield msgs
+                if ended is None:
+                    if got >= FETCH_MSGS:
+                        break  # the whole batch came
+                    continue
+                code, text = ended
+                if code in (404, 408) or (code == 409 and ("MaxBytes" in text or "Batch Completed" in text)):
+                    break  # this request is over: ask again
+                if code != 100:  # 100: a heartbeat
+                    raise _ConsumerGone(f"{code} {text}")
+            idle = 0.0 if got else idle + EXPIRES_S
+            if idle >= STALL_S:
+                raise Unavailable(f"the {stream} stream stopped answering during the rebuild")
+
+    async def _consumer(self, stream: str, subject: str, start: int) -> str:
+        config = {
+            "deliver_policy": "by_start_sequence",
+            "opt_start_seq": max(1, start),
+            "ack_policy": "none",
+            "filter_subject": subject,
+            "inactive_threshold": int(60e9),
+            "mem_storage": True,
+            "num_replicas": 1,
+        }
+        self.consumers += 1
+        answer = await self._request(
+            f"{self._prefix}.CONSUMER.CREATE.{stream}", {"stream_name": stream, "config": config}
+        )
+        if "error" in answer:
+            raise Unavailable(
+                f"cannot read the {stream} stream: {answer['error'].get('description', answer['error'])}"
+            )
+        return str(answer["name"])
+
+    def _delete(self, stream: str, consumer: str) -> None:
+        """Let the consumer go (not waited for: the server would drop it once idle anyway)."""
+        if not self._writer.is_closing():
+            self._pub(f"{self._prefix}.CONSUMER.DELETE.{stream}.{consumer}", None, b"")
+
+    async def _request(self, subject: str, body: dict[str, Any]) -> dict[str, Any]:
+        reply = self._reply()
+        self._pub(subject, reply, json.dumps(body).encode())
+        while True:
+            answers, ended = await self._messages(reply.encode(), None)
+            if answers:
+                answer: dict[str, Any] = json.loads(answers[0][2])
+                return answer
+            if ended is not None and ended[0] == 503:
+                raise Unavailable(f"JetStream is not answering on {subject} (no responders)")
+
+    def _reply(self) -> str:
+        """A subject of this connection's inbox that no request has used."""
+        self._calls += 1
+        return f"{self._inbox}.{self._calls}"
+
+    def _pub(self, subject: str, reply: str | None, payload: bytes) -> None:
+        head = f"PUB {subject} {reply} {len(payload)}\r\n" if reply else f"PUB {subject} {len(payload)}\r\n"
+        self._writer.write(head.encode() + payload + b"\r\n")
+
+    async def _pong(self) -> None:
+        while True:
+            line = await self._line()
+            if line == b"PONG":
+                return
+            if line.startswith(b"-ERR"):
+                raise Unavailable(
+                    f"the NATS server refused the log reader: {line[5:].decode(errors='replace')}"
+                )
+
+    async def _line(self) -> bytes:
+        while True:
+            end = self._buf.find(b"\r\n", self._pos)
+            if end >= 0:
+                line = bytes(self._buf[self._pos : end])
+                self._pos = end + 2
+                return line
+            await self._more()
+
+    async def _more(self) -> None:
+        if self._pos:
+            del self._buf[: self._pos]
+            self._pos = 0
+        self._writer.write(b"")  # nothing: a closed transport raises here rather than hang
+        try:
+            chunk = await asyncio.wait_for(self._reader.read(READ_CHUNK), STALL_S)
+        except TimeoutError as exc:
+            raise Unavailable("the NATS server stopped answering the log reader") from exc
+        if not chunk:
+            raise Unavailable("the NATS server closed the log reader's connection")
+        self._buf += chunk
+
+    async def _messages(self, inbox: bytes, consumer: bytes | None) -> tuple[list[Message], _Ended | None]:
+        """What has arrived for `inbox` (waiting for more when nothing has): the stream messages of
+        `consumer`, or (`consumer` None) answers to a request, up to the first status (a request
+        ended, a heartbeat), which comes second. What a consumer let go of still sends, and
+        statuses of requests made before, are passed over."""
+        out: list[Message] = []
+        while True:
+            buf, pos, n = self._buf, self._pos, len(self._buf)
+            ended = None
+            while ended is None:
+                end = buf.find(b"\r\n", pos)
+                if end < 0:
+                    break
+                op = buf[pos : pos + 4]
+                if op == b"HMSG" or op[:3] == b"MSG":
+                    args = buf[pos:end].split(b" ")
+                    headed = op == b"HMSG"
+                    size, hdr = int(args[-1]), int(args[-2]) if headed else 0
+                    body = end + 2
+                    if body + size + 2 > n:
+                        break  # the rest of this message has not arrived
+                    pos = body + size + 2
+                    if len(args) == (6 if headed else 5):  # with a reply subject: a stream message
+                        tokens = args[3].split(b".")
+                        if tokens[1] == b"ACK" and consumer is not None:
+                            mine, seq = (tokens[3], tokens[5]) if len(tokens) == 9 else (tokens[5], tokens[7])
+                            if mine == consumer:
+                                out.append((int(seq), args[1].decode(), bytes(buf[body + hdr : body + size])))
+                    elif args[1] == inbox:
+                        if headed and buf[body + 8 : body + 9] == b" ":  # `NATS/1.0 408 ...`: a status
+                            ended = _status(bytes(buf[body : body + hdr]))
+                        elif consumer is None:  # an answer
+                            out.append((0, "", bytes(buf[body + hdr : body + size])))
+                            ended = (0, "")
+                    continue
+                line = bytes(buf[pos:end])
+                pos = end + 2
+                if line == b"PING":
+                    self._writer.write(b"PONG\r\n")
+                elif line.startswith(b"-ERR"):
+                    raise Unavailable(
+                        f"the NATS server ended the log reader: {line[5:].decode(errors='replace')}"
+                    )
+                # INFO, +OK, PONG: nothing to do
+            self._pos = pos
+            if out or ended is not None:
+                return out, ended
+            await self._more()
+
+
+_Ended = tuple[int, str]  # a status: its code and text (408, "Request Timeout")
+
+
+class _ConsumerGone(Exception):
+    """The server ended the consumer (a leader moved, the consumer was deleted): make it again."""
+
+
+def _status(headers: bytes) -> tuple[int, str]:
+    """`NATS/1.0 408 Request Timeout\\r\\n...`: (408, "Request Timeout")."""
+    first = headers.split(b"\r\n", 1)[0].decode(errors="replace")
+    parts = first.split(" ", 2)
+    code = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+    return code, parts[2] if len(parts) > 2 else ""
