@@ -22,7 +22,7 @@ import contextlib
 import json
 import secrets
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -126,7 +126,9 @@ class LogReader:
             with contextlib.suppress(OSError, ssl.SSLError):
                 await writer.wait_closed()
 
-    async def read(self, stream: str, subject: str, start: int, upto: int) -> AsyncIterator[list[Message]]:
+    async def read(
+        self, stream: str, subject: str, start: int, upto: int
+    ) -> AsyncGenerator[list[Message], None]:
         """The messages of `stream` on `subject` from sequence `start` up to `upto` (inclusive), in
         order, each once, in lists as they arrive."""
         kept = start - 1
