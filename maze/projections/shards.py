@@ -33,6 +33,7 @@ from typing import Any
 import msgspec
 
 from maze.core.errors import Unavailable
+from maze.core.host_limits import usable_cores
 from maze.core.logs import configure_logging
 from maze.core.procs import die_with
 from maze.events import subjects
@@ -54,10 +55,9 @@ _decode_answer = msgspec.msgpack.Decoder(dict[str, Any]).decode
 
 
 def shard_count() -> int:
-    """One shard per core this process may run on, up to MAX_SHARDS (the reading process takes a
-    little of one)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(MAX_SHARDS, cores or 1))
+    """One shard per core this process may run on (its cgroup's quota too), up to MAX_SHARDS (the
+    reading process takes a little of one)."""
+    return max(1, min(MAX_SHARDS, usable_cores()))
 
 
 def shard_of(stream: str, subject: str, shards: int) -> int | None:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import socket
 
-import psutil
 import structlog
 
 from maze.core.errors import ValidationError
+from maze.core.host_limits import usable_cpus, usable_memory_mb
 from maze.events.specs import GpuInfo, NodeCapacity
 
 log = structlog.get_logger(__name__)
@@ -70,14 +69,14 @@ def parse_gpus(spec: str) -> list[GpuInfo]:
 
 
 def local_capacity(cpus: float | None, memory_mb: int | None, gpus: str | None) -> NodeCapacity:
-    detected_cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    total_mb = psutil.virtual_memory().total // (1024 * 1024)
+    detected_cpus = usable_cpus()  # the cgroup's quota too: a container's --cpus, not the host's cores
+    total_mb = usable_memory_mb()
     if cpus is not None and cpus <= 0:
         raise ValidationError("--cpus must be greater than 0")
     if memory_mb is not None and memory_mb < 0:
         raise ValidationError("--memory-mb must not be negative")
     return NodeCapacity(
-        cpus=float(cpus if cpus is not None else detected_cpus or 1),
+        cpus=float(cpus if cpus is not None else detected_cpus),
         memory_mb=int(memory_mb if memory_mb is not None else total_mb),
         gpus=parse_gpus(gpus or "auto"),
     )
