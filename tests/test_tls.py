@@ -156,3 +156,16 @@ def test_nats_speaks_tls_and_workers_join_over_it(head: TlsHead, tmp_path: Path)
         wait_until(joined, timeout=30)
     finally:
         worker.stop()
+
+
+def test_a_rebuild_reads_the_log_over_tls_as_the_heads_user(head: TlsHead, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rebuild reads the log on a connection of its own (maze/events/log_reader.py): to the
+    embedded server that speaks only TLS and admits only its users, as the read models' process."""
+    monkeypatch.setenv("MAZE_TLS_CA", str(head.ca))
+    client = MaClient(head.url)
+    wf = client.create_workflow()
+    t = wf.add_task(shout, inputs={"text": "again"})
+    assert wf.show_results(wf.run())["task_results"][t.task_id] == {"text": "AGAIN"}
+    report = httpx.post(f"{head.url}/projections/rebuild", verify=head.trust, timeout=120).json()
+    assert report["equal"] is True, report
+    assert report["tables"]["runs"]["rows"] >= 1
