@@ -218,3 +218,69 @@ def test_the_reader_connects_as_the_client_does(server: _Server) -> None:
             await nc.close()
 
     assert len(asyncio.run(scenario())) == 4
+
+
+def test_a_read_goes_on_when_the_server_of_its_consumer_dies(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a 3-server cluster (the stream replicated 3 times), the server holding the read's consumer
+    is killed mid-read, not the one the reader is connected to: the batch it asked for goes
+    unanswered, and a new consumer reads on from where the read stood, made once the stream
+    answers again. Every message once, in order. (Where the server places the consumer is its
+    choice: a read whose consumer landed on the reader's own server is let go and tried again.)"""
+    from tests.helpers import NatsCluster
+
+    monkeypatch.setattr(log_reader, "FETCH_MSGS", 100)
+    monkeypatch.setattr(log_reader, "EXPIRES_S", 1.0)
+    monkeypatch.setattr(log_reader, "ANSWER_S", 1.0)
+    cluster = NatsCluster(tmp_path / "nats")
+    cluster.start()
+
+    async def attempt(connected: int, upto: int) -> tuple[list[int], int] | None:
+        nc = await nats.connect(cluster.urls[connected])
+        got: list[int] = []
+        try:
+            async with LogReader.open(nc) as log:
+                reading = log.read(subjects.RUNS_STREAM, subjects.RUN_SUBJECTS, 1, upto)
+                async with aclosing(reading) as batches:
+                    async for msgs in batches:
+                        got.extend(seq for seq, _, _ in msgs)
+                        if len(got) >= 300 and log.consumers == 1:
+                            (info,) = await nc.jetstream().consumers_info(subjects.RUNS_STREAM)
+                            host = int(str(info.cluster.leader)[1:])  # type: ignore[union-attr]  # n0, n1, n2
+                            if host == connected:
+                                return None
+                            cluster.kill(host)
+            return got, log.consumers
+        finally:
+            await nc.close()
+
+    async def scenario() -> tuple[list[int], tuple[list[int], int] | None]:
+        nc = await nats.connect(cluster.urls[0])
+        js = nc.jetstream(timeout=5)
+        for _ in range(20):  # until the new cluster has elected its JetStream leader
+            try:
+                await ensure_streams(js, replicas=3)
+                break
+            except Exception:
+                await asyncio.sleep(1)
+        else:
+            raise AssertionError("the cluster's JetStream never answered")
+        published = [
+            (await js.publish(subjects.run_subject(f"run_{i % 7}"), b"x" * 100)).seq for i in range(1_000)
+        ]
+        await nc.close()
+        for tries in range(12):
+            outcome = await attempt(tries % 3, published[-1])
+            if outcome is not None:
+                return published, outcome
+        return published, None
+
+    try:
+        published, outcome = asyncio.run(scenario())
+    finally:
+        cluster.stop()
+    assert outcome is not None, "the consumer was on the reader's own server every time"
+    got, consumers = outcome
+    assert got == published, "nothing lost or read twice across its consumer's death"
+    assert consumers >= 2, "a new consumer read on"

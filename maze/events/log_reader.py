@@ -26,6 +26,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import structlog
 from nats.aio.client import Client as NATS
 
 from maze.core.errors import Unavailable
@@ -38,6 +39,11 @@ EXPIRES_S = 5.0  # a batch request the server ends after this long, sent or not
 STALL_S = 10.0  # nothing at all from the server this long: the stream stopped answering
 READ_CHUNK = 1 << 20
 RECREATE_LIMIT = 5  # consumers made again for one read, at most, before it fails
+ANSWER_S = 3.0  # past a request's expiry, how long its end may take to arrive
+CREATE_S = 30.0  # how long a consumer may take to be made (a cluster electing its leaders)
+STREAM_NOT_FOUND = 10059  # JetStream's error code: no retry makes it appear
+
+log = structlog.get_logger(__name__)
 
 Message = tuple[int, str, bytes]  # stream sequence, subject, payload (headers are not needed)
 
@@ -168,7 +174,12 @@ class LogReader:
             self.requests += 1
             got = 0
             while True:
-                msgs, ended = await self._messages(reply.encode(), consumer.encode())
+                try:  # the server ends every request by EXPIRES_S: silence past it is a consumer gone
+                    msgs, ended = await self._messages(
+                        reply.encode(), consumer.encode(), EXPIRES_S + ANSWER_S
+                    )
+                except _Silent as exc:
+                    raise _ConsumerGone("a batch request went unanswered") from exc
                 got += len(msgs)
                 if msgs:
                     if msgs[-1][0] >= upto:  # the end: what came after `upto` is not asked for
@@ -199,30 +210,47 @@ class LogReader:
             "num_replicas": 1,
         }
         self.consumers += 1
-        answer = await self._request(
-            f"{self._prefix}.CONSUMER.CREATE.{stream}", {"stream_name": stream, "config": config}
-        )
-        if "error" in answer:
-            raise Unavailable(
-                f"cannot read the {stream} stream: {answer['error'].get('description', answer['error'])}"
-            )
-        return str(answer["name"])
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CREATE_S
+        while True:
+            try:
+                answer = await self._request(
+                    f"{self._prefix}.CONSUMER.CREATE.{stream}",
+                    {"stream_name": stream, "config": config},
+                    ANSWER_S,
+                )
+            except _Silent:  # no JetStream leader to answer yet (one is being elected)
+                answer = {"error": {"description": f"no answer in {ANSWER_S:.0f} s"}}
+            error = answer.get("error")
+            if error is None:
+                return str(answer["name"])
+            why = f"cannot read the {stream} stream: {error.get('description', error)}"
+            if error.get("err_code") == STREAM_NOT_FOUND or loop.time() >= deadline:
+                raise Unavailable(why)
+            log.info("log_reader.consumer_retry", stream=stream, error=why)
+            await asyncio.sleep(0.5)
 
     def _delete(self, stream: str, consumer: str) -> None:
         """Let the consumer go (not waited for: the server would drop it once idle anyway)."""
         if not self._writer.is_closing():
             self._pub(f"{self._prefix}.CONSUMER.DELETE.{stream}.{consumer}", None, b"")
 
-    async def _request(self, subject: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def _request(self, subject: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """JetStream's answer; _Silent when none comes in `timeout` (a 503, no responders: none will)."""
         reply = self._reply()
         self._pub(subject, reply, json.dumps(body).encode())
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         while True:
-            answers, ended = await self._messages(reply.encode(), None)
+            left = deadline - loop.time()
+            if left <= 0:
+                raise _Silent()
+            answers, ended = await self._messages(reply.encode(), None, left)
             if answers:
                 answer: dict[str, Any] = json.loads(answers[0][2])
                 return answer
             if ended is not None and ended[0] == 503:
-                raise Unavailable(f"JetStream is not answering on {subject} (no responders)")
+                return {"error": {"description": "JetStream is not answering (no responders)"}}
 
     def _reply(self) -> str:
         """A subject of this connection's inbox that no request has used."""
@@ -252,20 +280,22 @@ class LogReader:
                 return line
             await self._more()
 
-    async def _more(self) -> None:
+    async def _more(self, timeout: float = STALL_S) -> None:
         if self._pos:
             del self._buf[: self._pos]
             self._pos = 0
         self._writer.write(b"")  # nothing: a closed transport raises here rather than hang
         try:
-            chunk = await asyncio.wait_for(self._reader.read(READ_CHUNK), STALL_S)
+            chunk = await asyncio.wait_for(self._reader.read(READ_CHUNK), timeout)
         except TimeoutError as exc:
-            raise Unavailable("the NATS server stopped answering the log reader") from exc
+            raise _Silent() from exc
         if not chunk:
             raise Unavailable("the NATS server closed the log reader's connection")
         self._buf += chunk
 
-    async def _messages(self, inbox: bytes, consumer: bytes | None) -> tuple[list[Message], _Ended | None]:
+    async def _messages(
+        self, inbox: bytes, consumer: bytes | None, timeout: float = STALL_S
+    ) -> tuple[list[Message], _Ended | None]:
         """What has arrived for `inbox` (waiting for more when nothing has): the stream messages of
         `consumer`, or (`consumer` None) answers to a request, up to the first status (a request
         ended, a heartbeat), which comes second. What a consumer let go of still sends, and
@@ -312,10 +342,14 @@ class LogReader:
             self._pos = pos
             if out or ended is not None:
                 return out, ended
-            await self._more()
+            await self._more(timeout)
 
 
 _Ended = tuple[int, str]  # a status: its code and text (408, "Request Timeout")
+
+
+class _Silent(Exception):
+    """Nothing arrived from the server in the time given."""
 
 
 class _ConsumerGone(Exception):
