@@ -6,6 +6,7 @@ credentials and TLS are the reader's; a stream that cannot be read fails with wh
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import ssl
 import subprocess
@@ -220,14 +221,17 @@ def test_the_reader_connects_as_the_client_does(server: _Server) -> None:
     assert len(asyncio.run(scenario())) == 4
 
 
-def test_a_read_goes_on_when_the_server_of_its_consumer_dies(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("killed", ["consumer", "connected"])
+def test_a_read_goes_on_when_a_server_dies(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, killed: str
 ) -> None:
-    """On a 3-server cluster (the stream replicated 3 times), the server holding the read's consumer
-    is killed mid-read, not the one the reader is connected to: the batch it asked for goes
-    unanswered, and a new consumer reads on from where the read stood, made once the stream
-    answers again. Every message once, in order. (Where the server places the consumer is its
-    choice: a read whose consumer landed on the reader's own server is let go and tried again.)"""
+    """On a 3-server cluster (the stream replicated 3 times), a server is killed mid-read.
+    `consumer`: the one holding the read's consumer, not the one the reader is connected to: the
+    batch it asked for goes unanswered, and a new consumer reads on from where the read stood,
+    made once the stream answers again (where the server places the consumer is its choice: a
+    read whose consumer landed on the reader's own server is let go and tried again).
+    `connected`: the one the reader is connected to: it connects to another server of the
+    client's, as the client's own user, and reads on there. Every message once, in order."""
     from tests.helpers import NatsCluster
 
     monkeypatch.setattr(log_reader, "FETCH_MSGS", 100)
@@ -246,14 +250,19 @@ def test_a_read_goes_on_when_the_server_of_its_consumer_dies(
                     async for msgs in batches:
                         got.extend(seq for seq, _, _ in msgs)
                         if len(got) >= 300 and log.consumers == 1:
+                            if killed == "connected":
+                                cluster.kill(connected)
+                                continue
                             (info,) = await nc.jetstream().consumers_info(subjects.RUNS_STREAM)
                             host = int(str(info.cluster.leader)[1:])  # type: ignore[union-attr]  # n0, n1, n2
                             if host == connected:
                                 return None
                             cluster.kill(host)
+            assert log.connections == (2 if killed == "connected" else 1)
             return got, log.consumers
         finally:
-            await nc.close()
+            with contextlib.suppress(Exception):  # its server may be the one killed
+                await nc.close()
 
     async def scenario() -> tuple[list[int], tuple[list[int], int] | None]:
         nc = await nats.connect(cluster.urls[0])

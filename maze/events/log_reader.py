@@ -24,14 +24,16 @@ import secrets
 import ssl
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import ParseResult
 
 import structlog
 from nats.aio.client import Client as NATS
 
 from maze.core.errors import Unavailable
 from maze.core.tls import client_context
-from maze.events.store import api_prefix
+from maze.events.store import api_prefix, describe_error
 
 FETCH_BYTES = 8 << 20  # a batch of messages asked for at once, at most (or one message, if larger)
 FETCH_MSGS = 100_000  # the same in messages (the bytes bound comes first for events of any size)
@@ -48,27 +50,18 @@ log = structlog.get_logger(__name__)
 Message = tuple[int, str, bytes]  # stream sequence, subject, payload (headers are not needed)
 
 
-class LogReader:
-    """One NATS connection for replays (`open`), reading streams with `read`."""
+@dataclass
+class _Dial:
+    """How to reach the servers as the client does: its server first, then the rest of its pool,
+    each with the credentials it connected with (a server it discovered has none in its URL)."""
 
-    def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, prefix: str, max_payload: int
-    ):
-        self._reader = reader
-        self._writer = writer
-        self._prefix = prefix
-        self._inbox = f"_INBOX.{secrets.token_hex(11)}"
-        self._buf = bytearray()
-        self._pos = 0
-        self._calls = 0
-        self.fetch_bytes = max(FETCH_BYTES, max_payload + (64 << 10))  # a message alone always fits
-        self.requests = 0  # batches asked for
-        self.consumers = 0  # consumers made
+    urls: list[ParseResult]
+    auth: dict[str, str]
+    tls: ssl.SSLContext | None
+    tls_hostname: str | None
 
     @classmethod
-    @asynccontextmanager
-    async def open(cls, nc: NATS) -> AsyncIterator[LogReader]:
-        """A connection to the server `nc` is connected to, as the same user, over TLS if `nc` is."""
+    def like(cls, nc: NATS) -> _Dial:
         url = nc.connected_url
         if url is None or url.hostname is None:
             raise Unavailable("the NATS connection is not connected: cannot read the log")
@@ -86,25 +79,66 @@ class LogReader:
             auth = {"user": str(opts["user"]), "pass": str(opts["password"])}
         elif opts.get("token"):
             auth = {"auth_token": str(opts["token"])}
-        tls: ssl.SSLContext | None = opts.get("tls") or (client_context() if url.scheme == "tls" else None)
+        tls = opts.get("tls") or (client_context() if url.scheme == "tls" else None)
+        others = [u for u in nc.servers if u.hostname and (u.hostname, u.port) != (url.hostname, url.port)]
+        return cls([url, *others], auth, tls, opts.get("tls_hostname"))
+
+
+class LogReader:
+    """One NATS connection for replays (`open`), reading streams with `read`; connected again
+    (to any server of the client's) if it is lost midway."""
+
+    def __init__(self, dial: _Dial, prefix: str) -> None:
+        self._dial = dial
+        self._prefix = prefix
+        self._inbox = f"_INBOX.{secrets.token_hex(11)}"
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._buf = bytearray()
+        self._pos = 0
+        self._calls = 0
+        self.fetch_bytes = FETCH_BYTES
+        self.requests = 0  # batches asked for
+        self.consumers = 0  # consumers made
+        self.connections = 0  # connections made
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, nc: NATS) -> AsyncIterator[LogReader]:
+        """A connection to the server `nc` is connected to, as the same user, over TLS if `nc` is."""
+        log = cls(_Dial.like(nc), api_prefix(nc))
+        await log._connect()
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(url.hostname, url.port or 4222, limit=READ_CHUNK * 2), STALL_S
-            )
-        except (OSError, TimeoutError) as exc:
-            raise Unavailable(
-                f"cannot connect to NATS at {url.hostname}:{url.port} to read the log: {exc}"
-            ) from exc
+            yield log
+        finally:
+            await log._close()
+
+    async def _connect(self) -> None:
+        """To the first server of the client's that answers."""
+        why = ""
+        for url in self._dial.urls:
+            try:
+                await self._connect_to(url)
+                return
+            except (OSError, TimeoutError, ssl.SSLError, _Disconnected, _Silent) as exc:
+                why = f"{url.hostname}:{url.port}: {describe_error(exc)}"
+        raise Unavailable(f"cannot connect to NATS to read the log ({why})")
+
+    async def _connect_to(self, url: ParseResult) -> None:
+        host, port = str(url.hostname), url.port or 4222
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, port, limit=READ_CHUNK * 2), STALL_S
+        )
         try:
             line = await asyncio.wait_for(reader.readline(), STALL_S)
             if not line.startswith(b"INFO "):
-                raise Unavailable(f"the server at {url.hostname}:{url.port} does not speak NATS")
+                raise Unavailable(f"the server at {host}:{port} does not speak NATS")
             info = json.loads(line[5:])
-            if tls is None and info.get("tls_required"):
-                tls = client_context()
+            tls = self._dial.tls or (client_context() if info.get("tls_required") else None)
             if tls is not None:
-                hostname = opts.get("tls_hostname") or url.hostname
-                await asyncio.wait_for(writer.start_tls(tls, server_hostname=hostname), STALL_S)
+                await asyncio.wait_for(
+                    writer.start_tls(tls, server_hostname=self._dial.tls_hostname or host), STALL_S
+                )
             connect = {
                 "verbose": False,
                 "pedantic": False,
@@ -116,21 +150,41 @@ class LogReader:
                 "headers": True,
                 "no_responders": True,
                 "echo": False,
-                **auth,
+                **self._dial.auth,
             }
-            log = cls(reader, writer, api_prefix(nc), int(info.get("max_payload", 1 << 20)))
             writer.write(b"CONNECT " + json.dumps(connect).encode() + b"\r\nPING\r\n")
-            writer.write(f"SUB {log._inbox}.* 1\r\n".encode())
-            await log._pong()
+            writer.write(f"SUB {self._inbox}.* 1\r\n".encode())
+            self._reader, self._writer, self._buf, self._pos = reader, writer, bytearray(), 0
+            await self._pong()
         except BaseException:
             writer.close()
+            self._writer = None
             raise
-        try:
-            yield log
-        finally:
+        # a message alone always fits in a batch
+        self.fetch_bytes = max(FETCH_BYTES, int(info.get("max_payload", 1 << 20)) + (64 << 10))
+        self.connections += 1
+
+    async def _close(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
             writer.close()
             with contextlib.suppress(OSError, ssl.SSLError):
                 await writer.wait_closed()
+
+    async def _reconnect(self) -> None:
+        """After the connection was lost: any server of the client's, for up to CREATE_S (a cluster
+        moving its leaders away from a server that died)."""
+        await self._close()
+        deadline = asyncio.get_running_loop().time() + CREATE_S
+        while True:
+            try:
+                await self._connect()
+                return
+            except Unavailable as exc:
+                if asyncio.get_running_loop().time() >= deadline:
+                    raise
+                log.info("log_reader.reconnecting", error=str(exc))
+                await asyncio.sleep(0.5)
 
     async def read(
         self, stream: str, subject: str, start: int, upto: int
@@ -138,24 +192,28 @@ class LogReader:
         """The messages of `stream` on `subject` from sequence `start` up to `upto` (inclusive), in
         order, each once, in lists as they arrive."""
         kept = start - 1
-        made = 0
+        lost = 0
         while kept < upto:
-            consumer = await self._consumer(stream, subject, kept + 1)
-            made += 1
+            consumer = None
             try:
+                consumer = await self._consumer(stream, subject, kept + 1)
                 async for msgs in self._fetch(stream, consumer, upto):
                     kept = msgs[-1][0]
                     yield msgs
                     if kept >= upto:
                         return
-            except _ConsumerGone as exc:
-                if made > RECREATE_LIMIT:
+            except (_ConsumerGone, _Disconnected) as exc:
+                lost += 1
+                if lost > RECREATE_LIMIT:
                     raise Unavailable(
-                        f"reading the {stream} stream: its consumer was lost {made} times ({exc})"
+                        f"reading the {stream} stream: lost {lost} times ({describe_error(exc)})"
                     ) from exc
-                continue
+                log.info("log_reader.resuming", stream=stream, after=kept, why=describe_error(exc))
+                if isinstance(exc, _Disconnected):
+                    await self._reconnect()
             finally:
-                self._delete(stream, consumer)
+                if consumer is not None:
+                    self._delete(stream, consumer)
 
     async def _fetch(self, stream: str, consumer: str, upto: int) -> AsyncIterator[list[Message]]:
         """Batches from the consumer until a message at or past `upto` (the caller stops there)."""
@@ -232,7 +290,7 @@ class LogReader:
 
     def _delete(self, stream: str, consumer: str) -> None:
         """Let the consumer go (not waited for: the server would drop it once idle anyway)."""
-        if not self._writer.is_closing():
+        if self._writer is not None and not self._writer.is_closing():
             self._pub(f"{self._prefix}.CONSUMER.DELETE.{stream}.{consumer}", None, b"")
 
     async def _request(self, subject: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
@@ -257,9 +315,14 @@ class LogReader:
         self._calls += 1
         return f"{self._inbox}.{self._calls}"
 
+    def _pub_raw(self, data: bytes) -> None:
+        if self._writer is None or self._writer.is_closing():
+            raise _Disconnected("the connection to NATS is closed")
+        self._writer.write(data)
+
     def _pub(self, subject: str, reply: str | None, payload: bytes) -> None:
         head = f"PUB {subject} {reply} {len(payload)}\r\n" if reply else f"PUB {subject} {len(payload)}\r\n"
-        self._writer.write(head.encode() + payload + b"\r\n")
+        self._pub_raw(head.encode() + payload + b"\r\n")
 
     async def _pong(self) -> None:
         while True:
@@ -284,13 +347,16 @@ class LogReader:
         if self._pos:
             del self._buf[: self._pos]
             self._pos = 0
-        self._writer.write(b"")  # nothing: a closed transport raises here rather than hang
+        if self._reader is None or self._writer is None or self._writer.is_closing():
+            raise _Disconnected("the connection to NATS is closed")
         try:
             chunk = await asyncio.wait_for(self._reader.read(READ_CHUNK), timeout)
         except TimeoutError as exc:
             raise _Silent() from exc
+        except (OSError, ssl.SSLError) as exc:
+            raise _Disconnected(f"the connection to NATS failed: {describe_error(exc)}") from exc
         if not chunk:
-            raise Unavailable("the NATS server closed the log reader's connection")
+            raise _Disconnected("the NATS server closed the connection")
         self._buf += chunk
 
     async def _messages(
@@ -333,7 +399,7 @@ class LogReader:
                 line = bytes(buf[pos:end])
                 pos = end + 2
                 if line == b"PING":
-                    self._writer.write(b"PONG\r\n")
+                    self._pub_raw(b"PONG\r\n")
                 elif line.startswith(b"-ERR"):
                     raise Unavailable(
                         f"the NATS server ended the log reader: {line[5:].decode(errors='replace')}"
@@ -346,6 +412,10 @@ class LogReader:
 
 
 _Ended = tuple[int, str]  # a status: its code and text (408, "Request Timeout")
+
+
+class _Disconnected(Unavailable):
+    """The connection to the server was lost (it died, or closed it): another may be dialled."""
 
 
 class _Silent(Exception):
