@@ -13,6 +13,7 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import aclosing
 from pathlib import Path
+from urllib.parse import urlparse
 
 import nats
 import pytest
@@ -21,6 +22,7 @@ from maze.core.errors import Unavailable
 from maze.events import log_reader, subjects
 from maze.events.log_reader import LogReader
 from maze.events.store import ensure_streams
+from maze.events.wire import Wire
 from maze.head.nats_server import nats_server_binary, server_config
 from tests.helpers import free_port, wait_until
 
@@ -48,10 +50,11 @@ async def _read(log: LogReader, start: int, upto: int, pause: float = 0.0) -> li
 
 
 def test_every_message_once_in_order_in_bounded_batches(nats_server, monkeypatch: pytest.MonkeyPatch) -> None:
-    """6 MiB read by a slow caller, at most ~1.1 MiB asked for at a time (the server's 1 MB message
-    limit and some room): several requests, nothing lost, nothing twice. A second read on the
-    same connection, of a part of the stream, gets that part alone: what the first read's consumer
-    still sent after its last message asked for is not taken for the second's."""
+    """A part of the stream read first gets that part alone; then 6 MiB read by a slow caller, at
+    most ~1.1 MiB asked for at a time (the server's 1 MB message limit and some room): several
+    requests, nothing lost, nothing twice, and what the first read's consumer still sent after
+    the last message it was asked for (its batch went on) is not taken for the second's (no
+    consumer made again for a delivery out of line)."""
     monkeypatch.setattr(log_reader, "FETCH_BYTES", 256 << 10)
 
     async def scenario() -> tuple[
@@ -62,9 +65,10 @@ def test_every_message_once_in_order_in_bounded_batches(nats_server, monkeypatch
             published = await _published(nc, 96)
             async with LogReader.open(nc) as log:
                 assert log.fetch_bytes < 2 << 20
+                part = await _read(log, published[10], published[20])  # its batch goes on past it
+                asked = log.requests
                 whole = await _read(log, 1, published[-1], pause=0.02)
-                requests = log.requests
-                part = await _read(log, published[10], published[20])
+                requests = log.requests - asked
             return published, whole, part, requests, log.consumers
         finally:
             await nc.close()
@@ -142,14 +146,27 @@ async def _read_again(nc: nats.NATS, upto: int) -> list[tuple[int, str, bytes]]:
 class _Server:
     """A nats-server of its own with `auth` (an authorization block) or TLS."""
 
-    def __init__(self, root: Path, authorization: str | None = None, tls: tuple[str, str, str] | None = None):
+    def __init__(
+        self,
+        root: Path,
+        authorization: str | None = None,
+        tls: tuple[str, str, str] | None = None,
+        max_payload_mb: int = 1,
+        top: str = "",
+        jetstream: str = "",
+    ):
         self.port = free_port()
         conf = root / "nats.conf"
-        conf.write_text(
-            server_config(
-                "127.0.0.1", self.port, root / "js", "interval", 1, authorization=authorization, tls=tls
-            )
+        text = server_config(
+            "127.0.0.1",
+            self.port,
+            root / "js",
+            "interval",
+            max_payload_mb,
+            authorization=authorization,
+            tls=tls,
         )
+        conf.write_text(top + text.replace("jetstream {\n", "jetstream {\n" + jetstream))
         self.proc = subprocess.Popen(
             [nats_server_binary(), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
@@ -171,11 +188,16 @@ def server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[_Server]:
 
         cert, key, ca = _certificates(tmp_path)
         tls = (str(cert), str(key), str(ca))
-    elif kind == "users":
+    elif kind.startswith("users"):
         authorization = 'authorization {\n  users: [{user: "maze-head", password: "s3cret"}]\n}\n'
-    elif kind == "token":
+    elif kind.startswith("token"):
         authorization = 'authorization {\n  token: "t0ken"\n}\n'
-    srv = _Server(tmp_path, authorization, tls)
+    extra: dict[str, object] = {}
+    if kind == "limits":  # an operator's limit on batch requests, inherited by every consumer
+        extra = {"jetstream": "  limits {\n    max_request_batch: 7\n  }\n"}
+    elif kind == "strict":  # a client that cannot be written to for 1 s is cut off; 8 MB messages
+        extra = {"top": "write_deadline: 1s\n", "max_payload_mb": 8}
+    srv = _Server(tmp_path, authorization, tls, **extra)  # type: ignore[arg-type]
     srv.kind = kind  # type: ignore[attr-defined]
     srv.ca = tls[2] if tls else None  # type: ignore[attr-defined]
     try:
@@ -195,20 +217,26 @@ def _accepts(port: int) -> bool:
         return False
 
 
-@pytest.mark.parametrize("server", ["token", "users", "tls"], indirect=True)
+@pytest.mark.parametrize("server", ["token", "users", "token-option", "users-option", "tls"], indirect=True)
 def test_the_reader_connects_as_the_client_does(server: _Server) -> None:
-    """With the client's token or user and password (from its URL), and over TLS verified with
-    the client's own context: a server that asks for either refuses a connection without it."""
+    """With the client's token or user and password (from its URL, or given as its options), and
+    over TLS verified with the client's own context: a server that asks for either refuses a
+    connection without it."""
     kind = server.kind  # type: ignore[attr-defined]
+    plain = f"nats://127.0.0.1:{server.port}"
     url = {
         "token": f"nats://t0ken@127.0.0.1:{server.port}",
         "users": f"nats://maze-head:s3cret@127.0.0.1:{server.port}",
         "tls": f"tls://127.0.0.1:{server.port}",
-    }[kind]
-    tls = ssl.create_default_context(cafile=server.ca) if kind == "tls" else None  # type: ignore[attr-defined]
+    }.get(kind, plain)
+    options: dict[str, object] = {
+        "token-option": {"token": "t0ken"},
+        "users-option": {"user": "maze-head", "password": lambda: "s3cret"},  # nats-py takes callables
+        "tls": {"tls": ssl.create_default_context(cafile=server.ca)},  # type: ignore[attr-defined]
+    }.get(kind, {})  # type: ignore[assignment]
 
     async def scenario() -> list[int]:
-        nc = await nats.connect(url, tls=tls) if tls else await nats.connect(url)
+        nc = await nats.connect(url, **options)  # type: ignore[arg-type]
         try:
             published = await _published(nc, 4, size=100)
             async with LogReader.open(nc) as log:
@@ -293,3 +321,184 @@ def test_a_read_goes_on_when_a_server_dies(
     got, consumers = outcome
     assert got == published, "nothing lost or read twice across its consumer's death"
     assert consumers >= 2, "a new consumer read on"
+
+
+@pytest.mark.parametrize("server", ["limits"], indirect=True)
+def test_a_servers_limit_on_batch_requests_is_kept(server: _Server) -> None:
+    """An operator's `max_request_batch` (7 here) is inherited by the reader's consumers: it asks
+    for no more (the server would refuse the request, and every consumer made after it)."""
+
+    async def scenario() -> tuple[list[int], list[int], int, int]:
+        nc = await nats.connect(f"nats://127.0.0.1:{server.port}")
+        try:
+            published = await _published(nc, 30, size=100)
+            async with LogReader.open(nc) as log:
+                got = await _read(log, 1, published[-1])
+            return published, [seq for seq, _, _ in got], log.requests, log.consumers
+        finally:
+            await nc.close()
+
+    published, got, requests, consumers = asyncio.run(scenario())
+    assert got == published
+    assert consumers == 1 and requests >= 30 // 7
+
+
+@pytest.mark.parametrize("server", ["strict"], indirect=True)
+def test_a_slow_caller_is_not_cut_off_by_the_servers_write_deadline(server: _Server) -> None:
+    """Batches of ~8 MiB from a server that drops a client it cannot write to for 1 s, taken by a
+    caller that holds each for 1.5 s: a batch is read whole before it is handed on, so nothing
+    waits at the server meanwhile. One connection throughout, every message once."""
+
+    async def scenario() -> tuple[list[int], list[int], int]:
+        nc = await nats.connect(f"nats://127.0.0.1:{server.port}")
+        try:
+            published = await _published(nc, 40, size=1 << 20)
+            async with LogReader.open(nc) as log:
+                assert log.fetch_bytes >= 8 << 20
+                got = await _read(log, 1, published[-1], pause=1.5)
+            return published, [seq for seq, _, _ in got], log.connections
+        finally:
+            await nc.close()
+
+    published, got, connections = asyncio.run(scenario())
+    assert got == published
+    assert connections == 1, "never cut off"
+
+
+def test_a_batch_that_fills_its_bytes_exactly_ends_without_waiting(nats_server) -> None:
+    """The server says nothing when a batch's messages fill its max_bytes exactly (it ends the
+    request silently): the reader counts what the server counts, so it asks for the next batch
+    at once rather than wait for an end that never comes and make a new consumer."""
+    sizes: list[int] = []
+    frames = Wire.frames
+
+    async def counted(self, inbox, timeout, answers=False):  # type: ignore[no-untyped-def]
+        out, status = await frames(self, inbox, timeout, answers)
+        sizes.extend(f[5] for f in out if f[1])
+        return out, status
+
+    async def scenario() -> tuple[list[int], list[int], int, int]:
+        nc = await nats.connect(nats_server.url)
+        try:
+            published = await _published(nc, 40, size=1000)
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setattr(Wire, "frames", counted)
+                async with LogReader.open(nc) as log:  # the sizes the server counts, as read
+                    await _read(log, 1, published[-1])
+            async with LogReader.open(nc) as log:
+                log.fetch_bytes = sum(sizes[:10])  # ten messages fill a batch to the byte
+                got = await _read(log, 1, published[-1])
+            return published, [seq for seq, _, _ in got], log.consumers, log.requests
+        finally:
+            await nc.close()
+
+    published, got, consumers, requests = asyncio.run(scenario())
+    assert got == published
+    assert consumers == 1, "no batch was taken for lost"
+    assert requests >= 4, "ten messages at most in each"
+
+
+def test_a_server_that_never_finishes_its_greeting_is_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A port where nothing speaks, and one that sends INFO but never answers PING: a clear
+    Unavailable naming the server, not a timeout escaping as an internal error."""
+    import socket
+
+    from maze.events import wire
+
+    monkeypatch.setattr(wire, "CONNECT_S", 0.5)
+    silent, greeter = socket.socket(), socket.socket()
+    for sock in (silent, greeter):
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+
+    async def scenario() -> list[str]:
+        async def greet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(b'INFO {"server_id":"x","max_payload":1048576}\r\n')
+            await asyncio.sleep(5)
+            writer.close()
+
+        server = await asyncio.start_server(greet, sock=greeter)
+        said = []
+        try:
+            for sock in (silent, greeter):
+                host, port = sock.getsockname()
+                dial = wire.Dial([urlparse(f"nats://{host}:{port}")], {}, None, None, False, "_INBOX")
+                with pytest.raises(Unavailable) as refused:
+                    await wire.Wire(dial).connect()
+                said.append(str(refused.value))
+        finally:
+            server.close()
+        return said
+
+    said = asyncio.run(scenario())
+    silent.close()
+    assert all("cannot connect to NATS to read the log" in s and "127.0.0.1:" in s for s in said), said
+
+
+def test_frames_are_cut_out_of_any_chunking_of_the_bytes() -> None:
+    """MSG and HMSG with and without a reply subject, both forms of JetStream's ack subject (9
+    tokens; 12 with a domain and an account hash), statuses on the inbox asked and on another,
+    PING answered; the same frames whatever the chunks the bytes arrive in."""
+    from maze.events import wire
+
+    ack9 = b"$JS.ACK.MAZE_RUNS.C1.1.41.7.1700000000000000000.3"
+    ack12 = b"$JS.ACK.hub.ACCHASH.MAZE_RUNS.C2.1.42.8.1700000000000000000.2.tok"
+
+    def hmsg(subject: bytes, reply: bytes | None, headers: bytes, payload: bytes) -> bytes:
+        size = len(headers) + len(payload)
+        return b" ".join(
+            [b"HMSG", subject, b"1", *([reply] if reply else []), b"%d" % len(headers), b"%d\r\n" % size]
+        ) + (headers + payload + b"\r\n")
+
+    first = hmsg(b"maze.run.a", ack9, b"NATS/1.0\r\nNats-Msg-Id: 1\r\n\r\n", b"hello")
+    data = (
+        first
+        + b"PING\r\n"
+        + b"MSG maze.run.b.node 1 "
+        + ack12
+        + b" 3\r\nabc\r\n"
+        + hmsg(b"_INBOX.x.9", None, b"NATS/1.0 408 Request Timeout\r\n\r\n", b"")  # another request's
+        + b"+OK\r\n"
+        + hmsg(b"_INBOX.x.5", None, b"NATS/1.0 409 Message Size Exceeds MaxBytes\r\n\r\n", b"")
+    )
+    hello_size = len(b"NATS/1.0\r\nNats-Msg-Id: 1\r\n\r\n") + 5
+    expected = [
+        (b"C1", 7, 41, "maze.run.a", b"hello", len(b"maze.run.a") + len(ack9) + hello_size),
+        (b"C2", 8, 42, "maze.run.b.node", b"abc", len(b"maze.run.b.node") + len(ack12) + 3),
+    ]
+
+    class Sink:
+        def __init__(self) -> None:
+            self.out = bytearray()
+
+        def write(self, data: bytes) -> None:
+            self.out += data
+
+        def is_closing(self) -> bool:
+            return False
+
+    async def cut(step: int) -> tuple[list[wire.Frame], wire.Status | None, bytes]:
+        reader = asyncio.StreamReader()
+        w = wire.Wire(wire.Dial([], {}, None, None, False, "_INBOX"))
+        sink = Sink()
+        w._reader, w._writer = reader, sink  # type: ignore[assignment]
+
+        async def feed() -> None:
+            for i in range(0, len(data), step):
+                reader.feed_data(data[i : i + step])
+                await asyncio.sleep(0)
+
+        feeding = asyncio.ensure_future(feed())
+        got: list[wire.Frame] = []
+        status = None
+        while status is None:
+            frames, status = await w.frames(b"_INBOX.x.5", 5)
+            got.extend(frames)
+        await feeding
+        return got, status, bytes(sink.out)
+
+    for step in (1, 2, 3, 7, 16, 64, len(data)):
+        got, status, sent = asyncio.run(cut(step))
+        assert got == expected, step
+        assert status == (409, "Message Size Exceeds MaxBytes"), step
+        assert sent == b"PONG\r\n", step

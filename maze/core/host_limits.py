@@ -6,7 +6,8 @@ cores and 256 GiB would be handed work its quota then throttles or OOM-kills.
 cgroup v2 (`0::<path>` in /proc/self/cgroup: `cpu.max`, `memory.max`) and v1 (`cpu.cfs_quota_us`
 and `cpu.cfs_period_us`, `memory.limit_in_bytes`) are read for the process's own group and every
 group above it (a parent's limit holds too); the smallest one counts. A group whose folder is not
-visible (a cgroup namespace shows the process's group as `/`) is read at the mount's root.
+visible (a cgroup namespace shows the process's group as `/`, or a path not mounted here) adds
+nothing: the walk up still reads the mount's root.
 """
 
 from __future__ import annotations
@@ -82,17 +83,21 @@ def _groups(root: Path | None, proc_cgroup: Path | None, controller: str) -> lis
             candidates.append((root, path))
         elif controller in controllers.split(","):  # v1: a tree per controller (or a few, joined)
             for mount in (root / controllers, root / controller):
-                if mount.is_dir():
+                if _is_dir(mount):
                     candidates.append((mount, path))
                     break
     folders: list[Path] = []
-    for mount, path in candidates:
+    for mount, path in candidates:  # a group not visible here (a namespace) adds nothing: _read skips it
         parts = [p for p in path.strip().split("/") if p]
-        if not (mount.joinpath(*parts)).is_dir():
-            parts = []  # a namespace hides the path: the mount's root is this process's group
-        for depth in range(len(parts), -1, -1):
-            folders.append(mount.joinpath(*parts[:depth]))
+        folders.extend(mount.joinpath(*parts[:depth]) for depth in range(len(parts), -1, -1))
     return folders
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:  # not ours to look into (Python 3.11 raises on EACCES)
+        return False
 
 
 def _read(path: Path) -> str | None:

@@ -618,7 +618,11 @@ async def subscribe_ordered(
     filters: list[str] | None = None,
 ) -> JetStreamContext.PushSubscription:
     """An ordered (gap-free, auto-recovering) push consumer from stream sequence `start_seq`, on
-    `subject` or (`filters`) on several subjects of its stream."""
+    `subject` or (`filters`) on several subjects of its stream. nats-py (2.16) answers the server's
+    flow control as a message arrives, not as `cb` takes it, so what arrives faster than `cb` runs
+    queues in nats-py, which past its limits (256 MiB or 524,288 messages) drops it with only a slow
+    consumer's error, the ordered consumer none the wiser: a `cb` must keep up (the live folds
+    hand batches to a thread; a whole-log replay reads with maze/events/log_reader.py instead)."""
     config = ConsumerConfig(
         deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
         opt_start_seq=max(1, start_seq),
