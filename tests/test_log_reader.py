@@ -328,19 +328,9 @@ def test_a_servers_limit_on_batch_requests_is_kept(server: _Server) -> None:
     """An operator's `max_request_batch` (7 here) is inherited by the reader's consumers: it asks
     for no more (the server would refuse the request, and every consumer made after it)."""
 
-    async def scenario() -> tuple[list[int], list[int], int, int]:
-        nc = await nats.connect(f"nats://127.0.0.1:{server.port}")
-        try:
-            published = await _published(nc, 30, size=100)
-            async with LogReader.open(nc) as log:
-                got = await _read(log, 1, published[-1])
-            return published, [seq for seq, _, _ in got], log.requests, log.consumers
-        finally:
-            await nc.close()
-
-    published, got, requests, consumers = asyncio.run(scenario())
+    published, got, log = asyncio.run(_read_everything(server, 30, 100))
     assert got == published
-    assert consumers == 1 and requests >= 30 // 7
+    assert log.consumers == 1 and log.requests >= 30 // 7
 
 
 @pytest.mark.parametrize("server", ["strict"], indirect=True)
@@ -349,20 +339,24 @@ def test_a_slow_caller_is_not_cut_off_by_the_servers_write_deadline(server: _Ser
     caller that holds each for 1.5 s: a batch is read whole before it is handed on, so nothing
     waits at the server meanwhile. One connection throughout, every message once."""
 
-    async def scenario() -> tuple[list[int], list[int], int]:
-        nc = await nats.connect(f"nats://127.0.0.1:{server.port}")
-        try:
-            published = await _published(nc, 40, size=1 << 20)
-            async with LogReader.open(nc) as log:
-                assert log.fetch_bytes >= 8 << 20
-                got = await _read(log, 1, published[-1], pause=1.5)
-            return published, [seq for seq, _, _ in got], log.connections
-        finally:
-            await nc.close()
-
-    published, got, connections = asyncio.run(scenario())
+    published, got, log = asyncio.run(_read_everything(server, 40, 1 << 20, pause=1.5))
+    assert log.fetch_bytes >= 8 << 20
     assert got == published
-    assert connections == 1, "never cut off"
+    assert log.connections == 1, "never cut off"
+
+
+async def _read_everything(
+    server: _Server, count: int, size: int, pause: float = 0.0
+) -> tuple[list[int], list[int], LogReader]:
+    """`count` messages of `size` bytes published to `server`, and what a reader read of them."""
+    nc = await nats.connect(f"nats://127.0.0.1:{server.port}")
+    try:
+        published = await _published(nc, count, size)
+        async with LogReader.open(nc) as log:
+            got = await _read(log, 1, published[-1], pause=pause)
+        return published, [seq for seq, _, _ in got], log
+    finally:
+        await nc.close()
 
 
 def test_a_batch_that_fills_its_bytes_exactly_ends_without_waiting(nats_server) -> None:
