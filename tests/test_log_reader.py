@@ -111,7 +111,7 @@ def test_a_consumer_the_server_drops_is_made_again_where_the_read_stood(nats_ser
     assert consumers == 2
 
 
-def test_a_stream_that_stops_short_of_the_sequence_asked_fails_the_read(
+def test_a_stream_that_stops_short_of_the_sequence_asked(
     nats_server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(log_reader, "EXPIRES_S", 0.3)
@@ -122,8 +122,10 @@ def test_a_stream_that_stops_short_of_the_sequence_asked_fails_the_read(
         try:
             published = await _published(nc, 3, size=10)
             async with LogReader.open(nc) as log:
-                with pytest.raises(Unavailable) as stalled:
-                    await _read(log, 1, published[-1] + 5)
+                past = await _read(log, 1, published[-1] + 5)  # ends with the stream, at once
+                assert [seq for seq, _, _ in past] == published
+                with pytest.raises(Unavailable) as stalled:  # nothing at all from where it starts
+                    await _read(log, published[-1] + 1, published[-1] + 5)
                 with pytest.raises(Unavailable) as missing:
                     async with aclosing(log.read("NO_SUCH_STREAM", "x.>", 1, 1)) as batches:
                         async for _ in batches:
@@ -416,7 +418,7 @@ def test_a_server_that_never_finishes_its_greeting_is_unavailable(monkeypatch: p
         try:
             for sock in (silent, greeter):
                 host, port = sock.getsockname()
-                dial = wire.Dial([urlparse(f"nats://{host}:{port}")], {}, None, None, False, "_INBOX")
+                dial = wire.Dial([urlparse(f"nats://{host}:{port}")], {}, None, None, None, False, "_INBOX")
                 with pytest.raises(Unavailable) as refused:
                     await wire.Wire(dial).connect()
                 said.append(str(refused.value))
@@ -457,8 +459,8 @@ def test_frames_are_cut_out_of_any_chunking_of_the_bytes() -> None:
     )
     hello_size = len(b"NATS/1.0\r\nNats-Msg-Id: 1\r\n\r\n") + 5
     expected = [
-        (b"C1", 7, 41, "maze.run.a", b"hello", len(b"maze.run.a") + len(ack9) + hello_size),
-        (b"C2", 8, 42, "maze.run.b.node", b"abc", len(b"maze.run.b.node") + len(ack12) + 3),
+        (b"C1", 7, 41, "maze.run.a", b"hello", len(b"maze.run.a") + len(ack9) + hello_size, 3),
+        (b"C2", 8, 42, "maze.run.b.node", b"abc", len(b"maze.run.b.node") + len(ack12) + 3, 2),
     ]
 
     class Sink:
@@ -473,7 +475,7 @@ def test_frames_are_cut_out_of_any_chunking_of_the_bytes() -> None:
 
     async def cut(step: int) -> tuple[list[wire.Frame], wire.Status | None, bytes]:
         reader = asyncio.StreamReader()
-        w = wire.Wire(wire.Dial([], {}, None, None, False, "_INBOX"))
+        w = wire.Wire(wire.Dial([], {}, None, None, None, False, "_INBOX"))
         sink = Sink()
         w._reader, w._writer = reader, sink  # type: ignore[assignment]
 
@@ -496,3 +498,43 @@ def test_frames_are_cut_out_of_any_chunking_of_the_bytes() -> None:
         assert got == expected, step
         assert status == (409, "Message Size Exceeds MaxBytes"), step
         assert sent == b"PONG\r\n", step
+
+
+def test_messages_deleted_up_to_the_end_are_passed_over_at_once(
+    nats_server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The messages asked for may be gone (an operator deleted them): the read hands on those that
+    are there, and ends where the stream does (its ack subjects say how many are left) rather than
+    wait for them, or fail."""
+    monkeypatch.setattr(log_reader, "FETCH_MSGS", 2)
+    monkeypatch.setattr(log_reader, "STALL_S", 60.0)  # a wait for what is gone would show as a failure below
+
+    async def scenario() -> tuple[list[int], list[int], list[int], int]:
+        nc = await nats.connect(nats_server.url)
+        try:
+            seqs = await _published(nc, 6, size=10)
+            js = nc.jetstream()
+            for gone in (seqs[2], seqs[5]):
+                await js.delete_msg(subjects.RUNS_STREAM, gone)
+            async with LogReader.open(nc) as log:
+                short = [seq for seq, _, _ in await asyncio.wait_for(_read(log, seqs[0], seqs[2]), 4)]
+                whole = [seq for seq, _, _ in await asyncio.wait_for(_read(log, seqs[0], seqs[5]), 4)]
+            return seqs, short, whole, log.consumers
+        finally:
+            await nc.close()
+
+    seqs, short, whole, consumers = asyncio.run(scenario())
+    assert short == seqs[:2], "up to a deleted message: those before it"
+    assert whole == [seqs[0], seqs[1], seqs[3], seqs[4]], "up to a deleted last message: all that are there"
+    assert consumers == 2, "one consumer a read: nothing taken for lost"
+
+
+def test_each_server_is_checked_against_the_name_nats_py_checks() -> None:
+    from maze.events.wire import Dial
+
+    by_name = Dial([], {}, None, None, "head-a.example", False, "_INBOX")
+    assert by_name.tls_name("head-b.example") == "head-b.example", "a server listed by name: its own"
+    assert by_name.tls_name("10.0.0.7") == "head-a.example", "one advertised by address: the first's"
+    by_option = Dial([], {}, None, "maze.internal", "head-a.example", False, "_INBOX")
+    assert by_option.tls_name("head-b.example") == "maze.internal", "the client's tls_hostname: for every one"
+    assert Dial([], {}, None, None, None, False, "_INBOX").tls_name("10.0.0.7") == "10.0.0.7"

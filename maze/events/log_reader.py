@@ -87,11 +87,10 @@ class LogReader:
             consumer = None
             try:
                 consumer, limits = await self._consumer(stream, subject, kept + 1)
-                async for msgs in self._fetch(stream, consumer, limits, upto):
+                async for msgs in self._fetch(stream, consumer, limits, kept, upto):
                     kept, lost = msgs[-1][0], 0
                     yield msgs
-                    if kept >= upto:
-                        return
+                return  # up to `upto`, or to the stream's end where the messages up to it are gone
             except (_ConsumerGone, Disconnected) as exc:
                 lost += 1
                 if lost > LOST_LIMIT:
@@ -106,9 +105,11 @@ class LogReader:
                     self._wire.publish_quietly(f"{self._prefix}.CONSUMER.DELETE.{stream}.{consumer}", b"")
 
     async def _fetch(
-        self, stream: str, consumer: str, limits: dict[str, int], upto: int
+        self, stream: str, consumer: str, limits: dict[str, int], kept: int, upto: int
     ) -> AsyncIterator[list[Message]]:
-        """Batches from the consumer, each read whole, until one reaches `upto` (cut there)."""
+        """Batches from the consumer (which starts after `kept`), each read whole and none empty,
+        until one reaches `upto` (cut there) or the stream's end (the messages up to `upto` that
+        are not there were deleted: a sequence is never given again)."""
         where = f"{self._prefix}.CONSUMER.MSG.NEXT.{stream}.{consumer}"
         idle = 0.0
         while True:
@@ -116,24 +117,31 @@ class LogReader:
             if limits["max_bytes"]:
                 size = min(size, limits["max_bytes"])
             request = {
-                "batch": min(FETCH_MSGS, limits["max_batch"] or FETCH_MSGS),
+                # no more than can be left up to `upto`: nothing past it is sent to nobody
+                "batch": max(1, min(FETCH_MSGS, limits["max_batch"] or FETCH_MSGS, upto - kept)),
                 "max_bytes": size,
                 "expires": int(min(EXPIRES_S * 1e9, limits["max_expires"] or EXPIRES_S * 1e9)),
             }
-            msgs, ended = await self._batch(where, consumer, request, upto)
+            msgs, ended, pending = await self._batch(where, consumer, request, upto)
             if msgs:
                 idle = 0.0
-                if msgs[-1][0] >= upto:  # the end: what came after `upto` is not asked for
-                    yield [m for m in msgs if m[0] <= upto]
+                last = msgs[-1][0]
+                if last >= upto:  # the end: what came after `upto` is not asked for
+                    msgs = [m for m in msgs if m[0] <= upto]
+                if msgs:
+                    kept = msgs[-1][0]
+                    yield msgs
+                if last >= upto or pending == 0:
                     return
-                yield msgs
                 continue
+            if ended is not None and ended[0] == 409 and ended[1].startswith("Exceeded"):
+                raise Unavailable(f"the server refused a batch request of the rebuild: {ended[0]} {ended[1]}")
             if ended is not None and ended[0] == 409 and "MaxBytes" in ended[1]:
                 # nothing came: the next message alone is larger than a batch (stored before the
                 # server's message limit was lowered, or on a server with a larger one)
                 if size >= min(MAX_FETCH_BYTES, limits["max_bytes"] or MAX_FETCH_BYTES):
                     raise Unavailable(
-                        f"reading the {stream} stream: a message after sequence {upto} is larger than "
+                        f"reading the {stream} stream: a message after sequence {kept} is larger than "
                         f"{size} bytes, the most a batch may hold"
                     )
                 self.fetch_bytes = size * 2
@@ -144,10 +152,11 @@ class LogReader:
 
     async def _batch(
         self, where: str, consumer: str, request: dict[str, int], upto: int
-    ) -> tuple[list[Message], _Ended | None]:
-        """One batch request, read whole: its messages and the status that ended it (None: it
-        ended by its count, or by its bytes exactly, which the server says nothing of, or it
-        reached `upto`: the consumer is let go with the rest of it)."""
+    ) -> tuple[list[Message], _Ended | None, int | None]:
+        """One batch request, read whole: its messages, the status that ended it (None: it ended
+        by its count, or by its bytes exactly, which the server says nothing of, or it reached
+        `upto`, or the stream's end), and how many messages the stream held after the last one
+        (its ack subject says: 0, the end for now)."""
         reply = self._wire.new_inbox()
         self._wire.publish(where, json.dumps(request).encode(), reply)
         self.requests += 1
@@ -156,12 +165,13 @@ class LogReader:
         left = request["max_bytes"]
         # the server ends every request by its expiry: silence past it is a consumer gone
         wait = request["expires"] / 1e9 + ANSWER_S
+        pending: int | None = None
         while True:
             try:
                 frames, status = await self._wire.frames(inbox, wait)
             except Silent as exc:
                 raise _ConsumerGone("a batch request went unanswered") from exc
-            for name, delivery, seq, subject, payload, size in frames:
+            for name, delivery, seq, subject, payload, size, after in frames:
                 if name != mine:
                     continue  # what an earlier consumer still sent
                 if delivery != self._delivered + 1:
@@ -169,17 +179,18 @@ class LogReader:
                 self._delivered = delivery
                 got.append((seq, subject, payload))
                 left -= size
+                pending = after
             if status is not None:
                 code, text = status
                 if code == 100:
                     continue  # a heartbeat
-                if code in (404, 408) or (code == 409 and ("MaxBytes" in text or "Batch Completed" in text)):
-                    return got, status
                 if code == 409 and text.startswith("Exceeded"):  # a server limit: no retry helps
                     raise Unavailable(f"the server refused a batch request of the rebuild: {code} {text}")
+                if code in (404, 408) or (code == 409 and ("MaxBytes" in text or "Batch Completed" in text)):
+                    return got, status, pending
                 raise _ConsumerGone(f"{code} {text}")
-            if len(got) >= request["batch"] or left <= 0 or (got and got[-1][0] >= upto):
-                return got, None  # ended by its count or its bytes: the server says nothing more
+            if len(got) >= request["batch"] or left <= 0 or pending == 0 or (got and got[-1][0] >= upto):
+                return got, None, pending  # the server sends no more for this request
 
     async def _consumer(self, stream: str, subject: str, start: int) -> tuple[str, dict[str, int]]:
         """A new consumer from `start`, and the limits the server sets on its requests."""

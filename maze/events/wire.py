@@ -30,8 +30,9 @@ READ_CHUNK = 1 << 20
 CONNECT_S = 10.0  # a server that does not greet, or answer the handshake, this long is skipped
 
 # a stream message as read: (consumer, its delivery count, stream sequence, subject, payload,
-# the bytes the server counts against a batch's max_bytes: subject, reply subject and body)
-Frame = tuple[bytes, int, int, str, bytes, int]
+# the bytes the server counts against a batch's max_bytes (subject, reply subject and body), and
+# how many messages for the consumer the stream held after it)
+Frame = tuple[bytes, int, int, str, bytes, int, int]
 Status = tuple[int, str]
 
 
@@ -50,7 +51,8 @@ class Dial:
     urls: list[ParseResult]
     auth: dict[str, str]
     tls: ssl.SSLContext | None
-    tls_name: str | None  # the name a server's certificate is checked against, where not its URL's
+    tls_hostname: str | None  # the client's own name to check every server's certificate against
+    first_name: str | None  # its first server's host name: checked for servers known by address
     tls_first: bool
     inbox_prefix: str
 
@@ -79,10 +81,22 @@ class Dial:
                 else {"user": url.username, "pass": url.password}
             )
         tls = opts.get("tls") or (client_context() if url.scheme == "tls" else None)
-        tls_name = opts.get("tls_hostname") or (None if _is_ip(url.hostname) else url.hostname)
+        first_name = None if _is_ip(url.hostname) else url.hostname
         others = [u for u in nc.servers if u.hostname and (u.hostname, u.port) != (url.hostname, url.port)]
         prefix = bytes(getattr(nc, "_inbox_prefix", b"_INBOX")).decode()
-        return cls([url, *others], auth, tls, tls_name, bool(opts.get("tls_handshake_first")), prefix)
+        return cls(
+            [url, *others],
+            auth,
+            tls,
+            opts.get("tls_hostname"),
+            first_name,
+            bool(opts.get("tls_handshake_first")),
+            prefix,
+        )
+
+    def tls_name(self, host: str) -> str:
+        """The name a server's certificate is checked against, as nats-py checks it."""
+        return self.tls_hostname or ((self.first_name or host) if _is_ip(host) else host)
 
 
 class Wire:
@@ -135,7 +149,7 @@ class Wire:
         host, port = str(url.hostname), url.port or 4222
         where = f"{host}:{port}"
         tls = self._dial.tls
-        name = self._dial.tls_name or host
+        name = self._dial.tls_name(host)
         try:
             if self._dial.tls_first:
                 tls = tls or client_context()
@@ -234,7 +248,12 @@ class Wire:
                 raise Silent()
             answers, status = await self.frames(reply.encode(), left, answers=True)
             if answers:
-                answer: dict[str, Any] = json.loads(answers[0][4])
+                try:
+                    answer = json.loads(answers[0][4])
+                except ValueError as exc:
+                    raise Unavailable(f"JetStream's answer on {subject} is not JSON: {exc}") from exc
+                if not isinstance(answer, dict):
+                    raise Unavailable(f"JetStream's answer on {subject} is not an object")
                 return answer
             if status is not None and status[0] == 503:
                 return {"error": {"code": 503, "description": "JetStream is not answering (no responders)"}}
@@ -279,13 +298,14 @@ class Wire:
                                     subject.decode(),
                                     bytes(buf[body + hdr : body + size]),
                                     len(subject) + len(reply) + size,
+                                    int(t[8 + k]),
                                 )
                             )
                     elif args[1] == inbox:
                         if headed and buf[body + 8 : body + 9] == b" ":  # `NATS/1.0 408 ...`: a status
                             status = _status(bytes(buf[body : body + hdr]))
                         elif answers:
-                            out.append((b"", 0, 0, "", bytes(buf[body + hdr : body + size]), 0))
+                            out.append((b"", 0, 0, "", bytes(buf[body + hdr : body + size]), 0, 0))
                             status = (0, "")
                     continue
                 line = bytes(buf[pos:end])
@@ -296,6 +316,9 @@ class Wire:
                     text = _err(line)
                     if "Permissions Violation" in text and ".CONSUMER.DELETE." in text:
                         continue  # may not delete its consumers: they go by themselves once idle
+                    if "Stale Connection" in text:
+                        self._pos = pos
+                        raise Disconnected("the NATS server found the connection stale")
                     raise Unavailable(f"the NATS server ended the log reader: {text}")
                 elif line.startswith(b"INFO ") and b'"ldm":true' in line.replace(b" ", b""):
                     self._pos = pos
