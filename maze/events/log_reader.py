@@ -56,7 +56,7 @@ class LogReader:
     def __init__(self, wire: Wire, prefix: str) -> None:
         self._wire = wire
         self._prefix = prefix
-        self.fetch_bytes = FETCH_BYTES
+        self.fetch_bytes = max(FETCH_BYTES, wire.max_payload + (64 << 10))  # a message alone fits
         self.requests = 0  # batches asked for
         self.consumers = 0  # consumers made
         self._delivered = 0  # the current consumer's last delivery read
@@ -134,8 +134,6 @@ class LogReader:
                 if last >= upto or pending == 0:
                     return
                 continue
-            if ended is not None and ended[0] == 409 and ended[1].startswith("Exceeded"):
-                raise Unavailable(f"the server refused a batch request of the rebuild: {ended[0]} {ended[1]}")
             if ended is not None and ended[0] == 409 and "MaxBytes" in ended[1]:
                 # nothing came: the next message alone is larger than a batch (stored before the
                 # server's message limit was lowered, or on a server with a larger one)

@@ -225,10 +225,13 @@ class Wire:
         return f"{self._inbox}.{self._calls}"
 
     def publish(self, subject: str, payload: bytes, reply: str | None = None) -> None:
+        head = f"PUB {subject} {reply} {len(payload)}\r\n" if reply else f"PUB {subject} {len(payload)}\r\n"
+        self._write(head.encode() + payload + b"\r\n")
+
+    def _write(self, data: bytes) -> None:
         if self._writer is None or self._writer.is_closing():
             raise Disconnected("the connection to NATS is closed")
-        head = f"PUB {subject} {reply} {len(payload)}\r\n" if reply else f"PUB {subject} {len(payload)}\r\n"
-        self._writer.write(head.encode() + payload + b"\r\n")
+        self._writer.write(data)
 
     def publish_quietly(self, subject: str, payload: bytes) -> None:
         """A publish whose failure changes nothing (letting a consumer go: it goes by itself once idle)."""
@@ -311,7 +314,7 @@ class Wire:
                 line = bytes(buf[pos:end])
                 pos = end + 2
                 if line == b"PING":
-                    self.publish_quietly_raw(b"PONG\r\n")
+                    self._write(b"PONG\r\n")
                 elif line.startswith(b"-ERR"):
                     text = _err(line)
                     if "Permissions Violation" in text and ".CONSUMER.DELETE." in text:
@@ -328,10 +331,6 @@ class Wire:
             if out or status is not None:
                 return out, status
             await self._more(timeout)
-
-    def publish_quietly_raw(self, data: bytes) -> None:
-        if self._writer is not None and not self._writer.is_closing():
-            self._writer.write(data)
 
     async def _more(self, timeout: float) -> None:
         if self._pos:
