@@ -25,8 +25,12 @@ PROC_CGROUP = Path("/proc/self/cgroup")
 def usable_cpus(root: Path | None = None, proc_cgroup: Path | None = None) -> float:
     """The cores this process may run on, less where its cgroup's quota allows fewer (a quota of
     1.5 CPUs gives 1.5)."""
+    return cpus_within(cgroup_cpu_quota(root, proc_cgroup))
+
+
+def cpus_within(quota: float | None) -> float:
+    """The cores this process may run on, capped at a CPU quota (None: none)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    quota = cgroup_cpu_quota(root, proc_cgroup)
     return float(cores) if quota is None else max(0.01, min(float(cores), quota))
 
 
@@ -37,8 +41,12 @@ def usable_cores(root: Path | None = None, proc_cgroup: Path | None = None) -> i
 
 def usable_memory_mb(root: Path | None = None, proc_cgroup: Path | None = None) -> int:
     """The machine's memory, less where the cgroup's limit allows less."""
+    return memory_mb_within(cgroup_memory_limit(root, proc_cgroup))
+
+
+def memory_mb_within(limit: int | None) -> int:
+    """The machine's memory, capped at a memory limit in bytes (None: none)."""
     total = psutil.virtual_memory().total
-    limit = cgroup_memory_limit(root, proc_cgroup)
     return (total if limit is None else min(total, limit)) // (1024 * 1024)
 
 

@@ -7,7 +7,7 @@ import socket
 import structlog
 
 from maze.core.errors import ValidationError
-from maze.core.host_limits import cgroup_cpu_quota, cgroup_memory_limit, usable_cpus, usable_memory_mb
+from maze.core.host_limits import cgroup_cpu_quota, cgroup_memory_limit, cpus_within, memory_mb_within
 from maze.events.specs import GpuInfo, NodeCapacity
 
 log = structlog.get_logger(__name__)
@@ -69,31 +69,31 @@ def parse_gpus(spec: str) -> list[GpuInfo]:
 
 
 def local_capacity(cpus: float | None, memory_mb: int | None, gpus: str | None) -> NodeCapacity:
-    detected_cpus = usable_cpus() if cpus is None else cpus  # a container's quota, not the host's cores
-    total_mb = usable_memory_mb() if memory_mb is None else memory_mb
-    if cpus is None or memory_mb is None:
-        log.info(
-            "worker.capacity_detected",
-            cpus=detected_cpus,
-            memory_mb=total_mb,
-            cgroup_cpu_quota=cgroup_cpu_quota(),
-            cgroup_memory_limit_mb=(limit // (1 << 20)) if (limit := cgroup_memory_limit()) else None,
-        )
-    if cpus is None and detected_cpus < 1:
-        log.warning(
-            "worker.cpu_quota_below_one",
-            cpus=detected_cpus,
-            note="tasks asking 1 CPU (the default) will not fit this node; --cpus declares what it offers",
-        )
+    """What this node offers: what the operator declared, else what it may use (its CPU affinity
+    and the machine's memory, each within its cgroup's limits: a container's, not the host's)."""
     if cpus is not None and cpus <= 0:
         raise ValidationError("--cpus must be greater than 0")
     if memory_mb is not None and memory_mb < 0:
         raise ValidationError("--memory-mb must not be negative")
-    return NodeCapacity(
-        cpus=float(cpus if cpus is not None else detected_cpus),
-        memory_mb=int(memory_mb if memory_mb is not None else total_mb),
-        gpus=parse_gpus(gpus or "auto"),
-    )
+    if cpus is None or memory_mb is None:
+        quota = cgroup_cpu_quota() if cpus is None else None
+        limit = cgroup_memory_limit() if memory_mb is None else None
+        cpus = cpus if cpus is not None else cpus_within(quota)
+        memory_mb = memory_mb if memory_mb is not None else memory_mb_within(limit)
+        log.info(
+            "worker.capacity_detected",
+            cpus=cpus,
+            memory_mb=memory_mb,
+            cgroup_cpu_quota=quota,
+            cgroup_memory_limit_mb=limit // (1 << 20) if limit else None,
+        )
+        if cpus < 1:
+            log.warning(
+                "worker.cpu_quota_below_one",
+                cpus=cpus,
+                note="tasks asking 1 CPU (the default) will not fit this node; --cpus declares what it offers",
+            )
+    return NodeCapacity(cpus=float(cpus), memory_mb=int(memory_mb), gpus=parse_gpus(gpus or "auto"))
 
 
 def local_ip() -> str:
