@@ -8,6 +8,7 @@ from __future__ import annotations
 import gc
 from pathlib import Path
 
+import duckdb
 import msgspec
 import pytest
 
@@ -209,3 +210,49 @@ def test_compare_finds_a_changed_a_missing_and_an_extra_row_and_swap_makes_the_l
     live.execute("DETACH rebuilt")
     assert _tables(live) == _tables(db.open_db(rebuilt)), "primary keys and all"
     live.execute("INSERT OR REPLACE INTO runs SELECT * FROM runs LIMIT 1")  # needs the primary key back
+
+
+def test_compare_tells_rows_whose_values_moved_between_rows_and_columns(tmp_path) -> None:
+    """The compare's fingerprint (one sum of row hashes a side) against changes that keep every
+    count and every column's set of values: two rows trading a value, one row's two columns
+    trading theirs."""
+    from maze.projections.rebuild import compare
+
+    batches = _lifelike_history()
+    _live(tmp_path, batches)
+    rebuilt = tmp_path / "bulk-1-0.duckdb"
+    _bulk(tmp_path, batches, 1, 0)
+    live = db.open_db(tmp_path / "live.duckdb")
+    live.execute(f"ATTACH '{rebuilt}' AS rebuilt (READ_ONLY)")
+    assert compare(live)["equal"] is True
+    r1, r2 = (live.execute(f"SELECT workflow_id FROM runs WHERE run_id = '{r}'").fetchone()[0] for r in ("r1", "r2"))
+    assert r1 != r2
+    live.execute("UPDATE runs SET workflow_id = ? WHERE run_id = 'r1'", [r2])
+    live.execute("UPDATE runs SET workflow_id = ? WHERE run_id = 'r2'", [r1])
+    report = compare(live)
+    assert report["equal"] is False and not report["tables"]["runs"]["equal"]
+    assert report["tables"]["runs"]["rows"] == report["tables"]["runs"]["rebuilt_rows"]
+    live.execute("UPDATE runs SET workflow_id = ? WHERE run_id = 'r1'", [r1])
+    live.execute("UPDATE runs SET workflow_id = ? WHERE run_id = 'r2'", [r2])
+    assert compare(live)["equal"] is True
+    live.execute("UPDATE runs SET workflow_id = run_id, run_id = workflow_id WHERE run_id = 'r1'")
+    assert compare(live)["tables"]["runs"]["equal"] is False
+
+
+def test_a_swap_whose_rebuilt_keys_repeat_fails_whole_and_leaves_the_live_tables(tmp_path) -> None:
+    from maze.projections.rebuild import swap
+
+    batches = _lifelike_history()
+    before = _live(tmp_path, batches)
+    _bulk(tmp_path, batches, 1, 0, keys=False)
+    rebuilt = tmp_path / "bulk-1-0.duckdb"
+    shard = db.open_db(rebuilt, keys=False)
+    shard.execute("INSERT INTO runs SELECT * FROM runs LIMIT 1")  # one run twice
+    shard.close()
+    live = db.open_db(tmp_path / "live.duckdb")
+    live.execute(f"ATTACH '{rebuilt}' AS rebuilt (READ_ONLY)")
+    with pytest.raises(duckdb.Error, match="duplicate key"):
+        swap(live)
+    live.execute("DETACH rebuilt")
+    assert _tables(live) == before
+    live.execute("INSERT OR REPLACE INTO runs SELECT * FROM runs LIMIT 1")  # the keys are still there
