@@ -225,7 +225,9 @@ def test_compare_tells_rows_whose_values_moved_between_rows_and_columns(tmp_path
     live = db.open_db(tmp_path / "live.duckdb")
     live.execute(f"ATTACH '{rebuilt}' AS rebuilt (READ_ONLY)")
     assert compare(live)["equal"] is True
-    r1, r2 = (live.execute(f"SELECT workflow_id FROM runs WHERE run_id = '{r}'").fetchone()[0] for r in ("r1", "r2"))
+    r1, r2 = (
+        live.execute(f"SELECT workflow_id FROM runs WHERE run_id = '{r}'").fetchone()[0] for r in ("r1", "r2")
+    )
     assert r1 != r2
     live.execute("UPDATE runs SET workflow_id = ? WHERE run_id = 'r1'", [r2])
     live.execute("UPDATE runs SET workflow_id = ? WHERE run_id = 'r2'", [r1])

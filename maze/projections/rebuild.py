@@ -74,7 +74,9 @@ def compare(live: duckdb.DuckDBPyConnection, sources: Sequence[str] = ("rebuilt"
     for table in TABLES:
         cols = ", ".join(TABLES[table])
         rows, live_sum = live.execute(_fingerprint(f"SELECT {cols} FROM {table}", cols)).fetchone() or (0, 0)
-        rebuilt_rows, rebuilt_sum = live.execute(_fingerprint(_union(sources, table, cols), cols)).fetchone() or (0, 0)
+        rebuilt_rows, rebuilt_sum = live.execute(
+            _fingerprint(_union(sources, table, cols), cols)
+        ).fetchone() or (0, 0)
         tables[table] = {
             "rows": rows,
             "rebuilt_rows": rebuilt_rows,
