@@ -7,7 +7,6 @@ what the event changes, never a recount of the run."""
 from __future__ import annotations
 
 import json
-import json.encoder
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -59,37 +58,39 @@ ATTEMPT_ENDED = frozenset({"succeeded", "failed", "timed_out", "rejected", "lost
 _EMPTY_LIST = "[]"
 
 
-# `json.dumps(value, sort_keys=True, default=repr)` made one encoder per call, most of the cost of a
-# small value; one kept encoder writes the same text (no value the fold encodes refers to itself).
-# Its `encode` still makes the C encoder again on every call (half its cost): the C encoder is
-# made once here, with the same settings, where Python has it.
-_json_encoder = json.JSONEncoder(sort_keys=True, default=repr, check_circular=False)
-_c_make_encoder: Any = getattr(json.encoder, "c_make_encoder", None)  # not in the typeshed stubs
-_c_encode = (
-    _c_make_encoder(
-        None,  # markers: no check for circular values
-        repr,  # default
-        json.encoder.encode_basestring_ascii,
-        None,  # indent
-        _json_encoder.key_separator,
-        _json_encoder.item_separator,
-        True,  # sort_keys
-        False,  # skipkeys
-        True,  # allow_nan
-    )
-    if _c_make_encoder is not None
-    else None
-)
-
-
-def _encode_json(value: Any) -> str:
-    if _c_encode is None:
-        return _json_encoder.encode(value)
-    return "".join(_c_encode(value, 0))
+# The JSON text of a row's JSON columns: msgspec's encoder, keys sorted (so equal values give equal
+# text, whichever order a dict was made in), compact, UTF-8. It replaced `json.dumps(sort_keys=True)`
+# (~1-2 us a value against ~0.1-0.3: 5% of a rebuild, bench/history.py). A value whose dict keys
+# are not all strings (a task's `{1: ...}` result) has them made strings first, as JSON has them;
+# what JSON has no form for is written as its `repr`. NaN and the infinities are written `null`, so
+# every text the fold writes is strict JSON.
+_encode_sorted = msgspec.json.Encoder(order="sorted", enc_hook=repr).encode
 
 
 def dumps(value: Any) -> str | None:
-    return None if value is None else _encode_json(msgspec.to_builtins(value))
+    if value is None:
+        return None
+    try:
+        return _encode_sorted(value).decode()
+    except TypeError:  # keys other than strings
+        return _encode_sorted(_json_keys(msgspec.to_builtins(value, enc_hook=repr))).decode()
+
+
+def _json_keys(value: Any) -> Any:
+    """`value` with every dict key a string, as `json.dumps` makes them (`true`, `null`, `1.5`)."""
+    if isinstance(value, dict):
+        return {_json_key(k): _json_keys(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_keys(v) for v in value]
+    return value
+
+
+def _json_key(key: Any) -> str:
+    if isinstance(key, str):
+        return key
+    if key is None or isinstance(key, (bool, int, float)):
+        return json.dumps(key)
+    return repr(key)
 
 
 _shared: dict[Any, str | None] = {}

@@ -23,11 +23,15 @@ import json
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from maze.events.specs import TaskSpec
 from maze.events.values import MARKER
 
 if TYPE_CHECKING:
     from maze.projections.rows import RunRow, TaskRow
+
+_decode_json = msgspec.json.decode  # the fold's own strict JSON text (fold.py `dumps`)
 
 NAMES_MAX_CHARS = 4096
 SUMMARY_TASKS = 10
@@ -83,7 +87,7 @@ def result_summary(tasks: dict[str, TaskRow]) -> dict[str, Any]:
     feeding: set[str] = set()
     for task in tasks.values():
         if task.upstream != _NO_UPSTREAM:
-            feeding.update(json.loads(task.upstream))
+            feeding.update(_decode_json(task.upstream))
     sinks = [t for t in tasks.values() if t.task_id not in feeding]
     shown = heapq.nsmallest(SUMMARY_TASKS, sinks, key=lambda t: t.task_index)
     truncated = len(sinks) > len(shown)
@@ -91,7 +95,7 @@ def result_summary(tasks: dict[str, TaskRow]) -> dict[str, Any]:
     for task in shown:
         outputs: dict[str, Any] | None = None
         if task.state == "succeeded" and task.result is not None:
-            values = json.loads(task.result)
+            values = _decode_json(task.result)
             outputs = {}
             if isinstance(values, dict):
                 for key in sorted(values)[:SUMMARY_KEYS]:
