@@ -175,3 +175,25 @@ def test_a_nodes_report_with_an_integer_past_bigint_is_refused_by_every_reader()
     assert not admissible(big, "n", "r")
     assert not admissible(AttemptStarted(**key, at_ms=3, pid=2**64 - 1), "n", "r")
     assert admissible(msgspec.structs.replace(big, size=2**63 - 1), "n", "r")
+
+
+def test_every_event_field_that_can_hold_an_integer_is_checked_for_its_range() -> None:
+    """The range check looks only at the fields whose type may hold an integer: each field of each
+    event type that msgspec lets hold one (a value past BIGINT decodes to an int there) is one of
+    them, and no other is."""
+    import typing
+
+    from maze.events.authority import _int_fields
+    from maze.events.catalog import Event
+
+    checked = 0
+    for cls in typing.get_args(Event):
+        fields = set(_int_fields(cls))
+        for field in msgspec.structs.fields(cls):
+            try:
+                held = msgspec.convert(2**63, field.type)
+            except msgspec.ValidationError:
+                held = None
+            assert (field.name in fields) == isinstance(held, int), (cls.__name__, field.name, field.type)
+            checked += field.name in fields
+    assert checked >= 20  # at_ms on every event, attempts, pids, sizes, epochs
