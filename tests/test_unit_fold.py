@@ -425,10 +425,16 @@ def test_node_decisions_are_judged_by_the_nodes_streams_leadership_only() -> Non
 
 def _as_json(value: object) -> object:
     """What the fold's JSON text of `value` must read back as: JSON's own forms (tuples and sets as
-    lists, bytes in base64, dict keys as `json.dumps` makes them: `1`, `1.5`, `true`, `null`), NaN
-    and the infinities as null, anything else as its repr."""
+    lists, bytes in base64, dict keys as `json.dumps` makes them: `1`, `1.5`, `true`, `null`, one
+    that repeats a string key with its type after it), NaN and the infinities as null, anything
+    else as a descriptor of its type (never its repr, which may hold an address)."""
     if isinstance(value, dict):
-        return {k if isinstance(k, str) else json.dumps(k): _as_json(v) for k, v in value.items()}
+        out = {k: _as_json(v) for k, v in value.items() if isinstance(k, str)}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                text = json.dumps(k)
+                out[f"{text} ({type(k).__name__})" if text in out else text] = _as_json(v)
+        return out
     if isinstance(value, (list, tuple)):
         return [_as_json(v) for v in value]
     if isinstance(value, bytes):
@@ -437,7 +443,7 @@ def _as_json(value: object) -> object:
         return None
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
-    return repr(value)
+    return {"__maze_value__": "unknown", "type": f"{type(value).__module__}.{type(value).__qualname__}"}
 
 
 def _strict(text: str) -> object:
@@ -457,7 +463,9 @@ _scalars = (
     | st.binary(max_size=8)
     | st.builds(object)  # not JSON: written as its repr
 )
-_keys = st.text() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.booleans() | st.none()
+_keys = (
+    st.text() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.booleans() | st.none()
+)
 
 
 @settings(max_examples=400, deadline=None)
@@ -481,19 +489,26 @@ def test_the_folds_json_text_is_strict_json_of_the_value_whatever_its_dicts_orde
         assert text is None, "no value: NULL"
         return
     assert text is not None
-    read = _strict(text)
-    expected = _as_json(value)
-    if isinstance(value, dict) and len({json.dumps(k) if not isinstance(k, str) else k for k in value}) < len(value):
-        return  # keys that JSON writes alike (1 and "1"): one of them stands, as in any JSON text
-    assert _same(read, expected), (text, expected)
+    assert _strict(text) == _as_json(value), text
     if isinstance(value, dict):  # the same text whichever order the dict was made in
         assert dumps(dict(reversed(list(value.items())))) == text
 
 
-def _same(a: object, b: object) -> bool:
-    """Equal, where an object's repr (its address) may be any object's."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
-    return a == b
+def test_the_folds_json_text_of_a_workers_stray_extension_value_is_the_same_at_every_decode() -> None:
+    """A worker's result with an extension value inside a list (the API refuses those; a node's
+    report is not checked for them): written as its descriptor, the same text each time it is
+    decoded (its repr named a memory address), so a rebuild writes what the live fold wrote."""
+    from msgspec.msgpack import Ext
+
+    from maze.events.values import describe_map
+    from maze.projections.fold import dumps
+
+    wire = msgspec.msgpack.encode({"out": [Ext(1, b"x"), Ext(99, b"abc")]})
+    first, second = (dumps(describe_map(wire)[0]) for _ in range(2))
+    assert first == second
+    assert _strict(first or "") == {
+        "out": [
+            {"__maze_value__": "unknown", "code": 1, "size": 1},  # not a pickle as its code says
+            {"__maze_value__": "unknown", "code": 99, "size": 3},
+        ]
+    }

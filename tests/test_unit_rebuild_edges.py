@@ -178,22 +178,52 @@ def test_a_nodes_report_with_an_integer_past_bigint_is_refused_by_every_reader()
 
 
 def test_every_event_field_that_can_hold_an_integer_is_checked_for_its_range() -> None:
-    """The range check looks only at the fields whose type may hold an integer: each field of each
-    event type that msgspec lets hold one (a value past BIGINT decodes to an int there) is one of
-    them, and no other is."""
+    """The range check looks only where an event can hold an integer: each field (and each field of
+    a struct a field holds, a node's `capacity.memory_mb`) that msgspec lets hold one (a value past
+    BIGINT decodes to an int there) is checked, and nothing else."""
+    import types
     import typing
 
-    from maze.events.authority import _int_fields
+    from maze.events.authority import int_paths
     from maze.events.catalog import Event
 
-    checked = 0
-    for cls in typing.get_args(Event):
-        fields = set(_int_fields(cls))
+    def expected(cls: type, prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+        out = set()
         for field in msgspec.structs.fields(cls):
             try:
                 held = msgspec.convert(2**63, field.type)
             except msgspec.ValidationError:
                 held = None
-            assert (field.name in fields) == isinstance(held, int), (cls.__name__, field.name, field.type)
-            checked += field.name in fields
+            if isinstance(held, int) and not isinstance(held, bool):
+                out.add((*prefix, field.name))
+            union = typing.get_origin(field.type) in (typing.Union, types.UnionType)
+            kinds = typing.get_args(field.type) if union else (field.type,)  # not into containers
+            for kind in kinds:
+                if isinstance(kind, type) and issubclass(kind, msgspec.Struct):
+                    out |= expected(kind, (*prefix, field.name))
+        return out
+
+    checked = 0
+    for cls in typing.get_args(Event):
+        assert set(int_paths(cls)) == expected(cls), cls.__name__
+        checked += len(int_paths(cls))
     assert checked >= 20  # at_ms on every event, attempts, pids, sizes, epochs
+    assert ("capacity", "memory_mb") in int_paths(typing.get_args(Event)[10])  # NodeJoined
+
+
+def test_a_nodes_session_with_a_nested_integer_past_bigint_is_refused() -> None:
+    from maze.events.authority import admissible
+    from maze.events.nodes import NodeCapacity, NodeJoined
+
+    joined = NodeJoined(
+        node_id="n",
+        session="s",
+        at_ms=1,
+        hostname="h",
+        ip="127.0.0.1",
+        capacity=NodeCapacity(cpus=2.0, memory_mb=2**63),
+    )
+    assert not admissible(joined, "n")
+    assert admissible(
+        msgspec.structs.replace(joined, capacity=NodeCapacity(cpus=2.0, memory_mb=2**63 - 1)), "n"
+    )

@@ -34,25 +34,38 @@ _INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
 
 
 def _ints_in_range(event: Event) -> bool:
-    for name in _int_fields(type(event)):
-        value = getattr(event, name)
+    for path in int_paths(type(event)):
+        value: Any = event
+        for name in path:
+            value = getattr(value, name, None)
         if isinstance(value, int) and not _INT_MIN <= value <= _INT_MAX:
             return False
     return True
 
 
-_int_field_names: dict[type, tuple[str, ...]] = {}
+_int_paths: dict[type, tuple[tuple[str, ...], ...]] = {}
 
 
-def _int_fields(cls: type) -> tuple[str, ...]:
-    """The fields of an event type that can hold an integer (the only ones to check: a decoded
-    event's values are of its fields' types; `astuple` of every field was ~1 us an event)."""
-    found = _int_field_names.get(cls)
+def int_paths(cls: type) -> tuple[tuple[str, ...], ...]:
+    """Where an event of type `cls` can hold an integer: each field that can, and each such field
+    of a struct it holds (a node's `capacity.memory_mb`), as a path of names. Only these are
+    checked: a decoded event's values are of its fields' types (`astuple` of every field was ~1 us
+    an event, and missed the nested ones)."""
+    found = _int_paths.get(cls)
     if found is None:
-        found = _int_field_names[cls] = tuple(
-            f.name for f in msgspec.structs.fields(cls) if may_hold_int(f.type)
-        )
+        found = _int_paths[cls] = tuple(_paths(cls, ()))
     return found
+
+
+def _paths(cls: type, seen: tuple[type, ...]) -> list[tuple[str, ...]]:
+    out: list[tuple[str, ...]] = []
+    for field in msgspec.structs.fields(cls):
+        if may_hold_int(field.type):
+            out.append((field.name,))
+        for inner in _structs_in(field.type):
+            if inner not in seen and inner is not cls:
+                out += [(field.name, *rest) for rest in _paths(inner, (*seen, cls))]
+    return out
 
 
 def may_hold_int(tp: Any) -> bool:
@@ -69,6 +82,18 @@ def may_hold_int(tp: Any) -> bool:
     if origin is typing.Literal:
         return any(isinstance(a, int) for a in args)
     return False
+
+
+def _structs_in(tp: Any) -> list[type]:
+    """The struct types a field of type `tp` holds itself (not inside a container)."""
+    if isinstance(tp, type):
+        return [tp] if issubclass(tp, msgspec.Struct) else []
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Annotated:
+        return _structs_in(args[0])
+    if origin is typing.Union or origin is types.UnionType:
+        return [s for a in args for s in _structs_in(a)]
+    return []
 
 
 def admissible(event: Event, reporter: str | None, subject_run: str | None = None) -> bool:

@@ -142,7 +142,7 @@ class BulkFolder(Folder):
                 db.load_json_rows(cur, table, path, fresh)
             cur.execute("COMMIT")
         except Exception:
-            cur.execute("ROLLBACK")
+            db.roll_back(cur)
             raise
         finally:
             for _, path in files:
@@ -176,7 +176,7 @@ class BulkFolder(Folder):
                 db.write_positions(self.conn, self.positions)
                 self.conn.execute("COMMIT")
             except Exception:
-                self.conn.execute("ROLLBACK")
+                db.roll_back(self.conn)
                 raise
         finally:
             self.close()

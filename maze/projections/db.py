@@ -107,12 +107,22 @@ def write_batch(
         write_positions(conn, new_positions)
         conn.execute("COMMIT")
     except Exception:
-        conn.execute("ROLLBACK")
+        roll_back(conn)
         raise
     for m in models:
         m.dirty_tasks.clear()
         m.dirty_attempts.clear()
         m.dirty_artifacts.clear()
+
+
+def roll_back(conn: duckdb.DuckDBPyConnection) -> None:
+    """End a failed transaction, unless its failed COMMIT already did (DuckDB ends a transaction
+    whose commit fails): a ROLLBACK then raises "no transaction is active", which would hide why
+    the commit failed."""
+    try:
+        conn.execute("ROLLBACK")
+    except duckdb.TransactionException:
+        pass
 
 
 def rows(cur: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> list[Row]:

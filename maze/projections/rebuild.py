@@ -17,6 +17,7 @@ from nats.aio.client import Client as NATS
 from maze.core.errors import Conflict
 from maze.events import subjects
 from maze.events.log_reader import LogReader
+from maze.projections import db
 from maze.projections.bulk import gc_paused
 from maze.projections.projector import STREAMS, Projector
 from maze.projections.schema import KEYS, TABLES, ddl
@@ -33,7 +34,10 @@ async def replayed(nc: NATS, where: Path, upto: dict[str, int]) -> AsyncIterator
     shards = Shards(scratch, shard_count())
     try:
         shards.start()
-        with gc_paused():  # bulk.py: ~0.1 s of collections in a 100,000-run replay, none of use
+        # bulk.py: ~0.1 s of collections in a 100,000-run replay, none of use. Off for this whole
+        # process meanwhile (the read models' own: its queries go on, and make no cycles to speak
+        # of); one rebuild at a time (`_running`), so no other pause overlaps this one
+        with gc_paused():
             await _replay(nc, shards, upto)
         await shards.finish()
         yield shards.paths
@@ -65,9 +69,10 @@ def compare(live: duckdb.DuckDBPyConnection, sources: Sequence[str] = ("rebuilt"
     """Every table of the live file against the rebuilt ones (attached as `sources`), in DuckDB:
     equal when both hold as many rows and the same rows, told by a fingerprint of each side: the
     sum of every row's 64-bit hash of all its columns (order-free, so the shards' union needs no
-    sort). Two different sets of rows of one size agree only if their hashes' sums do, a chance of
-    about 2^-64; one scan a side, where an `EXCEPT ALL` of the rows built a hash table of every row
-    (~7x slower: 0.4 s of a 100,000-run rebuild's 0.06 s now, bench/history.py). The rows of each
+    sort). Two different sets of rows of one size agree only if their hashes' sums do (for hashes
+    that behave as random, a chance of about 2^-64); one scan a side, where an `EXCEPT ALL` of the
+    rows built a hash table of every row (0.4 s at 100,000 runs, against 0.06 s now,
+    bench/history.py). The rows of each
     side are distinct: the live tables have primary keys, and a shard's file holds each of its rows
     once (bulk.py replacing by key)."""
     tables = {}
@@ -86,8 +91,11 @@ def compare(live: duckdb.DuckDBPyConnection, sources: Sequence[str] = ("rebuilt"
 
 
 def _fingerprint(rows: str, cols: str) -> str:
-    """How many `rows` there are, and the sum of their hashes (0 for none)."""
-    return f"SELECT count(*), coalesce(sum(hash({cols})::HUGEINT), 0) FROM ({rows})"
+    """How many `rows` there are, and the sum of their hashes (0 for none). DuckDB mixes each
+    column's hash into the ones before it but XORs the last one in as it is: a constant after the
+    columns makes every real one mixed (two rows trading their last column's values then change
+    the sum as any other change does)."""
+    return f"SELECT count(*), coalesce(sum(hash({cols}, 0)::HUGEINT), 0) FROM ({rows})"
 
 
 def swap(live: duckdb.DuckDBPyConnection, sources: Sequence[str] = ("rebuilt",)) -> None:
@@ -114,28 +122,19 @@ def swap(live: duckdb.DuckDBPyConnection, sources: Sequence[str] = ("rebuilt",))
         )
         live.execute("COMMIT")  # where the keys are checked: a repeated one fails it, and ends it
     except Exception:
-        _roll_back(live)
+        db.roll_back(live)
         raise
-
-
-def _roll_back(live: duckdb.DuckDBPyConnection) -> None:
-    """End the swap's transaction unless its failed commit already did (then saying so would hide
-    why it failed)."""
-    try:
-        live.execute("ROLLBACK")
-    except duckdb.TransactionException:
-        pass
 
 
 def _compare_and_swap(live: duckdb.DuckDBPyConnection, paths: list[Path], replace: bool) -> dict[str, Any]:
     sources = [f"rebuilt{i}" for i in range(len(paths))]
     attached = []
+    began = time.perf_counter()  # the attaches count as the compare's (each replays its file's log)
     try:
         for source, path in zip(sources, paths, strict=True):
             quoted = str(path).replace("'", "''")
             live.execute(f"ATTACH '{quoted}' AS {source} (READ_ONLY)")
             attached.append(source)
-        began = time.perf_counter()
         report = compare(live, sources)
         compared = time.perf_counter()
         if replace:

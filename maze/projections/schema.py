@@ -14,7 +14,8 @@ from __future__ import annotations
 # Bump when a table changes: read models are derived data, so an older file is dropped and rebuilt
 # from the event log at start instead of migrated.
 # 3: tasks.failures; 4: runs.names, runs.result_summary; 5: runs.retry_of, runs.timeout_seconds;
-# 6: artifacts; 7: runs.max_tasks (dynamic runs); 8: JSON columns written compact, UTF-8, by msgspec
+# 6: artifacts; 7: runs.max_tasks (dynamic runs); 8: JSON values (results, inputs, errors…)
+# written compact, UTF-8, by msgspec
 SCHEMA_VERSION = 8
 
 TABLES: dict[str, dict[str, str]] = {
