@@ -75,6 +75,10 @@ def end_leftovers() -> int:
     its tasks' descendants, so every one of them is a child of it, or below one), and reap what has
     exited: an attempt that returned must leave nothing running that no reservation counts. How
     many processes were killed."""
+    try:  # one call tells the usual case, an attempt that started no process: no child at all
+        os.waitpid(-1, os.WNOHANG)  # (one that has exited is reaped here, the rest below)
+    except ChildProcessError:
+        return 0
     import psutil
 
     killed = 0

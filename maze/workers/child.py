@@ -17,7 +17,6 @@ import sys
 import time
 import traceback
 from multiprocessing.connection import Connection
-from multiprocessing.reduction import recvfds
 from typing import Any
 
 import cloudpickle
@@ -28,6 +27,7 @@ from maze.core.errors import SerializationError, TaskFailure
 from maze.core.procs import die_with_parent, end_leftovers, reap_orphans
 from maze.events.gather import assemble, shown_name
 from maze.events.values import ValueDecoder, decode_map_raw, encode_content, type_name
+from maze.workers.request_wire import recv_request
 
 _encoder = msgspec.msgpack.Encoder()
 MAX_MESSAGE_CHARS = 16_000
@@ -195,12 +195,12 @@ def _print_into(fds: list[int] | tuple[int, int], close: bool = True) -> bool:
     if close:
         for fd in fds:
             os.close(fd)
-    # line by line, as on a terminal: a follower sees a line when it is printed
+    # line by line, as on a terminal: a follower sees a line when it is printed (set once: it
+    # stays with the stream objects whatever fd 1 and 2 become)
     for stream in (sys.stdout, sys.stderr):
-        reconfigure = getattr(stream, "reconfigure", None)
-        if reconfigure is not None:
+        if not getattr(stream, "line_buffering", True):
             with contextlib.suppress(Exception):
-                reconfigure(line_buffering=True)
+                stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     return True
 
 
@@ -245,12 +245,15 @@ def child_main(conn: Connection, once: bool = False) -> None:
     own_fds = _own_output()  # where this process's own output goes between attempts
     while True:
         try:
-            data = conn.recv_bytes()
+            data, fds = recv_request(sock)  # the attempt's output pipes come with it
         except (EOFError, OSError):
             return
         request = msgspec.msgpack.decode(data)
         started = time.perf_counter()
-        captured = request.get("capture") and _print_into(recvfds(sock, 2))
+        captured = bool(request.get("capture")) and len(fds) == 2 and _print_into(fds)
+        if not captured:
+            for fd in fds:
+                os.close(fd)
         cwd = request.get("cwd")  # the attempt's own directory; this process runs others next
         home = _where_now() if cwd else None
         try:

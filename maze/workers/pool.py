@@ -13,11 +13,9 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
-import socket
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from multiprocessing.reduction import sendfds
 from typing import Any, Protocol
 
 import msgspec
@@ -25,6 +23,7 @@ import psutil
 import structlog
 
 from maze.workers.child import child_main
+from maze.workers.request_wire import send_request
 
 log = structlog.get_logger(__name__)
 _encoder = msgspec.msgpack.Encoder()
@@ -228,10 +227,7 @@ class ProcessPool:
             # (task code, big inputs) would then fail half-written: send it whole (the task
             # process is waiting to read it; no task code runs in it before it has read)
             os.set_blocking(fd, True)
-            tp.conn.send_bytes(_encoder.encode(request))
-            if output_fds is not None:  # after the request, which says they follow
-                with socket.fromfd(fd, socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-                    sendfds(sock, list(output_fds))
+            send_request(fd, _encoder.encode(request), output_fds or ())
             # the reply is read without ever blocking: task code holds the other end, and may
             # announce a reply and never send it (the attempt's timeout ends that wait)
             os.set_blocking(fd, False)
