@@ -70,13 +70,18 @@ def _children_of_self() -> list[int]:
     return [p.pid for p in psutil.Process().children()]
 
 
+# waitpid's flags for any child: __WALL on Linux, so that a child made by clone() with an exit signal
+# other than SIGCHLD counts too (a plain waitpid passes over it, as if there were none)
+_ANY_CHILD = os.WNOHANG | (0x40000000 if sys.platform.startswith("linux") else 0)
+
+
 def end_leftovers() -> int:
     """Kill what an attempt left running under this process (a task process is the subreaper of
     its tasks' descendants, so every one of them is a child of it, or below one), and reap what has
     exited: an attempt that returned must leave nothing running that no reservation counts. How
     many processes were killed."""
     try:  # one call tells the usual case, an attempt that started no process: no child at all
-        os.waitpid(-1, os.WNOHANG)  # (one that has exited is reaped here, the rest below)
+        os.waitpid(-1, _ANY_CHILD)  # (one that has exited is reaped here, the rest below)
     except ChildProcessError:
         return 0
     import psutil
@@ -102,7 +107,7 @@ def end_leftovers() -> int:
     deadline = time.monotonic() + 1.0
     while True:  # reaped, leftovers and what had exited already, so no zombie stays
         try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
+            pid, _ = os.waitpid(-1, _ANY_CHILD)
         except ChildProcessError:  # no child left at all
             break
         if pid:

@@ -27,7 +27,7 @@ from maze.core.errors import SerializationError, TaskFailure
 from maze.core.procs import die_with_parent, end_leftovers, reap_orphans
 from maze.events.gather import assemble, shown_name
 from maze.events.values import ValueDecoder, decode_map_raw, encode_content, type_name
-from maze.workers.request_wire import recv_request
+from maze.workers.request_wire import FdsLost, recv_request
 
 _encoder = msgspec.msgpack.Encoder()
 MAX_MESSAGE_CHARS = 16_000
@@ -242,6 +242,7 @@ def child_main(conn: Connection, once: bool = False) -> None:
     reap_orphans()
     functions: dict[str, Any] = {}
     sock = socket.socket(fileno=os.dup(conn.fileno()))  # for the fds that come with an attempt
+    sock.settimeout(None)  # an idle process waits for its next attempt however long it takes
     own_fds = _own_output()  # where this process's own output goes between attempts
     while True:
         try:
@@ -250,7 +251,11 @@ def child_main(conn: Connection, once: bool = False) -> None:
             return
         request = msgspec.msgpack.decode(data)
         started = time.perf_counter()
-        captured = bool(request.get("capture")) and len(fds) == 2 and _print_into(fds)
+        if request.get("capture") and len(fds) != 2:  # never run uncaptured: end, and be replaced
+            for fd in fds:
+                os.close(fd)
+            raise FdsLost(f"an attempt came with {len(fds)} of its 2 output pipes")
+        captured = bool(request.get("capture")) and _print_into(fds)
         if not captured:
             for fd in fds:
                 os.close(fd)

@@ -223,11 +223,7 @@ class ProcessPool:
         )
         fd = tp.conn.fileno()
         try:
-            # uvloop makes a watched fd non-blocking, and a message larger than the pipe's buffer
-            # (task code, big inputs) would then fail half-written: send it whole (the task
-            # process is waiting to read it; no task code runs in it before it has read)
-            os.set_blocking(fd, True)
-            send_request(fd, _encoder.encode(request), output_fds or ())
+            send_request(fd, _encoder.encode(request), output_fds or ())  # whole, blocking
             # the reply is read without ever blocking: task code holds the other end, and may
             # announce a reply and never send it (the attempt's timeout ends that wait)
             os.set_blocking(fd, False)

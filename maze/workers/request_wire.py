@@ -7,6 +7,7 @@ a second wake-up, ~10% of the head's CPU in a fan-out of no-op tasks (bench/comp
 from __future__ import annotations
 
 import array
+import os
 import socket
 import struct
 from collections.abc import Sequence
@@ -14,25 +15,41 @@ from collections.abc import Sequence
 _LONG = 0x7FFFFFFF
 
 
+class FdsLost(RuntimeError):
+    """The fds sent with a request did not arrive (this process is out of file descriptors: the
+    kernel drops what does not fit)."""
+
+
 def send_request(fd: int, payload: bytes, fds: Sequence[int] = ()) -> None:
-    """Write one request on the socket `fd` (blocking: the task process is waiting to read it, and
-    no task code runs in it before it has), `fds` passed with it."""
+    """Write one request on the socket `fd`, `fds` passed with it. Blocking, whatever the fd was
+    (uvloop makes a watched fd non-blocking, and a message larger than the socket's buffer would
+    then fail half-written): the task process is waiting to read it, and runs no task code before
+    it has."""
     n = len(payload)
     header = struct.pack("!i", n) if n <= _LONG else struct.pack("!iQ", -1, n)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, fileno=fd)  # borrowed: detached below
-    sock.settimeout(None)  # blocking, whatever default timeout a library set for new sockets
     try:
+        sock.settimeout(None)  # blocking, whatever default timeout a library set for new sockets
         ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
         sent = sock.sendmsg([header, payload], ancillary)
-        if sent < len(header) + n:  # a signal cut it short: the rest as it is (the pipes went with byte one)
-            sock.sendall(memoryview(header + payload)[sent:])
+        if sent < len(header) + n:  # a signal cut it short: the rest as it is (the fds went with byte one)
+            if sent < len(header):
+                sock.sendall(header[sent:])
+            sock.sendall(memoryview(payload)[max(0, sent - len(header)) :])
     finally:
         sock.detach()
 
 
 def recv_request(sock: socket.socket, max_fds: int = 2) -> tuple[bytearray, list[int]]:
-    """Read one request and the fds that came with it. Raises EOFError once the worker is gone."""
-    head, fds, _, _ = socket.recv_fds(sock, 4, max_fds)
+    """Read one request and the fds that came with it. Raises EOFError once the worker is gone,
+    FdsLost when fds were sent that could not be received (none of them is kept open)."""
+    head, fds, flags, _ = socket.recv_fds(sock, 4, max_fds)
+    if flags & socket.MSG_CTRUNC:
+        for fd in fds:
+            os.close(fd)
+        raise FdsLost(
+            "the pipes sent with an attempt did not arrive: this process is out of file descriptors"
+        )
     if not head:
         raise EOFError
     if len(head) < 4:
