@@ -184,10 +184,10 @@ def test_the_collector_is_paused_only_while_asked_and_stays_off_if_it_was() -> N
         gc.enable()
 
 
-def test_compare_finds_a_changed_a_missing_and_an_extra_row_and_swap_makes_the_live_tables_equal(
-    tmp_path,
-) -> None:
-    from maze.projections.rebuild import compare, swap
+def _live_beside_rebuilt(tmp_path: Path) -> tuple[duckdb.DuckDBPyConnection, Path]:
+    """The live projector's file of a lifelike history, with the bulk fold's file of the same
+    history attached as `rebuilt`: equal, as the compare says."""
+    from maze.projections.rebuild import compare
 
     batches = _lifelike_history()
     _live(tmp_path, batches)
@@ -196,6 +196,15 @@ def test_compare_finds_a_changed_a_missing_and_an_extra_row_and_swap_makes_the_l
     live = db.open_db(tmp_path / "live.duckdb")
     live.execute(f"ATTACH '{rebuilt}' AS rebuilt (READ_ONLY)")
     assert compare(live)["equal"] is True
+    return live, rebuilt
+
+
+def test_compare_finds_a_changed_a_missing_and_an_extra_row_and_swap_makes_the_live_tables_equal(
+    tmp_path,
+) -> None:
+    from maze.projections.rebuild import compare, swap
+
+    live, rebuilt = _live_beside_rebuilt(tmp_path)
     live.execute("UPDATE tasks SET result = '{}' WHERE run_id = 'r1'")
     live.execute("DELETE FROM attempts WHERE run_id = 'r2'")
     live.execute("INSERT INTO nodes (node_id, session, state) VALUES ('ghost', 's', 'alive')")
@@ -218,13 +227,7 @@ def test_compare_tells_rows_whose_values_moved_between_rows_and_columns(tmp_path
     trading theirs."""
     from maze.projections.rebuild import compare
 
-    batches = _lifelike_history()
-    _live(tmp_path, batches)
-    rebuilt = tmp_path / "bulk-1-0.duckdb"
-    _bulk(tmp_path, batches, 1, 0)
-    live = db.open_db(tmp_path / "live.duckdb")
-    live.execute(f"ATTACH '{rebuilt}' AS rebuilt (READ_ONLY)")
-    assert compare(live)["equal"] is True
+    live, _ = _live_beside_rebuilt(tmp_path)
     r1, r2 = (
         live.execute(f"SELECT workflow_id FROM runs WHERE run_id = '{r}'").fetchone()[0] for r in ("r1", "r2")
     )
