@@ -70,30 +70,31 @@ def _paths(cls: type, seen: tuple[type, ...]) -> list[tuple[str, ...]]:
 
 def may_hold_int(tp: Any) -> bool:
     """Whether a field of type `tp` can hold an integer itself (not inside a container)."""
+    return any(_holds_int(member) for member in _members(tp))
+
+
+def _holds_int(tp: Any) -> bool:
     if tp is Any or tp is object:
         return True
     if isinstance(tp, type):
         return issubclass(tp, int) and tp is not bool  # a bool is always in range
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is typing.Annotated:
-        return may_hold_int(args[0])
-    if origin is typing.Union or origin is types.UnionType:
-        return any(may_hold_int(a) for a in args)
-    if origin is typing.Literal:
-        return any(isinstance(a, int) for a in args)
-    return False
+    return typing.get_origin(tp) is typing.Literal and any(isinstance(a, int) for a in typing.get_args(tp))
 
 
 def _structs_in(tp: Any) -> list[type]:
     """The struct types a field of type `tp` holds itself (not inside a container)."""
-    if isinstance(tp, type):
-        return [tp] if issubclass(tp, msgspec.Struct) else []
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    return [m for m in _members(tp) if isinstance(m, type) and issubclass(m, msgspec.Struct)]
+
+
+def _members(tp: Any) -> list[Any]:
+    """The types a field of type `tp` may hold itself: `tp`, or an Annotated's type, or each of a
+    union's."""
+    origin = typing.get_origin(tp)
     if origin is typing.Annotated:
-        return _structs_in(args[0])
+        return _members(typing.get_args(tp)[0])
     if origin is typing.Union or origin is types.UnionType:
-        return [s for a in args for s in _structs_in(a)]
-    return []
+        return [m for a in typing.get_args(tp) for m in _members(a)]
+    return [tp]
 
 
 def admissible(event: Event, reporter: str | None, subject_run: str | None = None) -> bool:

@@ -72,9 +72,8 @@ def compare(live: duckdb.DuckDBPyConnection, sources: Sequence[str] = ("rebuilt"
     sort). Two different sets of rows of one size agree only if their hashes' sums do (for hashes
     that behave as random, a chance of about 2^-64); one scan a side, where an `EXCEPT ALL` of the
     rows built a hash table of every row (0.4 s at 100,000 runs, against 0.06 s now,
-    bench/history.py). The rows of each
-    side are distinct: the live tables have primary keys, and a shard's file holds each of its rows
-    once (bulk.py replacing by key)."""
+    bench/history.py). The rows of each side are distinct: the live tables have primary keys, and
+    a shard's file holds each of its rows once (bulk.py replacing by key)."""
     tables = {}
     for table in TABLES:
         cols = ", ".join(TABLES[table])

@@ -251,14 +251,14 @@ def child_main(conn: Connection, once: bool = False) -> None:
             return
         request = msgspec.msgpack.decode(data)
         started = time.perf_counter()
-        if request.get("capture") and len(fds) != 2:  # never run uncaptured: end, and be replaced
+        captured = bool(request.get("capture"))
+        if captured and len(fds) == 2:
+            _print_into(fds)
+        else:
             for fd in fds:
                 os.close(fd)
-            raise FdsLost(f"an attempt came with {len(fds)} of its 2 output pipes")
-        captured = bool(request.get("capture")) and _print_into(fds)
-        if not captured:
-            for fd in fds:
-                os.close(fd)
+            if captured:  # never run uncaptured: end, and be replaced
+                raise FdsLost(f"an attempt came with {len(fds)} of its 2 output pipes")
         cwd = request.get("cwd")  # the attempt's own directory; this process runs others next
         home = _where_now() if cwd else None
         try:

@@ -1,8 +1,9 @@
 """How an attempt goes to its task process: one message on their socket, framed as
 multiprocessing's `Connection.send_bytes` frames it (a 4-byte big-endian length, or -1 and an
 8-byte one), with the attempt's output pipes (maze/workers/capture.py) attached to its first byte
-(SCM_RIGHTS). One write wakes the task process once: sent apart, the pipes cost a second write and
-a second wake-up, ~10% of the head's CPU in a fan-out of no-op tasks (bench/compare_ray.py)."""
+(SCM_RIGHTS). One write wakes the task process once: sent apart, the pipes cost a second write
+and a second wake-up (in a no-op fan-out the two sends showed as ~13% of the head's samples, much
+of it the task process being woken; the fan-out's throughput did not move beyond its noise)."""
 
 from __future__ import annotations
 
