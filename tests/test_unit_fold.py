@@ -482,7 +482,7 @@ _keys = (
     )
 )
 def test_the_folds_json_text_is_strict_json_of_the_value_whatever_its_dicts_order(value: object) -> None:
-    from maze.projections.fold import dumps
+    from maze.projections.json_text import dumps
 
     text = dumps(value)
     if value is None:
@@ -501,7 +501,7 @@ def test_the_folds_json_text_of_a_workers_stray_extension_value_is_the_same_at_e
     from msgspec.msgpack import Ext
 
     from maze.events.values import describe_map
-    from maze.projections.fold import dumps
+    from maze.projections.json_text import dumps
 
     wire = msgspec.msgpack.encode({"out": [Ext(1, b"x"), Ext(99, b"abc")]})
     first, second = (dumps(describe_map(wire)[0]) for _ in range(2))

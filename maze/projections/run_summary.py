@@ -31,7 +31,7 @@ from maze.events.values import MARKER
 if TYPE_CHECKING:
     from maze.projections.rows import RunRow, TaskRow
 
-_decode_json = msgspec.json.decode  # the fold's own strict JSON text (fold.py `dumps`)
+_decode_json = msgspec.json.decode  # the fold's own strict JSON text (json_text.py `dumps`)
 
 NAMES_MAX_CHARS = 4096
 SUMMARY_TASKS = 10
