@@ -29,7 +29,8 @@ from maze.events.runs import RunCreated, RunFinished, TasksAdded
 from maze.events.specs import InputValue, TaskSpec
 from maze.events.tasks import AttemptPlaced, AttemptStarted, AttemptSucceeded
 from maze.projections import db, queries
-from maze.projections.projector import BATCH, Folder
+from maze.projections.folder import Folder
+from maze.projections.projector import BATCH
 
 RESULT = msgspec.msgpack.encode({"x": 1})
 

@@ -15,7 +15,7 @@ from maze.events.codec import decode_events
 from maze.events.store import EventStore
 from maze.head.controller import RunController
 from maze.projections import db
-from maze.projections.projector import Folder
+from maze.projections.folder import Folder
 from maze.projections.schema import TABLES
 from tests.helpers import NatsServer
 

@@ -603,7 +603,7 @@ def test_the_bounded_query_answers_as_a_plain_top_n_would(tmp_path: Path, monkey
     """The page query's bound (`max(key, n)`, run_search.py) is only a shortcut: for any filter,
     sort, order, cursor and offset it must give what ORDER BY ... LIMIT gives alone."""
     from maze.projections import db, queries, run_search
-    from maze.projections.projector import Folder
+    from maze.projections.folder import Folder
 
     conn = db.open_db(tmp_path / "history.duckdb")
     folder = Folder(conn)
@@ -646,7 +646,7 @@ def test_the_projector_keeps_the_newest_finished_runs_that_fit_and_every_active_
     from collections import OrderedDict
 
     from maze.projections import db
-    from maze.projections.projector import Folder
+    from maze.projections.folder import Folder
 
     limit = 25
     folder = Folder(db.open_db(tmp_path / "cache.duckdb"), finished_rows=limit)

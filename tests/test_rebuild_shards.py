@@ -120,7 +120,7 @@ def _shard_processes() -> list[psutil.Process]:
     return [
         p
         for p in psutil.Process().children(recursive=True)
-        if "maze.projections.shards" in " ".join(p.cmdline())
+        if "maze.projections.shard_main" in " ".join(p.cmdline())
     ]
 
 

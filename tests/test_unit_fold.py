@@ -221,7 +221,7 @@ def test_run_rows_in_memory_equal_the_committed_rows(tmp_path) -> None:
     """GET /runs/{id} answers from the projector's in-memory copy of a run's row: after every
     committed batch it equals what DuckDB holds, and it goes when the cache lets the run go."""
     from maze.projections import db, queries
-    from maze.projections.projector import Folder
+    from maze.projections.folder import Folder
 
     conn = db.open_db(tmp_path / "rm.duckdb")
     folder = Folder(conn, finished_rows=0)
@@ -256,7 +256,7 @@ def test_the_read_models_refuse_a_deposed_leaders_late_decision_as_the_controlle
     with the stream positions, so a projector that restarts refuses it too."""
     from maze.events.runs import LeaderElected
     from maze.projections import db, queries
-    from maze.projections.projector import EPOCH_KEY, Folder
+    from maze.projections.folder import EPOCH_KEY, Folder
 
     conn = db.open_db(tmp_path / "rm.duckdb")
     folder = Folder(conn)
@@ -326,7 +326,7 @@ def test_the_nodes_stream_refuses_a_deposed_leaders_late_node_lost_by_its_own_le
     from maze.events.runs import LeaderElected
     from maze.events.specs import NodeCapacity
     from maze.projections import db
-    from maze.projections.projector import EPOCH_KEY, NODES_EPOCH_KEY, Folder
+    from maze.projections.folder import EPOCH_KEY, NODES_EPOCH_KEY, Folder
 
     def state(conn) -> tuple[str, str]:  # type: ignore[no-untyped-def]
         row = db.load_node(conn, "n1")

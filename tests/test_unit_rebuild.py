@@ -20,7 +20,7 @@ from maze.events.specs import InputRef, InputValue, TaskError, TaskSpec
 from maze.events.tasks import AttemptFailed, AttemptPlaced, AttemptStarted, AttemptSucceeded
 from maze.projections import db
 from maze.projections.bulk import BulkFolder, gc_paused
-from maze.projections.projector import Folder
+from maze.projections.folder import Folder
 from maze.projections.schema import TABLES
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -161,7 +161,7 @@ def test_no_scratch_and_no_shard_left_when_the_replay_fails(tmp_path) -> None:
     assert not [
         p
         for p in psutil.Process().children(recursive=True)
-        if "maze.projections.shards" in " ".join(p.cmdline())
+        if "maze.projections.shard_main" in " ".join(p.cmdline())
     ]
 
 

@@ -29,7 +29,7 @@ import msgspec
 from maze.core.errors import Conflict
 from maze.projections import db
 from maze.projections.fold import Row, RunModel
-from maze.projections.projector import FINISHED_ROWS, Folder
+from maze.projections.folder import FINISHED_ROWS, Folder
 
 FLUSH_ROWS = 50_000  # rows written per load (a load costs ~5 µs a row, whatever its size past this)
 _encode = msgspec.json.Encoder().encode

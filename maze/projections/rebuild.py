@@ -19,7 +19,8 @@ from maze.events import subjects
 from maze.events.log_reader import LogReader
 from maze.projections import db
 from maze.projections.bulk import gc_paused
-from maze.projections.projector import STREAMS, Projector
+from maze.projections.folder import STREAMS
+from maze.projections.projector import Projector
 from maze.projections.schema import KEYS, TABLES, ddl
 from maze.projections.shards import Shards, shard_count
 

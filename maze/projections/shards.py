@@ -23,7 +23,6 @@ import os
 import socket
 import subprocess
 import sys
-import traceback
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
@@ -34,13 +33,9 @@ import msgspec
 
 from maze.core.errors import Unavailable
 from maze.core.host_limits import usable_cores
-from maze.core.logs import configure_logging
-from maze.core.procs import die_with
 from maze.events import subjects
-from maze.events.codec import decode_events
-from maze.projections import db
-from maze.projections.bulk import BulkFolder, gc_paused
-from maze.projections.projector import FINISHED_ROWS
+from maze.projections.folder import FINISHED_ROWS
+from maze.projections.shard_main import Item
 
 MAX_SHARDS = 4
 SHARD_BATCH = 2_000  # messages handed to a shard at a time
@@ -48,9 +43,8 @@ SHARD_BATCH_BYTES = 8 << 20  # or fewer, when they are large
 JOIN_S = 5.0
 STALL_S = 120.0  # a shard taking no batch (or not finishing) this long is stuck
 
-Item = tuple[str, int, str, bytes]  # stream, sequence, subject, payload: a message as a shard gets it
+
 _encode = msgspec.msgpack.Encoder().encode
-_decode_items = msgspec.msgpack.Decoder(list[Item]).decode
 _decode_answer = msgspec.msgpack.Decoder(dict[str, Any]).decode
 
 
@@ -72,40 +66,6 @@ def shard_of(stream: str, subject: str, shards: int) -> int | None:
     return zlib.crc32(run_id.encode()) % shards
 
 
-def shard_main(pipe: Connection, path: str, finished_rows: int = FINISHED_ROWS) -> None:
-    """A shard's process: fold each batch it is handed into the file at `path`; an empty message
-    ends the fold (the file is then complete). Answers once: `{"ok": true}` or the error, then
-    ends (code 1 after an error)."""
-    try:
-        conn = db.open_db(path, keys=False)  # appended to, then read whole by the compare and the swap
-        conn.execute("SET threads = 1")  # one shard a core: DuckDB's own threads only contend
-        # closed without a checkpoint (~0.15 s at the end of a 100,000-run rebuild, on its critical
-        # path): the bulk loads wrote their rows into the file itself, the write-ahead log holds
-        # the last small commits, and the rebuild's read-only attach replays it
-        conn.execute("PRAGMA disable_checkpoint_on_shutdown")
-        folder = BulkFolder(conn, finished_rows=finished_rows)
-        try:
-            with gc_paused():  # bulk.py: the fold makes no cycles
-                while data := pipe.recv_bytes():
-                    batch = [
-                        (stream, seq, decode_events(payload, stream=stream, seq=seq, subject=subject))
-                        for stream, seq, subject, payload in _decode_items(data)
-                    ]
-                    folder.commit(*folder.fold(batch))
-                folder.finish()
-        finally:
-            folder.close()
-            conn.close()
-        answer: dict[str, Any] = {"ok": True}
-    except BaseException as exc:  # said to the rebuild, which fails with it
-        answer = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
-    try:
-        pipe.send_bytes(_encode(answer))
-    except OSError:  # the rebuilding process is gone: nobody to tell
-        os._exit(1)
-    os._exit(0 if answer["ok"] else 1)  # freeing millions of rows one by one only delays the rebuild
-
-
 class Shards:
     """The shard processes of one rebuild, and their files under `scratch`."""
 
@@ -123,7 +83,7 @@ class Shards:
         self._sending: list[asyncio.Future[None] | None] = [None] * count
 
     def start(self) -> None:
-        """Each shard a fresh interpreter (`python -m maze.projections.shards FD PATH ROWS PID`): this
+        """Each shard a fresh interpreter (`python -m maze.projections.shard_main FD PATH ROWS PID`, shard_main.py): this
         process has threads (DuckDB's, nats') to not fork with, and multiprocessing's spawn would
         run the caller's `__main__` again in it. Each keeps its share of the finished rows a fold
         keeps in memory (FINISHED_ROWS in all)."""
@@ -135,7 +95,7 @@ class Shards:
                     [
                         sys.executable,
                         "-m",
-                        "maze.projections.shards",
+                        "maze.projections.shard_main",
                         str(theirs.fileno()),
                         str(path),
                         str(rows),
@@ -250,9 +210,3 @@ class Shards:
 
 def _failed(answer: dict[str, Any]) -> RuntimeError:
     return RuntimeError(f"a rebuild's fold process failed: {answer.get('error')}\n{answer.get('traceback')}")
-
-
-if __name__ == "__main__":
-    die_with(int(sys.argv[4]))  # killed with the rebuilding process, not left folding for nobody
-    configure_logging()  # as the read models' process logs (JSON off a terminal)
-    shard_main(Connection(int(sys.argv[1])), sys.argv[2], int(sys.argv[3]))

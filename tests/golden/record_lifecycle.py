@@ -24,7 +24,7 @@ from maze.events.specs import InputRef, InputValue, NodeCapacity, RetryPolicy, T
 from maze.events.tasks import AttemptFailed, AttemptRejected, AttemptStarted, AttemptSucceeded
 from maze.head.scheduler import Scheduler
 from maze.projections import db
-from maze.projections.projector import Folder
+from maze.projections.folder import Folder
 from maze.projections.schema import TABLES
 
 HERE = Path(__file__).parent

@@ -14,7 +14,7 @@ import msgspec
 
 from maze.events.codec import decode_events
 from maze.projections import db
-from maze.projections.projector import Folder
+from maze.projections.folder import Folder
 from maze.projections.schema import TABLES
 
 HERE = Path(__file__).parent
