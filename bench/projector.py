@@ -62,7 +62,7 @@ class Reader(threading.Thread):
 
     def __init__(self, conn, folder: Folder, run_ids: list[str], task_ids: list[str]) -> None:  # type: ignore[no-untyped-def]
         super().__init__(daemon=True)
-        self.cur = conn.cursor()
+        self.cur = db.cursor(conn)
         self.folder = folder
         self.run_ids, self.task_ids = run_ids, task_ids
         self.samples: dict[str, list[float]] = {"run": [], "tasks page": [], "task": []}

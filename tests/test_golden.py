@@ -69,7 +69,7 @@ def test_lifecycle_history_folds_into_the_recorded_read_models(tmp_path) -> None
         assert json.loads(json.dumps(rows, default=str)) == expected[table], table
     from maze.projections import queries
 
-    cur = conn.cursor()
+    cur = db.cursor(conn)
     assert queries.get_run(cur, "run_lifecycle")["state"] == "succeeded"
     attempts = {
         t: [

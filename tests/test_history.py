@@ -609,7 +609,7 @@ def test_the_bounded_query_answers_as_a_plain_top_n_would(tmp_path: Path, monkey
     folder = Folder(conn)
     batch = [(subjects.RUNS_STREAM, seq, events) for seq, (_, events, _) in enumerate(_history_messages(), 1)]
     folder.commit(*folder.fold(batch))
-    cur = conn.cursor()
+    cur = db.cursor(conn)
     rng = random.Random(5)
     for _ in range(60):
         params: dict = {

@@ -230,9 +230,9 @@ def test_run_rows_in_memory_equal_the_committed_rows(tmp_path) -> None:
         folder.commit(*folder.fold([("MAZE_RUNS", seq, [event])]))
         if event is events[-1]:
             break  # the run has finished: with no room for finished runs, its row left memory
-        assert queries.run_from_row(folder.run_rows["r"]) == queries.get_run(conn.cursor(), "r"), seq
+        assert queries.run_from_row(folder.run_rows["r"]) == queries.get_run(db.cursor(conn), "r"), seq
     assert "r" not in folder.run_rows and "r" not in folder.cache
-    assert queries.get_run(conn.cursor(), "r")["state"] == "succeeded"
+    assert queries.get_run(db.cursor(conn), "r")["state"] == "succeeded"
 
 
 def test_decoded_specs_leave_nothing_for_the_cyclic_gc() -> None:
@@ -270,10 +270,10 @@ def test_the_read_models_refuse_a_deposed_leaders_late_decision_as_the_controlle
     late = RunFinished(run_id="r", at_ms=3, state="failed", epoch=1)
     restarted = Folder(conn)  # the epoch comes back with the positions
     restarted.commit(*restarted.fold([("MAZE_RUNS", 3, [late])]))
-    assert queries.get_run(conn.cursor(), "r")["state"] != "failed"
+    assert queries.get_run(db.cursor(conn), "r")["state"] != "failed"
     current = RunFinished(run_id="r", at_ms=4, state="failed", epoch=2)
     restarted.commit(*restarted.fold([("MAZE_RUNS", 4, [current])]))
-    assert queries.get_run(conn.cursor(), "r")["state"] == "failed"
+    assert queries.get_run(db.cursor(conn), "r")["state"] == "failed"
 
 
 def test_a_nodes_report_on_an_attempt_placed_elsewhere_changes_nothing_in_either_fold() -> None:

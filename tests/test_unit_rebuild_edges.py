@@ -35,7 +35,7 @@ class _StubProjector:
         self.folder = _F()
 
     def cursor(self):
-        return self.conn.cursor()
+        return db.cursor(self.conn)
 
 
 class _StubNats:

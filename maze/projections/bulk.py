@@ -70,7 +70,7 @@ class BulkFolder(Folder):
         path = conn.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()")
         where = (path.fetchone() or (None,))[0]
         self._scratch = Path(tempfile.mkdtemp(prefix="bulk-", dir=Path(where).parent if where else None))
-        self._writer = conn.cursor()  # the loading thread's own connection
+        self._writer = db.cursor(conn)  # the loading thread's own connection
         self._loader = ThreadPoolExecutor(1, thread_name_prefix="bulk-load")
         self._loading: Future[None] | None = None
         self._loading_runs: list[RunModel] = []

@@ -53,7 +53,7 @@ class Projector:
         return dict(self.folder.positions)
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
-        return self.conn.cursor()
+        return db.cursor(self.conn)
 
     def run_row(self, run_id: str) -> RunRow | None:
         """The committed row of a run the projector holds in memory (None: ask DuckDB)."""
