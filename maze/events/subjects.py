@@ -42,11 +42,11 @@ def reporter_of(subject: str) -> str | None:
     """The node whose worker wrote on this subject; None for the head's own. A worker writes on
     `maze.run.<run>.<node>` (its reports) and `maze.node.<node>` (its sessions); the head on
     `maze.run.<run>` and `maze.node.<node>.head` (what it decides about the node)."""
-    parts = subject.split(".")
+    parts = subject.split(".", 3)  # a node's id may hold dots: the rest after the run is its id
     if len(parts) < 3 or parts[0] != "maze":
         return None
     if parts[1] == "run":
-        return ".".join(parts[3:]) or None
+        return parts[3] or None if len(parts) == 4 else None
     if parts[1] == "node":
         return parts[2] if len(parts) == 3 else None
     return None

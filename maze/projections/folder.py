@@ -58,18 +58,20 @@ class Folder:
         touched: dict[str, RunModel] = {}
         nodes: dict[str, Row | None] = {}
         new_positions: dict[str, int] = {}
+        # each stream's position before the batch (the positions move only when it is committed)
+        applied = {stream: self.positions.get(stream, 0) for stream in STREAMS}
+        cache = self.cache
         created = [
             e.run_id
             for stream, seq, events in batch
-            if seq > self.positions.get(stream, 0)
+            if seq > applied.get(stream, 0)
             for e in events
-            if isinstance(e, RunCreated) and e.run_id not in self.cache
+            if type(e) is RunCreated and e.run_id not in cache
         ]
         stored = self._stored_runs(created)  # usually none: a run.created is a run's first
         epochs = {key: self.positions.get(key, 0) for key in EPOCH_KEYS.values()}
-        cache = self.cache
         for stream, seq, events in batch:
-            if seq <= self.positions.get(stream, 0):
+            if seq <= applied.get(stream, 0):
                 continue  # already applied (a replay after a crash)
             new_positions[stream] = seq
             key = EPOCH_KEYS.get(stream, EPOCH_KEY)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import operator
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +32,8 @@ from maze.events.values import MARKER
 if TYPE_CHECKING:
     from maze.projections.rows import RunRow, TaskRow
 
-_decode_json = msgspec.json.decode  # the fold's own strict JSON text (json_text.py `dumps`)
+_decode_json = msgspec.json.decode
+_index = operator.attrgetter("task_index")  # the fold's own strict JSON text (json_text.py `dumps`)
 
 NAMES_MAX_CHARS = 4096
 SUMMARY_TASKS = 10
@@ -89,7 +91,11 @@ def result_summary(tasks: dict[str, TaskRow]) -> dict[str, Any]:
         if task.upstream != _NO_UPSTREAM:
             feeding.update(_decode_json(task.upstream))
     sinks = [t for t in tasks.values() if t.task_id not in feeding]
-    shown = heapq.nsmallest(SUMMARY_TASKS, sinks, key=lambda t: t.task_index)
+    shown = (
+        sorted(sinks, key=_index)
+        if len(sinks) <= SUMMARY_TASKS
+        else heapq.nsmallest(SUMMARY_TASKS, sinks, key=_index)
+    )
     truncated = len(sinks) > len(shown)
     listed = []
     for task in shown:
