@@ -275,6 +275,11 @@ def main() -> None:
                 client.get(f"/runs/{run_id}").raise_for_status()
                 took.append(time.perf_counter() - began)
             results.append(("GET /runs/{id}, any run (read from DuckDB)", took))
+            # again: the first call's processes touched memory this machine had not lent them yet
+            # (a VM's guest pages are backed on first touch; README: Performance)
+            began = time.perf_counter()
+            again_report = client.post("/projections/rebuild", timeout=3600).json()
+            again = time.perf_counter() - began
         everything = [t for name, took in results if "offset" not in name for t in took]
         rows.append(
             (
@@ -295,13 +300,17 @@ def main() -> None:
                 f"({events / replay_cpu:,.0f} per CPU-second of this process and its shards)",
             )
         )
-        rows.append(
-            (
-                "POST /projections/rebuild (replay, compare, swap)",
-                f"{whole:.1f} s, {events / whole:,.0f} events/s, equal: {report.get('equal')}; "
-                + ", ".join(f"{part} {s:.1f} s" for part, s in report.get("seconds", {}).items()),
+        for name, took_s, answer in (
+            ("POST /projections/rebuild (replay, compare, swap), its first call", whole, report),
+            ("POST /projections/rebuild, called again", again, again_report),
+        ):
+            rows.append(
+                (
+                    name,
+                    f"{took_s:.2f} s, {events / took_s:,.0f} events/s, equal: {answer.get('equal')}; "
+                    + ", ".join(f"{part} {s:.2f} s" for part, s in answer.get("seconds", {}).items()),
+                )
             )
-        )
     finally:
         head.stop()
         server.terminate()

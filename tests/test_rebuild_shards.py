@@ -277,3 +277,95 @@ def test_the_shards_end_with_a_rebuilding_process_killed_with_minus_9(tmp_path: 
         assert not alive, "the shards outlived the process that started them"
     finally:
         parent.kill()
+
+
+def test_a_pools_shards_fold_the_next_rebuild_and_the_pool_is_filled_again(
+    nats_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pool (shards.py `ShardPool`) is filled after each rebuild that used it, in the background;
+    the next rebuild's shards are those processes, told their jobs, and fold the same rows as fresh
+    ones. One that died while it waited is replaced. Closing the pool ends every waiting one."""
+    from maze.projections import rebuild
+    from maze.projections import shards as shards_module
+    from maze.projections.shards import ShardPool
+
+    monkeypatch.setattr(rebuild, "shard_count", lambda: 2)
+    started: list[int] = []
+    spawn = shards_module.spawn
+
+    def counted() -> shards_module.Shard:
+        shard = spawn()
+        started.append(shard.proc.pid)
+        return shard
+
+    monkeypatch.setattr(shards_module, "spawn", counted)
+    events = _lifelike_events()
+    pool = ShardPool(2)
+
+    async def rebuilt_once(
+        nc: nats.NATS, upto: dict[str, int], name: str
+    ) -> tuple[dict, list[int], set[int]]:
+        conn = db.open_db(tmp_path / f"{name}.duckdb")
+        before = len(started)
+        async with replayed(nc, tmp_path, upto, pool) as paths:
+            fresh = started[before:]  # the shards this rebuild started itself
+            children = {c.pid for c in psutil.Process().children()}  # zombies too: folded, not reaped
+            sources = []
+            for i, path in enumerate(paths):
+                conn.execute(f"ATTACH '{path}' AS shard{i} (READ_ONLY)")
+                sources.append(f"shard{i}")
+            swap(conn, sources)
+            for source in sources:
+                conn.execute(f"DETACH {source}")
+        return _tables(conn), fresh, children
+
+    async def filled() -> list[int]:
+        for _ in range(200):
+            waiting = pool.waiting
+            if len(waiting) == 2:
+                return [s.proc.pid for s in waiting]
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"the pool was not filled again: {len(pool.waiting)} waiting")
+
+    async def scenario() -> None:
+        nc = await nats.connect(nats_server.url)
+        try:
+            js = await _empty_log(nc)
+            batches, upto = [], {}
+            for stream, event in events:
+                ack = await js.publish(_subject(stream, event), encode_events([event]))
+                batches.append([(stream, ack.seq, [event])])
+                upto[stream] = ack.seq
+            live = _live(tmp_path, batches)
+            assert pool.waiting == [], "nothing is started before a rebuild asks"
+            first, fresh, _ = await rebuilt_once(nc, upto, "first")
+            assert first == live and len(fresh) == 2
+            waiting = await filled()
+            assert all(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in waiting)
+            second, fresh, children = await rebuilt_once(nc, upto, "second")
+            assert second == live
+            assert fresh == [] and set(waiting) <= children, "the waiting shards folded the second rebuild"
+            # one dies while it waits: the next rebuild starts another in its place
+            waiting = await filled()
+            psutil.Process(waiting[0]).kill()
+            third, fresh, children = await rebuilt_once(nc, upto, "third")
+            assert third == live
+            assert len(fresh) == 1 and waiting[1] in children and waiting[0] not in children
+            await filled()
+        finally:
+            await nc.close()
+            await asyncio.to_thread(pool.close)
+
+    asyncio.run(scenario())
+    assert pool.waiting == []
+    assert not _shard_processes()
+    pool.refill()
+    assert pool.waiting == [], "a closed pool starts nothing"
+
+
+def test_a_waiting_shard_let_go_of_ends_quietly() -> None:
+    from maze.projections.shards import spawn
+
+    shard = spawn()
+    shard.pipe.close()
+    assert shard.proc.wait(timeout=30) == 0, "no job, nothing to answer: code 0"

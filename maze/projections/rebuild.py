@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import structlog
 from nats.aio.client import Client as NATS
 
 from maze.core.errors import Conflict
@@ -22,17 +23,22 @@ from maze.projections.bulk import gc_paused
 from maze.projections.folder import STREAMS
 from maze.projections.projector import Projector
 from maze.projections.schema import KEYS, TABLES, ddl
-from maze.projections.shards import Shards, shard_count
+from maze.projections.shards import ShardPool, Shards, shard_count
+
+log = structlog.get_logger(__name__)
 
 
 @asynccontextmanager
-async def replayed(nc: NATS, where: Path, upto: dict[str, int]) -> AsyncIterator[list[Path]]:
+async def replayed(
+    nc: NATS, where: Path, upto: dict[str, int], pool: ShardPool | None = None
+) -> AsyncIterator[list[Path]]:
     """Replay each stream from its start up to `upto[stream]` into fresh read-model files, one per
     shard (shards.py), in a scratch folder under `where` that is removed on leaving. This process
     reads the log (log_reader.py: a connection of its own, a batch at a time) and hands the
-    messages over; the shards fold them."""
+    messages over; the shards fold them. With a `pool`, its waiting shards fold, and it is filled
+    again on leaving, in the background, for the next rebuild."""
     scratch = Path(tempfile.mkdtemp(prefix="bulk-shards-", dir=where))
-    shards = Shards(scratch, shard_count())
+    shards = Shards(scratch, shard_count(), pool)
     try:
         shards.start()
         # bulk.py: ~0.1 s of collections in a 100,000-run replay, none of use. Off for this whole
@@ -45,6 +51,20 @@ async def replayed(nc: NATS, where: Path, upto: dict[str, int]) -> AsyncIterator
     finally:
         await asyncio.to_thread(shards.close)
         shutil.rmtree(scratch, ignore_errors=True)
+        if pool is not None:
+            _refilling.add(asyncio.ensure_future(asyncio.to_thread(_refill, pool)))
+            for done in [f for f in _refilling if f.done()]:
+                _refilling.discard(done)
+
+
+_refilling: set[asyncio.Future[None]] = set()  # kept until done (a task only weakly held may vanish)
+
+
+def _refill(pool: ShardPool) -> None:
+    try:
+        pool.refill()
+    except Exception:  # the next rebuild starts its shards itself, and says why if it cannot
+        log.warning("rebuild.shard_pool_not_filled", exc_info=True)
 
 
 async def _replay(nc: NATS, shards: Shards, upto: dict[str, int]) -> None:
@@ -149,13 +169,16 @@ def _compare_and_swap(live: duckdb.DuckDBPyConnection, paths: list[Path], replac
             live.execute(f"DETACH {source}")
 
 
-async def rebuild(nc: NATS, projector: Projector, replace: bool = True) -> dict[str, Any]:
+async def rebuild(
+    nc: NATS, projector: Projector, replace: bool = True, pool: ShardPool | None = None
+) -> dict[str, Any]:
     """Pause the live projector, replay the log into a new file up to the live position, compare
-    every table, and (if asked) replace the live tables with the rebuilt ones."""
+    every table, and (if asked) replace the live tables with the rebuilt ones. `pool`: shard
+    processes started ahead (shards.py `ShardPool`)."""
     if _running.locked():
         raise Conflict("a rebuild of the read models is running already: wait for its report")
     async with _running:
-        return await _rebuild(nc, projector, replace)
+        return await _rebuild(nc, projector, replace, pool)
 
 
 # one rebuild at a time: a second one would wait on the projector's thread lock on the event loop,
@@ -163,7 +186,7 @@ async def rebuild(nc: NATS, projector: Projector, replace: bool = True) -> dict[
 _running = asyncio.Lock()
 
 
-async def _rebuild(nc: NATS, projector: Projector, replace: bool) -> dict[str, Any]:
+async def _rebuild(nc: NATS, projector: Projector, replace: bool, pool: ShardPool | None) -> dict[str, Any]:
     where = Path(projector.path).parent
     for scratch in where.glob("bulk-*"):  # left by a rebuild that was killed
         if scratch.is_dir():
@@ -181,7 +204,7 @@ async def _rebuild(nc: NATS, projector: Projector, replace: bool) -> dict[str, A
     try:
         upto = projector.positions
         began = time.perf_counter()
-        async with replayed(nc, where, upto) as paths:
+        async with replayed(nc, where, upto, pool) as paths:
             replay_s = time.perf_counter() - began
             report = await asyncio.to_thread(_compare_and_swap, projector.cursor(), paths, replace)
         report["seconds"]["replay"] = round(replay_s, 3)

@@ -43,6 +43,7 @@ from maze.projections import queries
 from maze.projections.projector import Projector
 from maze.projections.rebuild import rebuild
 from maze.projections.run_search import RunQuery
+from maze.projections.shards import ShardPool, shard_count
 
 log = structlog.get_logger(__name__)
 READ_BARRIER_S = 10.0
@@ -69,6 +70,8 @@ class ReadModelServer:
     def __init__(self, projector: Projector) -> None:
         self.projector = projector
         self.js = projector.js
+        # shard processes kept started for the next rebuild, once one was asked for (shards.py)
+        self.shard_pool = ShardPool(shard_count())
         self.ops: dict[str, Callable[..., Awaitable[Any]]] = {
             "list_runs": self.list_runs,
             "match_run_ids": self.match_run_ids,
@@ -194,7 +197,7 @@ class ReadModelServer:
         return {**self.projector.snapshot(), "pid": os.getpid()}
 
     async def rebuild(self) -> Any:
-        return await rebuild(self.projector.nc, self.projector)
+        return await rebuild(self.projector.nc, self.projector, pool=self.shard_pool)
 
 
 async def main(db_path: Path, socket_path: Path, urls: list[str]) -> None:
@@ -217,6 +220,7 @@ async def main(db_path: Path, socket_path: Path, urls: list[str]) -> None:
         await stopping.wait()
     finally:
         listener.close()
+        await asyncio.to_thread(server.shard_pool.close)
         await projector.stop()
         with contextlib.suppress(Exception):
             await nc.close()

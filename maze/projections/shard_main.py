@@ -1,6 +1,8 @@
-"""A rebuild's shard process (shards.py starts it: `python -m maze.projections.shard_main FD PATH
-ROWS PID`): folds the batches it is handed into a read-model file of its own. It imports only what
-it folds with (no asyncio, no NATS client): each shard's start-up is on a rebuild's critical path.
+"""A rebuild's shard process (shards.py starts it: `python -m maze.projections.shard_main FD PID`):
+told its job (the file to fold into) by its first message, it folds the batches it is handed into
+a read-model file of its own. It imports only what it folds with (no asyncio, no NATS client): a
+shard's start-up is on a rebuild's critical path, unless it was started ahead of its rebuild
+(shards.py `ShardPool`), to wait for its job.
 """
 
 from __future__ import annotations
@@ -22,15 +24,33 @@ from maze.projections.bulk import BulkFolder
 from maze.projections.folder import FINISHED_ROWS
 
 Item = tuple[str, int, str, bytes]  # stream, sequence, subject, payload: a message as a shard gets it
+
+
+class Job(msgspec.Struct, frozen=True):
+    """A shard's first message: the file it folds into, and the finished runs' rows it keeps in
+    memory (its share of FINISHED_ROWS)."""
+
+    path: str
+    finished_rows: int = FINISHED_ROWS
+
+
 _encode = msgspec.msgpack.Encoder().encode
 _decode_items = msgspec.msgpack.Decoder(list[Item]).decode
+_decode_job = msgspec.msgpack.Decoder(Job).decode
 
 
-def shard_main(pipe: Connection, path: str, finished_rows: int = FINISHED_ROWS) -> None:
-    """A shard's process: fold each batch it is handed into the file at `path`; an empty message
-    ends the fold (the file is then complete). Answers once: `{"ok": true}` or the error, then
-    ends (code 1 after an error)."""
+def shard_main(pipe: Connection) -> None:
+    """A shard's process: wait for its job, fold each batch it is handed into the job's file; an
+    empty message ends the fold (the file is then complete). Answers once: `{"ok": true}` or the
+    error, then ends (code 1 after an error). A shard let go of before any job (its socket closed:
+    a pool's, ShardPool.close) ends at once, code 0."""
     try:
+        try:
+            data = pipe.recv_bytes()
+        except (EOFError, OSError):
+            os._exit(0)
+        job = _decode_job(data)
+        path, finished_rows = job.path, job.finished_rows
         # appended to, then read whole by the compare and the swap; DuckDB's row groups (smaller
         # ones made each bulk load compress its rows as it wrote them: a slower fold, ~4%)
         conn = db.open_db(path, keys=False, row_group_rows=None)
@@ -67,6 +87,6 @@ if __name__ == "__main__":
     # and turning it on had the first collection walk every object made meanwhile (~0.08 s a shard,
     # at the end of the fold, on a rebuild's critical path)
     gc.disable()
-    die_with(int(sys.argv[4]))  # killed with the rebuilding process, not left folding for nobody
+    die_with(int(sys.argv[2]))  # killed with the rebuilding process, not left folding for nobody
     configure_logging()  # as the read models' process logs (JSON off a terminal)
-    shard_main(Connection(int(sys.argv[1])), sys.argv[2], int(sys.argv[3]))
+    shard_main(Connection(int(sys.argv[1])))
