@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -347,7 +348,12 @@ def test_a_pools_shards_fold_the_next_rebuild_and_the_pool_is_filled_again(
             assert fresh == [] and set(waiting) <= children, "the waiting shards folded the second rebuild"
             # one dies while it waits: the next rebuild starts another in its place
             waiting = await filled()
-            psutil.Process(waiting[0]).kill()
+            killed = psutil.Process(waiting[0])
+            killed.kill()
+            for _ in range(200):  # dead (not yet reaped) before the rebuild takes the pool's shards
+                if killed.status() == psutil.STATUS_ZOMBIE:
+                    break
+                await asyncio.sleep(0.01)
             third, fresh, children = await rebuilt_once(nc, upto, "third")
             assert third == live
             assert len(fresh) == 1 and waiting[1] in children and waiting[0] not in children
@@ -369,3 +375,51 @@ def test_a_waiting_shard_let_go_of_ends_quietly() -> None:
     shard = spawn()
     shard.pipe.close()
     assert shard.proc.wait(timeout=30) == 0, "no job, nothing to answer: code 0"
+
+
+def test_a_heads_rebuilds_keep_shards_waiting_and_its_stop_ends_them(nats_server, tmp_path: Path) -> None:
+    """The read models' process fills its pool after a rebuild (not before one is asked for); the
+    next rebuild uses it; the head's stop (Ctrl-C) ends the waiting shards with it."""
+    import httpx
+
+    from tests.helpers import HeadProcess
+
+    head = HeadProcess(tmp_path / "head", nats_url=nats_server.url, extra=["--no-local-worker"])
+    head.start()
+
+    def waiting() -> list[psutil.Process]:
+        assert head.proc is not None
+        found = []
+        for p in psutil.Process(head.proc.pid).children(recursive=True):
+            try:
+                if (
+                    "maze.projections.shard_main" in " ".join(p.cmdline())
+                    and p.status() != psutil.STATUS_ZOMBIE
+                ):
+                    found.append(p)
+            except psutil.NoSuchProcess:
+                continue
+        return found
+
+    try:
+        assert waiting() == [], "no shard is started before a rebuild is asked for"
+        for _ in range(2):
+            report = httpx.post(f"{head.url}/projections/rebuild", timeout=120).json()
+            assert report["equal"] is True, report
+            for _ in range(300):
+                shards = waiting()
+                if shards:
+                    break
+                time.sleep(0.05)
+            assert shards, "the pool was filled after the rebuild"
+        pids = [p.pid for p in shards]
+    finally:
+        assert head.stop() == 0, head.log()
+    for _ in range(200):
+        if not any(
+            psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in pids
+        ):
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError(f"waiting shards outlived their head: {pids}")

@@ -134,3 +134,15 @@ async def test_all_feeds_stay_within_the_total_budget(monkeypatch: pytest.Monkey
     feeds.note("maze.run.run_new", 4, created(), 40)  # 110 bytes: the ended run goes first
     assert sorted(feeds.feeds) == ["run_live", "run_new"]
     assert feeds.bytes == 70
+
+
+def test_a_sound_message_decodes_into_a_whole_decoded() -> None:
+    """decode_message makes its usual answer with tuple.__new__ (no NamedTuple constructor): it
+    must equal the one the constructor makes, every field of it."""
+    from maze.events.codec import decode_message, encode_events, with_authority
+
+    event = RunFinished(run_id="r", state="succeeded", at_ms=1)
+    decoded = decode_message(encode_events([event]))
+    assert decoded == Decoded([event], [], [], []) and len(decoded) == len(Decoded._fields)
+    assert (decoded.events, decoded.unknown, decoded.malformed, decoded.refused) == ([event], [], [], [])
+    assert with_authority(decoded, "maze.run.r") is decoded, "the head's subject: all of it stands"

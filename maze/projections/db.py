@@ -38,7 +38,10 @@ def open_db(
     file's tables without primary keys (schema.py `ddl`). The file is attached as CATALOG, with
     row groups of `row_group_rows` rows (None: DuckDB's default), a setting DuckDB keeps for the
     connection, not in the file; another cursor of the connection reads it through `cursor`."""
-    conn = duckdb.connect()
+    # where DuckDB spills what does not fit in memory: beside the file, as a connection to the
+    # file itself has it (an in-memory instance's default is `.tmp` in the working directory)
+    spill: dict[str, Any] = {} if str(path) == ":memory:" else {"temp_directory": f"{path}.tmp"}
+    conn = duckdb.connect(config=spill)
     quoted = str(path).replace("'", "''")
     size = f" (ROW_GROUP_SIZE {row_group_rows})" if row_group_rows else ""
     conn.execute(f"ATTACH '{quoted}' AS {CATALOG}{size}")

@@ -32,8 +32,8 @@ from maze.events.values import MARKER
 if TYPE_CHECKING:
     from maze.projections.rows import RunRow, TaskRow
 
-_decode_json = msgspec.json.decode
-_index = operator.attrgetter("task_index")  # the fold's own strict JSON text (json_text.py `dumps`)
+_decode_json = msgspec.json.decode  # the fold's own strict JSON text (json_text.py `dumps`)
+_index = operator.attrgetter("task_index")
 
 NAMES_MAX_CHARS = 4096
 SUMMARY_TASKS = 10

@@ -100,6 +100,19 @@ def spawn() -> Shard:
     return Shard(proc, Connection(ours.detach()))
 
 
+def _spawned(count: int, held: list[Shard]) -> list[Shard]:
+    """`held` and `count` fresh shards; if a start fails, every one of them is ended first."""
+    shards = list(held)
+    try:
+        for _ in range(count):
+            shards.append(spawn())
+    except BaseException:
+        for shard in shards:
+            shard.discard()
+        raise
+    return shards
+
+
 class ShardPool:
     """Shard processes started ahead of the next rebuild. A shard's start (an interpreter, and the
     imports it folds with: ~0.25 s of CPU each) otherwise competes with the rebuild's reading and
@@ -124,15 +137,22 @@ class ShardPool:
                 alive.append(shard)
             else:  # gone (killed), or one too many (the pool was made for more)
                 shard.discard()
-        return alive + [spawn() for _ in range(count - len(alive))]
+        return _spawned(count - len(alive), alive)
 
     def refill(self) -> None:
-        """Start shards until `size` wait (in a thread: a start is a fork and an exec)."""
+        """Start shards until `size` wait: outside the lock (a start is a fork and an exec), so a
+        rebuild taking shards meanwhile does not wait for it. Called in a thread of its own that
+        lives on (the default executor's): a shard dies with the thread that started it (the
+        kernel's parent-death signal is a thread's), and so with this process."""
         with self._lock:
-            if self._closed:
+            missing = 0 if self._closed else self.size - len(self._idle)
+        fresh = _spawned(missing, [])
+        with self._lock:
+            if not self._closed:
+                self._idle += fresh
                 return
-            missing = self.size - len(self._idle)
-            self._idle += [spawn() for _ in range(missing)]
+        for shard in fresh:  # closed meanwhile
+            shard.discard()
 
     @property
     def waiting(self) -> list[Shard]:
@@ -182,7 +202,7 @@ class Shards:
                     shard = spawn()
                     self._procs.append(shard.proc)  # `close` ends it, whatever happens next
                     self._pipes.append(shard.pipe)
-                    shard.pipe.send_bytes(job)
+                    self._write(len(self._pipes) - 1, job)  # a failure says why (`_ended`)
                     continue
                 self._procs.append(shard.proc)
                 self._pipes.append(shard.pipe)
