@@ -13,6 +13,7 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path
 
+import duckdb
 import nats
 import psutil
 import pytest
@@ -74,14 +75,7 @@ def test_the_shards_together_equal_the_fold_in_one_process(
     async def scenario() -> tuple[dict, dict, list[str]]:
         nc = await nats.connect(nats_server.url)
         try:
-            js = await _empty_log(nc)
-            batches, upto = [], {}
-            for stream, event in events:
-                ack = await js.publish(_subject(stream, event), encode_events([event]))
-                assert ack.stream == stream
-                batches.append([(stream, ack.seq, [event])])
-                upto[stream] = ack.seq
-            live = _live(tmp_path, batches)
+            live, upto = await _published(await _empty_log(nc), events, tmp_path)
             rebuilt = db.open_db(tmp_path / "rebuilt.duckdb")
             async with replayed(nc, tmp_path, upto) as paths:
                 assert len(paths) == shards
@@ -115,6 +109,29 @@ async def _empty_log(nc: nats.NATS) -> JetStreamContext:
     for stream in (subjects.RUNS_STREAM, subjects.NODES_STREAM):
         await js.purge_stream(stream)
     return js
+
+
+async def _published(js: JetStreamContext, events: list, tmp_path: Path) -> tuple[dict, dict[str, int]]:
+    """`events` written to the log, one a message: the live fold of them (its tables), and each
+    stream's last sequence."""
+    batches, upto = [], {}
+    for stream, event in events:
+        ack = await js.publish(_subject(stream, event), encode_events([event]))
+        assert ack.stream == stream
+        batches.append([(stream, ack.seq, [event])])
+        upto[stream] = ack.seq
+    return _live(tmp_path, batches), upto
+
+
+def _swap_in(conn: duckdb.DuckDBPyConnection, paths: list[Path]) -> None:
+    """The shards' files attached to `conn`, their rows swapped in, detached again."""
+    sources = []
+    for i, path in enumerate(paths):
+        conn.execute(f"ATTACH '{path}' AS shard{i} (READ_ONLY)")
+        sources.append(f"shard{i}")
+    swap(conn, sources)
+    for source in sources:
+        conn.execute(f"DETACH {source}")
 
 
 def _shard_processes() -> list[psutil.Process]:
@@ -225,13 +242,7 @@ def test_a_workers_events_stand_only_where_readers_look_for_them(
             live = _live(tmp_path, batches)
             rebuilt = db.open_db(tmp_path / "rebuilt.duckdb")
             async with replayed(nc, tmp_path, {subjects.RUNS_STREAM: ack.seq}) as paths:
-                sources = []
-                for i, path in enumerate(paths):
-                    rebuilt.execute(f"ATTACH '{path}' AS shard{i} (READ_ONLY)")
-                    sources.append(f"shard{i}")
-                swap(rebuilt, sources)
-                for source in sources:
-                    rebuilt.execute(f"DETACH {source}")
+                _swap_in(rebuilt, paths)
             return live, _tables(rebuilt)
         finally:
             await nc.close()
@@ -311,13 +322,7 @@ def test_a_pools_shards_fold_the_next_rebuild_and_the_pool_is_filled_again(
         async with replayed(nc, tmp_path, upto, pool) as paths:
             fresh = started[before:]  # the shards this rebuild started itself
             children = {c.pid for c in psutil.Process().children()}  # zombies too: folded, not reaped
-            sources = []
-            for i, path in enumerate(paths):
-                conn.execute(f"ATTACH '{path}' AS shard{i} (READ_ONLY)")
-                sources.append(f"shard{i}")
-            swap(conn, sources)
-            for source in sources:
-                conn.execute(f"DETACH {source}")
+            _swap_in(conn, paths)
         return _tables(conn), fresh, children
 
     async def filled() -> list[int]:
@@ -331,13 +336,7 @@ def test_a_pools_shards_fold_the_next_rebuild_and_the_pool_is_filled_again(
     async def scenario() -> None:
         nc = await nats.connect(nats_server.url)
         try:
-            js = await _empty_log(nc)
-            batches, upto = [], {}
-            for stream, event in events:
-                ack = await js.publish(_subject(stream, event), encode_events([event]))
-                batches.append([(stream, ack.seq, [event])])
-                upto[stream] = ack.seq
-            live = _live(tmp_path, batches)
+            live, upto = await _published(await _empty_log(nc), events, tmp_path)
             assert pool.waiting == [], "nothing is started before a rebuild asks"
             first, fresh, _ = await rebuilt_once(nc, upto, "first")
             assert first == live and len(fresh) == 2
