@@ -131,3 +131,48 @@ async def test_a_read_waits_only_for_the_position_its_caller_names(
         await projector.stop()
     finally:
         await nc.close()
+
+
+async def test_query_threads_keep_a_cursor_each_and_the_projectors_stop_closes_them(
+    nats_server, tmp_path
+) -> None:
+    """Each query thread keeps one cursor (made once: `USE`ing the read models costs ~0.1 ms); the
+    projector's stop closes them all with the file, which another process can then open."""
+    import subprocess
+    import sys
+    import threading
+
+    import duckdb
+    import nats
+    import pytest
+
+    from maze.events.store import ensure_streams
+    from maze.projections.projector import Projector
+
+    nc = await nats.connect(nats_server.url)
+    try:
+        await ensure_streams(nc.jetstream())
+        path = tmp_path / "rm.duckdb"
+        projector = Projector(nc, path)
+        mine = projector.thread_cursor()
+        assert projector.thread_cursor() is mine
+        other: list = []
+        thread = threading.Thread(target=lambda: other.append(projector.thread_cursor()))
+        thread.start()
+        thread.join()
+        assert other[0] is not mine
+        assert other[0].execute("SELECT count(*) FROM runs").fetchone() == (0,), "on the read models"
+        projector.start()
+        await projector.stop()
+        for cursor in (mine, other[0]):
+            with pytest.raises(duckdb.ConnectionException):
+                cursor.execute("SELECT 1")
+        opened = subprocess.run(
+            [sys.executable, "-c", f"import duckdb; duckdb.connect({str(path)!r}).close()"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert opened.returncode == 0, opened.stderr
+    finally:
+        await nc.close()

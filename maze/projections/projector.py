@@ -44,6 +44,7 @@ class Projector:
         self.conn = db.open_db(path)
         self.folder = Folder(self.conn)
         self.lock = threading.Lock()  # held while a batch is written or a rebuild compares
+        self._cursors = threading.local()  # each query thread's cursor (`thread_cursor`)
         self.advanced = asyncio.Condition()
         self.readers_waiting = 0
         self._task: asyncio.Task[None] | None = None
@@ -53,7 +54,18 @@ class Projector:
         return dict(self.folder.positions)
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
+        """A new cursor (a rebuild's: its transaction and attached files are its own)."""
         return db.cursor(self.conn)
+
+    def thread_cursor(self) -> duckdb.DuckDBPyConnection:
+        """The calling thread's cursor for queries, made once a thread: a DuckDB cursor is a
+        connection of its own, and one made to `USE` the read models costs ~0.1 ms (db.cursor),
+        beside ~0.4 ms for a short query. Never handed to another thread: a cursor is not for two
+        at once."""
+        cur: duckdb.DuckDBPyConnection | None = getattr(self._cursors, "cursor", None)
+        if cur is None:
+            cur = self._cursors.cursor = db.cursor(self.conn)
+        return cur
 
     def run_row(self, run_id: str) -> RunRow | None:
         """The committed row of a run the projector holds in memory (None: ask DuckDB)."""
@@ -68,7 +80,7 @@ class Projector:
 
     def _close(self) -> None:
         with self.lock:  # a batch may still be committing in its thread
-            self.conn.close()
+            self.conn.close()  # and with it every cursor made of it (the query threads' too)
 
     async def wait_for(self, targets: dict[str, int], timeout: float = 5.0) -> bool:
         """Wait until every stream position reaches its target (read-your-writes, no sleeps)."""

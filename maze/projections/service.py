@@ -138,12 +138,19 @@ class ReadModelServer:
                 target=target,
             )
 
+    async def _query(self, query: Callable[..., Any], *args: Any) -> Any:
+        """`query(cursor, *args)` in a thread, on that thread's own cursor (Projector.thread_cursor)."""
+        return await asyncio.to_thread(self._in_thread, query, *args)
+
+    def _in_thread(self, query: Callable[..., Any], *args: Any) -> Any:
+        return query(self.projector.thread_cursor(), *args)
+
     async def query_run(self, query: Callable[..., Any], run_id: str, *args: Any) -> Any:
         """A per-run query. A run the log has must not read as missing: if the read models do not
         know it yet, wait for them to reach its last event and ask again (404 only when the log
         has no such run)."""
         try:
-            return await asyncio.to_thread(query, self.projector.cursor(), run_id, *args)
+            return await self._query(query, run_id, *args)
         except NotFound as exc:
             if "task_id" in exc.details:
                 raise  # the run is there, the task is not
@@ -151,19 +158,19 @@ class ReadModelServer:
             if not last:
                 raise
             await self.reach(last)
-            return await asyncio.to_thread(query, self.projector.cursor(), run_id, *args)
+            return await self._query(query, run_id, *args)
 
     # ---- the queries ----------------------------------------------------------------------------
     async def list_runs(self, limit: int, offset: int, state: str | None) -> Any:
-        return await asyncio.to_thread(queries.list_runs, self.projector.cursor(), limit, offset, state)
+        return await self._query(queries.list_runs, limit, offset, state)
 
     async def match_run_ids(self, prefix: str, limit: int) -> Any:
-        return await asyncio.to_thread(queries.match_run_ids, self.projector.cursor(), prefix, limit)
+        return await self._query(queries.match_run_ids, prefix, limit)
 
     async def search_runs(self, query: dict[str, Any]) -> Any:
         """A page of run history: `query` is a RunQuery (run_search.py) the head validated."""
         parsed = msgspec.convert(query, RunQuery)
-        runs, next_cursor = await asyncio.to_thread(queries.search, self.projector.cursor(), parsed)
+        runs, next_cursor = await self._query(queries.search, parsed)
         return {"runs": runs, "next_cursor": next_cursor}
 
     async def get_run(self, run_id: str) -> Any:
@@ -191,7 +198,7 @@ class ReadModelServer:
         return await self.query_run(queries.get_artifacts, run_id)
 
     async def list_nodes(self) -> Any:
-        return await asyncio.to_thread(queries.list_nodes, self.projector.cursor())
+        return await self._query(queries.list_nodes)
 
     async def status(self) -> Any:
         return {**self.projector.snapshot(), "pid": os.getpid()}
