@@ -192,20 +192,18 @@ class Shards:
         rows = max(1, FINISHED_ROWS // self.count)
         taken = self._pool.take(self.count) if self._pool is not None else []
         try:
-            for path in self.paths:
-                job = _encode(Job(str(path), rows))  # a few bytes: the socket takes them at once
+            for i, path in enumerate(self.paths):
                 shard = taken.pop(0) if taken else spawn()
+                self._procs.append(shard.proc)  # `close` ends it from here on
+                self._pipes.append(shard.pipe)
+                job = _encode(Job(str(path), rows))  # a few bytes: the socket takes them at once
                 try:
                     shard.pipe.send_bytes(job)
-                except OSError:  # a pool's shard, gone since it was taken
+                except OSError:  # a pool's shard, gone since it was taken: a fresh one instead
                     shard.discard()
-                    shard = spawn()
-                    self._procs.append(shard.proc)  # `close` ends it, whatever happens next
-                    self._pipes.append(shard.pipe)
-                    self._write(len(self._pipes) - 1, job)  # a failure says why (`_ended`)
-                    continue
-                self._procs.append(shard.proc)
-                self._pipes.append(shard.pipe)
+                    fresh = spawn()
+                    self._procs[i], self._pipes[i] = fresh.proc, fresh.pipe
+                    self._write(i, job)  # a failure says why (`_ended`)
         except BaseException:
             for shard in taken:  # not used: a start that failed midway
                 shard.discard()
