@@ -42,9 +42,8 @@ def open_db(
     # file itself has it (an in-memory instance's default is `.tmp` in the working directory)
     spill: dict[str, Any] = {} if str(path) == ":memory:" else {"temp_directory": f"{path}.tmp"}
     conn = duckdb.connect(config=spill)
-    quoted = str(path).replace("'", "''")
     size = f" (ROW_GROUP_SIZE {row_group_rows})" if row_group_rows else ""
-    conn.execute(f"ATTACH '{quoted}' AS {CATALOG}{size}")
+    conn.execute(f"ATTACH {sql_text(path)} AS {CATALOG}{size}")
     conn.execute(f"USE {CATALOG}")
     tables = {
         r[0]
@@ -67,6 +66,12 @@ def open_db(
     if conn.execute("SELECT count(*) FROM schema_version").fetchone() == (0,):
         conn.execute("INSERT INTO schema_version VALUES (?)", [SCHEMA_VERSION])
     return conn
+
+
+def sql_text(path: Path | str) -> str:
+    """A path as an SQL string literal (where DuckDB takes no parameter: ATTACH, a table function's
+    file)."""
+    return "'" + str(path).replace("'", "''") + "'"
 
 
 def cursor(conn: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
@@ -113,8 +118,7 @@ def load_json_rows(conn: duckdb.DuckDBPyConnection, table: str, path: Path, fres
     cols = TABLES[table]
     types = ", ".join(f"'{c}': '{t}'" for c, t in cols.items())
     names = ", ".join(cols)
-    source = str(path).replace("'", "''")
-    rows = f"read_json('{source}', format = 'array', columns = {{{types}}}, maximum_object_size = {MAX_ROW_BYTES})"
+    rows = f"read_json({sql_text(path)}, format = 'array', columns = {{{types}}}, maximum_object_size = {MAX_ROW_BYTES})"
     if not fresh:
         same = " AND ".join(f"{table}.{key} = new.{key}" for key in KEYS[table])
         conn.execute(

@@ -52,9 +52,9 @@ async def replayed(
         await asyncio.to_thread(shards.close)
         shutil.rmtree(scratch, ignore_errors=True)
         if pool is not None:
-            _refilling.add(asyncio.ensure_future(asyncio.to_thread(_refill, pool)))
-            for done in [f for f in _refilling if f.done()]:
-                _refilling.discard(done)
+            refilling = asyncio.ensure_future(asyncio.to_thread(_refill, pool))
+            _refilling.add(refilling)
+            refilling.add_done_callback(_refilling.discard)
 
 
 _refilling: set[asyncio.Future[None]] = set()  # kept until done (a task only weakly held may vanish)
@@ -152,8 +152,7 @@ def _compare_and_swap(live: duckdb.DuckDBPyConnection, paths: list[Path], replac
     began = time.perf_counter()  # the attaches count as the compare's (each replays its file's log)
     try:
         for source, path in zip(sources, paths, strict=True):
-            quoted = str(path).replace("'", "''")
-            live.execute(f"ATTACH '{quoted}' AS {source} (READ_ONLY)")
+            live.execute(f"ATTACH {db.sql_text(path)} AS {source} (READ_ONLY)")
             attached.append(source)
         report = compare(live, sources)
         compared = time.perf_counter()
