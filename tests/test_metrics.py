@@ -109,7 +109,9 @@ def test_metrics_count_each_task_outcome_once(head: HeadProcess, client: MaClien
     }
     assert durations == {"succeeded": 5, "failed": 1}
     assert after[("maze_publish_latency_seconds_count", (("stream", subjects.RUNS_STREAM),))] > 0
-    assert after[("maze_publish_latency_seconds_count", (("stream", subjects.WORK_STREAM),))] > 0
+    # the head's own worker takes its work in process (no work message): each of the 6 attempts
+    handed = ("maze_work_handed_locally_total", ())
+    assert after[handed] - before.get(handed, 0.0) == 6
     for state in ("pending", "queued", "running", "retry_wait"):
         assert after[("maze_tasks_active", (("state", state),))] == 0
     # a scrape changes nothing

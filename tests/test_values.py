@@ -10,6 +10,7 @@ import hashlib
 import os
 import threading
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import httpx
 import msgspec
@@ -23,7 +24,7 @@ from maze.events import subjects
 from maze.events.blobs import BlobStore
 from maze.events.codec import decode_work
 from maze.events.work import WorkBatch
-from tests.helpers import HeadProcess, NatsServer
+from tests.helpers import HeadProcess, NatsServer, WorkerProcess
 
 MB = 1024 * 1024
 
@@ -84,20 +85,28 @@ def _states(client: MaClient, run_id: str) -> dict[str, str]:
 
 
 def test_a_closure_over_3_mb_runs_200_times_with_its_code_stored_once(
-    client: MaClient, head: HeadProcess, nats_server: NatsServer
+    client: MaClient, head: HeadProcess, nats_server: NatsServer, tmp_path: Path
 ) -> None:
     data = os.urandom(3 * MB)
 
-    @task
+    # 5 cpus: more than the head's own worker has (4), so every attempt goes to the worker in a
+    # process of its own, on its work subject (the head's own worker takes its work in process)
+    @task(resources={"cpu": 5})
     def closure(i: int = 0):
         return {"n": len(data) + i}
 
     wf = client.create_workflow()
     tasks = [wf.add_task(closure, inputs={"i": i}) for i in range(200)]
-    with WorkTap(nats_server.url) as work:
-        run_id = wf.run()
-        summary = wf.show_results(run_id)
+    remote = WorkerProcess(head, "values-remote", ["--cpus", "5", "--gpus", "none"], tmp_path)
+    remote.start()
+    try:
+        with WorkTap(nats_server.url) as work:
+            run_id = wf.run()
+            summary = wf.show_results(run_id)
+    finally:
+        remote.stop()
     assert summary["state"] == "succeeded", summary
+    assert {t["node_id"] for t in client.get_run_tasks(run_id)} == {"values-remote"}
     assert [summary["task_results"][t.task_id]["n"] for t in tasks] == [3 * MB + i for i in range(200)]
     created = client.get_run_events(run_id)[0]
     assert created["type"] == "run.created" and created["functions"] == []

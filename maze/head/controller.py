@@ -25,7 +25,7 @@ import signal
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 import structlog
@@ -85,6 +85,15 @@ ENDED_SESSIONS_KEPT = 10_000
 SNAPSHOT_COST_FACTOR = 100  # a snapshot waits at least 100x as long as the last one took to make
 SNAPSHOT_MAX_BYTES = 1 << 40  # the blob store's per-value cap is for users' values, not this
 WorkMessage = tuple[str, bytes, str]  # node id, WorkBatch payload, message id
+
+
+class LocalNode(Protocol):
+    """The worker that runs in this head's own process (maze/workers/worker.py), whose work is
+    handed over in process instead of sent on its work subject."""
+
+    node_id: str
+
+    def take_work(self, items: list[WorkItem]) -> None: ...
 STREAMS = (subjects.RUNS_STREAM, subjects.NODES_STREAM)
 
 
@@ -106,6 +115,7 @@ class RunController:
         self.last_error: str | None = None
         self._losing: set[tuple[str, str]] = set()  # node sessions declared lost, not yet folded
         self.feeds = RunFeeds()  # what it folds of the runs stream, for the API's live streams
+        self.local_node: LocalNode | None = None  # the worker in this process (set by the head)
         self.metrics = HeadMetrics(self)  # kept across restarts: what it counted stays counted
         self._snapshot_lock = asyncio.Lock()
         # which head decides (maze/head/lease.py): kept across restarts of this controller's fold
@@ -732,23 +742,38 @@ class RunController:
 
     async def _send(self, decision: Decision, now: int) -> None:
         """The decision's work (and the work re-sent from the log), within the byte budget. Work
-        that cannot be sent at all is recorded failed instead (folded when it comes back)."""
+        that cannot be sent at all is recorded failed instead (folded when it comes back). Work of
+        the worker in this process is handed to it directly (its placements are stored: what a
+        work message would carry, in memory, as the in-memory work stream would keep it)."""
         if not decision.work and not decision.resend:
             return
         failed: list[Event] = []
-        messages = await self._pack(decision.work, decision.code, now, failed, "")
+        local: list[WorkItem] = []
+        messages = await self._pack(decision.work, decision.code, now, failed, "", local)
         if decision.resend:
-            messages += await self._pack(decision.resend, decision.code, now, failed, f"/resend/{now}")
+            messages += await self._pack(
+                decision.resend, decision.code, now, failed, f"/resend/{now}", local
+            )
         if failed:
             try:
                 await self.store.publish_runs(make_fit(stamp(failed, self.lease.epoch), self.budget))
             except Exception as exc:  # the delivery check will meet them again
                 log.warning("controller.work_failures_not_recorded", error=describe_error(exc))
-        if not messages:
+        if not messages and not local:
             return
         if not self.deciding:  # deposed meanwhile: its placements, if they stand, are resent by the
             log.warning("controller.work_withheld_not_deciding", messages=len(messages))  # new leader
             return
+        if local and self.local_node is not None:
+            try:
+                self.local_node.take_work(local)
+                self.metrics.work_handed.inc(len(local))
+            except Exception as exc:  # recorded as placed: the delivery check hands it again
+                log.warning("controller.work_not_handed", error=describe_error(exc))
+            if not messages:
+                # one turn of the loop: the attempts just taken reach their task processes before
+                # the caller goes on (an API answer, the rest of a pass), not after it
+                await asyncio.sleep(0)
         results = await asyncio.gather(
             *(
                 publish_durably(self.store.js, subjects.work_subject(node), data, {headers.MSG_ID: msg_id})
@@ -772,17 +797,23 @@ class RunController:
         now: int,
         failed: list[Event],
         msg_suffix: str,
+        local: list[WorkItem],
     ) -> list[WorkMessage]:
-        """Each node's work as messages within the byte budget. An attempt whose work cannot be
-        sent is recorded failed (its event joins `failed`) instead."""
+        """Each node's work as messages within the byte budget; the work of the worker in this
+        process joins `local` instead. An attempt whose work cannot be sent (its code not stored,
+        too large for any message) is recorded failed (its event joins `failed`) instead."""
         code_failed = await self.code.ensure(code) if code else {}
         limit = item_limit(self.budget)
         messages: list[WorkMessage] = []
+        local_id = self.local_node.node_id if self.local_node is not None else None
         for node_id, items in work.items():
             kept, encoded = [], []
             for item in items:
                 error: TaskError | None = code_failed.get(item.func_hash)
                 data = b""
+                if error is None and node_id == local_id:
+                    local.append(item)
+                    continue
                 if error is None:
                     data = encode_item(item)
                     if len(data) > limit:

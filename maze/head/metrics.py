@@ -25,7 +25,7 @@ import math
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -248,6 +248,11 @@ class HeadMetrics:
             registry=self.registry,
         )
         self._publish_by_stream: dict[str, Any] = {}
+        self.work_handed = Counter(
+            "maze_work_handed_locally",
+            "Attempts handed to the worker in the head's own process (no work message).",
+            registry=self.registry,
+        )
         # runs-stream messages the read models have not committed yet; NaN while they do not answer
         self.projector_lag: float = math.nan
         self.registry.register(_ScrapeCollector(controller, self))

@@ -268,6 +268,9 @@ class Head:
                     sandbox_hidden=[settings.data_path],
                 )
                 await worker.start()
+                # its work is handed over in process, not sent on its work subject (one publish, one
+                # delivery and one decode less on every attempt's way here)
+                controller.local_node = worker
                 while (
                     node_id not in controller.placer.nodes
                     or controller.placer.nodes[node_id].session != worker.session
@@ -353,6 +356,8 @@ class Head:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(server_task, 5)
             if worker is not None:
+                if controller is not None:
+                    controller.local_node = None
                 await worker.stop()
             if controller is not None:
                 await controller.stop()

@@ -106,6 +106,7 @@ class Worker:
         self._rejoining = False
         self._rejoin_lock = asyncio.Lock()
         self._stopping = False
+        self._pulling = False  # between a session's join and its leave: work is taken
         self.usage = Usage()
         self.running: dict[tuple[str, str, int], asyncio.Task[None]] = {}
         self.seen: OrderedDict[tuple[str, str, int], None] = OrderedDict()
@@ -177,6 +178,7 @@ class Worker:
             self.nc, subjects.WORK_STREAM, self.durable, self._on_work, ensure_consumer=self._ensure_consumer
         )
         await self.puller.start()
+        self._pulling = True
         self.kv = await heartbeat_bucket(self.js)
         self.outbox.start()
         await self._beat()
@@ -218,6 +220,7 @@ class Worker:
 
     async def leave(self) -> None:
         """End this session: stop pulling, kill running attempts (they will be retried)."""
+        self._pulling = False
         await self.puller.stop()
         # cancelled until it takes (maze/core/tasks.py): the heartbeat of a session that ended must
         # stop, or the head goes on seeing the lost session alive and this node never rejoins
@@ -363,6 +366,19 @@ class Worker:
             self._end_run(cancel)
         if self.session in batch.lost_sessions:
             self._declared_lost("told on its work subject")
+        self._pump()
+
+    def take_work(self, items: list[WorkItem]) -> None:
+        """Work handed over in process by the controller of the head this worker runs in, once its
+        placements are stored: what its work message would carry, without the message (no publish,
+        no delivery, no decode). Taken as a pulled message is: an earlier session's work, a
+        duplicate, or work of an ended run is dropped, and work the session cannot take now (it is
+        leaving) is re-sent from the log by the controller's delivery check."""
+        if not self._pulling:
+            return
+        for item in items:
+            hops.mark("work_received", item.run_id)
+            self._accept(item)
         self._pump()
 
     def _end_run(self, cancel: CancelRun) -> None:
