@@ -10,6 +10,7 @@ import inspect
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -90,6 +91,42 @@ def waits_for(gate: str = "", lines: int = 0):
     for i in range(lines):
         print(f"after the gate {i}")
     return {"lines": lines}
+
+
+@task
+def moves_its_output(tag: str = ""):
+    import os
+
+    print(f"{tag} before", flush=True)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)  # its stderr now goes nowhere, and its stdout is gone
+    os.close(1)
+    return {"tag": tag, "pid": os.getpid()}
+
+
+@task
+def prints_both(tag: str = "", after: str = ""):
+    import os
+    import sys
+
+    print(f"{tag} out")
+    print(f"{tag} err", file=sys.stderr)
+    os.system(f"echo {tag} from sh")
+    return {"tag": tag, "pid": os.getpid()}
+
+
+@task
+def leaves_a_thread_printing(tag: str = ""):
+    import threading
+    import time
+
+    def later() -> None:
+        time.sleep(0.3)
+        print(f"{tag} from a thread, after the attempt", flush=True)
+
+    threading.Thread(target=later, daemon=True).start()
+    print(f"{tag} returns")
+    return {"tag": tag}
 
 
 # ---- fixtures ---------------------------------------------------------------------------------
@@ -175,6 +212,41 @@ def test_a_process_an_attempt_left_running_prints_nothing_into_the_next(client: 
     )
     seconds = [x["line"] for x in client.get_run_logs(run_id, tail=None, task_id=second.task_id)]
     assert seconds == ["second starts", "second ends"]
+
+
+def test_a_task_that_closed_or_moved_its_output_leaves_the_next_one_captured(client: MaClient) -> None:
+    """The task process keeps its output pipes for its life and puts them on fds 1 and 2 again at
+    every attempt: the second task, in the same warm process, is captured whole although the first
+    closed fd 1 and sent fd 2 to /dev/null."""
+    wf = client.create_workflow()
+    first = wf.add_task(moves_its_output, inputs={"tag": "first"})
+    second = wf.add_task(prints_both, inputs={"tag": "second", "after": first.outputs["tag"]})
+    run_id = wf.run()
+    results = {
+        m["data"]["task_id"]: m["data"]["result"]
+        for m in wf.get_results(run_id, verbose=False)
+        if m["type"] == "finish_task"
+    }
+    assert results[first.task_id]["pid"] == results[second.task_id]["pid"]  # one warm process
+    firsts = [x["line"] for x in client.get_run_logs(run_id, tail=None, task_id=first.task_id)]
+    assert firsts == ["first before"]
+    seconds = {
+        (x["stream"], x["line"]) for x in client.get_run_logs(run_id, tail=None, task_id=second.task_id)
+    }
+    assert seconds == {("stdout", "second out"), ("stderr", "second err"), ("stdout", "second from sh")}
+
+
+def test_what_a_thread_prints_after_its_attempt_is_no_task_s_line(
+    client: MaClient, head: HeadProcess
+) -> None:
+    """A thread a task left in its warm process prints while no attempt runs there: the worker
+    logs it as the process's own output, and it is never one of the task's lines."""
+    tag = f"stray-{time.time_ns()}"
+    run_id, task_id = _run(client, leaves_a_thread_printing, tag=tag)
+    wait_until(lambda: f"{tag} from a thread" in head.log(), timeout=10)
+    assert "worker.task_process_output" in head.log()
+    lines = [x["line"] for x in client.get_run_logs(run_id, tail=None, task_id=task_id)]
+    assert lines == [f"{tag} returns"]
 
 
 def test_output_past_the_cap_is_cut_with_a_marker_and_the_head_stays_healthy(

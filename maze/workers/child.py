@@ -186,10 +186,12 @@ def _libc() -> Any:
     return _LIBC
 
 
-def _print_into(fds: list[int] | tuple[int, int], close: bool = True) -> bool:
-    """Make fds 1 and 2 of this process (and of every process it starts) `fds`: an attempt's
-    pipes (maze/workers/capture.py), or this process's own again after it."""
-    _flush_output()
+def _print_into(fds: list[int] | tuple[int, int], close: bool = True, flush: bool = True) -> bool:
+    """Make fds 1 and 2 of this process (and of every process it starts) `fds`: its output pipes
+    (maze/workers/capture.py), or its own. `flush`: what was buffered goes first (not needed when
+    nothing ran since the last flush)."""
+    if flush:
+        _flush_output()
     os.dup2(fds[0], 1)
     os.dup2(fds[1], 2)
     if close:
@@ -243,22 +245,34 @@ def child_main(conn: Connection, once: bool = False) -> None:
     functions: dict[str, Any] = {}
     sock = socket.socket(fileno=os.dup(conn.fileno()))  # for the fds that come with an attempt
     sock.settimeout(None)  # an idle process waits for its next attempt however long it takes
-    own_fds = _own_output()  # where this process's own output goes between attempts
+    own_fds = _own_output()  # where this process's own output goes when an attempt is not captured
+    pipes: tuple[int, int] | None = None  # its output pipes (maze/workers/capture.py), for its life
     while True:
         try:
-            data, fds = recv_request(sock)  # the attempt's output pipes come with it
+            data, fds = recv_request(sock)  # the output pipes come with the first attempt
         except (EOFError, OSError):
             return
         request = msgspec.msgpack.decode(data)
         started = time.perf_counter()
         captured = bool(request.get("capture"))
+        fresh = False  # pipes new to this process: what it buffered before goes where it was going
         if captured and len(fds) == 2:
-            _print_into(fds)
+            if pipes is not None:
+                for fd in pipes:
+                    os.close(fd)
+            for fd in fds:
+                os.set_inheritable(fd, False)  # kept here; its tasks' processes get fds 1 and 2
+            pipes, fresh = (fds[0], fds[1]), True
         else:
             for fd in fds:
                 os.close(fd)
-            if captured:  # never run uncaptured: end, and be replaced
+        if captured:
+            if pipes is None:  # never run uncaptured: end, and be replaced
                 raise FdsLost(f"an attempt came with {len(fds)} of its 2 output pipes")
+            # again at every attempt (a task may have moved them); flushed at the last one's end
+            _print_into(pipes, close=False, flush=fresh)
+        elif pipes is not None:
+            _print_into(own_fds, close=False)
         cwd = request.get("cwd")  # the attempt's own directory; this process runs others next
         home = _where_now() if cwd else None
         try:
@@ -274,9 +288,14 @@ def child_main(conn: Connection, once: bool = False) -> None:
                     os.chdir(home)
                 except OSError:
                     os.chdir("/")
-            if captured:
-                _print_into(own_fds, close=False)
         duration_ms = (time.perf_counter() - started) * 1000
+        if not once:
+            # before the reply: when the worker reads it, nothing the attempt started runs on, and
+            # all it printed is in the pipes (what comes later through them is no attempt's)
+            left = end_leftovers()
+            if left:
+                print(f"maze: killed {left} process(es) the attempt left running", file=sys.stderr)
+        _flush_output()  # what it buffered is in the pipes before the reply is
         reply = {
             "ok": ok,
             "payload": payload,
@@ -286,6 +305,3 @@ def child_main(conn: Connection, once: bool = False) -> None:
         conn.send_bytes(_encoder.encode(reply))
         if once:
             return
-        left = end_leftovers()  # before the next attempt: nothing of this one runs on unseen
-        if left:
-            print(f"maze: killed {left} process(es) the attempt left running", file=sys.stderr, flush=True)

@@ -13,7 +13,7 @@ import structlog
 from nats.js import JetStreamContext
 
 from maze.events.work import WorkItem
-from maze.workers.capture import AttemptCapture
+from maze.workers.capture import AttemptCapture, ProcessOutput
 from maze.workers.log_shipper import LogShipper
 from maze.workers.pool import ProcessPool, TaskProcess
 
@@ -26,7 +26,8 @@ LOG_FLUSH_AT_STOP_S = 5.0
 class TaskLogs:
     def __init__(self, node_id: str) -> None:
         self.shipper = LogShipper(node_id)
-        self.captures: set[AttemptCapture] = set()  # open: their pipes may still bring lines
+        self.outputs: set[ProcessOutput] = set()  # open: their pipes may still bring lines
+        self.log = log.bind(node_id=node_id)
 
     def bind(self, js: JetStreamContext, budget: int) -> None:
         self.shipper.bind(js, budget)
@@ -35,34 +36,46 @@ class TaskLogs:
         self, pool: ProcessPool, tp: TaskProcess, request: dict[str, Any], item: WorkItem, cap_bytes: int
     ) -> dict[str, Any]:
         """`pool.run` of the attempt, its output captured."""
+        out: ProcessOutput | None = tp.output
+        if out is None or out.closed:
+            try:
+                out = self._output(tp)
+            except OSError as exc:  # out of file descriptors: the attempt runs, its output uncaptured
+                log.warning(
+                    "worker.output_not_captured", run_id=item.run_id, task_id=item.task_id, error=str(exc)
+                )
+                return await pool.run(tp, request, item.timeout_seconds)
+        capture = AttemptCapture(self.shipper, item.run_id, item.task_id, item.attempt, cap_bytes)
+        out.begin(capture)
         try:
-            capture = AttemptCapture(
-                self.shipper,
-                item.run_id,
-                item.task_id,
-                item.attempt,
-                cap_bytes,
-                on_closed=self.captures.discard,
-            )
-        except OSError as exc:  # out of file descriptors: the attempt runs, its output uncaptured
-            log.warning(
-                "worker.output_not_captured", run_id=item.run_id, task_id=item.task_id, error=str(exc)
-            )
-            return await pool.run(tp, request, item.timeout_seconds)
-        self.captures.add(capture)
-        try:
-            reply = await pool.run(tp, request, item.timeout_seconds, output_fds=capture.fds)
+            reply = await pool.run(tp, request, item.timeout_seconds, output_fds=out.take_fds())
         except BaseException as exc:
-            capture.ended()
+            # killed or dead: what its processes wrote until they are all gone is this attempt's
+            out.end(linger=True)
             if not isinstance(exc, asyncio.CancelledError):  # a timeout, a process that died
                 await self.shipper.flush(item.run_id, item.task_id, LOG_FLUSH_BEFORE_RESULT_S)
             raise
-        capture.ended()
+        # a sandbox's process serves this attempt only, and is killed whole after it
+        out.end(linger=pool.single_use)
         await self.shipper.flush(item.run_id, item.task_id, LOG_FLUSH_BEFORE_RESULT_S)
         return reply
 
+    def _output(self, tp: TaskProcess) -> ProcessOutput:
+        pid = tp.pid
+
+        def stray(stream: str, data: bytes) -> None:
+            # written while no attempt of it runs (a thread a task left): the worker's, not a task's
+            text = data[:2000].decode("utf-8", "replace")
+            self.log.warning("worker.task_process_output", pid=pid, stream=stream, text=text)
+
+        out = tp.output = ProcessOutput(stray)
+        self.outputs.add(out)
+        out.on_close = self.outputs.discard
+        return out
+
     async def close(self) -> None:
-        """The worker stops: its captures end, and what they read is sent (for a bounded time)."""
-        for capture in list(self.captures):
-            capture.close()
+        """The worker stops: the task processes' pipes close, and what they read is sent (for a
+        bounded time)."""
+        for out in list(self.outputs):
+            out.close()
         await self.shipper.close(LOG_FLUSH_AT_STOP_S)

@@ -170,6 +170,9 @@ class TaskProcess:
     reply: asyncio.Future[dict[str, Any]] | None = field(default=None)
     reader: ReplyReader | None = field(default=None)
     loaded: set[str] = field(default_factory=set)  # task code this process holds, by hash
+    # the pipes of its fds 1 and 2 (maze/workers/capture.py ProcessOutput), made at its first
+    # captured attempt and kept for its life
+    output: Any = field(default=None)
 
     @property
     def pid(self) -> int:
@@ -177,6 +180,8 @@ class TaskProcess:
 
 
 class ProcessPool:
+    single_use = False  # a process serves attempt after attempt
+
     def __init__(self, warm: int = 1, max_idle: int = 8, recycle_after: int = 1000) -> None:
         self.ctx = multiprocessing.get_context("forkserver")
         self.ctx.set_forkserver_preload(["maze.workers.child"])

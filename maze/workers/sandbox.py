@@ -210,6 +210,8 @@ class Sandbox:
 class SandboxPool(ProcessPool):
     """Sandboxes, one per attempt, with a spare kept started per network setting in use."""
 
+    single_use = True
+
     def __init__(
         self,
         support: Support,
