@@ -75,6 +75,11 @@ def kill_group(proc: ProcessHandle) -> None:
         proc.kill()
 
 
+def _time_out(reply: asyncio.Future[dict[str, Any]], timeout: float) -> None:
+    if not reply.done():
+        reply.set_exception(TimeoutError(f"no reply within {timeout:g}s"))
+
+
 def reap(proc: ProcessHandle) -> None:
     """Wait for a killed task process to be gone, off the event loop when one runs (a process
     slow to die, a GPU's teardown, must not stall the worker's heartbeats)."""
@@ -233,7 +238,15 @@ class ProcessPool:
             # announce a reply and never send it (the attempt's timeout ends that wait)
             os.set_blocking(fd, False)
             loop.add_reader(fd, self._on_readable, tp)
-            return await asyncio.wait_for(asyncio.shield(tp.reply), timeout)
+            # the reply future itself is awaited, its timeout a timer that fails it: the answer
+            # wakes this attempt in one turn of the loop (wait_for around a shield took three, each
+            # behind whatever else the busy loop had ready)
+            timer = loop.call_later(timeout, _time_out, tp.reply, timeout) if timeout is not None else None
+            try:
+                return await tp.reply
+            finally:
+                if timer is not None:
+                    timer.cancel()
         except BaseException:
             self.kill(tp)
             raise
