@@ -35,7 +35,7 @@ CHAIN = [
     ("request_received", "API: the submit's body received"),
     ("validated", "API: validated, its events made"),
     ("appended", "API: run.created and the placements stored (one message)"),
-    ("work_sent", "API: work message stored (its ack; the worker may have it first)"),
+    ("work_sent", "API: work sent (its message stored; to the head's own worker: handed in process)"),
     ("work_received", "worker: work received"),
     ("process_start", "worker: handed to the task process"),
     ("process_returned", "worker: result back from the process"),
