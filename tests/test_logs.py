@@ -116,6 +116,16 @@ def prints_both(tag: str = "", after: str = ""):
 
 
 @task
+def closes_stderr_and_leaves_a_process(tag: str = ""):
+    import os
+    import subprocess
+
+    subprocess.Popen(["sleep", "30"])
+    os.close(2)
+    return {"tag": tag}
+
+
+@task
 def leaves_a_thread_printing(tag: str = ""):
     import threading
     import time
@@ -236,6 +246,16 @@ def test_a_task_that_closed_or_moved_its_output_leaves_the_next_one_captured(cli
     assert seconds == {("stdout", "second out"), ("stderr", "second err"), ("stdout", "second from sh")}
 
 
+def test_a_task_that_closed_its_stderr_and_left_a_process_still_succeeds_once(client: MaClient) -> None:
+    """Its task process kills the process it left before answering, and says so in the attempt's
+    stderr lines though the task closed fd 2: the attempt succeeds, first time, and is not run again."""
+    run_id, task_id = _run(client, closes_stderr_and_leaves_a_process, tag="closer")
+    (row,) = client.get_run_tasks(run_id)
+    assert row["state"] == "succeeded" and row["attempt"] == 1, row
+    lines = [(x["stream"], x["line"]) for x in client.get_run_logs(run_id, tail=None, task_id=task_id)]
+    assert lines == [("stderr", "maze: killed 1 process(es) the attempt left running")]
+
+
 def test_what_a_thread_prints_after_its_attempt_is_no_task_s_line(
     client: MaClient, head: HeadProcess
 ) -> None:
@@ -243,8 +263,10 @@ def test_what_a_thread_prints_after_its_attempt_is_no_task_s_line(
     logs it as the process's own output, and it is never one of the task's lines."""
     tag = f"stray-{time.time_ns()}"
     run_id, task_id = _run(client, leaves_a_thread_printing, tag=tag)
-    wait_until(lambda: f"{tag} from a thread" in head.log(), timeout=10)
-    assert "worker.task_process_output" in head.log()
+    said = wait_until(
+        lambda: [line for line in head.log().splitlines() if f"{tag} from a thread" in line], timeout=10
+    )
+    assert "worker.task_process_output" in said[0]
     lines = [x["line"] for x in client.get_run_logs(run_id, tail=None, task_id=task_id)]
     assert lines == [f"{tag} returns"]
 

@@ -110,8 +110,11 @@ def test_metrics_count_each_task_outcome_once(head: HeadProcess, client: MaClien
     assert durations == {"succeeded": 5, "failed": 1}
     assert after[("maze_publish_latency_seconds_count", (("stream", subjects.RUNS_STREAM),))] > 0
     # the head's own worker takes its work in process (no work message): each of the 6 attempts
+    # (more only if the delivery check handed one again on a slow machine)
     handed = ("maze_work_handed_locally_total", ())
-    assert after[handed] - before.get(handed, 0.0) == 6
+    assert after[handed] - before.get(handed, 0.0) >= 6
+    work_published = ("maze_publish_latency_seconds_count", (("stream", subjects.WORK_STREAM),))
+    assert after.get(work_published, 0.0) == before.get(work_published, 0.0)  # nor any cancel
     for state in ("pending", "queued", "running", "retry_wait"):
         assert after[("maze_tasks_active", (("state", state),))] == 0
     # a scrape changes nothing

@@ -94,6 +94,8 @@ class LocalNode(Protocol):
     node_id: str
 
     def take_work(self, items: list[WorkItem]) -> None: ...
+
+
 STREAMS = (subjects.RUNS_STREAM, subjects.NODES_STREAM)
 
 
@@ -751,9 +753,7 @@ class RunController:
         local: list[WorkItem] = []
         messages = await self._pack(decision.work, decision.code, now, failed, "", local)
         if decision.resend:
-            messages += await self._pack(
-                decision.resend, decision.code, now, failed, f"/resend/{now}", local
-            )
+            messages += await self._pack(decision.resend, decision.code, now, failed, f"/resend/{now}", local)
         if failed:
             try:
                 await self.store.publish_runs(make_fit(stamp(failed, self.lease.epoch), self.budget))
@@ -762,13 +762,20 @@ class RunController:
         if not messages and not local:
             return
         if not self.deciding:  # deposed meanwhile: its placements, if they stand, are resent by the
-            log.warning("controller.work_withheld_not_deciding", messages=len(messages))  # new leader
+            log.warning(  # new leader
+                "controller.work_withheld_not_deciding", messages=len(messages), handed=len(local)
+            )
             return
         if local and self.local_node is not None:
+            if hops.enabled():
+                for item in local:
+                    hops.mark("work_sent", item.run_id)
             try:
                 self.local_node.take_work(local)
                 self.metrics.work_handed.inc(len(local))
-            except Exception as exc:  # recorded as placed: the delivery check hands it again
+            except Exception as exc:
+                # recorded as placed: the delivery check sends it again from the log (a copy the
+                # worker took already is not taken twice: it starts it if it still waits)
                 log.warning("controller.work_not_handed", error=describe_error(exc))
             if not messages:
                 # one turn of the loop: the attempts just taken reach their task processes before

@@ -186,12 +186,10 @@ def _libc() -> Any:
     return _LIBC
 
 
-def _print_into(fds: list[int] | tuple[int, int], close: bool = True, flush: bool = True) -> bool:
+def _print_into(fds: list[int] | tuple[int, int], close: bool = True) -> bool:
     """Make fds 1 and 2 of this process (and of every process it starts) `fds`: its output pipes
-    (maze/workers/capture.py), or its own. `flush`: what was buffered goes first (not needed when
-    nothing ran since the last flush)."""
-    if flush:
-        _flush_output()
+    (maze/workers/capture.py), or its own. What was buffered goes first."""
+    _flush_output()
     os.dup2(fds[0], 1)
     os.dup2(fds[1], 2)
     if close:
@@ -255,22 +253,20 @@ def child_main(conn: Connection, once: bool = False) -> None:
         request = msgspec.msgpack.decode(data)
         started = time.perf_counter()
         captured = bool(request.get("capture"))
-        fresh = False  # pipes new to this process: what it buffered before goes where it was going
         if captured and len(fds) == 2:
             if pipes is not None:
                 for fd in pipes:
                     os.close(fd)
             for fd in fds:
                 os.set_inheritable(fd, False)  # kept here; its tasks' processes get fds 1 and 2
-            pipes, fresh = (fds[0], fds[1]), True
+            pipes = (fds[0], fds[1])
         else:
             for fd in fds:
                 os.close(fd)
         if captured:
             if pipes is None:  # never run uncaptured: end, and be replaced
                 raise FdsLost(f"an attempt came with {len(fds)} of its 2 output pipes")
-            # again at every attempt (a task may have moved them); flushed at the last one's end
-            _print_into(pipes, close=False, flush=fresh)
+            _print_into(pipes, close=False)  # again at every attempt: a task may have moved them
         elif pipes is not None:
             _print_into(own_fds, close=False)
         cwd = request.get("cwd")  # the attempt's own directory; this process runs others next
@@ -293,8 +289,10 @@ def child_main(conn: Connection, once: bool = False) -> None:
             # before the reply: when the worker reads it, nothing the attempt started runs on, and
             # all it printed is in the pipes (what comes later through them is no attempt's)
             left = end_leftovers()
-            if left:
-                print(f"maze: killed {left} process(es) the attempt left running", file=sys.stderr)
+            if left:  # into the attempt's stderr, whatever the task did to fd 2 (closed, moved)
+                note = f"maze: killed {left} process(es) the attempt left running\n".encode()
+                with contextlib.suppress(OSError):
+                    os.write(pipes[1] if captured and pipes is not None else own_fds[1], note)
         _flush_output()  # what it buffered is in the pipes before the reply is
         reply = {
             "ok": ok,

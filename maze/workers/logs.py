@@ -7,6 +7,7 @@ log store (an attempt that printed nothing does not wait at all)."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import structlog
@@ -21,6 +22,34 @@ log = structlog.get_logger(__name__)
 
 LOG_FLUSH_BEFORE_RESULT_S = 1.0
 LOG_FLUSH_AT_STOP_S = 5.0
+
+
+STRAY_LOG_EVERY_S = 10.0
+
+
+class StrayOutput:
+    """What a task process writes while no attempt of it runs (a thread a task left printing): the
+    worker's own, never a task's line. Logged at most once every STRAY_LOG_EVERY_S per process,
+    with how many bytes came since the last such line and a sample (a thread printing without
+    end costs the shared event loop one log line in ten seconds, not one per read)."""
+
+    def __init__(self, logger: Any, pid: int) -> None:
+        self.log = logger
+        self.pid = pid
+        self.bytes = 0
+        self.logged_at: float | None = None
+
+    def __call__(self, stream: str, data: bytes) -> None:
+        self.bytes += len(data)
+        now = time.monotonic()
+        if self.logged_at is not None and now - self.logged_at < STRAY_LOG_EVERY_S:
+            return
+        self.logged_at = now
+        sample = data[:2000].decode("utf-8", "replace")
+        self.log.warning(
+            "worker.task_process_output", pid=self.pid, stream=stream, bytes=self.bytes, sample=sample
+        )
+        self.bytes = 0
 
 
 class TaskLogs:
@@ -61,14 +90,7 @@ class TaskLogs:
         return reply
 
     def _output(self, tp: TaskProcess) -> ProcessOutput:
-        pid = tp.pid
-
-        def stray(stream: str, data: bytes) -> None:
-            # written while no attempt of it runs (a thread a task left): the worker's, not a task's
-            text = data[:2000].decode("utf-8", "replace")
-            self.log.warning("worker.task_process_output", pid=pid, stream=stream, text=text)
-
-        out = tp.output = ProcessOutput(stray)
+        out = tp.output = ProcessOutput(StrayOutput(self.log, tp.pid))
         self.outputs.add(out)
         out.on_close = self.outputs.discard
         return out

@@ -16,7 +16,7 @@ import signal
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 import psutil
@@ -24,6 +24,9 @@ import structlog
 
 from maze.workers.child import child_main
 from maze.workers.request_wire import send_request
+
+if TYPE_CHECKING:
+    from maze.workers.capture import ProcessOutput
 
 log = structlog.get_logger(__name__)
 _encoder = msgspec.msgpack.Encoder()
@@ -175,9 +178,8 @@ class TaskProcess:
     reply: asyncio.Future[dict[str, Any]] | None = field(default=None)
     reader: ReplyReader | None = field(default=None)
     loaded: set[str] = field(default_factory=set)  # task code this process holds, by hash
-    # the pipes of its fds 1 and 2 (maze/workers/capture.py ProcessOutput), made at its first
-    # captured attempt and kept for its life
-    output: Any = field(default=None)
+    # the pipes of its fds 1 and 2, made at its first captured attempt and kept for its life
+    output: ProcessOutput | None = field(default=None)
 
     @property
     def pid(self) -> int:
