@@ -13,6 +13,7 @@ from nats.js.kv import KeyValue
 from maze.core.errors import Conflict, NotFound
 from maze.core.paths import check_workspace_name
 from maze.events import subjects
+from maze.events.kv_list import live_entries
 
 WATCH_TIMEOUT_S = 10.0
 
@@ -45,19 +46,9 @@ async def get_workflow(js: JetStreamContext, name: str, missing_ok: bool = False
 
 async def list_workflows(js: JetStreamContext) -> list[tuple[str, bytes]]:
     """Every saved workflow, (name, value), by name."""
-    kv = await _bucket(js)
-    watcher = await kv.watch(">", ignore_deletes=True)
-    found: list[tuple[str, bytes]] = []
-    try:
-        while True:
-            entry = await watcher.updates(timeout=WATCH_TIMEOUT_S)  # type: ignore[no-untyped-call]
-            if entry is None:  # the end of what was stored when the watch began
-                break
-            if entry.value:
-                found.append((entry.key, entry.value))
-    finally:
-        await watcher.stop()  # type: ignore[no-untyped-call]
-    return sorted(found)
+    await _bucket(js)  # made where missing
+    entries = await live_entries(js, subjects.WORKFLOW_BUCKET, ">", WATCH_TIMEOUT_S)
+    return [(entry.key, entry.value) for entry in entries]
 
 
 async def delete_workflow(js: JetStreamContext, name: str) -> bytes:

@@ -34,6 +34,7 @@ from maze.core.errors import Conflict, NotFound, PayloadTooLarge
 from maze.core.paths import check_relative_path, check_workspace_name
 from maze.events import subjects
 from maze.events.blobs import BlobStore
+from maze.events.kv_list import KvEntry, live_entries
 
 WATCH_TIMEOUT_S = 10.0
 
@@ -70,28 +71,14 @@ async def _bucket(js: JetStreamContext) -> KeyValue:
     return await js.key_value(subjects.WORKSPACE_BUCKET)
 
 
-async def _watch_entries(kv: KeyValue, subject_filter: str, first_only: bool = False) -> list[KeyValue.Entry]:
-    """The live entries whose keys match `subject_filter` (deleted ones left out), read by an
-    ordered consumer: what is stored when the watch begins, then it stops. `first_only`: stop at
-    the first one."""
-    watcher = await kv.watch(subject_filter, ignore_deletes=True)
-    found: list[KeyValue.Entry] = []
-    try:
-        while True:
-            entry = await watcher.updates(timeout=WATCH_TIMEOUT_S)  # type: ignore[no-untyped-call]
-            if entry is None:  # the end of what was stored when the watch began
-                break
-            if entry.value:
-                found.append(entry)
-                if first_only:
-                    break
-    finally:
-        await watcher.stop()  # type: ignore[no-untyped-call]
-    return found
+async def _watch_entries(js: JetStreamContext, subject_filter: str, first_only: bool = False) -> list[KvEntry]:
+    """The live entries whose keys match `subject_filter` (deleted ones left out), as stored when
+    the read begins (maze/events/kv_list.py). `first_only`: stop at the first one."""
+    return await live_entries(js, subjects.WORKSPACE_BUCKET, subject_filter, WATCH_TIMEOUT_S, first_only)
 
 
-async def _watch(kv: KeyValue, subject_filter: str, first_only: bool = False) -> list[WorkspaceFile]:
-    return [_decode.decode(e.value or b"") for e in await _watch_entries(kv, subject_filter, first_only)]
+async def _watch(js: JetStreamContext, subject_filter: str, first_only: bool = False) -> list[WorkspaceFile]:
+    return [_decode.decode(e.value) for e in await _watch_entries(js, subject_filter, first_only)]
 
 
 async def _delete_at(kv: KeyValue, key: str, revision: int) -> bool:
@@ -113,14 +100,16 @@ async def list_files(js: JetStreamContext, workspace: str, prefix: str = "") -> 
     check_workspace_name(workspace)
     whole = prefix.split("/")[:-1]  # the segments followed by a "/"
     subject_filter = ".".join([workspace, *(_token(s) for s in whole), ">"])
-    files = await _watch(await _bucket(js), subject_filter)
+    await _bucket(js)  # made where missing
+    files = await _watch(js, subject_filter)
     return sorted((f for f in files if f.path.startswith(prefix)), key=lambda f: f.path)
 
 
 async def list_workspaces(js: JetStreamContext) -> dict[str, tuple[int, int]]:
     """Every workspace that holds files: name -> (files, bytes)."""
     found: dict[str, tuple[int, int]] = {}
-    for entry in await _watch_entries(await _bucket(js), ">"):
+    await _bucket(js)  # made where missing
+    for entry in await _watch_entries(js, ">"):
         name = entry.key.split(".", 1)[0]
         files, size = found.get(name, (0, 0))
         found[name] = (files + 1, size + _decode.decode(entry.value or b"").size)
@@ -159,7 +148,7 @@ async def get_file(js: JetStreamContext, workspace: str, path: str) -> Workspace
     return found[0]
 
 
-async def _check_fits(kv: KeyValue, workspace: str, path: str) -> None:
+async def _check_fits(js: JetStreamContext, kv: KeyValue, workspace: str, path: str) -> None:
     """409 when a directory on the way is a file, or the path is a directory holding files."""
     segments = path.split("/")
     for depth in range(1, len(segments)):
@@ -170,7 +159,7 @@ async def _check_fits(kv: KeyValue, workspace: str, path: str) -> None:
                 workspace=workspace,
                 path=path,
             )
-    if await _watch(kv, file_key(workspace, path) + ".>", first_only=True):
+    if await _watch(js, file_key(workspace, path) + ".>", first_only=True):
         raise Conflict(
             f"{path!r} is a directory of workspace {workspace!r} (it holds files): not replaced by a file",
             workspace=workspace,
@@ -210,7 +199,7 @@ async def put_file(
     check_workspace_name(workspace)
     check_relative_path(path)
     kv = await _bucket(js)
-    await _check_fits(kv, workspace, path)
+    await _check_fits(js, kv, workspace, path)
     sha, size, _ = await blobs.put_unhashed(_bounded(body, limit))
     stored = WorkspaceFile(
         path=path, sha256=sha, size=size, modified_ms=now_ms(), content_type=guess_content_type(path)
@@ -243,7 +232,7 @@ async def delete_workspace(js: JetStreamContext, workspace: str) -> int:
     """Remove every file of a workspace that has not changed since it was listed; how many."""
     check_workspace_name(workspace)
     kv = await _bucket(js)
-    entries = await _watch_entries(kv, f"{workspace}.>")
+    entries = await _watch_entries(js, f"{workspace}.>")
     if not entries:
         raise NotFound(f"workspace {workspace!r} has no files", workspace=workspace)
     deleted = 0
