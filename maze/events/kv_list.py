@@ -1,11 +1,13 @@
 """Every live entry of a KV bucket under a key filter, as stored when the read begins.
 
 nats-py's `KeyValue.watch` marks the end of what was stored with a `None` that can come too early:
-it compares the consumer's pending count with the messages its callback has handled, and messages
-the server has already sent but the client has not handled yet are in neither (nats-io/nats.py
-#842, open in 2.16). A workspace listed on a busy head then came back empty. Here the end is a
-count taken from the consumer itself once it exists: what it has delivered plus what it still
-holds. Every message up to that count is read, deletes included, however long each takes.
+it compares the consumer's pending count, in a consumer-info reply that can overtake deliveries,
+with the messages read off the socket so far, and messages the server has already sent are in
+neither (nats-io/nats.py #842, open in 2.16). A workspace listed on a busy head then came back
+empty. Here the end is a count taken from the consumer itself once it exists (what it has
+delivered plus what it still holds), and beyond it until a message says nothing is pending (a
+consumer recreated after a gap, or a count read while a replaced entry was being swapped, would
+otherwise stop short). Deletes count as messages; each wait is bounded by `timeout`.
 """
 
 from __future__ import annotations
@@ -55,8 +57,11 @@ async def live_entries(
         delivered = info.delivered.consumer_seq if info.delivered is not None else 0
         due = (delivered or 0) + (info.num_pending or 0)
         found: dict[str, KvEntry] = {}
-        for _ in range(due):
+        seen, pending = 0, 0
+        while seen < due or pending:
             msg = await asyncio.wait_for(queue.get(), timeout)
+            seen += 1
+            pending = msg.metadata.num_pending or 0
             headers = msg.headers or {}
             if KV_OPERATION in headers or MARKER_REASON in headers or not msg.data:
                 found.pop(msg.subject[len(prefix) :], None)  # deleted or purged: not live

@@ -46,7 +46,7 @@ async def get_workflow(js: JetStreamContext, name: str, missing_ok: bool = False
 
 async def list_workflows(js: JetStreamContext) -> list[tuple[str, bytes]]:
     """Every saved workflow, (name, value), by name."""
-    await _bucket(js)  # made where missing
+    await _bucket(js)  # the bucket is there (BucketNotFoundError otherwise)
     entries = await live_entries(js, subjects.WORKFLOW_BUCKET, ">", WATCH_TIMEOUT_S)
     return [(entry.key, entry.value) for entry in entries]
 

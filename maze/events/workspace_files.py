@@ -100,7 +100,7 @@ async def list_files(js: JetStreamContext, workspace: str, prefix: str = "") -> 
     check_workspace_name(workspace)
     whole = prefix.split("/")[:-1]  # the segments followed by a "/"
     subject_filter = ".".join([workspace, *(_token(s) for s in whole), ">"])
-    await _bucket(js)  # made where missing
+    await _bucket(js)  # the bucket is there (BucketNotFoundError otherwise)
     files = await _watch(js, subject_filter)
     return sorted((f for f in files if f.path.startswith(prefix)), key=lambda f: f.path)
 
@@ -108,7 +108,7 @@ async def list_files(js: JetStreamContext, workspace: str, prefix: str = "") -> 
 async def list_workspaces(js: JetStreamContext) -> dict[str, tuple[int, int]]:
     """Every workspace that holds files: name -> (files, bytes)."""
     found: dict[str, tuple[int, int]] = {}
-    await _bucket(js)  # made where missing
+    await _bucket(js)  # the bucket is there (BucketNotFoundError otherwise)
     for entry in await _watch_entries(js, ">"):
         name = entry.key.split(".", 1)[0]
         files, size = found.get(name, (0, 0))
