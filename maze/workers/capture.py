@@ -170,8 +170,8 @@ class ProcessOutput:
     def __init__(self, on_stray: Callable[[Stream, bytes], None]) -> None:
         self.on_stray = on_stray
         self.on_close: Callable[[ProcessOutput], None] | None = None
+        # the attempt whose lines the pipes bring; after a lingering end, still it until they close
         self.capture: AttemptCapture | None = None
-        self.lingering = False  # the capture stays until the pipes close (no attempt comes after)
         self.closed = False
         self._loop = asyncio.get_running_loop()
         self._pipes: dict[int, _Pipe] = {}
@@ -207,7 +207,6 @@ class ProcessOutput:
             self.capture = None
         self._drain()  # what came while no attempt ran is not this one's
         self.capture = capture
-        self.lingering = False
 
     def _drain(self) -> None:
         for fd in list(self._pipes):
@@ -232,8 +231,6 @@ class ProcessOutput:
         if self.closed or not linger:
             self.capture = None
             capture.finish()
-        else:
-            self.lingering = True
 
     def close(self) -> None:
         """Stop reading now (the worker is stopping, or the pipes ended)."""

@@ -359,9 +359,7 @@ class Worker:
     # ---- receiving ----------------------------------------------------------------------------
     def _on_work(self, msg: Msg) -> None:
         batch = decode_work(msg.data)
-        for item in batch.items:
-            hops.mark("work_received", item.run_id)
-            self._accept(item)
+        self._accept_all(batch.items)
         for cancel in batch.cancels:
             self._end_run(cancel)
         if self.session in batch.lost_sessions:
@@ -376,10 +374,13 @@ class Worker:
         leaving) is re-sent from the log by the controller's delivery check."""
         if not self._pulling:
             return
+        self._accept_all(items)
+        self._pump()
+
+    def _accept_all(self, items: list[WorkItem]) -> None:
         for item in items:
             hops.mark("work_received", item.run_id)
             self._accept(item)
-        self._pump()
 
     def _end_run(self, cancel: CancelRun) -> None:
         """The controller ended the run (cancelled, timed out) and its attempts here with it (the
