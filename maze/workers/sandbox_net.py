@@ -8,6 +8,10 @@ sockets (they belong to a network namespace).
 bubblewrap makes the namespaces and waits (`--block-fd`) before it starts the task's process;
 it says the namespaces' process on `--info-fd`; slirp4netns attaches to that process's network
 namespace and says when the network is configured (`--ready-fd`); only then is bubblewrap let go.
+slirp4netns is started only once bubblewrap has given the namespace's loopback its address:
+slirp4netns brings `lo` up, which gives it 127.0.0.1 at once, and bubblewrap's own address
+request (NLM_F_EXCL) then fails and the sandbox dies ("loopback: Failed RTM_NEWADDR"); on a busy
+machine one start in five lost that race.
 That happens in a thread of the worker's (never on its event loop) while the attempt's request is
 sent: the request waits in the socket until the task's process reads it.
 """
@@ -76,6 +80,19 @@ def _read_until(fd: int, deadline: float, done: object) -> bytes:
             return data
 
 
+def _wait_loopback(pid: int, deadline: float) -> None:
+    """Until the network namespace of `pid` has 127.0.0.1 (bubblewrap's loopback set-up is done):
+    its routing tables, read from the host, list the address once it is there."""
+    fib = f"/proc/{pid}/net/fib_trie"
+    while True:
+        with open(fib) as f:  # OSError: the process is gone (bubblewrap failed)
+            if "127.0.0.1" in f.read():
+                return
+        if time.monotonic() > deadline:
+            raise TimeoutError("bubblewrap did not set up the sandbox's loopback in time")
+        time.sleep(0.0002)
+
+
 def _whole_json(data: bytes) -> bool:
     try:
         json.loads(data)
@@ -119,6 +136,7 @@ class SandboxNet:
         try:
             info = json.loads(_read_until(self.info_r, deadline, _whole_json) or b"{}")
             pid = int(info["child-pid"])
+            _wait_loopback(pid, deadline)
             argv = [self.slirp, "--configure", "--mtu=65520", "--disable-host-loopback"]
             argv += ["--ready-fd", str(ready_w), "--exit-fd", str(self.exit_r), str(pid), "tap0"]
             with self.lock:
