@@ -81,3 +81,31 @@ async def test_events_the_store_refuses_for_good_are_dropped_and_reported_not_re
     await asyncio.wait_for(outbox.drain(), 20)
     await outbox.stop()
     assert [type(e) for e in await _stored(js.jetstream(), "run_after")] == [AttemptSucceeded]
+
+
+async def test_an_emitter_learns_whether_its_event_was_stored_as_it_is(js: nats.NATS) -> None:
+    """What a follower's reports wait for (maze/workers/follow.py): True once stored unchanged;
+    False when the store took a failure in its place, or nothing."""
+    outbox = Outbox(EventStore(js))
+    outbox.start()
+    loop = asyncio.get_running_loop()
+    kept, plain = loop.create_future(), _success("run_watched", 100)
+    outbox.emit(plain, kept)
+    assert await asyncio.wait_for(kept, 20) is True
+    await _limit_run_messages(js.jetstream(), 2048)
+    replaced = loop.create_future()
+    outbox.emit(_success("run_watched_refused", 8000), replaced)
+    assert await asyncio.wait_for(replaced, 20) is False
+    [stored] = await _stored(js.jetstream(), "run_watched_refused")
+    assert isinstance(stored, AttemptFailed)
+    await _limit_run_messages(js.jetstream(), 64)
+    dropped = loop.create_future()
+    outbox.emit(
+        AttemptStarted(run_id="run_watched_never", task_id="t", attempt=1, node_id="n" * 80, at_ms=1), dropped
+    )
+    assert await asyncio.wait_for(dropped, 30) is False
+    pending = loop.create_future()
+    outbox.pending.append(plain)  # (as if emitted while the outbox stops)
+    outbox._watched[id(plain)] = (plain, pending)
+    await outbox.stop()
+    assert pending.result() is False and outbox._watched == {}

@@ -118,10 +118,9 @@ def test_a_run_without_a_workspace_carries_no_files() -> None:
     core = Scheduler(queue_factor=1.0, grace_ms=60_000)
     core.apply(joined())
     core.apply(RunCreated(run_id="r", workflow_id="w", at_ms=0, tasks=[spec("a"), spec("b", reads=("a",))]))
-    a = items(decide(core, 1))[0]
+    a, b = items(decide(core, 1))  # b follows a (maze/head/followers.py): placed with it
     _run(core, a, _registered(a, "out.txt", "x"))
-    b = items(decide(core, 2))[0]
-    assert b.workspace == "" and b.files == []
+    assert b.after == "a" and b.workspace == "" and b.files == []
 
 
 def test_a_workspace_link_leading_outside_is_refused_one_inside_is_its_file(tmp_path) -> None:

@@ -34,6 +34,13 @@ class WorkItem(Struct, frozen=True):
     files: list[FileEntry] = []
     # which of its new or changed files are registered (maze/core/globs.py); None: all of them
     artifacts: tuple[str, ...] | None = None
+    # A follower (maze/head/followers.py): placed with its one upstream task still to succeed, on
+    # that task's node, to run in its slot once attempt `after_attempt` of task `after` succeeded
+    # here and that success is stored. `after_inputs`: input name -> the upstream's output key
+    # (those inputs are not in `inputs`: the node fills them from the upstream's result).
+    after: str = ""
+    after_attempt: int = 0
+    after_inputs: dict[str, str] = {}
 
     @property
     def key(self) -> tuple[str, str, int]:

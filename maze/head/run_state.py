@@ -234,9 +234,12 @@ def apply_attempt_event(run: RunRuntime, event: Event) -> list[str]:
         run.undecided.pop(event.task_id, None)
     elif effect == REQUEUED:
         assert isinstance(event, AttemptRejected | AttemptLost)
-        task.requeues += 1
         how = "rejected by" if isinstance(event, AttemptRejected) else "lost with"
         task.requeue_reason = f"attempt {event.attempt} {how} {event.node_id}: {event.reason}"
+        if task.waiting:  # a follower (maze/head/followers.py): placed again with its upstream
+            task.requeues = 0
+            return []
+        task.requeues += 1
         if task.requeues == 1:
             return [task.spec.task_id]  # placed again at once (elsewhere, as a rule)
         run.undecided[task.spec.task_id] = None  # the controller decides: a backoff, or give up

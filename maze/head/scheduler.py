@@ -68,6 +68,7 @@ from maze.events.work import CancelRun, WorkItem
 from maze.head.agent import drive
 from maze.head.agent_state import fold_agent_event, fold_appended
 from maze.head.delivery import Delivery
+from maze.head.followers import MAX_FOLLOWERS, NOTHING, follower_inputs, follower_of, stale
 from maze.head.inflight import Inflight
 from maze.head.intake import PartialRun, RunIntake, count_mismatch_error
 from maze.head.placer import Placement, Placer
@@ -347,6 +348,9 @@ class Scheduler:
         before = task.attempt
         self._attempt(event)
         if task.attempt == event.attempt > before:  # the placement took effect
+            if task.waiting:  # a follower: it holds nothing, and waits, until its upstream succeeds
+                self.placer.reserve(key, event.node_id, event.session, NOTHING, event.gpus)
+                return
             self.placer.reserve(key, event.node_id, event.session, task.spec.resources, event.gpus)
             self.delivery.placed(key, event.at_ms)
         else:
@@ -389,6 +393,24 @@ class Scheduler:
         if isinstance(event, AttemptRejected):
             self.placer.note_reject(event.run_id, event.task_id, event.node_id, event.at_ms, event.reason)
         self._attempt(event)
+        if type(event) is AttemptSucceeded:
+            self._followers_in_force(event)
+
+    def _followers_in_force(self, event: AttemptSucceeded) -> None:
+        """A task succeeded: a follower of it (queued, waiting for nothing now, holding nothing)
+        takes its own resources in the slot the task left, and is watched until it starts."""
+        run = self.runs.get(event.run_id)
+        task = run.tasks.get(event.task_id) if run is not None else None
+        if run is None or task is None or task.state != "succeeded" or len(task.downstream) != 1:
+            return
+        down = run.tasks[task.downstream[0]]
+        key = (event.run_id, down.spec.task_id, down.attempt)
+        res = self.placer.reservations.get(key)
+        if down.state != "queued" or down.waiting or res is None or res.resources != NOTHING:
+            return
+        self.placer.release(key)
+        self.placer.reserve(key, res.node_id, res.session, down.spec.resources, res.gpus)
+        self.delivery.placed(key, event.at_ms)
 
     def _attempt(self, event: AttemptEvent) -> None:
         run_id = event.run_id
@@ -649,9 +671,10 @@ class Scheduler:
             if run.dynamic:  # its client sees the failure (wait_for_task) and decides what next
                 continue
             return [
+                *self._stale_followers(run, task, now),  # never run: shown not run, as pending tasks
                 RunFinished(
                     run_id=run_id, at_ms=now, state="failed", error=task.error, failed_task_id=task_id
-                )
+                ),
             ]
         if run.remaining == 0 and not run.dynamic:
             out.append(RunFinished(run_id=run_id, at_ms=now, state="succeeded"))
@@ -811,7 +834,77 @@ class Scheduler:
         code = run.functions.get(spec.func_hash)
         if code is not None:
             decision.code[spec.func_hash] = code
+        self._place_followers(run, task, placed, choice, decision)
         return None
+
+    def _place_followers(
+        self,
+        run: RunRuntime,
+        up: TaskRuntime,
+        up_placed: AttemptPlaced,
+        choice: Placement,
+        decision: Decision,
+    ) -> None:
+        """The chain below a task just placed, placed with it on its node as followers
+        (maze/head/followers.py), each stale follower of an earlier attempt recorded lost first."""
+        run_id, now = run.run_id, up_placed.at_ms
+        for _ in range(MAX_FOLLOWERS):
+            down = follower_of(run, up)
+            if down is None or (run_id, down.spec.task_id) in self.inflight.tasks:
+                return
+            task_id = down.spec.task_id
+            inputs = follower_inputs(run, down.spec, up.spec.task_id)
+            if isinstance(inputs, TaskError):
+                return  # placed, and failed, once its upstream succeeded
+            if stale(down):
+                decision.events.append(self._follower_lost(run_id, down, up, now))
+            attempt = down.attempt + 1
+            placed = AttemptPlaced(
+                run_id=run_id,
+                task_id=task_id,
+                attempt=attempt,
+                node_id=choice.node_id,
+                at_ms=now,
+                reason=f"follows {up.spec.task_id} (attempt {up_placed.attempt}) on its node, in its slot",
+                session=choice.session,
+            )
+            self.placer.intend((run_id, task_id, attempt), choice, NOTHING)
+            self.inflight.record(placed)
+            decision.events.append(placed)
+            item = work_item(down.spec, placed, encode_value(inputs[0]))
+            decision.work[choice.node_id].append(
+                msgspec.structs.replace(
+                    item, after=up.spec.task_id, after_attempt=up_placed.attempt, after_inputs=inputs[1]
+                )
+            )
+            code = run.functions.get(down.spec.func_hash)
+            if code is not None:
+                decision.code[down.spec.func_hash] = code
+            up, up_placed = down, placed
+
+    def _stale_followers(self, run: RunRuntime, up: TaskRuntime, now: int) -> list[Event]:
+        """The chain of followers below a task whose attempt did not succeed, each recorded lost."""
+        out: list[Event] = []
+        while len(up.downstream) == 1 and len(out) < MAX_FOLLOWERS:
+            down = run.tasks[up.downstream[0]]
+            if not stale(down):
+                break
+            out.append(self._follower_lost(run.run_id, down, up, now))
+            up = down
+        return out
+
+    def _follower_lost(self, run_id: str, down: TaskRuntime, up: TaskRuntime, now: int) -> AttemptLost:
+        lost = AttemptLost(
+            run_id=run_id,
+            task_id=down.spec.task_id,
+            attempt=down.attempt,
+            node_id=down.node_id or "",
+            session=down.session,
+            at_ms=now,
+            reason=f"it followed an attempt of {up.spec.task_id} that did not succeed",
+        )
+        self.inflight.record(lost)
+        return lost
 
     def _resend(self, now: int, decision: Decision, holds: Holds | None) -> None:
         """Work for attempts placed and not started after their delivery bound, built from what the

@@ -35,11 +35,13 @@ def queues(ctl: RunController) -> dict[str, Any]:
         counts(resource_class(shape)).update(pending=count, reason=ready.reasons.get(shape))
     reservations = ctl.placer.reservations
     running = 0
-    for (run_id, task_id, attempt), res in reservations.items():  # bounded by the cluster's capacity
-        entry = counts(resource_class(res.resources))
-        entry["placed"] += 1
+    # bounded by the cluster's capacity (and the followers placed with each: maze/head/followers.py)
+    for (run_id, task_id, attempt), res in reservations.items():
         run = core.runs.get(run_id)
         task = run.tasks.get(task_id) if run else None
+        # a follower holds nothing until its upstream succeeds: counted in its own class
+        entry = counts(resource_class(task.spec.resources if task is not None else res.resources))
+        entry["placed"] += 1
         started = task is not None and task.attempt == attempt and task.state == "running"
         entry["running" if started else "queued"] += 1
         running += started

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from itertools import repeat
 
 import structlog
 from nats.errors import MaxPayloadError
@@ -47,12 +48,20 @@ class Outbox:
         self._idle = asyncio.Event()
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
+        # events whose emitter waits to know they were stored as they are (by id; the event is
+        # kept, so its id is not reused meanwhile): True once stored, False when replaced or dropped
+        self._watched: dict[int, tuple[Event, asyncio.Future[bool]]] = {}
+        self._watching: list[tuple[Event, asyncio.Future[bool]]] = []  # those of the batch in flight
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._flush_forever(), name="outbox")
 
-    def emit(self, event: Event) -> None:
+    def emit(self, event: Event, stored: asyncio.Future[bool] | None = None) -> None:
+        """`stored`, when given, is resolved True once the event is stored as it is, False if it is
+        not (replaced by a failure that fits, or dropped)."""
         self.pending.append(event)
+        if stored is not None:
+            self._watched[id(event)] = (event, stored)
         self._idle.clear()
         self._wake.set()
 
@@ -62,6 +71,9 @@ class Outbox:
 
     async def stop(self) -> None:
         await cancel_and_wait([self._task])
+        # what a new outbox sends of them is not watched
+        _tell([*self._watching, *self._watched.values()], set())
+        self._watching, self._watched = [], {}
 
     def unsent(self) -> list[Event]:
         """After stop(): what was emitted but not confirmed stored (to hand to a new outbox)."""
@@ -74,6 +86,11 @@ class Outbox:
             await asyncio.sleep(0)  # let the rest of this tick's events join the batch
             batch, self.pending = self.pending, []
             self.inflight = batch
+            self._watching = (
+                [w for w in map(self._watched.pop, map(id, batch), repeat(None)) if w is not None]
+                if self._watched
+                else []
+            )
             delay = 0.05
             refusals = 0
             if hops.enabled():
@@ -85,6 +102,9 @@ class Outbox:
                     if hops.enabled():
                         for event in batch:
                             hops.mark(f"worker_published_{event_tag(event)}", getattr(event, "run_id", ""))
+                    if self._watching:
+                        _tell(self._watching, {id(e) for e in batch})
+                        self._watching = []
                     batch = self.inflight = []
                 except asyncio.CancelledError:
                     raise
@@ -104,6 +124,8 @@ class Outbox:
                             tries=refusals,
                         )
                         if refusals >= PERMANENT_TRIES:
+                            _tell(self._watching, set())
+                            self._watching = []
                             self._give_up(batch, exc)
                             batch = self.inflight = []
                             break
@@ -120,6 +142,13 @@ class Outbox:
         )
         if self.on_unrecordable is not None:
             self.on_unrecordable(batch, exc)
+
+
+def _tell(watched: list[tuple[Event, asyncio.Future[bool]]], stored: set[int]) -> None:
+    """Each watched event: stored as it is (its object in the batch stored), or not."""
+    for event, future in watched:
+        if not future.done():
+            future.set_result(id(event) in stored)
 
 
 def as_refused(events: list[Event], exc: BaseException) -> list[Event]:

@@ -49,6 +49,7 @@ from maze.workers.blob_cache import BlobCache
 from maze.workers.capacity import gpu_free_mb
 from maze.workers.child import MAX_MESSAGE_CHARS, MAX_TRACEBACK_CHARS, clip
 from maze.workers.files import FileStager, Staged, TooManyFiles, has_files
+from maze.workers.follow import Followers
 from maze.workers.logs import TaskLogs
 from maze.workers.outbox import Outbox
 from maze.workers.pool import ProcessExited, ProcessPool, ReplyRefused, TaskProcess
@@ -103,6 +104,8 @@ class Worker:
         self.cores = CoreAllocator()
         self.waiting: list[WorkItem] = []
         self.waiting_keys: set[tuple[str, str, int]] = set()
+        # followers (maze/head/followers.py): held, then run with their reports gated
+        self.follow = Followers(lambda event, stored: self.outbox.emit(event, stored))
         self._rejoining = False
         self._rejoin_lock = asyncio.Lock()
         self._stopping = False
@@ -228,6 +231,7 @@ class Worker:
         self._tasks = []
         self.waiting.clear()
         self.waiting_keys.clear()
+        self.follow.clear()
 
     async def stop(self, reason: str = "stopped") -> None:
         self._stopping = True  # no rejoin after this (one waiting for the lock gives up)
@@ -390,6 +394,8 @@ class Worker:
         self.ended_runs[run_id] = None
         if len(self.ended_runs) > ENDED_RUNS_KEPT:
             self.ended_runs.popitem(last=False)
+        for key in self.follow.drop_run(run_id):
+            self.seen.pop(key, None)
         dropped = [w for w in self.waiting if w.run_id == run_id]
         if dropped:
             self.waiting = [w for w in self.waiting if w.run_id != run_id]
@@ -417,11 +423,40 @@ class Worker:
             return  # its run was ended while this was on its way
         if item.key in self.seen or item.key in self.running or item.key in self.waiting_keys:
             return  # work sent again (the controller's delivery check, or a restarted controller)
+        if item.after:
+            up = (item.run_id, item.after, item.after_attempt)
+            if up not in self.running and up not in self.waiting_keys and not self.follow.holds(up):
+                # its upstream is not here (it ended, or its work never came): sent again from
+                # the log once the upstream's success puts it in force
+                return
+            self.follow.hold(item)
+        else:
+            self.waiting.append(item)
+            self.waiting_keys.add(item.key)
         self.seen[item.key] = None
         if len(self.seen) > 100_000:
             self.seen.popitem(last=False)
-        self.waiting.append(item)
-        self.waiting_keys.add(item.key)
+
+    def _drop_followers_of(self, key: tuple[str, str, int]) -> None:
+        """The followers held after attempt `key`, which will not succeed here, dropped (the
+        controller records them lost); forgotten as seen, so that work sent again is taken."""
+        for follower in self.follow.drop_after(key):
+            self.seen.pop(follower, None)
+
+    def _start_follower(self, key: tuple[str, str, int], stored: asyncio.Future[bool], result: bytes) -> None:
+        """Attempt `key` succeeded: its follower runs now, first in line, in its slot, while that
+        success is being stored (what it reports waits for it: maze/workers/follow.py)."""
+        started = self.follow.start(key, stored, result)
+        if started is None:
+            return
+        item, ready = started
+        if isinstance(ready, str):
+            self._fail(item, "invalid_input", ready, retryable=False)
+            self.follow.ended(item.key)
+            self._drop_followers_of(item.key)
+            return
+        self.waiting.insert(0, ready)
+        self.waiting_keys.add(ready.key)
 
     # ---- running ------------------------------------------------------------------------------
     def _pump(self) -> None:
@@ -459,7 +494,8 @@ class Worker:
         return False
 
     def _reject(self, item: WorkItem, reason: str) -> None:
-        self.outbox.emit(
+        self.follow.report(
+            item.key,
             AttemptRejected(
                 run_id=item.run_id,
                 task_id=item.task_id,
@@ -467,7 +503,7 @@ class Worker:
                 node_id=self.node_id,
                 at_ms=now_ms(),
                 reason=reason,
-            )
+            ),
         )
 
     async def _run(self, item: WorkItem) -> None:
@@ -476,6 +512,7 @@ class Worker:
         staged: dict[str, Staged] = {}
         reuse = False
         handed = False  # the task process has the attempt: user code may have run
+        done: tuple[asyncio.Future[bool], bytes] | None = None  # its success, when a follower waits
         cores = self.cores.take(item.resources.cpu)
         pool: ProcessPool = self.pool
         attempt_dir: Path | None = None
@@ -569,7 +606,7 @@ class Worker:
             if reply.get("has_func"):
                 tp.loaded.add(item.func_hash)
             if reply["ok"]:
-                await self._succeed(item, reply, directory, staged)
+                done = await self._succeed(item, reply, directory, staged)
             else:
                 err = reply["payload"]
                 why = self.sandboxes.verdict(tp) if pool is self.sandboxes else None
@@ -609,6 +646,12 @@ class Worker:
             self.cores.give_back(cores, item.resources.cpu)
             add_usage(self.usage, item.resources, item.gpus, sign=-1)
             self.running.pop(item.key, None)
+            self.follow.ended(item.key)
+            if self.follow.follows(item.key):
+                if done is not None:
+                    self._start_follower(item.key, *done)
+                else:
+                    self._drop_followers_of(item.key)
             if self._tasks:
                 self._pump()
 
@@ -624,7 +667,7 @@ class Worker:
         entry = self._unreported.pop(key, None)
         if entry is not None:
             entry[1].cancel()
-            self.outbox.emit(entry[0])
+            self.follow.report(key, entry[0])
 
     def _forget_start(self, key: tuple[str, str, int]) -> None:
         entry = self._unreported.pop(key, None)
@@ -695,12 +738,14 @@ class Worker:
 
     async def _succeed(
         self, item: WorkItem, reply: dict[str, Any], directory: Path | None, staged: dict[str, Staged]
-    ) -> None:
+    ) -> tuple[asyncio.Future[bool], bytes] | None:
+        """Reports the attempt's success (or the failure it turned into). With a follower held
+        after it: when the success is stored (a future), and its result."""
         artifacts: list[FileEntry] = []
         if item.workspace and directory is not None:
             found = await self._artifacts(item, directory, staged)
             if found is None:
-                return
+                return None
             artifacts = found
         try:
             result = await store_result(
@@ -708,16 +753,17 @@ class Worker:
             )
         except PayloadTooLarge as exc:
             self._fail(item, "payload_too_large", exc.message, retryable=False)
-            return
+            return None
         except MazeError as exc:
             self._fail(
                 item, "artifact_error", f"the result could not be stored: {exc.message}", retryable=True
             )
-            return
+            return None
         self._report_start(item.key)
         at = now_ms()
         for entry in artifacts:  # before the end, in the same message as a rule
-            self.outbox.emit(
+            self.follow.report(
+                item.key,
                 ArtifactRegistered(
                     run_id=item.run_id,
                     task_id=item.task_id,
@@ -727,9 +773,11 @@ class Worker:
                     sha256=entry.sha256,
                     size=entry.size,
                     at_ms=at,
-                )
+                ),
             )
-        self.outbox.emit(
+        stored = asyncio.get_running_loop().create_future() if self.follow.follows(item.key) else None
+        self.follow.report(
+            item.key,
             AttemptSucceeded(
                 run_id=item.run_id,
                 task_id=item.task_id,
@@ -738,8 +786,10 @@ class Worker:
                 at_ms=now_ms(),
                 result=result,
                 duration_ms=reply["duration_ms"],
-            )
+            ),
+            stored,
         )
+        return (stored, result) if stored is not None else None
 
     def _fail(
         self,
@@ -751,7 +801,8 @@ class Worker:
         exception_type: str | None = None,
     ) -> None:
         self._report_start(item.key)
-        self.outbox.emit(
+        self.follow.report(
+            item.key,
             AttemptFailed(
                 run_id=item.run_id,
                 task_id=item.task_id,
@@ -769,5 +820,5 @@ class Worker:
                     traceback=clip(traceback, MAX_TRACEBACK_CHARS) if traceback else None,
                     exception_type=exception_type,
                 ),
-            )
+            ),
         )

@@ -1,0 +1,102 @@
+"""The node's side of followers (maze/workers/follow.py): a follower runs as soon as the attempt
+it follows succeeded, and what it reports is sent only once that success is stored as it is (in
+order), dropped when it is not, and the next follower's gate closes with it; its inputs are
+filled from the upstream's result."""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgspec
+
+from maze.events.codec import encode_value
+from maze.events.specs import Resources
+from maze.events.tasks import AttemptStarted
+from maze.events.values import decode_map_raw
+from maze.events.work import WorkItem
+from maze.workers.follow import Followers, filled
+
+ONE, TWO = msgspec.msgpack.encode(1), msgspec.msgpack.encode(2)
+
+
+def item(task_id: str, after: str = "", **inputs: bytes) -> WorkItem:
+    return WorkItem(
+        run_id="r",
+        task_id=task_id,
+        attempt=1,
+        func_name="f",
+        func_hash="c" * 64,
+        call_style="kwargs",
+        inputs=encode_value({k: msgspec.Raw(v) for k, v in inputs.items()}),
+        outputs=None,
+        resources=Resources(),
+        after=after,
+        after_attempt=1 if after else 0,
+        after_inputs={"x": "out"} if after else {},
+    )
+
+
+def report(task_id: str) -> AttemptStarted:
+    return AttemptStarted(run_id="r", task_id=task_id, attempt=1, node_id="n", at_ms=0)
+
+
+def result(**values: bytes) -> bytes:
+    return encode_value({k: msgspec.Raw(v) for k, v in values.items()})
+
+
+def test_inputs_are_filled_from_the_upstream_result_and_a_missing_output_is_said() -> None:
+    ready = filled(item("b", after="a", y=TWO), result(out=ONE, other=TWO))
+    assert isinstance(ready, WorkItem) and not ready.after and ready.after_inputs == {}
+    assert {k: bytes(v) for k, v in decode_map_raw(ready.inputs).items()} == {"x": ONE, "y": TWO}
+    why = filled(item("b", after="a"), result(other=TWO))
+    assert why == "input 'x' refers to output 'out' of task a, which returned only ['other']"
+
+
+def test_reports_wait_for_the_gate_and_leave_in_order_or_not_at_all() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        sent: list[tuple[str, object]] = []
+        follow = Followers(lambda event, stored: sent.append((event.task_id, stored)))  # type: ignore[attr-defined]
+        for task_id, after in (("b", "a"), ("c", "b")):
+            follow.hold(item(task_id, after=after))
+        a_stored = loop.create_future()
+        started = follow.start(("r", "a", 1), a_stored, result(out=ONE))
+        assert started is not None and started[0].task_id == "b" and isinstance(started[1], WorkItem)
+        b_stored = loop.create_future()
+        follow.report(("r", "b", 1), report("b"))
+        follow.report(("r", "b", 1), report("b"), b_stored)
+        assert sent == []  # a's success is not stored yet
+        started = follow.start(("r", "b", 1), b_stored, result(out=ONE))  # c runs at once too
+        assert started is not None and started[0].task_id == "c"
+        follow.report(("r", "c", 1), report("c"))
+        a_stored.set_result(True)
+        await asyncio.sleep(0)
+        assert [t for t, _ in sent] == ["b", "b"]  # b's reports, in order; c waits for b's
+        b_stored.set_result(False)  # b's success was not stored as it is: c's reports never leave
+        await asyncio.sleep(0)
+        assert [t for t, _ in sent] == ["b", "b"]
+        follow.ended(("r", "c", 1))
+        assert follow.gates == {} and follow.gated == {}
+        # a follower whose upstream's success was not stored: nothing of it leaves, and its own
+        # success tells the next in line so
+        follow.hold(item("e", after="d"))
+        d_stored = loop.create_future()
+        assert follow.start(("r", "d", 1), d_stored, result(out=ONE)) is not None
+        d_stored.set_result(False)
+        await asyncio.sleep(0)
+        e_stored = loop.create_future()
+        follow.report(("r", "e", 1), report("e"), e_stored)
+        assert e_stored.result() is False and [t for t, _ in sent] == ["b", "b"]
+
+    asyncio.run(main())
+
+
+def test_dropping_a_chain_and_a_run() -> None:
+    follow = Followers(lambda event, stored: None)
+    follow.hold(item("b", after="a"))
+    follow.hold(item("c", after="b"))
+    assert follow.follows(("r", "a", 1)) and follow.holds(("r", "c", 1))
+    assert follow.drop_after(("r", "a", 1)) == [("r", "b", 1), ("r", "c", 1)]
+    assert follow.held == {} and follow.after == {}
+    follow.hold(item("b", after="a"))
+    assert follow.drop_run("r") == [("r", "b", 1)] and follow.held == {}
