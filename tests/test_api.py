@@ -132,7 +132,10 @@ def test_task_detail_and_attempts(client: MaClient) -> None:
     assert detail["upstream"] == [tasks[0].task_id]
     (attempt,) = detail["attempts"]
     assert attempt["state"] == "succeeded" and attempt["node_id"] and attempt["pid"] > 0
-    assert attempt["reason"].startswith("least-loaded")
+    # the second task of a chain follows the first on its node (maze/head/followers.py)
+    assert attempt["reason"].startswith(f"follows {tasks[0].task_id} (attempt 1) on its node")
+    (first,) = client.get_run_task(run_id, tasks[0].task_id)["attempts"]
+    assert first["reason"].startswith("least-loaded")
     run = client.get_run(run_id)
     assert run["started_at_ms"] <= run["finished_at_ms"]
 

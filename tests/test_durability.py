@@ -128,6 +128,11 @@ def once(i: int = 0):
     return {"i": i}
 
 
+@task(resources={"cpu": 2})
+def once_wide(i: int = 0):  # more CPU than `once`: never its follower (maze/head/followers.py)
+    return {"i": i}
+
+
 @pytest.mark.parametrize("fault", ["kill-after-placed", "kill-after-placed-in-pass"])
 def test_head_killed_between_placement_and_work_the_agent_still_runs_everything_once(tmp_path, fault) -> None:
     """The fault the log must absorb: the head records attempt.placed and dies before it publishes
@@ -152,14 +157,17 @@ def test_head_killed_between_placement_and_work_the_agent_still_runs_everything_
         assert wait_until(agent.alive_session, timeout=30) == session
         wf = MaClient(head.url).create_workflow()
         if fault == "kill-after-placed":
-            tasks = [wf.add_task(once, inputs={"i": i}) for i in range(4)]
+            tasks = [wf.add_task(once, inputs={"i": i}) for i in range(3)]
+            # and a follower of the first, placed with it: its work, never sent either, is sent
+            # once the first's success puts it in force
+            tasks.append(wf.add_task(once, inputs={"i": tasks[0].outputs["i"]}))
             # the placements travel with run.created: the head dies inside the submit, after both
             # are stored and before any work is sent, so the client never hears back
             with pytest.raises(Unavailable):
                 wf.run()
         else:
             first = wf.add_task(once, inputs={"i": 1})
-            tasks = [first, wf.add_task(once, inputs={"i": first.outputs["i"]})]
+            tasks = [first, wf.add_task(once_wide, inputs={"i": first.outputs["i"]})]
             wf.run()  # placed at submit and run; the controller then places the second and dies
         assert head.proc is not None
         head.proc.wait(timeout=30)

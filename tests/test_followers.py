@@ -134,3 +134,40 @@ def test_a_cancelled_runs_followers_never_start(client: MaClient, head: HeadProc
     assert rows[b.task_id]["state"] == "cancelled"
     report = httpx.post(f"{head.url}/projections/rebuild", timeout=60).json()
     assert report["equal"] is True, report
+
+
+@task
+def fails_now(x: int = 0) -> dict:
+    raise RuntimeError("this one fails")
+
+
+def test_a_run_failing_elsewhere_never_runs_the_followers_it_held(
+    client: MaClient, head: HeadProcess
+) -> None:
+    wf = client.create_workflow()
+    a = wf.add_task(sleeps, inputs={"x": 0, "seconds": 1.0})
+    b = wf.add_task(step, inputs={"x": a.outputs["x"]})
+    wf.add_task(fails_now, inputs={"x": 0})
+    run_id = wf.run()
+    summary = wf.show_results(run_id)
+    assert summary["state"] == "failed"
+    # a ends after the run did: its node dropped the follower held after it, which never starts
+    deadline = time.monotonic() + 30
+    while True:
+        events = _events(client, run_id)
+        if any(e.get("task_id") == a.task_id and e["type"] == "attempt.succeeded" for e in events):
+            break
+        assert time.monotonic() < deadline, "; ".join(
+            f"{e['type']} {e.get('task_id', '')[-6:]} {e.get('refused', '')}" for e in events
+        )
+        time.sleep(0.1)
+    time.sleep(0.5)  # (what b would report would come right after a's success)
+    events = _events(client, run_id)
+    assert [(e["type"], e["attempt"]) for e in events if e.get("task_id") == b.task_id] == [
+        ("attempt.placed", 1),
+        ("attempt.lost", 1),
+    ]
+    row = {t["task_id"]: t for t in client.get_run_tasks(run_id)}[b.task_id]
+    assert row["state"] == "cancelled" and "not run" in row["error"]["message"]
+    report = httpx.post(f"{head.url}/projections/rebuild", timeout=60).json()
+    assert report["equal"] is True, report

@@ -16,7 +16,7 @@ from maze.events import subjects
 from maze.events.catalog import Event
 from maze.events.nodes import NodeJoined
 from maze.events.runs import RunCreated
-from maze.events.specs import InputRef, InputValue, NodeCapacity, TaskError, TaskSpec
+from maze.events.specs import InputRef, InputValue, NodeCapacity, Resources, TaskError, TaskSpec
 from maze.events.tasks import AttemptFailed, AttemptPlaced, AttemptStarted, AttemptSucceeded
 from maze.head.metrics import FoldMetrics
 from maze.head.scheduler import Scheduler
@@ -136,6 +136,9 @@ def spec(task_id: str, reads: str | None = None) -> TaskSpec:
         call_style="kwargs",
         inputs={"x": given},
         outputs=None,
+        # each of a, b, c asks more CPU than the one it reads: placed on its own, never as its
+        # follower (maze/head/followers.py), so that each placement here is a pass of its own
+        resources=Resources(cpu=1.0 + "abc".index(task_id)) if task_id in "abc" else Resources(),
     )
 
 

@@ -11,7 +11,7 @@ import msgspec
 
 from maze.events.codec import encode_value
 from maze.events.specs import Resources
-from maze.events.tasks import AttemptStarted
+from maze.events.tasks import AttemptStarted, AttemptSucceeded
 from maze.events.values import decode_map_raw
 from maze.events.work import WorkItem
 from maze.workers.follow import Followers, filled
@@ -56,7 +56,8 @@ def test_reports_wait_for_the_gate_and_leave_in_order_or_not_at_all() -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
         sent: list[tuple[str, object]] = []
-        follow = Followers(lambda event, stored: sent.append((event.task_id, stored)))  # type: ignore[attr-defined]
+        closed: list[tuple[str, str, int]] = []
+        follow = Followers(lambda event, stored: sent.append((event.task_id, stored)), closed.append)  # type: ignore[attr-defined]
         for task_id, after in (("b", "a"), ("c", "b")):
             follow.hold(item(task_id, after=after))
         a_stored = loop.create_future()
@@ -72,9 +73,10 @@ def test_reports_wait_for_the_gate_and_leave_in_order_or_not_at_all() -> None:
         a_stored.set_result(True)
         await asyncio.sleep(0)
         assert [t for t, _ in sent] == ["b", "b"]  # b's reports, in order; c waits for b's
-        b_stored.set_result(False)  # b's success was not stored as it is: c's reports never leave
-        await asyncio.sleep(0)
-        assert [t for t, _ in sent] == ["b", "b"]
+        follow.ended(("r", "b", 1))
+        b_stored.set_result(False)  # b's success was not stored as it is: c's reports never leave,
+        await asyncio.sleep(0)  # and c, still running, is stopped
+        assert [t for t, _ in sent] == ["b", "b"] and closed == [("r", "c", 1)]
         follow.ended(("r", "c", 1))
         assert follow.gates == {} and follow.gated == {}
         # a follower whose upstream's success was not stored: nothing of it leaves, and its own
@@ -91,8 +93,50 @@ def test_reports_wait_for_the_gate_and_leave_in_order_or_not_at_all() -> None:
     asyncio.run(main())
 
 
+def test_a_report_after_the_gate_opened_never_overtakes_what_it_held() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        sent: list[str] = []
+        follow = Followers(lambda event, stored: sent.append(type(event).__name__), lambda key: None)
+        follow.hold(item("b", after="a"))
+        gate = loop.create_future()
+        assert follow.start(("r", "a", 1), gate, result(out=ONE)) is not None
+        follow.report(("r", "b", 1), report("b"))  # held
+        gate.set_result(True)  # stored; its callback has not run yet
+        follow.report(
+            ("r", "b", 1),
+            AttemptSucceeded(run_id="r", task_id="b", attempt=1, node_id="n", at_ms=1, result=b"\x80"),
+        )
+        assert sent == ["AttemptStarted", "AttemptSucceeded"]
+        await asyncio.sleep(0)
+        assert sent == ["AttemptStarted", "AttemptSucceeded"] and follow.gates == {}
+        # held reports of a follower that ended before its gate's callback ran go at its end
+        follow.hold(item("c", after="b"))
+        gate = loop.create_future()
+        assert follow.start(("r", "b", 1), gate, result(out=ONE)) is not None
+        follow.report(("r", "c", 1), report("c"))
+        gate.set_result(True)
+        follow.ended(("r", "c", 1))
+        assert sent[-1] == "AttemptStarted" and len(sent) == 3 and follow.gates == {}
+
+    asyncio.run(main())
+
+
+def test_a_follower_whose_work_comes_after_its_upstreams_success_starts_from_it() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        follow = Followers(lambda event, stored: None, lambda key: None)
+        stored = loop.create_future()
+        follow.note_success(("r", "a", 1), stored, result(out=ONE))
+        assert follow.succeeded(("r", "a", 1)) == (stored, result(out=ONE))
+        stored.set_result(False)
+        assert follow.succeeded(("r", "a", 1)) is None  # not stored as it was: nothing follows it
+
+    asyncio.run(main())
+
+
 def test_dropping_a_chain_and_a_run() -> None:
-    follow = Followers(lambda event, stored: None)
+    follow = Followers(lambda event, stored: None, lambda key: None)
     follow.hold(item("b", after="a"))
     follow.hold(item("c", after="b"))
     assert follow.follows(("r", "a", 1)) and follow.holds(("r", "c", 1))

@@ -4,10 +4,12 @@ the attempt they follow does not succeed; lost with their node; and what may not
 
 from __future__ import annotations
 
+import msgspec
+
 from maze.events import values
 from maze.events.nodes import NodeLost
-from maze.events.specs import Resources, RetryPolicy
-from maze.events.tasks import AttemptLost, AttemptPlaced, RetryScheduled
+from maze.events.specs import Resources, RetryPolicy, TaskError
+from maze.events.tasks import AttemptFailed, AttemptLost, AttemptPlaced, RetryScheduled
 from maze.head.followers import NOTHING
 from maze.head.scheduler import Scheduler
 from tests.test_unit_scheduler import ONE, core_with, decide, fail, finished, items, joined, spec, succeed
@@ -105,20 +107,89 @@ def test_followers_are_lost_with_their_node_and_not_placed_before_their_upstream
 
 
 def test_what_may_not_follow() -> None:
-    bigger = [spec("a"), spec("b", reads=("a",), res=Resources(cpu=2))]
-    fan = [spec("a"), spec("b", reads=("a",)), spec("c", reads=("a",))]
-    join = [spec("a"), spec("x"), spec("b", reads=("a", "x"))]
-    gpu = [spec("a", res=Resources(cpu=1, gpu=1)), spec("b", reads=("a",), res=Resources(cpu=1, gpu=1))]
-    for specs in (bigger, fan, join, gpu):
-        core = core_with(*specs, cpus=4)
-        core.apply(joined())  # (the GPU case places nothing: the node has no GPU)
-        assert all(not w.after for w in items(decide(core, 10))), specs
+    from maze.events.nodes import NodeJoined
+    from maze.events.runs import RunCreated
+    from maze.events.specs import GpuInfo, NodeCapacity
+
+    big = NodeCapacity(
+        cpus=8,
+        memory_mb=16_000,
+        gpus=[GpuInfo(index=0, name="g", total_mem_mb=16_000, free_mem_mb=16_000)],
+        sandbox=True,
+        sandbox_limits="cgroup2",
+    )
+    gpu, boxed = Resources(cpu=1, gpu=1), Resources(cpu=1, sandbox=True)
+    cases = {
+        "more CPU": [spec("a"), spec("b", reads=("a",), res=Resources(cpu=2))],
+        "two readers": [spec("a"), spec("b", reads=("a",)), spec("c", reads=("a",))],
+        "another upstream": [spec("a"), spec("x"), spec("b", reads=("a", "x"))],
+        "a GPU": [spec("a", res=gpu), spec("b", reads=("a",), res=gpu)],
+        "a sandbox": [spec("a", res=boxed), spec("b", reads=("a",), res=boxed)],
+        "an app": [spec("a"), msgspec.structs.replace(spec("b", reads=("a",)), task_type="app")],
+    }
+    for why, specs in cases.items():
+        core = Scheduler(queue_factor=1.0, grace_ms=60_000)
+        core.apply(NodeJoined(node_id="n", session="s1", at_ms=0, hostname="h", ip="127.0.0.1", capacity=big))
+        core.apply(RunCreated(run_id="r", workflow_id="w", at_ms=0, tasks=specs))
+        work = items(decide(core, 10))
+        assert work and work[0].task_id == "a" and all(not w.after and not w.leads for w in work), why
+    for kind in ("workspace", "dynamic"):
+        core = Scheduler(queue_factor=1.0, grace_ms=60_000)
+        core.apply(joined())
+        extra = {"workspace": "f" * 64} if kind == "workspace" else {"kind": "dynamic", "max_tasks": 10}
+        core.apply(RunCreated(run_id="r", workflow_id="w", at_ms=0, tasks=chain(2), **extra))  # type: ignore[arg-type]
+        work = items(decide(core, 10))
+        assert [w.task_id for w in work] == ["t0"], kind
     # a follower's other inputs travel in its work; only the upstream's are filled on the node
     core = core_with(spec("x"), spec("a", reads=("x",)), spec("b", reads=("a", "x")), cpus=4)
     work = items(decide(core, 10))
     assert [w.task_id for w in work] == ["x"]  # x has two readers: nothing follows it
     succeed(core, work[0])
     work = items(decide(core, 20))
-    assert [(w.task_id, w.after, w.after_inputs) for w in work] == [("a", "", {}), ("b", "a", {"in_a": "x"})]
+    assert [(w.task_id, w.after, w.after_inputs, w.leads) for w in work] == [
+        ("a", "", {}, True),
+        ("b", "a", {"in_a": "x"}, False),
+    ]
     inputs = values.decode_map_raw(work[1].inputs)
     assert set(inputs) == {"in_x"} and bytes(inputs["in_x"]) == ONE
+
+
+def test_a_run_failing_elsewhere_records_every_follower_lost_and_tells_its_node() -> None:
+    core = core_with(*chain(3), spec("z"), cpus=4)
+    work = {w.task_id: w for w in items(decide(core, 10))}
+    assert sorted(work) == ["t0", "t1", "t2", "z"]
+    fail(core, work["z"])  # z fails for good while t0 runs with its chain held after it
+    decision = decide(core, 20)
+    assert [(type(e).__name__, getattr(e, "task_id", None)) for e in decision.events] == [
+        ("AttemptLost", "t1"),
+        ("AttemptLost", "t2"),
+        ("RunFinished", None),
+    ]
+    [told] = decision.cancels["n"]
+    assert told.run_id == "r" and told.held_only
+    assert core.drop_held == {}
+
+
+def test_a_follower_that_failed_before_its_upstream_waits_for_it() -> None:
+    core = core_with(*chain(2, retry=RetryPolicy(max_retries=1, backoff_seconds=0)), cpus=4)
+    work = items(decide(core, 10))
+    run = core.runs["r"]
+    core.apply(  # its code could not be stored (say): failed by the controller, retried
+        AttemptFailed(
+            run_id="r",
+            task_id="t1",
+            attempt=1,
+            at_ms=11,
+            error=TaskError(
+                error_type="artifact_error",
+                message="its code is not stored",
+                retryable=True,
+                origin="controller",
+            ),
+        )
+    )
+    assert [type(e) for e in decide(core, 12).events] == [RetryScheduled]
+    assert run.tasks["t1"].state == "retry_wait" and items(decide(core, 100)) == []  # not before t0
+    succeed(core, work[0])
+    [again] = items(decide(core, 200))
+    assert (again.task_id, again.attempt, again.after) == ("t1", 2, "")

@@ -41,6 +41,7 @@ class WorkItem(Struct, frozen=True):
     after: str = ""
     after_attempt: int = 0
     after_inputs: dict[str, str] = {}
+    leads: bool = False  # a follower was placed after it (its node keeps its success a while)
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -56,6 +57,9 @@ class CancelRun(Struct, frozen=True):
 
     run_id: str
     reason: str = ""
+    # only the followers the node holds for the run, which will not run (the run failed: what
+    # runs or waits there goes on as it would; maze/head/followers.py)
+    held_only: bool = False
 
 
 class WorkBatch(Struct, frozen=True):

@@ -95,6 +95,8 @@ class LocalNode(Protocol):
 
     def take_work(self, items: list[WorkItem]) -> None: ...
 
+    def take_cancels(self, cancels: list[CancelRun]) -> None: ...
+
 
 STREAMS = (subjects.RUNS_STREAM, subjects.NODES_STREAM)
 
@@ -538,7 +540,7 @@ class RunController:
         run whose ends were not stored is decided again). Nodes that started an attempt of such
         a run after its end are told again (`decision.cancels`). Best effort: what a node never
         hears, it reports on, and is told again then."""
-        told: dict[str, dict[str, str]] = {}
+        told: dict[str, dict[str, CancelRun]] = {}
         for event in decision.events:
             if (
                 isinstance(event, AttemptFailed)
@@ -547,15 +549,23 @@ class RunController:
                 and event.node_id
                 and event.run_id not in not_stored
             ):
-                told.setdefault(event.node_id, {})[event.run_id] = event.error.message
+                told.setdefault(event.node_id, {})[event.run_id] = CancelRun(
+                    event.run_id, event.error.message
+                )
         for node_id, cancels in decision.cancels.items():
-            for cancel in cancels:
-                told.setdefault(node_id, {}).setdefault(cancel.run_id, cancel.reason)
+            for cancel in cancels:  # (a whole run's end wins over dropping its held followers)
+                told.setdefault(node_id, {}).setdefault(cancel.run_id, cancel)
         if not told:
             return
 
-        async def tell(node_id: str, runs: dict[str, str]) -> None:
-            cancels = [CancelRun(run_id=r, reason=why[:CANCEL_REASON_CHARS]) for r, why in runs.items()]
+        async def tell(node_id: str, runs: dict[str, CancelRun]) -> None:
+            cancels = [
+                msgspec.structs.replace(c, reason=c.reason[:CANCEL_REASON_CHARS]) for c in runs.values()
+            ]
+            local = self.local_node
+            if local is not None and node_id == local.node_id and self.deciding:
+                local.take_cancels(cancels)  # in process, as its work is (in order with it)
+                return
             batch = WorkBatch(items=[], cancels=cancels)
             await self._tell_node(
                 node_id, batch, f"cancel/{self.lease.epoch}/{node_id}/{','.join(sorted(runs))}"

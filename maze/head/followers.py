@@ -9,14 +9,15 @@ The rule, which every fold reads from the log alone:
 - When the upstream task succeeds, the follower is in force: its reservation becomes its own
   resources (never more than the upstream's, so the node is not over-committed), and the
   delivery check watches it like any placed attempt.
-- When the upstream's attempt ends otherwise (failed, lost, rejected), the follower is stale: the
-  controller records it lost (`attempt.lost`, no failure, no requeue counted) when it places the
-  upstream task again, and places a follower anew with it. A run that ends ends its followers
-  with it, as it ends every queued attempt.
+- When the upstream's attempt ends otherwise (failed, or lost with its node), the follower is
+  stale: the controller records it lost (`attempt.lost`, no failure, no requeue counted) when it
+  places the upstream task again, and places a follower anew with it. A run that fails records
+  every follower still waiting lost first, and tells its node to drop it; a cancelled or timed
+  out run ends its followers as it ends every queued attempt.
 
-The node runs a follower only after its upstream's success is stored (maze/workers/follow.py),
-and only the upstream's success takes it out of waiting, so its reports never precede that
-success in the log.
+The node runs a follower as soon as its upstream answers, but sends what the follower reports
+only once the upstream's success is stored as it is (maze/workers/follow.py), so its reports
+never precede that success in the log.
 
 Only a plain chain link follows: a static run without files, a code task that is its upstream's
 only downstream task, waits for nothing else, asks no GPU, no sandbox and no more CPU or memory

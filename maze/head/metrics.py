@@ -156,7 +156,9 @@ class FoldMetrics:
             active[before] -= 1
         if after in active:
             active[after] += 1
-        if after == "queued":
+        if after == "queued" and task.waiting:  # a follower: placed ahead, it waited for nothing
+            self._ready_at.pop(key, None)
+        elif after == "queued":
             ready = self._ready_at.pop(key, None)
             if ready is None and event.attempt == 1:  # a root task's first placement
                 ready = self._run_started.get(run_id)

@@ -158,6 +158,8 @@ class Scheduler:
         self.leader = ""  # the head that holds it
         self.fenced = 0  # decisions refused for their epoch
         self.blobs_due: dict[str, bytes] = {}  # what the pass being decided needs stored first
+        # nodes to tell that followers they hold for a failing run will not run: node -> runs
+        self.drop_held: dict[str, dict[str, str]] = {}
 
     # ---- folding ------------------------------------------------------------------------------
     def apply(self, event: Event) -> None:
@@ -404,6 +406,9 @@ class Scheduler:
         if run is None or task is None or task.state != "succeeded" or len(task.downstream) != 1:
             return
         down = run.tasks[task.downstream[0]]
+        if down.state == "retry_wait" and not down.waiting:  # it failed as a follower (unsendable)
+            self.retries.schedule((run.run_id, down.spec.task_id), down.retry_at_ms, down.next_attempt)
+            return
         key = (event.run_id, down.spec.task_id, down.attempt)
         res = self.placer.reservations.get(key)
         if down.state != "queued" or down.waiting or res is None or res.resources != NOTHING:
@@ -483,6 +488,12 @@ class Scheduler:
             self.placement_due = False
             self.ready.place(lambda key, shape: self._try_place_safely(key, shape, now, decision))
         self._resend(now, decision, holds)
+        if self.drop_held:
+            cancels = dict(decision.cancels)
+            for node, runs in self.drop_held.items():
+                told = [CancelRun(run_id=r, reason=why, held_only=True) for r, why in runs.items()]
+                cancels[node] = [*cancels.get(node, []), *told]
+            decision.cancels, self.drop_held = cancels, {}
         decision.work = dict(decision.work)
         decision.resend = dict(decision.resend)
         if self.blobs_due:
@@ -580,7 +591,7 @@ class Scheduler:
             if task.state == "pending" and not task.waiting:
                 self.ready.add(key, task.spec.resources)
                 self.placement_due = True
-            elif task.state == "retry_wait":
+            elif task.state == "retry_wait" and not task.waiting:
                 self.retries.schedule(key, task.retry_at_ms, task.next_attempt)
 
     def _orphaned(self, now: int) -> list[Event]:
@@ -671,7 +682,7 @@ class Scheduler:
             if run.dynamic:  # its client sees the failure (wait_for_task) and decides what next
                 continue
             return [
-                *self._stale_followers(run, task, now),  # never run: shown not run, as pending tasks
+                *self._followers_not_in_force(run, now),  # never run: shown not run, as pending tasks
                 RunFinished(
                     run_id=run_id, at_ms=now, state="failed", error=task.error, failed_task_id=task_id
                 ),
@@ -765,7 +776,8 @@ class Scheduler:
         if run is None:
             return False
         task = run.tasks[key[1]]
-        return task.state == "retry_wait" and task.next_attempt == attempt
+        # (a follower failed before its upstream succeeded waits for that too: never placed early)
+        return task.state == "retry_wait" and task.next_attempt == attempt and not task.waiting
 
     def _try_place_safely(self, key: TaskKey, req: Resources, now: int, decision: Decision) -> str | None:
         try:
@@ -856,8 +868,8 @@ class Scheduler:
             inputs = follower_inputs(run, down.spec, up.spec.task_id)
             if isinstance(inputs, TaskError):
                 return  # placed, and failed, once its upstream succeeded
-            if stale(down):
-                decision.events.append(self._follower_lost(run_id, down, up, now))
+            if stale(down) and (run_id, task_id, down.attempt) not in self.inflight.lost:
+                decision.events.append(self._follower_lost(run_id, down, up.spec.task_id, now))
             attempt = down.attempt + 1
             placed = AttemptPlaced(
                 run_id=run_id,
@@ -872,7 +884,9 @@ class Scheduler:
             self.inflight.record(placed)
             decision.events.append(placed)
             item = work_item(down.spec, placed, encode_value(inputs[0]))
-            decision.work[choice.node_id].append(
+            node_work = decision.work[choice.node_id]  # the last: the work of the one it follows
+            node_work[-1] = msgspec.structs.replace(node_work[-1], leads=True)
+            node_work.append(
                 msgspec.structs.replace(
                     item, after=up.spec.task_id, after_attempt=up_placed.attempt, after_inputs=inputs[1]
                 )
@@ -882,18 +896,22 @@ class Scheduler:
                 decision.code[down.spec.func_hash] = code
             up, up_placed = down, placed
 
-    def _stale_followers(self, run: RunRuntime, up: TaskRuntime, now: int) -> list[Event]:
-        """The chain of followers below a task whose attempt did not succeed, each recorded lost."""
+    def _followers_not_in_force(self, run: RunRuntime, now: int) -> list[Event]:
+        """Every follower of a run about to fail that still waits for its upstream, recorded lost
+        (it never ran: the read models show it not run, as they show its pending tasks), its node
+        told to drop it (`decision.cancels`, once stored). O(run), once, at the run's failed end."""
         out: list[Event] = []
-        while len(up.downstream) == 1 and len(out) < MAX_FOLLOWERS:
-            down = run.tasks[up.downstream[0]]
-            if not stale(down):
-                break
-            out.append(self._follower_lost(run.run_id, down, up, now))
-            up = down
+        for task in run.tasks.values():
+            if stale(task) and (run.run_id, task.spec.task_id, task.attempt) not in self.inflight.lost:
+                up = next(u for u in task.spec.upstream() if run.tasks[u].state != "succeeded")
+                out.append(self._follower_lost(run.run_id, task, up, now, "the run is ending"))
+                if task.node_id:
+                    self.drop_held.setdefault(task.node_id, {})[run.run_id] = "the run failed"
         return out
 
-    def _follower_lost(self, run_id: str, down: TaskRuntime, up: TaskRuntime, now: int) -> AttemptLost:
+    def _follower_lost(
+        self, run_id: str, down: TaskRuntime, up_id: str, now: int, why: str = ""
+    ) -> AttemptLost:
         lost = AttemptLost(
             run_id=run_id,
             task_id=down.spec.task_id,
@@ -901,7 +919,7 @@ class Scheduler:
             node_id=down.node_id or "",
             session=down.session,
             at_ms=now,
-            reason=f"it followed an attempt of {up.spec.task_id} that did not succeed",
+            reason=why or f"it followed an attempt of {up_id} that did not succeed",
         )
         self.inflight.record(lost)
         return lost

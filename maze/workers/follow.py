@@ -1,13 +1,17 @@
 """Followers on the node (maze/head/followers.py): held until the attempt they follow ends here,
-then run at once in its slot, while its success is being stored. What a follower reports waits
-behind that success (its *gate*): sent once the success is stored as it is, dropped if it is not
-(the controller then records the follower lost, and places it again). A follower's own success
-gates the next follower's reports alike, so a chain runs at the speed of its task processes and
-its reports reach the log in chain order, each after the success it depends on."""
+then run at once in its slot, speculatively, while that attempt's success is being stored. What a
+follower reports waits behind that success (its *gate*): sent, in order, once the success is
+stored as it is; dropped if it is not (replaced by a failure that fits, or refused), and the
+follower is then stopped (the controller records it lost, and places it again). A follower's own
+success gates the next follower's reports alike, so a chain runs at the speed of its task
+processes and its reports reach the log in chain order, each after the success it depends on.
+(A worker killed in that window leaves a follower that ran and is recorded lost before it
+started: like any attempt whose report was lost, it runs again.)"""
 
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Callable
 
 import msgspec
@@ -19,11 +23,12 @@ from maze.events.work import WorkItem
 
 Key = tuple[str, str, int]
 Emit = Callable[[Event, "asyncio.Future[bool] | None"], None]
+RECENT_KEPT = 256  # successes of attempts a follower was placed after, kept for one that comes late
 
 
 def filled(item: WorkItem, result: bytes) -> WorkItem | str:
     """The follower as an ordinary work item, its inputs whole; or why it cannot run (an output it
-    reads that its upstream did not return: the message the controller gives the same case)."""
+    reads that its upstream did not return: the controller's words for the same case)."""
     try:
         values = dict(decode_map_raw(item.inputs))
         given = decode_map_raw(result)
@@ -32,11 +37,10 @@ def filled(item: WorkItem, result: bytes) -> WorkItem | str:
     for name, key in item.after_inputs.items():
         wire = given.get(key)
         if wire is None:
-            shown = ", ".join(repr(k) for k in sorted(given)[:20])
-            return (
-                f"input {name!r} refers to output {key!r} of task {item.after}, "
-                f"which returned only [{shown}{', …' if len(given) > 20 else ''}]"
-            )
+            keys = sorted(given)
+            shown = ", ".join(repr(k) for k in keys[:20])
+            more = f", … ({len(keys) - 20} more)" if len(keys) > 20 else ""
+            return f"input {name!r} refers to output {key!r} of task {item.after}, which returned only [{shown}{more}]"
         values[name] = wire
     return msgspec.structs.replace(
         item, inputs=encode_value(values), after="", after_attempt=0, after_inputs={}
@@ -44,8 +48,10 @@ def filled(item: WorkItem, result: bytes) -> WorkItem | str:
 
 
 class Followers:
-    def __init__(self, emit: Emit) -> None:
+    def __init__(self, emit: Emit, closed: Callable[[Key], None]) -> None:
         self.emit = emit  # to the outbox: (event, future told whether it was stored as it is)
+        self.closed = closed  # a follower started behind a success not stored as it is: stop it
+        self.recent: OrderedDict[Key, tuple[asyncio.Future[bool], bytes]] = OrderedDict()
         self.held: dict[Key, WorkItem] = {}  # followers waiting for the attempt they follow
         self.after: dict[Key, Key] = {}  # attempt -> its follower's
         self.gates: dict[Key, asyncio.Future[bool]] = {}  # follower running -> its upstream stored
@@ -58,6 +64,20 @@ class Followers:
 
     def holds(self, key: Key) -> bool:
         return key in self.held
+
+    def note_success(self, key: Key, stored: asyncio.Future[bool], result: bytes) -> None:
+        """Attempt `key`, which a follower was placed after, succeeded here: kept a while, for a
+        follower whose work comes after that (in another message)."""
+        self.recent[key] = (stored, result)
+        if len(self.recent) > RECENT_KEPT:
+            self.recent.popitem(last=False)
+
+    def succeeded(self, key: Key) -> tuple[asyncio.Future[bool], bytes] | None:
+        """Attempt `key`'s success here, if kept and not known unstored."""
+        done = self.recent.get(key)
+        if done is None or (done[0].done() and not done[0].result()):
+            return None
+        return done
 
     def follows(self, key: Key) -> bool:
         """Whether a follower waits for attempt `key` (its success must then say when stored)."""
@@ -95,33 +115,40 @@ class Followers:
         return dropped
 
     def report(self, key: Key, event: Event, stored: asyncio.Future[bool] | None = None) -> None:
-        """An attempt's report: sent now, held behind its gate, or dropped behind a closed one."""
+        """An attempt's report: sent now, held behind its gate, or dropped behind a closed one. In
+        order: a gate that opened (its callback not run yet) sends what it held first."""
         gate = self.gates.get(key)
-        if gate is None or (gate.done() and gate.result()):
+        if gate is None:
             self.emit(event, stored)
-        elif not gate.done():
-            self.gated.setdefault(key, []).append((event, stored))
-        elif stored is not None and not stored.done():
-            stored.set_result(False)  # never sent: what follows it is dropped in turn
+            return
+        self.gated.setdefault(key, []).append((event, stored))
+        if gate.done():
+            self._opened(key, gate)
 
     def ended(self, key: Key) -> None:
         """A follower's attempt ended here (what it reported is sent or held)."""
         self.live.discard(key)
         gate = self.gates.get(key)
         if gate is not None and gate.done():
-            del self.gates[key]
+            self._opened(key, gate)  # (its callback may not have run yet: what it holds goes now)
 
     def _opened(self, key: Key, gate: asyncio.Future[bool]) -> None:
+        if self.gates.get(key) is not gate:
+            return  # (dropped meanwhile)
         ok = not gate.cancelled() and gate.result()
         for event, stored in self.gated.pop(key, []):
             if ok:
                 self.emit(event, stored)
             elif stored is not None and not stored.done():
-                stored.set_result(False)
+                stored.set_result(False)  # never sent: what follows it is dropped in turn
         if ok or key not in self.live:
             self.gates.pop(key, None)
+        elif key in self.live:
+            self.live.discard(key)
+            self.closed(key)
 
     def clear(self) -> None:
+        self.recent.clear()
         self.held.clear()
         self.after.clear()
         self.gates.clear()

@@ -105,7 +105,7 @@ class Worker:
         self.waiting: list[WorkItem] = []
         self.waiting_keys: set[tuple[str, str, int]] = set()
         # followers (maze/head/followers.py): held, then run with their reports gated
-        self.follow = Followers(lambda event, stored: self.outbox.emit(event, stored))
+        self.follow = Followers(lambda event, stored: self.outbox.emit(event, stored), self._gate_closed)
         self._rejoining = False
         self._rejoin_lock = asyncio.Lock()
         self._stopping = False
@@ -381,6 +381,13 @@ class Worker:
         self._accept_all(items)
         self._pump()
 
+    def take_cancels(self, cancels: list[CancelRun]) -> None:
+        """The controller's word that runs ended (or their held followers go), handed over in
+        process by the controller of the head this worker runs in, as its work is."""
+        for cancel in cancels:
+            self._end_run(cancel)
+        self._pump()
+
     def _accept_all(self, items: list[WorkItem]) -> None:
         for item in items:
             hops.mark("work_received", item.run_id)
@@ -391,16 +398,19 @@ class Worker:
         log says so already): kill those running (their process groups), drop those waiting, and
         start none of it that comes later. Nothing is reported for them: their ends are recorded."""
         run_id = cancel.run_id
+        for key in self.follow.drop_run(run_id):
+            self.seen.pop(key, None)
+        if cancel.held_only:  # the run failed: only the followers it held here go
+            return
         self.ended_runs[run_id] = None
         if len(self.ended_runs) > ENDED_RUNS_KEPT:
             self.ended_runs.popitem(last=False)
-        for key in self.follow.drop_run(run_id):
-            self.seen.pop(key, None)
         dropped = [w for w in self.waiting if w.run_id == run_id]
         if dropped:
             self.waiting = [w for w in self.waiting if w.run_id != run_id]
             for item in dropped:
                 self.waiting_keys.discard(item.key)
+                self.follow.ended(item.key)
         killed = [key for key in self.running if key[0] == run_id]
         for key in killed:
             self.stopped.add(key)
@@ -425,11 +435,14 @@ class Worker:
             return  # work sent again (the controller's delivery check, or a restarted controller)
         if item.after:
             up = (item.run_id, item.after, item.after_attempt)
-            if up not in self.running and up not in self.waiting_keys and not self.follow.holds(up):
-                # its upstream is not here (it ended, or its work never came): sent again from
+            done = self.follow.succeeded(up)  # (its work came after the upstream's end)
+            if not (up in self.running or up in self.waiting_keys or self.follow.holds(up) or done):
+                # its upstream is not here (it failed, or its work never came): sent again from
                 # the log once the upstream's success puts it in force
                 return
             self.follow.hold(item)
+            if done is not None:
+                self._start_follower(up, *done)
         else:
             self.waiting.append(item)
             self.waiting_keys.add(item.key)
@@ -442,6 +455,19 @@ class Worker:
         controller records them lost); forgotten as seen, so that work sent again is taken."""
         for follower in self.follow.drop_after(key):
             self.seen.pop(follower, None)
+
+    def _gate_closed(self, key: tuple[str, str, int]) -> None:
+        """The success follower `key` ran behind was not stored as it is: the follower's attempt is
+        void (the controller records it lost), so it stops here, reporting nothing, with the chain
+        held after it."""
+        self._drop_followers_of(key)
+        if key in self.waiting_keys:
+            self.waiting_keys.discard(key)
+            self.waiting = [w for w in self.waiting if w.key != key]
+            self.follow.ended(key)
+        elif key in self.running:
+            self.stopped.add(key)
+            self._in_background(cancel_and_wait([self.running[key]]), f"void-follower-{key[1]}")
 
     def _start_follower(self, key: tuple[str, str, int], stored: asyncio.Future[bool], result: bytes) -> None:
         """Attempt `key` succeeded: its follower runs now, first in line, in its slot, while that
@@ -647,10 +673,12 @@ class Worker:
             add_usage(self.usage, item.resources, item.gpus, sign=-1)
             self.running.pop(item.key, None)
             self.follow.ended(item.key)
+            if done is not None:
+                self.follow.note_success(item.key, *done)
             if self.follow.follows(item.key):
-                if done is not None:
+                if done is not None and not (done[0].done() and not done[0].result()):
                     self._start_follower(item.key, *done)
-                else:
+                else:  # it failed, or its success was not stored as it is (its gate closed)
                     self._drop_followers_of(item.key)
             if self._tasks:
                 self._pump()
@@ -775,7 +803,8 @@ class Worker:
                     at_ms=at,
                 ),
             )
-        stored = asyncio.get_running_loop().create_future() if self.follow.follows(item.key) else None
+        leads = item.leads or self.follow.follows(item.key)
+        stored = asyncio.get_running_loop().create_future() if leads else None
         self.follow.report(
             item.key,
             AttemptSucceeded(
