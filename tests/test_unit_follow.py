@@ -144,3 +144,42 @@ def test_dropping_a_chain_and_a_run() -> None:
     assert follow.held == {} and follow.after == {}
     follow.hold(item("b", after="a"))
     assert follow.drop_run("r") == [("r", "b", 1)] and follow.held == {}
+
+
+def test_a_run_that_ended_voids_what_its_running_followers_would_report() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        sent: list[str] = []
+        follow = Followers(lambda event, stored: sent.append(event.task_id), lambda key: None)  # type: ignore[attr-defined]
+        follow.hold(item("b", after="a"))
+        gate = loop.create_future()
+        assert follow.start(("r", "a", 1), gate, result(out=ONE)) is not None
+        b_stored = loop.create_future()
+        follow.report(("r", "b", 1), report("b"), b_stored)
+        assert follow.void_run("other") == []
+        assert follow.void_run("r") == [("r", "b", 1)]
+        assert b_stored.result() is False
+        gate.set_result(True)  # a's success stored after all: b's attempt is void all the same
+        await asyncio.sleep(0)
+        follow.report(("r", "b", 1), report("b"))
+        follow.ended(("r", "b", 1))
+        assert sent == [] and follow.gates == {} and follow.gated == {}
+
+    asyncio.run(main())
+
+
+def test_kept_successes_are_bounded_in_count_and_bytes() -> None:
+    from maze.workers import follow as module
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        follow = Followers(lambda event, stored: None, lambda key: None)
+        for i in range(module.RECENT_KEPT + 10):
+            follow.note_success(("r", f"t{i}", 1), loop.create_future(), b"x")
+        assert len(follow.recent) == module.RECENT_KEPT and follow.recent_bytes == module.RECENT_KEPT
+        big = b"x" * (module.RECENT_BYTES // 2 + 1)
+        follow.note_success(("r", "big1", 1), loop.create_future(), big)
+        follow.note_success(("r", "big2", 1), loop.create_future(), big)
+        assert list(follow.recent) == [("r", "big2", 1)] and follow.recent_bytes == len(big)
+
+    asyncio.run(main())

@@ -554,6 +554,8 @@ class RunController:
                 )
         for node_id, cancels in decision.cancels.items():
             for cancel in cancels:  # (a whole run's end wins over dropping its held followers)
+                if cancel.held_only and cancel.run_id in not_stored:
+                    continue  # its failed end was not stored: decided again, told again then
                 told.setdefault(node_id, {}).setdefault(cancel.run_id, cancel)
         if not told:
             return
@@ -568,7 +570,11 @@ class RunController:
                 return
             batch = WorkBatch(items=[], cancels=cancels)
             await self._tell_node(
-                node_id, batch, f"cancel/{self.lease.epoch}/{node_id}/{','.join(sorted(runs))}"
+                # (a word dropping a failed run's held followers is not the run's end: its own id)
+                node_id,
+                batch,
+                f"cancel/{self.lease.epoch}/{node_id}/"
+                + ",".join(sorted(f"{r}{'~held' if c.held_only else ''}" for r, c in runs.items())),
             )
 
         messages = [  # bounded: CANCELS_PER_MESSAGE runs of clipped reasons stay far below max_payload

@@ -642,7 +642,9 @@ class Scheduler:
             self.inflight.broken.pop(run_id, None)
             return []
         if ended is not None:
-            return [RunFinished(run_id=run_id, at_ms=now, state="failed", error=ended)]
+            run = self.runs.get(run_id)
+            lost = self._followers_not_in_force(run, now) if run is not None else []
+            return [*lost, RunFinished(run_id=run_id, at_ms=now, state="failed", error=ended)]
         run = self.runs.get(run_id)
         if run is None or run.finished:
             return []
@@ -903,8 +905,7 @@ class Scheduler:
         out: list[Event] = []
         for task in run.tasks.values():
             if stale(task) and (run.run_id, task.spec.task_id, task.attempt) not in self.inflight.lost:
-                up = next(u for u in task.spec.upstream() if run.tasks[u].state != "succeeded")
-                out.append(self._follower_lost(run.run_id, task, up, now, "the run is ending"))
+                out.append(self._follower_lost(run.run_id, task, "", now, "the run is ending"))
                 if task.node_id:
                     self.drop_held.setdefault(task.node_id, {})[run.run_id] = "the run failed"
         return out

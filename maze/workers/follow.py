@@ -23,7 +23,9 @@ from maze.events.work import WorkItem
 
 Key = tuple[str, str, int]
 Emit = Callable[[Event, "asyncio.Future[bool] | None"], None]
-RECENT_KEPT = 256  # successes of attempts a follower was placed after, kept for one that comes late
+# successes of attempts a follower was placed after, kept for a follower whose work comes late
+RECENT_KEPT = 64
+RECENT_BYTES = 16 * 1024 * 1024
 
 
 def filled(item: WorkItem, result: bytes) -> WorkItem | str:
@@ -52,6 +54,7 @@ class Followers:
         self.emit = emit  # to the outbox: (event, future told whether it was stored as it is)
         self.closed = closed  # a follower started behind a success not stored as it is: stop it
         self.recent: OrderedDict[Key, tuple[asyncio.Future[bool], bytes]] = OrderedDict()
+        self.recent_bytes = 0
         self.held: dict[Key, WorkItem] = {}  # followers waiting for the attempt they follow
         self.after: dict[Key, Key] = {}  # attempt -> its follower's
         self.gates: dict[Key, asyncio.Future[bool]] = {}  # follower running -> its upstream stored
@@ -69,8 +72,9 @@ class Followers:
         """Attempt `key`, which a follower was placed after, succeeded here: kept a while, for a
         follower whose work comes after that (in another message)."""
         self.recent[key] = (stored, result)
-        if len(self.recent) > RECENT_KEPT:
-            self.recent.popitem(last=False)
+        self.recent_bytes += len(result)
+        while len(self.recent) > RECENT_KEPT or self.recent_bytes > RECENT_BYTES:
+            self.recent_bytes -= len(self.recent.popitem(last=False)[1][1])
 
     def succeeded(self, key: Key) -> tuple[asyncio.Future[bool], bytes] | None:
         """Attempt `key`'s success here, if kept and not known unstored."""
@@ -147,8 +151,22 @@ class Followers:
             self.live.discard(key)
             self.closed(key)
 
+    def void_run(self, run_id: str) -> list[Key]:
+        """The run's followers running behind a gate still closed: what they report is dropped,
+        and their gates stay shut (their run ended, or lost them). Returns them."""
+        voided = [k for k, gate in self.gates.items() if k[0] == run_id and not gate.done()]
+        for key in voided:
+            shut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            shut.set_result(False)
+            self.gates[key] = shut  # (the old gate's callback then finds it replaced)
+            for _, stored in self.gated.pop(key, []):
+                if stored is not None and not stored.done():
+                    stored.set_result(False)
+        return [k for k in voided if k in self.live]
+
     def clear(self) -> None:
         self.recent.clear()
+        self.recent_bytes = 0
         self.held.clear()
         self.after.clear()
         self.gates.clear()

@@ -400,7 +400,12 @@ class Worker:
         run_id = cancel.run_id
         for key in self.follow.drop_run(run_id):
             self.seen.pop(key, None)
-        if cancel.held_only:  # the run failed: only the followers it held here go
+        # followers running behind a success not stored yet: what they report is void (the log
+        # records them lost or ended already), and those of a failed run stop too
+        for key in self.follow.void_run(run_id):
+            if cancel.held_only:
+                self._gate_closed(key)
+        if cancel.held_only:  # the run failed: only its followers go; its attempts run on
             return
         self.ended_runs[run_id] = None
         if len(self.ended_runs) > ENDED_RUNS_KEPT:
@@ -459,8 +464,10 @@ class Worker:
     def _gate_closed(self, key: tuple[str, str, int]) -> None:
         """The success follower `key` ran behind was not stored as it is: the follower's attempt is
         void (the controller records it lost), so it stops here, reporting nothing, with the chain
-        held after it."""
+        held after it. Its work is taken again if the log puts it in force after all (a success
+        stored in a batch that failed elsewhere is told unstored)."""
         self._drop_followers_of(key)
+        self.seen.pop(key, None)
         if key in self.waiting_keys:
             self.waiting_keys.discard(key)
             self.waiting = [w for w in self.waiting if w.key != key]
@@ -673,8 +680,8 @@ class Worker:
             add_usage(self.usage, item.resources, item.gpus, sign=-1)
             self.running.pop(item.key, None)
             self.follow.ended(item.key)
-            if done is not None:
-                self.follow.note_success(item.key, *done)
+            if done is not None and not self.follow.follows(item.key):
+                self.follow.note_success(item.key, *done)  # for a follower whose work comes later
             if self.follow.follows(item.key):
                 if done is not None and not (done[0].done() and not done[0].result()):
                     self._start_follower(item.key, *done)
