@@ -362,6 +362,7 @@ def test_the_time_travel_slider_shows_earlier_states(pg_head: HeadProcess, page:
     slider = page.get_by_label("time travel")
     total = int(slider.get_attribute("max"))
     assert total >= 6  # created, 2 x (placed, started, succeeded), finished
+    # (the second task is placed with the first, as its follower: maze/head/followers.py)
     slider.fill("1")  # after run.created only: nothing placed yet
     page.wait_for_selector("[data-count='pending'] >> text=pending 2")
     assert page.locator(".react-flow__node[aria-label$=': pending']").count() == 2
@@ -370,7 +371,9 @@ def test_the_time_travel_slider_shows_earlier_states(pg_head: HeadProcess, page:
     slider.fill("2")  # the first task placed
     page.wait_for_selector(".react-flow__node[aria-label$=': queued']")
     page.wait_for_selector(".page-head .badge[data-state='running']")
-    slider.fill("3")  # the first task started: its running bar ends at this event, not at "now"
+    slider.fill("3")  # its follower placed with it
+    page.wait_for_selector("[data-count='queued'] >> text=queued 2")
+    slider.fill("4")  # the first task started: its running bar ends at this event, not at "now"
     page.wait_for_selector(".react-flow__node[aria-label$=': running']")
     bar = page.locator(".tl-row", has_text="alpha_step").locator(".tl-seg.tl-running").first
     track = page.locator(".tl-row", has_text="alpha_step").locator(".tl-track").first
