@@ -472,7 +472,8 @@ class Worker:
             self.waiting_keys.discard(key)
             self.waiting = [w for w in self.waiting if w.key != key]
             self.follow.ended(key)
-        elif key in self.running:
+        elif key in self.running and self.running[key] is not asyncio.current_task():
+            # (told from within its own attempt's end: it reports nothing more, and nothing to stop)
             self.stopped.add(key)
             self._in_background(cancel_and_wait([self.running[key]]), f"void-follower-{key[1]}")
 
