@@ -14,10 +14,12 @@ import pytest
 
 from maze.workers.sandbox import bwrap_argv, find_bwrap
 from maze.workers.sandbox_net import SandboxNet, find_slirp
+from tests.test_sandbox import WHY_NOT
 
-pytestmark = pytest.mark.skipif(
-    find_bwrap() is None or find_slirp() is None, reason="bubblewrap or slirp4netns is not installed"
-)
+pytestmark = [
+    pytest.mark.skipif(WHY_NOT is not None, reason=f"no sandbox on this machine: {WHY_NOT}"),
+    pytest.mark.skipif(find_slirp() is None, reason="slirp4netns is not installed: no sandbox has network"),
+]
 
 
 @pytest.fixture
