@@ -145,7 +145,7 @@ def test_a_run_failing_elsewhere_never_runs_the_followers_it_held(
     client: MaClient, head: HeadProcess
 ) -> None:
     wf = client.create_workflow()
-    a = wf.add_task(sleeps, inputs={"x": 0, "seconds": 1.0})
+    a = wf.add_task(sleeps, inputs={"x": 0, "seconds": 3.0})  # ends well after the run failed
     b = wf.add_task(step, inputs={"x": a.outputs["x"]})
     wf.add_task(fails_now, inputs={"x": 0})
     run_id = wf.run()
