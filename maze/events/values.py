@@ -218,6 +218,15 @@ def decode_opaque(wire: bytes | memoryview) -> Any:
     return _opaque.decode(wire)
 
 
+def missing_output(name: str, key: str, task_id: str, returned: list[str], limit: int = 20) -> str:
+    """Why input `name` cannot be given: it reads output `key` of task `task_id`, which returned
+    only the keys `returned` (sorted; a few shown). The controller's words, and a follower's node's
+    (maze/workers/follow.py), for the same case."""
+    shown = ", ".join(repr(k) for k in returned[:limit])
+    more = f", … ({len(returned) - limit} more)" if len(returned) > limit else ""
+    return f"input {name!r} refers to output {key!r} of task {task_id}, which returned only [{shown}{more}]"
+
+
 def decode_map_raw(wire: bytes) -> dict[str, msgspec.Raw]:
     """A result or inputs map as {key: raw wire value}, without decoding the values."""
     return _raw_map.decode(wire)

@@ -35,7 +35,7 @@ from maze.events.catalog import Event
 from maze.events.runs import RunCreated, RunFinished
 from maze.events.specs import InputGather, InputRef, InputValue, TaskError, TaskSpec, gathered_refs
 from maze.events.tasks import AttemptLost, AttemptPlaced, AttemptRejected, AttemptSucceeded, RetryScheduled
-from maze.events.values import decode_map_raw
+from maze.events.values import decode_map_raw, missing_output
 from maze.head.agent_state import AgentState
 
 log = structlog.get_logger(__name__)
@@ -306,18 +306,10 @@ def _leaf_wire(run: RunRuntime, name: str, given: InputRef | InputValue) -> msgs
     if wire is None:
         return TaskError(
             error_type="invalid_input",
-            message=(
-                f"input {name!r} refers to output {given.key!r} of task {given.task_id}, "
-                f"which returned only {_some(sorted(result))}"
-            ),
+            message=missing_output(name, given.key, given.task_id, sorted(result)),
             origin="controller",
         )
     return msgspec.Raw(wire)
-
-
-def _some(keys: list[str], limit: int = 20) -> str:
-    shown = ", ".join(repr(k) for k in keys[:limit])
-    return f"[{shown}{f', … ({len(keys) - limit} more)' if len(keys) > limit else ''}]"
 
 
 def register_artifact(run: RunRuntime, event: ArtifactRegistered) -> None:

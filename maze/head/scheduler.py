@@ -871,7 +871,8 @@ class Scheduler:
             if isinstance(inputs, TaskError):
                 return  # placed, and failed, once its upstream succeeded
             if stale(down) and (run_id, task_id, down.attempt) not in self.inflight.lost:
-                decision.events.append(self._follower_lost(run_id, down, up.spec.task_id, now))
+                why = f"it followed an attempt of {up.spec.task_id} that did not succeed"
+                decision.events.append(self._follower_lost(run_id, down, why, now))
             attempt = down.attempt + 1
             placed = AttemptPlaced(
                 run_id=run_id,
@@ -905,14 +906,12 @@ class Scheduler:
         out: list[Event] = []
         for task in run.tasks.values():
             if stale(task) and (run.run_id, task.spec.task_id, task.attempt) not in self.inflight.lost:
-                out.append(self._follower_lost(run.run_id, task, "", now, "the run is ending"))
+                out.append(self._follower_lost(run.run_id, task, "the run is ending", now))
                 if task.node_id:
                     self.drop_held.setdefault(task.node_id, {})[run.run_id] = "the run failed"
         return out
 
-    def _follower_lost(
-        self, run_id: str, down: TaskRuntime, up_id: str, now: int, why: str = ""
-    ) -> AttemptLost:
+    def _follower_lost(self, run_id: str, down: TaskRuntime, why: str, now: int) -> AttemptLost:
         lost = AttemptLost(
             run_id=run_id,
             task_id=down.spec.task_id,
@@ -920,7 +919,7 @@ class Scheduler:
             node_id=down.node_id or "",
             session=down.session,
             at_ms=now,
-            reason=why or f"it followed an attempt of {up_id} that did not succeed",
+            reason=why,
         )
         self.inflight.record(lost)
         return lost

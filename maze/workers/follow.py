@@ -18,7 +18,7 @@ import msgspec
 
 from maze.events.catalog import Event
 from maze.events.codec import encode_value
-from maze.events.values import decode_map_raw
+from maze.events.values import decode_map_raw, missing_output
 from maze.events.work import WorkItem
 
 Key = tuple[str, str, int]
@@ -39,14 +39,16 @@ def filled(item: WorkItem, result: bytes) -> WorkItem | str:
     for name, key in item.after_inputs.items():
         wire = given.get(key)
         if wire is None:
-            keys = sorted(given)
-            shown = ", ".join(repr(k) for k in keys[:20])
-            more = f", … ({len(keys) - 20} more)" if len(keys) > 20 else ""
-            return f"input {name!r} refers to output {key!r} of task {item.after}, which returned only [{shown}{more}]"
+            return missing_output(name, key, item.after, sorted(given))
         values[name] = wire
     return msgspec.structs.replace(
         item, inputs=encode_value(values), after="", after_attempt=0, after_inputs={}
     )
+
+
+def told_unstored(stored: asyncio.Future[bool]) -> bool:
+    """Whether the outbox said a success was not stored as it is (nothing may follow it)."""
+    return stored.done() and not stored.result()
 
 
 class Followers:
@@ -79,9 +81,7 @@ class Followers:
     def succeeded(self, key: Key) -> tuple[asyncio.Future[bool], bytes] | None:
         """Attempt `key`'s success here, if kept and not known unstored."""
         done = self.recent.get(key)
-        if done is None or (done[0].done() and not done[0].result()):
-            return None
-        return done
+        return None if done is None or told_unstored(done[0]) else done
 
     def follows(self, key: Key) -> bool:
         """Whether a follower waits for attempt `key` (its success must then say when stored)."""

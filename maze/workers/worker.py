@@ -49,7 +49,7 @@ from maze.workers.blob_cache import BlobCache
 from maze.workers.capacity import gpu_free_mb
 from maze.workers.child import MAX_MESSAGE_CHARS, MAX_TRACEBACK_CHARS, clip
 from maze.workers.files import FileStager, Staged, TooManyFiles, has_files
-from maze.workers.follow import Followers
+from maze.workers.follow import Followers, told_unstored
 from maze.workers.logs import TaskLogs
 from maze.workers.outbox import Outbox
 from maze.workers.pool import ProcessExited, ProcessPool, ReplyRefused, TaskProcess
@@ -681,13 +681,13 @@ class Worker:
             add_usage(self.usage, item.resources, item.gpus, sign=-1)
             self.running.pop(item.key, None)
             self.follow.ended(item.key)
-            if done is not None and not self.follow.follows(item.key):
-                self.follow.note_success(item.key, *done)  # for a follower whose work comes later
             if self.follow.follows(item.key):
-                if done is not None and not (done[0].done() and not done[0].result()):
+                if done is not None and not told_unstored(done[0]):
                     self._start_follower(item.key, *done)
                 else:  # it failed, or its success was not stored as it is (its gate closed)
                     self._drop_followers_of(item.key)
+            elif done is not None:
+                self.follow.note_success(item.key, *done)  # for a follower whose work comes later
             if self._tasks:
                 self._pump()
 
