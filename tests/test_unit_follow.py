@@ -10,26 +10,20 @@ import asyncio
 import msgspec
 
 from maze.events.codec import encode_value
-from maze.events.specs import Resources
 from maze.events.tasks import AttemptStarted, AttemptSucceeded
 from maze.events.values import decode_map_raw
 from maze.events.work import WorkItem
 from maze.workers.follow import Followers, filled
+from tests.test_dispatch import work
 
 ONE, TWO = msgspec.msgpack.encode(1), msgspec.msgpack.encode(2)
 
 
 def item(task_id: str, after: str = "", **inputs: bytes) -> WorkItem:
-    return WorkItem(
-        run_id="r",
-        task_id=task_id,
-        attempt=1,
-        func_name="f",
-        func_hash="c" * 64,
-        call_style="kwargs",
-        inputs=encode_value({k: msgspec.Raw(v) for k, v in inputs.items()}),
-        outputs=None,
-        resources=Resources(),
+    """Work of attempt 1 of `task_id`; with `after`, a follower of attempt 1 of that task whose
+    input `x` is its output `out`."""
+    return msgspec.structs.replace(
+        work(task_id, **inputs),
         after=after,
         after_attempt=1 if after else 0,
         after_inputs={"x": "out"} if after else {},

@@ -12,7 +12,18 @@ from maze.events.specs import Resources, RetryPolicy, TaskError
 from maze.events.tasks import AttemptFailed, AttemptLost, AttemptPlaced, RetryScheduled
 from maze.head.followers import NOTHING
 from maze.head.scheduler import Scheduler
-from tests.test_unit_scheduler import ONE, core_with, decide, fail, finished, items, joined, spec, succeed
+from tests.test_unit_scheduler import (
+    ONE,
+    core_with,
+    decide,
+    fail,
+    finished,
+    items,
+    joined,
+    spec,
+    succeed,
+    succeed_events,
+)
 
 
 def chain(n: int, **kw: object) -> list:
@@ -233,22 +244,3 @@ def test_followers_fold_alike_live_replayed_and_from_a_snapshot() -> None:
     assert core.placer.reservations[("r", "t1", 1)].resources == spec("t1").resources
     assert restored.placer.reservations[("r", "t2", 1)].resources == NOTHING
     assert ("r", "t1", 1) in restored.delivery.awaiting and ("r", "t2", 1) not in restored.delivery.awaiting
-
-
-def succeed_events(item) -> list:  # type: ignore[no-untyped-def]
-    import msgspec
-
-    from maze.events.tasks import AttemptStarted, AttemptSucceeded
-
-    result = msgspec.msgpack.encode({"x": msgspec.Raw(ONE)})
-    return [
-        AttemptStarted(run_id=item.run_id, task_id=item.task_id, attempt=item.attempt, node_id="n", at_ms=1),
-        AttemptSucceeded(
-            run_id=item.run_id,
-            task_id=item.task_id,
-            attempt=item.attempt,
-            node_id="n",
-            at_ms=2,
-            result=result,
-        ),
-    ]

@@ -87,12 +87,11 @@ def placed_ids(decision: Decision) -> list[str]:
     return [item.task_id for item in items(decision)]
 
 
-def succeed(core: Scheduler, item: WorkItem, result: dict[str, bytes] | None = None) -> None:
+def succeed_events(item: WorkItem, result: dict[str, bytes] | None = None) -> list[Event]:
+    """The start and success a node reports for `item` (its result {"x": 1} unless given)."""
     wire = {"x": ONE} if result is None else result
-    core.apply(
-        AttemptStarted(run_id=item.run_id, task_id=item.task_id, attempt=item.attempt, node_id="n", at_ms=1)
-    )
-    core.apply(
+    return [
+        AttemptStarted(run_id=item.run_id, task_id=item.task_id, attempt=item.attempt, node_id="n", at_ms=1),
         AttemptSucceeded(
             run_id=item.run_id,
             task_id=item.task_id,
@@ -100,8 +99,13 @@ def succeed(core: Scheduler, item: WorkItem, result: dict[str, bytes] | None = N
             node_id="n",
             at_ms=2,
             result=msgspec.msgpack.encode({k: msgspec.Raw(v) for k, v in wire.items()}),
-        )
-    )
+        ),
+    ]
+
+
+def succeed(core: Scheduler, item: WorkItem, result: dict[str, bytes] | None = None) -> None:
+    for event in succeed_events(item, result):
+        core.apply(event)
 
 
 def fail(core: Scheduler, item: WorkItem, error_type: str = "user_code") -> None:
