@@ -12,7 +12,7 @@ import time
 import httpx
 
 from maze import MaClient, task
-from tests.helpers import HeadProcess
+from tests.helpers import HeadProcess, wait_until
 
 
 @task
@@ -119,11 +119,12 @@ def test_a_cancelled_runs_followers_never_start(client: MaClient, head: HeadProc
     a = wf.add_task(sleeps, inputs={"x": 0, "seconds": 30.0})
     b = wf.add_task(step, inputs={"x": a.outputs["x"]})
     run_id = wf.run()
-    for _ in range(200):
+
+    def once_a_runs() -> dict | None:
         rows = {t["task_id"]: t for t in client.get_run_tasks(run_id)}
-        if rows[a.task_id]["state"] == "running":
-            break
-        time.sleep(0.05)
+        return rows if rows[a.task_id]["state"] == "running" else None
+
+    rows = wait_until(once_a_runs, timeout=10)
     assert rows[b.task_id]["state"] == "queued"  # placed as a follower, waiting in a's slot
     client.cancel_run(run_id, reason="enough")
     summary = wf.show_results(run_id)
@@ -152,15 +153,14 @@ def test_a_run_failing_elsewhere_never_runs_the_followers_it_held(
     summary = wf.show_results(run_id)
     assert summary["state"] == "failed"
     # a ends after the run did: its node dropped the follower held after it, which never starts
-    deadline = time.monotonic() + 30
-    while True:
-        events = _events(client, run_id)
-        if any(e.get("task_id") == a.task_id and e["type"] == "attempt.succeeded" for e in events):
-            break
-        assert time.monotonic() < deadline, "; ".join(
-            f"{e['type']} {e.get('task_id', '')[-6:]} {e.get('refused', '')}" for e in events
-        )
-        time.sleep(0.1)
+    wait_until(
+        lambda: any(
+            e.get("task_id") == a.task_id and e["type"] == "attempt.succeeded"
+            for e in _events(client, run_id)
+        ),
+        timeout=30,
+        interval=0.1,
+    )
     time.sleep(0.5)  # (what b would report would come right after a's success)
     events = _events(client, run_id)
     assert [(e["type"], e["attempt"]) for e in events if e.get("task_id") == b.task_id] == [
