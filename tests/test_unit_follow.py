@@ -177,3 +177,66 @@ def test_kept_successes_are_bounded_in_count_and_bytes() -> None:
         assert list(follow.recent) == [("r", "big2", 1)] and follow.recent_bytes == len(big)
 
     asyncio.run(main())
+
+
+def succeeded(task_id: str) -> AttemptSucceeded:
+    return AttemptSucceeded(run_id="r", task_id=task_id, attempt=1, node_id="n", at_ms=1, result=result(out=ONE))
+
+
+def test_the_reports_behind_a_run_message_are_taken_in_chain_order_within_its_room() -> None:
+    """A new run's first attempts (maze/api/early.py): what they and the followers behind their
+    successes reported is taken, in order, for the run's message; what runs still, what is behind
+    it, and what does not fit stay behind their gates, and leave once the message is stored."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        sent: list[str] = []
+        follow = Followers(lambda event, stored: sent.append(event.task_id), lambda key: None)  # type: ignore[attr-defined]
+        gate: asyncio.Future[bool] = loop.create_future()
+        follow.gate(("r", "a", 1), gate)  # a chain a -> b -> c, and x beside it, still running
+        follow.gate(("r", "x", 1), gate)
+        follow.hold(item("b", after="a"))
+        follow.hold(item("c", after="b"))
+        a_stored: asyncio.Future[bool] = loop.create_future()
+        follow.report(("r", "a", 1), report("a"))
+        follow.report(("r", "a", 1), succeeded("a"), a_stored)
+        follow.ended(("r", "a", 1))
+        assert follow.running_behind(gate)
+        assert follow.start(("r", "a", 1), a_stored, result(out=ONE)) is not None
+        b_stored: asyncio.Future[bool] = loop.create_future()
+        follow.report(("r", "b", 1), report("b"))
+        follow.report(("r", "b", 1), succeeded("b"), b_stored)
+        follow.ended(("r", "b", 1))
+        follow.report(("r", "x", 1), report("x"))  # x runs on; c (behind b) too
+        assert follow.start(("r", "b", 1), b_stored, result(out=ONE)) is not None
+        assert follow.running_behind(gate)
+        taken, told = follow.take(gate, 10_000, lambda event: 100)
+        assert [(type(e).__name__, e.task_id) for e in taken] == [  # type: ignore[attr-defined]
+            ("AttemptStarted", "a"),
+            ("AttemptSucceeded", "a"),
+            ("AttemptStarted", "b"),
+            ("AttemptSucceeded", "b"),
+        ]
+        assert told == [a_stored, b_stored]
+        # the message is stored: x's held start leaves; c's reports leave once b's success is told
+        gate.set_result(True)
+        for future in told:
+            future.set_result(True)
+        await asyncio.sleep(0)
+        assert sent == ["x"]
+        follow.report(("r", "c", 1), report("c"))
+        assert sent == ["x", "c"]
+        # room for one attempt's reports only: the first is taken, what follows it stays
+        gate2: asyncio.Future[bool] = loop.create_future()
+        for task_id in ("d", "e"):
+            follow.gate(("r", task_id, 1), gate2)
+            follow.report(("r", task_id, 1), report(task_id))
+            follow.ended(("r", task_id, 1))
+        assert not follow.running_behind(gate2)
+        taken, _ = follow.take(gate2, 150, lambda event: 100)
+        assert [e.task_id for e in taken] == ["d"]  # type: ignore[attr-defined]
+        gate2.set_result(False)  # not stored: what stayed behind is dropped
+        await asyncio.sleep(0)
+        assert sent == ["x", "c"]
+
+    asyncio.run(main())

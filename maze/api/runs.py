@@ -15,6 +15,7 @@ from litestar import Request, Response, get, post
 from litestar.params import Parameter
 from litestar.response import Stream
 
+from maze.api.early import Early
 from maze.api.event_reader import placements_before, run_events
 from maze.api.openapi import (
     SEQ_MAX,
@@ -214,18 +215,28 @@ async def record_submission(
     if placing and tags is None:  # no room in the message: the controller places it as usual
         head.controller.submit_abandoned(placing[0])
         placing = None
+    # its first attempts on this head's own worker start now, and their reports may join the message
     hops.mark("validated", run_id)
+    early = Early.start(head.controller, placing[0], submission.kind == "static") if placing else None
     try:
+        if early is not None and placing is not None:
+            tags = await early.gather(created, placing[0].events, encoded, head.budget) or tags
         seq, duplicate = await record_run(
             head.js, events, salted(request_hash, head), encoded, first_tags=tags
         )
     except BaseException:
+        if early is not None:
+            early.settle(False)
         if placing:
             head.controller.submit_failed(placing[0])
         raise
     hops.mark("appended", run_id)
+    if early is not None:
+        early.settle(not duplicate)
     if placing:
-        await head.controller.submitted(*placing, stored=not duplicate)
+        await head.controller.submitted(
+            *placing, stored=not duplicate, handed=early.handed if early is not None else None
+        )
     return Submitted(
         duplicate=duplicate,
         run_id=run_id,

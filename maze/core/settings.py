@@ -69,6 +69,10 @@ class Settings(Struct, frozen=True):
     snapshot_interval_s: float = 30.0
     # Work for an attempt placed and not started is sent again after this, then twice as long...
     work_resend_s: float = 5.0
+    # How long a new run's message waits for the attempts the head's own worker started with it
+    # (maze/api/early.py), to take in their reports. Tests and benchmarks only
+    # (MAZE_EARLY_LINGER_MS): the default suits every run.
+    early_linger_ms: float = 2.0
     # Tests only (MAZE_FAULT_INJECTION): "kill-after-placed" kills the head right after it
     # recorded an attempt.placed and before it published the work.
     fault_injection: str = ""
@@ -160,6 +164,13 @@ def env_settings(**overrides: object) -> Settings:
         except ValueError:
             raise ValidationError(
                 f"MAZE_LLM_TIMEOUT_S must be a number of seconds, not {env['MAZE_LLM_TIMEOUT_S']!r}"
+            ) from None
+    if env.get("MAZE_EARLY_LINGER_MS"):
+        try:
+            values["early_linger_ms"] = float(env["MAZE_EARLY_LINGER_MS"])
+        except ValueError:
+            raise ValidationError(
+                f"MAZE_EARLY_LINGER_MS must be a number of milliseconds, not {env['MAZE_EARLY_LINGER_MS']!r}"
             ) from None
     if env.get("MAZE_FAULT_INJECTION"):
         values["fault_injection"] = env["MAZE_FAULT_INJECTION"]

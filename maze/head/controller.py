@@ -97,6 +97,23 @@ class LocalNode(Protocol):
 
     def take_cancels(self, cancels: list[CancelRun]) -> None: ...
 
+    # a new run's first attempts, started while its message is stored (maze/api/early.py)
+    def take_early(self, items: list[WorkItem], gate: asyncio.Future[bool]) -> set[tuple[str, str, int]]: ...
+
+    async def early_quiet(self, gate: asyncio.Future[bool], timeout: float) -> None: ...
+
+    def take_reports(
+        self, gate: asyncio.Future[bool], room: int, size: Callable[[Event], int]
+    ) -> tuple[list[Event], list[asyncio.Future[bool]]]: ...
+
+    def settle_early(
+        self,
+        gate: asyncio.Future[bool],
+        handed: set[tuple[str, str, int]],
+        told: list[asyncio.Future[bool]],
+        stored: bool,
+    ) -> None: ...
+
 
 STREAMS = (subjects.RUNS_STREAM, subjects.NODES_STREAM)
 
@@ -632,13 +649,19 @@ class RunController:
         seen it (a run folded from a snapshot, or one that has ended)."""
         return self.head_seqs.get(run_id)
 
-    async def submitted(self, decision: Decision, now: int, stored: bool) -> None:
+    async def submitted(
+        self, decision: Decision, now: int, stored: bool, handed: set[tuple[str, str, int]] | None = None
+    ) -> None:
         """The run's message is in the log (`stored`: with these placements, not an earlier copy):
-        send their work. Otherwise the placements are forgotten (decided again, or already in the
-        log from the first copy, whose work the delivery check sends)."""
+        send their work, but for what this head's worker took already (`handed`: started with the
+        message, maze/api/early.py). Otherwise the placements are forgotten (decided again, or
+        already in the log from the first copy, whose work the delivery check sends)."""
         if not stored:
             self.core.forget(decision)
             return
+        if handed and self.local_node is not None:
+            local = self.local_node.node_id
+            decision.work[local] = [i for i in decision.work.get(local, []) if i.key not in handed]
         if hops.enabled():
             for event in decision.events:
                 hops.mark(f"published_{event_tag(event)}", getattr(event, "run_id", ""))

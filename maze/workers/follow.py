@@ -6,13 +6,18 @@ follower is then stopped (the controller records it lost, and places it again). 
 success gates the next follower's reports alike, so a chain runs at the speed of its task
 processes and its reports reach the log in chain order, each after the success it depends on.
 (A worker killed in that window leaves a follower that ran and is recorded lost before it
-started: like any attempt whose report was lost, it runs again.)"""
+started: like any attempt whose report was lost, it runs again.)
+
+The head's own worker also runs a new run's first attempts behind a gate: the run's message,
+being stored (maze/api/early.py). What they (and the followers after them) report by the time
+that message leaves is taken into it (`take`), so a short run's placement, start and result are
+one write."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import msgspec
 
@@ -61,7 +66,8 @@ class Followers:
         self.after: dict[Key, Key] = {}  # attempt -> its follower's
         self.gates: dict[Key, asyncio.Future[bool]] = {}  # follower running -> its upstream stored
         self.gated: dict[Key, list[tuple[Event, asyncio.Future[bool] | None]]] = {}  # held reports
-        self.live: set[Key] = set()  # followers started whose attempt has not ended
+        self.live: set[Key] = set()  # gated attempts (followers, early ones) not ended
+        self.waiters: list[asyncio.Future[None]] = []  # told when a gated attempt ends
 
     def hold(self, item: WorkItem) -> None:
         self.held[item.key] = item
@@ -96,10 +102,61 @@ class Followers:
         item = self.held.pop(follower, None) if follower is not None else None
         if item is None:
             return None
-        self.gates[item.key] = stored
-        self.live.add(item.key)
-        stored.add_done_callback(lambda done: self._opened(item.key, done))
+        self.gate(item.key, stored)
         return item, filled(item, result)
+
+    def gate(self, key: Key, gate: asyncio.Future[bool]) -> None:
+        """Attempt `key` runs before what it depends on is stored: what it reports waits for `gate`
+        (sent once it is True; dropped, and the attempt stopped, if it is False)."""
+        self.gates[key] = gate
+        self.live.add(key)
+        gate.add_done_callback(lambda done: self._opened(key, done))
+
+    def _chain(self, gate: asyncio.Future[bool]) -> Iterator[tuple[Key, bool]]:
+        """The gated attempts behind `gate`, directly or behind a success held behind it, in the
+        order their reports must be recorded: (key, still running). What is behind a running one's
+        success is not reached (it has none yet)."""
+        chain = {gate}
+        found: set[Key] = set()
+        grew = True
+        while grew:
+            grew = False
+            for key, behind in list(self.gates.items()):
+                if key in found or behind not in chain:
+                    continue
+                found.add(key)
+                grew = True
+                running = key in self.live
+                if not running:
+                    chain.update(s for _, s in self.gated.get(key, []) if s is not None)
+                yield key, running
+
+    def running_behind(self, gate: asyncio.Future[bool]) -> bool:
+        return any(running for _, running in self._chain(gate))
+
+    def take(
+        self, gate: asyncio.Future[bool], room: int, size: Callable[[Event], int]
+    ) -> tuple[list[Event], list[asyncio.Future[bool]]]:
+        """What the attempts behind `gate` that have ended hold, in order, taken out (their gates
+        forgotten) for the message `gate` stands for, within `room` bytes (`size`: one event's): the
+        events, and their `stored` futures, for the taker to resolve as that message's fate. Stops
+        at the first that does not fit (what follows may depend on it); one still running is left,
+        with what is behind it."""
+        events: list[Event] = []
+        told: list[asyncio.Future[bool]] = []
+        for key, running in self._chain(gate):
+            if running:
+                continue
+            held = self.gated.get(key, [])
+            cost = sum(size(event) for event, _ in held)
+            if cost > room:
+                break
+            room -= cost
+            del self.gates[key]
+            self.gated.pop(key, None)
+            events += [event for event, _ in held]
+            told += [stored for _, stored in held if stored is not None]
+        return events, told
 
     def drop_after(self, key: Key) -> list[Key]:
         """Attempt `key` will not succeed here: the chain held after it goes (the controller records
@@ -135,6 +192,11 @@ class Followers:
         gate = self.gates.get(key)
         if gate is not None and gate.done():
             self._opened(key, gate)  # (its callback may not have run yet: what it holds goes now)
+        if gate is not None and self.waiters:
+            waiters, self.waiters = self.waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
 
     def _opened(self, key: Key, gate: asyncio.Future[bool]) -> None:
         if self.gates.get(key) is not gate:
@@ -176,3 +238,7 @@ class Followers:
                     stored.set_result(False)
         self.gated.clear()
         self.live.clear()
+        for waiter in self.waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self.waiters = []

@@ -381,6 +381,71 @@ class Worker:
         self._accept_all(items)
         self._pump()
 
+    def take_early(self, items: list[WorkItem], gate: asyncio.Future[bool]) -> set[tuple[str, str, int]]:
+        """Work of a run whose message (its `run.created` with these placements) is being stored,
+        handed over by the API of the head this worker runs in (maze/api/early.py): taken as
+        `take_work` takes work, and started now; what it reports waits for `gate` (that message
+        stored with these placements: True; not stored, or another copy was: False, and it is
+        stopped). Returns the attempts taken (their work is not handed again once stored)."""
+        if not self._pulling:
+            return set()
+        taken = set()
+        for item in items:
+            if item.key in self.seen:
+                continue  # (the same run submitted twice at once: the first copy's)
+            hops.mark("work_received", item.run_id)
+            self._accept(item)
+            if item.key not in self.seen:
+                continue
+            taken.add(item.key)
+            if not item.after:  # (a follower is gated once its upstream ends: on its success)
+                self.follow.gate(item.key, gate)
+        self._pump()
+        return taken
+
+    async def early_quiet(self, gate: asyncio.Future[bool], timeout: float) -> None:
+        """Wait until nothing behind `gate` runs any more (each attempt, and the followers behind
+        its success, ended), or `timeout` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.follow.running_behind(gate):
+            left = deadline - loop.time()
+            if left <= 0:
+                return
+            waiter: asyncio.Future[None] = loop.create_future()
+            self.follow.waiters.append(waiter)
+            try:
+                await asyncio.wait_for(waiter, left)
+            except TimeoutError:
+                return
+
+    def take_reports(
+        self, gate: asyncio.Future[bool], room: int, size: Callable[[Event], int]
+    ) -> tuple[list[Event], list[asyncio.Future[bool]]]:
+        """What the attempts behind `gate` that ended reported, for the message `gate` stands for
+        (Followers.take): never sent by this worker. `settle_early` then says that message's fate."""
+        return self.follow.take(gate, room, size)
+
+    def settle_early(
+        self,
+        gate: asyncio.Future[bool],
+        handed: set[tuple[str, str, int]],
+        told: list[asyncio.Future[bool]],
+        stored: bool,
+    ) -> None:
+        """The run's message was stored with its placements and the reports taken into it
+        (`stored`), or not: what waits behind it is sent, or dropped and stopped. Not stored, the
+        attempts handed early are forgotten as seen (work sent again from the log is taken)."""
+        for future in told:
+            if not future.done():
+                future.set_result(stored)
+        if not gate.done():
+            gate.set_result(stored)
+        if not stored:
+            for key in handed:
+                if key not in self.running and key not in self.waiting_keys and not self.follow.holds(key):
+                    self.seen.pop(key, None)
+
     def take_cancels(self, cancels: list[CancelRun]) -> None:
         """The controller's word that runs ended (or their held followers go), handed over in
         process by the controller of the head this worker runs in, as its work is."""

@@ -1,0 +1,186 @@
+"""A new run's first attempts start on the head's own worker while its message is stored
+(maze/api/early.py): a short run is one message (its creation, placements, starts, results and end),
+a longer task's reports come after its run's message, and the same request sent twice at once makes
+one run with one success per task. Real head, nats-server and task processes; the read models
+rebuild equal."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+
+from maze import MaClient, task
+from tests.helpers import HeadProcess, NatsServer
+
+
+@task
+def step(x: int = 0) -> dict:
+    return {"x": x + 1}
+
+
+@task
+def sleeps(x: int = 0, seconds: float = 0.0) -> dict:
+    import time
+
+    time.sleep(seconds)
+    return {"x": x + 1}
+
+
+@pytest.fixture(scope="module")
+def head(nats_server: NatsServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HeadProcess]:
+    """The run's message waits up to 300 ms for its attempts here (2 ms by default): a no-op ends
+    well within it even on a loaded machine, so what joins the message is not left to timing."""
+    proc = HeadProcess(tmp_path_factory.mktemp("head"), nats_url=nats_server.url, extra=["--cpus", "4"])
+    proc.env = {"MAZE_EARLY_LINGER_MS": "300"}
+    proc.start()
+    yield proc
+    assert proc.stop() == 0, proc.log()
+
+
+def _kinds(events: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return [(e["type"], e.get("task_id", "")) for e in events]
+
+
+def test_a_one_task_run_is_one_message(client: MaClient, head: HeadProcess) -> None:
+    wf = client.create_workflow()
+    t = wf.add_task(step, inputs={"x": 1})
+    run_id = wf.run()
+    summary = wf.show_results(run_id)
+    assert summary["state"] == "succeeded" and summary["task_results"][t.task_id] == {"x": 2}
+    events = client.get_run_events(run_id)
+    assert _kinds(events) == [
+        ("run.created", ""),
+        ("attempt.placed", t.task_id),
+        ("attempt.started", t.task_id),
+        ("attempt.succeeded", t.task_id),
+        ("run.finished", ""),
+    ]
+    assert len({e["seq"] for e in events}) == 1  # one write
+    started = events[2]
+    assert started["pid"] > 0 and started["node_id"] == events[1]["node_id"]
+    assert events[-1]["state"] == "succeeded"
+    run = client.get_run(run_id)
+    assert run["state"] == "succeeded" and run["started_at_ms"] <= run["finished_at_ms"]
+    (attempt,) = client.get_run_task(run_id, t.task_id)["attempts"]
+    assert attempt["state"] == "succeeded" and attempt["pid"] == started["pid"]
+
+
+def test_a_short_chain_is_one_message_in_chain_order(client: MaClient) -> None:
+    wf = client.create_workflow()
+    tasks = [wf.add_task(step, inputs={"x": 0})]
+    for _ in range(2):
+        tasks.append(wf.add_task(step, inputs={"x": tasks[-1].outputs["x"]}))
+    run_id = wf.run()
+    summary = wf.show_results(run_id)
+    assert summary["state"] == "succeeded" and summary["task_results"][tasks[-1].task_id] == {"x": 3}
+    events = client.get_run_events(run_id)
+    assert len({e["seq"] for e in events}) == 1
+    ids = [t.task_id for t in tasks]
+    reports = [
+        (kind, tid) for kind, tid in _kinds(events) if kind in ("attempt.started", "attempt.succeeded")
+    ]
+    assert reports == [(kind, tid) for tid in ids for kind in ("attempt.started", "attempt.succeeded")]
+    assert _kinds(events)[-1] == ("run.finished", "")
+
+
+def test_a_longer_task_reports_after_its_run_message(client: MaClient) -> None:
+    wf = client.create_workflow()
+    wf.add_task(sleeps, inputs={"x": 0, "seconds": 1.0})  # past the 300 ms the message waits
+    run_id = wf.run()
+    assert wf.show_results(run_id)["state"] == "succeeded"
+    events = client.get_run_events(run_id)
+    first = events[0]["seq"]
+    assert [(e["type"], e["seq"] == first) for e in events] == [
+        ("run.created", True),
+        ("attempt.placed", True),
+        ("attempt.started", False),  # (its start, held a few ms, then behind the stored message)
+        ("attempt.succeeded", False),
+        ("run.finished", False),
+    ]
+    assert events[2]["seq"] > first
+
+
+def _body_of(wf: Any) -> dict[str, Any]:
+    """The body `wf.run()` would submit (not sent)."""
+    bodies: list[dict[str, Any]] = []
+
+    def keep(body: dict[str, Any]) -> dict[str, Any]:
+        bodies.append(body)
+        return {"run_id": body["run_id"]}
+
+    wf._submit = keep
+    wf.run()
+    return bodies[0]
+
+
+def _post_at_once(url: str, body: dict[str, Any], times: int) -> list[httpx.Response]:
+    data = msgspec.msgpack.encode(body)
+    answers: list[httpx.Response] = []
+
+    def post() -> None:
+        answers.append(
+            httpx.post(
+                f"{url}/runs", content=data, headers={"content-type": "application/msgpack"}, timeout=30
+            )
+        )
+
+    threads = [threading.Thread(target=post) for _ in range(times)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return answers
+
+
+def test_the_same_request_twice_at_once_makes_one_run_with_one_success_per_task(
+    client: MaClient, head: HeadProcess
+) -> None:
+    for _ in range(5):
+        wf = client.create_workflow()
+        a = wf.add_task(step, inputs={"x": 0})
+        wf.add_task(step, inputs={"x": a.outputs["x"]})
+        body = _body_of(wf)
+        answers = _post_at_once(head.url, body, 2)
+        assert [r.status_code // 100 for r in answers] == [2, 2], [r.text for r in answers]
+        assert {r.json()["run_id"] for r in answers} == {body["run_id"]}
+        assert sorted(bool(r.json()["duplicate"]) for r in answers) == [False, True]
+        assert wf.show_results(body["run_id"])["state"] == "succeeded"
+        events = client.get_run_events(body["run_id"])
+        succeeded = [e["task_id"] for e in events if e["type"] == "attempt.succeeded"]
+        assert sorted(succeeded) == sorted(wf.tasks), events
+        assert [e["type"] for e in events].count("run.finished") == 1
+    # the node is whole again: a run after them takes what they held
+    wf = client.create_workflow()
+    wf.add_task(step, inputs={"x": 0})
+    assert wf.show_results(wf.run())["state"] == "succeeded"
+    report = httpx.post(f"{head.url}/projections/rebuild", timeout=60).json()
+    assert report["equal"] is True, report
+
+
+@task(max_retries=1, retry_backoff_seconds=0)
+def fails_now(x: int = 0) -> dict:
+    raise RuntimeError("no")
+
+
+def test_a_failure_joins_the_message_and_the_controller_retries_it(client: MaClient) -> None:
+    wf = client.create_workflow()
+    t = wf.add_task(fails_now, inputs={"x": 0})
+    run_id = wf.run()
+    assert wf.show_results(run_id)["state"] == "failed"
+    events = client.get_run_events(run_id)
+    first = events[0]["seq"]
+    assert [(e["type"], e.get("attempt")) for e in events if e["seq"] == first] == [
+        ("run.created", None),
+        ("attempt.placed", 1),
+        ("attempt.started", 1),
+        ("attempt.failed", 1),
+    ]
+    later = [(e["type"], e.get("attempt")) for e in events if e["seq"] > first]
+    assert later[0][0] == "retry.scheduled"
+    assert ("attempt.failed", 2) in later and later[-1] == ("run.finished", None)
+    assert [a["state"] for a in client.get_run_task(run_id, t.task_id)["attempts"]] == ["failed", "failed"]
