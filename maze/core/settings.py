@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from msgspec import Struct
@@ -159,23 +161,25 @@ def env_settings(**overrides: object) -> Settings:
         if env.get(f"MAZE_{name.upper()}"):
             values[name] = env[f"MAZE_{name.upper()}"]
     if env.get("MAZE_LLM_TIMEOUT_S"):
-        try:
-            values["llm_timeout_s"] = float(env["MAZE_LLM_TIMEOUT_S"])
-        except ValueError:
-            raise ValidationError(
-                f"MAZE_LLM_TIMEOUT_S must be a number of seconds, not {env['MAZE_LLM_TIMEOUT_S']!r}"
-            ) from None
+        values["llm_timeout_s"] = _env_number(env, "MAZE_LLM_TIMEOUT_S", "seconds")
     if env.get("MAZE_EARLY_LINGER_MS"):
-        try:
-            values["early_linger_ms"] = float(env["MAZE_EARLY_LINGER_MS"])
-        except ValueError:
-            raise ValidationError(
-                f"MAZE_EARLY_LINGER_MS must be a number of milliseconds, not {env['MAZE_EARLY_LINGER_MS']!r}"
-            ) from None
+        values["early_linger_ms"] = _env_number(env, "MAZE_EARLY_LINGER_MS", "milliseconds", high=1000.0)
     if env.get("MAZE_FAULT_INJECTION"):
         values["fault_injection"] = env["MAZE_FAULT_INJECTION"]
     values.update({k: v for k, v in overrides.items() if v is not None})
     return Settings(**values)  # type: ignore[arg-type]
+
+
+def _env_number(env: Mapping[str, str], name: str, unit: str, high: float | None = None) -> float:
+    """A number from the environment (0 up to `high`): else a one-line error naming it."""
+    try:
+        value = float(env[name])
+    except ValueError:
+        raise ValidationError(f"{name} must be a number of {unit}, not {env[name]!r}") from None
+    if not (value >= 0 and (high is None or value <= high)) or math.isinf(value):
+        bound = f" up to {high:g}" if high is not None else ""
+        raise ValidationError(f"{name} must be a number of {unit} from 0{bound}, not {env[name]!r}")
+    return value
 
 
 def split_urls(text: str) -> list[str]:
