@@ -15,7 +15,7 @@ import msgspec
 import pytest
 
 from maze import MaClient, task
-from tests.helpers import HeadProcess, NatsServer
+from tests.helpers import HeadProcess, NatsServer, wait_until
 
 
 @task
@@ -137,12 +137,22 @@ def _post_at_once(url: str, body: dict[str, Any], times: int) -> list[httpx.Resp
     return answers
 
 
-def test_the_same_request_twice_at_once_makes_one_run_with_one_success_per_task(
-    client: MaClient, head: HeadProcess
+def _idle(url: str) -> bool:
+    """Every node reserves and runs nothing (the controller's reservations, the heartbeat's use)."""
+    nodes = httpx.get(f"{url}/cluster/resources", timeout=5).json()["nodes"]
+    return all(n["cpu"]["committed"] == 0 and n["cpu"]["in_use"] == 0 and n["running"] == 0 for n in nodes)
+
+
+@pytest.mark.parametrize("first_seconds", [0.0, 0.6])
+def test_the_same_request_twice_at_once_is_recorded_in_turn(
+    client: MaClient, head: HeadProcess, first_seconds: float
 ) -> None:
-    for _ in range(5):
+    """The copy placed (and started) at submit is the one stored: the other, sent at the same
+    moment, waits its turn and finds it (a duplicate), even when the first lingers its whole 300 ms
+    (a first task that runs longer). One run, placed in its first message, one attempt per task."""
+    for _ in range(3):
         wf = client.create_workflow()
-        a = wf.add_task(step, inputs={"x": 0})
+        a = wf.add_task(sleeps, inputs={"x": 0, "seconds": first_seconds})
         wf.add_task(step, inputs={"x": a.outputs["x"]})
         body = _body_of(wf)
         answers = _post_at_once(head.url, body, 2)
@@ -151,13 +161,16 @@ def test_the_same_request_twice_at_once_makes_one_run_with_one_success_per_task(
         assert sorted(bool(r.json()["duplicate"]) for r in answers) == [False, True]
         assert wf.show_results(body["run_id"])["state"] == "succeeded"
         events = client.get_run_events(body["run_id"])
+        first = events[0]["seq"]
+        placed = [
+            (e["task_id"], e["attempt"], e["seq"] == first) for e in events if e["type"] == "attempt.placed"
+        ]
+        assert sorted(placed) == sorted((t, 1, True) for t in wf.tasks), events
         succeeded = [e["task_id"] for e in events if e["type"] == "attempt.succeeded"]
         assert sorted(succeeded) == sorted(wf.tasks), events
         assert [e["type"] for e in events].count("run.finished") == 1
-    # the node is whole again: a run after them takes what they held
-    wf = client.create_workflow()
-    wf.add_task(step, inputs={"x": 0})
-    assert wf.show_results(wf.run())["state"] == "succeeded"
+    # nothing is left reserved or running on the node
+    wait_until(lambda: _idle(head.url), timeout=15, interval=0.2)
     report = httpx.post(f"{head.url}/projections/rebuild", timeout=60).json()
     assert report["equal"] is True, report
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import msgspec
 
+from maze.events.agents import AgentSpec
 from maze.events.catalog import Event
 from maze.events.runs import RunCreated, RunFinished
 from maze.events.specs import TaskError
@@ -96,3 +97,26 @@ def test_what_does_not_end_in_its_first_message() -> None:
         core, created, decision = submit(spec("t0"), **kw)
         reports = succeed_events(items(decision)[0])
         assert ends_with(created, [*decision.events, *reports], NOW, 0) is None, kw
+
+
+def test_a_run_the_message_does_not_hold_whole_never_ends_there() -> None:
+    """What else the pass would weigh, or a run whose tasks are not all in its run.created."""
+    _core, created, decision = submit(spec("t0"))
+    events = [*decision.events, *succeed_events(items(decision)[0])]
+    assert ends_with(created, events, NOW, 0) is not None
+    agent = AgentSpec(
+        prompt="p",
+        decide=spec("d"),
+        decide_accepts=None,
+        tools=(),
+        max_steps=1,
+        task_timeout=1.0,
+        catalog=b"",
+    )
+    for changed in (
+        {"chunks": 2},  # more tasks in tasks.added chunks
+        {"task_count": 2},  # a run.created that does not hold its whole run
+        {"functions": {"c" * 64: b"code"}},  # an older run's inline code
+        {"agent": agent},
+    ):
+        assert ends_with(msgspec.structs.replace(created, **changed), events, NOW, 0) is None, changed

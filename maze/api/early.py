@@ -12,11 +12,13 @@ joins them (maze/head/run_end.py): a no-op run, or a short chain, is one fsynced
 
 What is not taken (an attempt still running, reports that do not fit) is sent by the worker once
 the message is stored, in order after it. If the message is not stored as made (a transient
-error, or the same request's earlier copy stored first), the gate closes: the attempts stop, what
-they reported is dropped, and the log's placements (if stored) are sent again by the controller's
-delivery check, like any work whose message was lost. A head killed in between has run a task whose
-run it never recorded: the client was answered nothing, and its retry runs the task again (like an
-attempt whose report is lost, at least once).
+error, the same request's other copy stored first by another head, this head deposed meanwhile,
+its worker leaving), the gate closes: the attempts stop, what they did is recorded nowhere, and
+the log's placements (if stored) are handed again, or sent by the controller's delivery check.
+Their tasks then run again: at least once, as for an attempt whose report is lost (a request
+answered an error may have run them; so may a head killed in between, whose client was answered
+nothing and whose retry runs them again). Two copies of one request sent to this head at once are
+recorded in turn (RunController.submit_turn), the copy started early first.
 
 Only plain work starts early: code of a static run, with no files, sandbox or GPU.
 """
@@ -32,6 +34,7 @@ import msgspec
 from maze.core import hops
 from maze.core.clock import now_ms
 from maze.events.catalog import Event, event_tag
+from maze.events.codec import append_events
 from maze.events.runs import RunCreated
 from maze.events.tasks import AttemptSucceeded
 from maze.events.work import WorkItem
@@ -84,9 +87,9 @@ class Early:
     async def gather(
         self, created: RunCreated, placed: Sequence[Event], encoded: list[bytes], budget: int
     ) -> str | None:
-        """Wait for the attempts (at most `early_linger_ms`), then take what they reported into the run's
-        first message (`encoded[0]`: `created` and its placements), and the run's end when that is
-        all of it. Returns that message's event types when reports were taken, else None."""
+        """Wait for the attempts (at most `early_linger_ms`), then take what they reported into the
+        run's first message (`encoded[0]`: `created` and its placements), and the run's end when
+        that is all of it. Returns that message's event types when reports were taken, else None."""
         await self.node.early_quiet(self.gate, self.controller.settings.early_linger_ms / 1000)
         if not self._deciding():
             return None  # deposed meanwhile: its placements may be refused, nothing joins them
@@ -95,25 +98,29 @@ class Early:
         if not reports:
             return None
         self.took = True
-        first = [created, *placed]
+        more = [_encoder.encode(event) for event in reports]
         end = ends_with(created, [*placed, *reports], now_ms(), self.epoch)
-        if end is not None and _size(end) <= room - sum(map(_size, reports)):
+        if end is not None and _size(end) <= room - sum(map(len, more)):
             reports.append(end)
-        encoded[0] = _encoder.encode([*first, *reports])
+            more.append(_encoder.encode(end))
+        encoded[0] = append_events(encoded[0], more)  # (a wide run's message: not encoded again)
         if hops.enabled():
             for event in reports:
                 if isinstance(event, AttemptSucceeded):
                     hops.mark("early_taken", event.run_id)
-        return ",".join(sorted({event_tag(e) for e in [*first, *reports]}))
+        return ",".join(sorted({event_tag(e) for e in [created, *placed, *reports]}))
 
     def _deciding(self) -> bool:
         return self.controller.deciding and self.controller.lease.epoch == self.epoch
 
-    def settle(self, stored: bool) -> None:
+    def settle(self, stored: bool) -> bool:
         """The run's message was stored as made (with these placements and reports), or not. A
         head deposed meanwhile stops them too: its placements may be refused (the new leader
-        places them again); if they stand, their work is sent again from the log."""
+        places them again); if they stand, their work is handed again (`submitted`). Returns
+        whether they go on (their work must then not be handed again)."""
         if self.settled:
-            return
+            return False
         self.settled = True
-        self.node.settle_early(self.gate, self.handed, self.told, stored and (self.took or self._deciding()))
+        go_on = stored and (self.took or self._deciding())
+        self.node.settle_early(self.gate, self.handed, self.told, go_on)
+        return go_on

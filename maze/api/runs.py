@@ -207,35 +207,9 @@ async def record_submission(
     if submission.kind != "static":
         events[0] = msgspec.structs.replace(events[0], kind=submission.kind)
     encoded = await work(encode_chunks, events)
-    # the first tasks' placements travel with run.created when the controller can make them now
-    created = events[0]
-    assert isinstance(created, RunCreated)
-    placing = head.controller.place_new_run(created) if len(events) == 1 else None
-    tags = await work(with_placements, events, encoded, placing[0].events, head.budget) if placing else None
-    if placing and tags is None:  # no room in the message: the controller places it as usual
-        head.controller.submit_abandoned(placing[0])
-        placing = None
-    # its first attempts on this head's own worker start now, and their reports may join the message
-    hops.mark("validated", run_id)
-    early = Early.start(head.controller, placing[0], submission.kind == "static") if placing else None
-    try:
-        if early is not None and placing is not None:
-            tags = await early.gather(created, placing[0].events, encoded, head.budget) or tags
-        seq, duplicate = await record_run(
-            head.js, events, salted(request_hash, head), encoded, first_tags=tags
-        )
-    except BaseException:
-        if early is not None:
-            early.settle(False)
-        if placing:
-            head.controller.submit_failed(placing[0])
-        raise
-    hops.mark("appended", run_id)
-    if early is not None:
-        early.settle(not duplicate)
-    if placing:
-        await head.controller.submitted(
-            *placing, stored=not duplicate, handed=early.handed if early is not None else None
+    async with head.controller.submit_turn(run_id):
+        seq, duplicate = await _record_placed(
+            head, events, encoded, salted(request_hash, head), submission.kind == "static", work
         )
     return Submitted(
         duplicate=duplicate,
@@ -245,6 +219,47 @@ async def record_submission(
         tasks=len(specs),
         events=len(events),
     )
+
+
+async def _record_placed(
+    head: HeadState,
+    events: list[Any],
+    encoded: list[bytes],
+    body_hash: str,
+    static: bool,
+    work: Callable[..., Any],
+) -> tuple[int, bool]:
+    """Record the run's events, its first tasks' placements in the message of its `run.created`
+    when the controller can make them now, and what the attempts this head's own worker started
+    with it reported meanwhile (maze/api/early.py). Returns (sequence, duplicate)."""
+    created = events[0]
+    assert isinstance(created, RunCreated)
+    run_id = created.run_id
+    placing = head.controller.place_new_run(created) if len(events) == 1 else None
+    tags = await work(with_placements, events, encoded, placing[0].events, head.budget) if placing else None
+    if placing and tags is None:  # no room in the message: the controller places it as usual
+        head.controller.submit_abandoned(placing[0])
+        placing = None
+    hops.mark("validated", run_id)
+    early: Early | None = None
+    try:
+        if placing is not None:
+            early = Early.start(head.controller, placing[0], static)
+        if early is not None and placing is not None:
+            tags = await early.gather(created, placing[0].events, encoded, head.budget) or tags
+        seq, duplicate = await record_run(head.js, events, body_hash, encoded, first_tags=tags)
+    except BaseException:
+        if early is not None:
+            early.settle(False)
+        if placing:
+            head.controller.submit_failed(placing[0])
+        raise
+    hops.mark("appended", run_id)
+    opened = early.settle(not duplicate) if early is not None else False
+    if placing:
+        handed = early.handed if early is not None and opened else None
+        await head.controller.submitted(*placing, stored=not duplicate, handed=handed)
+    return seq, duplicate
 
 
 # `GET /runs` checks its filters itself (RunQuery.parse: messages that name the value and the

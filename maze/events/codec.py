@@ -112,6 +112,29 @@ class DecodeStats:
 decode_stats = DecodeStats()
 
 
+def append_events(message: bytes, events: list[bytes]) -> bytes:
+    """A message (an encoded list of events) with more encoded events at its end: its list header
+    is rewritten and its body kept as it is (a wide run's first message is megabytes: not
+    decoded or encoded again for a few more events)."""
+    first = message[0]
+    if 0x90 <= first <= 0x9F:
+        count, start = first & 0x0F, 1
+    elif first == 0xDC:
+        count, start = int.from_bytes(message[1:3], "big"), 3
+    elif first == 0xDD:
+        count, start = int.from_bytes(message[1:5], "big"), 5
+    else:
+        raise ValueError(f"not an encoded list of events (it starts with byte {first:#x})")
+    total = count + len(events)
+    if total < 16:
+        header = bytes([0x90 | total])
+    elif total < 1 << 16:
+        header = b"\xdc" + total.to_bytes(2, "big")
+    else:
+        header = b"\xdd" + total.to_bytes(4, "big")
+    return b"".join([header, memoryview(message)[start:], *events])
+
+
 def decode_message(data: bytes) -> Decoded:
     """A message's events. An event whose type this version does not know (a newer writer's) is
     skipped and named in `unknown`; one of a known type that does not decode is named in

@@ -24,7 +24,7 @@ import os
 import signal
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 import msgspec
@@ -79,6 +79,7 @@ CANCELS_PER_MESSAGE = 200  # runs a node is told of in one message
 CANCEL_REASON_CHARS = 200
 
 _TICK = object()
+SUBMIT_TURN_S = 30.0  # the longest a submit waits for another of the same run (submit_turn)
 YIELD_AFTER_S = 0.01
 STOP_WAIT_S = 10.0  # how long a stop waits for the controller's tasks to end (then logs them)
 ENDED_SESSIONS_KEPT = 10_000
@@ -150,6 +151,7 @@ class RunController:
         )
         self._lease_task: asyncio.Task[None] | None = None
         self._electing = 0  # an epoch this head took and has not yet recorded in the log
+        self._submits: dict[str, asyncio.Future[None]] = {}  # runs being submitted (submit_turn)
         self._reset(None)
 
     def _reset(self, state: snapshot.SchedulerState | None) -> None:
@@ -658,6 +660,7 @@ class RunController:
         already in the log from the first copy, whose work the delivery check sends)."""
         if not stored:
             self.core.forget(decision)
+            self.queue.put_nowait(_TICK)  # decided again now (the first copy's run may wait for it)
             return
         if handed and self.local_node is not None:
             local = self.local_node.node_id
@@ -670,6 +673,27 @@ class RunController:
             await self._send(decision, now)
         except Exception as exc:  # the run is accepted all the same: the delivery check sends it
             log.warning("controller.submitted_work_not_sent", error=describe_error(exc))
+
+    @contextlib.asynccontextmanager
+    async def submit_turn(self, run_id: str) -> AsyncIterator[None]:
+        """One submit of a run at a time in this head: the same request sent twice at once (or two
+        under one run id) is recorded in turn, so that the copy placed at submit (and started
+        early, maze/api/early.py) is the one stored, and the other finds it in the log (a duplicate,
+        or a conflict) instead of overtaking it. Bounded: a submit stuck past SUBMIT_TURN_S (its
+        publish hanging) no longer holds the next one back."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SUBMIT_TURN_S
+        while (busy := self._submits.get(run_id)) is not None and loop.time() < deadline:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(busy), deadline - loop.time())
+        mine: asyncio.Future[None] = loop.create_future()
+        self._submits[run_id] = mine
+        try:
+            yield
+        finally:
+            if self._submits.get(run_id) is mine:
+                del self._submits[run_id]
+            mine.set_result(None)
 
     def submit_failed(self, decision: Decision) -> None:
         """The run's message may or may not be stored (an ack lost, a timeout): its placements are

@@ -37,6 +37,8 @@ def ends_with(created: RunCreated, events: Sequence[Event], now: int, epoch: int
         or created.functions
     ):
         return None
+    if sum(isinstance(e, AttemptSucceeded) for e in events) < len(created.tasks):
+        return None  # (a wide run: decided without a set of its tasks)
     placed: set[tuple[str, int]] = set()
     succeeded: set[str] = set()
     for event in events:

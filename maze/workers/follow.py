@@ -113,23 +113,29 @@ class Followers:
         gate.add_done_callback(lambda done: self._opened(key, done))
 
     def _chain(self, gate: asyncio.Future[bool]) -> Iterator[tuple[Key, bool]]:
-        """The gated attempts behind `gate`, directly or behind a success held behind it, in the
-        order their reports must be recorded: (key, still running). What is behind a running one's
-        success is not reached (it has none yet)."""
-        chain = {gate}
-        found: set[Key] = set()
-        grew = True
-        while grew:
-            grew = False
-            for key, behind in list(self.gates.items()):
-                if key in found or behind not in chain:
-                    continue
-                found.add(key)
-                grew = True
-                running = key in self.live
-                if not running:
-                    chain.update(s for _, s in self.gated.get(key, []) if s is not None)
-                yield key, running
+        """The gated attempts behind `gate`, directly or behind a success held behind it, each after
+        the attempt whose success it waits on: (key, still running). What is behind a running
+        one's success is not reached (it has none yet). One walk over the gates, then the chain."""
+        behind: dict[asyncio.Future[bool], list[Key]] = {}
+        for key, waits_on in self.gates.items():
+            behind.setdefault(waits_on, []).append(key)
+        frontier = [gate]
+        while frontier:
+            after: list[asyncio.Future[bool]] = []
+            for future in frontier:
+                for key in behind.get(future, []):
+                    running = key in self.live
+                    if not running:
+                        after += [s for _, s in self.gated.get(key, []) if s is not None]
+                    yield key, running
+            frontier = after
+
+    def settle_now(self, resolved: set[asyncio.Future[bool]]) -> None:
+        """Gates just resolved: what waits behind each is sent, or dropped and its attempt stopped,
+        now (their callbacks, a turn of the loop later, then find it done)."""
+        for key, gate in list(self.gates.items()):
+            if gate in resolved and gate.done():
+                self._opened(key, gate)
 
     def running_behind(self, gate: asyncio.Future[bool]) -> bool:
         return any(running for _, running in self._chain(gate))

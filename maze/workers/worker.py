@@ -10,6 +10,7 @@ ignored, so an attempt never runs twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import tempfile
 import uuid
@@ -116,6 +117,9 @@ class Worker:
         self._unreported: dict[tuple[str, str, int], tuple[AttemptStarted, asyncio.TimerHandle]] = {}
         self.ended_runs: OrderedDict[str, None] = OrderedDict()  # runs the controller ended
         self.stopped: set[tuple[str, str, int]] = set()  # attempts killed for their run's end
+        # work for an attempt being stopped here (void, its message not stored) that the log placed
+        # after all: started once the stopped one has ended
+        self.after_stop: dict[tuple[str, str, int], WorkItem] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Future[Any]] = set()  # held: the loop keeps weak references only
         self.logs = TaskLogs(node_id)  # what tasks print (maze/workers/logs.py)
@@ -231,6 +235,7 @@ class Worker:
         self._tasks = []
         self.waiting.clear()
         self.waiting_keys.clear()
+        self.after_stop.clear()
         self.follow.clear()
 
     async def stop(self, reason: str = "stopped") -> None:
@@ -417,6 +422,8 @@ class Worker:
             try:
                 await asyncio.wait_for(waiter, left)
             except TimeoutError:
+                with contextlib.suppress(ValueError):
+                    self.follow.waiters.remove(waiter)
                 return
 
     def take_reports(
@@ -441,6 +448,9 @@ class Worker:
                 future.set_result(stored)
         if not gate.done():
             gate.set_result(stored)
+        # what waits behind them goes (or stops) now, not a turn of the loop later: work the log
+        # sends for the same attempts meanwhile finds them forgotten, or stopping (after_stop)
+        self.follow.settle_now({gate, *told})
         if not stored:
             for key in handed:
                 if key not in self.running and key not in self.waiting_keys and not self.follow.holds(key):
@@ -465,6 +475,8 @@ class Worker:
         run_id = cancel.run_id
         for key in self.follow.drop_run(run_id):
             self.seen.pop(key, None)
+        for key in [k for k in self.after_stop if k[0] == run_id]:
+            del self.after_stop[key]  # (its run ended: nothing of it starts again)
         # followers running behind a success not stored yet: what they report is void (the log
         # records them lost or ended already), and those of a failed run stop too
         for key in self.follow.void_run(run_id):
@@ -501,6 +513,12 @@ class Worker:
             return  # placed on an earlier session of this node; already re-placed
         if item.run_id in self.ended_runs:
             return  # its run was ended while this was on its way
+        if item.key in self.running and item.key in self.stopped and item.key not in self.seen:
+            # stopped as void (it may not report), and placed by the log after all: it goes once
+            # the stopped one has ended
+            self.after_stop[item.key] = item
+            self.seen[item.key] = None
+            return
         if item.key in self.seen or item.key in self.running or item.key in self.waiting_keys:
             return  # work sent again (the controller's delivery check, or a restarted controller)
         if item.after:
@@ -745,6 +763,10 @@ class Worker:
             self.cores.give_back(cores, item.resources.cpu)
             add_usage(self.usage, item.resources, item.gpus, sign=-1)
             self.running.pop(item.key, None)
+            again = self.after_stop.pop(item.key, None)
+            if again is not None:
+                self.waiting.append(again)
+                self.waiting_keys.add(again.key)
             self.follow.ended(item.key)
             if self.follow.follows(item.key):
                 if done is not None and not told_unstored(done[0]):
