@@ -102,7 +102,6 @@ def test_a_longer_task_reports_after_its_run_message(client: MaClient) -> None:
         ("attempt.succeeded", False),
         ("run.finished", False),
     ]
-    assert events[2]["seq"] > first
 
 
 def _body_of(wf: Any) -> dict[str, Any]:

@@ -180,7 +180,9 @@ def test_kept_successes_are_bounded_in_count_and_bytes() -> None:
 
 
 def succeeded(task_id: str) -> AttemptSucceeded:
-    return AttemptSucceeded(run_id="r", task_id=task_id, attempt=1, node_id="n", at_ms=1, result=result(out=ONE))
+    return AttemptSucceeded(
+        run_id="r", task_id=task_id, attempt=1, node_id="n", at_ms=1, result=result(out=ONE)
+    )
 
 
 def test_the_reports_behind_a_run_message_are_taken_in_chain_order_within_its_room() -> None:
@@ -240,3 +242,50 @@ def test_the_reports_behind_a_run_message_are_taken_in_chain_order_within_its_ro
         assert sent == ["x", "c"]
 
     asyncio.run(main())
+
+
+def test_a_closed_gate_closes_the_chain_behind_it_at_once_and_a_void_attempt_says_nothing() -> None:
+    """The run's message was not stored: the attempt behind it and the follower behind its (not
+    taken) success are stopped now, not a turn of the loop later (work the log sends for them
+    meanwhile must find them forgotten); what a stopped attempt reports before it ends is dropped."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        sent: list[str] = []
+        closed: list[tuple[str, str, int]] = []
+        follow = Followers(lambda event, stored: sent.append(event.task_id), closed.append)  # type: ignore[attr-defined]
+        gate: asyncio.Future[bool] = loop.create_future()
+        follow.gate(("r", "a", 1), gate)
+        follow.hold(item("b", after="a"))
+        follow.hold(item("c", after="b"))
+        a_stored: asyncio.Future[bool] = loop.create_future()
+        follow.report(("r", "a", 1), succeeded("a"), a_stored)
+        follow.ended(("r", "a", 1))
+        assert follow.start(("r", "a", 1), a_stored, result(out=ONE)) is not None  # b runs
+        gate.set_result(False)
+        follow.settle_now({gate})  # no await: everything is decided within this call
+        assert a_stored.done() and not a_stored.result()
+        assert closed == [("r", "b", 1)]
+        # b's reply was already on its way: its start and success go nowhere
+        b_stored: asyncio.Future[bool] = loop.create_future()
+        follow.report(("r", "b", 1), report("b"))
+        follow.report(("r", "b", 1), succeeded("b"), b_stored)
+        assert b_stored.done() and not b_stored.result()
+        follow.ended(("r", "b", 1))
+        await asyncio.sleep(0)  # (the gates' own callbacks change nothing more)
+        assert sent == [] and closed == [("r", "b", 1)]
+        # b's key, run again later, reports as any attempt
+        follow.report(("r", "b", 1), report("b"))
+        assert sent == ["b"]
+
+    asyncio.run(main())
+
+
+def test_events_are_appended_to_a_message_under_each_list_header() -> None:
+    from maze.events.codec import append_events
+
+    for n in (0, 1, 14, 15, 16, 65_534, 65_535, 65_536):
+        for k in (0, 1, 2):
+            message = msgspec.msgpack.encode(list(range(n)))
+            out = append_events(message, [msgspec.msgpack.encode(f"e{i}") for i in range(k)])
+            assert msgspec.msgpack.decode(out) == [*range(n), *(f"e{i}" for i in range(k))], (n, k)

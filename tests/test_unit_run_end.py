@@ -120,3 +120,10 @@ def test_a_run_the_message_does_not_hold_whole_never_ends_there() -> None:
         {"agent": agent},
     ):
         assert ends_with(msgspec.structs.replace(created, **changed), events, NOW, 0) is None, changed
+
+
+def test_two_successes_of_one_task_are_not_the_run_whole() -> None:
+    _core, created, decision = submit(spec("a"), spec("b"))
+    first = items(decision)[0]
+    twice = [*succeed_events(first), *succeed_events(first)]
+    assert ends_with(created, [*decision.events, *twice], NOW, 0) is None

@@ -77,7 +77,11 @@ class Early:
         if not items or not all(starts_early(item) for item in items):
             return None
         gate: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        handed = node.take_early(items, gate)
+        try:
+            handed = node.take_early(items, gate)
+        except BaseException:  # (what it took before failing stops)
+            node.settle_early(gate, set(), [], False)
+            raise
         if not handed:
             gate.set_result(False)
             return None

@@ -236,13 +236,15 @@ async def _record_placed(
     assert isinstance(created, RunCreated)
     run_id = created.run_id
     placing = head.controller.place_new_run(created) if len(events) == 1 else None
-    tags = await work(with_placements, events, encoded, placing[0].events, head.budget) if placing else None
-    if placing and tags is None:  # no room in the message: the controller places it as usual
-        head.controller.submit_abandoned(placing[0])
-        placing = None
-    hops.mark("validated", run_id)
     early: Early | None = None
     try:
+        tags = (
+            await work(with_placements, events, encoded, placing[0].events, head.budget) if placing else None
+        )
+        if placing and tags is None:  # no room in the message: the controller places it as usual
+            head.controller.submit_abandoned(placing[0])
+            placing = None
+        hops.mark("validated", run_id)
         if placing is not None:
             early = Early.start(head.controller, placing[0], static)
         if early is not None and placing is not None:

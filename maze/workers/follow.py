@@ -68,6 +68,7 @@ class Followers:
         self.gated: dict[Key, list[tuple[Event, asyncio.Future[bool] | None]]] = {}  # held reports
         self.live: set[Key] = set()  # gated attempts (followers, early ones) not ended
         self.waiters: list[asyncio.Future[None]] = []  # told when a gated attempt ends
+        self.void: set[Key] = set()  # closed behind a gate that was not stored, not ended yet
 
     def hold(self, item: WorkItem) -> None:
         self.held[item.key] = item
@@ -132,10 +133,17 @@ class Followers:
 
     def settle_now(self, resolved: set[asyncio.Future[bool]]) -> None:
         """Gates just resolved: what waits behind each is sent, or dropped and its attempt stopped,
-        now (their callbacks, a turn of the loop later, then find it done)."""
-        for key, gate in list(self.gates.items()):
-            if gate in resolved and gate.done():
-                self._opened(key, gate)
+        now, and so on down the chain (a success dropped closes the gate of what follows it); their
+        callbacks, a turn of the loop later, then find it done."""
+        pending = set(resolved)
+        while pending:
+            dropped: set[asyncio.Future[bool]] = set()
+            for key, gate in list(self.gates.items()):
+                if gate in pending and gate.done():
+                    held = [stored for _, stored in self.gated.get(key, []) if stored is not None]
+                    self._opened(key, gate)
+                    dropped.update(s for s in held if s.done())
+            pending = dropped
 
     def running_behind(self, gate: asyncio.Future[bool]) -> bool:
         return any(running for _, running in self._chain(gate))
@@ -184,6 +192,10 @@ class Followers:
     def report(self, key: Key, event: Event, stored: asyncio.Future[bool] | None = None) -> None:
         """An attempt's report: sent now, held behind its gate, or dropped behind a closed one. In
         order: a gate that opened (its callback not run yet) sends what it held first."""
+        if key in self.void:  # stopped as void: nothing it says may be recorded
+            if stored is not None and not stored.done():
+                stored.set_result(False)
+            return
         gate = self.gates.get(key)
         if gate is None:
             self.emit(event, stored)
@@ -195,6 +207,7 @@ class Followers:
     def ended(self, key: Key) -> None:
         """A follower's attempt ended here (what it reported is sent or held)."""
         self.live.discard(key)
+        self.void.discard(key)
         gate = self.gates.get(key)
         if gate is not None and gate.done():
             self._opened(key, gate)  # (its callback may not have run yet: what it holds goes now)
@@ -217,6 +230,7 @@ class Followers:
             self.gates.pop(key, None)
         elif key in self.live:
             self.live.discard(key)
+            self.void.add(key)  # (until it ends: what it still reports is dropped)
             self.closed(key)
 
     def void_run(self, run_id: str) -> list[Key]:
@@ -244,6 +258,7 @@ class Followers:
                     stored.set_result(False)
         self.gated.clear()
         self.live.clear()
+        self.void.clear()
         for waiter in self.waiters:
             if not waiter.done():
                 waiter.set_result(None)

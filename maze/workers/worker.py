@@ -422,9 +422,10 @@ class Worker:
             try:
                 await asyncio.wait_for(waiter, left)
             except TimeoutError:
+                return
+            finally:
                 with contextlib.suppress(ValueError):
                     self.follow.waiters.remove(waiter)
-                return
 
     def take_reports(
         self, gate: asyncio.Future[bool], room: int, size: Callable[[Event], int]
@@ -475,8 +476,6 @@ class Worker:
         run_id = cancel.run_id
         for key in self.follow.drop_run(run_id):
             self.seen.pop(key, None)
-        for key in [k for k in self.after_stop if k[0] == run_id]:
-            del self.after_stop[key]  # (its run ended: nothing of it starts again)
         # followers running behind a success not stored yet: what they report is void (the log
         # records them lost or ended already), and those of a failed run stop too
         for key in self.follow.void_run(run_id):
@@ -484,6 +483,8 @@ class Worker:
                 self._gate_closed(key)
         if cancel.held_only:  # the run failed: only its followers go; its attempts run on
             return
+        for key in [k for k in self.after_stop if k[0] == run_id]:
+            del self.after_stop[key]  # (its run ended: nothing of it starts again)
         self.ended_runs[run_id] = None
         if len(self.ended_runs) > ENDED_RUNS_KEPT:
             self.ended_runs.popitem(last=False)
@@ -514,10 +515,11 @@ class Worker:
         if item.run_id in self.ended_runs:
             return  # its run was ended while this was on its way
         if item.key in self.running and item.key in self.stopped and item.key not in self.seen:
-            # stopped as void (it may not report), and placed by the log after all: it goes once
-            # the stopped one has ended
-            self.after_stop[item.key] = item
-            self.seen[item.key] = None
+            # stopped as void (it may not report), and placed by the log after all: taken once the
+            # stopped one has ended (a follower is not: sent again, it is held after its upstream)
+            if not item.after:
+                self.after_stop[item.key] = item
+                self.seen[item.key] = None
             return
         if item.key in self.seen or item.key in self.running or item.key in self.waiting_keys:
             return  # work sent again (the controller's delivery check, or a restarted controller)
@@ -763,19 +765,19 @@ class Worker:
             self.cores.give_back(cores, item.resources.cpu)
             add_usage(self.usage, item.resources, item.gpus, sign=-1)
             self.running.pop(item.key, None)
-            again = self.after_stop.pop(item.key, None)
-            if again is not None:
-                self.waiting.append(again)
-                self.waiting_keys.add(again.key)
             self.follow.ended(item.key)
+            again = self.after_stop.pop(item.key, None)
+            if again is not None:  # its placement by the log, come while it was being stopped
+                self.seen.pop(again.key, None)
+                self._accept(again)
             if self.follow.follows(item.key):
                 if done is not None and not told_unstored(done[0]):
                     self._start_follower(item.key, *done)
-                else:  # it failed, or its success was not stored as it is (its gate closed)
-                    self._drop_followers_of(item.key)
+                elif again is None:  # it failed, or its success was not stored as it is (its gate
+                    self._drop_followers_of(item.key)  # closed); what follows `again` waits for it
             elif done is not None:
                 self.follow.note_success(item.key, *done)  # for a follower whose work comes later
-            if self._tasks:
+            if self._tasks and self._pulling:  # (a session leaving starts nothing more)
                 self._pump()
 
     # ---- reporting starts ---------------------------------------------------------------------
