@@ -34,8 +34,13 @@ def sleeps(x: int = 0, seconds: float = 0.0) -> dict:
 @pytest.fixture(scope="module")
 def head(nats_server: NatsServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HeadProcess]:
     """The run's message waits up to 300 ms for its attempts here (2 ms by default): a no-op ends
-    well within it even on a loaded machine, so what joins the message is not left to timing."""
-    proc = HeadProcess(tmp_path_factory.mktemp("head"), nats_url=nats_server.url, extra=["--cpus", "4"])
+    well within it even on a loaded machine, so what joins the message is not left to timing. Work
+    placed and not started is sent again only after 60 s: none of these runs may need that."""
+    proc = HeadProcess(
+        tmp_path_factory.mktemp("head"),
+        nats_url=nats_server.url,
+        extra=["--cpus", "4", "--work-resend", "60"],
+    )
     proc.env = {"MAZE_EARLY_LINGER_MS": "300"}
     proc.start()
     yield proc
@@ -172,6 +177,43 @@ def test_the_same_request_twice_at_once_is_recorded_in_turn(
     wait_until(lambda: _idle(head.url), timeout=15, interval=0.2)
     report = httpx.post(f"{head.url}/projections/rebuild", timeout=60).json()
     assert report["equal"] is True, report
+
+
+def test_a_copy_stored_first_by_another_head_stops_the_early_attempts_which_run_again_at_once(
+    client: MaClient, head: HeadProcess, nats_server: NatsServer, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The same request reaches another head (no placements there: it does not decide) and is
+    stored first: this head's message is a duplicate, its early attempts stop (what they did is
+    recorded nowhere), and the controller places them again at once, on the same attempt numbers;
+    the new attempt starts as soon as the stopped one has ended, not after the 60 s resend."""
+    other = HeadProcess(
+        tmp_path_factory.mktemp("other"), nats_url=nats_server.url, extra=["--no-local-worker"]
+    )
+    other.start()
+    try:
+        for seconds in (0.5, 0.0):
+            wf = client.create_workflow()
+            a = wf.add_task(sleeps, inputs={"x": 0, "seconds": seconds})
+            b = wf.add_task(step, inputs={"x": a.outputs["x"]})
+            body = _body_of(wf)
+            data = msgspec.msgpack.encode(body)
+            headers = {"content-type": "application/msgpack"}
+            first = httpx.post(f"{other.url}/runs", content=data, headers=headers, timeout=30)
+            second = httpx.post(f"{head.url}/runs", content=data, headers=headers, timeout=30)
+            assert (first.status_code, first.json()["duplicate"]) == (201, False), first.text
+            assert (second.status_code, second.json()["duplicate"]) == (201, True), second.text
+            run_id = body["run_id"]
+            wait_until(lambda: client.get_run(run_id)["state"] == "succeeded", timeout=20, interval=0.1)  # noqa: B023
+            events = client.get_run_events(run_id)
+            assert _kinds(events)[0] == ("run.created", "") and events[1]["seq"] > events[0]["seq"]
+            placed = [(e["task_id"], e["attempt"]) for e in events if e["type"] == "attempt.placed"]
+            assert sorted(placed) == sorted([(a.task_id, 1), (b.task_id, 1)]), events
+            succeeded = [e["task_id"] for e in events if e["type"] == "attempt.succeeded"]
+            assert sorted(succeeded) == sorted([a.task_id, b.task_id]), events
+            assert wf.show_results(run_id)["task_results"][b.task_id] == {"x": 2}
+    finally:
+        other.stop()
+    wait_until(lambda: _idle(head.url), timeout=15, interval=0.2)
 
 
 @task(max_retries=1, retry_backoff_seconds=0)

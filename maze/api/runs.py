@@ -237,6 +237,7 @@ async def _record_placed(
     run_id = created.run_id
     placing = head.controller.place_new_run(created) if len(events) == 1 else None
     early: Early | None = None
+    publishing = False
     try:
         tags = (
             await work(with_placements, events, encoded, placing[0].events, head.budget) if placing else None
@@ -249,12 +250,15 @@ async def _record_placed(
             early = Early.start(head.controller, placing[0], static)
         if early is not None and placing is not None:
             tags = await early.gather(created, placing[0].events, encoded, head.budget) or tags
+        publishing = True
         seq, duplicate = await record_run(head.js, events, body_hash, encoded, first_tags=tags)
     except BaseException:
         if early is not None:
             early.settle(False)
-        if placing:
+        if placing and publishing:  # it may be stored: settled once the log is folded past it
             head.controller.submit_failed(placing[0])
+        elif placing:  # (a request that ended before its publish)
+            head.controller.submit_abandoned(placing[0])
         raise
     hops.mark("appended", run_id)
     opened = early.settle(not duplicate) if early is not None else False

@@ -701,8 +701,10 @@ class RunController:
         self._uncertain.append((None, list(decision.events)))
 
     def submit_abandoned(self, decision: Decision) -> None:
-        """The placements were not sent with the run (no room in its message): decided again."""
+        """The placements were not sent with the run (no room in its message, or the request
+        ended before its publish): decided again, by a pass now."""
         self.core.forget(decision)
+        self.queue.put_nowait(_TICK)
 
     def _fault_after_placed(self, decision: Decision, in_pass: bool = True) -> None:
         """Tests only: die between recording placements and sending their work, in any path

@@ -396,8 +396,8 @@ class Worker:
             return set()
         taken = set()
         for item in items:
-            if item.key in self.seen:
-                continue  # (the same run submitted twice at once: the first copy's)
+            if item.key in self.seen or item.key in self.running or item.key in self.after_stop:
+                continue  # (another copy's, or one being stopped: the controller sends it)
             hops.mark("work_received", item.run_id)
             self._accept(item)
             if item.key not in self.seen:
@@ -579,21 +579,27 @@ class Worker:
 
     # ---- running ------------------------------------------------------------------------------
     def _pump(self) -> None:
-        """Start every waiting attempt that fits what is running now (not only the first)."""
+        """Start every waiting attempt that fits what is running now (not only the first); none
+        once the session is leaving (what waits is dropped with it)."""
+        if not self._pulling:
+            return
         still_waiting = []
         for item in self.waiting:
             if item.resources.sandbox and self.sandboxes is None:
                 # never run unsandboxed: the controller places it elsewhere (or says why it waits)
                 self.waiting_keys.discard(item.key)
                 self._reject(item, f"this node cannot sandbox ({self.capacity.sandbox_limits})")
+                self.follow.ended(item.key)
                 continue
             if item.resources.network and not self.capacity.sandbox_network:
                 self.waiting_keys.discard(item.key)
                 self._reject(item, "this node cannot give a sandbox network (slirp4netns is not installed)")
+                self.follow.ended(item.key)
                 continue
             if fits_assigned(self.capacity, self.usage, item.resources, item.gpus):
                 if item.gpus and not self._gpu_memory_free(item):
                     self.waiting_keys.discard(item.key)  # rejected: the controller places it again
+                    self.follow.ended(item.key)
                     continue
                 add_usage(self.usage, item.resources, item.gpus)
                 self.waiting_keys.discard(item.key)
@@ -777,8 +783,7 @@ class Worker:
                     self._drop_followers_of(item.key)  # closed); what follows `again` waits for it
             elif done is not None:
                 self.follow.note_success(item.key, *done)  # for a follower whose work comes later
-            if self._tasks and self._pulling:  # (a session leaving starts nothing more)
-                self._pump()
+            self._pump()
 
     # ---- reporting starts ---------------------------------------------------------------------
     def _will_report_start(self, started: AttemptStarted) -> None:
