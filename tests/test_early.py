@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -179,38 +180,64 @@ def test_the_same_request_twice_at_once_is_recorded_in_turn(
     assert report["equal"] is True, report
 
 
+@task
+def counted(x: int = 0, marker: str = "", seconds: float = 0.0) -> dict:
+    """Appends a line to `marker` each time it starts, then sleeps `seconds`."""
+    import time
+
+    with open(marker, "a") as out:
+        out.write("ran\n")
+    time.sleep(seconds)
+    return {"x": x + 1}
+
+
 def test_a_copy_stored_first_by_another_head_stops_the_early_attempts_which_run_again_at_once(
-    client: MaClient, head: HeadProcess, nats_server: NatsServer, tmp_path_factory: pytest.TempPathFactory
+    client: MaClient,
+    head: HeadProcess,
+    nats_server: NatsServer,
+    tmp_path_factory: pytest.TempPathFactory,
+    tmp_path: Path,
 ) -> None:
-    """The same request reaches another head (no placements there: it does not decide) and is
-    stored first: this head's message is a duplicate, its early attempts stop (what they did is
-    recorded nowhere), and the controller places them again at once, on the same attempt numbers;
-    the new attempt starts as soon as the stopped one has ended, not after the 60 s resend."""
+    """The same request reaches another head (no placements there: it does not decide) while this
+    head's message waits for the attempt it started (a 0.5 s task: the whole 300 ms), and is stored
+    first: this head's message is a duplicate, its early attempt stops (what it did is recorded
+    nowhere), and the controller places it again at once, on the same attempt number; it starts
+    again as soon as the stopped one has ended, not after the 60 s resend."""
     other = HeadProcess(
         tmp_path_factory.mktemp("other"), nats_url=nats_server.url, extra=["--no-local-worker"]
     )
     other.start()
     try:
-        for seconds in (0.5, 0.0):
-            wf = client.create_workflow()
-            a = wf.add_task(sleeps, inputs={"x": 0, "seconds": seconds})
-            b = wf.add_task(step, inputs={"x": a.outputs["x"]})
-            body = _body_of(wf)
-            data = msgspec.msgpack.encode(body)
-            headers = {"content-type": "application/msgpack"}
-            first = httpx.post(f"{other.url}/runs", content=data, headers=headers, timeout=30)
-            second = httpx.post(f"{head.url}/runs", content=data, headers=headers, timeout=30)
-            assert (first.status_code, first.json()["duplicate"]) == (201, False), first.text
-            assert (second.status_code, second.json()["duplicate"]) == (201, True), second.text
-            run_id = body["run_id"]
-            wait_until(lambda: client.get_run(run_id)["state"] == "succeeded", timeout=20, interval=0.1)  # noqa: B023
-            events = client.get_run_events(run_id)
-            assert _kinds(events)[0] == ("run.created", "") and events[1]["seq"] > events[0]["seq"]
-            placed = [(e["task_id"], e["attempt"]) for e in events if e["type"] == "attempt.placed"]
-            assert sorted(placed) == sorted([(a.task_id, 1), (b.task_id, 1)]), events
-            succeeded = [e["task_id"] for e in events if e["type"] == "attempt.succeeded"]
-            assert sorted(succeeded) == sorted([a.task_id, b.task_id]), events
-            assert wf.show_results(run_id)["task_results"][b.task_id] == {"x": 2}
+        marker = tmp_path / "ran.txt"
+        wf = client.create_workflow()
+        a = wf.add_task(counted, inputs={"x": 0, "marker": str(marker), "seconds": 0.5})
+        b = wf.add_task(step, inputs={"x": a.outputs["x"]})
+        body = _body_of(wf)
+        data = msgspec.msgpack.encode(body)
+        headers = {"content-type": "application/msgpack"}
+        answers: dict[str, httpx.Response] = {}
+
+        def post(name: str, url: str) -> None:
+            answers[name] = httpx.post(f"{url}/runs", content=data, headers=headers, timeout=30)
+
+        here = threading.Thread(target=post, args=("here", head.url))
+        here.start()
+        wait_until(marker.exists, timeout=10, interval=0.01)  # started early; its message waits
+        post("other", other.url)
+        here.join()
+        assert (answers["other"].status_code, answers["other"].json()["duplicate"]) == (201, False)
+        assert (answers["here"].status_code, answers["here"].json()["duplicate"]) == (201, True)
+        run_id = body["run_id"]
+        wait_until(lambda: client.get_run(run_id)["state"] == "succeeded", timeout=20, interval=0.1)
+        assert marker.read_text().count("ran") == 2  # the stopped early attempt, then the recorded one
+        events = client.get_run_events(run_id)
+        assert _kinds(events)[0] == ("run.created", "") and events[1]["seq"] > events[0]["seq"]
+        placed = [(e["task_id"], e["attempt"]) for e in events if e["type"] == "attempt.placed"]
+        assert sorted(placed) == sorted([(a.task_id, 1), (b.task_id, 1)]), events
+        started = [e["task_id"] for e in events if e["type"] == "attempt.started"]
+        succeeded = [e["task_id"] for e in events if e["type"] == "attempt.succeeded"]
+        assert sorted(started) == sorted(succeeded) == sorted([a.task_id, b.task_id]), events
+        assert wf.show_results(run_id)["task_results"][b.task_id] == {"x": 2}
     finally:
         other.stop()
     wait_until(lambda: _idle(head.url), timeout=15, interval=0.2)
