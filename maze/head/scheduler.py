@@ -828,28 +828,48 @@ class Scheduler:
             decision.events.append(failed)
             self.inflight.record(failed)
             return SKIPPED
-        placed = AttemptPlaced(
-            run_id=run_id,
-            task_id=task_id,
-            attempt=attempt,
-            node_id=choice.node_id,
-            at_ms=now,
-            gpus=choice.gpus,
-            reason=choice.reason,
-            session=choice.session,
+        placed = self._record_placement(
+            run, spec, attempt, choice, req, choice.reason, now, decision, choice.gpus
         )
-        self.placer.intend((run_id, task_id, attempt), choice, req)
-        self.inflight.record(placed)
-        decision.events.append(placed)
         files = file_view(run, task) if run.workspace else []
         decision.work[choice.node_id].append(
             work_item(spec, placed, encode_value(inputs), run.workspace, files)
         )
+        self._place_followers(run, task, placed, choice, decision)
+        return None
+
+    def _record_placement(
+        self,
+        run: RunRuntime,
+        spec: TaskSpec,
+        attempt: int,
+        choice: Placement,
+        req: Resources,
+        reason: str,
+        now: int,
+        decision: Decision,
+        gpus: list[int] | None = None,
+    ) -> AttemptPlaced:
+        """An attempt placed on `choice`'s node: its event joins the decision, `req` is reserved
+        there and the placement is in flight until folded; the run's inline code (an older run's)
+        goes with the decision."""
+        placed = AttemptPlaced(
+            run_id=run.run_id,
+            task_id=spec.task_id,
+            attempt=attempt,
+            node_id=choice.node_id,
+            at_ms=now,
+            gpus=gpus or [],
+            reason=reason,
+            session=choice.session,
+        )
+        self.placer.intend((run.run_id, spec.task_id, attempt), choice, req)
+        self.inflight.record(placed)
+        decision.events.append(placed)
         code = run.functions.get(spec.func_hash)
         if code is not None:
             decision.code[spec.func_hash] = code
-        self._place_followers(run, task, placed, choice, decision)
-        return None
+        return placed
 
     def _place_followers(
         self,
@@ -873,19 +893,10 @@ class Scheduler:
             if stale(down) and (run_id, task_id, down.attempt) not in self.inflight.lost:
                 why = f"it followed an attempt of {up.spec.task_id} that did not succeed"
                 decision.events.append(self._follower_lost(run_id, down, why, now))
-            attempt = down.attempt + 1
-            placed = AttemptPlaced(
-                run_id=run_id,
-                task_id=task_id,
-                attempt=attempt,
-                node_id=choice.node_id,
-                at_ms=now,
-                reason=f"follows {up.spec.task_id} (attempt {up_placed.attempt}) on its node, in its slot",
-                session=choice.session,
+            why = f"follows {up.spec.task_id} (attempt {up_placed.attempt}) on its node, in its slot"
+            placed = self._record_placement(
+                run, down.spec, down.attempt + 1, choice, NOTHING, why, now, decision
             )
-            self.placer.intend((run_id, task_id, attempt), choice, NOTHING)
-            self.inflight.record(placed)
-            decision.events.append(placed)
             item = work_item(down.spec, placed, encode_value(inputs[0]))
             node_work = decision.work[choice.node_id]  # the last: the work of the one it follows
             node_work[-1] = msgspec.structs.replace(node_work[-1], leads=True)
@@ -894,9 +905,6 @@ class Scheduler:
                     item, after=up.spec.task_id, after_attempt=up_placed.attempt, after_inputs=inputs[1]
                 )
             )
-            code = run.functions.get(down.spec.func_hash)
-            if code is not None:
-                decision.code[down.spec.func_hash] = code
             up, up_placed = down, placed
 
     def _followers_not_in_force(self, run: RunRuntime, now: int) -> list[Event]:
