@@ -52,10 +52,6 @@ def starts_early(item: WorkItem) -> bool:
     return not (item.resources.sandbox or item.resources.network or item.gpus or has_files(item))
 
 
-def _size(event: Event) -> int:
-    return len(_encoder.encode(event))
-
-
 @dataclass
 class Early:
     controller: RunController
@@ -98,15 +94,21 @@ class Early:
         if not self._deciding():
             return None  # deposed meanwhile: its placements may be refused, nothing joins them
         room = budget - len(encoded[0]) - _MARGIN
-        reports, self.told = self.node.take_reports(self.gate, room, _size)
+        data: dict[int, bytes] = {}  # each report encoded once: sized, then appended
+
+        def size(event: Event) -> int:
+            data[id(event)] = _encoder.encode(event)
+            return len(data[id(event)])
+
+        reports, self.told = self.node.take_reports(self.gate, room, size)
         if not reports:
             return None
         self.took = True
-        more = [_encoder.encode(event) for event in reports]
+        more = [data[id(event)] for event in reports]
         end = ends_with(created, [*placed, *reports], now_ms(), self.epoch)
-        if end is not None and _size(end) <= room - sum(map(len, more)):
+        if end is not None and size(end) <= room - sum(map(len, more)):
             reports.append(end)
-            more.append(_encoder.encode(end))
+            more.append(data[id(end)])
         encoded[0] = append_events(encoded[0], more)  # (a wide run's message: not encoded again)
         if hops.enabled():
             for event in reports:

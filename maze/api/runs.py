@@ -248,8 +248,8 @@ async def _record_placed(
         hops.mark("validated", run_id)
         if placing is not None:
             early = Early.start(head.controller, placing[0], static)
-        if early is not None and placing is not None:
-            tags = await early.gather(created, placing[0].events, encoded, head.budget) or tags
+            if early is not None:
+                tags = await early.gather(created, placing[0].events, encoded, head.budget) or tags
         publishing = True
         seq, duplicate = await record_run(head.js, events, body_hash, encoded, first_tags=tags)
     except BaseException:
