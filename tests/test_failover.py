@@ -11,15 +11,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import msgspec
 import nats
 import pytest
 
 from maze import MaClient, task
 from maze.core.clock import now_ms
 from maze.events import subjects
+from maze.events.codec import decode_events, encode_value
 from maze.events.nodes import NodeLost
-from maze.events.runs import RunFinished
+from maze.events.runs import RunCreated, RunFinished
+from maze.events.specs import Resources
 from maze.events.store import EventStore
+from maze.events.tasks import AttemptPlaced
+from maze.events.work import WorkBatch, WorkItem
 from tests.helpers import HeadProcess, NatsServer, WorkerProcess, wait_until
 
 LEASE = ["--lease-seconds", "1", "--heartbeat-interval", "0.5", "--liveness-timeout", "5"]
@@ -198,3 +203,98 @@ def test_a_deposed_leaders_late_node_lost_is_refused_and_the_node_stays(
     report = httpx.post(f"{second.url}/projections/rebuild", timeout=120).json()
     assert report["equal"] is True, report
     assert _worker_session(second, worker.node_id) == ("alive", session)
+
+
+@task(resources={"cpu": 2})
+def whole_node(i: int = 0, wait: float = 0.0):
+    import time as _t
+
+    _t.sleep(wait)
+    return {"i": i}
+
+
+async def _first_message(nats_url: str, run_id: str) -> RunCreated:
+    nc = await nats.connect(nats_url)
+    try:
+        msg = await nc.jetstream().get_msg(
+            subjects.RUNS_STREAM, seq=1, subject=subjects.run_subject(run_id), next=True
+        )
+        created = decode_events(msg.data)[0]
+        assert isinstance(created, RunCreated)
+        return created
+    finally:
+        await nc.close()
+
+
+@pytest.mark.parametrize("fenced_wait", [0.0, 60.0], ids=["ended-before", "still-running"])
+def test_a_deposed_leaders_placement_taken_by_a_node_gives_way_to_the_logs_own(
+    two_heads: tuple[HeadProcess, HeadProcess, WorkerProcess], nats_server: NatsServer, fenced_wait: float
+) -> None:
+    """A deposed leader that does not know it yet places an attempt (refused by every fold) and
+    sends its work, which the node takes. The new leader, whose log has no such attempt, places the
+    same attempt number on the same node: the node takes that work (it names a later leadership)
+    instead of dropping it as seen, and what the older one started stops (reporting nothing)."""
+    first, second, worker = two_heads
+    old_epoch = int(_leader(first)["epoch"])  # type: ignore[call-overload]
+    first.kill9()
+    wait_until(lambda: _deciding(second), timeout=10)
+    state, session = _worker_session(second, worker.node_id)
+    assert state == "alive"
+    # `last` waits 2 s for `held` (its input; asking for more CPU, it is placed after it)
+    wf = MaClient(second.url).create_workflow()
+    held = wf.add_task(step, inputs={"i": 7, "wait": 2.0})
+    last = wf.add_task(whole_node, inputs={"i": held.outputs["i"]})
+    run_id = wf.run()
+    created = asyncio.run(_first_message(nats_server.url, run_id))
+    spec = next(s for s in created.tasks if s.task_id == last.task_id)
+
+    async def deposed_leader_places_it() -> None:
+        nc = await nats.connect(nats_server.url)
+        try:  # its placement (refused: an older leadership), then its work, which the node takes
+            placed = AttemptPlaced(
+                run_id=run_id,
+                task_id=last.task_id,
+                attempt=1,
+                node_id=worker.node_id,
+                at_ms=now_ms(),
+                session=session,
+                epoch=old_epoch,
+            )
+            await EventStore(nc).publish(subjects.run_subject(run_id), [placed])
+            inputs = {"i": msgspec.Raw(encode_value(99)), "wait": msgspec.Raw(encode_value(fenced_wait))}
+            item = WorkItem(
+                run_id=run_id,
+                task_id=last.task_id,
+                attempt=1,
+                func_name=spec.func_name,
+                func_hash=spec.func_hash,
+                call_style=spec.call_style,
+                inputs=encode_value(inputs),
+                outputs=spec.outputs,
+                resources=Resources(cpu=1.0),  # (it fits beside the first: it starts at once)
+                session=session,
+                epoch=old_epoch,
+            )
+            batch = msgspec.msgpack.encode(WorkBatch(items=[item]))
+            await nc.jetstream().publish(
+                subjects.work_subject(worker.node_id), batch, headers={"Nats-Msg-Id": f"deposed-{run_id}"}
+            )
+        finally:
+            await nc.close()
+
+    asyncio.run(deposed_leader_places_it())
+    client = MaClient(second.url)
+    wait_until(lambda: client.get_run(run_id)["state"] in ("succeeded", "failed"), timeout=60)
+    assert client.get_run(run_id)["state"] == "succeeded"
+    events = client.get_run_events(run_id)
+    placed = [e for e in events if e["type"] == "attempt.placed" and e.get("task_id") in (None, last.task_id)]
+    assert ["refused" in e for e in placed] == [True, False], placed  # (a refused one shows no fields)
+    assert placed[1]["attempt"] == 1
+    # once placed by the log, it succeeded once (what the deposed leader's attempt reported before,
+    # when it ended first, changed nothing: the log had no such attempt then)
+    after = [e for e in events if e["seq"] >= placed[1]["seq"] and e["type"] == "attempt.succeeded"]
+    assert collections.Counter(e["task_id"] for e in after) == {last.task_id: 1}, after
+    # what ran for the log's placement is the log's task (i=7), not the deposed leader's (i=99)
+    assert client.get_run_task(run_id, last.task_id)["result"] == {"i": 7}
+    report = httpx.post(f"{second.url}/projections/rebuild", timeout=120).json()
+    assert report["equal"] is True, report

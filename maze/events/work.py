@@ -24,6 +24,9 @@ class WorkItem(Struct, frozen=True):
     gpus: list[int] = []
     timeout_seconds: float | None = None
     session: str = ""  # the node session it was placed on
+    # the leadership that placed it (its `attempt.placed`'s epoch): a node that took this attempt's
+    # work from an older one (a deposed leader's placement, refused by every fold) takes this anew
+    epoch: int = 0
     func: bytes = b""  # older controllers sent the code inline; fetched by func_hash when empty
     # gathered inputs (lists or dicts of other tasks' outputs): input name -> the msgpack template
     # its slots in `inputs` fill (maze/events/gather.py)

@@ -52,6 +52,7 @@ class Reservation(Struct, frozen=True):
     session: str
     resources: Resources
     gpus: list[int]
+    epoch: int = 0  # the leadership its `attempt.placed` was stamped with (0: an intent, or before)
 
 
 class Placement(Struct, frozen=True):
@@ -116,12 +117,14 @@ class Placer:
         self.rejects.setdefault(node_id, deque(maxlen=20)).append((at_ms, reason))
         self.avoid[(run_id, task_id)] = node_id
 
-    def reserve(self, key: AttemptKey, node_id: str, session: str, req: Resources, gpus: list[int]) -> None:
+    def reserve(
+        self, key: AttemptKey, node_id: str, session: str, req: Resources, gpus: list[int], epoch: int = 0
+    ) -> None:
         self.forget_intent(key)
         self.avoid.pop((key[0], key[1]), None)
         if key in self.reservations:
             return
-        res = Reservation(node_id=node_id, session=session, resources=req, gpus=list(gpus))
+        res = Reservation(node_id=node_id, session=session, resources=req, gpus=list(gpus), epoch=epoch)
         self.reservations[key] = res
         self.by_node.setdefault(node_id, {})[key] = None
         node = self.nodes.get(node_id)

@@ -351,9 +351,11 @@ class Scheduler:
         self._attempt(event)
         if task.attempt == event.attempt > before:  # the placement took effect
             if task.waiting:  # a follower: it holds nothing, and waits, until its upstream succeeds
-                self.placer.reserve(key, event.node_id, event.session, NOTHING, event.gpus)
+                self.placer.reserve(key, event.node_id, event.session, NOTHING, event.gpus, event.epoch)
                 return
-            self.placer.reserve(key, event.node_id, event.session, task.spec.resources, event.gpus)
+            self.placer.reserve(
+                key, event.node_id, event.session, task.spec.resources, event.gpus, event.epoch
+            )
             self.delivery.placed(key, event.at_ms)
         else:
             self.placer.forget_intent(key)  # a placement the log had already overtaken
@@ -414,7 +416,7 @@ class Scheduler:
         if down.state != "queued" or down.waiting or res is None or res.resources != NOTHING:
             return
         self.placer.release(key)
-        self.placer.reserve(key, res.node_id, res.session, down.spec.resources, res.gpus)
+        self.placer.reserve(key, res.node_id, res.session, down.spec.resources, res.gpus, res.epoch)
         self.delivery.placed(key, event.at_ms)
 
     def _attempt(self, event: AttemptEvent) -> None:
@@ -862,6 +864,7 @@ class Scheduler:
             gpus=gpus or [],
             reason=reason,
             session=choice.session,
+            epoch=self.epoch,  # (stamped so when published: its work names the same leadership)
         )
         self.placer.intend((run.run_id, spec.task_id, attempt), choice, req)
         self.inflight.record(placed)
@@ -973,6 +976,7 @@ class Scheduler:
             at_ms=0,
             gpus=res.gpus,
             session=res.session,
+            epoch=res.epoch,  # the stored placement's leadership (a node took it once already)
         )
         files = file_view(run, task) if run.workspace else []
         return work_item(task.spec, placed, encode_value(inputs), run.workspace, files)
@@ -1048,6 +1052,7 @@ def work_item(
         gpus=placed.gpus,
         timeout_seconds=spec.timeout_seconds,
         session=placed.session,
+        epoch=placed.epoch,
         gathers=gather.templates(spec.inputs),
         workspace=workspace,
         files=files or [],

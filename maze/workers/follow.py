@@ -77,6 +77,12 @@ class Followers:
     def holds(self, key: Key) -> bool:
         return key in self.held
 
+    def release(self, key: Key) -> None:
+        """Follower `key` held no more (its placement was superseded), whatever it followed."""
+        item = self.held.pop(key, None)
+        if item is not None:
+            self.after.pop((item.run_id, item.after, item.after_attempt), None)
+
     def note_success(self, key: Key, stored: asyncio.Future[bool], result: bytes) -> None:
         """Attempt `key`, which a follower was placed after, succeeded here: kept a while, for a
         follower whose work comes after that (in another message)."""

@@ -113,7 +113,8 @@ class Worker:
         self._pulling = False  # between a session's join and its leave: work is taken
         self.usage = Usage()
         self.running: dict[tuple[str, str, int], asyncio.Task[None]] = {}
-        self.seen: OrderedDict[tuple[str, str, int], None] = OrderedDict()
+        # attempts whose work was taken -> the leadership that placed them (WorkItem.epoch)
+        self.seen: OrderedDict[tuple[str, str, int], int] = OrderedDict()
         self._unreported: dict[tuple[str, str, int], tuple[AttemptStarted, asyncio.TimerHandle]] = {}
         self.ended_runs: OrderedDict[str, None] = OrderedDict()  # runs the controller ended
         self.stopped: set[tuple[str, str, int]] = set()  # attempts killed for their run's end
@@ -519,8 +520,10 @@ class Worker:
             # stopped one has ended (a follower is not: sent again, it is held after its upstream)
             if not item.after:
                 self.after_stop[item.key] = item
-                self.seen[item.key] = None
+                self.seen[item.key] = item.epoch
             return
+        if item.epoch > self.seen.get(item.key, item.epoch) and not self._superseded(item):
+            return  # taken once the attempt the older placement started has stopped
         if item.key in self.seen or item.key in self.running or item.key in self.waiting_keys:
             return  # work sent again (the controller's delivery check, or a restarted controller)
         if item.after:
@@ -536,9 +539,44 @@ class Worker:
         else:
             self.waiting.append(item)
             self.waiting_keys.add(item.key)
-        self.seen[item.key] = None
+        self.seen[item.key] = item.epoch
         if len(self.seen) > 100_000:
             self.seen.popitem(last=False)
+
+    def _superseded(self, item: WorkItem) -> bool:
+        """Work for an attempt this node took from an older leadership: that placement was a deposed
+        leader's, refused by every fold (what it started reports nothing the log keeps), and this
+        is the log's own placement of the same attempt number. What the older one started goes:
+        waiting or held, it is dropped; running, it is stopped as void (it reports nothing more),
+        and `item` is taken once it has ended (False). True: `item` is taken now."""
+        key = item.key
+        self.log.warning(
+            "worker.placement_superseded",
+            run_id=item.run_id,
+            task_id=item.task_id,
+            attempt=item.attempt,
+            epoch=item.epoch,
+            taken_from=self.seen.get(key),
+        )
+        self._drop_followers_of(key)  # (placed with it by the same older leadership)
+        if key in self.after_stop or key in self.running:
+            self.seen[key] = item.epoch
+            if item.after:  # a follower: held after its upstream when the log sends it again
+                self.after_stop.pop(key, None)
+                self.seen.pop(key, None)
+            else:
+                self.after_stop[key] = item
+            if key in self.running and key not in self.stopped:
+                self.stopped.add(key)
+                self._in_background(cancel_and_wait([self.running[key]]), f"superseded-{key[1]}")
+            return False
+        if key in self.waiting_keys:
+            self.waiting_keys.discard(key)
+            self.waiting = [w for w in self.waiting if w.key != key]
+            self.follow.ended(key)
+        self.follow.release(key)
+        self.seen.pop(key, None)
+        return True
 
     def _drop_followers_of(self, key: tuple[str, str, int]) -> None:
         """The followers held after attempt `key`, which will not succeed here, dropped (the
