@@ -226,24 +226,27 @@ async def _first_message(nats_url: str, run_id: str) -> RunCreated:
         await nc.close()
 
 
-@pytest.mark.parametrize("fenced_wait", [0.0, 60.0], ids=["ended-before", "still-running"])
+@pytest.mark.parametrize("fenced_wait", [0.0, 7.0], ids=["ended-before", "still-running"])
 def test_a_deposed_leaders_placement_taken_by_a_node_gives_way_to_the_logs_own(
     two_heads: tuple[HeadProcess, HeadProcess, WorkerProcess], nats_server: NatsServer, fenced_wait: float
 ) -> None:
     """A deposed leader that does not know it yet places an attempt (refused by every fold) and
-    sends its work, which the node takes. The new leader, whose log has no such attempt, places the
-    same attempt number on the same node: the node takes that work (it names a later leadership)
-    instead of dropping it as seen, and what the older one started stops (reporting nothing)."""
+    sends its work, which the node takes and runs. The new leader, whose log has no such attempt,
+    places the same attempt number on the same node: the node does not drop that work as seen (the
+    run would wait for ever), it rejects it (it names a later leadership), and the task is placed
+    again under the next number, whose reports no earlier ones can shadow. What the deposed
+    leader's attempt reports changes nothing, whether it ended before or runs on."""
     first, second, worker = two_heads
     old_epoch = int(_leader(first)["epoch"])  # type: ignore[call-overload]
     first.kill9()
     wait_until(lambda: _deciding(second), timeout=10)
     state, session = _worker_session(second, worker.node_id)
     assert state == "alive"
-    # `last` waits 2 s for `held` (its input; asking for more CPU, it is placed after it)
+    # `last` waits 4 s for `held` (its input; asking for more CPU, it is placed after it). Its own
+    # attempt takes 0.1 s: its start and end travel apart, as the deposed one's did
     wf = MaClient(second.url).create_workflow()
-    held = wf.add_task(step, inputs={"i": 7, "wait": 2.0})
-    last = wf.add_task(whole_node, inputs={"i": held.outputs["i"]})
+    held = wf.add_task(step, inputs={"i": 7, "wait": 4.0})
+    last = wf.add_task(whole_node, inputs={"i": held.outputs["i"], "wait": 0.1})
     run_id = wf.run()
     created = asyncio.run(_first_message(nats_server.url, run_id))
     spec = next(s for s in created.tasks if s.task_id == last.task_id)
@@ -286,15 +289,20 @@ def test_a_deposed_leaders_placement_taken_by_a_node_gives_way_to_the_logs_own(
     client = MaClient(second.url)
     wait_until(lambda: client.get_run(run_id)["state"] in ("succeeded", "failed"), timeout=60)
     assert client.get_run(run_id)["state"] == "succeeded"
-    events = client.get_run_events(run_id)
-    placed = [e for e in events if e["type"] == "attempt.placed" and e.get("task_id") in (None, last.task_id)]
-    assert ["refused" in e for e in placed] == [True, False], placed  # (a refused one shows no fields)
-    assert placed[1]["attempt"] == 1
-    # once placed by the log, it succeeded once (what the deposed leader's attempt reported before,
-    # when it ended first, changed nothing: the log had no such attempt then)
-    after = [e for e in events if e["seq"] >= placed[1]["seq"] and e["type"] == "attempt.succeeded"]
-    assert collections.Counter(e["task_id"] for e in after) == {last.task_id: 1}, after
+    events = [e for e in client.get_run_events(run_id) if e.get("task_id") in (None, last.task_id)]
+    placed = [e for e in events if e["type"] == "attempt.placed"]
+    assert [("refused" in e, e.get("attempt")) for e in placed] == [(True, None), (False, 1), (False, 2)], (
+        placed
+    )
+    rejected = [e for e in events if e["type"] == "attempt.rejected"]
+    assert [(e["attempt"], e["placed_epoch"]) for e in rejected] == [(1, placed[1]["epoch"])], rejected
+    assert f"earlier leadership's placement (epoch {old_epoch})" in rejected[0]["reason"]
+    # the log's placement succeeded once; the deposed one's attempt (1) may have reported its end
+    # too (before the log's placement, or after its rejection): it counted for nothing
+    succeeded = [e["attempt"] for e in events if e["type"] == "attempt.succeeded"]
+    assert succeeded.count(2) == 1 and set(succeeded) <= {1, 2}, succeeded
     # what ran for the log's placement is the log's task (i=7), not the deposed leader's (i=99)
-    assert client.get_run_task(run_id, last.task_id)["result"] == {"i": 7}
+    shown = client.get_run_task(run_id, last.task_id)
+    assert (shown["result"], shown["attempt"]) == ({"i": 7}, 2), shown
     report = httpx.post(f"{second.url}/projections/rebuild", timeout=120).json()
     assert report["equal"] is True, report

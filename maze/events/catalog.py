@@ -101,6 +101,8 @@ def event_key(event: Event) -> str:
         return f"{event.run_id}/{tag}/{event.chunk}"
     if isinstance(event, ArtifactRegistered):
         return f"{event.run_id}/{event.task_id}/{event.attempt}/{tag}/{path_key(event.path)}"
+    if isinstance(event, AttemptRejected) and event.placed_epoch:
+        return f"{event.run_id}/{event.task_id}/{event.attempt}/{tag}/p{event.placed_epoch}"
     if isinstance(event, RetryScheduled):
         return f"{event.run_id}/{event.task_id}/{event.next_attempt}/{tag}{suffix}"
     return f"{event.run_id}/{event.task_id}/{event.attempt}/{tag}{suffix}"

@@ -78,6 +78,9 @@ class AttemptRejected(Struct, frozen=True, tag="attempt.rejected"):
     node_id: str
     at_ms: int
     reason: str
+    # the leadership whose placement it answers (WorkItem.epoch): a node's rejection of the log's
+    # placement is not deduplicated against its rejection of a deposed leader's of the same number
+    placed_epoch: int = 0
 
 
 class AttemptLost(Struct, frozen=True, tag="attempt.lost"):

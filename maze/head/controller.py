@@ -511,6 +511,8 @@ class RunController:
         stale = self.liveness.stale(self._alive_not_losing(), now)
         await self._declare_lost(await self.liveness.confirm(self.js, stale))
         await self._settle_uncertain()
+        if not self.deciding:  # the lease moved while this pass awaited: its decisions would be
+            return  # stamped with an epoch other than the one their work names (a later pass)
         decision = self.core.decide(now, self.liveness.holds)
         decision.events = stamp(decision.events, self.lease.epoch)
         if decision.blobs and not await self._store_blobs(decision):

@@ -80,8 +80,9 @@ class Followers:
     def release(self, key: Key) -> None:
         """Follower `key` held no more (its placement was superseded), whatever it followed."""
         item = self.held.pop(key, None)
-        if item is not None:
-            self.after.pop((item.run_id, item.after, item.after_attempt), None)
+        up = (item.run_id, item.after, item.after_attempt) if item is not None else None
+        if up is not None and self.after.get(up) == key:
+            del self.after[up]
 
     def note_success(self, key: Key, stored: asyncio.Future[bool], result: bytes) -> None:
         """Attempt `key`, which a follower was placed after, succeeded here: kept a while, for a

@@ -522,8 +522,9 @@ class Worker:
                 self.after_stop[item.key] = item
                 self.seen[item.key] = item.epoch
             return
-        if item.epoch > self.seen.get(item.key, item.epoch) and not self._superseded(item):
-            return  # taken once the attempt the older placement started has stopped
+        if item.epoch > self.seen.get(item.key, item.epoch):
+            self._superseded(item)
+            return
         if item.key in self.seen or item.key in self.running or item.key in self.waiting_keys:
             return  # work sent again (the controller's delivery check, or a restarted controller)
         if item.after:
@@ -543,40 +544,37 @@ class Worker:
         if len(self.seen) > 100_000:
             self.seen.popitem(last=False)
 
-    def _superseded(self, item: WorkItem) -> bool:
+    def _superseded(self, item: WorkItem) -> None:
         """Work for an attempt this node took from an older leadership: that placement was a deposed
-        leader's, refused by every fold (what it started reports nothing the log keeps), and this
-        is the log's own placement of the same attempt number. What the older one started goes:
-        waiting or held, it is dropped; running, it is stopped as void (it reports nothing more),
-        and `item` is taken once it has ended (False). True: `item` is taken now."""
+        leader's, refused by every fold, and this is the log's own placement of the same attempt
+        number. It is rejected (placed again under the next number: its reports cannot be taken
+        for the older one's, nor dropped as their duplicates). What the older placement left here
+        unstarted goes; what it started runs on (it reported, or will, the same task on the same
+        inputs: if that lands first, the log takes it, and the rejection changes nothing)."""
         key = item.key
+        taken_from = self.seen.get(key)
         self.log.warning(
             "worker.placement_superseded",
             run_id=item.run_id,
             task_id=item.task_id,
             attempt=item.attempt,
             epoch=item.epoch,
-            taken_from=self.seen.get(key),
+            taken_from=taken_from,
         )
-        self._drop_followers_of(key)  # (placed with it by the same older leadership)
-        if key in self.after_stop or key in self.running:
-            self.seen[key] = item.epoch
-            if item.after:  # a follower: held after its upstream when the log sends it again
-                self.after_stop.pop(key, None)
-                self.seen.pop(key, None)
-            else:
-                self.after_stop[key] = item
-            if key in self.running and key not in self.stopped:
-                self.stopped.add(key)
-                self._in_background(cancel_and_wait([self.running[key]]), f"superseded-{key[1]}")
-            return False
         if key in self.waiting_keys:
             self.waiting_keys.discard(key)
             self.waiting = [w for w in self.waiting if w.key != key]
             self.follow.ended(key)
-        self.follow.release(key)
-        self.seen.pop(key, None)
-        return True
+        if self.follow.holds(key):
+            self.follow.release(key)
+        self.after_stop.pop(key, None)
+        self.seen[key] = item.epoch  # (the same work sent again is a duplicate)
+        why = (
+            f"attempt {item.attempt} was taken here from an earlier leadership's placement (epoch "
+            f"{taken_from}), which the log refused: placed again"
+        )
+        # sent as it is: not behind a gate the older placement's attempt may have left for this key
+        self.outbox.emit(self._rejection(item, why), None)
 
     def _drop_followers_of(self, key: tuple[str, str, int]) -> None:
         """The followers held after attempt `key`, which will not succeed here, dropped (the
@@ -657,16 +655,17 @@ class Worker:
         return False
 
     def _reject(self, item: WorkItem, reason: str) -> None:
-        self.follow.report(
-            item.key,
-            AttemptRejected(
-                run_id=item.run_id,
-                task_id=item.task_id,
-                attempt=item.attempt,
-                node_id=self.node_id,
-                at_ms=now_ms(),
-                reason=reason,
-            ),
+        self.follow.report(item.key, self._rejection(item, reason))
+
+    def _rejection(self, item: WorkItem, reason: str) -> AttemptRejected:
+        return AttemptRejected(
+            run_id=item.run_id,
+            task_id=item.task_id,
+            attempt=item.attempt,
+            node_id=self.node_id,
+            at_ms=now_ms(),
+            reason=reason,
+            placed_epoch=item.epoch,
         )
 
     async def _run(self, item: WorkItem) -> None:
