@@ -8,9 +8,9 @@ Two heads, each with its own worker, one more worker, on one nats-server (fsync 
 of 1 s. Client threads submit small runs (one task, a chain of 5, a fan-out of 8 with its fan-in)
 to either head for --seconds, while the leading head is frozen --rounds times for --freeze seconds
 (the other one takes over; the frozen one's worker is declared lost), then woken. Printed: the runs
-recorded, how they ended, tasks whose log holds more than one success (an attempt of a deposed
-leader's placement that ran and reported: refused by every fold, so history shows it but no state
-counts it), the nodes' `worker.placement_superseded` lines, and whether each head's read models
+recorded, how they ended, tasks whose log holds more than one success, of one attempt (a node's
+report of a deposed leader's placement, which no fold counts) or of two (an attempt of a node
+declared lost that ran on while it was frozen, and the attempt placed instead), the nodes' `worker.placement_superseded` lines, and whether each head's read models
 rebuilt from the log equal its live ones.
 """
 
@@ -147,11 +147,16 @@ def main() -> None:
                 break
             time.sleep(1)
         states = collections.Counter(r["state"] for r in runs)
-        twice = 0
+        twice = collections.Counter[str]()  # tasks whose log holds more than one success
         for run in runs:
             events = client.get_run_events(run["run_id"])
-            successes = collections.Counter(e["task_id"] for e in events if e["type"] == "attempt.succeeded")
-            twice += sum(1 for n in successes.values() if n > 1)
+            successes = collections.defaultdict(list)
+            for e in events:
+                if e["type"] == "attempt.succeeded":
+                    successes[e["task_id"]].append(e["attempt"])
+            for attempts in successes.values():
+                if len(attempts) > 1:
+                    twice["of one attempt" if len(set(attempts)) < len(attempts) else "of two attempts"] += 1
         errors = collections.Counter(
             str((r.get("error") or {}).get("message", ""))[:80] for r in runs if r["state"] == "failed"
         )
@@ -179,7 +184,10 @@ def main() -> None:
             ("runs by state", ", ".join(f"{k}: {v}" for k, v in sorted(states.items()))),
             ("runs not ended 180 s after the last submit", str(len(open_runs))),
             ("failed runs' errors", "; ".join(f"{k} (x{v})" for k, v in errors.items()) or "-"),
-            ("tasks with two successes in the log", str(twice)),
+            (
+                "tasks with two successes in the log",
+                ", ".join(f"{k}: {v}" for k, v in sorted(twice.items())) or "0",
+            ),
             ("worker.placement_superseded lines", str(superseded)),
             ("read models rebuilt equal (a, b)", str(rebuilt)),
             ("data dir", str(root)),

@@ -512,3 +512,35 @@ def test_the_folds_json_text_of_a_workers_stray_extension_value_is_the_same_at_e
             {"__maze_value__": "unknown", "code": 99, "size": 3},
         ]
     }
+
+
+def test_a_rejection_after_the_attempts_start_changes_nothing_in_either_fold() -> None:
+    """A node that ran a deposed leader's placement of attempt 1 may report its start after the
+    log's own placement of 1, then reject that placement (maze/workers/worker.py _superseded): the
+    attempt goes on as started, in the controller's fold and the read models alike."""
+    events = _history()
+    created, placed, started = events[0], events[1], events[2]
+    rejected = AttemptRejected(
+        run_id="r", task_id="a", attempt=1, node_id="n", at_ms=3, reason="superseded", placed_epoch=2
+    )
+    assert _project([created, placed, started, rejected]) == _project([created, placed, started])
+    run = new_run(created)
+    for event in (placed, started):
+        apply_attempt_event(run, event)
+    assert apply_attempt_event(run, rejected) == [] and run.tasks["a"].state == "running"
+    # before the start, it takes effect: back to be placed again
+    assert _project([created, placed, rejected])["attempts"]["a/1"]["state"] == "rejected"
+
+
+def test_a_rejection_names_the_leadership_it_answers_in_its_message_id() -> None:
+    """Two rejections of one attempt number, of two leaderships' placements, are two messages (the
+    second is not dropped as a duplicate of the first)."""
+    from maze.events.catalog import event_key
+
+    def rejected(epoch: int) -> AttemptRejected:
+        return AttemptRejected(
+            run_id="r", task_id="a", attempt=1, node_id="n", at_ms=1, reason="x", placed_epoch=epoch
+        )
+
+    assert event_key(rejected(2)) != event_key(rejected(3))
+    assert event_key(rejected(0)) == "r/a/1/attempt.rejected"

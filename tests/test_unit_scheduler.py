@@ -17,6 +17,7 @@ from maze.events.tasks import (
     AttemptFailed,
     AttemptLost,
     AttemptPlaced,
+    AttemptRejected,
     AttemptStarted,
     AttemptSucceeded,
     RetryScheduled,
@@ -655,3 +656,23 @@ def test_resource_unavailable_named_in_retry_on_is_retried_with_a_fresh_count_of
     now += retry.delay_ms
     [item] = items(decide(core, now))
     assert [i.attempt for i in items(reject(item))] == [item.attempt + 1], "a fresh count: again at once"
+
+
+def test_a_rejection_after_the_start_keeps_the_attempt_and_its_node_loss_still_ends_it() -> None:
+    """The start the log took first stands (a node rejecting the log's placement after it reported
+    a deposed leader's copy of the same attempt): the reservation is kept, nothing is placed again,
+    and when the node is lost the attempt is still given up (not left running for ever)."""
+    core = core_with(spec("a"))
+    [item] = items(decide(core, 1))
+    core.apply(AttemptStarted(run_id="r", task_id="a", attempt=1, node_id="n", at_ms=2))
+    core.apply(
+        AttemptRejected(run_id="r", task_id="a", attempt=1, node_id="n", at_ms=3, reason="x", placed_epoch=2)
+    )
+    assert core.runs["r"].tasks["a"].state == "running"
+    assert (item.run_id, item.task_id, 1) in core.placer.reservations
+    assert items(decide(core, 4)) == []
+    core.apply(NodeLost(node_id="n", session="s1", at_ms=5, reason="heartbeat_timeout"))
+    core.apply(joined(session="s2"))
+    lost = [e for e in decide(core, 6).events if isinstance(e, AttemptLost)]
+    assert [(e.task_id, e.attempt) for e in lost] == [("a", 1)]
+    assert core.runs["r"].tasks["a"].state == "failed"

@@ -390,6 +390,8 @@ class Scheduler:
     def _terminal(self, event: AttemptSucceeded | AttemptFailed | AttemptRejected | AttemptLost) -> None:
         if self._foreign(event):
             return
+        if isinstance(event, AttemptRejected) and self._started_before(event):
+            return  # (the attempt goes on: its end, or its node's loss, ends it)
         key = (event.run_id, event.task_id, event.attempt)
         self.placer.release(key)
         self.delivery.settled(key)
@@ -418,6 +420,14 @@ class Scheduler:
         self.placer.release(key)
         self.placer.reserve(key, res.node_id, res.session, down.spec.resources, res.gpus, res.epoch)
         self.delivery.placed(key, event.at_ms)
+
+    def _started_before(self, event: AttemptRejected) -> bool:
+        """A rejection of an attempt whose start (or end) the log took first changes nothing: a node
+        that ran a deposed leader's placement of the same number reported it (maze/workers/worker.py
+        `_superseded`; the same task on the same inputs), and rejected the log's own after."""
+        run = self.runs.get(event.run_id)
+        task = run.tasks.get(event.task_id) if run is not None else None
+        return task is not None and task.attempt == event.attempt and task.state != "queued"
 
     def _attempt(self, event: AttemptEvent) -> None:
         run_id = event.run_id

@@ -412,6 +412,8 @@ def _fold_attempt_row(attempt: AttemptRow, event: Event) -> None:
         attempt.state, attempt.finished_at_ms = "succeeded", succeeded.at_ms
         attempt.duration_ms, attempt.node_id = succeeded.duration_ms, succeeded.node_id
     elif kind is AttemptRejected:
+        if attempt.state == "running":  # its start came first (maze/head/scheduler.py _started_before)
+            return
         rejected = cast(AttemptRejected, event)
         attempt.state, attempt.reason, attempt.finished_at_ms = "rejected", rejected.reason, rejected.at_ms
     elif kind is AttemptLost:

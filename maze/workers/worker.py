@@ -59,6 +59,7 @@ from maze.workers.results import store_result
 
 log = structlog.get_logger(__name__)
 ENDED_RUNS_KEPT = 10_000  # ended runs remembered, so that work of theirs still on its way is dropped
+SUPERSEDED_KEPT = 10_000  # attempts rejected for a deposed leader's copy taken here (worker._superseded)
 _beat = msgspec.msgpack.Encoder()
 # An attempt's start is recorded this long after it began, or with its end if that comes first
 # (a no-op's start and end are one message, not two; DESIGN.md §1's budget of messages per task).
@@ -121,6 +122,8 @@ class Worker:
         # work for an attempt being stopped here (void, its message not stored) that the log placed
         # after all: started once the stopped one has ended
         self.after_stop: dict[tuple[str, str, int], WorkItem] = {}
+        # attempts whose work this node took from a deposed leader, then rejected from the log
+        self.superseded: OrderedDict[tuple[str, str, int], None] = OrderedDict()
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Future[Any]] = set()  # held: the loop keeps weak references only
         self.logs = TaskLogs(node_id)  # what tasks print (maze/workers/logs.py)
@@ -522,7 +525,8 @@ class Worker:
                 self.after_stop[item.key] = item
                 self.seen[item.key] = item.epoch
             return
-        if item.epoch > self.seen.get(item.key, item.epoch):
+        taken = self.seen.get(item.key, 0)  # (0: taken from a head that named no leadership)
+        if taken and item.epoch > taken:
             self._superseded(item)
             return
         if item.key in self.seen or item.key in self.running or item.key in self.waiting_keys:
@@ -561,14 +565,17 @@ class Worker:
             epoch=item.epoch,
             taken_from=taken_from,
         )
-        if key in self.waiting_keys:
+        if key in self.waiting_keys or self.follow.holds(key):  # unstarted: it goes, with its chain
             self.waiting_keys.discard(key)
             self.waiting = [w for w in self.waiting if w.key != key]
             self.follow.ended(key)
-        if self.follow.holds(key):
             self.follow.release(key)
+            self._drop_followers_of(key)
         self.after_stop.pop(key, None)
         self.seen[key] = item.epoch  # (the same work sent again is a duplicate)
+        self.superseded[key] = None  # (kept as seen whatever the older copy's end: see _gate_closed)
+        if len(self.superseded) > SUPERSEDED_KEPT:
+            self.superseded.popitem(last=False)
         why = (
             f"attempt {item.attempt} was taken here from an earlier leadership's placement (epoch "
             f"{taken_from}), which the log refused: placed again"
@@ -588,7 +595,8 @@ class Worker:
         held after it. Its work is taken again if the log puts it in force after all (a success
         stored in a batch that failed elsewhere is told unstored)."""
         self._drop_followers_of(key)
-        self.seen.pop(key, None)
+        if key not in self.superseded:  # (the log's placement of it was rejected here: not taken)
+            self.seen.pop(key, None)
         if key in self.waiting_keys:
             self.waiting_keys.discard(key)
             self.waiting = [w for w in self.waiting if w.key != key]
