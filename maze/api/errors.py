@@ -11,7 +11,7 @@ from litestar.exceptions import HTTPException
 from litestar.exceptions import ValidationException as LitestarValidation
 
 from maze.core.errors import MazeError
-from maze.events.store import TRANSIENT
+from maze.events.store import TRANSIENT, store_full
 
 log = structlog.get_logger(__name__)
 
@@ -19,7 +19,7 @@ log = structlog.get_logger(__name__)
 class ErrorDetail(msgspec.Struct):
     """What went wrong. `type` names the error for programs (validation_error, serialization_error,
     blob_missing, unauthorized, not_found, conflict, payload_too_large, resource_unavailable,
-    too_many_requests, unavailable, artifact_error, internal_error, http_error, ...), `message` says
+    too_many_requests, unavailable, store_full, artifact_error, internal_error, http_error, ...), `message` says
     it to people, and `details` holds what the error is about (a task id, the missing blobs, the
     limit reached...)."""
 
@@ -56,8 +56,13 @@ def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[s
     return Response(_body(kind, str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
 
 
-def event_store_busy(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, object]]:
-    """NATS timeouts and stream leader elections pass: 503 tells the client to retry."""
+def event_store_busy(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, object]]:
+    """NATS timeouts and stream leader elections pass: 503 tells the client to retry. A store
+    with no room left (a key-value write refused for its limits) says so."""
+    full = store_full(exc, f"{request.method} {request.url.path}")
+    if full is not None:
+        log.warning("api.event_store_full", error=full.message)
+        return maze_error(request, full)
     log.warning("api.event_store_busy", error=repr(exc))
     return Response(
         _body("unavailable", f"the event store did not answer in time ({exc!r}); retry shortly"),

@@ -9,6 +9,7 @@ read models no more than READY_MAX_PROJECTOR_LAG runs-stream messages behind the
 from __future__ import annotations
 
 import math
+import time
 
 from litestar import Response, get
 
@@ -17,6 +18,7 @@ from maze.api.state import HeadState
 from maze.api.views import Alive, Ready
 from maze.core.errors import MazeError, Unavailable
 from maze.events import subjects
+from maze.events.store import ROOM
 
 # How far (in runs-stream messages, i.e. stream sequences; a message holds one or more events) the
 # read models may trail the run controller's folded position and the head still be ready: reads
@@ -35,13 +37,23 @@ def projector_lag(runs_position: int, projected: int) -> int:
 
 
 def not_ready(
-    nats_connected: bool, controller_live: bool, lag: int | None, max_lag: int = READY_MAX_PROJECTOR_LAG
+    nats_connected: bool,
+    controller_live: bool,
+    lag: int | None,
+    max_lag: int = READY_MAX_PROJECTOR_LAG,
+    full_for_s: float | None = None,
 ) -> list[str]:
     """What keeps the head from being ready (empty: ready). `lag` None: the read models did not
-    answer."""
+    answer. `full_for_s`: how long ago a write of this head's was refused for lack of room in the
+    store, with none stored since (None: not so)."""
     reasons = []
     if not nats_connected:
         reasons.append("not connected to NATS")
+    if full_for_s is not None:
+        reasons.append(
+            f"the event store is full: a write was refused for lack of room {full_for_s:.0f} s ago, and "
+            "none stored since (give the store room: its max_file_store, an account's limit, the disk)"
+        )
     if not controller_live:
         reasons.append("the run controller has not caught up with the log")
     if lag is None:
@@ -74,7 +86,8 @@ async def readyz(head: HeadState) -> Ready:
     within READY_MAX_PROJECTOR_LAG runs-stream messages of it; otherwise 503 saying what is not
     (`details.reasons`). Open on every head."""
     lag = await read_projector_lag(head)
-    reasons = not_ready(bool(head.nc.is_connected), head.controller.live, lag)
+    full = None if ROOM.full_since is None else time.monotonic() - ROOM.full_since
+    reasons = not_ready(bool(head.nc.is_connected), head.controller.live, lag, full_for_s=full)
     if reasons:
         raise Unavailable(f"not ready: {'; '.join(reasons)}", reasons=reasons, projector_lag=lag)
     return Ready(status="ready", projector_lag=lag)

@@ -65,7 +65,9 @@ ERRORS: dict[int, str] = {
     502: "`llm_unavailable`: the head's LLM endpoint did not answer in time, could not be reached, "
     "or answered an error (its message says which). Nothing was stored.",
     503: "`unavailable`: the event store or the read models did not answer in time, or are still "
-    "catching up (`details` says how far). Nothing was recorded: retry shortly.",
+    "catching up (`details` says how far). Nothing was recorded: retry shortly. `store_full`: the "
+    "event store has no room left (a JetStream storage limit or the disk); nothing was recorded, "
+    "and what was accepted before waits for room, lost by nothing.",
 }
 EVERY_ROUTE = (401, 500)
 SEQ_MAX = 2**53 - 1  # bounds stream sequences and offsets: exact as a JSON number anywhere

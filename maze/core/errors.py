@@ -126,6 +126,15 @@ class Unavailable(MazeError):
     status_code = 503
 
 
+class StoreFull(Unavailable):
+    """The event store has no room left: JetStream refused a write for its storage limits
+    (`max_file_store`, an account's or a stream's) or a full disk. Nothing of that write was
+    recorded; it is taken once the operator gives the store room (what was accepted before waits
+    for it, nothing is lost). Internal writers wait and repeat it, as for any Unavailable."""
+
+    error_type = "store_full"
+
+
 class TooManyRequests(MazeError):
     """A bound on what one client (or all) may hold at once was reached: retry later."""
 
@@ -202,6 +211,7 @@ ERROR_TYPES: dict[str, type[MazeError]] = {
         BlobMissing,
         ArtifactError,
         Unavailable,
+        StoreFull,
         Unauthorized,
         TooManyRequests,
         LLMNotConfigured,

@@ -33,7 +33,7 @@ from nats.js.errors import NotFoundError
 
 from maze.core.errors import ArtifactError, BlobMissing, PayloadTooLarge, Unavailable, ValidationError
 from maze.events import subjects
-from maze.events.store import api_prefix, jetstream, payload_budget, publish_durably
+from maze.events.store import api_prefix, jetstream, payload_budget, publish_durably, store_full
 
 log = structlog.get_logger(__name__)
 
@@ -90,7 +90,9 @@ class _ChunkWriter:
         except ValueError:
             reply = {"error": {"description": msg.data[:200].decode(errors="replace")}}
         if "error" in reply:
-            future.set_exception(Unavailable(f"blob chunk not stored: {reply['error'].get('description')}"))
+            error = reply["error"] if isinstance(reply["error"], dict) else {}
+            full = store_full(error, self.subject)
+            future.set_exception(full or Unavailable(f"blob chunk not stored: {error.get('description')}"))
         else:
             future.set_result(None)
 

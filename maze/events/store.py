@@ -40,7 +40,7 @@ from nats.js.errors import (
 )
 from nats.js.kv import KeyValue
 
-from maze.core.errors import PayloadTooLarge, Unavailable
+from maze.core.errors import PayloadTooLarge, StoreFull, Unavailable
 from maze.core.settings import redact
 from maze.core.tls import client_context, needs_tls
 from maze.events import headers, subjects
@@ -446,6 +446,48 @@ def describe_error(exc: BaseException) -> str:
     return repr(exc)
 
 
+class Room:
+    """Whether this process's writes found the store full: since when (monotonic seconds) the
+    last write refused for lack of room was seen with no write stored after it (None: not so).
+    `/readyz` says it."""
+
+    def __init__(self) -> None:
+        self.full_since: float | None = None
+
+    def refused(self) -> None:
+        if self.full_since is None:
+            self.full_since = time.monotonic()
+
+    def stored(self) -> None:
+        self.full_since = None
+
+
+ROOM = Room()
+
+# JetStream's answers for a write its storage limits refuse: insufficient resources, and the
+# storage or memory limits of the account or stream exceeded
+STORE_FULL_CODES = frozenset({10023, 10047, 10028})
+
+
+def store_full(exc: BaseException | dict[str, Any], subject: str) -> StoreFull | None:
+    """The StoreFull that JetStream's refusal `exc` (an exception, or the error of a raw ack)
+    means, or None when it is another error."""
+    if isinstance(exc, dict):
+        code, description = exc.get("err_code"), exc.get("description")
+    else:
+        code, description = getattr(exc, "err_code", None), getattr(exc, "description", None)
+    if code not in STORE_FULL_CODES:
+        return None
+    ROOM.refused()
+    return StoreFull(
+        f"the event store is full: JetStream refused a write to {subject} ({description}, error "
+        f"{code}): a storage limit (the server's max_file_store, an account's or a stream's) or "
+        "the disk is reached. Nothing of it was recorded; it is taken once the store has room.",
+        subject=subject,
+        err_code=code,
+    )
+
+
 def is_transient(exc: BaseException) -> bool:
     """Whether the same publish may succeed later unchanged (a leader election, a reconnect, a
     timeout). Everything else (a payload above `max_payload`, a stream refusing the message for its
@@ -479,6 +521,9 @@ async def publish_durably(
         try:
             ack = await js.publish(subject, data, headers=hdrs)
         except TRANSIENT as exc:
+            full = store_full(exc, subject)
+            if full is not None:  # (not a passing state: said at once, not after `within_s`)
+                raise full from exc
             if loop.time() + delay > deadline:
                 raise Unavailable(
                     f"the event store did not acknowledge a write to {subject}: {exc!r}"
@@ -487,6 +532,7 @@ async def publish_durably(
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
             continue
+        ROOM.stored()
         for observer in _publish_observers:
             observer(subject, loop.time() - began)
         return ack
