@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import nats
 import pytest
+from nats.js.errors import APIError
 
 from maze import MaClient, task
 from maze.core.errors import StoreFull
@@ -21,10 +22,12 @@ from tests.helpers import HeadProcess, NatsServer, wait_until
 
 
 @task
-def slow(x: int = 0, wait: float = 0.0):
+def slow(x: int = 0, until: str = ""):
+    import os
     import time as _t
 
-    _t.sleep(wait)
+    while until and not os.path.exists(until):  # held until the test says so
+        _t.sleep(0.05)
     return {"x": x + 1}
 
 
@@ -35,7 +38,9 @@ class SmallNats(NatsServer):
         self.store.mkdir(parents=True, exist_ok=True)
         conf = self.store / "nats.conf"
         text = server_config("127.0.0.1", self.port, self.store / "js", "always", 1)
-        conf.write_text(text.replace("jetstream {\n", "jetstream {\n  max_file_store: 150MB\n"))
+        text = text.replace("jetstream {\n", "jetstream {\n  max_file_store: 150MB\n")
+        assert "max_file_store: 150MB" in text  # (else the filler below would fill the disk)
+        conf.write_text(text)
         self.proc = subprocess.Popen(
             [nats_server_binary(), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
@@ -57,16 +62,20 @@ def small_store(tmp_path: Path) -> Iterator[tuple[SmallNats, HeadProcess]]:
 
 
 async def _fill(url: str) -> None:
-    """Another stream takes every byte the server may keep (down to a 16-byte message)."""
+    """Another stream takes every byte the server may keep (down to a 16-byte message); at most
+    150 MB are written, and each size ends only at the server's refusal for room."""
     nc = await nats.connect(url)
-    js = nc.jetstream()
+    js = nc.jetstream(timeout=30)
     await js.add_stream(name="FILLER", subjects=["filler.>"])
+    written = 0
     for size in (512 * 1024, 64 * 1024, 4096, 256, 16):
-        while True:
+        while written < 150 * 1024 * 1024:
             try:
                 await js.publish("filler.x", b"f" * size)
-            except Exception:
+            except APIError as exc:
+                assert exc.err_code == 10023, exc  # insufficient resources: full
                 break
+            written += size
     await nc.close()
 
 
@@ -81,8 +90,9 @@ def test_a_full_store_refuses_new_work_at_once_and_loses_nothing_accepted(
 ) -> None:
     server, head = small_store
     client = MaClient(head.url)
+    release = head.data_dir / "release"
     wf = client.create_workflow()
-    first = wf.add_task(slow, inputs={"x": 0, "wait": 2.0})
+    first = wf.add_task(slow, inputs={"x": 0, "until": str(release)})
     second = wf.add_task(slow, inputs={"x": first.outputs["x"]})
     accepted = wf.run()
     asyncio.run(_fill(server.url))
@@ -95,6 +105,7 @@ def test_a_full_store_refuses_new_work_at_once_and_loses_nothing_accepted(
     answer = httpx.get(f"{head.url}/readyz", timeout=10)
     assert answer.status_code == 503 and "the event store is full" in answer.text, answer.text
     assert client.get_run(accepted)["state"] in ("pending", "running")  # waiting for room
+    release.touch()  # its first task ends now, and reports into the full store
     # room again: the accepted run goes on to its end, and new runs are taken
     asyncio.run(_free(server.url))
     assert client.wait_run(accepted, timeout=90)["state"] == "succeeded"

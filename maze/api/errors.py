@@ -11,7 +11,7 @@ from litestar.exceptions import HTTPException
 from litestar.exceptions import ValidationException as LitestarValidation
 
 from maze.core.errors import MazeError
-from maze.events.store import TRANSIENT, store_full
+from maze.events.store import TRANSIENT
 
 log = structlog.get_logger(__name__)
 
@@ -56,13 +56,8 @@ def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[s
     return Response(_body(kind, str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
 
 
-def event_store_busy(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, object]]:
-    """NATS timeouts and stream leader elections pass: 503 tells the client to retry. A store
-    with no room left (a key-value write refused for its limits) says so."""
-    full = store_full(exc, f"{request.method} {request.url.path}")
-    if full is not None:
-        log.warning("api.event_store_full", error=full.message)
-        return maze_error(request, full)
+def event_store_busy(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, object]]:
+    """NATS timeouts and stream leader elections pass: 503 tells the client to retry."""
     log.warning("api.event_store_busy", error=repr(exc))
     return Response(
         _body("unavailable", f"the event store did not answer in time ({exc!r}); retry shortly"),

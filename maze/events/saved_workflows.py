@@ -14,6 +14,7 @@ from maze.core.errors import Conflict, NotFound
 from maze.core.paths import check_workspace_name
 from maze.events import subjects
 from maze.events.kv_list import live_entries
+from maze.events.store import kv_put
 
 WATCH_TIMEOUT_S = 10.0
 
@@ -27,7 +28,7 @@ async def put_workflow(js: JetStreamContext, name: str, value: bytes) -> bool:
     check_workspace_name(name, "workflow name")
     kv = await _bucket(js)
     previous = await get_workflow(js, name, missing_ok=True)
-    await kv.put(name, value)
+    await kv_put(kv, name, value)
     return previous is None
 
 

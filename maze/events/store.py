@@ -447,26 +447,41 @@ def describe_error(exc: BaseException) -> str:
 
 
 class Room:
-    """Whether this process's writes found the store full: since when (monotonic seconds) the
-    last write refused for lack of room was seen with no write stored after it (None: not so).
-    `/readyz` says it."""
+    """Whether this process's writes found the store full: since when (monotonic seconds), while
+    the last refusal for lack of room is younger than FULL_SHOWN_S and no write to a file-backed
+    stream was stored after it (None: not so). `/readyz` says it."""
 
     def __init__(self) -> None:
-        self.full_since: float | None = None
+        self.since: float | None = None
+        self.last: float = 0.0
+
+    @property
+    def full_since(self) -> float | None:
+        if self.since is not None and time.monotonic() - self.last > FULL_SHOWN_S:
+            self.since = None
+        return self.since
 
     def refused(self) -> None:
-        if self.full_since is None:
-            self.full_since = time.monotonic()
+        self.last = time.monotonic()
+        if self.since is None:
+            self.since = self.last
 
-    def stored(self) -> None:
-        self.full_since = None
+    def stored(self, subject: str = "") -> None:
+        if not subject.startswith(subjects.WORK_PREFIX):  # (kept in memory: says nothing of disk)
+            self.since = None
 
 
 ROOM = Room()
 
-# JetStream's answers for a write its storage limits refuse: insufficient resources, and the
-# storage or memory limits of the account or stream exceeded
-STORE_FULL_CODES = frozenset({10023, 10047, 10028})
+# JetStream's answers to a write its storage refuses: insufficient resources (the server's
+# max_file_store / max_memory_store, a full disk), an account's resource limits exceeded
+STORE_FULL_CODES = frozenset({10023, 10002})
+# A refusal for room is repeated this long first (a clustered stream's leader that has no room
+# steps down for one that has), then said: not after the `within_s` of a store that does not answer
+FULL_RETRY_S = 3.0
+# A refusal for room is shown by /readyz this long after it was seen, unless a write is stored
+# (a head that writes nothing, a standby, would otherwise never see the room come back)
+FULL_SHOWN_S = 60.0
 
 
 def store_full(exc: BaseException | dict[str, Any], subject: str) -> StoreFull | None:
@@ -481,11 +496,24 @@ def store_full(exc: BaseException | dict[str, Any], subject: str) -> StoreFull |
     ROOM.refused()
     return StoreFull(
         f"the event store is full: JetStream refused a write to {subject} ({description}, error "
-        f"{code}): a storage limit (the server's max_file_store, an account's or a stream's) or "
-        "the disk is reached. Nothing of it was recorded; it is taken once the store has room.",
+        f"{code}): a storage limit (the server's max_file_store, an account's) or the disk is "
+        "reached. That write was not recorded; it is taken once the store has room.",
         subject=subject,
         err_code=code,
     )
+
+
+async def kv_put(kv: KeyValue, key: str, value: bytes) -> int:
+    """`kv.put`, with a refusal for lack of room said as StoreFull."""
+    try:
+        revision = await kv.put(key, value)
+    except APIError as exc:
+        full = store_full(exc, f"the key-value bucket {kv._name!r}")
+        if full is not None:
+            raise full from exc
+        raise
+    ROOM.stored()
+    return revision
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -520,10 +548,12 @@ async def publish_durably(
     while True:
         try:
             ack = await js.publish(subject, data, headers=hdrs)
-        except TRANSIENT as exc:
+        except (*TRANSIENT, APIError) as exc:
             full = store_full(exc, subject)
-            if full is not None:  # (not a passing state: said at once, not after `within_s`)
-                raise full from exc
+            if full is not None and loop.time() + delay > began + FULL_RETRY_S:
+                raise full from exc  # (said within seconds, not after `within_s`)
+            if full is None and not isinstance(exc, TRANSIENT):
+                raise
             if loop.time() + delay > deadline:
                 raise Unavailable(
                     f"the event store did not acknowledge a write to {subject}: {exc!r}"
@@ -532,7 +562,7 @@ async def publish_durably(
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
             continue
-        ROOM.stored()
+        ROOM.stored(subject)
         for observer in _publish_observers:
             observer(subject, loop.time() - began)
         return ack

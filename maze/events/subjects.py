@@ -17,6 +17,7 @@ WORKFLOW_BUCKET = "maze-workflows"
 
 RUN_SUBJECTS = "maze.run.>"
 WORK_SUBJECTS = "maze.work.>"
+WORK_PREFIX = "maze.work."  # (the work stream, kept in memory)
 NODE_SUBJECTS = "maze.node.>"
 LOG_SUBJECTS = "maze.log.>"
 

@@ -35,6 +35,7 @@ from maze.core.paths import check_relative_path, check_workspace_name
 from maze.events import subjects
 from maze.events.blobs import BlobStore
 from maze.events.kv_list import KvEntry, live_entries
+from maze.events.store import kv_put
 
 WATCH_TIMEOUT_S = 10.0
 
@@ -71,7 +72,9 @@ async def _bucket(js: JetStreamContext) -> KeyValue:
     return await js.key_value(subjects.WORKSPACE_BUCKET)
 
 
-async def _watch_entries(js: JetStreamContext, subject_filter: str, first_only: bool = False) -> list[KvEntry]:
+async def _watch_entries(
+    js: JetStreamContext, subject_filter: str, first_only: bool = False
+) -> list[KvEntry]:
     """The live entries whose keys match `subject_filter` (deleted ones left out), as stored when
     the read begins (maze/events/kv_list.py). `first_only`: stop at the first one."""
     return await live_entries(js, subjects.WORKSPACE_BUCKET, subject_filter, WATCH_TIMEOUT_S, first_only)
@@ -205,7 +208,7 @@ async def put_file(
         path=path, sha256=sha, size=size, modified_ms=now_ms(), content_type=guess_content_type(path)
     )
     previous = await _entry(kv, workspace, path)
-    await kv.put(file_key(workspace, path), _encode.encode(stored))
+    await kv_put(kv, file_key(workspace, path), _encode.encode(stored))
     return stored, previous is None
 
 

@@ -169,6 +169,7 @@ class RunController:
         # active runs' last folded message on their own subject (head_seq)
         self.head_seqs: dict[str, int] = {}
         self.queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._rewatch = asyncio.Event()  # the heartbeat bucket was made again: watch it anew
         self.live = False
         self.caught_up.clear()
         self.liveness = Liveness(self.settings.liveness_timeout)
@@ -329,7 +330,7 @@ class RunController:
             self._check_caught_up(targets, began)
             await self._lead()
             helpers += [
-                asyncio.create_task(self.liveness.watch(self.js), name="heartbeat-watch"),
+                asyncio.create_task(self._watch_beats_forever(), name="heartbeat-watch"),
                 asyncio.create_task(self._tick_forever(), name="liveness-tick"),
                 asyncio.create_task(self._snapshot_forever(), name="controller-snapshots"),
             ]
@@ -364,6 +365,17 @@ class RunController:
             await self._record_election()
         if self.deciding:
             await self._decide()
+
+    async def _watch_beats_forever(self) -> None:
+        """The heartbeat watch; started anew when the bucket was made again (`memory_streams_made`):
+        a watch of the bucket that was lost may not notice."""
+        while True:
+            watch = asyncio.create_task(self.liveness.watch(self.js), name="heartbeat-watch")
+            self._rewatch.clear()
+            try:
+                await self._rewatch.wait()
+            finally:
+                await cancel_and_wait([watch], timeout=STOP_WAIT_S)
 
     async def _tick_forever(self) -> None:
         # also bounds how late an incomplete submission or a due delivery is noticed
@@ -550,9 +562,8 @@ class RunController:
             await asyncio.gather(*(self.blobs.put(data, sha) for sha, data in decision.blobs.items()))
         except Exception as exc:
             log.warning("controller.blobs_not_stored", error=describe_error(exc))
-            self.core.forget(decision)
-            self.queue.put_nowait(_TICK)
-            return False
+            self.core.forget(decision)  # decided again on the next tick (not at once: a full store
+            return False  # would refuse it again at once, a pass after a pass)
         return True
 
     async def _send_cancels(self, decision: Decision, not_stored: set[str]) -> None:
@@ -646,6 +657,17 @@ class RunController:
             return None
         decision.events = stamp(decision.events, self.lease.epoch)
         return decision, now
+
+    def memory_streams_made(self, made: list[str]) -> None:
+        """Streams kept in memory were made again (maze/head/stream_keeper.py), empty. The work
+        stream: what it held is gone, so every attempt placed and not started is sent again from
+        the log now. The heartbeat bucket: every node gets a full timeout to beat there again."""
+        if subjects.WORK_STREAM in made:
+            self.core.delivery.all_due_now(now_ms())
+        if f"KV_{subjects.HEARTBEAT_BUCKET}" in made:
+            self.liveness.grace()
+            self._rewatch.set()
+        self.queue.put_nowait(_TICK)
 
     def head_seq(self, run_id: str) -> int | None:
         """The stream sequence of the last message on the run's own subject (`maze.run.<run>`:

@@ -33,6 +33,9 @@ log = structlog.get_logger(__name__)
 _decoder = msgspec.msgpack.Decoder(Heartbeat)
 
 
+WATCH_RESTART_S = 1.0  # a heartbeat watch that ended is started again after this long
+
+
 class Liveness:
     def __init__(self, timeout_s: float) -> None:
         self.timeout_s = timeout_s
@@ -76,11 +79,28 @@ class Liveness:
         return round(time.monotonic() - seen[1], 3) if seen else None
 
     async def watch(self, js: JetStreamContext) -> None:
-        watcher = await (await heartbeat_bucket(js)).watchall()
-        async for entry in watcher:
-            if entry is None or not entry.value:
-                continue
-            self._saw(entry.value, entry.revision or 0, entry.key)
+        """Every beat as it is written, for as long as the controller runs: a watch that ends or
+        fails (the bucket was made again after a NATS server lost it) is started again."""
+        while True:
+            try:
+                watcher = await (await heartbeat_bucket(js)).watchall()
+                async for entry in watcher:
+                    if entry is None or not entry.value:
+                        continue
+                    self._saw(entry.value, entry.revision or 0, entry.key)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("liveness.watch_restarting", error=describe_error(exc))
+            await asyncio.sleep(WATCH_RESTART_S)
+
+    def grace(self) -> None:
+        """The heartbeat bucket was made again, empty (a NATS server lost it): every session gets a
+        full timeout from now to show a beat there, as at start, not judged by a bucket that lost
+        its beats."""
+        self.live_since = time.monotonic()
+        for node_id, (session, _) in list(self.last_seen.items()):
+            self.last_seen[node_id] = (session, self.live_since)
 
     def _saw(self, value: bytes, revision: int, key: str) -> Heartbeat | None:
         try:

@@ -46,6 +46,7 @@ from maze.events.store import (
 from maze.head.controller import RunController
 from maze.head.nats_auth import JS_API_PREFIX
 from maze.head.nats_server import EmbeddedNats
+from maze.head.stream_keeper import StreamKeeper
 from maze.projections.client import ReadModelProcess
 from maze.workers.capacity import local_capacity, local_ip
 from maze.workers.worker import Worker
@@ -158,6 +159,7 @@ class Head:
             loop.add_signal_handler(sig, on_signal)
         nc = worker_nc = None
         controller = None
+        keeper: StreamKeeper | None = None
         stop_timing_publishes = None
         worker: Worker | None = None
         readmodels: ReadModelProcess | None = None
@@ -191,7 +193,13 @@ class Head:
                 await self.embedded.wait_ready()
                 urls = [self.embedded.url]
                 phase("nats_s")
-            nc = await connect(urls, "maze-head")
+            keepers: list[StreamKeeper] = []  # (told when the connection comes back)
+
+            async def reconnected() -> None:
+                for each in keepers:
+                    each.connection_back()
+
+            nc = await connect(urls, "maze-head", reconnected_cb=reconnected)
             # JetStream answering means a cluster has formed (its meta leader is elected): only
             # then does the server know its peers, and so how many copies the streams can have
             await until_jetstream_ready(lambda: nc.jetstream().account_info())
@@ -213,6 +221,18 @@ class Head:
             )
             salt = await until_jetstream_ready(lambda: cluster_salt(nc.jetstream()))
             controller = RunController(nc, EventStore(nc, salt=salt), settings)
+            keeper = StreamKeeper(
+                nc.jetstream(),
+                lambda: ensure_streams(
+                    nc.jetstream(),
+                    replicas,
+                    logs_max_bytes=settings.logs_max_mb * 1024 * 1024,
+                    logs_max_age_s=settings.logs_max_age_h * 3600,
+                ),
+                controller.memory_streams_made,
+            )
+            keepers.append(keeper)
+            keeper.start()
             stop_timing_publishes = observe_publishes(controller.metrics.observe_publish)
             controller.start()
             # the projector and its queries in a process of their own: no thread of theirs takes
@@ -359,6 +379,8 @@ class Head:
                 if controller is not None:
                     controller.local_node = None
                 await worker.stop()
+            if keeper is not None:
+                await keeper.stop()
             if controller is not None:
                 await controller.stop()
             if stop_timing_publishes is not None:

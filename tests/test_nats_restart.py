@@ -1,0 +1,73 @@
+"""The operator's nats-server killed -9 and started again (same port, same store) under a head and
+a worker that both stay up: its file streams (the log) come back, the streams kept in memory (the
+work stream, the heartbeat bucket) do not, and the head makes those again (maze/head/stream_keeper.py).
+Work then reaches the worker again, what was lost with the old work stream is sent again from the
+log, and the worker is not declared lost for the beats the old bucket took with it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from maze import MaClient, task
+from tests.helpers import HeadProcess, NatsServer, WorkerProcess, wait_until
+
+
+@task
+def inc(x: int = 0, wait: float = 0.0):
+    import time as _t
+
+    _t.sleep(wait)
+    return {"x": x + 1}
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[tuple[NatsServer, HeadProcess, WorkerProcess]]:
+    server = NatsServer(tmp_path / "nats")
+    server.start()
+    # no worker in the head: every attempt goes through the work stream to the other process
+    head = HeadProcess(tmp_path / "head", nats_url=server.url, extra=["--no-local-worker"])
+    head.start()
+    worker = WorkerProcess(head, "outside", ["--cpus", "2", "--heartbeat-interval", "0.5"], tmp_path)
+    worker.start()
+    yield server, head, worker
+    worker.stop()
+    head.stop()
+    server.stop()
+
+
+def _chain(client: MaClient, n: int, wait: float) -> str:
+    wf = client.create_workflow()
+    t = wf.add_task(inc, inputs={"x": 0, "wait": wait})
+    for _ in range(n - 1):
+        t = wf.add_task(inc, inputs={"x": t.outputs["x"], "wait": wait})
+    return wf.run()
+
+
+def test_a_nats_server_restarted_under_a_head_and_a_worker_loses_nothing(
+    cluster: tuple[NatsServer, HeadProcess, WorkerProcess],
+) -> None:
+    server, head, worker = cluster
+    client = MaClient(head.url)
+    session = worker.alive_session()
+    before = _chain(client, 6, 0.5)  # running when the server dies
+    wait_until(lambda: client.get_run(before)["state"] == "running", timeout=30)
+    assert server.proc is not None
+    server.proc.kill()  # kill -9: the memory streams go with it
+    server.proc.wait()
+    server.start()
+    after = _chain(client, 3, 0.0)  # accepted once the server is back
+    assert client.wait_run(before, timeout=120)["state"] == "succeeded"
+    assert client.wait_run(after, timeout=120)["state"] == "succeeded"
+    results = [client.get_run_task(after, t["task_id"])["result"]["x"] for t in client.get_run_tasks(after)]
+    assert sorted(results) == [1, 2, 3]
+    # the worker kept its session: not declared lost for the beats the old bucket lost
+    assert worker.alive_session() == session
+    nodes = client.get_run_events(after)  # (and its runs' attempts ran on it)
+    assert {e["node_id"] for e in nodes if e["type"] == "attempt.placed"} == {"outside"}
+    assert "streams.memory_streams_made_again" in head.log_path.read_text()
+    report = httpx.post(f"{head.url}/projections/rebuild", timeout=120).json()
+    assert report["equal"] is True, report
