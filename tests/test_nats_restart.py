@@ -6,6 +6,7 @@ log, and the worker is not declared lost for the beats the old bucket took with 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,18 +25,29 @@ def inc(x: int = 0, wait: float = 0.0):
     return {"x": x + 1}
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[tuple[NatsServer, HeadProcess, WorkerProcess]]:
+HEAD = ["--no-local-worker", "--liveness-timeout", "3", "--lease-seconds", "1", "--heartbeat-interval", "0.5"]
+
+
+@pytest.fixture(params=[1, 2], ids=["one-head", "two-heads"])
+def cluster(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[NatsServer, HeadProcess, WorkerProcess]]:
+    """No worker in the heads: every attempt goes through the work stream to the other process.
+    With two heads, either may be the one that makes the streams again: both controllers must
+    hear of it (the leader's decides)."""
     server = NatsServer(tmp_path / "nats")
     server.start()
-    # no worker in the head: every attempt goes through the work stream to the other process
-    head = HeadProcess(tmp_path / "head", nats_url=server.url, extra=["--no-local-worker"])
-    head.start()
-    worker = WorkerProcess(head, "outside", ["--cpus", "2", "--heartbeat-interval", "0.5"], tmp_path)
+    heads = [
+        HeadProcess(tmp_path / f"head{i}", nats_url=server.url, extra=HEAD) for i in range(request.param)
+    ]
+    for head in heads:
+        head.start()
+    worker = WorkerProcess(heads[0], "outside", ["--cpus", "2", "--heartbeat-interval", "0.5"], tmp_path)
     worker.start()
-    yield server, head, worker
+    yield server, heads[0], worker
     worker.stop()
-    head.stop()
+    for head in heads:
+        head.stop()
     server.stop()
 
 
@@ -53,6 +65,9 @@ def test_a_nats_server_restarted_under_a_head_and_a_worker_loses_nothing(
     server, head, worker = cluster
     client = MaClient(head.url)
     session = worker.alive_session()
+    # more beats before the kill than the new bucket holds within a liveness timeout (3 s): a head
+    # that judged the new bucket's revisions by the old one's would drop them, and lose the node
+    time.sleep(6)
     before = _chain(client, 6, 0.5)  # running when the server dies
     wait_until(lambda: client.get_run(before)["state"] == "running", timeout=30)
     assert server.proc is not None
@@ -69,5 +84,7 @@ def test_a_nats_server_restarted_under_a_head_and_a_worker_loses_nothing(
     nodes = client.get_run_events(after)  # (and its runs' attempts ran on it)
     assert {e["node_id"] for e in nodes if e["type"] == "attempt.placed"} == {"outside"}
     assert "streams.memory_streams_made_again" in head.log_path.read_text()
+    time.sleep(4)  # more than a liveness timeout after the restart: the worker is still not lost
+    assert worker.alive_session() == session
     report = httpx.post(f"{head.url}/projections/rebuild", timeout=120).json()
     assert report["equal"] is True, report

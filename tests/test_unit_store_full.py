@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
 from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
 
 from maze.core.errors import StoreFull, Unavailable
 from maze.events import store
 
 
-def test_refusals_for_room_are_store_full_and_others_are_not() -> None:
+def test_refusals_for_room_are_store_full_and_others_are_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store, "ROOM", store.Room())  # (the process's own is left as it was)
     full = store.store_full(
         ServiceUnavailableError(code=503, err_code=10023, description="insufficient resources"), "s"
     )
@@ -22,6 +24,11 @@ def test_refusals_for_room_are_store_full_and_others_are_not() -> None:
     )
     assert store.store_full(ServiceUnavailableError(code=503), "s") is None  # no responders: not full
     assert store.store_full({"description": "x"}, "s") is None
+    assert store.ROOM.full_since is not None  # /readyz is told
+    fresh = store.Room()
+    monkeypatch.setattr(store, "ROOM", fresh)
+    store.store_full({"err_code": 10023}, "maze.work.n1")  # the work stream is kept in memory
+    assert fresh.full_since is None
 
 
 def test_readyz_is_told_of_a_full_store_until_a_write_to_disk_is_stored() -> None:

@@ -216,10 +216,7 @@ async def ensure_streams(
         )
         for name, subject, retention in layout
     ]
-    work = configs[1]
-    work.max_age, work.max_bytes, work.max_msgs = WORK_MAX_AGE_S, WORK_MAX_BYTES, WORK_MAX_MSGS
-    work.discard = DiscardPolicy.OLD
-    work.storage = StorageType.MEMORY
+    configs[1] = work = _work_stream_config(replicas)
     await _recreate_if_storage_changed(js, work)
     configs.append(
         # the Object Store's own stream layout (nats-py's create_object_store), made here so that
@@ -271,27 +268,64 @@ async def ensure_streams(
         KeyValueConfig(
             bucket=subjects.WORKFLOW_BUCKET, history=1, storage=StorageType.FILE, replicas=replicas
         ),
-        KeyValueConfig(
-            bucket=subjects.HEARTBEAT_BUCKET,
-            history=1,
-            ttl=HEARTBEAT_TTL_S,
-            storage=StorageType.MEMORY,
-            replicas=replicas,
-        ),
+        _heartbeat_bucket_config(replicas),
     ):
-        try:
-            await js.create_key_value(bucket)
-        except BadRequestError:  # made before with other replicas: its stream is updated in place
-            info = await js.stream_info(f"KV_{bucket.bucket}")
-            if lower or (info.config.num_replicas or 1) < replicas:
-                info.config.num_replicas = replicas
-                await js.update_stream(info.config)
+        await _put_bucket(js, bucket, replicas, lower)
+    await _no_rollups_in_beats(js)
+
+
+def _work_stream_config(replicas: int) -> StreamConfig:
+    """The work stream: transport (what it holds is sent again from the log), kept in memory."""
+    return StreamConfig(
+        name=subjects.WORK_STREAM,
+        subjects=[subjects.WORK_SUBJECTS],
+        storage=StorageType.MEMORY,
+        retention=RetentionPolicy.WORK_QUEUE,
+        duplicate_window=DUPLICATE_WINDOW_S,
+        num_replicas=replicas,
+        max_age=WORK_MAX_AGE_S,
+        max_bytes=WORK_MAX_BYTES,
+        max_msgs=WORK_MAX_MSGS,
+        discard=DiscardPolicy.OLD,
+    )
+
+
+def _heartbeat_bucket_config(replicas: int) -> KeyValueConfig:
+    return KeyValueConfig(
+        bucket=subjects.HEARTBEAT_BUCKET,
+        history=1,
+        ttl=HEARTBEAT_TTL_S,
+        storage=StorageType.MEMORY,
+        replicas=replicas,
+    )
+
+
+async def _put_bucket(js: JetStreamContext, bucket: KeyValueConfig, replicas: int, lower: bool) -> None:
+    try:
+        await js.create_key_value(bucket)
+    except BadRequestError:  # made before with other replicas: its stream is updated in place
+        info = await js.stream_info(f"KV_{bucket.bucket}")
+        if lower or (info.config.num_replicas or 1) < replicas:
+            info.config.num_replicas = replicas
+            await js.update_stream(info.config)
+
+
+async def _no_rollups_in_beats(js: JetStreamContext) -> None:
     # every worker writes its heartbeat in this bucket: no rollups there (one `Nats-Rollup: all`
     # would purge every node's). Maze never purges it (a put and a delete need none).
     beats = (await js.stream_info(f"KV_{subjects.HEARTBEAT_BUCKET}")).config
     if beats.allow_rollup_hdrs:
         beats.allow_rollup_hdrs = False
         await js.update_stream(beats)
+
+
+async def ensure_memory_streams(js: JetStreamContext, replicas: int = 1, lower: bool = False) -> None:
+    """Only the streams kept in memory (the work stream, the heartbeat bucket), made or updated
+    as `ensure_streams` makes them: what a NATS server that restarted comes back without
+    (maze/head/stream_keeper.py). Nothing else is touched."""
+    await _put_stream(js, _work_stream_config(replicas), replicas, lower)
+    await _put_bucket(js, _heartbeat_bucket_config(replicas), replicas, lower)
+    await _no_rollups_in_beats(js)
 
 
 async def _put_stream(js: JetStreamContext, config: StreamConfig, replicas: int, lower: bool) -> None:
@@ -493,7 +527,8 @@ def store_full(exc: BaseException | dict[str, Any], subject: str) -> StoreFull |
         code, description = getattr(exc, "err_code", None), getattr(exc, "description", None)
     if code not in STORE_FULL_CODES:
         return None
-    ROOM.refused()
+    if not subject.startswith(subjects.WORK_PREFIX):  # (kept in memory: says nothing of disk)
+        ROOM.refused()
     return StoreFull(
         f"the event store is full: JetStream refused a write to {subject} ({description}, error "
         f"{code}): a storage limit (the server's max_file_store, an account's) or the disk is "

@@ -15,6 +15,7 @@ sooner than the head's liveness timeout. A worker started with the original Maze
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 
@@ -79,9 +80,11 @@ class Liveness:
         return round(time.monotonic() - seen[1], 3) if seen else None
 
     async def watch(self, js: JetStreamContext) -> None:
-        """Every beat as it is written, for as long as the controller runs: a watch that ends or
-        fails (the bucket was made again after a NATS server lost it) is started again."""
+        """Every beat as it is written, for as long as the controller runs: a watch that fails is
+        started again (one of a bucket made again is started again by the controller, which is
+        told: a watch of the lost bucket may wait in silence)."""
         while True:
+            watcher = None
             try:
                 watcher = await (await heartbeat_bucket(js)).watchall()
                 async for entry in watcher:
@@ -92,6 +95,10 @@ class Liveness:
                 raise
             except Exception as exc:
                 log.warning("liveness.watch_restarting", error=describe_error(exc))
+            finally:
+                if watcher is not None:
+                    with contextlib.suppress(Exception):
+                        await watcher.stop()  # type: ignore[no-untyped-call]
             await asyncio.sleep(WATCH_RESTART_S)
 
     def grace(self) -> None:
@@ -101,6 +108,7 @@ class Liveness:
         self.live_since = time.monotonic()
         for node_id, (session, _) in list(self.last_seen.items()):
             self.last_seen[node_id] = (session, self.live_since)
+        self.revisions.clear()  # (the new bucket counts its revisions from 1 again)
 
     def _saw(self, value: bytes, revision: int, key: str) -> Heartbeat | None:
         try:

@@ -38,6 +38,7 @@ from maze.events.store import (
     connect,
     default_replicas,
     describe_error,
+    ensure_memory_streams,
     ensure_streams,
     ensure_work_consumer,
     is_transient,
@@ -223,12 +224,7 @@ class Head:
             controller = RunController(nc, EventStore(nc, salt=salt), settings)
             keeper = StreamKeeper(
                 nc.jetstream(),
-                lambda: ensure_streams(
-                    nc.jetstream(),
-                    replicas,
-                    logs_max_bytes=settings.logs_max_mb * 1024 * 1024,
-                    logs_max_age_s=settings.logs_max_age_h * 3600,
-                ),
+                lambda: ensure_memory_streams(nc.jetstream(), replicas, lower=explicit),
                 controller.memory_streams_made,
             )
             keepers.append(keeper)
