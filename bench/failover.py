@@ -20,11 +20,11 @@ import time
 from pathlib import Path
 
 import httpx
+from local_nats import start_nats
 from report import print_rows
 
 from maze import MaClient, task
-from maze.head.nats_server import nats_server_binary, server_config
-from maze.sdk.local_head import LocalHead, free_port
+from maze.sdk.local_head import LocalHead
 
 
 @task
@@ -49,14 +49,7 @@ def main() -> None:
     parser.add_argument("--lease", type=float, default=5.0)
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="maze-bench-failover-"))
-    port = free_port()
-    (root / "nats").mkdir()
-    conf = root / "nats" / "nats.conf"
-    conf.write_text(server_config("127.0.0.1", port, root / "nats" / "js", "always", 8))
-    nats = subprocess.Popen(
-        [nats_server_binary(), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    url = f"nats://127.0.0.1:{port}"
+    nats, url = start_nats(root)
     extra = [
         "--nats",
         url,

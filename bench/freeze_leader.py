@@ -29,11 +29,11 @@ import time
 from pathlib import Path
 
 import httpx
+from local_nats import start_nats
 from report import print_rows
 
 from maze import MaClient, task
-from maze.head.nats_server import nats_server_binary, server_config
-from maze.sdk.local_head import LocalHead, free_port
+from maze.sdk.local_head import LocalHead
 
 
 @task
@@ -77,14 +77,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0)
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="maze-bench-freeze-"))
-    port = free_port()
-    (root / "nats").mkdir()
-    conf = root / "nats" / "nats.conf"
-    conf.write_text(server_config("127.0.0.1", port, root / "nats" / "js", "always", 8))
-    nats = subprocess.Popen(
-        [nats_server_binary(), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    url = f"nats://127.0.0.1:{port}"
+    nats, url = start_nats(root)
     extra = ["--nats", url, "--lease-seconds", "1", "--heartbeat-interval", "0.5", "--liveness-timeout", "3"]
     heads = [LocalHead(root / name, extra=extra) for name in ("a", "b")]
     worker = None
