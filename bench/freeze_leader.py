@@ -96,6 +96,13 @@ def main() -> None:
             time.sleep(rng.uniform(0.02, 0.1))
 
     froze = 0
+    runs: list[dict] = []
+    open_runs: list[dict] = []
+    states: collections.Counter[str] = collections.Counter()
+    twice: collections.Counter[str] = collections.Counter()
+    errors: collections.Counter[str] = collections.Counter()
+    superseded = 0
+    rebuilt: list[object] = []
     try:
         heads[0].start(min_nodes=1)
         while not leading(heads[0]):
@@ -140,7 +147,7 @@ def main() -> None:
                 break
             time.sleep(1)
         states = collections.Counter(r["state"] for r in runs)
-        twice = collections.Counter[str]()  # tasks whose log holds more than one success
+        # tasks whose log holds more than one success
         for run in runs:
             events = client.get_run_events(run["run_id"])
             successes = collections.defaultdict(list)

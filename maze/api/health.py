@@ -52,7 +52,7 @@ def not_ready(
     if full_for_s is not None:
         reasons.append(
             f"the event store is full: a write was refused for lack of room {full_for_s:.0f} s ago, and "
-            "none stored since (give the store room: its max_file_store, an account's limit, the disk)"
+            "none stored since (give the store room: its max_file_store, an account's limit)"
         )
     if not controller_live:
         reasons.append("the run controller has not caught up with the log")

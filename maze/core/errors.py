@@ -127,10 +127,10 @@ class Unavailable(MazeError):
 
 
 class StoreFull(Unavailable):
-    """The event store has no room left: JetStream refused a write for its storage limits
-    (`max_file_store`, an account's or a stream's) or a full disk. Nothing of that write was
-    recorded; it is taken once the operator gives the store room (what was accepted before waits
-    for it, nothing is lost). Internal writers wait and repeat it, as for any Unavailable."""
+    """The event store has no room left: JetStream refused a write for its storage limits (the
+    server's `max_file_store`, an account's). Nothing of that write was recorded; it is taken once
+    the operator gives the store room (what was accepted before waits for it, nothing is lost).
+    Internal writers wait and repeat it, as for any Unavailable."""
 
     error_type = "store_full"
 

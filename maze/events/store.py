@@ -508,7 +508,8 @@ class Room:
 ROOM = Room()
 
 # JetStream's answers to a write its storage refuses: insufficient resources (the server's
-# max_file_store / max_memory_store, a full disk), an account's resource limits exceeded
+# max_file_store / max_memory_store), an account's resource limits exceeded. (A full disk is no
+# such answer: nats-server then turns JetStream off, and writes go unanswered: Unavailable.)
 STORE_FULL_CODES = frozenset({10023, 10002})
 # A refusal for room is repeated this long first (a clustered stream's leader that has no room
 # steps down for one that has), then said: not after the `within_s` of a store that does not answer
@@ -531,8 +532,8 @@ def store_full(exc: BaseException | dict[str, Any], subject: str) -> StoreFull |
         ROOM.refused()
     return StoreFull(
         f"the event store is full: JetStream refused a write to {subject} ({description}, error "
-        f"{code}): a storage limit (the server's max_file_store, an account's) or the disk is "
-        "reached. That write was not recorded; it is taken once the store has room.",
+        f"{code}): a storage limit is reached (the server's max_file_store, an account's). That "
+        "write was not recorded; it is taken once the store has room.",
         subject=subject,
         err_code=code,
     )
@@ -547,7 +548,6 @@ async def kv_put(kv: KeyValue, key: str, value: bytes) -> int:
         if full is not None:
             raise full from exc
         raise
-    ROOM.stored()
     return revision
 
 

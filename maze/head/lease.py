@@ -40,7 +40,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from maze.events import subjects
-from maze.events.store import ROOM, describe_error
+from maze.events.store import describe_error
 
 log = structlog.get_logger(__name__)
 KEY = "controller"
@@ -116,7 +116,6 @@ class Lease:
             try:
                 self._revision = await kv.update(KEY, self._value(epoch), last=self._revision)
                 self._renewed_at = now  # when the renewal was sent: `fresh` errs on the safe side
-                ROOM.stored()  # (a write stored: the store has room, if it had none)
             except KeyWrongLastSequenceError:
                 self._set(False, self.epoch, "another head took the lease")
                 return

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from datetime import datetime
 
 import msgspec
 import structlog
@@ -26,6 +27,7 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from maze.core.settings import BEATS_MISSED
+from maze.events import subjects
 from maze.events.nodes import Heartbeat, NodeLost
 from maze.events.store import describe_error, heartbeat_bucket
 from maze.head.placer import NodeView
@@ -51,6 +53,7 @@ class Liveness:
         self.join_seen: dict[str, float] = {}
         self.intervals: dict[str, float] = {}  # node -> the heartbeat interval its session declared
         self.live_since = time.monotonic()
+        self.bucket_made: datetime | None = None  # when the heartbeat bucket was made, as last seen
         self._held: dict[str, tuple[Heartbeat, set[tuple[str, str, int]]]] = {}
 
     def went_live(self) -> None:
@@ -139,9 +142,18 @@ class Liveness:
             return lost
         try:
             kv: KeyValue = await heartbeat_bucket(js)
+            made = (await js.stream_info(f"KV_{subjects.HEARTBEAT_BUCKET}")).created
         except Exception as exc:
             log.warning("liveness.unverifiable", nodes=[e.node_id for e in lost], error=describe_error(exc))
             return []
+        if self.bucket_made is not None and made != self.bucket_made:
+            # made again (another head's stream keeper may have made it before this one's looked):
+            # its beats are not the lost bucket's, and nodes get a full timeout to write there
+            log.warning("liveness.bucket_made_again", nodes=[e.node_id for e in lost])
+            self.bucket_made = made
+            self.grace()
+            return []
+        self.bucket_made = made
         entries = await asyncio.gather(*(kv.get(e.node_id) for e in lost), return_exceptions=True)
         confirmed = []
         for event, entry in zip(lost, entries, strict=True):

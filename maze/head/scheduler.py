@@ -424,7 +424,8 @@ class Scheduler:
     def _started_before(self, event: AttemptRejected) -> bool:
         """A rejection of an attempt whose start (or end) the log took first changes nothing: a node
         that ran a deposed leader's placement of the same number reported it (maze/workers/worker.py
-        `_superseded`; the same task on the same inputs), and rejected the log's own after."""
+        `_superseded`; the same task, on the inputs that leader gave it), and rejected the log's
+        own after."""
         run = self.runs.get(event.run_id)
         task = run.tasks.get(event.task_id) if run is not None else None
         return task is not None and task.attempt == event.attempt and task.state != "queued"

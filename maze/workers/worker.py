@@ -553,8 +553,9 @@ class Worker:
         leader's, refused by every fold, and this is the log's own placement of the same attempt
         number. It is rejected (placed again under the next number: its reports cannot be taken
         for the older one's, nor dropped as their duplicates). What the older placement left here
-        unstarted goes; what it started runs on (it reported, or will, the same task on the same
-        inputs: if that lands first, the log takes it, and the rejection changes nothing)."""
+        unstarted goes; what it started runs on (it reported, or will, the same task, on the inputs
+        that leader gave it: if that lands first, the log takes it, and the rejection changes
+        nothing)."""
         key = item.key
         taken_from = self.seen.get(key)
         self.log.warning(
