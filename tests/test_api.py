@@ -52,8 +52,22 @@ def test_events_after_sequence(client: MaClient) -> None:
     assert client.get_run_events(run_id, after=seqs[-1]) == []
 
 
+@task
+def naps_then_inc(x: int = 0):
+    import time
+
+    time.sleep(0.1)
+    return {"x": x + 1}
+
+
 def test_sse_stream_replays_and_resumes(client: MaClient, head: HeadProcess) -> None:
-    run_id, _ = _run_chain(client)
+    # tasks that outlast the run's first message (a chain of no-ops may all start and end inside
+    # it: README, early start): the run's history is several messages, to resume between
+    wf = client.create_workflow()
+    first = wf.add_task(naps_then_inc, inputs={"x": 0})
+    wf.add_task(naps_then_inc, inputs={"x": first.outputs["x"]})
+    run_id = wf.run()
+    assert wf.show_results(run_id)["state"] == "succeeded"
     all_events = client.get_run_events(run_id)
     with httpx.stream("GET", f"{head.url}/runs/{run_id}/stream", timeout=10) as resp:
         assert resp.headers["content-type"].startswith("text/event-stream")
