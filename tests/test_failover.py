@@ -161,17 +161,25 @@ def _worker_session(head: HeadProcess, node_id: str) -> tuple[str, str]:
     return found[0]
 
 
-def test_a_deposed_leaders_late_node_lost_is_refused_and_the_node_stays(
-    two_heads: tuple[HeadProcess, HeadProcess, WorkerProcess], nats_server: NatsServer
-) -> None:
-    """A node.lost is a decision too: written by a deposed leader after the new one recorded its
-    leadership (in the nodes stream as well), it is refused; the node keeps its session."""
+def _depose_first(two_heads: tuple[HeadProcess, HeadProcess, WorkerProcess]) -> tuple[int, str]:
+    """The first head, leading, killed -9 and the second deciding: the first's epoch, and the
+    worker's session (alive)."""
     first, second, worker = two_heads
     old_epoch = int(_leader(first)["epoch"])  # type: ignore[call-overload]
     first.kill9()
     wait_until(lambda: _deciding(second), timeout=10)
     state, session = _worker_session(second, worker.node_id)
     assert state == "alive"
+    return old_epoch, session
+
+
+def test_a_deposed_leaders_late_node_lost_is_refused_and_the_node_stays(
+    two_heads: tuple[HeadProcess, HeadProcess, WorkerProcess], nats_server: NatsServer
+) -> None:
+    """A node.lost is a decision too: written by a deposed leader after the new one recorded its
+    leadership (in the nodes stream as well), it is refused; the node keeps its session."""
+    _, second, worker = two_heads
+    old_epoch, session = _depose_first(two_heads)
     fenced_before = httpx.get(f"{second.url}/cluster/diagnostics", timeout=10).json()["controller"][
         "leadership"
     ]["fenced"]
@@ -236,12 +244,8 @@ def test_a_deposed_leaders_placement_taken_by_a_node_gives_way_to_the_logs_own(
     run would wait for ever), it rejects it (it names a later leadership), and the task is placed
     again under the next number, whose reports no earlier ones can shadow. What the deposed
     leader's attempt reports changes nothing, whether it ended before or runs on."""
-    first, second, worker = two_heads
-    old_epoch = int(_leader(first)["epoch"])  # type: ignore[call-overload]
-    first.kill9()
-    wait_until(lambda: _deciding(second), timeout=10)
-    state, session = _worker_session(second, worker.node_id)
-    assert state == "alive"
+    _, second, worker = two_heads
+    old_epoch, session = _depose_first(two_heads)
     # `last` waits 4 s for `held` (its input; asking for more CPU, it is placed after it). Its own
     # attempt takes 0.1 s: its start and end travel apart, as the deposed one's did
     wf = MaClient(second.url).create_workflow()

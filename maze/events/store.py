@@ -521,7 +521,8 @@ FULL_SHOWN_S = 60.0
 
 def store_full(exc: BaseException | dict[str, Any], subject: str) -> StoreFull | None:
     """The StoreFull that JetStream's refusal `exc` (an exception, or the error of a raw ack)
-    means, or None when it is another error."""
+    means, or None when it is another error. A refusal for room on a file-backed stream is noted
+    in ROOM (what /readyz says)."""
     if isinstance(exc, dict):
         code, description = exc.get("err_code"), exc.get("description")
     else:

@@ -53,7 +53,6 @@ class StreamKeeper:
         self.on_made = on_made
         self.interval_s = interval_s
         self.reconnected = asyncio.Event()
-        self.remade = 0  # times it made the memory streams again (diagnostics, tests)
         # each memory stream as last seen: (when it was made, its last sequence)
         self.seen: dict[str, tuple[datetime | None, int]] = {}
         self._task: asyncio.Task[None] | None = None
@@ -99,7 +98,6 @@ class StreamKeeper:
         if missing:
             log.warning("streams.memory_streams_missing", missing=missing)
             await self.ensure()
-            self.remade += 1
             infos = {name: await self._info(name) for name in MEMORY_STREAMS}
         made = []
         for name, info in infos.items():

@@ -567,9 +567,7 @@ class Worker:
             taken_from=taken_from,
         )
         if key in self.waiting_keys or self.follow.holds(key):  # unstarted: it goes, with its chain
-            self.waiting_keys.discard(key)
-            self.waiting = [w for w in self.waiting if w.key != key]
-            self.follow.ended(key)
+            self._drop_waiting(key)
             self.follow.release(key)
             self._drop_followers_of(key)
         self.after_stop.pop(key, None)
@@ -583,6 +581,12 @@ class Worker:
         )
         # sent as it is: not behind a gate the older placement's attempt may have left for this key
         self.outbox.emit(self._rejection(item, why), None)
+
+    def _drop_waiting(self, key: tuple[str, str, int]) -> None:
+        """Attempt `key`, waiting here unstarted, goes (nothing of it ran, nothing is reported)."""
+        self.waiting_keys.discard(key)
+        self.waiting = [w for w in self.waiting if w.key != key]
+        self.follow.ended(key)
 
     def _drop_followers_of(self, key: tuple[str, str, int]) -> None:
         """The followers held after attempt `key`, which will not succeed here, dropped (the
@@ -599,9 +603,7 @@ class Worker:
         if key not in self.superseded:  # (the log's placement of it was rejected here: not taken)
             self.seen.pop(key, None)
         if key in self.waiting_keys:
-            self.waiting_keys.discard(key)
-            self.waiting = [w for w in self.waiting if w.key != key]
-            self.follow.ended(key)
+            self._drop_waiting(key)
         elif key in self.running and self.running[key] is not asyncio.current_task():
             # (told from within its own attempt's end: it reports nothing more, and nothing to stop)
             self.stopped.add(key)
